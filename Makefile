@@ -1,0 +1,61 @@
+# Thin wrapper over CMake. The README's two commands are `make run` and
+# `make test`; both install missing Debian packages first.
+JOBS ?= $(shell nproc)
+BUILD ?= build
+TEST_BUILD ?= build-test
+FUZZ_BUILD ?= build-fuzz
+PYTHON ?= /usr/bin/python3
+ifeq ($(CI),true)
+  CMAKE_EXTRA += -DWEIR_WERROR=ON
+endif
+
+.PHONY: all deps run test unit integration fuzz-replay fuzz bench format clean
+
+all:
+	@scripts/install-deps build
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_EXTRA) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: all
+	./$(BUILD)/bin/weir
+
+# The test build: ASan + UBSan, pools off so the sanitizers see every object.
+$(TEST_BUILD)/.built: FORCE
+	@scripts/install-deps build test
+	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWEIR_SANITIZE=ON \
+	      -DWEIR_TESTS=ON -DWEIR_DEBUG_NOPOOL=ON $(CMAKE_EXTRA) >/dev/null
+	cmake --build $(TEST_BUILD) -j $(JOBS)
+	@touch $@
+FORCE:
+
+test: $(TEST_BUILD)/.built
+	$(MAKE) --no-print-directory unit fuzz-replay integration
+
+unit:
+	ASAN_OPTIONS=detect_leaks=1 ./$(TEST_BUILD)/bin/unit_tests --jobs 2
+
+fuzz-replay:
+	@for t in $(TEST_BUILD)/bin/*_fuzz; do \
+	    name=$$(basename $$t); \
+	    echo "replaying fuzz/corpus/$${name%_fuzz}"; \
+	    $$t fuzz/corpus/$${name%_fuzz}/* || exit 1; \
+	done
+
+integration:
+	WEIR_BUILD=$(CURDIR)/$(TEST_BUILD) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# libFuzzer builds with clang: build-fuzz/bin/<parser>_fuzz.
+fuzz:
+	@scripts/install-deps build fuzz
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWEIR_FUZZ=ON \
+	      -DWEIR_SANITIZE=ON >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+bench: all
+	bench/run
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,49 @@
+/*
+ * weir/peer.h - an upstream peer: where one request is sent and how.
+ */
+#ifndef WEIR_PEER_H
+#define WEIR_PEER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "weir/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Filled by the upstream_peer phase. The session zeroes it and sets the
+ * timeouts to the service defaults before the phase runs, so a phase only
+ * sets what it wants to change. A timeout of 0 means "the default".
+ */
+typedef struct weir_peer {
+    struct sockaddr_storage addr; /* backend address (IPv4 or IPv6) */
+    socklen_t addr_len;
+    bool tls;       /* TLS to the backend (not supported yet: such a peer fails with 502) */
+    char sni[256];  /* TLS server name, NUL-terminated; empty = none */
+    uint32_t connect_timeout_ms; /* TCP connect */
+    uint32_t read_timeout_ms;    /* idle time between bytes of the response */
+    uint32_t write_timeout_ms;   /* idle time while sending the request */
+    uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
+    void *user;                  /* the application's own pointer, e.g. its backend */
+} weir_peer;
+
+/*
+ * Sets peer->addr from "ip:port" or "[ipv6]:port" (numeric; no DNS on the
+ * request path). Returns WEIR_OK or WEIR_ERR_INVAL. Any thread.
+ */
+int weir_peer_set_addr(weir_peer *peer, const char *ip_port);
+
+/*
+ * Writes "ip:port" of the peer into buf (64 bytes are always enough).
+ * Returns buf. Any thread.
+ */
+const char *weir_peer_addr_str(const weir_peer *peer, char *buf, size_t buf_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

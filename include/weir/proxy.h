@@ -1,0 +1,135 @@
+/*
+ * weir/proxy.h - the request phases a proxy program fills in.
+ *
+ * A proxy service is a weir_proxy_ops table plus an application pointer
+ * (`app`, shared by every request and every worker: the application makes
+ * it safe to read from several threads). Phases run on the worker thread
+ * that owns the client connection, in this order:
+ *
+ *   early_request_filter -> request_filter -> [request_body_filter]* ->
+ *   upstream_peer -> connected_to_upstream -> upstream_request_filter ->
+ *   upstream_response_filter -> response_filter -> [response_body_filter]* ->
+ *   logging
+ *
+ * with fail_to_connect and error_while_proxy on failures. Each is optional
+ * except upstream_peer (unless every request is answered earlier).
+ */
+#ifndef WEIR_PROXY_H
+#define WEIR_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "weir/peer.h"
+#include "weir/session.h"
+#include "weir/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What a phase returns. */
+enum weir_phase_result {
+    WEIR_PHASE_CONTINUE = 0, /* go on with the next phase */
+    WEIR_PHASE_ANSWERED = 1, /* a response was written (weir_session_respond): skip to logging */
+    WEIR_PHASE_PENDING = 2,  /* asynchronous work started; weir_session_resume() follows */
+    WEIR_PHASE_ERROR = -1,   /* fail the request: error_while_proxy decides the answer (500) */
+};
+
+/* Figures handed to the logging phase. Times in microseconds; -1 if the
+ * step did not happen. */
+typedef struct weir_session_stats {
+    int status;                /* status sent to the client, 0 if none */
+    uint64_t bytes_received;   /* request bytes from the client (head + body) */
+    uint64_t bytes_sent;       /* response bytes to the client (head + body) */
+    int64_t request_time_us;   /* first byte of the request to last byte of the response */
+    int64_t upstream_time_us;  /* connect start to the end of the upstream response */
+    const char *upstream_addr; /* "ip:port" of the last peer tried, or "-" */
+    const char *error;         /* why the request failed, or NULL */
+    bool client_aborted;       /* the client went away before the end */
+} weir_session_stats;
+
+typedef struct weir_proxy_ops {
+    /* Creates the per-request context passed to every phase (may return
+     * NULL). Called before early_request_filter. */
+    void *(*new_ctx)(weir_session *s, void *app);
+    /* Frees it after logging. */
+    void (*free_ctx)(void *app, void *ctx);
+
+    /* Before anything else (rate limits, early rejection). May pend. */
+    int (*early_request_filter)(weir_session *s, void *ctx);
+    /* Inspect/modify the request, or answer it (weir_session_respond +
+     * WEIR_PHASE_ANSWERED). May pend. */
+    int (*request_filter)(weir_session *s, void *ctx);
+    /*
+     * Each piece of request body before it goes upstream; `end` is true on
+     * the last call (chunk may then be empty). The filter may point
+     * *chunk at its own memory (valid until its next call) to change the
+     * bytes; if it changes the length it must have removed Content-Length
+     * in request_filter. Must not pend. Returns CONTINUE or ERROR.
+     */
+    int (*request_body_filter)(weir_session *s, void *ctx, weir_str *chunk, bool end);
+    /*
+     * Chooses the backend: fill *peer (see weir/peer.h). Required. Called
+     * again for a retry when fail_to_connect asked for one. May pend (fill
+     * *peer before resuming).
+     */
+    int (*upstream_peer)(weir_session *s, void *ctx, weir_peer *peer);
+    /* After a connection to the peer is ready; `reused` is true for a
+     * pooled keep-alive connection. */
+    void (*connected_to_upstream)(weir_session *s, void *ctx, const weir_peer *peer,
+                                  bool reused);
+    /* Modify the request just before its head is sent (request headers and
+     * weir_session_set_target apply). May pend. */
+    int (*upstream_request_filter)(weir_session *s, void *ctx);
+    /* The upstream response head has arrived (weir_session_resp_headers).
+     * May pend. */
+    int (*upstream_response_filter)(weir_session *s, void *ctx);
+    /* Last change to the response head before it goes to the client; also
+     * runs for responses weir generates. May pend. */
+    int (*response_filter)(weir_session *s, void *ctx);
+    /* Like request_body_filter, for the response body. If it changes the
+     * length it must remove Content-Length in response_filter. */
+    int (*response_body_filter)(weir_session *s, void *ctx, weir_str *chunk, bool end);
+    /*
+     * Connecting to `peer` failed with `error` (a negative errno, e.g.
+     * -ECONNREFUSED, -ETIMEDOUT), before any request byte was sent. Return
+     * true to retry: upstream_peer runs again (choose another peer).
+     * `attempt` is 1 for the first failure. Default: no retry.
+     */
+    bool (*fail_to_connect)(weir_session *s, void *ctx, const weir_peer *peer, int error,
+                            int attempt);
+    /*
+     * The request failed (`status` is what weir would send: 400, 413, 500,
+     * 502, 503, 504; `reason` a short text). Return WEIR_PHASE_CONTINUE to
+     * let weir send its error page, or WEIR_PHASE_ANSWERED after writing
+     * your own with weir_session_respond. Only called while nothing of the
+     * response has reached the client.
+     */
+    int (*error_while_proxy)(weir_session *s, void *ctx, int status, const char *reason);
+    /* Last phase, always called once per session that ran new_ctx. */
+    void (*logging)(weir_session *s, void *ctx, const weir_session_stats *stats);
+} weir_proxy_ops;
+
+/* Per-service settings; zero fields take the default in brackets. */
+typedef struct weir_proxy_options {
+    uint32_t client_header_timeout_ms;  /* whole request head [10000] */
+    uint32_t client_body_timeout_ms;    /* idle time between request body reads [60000] */
+    uint32_t keepalive_timeout_ms;      /* idle client connection [60000] */
+    uint32_t send_timeout_ms;           /* idle time writing to the client [60000] */
+    uint32_t connect_timeout_ms;        /* upstream connect default [5000] */
+    uint32_t upstream_read_timeout_ms;  /* upstream read default [60000] */
+    uint32_t upstream_write_timeout_ms; /* upstream write default [60000] */
+    uint32_t upstream_idle_timeout_ms;  /* pooled idle upstream connection [60000] */
+    uint32_t upstream_keepalive;        /* idle connections kept per peer per worker [64] */
+    uint32_t max_header_bytes;          /* request line + headers (431 beyond) [65536] */
+    uint32_t max_headers;               /* header count (431 beyond) [100] */
+    uint64_t max_body_bytes;            /* request body limit (413 beyond); 0 = none */
+    bool no_forwarded_headers; /* don't add X-Forwarded-For/-Proto, X-Real-IP */
+    bool no_via;               /* don't add Via */
+} weir_proxy_options;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

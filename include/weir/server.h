@@ -1,0 +1,73 @@
+/*
+ * weir/server.h - the server: worker threads, listeners, signals.
+ *
+ * Typical use:
+ *     weir_server *srv = weir_server_new(&opts);
+ *     weir_server_add_proxy(srv, addrs, n, &ops, app, &popts);
+ *     int rc = weir_server_run(srv);   // until SIGTERM/SIGINT/SIGQUIT
+ *     weir_server_free(srv);
+ */
+#ifndef WEIR_SERVER_H
+#define WEIR_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weir/proxy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weir_server weir_server;
+
+typedef struct weir_server_options {
+    int threads;               /* worker threads; 0 = one per CPU */
+    uint32_t grace_period_ms;  /* SIGTERM drain limit; 0 = 10000 */
+    const char *access_log;    /* NULL = none, "-" = stdout, else a file path (appended) */
+    bool handle_signals;       /* run installs SIGTERM/SIGINT/SIGQUIT handling (signalfd) */
+} weir_server_options;
+
+/* Creates a server; NULL on allocation failure. Main thread. */
+weir_server *weir_server_new(const weir_server_options *opts);
+
+/*
+ * Adds a proxy service listening on each "ip:port" of listen_addrs (a
+ * socket per worker with SO_REUSEPORT). ops and app must outlive the
+ * server; opts may be NULL (defaults) and is copied. Returns WEIR_OK,
+ * WEIR_ERR_INVAL (bad address, no upstream_peer) or -errno from bind.
+ * Call before weir_server_run.
+ */
+int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                          const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts);
+
+/*
+ * Starts the workers and blocks until the server stops: on SIGTERM/SIGINT
+ * (with handle_signals) or weir_server_shutdown(srv, true) it stops
+ * accepting, lets in-flight requests finish within the grace period and
+ * returns 0; on SIGQUIT or weir_server_shutdown(srv, false) it stops at
+ * once. Returns -errno if a worker cannot start. Main thread.
+ */
+int weir_server_run(weir_server *srv);
+
+/* Asks a running server to stop (graceful or immediate). Any thread,
+ * async-signal-safe. */
+void weir_server_shutdown(weir_server *srv, bool graceful);
+
+/* Frees a server that is not running. */
+void weir_server_free(weir_server *srv);
+
+/*
+ * Sets the error-log level by name: "error", "warn", "info" (the default)
+ * or "debug". Returns WEIR_OK or WEIR_ERR_INVAL. Any thread.
+ */
+int weir_set_log_level(const char *level);
+
+/* The library version, e.g. "0.1.0". */
+const char *weir_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

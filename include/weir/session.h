@@ -1,0 +1,123 @@
+/*
+ * weir/session.h - one proxied request ("session") as the phases see it.
+ *
+ * Every function here must be called on the worker thread running the
+ * session, from inside a phase callback (or a session timer callback),
+ * except weir_session_resume(), which any thread may call.
+ *
+ * Strings returned as weir_str point into memory the session owns; they
+ * stay valid until the header is modified or the session ends, and are
+ * never NUL-terminated.
+ */
+#ifndef WEIR_SESSION_H
+#define WEIR_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "weir/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weir_session weir_session;
+typedef struct weir_headers weir_headers;
+
+/* ---- the request ---- */
+
+/* The method token, e.g. "GET". */
+weir_str weir_session_method(const weir_session *s);
+/* The request-target as received ("/path?query"). */
+weir_str weir_session_target(const weir_session *s);
+/* The path part of the target (before '?'). */
+weir_str weir_session_path(const weir_session *s);
+/* The query part after '?', without it; empty if none. */
+weir_str weir_session_query(const weir_session *s);
+/* HTTP version of the client's request: 10, 11 or 20. */
+int weir_session_http_version(const weir_session *s);
+/*
+ * Replaces the request-target sent upstream (path and query). The bytes are
+ * copied. Returns WEIR_OK, WEIR_ERR_INVAL (empty, or contains whitespace or
+ * control characters) or WEIR_ERR_NOMEM.
+ */
+int weir_session_set_target(weir_session *s, const char *target, size_t len);
+
+/* The client's socket address. */
+const struct sockaddr *weir_session_client_addr(const weir_session *s);
+/* The client's IP as text ("127.0.0.1", "::1"). */
+weir_str weir_session_client_ip(const weir_session *s);
+
+/* The request headers; modifications are what the upstream receives. */
+weir_headers *weir_session_req_headers(weir_session *s);
+/* The response headers; valid from upstream_response_filter on, or after
+ * weir_session_respond(). NULL before a response exists. */
+weir_headers *weir_session_resp_headers(weir_session *s);
+/* The response status (0 before a response exists). */
+int weir_session_resp_status(const weir_session *s);
+/* Changes the status sent to the client (100..999; WEIR_ERR_INVAL otherwise). */
+int weir_session_set_resp_status(weir_session *s, int status);
+
+/* ---- header tables ---- */
+
+/* Number of fields. */
+size_t weir_headers_count(const weir_headers *h);
+/* The i-th field (0 <= i < count), in wire order. */
+weir_header weir_headers_at(const weir_headers *h, size_t i);
+/* The first value of `name` (case-insensitive); .ptr is NULL if absent. */
+weir_str weir_headers_get(const weir_headers *h, const char *name);
+/*
+ * Replaces every field `name` by one field with `value` (appends it if
+ * absent). Name and value are copied. Returns WEIR_OK, WEIR_ERR_INVAL
+ * (name not a token, or CR/LF/NUL in the value) or WEIR_ERR_NOMEM.
+ */
+int weir_headers_set(weir_headers *h, const char *name, const char *value);
+/* Appends one more field (keeps existing ones). Same returns as set. */
+int weir_headers_add(weir_headers *h, const char *name, const char *value);
+/* Removes every field `name`; returns how many were removed. */
+size_t weir_headers_remove(weir_headers *h, const char *name);
+
+/* ---- answering ---- */
+
+/*
+ * Answers the client directly with `status`, the given extra headers and
+ * `body` (copied; may be NULL with body_len 0). Content-Length and, for
+ * errors, Connection handling are added by weir. A phase that calls this
+ * returns WEIR_PHASE_ANSWERED. Allowed in early_request_filter,
+ * request_filter, upstream_peer, fail_to_connect, error_while_proxy, and
+ * from a pending phase before resuming. Returns WEIR_OK, WEIR_ERR_INVAL
+ * (a response was already started) or WEIR_ERR_NOMEM.
+ */
+int weir_session_respond(weir_session *s, int status, const weir_header *headers,
+                         size_t n_headers, const void *body, size_t body_len);
+
+/* ---- asynchronous phases ---- */
+
+/*
+ * Finishes a phase that returned WEIR_PHASE_PENDING, as if it had returned
+ * `result` (WEIR_PHASE_CONTINUE, WEIR_PHASE_ANSWERED or WEIR_PHASE_ERROR).
+ * Exactly one call per pending phase. Any thread may call it; the session
+ * continues on its own worker. The session stays alive until then even if
+ * the client goes away.
+ */
+void weir_session_resume(weir_session *s, int result);
+
+typedef void (*weir_session_timer_cb)(weir_session *s, void *ctx);
+/*
+ * Calls cb(s, ctx) on the session's worker after `delay_ms`. One timer per
+ * session: starting it again re-arms it. The timer is cancelled when the
+ * session ends. Returns WEIR_OK.
+ */
+int weir_session_set_timer(weir_session *s, uint32_t delay_ms, weir_session_timer_cb cb);
+
+/* The index of the worker thread running the session (0-based). */
+int weir_session_worker(const weir_session *s);
+
+/* The per-request context created by weir_proxy_ops.new_ctx (or NULL). */
+void *weir_session_ctx(const weir_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,13 @@
+/*
+ * weir/weir.h - everything of libweir's public API.
+ */
+#ifndef WEIR_WEIR_H
+#define WEIR_WEIR_H
+
+#include "weir/peer.h"
+#include "weir/proxy.h"
+#include "weir/server.h"
+#include "weir/session.h"
+#include "weir/types.h"
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * pool.h - per-thread free lists for fixed-size hot objects (sessions,
+ * connections, 16 KiB I/O buffers).
+ *
+ * A pool class is registered once, before worker threads start, with its
+ * object size. Each thread keeps its own free list per class (no locks);
+ * an object may be freed on another thread than the one that allocated it
+ * (it joins that thread's list). Each list keeps at most `max_free` objects,
+ * the rest go back to malloc.
+ *
+ * With WEIR_DEBUG_NOPOOL defined, get/put call calloc/free directly so the
+ * sanitizers see every object's life.
+ */
+#ifndef WEIR_CORE_POOL_H
+#define WEIR_CORE_POOL_H
+
+#include <stddef.h>
+
+#define WEIR_BUF_SIZE (16 * 1024)
+
+typedef int weir_pool_class;
+
+/* Registers a class; not thread-safe (call at start-up). Returns its id. */
+weir_pool_class weir__pool_register(const char *name, size_t obj_size, size_t max_free);
+/* Returns a zeroed object, or NULL if memory is exhausted. */
+void *weir__pool_get(weir_pool_class cls);
+/* Returns an object to the calling thread's list. NULL is ignored. */
+void weir__pool_put(weir_pool_class cls, void *obj);
+/* Frees the calling thread's cached objects (at thread exit). */
+void weir__pool_thread_release(void);
+
+/* The 16 KiB I/O buffer class (registered by the library itself). Buffer
+ * memory is not zeroed. */
+char *weir__buf_get(void);
+void weir__buf_put(char *buf);
+
+#endif

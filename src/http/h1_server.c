@@ -1,0 +1,376 @@
+/*
+ * h1_server.c - downstream HTTP/1.x connections (see h1_server.h).
+ */
+#include "http/h1_server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/pool.h"
+#include "net/sock.h"
+
+static weir_pool_class h1s_class;
+
+__attribute__((constructor)) static void register_class(void)
+{
+    h1s_class = weir__pool_register("h1s", sizeof(weir_h1s), 4096);
+}
+
+static const char *state_name(weir_h1s_state s)
+{
+    switch (s) {
+    case WEIR_H1S_IDLE: return "idle";
+    case WEIR_H1S_HEAD: return "head";
+    case WEIR_H1S_ACTIVE: return "active";
+    case WEIR_H1S_LINGER: return "linger";
+    case WEIR_H1S_CLOSED: return "closed";
+    }
+    return "?";
+}
+
+static void set_state(weir_h1s *h, weir_h1s_state to)
+{
+    /* Legal moves: idle<->head, head->active, active->idle/head, any->closed. */
+    assert(to == WEIR_H1S_CLOSED || h->state != WEIR_H1S_CLOSED);
+    assert(to != WEIR_H1S_ACTIVE || h->state == WEIR_H1S_HEAD);
+    weir_log_debug("h1s %p: %s -> %s", (void *)h, state_name(h->state), state_name(to));
+    h->state = to;
+}
+
+size_t weir__h1s_peer_ip(const weir_h1s *h, char *buf, size_t len)
+{
+    return weir__addr_format_ip(&h->peer.sa, buf, len);
+}
+
+static void free_h1s(void *p)
+{
+    weir__pool_put(h1s_class, p);
+}
+
+static void close_conn(weir_h1s *h, bool reset)
+{
+    if (h->state == WEIR_H1S_CLOSED)
+        return;
+    if (h->stream) {
+        /* Only a stream that never started can be here (a started one ends
+         * through weir__h1s_stream_done). */
+        h->cfg->handler->stream_drop(h->stream);
+        h->stream = NULL;
+        h->req = NULL;
+    }
+    set_state(h, WEIR_H1S_CLOSED);
+    weir__timer_stop(h->conn.loop, &h->timer);
+    weir__conn_close(&h->conn, reset);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        h->list->head = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->list->n--;
+    weir__loop_defer(h->conn.loop, free_h1s, h);
+}
+
+/* Writes a canned error response and closes (framing is in doubt). */
+static void reject(weir_h1s *h, int status, const char *why)
+{
+    char ip[64];
+    weir__h1s_peer_ip(h, ip, sizeof(ip));
+    weir_log_warn("client %s: %d %s: %s", ip, status, weir__h1_reason(status), why);
+    char buf[512];
+    int body_len = snprintf(buf, 128, "%d %s\n", status, weir__h1_reason(status));
+    char resp[768];
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 %d %s\r\nServer: weir\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, weir__h1_reason(status), body_len, buf);
+    /* Best effort, one write: the connection is closing anyway. */
+    ssize_t w = write(h->conn.io.fd, resp, (size_t)n);
+    (void)w;
+    /* Let the client read the answer: stop reading, then close. A lingering
+     * close is not worth it here; shutdown(SHUT_WR) lets the FIN follow. */
+    shutdown(h->conn.io.fd, SHUT_WR);
+    close_conn(h, false);
+}
+
+static void header_timeout(weir_timer *t)
+{
+    weir_h1s *h = weir_container_of(t, weir_h1s, timer);
+    if (h->state == WEIR_H1S_HEAD && h->conn.rend > 0)
+        reject(h, 408, "request head not received in time");
+    else
+        close_conn(h, false); /* keep-alive or linger timeout, or nothing sent */
+}
+
+/* Reads and drops what the client still sends after we answered without
+ * reading its whole body, so that closing does not reset the connection
+ * (which could destroy the response before the client read it). */
+static void linger(weir_h1s *h)
+{
+    char sink[4096];
+    for (;;) {
+        ssize_t n = read(h->conn.io.fd, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            h->conn.readable = false;
+            return;
+        }
+        close_conn(h, false);
+        return;
+    }
+}
+
+static void start_linger(weir_h1s *h)
+{
+    set_state(h, WEIR_H1S_LINGER);
+    shutdown(h->conn.io.fd, SHUT_WR);
+    weir__timer_start(h->conn.loop, &h->timer, 2000, header_timeout);
+    linger(h);
+}
+
+static void try_head(weir_h1s *h);
+
+static void io_cb(weir_io *io, uint32_t events)
+{
+    weir_h1s *h = weir_container_of(io, weir_h1s, conn.io);
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        h->conn.readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        h->conn.writable = true;
+    if (h->state == WEIR_H1S_ACTIVE)
+        h->cfg->handler->stream_wake(h->stream);
+    else if (h->state == WEIR_H1S_LINGER)
+        linger(h);
+    else if (h->state != WEIR_H1S_CLOSED && h->conn.readable)
+        try_head(h);
+}
+
+static const char *parse_error(int rc)
+{
+    return weir_h1_strerror(rc);
+}
+
+/* Reads and parses a request head; starts the stream when complete. */
+static void try_head(weir_h1s *h)
+{
+    weir_conn *c = &h->conn;
+    for (;;) {
+        if (c->rend > 0) {
+            if (!h->stream) {
+                h->stream = h->cfg->handler->stream_new(h->cfg->svc, h, &h->req);
+                if (!h->stream) {
+                    reject(h, 503, "out of memory");
+                    return;
+                }
+                h->scan = 0;
+            }
+            if (h->state == WEIR_H1S_IDLE) {
+                set_state(h, WEIR_H1S_HEAD);
+                weir__timer_start(c->loop, &h->timer, h->cfg->header_timeout_ms, header_timeout);
+            }
+            weir_h1_request r = {.headers = h->req->headers.inline_v};
+            int rc = weir_h1_parse_request(c->rbuf, c->rend, &r, h->cfg->max_headers, &h->scan);
+            if (rc == WEIR_H1_E_TOO_MANY_HEADERS) {
+                reject(h, 431, "too many header fields");
+                return;
+            }
+            if (rc == WEIR_H1_E_VERSION) {
+                reject(h, 505, "unsupported HTTP version");
+                return;
+            }
+            if (rc < 0) {
+                reject(h, 400, parse_error(rc));
+                return;
+            }
+            if (rc > 0) {
+                if ((uint32_t)rc > h->cfg->max_header_bytes) {
+                    reject(h, 431, "request head too large");
+                    return;
+                }
+                weir_h1_framing f;
+                int frc = weir_h1_request_framing(&r, &f);
+                if (frc < 0) {
+                    reject(h, 400, parse_error(frc));
+                    return;
+                }
+                if (h->cfg->max_body_bytes && f.kind == WEIR_H1_BODY_LENGTH &&
+                    f.content_length > h->cfg->max_body_bytes) {
+                    reject(h, 413, "request body over the limit");
+                    return;
+                }
+                weir_msg *m = h->req;
+                m->method = r.method;
+                m->target = r.target;
+                m->version = 10 + r.minor_version;
+                m->headers.n = (uint32_t)r.n_headers;
+                m->body = f.kind == WEIR_H1_BODY_NONE                               ? WEIR_BODY_NONE
+                          : f.kind == WEIR_H1_BODY_LENGTH && f.content_length == 0 ? WEIR_BODY_NONE
+                          : f.kind == WEIR_H1_BODY_LENGTH                            ? WEIR_BODY_KNOWN
+                                                                                     : WEIR_BODY_UNKNOWN;
+                m->content_length = f.content_length;
+                if (h->list->draining)
+                    f.keep_alive = false;
+                weir__h1x_init_downstream(&h->x, c, m->headers.arena, &f, (uint32_t)rc,
+                                          r.minor_version, h->cfg->max_body_bytes);
+                h->x.expect_continue = f.expect_continue && r.minor_version >= 1;
+                h->close_after = !f.keep_alive;
+                weir__timer_stop(c->loop, &h->timer);
+                set_state(h, WEIR_H1S_ACTIVE);
+                h->req = NULL;
+                h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc);
+                return;
+            }
+            if (c->rend >= h->cfg->max_header_bytes) {
+                reject(h, 431, "request head too large");
+                return;
+            }
+        }
+        if (c->eof || c->error) {
+            /* Closed between requests (normal) or mid-head (nothing to answer). */
+            close_conn(h, false);
+            return;
+        }
+        if (!c->readable)
+            return;
+        if (weir__conn_need_rbuf(c) < 0) {
+            reject(h, 503, "out of memory");
+            return;
+        }
+        if (c->rend == c->rcap) {
+            uint32_t cap = h->cfg->max_header_bytes + 1024;
+            if (weir__conn_grow_rbuf(c, cap) < 0) {
+                reject(h, 503, "out of memory");
+                return;
+            }
+        }
+        int rc = weir__conn_read(c);
+        if (rc == WEIR_AGAIN) {
+            if (c->rend == 0) {
+                /* Spurious wake-up on an idle connection: hold no buffer. */
+                weir__conn_release_rbuf(c);
+            }
+            return;
+        }
+        if (rc < 0 && rc != WEIR_DONE) {
+            close_conn(h, false);
+            return;
+        }
+    }
+}
+
+int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
+                     const weir_h1s_config *cfg, weir_h1s_list *list)
+{
+    weir_h1s *h = weir__pool_get(h1s_class);
+    if (!h) {
+        close(fd);
+        return -ENOMEM;
+    }
+    int rc = weir__conn_init(&h->conn, loop, fd, io_cb);
+    if (rc < 0) {
+        close(fd);
+        weir__pool_put(h1s_class, h);
+        return rc;
+    }
+    h->cfg = cfg;
+    h->list = list;
+    h->state = WEIR_H1S_IDLE;
+    if (peer_len <= sizeof(h->peer))
+        memcpy(&h->peer, peer, peer_len);
+    h->next = list->head;
+    if (h->next)
+        h->next->prev = h;
+    list->head = h;
+    list->n++;
+    /* The first request gets the header timeout from the accept on. */
+    set_state(h, WEIR_H1S_HEAD);
+    weir__timer_start(loop, &h->timer, cfg->header_timeout_ms, header_timeout);
+    return 0;
+}
+
+static void resume_head(void *arg)
+{
+    weir_h1s *h = arg;
+    if (h->state == WEIR_H1S_IDLE)
+        try_head(h);
+}
+
+void weir__h1s_stream_done(weir_h1s *h, bool reuse)
+{
+    weir_conn *c = &h->conn;
+    h->stream = NULL;
+    if (h->state == WEIR_H1S_CLOSED)
+        return;
+    if (c->error) {
+        close_conn(h, false);
+        return;
+    }
+    if (!reuse) {
+        /* The response is incomplete: a reset, so that a client reading
+         * until close can never take a truncated body for a whole one. */
+        close_conn(h, true);
+        return;
+    }
+    if (!h->x.in_done && !c->eof) {
+        start_linger(h);
+        return;
+    }
+    if (h->close_after || h->list->draining || c->eof) {
+        shutdown(c->io.fd, SHUT_WR);
+        close_conn(h, false);
+        return;
+    }
+    /* Keep-alive: move pipelined bytes to the start of the buffer. */
+    if (c->rbuf) {
+        uint32_t left = c->rend - c->rstart;
+        if (left > 0)
+            memmove(c->rbuf, c->rbuf + c->rstart, left);
+        c->rstart = 0;
+        c->rend = left;
+        if (left == 0)
+            weir__conn_release_rbuf(c);
+    }
+    set_state(h, WEIR_H1S_IDLE);
+    weir__timer_start(c->loop, &h->timer, h->cfg->keepalive_timeout_ms, header_timeout);
+    if (c->rend > 0 || c->readable) {
+        /* Pipelined request or bytes that arrived meanwhile: go on, but off
+         * this stack (the stream that called us is unwinding). */
+        weir__loop_defer(c->loop, resume_head, h);
+    }
+}
+
+void weir__h1s_list_drain(weir_h1s_list *list)
+{
+    list->draining = true;
+    weir_h1s *h = list->head;
+    while (h) {
+        weir_h1s *next = h->next;
+        if (h->state == WEIR_H1S_IDLE ||
+            (h->state == WEIR_H1S_HEAD && h->conn.rend == 0))
+            close_conn(h, false);
+        h = next;
+    }
+}
+
+void weir__h1s_list_close_all(weir_h1s_list *list)
+{
+    weir_h1s *h = list->head;
+    while (h) {
+        weir_h1s *next = h->next;
+        if (h->state == WEIR_H1S_ACTIVE && h->stream) {
+            void *stream = h->stream;
+            h->stream = NULL;
+            h->cfg->handler->stream_abort(stream);
+        }
+        close_conn(h, false);
+        h = next;
+    }
+}

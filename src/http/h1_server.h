@@ -1,0 +1,110 @@
+/*
+ * h1_server.h - a downstream HTTP/1.x connection: reads request heads,
+ * hands each request to a stream (the proxy session) through the exchange
+ * interface, and keeps the connection alive between requests.
+ *
+ * Requests are served one at a time in order; pipelined requests wait in
+ * the read buffer until the previous response is complete. Malformed heads
+ * are answered here (400/431/408/505) and the connection closed.
+ *
+ * Life cycle (one thread, the worker that accepted it):
+ *   IDLE --bytes--> HEAD --complete--> ACTIVE --stream_done--> IDLE
+ *   ACTIVE --stream_done with unread body--> LINGER --EOF/timeout--> closed
+ *   any --error/timeout/shutdown--> closed (freed at the end of the round)
+ */
+#ifndef WEIR_HTTP_H1_SERVER_H
+#define WEIR_HTTP_H1_SERVER_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "http/h1_exchange.h"
+#include "http/msg.h"
+#include "net/conn.h"
+
+typedef struct weir_h1s weir_h1s;
+
+/* The layer above (the proxy) as the connection sees it. */
+typedef struct weir_h1s_handler {
+    /* Allocates a stream for the next request and returns its message, whose
+     * header table the parser fills. NULL if out of memory. */
+    void *(*stream_new)(void *svc, weir_h1s *h, weir_msg **req);
+    /* The head is complete and valid: run the stream on exchange x. */
+    void (*stream_start)(void *stream, weir_exchange *x, uint32_t head_len);
+    /* Readiness changed on the client connection. */
+    void (*stream_wake)(void *stream);
+    /* Frees a stream that never started. */
+    void (*stream_drop)(void *stream);
+    /* Ends a started stream at once (forced shutdown): the stream logs,
+     * releases its upstream and calls weir__h1s_stream_done(h, false). */
+    void (*stream_abort)(void *stream);
+} weir_h1s_handler;
+
+typedef struct weir_h1s_config {
+    const weir_h1s_handler *handler;
+    void *svc;
+    uint32_t header_timeout_ms;
+    uint32_t keepalive_timeout_ms;
+    uint32_t max_header_bytes;
+    uint32_t max_headers;
+    uint64_t max_body_bytes;
+} weir_h1s_config;
+
+typedef enum weir_h1s_state {
+    WEIR_H1S_IDLE,   /* between requests: no buffer, keep-alive timer */
+    WEIR_H1S_HEAD,   /* reading a request head: header timer */
+    WEIR_H1S_ACTIVE, /* a stream owns the exchange */
+    WEIR_H1S_LINGER, /* response sent, unread request bytes being drained before close */
+    WEIR_H1S_CLOSED, /* closed, freed at the end of the loop round */
+} weir_h1s_state;
+
+/* One list of live connections per worker, for graceful shutdown. */
+typedef struct weir_h1s_list {
+    weir_h1s *head;
+    uint32_t n;
+    bool draining; /* no new requests start; idle connections close */
+} weir_h1s_list;
+
+struct weir_h1s {
+    weir_conn conn;
+    weir_h1x x;
+    weir_h1s_state state;
+    const weir_h1s_config *cfg;
+    weir_h1s_list *list;
+    weir_h1s *next, *prev;
+    weir_timer timer;
+    void *stream;   /* current stream, or NULL */
+    weir_msg *req;  /* its message while the head is read */
+    size_t scan;
+    bool close_after; /* close when the current stream is done */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
+};
+
+/* Takes over an accepted socket. Returns 0, or -errno (fd closed). */
+int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
+                     const weir_h1s_config *cfg, weir_h1s_list *list);
+
+/*
+ * The stream is over and will not touch the exchange again. With `reuse`
+ * its response went out whole: the connection serves the next request, or
+ * closes gracefully (client asked, draining), or lingers first if the
+ * request body was not read to its end. Without `reuse` the response is
+ * incomplete and the connection is reset.
+ */
+void weir__h1s_stream_done(weir_h1s *h, bool reuse);
+
+/* Starts draining: idle connections close now, busy ones after their
+ * current request. */
+void weir__h1s_list_drain(weir_h1s_list *list);
+/* Closes every connection at once (streams are dropped by the caller first). */
+void weir__h1s_list_close_all(weir_h1s_list *list);
+
+/* Text of the client IP (for logs). */
+size_t weir__h1s_peer_ip(const weir_h1s *h, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * conn.h - a non-blocking TCP connection with a read buffer and an output
+ * queue, registered edge-triggered on one loop.
+ *
+ * Readiness is remembered in flags (`readable`, `writable`) because with
+ * edge-triggered epoll a socket we chose not to read (back-pressure) will
+ * not be reported again: the flag stays set until a read/write returns
+ * EAGAIN.
+ *
+ * The read buffer comes from the 16 KiB pool when needed and goes back when
+ * empty (weir__conn_release_rbuf), so an idle connection holds none. It may
+ * be replaced by a larger malloc'd one for a big message head.
+ *
+ * The output queue holds iovecs by reference: the memory they point to
+ * must stay valid until the queue drains. `obuf` is the connection's own
+ * scratch buffer for serialized heads and chunk framing.
+ *
+ * Owner: the object embedding it; loop thread only.
+ */
+#ifndef WEIR_NET_CONN_H
+#define WEIR_NET_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "core/loop.h"
+
+#define WEIR_OQ_MAX 16
+
+typedef struct weir_conn {
+    weir_io io;
+    weir_loop *loop;
+    bool readable;
+    bool writable;
+    bool eof;       /* the peer closed its side (read returned 0) */
+    bool error;     /* a fatal socket error happened */
+    int last_errno; /* errno of that error */
+
+    char *rbuf; /* NULL when idle */
+    uint32_t rcap;
+    uint32_t rstart; /* first unconsumed byte */
+    uint32_t rend;   /* end of data */
+
+    struct iovec oq[WEIR_OQ_MAX];
+    int oq_head, oq_n; /* pending iovecs are oq[oq_head .. oq_n) */
+    char *obuf;        /* scratch for heads/framing; NULL when idle */
+    uint32_t olen, ocap;
+
+    uint64_t bytes_in, bytes_out;
+} weir_conn;
+
+/* Sets up c for fd on loop and registers it (EPOLLIN|EPOLLOUT|EPOLLRDHUP).
+ * Returns 0 or -errno. */
+int weir__conn_init(weir_conn *c, weir_loop *loop, int fd, weir_io_cb cb);
+/* Deregisters and closes the socket, releases the buffers; the io callback
+ * becomes a no-op so a pending event for it in this loop round is harmless.
+ * `reset` sends a TCP RST instead of FIN (SO_LINGER 0). */
+void weir__conn_close(weir_conn *c, bool reset);
+
+/* Makes sure an rbuf exists; returns WEIR_ERR_NOMEM on failure. */
+int weir__conn_need_rbuf(weir_conn *c);
+/* Grows rbuf to at least `cap` bytes (keeps the data). */
+int weir__conn_grow_rbuf(weir_conn *c, uint32_t cap);
+/* Gives an empty rbuf back to the pool. */
+void weir__conn_release_rbuf(weir_conn *c);
+
+/*
+ * Reads into rbuf[rend .. rcap). Returns the number of bytes read (> 0),
+ * WEIR_AGAIN (nothing now; readable cleared), WEIR_DONE (EOF; eof set),
+ * 0 if there is no room, or -errno (error set).
+ */
+int weir__conn_read(weir_conn *c);
+
+/* Scratch space for `len` bytes at the end of obuf (grows it). NULL on
+ * exhaustion. Valid until the queue drains. */
+char *weir__conn_obuf_reserve(weir_conn *c, uint32_t len);
+/* Queues an iovec; returns WEIR_ERR_NOMEM if the queue is full (flush first). */
+int weir__conn_queue(weir_conn *c, const void *ptr, size_t len);
+static inline bool weir__conn_queue_empty(const weir_conn *c)
+{
+    return c->oq_head == c->oq_n;
+}
+static inline int weir__conn_queue_room(const weir_conn *c)
+{
+    return WEIR_OQ_MAX - c->oq_n;
+}
+/* Writes what is queued. WEIR_OK when all is written, WEIR_AGAIN if some
+ * remains (writable cleared), or -errno (error set). */
+int weir__conn_flush(weir_conn *c);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * sock.h - socket helpers: address parsing/formatting, listening sockets,
+ * non-blocking connect.
+ */
+#ifndef WEIR_NET_SOCK_H
+#define WEIR_NET_SOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* Longest "[v6addr]:port" text plus NUL. */
+#define WEIR_ADDR_STRLEN 64
+
+/* Parses "ip:port", "[v6]:port" or "*:port" (numeric only, no DNS).
+ * Returns 0, or WEIR_ERR_INVAL. */
+int weir__addr_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+/* Formats ss as "ip:port" / "[v6]:port" into buf (WEIR_ADDR_STRLEN). */
+void weir__addr_format(const struct sockaddr *sa, char *buf, size_t buf_len);
+/* Formats only the IP ("1.2.3.4", "::1"); returns its length. */
+size_t weir__addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len);
+bool weir__addr_equal(const struct sockaddr *a, const struct sockaddr *b);
+
+/* A non-blocking listening socket with SO_REUSEADDR and, if reuseport,
+ * SO_REUSEPORT. Returns the fd or -errno. */
+int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog);
+
+/* Starts a non-blocking connect with TCP_NODELAY. Returns the fd (the
+ * connection may still be in progress) or -errno. */
+int weir__connect_start(const struct sockaddr *sa, socklen_t len);
+
+#endif

@@ -1,0 +1,493 @@
+/*
+ * server.c - the server: worker threads with their loops and listeners,
+ * signal handling on the main thread, graceful and immediate shutdown.
+ *
+ * Each worker owns one listening socket per service address (SO_REUSEPORT,
+ * so the kernel spreads connections) and every connection it accepts.
+ * The main thread only waits for signals and hands shutdown to the workers
+ * through their task queues.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/pool.h"
+#include "http/h1_server.h"
+#include "net/sock.h"
+#include "net/upstream.h"
+#include "proxy/service.h"
+#include "weir/server.h"
+
+#define MAX_SERVICES 32
+#define MAX_ADDRS 16
+
+typedef struct listen_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[WEIR_ADDR_STRLEN];
+    weir_service *svc;
+} listen_addr;
+
+typedef struct worker worker;
+
+typedef struct listener {
+    weir_io io;
+    worker *w;
+    const listen_addr *addr;
+    weir_timer retry; /* re-try accept after EMFILE/ENFILE */
+} listener;
+
+struct worker {
+    int id;
+    weir_server *srv;
+    weir_loop *loop;
+    pthread_t thread;
+    bool started;
+    listener *listeners;
+    size_t n_listeners;
+    weir_h1s_list conns;
+    weir_timer drain_check;
+    int rc;
+};
+
+struct weir_server {
+    weir_server_options opts;
+    weir_service services[MAX_SERVICES];
+    size_t n_services;
+    listen_addr addrs[MAX_SERVICES * MAX_ADDRS];
+    size_t n_addrs;
+    worker *workers;
+    int n_workers;
+    int wake_fd; /* eventfd: weir_server_shutdown() */
+    int sig_fd;  /* signalfd while running with handle_signals, else -1 */
+    _Atomic int shutdown_req; /* 0 none, 1 graceful, 2 immediate */
+    weir_logsink *access_log;
+};
+
+const char *weir_version(void)
+{
+    return WEIR_VERSION;
+}
+
+int weir_set_log_level(const char *level)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(level, names[i]) == 0) {
+            weir__log_set_level((enum weir_log_level)i);
+            return WEIR_OK;
+        }
+    }
+    return WEIR_ERR_INVAL;
+}
+
+void weir__proxy_options_defaults(weir_proxy_options *o)
+{
+#define DEF(f, v)                                                                                  \
+    if (!o->f)                                                                                     \
+    o->f = (v)
+    DEF(client_header_timeout_ms, 10000);
+    DEF(client_body_timeout_ms, 60000);
+    DEF(keepalive_timeout_ms, 60000);
+    DEF(send_timeout_ms, 60000);
+    DEF(connect_timeout_ms, 5000);
+    DEF(upstream_read_timeout_ms, 60000);
+    DEF(upstream_write_timeout_ms, 60000);
+    DEF(upstream_idle_timeout_ms, 60000);
+    DEF(upstream_keepalive, 64);
+    DEF(max_header_bytes, 65536);
+    DEF(max_headers, 100);
+#undef DEF
+    if (o->max_headers > WEIR_INLINE_HEADERS)
+        o->max_headers = WEIR_INLINE_HEADERS;
+}
+
+weir_server *weir_server_new(const weir_server_options *opts)
+{
+    weir_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return NULL;
+    if (opts)
+        srv->opts = *opts;
+    if (srv->opts.threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        srv->opts.threads = n > 0 ? (int)n : 1;
+    }
+    if (srv->opts.grace_period_ms == 0)
+        srv->opts.grace_period_ms = 10000;
+    srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (srv->wake_fd < 0) {
+        free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                          const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts)
+{
+    if (!ops || !ops->upstream_peer || n_addrs == 0 || n_addrs > MAX_ADDRS ||
+        srv->n_services == MAX_SERVICES)
+        return WEIR_ERR_INVAL;
+    weir_service *svc = &srv->services[srv->n_services];
+    memset(svc, 0, sizeof(*svc));
+    svc->ops = ops;
+    svc->app = app;
+    if (opts)
+        svc->opts = *opts;
+    weir__proxy_options_defaults(&svc->opts);
+    svc->h1 = (weir_h1s_config){
+        .handler = &weir__session_h1_handler,
+        .svc = svc,
+        .header_timeout_ms = svc->opts.client_header_timeout_ms,
+        .keepalive_timeout_ms = svc->opts.keepalive_timeout_ms,
+        .max_header_bytes = svc->opts.max_header_bytes,
+        .max_headers = svc->opts.max_headers,
+        .max_body_bytes = svc->opts.max_body_bytes,
+    };
+    for (size_t i = 0; i < n_addrs; i++) {
+        listen_addr *la = &srv->addrs[srv->n_addrs + i];
+        if (weir__addr_parse(listen_addrs[i], &la->ss, &la->len) < 0) {
+            weir_log_error("invalid listen address '%s' (expected ip:port)", listen_addrs[i]);
+            return WEIR_ERR_INVAL;
+        }
+        snprintf(la->text, sizeof(la->text), "%s", listen_addrs[i]);
+        la->svc = svc;
+        for (size_t j = 0; j < srv->n_addrs + i; j++) {
+            if (weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss, (struct sockaddr *)&la->ss)) {
+                weir_log_error("listen address %s given twice", la->text);
+                return WEIR_ERR_INVAL;
+            }
+        }
+    }
+    srv->n_addrs += n_addrs;
+    srv->n_services++;
+    return WEIR_OK;
+}
+
+/* ---- accepting ---- */
+
+static void accept_ready(listener *l);
+
+static void retry_accept(weir_timer *t)
+{
+    accept_ready(weir_container_of(t, listener, retry));
+}
+
+static void accept_ready(listener *l)
+{
+    worker *w = l->w;
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(l->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: the pending connections wait in the
+                 * backlog; try again shortly instead of spinning. */
+                weir_log_error("accept on %s: %s", l->addr->text, strerror(errno));
+                weir__timer_start(w->loop, &l->retry, 100, retry_accept);
+                return;
+            }
+            weir_log_error("accept on %s: %s", l->addr->text, strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &l->addr->svc->h1,
+                         &w->conns);
+    }
+    /* Fairness: leave the rest of the backlog for the next round. */
+    weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);
+}
+
+static void listener_cb(weir_io *io, uint32_t events)
+{
+    accept_ready(weir_container_of(io, listener, io));
+}
+
+static void close_listeners(worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        listener *l = &w->listeners[i];
+        weir__timer_stop(w->loop, &l->retry);
+        if (l->io.fd >= 0) {
+            weir__io_del(w->loop, &l->io);
+            close(l->io.fd);
+            l->io.fd = -1;
+        }
+    }
+}
+
+/* ---- worker ---- */
+
+static void drain_check(weir_timer *t)
+{
+    worker *w = weir_container_of(t, worker, drain_check);
+    if (w->conns.n == 0) {
+        weir__loop_stop(w->loop);
+        return;
+    }
+    weir__h1s_list_drain(&w->conns);
+    weir__timer_start(w->loop, &w->drain_check, 20, drain_check);
+}
+
+static void task_drain(void *arg)
+{
+    worker *w = arg;
+    close_listeners(w);
+    weir__h1s_list_drain(&w->conns);
+    weir__upool_close_all(w->loop);
+    drain_check(&w->drain_check);
+}
+
+static void task_force(void *arg)
+{
+    worker *w = arg;
+    close_listeners(w);
+    weir__h1s_list_close_all(&w->conns);
+    weir__loop_stop(w->loop);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    w->rc = weir__loop_run(w->loop);
+    weir__timer_stop(w->loop, &w->drain_check);
+    weir__h1s_list_close_all(&w->conns);
+    weir__upool_close_all(w->loop);
+    weir__loop_run_pending(w->loop);
+    weir__pool_thread_release();
+    return NULL;
+}
+
+static int open_listeners(weir_server *srv, worker *w)
+{
+    w->listeners = calloc(srv->n_addrs, sizeof(listener));
+    if (!w->listeners)
+        return WEIR_ERR_NOMEM;
+    for (size_t i = 0; i < srv->n_addrs; i++) {
+        listener *l = &w->listeners[i];
+        l->io.fd = -1;
+        l->w = w;
+        l->addr = &srv->addrs[i];
+        int fd = weir__listen_socket((struct sockaddr *)&l->addr->ss, l->addr->len, true, 4096);
+        if (fd < 0) {
+            weir_log_error("listen on %s: %s", l->addr->text, strerror(-fd));
+            return fd;
+        }
+        l->io.fd = fd;
+        l->io.cb = listener_cb;
+        w->n_listeners = i + 1;
+        int rc = weir__io_add(w->loop, &l->io, EPOLLIN);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- run / shutdown ---- */
+
+void weir_server_shutdown(weir_server *srv, bool graceful)
+{
+    int want = graceful ? 1 : 2;
+    int cur = atomic_load(&srv->shutdown_req);
+    while (cur < want && !atomic_compare_exchange_weak(&srv->shutdown_req, &cur, want)) {
+    }
+    uint64_t one = 1;
+    ssize_t n = write(srv->wake_fd, &one, sizeof(one));
+    (void)n;
+}
+
+static void stop_workers(weir_server *srv, bool graceful)
+{
+    for (int i = 0; i < srv->n_workers; i++) {
+        worker *w = &srv->workers[i];
+        if (w->started)
+            weir__loop_post(w->loop, graceful ? task_drain : task_force, w);
+    }
+}
+
+/* Reads pending signals and turns them into shutdown requests. */
+static void read_signals(weir_server *srv, int sfd)
+{
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGQUIT) {
+            weir_log_info("SIGQUIT: stopping now");
+            weir_server_shutdown(srv, false);
+        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            weir_log_info("%s: stopping gracefully (grace period %u ms)",
+                          si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
+                          srv->opts.grace_period_ms);
+            weir_server_shutdown(srv, true);
+        }
+    }
+}
+
+/* Sleeps up to timeout_ms (-1: forever) or until a signal or a shutdown
+ * request arrives; returns the shutdown request level (0 none, 1 graceful,
+ * 2 immediate). */
+static int wait_events(weir_server *srv, int timeout_ms)
+{
+    int sfd = srv->sig_fd;
+    struct pollfd pfd[2] = {{.fd = srv->wake_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    int n = poll(pfd, sfd >= 0 ? 2 : 1, timeout_ms);
+    if (n > 0) {
+        if (pfd[0].revents & POLLIN) {
+            uint64_t v;
+            ssize_t r = read(srv->wake_fd, &v, sizeof(v));
+            (void)r;
+        }
+        if (sfd >= 0 && (pfd[1].revents & POLLIN))
+            read_signals(srv, sfd);
+    }
+    return atomic_load(&srv->shutdown_req);
+}
+
+/* Joins the workers as their loops end; false if they are not all done
+ * within timeout_ms or an immediate stop was asked meanwhile. */
+static bool workers_done(weir_server *srv, int timeout_ms)
+{
+    int waited = 0;
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < srv->n_workers; i++) {
+            worker *w = &srv->workers[i];
+            if (!w->started)
+                continue;
+            if (pthread_tryjoin_np(w->thread, NULL) == 0)
+                w->started = false;
+            else
+                all = false;
+        }
+        if (all)
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        if (wait_events(srv, 10) == 2)
+            return false;
+        waited += 10;
+    }
+}
+
+int weir_server_run(weir_server *srv)
+{
+    int rc = 0, sfd = -1;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    if (srv->opts.handle_signals) {
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGQUIT);
+        /* Blocked before the workers start, so they inherit the mask and
+         * only the signalfd sees these. */
+        pthread_sigmask(SIG_BLOCK, &mask, &old);
+        sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    }
+    srv->sig_fd = sfd;
+    if (srv->opts.access_log) {
+        srv->access_log = weir__logsink_open(srv->opts.access_log);
+        if (!srv->access_log) {
+            rc = WEIR_ERR_INVAL;
+            goto out;
+        }
+        for (size_t i = 0; i < srv->n_services; i++)
+            srv->services[i].access_log = srv->access_log;
+    }
+    srv->n_workers = srv->opts.threads;
+    srv->workers = calloc((size_t)srv->n_workers, sizeof(worker));
+    if (!srv->workers) {
+        rc = WEIR_ERR_NOMEM;
+        goto out;
+    }
+    for (int i = 0; i < srv->n_workers; i++) {
+        worker *w = &srv->workers[i];
+        w->id = i;
+        w->srv = srv;
+        w->loop = weir__loop_new(i);
+        if (!w->loop) {
+            rc = WEIR_ERR_NOMEM;
+            goto stop;
+        }
+        rc = open_listeners(srv, w);
+        if (rc < 0)
+            goto stop;
+    }
+    for (int i = 0; i < srv->n_workers; i++) {
+        worker *w = &srv->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            rc = -EAGAIN;
+            goto stop;
+        }
+        w->started = true;
+    }
+    for (size_t i = 0; i < srv->n_addrs; i++)
+        weir_log_info("listening on %s (%d workers)", srv->addrs[i].text, srv->n_workers);
+
+    int how;
+    while ((how = wait_events(srv, -1)) == 0) {
+    }
+    if (how == 1) {
+        stop_workers(srv, true);
+        if (!workers_done(srv, (int)srv->opts.grace_period_ms)) {
+            if (atomic_load(&srv->shutdown_req) != 2)
+                weir_log_warn("grace period over: closing the remaining connections");
+            stop_workers(srv, false);
+        }
+    } else {
+        stop_workers(srv, false);
+    }
+stop:
+    if (rc < 0)
+        stop_workers(srv, false);
+    for (int i = 0; i < srv->n_workers; i++) {
+        worker *w = &srv->workers[i];
+        if (w->started) {
+            pthread_join(w->thread, NULL);
+            w->started = false;
+        }
+        if (w->loop) {
+            close_listeners(w);
+            weir__loop_free(w->loop);
+        }
+        free(w->listeners);
+    }
+    free(srv->workers);
+    srv->workers = NULL;
+out:
+    weir__logsink_close(srv->access_log);
+    srv->access_log = NULL;
+    if (sfd >= 0)
+        close(sfd);
+    srv->sig_fd = -1;
+    if (srv->opts.handle_signals)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+void weir_server_free(weir_server *srv)
+{
+    if (!srv)
+        return;
+    close(srv->wake_fd);
+    free(srv);
+}
