@@ -8,7 +8,7 @@ command line tool from bench/run:
     lib.py tree PID                  print PID and all its descendants
     lib.py cpu-us PID                utime+stime of PID's process tree, microseconds
     lib.py rss PID                   VmRSS of PID's process tree, bytes
-    lib.py cpu-jiffies N             "busy total" jiffies of CPU N from /proc/stat
+    lib.py cpu-jiffies [N]           "busy total" jiffies of CPU N (all CPUs if empty)
     lib.py parse-wrk FILE            print wrk results as shell-safe KEY=VALUE lines
     lib.py table RESULTS.tsv HEADER  print the results table
 
@@ -87,7 +87,7 @@ def tree_rss_bytes(root):
 
 
 def cpu_jiffies(n):
-    """(busy, total) jiffies of one CPU; busy excludes idle and iowait."""
+    """(busy, total) jiffies of CPU n ("" = all CPUs); busy excludes idle and iowait."""
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith(f"cpu{n} "):
@@ -213,7 +213,7 @@ def main(argv):
     elif cmd == "rss":
         print(tree_rss_bytes(argv[2]))
     elif cmd == "cpu-jiffies":
-        print(*cpu_jiffies(argv[2]))
+        print(*cpu_jiffies(argv[2] if len(argv) > 2 else ""))
     elif cmd == "parse-wrk":
         for k, v in parse_wrk(argv[2]).items():
             print(f"WRK_{k.upper()}='{v}'")
