@@ -33,6 +33,7 @@ struct weir_loop {
     int epfd;
     volatile int stop;
     uint64_t now_ms;
+    uint64_t now_us;
     uint64_t wall_ms;
 
     weir_timer **heap; /* min-heap on due_ms */
@@ -69,7 +70,8 @@ void weir__loop_update_time(weir_loop *loop)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    loop->now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    loop->now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    loop->now_ms = loop->now_us / 1000;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     loop->wall_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
@@ -77,6 +79,11 @@ void weir__loop_update_time(weir_loop *loop)
 uint64_t weir__loop_now(const weir_loop *loop)
 {
     return loop->now_ms;
+}
+
+uint64_t weir__loop_now_us(const weir_loop *loop)
+{
+    return loop->now_us;
 }
 
 uint64_t weir__loop_wall_ms(const weir_loop *loop)

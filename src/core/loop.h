@@ -55,6 +55,8 @@ void weir__io_del(weir_loop *loop, weir_io *io);
 
 /* Cached monotonic clock in ms, refreshed once per loop iteration. */
 uint64_t weir__loop_now(const weir_loop *loop);
+/* The same cached monotonic clock in microseconds. */
+uint64_t weir__loop_now_us(const weir_loop *loop);
 /* Wall-clock time (ms since the epoch) cached with the monotonic clock. */
 uint64_t weir__loop_wall_ms(const weir_loop *loop);
 /* Refreshes the cached clock (used after long work within one iteration). */

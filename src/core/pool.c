@@ -14,7 +14,7 @@ typedef struct pool_class {
     const char *name;
     size_t size;
     size_t max_free;
-    int zero;
+    size_t zero_len; /* bytes zeroed on get; 0 for raw buffers */
 } pool_class;
 
 typedef struct free_obj {
@@ -30,18 +30,26 @@ static pool_class classes[MAX_CLASSES];
 static int n_classes;
 static __thread thread_list lists[MAX_CLASSES];
 
-static weir_pool_class register_class(const char *name, size_t size, size_t max_free, int zero)
+static weir_pool_class register_class(const char *name, size_t size, size_t max_free,
+                                      size_t zero_len)
 {
     assert(n_classes < MAX_CLASSES);
     if (size < sizeof(free_obj))
         size = sizeof(free_obj);
-    classes[n_classes] = (pool_class){name, size, max_free, zero};
+    classes[n_classes] = (pool_class){name, size, max_free, zero_len};
     return n_classes++;
 }
 
 weir_pool_class weir__pool_register(const char *name, size_t obj_size, size_t max_free)
 {
-    return register_class(name, obj_size, max_free, 1);
+    return register_class(name, obj_size, max_free, obj_size);
+}
+
+weir_pool_class weir__pool_register_partial(const char *name, size_t obj_size, size_t max_free,
+                                            size_t zero_len)
+{
+    assert(zero_len > 0 && zero_len <= obj_size);
+    return register_class(name, obj_size, max_free, zero_len);
 }
 
 void *weir__pool_get(weir_pool_class cls)
@@ -53,12 +61,12 @@ void *weir__pool_get(weir_pool_class cls)
         free_obj *o = tl->head;
         tl->head = o->next;
         tl->n--;
-        if (pc->zero)
-            memset(o, 0, pc->size);
+        if (pc->zero_len)
+            memset(o, 0, pc->zero_len);
         return o;
     }
 #endif
-    return pc->zero ? calloc(1, pc->size) : malloc(pc->size);
+    return pc->zero_len ? calloc(1, pc->size) : malloc(pc->size);
 }
 
 void weir__pool_put(weir_pool_class cls, void *obj)
@@ -95,7 +103,7 @@ static weir_pool_class buf_class = -1;
 
 __attribute__((constructor)) static void register_buf_class(void)
 {
-    buf_class = register_class("buf", WEIR_BUF_SIZE, 256, 0);
+    buf_class = register_class("buf", WEIR_BUF_SIZE, 128, 0);
 }
 
 char *weir__buf_get(void)

@@ -20,9 +20,13 @@
 
 typedef int weir_pool_class;
 
-/* Registers a class; not thread-safe (call at start-up). Returns its id. */
+/* Registers a class; not thread-safe (call at start-up). Returns its id.
+ * Objects come zeroed, except past `zero_len` bytes (0 = the whole object):
+ * large objects whose tail is initialized on use skip that memset. */
 weir_pool_class weir__pool_register(const char *name, size_t obj_size, size_t max_free);
-/* Returns a zeroed object, or NULL if memory is exhausted. */
+weir_pool_class weir__pool_register_partial(const char *name, size_t obj_size, size_t max_free,
+                                            size_t zero_len);
+/* Returns an object (zeroed as registered), or NULL if memory is exhausted. */
 void *weir__pool_get(weir_pool_class cls);
 /* Returns an object to the calling thread's list. NULL is ignored. */
 void weir__pool_put(weir_pool_class cls, void *obj);

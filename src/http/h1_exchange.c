@@ -12,8 +12,6 @@
 #include "http/h1_exchange.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -67,8 +65,15 @@ static int read_head(weir_exchange *ex, weir_msg *m)
     weir_conn *c = x->conn;
     for (;;) {
         if (c->rend > 0) {
-            weir_h1_response r = {.headers = m->headers.inline_v};
-            int rc = weir_h1_parse_response(c->rbuf, c->rend, &r, x->max_headers, &x->scan);
+            weir_h1_response r = {.headers = m->headers.v};
+            uint32_t max = x->max_headers < m->headers.cap ? x->max_headers : m->headers.cap;
+            int rc = weir_h1_parse_response(c->rbuf, c->rend, &r, max, &x->scan);
+            if (rc == WEIR_H1_E_TOO_MANY_HEADERS && max < x->max_headers) {
+                if (weir__headers_reserve(&m->headers, x->max_headers) < 0)
+                    return WEIR_ERR_NOMEM;
+                r = (weir_h1_response){.headers = m->headers.v};
+                rc = weir_h1_parse_response(c->rbuf, c->rend, &r, x->max_headers, &x->scan);
+            }
             if (rc < 0)
                 return WEIR_EX_E_HEAD;
             if (rc > 0 && r.status < 200 && r.status != 101) {
@@ -279,6 +284,34 @@ static size_t put(char *p, const char *s, size_t len)
     return len;
 }
 
+/* Decimal digits of v; printf costs more than the rest of a head. */
+static size_t put_dec(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t put_hex(char *p, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
 /* True if the field must not be forwarded: hop-by-hop, framing we redo, or
  * nominated by the Connection header. */
 static bool skip_field(const weir_msg *m, weir_str name)
@@ -323,7 +356,9 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
         p += put(p, " HTTP/1.1\r\n", 11);
     } else {
         const char *reason = m->reason.len ? NULL : weir__h1_reason(m->status);
-        p += sprintf(p, "HTTP/1.%d %03d ", x->out_minor ? 1 : 0, m->status);
+        p += put(p, x->out_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+        p += put_dec(p, (uint64_t)m->status); /* 100..999: always 3 digits */
+        *p++ = ' ';
         if (reason)
             p += put(p, reason, strlen(reason));
         else
@@ -347,7 +382,9 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
     if (m->close)
         x->out_keep_alive = false;
     if (m->body == WEIR_BODY_KNOWN) {
-        p += sprintf(p, "Content-Length: %" PRIu64 "\r\n", m->content_length);
+        p += put(p, "Content-Length: ", 16);
+        p += put_dec(p, m->content_length);
+        p += put(p, "\r\n", 2);
     } else if (m->body == WEIR_BODY_UNKNOWN) {
         if (x->upstream || x->out_minor >= 1) {
             x->out_chunked = true;
@@ -391,7 +428,9 @@ static int write_body(weir_exchange *ex, const weir_str *segs, size_t n)
         char *p = weir__conn_obuf_reserve(c, 20);
         if (!p)
             return WEIR_ERR_NOMEM;
-        int len = sprintf(p, "%zx\r\n", total);
+        size_t len = put_hex(p, total);
+        p[len++] = '\r';
+        p[len++] = '\n';
         c->olen -= 20 - (uint32_t)len;
         weir__conn_queue(c, p, (size_t)len);
     }
@@ -436,18 +475,17 @@ static bool peer_gone(weir_exchange *ex)
     weir_conn *c = x->conn;
     if (c->eof || c->error)
         return true;
-    if (!c->readable)
+    if (!c->hup)
         return false;
+    /* epoll saw a close: confirm it is not just a half-close with a
+     * pipelined request still to read. */
     char b;
     ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0) {
+    if (n == 0 || (n < 0 && errno != EAGAIN)) {
         c->eof = true;
         return true;
     }
-    /* Bytes (a pipelined request) or nothing: still there. Edge-triggered
-     * epoll reports a later close as a new event. */
-    c->readable = false;
-    return n < 0 && errno != EAGAIN;
+    return false;
 }
 
 static const weir_exchange_ops h1_ops = {
@@ -469,7 +507,7 @@ void weir__h1x_init_upstream(weir_h1x *x, weir_conn *conn, weir_arena *arena, ui
     x->arena = arena;
     x->upstream = true;
     x->max_head = max_head;
-    x->max_headers = WEIR_INLINE_HEADERS;
+    x->max_headers = 100;
     x->out_minor = 1;
 }
 

@@ -141,10 +141,7 @@ static void try_head(weir_h1s *h);
 static void io_cb(weir_io *io, uint32_t events)
 {
     weir_h1s *h = weir_container_of(io, weir_h1s, conn.io);
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        h->conn.readable = true;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        h->conn.writable = true;
+    weir__conn_on_events(&h->conn, events);
     if (h->state == WEIR_H1S_ACTIVE)
         h->cfg->handler->stream_wake(h->stream);
     else if (h->state == WEIR_H1S_LINGER)
@@ -176,8 +173,20 @@ static void try_head(weir_h1s *h)
                 set_state(h, WEIR_H1S_HEAD);
                 weir__timer_start(c->loop, &h->timer, h->cfg->header_timeout_ms, header_timeout);
             }
-            weir_h1_request r = {.headers = h->req->headers.inline_v};
-            int rc = weir_h1_parse_request(c->rbuf, c->rend, &r, h->cfg->max_headers, &h->scan);
+            weir_headers *hdrs = &h->req->headers;
+            weir_h1_request r = {.headers = hdrs->v};
+            uint32_t max = h->cfg->max_headers < hdrs->cap ? h->cfg->max_headers : hdrs->cap;
+            int rc = weir_h1_parse_request(c->rbuf, c->rend, &r, max, &h->scan);
+            if (rc == WEIR_H1_E_TOO_MANY_HEADERS && max < h->cfg->max_headers) {
+                /* More fields than the inline table holds: parse again into
+                 * a table of the configured size (rare, so paid only here). */
+                if (weir__headers_reserve(hdrs, h->cfg->max_headers) < 0) {
+                    reject(h, 503, "out of memory");
+                    return;
+                }
+                r = (weir_h1_request){.headers = hdrs->v};
+                rc = weir_h1_parse_request(c->rbuf, c->rend, &r, h->cfg->max_headers, &h->scan);
+            }
             if (rc == WEIR_H1_E_TOO_MANY_HEADERS) {
                 reject(h, 431, "too many header fields");
                 return;

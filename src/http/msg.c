@@ -31,6 +31,19 @@ int weir__headers_push(weir_headers *h, weir_str name, weir_str value)
     return WEIR_OK;
 }
 
+int weir__headers_reserve(weir_headers *h, uint32_t n)
+{
+    if (n <= h->cap)
+        return WEIR_OK;
+    weir_header *nv = weir__arena_alloc(h->arena, n * sizeof(*nv));
+    if (!nv)
+        return WEIR_ERR_NOMEM;
+    memcpy(nv, h->v, h->n * sizeof(*nv));
+    h->v = nv;
+    h->cap = n;
+    return WEIR_OK;
+}
+
 long weir__headers_find(const weir_headers *h, const char *name, size_t from)
 {
     size_t len = strlen(name);

@@ -16,6 +16,16 @@ static void closed_cb(weir_io *io, uint32_t events)
 {
 }
 
+void weir__conn_on_events(weir_conn *c, uint32_t events)
+{
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->writable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->hup = true;
+}
+
 int weir__conn_init(weir_conn *c, weir_loop *loop, int fd, weir_io_cb cb)
 {
     memset(c, 0, sizeof(*c));
@@ -110,6 +120,11 @@ int weir__conn_read(weir_conn *c)
     for (;;) {
         ssize_t n = read(c->io.fd, c->rbuf + c->rend, c->rcap - c->rend);
         if (n > 0) {
+            /* A short read drained the socket: the next data or close comes
+             * with a new edge, so skip the read that would say EAGAIN. A
+             * close already reported stays visible through `hup`. */
+            if ((size_t)n < c->rcap - c->rend && !c->hup)
+                c->readable = false;
             c->rend += (uint32_t)n;
             c->bytes_in += (uint64_t)n;
             return (int)n;

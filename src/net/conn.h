@@ -35,6 +35,7 @@ typedef struct weir_conn {
     bool readable;
     bool writable;
     bool eof;       /* the peer closed its side (read returned 0) */
+    bool hup;       /* epoll reported EPOLLRDHUP/EPOLLHUP: a close is pending */
     bool error;     /* a fatal socket error happened */
     int last_errno; /* errno of that error */
 
@@ -50,6 +51,9 @@ typedef struct weir_conn {
 
     uint64_t bytes_in, bytes_out;
 } weir_conn;
+
+/* Records readiness from epoll event bits. */
+void weir__conn_on_events(weir_conn *c, uint32_t events);
 
 /* Sets up c for fd on loop and registers it (EPOLLIN|EPOLLOUT|EPOLLRDHUP).
  * Returns 0 or -errno. */

@@ -88,10 +88,7 @@ static void unlink_idle(weir_upconn *u)
 static void io_cb(weir_io *io, uint32_t events)
 {
     weir_upconn *u = weir_container_of(io, weir_upconn, conn.io);
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        u->conn.readable = true;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        u->conn.writable = true;
+    weir__conn_on_events(&u->conn, events);
     if (u->owner) {
         u->wake(u->owner);
         return;
@@ -191,8 +188,10 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
     u->owner = NULL;
     u->wake = NULL;
     u->n_used++;
+    /* Readable here means bytes or a close came after the response: either
+     * way the connection is not clean. */
     if (!p || idle_timeout_ms == 0 || max_idle == 0 || u->conn.eof || u->conn.error ||
-        u->conn.rstart != u->conn.rend) {
+        u->conn.hup || u->conn.readable || u->conn.rstart != u->conn.rend) {
         weir__upconn_close(u, false);
         return;
     }
@@ -218,18 +217,6 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
     p->buckets[b] = u;
     p->n_idle++;
     weir__timer_start(u->conn.loop, &u->idle_timer, idle_timeout_ms, idle_timeout);
-    /* A close that happened before we got here (data consumed in the same
-     * round) would have set readable; check once. */
-    if (u->conn.readable) {
-        char c;
-        ssize_t n = recv(u->conn.io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN) || n > 0) {
-            unlink_idle(u);
-            weir__upconn_close(u, false);
-        } else {
-            u->conn.readable = false;
-        }
-    }
 }
 
 void weir__upool_close_all(weir_loop *loop)

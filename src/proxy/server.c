@@ -111,8 +111,8 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
     DEF(max_header_bytes, 65536);
     DEF(max_headers, 100);
 #undef DEF
-    if (o->max_headers > WEIR_INLINE_HEADERS)
-        o->max_headers = WEIR_INLINE_HEADERS;
+    if (o->max_headers > WEIR_MAX_HEADERS)
+        o->max_headers = WEIR_MAX_HEADERS;
 }
 
 weir_server *weir_server_new(const weir_server_options *opts)

@@ -101,8 +101,6 @@ struct weir_session {
     bool up_reusable;
     char up_addr[WEIR_ADDR_STRLEN];
 
-    weir_msg req;
-    weir_msg resp;
     weir_str up_target; /* rewritten target, or .ptr NULL */
 
     pump req_pump, resp_pump;
@@ -132,20 +130,27 @@ struct weir_session {
 
     weir_arena arena;
     _Alignas(8) char arena_mem[1024];
+
+    /* Last: the messages' inline header arrays are not zeroed on reuse. */
+    weir_msg req;
+    weir_msg resp;
 };
 
 static weir_pool_class session_class;
 
 __attribute__((constructor)) static void register_class(void)
 {
-    session_class = weir__pool_register("session", sizeof(weir_session), 1024);
+    /* Zero everything up to the request's header array: the response's
+     * is reset by stream_new (headers_init), the arrays fill on use. */
+    session_class = weir__pool_register_partial(
+        "session", sizeof(weir_session), 256,
+        offsetof(weir_session, req) + WEIR_MSG_RESET_LEN);
 }
 
-static int64_t now_us(void)
+/* The loop's cached clock: exact to the loop iteration, no system call. */
+static int64_t now_us(const weir_session *s)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (int64_t)weir__loop_now_us(s->loop);
 }
 
 static void run(weir_session *s);
@@ -270,7 +275,7 @@ static void step_peer(weir_session *s)
         return;
     }
     if (s->t_up_start_us == 0)
-        s->t_up_start_us = now_us();
+        s->t_up_start_us = now_us(s);
     s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
     if (s->up) {
         up_bind(s);
@@ -620,7 +625,7 @@ static void step_resp_body(weir_session *s)
         set_state(s, SS_DONE);
         return;
     }
-    s->t_up_end_us = now_us();
+    s->t_up_end_us = now_us(s);
     /* The upstream exchange is complete: reuse its connection if the
      * request went out whole and the backend keeps it open. */
     release_upstream(s, s->req_pump.done && s->upx.out_keep_alive);
@@ -924,14 +929,14 @@ static void finish(weir_session *s)
         .status = s->resp_started ? s->resp.status : 0,
         .bytes_received = s->down ? s->down->bytes_in : 0,
         .bytes_sent = s->down ? s->down->bytes_out : 0,
-        .request_time_us = now_us() - s->t_start_us,
+        .request_time_us = now_us(s) - s->t_start_us,
         .upstream_time_us = -1,
         .upstream_addr = s->up_addr[0] ? s->up_addr : "-",
         .error = s->error,
         .client_aborted = s->client_aborted,
     };
     if (s->t_up_start_us) {
-        int64_t end = s->t_up_end_us ? s->t_up_end_us : now_us();
+        int64_t end = s->t_up_end_us ? s->t_up_end_us : now_us(s);
         st.upstream_time_us = end - s->t_up_start_us;
     }
     if (ops->logging)
@@ -957,6 +962,7 @@ static void *stream_new(void *svc, weir_h1s *h, weir_msg **req)
     s->h1s = h;
     s->loop = h->conn.loop;
     weir__arena_init(&s->arena, s->arena_mem, sizeof(s->arena_mem));
+    memset(&s->resp, 0, WEIR_MSG_RESET_LEN);
     weir__headers_init(&s->req.headers, &s->arena);
     weir__headers_init(&s->resp.headers, &s->arena);
     *req = &s->req;
@@ -971,7 +977,7 @@ static void stream_drop(void *stream)
 static void stream_start(void *stream, weir_exchange *x, uint32_t head_len)
 {
     weir_session *s = stream;
-    s->t_start_us = now_us();
+    s->t_start_us = now_us(s);
     s->down = x;
     s->head_len = head_len;
     s->client_addr = &s->h1s->peer.sa;
