@@ -304,6 +304,8 @@ static void run_tasks(weir_loop *loop)
     /* Deferred tasks may defer more; bound each round to what was queued at
      * its start so one iteration always ends. */
     size_t n = loop->deferred.n;
+    if (n == 0)
+        return;
     for (size_t i = 0; i < n; i++)
         loop->deferred.v[i].cb(loop->deferred.v[i].arg);
     memmove(loop->deferred.v, loop->deferred.v + n, (loop->deferred.n - n) * sizeof(task));

@@ -29,7 +29,8 @@ struct weir_io {
     weir_io_cb cb;
 };
 
-/* A one-shot timer; embed it and recover the owner with container_of. */
+/* A one-shot timer; embed it and recover the owner with container_of.
+ * Zero-initialize it before first use (heap_ix 0 means "not armed"). */
 struct weir_timer {
     uint64_t due_ms;  /* monotonic ms */
     uint32_t heap_ix; /* 0 = not armed; else index + 1 in the heap */

@@ -67,9 +67,10 @@ bool weir__is_hop_by_hop(weir_str n)
         return weir_h1_name_is(n, "proxy-connection");
     case 17:
         return weir_h1_name_is(n, "transfer-encoding");
+    case 18:
+        return weir_h1_name_is(n, "proxy-authenticate");
     case 19:
-        return weir_h1_name_is(n, "proxy-authenticate") ||
-               weir_h1_name_is(n, "proxy-authorization");
+        return weir_h1_name_is(n, "proxy-authorization");
     default:
         return false;
     }

@@ -33,6 +33,8 @@ int weir__addr_parse(const char *text, struct sockaddr_storage *ss, socklen_t *l
             return WEIR_ERR_INVAL;
         memcpy(host, text, (size_t)(colon - text));
         host[colon - text] = '\0';
+        if (strchr(host, ':'))
+            return WEIR_ERR_INVAL; /* IPv6 must be bracketed: "[::1]:80" */
     }
     char *end;
     errno = 0;

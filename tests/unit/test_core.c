@@ -1,0 +1,228 @@
+/*
+ * test_core.c - timers, the event loop's task queues, pools, the arena.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/loop.h"
+#include "core/pool.h"
+
+/* ---- timers ---- */
+
+typedef struct rec_timer {
+    weir_timer t;
+    int id;
+    int *order;
+    int *n;
+} rec_timer;
+
+static void record(weir_timer *t)
+{
+    rec_timer *r = weir_container_of(t, rec_timer, t);
+    r->order[(*r->n)++] = r->id;
+}
+
+static void stop_loop(void *arg)
+{
+    weir__loop_stop(arg);
+}
+
+static void stop_timer_cb(weir_timer *t)
+{
+    weir__loop_stop(weir__loop_current());
+}
+
+Test(timer, fires_in_due_order_and_cancel_works)
+{
+    weir_loop *loop = weir__loop_new(0);
+    cr_assert_not_null(loop);
+    enum { N = 200 };
+    rec_timer *ts = calloc(N, sizeof(*ts));
+    int order[N], n = 0;
+    /* Due times in a scrambled order, some equal. */
+    for (int i = 0; i < N; i++) {
+        ts[i].id = i;
+        ts[i].order = order;
+        ts[i].n = &n;
+        weir__timer_start(loop, &ts[i].t, (uint64_t)((i * 37) % 50), record);
+    }
+    /* Cancel every third one, re-arm some others later. */
+    int expected = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) {
+            weir__timer_stop(loop, &ts[i].t);
+            cr_assert(!weir__timer_armed(&ts[i].t));
+        } else {
+            expected++;
+        }
+    }
+    weir__timer_start(loop, &ts[1].t, 60, record); /* re-arm: moves later */
+    weir_timer end = {0};
+    weir__timer_start(loop, &end, 80, stop_timer_cb);
+    cr_assert_eq(weir__loop_run(loop), 0);
+    cr_assert_eq(n, expected);
+    /* Fired in non-decreasing due order: ts[1] (60 ms) last. */
+    uint64_t prev = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t due = order[i] == 1 ? 60 : (uint64_t)((order[i] * 37) % 50);
+        cr_assert_geq(due, prev, "timer %d fired out of order", order[i]);
+        prev = due;
+        cr_assert_neq(order[i] % 3, 0, "cancelled timer %d fired", order[i]);
+    }
+    cr_assert_eq(order[n - 1], 1);
+    free(ts);
+    weir__loop_free(loop);
+}
+
+Test(timer, rearm_earlier_and_stop_unarmed)
+{
+    weir_loop *loop = weir__loop_new(0);
+    int order[4], n = 0;
+    rec_timer a = {.id = 1, .order = order, .n = &n}, b = {.id = 2, .order = order, .n = &n};
+    weir__timer_start(loop, &a.t, 40, record);
+    weir__timer_start(loop, &b.t, 20, record);
+    weir__timer_start(loop, &a.t, 5, record); /* earlier now */
+    weir__timer_stop(loop, &a.t);
+    weir__timer_stop(loop, &a.t); /* stopping twice is harmless */
+    weir__timer_start(loop, &a.t, 1, record);
+    weir_timer end = {0};
+    weir__timer_start(loop, &end, 30, stop_timer_cb);
+    weir__loop_run(loop);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(order[0], 1);
+    cr_assert_eq(order[1], 2);
+    weir__loop_free(loop);
+}
+
+/* ---- cross-thread posts ---- */
+
+typedef struct post_ctx {
+    weir_loop *loop;
+    int count;
+} post_ctx;
+
+static void bump(void *arg)
+{
+    post_ctx *c = arg;
+    if (++c->count == 4000)
+        weir__loop_stop(c->loop);
+}
+
+static void *poster(void *arg)
+{
+    post_ctx *c = arg;
+    for (int i = 0; i < 1000; i++)
+        weir__loop_post(c->loop, bump, c);
+    return NULL;
+}
+
+Test(loop, posts_from_other_threads_all_run_on_the_loop)
+{
+    post_ctx c = {.loop = weir__loop_new(0)};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, poster, &c);
+    weir_timer guard = {0}; /* bounded: fail rather than hang */
+    weir__timer_start(c.loop, &guard, 5000, stop_timer_cb);
+    weir__loop_run(c.loop);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    weir__loop_run_pending(c.loop);
+    cr_assert_eq(c.count, 4000);
+    weir__loop_free(c.loop);
+}
+
+static void defer_chain(void *arg)
+{
+    post_ctx *c = arg;
+    if (++c->count < 10)
+        weir__loop_defer(c->loop, defer_chain, c);
+    else
+        weir__loop_defer(c->loop, stop_loop, c->loop);
+}
+
+Test(loop, deferred_tasks_run_after_the_current_callback)
+{
+    post_ctx c = {.loop = weir__loop_new(0)};
+    weir__loop_defer(c.loop, defer_chain, &c);
+    cr_assert_eq(c.count, 0);
+    weir__loop_run(c.loop);
+    cr_assert_eq(c.count, 10);
+    weir__loop_free(c.loop);
+}
+
+/* ---- pools ---- */
+
+Test(pool, objects_come_back_zeroed)
+{
+    weir_pool_class cls = weir__pool_register("test", 100, 4);
+    unsigned char *a = weir__pool_get(cls);
+    cr_assert_not_null(a);
+    memset(a, 0xab, 100);
+    weir__pool_put(cls, a);
+    unsigned char *b = weir__pool_get(cls);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(b[i], 0);
+    weir__pool_put(cls, b);
+    weir__pool_put(cls, NULL);
+    weir__pool_thread_release();
+}
+
+Test(pool, partial_zeroing_keeps_the_tail)
+{
+    weir_pool_class cls = weir__pool_register_partial("test-partial", 64, 4, 16);
+    unsigned char *a = weir__pool_get(cls);
+    memset(a, 0xcd, 64);
+    weir__pool_put(cls, a);
+    unsigned char *b = weir__pool_get(cls);
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(b[i], 0);
+    weir__pool_put(cls, b);
+    weir__pool_thread_release();
+}
+
+Test(pool, free_list_is_bounded)
+{
+    weir_pool_class cls = weir__pool_register("test-bounded", 32, 2);
+    void *objs[8];
+    for (int i = 0; i < 8; i++)
+        objs[i] = weir__pool_get(cls);
+    for (int i = 0; i < 8; i++)
+        weir__pool_put(cls, objs[i]); /* 6 go back to malloc (ASan checks) */
+    weir__pool_thread_release();
+}
+
+Test(pool, buffers_are_16k)
+{
+    char *b = weir__buf_get();
+    cr_assert_not_null(b);
+    memset(b, 1, WEIR_BUF_SIZE); /* ASan flags an undersized buffer */
+    weir__buf_put(b);
+    weir__pool_thread_release();
+}
+
+/* ---- arena ---- */
+
+Test(arena, inline_memory_first_then_chunks)
+{
+    _Alignas(8) char mem[64];
+    weir_arena a;
+    weir__arena_init(&a, mem, sizeof(mem));
+    char *p = weir__arena_alloc(&a, 10);
+    cr_assert(p >= mem && p < mem + sizeof(mem));
+    cr_assert_eq((uintptr_t)p % 8, 0);
+    char *q = weir__arena_dup(&a, "hello", 5);
+    cr_assert_str_eq(q, "hello");
+    char *big = weir__arena_alloc(&a, 10000); /* larger than a chunk */
+    cr_assert_not_null(big);
+    memset(big, 0, 10000);
+    char *r = weir__arena_alloc(&a, 100);
+    cr_assert(r < mem || r >= mem + sizeof(mem));
+    weir__arena_reset(&a);
+    cr_assert_null(a.chunks);
+    cr_assert_eq(weir__arena_alloc(&a, 8), (void *)mem);
+}
