@@ -72,6 +72,7 @@ typedef struct pump {
     weir_str segs[MAX_SEGS];
     size_t n_segs;
     bool queued;   /* segs are queued on dst, not yet flushed */
+    uint64_t moved; /* body bytes consumed from src so far */
     bool done;     /* end of body queued and flushed */
     bool end_queued;
     int err;       /* error, if any */
@@ -98,7 +99,8 @@ struct weir_session {
     weir_h1x upx;
     weir_exchange *upex;
     int attempts;
-    bool up_reusable;
+    bool up_reused;       /* the connection came from the keep-alive pool */
+    bool up_filter_done;  /* upstream_request_filter ran and proxy headers were added */
     char up_addr[WEIR_ADDR_STRLEN];
 
     weir_str up_target; /* rewritten target, or .ptr NULL */
@@ -278,6 +280,7 @@ static void step_peer(weir_session *s)
         s->t_up_start_us = now_us(s);
     s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
     if (s->up) {
+        s->up_reused = true;
         up_bind(s);
         if (ops->connected_to_upstream)
             ops->connected_to_upstream(s, s->ctx, &s->peer, true);
@@ -302,10 +305,37 @@ static void step_connect(weir_session *s)
         connect_failed(s, rc);
         return;
     }
+    s->up_reused = false;
     up_bind(s);
     if (s->svc->ops->connected_to_upstream)
         s->svc->ops->connected_to_upstream(s, s->ctx, &s->peer, false);
     set_state(s, SS_UP_FILTER);
+}
+
+/*
+ * A pooled connection can die just as it is taken (the backend's idle
+ * timeout raced ours). When it fails before any response byte and before
+ * any request body byte was consumed, the request is sent again on a new
+ * connection to the same peer, as nginx and HAProxy do; the phases that
+ * already ran are not repeated.
+ */
+static bool retry_stale(weir_session *s)
+{
+    if (!s->up_reused || s->req_pump.moved > 0 || s->up->conn.rend > 0)
+        return false;
+    weir_log_debug("upstream %s: pooled connection was closed, reconnecting", s->up_addr);
+    release_upstream(s, false);
+    s->up_reused = false;
+    s->req_head_sent = false;
+    s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    int err = 0;
+    s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
+    if (!s->up) {
+        connect_failed(s, err);
+        return true;
+    }
+    s->state = SS_CONNECT; /* back to a state already passed: not a set_state move */
+    return true;
 }
 
 /* Appends ", value" to a field or adds it: X-Forwarded-For, Via. */
@@ -356,7 +386,7 @@ static void step_up_filter(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
     int r = WEIR_PHASE_CONTINUE;
-    if (ops->upstream_request_filter || s->have_result)
+    if (!s->up_filter_done && (ops->upstream_request_filter || s->have_result))
         r = phase_result(s, PHASE(s, ops->upstream_request_filter(s, s->ctx)));
     if (r == WEIR_PHASE_PENDING)
         return;
@@ -370,11 +400,12 @@ static void step_up_filter(weir_session *s)
         fail(s, 500, "upstream_request_filter failed");
         return;
     }
-    if (add_proxy_headers(s) < 0) {
+    if (!s->up_filter_done && add_proxy_headers(s) < 0) {
         release_upstream(s, true);
         fail(s, 500, "out of memory");
         return;
     }
+    s->up_filter_done = true;
     weir_msg m = s->req;
     if (s->up_target.ptr)
         m.target = s->up_target;
@@ -415,6 +446,8 @@ static int pump_run(weir_session *s, pump *p,
             if (p->queued) {
                 p->src->ops->consume_body(p->src);
                 p->queued = false;
+                for (size_t i = 0; i < p->n_segs; i++)
+                    p->moved += p->segs[i].len;
             }
             if (p->end_queued) {
                 p->done = true;
@@ -495,6 +528,8 @@ static bool pump_request(weir_session *s)
     }
     /* Writing upstream failed. Whether a response may still come is
      * unknowable in general: treat as a failed exchange. */
+    if (s->state == SS_PROXY && retry_stale(s))
+        return false;
     if (!s->resp_started) {
         release_upstream(s, false);
         fail(s, 502, "upstream closed while receiving the request");
@@ -511,6 +546,8 @@ static void step_proxy(weir_session *s)
         return;
     int rc = s->upex->ops->flush(s->upex);
     if (rc < 0 && rc != WEIR_AGAIN) {
+        if (retry_stale(s))
+            return;
         release_upstream(s, false);
         fail(s, 502, "upstream write failed");
         return;
@@ -526,6 +563,9 @@ static void step_proxy(weir_session *s)
         return;
     }
     if (rc < 0) {
+        if (rc != WEIR_EX_E_HEAD && rc != WEIR_EX_E_FRAMING && rc != WEIR_EX_E_HEAD_TOO_LARGE &&
+            retry_stale(s))
+            return;
         release_upstream(s, false);
         if (rc == WEIR_EX_E_HEAD || rc == WEIR_EX_E_FRAMING || rc == WEIR_EX_E_HEAD_TOO_LARGE)
             fail(s, 502, "invalid response head from upstream");
