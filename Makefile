@@ -17,7 +17,7 @@ all:
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: all
-	./$(BUILD)/bin/weir
+	$(abspath $(BUILD))/bin/weir
 
 # The test build: ASan + UBSan, pools off so the sanitizers see every object.
 $(TEST_BUILD)/.built: FORCE
@@ -32,17 +32,17 @@ test: $(TEST_BUILD)/.built
 	$(MAKE) --no-print-directory unit fuzz-replay integration
 
 unit:
-	ASAN_OPTIONS=detect_leaks=1 ./$(TEST_BUILD)/bin/unit_tests --jobs 2
+	ASAN_OPTIONS=detect_leaks=1 $(abspath $(TEST_BUILD))/bin/unit_tests --jobs 2
 
 fuzz-replay:
-	@for t in $(TEST_BUILD)/bin/*_fuzz; do \
+	@for t in $(abspath $(TEST_BUILD))/bin/*_fuzz; do \
 	    name=$$(basename $$t); \
 	    echo "replaying fuzz/corpus/$${name%_fuzz}"; \
 	    $$t fuzz/corpus/$${name%_fuzz}/* || exit 1; \
 	done
 
 integration:
-	WEIR_BUILD=$(CURDIR)/$(TEST_BUILD) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+	WEIR_BUILD=$(abspath $(TEST_BUILD)) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # libFuzzer builds with clang: build-fuzz/bin/<parser>_fuzz.
 fuzz:

@@ -155,6 +155,23 @@ static const char *parse_error(int rc)
     return weir_h1_strerror(rc);
 }
 
+/* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host field; none or
+ * several is a 400 (backends disagreeing on which Host counts is a
+ * routing-confusion vector). HTTP/1.0 may omit it. */
+static const char *check_host(const weir_h1_request *r)
+{
+    int n = 0;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (r->headers[i].name.len == 4 && weir_h1_name_is(r->headers[i].name, "host"))
+            n++;
+    }
+    if (n > 1)
+        return "several Host fields";
+    if (n == 0 && r->minor_version >= 1)
+        return "missing Host field";
+    return NULL;
+}
+
 /* Reads and parses a request head; starts the stream when complete. */
 static void try_head(weir_h1s *h)
 {
@@ -208,6 +225,11 @@ static void try_head(weir_h1s *h)
                 int frc = weir_h1_request_framing(&r, &f);
                 if (frc < 0) {
                     reject(h, 400, parse_error(frc));
+                    return;
+                }
+                const char *host_err = check_host(&r);
+                if (host_err) {
+                    reject(h, 400, host_err);
                     return;
                 }
                 if (h->cfg->max_body_bytes && f.kind == WEIR_H1_BODY_LENGTH &&
