@@ -36,7 +36,7 @@ struct weir_loop {
     uint64_t now_us;
     uint64_t wall_ms;
 
-    weir_timer **heap; /* min-heap on due_ms */
+    weir_timer **heap; /* min-heap on key_ms */
     size_t n_heap, cap_heap;
 
     weir_io wake;          /* eventfd for posts and stop */
@@ -159,7 +159,14 @@ void weir__io_del(weir_loop *loop, weir_io *io)
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
 }
 
-/* ---- timers: binary min-heap with back-indices for O(log n) cancel ---- */
+/*
+ * ---- timers: binary min-heap with back-indices for O(log n) cancel ----
+ *
+ * Timeouts are pushed back on almost every event (activity on a
+ * connection), so moving a timer later is O(1): only due_ms changes, and
+ * the heap keeps the old, earlier key. When such a timer reaches the top
+ * it is re-filed at its real due time instead of firing.
+ */
 
 static void heap_set(weir_loop *loop, size_t ix, weir_timer *t)
 {
@@ -172,7 +179,7 @@ static void heap_up(weir_loop *loop, size_t ix)
     weir_timer *t = loop->heap[ix];
     while (ix > 0) {
         size_t parent = (ix - 1) / 2;
-        if (loop->heap[parent]->due_ms <= t->due_ms)
+        if (loop->heap[parent]->key_ms <= t->key_ms)
             break;
         heap_set(loop, ix, loop->heap[parent]);
         ix = parent;
@@ -187,9 +194,9 @@ static void heap_down(weir_loop *loop, size_t ix)
         size_t child = 2 * ix + 1;
         if (child >= loop->n_heap)
             break;
-        if (child + 1 < loop->n_heap && loop->heap[child + 1]->due_ms < loop->heap[child]->due_ms)
+        if (child + 1 < loop->n_heap && loop->heap[child + 1]->key_ms < loop->heap[child]->key_ms)
             child++;
-        if (loop->heap[child]->due_ms >= t->due_ms)
+        if (loop->heap[child]->key_ms >= t->key_ms)
             break;
         heap_set(loop, ix, loop->heap[child]);
         ix = child;
@@ -208,7 +215,7 @@ void weir__timer_stop(weir_loop *loop, weir_timer *t)
         return;
     loop->heap[ix] = last;
     last->heap_ix = (uint32_t)ix + 1;
-    if (ix > 0 && loop->heap[(ix - 1) / 2]->due_ms > last->due_ms)
+    if (ix > 0 && loop->heap[(ix - 1) / 2]->key_ms > last->key_ms)
         heap_up(loop, ix);
     else
         heap_down(loop, ix);
@@ -219,15 +226,11 @@ void weir__timer_start(weir_loop *loop, weir_timer *t, uint64_t after_ms, weir_t
     t->cb = cb;
     uint64_t due = loop->now_ms + after_ms;
     if (t->heap_ix) {
-        /* Re-arming to a later time is the common case (activity pushes a
-         * timeout back); sift in place instead of remove + insert. */
-        size_t ix = t->heap_ix - 1;
-        uint64_t old = t->due_ms;
         t->due_ms = due;
-        if (due > old)
-            heap_down(loop, ix);
-        else
-            heap_up(loop, ix);
+        if (due < t->key_ms) {
+            t->key_ms = due;
+            heap_up(loop, t->heap_ix - 1);
+        }
         return;
     }
     if (loop->n_heap == loop->cap_heap) {
@@ -242,7 +245,7 @@ void weir__timer_start(weir_loop *loop, weir_timer *t, uint64_t after_ms, weir_t
         loop->heap = nh;
         loop->cap_heap = cap;
     }
-    t->due_ms = due;
+    t->due_ms = t->key_ms = due;
     loop->heap[loop->n_heap] = t;
     t->heap_ix = (uint32_t)++loop->n_heap;
     heap_up(loop, loop->n_heap - 1);
@@ -250,8 +253,13 @@ void weir__timer_start(weir_loop *loop, weir_timer *t, uint64_t after_ms, weir_t
 
 static void run_timers(weir_loop *loop)
 {
-    while (loop->n_heap > 0 && loop->heap[0]->due_ms <= loop->now_ms) {
+    while (loop->n_heap > 0 && loop->heap[0]->key_ms <= loop->now_ms) {
         weir_timer *t = loop->heap[0];
+        if (t->due_ms > loop->now_ms) {
+            t->key_ms = t->due_ms; /* pushed back meanwhile: re-file it */
+            heap_down(loop, 0);
+            continue;
+        }
         weir__timer_stop(loop, t);
         t->cb(t);
     }
@@ -263,7 +271,7 @@ static int next_timeout(const weir_loop *loop)
         return 0;
     if (loop->n_heap == 0)
         return 1000;
-    uint64_t due = loop->heap[0]->due_ms;
+    uint64_t due = loop->heap[0]->key_ms;
     if (due <= loop->now_ms)
         return 0;
     uint64_t d = due - loop->now_ms;

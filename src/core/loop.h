@@ -32,7 +32,8 @@ struct weir_io {
 /* A one-shot timer; embed it and recover the owner with container_of.
  * Zero-initialize it before first use (heap_ix 0 means "not armed"). */
 struct weir_timer {
-    uint64_t due_ms;  /* monotonic ms */
+    uint64_t due_ms;  /* monotonic ms when it fires */
+    uint64_t key_ms;  /* its place in the heap: <= due_ms (pushed back lazily) */
     uint32_t heap_ix; /* 0 = not armed; else index + 1 in the heap */
     weir_timer_cb cb;
 };

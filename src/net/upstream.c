@@ -20,6 +20,7 @@
 
 typedef struct upool {
     weir_upconn *buckets[N_BUCKETS];
+    uint32_t n_bucket[N_BUCKETS]; /* idle connections per bucket */
     uint32_t n_idle;
 } upool;
 
@@ -82,6 +83,7 @@ static void unlink_idle(weir_upconn *u)
         u->next->prev = u->prev;
     u->next = u->prev = NULL;
     p->n_idle--;
+    p->n_bucket[u->bucket]--;
     weir__timer_stop(u->conn.loop, &u->idle_timer);
 }
 
@@ -197,10 +199,15 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
     }
     uint32_t b = addr_bucket((const struct sockaddr *)&u->addr);
     uint32_t same = 0;
-    for (weir_upconn *o = p->buckets[b]; o; o = o->next) {
-        if (o->tls == u->tls && o->sni_hash == u->sni_hash &&
-            weir__addr_equal((const struct sockaddr *)&o->addr, (const struct sockaddr *)&u->addr))
-            same++;
+    /* Count this key's idle connections only when the bucket could hold
+     * max_idle of them: the common case costs nothing. */
+    if (p->n_bucket[b] >= max_idle) {
+        for (weir_upconn *o = p->buckets[b]; o; o = o->next) {
+            if (o->tls == u->tls && o->sni_hash == u->sni_hash &&
+                weir__addr_equal((const struct sockaddr *)&o->addr,
+                                 (const struct sockaddr *)&u->addr))
+                same++;
+        }
     }
     if (same >= max_idle) {
         weir__upconn_close(u, false);
@@ -216,6 +223,7 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
         u->next->prev = u;
     p->buckets[b] = u;
     p->n_idle++;
+    p->n_bucket[b]++;
     weir__timer_start(u->conn.loop, &u->idle_timer, idle_timeout_ms, idle_timeout);
 }
 

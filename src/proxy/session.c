@@ -101,7 +101,8 @@ struct weir_session {
     int attempts;
     bool up_reused;       /* the connection came from the keep-alive pool */
     bool up_filter_done;  /* upstream_request_filter ran and proxy headers were added */
-    char up_addr[WEIR_ADDR_STRLEN];
+    bool have_peer;  /* s->peer holds the last peer tried */
+    char up_addr[WEIR_ADDR_STRLEN]; /* its text, formatted on first use */
 
     weir_str up_target; /* rewritten target, or .ptr NULL */
 
@@ -184,6 +185,17 @@ static int phase_result(weir_session *s, int r)
 
 /* ---- upstream ---- */
 
+/* "ip:port" of the last peer tried, or "-". Formatted lazily: printf is
+ * not worth paying per request when nothing logs the address. */
+static const char *up_addr(weir_session *s)
+{
+    if (!s->have_peer)
+        return "-";
+    if (!s->up_addr[0])
+        weir__addr_format((const struct sockaddr *)&s->peer.addr, s->up_addr, sizeof(s->up_addr));
+    return s->up_addr;
+}
+
 static void up_wake(void *arg)
 {
     run(arg);
@@ -216,7 +228,7 @@ static void connect_failed(weir_session *s, int err)
     const weir_proxy_ops *ops = s->svc->ops;
     release_upstream(s, false);
     s->attempts++;
-    weir_log_warn("upstream %s: connect failed: %s (attempt %d)", s->up_addr, strerror(-err),
+    weir_log_warn("upstream %s: connect failed: %s (attempt %d)", up_addr(s), strerror(-err),
                   s->attempts);
     if (ops->fail_to_connect && s->attempts < MAX_ATTEMPTS &&
         ops->fail_to_connect(s, s->ctx, &s->peer, err, s->attempts)) {
@@ -271,7 +283,8 @@ static void step_peer(weir_session *s)
         fail(s, 502, "no upstream peer chosen");
         return;
     }
-    weir__addr_format((const struct sockaddr *)&s->peer.addr, s->up_addr, sizeof(s->up_addr));
+    s->have_peer = true;
+    s->up_addr[0] = '\0';
     if (s->peer.tls) {
         fail(s, 502, "TLS to upstreams is not supported yet");
         return;
@@ -323,7 +336,7 @@ static bool retry_stale(weir_session *s)
 {
     if (!s->up_reused || s->req_pump.moved > 0 || s->up->conn.rend > 0)
         return false;
-    weir_log_debug("upstream %s: pooled connection was closed, reconnecting", s->up_addr);
+    weir_log_debug("upstream %s: pooled connection was closed, reconnecting", up_addr(s));
     release_upstream(s, false);
     s->up_reused = false;
     s->req_head_sent = false;
@@ -656,7 +669,7 @@ static void step_resp_body(weir_session *s)
         s->failed = true;
         if (s->resp_pump.err_src) {
             s->error = "upstream closed mid-response";
-            weir_log_warn("upstream %s: %s", s->up_addr, s->error);
+            weir_log_warn("upstream %s: %s", up_addr(s), s->error);
         } else {
             s->client_aborted = true;
             s->error = "client closed mid-response";
@@ -747,8 +760,8 @@ static void fail(weir_session *s, int status, const char *reason)
     ip[s->client_ip_len] = '\0';
     weir_log_warn("client %s: \"%.*s %.*s\": %d: %s%s%s", ip, (int)s->req.method.len,
                   s->req.method.ptr, (int)(s->req.target.len > 200 ? 200 : s->req.target.len),
-                  s->req.target.ptr, status, reason, s->up_addr[0] ? ", upstream " : "",
-                  s->up_addr);
+                  s->req.target.ptr, status, reason, s->have_peer ? ", upstream " : "",
+                  s->have_peer ? up_addr(s) : "");
     if (s->resp_started) {
         set_state(s, SS_DONE);
         return;
@@ -786,7 +799,7 @@ static void up_timeout(weir_timer *t)
     default:
         s->failed = true;
         s->error = "upstream timed out mid-response";
-        weir_log_warn("upstream %s: %s", s->up_addr, s->error);
+        weir_log_warn("upstream %s: %s", up_addr(s), s->error);
         release_upstream(s, false);
         set_state(s, SS_DONE);
         break;
@@ -971,7 +984,7 @@ static void finish(weir_session *s)
         .bytes_sent = s->down ? s->down->bytes_out : 0,
         .request_time_us = now_us(s) - s->t_start_us,
         .upstream_time_us = -1,
-        .upstream_addr = s->up_addr[0] ? s->up_addr : "-",
+        .upstream_addr = (ops->logging || s->svc->access_log) ? up_addr(s) : "-",
         .error = s->error,
         .client_aborted = s->client_aborted,
     };
