@@ -419,14 +419,15 @@ static void step_up_filter(weir_session *s)
         return;
     }
     s->up_filter_done = true;
-    weir_msg m = s->req;
-    if (s->up_target.ptr)
-        m.target = s->up_target;
     /* weir answers Expect: 100-continue itself when it starts reading the
      * body, so the backend must not wait for or send one. */
     weir_headers_remove(&s->req.headers, "expect");
-    m.headers = s->req.headers;
-    int rc = s->upex->ops->write_head(s->upex, &m);
+    /* The upstream gets the rewritten target; logs keep the client's. */
+    weir_str client_target = s->req.target;
+    if (s->up_target.ptr)
+        s->req.target = s->up_target;
+    int rc = s->upex->ops->write_head(s->upex, &s->req);
+    s->req.target = client_target;
     if (rc < 0) {
         release_upstream(s, false);
         fail(s, 500, "cannot serialize the request head");
@@ -625,8 +626,6 @@ static void step_resp_head(weir_session *s)
         }
         s->sub = 2;
     }
-    /* The client's connection: keep-alive unless the request body cannot
-     * be finished (an early answer while the client still sends). */
     /* A response written before the request body was read (an early
      * answer, an error) ends the connection: the rest of the body is
      * drained and dropped, not parsed as a request. */
