@@ -44,6 +44,15 @@ int weir_session_http_version(const weir_session *s);
  */
 int weir_session_set_target(weir_session *s, const char *target, size_t len);
 
+/*
+ * Limits the request body to `max_bytes` (0 = no limit beyond the
+ * service's): a larger Content-Length is answered 413 before anything goes
+ * upstream; a chunked body that grows past it fails with 413 (or a reset if
+ * the response has started). Call it in early_request_filter or
+ * request_filter. Returns WEIR_OK.
+ */
+int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes);
+
 /* The client's socket address. */
 const struct sockaddr *weir_session_client_addr(const weir_session *s);
 /* The client's IP as text ("127.0.0.1", "::1"). */

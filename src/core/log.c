@@ -8,6 +8,8 @@
  */
 #include "core/log.h"
 
+#include "weir/log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -174,4 +176,39 @@ void weir__logsink_close(weir_logsink *s)
 uint64_t weir__logsink_dropped(const weir_logsink *s)
 {
     return atomic_load(&((weir_logsink *)s)->dropped);
+}
+
+/* ---- public API (weir/log.h) ---- */
+
+void weir_log(int level, const char *fmt, ...)
+{
+    if (level < WEIR_LOG_ERROR || level > WEIR_LOG_DEBUG ||
+        level > atomic_load_explicit(&log_level, memory_order_relaxed))
+        return;
+    char msg[1900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    weir__log((enum weir_log_level)level, "%s", msg);
+}
+
+weir_logger *weir_logger_open(const char *path)
+{
+    return (weir_logger *)weir__logsink_open(path);
+}
+
+int weir_logger_write(weir_logger *l, const char *line, size_t len)
+{
+    return weir__logsink_write((weir_logsink *)l, line, len);
+}
+
+uint64_t weir_logger_dropped(const weir_logger *l)
+{
+    return weir__logsink_dropped((const weir_logsink *)l);
+}
+
+void weir_logger_close(weir_logger *l)
+{
+    weir__logsink_close((weir_logsink *)l);
 }

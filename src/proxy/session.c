@@ -108,6 +108,7 @@ struct weir_session {
 
     pump req_pump, resp_pump;
     bool req_head_sent;
+    uint64_t body_limit; /* weir_session_set_body_limit; 0 = none */
 
     /* phases */
     bool pending;      /* a phase returned PENDING */
@@ -265,6 +266,11 @@ static void fill_peer_defaults(weir_session *s)
 static void step_peer(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
+    if (s->attempts == 0 && !s->have_result && s->body_limit && s->req.body == WEIR_BODY_KNOWN &&
+        s->req.content_length > s->body_limit) {
+        fail(s, 413, "request body over the limit");
+        return;
+    }
     if (!s->have_result)
         start_peer(s);
     int r = phase_result(s, PHASE(s, ops->upstream_peer(s, s->ctx, &s->peer)));
@@ -494,6 +500,16 @@ static int pump_run(weir_session *s, pump *p,
             p->dst->ops->write_end(p->dst, trailers);
             p->end_queued = true;
             continue;
+        }
+        if (p == &s->req_pump && s->body_limit) {
+            uint64_t total = p->moved;
+            for (size_t i = 0; i < n; i++)
+                total += p->segs[i].len;
+            if (total > s->body_limit) {
+                p->err = WEIR_EX_E_TOO_LARGE;
+                p->err_src = true;
+                return p->err;
+            }
         }
         if (filter) {
             for (size_t i = 0; i < n; i++) {
@@ -1115,6 +1131,12 @@ int weir_session_set_target(weir_session *s, const char *target, size_t len)
     if (!t)
         return WEIR_ERR_NOMEM;
     s->up_target = (weir_str){t, len};
+    return WEIR_OK;
+}
+
+int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes)
+{
+    s->body_limit = max_bytes;
     return WEIR_OK;
 }
 
