@@ -209,6 +209,11 @@ static const char *value_kind(const weir_toml_value *v)
     return weir_toml_type_name((weir_toml_type)v->type);
 }
 
+static const char *article(const char *noun)
+{
+    return strchr("aeiou", noun[0]) ? "an" : "a";
+}
+
 /* ---- lexing helpers ---- */
 
 static int peek_at(const parser *p, size_t k)
@@ -379,12 +384,13 @@ static bool array_push(parser *p, weir_toml_value *a, weir_toml_value *v)
     return true;
 }
 
-/* Creates table `k` in t with the given flags. */
+/* Creates table `k` (written at key_off) in t with the given flags; the
+ * table itself is said to start at off. */
 static weir_toml_value *add_table(parser *p, weir_toml_value *t, const char *k, size_t len,
-                                  size_t off, int flags)
+                                  size_t key_off, size_t off, int flags)
 {
     weir_toml_value *v = new_value(p, WEIR_TOML_TABLE, off);
-    if (!v || !table_add(p, t, k, len, off, v))
+    if (!v || !table_add(p, t, k, len, key_off, v))
         return NULL;
     v->flags = (uint8_t)flags;
     return v;
@@ -636,7 +642,7 @@ static weir_toml_value *descend_dotted(parser *p, weir_toml_value *t, const char
     char kr[48];
     kv *e = table_find(t, k, len);
     if (!e)
-        return add_table(p, t, k, len, off, F_DOTTED);
+        return add_table(p, t, k, len, off, off, F_DOTTED);
     weir_toml_value *v = e->val;
     if (v->type == WEIR_TOML_TABLE && (v->flags & F_DOTTED))
         return v;
@@ -644,8 +650,8 @@ static weir_toml_value *descend_dotted(parser *p, weir_toml_value *t, const char
         fail(p, off, "cannot add keys to %s '%s' defined at line %d with a dotted key",
              value_kind(v), key_repr(kr, k, len), e->line);
     else
-        fail(p, off, "key '%s' is already defined at line %d as a %s, not a table",
-             key_repr(kr, k, len), e->line, value_kind(v));
+        fail(p, off, "key '%s' is already defined at line %d as %s %s, not a table",
+             key_repr(kr, k, len), e->line, article(value_kind(v)), value_kind(v));
     return NULL;
 }
 
@@ -692,14 +698,14 @@ static weir_toml_value *descend_header(parser *p, weir_toml_value *t, const char
     char kr[48];
     kv *e = table_find(t, k, len);
     if (!e)
-        return add_table(p, t, k, len, off, F_IMPLICIT);
+        return add_table(p, t, k, len, off, off, F_IMPLICIT);
     weir_toml_value *v = e->val;
     if (v->type == WEIR_TOML_TABLE && !(v->flags & F_INLINE))
         return v;
     if (v->type == WEIR_TOML_ARRAY && (v->flags & F_AOT))
         return v->u.arr.items[v->u.arr.n - 1];
     fail(p, off, "key '%s' is already defined at line %d as %s %s", key_repr(kr, k, len), e->line,
-         v->type == WEIR_TOML_ARRAY || (v->flags & F_INLINE) ? "an" : "a", value_kind(v));
+         article(value_kind(v)), value_kind(v));
     return NULL;
 }
 
@@ -744,9 +750,7 @@ static bool parse_header(parser *p)
             v->flags = F_AOT;
         } else if (v->type != WEIR_TOML_ARRAY || !(v->flags & F_AOT)) {
             return fail(p, off, "key '%s' is already defined at line %d as %s %s",
-                        key_repr(kr, k, len), e->line,
-                        v->type == WEIR_TOML_ARRAY || (v->flags & F_INLINE) ? "an" : "a",
-                        value_kind(v));
+                        key_repr(kr, k, len), e->line, article(value_kind(v)), value_kind(v));
         }
         weir_toml_value *elem = new_value(p, WEIR_TOML_TABLE, hoff);
         if (!elem || !array_push(p, v, elem))
@@ -756,7 +760,7 @@ static bool parse_header(parser *p)
         return true;
     }
     if (!v) {
-        v = add_table(p, t, k, len, hoff, F_EXPLICIT);
+        v = add_table(p, t, k, len, off, hoff, F_EXPLICIT);
         if (!v)
             return false;
     } else if (v->type == WEIR_TOML_TABLE && v->flags == F_IMPLICIT) {
@@ -764,12 +768,12 @@ static bool parse_header(parser *p)
         v->flags = F_EXPLICIT;
         locate(p, hoff, &v->line, &v->column);
         locate(p, off, &e->line, &e->column);
-    } else if (v->type == WEIR_TOML_TABLE) {
+    } else if (v->type == WEIR_TOML_TABLE && !(v->flags & F_INLINE)) {
         return fail(p, off, "table '%s' is already defined at line %d", key_repr(kr, k, len),
                     v->line);
     } else {
         return fail(p, off, "key '%s' is already defined at line %d as %s %s", key_repr(kr, k, len),
-                    e->line, v->type == WEIR_TOML_ARRAY ? "an" : "a", value_kind(v));
+                    e->line, article(value_kind(v)), value_kind(v));
     }
     p->cur = v;
     return true;
