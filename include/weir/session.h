@@ -120,6 +120,13 @@ typedef void (*weir_session_timer_cb)(weir_session *s, void *ctx);
  */
 int weir_session_set_timer(weir_session *s, uint32_t delay_ms, weir_session_timer_cb cb);
 
+/*
+ * Allocates len bytes (8-aligned) that live until the session ends: for a
+ * per-request context or strings without a malloc per request. NULL if
+ * memory is exhausted.
+ */
+void *weir_session_alloc(weir_session *s, size_t len);
+
 /* The index of the worker thread running the session (0-based). */
 int weir_session_worker(const weir_session *s);
 

@@ -1,130 +1,50 @@
 /*
  * main.c - the weir program.
  *
- * Until the TOML configuration lands, weir runs either on its embedded
- * default (a proxy on 127.0.0.1:6188 round-robining over two built-in echo
- * upstreams on 127.0.0.1:6101 and :6102, served by the same process) or
- * as a config-less proxy from the command line:
+ *     weir                          run the embedded default configuration
+ *     weir -c weir.toml             run a configuration file
+ *     weir -t -c weir.toml          check it: every error, exit 0 or 1
+ *     weir --print-default-config   show the embedded default
+ *     weir --listen ADDR --upstream ADDR...   a config-less proxy
  *
- *     weir --listen 127.0.0.1:8080 --upstream 10.0.0.1:80 --upstream 10.0.0.2:80
- *
- * It uses libweir only through include/weir/, like any other program.
+ * The config-less form is turned into the equivalent TOML and loaded like
+ * a file, so there is one code path. weir uses libweir only through
+ * include/weir/, like any other program.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
-#include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "app/config.h"
+#include "app/proxy_app.h"
 #include "weir/weir.h"
 
-#define MAX_UPSTREAMS 64
-#define MAX_LISTEN 16
-
-/* ---- the round-robin proxy ---- */
-
-typedef struct rr_app {
-    weir_peer peers[MAX_UPSTREAMS];
-    char names[MAX_UPSTREAMS][64];
-    size_t n;
-    _Atomic uint64_t next;
-} rr_app;
-
-typedef struct rr_ctx {
-    rr_app *app;
-    size_t first; /* index of the first peer tried */
-} rr_ctx;
-
-static void *rr_new_ctx(weir_session *s, void *app)
-{
-    rr_ctx *c = calloc(1, sizeof(*c));
-    if (c)
-        c->app = app;
-    return c;
-}
-
-static void rr_free_ctx(void *app, void *ctx)
-{
-    free(ctx);
-}
-
-static int rr_upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
-{
-    rr_ctx *c = ctx;
-    if (!c)
-        return WEIR_PHASE_ERROR;
-    rr_app *a = c->app;
-    size_t i = (size_t)(atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed) % a->n);
-    /* Keep the per-request defaults (timeouts) the session filled in. */
-    memcpy(&peer->addr, &a->peers[i].addr, sizeof(peer->addr));
-    peer->addr_len = a->peers[i].addr_len;
-    return WEIR_PHASE_CONTINUE;
-}
-
-static bool rr_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, int error,
-                               int attempt)
-{
-    rr_ctx *c = ctx;
-    /* Try each other upstream once before giving up. */
-    return c && (size_t)attempt < c->app->n;
-}
-
-static const weir_proxy_ops rr_ops = {
-    .new_ctx = rr_new_ctx,
-    .free_ctx = rr_free_ctx,
-    .upstream_peer = rr_upstream_peer,
-    .fail_to_connect = rr_fail_to_connect,
-};
-
-/* ---- the built-in echo upstream (default config) ---- */
-
-static void *echo_new_ctx(weir_session *s, void *app)
-{
-    return app; /* the listen address, as a C string */
-}
-
-static int echo_request_filter(weir_session *s, void *ctx)
-{
-    char body[512];
-    weir_str m = weir_session_method(s), t = weir_session_target(s);
-    int n = snprintf(body, sizeof(body), "echo from %s: %.*s %.*s\n", (const char *)ctx,
-                     (int)m.len, m.ptr, (int)(t.len > 256 ? 256 : t.len), t.ptr);
-    weir_header h[] = {{WEIR_STR("Content-Type"), WEIR_STR("text/plain")},
-                       {WEIR_STR("X-Echo-Upstream"), {ctx, strlen(ctx)}}};
-    if (weir_session_respond(s, 200, h, 2, body, (size_t)n) != WEIR_OK)
-        return WEIR_PHASE_ERROR;
-    return WEIR_PHASE_ANSWERED;
-}
-
-static int echo_upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
-{
-    return WEIR_PHASE_ERROR; /* never reached: request_filter answers */
-}
-
-static const weir_proxy_ops echo_ops = {
-    .new_ctx = echo_new_ctx,
-    .request_filter = echo_request_filter,
-    .upstream_peer = echo_upstream_peer,
-};
-
-/* ---- command line ---- */
+#define MAX_CLI_ADDRS 64
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: weir [options]\n"
+            "Usage: weir [-c FILE] [-t] [options]\n"
+            "       weir --listen ADDR --upstream ADDR [--upstream ADDR...] [options]\n"
             "\n"
-            "Without --listen/--upstream, weir runs its embedded default: a proxy on\n"
-            "127.0.0.1:6188 round-robining over two built-in echo upstreams on\n"
-            "127.0.0.1:6101 and 127.0.0.1:6102.\n"
+            "Without -c or --listen/--upstream, weir runs its embedded default (see\n"
+            "--print-default-config): a proxy on 127.0.0.1:6188 round-robining over two\n"
+            "built-in echo upstreams on 127.0.0.1:6101 and 127.0.0.1:6102.\n"
             "\n"
-            "Options:\n"
+            "Configuration:\n"
+            "  -c, --config FILE            run the TOML configuration in FILE\n"
+            "  -t, --test                   check the configuration and exit (0 = valid)\n"
+            "      --print-default-config   print the embedded default configuration\n"
+            "\n"
+            "Config-less proxy:\n"
             "  -l, --listen ADDR            listen on ip:port (repeatable)\n"
-            "  -u, --upstream ADDR          round-robin to ip:port (repeatable)\n"
-            "  -n, --threads N              worker threads (default: one per CPU)\n"
+            "  -u, --upstream ADDR          round-robin to host:port (repeatable)\n"
             "  -a, --access-log FILE|-      access log to FILE, or - for stdout\n"
-            "      --grace-period MS        SIGTERM drain limit (default 10000)\n"
             "      --header-timeout MS      client request head timeout (default 10000)\n"
             "      --body-timeout MS        client body idle timeout (default 60000)\n"
             "      --keepalive-timeout MS   idle client connection timeout (default 60000)\n"
@@ -132,7 +52,11 @@ static void usage(FILE *f)
             "      --read-timeout MS        upstream read timeout (default 60000)\n"
             "      --write-timeout MS       upstream write timeout (default 60000)\n"
             "      --max-body-size BYTES    request body limit, 413 beyond (default none)\n"
-            "      --log-level LEVEL        error, warn, info (default) or debug\n"
+            "\n"
+            "Always:\n"
+            "  -n, --threads N              worker threads (default: [basic] threads, or CPUs)\n"
+            "      --grace-period MS        SIGTERM drain limit (default 10000)\n"
+            "      --log-level LEVEL        error, warn, info or debug (default info)\n"
             "  -h, --help                   this help\n"
             "  -V, --version                print the version\n"
             "\n"
@@ -150,7 +74,54 @@ enum {
     OPT_WRITE_TIMEOUT,
     OPT_MAX_BODY,
     OPT_LOG_LEVEL,
+    OPT_PRINT_DEFAULT,
 };
+
+/* A growing string for the synthesized configuration. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *np = realloc(b->p, cap);
+        if (!np)
+            return;
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* Appends s as a TOML basic string. */
+static void sb_quote(sbuf *b, const char *s)
+{
+    sb_add(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            sb_add(b, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            sb_add(b, "\\u%04x", c);
+        else
+            sb_add(b, "%c", c);
+    }
+    sb_add(b, "\"");
+}
 
 static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
@@ -163,9 +134,67 @@ static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
     return true;
 }
 
-int main(int argc, char **argv)
+typedef struct cli {
+    const char *config;
+    bool test;
+    const char *listen[MAX_CLI_ADDRS];
+    size_t n_listen;
+    const char *upstream[MAX_CLI_ADDRS];
+    size_t n_upstream;
+    const char *access_log;
+    const char *log_level;
+    int threads;
+    uint32_t grace_ms;
+    uint64_t timeouts[7]; /* by OPT_HEADER_TIMEOUT - OPT_HEADER_TIMEOUT ... */
+    uint64_t max_body;
+    bool has_max_body;
+} cli;
+
+static const char *const timeout_keys[] = {
+    "client_header_timeout", "client_body_timeout", "keepalive_timeout",
+    "connection_timeout",    "read_timeout",        "write_timeout",
+};
+
+/* The TOML of a config-less invocation. */
+static char *synthesize(const cli *c)
+{
+    sbuf b = {0};
+    sb_add(&b, "[servers.cli]\naddr = [");
+    for (size_t i = 0; i < c->n_listen; i++) {
+        sb_add(&b, i ? ", " : "");
+        sb_quote(&b, c->listen[i]);
+    }
+    sb_add(&b, "]\nlocations = [\"all\"]\n");
+    if (c->access_log) {
+        sb_add(&b, "access_log = \"main\"\naccess_log_file = ");
+        sb_quote(&b, c->access_log);
+        sb_add(&b, "\n");
+    }
+    for (int i = 0; i < 3; i++) {
+        if (c->timeouts[i])
+            sb_add(&b, "%s = \"%llums\"\n", timeout_keys[i], (unsigned long long)c->timeouts[i]);
+    }
+    if (c->has_max_body)
+        sb_add(&b, "max_body_size = %llu\n", (unsigned long long)c->max_body);
+    sb_add(&b, "\n[locations.all]\nupstream = \"cli\"\n\n[upstreams.cli]\naddrs = [");
+    for (size_t i = 0; i < c->n_upstream; i++) {
+        sb_add(&b, i ? ", " : "");
+        sb_quote(&b, c->upstream[i]);
+    }
+    sb_add(&b, "]\n");
+    for (int i = 3; i < 6; i++) {
+        if (c->timeouts[i])
+            sb_add(&b, "%s = \"%llums\"\n", timeout_keys[i], (unsigned long long)c->timeouts[i]);
+    }
+    return b.p;
+}
+
+static int parse_args(int argc, char **argv, cli *c)
 {
     static const struct option long_opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"print-default-config", no_argument, NULL, OPT_PRINT_DEFAULT},
         {"listen", required_argument, NULL, 'l'},
         {"upstream", required_argument, NULL, 'u'},
         {"threads", required_argument, NULL, 'n'},
@@ -183,46 +212,42 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    static rr_app app;
-    const char *listen[MAX_LISTEN];
-    size_t n_listen = 0;
-    weir_server_options sopts = {.handle_signals = true};
-    weir_proxy_options popts = {0};
-    int c;
+    int o;
     uint64_t v;
-
-    while ((c = getopt_long(argc, argv, "l:u:n:a:hV", long_opts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            if (n_listen == MAX_LISTEN) {
-                fprintf(stderr, "weir: at most %d --listen addresses\n", MAX_LISTEN);
-                return 2;
-            }
-            listen[n_listen++] = optarg;
+    while ((o = getopt_long(argc, argv, "c:tl:u:n:a:hV", long_opts, NULL)) != -1) {
+        switch (o) {
+        case 'c':
+            c->config = optarg;
             break;
+        case 't':
+            c->test = true;
+            break;
+        case OPT_PRINT_DEFAULT:
+            fputs(weir__default_config, stdout);
+            return 0;
+        case 'l':
         case 'u':
-            if (app.n == MAX_UPSTREAMS) {
-                fprintf(stderr, "weir: at most %d --upstream addresses\n", MAX_UPSTREAMS);
+            if ((o == 'l' ? c->n_listen : c->n_upstream) == MAX_CLI_ADDRS) {
+                fprintf(stderr, "weir: at most %d addresses per option\n", MAX_CLI_ADDRS);
                 return 2;
             }
-            if (weir_peer_set_addr(&app.peers[app.n], optarg) != WEIR_OK) {
-                fprintf(stderr, "weir: --upstream '%s': expected ip:port\n", optarg);
-                return 2;
-            }
-            snprintf(app.names[app.n], sizeof(app.names[0]), "%s", optarg);
-            app.n++;
+            if (o == 'l')
+                c->listen[c->n_listen++] = optarg;
+            else
+                c->upstream[c->n_upstream++] = optarg;
             break;
         case 'n':
             if (!parse_u64(optarg, 1024, &v) || v == 0) {
                 fprintf(stderr, "weir: --threads '%s': expected 1..1024\n", optarg);
                 return 2;
             }
-            sopts.threads = (int)v;
+            c->threads = (int)v;
             break;
         case 'a':
-            sopts.access_log = optarg;
+            c->access_log = optarg;
             break;
         case OPT_LOG_LEVEL:
+            c->log_level = optarg;
             if (weir_set_log_level(optarg) != WEIR_OK) {
                 fprintf(stderr, "weir: --log-level '%s': expected error, warn, info or debug\n",
                         optarg);
@@ -230,11 +255,12 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_MAX_BODY:
-            if (!parse_u64(optarg, UINT64_MAX, &v)) {
+            if (!parse_u64(optarg, UINT64_MAX / 2, &v)) {
                 fprintf(stderr, "weir: --max-body-size '%s': expected a byte count\n", optarg);
                 return 2;
             }
-            popts.max_body_bytes = v;
+            c->max_body = v;
+            c->has_max_body = true;
             break;
         case OPT_GRACE:
         case OPT_HEADER_TIMEOUT:
@@ -248,20 +274,10 @@ int main(int argc, char **argv)
                         argv[optind - 1], optarg);
                 return 2;
             }
-            if (c == OPT_GRACE)
-                sopts.grace_period_ms = (uint32_t)v;
-            else if (c == OPT_HEADER_TIMEOUT)
-                popts.client_header_timeout_ms = (uint32_t)v;
-            else if (c == OPT_BODY_TIMEOUT)
-                popts.client_body_timeout_ms = (uint32_t)v;
-            else if (c == OPT_KEEPALIVE_TIMEOUT)
-                popts.keepalive_timeout_ms = (uint32_t)v;
-            else if (c == OPT_CONNECT_TIMEOUT)
-                popts.connect_timeout_ms = (uint32_t)v;
-            else if (c == OPT_READ_TIMEOUT)
-                popts.upstream_read_timeout_ms = (uint32_t)v;
+            if (o == OPT_GRACE)
+                c->grace_ms = (uint32_t)v;
             else
-                popts.upstream_write_timeout_ms = (uint32_t)v;
+                c->timeouts[o - OPT_HEADER_TIMEOUT] = v;
             break;
         case 'h':
             usage(stdout);
@@ -279,42 +295,121 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if ((n_listen == 0) != (app.n == 0)) {
+    if ((c->n_listen == 0) != (c->n_upstream == 0)) {
         fprintf(stderr, "weir: --listen and --upstream go together\n");
         return 2;
     }
+    if (c->config && c->n_listen) {
+        fprintf(stderr, "weir: -c and --listen/--upstream exclude each other\n");
+        return 2;
+    }
+    bool cli_only = c->access_log || c->has_max_body;
+    for (int i = 0; i < 6; i++)
+        cli_only = cli_only || c->timeouts[i];
+    if (cli_only && !c->n_listen) {
+        fprintf(stderr, "weir: --access-log, --max-body-size and the timeouts go with "
+                        "--listen/--upstream; set them in the configuration file otherwise\n");
+        return 2;
+    }
+    return -1; /* go on */
+}
 
+static weir_config *load(const cli *c, weir_cfg_errors *errs)
+{
+    if (c->config)
+        return weir__config_load_file(c->config, errs);
+    if (c->n_listen) {
+        char *text = synthesize(c);
+        if (!text)
+            return NULL;
+        weir_config *cfg = weir__config_load(text, strlen(text), "command line", errs);
+        free(text);
+        return cfg;
+    }
+    return weir__config_load(weir__default_config, strlen(weir__default_config),
+                             "default config", errs);
+}
+
+/* [basic] settings that act on the process. */
+static int apply_basic(const weir_config *cfg, const cli *c)
+{
+    const weir_cfg_basic *b = &cfg->basic;
+    /* The command line wins over the file. */
+    if (b->log_level && !c->log_level)
+        weir_set_log_level(b->log_level);
+    if (b->error_log) {
+        int fd = open(b->error_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "weir: error_log %s: %s\n", b->error_log, strerror(errno));
+            return -1;
+        }
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    if (b->pid_file) {
+        FILE *f = fopen(b->pid_file, "w");
+        if (!f) {
+            fprintf(stderr, "weir: pid_file %s: %s\n", b->pid_file, strerror(errno));
+            return -1;
+        }
+        fprintf(f, "%ld\n", (long)getpid());
+        fclose(f);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {0};
+    int rc = parse_args(argc, argv, &c);
+    if (rc >= 0)
+        return rc;
+
+    weir_cfg_errors errs = {0};
+    weir_config *cfg = load(&c, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.v[i]);
+        if (errs.n == 0)
+            fprintf(stderr, "weir: cannot load the configuration: out of memory\n");
+        fprintf(stderr, "weir: configuration %s has %zu error%s\n",
+                c.config ? c.config : "", errs.n, errs.n == 1 ? "" : "s");
+        weir__cfg_errors_free(&errs);
+        return 1;
+    }
+    if (c.test) {
+        printf("weir: configuration %s is valid\n", c.config ? c.config : "(default)");
+        weir__config_unref(cfg);
+        return 0;
+    }
+    if (apply_basic(cfg, &c) < 0) {
+        weir__config_unref(cfg);
+        return 1;
+    }
+    weir_server_options sopts = {
+        .threads = c.threads ? c.threads : cfg->basic.threads,
+        .grace_period_ms = c.grace_ms ? c.grace_ms : cfg->basic.grace_period_ms,
+        .handle_signals = true,
+    };
     weir_server *srv = weir_server_new(&sopts);
     if (!srv) {
+        weir__config_unref(cfg);
         fprintf(stderr, "weir: out of memory\n");
         return 1;
     }
-    int rc;
-    static char echo_names[2][32] = {"127.0.0.1:6101", "127.0.0.1:6102"};
-    if (n_listen == 0) {
-        /* The embedded default. */
-        listen[n_listen++] = "127.0.0.1:6188";
-        for (int i = 0; i < 2; i++) {
-            weir_peer_set_addr(&app.peers[app.n], echo_names[i]);
-            snprintf(app.names[app.n], sizeof(app.names[0]), "%s", echo_names[i]);
-            app.n++;
-            const char *addr = echo_names[i];
-            rc = weir_server_add_proxy(srv, &addr, 1, &echo_ops, echo_names[i], &popts);
-            if (rc != WEIR_OK)
-                goto fail;
-        }
+    /* The app takes one reference; ours keeps [basic] readable to the end. */
+    weir_app *app = weir__app_new(weir__config_ref(cfg), srv);
+    rc = app ? weir_server_run(srv) : WEIR_ERR_INVAL;
+    weir__app_free(app);
+    weir_server_free(srv);
+    if (cfg->basic.pid_file)
+        unlink(cfg->basic.pid_file);
+    weir__config_unref(cfg);
+    if (rc != WEIR_OK) {
+        fprintf(stderr, "weir: cannot start: %s\n",
+                rc == WEIR_ERR_INVAL ? "invalid setup (see above)"
+                                     : strerror(rc < 0 && rc > -4096 ? -rc : EIO));
+        return 1;
     }
-    rc = weir_server_add_proxy(srv, listen, n_listen, &rr_ops, &app, &popts);
-    if (rc != WEIR_OK)
-        goto fail;
-    rc = weir_server_run(srv);
-    if (rc != WEIR_OK)
-        goto fail;
-    weir_server_free(srv);
     return 0;
-fail:
-    fprintf(stderr, "weir: cannot start: %s\n",
-            rc == WEIR_ERR_INVAL ? "invalid configuration" : strerror(rc < 0 && rc > -4096 ? -rc : EIO));
-    weir_server_free(srv);
-    return 1;
 }

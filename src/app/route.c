@@ -309,8 +309,12 @@ static entry *table_match(const table *t, weir_str path)
 static size_t normalize_host(weir_str host, char *buf)
 {
     size_t n = 0;
+    if (!host.ptr || host.len == 0) {
+        buf[0] = '\0';
+        return 0;
+    }
     const char *p = host.ptr, *end = host.ptr + host.len;
-    if (p < end && *p == '[') { /* IPv6 literal: keep through ']' */
+    if (*p == '[') { /* IPv6 literal: keep through ']' */
         const char *close = memchr(p, ']', host.len);
         end = close ? close + 1 : end;
     } else {

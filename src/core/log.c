@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -127,7 +128,14 @@ weir_logsink *weir__logsink_open(const char *path)
     s->buf = malloc(SINK_CAP);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
-    if (!s->buf || pthread_create(&s->thread, NULL, sink_main, s) != 0) {
+    /* The writer thread takes no signals: a process that handles SIGTERM
+     * through a signalfd must not have it delivered (fatally) here. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int prc = s->buf ? pthread_create(&s->thread, NULL, sink_main, s) : -1;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (prc != 0) {
         weir_log_error("access log %s: cannot start the logger thread", path);
         if (s->own_fd)
             close(s->fd);

@@ -208,7 +208,7 @@ static void release_upstream(weir_session *s, bool reusable)
         return;
     weir__timer_stop(s->loop, &s->up_timer);
     if (reusable)
-        weir__upool_put(s->up, s->peer.idle_timeout_ms, s->svc->opts.upstream_keepalive);
+        weir__upool_put(s->up, s->peer.idle_timeout_ms, s->peer.keepalive);
     else
         weir__upconn_close(s->up, true);
     s->up = NULL;
@@ -247,6 +247,7 @@ static void start_peer(weir_session *s)
     s->peer.read_timeout_ms = o->upstream_read_timeout_ms;
     s->peer.write_timeout_ms = o->upstream_write_timeout_ms;
     s->peer.idle_timeout_ms = o->upstream_idle_timeout_ms;
+    s->peer.keepalive = o->upstream_keepalive;
 }
 
 static void fill_peer_defaults(weir_session *s)
@@ -1218,6 +1219,11 @@ int weir_session_set_timer(weir_session *s, uint32_t delay_ms, weir_session_time
     s->user_cb = cb;
     weir__timer_start(s->loop, &s->user_timer, delay_ms, user_timer_cb);
     return WEIR_OK;
+}
+
+void *weir_session_alloc(weir_session *s, size_t len)
+{
+    return weir__arena_alloc(&s->arena, len);
 }
 
 int weir_session_worker(const weir_session *s)

@@ -1,0 +1,281 @@
+/*
+ * access_log.c - compiling and rendering access-log templates.
+ */
+#include "app/access_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum part_kind {
+    P_TEXT,
+    P_CLIENT_IP,
+    P_METHOD,
+    P_URI,
+    P_PATH,
+    P_QUERY,
+    P_STATUS,
+    P_UPSTREAM_ADDR,
+    P_LATENCY,
+    P_UPSTREAM_LATENCY,
+    P_SIZE,
+    P_WHEN,
+    P_PROTOCOL,
+    P_REQ_HEADER,
+    P_RESP_HEADER,
+};
+
+typedef struct part {
+    enum part_kind kind;
+    char *text; /* literal text, or the header name */
+    size_t len;
+} part;
+
+struct weir_access_log {
+    part *parts;
+    size_t n;
+};
+
+static const struct {
+    const char *name;
+    enum part_kind kind;
+} vars[] = {
+    {"client_ip", P_CLIENT_IP},
+    {"method", P_METHOD},
+    {"uri", P_URI},
+    {"path", P_PATH},
+    {"query", P_QUERY},
+    {"status", P_STATUS},
+    {"upstream_addr", P_UPSTREAM_ADDR},
+    {"latency", P_LATENCY},
+    {"upstream_latency", P_UPSTREAM_LATENCY},
+    {"size", P_SIZE},
+    {"when", P_WHEN},
+    {"protocol", P_PROTOCOL},
+};
+
+static const struct {
+    const char *name;
+    const char *format;
+} presets[] = {
+    {"main", "{client_ip} [{when}] \"{method} {uri} {protocol}\" {status} {size} {upstream_addr} "
+             "{latency} {upstream_latency}"},
+    {"combined", "{client_ip} - - [{when}] \"{method} {uri} {protocol}\" {status} {size} "
+                 "\"{request_header:referer}\" \"{request_header:user-agent}\" "
+                 "{upstream_addr} {latency} {upstream_latency}"},
+    {"common", "{client_ip} - - [{when}] \"{method} {uri} {protocol}\" {status} {size}"},
+    {"short", "{client_ip} {method} {uri} {status} {size} {upstream_addr} {latency}ms"},
+};
+
+void weir__access_log_free(weir_access_log *log)
+{
+    if (!log)
+        return;
+    for (size_t i = 0; i < log->n; i++)
+        free(log->parts[i].text);
+    free(log->parts);
+    free(log);
+}
+
+static int push(weir_access_log *log, enum part_kind kind, const char *text, size_t len)
+{
+    part *np = realloc(log->parts, (log->n + 1) * sizeof(*np));
+    if (!np)
+        return -1;
+    log->parts = np;
+    part *p = &log->parts[log->n++];
+    p->kind = kind;
+    p->text = NULL;
+    p->len = len;
+    if (text) {
+        p->text = malloc(len + 1);
+        if (!p->text)
+            return -1;
+        memcpy(p->text, text, len);
+        p->text[len] = '\0';
+    }
+    return 0;
+}
+
+weir_access_log *weir__access_log_compile(const char *format, char *err, size_t err_len)
+{
+    if (strcmp(format, "off") == 0) {
+        snprintf(err, err_len, "off");
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+        if (strcmp(format, presets[i].name) == 0)
+            format = presets[i].format;
+    }
+    weir_access_log *log = calloc(1, sizeof(*log));
+    if (!log)
+        goto oom;
+    const char *p = format;
+    while (*p) {
+        if (p[0] == '{' && p[1] == '{') {
+            if (push(log, P_TEXT, "{", 1) < 0)
+                goto oom;
+            p += 2;
+            continue;
+        }
+        if (p[0] == '}' && p[1] == '}') {
+            if (push(log, P_TEXT, "}", 1) < 0)
+                goto oom;
+            p += 2;
+            continue;
+        }
+        if (*p == '{') {
+            const char *end = strchr(p, '}');
+            if (!end) {
+                snprintf(err, err_len, "unclosed '{' at offset %zu", (size_t)(p - format));
+                goto fail;
+            }
+            const char *name = p + 1;
+            size_t len = (size_t)(end - name);
+            bool found = false;
+            for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+                if (strlen(vars[i].name) == len && memcmp(vars[i].name, name, len) == 0) {
+                    if (push(log, vars[i].kind, NULL, 0) < 0)
+                        goto oom;
+                    found = true;
+                }
+            }
+            if (!found && len > 15 && memcmp(name, "request_header:", 15) == 0) {
+                if (push(log, P_REQ_HEADER, name + 15, len - 15) < 0)
+                    goto oom;
+                found = true;
+            } else if (!found && len > 16 && memcmp(name, "response_header:", 16) == 0) {
+                if (push(log, P_RESP_HEADER, name + 16, len - 16) < 0)
+                    goto oom;
+                found = true;
+            }
+            if (!found) {
+                snprintf(err, err_len, "unknown variable '{%.*s}'", (int)len, name);
+                goto fail;
+            }
+            p = end + 1;
+            continue;
+        }
+        if (*p == '}') {
+            snprintf(err, err_len, "unmatched '}' at offset %zu (write '}}' for a brace)",
+                     (size_t)(p - format));
+            goto fail;
+        }
+        const char *start = p;
+        while (*p && *p != '{' && *p != '}')
+            p++;
+        if (push(log, P_TEXT, start, (size_t)(p - start)) < 0)
+            goto oom;
+    }
+    return log;
+oom:
+    snprintf(err, err_len, "out of memory");
+fail:
+    weir__access_log_free(log);
+    return NULL;
+}
+
+typedef struct out {
+    char *buf;
+    size_t len, cap;
+} out;
+
+static void put(out *o, const char *s, size_t len)
+{
+    if (o->len + len >= o->cap)
+        len = o->cap - 1 - o->len;
+    memcpy(o->buf + o->len, s, len);
+    o->len += len;
+}
+
+static void put_str(out *o, weir_str s)
+{
+    if (s.ptr && s.len)
+        put(o, s.ptr, s.len);
+    else
+        put(o, "-", 1);
+}
+
+static void put_fmt(out *o, const char *fmt, double v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof(tmp), fmt, v);
+    if (n > 0)
+        put(o, tmp, (size_t)n);
+}
+
+size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
+                               const weir_session_stats *st, char *buf, size_t buf_len)
+{
+    out o = {buf, 0, buf_len};
+    char tmp[64];
+    for (size_t i = 0; i < log->n; i++) {
+        const part *p = &log->parts[i];
+        switch (p->kind) {
+        case P_TEXT:
+            put(&o, p->text, p->len);
+            break;
+        case P_CLIENT_IP:
+            put_str(&o, weir_session_client_ip(s));
+            break;
+        case P_METHOD:
+            put_str(&o, weir_session_method(s));
+            break;
+        case P_URI:
+            put_str(&o, weir_session_target(s));
+            break;
+        case P_PATH:
+            put_str(&o, weir_session_path(s));
+            break;
+        case P_QUERY:
+            put_str(&o, weir_session_query(s));
+            break;
+        case P_STATUS:
+            put_fmt(&o, "%.0f", st->status);
+            break;
+        case P_UPSTREAM_ADDR:
+            put(&o, st->upstream_addr, strlen(st->upstream_addr));
+            break;
+        case P_LATENCY:
+            put_fmt(&o, "%.3f", (double)st->request_time_us / 1000.0);
+            break;
+        case P_UPSTREAM_LATENCY:
+            if (st->upstream_time_us >= 0)
+                put_fmt(&o, "%.3f", (double)st->upstream_time_us / 1000.0);
+            else
+                put(&o, "-", 1);
+            break;
+        case P_SIZE:
+            put_fmt(&o, "%.0f", (double)st->bytes_sent);
+            break;
+        case P_WHEN: {
+            struct timespec ts;
+            struct tm tm;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            gmtime_r(&ts.tv_sec, &tm);
+            size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            put(&o, tmp, n);
+            break;
+        }
+        case P_PROTOCOL: {
+            int v = weir_session_http_version(s);
+            if (v == 20)
+                put(&o, "HTTP/2.0", 8);
+            else
+                put(&o, v == 10 ? "HTTP/1.0" : "HTTP/1.1", 8);
+            break;
+        }
+        case P_REQ_HEADER:
+            put_str(&o, weir_headers_get(weir_session_req_headers(s), p->text));
+            break;
+        case P_RESP_HEADER: {
+            weir_headers *h = weir_session_resp_headers(s);
+            put_str(&o, h ? weir_headers_get(h, p->text) : WEIR_STR_NULL);
+            break;
+        }
+        }
+    }
+    buf[o.len] = '\0';
+    return o.len;
+}

@@ -1,0 +1,31 @@
+/*
+ * access_log.h - per-server access-log formats.
+ *
+ * A format is "off", a preset ("main", "combined", "common", "short") or
+ * a template with {client_ip}, {method}, {uri}, {path}, {query},
+ * {protocol} ("HTTP/1.1"), {status},
+ * {upstream_addr}, {latency} (ms), {upstream_latency} (ms), {size} (bytes
+ * sent), {when} (RFC 3339 time), {request_header:NAME},
+ * {response_header:NAME}; "{{" and "}}" are literal braces. It is
+ * compiled once at load into a list of parts; rendering is a walk over
+ * them into a stack buffer.
+ */
+#ifndef WEIR_APP_ACCESS_LOG_H
+#define WEIR_APP_ACCESS_LOG_H
+
+#include <stddef.h>
+
+#include "weir/weir.h"
+
+typedef struct weir_access_log weir_access_log;
+
+/* Compiles a format; NULL with a message in err for an invalid one, and
+ * also NULL (err "off") for "off". */
+weir_access_log *weir__access_log_compile(const char *format, char *err, size_t err_len);
+void weir__access_log_free(weir_access_log *log);
+
+/* Renders one line for the session into buf; returns its length. */
+size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
+                               const weir_session_stats *st, char *buf, size_t buf_len);
+
+#endif

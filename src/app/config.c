@@ -1,0 +1,1067 @@
+/*
+ * config.c - loading and validating the TOML configuration (see config.h).
+ *
+ * Loading walks the document once per section, checks every key against
+ * the section's schema (unknown keys get a "did you mean" from the closest
+ * known key), converts values with range checks, and then resolves the
+ * cross-references (server -> locations -> upstream). Every problem is
+ * recorded and loading goes on, so one run reports all of them.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "app/config.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app/access_log.h"
+#include "app/balance.h"
+#include "app/toml.h"
+#include "net/sock.h"
+
+typedef struct loader {
+    const char *file;
+    weir_cfg_errors *errs;
+    weir_config *cfg;
+} loader;
+
+/* ---- errors ---- */
+
+static void err_at(loader *ld, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void err_at(loader *ld, int line, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char *line_text = NULL;
+    int n = line > 0 ? asprintf(&line_text, "%s:%d: %s", ld->file, line, msg)
+                     : asprintf(&line_text, "%s: %s", ld->file, msg);
+    if (n < 0)
+        return;
+    char **nv = realloc(ld->errs->v, (ld->errs->n + 1) * sizeof(*nv));
+    if (!nv) {
+        free(line_text);
+        return;
+    }
+    ld->errs->v = nv;
+    ld->errs->v[ld->errs->n++] = line_text;
+}
+
+void weir__cfg_errors_free(weir_cfg_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        free(errs->v[i]);
+    free(errs->v);
+    errs->v = NULL;
+    errs->n = 0;
+}
+
+/* Edit distance, for "did you mean". Keys are short. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return 64;
+    size_t d[64][64];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < best)
+                best = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1; /* transposition */
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb];
+}
+
+static const char *suggest(const char *key, const char *const *known)
+{
+    const char *best = NULL;
+    size_t best_d = 3; /* only close matches are useful */
+    for (size_t i = 0; known[i]; i++) {
+        size_t d = distance(key, known[i]);
+        if (d < best_d) {
+            best_d = d;
+            best = known[i];
+        }
+    }
+    return best;
+}
+
+/* Reports entries of table t whose key is not in known. */
+static void check_keys(loader *ld, const weir_toml_value *t, const char *section,
+                       const char *const *known)
+{
+    size_t n = weir_toml_table_count(t);
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(t, i, &e);
+        bool ok = false;
+        for (size_t k = 0; known[k]; k++) {
+            if (strlen(known[k]) == e.key_len && memcmp(known[k], e.key, e.key_len) == 0) {
+                ok = true;
+                break;
+            }
+        }
+        if (ok)
+            continue;
+        const char *s = suggest(e.key, known);
+        if (s)
+            err_at(ld, e.line, "unknown key '%s' in [%s]; did you mean '%s'?", e.key, section, s);
+        else
+            err_at(ld, e.line, "unknown key '%s' in [%s]", e.key, section);
+    }
+}
+
+/* ---- typed getters: each reports its own error and returns false ---- */
+
+static bool entry_of(const weir_toml_value *t, const char *key, weir_toml_entry *e)
+{
+    return weir_toml_table_getn(t, key, strlen(key), e) != NULL;
+}
+
+static char *dup_string(loader *ld, const weir_toml_value *t, const char *key,
+                        const char *section, bool *present)
+{
+    weir_toml_entry e;
+    *present = entry_of(t, key, &e);
+    if (!*present)
+        return NULL;
+    size_t len;
+    const char *s = weir_toml_string(e.value, &len);
+    if (!s) {
+        err_at(ld, e.line, "'%s' in [%s] must be a string, not %s", key, section,
+               weir_toml_type_name(weir_toml_type_of(e.value)));
+        return NULL;
+    }
+    if (strlen(s) != len) {
+        err_at(ld, e.line, "'%s' in [%s] contains a NUL character", key, section);
+        return NULL;
+    }
+    return strdup(s);
+}
+
+/* Reads an integer in [min, max]; returns false if absent or invalid. */
+static bool get_int(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                    int64_t min, int64_t max, int64_t *out)
+{
+    weir_toml_entry e;
+    if (!entry_of(t, key, &e))
+        return false;
+    int64_t v;
+    if (!weir_toml_int(e.value, &v)) {
+        err_at(ld, e.line, "'%s' in [%s] must be an integer, not %s", key, section,
+               weir_toml_type_name(weir_toml_type_of(e.value)));
+        return false;
+    }
+    if (v < min || v > max) {
+        err_at(ld, e.line, "'%s' in [%s] is %lld; it must be between %lld and %lld", key,
+               section, (long long)v, (long long)min, (long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool get_bool(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                     bool *out)
+{
+    weir_toml_entry e;
+    if (!entry_of(t, key, &e))
+        return false;
+    if (!weir_toml_bool(e.value, out)) {
+        err_at(ld, e.line, "'%s' in [%s] must be true or false, not %s", key, section,
+               weir_toml_type_name(weir_toml_type_of(e.value)));
+        return false;
+    }
+    return true;
+}
+
+/* Parses "250ms", "10s", "5m", "1h" (or a combination like "1m30s"). */
+static bool parse_duration(const char *s, uint64_t *ms)
+{
+    uint64_t total = 0;
+    const char *p = s;
+    if (!*p)
+        return false;
+    while (*p) {
+        if (*p < '0' || *p > '9')
+            return false;
+        uint64_t v = 0;
+        while (*p >= '0' && *p <= '9') {
+            v = v * 10 + (uint64_t)(*p - '0');
+            if (v > 1000000000ull)
+                return false;
+            p++;
+        }
+        uint64_t unit;
+        if (strncmp(p, "ms", 2) == 0) {
+            unit = 1;
+            p += 2;
+        } else if (*p == 's') {
+            unit = 1000;
+            p++;
+        } else if (*p == 'm') {
+            unit = 60000;
+            p++;
+        } else if (*p == 'h') {
+            unit = 3600000;
+            p++;
+        } else {
+            return false;
+        }
+        total += v * unit;
+    }
+    *ms = total;
+    return true;
+}
+
+/* A duration: a string with units, at most max_ms (and > 0 unless zero_ok). */
+static bool get_duration(loader *ld, const weir_toml_value *t, const char *key,
+                         const char *section, uint64_t max_ms, bool zero_ok, uint32_t *out)
+{
+    weir_toml_entry e;
+    if (!entry_of(t, key, &e))
+        return false;
+    const char *s = weir_toml_string(e.value, NULL);
+    uint64_t ms;
+    if (!s || !parse_duration(s, &ms)) {
+        err_at(ld, e.line, "'%s' in [%s] must be a duration like \"10s\", \"500ms\" or \"1m\"", key,
+               section);
+        return false;
+    }
+    if ((!zero_ok && ms == 0) || ms > max_ms) {
+        err_at(ld, e.line, "'%s' in [%s] is out of range (%s%llu ms at most)", key, section,
+               zero_ok ? "" : "more than 0 and ", (unsigned long long)max_ms);
+        return false;
+    }
+    *out = (uint32_t)ms;
+    return true;
+}
+
+/* A size: an integer of bytes or a string "512", "64KB", "10MB", "1GB". */
+static bool get_size(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                     uint64_t max, uint64_t *out)
+{
+    weir_toml_entry e;
+    if (!entry_of(t, key, &e))
+        return false;
+    int64_t iv;
+    uint64_t v = 0;
+    const char *s;
+    bool ok = false;
+    if (weir_toml_int(e.value, &iv)) {
+        ok = iv >= 0;
+        v = (uint64_t)iv;
+    } else if ((s = weir_toml_string(e.value, NULL))) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(s, &end, 10);
+        uint64_t mult = 0;
+        if (end != s && !errno && s[0] != '-') {
+            if (*end == '\0' || strcasecmp(end, "B") == 0)
+                mult = 1;
+            else if (strcasecmp(end, "KB") == 0 || strcasecmp(end, "KiB") == 0)
+                mult = 1024;
+            else if (strcasecmp(end, "MB") == 0 || strcasecmp(end, "MiB") == 0)
+                mult = 1024 * 1024;
+            else if (strcasecmp(end, "GB") == 0 || strcasecmp(end, "GiB") == 0)
+                mult = 1024ull * 1024 * 1024;
+        }
+        if (mult && n <= UINT64_MAX / mult) {
+            v = n * mult;
+            ok = true;
+        }
+    }
+    if (!ok) {
+        err_at(ld, e.line, "'%s' in [%s] must be a size like 1048576, \"64KB\" or \"10MB\"", key,
+               section);
+        return false;
+    }
+    if (v > max) {
+        err_at(ld, e.line, "'%s' in [%s] is too large (%llu bytes at most)", key, section,
+               (unsigned long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* A string or an array of strings, as a NULL-free array of copies. */
+static char **get_string_list(loader *ld, const weir_toml_value *t, const char *key,
+                              const char *section, size_t *n_out, int *line)
+{
+    weir_toml_entry e;
+    *n_out = 0;
+    if (!entry_of(t, key, &e))
+        return NULL;
+    *line = e.line;
+    const weir_toml_value *v = e.value;
+    size_t n = weir_toml_type_of(v) == WEIR_TOML_ARRAY ? weir_toml_array_count(v) : 1;
+    char **out = calloc(n ? n : 1, sizeof(char *));
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const weir_toml_value *item =
+            weir_toml_type_of(v) == WEIR_TOML_ARRAY ? weir_toml_array_at(v, i) : v;
+        size_t len;
+        const char *s = weir_toml_string(item, &len);
+        if (!s || strlen(s) != len) {
+            err_at(ld, weir_toml_line(item),
+                   "'%s' in [%s] must be a string or an array of strings", key, section);
+            for (size_t j = 0; j < i; j++)
+                free(out[j]);
+            free(out);
+            return NULL;
+        }
+        out[i] = strdup(s);
+    }
+    *n_out = n;
+    return out;
+}
+
+static void free_list(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* ---- [basic] ---- */
+
+static const char *const basic_keys[] = {"threads",   "pid_file",     "error_log", "log_level",
+                                         "grace_period", "upgrade_sock", NULL};
+
+static void load_basic(loader *ld, const weir_toml_value *t)
+{
+    weir_cfg_basic *b = &ld->cfg->basic;
+    b->grace_period_ms = 10000;
+    if (!t)
+        return;
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "[basic] must be a table");
+        return;
+    }
+    check_keys(ld, t, "basic", basic_keys);
+    int64_t v;
+    bool present;
+    if (get_int(ld, t, "threads", "basic", 0, 1024, &v))
+        b->threads = (int)v;
+    b->pid_file = dup_string(ld, t, "pid_file", "basic", &present);
+    b->error_log = dup_string(ld, t, "error_log", "basic", &present);
+    b->upgrade_sock = dup_string(ld, t, "upgrade_sock", "basic", &present);
+    b->log_level = dup_string(ld, t, "log_level", "basic", &present);
+    if (b->log_level && strcmp(b->log_level, "error") && strcmp(b->log_level, "warn") &&
+        strcmp(b->log_level, "info") && strcmp(b->log_level, "debug")) {
+        weir_toml_entry e;
+        entry_of(t, "log_level", &e);
+        err_at(ld, e.line, "'log_level' in [basic] must be error, warn, info or debug, not '%s'",
+               b->log_level);
+    }
+    get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
+}
+
+/* ---- [upstreams.NAME] ---- */
+
+static const char *const upstream_keys[] = {
+    "addrs",        "algo",          "connection_timeout", "total_connection_timeout",
+    "read_timeout", "write_timeout", "idle_timeout",       "keepalive",
+    NULL};
+
+/* Parses "host:port [weight]" and appends one backend per resolved address. */
+static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int line,
+                        const char *section)
+{
+    char buf[512];
+    if (strlen(text) >= sizeof(buf)) {
+        err_at(ld, line, "address too long in [%s]", section);
+        return;
+    }
+    strcpy(buf, text);
+    char *save = NULL;
+    char *addr = strtok_r(buf, " \t", &save);
+    char *weight_s = strtok_r(NULL, " \t", &save);
+    char *extra = strtok_r(NULL, " \t", &save);
+    long weight = 1;
+    if (!addr || extra) {
+        err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\" or \"host:port weight\"",
+               text, section);
+        return;
+    }
+    if (weight_s) {
+        char *end;
+        errno = 0;
+        weight = strtol(weight_s, &end, 10);
+        if (*end || errno || weight < 1 || weight > 10000) {
+            err_at(ld, line, "invalid weight '%s' in [%s]: expected 1..10000", weight_s, section);
+            return;
+        }
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    struct addrinfo *res = NULL;
+    size_t n_addrs = 0;
+    if (weir__addr_parse(addr, &ss, &len) == 0) {
+        n_addrs = 1;
+    } else {
+        /* host:port with a name: resolve now, at load time. */
+        char *colon = strrchr(addr, ':');
+        if (!colon || colon == addr || !colon[1] || addr[0] == '[') {
+            err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\"", addr,
+                   section);
+            return;
+        }
+        *colon = '\0';
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || port < 1 || port > 65535) {
+            err_at(ld, line, "invalid port in '%s:%s' in [%s]", addr, colon + 1, section);
+            return;
+        }
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        int rc = getaddrinfo(addr, colon + 1, &hints, &res);
+        if (rc != 0) {
+            err_at(ld, line, "cannot resolve '%s' in [%s]: %s", addr, section, gai_strerror(rc));
+            return;
+        }
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+            n_addrs++;
+    }
+    weir_cfg_backend *nb = realloc(u->backends, (u->n_backends + n_addrs) * sizeof(*nb));
+    if (!nb) {
+        freeaddrinfo(res);
+        return;
+    }
+    u->backends = nb;
+    if (!res) {
+        weir_cfg_backend *b = &u->backends[u->n_backends++];
+        memset(b, 0, sizeof(*b));
+        b->text = strdup(text);
+        memcpy(&b->peer.addr, &ss, sizeof(ss));
+        b->peer.addr_len = len;
+        b->weight = (uint32_t)weight;
+        return;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        weir_cfg_backend *b = &u->backends[u->n_backends++];
+        memset(b, 0, sizeof(*b));
+        b->text = strdup(text);
+        memcpy(&b->peer.addr, ai->ai_addr, ai->ai_addrlen);
+        b->peer.addr_len = ai->ai_addrlen;
+        b->weight = (uint32_t)weight;
+    }
+    freeaddrinfo(res);
+}
+
+static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "upstreams.%s", u->name);
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        return;
+    }
+    check_keys(ld, t, section, upstream_keys);
+    size_t n = 0;
+    int line = u->line;
+    char **addrs = get_string_list(ld, t, "addrs", section, &n, &line);
+    if (!addrs && !entry_of(t, "addrs", &(weir_toml_entry){0}))
+        err_at(ld, u->line, "[%s] needs 'addrs'", section);
+    else if (addrs && n == 0)
+        err_at(ld, line, "'addrs' in [%s] is empty", section);
+    for (size_t i = 0; i < n; i++)
+        add_backend(ld, u, addrs[i], line, section);
+    free_list(addrs, n);
+
+    bool present;
+    char *algo = dup_string(ld, t, "algo", section, &present);
+    u->algo = WEIR_LB_ROUND_ROBIN;
+    if (algo && strcmp(algo, "round_robin") != 0) {
+        weir_toml_entry e;
+        entry_of(t, "algo", &e);
+        err_at(ld, e.line, "unknown algo '%s' in [%s]; supported: round_robin", algo, section);
+    }
+    free(algo);
+    get_duration(ld, t, "connection_timeout", section, 3600000, false, &u->connection_timeout_ms);
+    get_duration(ld, t, "total_connection_timeout", section, 3600000, false,
+                 &u->total_connection_timeout_ms);
+    get_duration(ld, t, "read_timeout", section, 86400000, false, &u->read_timeout_ms);
+    get_duration(ld, t, "write_timeout", section, 86400000, false, &u->write_timeout_ms);
+    get_duration(ld, t, "idle_timeout", section, 86400000, true, &u->idle_timeout_ms);
+    int64_t v;
+    u->keepalive = 64;
+    if (get_int(ld, t, "keepalive", section, 0, 100000, &v))
+        u->keepalive = (uint32_t)v;
+}
+
+/* ---- [locations.NAME] ---- */
+
+static const char *const location_keys[] = {
+    "host",          "path",         "weight",        "upstream",
+    "rewrite",       "proxy_set_headers", "proxy_add_headers", "proxy_remove_headers",
+    "response_set_headers", "response_add_headers", "response_remove_headers",
+    "client_max_body_size", "connection_timeout", "read_timeout",  "write_timeout",
+    "echo",          NULL};
+
+static bool valid_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+/* "Name: value" strings (set/add) or "Name" strings (remove). */
+static void load_headers(loader *ld, const weir_toml_value *t, const char *key,
+                         const char *section, bool with_value, weir_cfg_headers *out)
+{
+    size_t n = 0;
+    int line = 0;
+    char **items = get_string_list(ld, t, key, section, &n, &line);
+    if (!items)
+        return;
+    out->v = calloc(n ? n : 1, sizeof(*out->v));
+    for (size_t i = 0; out->v && i < n; i++) {
+        char *s = items[i];
+        char *colon = with_value ? strchr(s, ':') : NULL;
+        if (with_value && !colon) {
+            err_at(ld, line, "'%s' in [%s]: '%s' must be \"Name: value\"", key, section, s);
+            continue;
+        }
+        if (colon)
+            *colon = '\0';
+        const char *value = colon ? colon + 1 : NULL;
+        while (value && (*value == ' ' || *value == '\t'))
+            value++;
+        if (!valid_token(s)) {
+            err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
+            continue;
+        }
+        bool bad_value = false;
+        for (const char *p = value; p && *p; p++) {
+            if ((unsigned char)*p < 0x20 && *p != '\t')
+                bad_value = true;
+        }
+        if (bad_value) {
+            err_at(ld, line, "'%s' in [%s]: control character in the value of '%s'", key,
+                   section, s);
+            continue;
+        }
+        out->v[out->n].name = strdup(s);
+        out->v[out->n].value = value ? strdup(value) : NULL;
+        out->n++;
+    }
+    free_list(items, n);
+}
+
+static void free_headers(weir_cfg_headers *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->v[i].name);
+        free(h->v[i].value);
+    }
+    free(h->v);
+}
+
+static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
+                          char **upstream_name, int *upstream_line)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "locations.%s", l->name);
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        return;
+    }
+    check_keys(ld, t, section, location_keys);
+    int line = 0;
+    l->hosts = get_string_list(ld, t, "host", section, &l->n_hosts, &line);
+    bool present;
+    l->path = dup_string(ld, t, "path", section, &present);
+    if (!l->path)
+        l->path = strdup("");
+    int64_t v;
+    if (get_int(ld, t, "weight", section, 0, 1000000000, &v)) {
+        l->has_weight = true;
+        l->weight = v;
+    }
+    /* Check the path and host rules now, so their errors are reported with
+     * every other one (the server's router is built only from a valid
+     * configuration). */
+    weir_toml_entry pe;
+    int path_line = entry_of(t, "path", &pe) ? pe.line : l->line;
+    if (l->path[0] && l->path[0] != '/' && l->path[0] != '=' && l->path[0] != '~') {
+        err_at(ld, path_line,
+               "'path' in [%s] must be \"/prefix\", \"=/exact\", \"~regex\" or empty, not '%s'",
+               section, l->path);
+    } else {
+        weir_route_spec spec = {.hosts = (const char *const *)l->hosts,
+                                .n_hosts = l->n_hosts,
+                                .path = l->path};
+        char rerr[512];
+        weir_router *r = weir__router_new(&spec, 1, rerr, sizeof(rerr));
+        if (!r)
+            err_at(ld, strstr(rerr, "host") && line ? line : path_line, "[%s]: %s", section,
+                   strncmp(rerr, "location 0: ", 12) == 0 ? rerr + 12 : rerr);
+        weir__router_free(r);
+    }
+    *upstream_name = dup_string(ld, t, "upstream", section, &present);
+    weir_toml_entry e;
+    *upstream_line = entry_of(t, "upstream", &e) ? e.line : l->line;
+    get_bool(ld, t, "echo", section, &l->echo);
+    if (!*upstream_name && !l->echo)
+        err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
+    if (*upstream_name && l->echo)
+        err_at(ld, *upstream_line, "[%s] has both 'upstream' and echo = true", section);
+
+    char *rewrite = dup_string(ld, t, "rewrite", section, &present);
+    if (rewrite) {
+        entry_of(t, "rewrite", &e);
+        /* "REGEX REPLACEMENT": the regex ends at the first unescaped space. */
+        char *sp = strpbrk(rewrite, " \t");
+        if (!sp) {
+            err_at(ld, e.line, "'rewrite' in [%s] must be \"REGEX REPLACEMENT\"", section);
+        } else {
+            *sp = '\0';
+            char *repl = sp + 1;
+            while (*repl == ' ' || *repl == '\t')
+                repl++;
+            int code;
+            PCRE2_SIZE off;
+            l->rewrite_re = pcre2_compile((PCRE2_SPTR)rewrite, PCRE2_ZERO_TERMINATED, 0, &code,
+                                          &off, NULL);
+            if (!l->rewrite_re) {
+                PCRE2_UCHAR msg[256];
+                pcre2_get_error_message(code, msg, sizeof(msg));
+                err_at(ld, e.line, "invalid regex in 'rewrite' of [%s]: %s at offset %zu",
+                       section, (const char *)msg, (size_t)off);
+            } else {
+                pcre2_jit_compile(l->rewrite_re, PCRE2_JIT_COMPLETE);
+                l->rewrite_repl = strdup(repl);
+            }
+        }
+        free(rewrite);
+    }
+    load_headers(ld, t, "proxy_set_headers", section, true, &l->proxy_set);
+    load_headers(ld, t, "proxy_add_headers", section, true, &l->proxy_add);
+    load_headers(ld, t, "proxy_remove_headers", section, false, &l->proxy_remove);
+    load_headers(ld, t, "response_set_headers", section, true, &l->resp_set);
+    load_headers(ld, t, "response_add_headers", section, true, &l->resp_add);
+    load_headers(ld, t, "response_remove_headers", section, false, &l->resp_remove);
+    uint64_t size;
+    if (get_size(ld, t, "client_max_body_size", section, UINT64_MAX / 2, &size)) {
+        l->client_max_body_size = size;
+        l->has_max_body = true;
+    }
+    get_duration(ld, t, "connection_timeout", section, 3600000, false, &l->connect_timeout_ms);
+    get_duration(ld, t, "read_timeout", section, 86400000, false, &l->read_timeout_ms);
+    get_duration(ld, t, "write_timeout", section, 86400000, false, &l->write_timeout_ms);
+}
+
+/* ---- [servers.NAME] ---- */
+
+static const char *const server_keys[] = {
+    "addr",           "locations",        "access_log",  "access_log_file", "client_header_timeout",
+    "client_body_timeout", "keepalive_timeout", "send_timeout", "max_header_size",
+    "max_headers",    "max_body_size",    NULL};
+
+static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                        char ***loc_names, size_t *n_loc_names, int *loc_line)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "servers.%s", s->name);
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        return;
+    }
+    check_keys(ld, t, section, server_keys);
+    int line = s->line;
+    s->addrs = get_string_list(ld, t, "addr", section, &s->n_addrs, &line);
+    if (!s->addrs && !entry_of(t, "addr", &(weir_toml_entry){0}))
+        err_at(ld, s->line, "[%s] needs 'addr'", section);
+    else if (s->addrs && s->n_addrs == 0)
+        err_at(ld, line, "'addr' in [%s] is empty", section);
+    for (size_t i = 0; i < s->n_addrs; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (weir__addr_parse(s->addrs[i], &ss, &len) < 0)
+            err_at(ld, line, "invalid listen address '%s' in [%s]: expected \"ip:port\"",
+                   s->addrs[i], section);
+    }
+    *loc_line = s->line;
+    *loc_names = get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
+    if (!*loc_names && !entry_of(t, "locations", &(weir_toml_entry){0}))
+        err_at(ld, s->line, "[%s] needs 'locations'", section);
+
+    bool present;
+    char *log = dup_string(ld, t, "access_log", section, &present);
+    if (log) {
+        weir_toml_entry e;
+        entry_of(t, "access_log", &e);
+        char err[256];
+        s->access_log = weir__access_log_compile(log, err, sizeof(err));
+        if (!s->access_log && strcmp(log, "off") != 0)
+            err_at(ld, e.line, "'access_log' in [%s]: %s", section, err);
+        free(log);
+    }
+    s->access_log_file = dup_string(ld, t, "access_log_file", section, &present);
+    weir_proxy_options *o = &s->opts;
+    get_duration(ld, t, "client_header_timeout", section, 3600000, false,
+                 &o->client_header_timeout_ms);
+    get_duration(ld, t, "client_body_timeout", section, 86400000, false,
+                 &o->client_body_timeout_ms);
+    get_duration(ld, t, "keepalive_timeout", section, 86400000, false, &o->keepalive_timeout_ms);
+    get_duration(ld, t, "send_timeout", section, 86400000, false, &o->send_timeout_ms);
+    uint64_t size;
+    if (get_size(ld, t, "max_header_size", section, 1024 * 1024, &size)) {
+        if (size < 1024)
+            err_at(ld, s->line, "'max_header_size' in [%s] must be at least 1KB", section);
+        o->max_header_bytes = (uint32_t)size;
+    }
+    int64_t v;
+    if (get_int(ld, t, "max_headers", section, 1, 1000, &v))
+        o->max_headers = (uint32_t)v;
+    if (get_size(ld, t, "max_body_size", section, UINT64_MAX / 2, &size))
+        o->max_body_bytes = size;
+}
+
+/* ---- the document ---- */
+
+static const char *const top_keys[] = {"basic", "servers", "locations", "upstreams", NULL};
+
+/* The named sub-tables of a section like [servers], checked to be tables. */
+static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
+{
+    const weir_toml_value *t = weir_toml_table_get(root, name);
+    if (t && weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "'%s' must be a table of [%s.NAME] sections", name, name);
+        return NULL;
+    }
+    return t;
+}
+
+static weir_cfg_upstream *find_upstream(weir_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        if (strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    }
+    return NULL;
+}
+
+static weir_cfg_location *find_location(weir_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_locations; i++) {
+        if (strcmp(c->locations[i].name, name) == 0)
+            return &c->locations[i];
+    }
+    return NULL;
+}
+
+static void build_router(loader *ld, weir_cfg_server *s)
+{
+    weir_route_spec *specs = calloc(s->n_locations ? s->n_locations : 1, sizeof(*specs));
+    if (!specs)
+        return;
+    for (size_t i = 0; i < s->n_locations; i++) {
+        weir_cfg_location *l = s->locations[i];
+        specs[i] = (weir_route_spec){.hosts = (const char *const *)l->hosts,
+                                     .n_hosts = l->n_hosts,
+                                     .path = l->path,
+                                     .has_weight = l->has_weight,
+                                     .weight = l->weight,
+                                     .data = l};
+    }
+    char err[512];
+    s->router = weir__router_new(specs, s->n_locations, err, sizeof(err));
+    if (!s->router) {
+        /* "location N: ..." -> name the location and its line. */
+        size_t idx = 0;
+        const char *msg = err;
+        if (sscanf(err, "location %zu:", &idx) == 1 && idx < s->n_locations) {
+            msg = strchr(err, ':') + 2;
+            err_at(ld, s->locations[idx]->line, "[locations.%s]: %s", s->locations[idx]->name,
+                   msg);
+        } else {
+            err_at(ld, s->line, "[servers.%s]: %s", s->name, msg);
+        }
+    }
+    free(specs);
+}
+
+static void free_config(weir_config *c)
+{
+    for (size_t i = 0; i < c->n_servers; i++) {
+        weir_cfg_server *s = &c->servers[i];
+        free(s->name);
+        free_list(s->addrs, s->n_addrs);
+        free(s->locations);
+        weir__router_free(s->router);
+        weir__access_log_free(s->access_log);
+        free(s->access_log_file);
+    }
+    free(c->servers);
+    for (size_t i = 0; i < c->n_locations; i++) {
+        weir_cfg_location *l = &c->locations[i];
+        free(l->name);
+        free_list(l->hosts, l->n_hosts);
+        free(l->path);
+        pcre2_code_free(l->rewrite_re);
+        free(l->rewrite_repl);
+        free_headers(&l->proxy_set);
+        free_headers(&l->proxy_add);
+        free_headers(&l->proxy_remove);
+        free_headers(&l->resp_set);
+        free_headers(&l->resp_add);
+        free_headers(&l->resp_remove);
+    }
+    free(c->locations);
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        weir_cfg_upstream *u = &c->upstreams[i];
+        free(u->name);
+        for (size_t j = 0; j < u->n_backends; j++)
+            free(u->backends[j].text);
+        free(u->backends);
+        weir__rr_free(u->rr);
+    }
+    free(c->upstreams);
+    free(c->basic.pid_file);
+    free(c->basic.error_log);
+    free(c->basic.log_level);
+    free(c->basic.upgrade_sock);
+    free(c->file);
+    free(c);
+}
+
+/* Allocates the named sections of `section` into an array of `size`-byte
+ * structs whose first two fields are `char *name; int line;`. */
+static void *alloc_named(loader *ld, const weir_toml_value *sec, size_t size, size_t *n_out)
+{
+    size_t n = weir_toml_table_count(sec);
+    *n_out = 0;
+    char *arr = calloc(n ? n : 1, size);
+    if (!arr)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(sec, i, &e);
+        struct {
+            char *name;
+            int line;
+        } *head = (void *)(arr + i * size);
+        head->name = strdup(e.key);
+        head->line = e.line;
+    }
+    *n_out = n;
+    return arr;
+}
+
+weir_config *weir__config_load(const char *text, size_t len, const char *file,
+                               weir_cfg_errors *errs)
+{
+    loader ld = {.file = file, .errs = errs};
+    size_t errs_before = errs->n;
+    weir_toml_error terr;
+    weir_toml_value *root = weir_toml_parse(text, len, &terr);
+    if (!root) {
+        char buf[512];
+        weir_toml_error_format(&terr, file, buf, sizeof(buf));
+        char *copy = strdup(buf);
+        char **nv = realloc(errs->v, (errs->n + 1) * sizeof(*nv));
+        if (copy && nv) {
+            errs->v = nv;
+            errs->v[errs->n++] = copy;
+        } else {
+            free(copy);
+            if (nv)
+                errs->v = nv;
+        }
+        return NULL;
+    }
+    weir_config *c = calloc(1, sizeof(*c));
+    if (!c) {
+        weir_toml_free(root);
+        return NULL;
+    }
+    ld.cfg = c;
+    c->refs = 1;
+    c->file = strdup(file);
+    check_keys(&ld, root, "top level", top_keys);
+    load_basic(&ld, section_of(&ld, root, "basic"));
+
+    const weir_toml_value *ups = section_of(&ld, root, "upstreams");
+    const weir_toml_value *locs = section_of(&ld, root, "locations");
+    const weir_toml_value *srvs = section_of(&ld, root, "servers");
+
+    if (ups) {
+        c->upstreams = alloc_named(&ld, ups, sizeof(weir_cfg_upstream), &c->n_upstreams);
+        for (size_t i = 0; i < c->n_upstreams; i++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(ups, i, &e);
+            load_upstream(&ld, &c->upstreams[i], e.value);
+            c->upstreams[i].rr = weir__rr_new(&c->upstreams[i]);
+        }
+    }
+    if (locs) {
+        c->locations = alloc_named(&ld, locs, sizeof(weir_cfg_location), &c->n_locations);
+        for (size_t i = 0; i < c->n_locations; i++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(locs, i, &e);
+            char *up_name = NULL;
+            int up_line = 0;
+            load_location(&ld, &c->locations[i], e.value, &up_name, &up_line);
+            if (up_name) {
+                c->locations[i].upstream = find_upstream(c, up_name);
+                if (!c->locations[i].upstream) {
+                    const char *known[64] = {0};
+                    for (size_t k = 0; k < c->n_upstreams && k < 63; k++)
+                        known[k] = c->upstreams[k].name;
+                    const char *s = suggest(up_name, known);
+                    err_at(&ld, up_line, "[locations.%s] refers to undefined upstream '%s'%s%s%s",
+                           c->locations[i].name, up_name, s ? "; did you mean '" : "",
+                           s ? s : "", s ? "'?" : "");
+                }
+                free(up_name);
+            }
+        }
+    }
+    if (!srvs || weir_toml_table_count(srvs) == 0)
+        err_at(&ld, 0, "no [servers.NAME] section: nothing to listen on");
+    if (srvs) {
+        c->servers = alloc_named(&ld, srvs, sizeof(weir_cfg_server), &c->n_servers);
+        for (size_t i = 0; i < c->n_servers; i++) {
+            weir_cfg_server *s = &c->servers[i];
+            weir_toml_entry e;
+            weir_toml_table_entry(srvs, i, &e);
+            char **names = NULL;
+            size_t n_names = 0;
+            int names_line = s->line;
+            load_server(&ld, s, e.value, &names, &n_names, &names_line);
+            s->locations = calloc(n_names ? n_names : 1, sizeof(*s->locations));
+            for (size_t k = 0; s->locations && k < n_names; k++) {
+                weir_cfg_location *l = find_location(c, names[k]);
+                if (!l) {
+                    const char *known[64] = {0};
+                    for (size_t j = 0; j < c->n_locations && j < 63; j++)
+                        known[j] = c->locations[j].name;
+                    const char *sg = suggest(names[k], known);
+                    err_at(&ld, names_line,
+                           "[servers.%s] refers to undefined location '%s'%s%s%s", s->name,
+                           names[k], sg ? "; did you mean '" : "", sg ? sg : "", sg ? "'?" : "");
+                    continue;
+                }
+                s->locations[s->n_locations++] = l;
+            }
+            free_list(names, n_names);
+        }
+        /* Listen addresses are unique across all servers. */
+        for (size_t i = 0; i < c->n_servers; i++) {
+            for (size_t a = 0; a < c->servers[i].n_addrs; a++) {
+                struct sockaddr_storage x, y;
+                socklen_t xl, yl;
+                if (weir__addr_parse(c->servers[i].addrs[a], &x, &xl) < 0)
+                    continue;
+                for (size_t j = 0; j <= i; j++) {
+                    for (size_t b = 0; b < (j == i ? a : c->servers[j].n_addrs); b++) {
+                        if (weir__addr_parse(c->servers[j].addrs[b], &y, &yl) == 0 &&
+                            weir__addr_equal((struct sockaddr *)&x, (struct sockaddr *)&y))
+                            err_at(&ld, c->servers[i].line,
+                                   "listen address %s of [servers.%s] is also used by "
+                                   "[servers.%s]",
+                                   c->servers[i].addrs[a], c->servers[i].name,
+                                   c->servers[j].name);
+                    }
+                }
+            }
+        }
+        if (errs->n == errs_before) {
+            for (size_t i = 0; i < c->n_servers; i++)
+                build_router(&ld, &c->servers[i]);
+        }
+    }
+    weir_toml_free(root);
+    if (errs->n != errs_before) {
+        free_config(c);
+        return NULL;
+    }
+    return c;
+}
+
+weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs)
+{
+    FILE *f = fopen(path, "rb");
+    loader ld = {.file = path, .errs = errs};
+    if (!f) {
+        err_at(&ld, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 65536;
+            if (cap > (64u << 20)) {
+                err_at(&ld, 0, "file larger than 64 MiB");
+                fclose(f);
+                free(buf);
+                return NULL;
+            }
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                fclose(f);
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        if (got == 0)
+            break;
+        len += got;
+    }
+    bool read_err = ferror(f);
+    fclose(f);
+    if (read_err) {
+        err_at(&ld, 0, "read error");
+        free(buf);
+        return NULL;
+    }
+    weir_config *c = weir__config_load(buf ? buf : "", len, path, errs);
+    free(buf);
+    return c;
+}
+
+weir_config *weir__config_ref(weir_config *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void weir__config_unref(weir_config *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        free_config(c);
+}

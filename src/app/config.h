@@ -1,0 +1,144 @@
+/*
+ * config.h - the weir configuration: a validated, immutable snapshot built
+ * from one TOML file.
+ *
+ * A snapshot is built and validated off the request path, then published;
+ * requests pin the snapshot current when they start (weir__config_ref) and
+ * release it when they end, so a reload can swap snapshots while old
+ * requests finish on the old one. A bad file never produces a snapshot:
+ * loading reports every error found, as "FILE:LINE: message".
+ */
+#ifndef WEIR_APP_CONFIG_H
+#define WEIR_APP_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app/route.h"
+#include "weir/weir.h"
+
+typedef struct weir_config weir_config;
+typedef struct weir_cfg_location weir_cfg_location;
+typedef struct weir_cfg_upstream weir_cfg_upstream;
+typedef struct weir_cfg_server weir_cfg_server;
+typedef struct weir_access_log weir_access_log;
+
+typedef struct weir_cfg_header {
+    char *name;
+    char *value; /* NULL for removals */
+} weir_cfg_header;
+
+typedef struct weir_cfg_headers {
+    weir_cfg_header *v;
+    size_t n;
+} weir_cfg_headers;
+
+typedef struct weir_cfg_backend {
+    char *text;      /* as written: "10.0.0.1:80 weight" or "host:port" */
+    weir_peer peer;  /* resolved address */
+    uint32_t weight; /* >= 1 */
+} weir_cfg_backend;
+
+enum weir_lb_algo {
+    WEIR_LB_ROUND_ROBIN, /* smooth weighted round robin */
+};
+
+struct weir_cfg_upstream {
+    char *name;
+    int line;
+    weir_cfg_backend *backends;
+    size_t n_backends;
+    enum weir_lb_algo algo;
+    uint32_t connection_timeout_ms;       /* 0 = server/library default */
+    uint32_t total_connection_timeout_ms; /* connect attempts over all retries; 0 = none */
+    uint32_t read_timeout_ms;
+    uint32_t write_timeout_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t keepalive; /* idle pooled connections per backend per worker */
+    /* Runtime state shared by the workers: the smooth weighted round robin
+     * needs a consistent view, so it is guarded by a short lock. */
+    struct weir_rr_state *rr;
+};
+
+struct weir_cfg_location {
+    char *name;
+    int line;
+    char **hosts;
+    size_t n_hosts;
+    char *path; /* "", "=...", "~...", "/..." */
+    bool has_weight;
+    int64_t weight;
+    weir_cfg_upstream *upstream; /* NULL when the location answers itself (echo) */
+    bool echo;                   /* answer with an echo of the request (tests, demos) */
+    struct pcre2_real_code_8 *rewrite_re;
+    char *rewrite_repl;
+    weir_cfg_headers proxy_set, proxy_add, proxy_remove;
+    weir_cfg_headers resp_set, resp_add, resp_remove;
+    uint64_t client_max_body_size; /* 0 = the server's limit */
+    bool has_max_body;
+    uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms; /* 0 = upstream's */
+};
+
+struct weir_cfg_server {
+    char *name;
+    int line;
+    char **addrs;
+    size_t n_addrs;
+    weir_cfg_location **locations;
+    size_t n_locations;
+    weir_router *router;
+    weir_access_log *access_log; /* NULL = off */
+    char *access_log_file;       /* where it goes: a path, or "-" (stdout, the default) */
+    weir_proxy_options opts;     /* timeouts and limits */
+};
+
+typedef struct weir_cfg_basic {
+    int threads; /* 0 = CPUs */
+    char *pid_file;
+    char *error_log;
+    char *log_level;
+    uint32_t grace_period_ms;
+    char *upgrade_sock;
+} weir_cfg_basic;
+
+struct weir_config {
+    _Atomic long refs;
+    char *file; /* for messages */
+    weir_cfg_basic basic;
+    weir_cfg_server *servers;
+    size_t n_servers;
+    weir_cfg_location *locations;
+    size_t n_locations;
+    weir_cfg_upstream *upstreams;
+    size_t n_upstreams;
+};
+
+/* Every error found while loading, each "FILE:LINE: message". */
+typedef struct weir_cfg_errors {
+    char **v;
+    size_t n;
+} weir_cfg_errors;
+
+/*
+ * Loads and validates a configuration from text (file names the source in
+ * messages). Returns a snapshot with one reference, or NULL with every
+ * error appended to errs. Resolves hostnames of upstream addresses (may
+ * block: never call it on a worker).
+ */
+weir_config *weir__config_load(const char *text, size_t len, const char *file,
+                               weir_cfg_errors *errs);
+/* Reads the file and loads it. */
+weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs);
+
+/* Takes / drops a reference; the last drop frees the snapshot. Any thread. */
+weir_config *weir__config_ref(weir_config *c);
+void weir__config_unref(weir_config *c);
+
+void weir__cfg_errors_free(weir_cfg_errors *errs);
+
+/* The embedded default configuration (TOML text). */
+extern const char weir__default_config[];
+
+#endif

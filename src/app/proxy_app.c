@@ -1,0 +1,290 @@
+/*
+ * proxy_app.c - the weir program's phases (see proxy_app.h).
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "app/proxy_app.h"
+
+#include <errno.h>
+#include <pcre2.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/access_log.h"
+#include "app/balance.h"
+#include "app/route.h"
+
+#define MAX_SERVERS 64
+
+/* One per [servers.NAME]: what its service's phases need. */
+typedef struct server_app {
+    weir_app *app;
+    size_t index;        /* of the server in the configuration */
+    weir_logger *logger; /* NULL = no access log */
+} server_app;
+
+struct weir_app {
+    _Atomic(weir_config *) current;
+    server_app servers[MAX_SERVERS];
+    size_t n_servers;
+};
+
+typedef struct req_ctx {
+    weir_config *cfg; /* pinned for the request */
+    weir_cfg_server *srv;
+    weir_cfg_location *loc;
+    server_app *sa;
+    int64_t started_ms; /* for total_connection_timeout */
+} req_ctx;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static pcre2_match_data *match_data(void)
+{
+    static __thread pcre2_match_data *md;
+    if (!md)
+        md = pcre2_match_data_create(64, NULL);
+    return md;
+}
+
+static int answer(weir_session *s, int status, const char *text)
+{
+    char body[128];
+    int n = snprintf(body, sizeof(body), "%d %s\n", status, text);
+    weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain")};
+    if (weir_session_respond(s, status, &h, 1, body, (size_t)n) != WEIR_OK)
+        return WEIR_PHASE_ERROR;
+    return WEIR_PHASE_ANSWERED;
+}
+
+static void *new_ctx(weir_session *s, void *app)
+{
+    server_app *sa = app;
+    req_ctx *c = weir_session_alloc(s, sizeof(*c));
+    if (!c)
+        return NULL;
+    memset(c, 0, sizeof(*c));
+    c->sa = sa;
+    c->cfg = weir__config_ref(atomic_load_explicit(&sa->app->current, memory_order_acquire));
+    c->srv = sa->index < c->cfg->n_servers ? &c->cfg->servers[sa->index] : NULL;
+    return c;
+}
+
+static void free_ctx(void *app, void *ctx)
+{
+    req_ctx *c = ctx;
+    if (c)
+        weir__config_unref(c->cfg);
+}
+
+static int echo(weir_session *s, req_ctx *c)
+{
+    char body[600];
+    weir_str m = weir_session_method(s), t = weir_session_target(s);
+    const char *addr = c->srv->n_addrs ? c->srv->addrs[0] : "-";
+    int n = snprintf(body, sizeof(body), "echo from %s: %.*s %.*s\n", addr, (int)m.len, m.ptr,
+                     (int)(t.len > 256 ? 256 : t.len), t.ptr);
+    weir_header h[] = {{WEIR_STR("Content-Type"), WEIR_STR("text/plain")},
+                       {WEIR_STR("X-Echo-Upstream"), {addr, strlen(addr)}}};
+    if (weir_session_respond(s, 200, h, 2, body, (size_t)n) != WEIR_OK)
+        return WEIR_PHASE_ERROR;
+    return WEIR_PHASE_ANSWERED;
+}
+
+/* Applies the location's rewrite to the path; the query is kept. */
+static int rewrite(weir_session *s, const weir_cfg_location *l)
+{
+    weir_str path = weir_session_path(s), query = weir_session_query(s);
+    char out[8192];
+    PCRE2_SIZE out_len = sizeof(out);
+    int rc = pcre2_substitute(l->rewrite_re, (PCRE2_SPTR)path.ptr, path.len, 0, 0, match_data(),
+                              NULL, (PCRE2_SPTR)l->rewrite_repl, PCRE2_ZERO_TERMINATED,
+                              (PCRE2_UCHAR *)out, &out_len);
+    if (rc == 0)
+        return WEIR_OK; /* no match: path unchanged */
+    if (rc < 0 || out_len + 1 + query.len >= sizeof(out))
+        return WEIR_ERR_INVAL;
+    if (query.len) {
+        out[out_len++] = '?';
+        memcpy(out + out_len, query.ptr, query.len);
+        out_len += query.len;
+    }
+    if (out_len == 0 || out[0] != '/')
+        return WEIR_ERR_INVAL;
+    return weir_session_set_target(s, out, out_len);
+}
+
+static int request_filter(weir_session *s, void *ctx)
+{
+    req_ctx *c = ctx;
+    if (!c || !c->srv)
+        return WEIR_PHASE_ERROR;
+    weir_str host = weir_headers_get(weir_session_req_headers(s), "host");
+    c->loc = weir__router_match(c->srv->router, host, weir_session_path(s));
+    if (!c->loc)
+        return answer(s, 404, "Not Found");
+    if (c->loc->echo)
+        return echo(s, c);
+    if (c->loc->has_max_body)
+        weir_session_set_body_limit(s, c->loc->client_max_body_size);
+    if (c->loc->rewrite_re && rewrite(s, c->loc) != WEIR_OK) {
+        weir_log(WEIR_LEVEL_WARN, "location %s: rewrite produced an invalid target",
+                 c->loc->name);
+        return answer(s, 500, "Internal Server Error");
+    }
+    return WEIR_PHASE_CONTINUE;
+}
+
+static void pick(req_ctx *c, weir_peer *peer)
+{
+    const weir_cfg_upstream *u = c->loc->upstream;
+    const weir_cfg_backend *b = &u->backends[weir__rr_next(u->rr)];
+    memcpy(&peer->addr, &b->peer.addr, sizeof(peer->addr));
+    peer->addr_len = b->peer.addr_len;
+}
+
+static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+{
+    req_ctx *c = ctx;
+    const weir_cfg_location *l = c->loc;
+    const weir_cfg_upstream *u = l ? l->upstream : NULL;
+    if (!u || u->n_backends == 0 || !u->rr)
+        return answer(s, 503, "Service Unavailable");
+    if (!c->started_ms)
+        c->started_ms = mono_ms();
+    pick(c, peer);
+    /* Location settings win over the upstream's, which win over the
+     * server's defaults already in *peer. */
+    if (u->connection_timeout_ms)
+        peer->connect_timeout_ms = u->connection_timeout_ms;
+    if (l->connect_timeout_ms)
+        peer->connect_timeout_ms = l->connect_timeout_ms;
+    if (u->read_timeout_ms)
+        peer->read_timeout_ms = u->read_timeout_ms;
+    if (l->read_timeout_ms)
+        peer->read_timeout_ms = l->read_timeout_ms;
+    if (u->write_timeout_ms)
+        peer->write_timeout_ms = u->write_timeout_ms;
+    if (l->write_timeout_ms)
+        peer->write_timeout_ms = l->write_timeout_ms;
+    if (u->idle_timeout_ms)
+        peer->idle_timeout_ms = u->idle_timeout_ms;
+    peer->keepalive = u->keepalive;
+    return WEIR_PHASE_CONTINUE;
+}
+
+static bool fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, int error,
+                            int attempt)
+{
+    req_ctx *c = ctx;
+    const weir_cfg_upstream *u = c->loc ? c->loc->upstream : NULL;
+    if (!u || (size_t)attempt >= u->n_backends)
+        return false;
+    if (u->total_connection_timeout_ms &&
+        mono_ms() - c->started_ms >= (int64_t)u->total_connection_timeout_ms)
+        return false;
+    return true; /* upstream_peer picks the next backend */
+}
+
+static void apply_headers(weir_headers *h, const weir_cfg_location *l, bool request)
+{
+    const weir_cfg_headers *rm = request ? &l->proxy_remove : &l->resp_remove;
+    const weir_cfg_headers *set = request ? &l->proxy_set : &l->resp_set;
+    const weir_cfg_headers *add = request ? &l->proxy_add : &l->resp_add;
+    for (size_t i = 0; i < rm->n; i++)
+        weir_headers_remove(h, rm->v[i].name);
+    for (size_t i = 0; i < set->n; i++)
+        weir_headers_set(h, set->v[i].name, set->v[i].value);
+    for (size_t i = 0; i < add->n; i++)
+        weir_headers_add(h, add->v[i].name, add->v[i].value);
+}
+
+static int upstream_request_filter(weir_session *s, void *ctx)
+{
+    req_ctx *c = ctx;
+    if (c->loc)
+        apply_headers(weir_session_req_headers(s), c->loc, true);
+    return WEIR_PHASE_CONTINUE;
+}
+
+static int response_filter(weir_session *s, void *ctx)
+{
+    req_ctx *c = ctx;
+    weir_headers *h = weir_session_resp_headers(s);
+    if (c && c->loc && h && !c->loc->echo)
+        apply_headers(h, c->loc, false);
+    return WEIR_PHASE_CONTINUE;
+}
+
+static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
+{
+    req_ctx *c = ctx;
+    if (!c || !c->srv || !c->srv->access_log || !c->sa->logger)
+        return;
+    char line[4096];
+    size_t n = weir__access_log_render(c->srv->access_log, s, st, line, sizeof(line));
+    weir_logger_write(c->sa->logger, line, n);
+}
+
+const weir_proxy_ops weir__app_ops = {
+    .new_ctx = new_ctx,
+    .free_ctx = free_ctx,
+    .request_filter = request_filter,
+    .upstream_peer = upstream_peer,
+    .fail_to_connect = fail_to_connect,
+    .upstream_request_filter = upstream_request_filter,
+    .response_filter = response_filter,
+    .logging = logging,
+};
+
+weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
+{
+    weir_app *app = calloc(1, sizeof(*app));
+    if (!app) {
+        weir__config_unref(cfg);
+        return NULL;
+    }
+    atomic_store(&app->current, cfg);
+    if (cfg->n_servers > MAX_SERVERS) {
+        weir_log(WEIR_LEVEL_ERROR, "%s: at most %d servers", cfg->file, MAX_SERVERS);
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_servers; i++) {
+        weir_cfg_server *cs = &cfg->servers[i];
+        server_app *sa = &app->servers[app->n_servers++];
+        sa->app = app;
+        sa->index = i;
+        if (cs->access_log) {
+            sa->logger = weir_logger_open(cs->access_log_file ? cs->access_log_file : "-");
+            if (!sa->logger)
+                goto fail;
+        }
+        int rc = weir_server_add_proxy(srv, (const char *const *)cs->addrs, cs->n_addrs,
+                                       &weir__app_ops, sa, &cs->opts);
+        if (rc != WEIR_OK) {
+            weir_log(WEIR_LEVEL_ERROR, "[servers.%s]: cannot set up its listeners", cs->name);
+            goto fail;
+        }
+    }
+    return app;
+fail:
+    weir__app_free(app);
+    return NULL;
+}
+
+void weir__app_free(weir_app *app)
+{
+    if (!app)
+        return;
+    for (size_t i = 0; i < app->n_servers; i++)
+        weir_logger_close(app->servers[i].logger);
+    weir__config_unref(atomic_load(&app->current));
+    free(app);
+}

@@ -1,0 +1,30 @@
+/*
+ * proxy_app.h - the weir program's phases: route each request to a
+ * location of its server, apply the location's rewrite and header rules,
+ * balance over the location's upstream, and write the access log.
+ *
+ * The running configuration is one snapshot pointer that a reload swaps;
+ * each request pins the snapshot current when it starts.
+ */
+#ifndef WEIR_APP_PROXY_APP_H
+#define WEIR_APP_PROXY_APP_H
+
+#include "app/config.h"
+#include "weir/weir.h"
+
+typedef struct weir_app weir_app;
+
+/*
+ * Creates the app for cfg (takes over the reference) and registers one
+ * proxy service per [servers.NAME] on srv, opening access logs. Returns
+ * NULL (reason logged) on failure.
+ */
+weir_app *weir__app_new(weir_config *cfg, weir_server *srv);
+/* Closes the access logs and drops the configuration. After the server
+ * stopped. */
+void weir__app_free(weir_app *app);
+
+/* The phases (exposed for tests). */
+extern const weir_proxy_ops weir__app_ops;
+
+#endif
