@@ -33,7 +33,8 @@ typedef struct loader {
 
 /* ---- errors ---- */
 
-static void err_at(loader *ld, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void err_at(loader *ld, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void err_at(loader *ld, int line, const char *fmt, ...)
 {
@@ -139,8 +140,8 @@ static bool entry_of(const weir_toml_value *t, const char *key, weir_toml_entry 
     return weir_toml_table_getn(t, key, strlen(key), e) != NULL;
 }
 
-static char *dup_string(loader *ld, const weir_toml_value *t, const char *key,
-                        const char *section, bool *present)
+static char *dup_string(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                        bool *present)
 {
     weir_toml_entry e;
     *present = entry_of(t, key, &e);
@@ -174,8 +175,8 @@ static bool get_int(loader *ld, const weir_toml_value *t, const char *key, const
         return false;
     }
     if (v < min || v > max) {
-        err_at(ld, e.line, "'%s' in [%s] is %lld; it must be between %lld and %lld", key,
-               section, (long long)v, (long long)min, (long long)max);
+        err_at(ld, e.line, "'%s' in [%s] is %lld; it must be between %lld and %lld", key, section,
+               (long long)v, (long long)min, (long long)max);
         return false;
     }
     *out = v;
@@ -236,8 +237,8 @@ static bool parse_duration(const char *s, uint64_t *ms)
 }
 
 /* A duration: a string with units, at most max_ms (and > 0 unless zero_ok). */
-static bool get_duration(loader *ld, const weir_toml_value *t, const char *key,
-                         const char *section, uint64_t max_ms, bool zero_ok, uint32_t *out)
+static bool get_duration(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                         uint64_t max_ms, bool zero_ok, uint32_t *out)
 {
     weir_toml_entry e;
     if (!entry_of(t, key, &e))
@@ -326,8 +327,8 @@ static char **get_string_list(loader *ld, const weir_toml_value *t, const char *
         size_t len;
         const char *s = weir_toml_string(item, &len);
         if (!s || strlen(s) != len) {
-            err_at(ld, weir_toml_line(item),
-                   "'%s' in [%s] must be a string or an array of strings", key, section);
+            err_at(ld, weir_toml_line(item), "'%s' in [%s] must be a string or an array of strings",
+                   key, section);
             for (size_t j = 0; j < i; j++)
                 free(out[j]);
             free(out);
@@ -348,7 +349,7 @@ static void free_list(char **v, size_t n)
 
 /* ---- [basic] ---- */
 
-static const char *const basic_keys[] = {"threads",   "pid_file",     "error_log", "log_level",
+static const char *const basic_keys[] = {"threads",      "pid_file",     "error_log", "log_level",
                                          "grace_period", "upgrade_sock", NULL};
 
 static void load_basic(loader *ld, const weir_toml_value *t)
@@ -382,10 +383,15 @@ static void load_basic(loader *ld, const weir_toml_value *t)
 
 /* ---- [upstreams.NAME] ---- */
 
-static const char *const upstream_keys[] = {
-    "addrs",        "algo",          "connection_timeout", "total_connection_timeout",
-    "read_timeout", "write_timeout", "idle_timeout",       "keepalive",
-    NULL};
+static const char *const upstream_keys[] = {"addrs",
+                                            "algo",
+                                            "connection_timeout",
+                                            "total_connection_timeout",
+                                            "read_timeout",
+                                            "write_timeout",
+                                            "idle_timeout",
+                                            "keepalive",
+                                            NULL};
 
 /* Parses "host:port [weight]" and appends one backend per resolved address. */
 static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int line,
@@ -403,8 +409,9 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
     char *extra = strtok_r(NULL, " \t", &save);
     long weight = 1;
     if (!addr || extra) {
-        err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\" or \"host:port weight\"",
-               text, section);
+        err_at(ld, line,
+               "invalid address '%s' in [%s]: expected \"host:port\" or \"host:port weight\"", text,
+               section);
         return;
     }
     if (weight_s) {
@@ -426,8 +433,7 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
         /* host:port with a name: resolve now, at load time. */
         char *colon = strrchr(addr, ':');
         if (!colon || colon == addr || !colon[1] || addr[0] == '[') {
-            err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\"", addr,
-                   section);
+            err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\"", addr, section);
             return;
         }
         *colon = '\0';
@@ -486,8 +492,8 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     char **addrs = get_string_list(ld, t, "addrs", section, &n, &line);
     if (!addrs && !entry_of(t, "addrs", &(weir_toml_entry){0}))
         err_at(ld, u->line, "[%s] needs 'addrs'", section);
-    else if (addrs && n == 0)
-        err_at(ld, line, "'addrs' in [%s] is empty", section);
+    /* An empty list is valid: the upstream answers 503 until backends are
+     * added at runtime. */
     for (size_t i = 0; i < n; i++)
         add_backend(ld, u, addrs[i], line, section);
     free_list(addrs, n);
@@ -515,12 +521,23 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
 
 /* ---- [locations.NAME] ---- */
 
-static const char *const location_keys[] = {
-    "host",          "path",         "weight",        "upstream",
-    "rewrite",       "proxy_set_headers", "proxy_add_headers", "proxy_remove_headers",
-    "response_set_headers", "response_add_headers", "response_remove_headers",
-    "client_max_body_size", "connection_timeout", "read_timeout",  "write_timeout",
-    "echo",          NULL};
+static const char *const location_keys[] = {"host",
+                                            "path",
+                                            "weight",
+                                            "upstream",
+                                            "rewrite",
+                                            "proxy_set_headers",
+                                            "proxy_add_headers",
+                                            "proxy_remove_headers",
+                                            "response_set_headers",
+                                            "response_add_headers",
+                                            "response_remove_headers",
+                                            "client_max_body_size",
+                                            "connection_timeout",
+                                            "read_timeout",
+                                            "write_timeout",
+                                            "echo",
+                                            NULL};
 
 static bool valid_token(const char *s)
 {
@@ -536,8 +553,8 @@ static bool valid_token(const char *s)
 }
 
 /* "Name: value" strings (set/add) or "Name" strings (remove). */
-static void load_headers(loader *ld, const weir_toml_value *t, const char *key,
-                         const char *section, bool with_value, weir_cfg_headers *out)
+static void load_headers(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                         bool with_value, weir_cfg_headers *out)
 {
     size_t n = 0;
     int line = 0;
@@ -567,8 +584,8 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key,
                 bad_value = true;
         }
         if (bad_value) {
-            err_at(ld, line, "'%s' in [%s]: control character in the value of '%s'", key,
-                   section, s);
+            err_at(ld, line, "'%s' in [%s]: control character in the value of '%s'", key, section,
+                   s);
             continue;
         }
         out->v[out->n].name = strdup(s);
@@ -618,9 +635,8 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
                "'path' in [%s] must be \"/prefix\", \"=/exact\", \"~regex\" or empty, not '%s'",
                section, l->path);
     } else {
-        weir_route_spec spec = {.hosts = (const char *const *)l->hosts,
-                                .n_hosts = l->n_hosts,
-                                .path = l->path};
+        weir_route_spec spec = {
+            .hosts = (const char *const *)l->hosts, .n_hosts = l->n_hosts, .path = l->path};
         char rerr[512];
         weir_router *r = weir__router_new(&spec, 1, rerr, sizeof(rerr));
         if (!r)
@@ -651,13 +667,13 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
                 repl++;
             int code;
             PCRE2_SIZE off;
-            l->rewrite_re = pcre2_compile((PCRE2_SPTR)rewrite, PCRE2_ZERO_TERMINATED, 0, &code,
-                                          &off, NULL);
+            l->rewrite_re =
+                pcre2_compile((PCRE2_SPTR)rewrite, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
             if (!l->rewrite_re) {
                 PCRE2_UCHAR msg[256];
                 pcre2_get_error_message(code, msg, sizeof(msg));
-                err_at(ld, e.line, "invalid regex in 'rewrite' of [%s]: %s at offset %zu",
-                       section, (const char *)msg, (size_t)off);
+                err_at(ld, e.line, "invalid regex in 'rewrite' of [%s]: %s at offset %zu", section,
+                       (const char *)msg, (size_t)off);
             } else {
                 pcre2_jit_compile(l->rewrite_re, PCRE2_JIT_COMPLETE);
                 l->rewrite_repl = strdup(repl);
@@ -683,13 +699,21 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
 
 /* ---- [servers.NAME] ---- */
 
-static const char *const server_keys[] = {
-    "addr",           "locations",        "access_log",  "access_log_file", "client_header_timeout",
-    "client_body_timeout", "keepalive_timeout", "send_timeout", "max_header_size",
-    "max_headers",    "max_body_size",    NULL};
+static const char *const server_keys[] = {"addr",
+                                          "locations",
+                                          "access_log",
+                                          "access_log_file",
+                                          "client_header_timeout",
+                                          "client_body_timeout",
+                                          "keepalive_timeout",
+                                          "send_timeout",
+                                          "max_header_size",
+                                          "max_headers",
+                                          "max_body_size",
+                                          NULL};
 
-static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
-                        char ***loc_names, size_t *n_loc_names, int *loc_line)
+static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t, char ***loc_names,
+                        size_t *n_loc_names, int *loc_line)
 {
     char section[300];
     snprintf(section, sizeof(section), "servers.%s", s->name);
@@ -803,8 +827,7 @@ static void build_router(loader *ld, weir_cfg_server *s)
         const char *msg = err;
         if (sscanf(err, "location %zu:", &idx) == 1 && idx < s->n_locations) {
             msg = strchr(err, ':') + 2;
-            err_at(ld, s->locations[idx]->line, "[locations.%s]: %s", s->locations[idx]->name,
-                   msg);
+            err_at(ld, s->locations[idx]->line, "[locations.%s]: %s", s->locations[idx]->name, msg);
         } else {
             err_at(ld, s->line, "[servers.%s]: %s", s->name, msg);
         }
@@ -941,8 +964,8 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                         known[k] = c->upstreams[k].name;
                     const char *s = suggest(up_name, known);
                     err_at(&ld, up_line, "[locations.%s] refers to undefined upstream '%s'%s%s%s",
-                           c->locations[i].name, up_name, s ? "; did you mean '" : "",
-                           s ? s : "", s ? "'?" : "");
+                           c->locations[i].name, up_name, s ? "; did you mean '" : "", s ? s : "",
+                           s ? "'?" : "");
                 }
                 free(up_name);
             }
@@ -968,9 +991,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                     for (size_t j = 0; j < c->n_locations && j < 63; j++)
                         known[j] = c->locations[j].name;
                     const char *sg = suggest(names[k], known);
-                    err_at(&ld, names_line,
-                           "[servers.%s] refers to undefined location '%s'%s%s%s", s->name,
-                           names[k], sg ? "; did you mean '" : "", sg ? sg : "", sg ? "'?" : "");
+                    err_at(&ld, names_line, "[servers.%s] refers to undefined location '%s'%s%s%s",
+                           s->name, names[k], sg ? "; did you mean '" : "", sg ? sg : "",
+                           sg ? "'?" : "");
                     continue;
                 }
                 s->locations[s->n_locations++] = l;
@@ -991,8 +1014,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                             err_at(&ld, c->servers[i].line,
                                    "listen address %s of [servers.%s] is also used by "
                                    "[servers.%s]",
-                                   c->servers[i].addrs[a], c->servers[i].name,
-                                   c->servers[j].name);
+                                   c->servers[i].addrs[a], c->servers[i].name, c->servers[j].name);
                     }
                 }
             }

@@ -28,40 +28,39 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: weir [-c FILE] [-t] [options]\n"
-            "       weir --listen ADDR --upstream ADDR [--upstream ADDR...] [options]\n"
-            "\n"
-            "Without -c or --listen/--upstream, weir runs its embedded default (see\n"
-            "--print-default-config): a proxy on 127.0.0.1:6188 round-robining over two\n"
-            "built-in echo upstreams on 127.0.0.1:6101 and 127.0.0.1:6102.\n"
-            "\n"
-            "Configuration:\n"
-            "  -c, --config FILE            run the TOML configuration in FILE\n"
-            "  -t, --test                   check the configuration and exit (0 = valid)\n"
-            "      --print-default-config   print the embedded default configuration\n"
-            "\n"
-            "Config-less proxy:\n"
-            "  -l, --listen ADDR            listen on ip:port (repeatable)\n"
-            "  -u, --upstream ADDR          round-robin to host:port (repeatable)\n"
-            "  -a, --access-log FILE|-      access log to FILE, or - for stdout\n"
-            "      --header-timeout MS      client request head timeout (default 10000)\n"
-            "      --body-timeout MS        client body idle timeout (default 60000)\n"
-            "      --keepalive-timeout MS   idle client connection timeout (default 60000)\n"
-            "      --connect-timeout MS     upstream connect timeout (default 5000)\n"
-            "      --read-timeout MS        upstream read timeout (default 60000)\n"
-            "      --write-timeout MS       upstream write timeout (default 60000)\n"
-            "      --max-body-size BYTES    request body limit, 413 beyond (default none)\n"
-            "\n"
-            "Always:\n"
-            "  -n, --threads N              worker threads (default: [basic] threads, or CPUs)\n"
-            "      --grace-period MS        SIGTERM drain limit (default 10000)\n"
-            "      --log-level LEVEL        error, warn, info or debug (default info)\n"
-            "  -h, --help                   this help\n"
-            "  -V, --version                print the version\n"
-            "\n"
-            "Signals: SIGTERM/SIGINT stop gracefully (in-flight requests finish within the\n"
-            "grace period), SIGQUIT stops at once.\n");
+    fprintf(f, "Usage: weir [-c FILE] [-t] [options]\n"
+               "       weir --listen ADDR --upstream ADDR [--upstream ADDR...] [options]\n"
+               "\n"
+               "Without -c or --listen/--upstream, weir runs its embedded default (see\n"
+               "--print-default-config): a proxy on 127.0.0.1:6188 round-robining over two\n"
+               "built-in echo upstreams on 127.0.0.1:6101 and 127.0.0.1:6102.\n"
+               "\n"
+               "Configuration:\n"
+               "  -c, --config FILE            run the TOML configuration in FILE\n"
+               "  -t, --test                   check the configuration and exit (0 = valid)\n"
+               "      --print-default-config   print the embedded default configuration\n"
+               "\n"
+               "Config-less proxy:\n"
+               "  -l, --listen ADDR            listen on ip:port (repeatable)\n"
+               "  -u, --upstream ADDR          round-robin to host:port (repeatable)\n"
+               "  -a, --access-log FILE|-      access log to FILE, or - for stdout\n"
+               "      --header-timeout MS      client request head timeout (default 10000)\n"
+               "      --body-timeout MS        client body idle timeout (default 60000)\n"
+               "      --keepalive-timeout MS   idle client connection timeout (default 60000)\n"
+               "      --connect-timeout MS     upstream connect timeout (default 5000)\n"
+               "      --read-timeout MS        upstream read timeout (default 60000)\n"
+               "      --write-timeout MS       upstream write timeout (default 60000)\n"
+               "      --max-body-size BYTES    request body limit, 413 beyond (default none)\n"
+               "\n"
+               "Always:\n"
+               "  -n, --threads N              worker threads (default: [basic] threads, or CPUs)\n"
+               "      --grace-period MS        SIGTERM drain limit (default 10000)\n"
+               "      --log-level LEVEL        error, warn, info or debug (default info)\n"
+               "  -h, --help                   this help\n"
+               "  -V, --version                print the version\n"
+               "\n"
+               "Signals: SIGTERM/SIGINT stop gracefully (in-flight requests finish within the\n"
+               "grace period), SIGQUIT stops at once.\n");
 }
 
 enum {
@@ -326,8 +325,8 @@ static weir_config *load(const cli *c, weir_cfg_errors *errs)
         free(text);
         return cfg;
     }
-    return weir__config_load(weir__default_config, strlen(weir__default_config),
-                             "default config", errs);
+    return weir__config_load(weir__default_config, strlen(weir__default_config), "default config",
+                             errs);
 }
 
 /* [basic] settings that act on the process. */
@@ -372,8 +371,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", errs.v[i]);
         if (errs.n == 0)
             fprintf(stderr, "weir: cannot load the configuration: out of memory\n");
-        fprintf(stderr, "weir: configuration %s has %zu error%s\n",
-                c.config ? c.config : "", errs.n, errs.n == 1 ? "" : "s");
+        fprintf(stderr, "weir: configuration %s has %zu error%s\n", c.config ? c.config : "",
+                errs.n, errs.n == 1 ? "" : "s");
         weir__cfg_errors_free(&errs);
         return 1;
     }

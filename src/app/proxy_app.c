@@ -135,8 +135,7 @@ static int request_filter(weir_session *s, void *ctx)
     if (c->loc->has_max_body)
         weir_session_set_body_limit(s, c->loc->client_max_body_size);
     if (c->loc->rewrite_re && rewrite(s, c->loc) != WEIR_OK) {
-        weir_log(WEIR_LEVEL_WARN, "location %s: rewrite produced an invalid target",
-                 c->loc->name);
+        weir_log(WEIR_LEVEL_WARN, "location %s: rewrite produced an invalid target", c->loc->name);
         return answer(s, 500, "Internal Server Error");
     }
     return WEIR_PHASE_CONTINUE;

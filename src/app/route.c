@@ -131,8 +131,8 @@ static void map_free(strmap *m, void (*free_value)(void *))
 /* ---- tables ---- */
 
 typedef struct table {
-    strmap exact;  /* path -> entry* */
-    strmap prefix; /* prefix -> entry* */
+    strmap exact;        /* path -> entry* */
+    strmap prefix;       /* prefix -> entry* */
     size_t *prefix_lens; /* distinct lengths, descending */
     size_t n_prefix_lens;
     entry **regexes; /* by rank descending, then config order */
@@ -179,7 +179,8 @@ static pcre2_code *compile(const char *pattern, char *err, size_t err_len, size_
 {
     int code;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof(msg));

@@ -1,0 +1,216 @@
+/*
+ * test_config.c - configuration loading: the model a valid file produces and
+ * one case per class of error.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "app/balance.h"
+#include "app/config.h"
+
+static weir_config *load(const char *text, weir_cfg_errors *errs)
+{
+    return weir__config_load(text, strlen(text), "t.toml", errs);
+}
+
+/* Asserts loading fails with an error containing `want`. */
+static void expect_error(const char *text, const char *want)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = load(text, &errs);
+    cr_assert_null(c, "loaded although '%s' was expected", want);
+    bool found = false;
+    for (size_t i = 0; i < errs.n; i++)
+        found = found || strstr(errs.v[i], want) != NULL;
+    if (!found) {
+        for (size_t i = 0; i < errs.n; i++)
+            cr_log_error("got: %s", errs.v[i]);
+    }
+    cr_assert(found, "no error containing '%s'", want);
+    weir__cfg_errors_free(&errs);
+}
+
+#define MINIMAL_TAIL                                                                               \
+    "[locations.all]\nupstream = \"u\"\n"                                                          \
+    "[upstreams.u]\naddrs = [\"127.0.0.1:9000\"]\n"
+
+Test(config, valid_file_builds_the_model)
+{
+    const char *text = "[basic]\nthreads = 3\ngrace_period = \"1m30s\"\nlog_level = \"warn\"\n"
+                       "[servers.web]\naddr = [\"127.0.0.1:8080\", \"[::1]:8080\"]\n"
+                       "locations = [\"api\", \"all\"]\naccess_log = \"combined\"\n"
+                       "client_header_timeout = \"250ms\"\nmax_body_size = \"10MB\"\n"
+                       "[locations.api]\nhost = [\"api.example.com\", \"*.api.example.com\"]\n"
+                       "path = \"/v1/\"\nweight = 10\nupstream = \"api\"\n"
+                       "rewrite = \"^/v1/(.*) /$1\"\n"
+                       "proxy_set_headers = [\"X-A: 1\", \"X-B:two words\"]\n"
+                       "proxy_remove_headers = \"Cookie\"\n"
+                       "client_max_body_size = 1024\n"
+                       "[locations.all]\nupstream = \"api\"\n"
+                       "[upstreams.api]\naddrs = [\"127.0.0.1:9000 3\", \"127.0.0.1:9001\"]\n"
+                       "read_timeout = \"2s\"\nkeepalive = 8\n";
+    weir_cfg_errors errs = {0};
+    weir_config *c = load(text, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        cr_log_error("%s", errs.v[i]);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->basic.threads, 3);
+    cr_assert_eq(c->basic.grace_period_ms, 90000);
+    cr_assert_str_eq(c->basic.log_level, "warn");
+    cr_assert_eq(c->n_servers, 1);
+    weir_cfg_server *s = &c->servers[0];
+    cr_assert_str_eq(s->name, "web");
+    cr_assert_eq(s->n_addrs, 2);
+    cr_assert_eq(s->n_locations, 2);
+    cr_assert_str_eq(s->locations[0]->name, "api");
+    cr_assert_not_null(s->access_log);
+    cr_assert_eq(s->opts.client_header_timeout_ms, 250);
+    cr_assert_eq(s->opts.max_body_bytes, 10u << 20);
+    weir_cfg_location *l = s->locations[0];
+    cr_assert_eq(l->n_hosts, 2);
+    cr_assert(l->has_weight && l->weight == 10);
+    cr_assert_not_null(l->rewrite_re);
+    cr_assert_str_eq(l->rewrite_repl, "/$1");
+    cr_assert_eq(l->proxy_set.n, 2);
+    cr_assert_str_eq(l->proxy_set.v[1].name, "X-B");
+    cr_assert_str_eq(l->proxy_set.v[1].value, "two words");
+    cr_assert_eq(l->proxy_remove.n, 1);
+    cr_assert_null(l->proxy_remove.v[0].value);
+    cr_assert(l->has_max_body && l->client_max_body_size == 1024);
+    weir_cfg_upstream *u = l->upstream;
+    cr_assert_str_eq(u->name, "api");
+    cr_assert_eq(u->n_backends, 2);
+    cr_assert_eq(u->backends[0].weight, 3);
+    cr_assert_eq(u->read_timeout_ms, 2000);
+    cr_assert_eq(u->keepalive, 8);
+    cr_assert_not_null(s->router);
+    weir_cfg_location *got =
+        weir__router_match(s->router, WEIR_STR("x.api.example.com"), WEIR_STR("/v1/users"));
+    cr_assert_eq(got, l);
+    got = weir__router_match(s->router, WEIR_STR("other"), WEIR_STR("/v1/users"));
+    cr_assert_str_eq(got->name, "all");
+    /* A snapshot lives until its last reference goes. */
+    weir__config_ref(c);
+    weir__config_unref(c);
+    weir__config_unref(c);
+}
+
+Test(config, default_config_is_valid)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = load(weir__default_config, &errs);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->n_servers, 3);
+    weir__config_unref(c);
+}
+
+Test(config, error_classes)
+{
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n" MINIMAL_TAIL
+                 "[upstreams.v]\nadrs = [\"127.0.0.1:1\"]\n",
+                 "t.toml:9: unknown key 'adrs' in [upstreams.v]; did you mean 'addrs'?");
+    expect_error("[basic]\nthreads = \"four\"\n",
+                 "t.toml:2: 'threads' in [basic] must be an integer, not string");
+    expect_error("[basic]\nthreads = -1\n",
+                 "t.toml:2: 'threads' in [basic] is -1; it must be between 0 and 1024");
+    expect_error("[basic]\ngrace_period = 10\n", "'grace_period' in [basic] must be a duration");
+    expect_error("[basic]\ngrace_period = \"10 s\"\n", "must be a duration");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\nmax_body_size = "
+                 "\"1TB\"\n" MINIMAL_TAIL,
+                 "t.toml:4: 'max_body_size' in [servers.a] must be a size");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                 "[locations.all]\nupstream = \"uu\"\n[upstreams.u]\naddrs = []\n",
+                 "t.toml:5: [locations.all] refers to undefined upstream 'uu'; did you mean 'u'?");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"al\"]\n" MINIMAL_TAIL,
+                 "t.toml:3: [servers.a] refers to undefined location 'al'; did you mean 'all'?");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                 "[servers.b]\naddr = [\"127.0.0.1:2\", \"127.0.0.1:1\"]\nlocations = "
+                 "[\"all\"]\n" MINIMAL_TAIL,
+                 "t.toml:4: listen address 127.0.0.1:1 of [servers.b] is also used by [servers.a]");
+    expect_error(
+        "[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+        "[locations.all]\npath = \"~^/(a\"\nupstream = \"u\"\n[upstreams.u]\naddrs = []\n",
+        "t.toml:5: [locations.all]: invalid path regex '^/(a': missing closing parenthesis");
+    expect_error(
+        "[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+        "[locations.all]\nhost = \"a.*.com\"\nupstream = \"u\"\n[upstreams.u]\naddrs = []\n",
+        "t.toml:5: [locations.all]: invalid host 'a.*.com'");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                 "[locations.all]\npath = \"api\"\nupstream = \"u\"\n[upstreams.u]\naddrs = []\n",
+                 "'path' in [locations.all] must be");
+    expect_error(
+        "[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+        "[locations.all]\nupstream = \"u\"\n[upstreams.u]\naddrs = [\"nosuchhost.invalid:80\"]\n",
+        "t.toml:7: cannot resolve 'nosuchhost.invalid' in [upstreams.u]");
+    expect_error("[servers.a]\naddr = \"localhost:1\"\nlocations = [\"all\"]\n" MINIMAL_TAIL,
+                 "t.toml:2: invalid listen address 'localhost:1' in [servers.a]");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n" MINIMAL_TAIL
+                 "[upstreams.w]\naddrs = [\"127.0.0.1:1 0\"]\n",
+                 "invalid weight '0' in [upstreams.w]");
+    expect_error("[upstreams.u]\naddrs = []\n", "no [servers.NAME] section");
+    expect_error("x = [1,\n", "t.toml:");
+    expect_error(
+        "[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+        "[locations.all]\nupstream = \"u\"\nrewrite = \"^/(x /$1\"\n[upstreams.u]\naddrs = []\n",
+        "t.toml:6: invalid regex in 'rewrite' of [locations.all]");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\naccess_log = "
+                 "\"{nope}\"\n" MINIMAL_TAIL,
+                 "t.toml:4: 'access_log' in [servers.a]: unknown variable '{nope}'");
+    expect_error("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                 "[locations.all]\nupstream = \"u\"\nproxy_set_headers = [\"Bad Name: "
+                 "v\"]\n[upstreams.u]\naddrs = []\n",
+                 "invalid header name 'Bad Name'");
+}
+
+Test(config, every_error_is_reported)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = load("[basic]\nthreads = -1\nbogus = 1\n"
+                          "[servers.a]\naddr = \"x\"\nlocations = [\"nope\"]\n",
+                          &errs);
+    cr_assert_null(c);
+    cr_assert_geq(errs.n, 4, "got %zu errors", errs.n);
+    weir__cfg_errors_free(&errs);
+}
+
+Test(config, empty_upstream_is_valid)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = load("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                          "[locations.all]\nupstream = \"u\"\n[upstreams.u]\naddrs = []\n",
+                          &errs);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->upstreams[0].n_backends, 0);
+    weir__config_unref(c);
+}
+
+Test(balance, smooth_weighted_interleaving)
+{
+    weir_cfg_backend b[3] = {{.weight = 5}, {.weight = 1}, {.weight = 1}};
+    weir_cfg_upstream u = {.backends = b, .n_backends = 3};
+    weir_rr_state *rr = weir__rr_new(&u);
+    cr_assert_eq(weir__rr_period(rr), 7);
+    /* nginx's sequence for 5,1,1: a a b a c a a */
+    size_t want[] = {0, 0, 1, 0, 2, 0, 0};
+    for (size_t i = 0; i < 7; i++)
+        cr_assert_eq(weir__rr_at(rr, i), want[i], "pick %zu", i);
+    size_t counts[3] = {0};
+    for (int i = 0; i < 70000; i++)
+        counts[weir__rr_next(rr)]++;
+    cr_assert_eq(counts[0], 50000);
+    cr_assert_eq(counts[1], 10000);
+    cr_assert_eq(counts[2], 10000);
+    weir__rr_free(rr);
+}
+
+Test(balance, weights_reduced_and_equal_weights_alternate)
+{
+    weir_cfg_backend b[2] = {{.weight = 300}, {.weight = 300}};
+    weir_cfg_upstream u = {.backends = b, .n_backends = 2};
+    weir_rr_state *rr = weir__rr_new(&u);
+    cr_assert_eq(weir__rr_period(rr), 2);
+    cr_assert_neq(weir__rr_at(rr, 0), weir__rr_at(rr, 1));
+    weir__rr_free(rr);
+    weir_cfg_upstream none = {0};
+    cr_assert_null(weir__rr_new(&none));
+}
