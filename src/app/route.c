@@ -281,15 +281,21 @@ static entry *table_match(const table *t, weir_str path)
     slot *s;
     if (t->exact.n && (s = map_find(&t->exact, path.ptr, path.len, hash_bytes(path.ptr, path.len))))
         best = s->value;
-    for (size_t i = 0; i < t->n_prefix_lens; i++) {
-        size_t len = t->prefix_lens[i];
-        if (len > path.len)
-            continue;
-        entry *e = map_get(&t->prefix, path.ptr, len);
-        if (e && better(e, best))
-            best = e;
-    }
-    /* Regexes are sorted by rank: stop once none can beat what we have. */
+    if (t->n_prefix_lens) {
+        /* One pass over the path computes the hash of every prefix; probe
+         * the map at each length some prefix has (lengths ascending). */
+        uint64_t h = 1469598103934665603ull;
+        size_t k = t->n_prefix_lens; /* prefix_lens is descending: walk it backwards */
+        for (size_t i = 0; i < path.len && k > 0; i++) {
+            h = (h ^ (unsigned char)path.ptr[i]) * 1099511628211ull;
+            if (i + 1 != t->prefix_lens[k - 1])
+                continue;
+            k--;
+            slot *ps = map_find(&t->prefix, path.ptr, i + 1, h);
+            if (ps && better(ps->value, best))
+                best = ps->value;
+        }
+    }    /* Regexes are sorted by rank: stop once none can beat what we have. */
     for (size_t i = 0; i < t->n_regexes; i++) {
         entry *e = t->regexes[i];
         if (best && !better(e, best))
