@@ -88,6 +88,7 @@ def closed_port():
 
 def port_busy(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not busy
     try:
         s.bind((backends.LOOPBACK, port))
         return False
@@ -263,7 +264,7 @@ def weir(start_proc):
     return start
 
 
-def check_stopped(p, expect_rc=0):
+def check_stopped(p):
     """For tests that stop the process themselves: sanitizer + status check."""
     problems = p.stop(timeout=15)
     assert not problems, "; ".join(problems) + "\n" + p.describe()

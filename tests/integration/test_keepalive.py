@@ -1,8 +1,6 @@
 """Connection reuse on both sides, and pipelining."""
 import time
 
-import pytest
-
 import backends as B
 
 
@@ -97,8 +95,6 @@ def test_pipelining_in_order(backend, weir):
     assert got == [("path=%s\n" % p).encode() for p in paths]
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: a pipelined request whose body (> ~16 KiB) "
-                   "follows an earlier request in the same read hangs: never forwarded")
 def test_pipelining_with_bodies(backend, weir):
     b = backend(B.echo())
     w = weir([b], threads=1)

@@ -56,12 +56,8 @@ CASES = [
     ("target_with_ctl", b"GET /a\x01b HTTP/1.1\r\n" + H + b"\r\n", 400),
     # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without
     # Host, or with more than one Host field line.
-    pytest.param("missing_host_11", b"GET / HTTP/1.1\r\nX-Foo: bar\r\n\r\n", 400,
-                 marks=pytest.mark.xfail(strict=True, reason="weir bug: HTTP/1.1 request "
-                                         "without Host is forwarded (200), RFC 9112 says 400")),
-    pytest.param("two_hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400,
-                 marks=pytest.mark.xfail(strict=True, reason="weir bug: two Host fields are "
-                                         "forwarded (200), RFC 9112 says 400")),
+    ("missing_host_11", b"GET / HTTP/1.1\r\nX-Foo: bar\r\n\r\n", 400),
+    ("two_hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ("http_1_2", b"GET / HTTP/1.2\r\n" + H + b"\r\n", 505),
     ("http_2_0", b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505),
     ("head_over_64k", b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
