@@ -189,12 +189,25 @@ static void put(out *o, const char *s, size_t len)
     o->len += len;
 }
 
+/* A value from the request or response: '"', '\\', control characters
+ * and non-ASCII bytes become \xHH (as nginx does), so a client cannot
+ * forge fields or lines in the log. */
 static void put_str(out *o, weir_str s)
 {
-    if (s.ptr && s.len)
-        put(o, s.ptr, s.len);
-    else
+    static const char hex[] = "0123456789ABCDEF";
+    if (!s.ptr || !s.len) {
         put(o, "-", 1);
+        return;
+    }
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.ptr[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+            put(o, esc, 4);
+        } else {
+            put(o, (const char *)&s.ptr[i], 1);
+        }
+    }
 }
 
 static void put_fmt(out *o, const char *fmt, double v)

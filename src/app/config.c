@@ -11,7 +11,9 @@
 #include "app/config.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -805,6 +807,24 @@ static weir_cfg_location *find_location(weir_config *c, const char *name)
     return NULL;
 }
 
+/* Two listen addresses conflict if equal, or on the same port and family
+ * with one of them the wildcard address (0.0.0.0 or ::). */
+static bool addrs_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (weir__addr_equal((const struct sockaddr *)a, (const struct sockaddr *)b))
+        return true;
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port &&
+               (x->sin_addr.s_addr == htonl(INADDR_ANY) || y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
 static void build_router(loader *ld, weir_cfg_server *s)
 {
     weir_route_spec *specs = calloc(s->n_locations ? s->n_locations : 1, sizeof(*specs));
@@ -1010,7 +1030,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                 for (size_t j = 0; j <= i; j++) {
                     for (size_t b = 0; b < (j == i ? a : c->servers[j].n_addrs); b++) {
                         if (weir__addr_parse(c->servers[j].addrs[b], &y, &yl) == 0 &&
-                            weir__addr_equal((struct sockaddr *)&x, (struct sockaddr *)&y))
+                            addrs_overlap(&x, &y))
                             err_at(&ld, c->servers[i].line,
                                    "listen address %s of [servers.%s] is also used by "
                                    "[servers.%s]",

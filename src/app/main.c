@@ -133,6 +133,19 @@ static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* "host:port" or "[v6]:port" with a numeric port 1..65535. */
+static bool host_port_ok(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || !colon[1])
+        return false;
+    if (s[0] == '[' && colon[-1] != ']')
+        return false;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return *end == '\0' && port >= 1 && port <= 65535 && colon[1] != '-' && colon[1] != '+';
+}
+
 typedef struct cli {
     const char *config;
     bool test;
@@ -228,6 +241,12 @@ static int parse_args(int argc, char **argv, cli *c)
         case 'u':
             if ((o == 'l' ? c->n_listen : c->n_upstream) == MAX_CLI_ADDRS) {
                 fprintf(stderr, "weir: at most %d addresses per option\n", MAX_CLI_ADDRS);
+                return 2;
+            }
+            if (!host_port_ok(optarg) || strpbrk(optarg, " \t\"\\")) {
+                fprintf(stderr, "weir: %s '%s': expected %s\n",
+                        o == 'l' ? "--listen" : "--upstream", optarg,
+                        o == 'l' ? "ip:port" : "host:port");
                 return 2;
             }
             if (o == 'l')
@@ -377,7 +396,9 @@ int main(int argc, char **argv)
         return 1;
     }
     if (c.test) {
-        printf("weir: configuration %s is valid\n", c.config ? c.config : "(default)");
+        printf("weir: configuration %s is valid\n", c.config     ? c.config
+                                                    : c.n_listen ? "(command line)"
+                                                                 : "(default)");
         weir__config_unref(cfg);
         return 0;
     }

@@ -46,14 +46,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static pcre2_match_data *match_data(void)
-{
-    static __thread pcre2_match_data *md;
-    if (!md)
-        md = pcre2_match_data_create(64, NULL);
-    return md;
-}
-
 static int answer(weir_session *s, int status, const char *text)
 {
     char body[128];
@@ -104,8 +96,10 @@ static int rewrite(weir_session *s, const weir_cfg_location *l)
     weir_str path = weir_session_path(s), query = weir_session_query(s);
     char out[8192];
     PCRE2_SIZE out_len = sizeof(out);
-    int rc = pcre2_substitute(l->rewrite_re, (PCRE2_SPTR)path.ptr, path.len, 0, 0, match_data(),
-                              NULL, (PCRE2_SPTR)l->rewrite_repl, PCRE2_ZERO_TERMINATED,
+    /* UNSET_EMPTY: an optional group that did not match is "" (as nginx). */
+    int rc = pcre2_substitute(l->rewrite_re, (PCRE2_SPTR)path.ptr, path.len, 0,
+                              PCRE2_SUBSTITUTE_UNSET_EMPTY, weir__thread_match_data(), NULL,
+                              (PCRE2_SPTR)l->rewrite_repl, PCRE2_ZERO_TERMINATED,
                               (PCRE2_UCHAR *)out, &out_len);
     if (rc == 0)
         return WEIR_OK; /* no match: path unchanged */
@@ -127,7 +121,12 @@ static int request_filter(weir_session *s, void *ctx)
     if (!c || !c->srv)
         return WEIR_PHASE_ERROR;
     weir_str host = weir_headers_get(weir_session_req_headers(s), "host");
-    c->loc = weir__router_match(c->srv->router, host, weir_session_path(s));
+    weir_str path = weir_session_path(s);
+    char norm[4096];
+    size_t norm_len = weir__normalize_path(path, norm, sizeof(norm));
+    if (norm_len)
+        path = (weir_str){norm, norm_len};
+    c->loc = weir__router_match(c->srv->router, host, path);
     if (!c->loc)
         return answer(s, 404, "Not Found");
     if (c->loc->echo)

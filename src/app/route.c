@@ -12,6 +12,7 @@
 #include "app/route.h"
 
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,18 +259,36 @@ static void table_free_heap(void *p)
     free(p);
 }
 
-/* A thread's match data, sized for the largest capture count we use. */
-static pcre2_match_data *thread_match_data(void)
+/* Match data per thread, freed when the thread exits (a pthread key's
+ * destructor; a __thread pointer would leak it). */
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void free_match_data(void *md)
 {
-    static __thread pcre2_match_data *md;
-    if (!md)
-        md = pcre2_match_data_create(1, NULL);
+    pcre2_match_data_free(md);
+}
+
+static void make_md_key(void)
+{
+    pthread_key_create(&md_key, free_match_data);
+}
+
+pcre2_match_data *weir__thread_match_data(void)
+{
+    pthread_once(&md_once, make_md_key);
+    pcre2_match_data *md = pthread_getspecific(md_key);
+    if (!md) {
+        md = pcre2_match_data_create(WEIR_MAX_CAPTURES, NULL);
+        if (md)
+            pthread_setspecific(md_key, md);
+    }
     return md;
 }
 
 static bool re_match(pcre2_code *re, const char *s, size_t len)
 {
-    pcre2_match_data *md = thread_match_data();
+    pcre2_match_data *md = weir__thread_match_data();
     if (!md)
         return false;
     return pcre2_match(re, (PCRE2_SPTR)s, len, 0, 0, md, NULL) >= 0;
@@ -295,7 +314,7 @@ static entry *table_match(const table *t, weir_str path)
             if (ps && better(ps->value, best))
                 best = ps->value;
         }
-    }    /* Regexes are sorted by rank: stop once none can beat what we have. */
+    } /* Regexes are sorted by rank: stop once none can beat what we have. */
     for (size_t i = 0; i < t->n_regexes; i++) {
         entry *e = t->regexes[i];
         if (best && !better(e, best))
@@ -308,6 +327,66 @@ static entry *table_match(const table *t, weir_str path)
     if (t->any && better(t->any, best))
         best = t->any;
     return best;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * The path as routing sees it: percent-encoded unreserved characters
+ * decoded, "." and ".." segments resolved, repeated slashes merged. Without
+ * this "/public/../admin" or "/%61dmin" would dodge an "/admin" location
+ * while the backend serves /admin. Other escapes (%2F, %00...) stay as they
+ * are. Returns the length written to out (out_len bytes at most), or 0 if
+ * the path does not fit (it is then routed as received).
+ */
+size_t weir__normalize_path(weir_str in, char *out, size_t out_len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < in.len; i++) {
+        char ch = in.ptr[i];
+        if (ch == '%' && i + 2 < in.len && hexval(in.ptr[i + 1]) >= 0 &&
+            hexval(in.ptr[i + 2]) >= 0) {
+            char d = (char)(hexval(in.ptr[i + 1]) * 16 + hexval(in.ptr[i + 2]));
+            if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') ||
+                d == '-' || d == '.' || d == '_' || d == '~') {
+                ch = d;
+                i += 2;
+            }
+        }
+        if (n == out_len)
+            return 0;
+        if (ch == '/' && n > 0 && out[n - 1] == '/')
+            continue; /* merge slashes */
+        out[n++] = ch;
+        /* A segment just ended (or the path did): resolve "." and "..". */
+        bool at_end = i + 1 == in.len;
+        if (ch == '/' || at_end) {
+            size_t seg_end = ch == '/' ? n - 1 : n; /* exclusive */
+            size_t seg_start = seg_end;
+            while (seg_start > 0 && out[seg_start - 1] != '/')
+                seg_start--;
+            size_t seg_len = seg_end - seg_start;
+            if (seg_len == 1 && out[seg_start] == '.') {
+                n = seg_start; /* drop "." (keep the slash before it) */
+            } else if (seg_len == 2 && out[seg_start] == '.' && out[seg_start + 1] == '.') {
+                /* drop ".." and the segment before it, never above the root */
+                size_t prev = seg_start > 0 ? seg_start - 1 : 0;
+                while (prev > 0 && out[prev - 1] != '/')
+                    prev--;
+                n = prev > 0 ? prev : (seg_start > 0 ? 1 : 0);
+            }
+        }
+    }
+    return n;
 }
 
 /* ---- hosts ---- */
@@ -344,6 +423,10 @@ static table *host_table(weir_router *r, const char *pattern, char *err, size_t 
 {
     char buf[MAX_HOST];
     if (pattern[0] == '~') {
+        if (pattern[1] == '\0') {
+            snprintf(err, err_len, "location %zu: empty host regex '~'", index);
+            return NULL;
+        }
         pcre2_code *re = compile(pattern + 1, err, err_len, index, "host");
         if (!re)
             return NULL;
@@ -364,8 +447,18 @@ static table *host_table(weir_router *r, const char *pattern, char *err, size_t 
     bool wild = pattern[0] == '*' && pattern[1] == '.';
     const char *name = wild ? pattern + 1 : pattern; /* wildcard keeps the dot: ".example.com" */
     size_t len = strlen(name);
-    if (len == 0 || len >= MAX_HOST || strchr(name, '*')) {
-        snprintf(err, err_len, "location %zu: invalid host '%s'", index, pattern);
+    bool valid = len > (wild ? 1u : 0u) && len < MAX_HOST;
+    for (const char *p = name; valid && *p; p++) {
+        char c = *p;
+        /* DNS names and IP literals ("[::1]" included) */
+        valid = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '-' || c == '_' || c == '[' || c == ']' ||
+                (c == ':' && name[0] == '[');
+    }
+    if (!valid) {
+        snprintf(err, err_len,
+                 "location %zu: invalid host '%s' (expected a name, \"*.suffix\" or \"~regex\")",
+                 index, pattern);
         return NULL;
     }
     len = normalize_host((weir_str){name, len}, buf);

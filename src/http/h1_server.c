@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -24,11 +25,16 @@ __attribute__((constructor)) static void register_class(void)
 static const char *state_name(weir_h1s_state s)
 {
     switch (s) {
-    case WEIR_H1S_IDLE: return "idle";
-    case WEIR_H1S_HEAD: return "head";
-    case WEIR_H1S_ACTIVE: return "active";
-    case WEIR_H1S_LINGER: return "linger";
-    case WEIR_H1S_CLOSED: return "closed";
+    case WEIR_H1S_IDLE:
+        return "idle";
+    case WEIR_H1S_HEAD:
+        return "head";
+    case WEIR_H1S_ACTIVE:
+        return "active";
+    case WEIR_H1S_LINGER:
+        return "linger";
+    case WEIR_H1S_CLOSED:
+        return "closed";
     }
     return "?";
 }
@@ -172,6 +178,49 @@ static const char *check_host(const weir_h1_request *r)
     return NULL;
 }
 
+/*
+ * An absolute-form target ("http://host:port/path?q", RFC 9112 3.2.2)
+ * becomes origin-form, and its authority replaces the Host field's value,
+ * which the target overrides. Slices stay in the read buffer; only a
+ * target without a path ("http://h?q") needs arena memory for its '/'.
+ * Returns NULL or why the target is invalid.
+ */
+static const char *absolute_form(weir_msg *m)
+{
+    weir_str t = m->target;
+    size_t skip;
+    if (t.len >= 7 && strncasecmp(t.ptr, "http://", 7) == 0)
+        skip = 7;
+    else if (t.len >= 8 && strncasecmp(t.ptr, "https://", 8) == 0)
+        skip = 8;
+    else
+        return NULL; /* origin-form, or "*" / authority-form: left as sent */
+    const char *auth = t.ptr + skip, *end = t.ptr + t.len, *p = auth;
+    while (p < end && *p != '/' && *p != '?' && *p != '#')
+        p++;
+    weir_str authority = {auth, (size_t)(p - auth)};
+    if (authority.len == 0 || memchr(authority.ptr, '@', authority.len))
+        return "invalid authority in an absolute-form target";
+    if (p == end) {
+        m->target = WEIR_STR("/");
+    } else if (*p == '/') {
+        m->target = (weir_str){p, (size_t)(end - p)};
+    } else {
+        char *nt = weir__arena_alloc(m->headers.arena, (size_t)(end - p) + 1);
+        if (!nt)
+            return "out of memory";
+        nt[0] = '/';
+        memcpy(nt + 1, p, (size_t)(end - p));
+        m->target = (weir_str){nt, (size_t)(end - p) + 1};
+    }
+    long i = weir__headers_find(&m->headers, "host", 0);
+    if (i >= 0)
+        m->headers.v[i].value = authority;
+    else if (weir__headers_push(&m->headers, WEIR_STR("Host"), authority) < 0)
+        return "out of memory";
+    return NULL;
+}
+
 /* Reads and parses a request head; starts the stream when complete. */
 static void try_head(weir_h1s *h)
 {
@@ -242,11 +291,16 @@ static void try_head(weir_h1s *h)
                 m->target = r.target;
                 m->version = 10 + r.minor_version;
                 m->headers.n = (uint32_t)r.n_headers;
-                m->body = f.kind == WEIR_H1_BODY_NONE                               ? WEIR_BODY_NONE
+                m->body = f.kind == WEIR_H1_BODY_NONE                              ? WEIR_BODY_NONE
                           : f.kind == WEIR_H1_BODY_LENGTH && f.content_length == 0 ? WEIR_BODY_NONE
-                          : f.kind == WEIR_H1_BODY_LENGTH                            ? WEIR_BODY_KNOWN
-                                                                                     : WEIR_BODY_UNKNOWN;
+                          : f.kind == WEIR_H1_BODY_LENGTH                          ? WEIR_BODY_KNOWN
+                                                          : WEIR_BODY_UNKNOWN;
                 m->content_length = f.content_length;
+                const char *target_err = absolute_form(m);
+                if (target_err) {
+                    reject(h, 400, target_err);
+                    return;
+                }
                 if (h->list->draining)
                     f.keep_alive = false;
                 weir__h1x_init_downstream(&h->x, c, m->headers.arena, &f, (uint32_t)rc,
@@ -384,8 +438,7 @@ void weir__h1s_list_drain(weir_h1s_list *list)
     weir_h1s *h = list->head;
     while (h) {
         weir_h1s *next = h->next;
-        if (h->state == WEIR_H1S_IDLE ||
-            (h->state == WEIR_H1S_HEAD && h->conn.rend == 0))
+        if (h->state == WEIR_H1S_IDLE || (h->state == WEIR_H1S_HEAD && h->conn.rend == 0))
             close_conn(h, false);
         h = next;
     }

@@ -12,9 +12,7 @@
 #include "core/pool.h"
 #include "weir/types.h"
 
-static void closed_cb(weir_io *io, uint32_t events)
-{
-}
+static void closed_cb(weir_io *io, uint32_t events) {}
 
 void weir__conn_on_events(weir_conn *c, uint32_t events)
 {
@@ -105,6 +103,24 @@ int weir__conn_grow_rbuf(weir_conn *c, uint32_t cap)
     c->rbuf = nb;
     c->rcap = cap;
     return WEIR_OK;
+}
+
+void weir__conn_detach_rbuf(weir_conn *c, char **buf, uint32_t *cap)
+{
+    *buf = c->rbuf;
+    *cap = c->rcap;
+    c->rbuf = NULL;
+    c->rcap = c->rstart = c->rend = 0;
+}
+
+void weir__rbuf_free(char *buf, uint32_t cap)
+{
+    if (!buf)
+        return;
+    if (cap == WEIR_BUF_SIZE)
+        weir__buf_put(buf);
+    else
+        free(buf);
 }
 
 void weir__conn_release_rbuf(weir_conn *c)

@@ -69,6 +69,11 @@ int weir__conn_need_rbuf(weir_conn *c);
 int weir__conn_grow_rbuf(weir_conn *c, uint32_t cap);
 /* Gives an empty rbuf back to the pool. */
 void weir__conn_release_rbuf(weir_conn *c);
+/* Takes the read buffer out of c (which is left without one), for a caller
+ * whose slices into it must outlive c's use of it; free it with
+ * weir__rbuf_free(). */
+void weir__conn_detach_rbuf(weir_conn *c, char **buf, uint32_t *cap);
+void weir__rbuf_free(char *buf, uint32_t cap);
 
 /*
  * Reads into rbuf[rend .. rcap). Returns the number of bytes read (> 0),

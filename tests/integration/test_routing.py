@@ -15,17 +15,6 @@ import pytest
 import backends as B
 from conftest import binary, free_port, require_binary, wait_port
 
-# Worker threads keep one PCRE2 match block each for the life of the thread
-# and never free it; LeakSanitizer reports it at exit (see
-# test_regex_match_data_freed_at_exit). Other tests using regexes suppress
-# exactly those allocations so that their routing checks still count.
-PCRE_SUPPRESSION = "leak:libpcre2-8.so\n"
-
-
-def uses_regex(text):
-    return "rewrite" in text or re.search(r'^\s*(path|host)\s*=.*"~', text, re.M) is not None
-
-
 @pytest.fixture
 def proxy(tmp_path, start_proc):
     """proxy(text, threads=1, **addrs) -> Proc running `weir -c` on text,
@@ -33,7 +22,7 @@ def proxy(tmp_path, start_proc):
     (a Backend or an "ip:port" string)."""
     count = [0]
 
-    def start(text, threads=1, suppress_pcre=None, **addrs):
+    def start(text, threads=1, **addrs):
         require_binary("weir")
         port = free_port()
         text = text.replace("@PORT@", str(port))
@@ -43,13 +32,8 @@ def proxy(tmp_path, start_proc):
         count[0] += 1
         path = tmp_path / ("weir-%d.toml" % count[0])
         path.write_text(text)
-        env = None
-        if suppress_pcre if suppress_pcre is not None else uses_regex(text):
-            supp = tmp_path / "lsan.supp"
-            supp.write_text(PCRE_SUPPRESSION)
-            env = {"LSAN_OPTIONS": "suppressions=%s:print_suppressions=0" % supp}
         argv = [binary("weir"), "-c", str(path), "--threads", str(threads)]
-        return start_proc(argv, port, "weir", env=env)
+        return start_proc(argv, port, "weir")
 
     return start
 
@@ -451,10 +435,6 @@ def test_rewrite_with_captures_keeps_query(backend, proxy):
     assert seen == [want for _, want in cases]
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: a rewrite replacement naming an unset "
-                   "capture group ($2 of an optional group) makes pcre2_substitute fail "
-                   "(no PCRE2_SUBSTITUTE_UNSET_EMPTY) and the request gets 500; nginx "
-                   "substitutes an empty string")
 def test_rewrite_unset_optional_group_is_empty(backend, proxy):
     b = backend(B.fixed(b"ok\n"))
     text = """
@@ -762,11 +742,6 @@ upstream = "app"
     assert " HTTP/1.0 id=- ua=\"-\" none=- " in lines[1], lines[1]
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: {response_header:NAME} in an access-log "
-                   "template reads the upstream response headers after the upstream "
-                   "connection (and its read buffer) went back to the pool: ASan "
-                   "heap-use-after-free in weir__access_log_render (access_log.c:274) via "
-                   "logging (proxy_app.c:232), buffer freed by release_upstream")
 @pytest.mark.deadline(30)
 def test_access_log_response_header(backend, proxy, tmp_path):
     b = backend(B.fixed(b"ok\n", headers=[("X-Cache", "HIT")]))
@@ -856,9 +831,6 @@ def test_default_config_answers_from_both_echo_upstreams(start_proc):
 # ---------------------------------------------------------------------------
 # Known bugs
 
-@pytest.mark.xfail(strict=True, reason="weir bug: an absolute-form request target "
-                   "(GET http://host/path) is matched as the path 'http://host/path', so "
-                   "no prefix location matches and the request gets 404")
 def test_absolute_form_target_routes_by_its_path(backend, proxy):
     b = named(backend, "all")
     text = """
@@ -876,9 +848,6 @@ upstream = "all"
     assert r.status == 200 and r.body == b"all\n"
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: for an absolute-form target the Host "
-                   "field decides the location although RFC 9112 3.2.2 says the target's "
-                   "authority wins (the backend may act on the other host)")
 def test_absolute_form_target_host_wins_over_host_field(backend, proxy):
     bs = {n: named(backend, n) for n in ["api", "other"]}
     text = """
@@ -899,9 +868,6 @@ upstream = "other"
     assert r.status == 200 and r.body == b"api\n"
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: each worker thread's PCRE2 match data "
-                   "(route.c thread_match_data, proxy_app.c match_data) is never freed; "
-                   "LeakSanitizer reports it at exit and the test build exits 1")
 @pytest.mark.deadline(30)
 def test_regex_match_data_freed_at_exit(backend, proxy):
     b = backend()
@@ -916,7 +882,7 @@ path = "~^/a"
 rewrite = "^/a/(.*) /b/$1"
 upstream = "app"
 """ + upstreams_for(["app"])
-    w = proxy(text, suppress_pcre=False, app=b)
+    w = proxy(text, app=b)
     try:
         assert send(w.port, "/a/x", host="h").status == 200
         assert b.last().path == "/b/x"

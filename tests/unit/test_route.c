@@ -73,14 +73,14 @@ Test(route, path_kinds_and_precedence)
         {"api-prefix", {0}, "/api/"},
     };
     static const probe probes[] = {
-        {"x", "/login", "login"},               /* exact beats prefix "/" */
-        {"x", "/login/", "slash"},              /* exact is exact */
+        {"x", "/login", "login"},  /* exact beats prefix "/" */
+        {"x", "/login/", "slash"}, /* exact is exact */
         {"x", "/static/a.css", "static"},
         {"x", "/static/img/a.png", "static-img"}, /* longest prefix */
-        {"x", "/api/v2/users", "api-re"},       /* regex beats prefix */
+        {"x", "/api/v2/users", "api-re"},         /* regex beats prefix */
         {"x", "/api/users", "api-prefix"},
         {"x", "/other", "slash"},
-        {"x", "", "any"},                        /* nothing but the catch-all */
+        {"x", "", "any"}, /* nothing but the catch-all */
         {"x", "nopath", "any"},
     };
     check(locs, N(locs), probes, N(probes));
@@ -115,8 +115,8 @@ Test(route, explicit_weight_overrides)
         {"mid", {0}, "/yy", true, 1500},
     };
     static const probe probes2[] = {
-        {"h", "/y", "prefix-y"},   /* prefix 1002 > weighted regex 10 */
-        {"h", "/yy", "mid"},       /* 1500 > 1003 */
+        {"h", "/y", "prefix-y"}, /* prefix 1002 > weighted regex 10 */
+        {"h", "/yy", "mid"},     /* 1500 > 1003 */
     };
     check(locs2, N(locs2), probes2, N(probes2));
 }
@@ -133,13 +133,13 @@ Test(route, hosts_narrow_first)
         {"example-only-admin", {"admin.example.net"}, "/admin/"},
     };
     static const probe probes[] = {
-        {"example.com", "/api/x", "example"},        /* host-specific before generic */
-        {"EXAMPLE.com:8080", "/", "example"},        /* case, port */
-        {"example.com.", "/", "example"},            /* trailing dot */
-        {"www.example.com", "/", "example"},         /* exact beats wildcard */
+        {"example.com", "/api/x", "example"}, /* host-specific before generic */
+        {"EXAMPLE.com:8080", "/", "example"}, /* case, port */
+        {"example.com.", "/", "example"},     /* trailing dot */
+        {"www.example.com", "/", "example"},  /* exact beats wildcard */
         {"a.example.com", "/", "wild"},
         {"a.b.example.com", "/", "wild"},
-        {"x.eu.example.com", "/", "deep-wild"},      /* longest suffix */
+        {"x.eu.example.com", "/", "deep-wild"}, /* longest suffix */
         {"eu.example.com", "/", "wild"},
         {"shop12.example.org", "/", "re"},
         {"shop.example.org", "/api/1", "generic-api"},
@@ -195,4 +195,27 @@ Test(route, many_prefixes_stay_correct)
     }
     cr_assert_null(weir__router_match(r, WEIR_STR("h"), WEIR_STR("/nosvc")));
     weir__router_free(r);
+}
+
+Test(route, path_normalization)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"/a/b", "/a/b"},       {"/a//b", "/a/b"},         {"/a/./b", "/a/b"},
+        {"/a/../b", "/b"},      {"/../b", "/b"},           {"/public/../admin", "/admin"},
+        {"/%61dmin", "/admin"}, {"/a/%2e%2E/b", "/b"},     {"/a/.", "/a/"},
+        {"/a/..", "/"},         {"/a%2Fb", "/a%2Fb"},      {"/.hidden", "/.hidden"},
+        {"/a/..b", "/a/..b"},   {"/a/b/../../../c", "/c"}, {"/%7euser", "/~user"},
+        {"/x%2", "/x%2"},       {"/x%zz", "/x%zz"},        {"//", "/"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+        size_t n =
+            weir__normalize_path((weir_str){cases[i].in, strlen(cases[i].in)}, out, sizeof(out));
+        cr_expect(n == strlen(cases[i].out) && memcmp(out, cases[i].out, n) == 0,
+                  "%s -> '%.*s', want %s", cases[i].in, (int)n, out, cases[i].out);
+    }
+    char small[4];
+    cr_assert_eq(weir__normalize_path(WEIR_STR("/longer"), small, sizeof(small)), 0);
 }
