@@ -52,7 +52,7 @@ struct weir_cfg_upstream {
     size_t n_backends;
     enum weir_lb_algo algo;
     uint32_t connection_timeout_ms;       /* 0 = server/library default */
-    uint32_t total_connection_timeout_ms; /* connect attempts over all retries; 0 = none */
+    uint32_t total_connection_timeout_ms; /* whole set-up incl. TLS handshake; 0 = none */
     uint32_t read_timeout_ms;
     uint32_t write_timeout_ms;
     uint32_t idle_timeout_ms;

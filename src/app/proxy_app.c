@@ -4,13 +4,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "app/proxy_app.h"
 
-#include <errno.h>
 #include <pcre2.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "app/access_log.h"
 #include "app/balance.h"
@@ -36,15 +34,7 @@ typedef struct req_ctx {
     weir_cfg_server *srv;
     weir_cfg_location *loc;
     server_app *sa;
-    int64_t started_ms; /* for total_connection_timeout */
 } req_ctx;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int answer(weir_session *s, int status, const char *text)
 {
@@ -155,8 +145,6 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     const weir_cfg_upstream *u = l ? l->upstream : NULL;
     if (!u || u->n_backends == 0 || !u->rr)
         return answer(s, 503, "Service Unavailable");
-    if (!c->started_ms)
-        c->started_ms = mono_ms();
     pick(c, peer);
     /* Location settings win over the upstream's, which win over the
      * server's defaults already in *peer. */
@@ -174,6 +162,10 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
         peer->write_timeout_ms = l->write_timeout_ms;
     if (u->idle_timeout_ms)
         peer->idle_timeout_ms = u->idle_timeout_ms;
+    /* total_connection_timeout bounds the whole connection set-up (TCP now,
+     * TCP + TLS handshake once upstream TLS exists), as in Pingora. */
+    if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
+        peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
     return WEIR_PHASE_CONTINUE;
 }
@@ -183,12 +175,8 @@ static bool fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, i
 {
     req_ctx *c = ctx;
     const weir_cfg_upstream *u = c->loc ? c->loc->upstream : NULL;
-    if (!u || (size_t)attempt >= u->n_backends)
-        return false;
-    if (u->total_connection_timeout_ms &&
-        mono_ms() - c->started_ms >= (int64_t)u->total_connection_timeout_ms)
-        return false;
-    return true; /* upstream_peer picks the next backend */
+    /* Each backend is tried at most once per request. */
+    return u && (size_t)attempt < u->n_backends; /* upstream_peer picks the next one */
 }
 
 static void apply_headers(weir_headers *h, const weir_cfg_location *l, bool request)
