@@ -55,6 +55,8 @@ struct weir_toml_value {
         struct {
             kv *items;
             size_t n, cap;
+            size_t *index;    /* big tables: open addressing, entry i + 1 or 0 */
+            size_t index_cap; /* a power of 2, at least twice n; 0: none */
         } tab;
         struct {
             weir_toml_value **items;
@@ -136,15 +138,35 @@ static void doc_free(doc *d)
 
 /* ---- positions and errors ---- */
 
+/*
+ * Line and column of byte offset off. Positions are asked for in nearly
+ * increasing order, so the last answer is kept and the scan goes on from
+ * there (backwards too), which keeps the whole parse linear.
+ */
 static void locate(parser *p, size_t off, int *line, int *col)
 {
-    if (off < p->loc_pos) {
-        p->loc_pos = 0;
-        p->loc_line = 1;
-        p->loc_col = 1;
+    const unsigned char *s = (const unsigned char *)p->s;
+    bool lost_col = false;
+    if (off > p->len)
+        off = p->len;
+    while (p->loc_pos > off) {
+        unsigned char c = s[--p->loc_pos];
+        if (c == '\n') {
+            p->loc_line--;
+            lost_col = true;
+        } else if ((c & 0xC0) != 0x80) {
+            p->loc_col--;
+        }
     }
-    for (; p->loc_pos < off && p->loc_pos < p->len; p->loc_pos++) {
-        unsigned char c = (unsigned char)p->s[p->loc_pos];
+    if (lost_col) {
+        size_t i = off;
+        p->loc_col = 1;
+        while (i > 0 && s[i - 1] != '\n')
+            if ((s[--i] & 0xC0) != 0x80)
+                p->loc_col++;
+    }
+    for (; p->loc_pos < off; p->loc_pos++) {
+        unsigned char c = s[p->loc_pos];
         if (c == '\n') {
             p->loc_line++;
             p->loc_col = 1;
@@ -334,8 +356,25 @@ static weir_toml_value *new_value(parser *p, weir_toml_type type, size_t off)
     return v;
 }
 
+static size_t key_hash(const char *k, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)k[i]) * 0x100000001b3ull;
+    return (size_t)h;
+}
+
 static kv *table_find(const weir_toml_value *t, const char *k, size_t len)
 {
+    if (t->u.tab.index_cap) {
+        size_t mask = t->u.tab.index_cap - 1;
+        for (size_t i = key_hash(k, len) & mask; t->u.tab.index[i]; i = (i + 1) & mask) {
+            kv *e = &t->u.tab.items[t->u.tab.index[i] - 1];
+            if (e->key_len == len && memcmp(e->key, k, len) == 0)
+                return e;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < t->u.tab.n; i++) {
         kv *e = &t->u.tab.items[i];
         if (e->key_len == len && memcmp(e->key, k, len) == 0)
@@ -344,8 +383,44 @@ static kv *table_find(const weir_toml_value *t, const char *k, size_t len)
     return NULL;
 }
 
-/* Appends key = v to table t; the key was written at off. */
-static kv *table_add(parser *p, weir_toml_value *t, const char *k, size_t len, size_t off,
+/* Past a few keys, tables get a hash index so that big documents do not
+ * parse in quadratic time; small ones (nearly all) stay a plain list. */
+#define INDEX_FROM 16
+
+static void index_put(weir_toml_value *t, size_t entry)
+{
+    const kv *e = &t->u.tab.items[entry];
+    size_t mask = t->u.tab.index_cap - 1, i = key_hash(e->key, e->key_len) & mask;
+    while (t->u.tab.index[i])
+        i = (i + 1) & mask;
+    t->u.tab.index[i] = entry + 1;
+}
+
+static bool index_update(parser *p, weir_toml_value *t)
+{
+    size_t n = t->u.tab.n;
+    if (n < INDEX_FROM)
+        return true;
+    if (t->u.tab.index_cap >= 2 * n) {
+        index_put(t, n - 1);
+        return true;
+    }
+    size_t cap = 64;
+    while (cap < 4 * n)
+        cap *= 2;
+    size_t *index = arena_alloc(p, cap * sizeof(*index));
+    if (!index)
+        return fail_oom(p);
+    memset(index, 0, cap * sizeof(*index));
+    t->u.tab.index = index;
+    t->u.tab.index_cap = cap;
+    for (size_t i = 0; i < n; i++)
+        index_put(t, i);
+    return true;
+}
+
+/* Appends key = v to table t; the key was written at line:col. */
+static kv *table_add(parser *p, weir_toml_value *t, const char *k, size_t len, int line, int col,
                      weir_toml_value *v)
 {
     if (t->u.tab.n == t->u.tab.cap) {
@@ -364,8 +439,9 @@ static kv *table_add(parser *p, weir_toml_value *t, const char *k, size_t len, s
     e->key = k;
     e->key_len = len;
     e->val = v;
-    locate(p, off, &e->line, &e->column);
-    return e;
+    e->line = line;
+    e->column = col;
+    return index_update(p, t) ? e : NULL;
 }
 
 static bool array_push(parser *p, weir_toml_value *a, weir_toml_value *v)
@@ -389,8 +465,10 @@ static bool array_push(parser *p, weir_toml_value *a, weir_toml_value *v)
 static weir_toml_value *add_table(parser *p, weir_toml_value *t, const char *k, size_t len,
                                   size_t key_off, size_t off, int flags)
 {
+    int line, col;
     weir_toml_value *v = new_value(p, WEIR_TOML_TABLE, off);
-    if (!v || !table_add(p, t, k, len, key_off, v))
+    locate(p, key_off, &line, &col);
+    if (!v || !table_add(p, t, k, len, line, col, v))
         return NULL;
     v->flags = (uint8_t)flags;
     return v;
@@ -685,10 +763,13 @@ static bool parse_keyval(parser *p, weir_toml_value *t)
         return fail(p, off, "duplicate key '%s' (first defined at line %d)", key_repr(kr, k, len),
                     e->line);
     }
+    /* locate the key first: the position cache only moves forward cheaply */
+    int line, col;
+    locate(p, off, &line, &col);
     weir_toml_value *v = parse_value(p);
     if (!v)
         return false;
-    return table_add(p, t, k, len, off, v) != NULL;
+    return table_add(p, t, k, len, line, col, v) != NULL;
 }
 
 /* Goes into (or creates) table k of t for a header [a.k.b]. */
@@ -745,7 +826,9 @@ static bool parse_header(parser *p)
     if (aot) {
         if (!v) {
             v = new_value(p, WEIR_TOML_ARRAY, hoff);
-            if (!v || !table_add(p, t, k, len, off, v))
+            int line, col;
+            locate(p, off, &line, &col);
+            if (!v || !table_add(p, t, k, len, line, col, v))
                 return false;
             v->flags = F_AOT;
         } else if (v->type != WEIR_TOML_ARRAY || !(v->flags & F_AOT)) {

@@ -400,3 +400,61 @@ Test(toml_limits, byte_order_mark_only_at_the_start)
                             "a = 1\n"));
     expect_error("a = 1\n\xef\xbb\xbf", 2, 1, "invalid character in a key");
 }
+
+Test(toml_pos, headers_locate_the_bracket_after_their_keys)
+{
+    /* the header's tables are created key by key, then the table itself is
+     * placed at the '[': positions must survive going back on the line */
+    weir_toml_value *root = parse_ok("x = 'é'\n  [[ \"ü\".list ]]\n[ab.\"é\".cd]\n");
+    weir_toml_entry e;
+    const weir_toml_value *u = weir_toml_table_getn(root, "\xc3\xbc", 2, &e);
+    cr_assert_eq(e.line, 2);
+    cr_assert_eq(e.column, 6);
+    const weir_toml_value *list = weir_toml_table_getn(u, "list", 4, &e);
+    cr_assert_eq(e.line, 2);
+    cr_assert_eq(e.column, 10);
+    cr_assert_eq(weir_toml_line(list), 2);
+    cr_assert_eq(weir_toml_column(list), 3);
+    cr_assert_eq(weir_toml_column(weir_toml_array_at(list, 0)), 3);
+    const weir_toml_value *ab = weir_toml_table_get(root, "ab");
+    const weir_toml_value *cd =
+        weir_toml_table_getn(weir_toml_table_get(ab, "\xc3\xa9"), "cd", 2, &e);
+    cr_assert_eq(e.line, 3);
+    cr_assert_eq(e.column, 9);
+    cr_assert_eq(weir_toml_line(cd), 3);
+    cr_assert_eq(weir_toml_column(cd), 1);
+    weir_toml_free(root);
+}
+
+Test(toml_limits, big_documents_parse_in_linear_time)
+{
+    /* 20,000 keys in one table and 20,000 headers: quadratic lookups or
+     * position scans would take minutes under the sanitizers */
+    size_t cap = 2 * 1000 * 1000, o = 0;
+    char *text = malloc(cap);
+    cr_assert_not_null(text);
+    o += (size_t)sprintf(text + o, "[t]\n");
+    for (int i = 0; i < 20000; i++)
+        o += (size_t)sprintf(text + o, "k%d = %d\n", i, i);
+    for (int i = 0; i < 20000; i++)
+        o += (size_t)sprintf(text + o, "[[a.b]]\n[a.t%d]\n", i);
+    weir_toml_error err;
+    weir_toml_value *root = weir_toml_parse(text, o, &err);
+    cr_assert_not_null(root, "%d:%d: %s", err.line, err.column, err.message);
+    weir_toml_entry e;
+    const weir_toml_value *t = weir_toml_table_get(root, "t");
+    cr_assert_eq(weir_toml_table_count(t), 20000);
+    cr_assert(weir_toml_table_getn(t, "k19999", 6, &e));
+    cr_assert_eq(e.line, 20001);
+    const weir_toml_value *a = weir_toml_table_get(root, "a");
+    cr_assert_eq(weir_toml_array_count(weir_toml_table_get(a, "b")), 20000);
+    cr_assert(weir_toml_table_getn(a, "t19999", 6, &e));
+    cr_assert_eq(e.line, 20001 + 2 * 20000);
+    cr_assert_eq(e.column, 4);
+    weir_toml_free(root);
+    /* and a duplicate at the end of a big table is still found */
+    o += (size_t)sprintf(text + o, "[t]\n");
+    cr_assert_null(weir_toml_parse(text, o, &err));
+    cr_assert_eq(err.line, 60002);
+    free(text);
+}
