@@ -92,10 +92,13 @@ typedef struct weir_proxy_ops {
      * length it must remove Content-Length in response_filter. */
     int (*response_body_filter)(weir_session *s, void *ctx, weir_str *chunk, bool end);
     /*
-     * Connecting to `peer` failed with `error` (a negative errno, e.g.
-     * -ECONNREFUSED, -ETIMEDOUT), before any request byte was sent. Return
-     * true to retry: upstream_peer runs again (choose another peer).
-     * `attempt` is 1 for the first failure. Default: no retry.
+     * Reaching `peer` failed with `error` (a negative errno): the connect
+     * failed (-ECONNREFUSED, -ETIMEDOUT, ...), or the backend reset or
+     * closed the connection (-ECONNRESET, -EPIPE) before any response byte
+     * and before any request body byte was consumed, so the request can be
+     * sent again unchanged. Return true to retry: upstream_peer runs again
+     * (choose another peer). `attempt` is 1 for the first failure. Never
+     * called once response bytes reached the client. Default: no retry.
      */
     bool (*fail_to_connect)(weir_session *s, void *ctx, const weir_peer *peer, int error,
                             int attempt);

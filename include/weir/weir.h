@@ -4,6 +4,7 @@
 #ifndef WEIR_WEIR_H
 #define WEIR_WEIR_H
 
+#include "weir/lb.h"
 #include "weir/log.h"
 #include "weir/peer.h"
 #include "weir/proxy.h"

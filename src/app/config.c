@@ -23,7 +23,6 @@
 #include <strings.h>
 
 #include "app/access_log.h"
-#include "app/balance.h"
 #include "app/toml.h"
 #include "net/sock.h"
 
@@ -385,6 +384,10 @@ static void load_basic(loader *ld, const weir_toml_value *t)
 
 /* ---- [upstreams.NAME] ---- */
 
+static bool valid_token(const char *s);
+static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                              const char *section);
+
 static const char *const upstream_keys[] = {"addrs",
                                             "algo",
                                             "connection_timeout",
@@ -393,7 +396,85 @@ static const char *const upstream_keys[] = {"addrs",
                                             "write_timeout",
                                             "idle_timeout",
                                             "keepalive",
+                                            "max_retries",
+                                            "max_fails",
+                                            "fail_timeout",
+                                            "sticky_cookie",
+                                            "health_check",
+                                            "health_check_interval",
+                                            "health_check_timeout",
+                                            "health_check_rise",
+                                            "health_check_fall",
+                                            "health_check_status",
+                                            "health_check_body",
                                             NULL};
+
+/* "round_robin", "random", "least_conn", "p2c", "hash:KEY" (Ketama) or
+ * "maglev:KEY", KEY one of ip, uri, path, header:NAME, cookie:NAME,
+ * query:NAME. Returns NULL or what is wrong. */
+static const char *parse_algo(weir_cfg_upstream *u, const char *s)
+{
+    static const char usage[] =
+        "expected round_robin, random, least_conn, p2c, hash:KEY or maglev:KEY";
+    const char *colon = strchr(s, ':');
+    if (!colon) {
+        if (weir_lb_algo_parse(s, &u->algo) < 0 || u->algo == WEIR_LB_KETAMA ||
+            u->algo == WEIR_LB_MAGLEV)
+            return usage;
+        return NULL;
+    }
+    size_t alen = (size_t)(colon - s);
+    if (alen == 4 && strncmp(s, "hash", 4) == 0)
+        u->algo = WEIR_LB_KETAMA;
+    else if (alen == 6 && strncmp(s, "maglev", 6) == 0)
+        u->algo = WEIR_LB_MAGLEV;
+    else
+        return usage;
+    const char *key = colon + 1;
+    static const struct {
+        const char *name;
+        weir_hash_key key;
+        bool named;
+    } keys[] = {{"ip", WEIR_HASH_IP, false},        {"uri", WEIR_HASH_URI, false},
+                {"path", WEIR_HASH_PATH, false},    {"header", WEIR_HASH_HEADER, true},
+                {"cookie", WEIR_HASH_COOKIE, true}, {"query", WEIR_HASH_QUERY, true}};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        size_t kl = strlen(keys[i].name);
+        if (strncmp(key, keys[i].name, kl) != 0)
+            continue;
+        if (!keys[i].named && key[kl] == '\0') {
+            u->hash_key = keys[i].key;
+            return NULL;
+        }
+        if (keys[i].named && key[kl] == ':' && key[kl + 1]) {
+            u->hash_key = keys[i].key;
+            u->hash_name = strdup(key + kl + 1);
+            return NULL;
+        }
+    }
+    return "the hash key must be ip, uri, path, header:NAME, cookie:NAME or query:NAME";
+}
+
+/* The library upstream for u: its members, breaker and health check. */
+static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint32_t max_fails,
+                     uint32_t fail_timeout_ms)
+{
+    weir_upstream_options o = {
+        .algo = u->algo, .max_fails = max_fails, .fail_timeout_ms = fail_timeout_ms};
+    u->lb = weir_upstream_new(u->name, &o);
+    if (!u->lb) {
+        err_at(ld, u->line, "[%s]: out of memory", section);
+        return;
+    }
+    for (size_t i = 0; i < u->n_backends; i++) {
+        char addr[64];
+        weir_peer_addr_str(&u->backends[i].peer, addr, sizeof(addr));
+        if (weir_upstream_add(u->lb, addr, u->backends[i].weight) == WEIR_ERR_INVAL)
+            err_at(ld, u->line, "[%s] lists backend %s twice", section, addr);
+    }
+    if (u->hc.kind != WEIR_HEALTH_NONE && weir_upstream_set_health_check(u->lb, &u->hc) < 0)
+        err_at(ld, u->line, "[%s]: invalid health check", section);
+}
 
 /* Parses "host:port [weight]" and appends one backend per resolved address. */
 static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int line,
@@ -503,12 +584,31 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     bool present;
     char *algo = dup_string(ld, t, "algo", section, &present);
     u->algo = WEIR_LB_ROUND_ROBIN;
-    if (algo && strcmp(algo, "round_robin") != 0) {
-        weir_toml_entry e;
-        entry_of(t, "algo", &e);
-        err_at(ld, e.line, "unknown algo '%s' in [%s]; supported: round_robin", algo, section);
+    if (algo) {
+        const char *why = parse_algo(u, algo);
+        if (why) {
+            weir_toml_entry e;
+            entry_of(t, "algo", &e);
+            err_at(ld, e.line, "invalid algo '%s' in [%s]: %s", algo, section, why);
+        }
     }
     free(algo);
+    u->sticky_cookie = dup_string(ld, t, "sticky_cookie", section, &present);
+    if (u->sticky_cookie && !valid_token(u->sticky_cookie)) {
+        weir_toml_entry e;
+        entry_of(t, "sticky_cookie", &e);
+        err_at(ld, e.line, "'sticky_cookie' in [%s] must be a cookie name", section);
+    }
+    int64_t iv;
+    u->max_retries = 2;
+    if (get_int(ld, t, "max_retries", section, 0, 100, &iv))
+        u->max_retries = (uint32_t)iv;
+    uint32_t max_fails = 3, fail_timeout_ms = 10000;
+    if (get_int(ld, t, "max_fails", section, 0, 1000, &iv))
+        max_fails = (uint32_t)iv;
+    get_duration(ld, t, "fail_timeout", section, 3600000, false, &fail_timeout_ms);
+    load_health_check(ld, u, t, section);
+    build_lb(ld, u, section, max_fails, fail_timeout_ms);
     get_duration(ld, t, "connection_timeout", section, 3600000, false, &u->connection_timeout_ms);
     get_duration(ld, t, "total_connection_timeout", section, 3600000, false,
                  &u->total_connection_timeout_ms);
@@ -519,6 +619,86 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     u->keepalive = 64;
     if (get_int(ld, t, "keepalive", section, 0, 100000, &v))
         u->keepalive = (uint32_t)v;
+}
+
+/* health_check = "tcp://" or "http://HOST/PATH" ("http:///PATH" sends the
+ * backend's address as Host), with the health_check_* keys. */
+static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                              const char *section)
+{
+    weir_health_check *hc = &u->hc;
+    bool present;
+    char *url = dup_string(ld, t, "health_check", section, &present);
+    weir_toml_entry e;
+    int line = entry_of(t, "health_check", &e) ? e.line : u->line;
+    if (url) {
+        if (strcmp(url, "tcp") == 0 || strcmp(url, "tcp://") == 0) {
+            hc->kind = WEIR_HEALTH_TCP;
+        } else if (strncmp(url, "http://", 7) == 0) {
+            const char *host = url + 7, *slash = strchr(host, '/');
+            if (!slash || strlen(slash) >= sizeof(hc->path) ||
+                (size_t)(slash - host) >= sizeof(hc->host)) {
+                err_at(ld, line,
+                       "'health_check' in [%s] must be \"tcp://\" or "
+                       "\"http://HOST/PATH\"",
+                       section);
+            } else {
+                hc->kind = WEIR_HEALTH_HTTP;
+                memcpy(hc->host, host, (size_t)(slash - host));
+                hc->host[slash - host] = '\0';
+                snprintf(hc->path, sizeof(hc->path), "%s", slash);
+                for (const char *p = url; *p; p++) {
+                    if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+                        err_at(ld, line,
+                               "'health_check' in [%s] contains a space or control "
+                               "character",
+                               section);
+                        hc->kind = WEIR_HEALTH_NONE;
+                        break;
+                    }
+                }
+            }
+        } else {
+            err_at(ld, line, "'health_check' in [%s] must be \"tcp://\" or \"http://HOST/PATH\"",
+                   section);
+        }
+        free(url);
+    }
+    get_duration(ld, t, "health_check_interval", section, 3600000, false, &hc->interval_ms);
+    get_duration(ld, t, "health_check_timeout", section, 600000, false, &hc->timeout_ms);
+    int64_t v;
+    if (get_int(ld, t, "health_check_rise", section, 1, 100, &v))
+        hc->rise = (uint32_t)v;
+    if (get_int(ld, t, "health_check_fall", section, 1, 100, &v))
+        hc->fall = (uint32_t)v;
+    if (entry_of(t, "health_check_status", &e)) {
+        size_t n = weir_toml_array_count(e.value);
+        if (weir_toml_type_of(e.value) != WEIR_TOML_ARRAY || n == 0 || n > 16) {
+            err_at(ld, e.line, "'health_check_status' in [%s] must be a list of 1 to 16 statuses",
+                   section);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                int64_t st;
+                if (!weir_toml_int(weir_toml_array_at(e.value, i), &st) || st < 100 || st > 999) {
+                    err_at(ld, e.line, "'health_check_status' in [%s]: statuses are 100..999",
+                           section);
+                    break;
+                }
+                hc->expect_status[hc->n_expect_status++] = (int)st;
+            }
+        }
+    }
+    char *body = dup_string(ld, t, "health_check_body", section, &present);
+    if (body) {
+        if (strlen(body) >= sizeof(hc->expect_body))
+            err_at(ld, line, "'health_check_body' in [%s] is too long", section);
+        else
+            snprintf(hc->expect_body, sizeof(hc->expect_body), "%s", body);
+        free(body);
+    }
+    if (hc->kind == WEIR_HEALTH_NONE && (hc->interval_ms || hc->timeout_ms || hc->rise ||
+                                         hc->fall || hc->n_expect_status || hc->expect_body[0]))
+        err_at(ld, line, "health_check_* settings in [%s] need 'health_check'", section);
 }
 
 /* ---- [locations.NAME] ---- */
@@ -888,7 +1068,9 @@ static void free_config(weir_config *c)
         for (size_t j = 0; j < u->n_backends; j++)
             free(u->backends[j].text);
         free(u->backends);
-        weir__rr_free(u->rr);
+        free(u->hash_name);
+        free(u->sticky_cookie);
+        weir_upstream_free(u->lb);
     }
     free(c->upstreams);
     free(c->basic.pid_file);
@@ -965,7 +1147,6 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             weir_toml_entry e;
             weir_toml_table_entry(ups, i, &e);
             load_upstream(&ld, &c->upstreams[i], e.value);
-            c->upstreams[i].rr = weir__rr_new(&c->upstreams[i]);
         }
     }
     if (locs) {

@@ -41,25 +41,35 @@ typedef struct weir_cfg_backend {
     uint32_t weight; /* >= 1 */
 } weir_cfg_backend;
 
-enum weir_lb_algo {
-    WEIR_LB_ROUND_ROBIN, /* smooth weighted round robin */
-};
+/* What a consistent-hash upstream hashes. */
+typedef enum weir_hash_key {
+    WEIR_HASH_NONE,
+    WEIR_HASH_IP,     /* client IP */
+    WEIR_HASH_URI,    /* path and query */
+    WEIR_HASH_PATH,   /* path */
+    WEIR_HASH_HEADER, /* a request header's value */
+    WEIR_HASH_COOKIE, /* a cookie's value */
+    WEIR_HASH_QUERY,  /* a query parameter's value */
+} weir_hash_key;
 
 struct weir_cfg_upstream {
     char *name;
     int line;
     weir_cfg_backend *backends;
     size_t n_backends;
-    enum weir_lb_algo algo;
+    weir_lb_algo algo;
+    weir_hash_key hash_key;
+    char *hash_name;     /* header/cookie/query name for those keys */
+    char *sticky_cookie; /* sticky sessions by this cookie, or NULL */
+    uint32_t max_retries; /* other backends tried after a failure [2] */
+    weir_upstream *lb;   /* the library upstream: members, selection, health */
+    weir_health_check hc; /* active check (hc.kind NONE = none) */
     uint32_t connection_timeout_ms;       /* 0 = server/library default */
     uint32_t total_connection_timeout_ms; /* whole set-up incl. TLS handshake; 0 = none */
     uint32_t read_timeout_ms;
     uint32_t write_timeout_ms;
     uint32_t idle_timeout_ms;
     uint32_t keepalive; /* idle pooled connections per backend per worker */
-    /* Runtime state shared by the workers: the smooth weighted round robin
-     * needs a consistent view, so it is guarded by a short lock. */
-    struct weir_rr_state *rr;
 };
 
 struct weir_cfg_location {

@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "app/access_log.h"
-#include "app/balance.h"
 #include "app/route.h"
 
 #define MAX_SERVERS 64
@@ -29,11 +29,17 @@ struct weir_app {
     size_t n_servers;
 };
 
+#define MAX_TRIED 16
+
 typedef struct req_ctx {
     weir_config *cfg; /* pinned for the request */
     weir_cfg_server *srv;
     weir_cfg_location *loc;
     server_app *sa;
+    weir_backend *backend;     /* the backend of the current attempt (a reference) */
+    uint64_t tried[MAX_TRIED]; /* ids of backends that failed this request */
+    size_t n_tried;
+    bool set_sticky; /* the response sets the sticky cookie */
 } req_ctx;
 
 static int answer(weir_session *s, int status, const char *text)
@@ -62,8 +68,11 @@ static void *new_ctx(weir_session *s, void *app)
 static void free_ctx(void *app, void *ctx)
 {
     req_ctx *c = ctx;
-    if (c)
-        weir__config_unref(c->cfg);
+    if (!c)
+        return;
+    if (c->backend) /* logging did not run (cannot happen) or failed early */
+        weir_backend_done(c->backend, WEIR_BACKEND_NOT_RELEVANT);
+    weir__config_unref(c->cfg);
 }
 
 static int echo(weir_session *s, req_ctx *c)
@@ -130,12 +139,92 @@ static int request_filter(weir_session *s, void *ctx)
     return WEIR_PHASE_CONTINUE;
 }
 
-static void pick(req_ctx *c, weir_peer *peer)
+/* Finds "name=value" in a Cookie header; returns the value or an empty str. */
+static weir_str cookie_value(weir_headers *h, const char *name)
 {
-    const weir_cfg_upstream *u = c->loc->upstream;
-    const weir_cfg_backend *b = &u->backends[weir__rr_next(u->rr)];
-    memcpy(&peer->addr, &b->peer.addr, sizeof(peer->addr));
-    peer->addr_len = b->peer.addr_len;
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < weir_headers_count(h); i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
+            continue;
+        const char *p = f.value.ptr, *end = p + f.value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            if (!semi)
+                semi = end;
+            if (eq && eq < semi && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0)
+                return (weir_str){eq + 1, (size_t)(semi - eq - 1)};
+            p = semi;
+        }
+    }
+    return (weir_str){"", 0};
+}
+
+/* The value of query parameter `name`, or an empty str. */
+static weir_str query_value(weir_str q, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = q.ptr, *end = q.ptr + q.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        if ((size_t)(amp - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0)
+            return (weir_str){p + nl + 1, (size_t)(amp - p - nl - 1)};
+        if ((size_t)(amp - p) == nl && memcmp(p, name, nl) == 0)
+            return (weir_str){p + nl, 0};
+        p = amp + 1;
+    }
+    return (weir_str){"", 0};
+}
+
+/* The consistent-hash key of the request. */
+static uint64_t hash_key(weir_session *s, const weir_cfg_upstream *u)
+{
+    weir_str v = {"", 0};
+    switch (u->hash_key) {
+    case WEIR_HASH_NONE:
+        return 0;
+    case WEIR_HASH_IP:
+        v = weir_session_client_ip(s);
+        break;
+    case WEIR_HASH_URI:
+        v = weir_session_target(s);
+        break;
+    case WEIR_HASH_PATH:
+        v = weir_session_path(s);
+        break;
+    case WEIR_HASH_HEADER:
+        v = weir_headers_get(weir_session_req_headers(s), u->hash_name);
+        break;
+    case WEIR_HASH_COOKIE:
+        v = cookie_value(weir_session_req_headers(s), u->hash_name);
+        break;
+    case WEIR_HASH_QUERY:
+        v = query_value(weir_session_query(s), u->hash_name);
+        break;
+    }
+    return weir_lb_hash(v.ptr ? v.ptr : "", v.ptr ? v.len : 0);
+}
+
+/* The sticky backend named by the request's cookie, if usable. */
+static weir_backend *sticky_backend(weir_session *s, const weir_cfg_upstream *u)
+{
+    weir_str v = cookie_value(weir_session_req_headers(s), u->sticky_cookie);
+    if (v.len != 16)
+        return NULL;
+    uint64_t id = 0;
+    for (size_t i = 0; i < 16; i++) {
+        char ch = v.ptr[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (d < 0)
+            return NULL;
+        id = id << 4 | (uint64_t)d;
+    }
+    return weir_upstream_find(u->lb, id);
 }
 
 static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
@@ -143,9 +232,23 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     req_ctx *c = ctx;
     const weir_cfg_location *l = c->loc;
     const weir_cfg_upstream *u = l ? l->upstream : NULL;
-    if (!u || u->n_backends == 0 || !u->rr)
+    if (!u || !u->lb)
         return answer(s, 503, "Service Unavailable");
-    pick(c, peer);
+    weir_backend *b = NULL;
+    if (u->sticky_cookie && c->n_tried == 0) {
+        b = sticky_backend(s, u);
+        c->set_sticky = b == NULL;
+    }
+    if (!b)
+        b = weir_upstream_select(u->lb, hash_key(s, u), c->tried, c->n_tried);
+    if (!b) {
+        /* Nothing usable: at once 503, or 502 after this request's failures. */
+        if (c->n_tried)
+            return answer(s, 502, "Bad Gateway");
+        return answer(s, 503, "Service Unavailable");
+    }
+    c->backend = b;
+    weir_backend_peer(b, peer);
     /* Location settings win over the upstream's, which win over the
      * server's defaults already in *peer. */
     if (u->connection_timeout_ms)
@@ -175,8 +278,14 @@ static bool fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, i
 {
     req_ctx *c = ctx;
     const weir_cfg_upstream *u = c->loc ? c->loc->upstream : NULL;
-    /* Each backend is tried at most once per request. */
-    return u && (size_t)attempt < u->n_backends; /* upstream_peer picks the next one */
+    if (c->backend) {
+        if (c->n_tried < MAX_TRIED)
+            c->tried[c->n_tried++] = weir_backend_id(c->backend);
+        weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
+        c->backend = NULL;
+    }
+    /* upstream_peer picks another backend, each at most once. */
+    return u && (uint32_t)attempt <= u->max_retries && c->n_tried < MAX_TRIED;
 }
 
 static void apply_headers(weir_headers *h, const weir_cfg_location *l, bool request)
@@ -206,12 +315,27 @@ static int response_filter(weir_session *s, void *ctx)
     weir_headers *h = weir_session_resp_headers(s);
     if (c && c->loc && h && !c->loc->echo)
         apply_headers(h, c->loc, false);
+    if (c && c->set_sticky && c->backend && h) {
+        char cookie[256];
+        snprintf(cookie, sizeof(cookie), "%s=%016llx; Path=/; HttpOnly",
+                 c->loc->upstream->sticky_cookie, (unsigned long long)weir_backend_id(c->backend));
+        weir_headers_add(h, "Set-Cookie", cookie);
+    }
     return WEIR_PHASE_CONTINUE;
 }
 
 static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
 {
     req_ctx *c = ctx;
+    if (c && c->backend) {
+        /* Passive health: 5xx answers and upstream errors count as failures;
+         * a client that left says nothing about the backend. */
+        weir_backend_outcome o = st->client_aborted  ? WEIR_BACKEND_NOT_RELEVANT
+                                 : st->status >= 500 ? WEIR_BACKEND_FAILED
+                                                     : WEIR_BACKEND_OK;
+        weir_backend_done(c->backend, o);
+        c->backend = NULL;
+    }
     if (!c || !c->srv || !c->srv->access_log || !c->sa->logger)
         return;
     char line[4096];

@@ -246,6 +246,30 @@ static void connect_failed(weir_session *s, int err)
     fail(s, 502, err == -ETIMEDOUT ? "upstream connect timed out" : "upstream connect failed");
 }
 
+/*
+ * The backend reset or closed the connection before any response byte.
+ * When no request body byte was consumed the request can go elsewhere
+ * unchanged: fail_to_connect decides, as for a connect failure (Pingora's
+ * retry on a reset before the response). Returns true if a retry starts.
+ */
+static bool retry_before_response(weir_session *s, int err)
+{
+    const weir_proxy_ops *ops = s->svc->ops;
+    if (s->req_pump.moved > 0 || !ops->fail_to_connect || s->attempts + 1 >= MAX_ATTEMPTS)
+        return false;
+    s->attempts++;
+    weir_log_warn("upstream %s: %s before the response (attempt %d)", up_addr(s), strerror(-err),
+                  s->attempts);
+    release_upstream(s, false);
+    if (!ops->fail_to_connect(s, s->ctx, &s->peer, err, s->attempts))
+        return false;
+    s->req_head_sent = false;
+    s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    s->state = SS_PEER; /* back to a state already passed: not a set_state move */
+    s->sub = 0;
+    return true;
+}
+
 static void start_peer(weir_session *s)
 {
     const weir_proxy_options *o = &s->svc->opts;
@@ -584,7 +608,7 @@ static void step_proxy(weir_session *s)
         return;
     int rc = s->upex->ops->flush(s->upex);
     if (rc < 0 && rc != WEIR_AGAIN) {
-        if (retry_stale(s))
+        if (retry_stale(s) || retry_before_response(s, rc))
             return;
         release_upstream(s, false);
         fail(s, 502, "upstream write failed");
@@ -601,8 +625,12 @@ static void step_proxy(weir_session *s)
         return;
     }
     if (rc < 0) {
-        if (rc != WEIR_EX_E_HEAD && rc != WEIR_EX_E_FRAMING && rc != WEIR_EX_E_HEAD_TOO_LARGE &&
-            retry_stale(s))
+        bool framing =
+            rc == WEIR_EX_E_HEAD || rc == WEIR_EX_E_FRAMING || rc == WEIR_EX_E_HEAD_TOO_LARGE;
+        if (!framing && retry_stale(s))
+            return;
+        if (!framing && s->up && s->up->conn.rend == 0 &&
+            retry_before_response(s, rc == WEIR_EX_E_CLOSED ? -ECONNRESET : rc))
             return;
         release_upstream(s, false);
         if (rc == WEIR_EX_E_HEAD || rc == WEIR_EX_E_FRAMING || rc == WEIR_EX_E_HEAD_TOO_LARGE)

@@ -353,9 +353,14 @@ def test_invalid_listen_address(tmp_path, addr):
 
 
 def test_unknown_algo(tmp_path):
-    text = base(upstreams='\nalgo = "least_conn"  ' + MARK)
+    text = base(upstreams='\nalgo = "fastest"  ' + MARK)
     expect_one_error(tmp_path, text,
-                     "unknown algo 'least_conn' in [upstreams.app]; supported: round_robin")
+                     "invalid algo 'fastest' in [upstreams.app]: expected round_robin, random, "
+                     "least_conn, p2c, hash:KEY or maglev:KEY")
+    text = base(upstreams='\nalgo = "hash:body"  ' + MARK)
+    expect_one_error(tmp_path, text,
+                     "invalid algo 'hash:body' in [upstreams.app]: the hash key must be ip, uri, "
+                     "path, header:NAME, cookie:NAME or query:NAME")
 
 
 def test_bad_header_items(tmp_path):
@@ -447,7 +452,7 @@ colour = "blue"  # <-
 
 [upstreams.app]
 addrs = ["127.0.0.1:9 0"]  # <-
-algo = "random"  # <-
+algo = "fastest"  # <-
 """
     path, rc, lines, err = check(tmp_path, text)
     want = marked_lines(text)

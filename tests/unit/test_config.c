@@ -5,7 +5,6 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "app/balance.h"
 #include "app/config.h"
 
 static weir_config *load(const char *text, weir_cfg_errors *errs)
@@ -182,35 +181,4 @@ Test(config, empty_upstream_is_valid)
     cr_assert_not_null(c);
     cr_assert_eq(c->upstreams[0].n_backends, 0);
     weir__config_unref(c);
-}
-
-Test(balance, smooth_weighted_interleaving)
-{
-    weir_cfg_backend b[3] = {{.weight = 5}, {.weight = 1}, {.weight = 1}};
-    weir_cfg_upstream u = {.backends = b, .n_backends = 3};
-    weir_rr_state *rr = weir__rr_new(&u);
-    cr_assert_eq(weir__rr_period(rr), 7);
-    /* nginx's sequence for 5,1,1: a a b a c a a */
-    size_t want[] = {0, 0, 1, 0, 2, 0, 0};
-    for (size_t i = 0; i < 7; i++)
-        cr_assert_eq(weir__rr_at(rr, i), want[i], "pick %zu", i);
-    size_t counts[3] = {0};
-    for (int i = 0; i < 70000; i++)
-        counts[weir__rr_next(rr)]++;
-    cr_assert_eq(counts[0], 50000);
-    cr_assert_eq(counts[1], 10000);
-    cr_assert_eq(counts[2], 10000);
-    weir__rr_free(rr);
-}
-
-Test(balance, weights_reduced_and_equal_weights_alternate)
-{
-    weir_cfg_backend b[2] = {{.weight = 300}, {.weight = 300}};
-    weir_cfg_upstream u = {.backends = b, .n_backends = 2};
-    weir_rr_state *rr = weir__rr_new(&u);
-    cr_assert_eq(weir__rr_period(rr), 2);
-    cr_assert_neq(weir__rr_at(rr, 0), weir__rr_at(rr, 1));
-    weir__rr_free(rr);
-    weir_cfg_upstream none = {0};
-    cr_assert_null(weir__rr_new(&none));
 }

@@ -1,0 +1,172 @@
+/*
+ * weir/lb.h - upstreams: groups of backends, how one is chosen per request,
+ * and how failing backends are taken out and brought back.
+ *
+ * An upstream holds its backends in an immutable snapshot (the list plus
+ * the algorithm's tables: smooth round-robin sequence, Ketama ring, Maglev
+ * table) published through one atomic pointer. Membership changes (add,
+ * remove, re-weight, drain) and health changes build a new snapshot and
+ * swap it; selection reads the current one without a lock. A replaced
+ * snapshot is freed a minute later (selection holds it for microseconds).
+ *
+ * A selected backend is a reference: report the outcome with
+ * weir_backend_done(), which also ends its in-flight count. A removed
+ * backend stays alive until its last in-flight request is done (drain).
+ *
+ * Health: a backend is usable when its active check (if any) says healthy,
+ * its circuit breaker is not open, and it is not draining. The breaker
+ * (passive check) opens after `max_fails` consecutive failures reported by
+ * weir_backend_done, lets one probe request through after `fail_timeout`
+ * (half-open), and closes again when that probe succeeds.
+ *
+ * Threads: every function may be called from any thread unless noted.
+ */
+#ifndef WEIR_LB_H
+#define WEIR_LB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weir/peer.h"
+#include "weir/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum weir_lb_algo {
+    WEIR_LB_ROUND_ROBIN, /* smooth weighted round robin (nginx's) */
+    WEIR_LB_RANDOM,      /* weighted random */
+    WEIR_LB_LEAST_CONN,  /* fewest in-flight requests per unit of weight; ties at random */
+    WEIR_LB_P2C,         /* power of two (weighted random) choices on in-flight requests */
+    WEIR_LB_KETAMA,      /* consistent hashing on a Ketama ring, 160 points per weight unit */
+    WEIR_LB_MAGLEV,      /* consistent hashing with a Maglev lookup table */
+} weir_lb_algo;
+
+/* Parses "round_robin", "random", "least_conn", "p2c", "ketama", "maglev".
+ * Returns 0 or WEIR_ERR_INVAL. */
+int weir_lb_algo_parse(const char *name, weir_lb_algo *out);
+const char *weir_lb_algo_name(weir_lb_algo algo);
+
+typedef struct weir_upstream_options {
+    weir_lb_algo algo;
+    uint32_t max_fails;       /* consecutive failures that open the breaker; 0 = never [3] */
+    uint32_t fail_timeout_ms; /* how long an open breaker stays open [10000] */
+} weir_upstream_options;
+
+typedef struct weir_upstream weir_upstream;
+typedef struct weir_backend weir_backend;
+
+/* Creates an empty upstream; opts may be NULL (defaults). NULL on OOM. */
+weir_upstream *weir_upstream_new(const char *name, const weir_upstream_options *opts);
+/* Frees it; no request may still use it (call after weir_server_run). */
+void weir_upstream_free(weir_upstream *u);
+const char *weir_upstream_name(const weir_upstream *u);
+
+/* ---- membership (takes effect for the next selection) ---- */
+
+/*
+ * Adds a backend at addr ("ip:port", numeric) with weight 1..10000.
+ * Returns WEIR_OK, WEIR_ERR_INVAL (bad address or weight, or already
+ * present) or WEIR_ERR_NOMEM.
+ */
+int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight);
+/* Removes a backend: no new requests go to it, in-flight ones finish.
+ * WEIR_ERR_INVAL if absent. */
+int weir_upstream_remove(weir_upstream *u, const char *addr);
+/* Changes a backend's weight (1..10000). */
+int weir_upstream_set_weight(weir_upstream *u, const char *addr, uint32_t weight);
+/* Drains (true) or undrains a backend: a draining backend gets no new
+ * requests but stays a member. */
+int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain);
+
+/* ---- selection ---- */
+
+/*
+ * Chooses a usable backend, never one whose id is in avoid[0..n_avoid)
+ * (backends this request already tried). `key` is the request's hash for
+ * KETAMA and MAGLEV (ignored by the others). Returns a reference to release
+ * with weir_backend_done(), or NULL if no backend is usable.
+ */
+weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_t *avoid,
+                                   size_t n_avoid);
+/* The member with this id (weir_backend_id) if it is usable, as a
+ * reference like weir_upstream_select's; NULL otherwise (sticky sessions). */
+weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id);
+
+/* How a request to a backend went (passive health). */
+typedef enum weir_backend_outcome {
+    WEIR_BACKEND_OK,           /* a response came back (any status not counted as failure) */
+    WEIR_BACKEND_FAILED,       /* connect failure, reset, timeout, or a 5xx counted as failure */
+    WEIR_BACKEND_NOT_RELEVANT, /* the request ended for other reasons (client gone) */
+} weir_backend_outcome;
+
+/* Reports the outcome, ends the in-flight count and drops the reference. */
+void weir_backend_done(weir_backend *b, weir_backend_outcome outcome);
+
+/* The backend's address into peer->addr/addr_len (other fields untouched). */
+void weir_backend_peer(const weir_backend *b, weir_peer *peer);
+/* Its address as text ("ip:port"); valid while the reference is held. */
+const char *weir_backend_addr(const weir_backend *b);
+/* A stable id derived from the address (for sticky-session cookies). */
+uint64_t weir_backend_id(const weir_backend *b);
+
+/* 64-bit hash of bytes, the one KETAMA and MAGLEV keys should use. */
+uint64_t weir_lb_hash(const void *data, size_t len);
+
+/* ---- active health checks ---- */
+
+typedef enum weir_health_kind {
+    WEIR_HEALTH_NONE,
+    WEIR_HEALTH_TCP,  /* a connect succeeds */
+    WEIR_HEALTH_HTTP, /* GET path answers an expected status (and body substring) */
+} weir_health_kind;
+
+typedef struct weir_health_check {
+    weir_health_kind kind;
+    char host[256];        /* Host header for HTTP checks; empty = the backend's address */
+    char path[1024];       /* request path for HTTP checks, e.g. "/healthz" */
+    int expect_status[16]; /* accepted statuses; none = any 2xx */
+    size_t n_expect_status;
+    char expect_body[256]; /* substring the body must contain; empty = any */
+    uint32_t interval_ms;  /* between checks of one backend [5000] */
+    uint32_t timeout_ms;   /* for one check [2000] */
+    uint32_t rise;         /* consecutive successes to become healthy [2] */
+    uint32_t fall;         /* consecutive failures to become unhealthy [3] */
+} weir_health_check;
+
+/*
+ * Sets the active check of an upstream (copied). Checks run on the
+ * server's control thread once the upstream is attached to a running server
+ * with weir_server_add_upstream (weir/server.h). Backends start healthy.
+ * Returns WEIR_OK or WEIR_ERR_INVAL.
+ */
+int weir_upstream_set_health_check(weir_upstream *u, const weir_health_check *hc);
+
+/* ---- introspection ---- */
+
+typedef enum weir_breaker_state {
+    WEIR_BREAKER_CLOSED,    /* normal */
+    WEIR_BREAKER_OPEN,      /* ejected after max_fails failures */
+    WEIR_BREAKER_HALF_OPEN, /* one probe request allowed */
+} weir_breaker_state;
+
+typedef struct weir_backend_info {
+    char addr[64];
+    uint32_t weight;
+    bool healthy;  /* active check verdict (true without checks) */
+    bool draining; /* removed or drained: no new requests */
+    weir_breaker_state breaker;
+    uint64_t in_flight;
+    uint64_t requests; /* selections */
+    uint64_t failures; /* WEIR_BACKEND_FAILED reports */
+} weir_backend_info;
+
+/* Copies up to max members' state; returns the number of members. */
+size_t weir_upstream_info(weir_upstream *u, weir_backend_info *out, size_t max);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

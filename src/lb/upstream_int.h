@@ -1,0 +1,88 @@
+/*
+ * upstream_int.h - the internals of weir_upstream shared by the selection
+ * code (upstream.c, hash.c) and the health checker (health.c).
+ */
+#ifndef WEIR_LB_UPSTREAM_INT_H
+#define WEIR_LB_UPSTREAM_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "weir/lb.h"
+
+/* One member. Refcounted: one reference per snapshot holding it, one per
+ * request using it. Health fields are atomics written by the control thread
+ * (active checks) and workers (breaker). */
+struct weir_backend {
+    _Atomic long refs;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char text[64]; /* "ip:port" */
+    uint64_t id;   /* weir_lb_hash of text */
+    uint32_t weight;
+    weir_upstream *up;
+
+    _Atomic bool draining;
+    _Atomic bool healthy; /* active check verdict */
+    _Atomic int breaker;  /* weir_breaker_state */
+    _Atomic uint32_t consecutive_fails;
+    _Atomic uint64_t opened_at_ms; /* when the breaker opened */
+    _Atomic uint64_t in_flight;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t failures;
+
+    /* active check state: control thread only */
+    uint32_t hc_rise, hc_fall;
+};
+
+/* The immutable member list and the algorithm's tables. */
+typedef struct lb_snapshot {
+    weir_backend **v; /* members in insertion order */
+    size_t n;
+    uint64_t total_weight;
+    uint32_t *rr_seq; /* smooth round robin: one period of member indexes */
+    size_t rr_period;
+    uint64_t *cum_weight; /* weighted random: prefix sums */
+    /* Ketama: sorted points and the member of each */
+    uint64_t *ring;
+    uint32_t *ring_owner;
+    size_t n_ring;
+    /* Maglev: lookup table of member indexes */
+    uint32_t *maglev;
+    size_t n_maglev;
+    uint64_t retired_ms; /* when it was replaced (0 = current) */
+    struct lb_snapshot *next_retired;
+} lb_snapshot;
+
+struct weir_upstream {
+    char name[128];
+    weir_upstream_options opts;
+    _Atomic(lb_snapshot *) snap;
+    _Atomic uint64_t rr_next;
+    pthread_mutex_t lock; /* serializes membership changes and retired-list handling */
+    lb_snapshot *retired;
+    weir_health_check hc;
+    bool has_hc;
+};
+
+/* Builds the algorithm tables of s (hash.c). Returns 0 or WEIR_ERR_NOMEM. */
+int weir__lb_build_ketama(lb_snapshot *s);
+int weir__lb_build_maglev(lb_snapshot *s);
+int weir__lb_build_rr(lb_snapshot *s);
+/* Table lookups: index of the member, or -1 if the table is empty. */
+long weir__lb_ketama_lookup(const lb_snapshot *s, uint64_t key, size_t skip);
+long weir__lb_maglev_lookup(const lb_snapshot *s, uint64_t key);
+
+/* Monotonic milliseconds. */
+uint64_t weir__lb_now_ms(void);
+
+/* Takes the current snapshot and a reference to each member for the caller
+ * to walk (health checker). Release with weir__lb_snapshot_put_members. */
+weir_backend **weir__lb_members(weir_upstream *u, size_t *n);
+void weir__lb_members_put(weir_backend **v, size_t n);
+void weir__lb_backend_unref(weir_backend *b);
+
+#endif
