@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "weir/lb.h"
 #include "weir/proxy.h"
 
 #ifdef __cplusplus
@@ -41,6 +42,14 @@ weir_server *weir_server_new(const weir_server_options *opts);
  */
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
                           const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts);
+
+/*
+ * Attaches an upstream whose active health checks (weir_upstream_set_health_check)
+ * the server runs on its control thread while it runs. The upstream must
+ * outlive the server's run. Returns WEIR_OK, or WEIR_ERR_INVAL when called
+ * on a running server or beyond 1024 upstreams. Main thread, before run.
+ */
+int weir_server_add_upstream(weir_server *srv, weir_upstream *u);
 
 /*
  * Starts the workers and blocks until the server stops: on SIGTERM/SIGINT

@@ -366,6 +366,11 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         weir_log(WEIR_LEVEL_ERROR, "%s: at most %d servers", cfg->file, MAX_SERVERS);
         goto fail;
     }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        if (cfg->upstreams[i].lb && cfg->upstreams[i].hc.kind != WEIR_HEALTH_NONE &&
+            weir_server_add_upstream(srv, cfg->upstreams[i].lb) != WEIR_OK)
+            goto fail;
+    }
     for (size_t i = 0; i < cfg->n_servers; i++) {
         weir_cfg_server *cs = &cfg->servers[i];
         server_app *sa = &app->servers[app->n_servers++];

@@ -26,6 +26,7 @@
 #include "core/loop.h"
 #include "core/pool.h"
 #include "http/h1_server.h"
+#include "lb/health.h"
 #include "net/sock.h"
 #include "net/upstream.h"
 #include "proxy/service.h"
@@ -71,11 +72,28 @@ struct weir_server {
     size_t n_addrs;
     worker *workers;
     int n_workers;
-    int wake_fd; /* eventfd: weir_server_shutdown() */
-    int sig_fd;  /* signalfd while running with handle_signals, else -1 */
+    int wake_fd;              /* eventfd: weir_server_shutdown() */
+    int sig_fd;               /* signalfd while running with handle_signals, else -1 */
     _Atomic int shutdown_req; /* 0 none, 1 graceful, 2 immediate */
     weir_logsink *access_log;
+    weir_upstream **upstreams; /* checked by the control thread */
+    size_t n_upstreams;
+    bool running;
 };
+
+#define MAX_UPSTREAMS 1024
+
+int weir_server_add_upstream(weir_server *srv, weir_upstream *u)
+{
+    if (srv->running || srv->n_upstreams == MAX_UPSTREAMS || !u)
+        return WEIR_ERR_INVAL;
+    weir_upstream **nv = realloc(srv->upstreams, (srv->n_upstreams + 1) * sizeof(*nv));
+    if (!nv)
+        return WEIR_ERR_NOMEM;
+    srv->upstreams = nv;
+    srv->upstreams[srv->n_upstreams++] = u;
+    return WEIR_OK;
+}
 
 const char *weir_version(void)
 {
@@ -167,7 +185,8 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         snprintf(la->text, sizeof(la->text), "%s", listen_addrs[i]);
         la->svc = svc;
         for (size_t j = 0; j < srv->n_addrs + i; j++) {
-            if (weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss, (struct sockaddr *)&la->ss)) {
+            if (weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss,
+                                 (struct sockaddr *)&la->ss)) {
                 weir_log_error("listen address %s given twice", la->text);
                 return WEIR_ERR_INVAL;
             }
@@ -211,8 +230,7 @@ static void accept_ready(listener *l)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &l->addr->svc->h1,
-                         &w->conns);
+        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &l->addr->svc->h1, &w->conns);
     }
     /* Fairness: leave the rest of the backlog for the next round. */
     weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);
@@ -391,6 +409,8 @@ static bool workers_done(weir_server *srv, int timeout_ms)
 int weir_server_run(weir_server *srv)
 {
     int rc = 0, sfd = -1;
+    weir_health_runner *health = NULL;
+    srv->running = true;
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask, old;
     sigemptyset(&mask);
@@ -442,6 +462,10 @@ int weir_server_run(weir_server *srv)
     }
     for (size_t i = 0; i < srv->n_addrs; i++)
         weir_log_info("listening on %s (%d workers)", srv->addrs[i].text, srv->n_workers);
+    /* The control thread: health checks off the request path. */
+    health = weir__health_start(srv->upstreams, srv->n_upstreams);
+    if (!health)
+        weir_log_error("cannot start the health checker");
 
     int how;
     while ((how = wait_events(srv, -1)) == 0) {
@@ -457,6 +481,7 @@ int weir_server_run(weir_server *srv)
         stop_workers(srv, false);
     }
 stop:
+    weir__health_stop(health);
     if (rc < 0)
         stop_workers(srv, false);
     for (int i = 0; i < srv->n_workers; i++) {
@@ -481,6 +506,7 @@ out:
     srv->sig_fd = -1;
     if (srv->opts.handle_signals)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+    srv->running = false;
     return rc;
 }
 
@@ -489,5 +515,6 @@ void weir_server_free(weir_server *srv)
     if (!srv)
         return;
     close(srv->wake_fd);
+    free(srv->upstreams);
     free(srv);
 }
