@@ -4,6 +4,9 @@
 #include "net/upstream.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -18,13 +21,18 @@
 
 #define N_BUCKETS 256
 
-typedef struct upool {
-    weir_upconn *buckets[N_BUCKETS];
-    uint32_t n_bucket[N_BUCKETS]; /* idle connections per bucket */
-    uint32_t n_idle;
-} upool;
+/* A worker's stake in the shared pool. */
+typedef struct upool_home {
+    weir_loop *loop;
+    bool closed; /* no more pooling (shutdown); guarded by the pool lock */
+} upool_home;
 
-static __thread upool *pool;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static weir_upconn *buckets[N_BUCKETS];
+static uint32_t n_bucket[N_BUCKETS];
+static _Atomic uint32_t n_idle;
+static _Atomic uint64_t migrations;
+static __thread upool_home *self;
 static weir_pool_class upconn_class;
 
 __attribute__((constructor)) static void register_class(void)
@@ -35,6 +43,11 @@ __attribute__((constructor)) static void register_class(void)
 static void free_upconn(void *u)
 {
     weir__pool_put(upconn_class, u);
+}
+
+uint64_t weir__upool_migrations(void)
+{
+    return atomic_load(&migrations);
 }
 
 static uint32_t fnv(const void *p, size_t len, uint32_t h)
@@ -65,26 +78,49 @@ static uint32_t addr_bucket(const struct sockaddr *sa)
     return h % N_BUCKETS;
 }
 
-static upool *get_pool(void)
+static upool_home *home_of(weir_loop *loop)
 {
-    if (!pool)
-        pool = calloc(1, sizeof(*pool));
-    return pool;
+    if (!self) {
+        self = calloc(1, sizeof(*self));
+        if (self)
+            self->loop = loop;
+    }
+    return self;
 }
 
+static bool same_key(const weir_upconn *u, const struct sockaddr *addr, bool tls, uint32_t sh)
+{
+    return u->tls == tls && u->sni_hash == sh &&
+           weir__addr_equal((const struct sockaddr *)&u->addr, addr);
+}
+
+/* Pool lock held. */
 static void unlink_idle(weir_upconn *u)
 {
-    upool *p = get_pool();
     if (u->prev)
         u->prev->next = u->next;
     else
-        p->buckets[u->bucket] = u->next;
+        buckets[u->bucket] = u->next;
     if (u->next)
         u->next->prev = u->prev;
     u->next = u->prev = NULL;
-    p->n_idle--;
-    p->n_bucket[u->bucket]--;
-    weir__timer_stop(u->conn.loop, &u->idle_timer);
+    u->in_pool = false;
+    atomic_fetch_sub_explicit(&n_idle, 1, memory_order_relaxed);
+    n_bucket[u->bucket]--;
+}
+
+/* Home thread: an idle connection leaves the pool for good (closed, or
+ * timed out). False if another worker took it meanwhile. */
+static bool leave_pool(weir_upconn *u)
+{
+    pthread_mutex_lock(&pool_lock);
+    bool was = u->in_pool;
+    if (was)
+        unlink_idle(u);
+    pthread_mutex_unlock(&pool_lock);
+    if (was)
+        weir__timer_stop(u->conn.loop, &u->idle_timer);
+    return was;
 }
 
 static void io_cb(weir_io *io, uint32_t events)
@@ -96,37 +132,97 @@ static void io_cb(weir_io *io, uint32_t events)
         return;
     }
     /* Idle in the pool: any event means the backend closed the connection
-     * or sent bytes nobody asked for. Either way it cannot be reused. */
-    unlink_idle(u);
-    weir__upconn_close(u, false);
+     * or sent bytes nobody asked for. Either way it cannot be reused. A
+     * connection another worker took is freed by the task it posted. */
+    if (leave_pool(u))
+        weir__upconn_close(u, false);
 }
 
 static void idle_timeout(weir_timer *t)
 {
     weir_upconn *u = weir_container_of(t, weir_upconn, idle_timer);
-    unlink_idle(u);
+    if (leave_pool(u))
+        weir__upconn_close(u, false);
+}
+
+/* Home thread: the socket now lives on in another worker's connection; drop
+ * this object's registration and descriptor (the socket stays open). */
+static void release_migrated(void *arg)
+{
+    weir_upconn *u = arg;
+    weir__timer_stop(u->conn.loop, &u->idle_timer);
     weir__upconn_close(u, false);
+}
+
+/* Moves u (already unlinked, pool lock held) onto `loop`. */
+static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
+{
+    int fd = fcntl(u->conn.io.fd, F_DUPFD_CLOEXEC, 0);
+    weir_upconn *nu = fd >= 0 ? weir__pool_get(upconn_class) : NULL;
+    if (nu && weir__conn_init(&nu->conn, loop, fd, io_cb) < 0) {
+        weir__pool_put(upconn_class, nu);
+        nu = NULL;
+    }
+    if (!nu && fd >= 0)
+        close(fd);
+    if (nu) {
+        memcpy(&nu->addr, &u->addr, sizeof(nu->addr));
+        nu->addr_len = u->addr_len;
+        nu->tls = u->tls;
+        nu->sni_hash = u->sni_hash;
+        nu->connected = true;
+        nu->n_used = u->n_used;
+        /* The socket is idle and writable; the new registration reports that. */
+        nu->conn.writable = true;
+    }
+    /* Posted last (u may be freed as soon as it is queued) and under the
+     * pool lock, so the home loop cannot have finished its shutdown
+     * (weir__upool_close_all takes the lock) before the task is queued: it
+     * runs it before freeing the loop. */
+    u->migrated = true;
+    weir__loop_post(u->conn.loop, release_migrated, u);
+    if (!nu)
+        return NULL;
+    atomic_fetch_add_explicit(&migrations, 1, memory_order_relaxed);
+    return nu;
 }
 
 weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owner,
                               weir_upconn_wake_cb wake)
 {
-    upool *p = get_pool();
-    if (!p || p->n_idle == 0)
+    if (atomic_load_explicit(&n_idle, memory_order_relaxed) == 0)
         return NULL;
-    uint32_t b = addr_bucket((const struct sockaddr *)&peer->addr);
-    uint32_t sh = sni_hash(peer);
-    for (weir_upconn *u = p->buckets[b]; u; u = u->next) {
-        if (u->tls == peer->tls && u->sni_hash == sh &&
-            weir__addr_equal((const struct sockaddr *)&u->addr,
-                             (const struct sockaddr *)&peer->addr)) {
-            unlink_idle(u);
-            u->owner = owner;
-            u->wake = wake;
-            return u;
+    upool_home *me = home_of(loop);
+    const struct sockaddr *addr = (const struct sockaddr *)&peer->addr;
+    uint32_t b = addr_bucket(addr), sh = sni_hash(peer);
+    weir_upconn *mine = NULL, *other = NULL;
+    pthread_mutex_lock(&pool_lock);
+    for (weir_upconn *u = buckets[b]; u; u = u->next) {
+        if (!same_key(u, addr, peer->tls, sh))
+            continue;
+        if (u->home == me) {
+            mine = u;
+            break;
         }
+        if (!other)
+            other = u;
     }
-    return NULL;
+    weir_upconn *got = NULL;
+    if (mine) {
+        unlink_idle(mine);
+        got = mine;
+    } else if (other) {
+        unlink_idle(other);
+        got = migrate(other, loop);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (mine)
+        weir__timer_stop(loop, &mine->idle_timer);
+    if (got) {
+        got->owner = owner;
+        got->wake = wake;
+    }
+    return got;
 }
 
 weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *owner,
@@ -186,59 +282,86 @@ void weir__upconn_close(weir_upconn *u, bool reset)
 
 void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle)
 {
-    upool *p = get_pool();
+    upool_home *me = home_of(u->conn.loop);
     u->owner = NULL;
     u->wake = NULL;
     u->n_used++;
     /* Readable here means bytes or a close came after the response: either
      * way the connection is not clean. */
-    if (!p || idle_timeout_ms == 0 || max_idle == 0 || u->conn.eof || u->conn.error ||
+    if (!me || idle_timeout_ms == 0 || max_idle == 0 || u->conn.eof || u->conn.error ||
         u->conn.hup || u->conn.readable || u->conn.rstart != u->conn.rend) {
-        weir__upconn_close(u, false);
-        return;
-    }
-    uint32_t b = addr_bucket((const struct sockaddr *)&u->addr);
-    uint32_t same = 0;
-    /* Count this key's idle connections only when the bucket could hold
-     * max_idle of them: the common case costs nothing. */
-    if (p->n_bucket[b] >= max_idle) {
-        for (weir_upconn *o = p->buckets[b]; o; o = o->next) {
-            if (o->tls == u->tls && o->sni_hash == u->sni_hash &&
-                weir__addr_equal((const struct sockaddr *)&o->addr,
-                                 (const struct sockaddr *)&u->addr))
-                same++;
-        }
-    }
-    if (same >= max_idle) {
         weir__upconn_close(u, false);
         return;
     }
     /* An idle connection holds no buffer. */
     u->conn.rstart = u->conn.rend = 0;
     weir__conn_release_rbuf(&u->conn);
-    u->bucket = b;
-    u->prev = NULL;
-    u->next = p->buckets[b];
-    if (u->next)
-        u->next->prev = u;
-    p->buckets[b] = u;
-    p->n_idle++;
-    p->n_bucket[b]++;
-    weir__timer_start(u->conn.loop, &u->idle_timer, idle_timeout_ms, idle_timeout);
+    uint32_t b = addr_bucket((const struct sockaddr *)&u->addr);
+    pthread_mutex_lock(&pool_lock);
+    uint32_t same = 0;
+    /* Count this key's idle connections only when the bucket could hold
+     * max_idle of them: the common case costs nothing. */
+    if (n_bucket[b] >= max_idle) {
+        for (weir_upconn *o = buckets[b]; o; o = o->next) {
+            if (same_key(o, (const struct sockaddr *)&u->addr, u->tls, u->sni_hash))
+                same++;
+        }
+    }
+    bool pooled = !me->closed && same < max_idle;
+    if (pooled) {
+        u->bucket = b;
+        u->home = me;
+        u->in_pool = true;
+        u->migrated = false;
+        u->prev = NULL;
+        u->next = buckets[b];
+        if (u->next)
+            u->next->prev = u;
+        buckets[b] = u;
+        n_bucket[b]++;
+        atomic_fetch_add_explicit(&n_idle, 1, memory_order_relaxed);
+        /* Armed under the lock: a worker that takes it posts the stop to
+         * this thread, which runs it after this. */
+        weir__timer_start(u->conn.loop, &u->idle_timer, idle_timeout_ms, idle_timeout);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (!pooled)
+        weir__upconn_close(u, false);
 }
 
 void weir__upool_close_all(weir_loop *loop)
 {
-    upool *p = pool;
-    if (!p)
+    upool_home *me = self;
+    if (!me)
         return;
+    weir_upconn *mine = NULL;
+    pthread_mutex_lock(&pool_lock);
+    me->closed = true;
     for (int b = 0; b < N_BUCKETS; b++) {
-        while (p->buckets[b]) {
-            weir_upconn *u = p->buckets[b];
-            unlink_idle(u);
-            weir__upconn_close(u, false);
+        weir_upconn *u = buckets[b];
+        while (u) {
+            weir_upconn *next = u->next;
+            if (u->home == me) {
+                unlink_idle(u);
+                u->next = mine; /* reuse the link for our own list */
+                mine = u;
+            }
+            u = next;
         }
     }
-    free(p);
-    pool = NULL;
+    pthread_mutex_unlock(&pool_lock);
+    while (mine) {
+        weir_upconn *next = mine->next;
+        mine->next = NULL;
+        weir__timer_stop(loop, &mine->idle_timer);
+        weir__upconn_close(mine, false);
+        mine = next;
+    }
+}
+
+/* Frees this thread's pool record at worker exit (after close_all). */
+void weir__upool_thread_exit(void)
+{
+    free(self);
+    self = NULL;
 }

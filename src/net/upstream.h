@@ -1,14 +1,20 @@
 /*
- * upstream.h - connections to backends and the per-worker keep-alive pool.
+ * upstream.h - connections to backends and the keep-alive pool shared by
+ * all workers.
  *
- * A pooled idle connection stays registered on its loop, so a close or
- * stray bytes from the backend are seen at once and the connection is
- * dropped; it is never handed out after that. A connection goes back to the
- * pool only after a complete, well-framed exchange.
+ * One pool of idle connections for every worker (DESIGN.md), keyed by
+ * backend address, TLS flag and SNI; each key keeps at most `max_idle`
+ * connections in all, each at most its idle timeout. A pooled connection
+ * stays registered on the loop of the worker that put it there (its home),
+ * so a close or stray bytes from the backend are seen at once and it is
+ * dropped. A worker takes its own idle connections first; when it has none
+ * it takes another worker's: the socket is dup()ed onto a new connection
+ * object registered on the taker's loop, and the home worker is told to
+ * deregister and free the old one. Only a complete, well-framed exchange
+ * puts a connection back.
  *
- * The pool is per worker thread here (key: backend address, TLS flag, SNI);
- * each key keeps at most `max_idle` connections and each connection at
- * most its idle timeout. Loop thread only.
+ * Locking: one mutex guards the buckets (held for a list walk, never for
+ * I/O). Every other function runs on the connection's own loop thread.
  */
 #ifndef WEIR_NET_UPSTREAM_H
 #define WEIR_NET_UPSTREAM_H
@@ -28,17 +34,20 @@ struct weir_upconn {
     socklen_t addr_len;
     bool tls;
     uint32_t sni_hash;
-    bool connected;     /* the TCP handshake completed */
-    uint32_t n_used;    /* exchanges completed on it */
+    bool connected;  /* the TCP handshake completed */
+    uint32_t n_used; /* exchanges completed on it */
 
     /* while in use */
     void *owner;
     weir_upconn_wake_cb wake;
 
-    /* while idle in the pool */
+    /* while idle in the pool (guarded by the pool lock) */
     weir_upconn *next, *prev;
     uint32_t bucket;
-    weir_timer idle_timer;
+    bool in_pool;
+    bool migrated; /* taken by another worker: the home frees this object */
+    struct upool_home *home;
+    weir_timer idle_timer; /* on the home loop */
 };
 
 /* Takes an idle connection for peer from this worker's pool, or NULL. The
@@ -56,7 +65,14 @@ int weir__upconn_connect_result(weir_upconn *u);
 void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle);
 /* Closes and frees a connection that is not in the pool. */
 void weir__upconn_close(weir_upconn *u, bool reset);
-/* Closes every idle pooled connection of this worker (shutdown). */
+/* Closes every idle pooled connection this worker owns and stops pooling
+ * on it (shutdown). Call from the worker's thread. */
 void weir__upool_close_all(weir_loop *loop);
+
+/* Frees the calling worker's pool record; after its last close_all. */
+void weir__upool_thread_exit(void);
+
+/* Pool counters (all workers): connections taken from another worker. */
+uint64_t weir__upool_migrations(void);
 
 #endif

@@ -292,6 +292,7 @@ static void *worker_main(void *arg)
     weir__h1s_list_close_all(&w->conns);
     weir__upool_close_all(w->loop);
     weir__loop_run_pending(w->loop);
+    weir__upool_thread_exit();
     weir__pool_thread_release();
     return NULL;
 }
