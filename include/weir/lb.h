@@ -105,6 +105,10 @@ typedef enum weir_backend_outcome {
 /* Reports the outcome, ends the in-flight count and drops the reference. */
 void weir_backend_done(weir_backend *b, weir_backend_outcome outcome);
 
+/* Counts a connection used for a request to b: a new one, or one reused
+ * from the keep-alive pool (call from connected_to_upstream). */
+void weir_backend_note_connection(weir_backend *b, bool reused);
+
 /* The backend's address into peer->addr/addr_len (other fields untouched). */
 void weir_backend_peer(const weir_backend *b, weir_peer *peer);
 /* Its address as text ("ip:port"); valid while the reference is held. */
@@ -161,6 +165,8 @@ typedef struct weir_backend_info {
     uint64_t in_flight;
     uint64_t requests; /* selections */
     uint64_t failures; /* WEIR_BACKEND_FAILED reports */
+    uint64_t conns_new;    /* connections opened for requests */
+    uint64_t conns_reused; /* requests sent on a pooled connection */
 } weir_backend_info;
 
 /* Copies up to max members' state; returns the number of members. */

@@ -288,6 +288,13 @@ static bool fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, i
     return u && (uint32_t)attempt <= u->max_retries && c->n_tried < MAX_TRIED;
 }
 
+static void connected_to_upstream(weir_session *s, void *ctx, const weir_peer *peer, bool reused)
+{
+    req_ctx *c = ctx;
+    if (c && c->backend)
+        weir_backend_note_connection(c->backend, reused);
+}
+
 static void apply_headers(weir_headers *h, const weir_cfg_location *l, bool request)
 {
     const weir_cfg_headers *rm = request ? &l->proxy_remove : &l->resp_remove;
@@ -349,6 +356,7 @@ const weir_proxy_ops weir__app_ops = {
     .request_filter = request_filter,
     .upstream_peer = upstream_peer,
     .fail_to_connect = fail_to_connect,
+    .connected_to_upstream = connected_to_upstream,
     .upstream_request_filter = upstream_request_filter,
     .response_filter = response_filter,
     .logging = logging,

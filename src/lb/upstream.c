@@ -554,6 +554,11 @@ void weir_backend_done(weir_backend *b, weir_backend_outcome outcome)
     weir__lb_backend_unref(b);
 }
 
+void weir_backend_note_connection(weir_backend *b, bool reused)
+{
+    atomic_fetch_add_explicit(reused ? &b->conns_reused : &b->conns_new, 1, memory_order_relaxed);
+}
+
 void weir_backend_peer(const weir_backend *b, weir_peer *peer)
 {
     memcpy(&peer->addr, &b->addr, sizeof(peer->addr));
@@ -611,6 +616,8 @@ size_t weir_upstream_info(weir_upstream *u, weir_backend_info *out, size_t max)
         o->in_flight = atomic_load(&b->in_flight);
         o->requests = atomic_load(&b->requests);
         o->failures = atomic_load(&b->failures);
+        o->conns_new = atomic_load(&b->conns_new);
+        o->conns_reused = atomic_load(&b->conns_reused);
     }
     if (v)
         weir__lb_members_put(v, n);

@@ -33,6 +33,8 @@ struct weir_backend {
     _Atomic uint64_t in_flight;
     _Atomic uint64_t requests;
     _Atomic uint64_t failures;
+    _Atomic uint64_t conns_new;
+    _Atomic uint64_t conns_reused;
 
     /* active check state: control thread only */
     uint32_t hc_rise, hc_fall;
