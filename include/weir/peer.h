@@ -28,7 +28,7 @@ typedef struct weir_peer {
     uint32_t read_timeout_ms;    /* idle time between bytes of the response */
     uint32_t write_timeout_ms;   /* idle time while sending the request */
     uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
-    uint32_t keepalive; /* idle connections kept per worker for this peer; preset to the
+    uint32_t keepalive; /* idle connections kept for this peer (shared pool); preset to the
                            service's upstream_keepalive, 0 = never pool */
     void *user;                  /* the application's own pointer, e.g. its backend */
 } weir_peer;
