@@ -167,6 +167,7 @@ typedef struct weir_backend_info {
     uint64_t failures; /* WEIR_BACKEND_FAILED reports */
     uint64_t conns_new;    /* connections opened for requests */
     uint64_t conns_reused; /* requests sent on a pooled connection */
+    uint64_t health_changes; /* healthy <-> unhealthy transitions by the active check */
 } weir_backend_info;
 
 /* Copies up to max members' state; returns the number of members. */

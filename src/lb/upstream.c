@@ -618,6 +618,7 @@ size_t weir_upstream_info(weir_upstream *u, weir_backend_info *out, size_t max)
         o->failures = atomic_load(&b->failures);
         o->conns_new = atomic_load(&b->conns_new);
         o->conns_reused = atomic_load(&b->conns_reused);
+        o->health_changes = atomic_load(&b->health_changes);
     }
     if (v)
         weir__lb_members_put(v, n);

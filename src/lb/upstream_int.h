@@ -35,6 +35,7 @@ struct weir_backend {
     _Atomic uint64_t failures;
     _Atomic uint64_t conns_new;
     _Atomic uint64_t conns_reused;
+    _Atomic uint64_t health_changes;
 
     /* active check state: control thread only */
     uint32_t hc_rise, hc_fall;
