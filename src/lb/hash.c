@@ -42,12 +42,12 @@ int weir__lb_build_rr(lb_snapshot *s)
         return 0;
     uint64_t g = 0, total = 0;
     for (size_t i = 0; i < s->n; i++)
-        g = gcd(g, s->v[i]->weight);
+        g = gcd(g, s->w[i]);
     int64_t *cur = calloc(s->n, sizeof(*cur));
     if (!cur)
         return WEIR_ERR_NOMEM;
     for (size_t i = 0; i < s->n; i++)
-        total += s->v[i]->weight / g;
+        total += s->w[i] / g;
     /* One period is `total` picks; past the cap a prefix keeps the
      * proportions within 1/MAX_RR_PERIOD. */
     s->rr_period = total > MAX_RR_PERIOD ? MAX_RR_PERIOD : (size_t)total;
@@ -59,7 +59,7 @@ int weir__lb_build_rr(lb_snapshot *s)
     for (size_t k = 0; k < s->rr_period; k++) {
         size_t best = 0;
         for (size_t i = 0; i < s->n; i++) {
-            cur[i] += (int64_t)(s->v[i]->weight / g);
+            cur[i] += (int64_t)(s->w[i] / g);
             if (cur[i] > cur[best])
                 best = i;
         }
@@ -89,7 +89,7 @@ int weir__lb_build_ketama(lb_snapshot *s)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->n; i++)
-        n += (size_t)s->v[i]->weight * KETAMA_POINTS;
+        n += (size_t)s->w[i] * KETAMA_POINTS;
     if (n == 0)
         return 0;
     point *pts = malloc(n * sizeof(*pts));
@@ -107,7 +107,7 @@ int weir__lb_build_ketama(lb_snapshot *s)
         char buf[96];
         size_t tl = strlen(s->v[i]->text);
         memcpy(buf, s->v[i]->text, tl);
-        for (uint32_t p = 0; p < s->v[i]->weight * KETAMA_POINTS; p++) {
+        for (uint32_t p = 0; p < s->w[i] * KETAMA_POINTS; p++) {
             size_t len = tl;
             buf[len++] = '-';
             uint32_t v = p;
@@ -170,7 +170,7 @@ int weir__lb_build_maglev(lb_snapshot *s)
     size_t m = maglev_size(s->n);
     uint64_t g = 0;
     for (size_t i = 0; i < s->n; i++)
-        g = gcd(g, s->v[i]->weight);
+        g = gcd(g, s->w[i]);
     uint64_t *offset = malloc(s->n * sizeof(*offset));
     uint64_t *skip = malloc(s->n * sizeof(*skip));
     uint64_t *next = calloc(s->n, sizeof(*next));
@@ -193,7 +193,7 @@ int weir__lb_build_maglev(lb_snapshot *s)
     while (filled < m) {
         for (size_t i = 0; i < s->n && filled < m; i++) {
             /* a backend of weight w takes w turns per round */
-            for (uint64_t turn = 0; turn < s->v[i]->weight / g && filled < m; turn++) {
+            for (uint64_t turn = 0; turn < s->w[i] / g && filled < m; turn++) {
                 uint64_t c;
                 do {
                     c = (offset[i] + next[i] * skip[i]) % m;

@@ -72,6 +72,7 @@ static void snapshot_free(lb_snapshot *s)
     for (size_t i = 0; i < s->n; i++)
         weir__lb_backend_unref(s->v[i]);
     free(s->v);
+    free(s->w);
     free(s->rr_seq);
     free(s->cum_weight);
     free(s->ring);
@@ -87,13 +88,15 @@ static lb_snapshot *snapshot_build(const weir_upstream *u, weir_backend *const *
     if (!s)
         return NULL;
     s->v = calloc(n ? n : 1, sizeof(*s->v));
+    s->w = calloc(n ? n : 1, sizeof(*s->w));
     s->cum_weight = calloc(n ? n : 1, sizeof(*s->cum_weight));
-    if (!s->v || !s->cum_weight)
+    if (!s->v || !s->w || !s->cum_weight)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         s->v[i] = v[i];
         backend_ref(v[i]);
-        s->total_weight += v[i]->weight;
+        s->w[i] = atomic_load(&v[i]->weight);
+        s->total_weight += s->w[i];
         s->cum_weight[i] = s->total_weight;
     }
     s->n = n;
@@ -281,34 +284,30 @@ int weir_upstream_remove(weir_upstream *u, const char *addr)
 
 int weir_upstream_set_weight(weir_upstream *u, const char *addr, uint32_t weight)
 {
-    if (weight < 1 || weight > 10000)
-        return WEIR_ERR_INVAL;
-    /* A new backend object keeps the state (health, counters) but carries
-     * the new weight; requests in flight keep the old one. */
     struct sockaddr_storage ss;
     socklen_t len;
     char canon[64];
-    if (weir__addr_parse(addr, &ss, &len) < 0)
+    if (weight < 1 || weight > 10000 || weir__addr_parse(addr, &ss, &len) < 0)
         return WEIR_ERR_INVAL;
     weir__addr_format((struct sockaddr *)&ss, canon, sizeof(canon));
+    /* The member keeps its identity (health, breaker, in-flight count,
+     * counters); only the tables are rebuilt with the new weight. */
     pthread_mutex_lock(&u->lock);
     lb_snapshot *cur = atomic_load(&u->snap);
     long i = find_member(cur, canon);
-    weir_backend *nb = NULL;
-    if (i >= 0 && (nb = malloc(sizeof(*nb)))) {
-        weir_backend *ob = cur->v[i];
-        memcpy(nb, ob, sizeof(*nb));
-        atomic_store(&nb->refs, 1);
-        atomic_store(&nb->in_flight, 0);
-        nb->weight = weight;
+    int rc = WEIR_ERR_INVAL;
+    if (i >= 0) {
+        uint32_t old = atomic_exchange(&cur->v[i]->weight, weight);
+        lb_snapshot *s = snapshot_build(u, cur->v, cur->n);
+        if (s) {
+            publish(u, s);
+            rc = WEIR_OK;
+        } else {
+            atomic_store(&cur->v[i]->weight, old);
+            rc = WEIR_ERR_NOMEM;
+        }
     }
     pthread_mutex_unlock(&u->lock);
-    if (i < 0)
-        return WEIR_ERR_INVAL;
-    if (!nb)
-        return WEIR_ERR_NOMEM;
-    int rc = replace_member(u, addr, nb);
-    weir__lb_backend_unref(nb);
     return rc;
 }
 
@@ -332,25 +331,30 @@ int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain)
 
 /* ---- health ---- */
 
-/* Whether b may take a request now; may claim the half-open probe. */
-static bool usable(weir_backend *b, bool claim)
+enum { NOT_USABLE, USABLE, PROBE };
+
+/* Whether b may take a request now: USABLE, or PROBE when this call claimed
+ * the one half-open probe (only with claim). */
+static int usable(weir_backend *b, bool claim)
 {
     if (atomic_load_explicit(&b->draining, memory_order_relaxed) ||
         !atomic_load_explicit(&b->healthy, memory_order_relaxed))
-        return false;
+        return NOT_USABLE;
     int st = atomic_load_explicit(&b->breaker, memory_order_acquire);
     if (st == WEIR_BREAKER_CLOSED)
-        return true;
+        return USABLE;
     if (st == WEIR_BREAKER_HALF_OPEN)
-        return false; /* its one probe is out */
+        return NOT_USABLE; /* its one probe is out */
     uint64_t opened = atomic_load(&b->opened_at_ms);
     if (weir__lb_now_ms() - opened < b->up->opts.fail_timeout_ms)
-        return false;
+        return NOT_USABLE;
     if (!claim)
-        return true;
+        return USABLE;
     /* One selection wins the probe. */
     int expect = WEIR_BREAKER_OPEN;
-    return atomic_compare_exchange_strong(&b->breaker, &expect, WEIR_BREAKER_HALF_OPEN);
+    return atomic_compare_exchange_strong(&b->breaker, &expect, WEIR_BREAKER_HALF_OPEN)
+               ? PROBE
+               : NOT_USABLE;
 }
 
 static bool avoided(const weir_backend *b, const uint64_t *avoid, size_t n_avoid)
@@ -364,7 +368,7 @@ static bool avoided(const weir_backend *b, const uint64_t *avoid, size_t n_avoid
 
 static bool ok(weir_backend *b, const uint64_t *avoid, size_t n_avoid)
 {
-    return !avoided(b, avoid, n_avoid) && usable(b, false);
+    return !avoided(b, avoid, n_avoid) && usable(b, false) != NOT_USABLE;
 }
 
 /* Cheap thread-local xorshift for random choices. */
@@ -396,10 +400,10 @@ static long weighted_random(const lb_snapshot *s)
 }
 
 /* in_flight(a)/weight(a) < in_flight(b)/weight(b), without division */
-static int load_cmp(weir_backend *a, weir_backend *b)
+static int load_cmp(const lb_snapshot *s, size_t a, size_t b)
 {
-    uint64_t la = atomic_load_explicit(&a->in_flight, memory_order_relaxed) * b->weight;
-    uint64_t lb = atomic_load_explicit(&b->in_flight, memory_order_relaxed) * a->weight;
+    uint64_t la = atomic_load_explicit(&s->v[a]->in_flight, memory_order_relaxed) * s->w[b];
+    uint64_t lb = atomic_load_explicit(&s->v[b]->in_flight, memory_order_relaxed) * s->w[a];
     return la < lb ? -1 : la > lb;
 }
 
@@ -430,7 +434,7 @@ static long pick(weir_upstream *u, const lb_snapshot *s, uint64_t key, const uin
             size_t i = (start + k) % s->n;
             if (!ok(s->v[i], avoid, n_avoid))
                 continue;
-            int c = best < 0 ? -1 : load_cmp(s->v[i], s->v[best]);
+            int c = best < 0 ? -1 : load_cmp(s, i, (size_t)best);
             if (c < 0) {
                 best = (long)i;
                 ties = 1;
@@ -452,7 +456,7 @@ static long pick(weir_upstream *u, const lb_snapshot *s, uint64_t key, const uin
                 b = i;
         }
         if (a >= 0 && b >= 0)
-            return load_cmp(s->v[b], s->v[a]) < 0 ? b : a;
+            return load_cmp(s, (size_t)b, (size_t)a) < 0 ? b : a;
         if (a >= 0)
             return a;
         break;
@@ -489,12 +493,33 @@ static long pick(weir_upstream *u, const lb_snapshot *s, uint64_t key, const uin
     return -1;
 }
 
-static weir_backend *take(weir_backend *b)
+/*
+ * A reference for one request. The half-open probe gets its own handle (a
+ * copy pointing at the real backend through probe_of), so that its outcome
+ * alone decides the breaker: outcomes of requests selected before the
+ * ejection, still in flight, must not close or re-open it.
+ */
+static weir_backend *take(weir_backend *b, int how)
 {
+    if (how == NOT_USABLE)
+        return NULL;
     backend_ref(b);
     atomic_fetch_add_explicit(&b->in_flight, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&b->requests, 1, memory_order_relaxed);
-    return b;
+    if (how != PROBE)
+        return b;
+    weir_backend *h = malloc(sizeof(*h));
+    if (!h) {
+        /* No handle: give the probe back and treat it as unavailable. */
+        atomic_store(&b->breaker, WEIR_BREAKER_OPEN);
+        atomic_fetch_sub_explicit(&b->in_flight, 1, memory_order_relaxed);
+        weir__lb_backend_unref(b);
+        return NULL;
+    }
+    memcpy(h, b, sizeof(*h)); /* address, text, id for the accessors */
+    atomic_store(&h->refs, 1);
+    h->probe_of = b;
+    return h;
 }
 
 weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_t *avoid,
@@ -508,8 +533,9 @@ weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_
         if (i < 0)
             return NULL;
         /* Claim a half-open probe (or see that another request took it). */
-        if (usable(s->v[i], true))
-            return take(s->v[i]);
+        weir_backend *b = take(s->v[i], usable(s->v[i], true));
+        if (b)
+            return b;
     }
     return NULL;
 }
@@ -519,43 +545,60 @@ weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id)
     lb_snapshot *s = atomic_load_explicit(&u->snap, memory_order_acquire);
     for (size_t i = 0; i < s->n; i++) {
         if (s->v[i]->id == id)
-            return usable(s->v[i], true) ? take(s->v[i]) : NULL;
+            return take(s->v[i], usable(s->v[i], true));
     }
     return NULL;
 }
 
 void weir_backend_done(weir_backend *b, weir_backend_outcome outcome)
 {
+    weir_backend *probe = NULL;
+    if (b->probe_of) {
+        probe = b;
+        b = b->probe_of;
+    }
     weir_upstream *u = b->up;
     atomic_fetch_sub_explicit(&b->in_flight, 1, memory_order_relaxed);
-    if (outcome == WEIR_BACKEND_OK) {
-        atomic_store_explicit(&b->consecutive_fails, 0, memory_order_relaxed);
-        int st = atomic_load(&b->breaker);
-        if (st != WEIR_BREAKER_CLOSED) {
+    if (outcome == WEIR_BACKEND_FAILED)
+        atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
+    if (probe) {
+        /* The probe's outcome decides: closed, open again, or (it told
+         * nothing) open with the timeout already over, so the next
+         * selection probes again. */
+        if (outcome == WEIR_BACKEND_OK) {
+            atomic_store(&b->consecutive_fails, 0);
             atomic_store(&b->breaker, WEIR_BREAKER_CLOSED);
             weir_log_info("upstream %s: backend %s recovered (breaker closed)", u->name, b->text);
+        } else {
+            if (outcome == WEIR_BACKEND_FAILED)
+                atomic_store(&b->opened_at_ms, weir__lb_now_ms());
+            atomic_store(&b->breaker, WEIR_BREAKER_OPEN);
         }
-    } else if (outcome == WEIR_BACKEND_FAILED) {
-        atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
-        uint32_t n = atomic_fetch_add(&b->consecutive_fails, 1) + 1;
-        int st = atomic_load(&b->breaker);
-        if ((st == WEIR_BREAKER_HALF_OPEN) ||
-            (st == WEIR_BREAKER_CLOSED && u->opts.max_fails && n >= u->opts.max_fails)) {
-            atomic_store(&b->opened_at_ms, weir__lb_now_ms());
-            if (atomic_compare_exchange_strong(&b->breaker, &st, WEIR_BREAKER_OPEN))
-                weir_log_warn("upstream %s: backend %s ejected after %u consecutive failures "
-                              "(breaker open for %u ms)",
-                              u->name, b->text, n, u->opts.fail_timeout_ms);
+        free(probe);
+    } else if (atomic_load(&b->breaker) == WEIR_BREAKER_CLOSED) {
+        /* Outcomes of ordinary requests only count while closed: after an
+         * ejection, late results of older requests change nothing. */
+        if (outcome == WEIR_BACKEND_OK) {
+            atomic_store_explicit(&b->consecutive_fails, 0, memory_order_relaxed);
+        } else if (outcome == WEIR_BACKEND_FAILED) {
+            uint32_t n = atomic_fetch_add(&b->consecutive_fails, 1) + 1;
+            int st = WEIR_BREAKER_CLOSED;
+            if (u->opts.max_fails && n >= u->opts.max_fails) {
+                atomic_store(&b->opened_at_ms, weir__lb_now_ms());
+                if (atomic_compare_exchange_strong(&b->breaker, &st, WEIR_BREAKER_OPEN))
+                    weir_log_warn("upstream %s: backend %s ejected after %u consecutive "
+                                  "failures (breaker open for %u ms)",
+                                  u->name, b->text, n, u->opts.fail_timeout_ms);
+            }
         }
-    } else if (atomic_load(&b->breaker) == WEIR_BREAKER_HALF_OPEN) {
-        /* The probe told nothing: let another request probe. */
-        atomic_store(&b->breaker, WEIR_BREAKER_OPEN);
     }
     weir__lb_backend_unref(b);
 }
 
 void weir_backend_note_connection(weir_backend *b, bool reused)
 {
+    if (b->probe_of)
+        b = b->probe_of;
     atomic_fetch_add_explicit(reused ? &b->conns_reused : &b->conns_new, 1, memory_order_relaxed);
 }
 
@@ -609,7 +652,7 @@ size_t weir_upstream_info(weir_upstream *u, weir_backend_info *out, size_t max)
         weir_backend *b = v[i];
         weir_backend_info *o = &out[i];
         snprintf(o->addr, sizeof(o->addr), "%s", b->text);
-        o->weight = b->weight;
+        o->weight = atomic_load(&b->weight);
         o->healthy = atomic_load(&b->healthy);
         o->draining = atomic_load(&b->draining);
         o->breaker = (weir_breaker_state)atomic_load(&b->breaker);

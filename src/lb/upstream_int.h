@@ -20,10 +20,11 @@ struct weir_backend {
     _Atomic long refs;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char text[64]; /* "ip:port" */
-    uint64_t id;   /* weir_lb_hash of text */
-    uint32_t weight;
+    char text[64];           /* "ip:port" */
+    uint64_t id;             /* weir_lb_hash of text */
+    _Atomic uint32_t weight; /* the member's weight; snapshots keep their own copy */
     weir_upstream *up;
+    struct weir_backend *probe_of; /* set on a half-open probe handle: the real backend */
 
     _Atomic bool draining;
     _Atomic bool healthy; /* active check verdict */
@@ -44,6 +45,7 @@ struct weir_backend {
 /* The immutable member list and the algorithm's tables. */
 typedef struct lb_snapshot {
     weir_backend **v; /* members in insertion order */
+    uint32_t *w;      /* their weights when the snapshot was built */
     size_t n;
     uint64_t total_weight;
     uint32_t *rr_seq; /* smooth round robin: one period of member indexes */

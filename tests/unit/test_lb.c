@@ -844,14 +844,11 @@ Test(lb_breaker, max_fails_zero_never_opens)
 }
 
 /*
- * BUG: set_weight during a half-open probe ejects the backend for good.
- * weir_upstream_set_weight copies the backend object, breaker state
- * included (HALF_OPEN); the probe then completes on the old object, so the
- * new one stays HALF_OPEN, which usable() never selects and nothing ever
- * leaves (only weir_backend_done on that object could, and no request can
- * get it).
+ * Regression: set_weight during a half-open probe used to copy the backend
+ * (breaker included), so the probe's success landed on the old copy and
+ * the new one stayed half-open for good. Re-weighting now keeps the member.
  */
-Test(lb_breaker, set_weight_during_probe, .disabled = true)
+Test(lb_breaker, set_weight_during_probe)
 {
     uint64_t ida;
     weir_upstream *u = breaker_setup(&ida);
@@ -870,14 +867,11 @@ Test(lb_breaker, set_weight_during_probe, .disabled = true)
 }
 
 /*
- * BUG: the breaker takes any outcome as the probe's. A success reported by
- * a request that was selected before the breaker opened (a slow request
- * still in flight during the failures) closes the OPEN breaker at once:
- * weir_backend_done(OK) stores CLOSED whenever the state is not CLOSED,
- * so the backend is back in rotation without waiting fail_timeout and
- * without a probe, unlike the documented OPEN -> HALF_OPEN -> CLOSED.
+ * Regression: a success reported by a request selected before the breaker
+ * opened used to close it at once. Only the half-open probe's outcome
+ * decides now (it gets its own handle).
  */
-Test(lb_breaker, stale_success_keeps_it_open, .disabled = true)
+Test(lb_breaker, stale_success_keeps_it_open)
 {
     uint64_t ida;
     weir_upstream *u = breaker_setup(&ida);
@@ -893,12 +887,10 @@ Test(lb_breaker, stale_success_keeps_it_open, .disabled = true)
 }
 
 /*
- * BUG: same cause, half-open side. While the probe is out, a NOT_RELEVANT
- * outcome of an older request resets HALF_OPEN to OPEN (with the old,
- * expired opened_at), so the next selection claims a second probe while
- * the first is still out ("lets one probe request through").
+ * Regression: while the probe was out, a NOT_RELEVANT outcome of an older
+ * request reset HALF_OPEN to OPEN, letting a second probe through.
  */
-Test(lb_breaker, stale_outcome_keeps_one_probe, .disabled = true)
+Test(lb_breaker, stale_outcome_keeps_one_probe)
 {
     uint64_t ida;
     weir_upstream *u = breaker_setup(&ida);
