@@ -66,10 +66,13 @@ const char *weir_upstream_name(const weir_upstream *u);
 
 /* ---- membership (takes effect for the next selection) ---- */
 
+/* Members per upstream at most (keeps table builds bounded). */
+#define WEIR_UPSTREAM_MAX_BACKENDS 4096
+
 /*
  * Adds a backend at addr ("ip:port", numeric) with weight 1..10000.
- * Returns WEIR_OK, WEIR_ERR_INVAL (bad address or weight, or already
- * present) or WEIR_ERR_NOMEM.
+ * Returns WEIR_OK, WEIR_ERR_INVAL (bad address or weight, already present,
+ * or WEIR_UPSTREAM_MAX_BACKENDS reached) or WEIR_ERR_NOMEM.
  */
 int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight);
 /* Removes a backend: no new requests go to it, in-flight ones finish.

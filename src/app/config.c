@@ -26,6 +26,8 @@
 #include "app/toml.h"
 #include "net/sock.h"
 
+bool weir__config_resolve_names = true;
+
 typedef struct loader {
     const char *file;
     weir_cfg_errors *errs;
@@ -469,6 +471,11 @@ static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint
     for (size_t i = 0; i < u->n_backends; i++) {
         char addr[64];
         weir_peer_addr_str(&u->backends[i].peer, addr, sizeof(addr));
+        if (i >= WEIR_UPSTREAM_MAX_BACKENDS) {
+            err_at(ld, u->line, "[%s] has more than %d backends", section,
+                   WEIR_UPSTREAM_MAX_BACKENDS);
+            break;
+        }
         if (weir_upstream_add(u->lb, addr, u->backends[i].weight) == WEIR_ERR_INVAL)
             err_at(ld, u->line, "[%s] lists backend %s twice", section, addr);
     }
@@ -524,6 +531,10 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
         long port = strtol(colon + 1, &end, 10);
         if (*end || port < 1 || port > 65535) {
             err_at(ld, line, "invalid port in '%s:%s' in [%s]", addr, colon + 1, section);
+            return;
+        }
+        if (!weir__config_resolve_names) {
+            err_at(ld, line, "cannot resolve '%s' in [%s]: name resolution is off", addr, section);
             return;
         }
         struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};

@@ -148,6 +148,10 @@ void weir__config_unref(weir_config *c);
 
 void weir__cfg_errors_free(weir_cfg_errors *errs);
 
+/* When false, hostnames in upstream addresses are an error instead of
+ * being resolved (fuzzing must not query DNS). Default true. */
+extern bool weir__config_resolve_names;
+
 /* The embedded default configuration (TOML text). */
 extern const char weir__default_config[];
 

@@ -7,7 +7,8 @@
 
 #include "lb/upstream_int.h"
 
-#define KETAMA_POINTS 160 /* per unit of weight */
+#define KETAMA_POINTS 160           /* per unit of weight */
+#define KETAMA_MAX_POINTS (1 << 21) /* ring size cap (32 MiB of points) */
 #define MAX_RR_PERIOD 65536
 
 /* FNV-1a, then a murmur3-style finalizer so that nearby inputs ("a-1",
@@ -87,9 +88,17 @@ static int cmp_point(const void *a, const void *b)
 
 int weir__lb_build_ketama(lb_snapshot *s)
 {
+    /* 160 points per weight unit; only rings that would pass the cap get
+     * fewer (then keys can move between survivors when members change). */
+    uint64_t total = 0;
+    for (size_t i = 0; i < s->n; i++)
+        total += s->w[i];
+    uint32_t ppu = KETAMA_POINTS;
+    if (total * KETAMA_POINTS > KETAMA_MAX_POINTS)
+        ppu = total >= KETAMA_MAX_POINTS ? 1 : (uint32_t)(KETAMA_MAX_POINTS / total);
     size_t n = 0;
     for (size_t i = 0; i < s->n; i++)
-        n += (size_t)s->w[i] * KETAMA_POINTS;
+        n += (size_t)s->w[i] * ppu;
     if (n == 0)
         return 0;
     point *pts = malloc(n * sizeof(*pts));
@@ -107,7 +116,7 @@ int weir__lb_build_ketama(lb_snapshot *s)
         char buf[96];
         size_t tl = strlen(s->v[i]->text);
         memcpy(buf, s->v[i]->text, tl);
-        for (uint32_t p = 0; p < s->w[i] * KETAMA_POINTS; p++) {
+        for (uint32_t p = 0; p < s->w[i] * ppu; p++) {
             size_t len = tl;
             buf[len++] = '-';
             uint32_t v = p;

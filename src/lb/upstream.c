@@ -215,7 +215,7 @@ int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
     pthread_mutex_lock(&u->lock);
     lb_snapshot *cur = atomic_load(&u->snap);
     int rc = WEIR_ERR_INVAL;
-    if (find_member(cur, b->text) < 0) {
+    if (cur->n < WEIR_UPSTREAM_MAX_BACKENDS && find_member(cur, b->text) < 0) {
         weir_backend **v = malloc((cur->n + 1) * sizeof(*v));
         lb_snapshot *s = NULL;
         if (v) {
