@@ -11,6 +11,7 @@ command line tool from bench/run:
     lib.py cpu-jiffies [N]           "busy total" jiffies of CPU N (all CPUs if empty)
     lib.py parse-wrk FILE            print wrk results as shell-safe KEY=VALUE lines
     lib.py table RESULTS.tsv HEADER  print the results table
+    lib.py reuse-table REUSE.tsv HEADER SECS   print the upstream-reuse tables
 
 Process *trees* matter because nginx runs a master plus one worker: the worker
 does the work, but summing the tree keeps the numbers comparable with the
@@ -202,6 +203,99 @@ def table(path, header):
     return "\n".join(out)
 
 
+# ---- reuse tables (bench/run's reuse section) ----------------------------
+
+REUSE_FIELDS = ["run", "name", "status", "wrk_requests", "rps", "errors", "window_s",
+                "up_requests", "new_conns", "new_split", "cpu_us_req", "note"]
+REUSE_TARGET = 99.9  # weir's reuse %, and at least each peer's
+REUSE_RUNS = {
+    "A": 'run A "keep-alive clients": wrk -t2 -c200 (keep-alive)',
+    "B": 'run B "churn": wrk -t2 -c50 -H "Connection: close" (a new client connection per request)',
+}
+
+
+def _reuse_pct(r):
+    """Reuse % = 100 * (1 - new conns / upstream requests), rounded as printed."""
+    if r["status"] != "ok":
+        return None
+    new, req = _num(r["new_conns"]), _num(r["up_requests"])
+    if new is None or not req:
+        return None
+    return round(100.0 * (1.0 - new / req), 3)
+
+
+def reuse_table(path, header, duration):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            parts += [""] * (len(REUSE_FIELDS) - len(parts))
+            rows.append(dict(zip(REUSE_FIELDS, parts)))
+    out = [header, f"Target: weir reuse >= {REUSE_TARGET:.3f}% and >= each peer's "
+                   "(compared as printed, 3 decimals). Rows that miss it are marked MISS."]
+    cols = (f"{'proxy':<8} {'wrk req':>9} {'req/s':>7} {'counted req':>11} {'new conns':>9} "
+            f"{'(be1+be2)':<15} {'per 1k req':>10} {'reuse %':>8} {'CPU us/req':>10}  "
+            f"{'errors':<12} target")
+    verdicts = []
+    for run in ("A", "B"):
+        rr = [r for r in rows if r["run"] == run]
+        if not rr:
+            continue
+        out += ["", f"{REUSE_RUNS[run]}, counted {duration}s", cols, "-" * len(cols)]
+        pct = {r["name"]: _reuse_pct(r) for r in rr}
+        peers = [r["name"] for r in rr if r["name"] != "weir"]
+        for r in rr:
+            name = r["name"]
+            if r["status"] != "ok":
+                out.append(f"{name:<8} {'failed':>9}  ({r['note'] or 'see log above'})"
+                           + ("  MISS" if name == "weir" else ""))
+                continue
+            p = pct[name]
+            new, req = _num(r["new_conns"]), _num(r["up_requests"])
+            per1k = "-" if p is None else f"{1000.0 * new / req:.3f}"
+            miss = []
+            if p is None:
+                miss.append("no requests")
+            elif p < REUSE_TARGET:
+                miss.append(f"< {REUSE_TARGET:g}%")
+            if name == "weir" and p is not None:
+                miss += [f"< {o}" for o in peers if pct[o] is not None and p < pct[o]]
+            if name == "weir":
+                target = "ok" if not miss else "MISS: " + ", ".join(miss)
+            else:  # the target is weir's; a peer below 99.9% is only noted
+                target = "ok" if not miss else "(" + ", ".join(miss) + ")"
+            errs = r["errors"] or "none"
+            if r["errors"]:
+                errs = "!! " + errs  # numbers from a run with errors are suspect
+            if r["note"]:
+                target += f"  [{r['note']}]"
+            cpu = _fmt(r["cpu_us_req"], ".2f")
+            out.append(f"{name:<8} {r['wrk_requests'] or '-':>9} {_fmt(r['rps'], '.0f'):>7} "
+                       f"{r['up_requests']:>11} {r['new_conns']:>9} {'(' + r['new_split'] + ')':<15} "
+                       f"{per1k:>10} {'-' if p is None else f'{p:.3f}':>8} {cpu:>10}  "
+                       f"{errs:<12} {target}")
+        w = next((r for r in rr if r["name"] == "weir"), None)
+        if w is not None:
+            wp = pct["weir"]
+            missing = [o for o in peers if pct[o] is None]
+            if wp is None:
+                verdicts.append(f"run {run}: weir target MISSED (no result)")
+            else:
+                reasons = []
+                if wp < REUSE_TARGET:
+                    reasons.append(f"{wp:.3f}% < {REUSE_TARGET:.3f}%")
+                reasons += [f"below {o} ({pct[o]:.3f}%)" for o in peers
+                            if pct[o] is not None and wp < pct[o]]
+                v = f"run {run}: weir target " + ("met" if not reasons else
+                                                  "MISSED: " + "; ".join(reasons))
+                if missing:
+                    v += f" (no comparison with {', '.join(missing)}: no result)"
+                verdicts.append(v)
+    if verdicts:
+        out += [""] + verdicts
+    return "\n".join(out)
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "free-port":
@@ -219,6 +313,8 @@ def main(argv):
             print(f"WRK_{k.upper()}='{v}'")
     elif cmd == "table":
         print(table(argv[2], argv[3]))
+    elif cmd == "reuse-table":
+        print(reuse_table(argv[2], argv[3], argv[4]))
     else:
         sys.exit(__doc__)
 
