@@ -627,7 +627,7 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     get_duration(ld, t, "write_timeout", section, 86400000, false, &u->write_timeout_ms);
     get_duration(ld, t, "idle_timeout", section, 86400000, true, &u->idle_timeout_ms);
     int64_t v;
-    u->keepalive = 64;
+    u->keepalive = 256;
     if (get_int(ld, t, "keepalive", section, 0, 100000, &v))
         u->keepalive = (uint32_t)v;
 }

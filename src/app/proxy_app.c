@@ -235,12 +235,15 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     if (!u || !u->lb)
         return answer(s, 503, "Service Unavailable");
     weir_backend *b = NULL;
+    bool from_cookie = false;
     if (u->sticky_cookie && c->n_tried == 0) {
         b = sticky_backend(s, u);
-        c->set_sticky = b == NULL;
+        from_cookie = b != NULL;
     }
     if (!b)
         b = weir_upstream_select(u->lb, hash_key(s, u), c->tried, c->n_tried);
+    /* Any backend but the cookie's (first pick or a retry) re-pins the client. */
+    c->set_sticky = u->sticky_cookie && !from_cookie;
     if (!b) {
         /* Nothing usable: at once 503, or 502 after this request's failures. */
         if (c->n_tried)

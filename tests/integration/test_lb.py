@@ -765,9 +765,6 @@ def test_sticky_cookie_of_a_dead_backend_moves(backend, proxy):
             assert sticky_cookie(r) not in (None, cid), r.headers
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: a request whose sticky backend fails and is "
-                   "retried elsewhere is answered without a new cookie (set_sticky is only "
-                   "decided on the first attempt in proxy_app.c upstream_peer)")
 @pytest.mark.deadline(20)
 def test_sticky_cookie_repins_after_a_failover(backend, proxy):
     bs = {n: named(backend, n) for n in ("a", "b", "c")}
