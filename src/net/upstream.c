@@ -123,6 +123,21 @@ static bool leave_pool(weir_upconn *u)
     return was;
 }
 
+/* True if nothing is waiting on an idle connection: no bytes, no close.
+ * epoll can report readiness whose bytes were already read in the same
+ * loop round (the event was queued before the read), so an event alone
+ * does not prove the connection is dirty. */
+static bool idle_clean(weir_upconn *u)
+{
+    char c;
+    ssize_t n = recv(u->conn.io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        u->conn.readable = false;
+        return true;
+    }
+    return false;
+}
+
 static void io_cb(weir_io *io, uint32_t events)
 {
     weir_upconn *u = weir_container_of(io, weir_upconn, conn.io);
@@ -131,9 +146,13 @@ static void io_cb(weir_io *io, uint32_t events)
         u->wake(u->owner);
         return;
     }
-    /* Idle in the pool: any event means the backend closed the connection
-     * or sent bytes nobody asked for. Either way it cannot be reused. A
-     * connection another worker took is freed by the task it posted. */
+    if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        return; /* writable: nothing to see on an idle connection */
+    if (!(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && idle_clean(u))
+        return;
+    /* Idle in the pool: the backend closed the connection or sent bytes
+     * nobody asked for. Either way it cannot be reused. A connection
+     * another worker took is freed by the task it posted. */
     if (leave_pool(u))
         weir__upconn_close(u, false);
 }
@@ -289,7 +308,7 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
     /* Readable here means bytes or a close came after the response: either
      * way the connection is not clean. */
     if (!me || idle_timeout_ms == 0 || max_idle == 0 || u->conn.eof || u->conn.error ||
-        u->conn.hup || u->conn.readable || u->conn.rstart != u->conn.rend) {
+        u->conn.hup || (u->conn.readable && !idle_clean(u)) || u->conn.rstart != u->conn.rend) {
         weir__upconn_close(u, false);
         return;
     }
