@@ -22,14 +22,16 @@ extern "C" {
 typedef struct weir_peer {
     struct sockaddr_storage addr; /* backend address (IPv4 or IPv6) */
     socklen_t addr_len;
-    bool tls;       /* TLS to the backend (not supported yet: such a peer fails with 502) */
-    char sni[256];  /* TLS server name, NUL-terminated; empty = none */
+    bool tls;              /* TLS to the backend (not supported yet: such a peer fails with 502) */
+    char sni[256];         /* TLS server name, NUL-terminated; empty = none */
+    char alpn[32];         /* TLS ALPN protocols offered, e.g. "h2,http/1.1"; empty = none */
+    char client_cert[256]; /* name of the client certificate for mTLS; empty = none */
     uint32_t connect_timeout_ms; /* TCP connect */
     uint32_t read_timeout_ms;    /* idle time between bytes of the response */
     uint32_t write_timeout_ms;   /* idle time while sending the request */
     uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
-    uint32_t keepalive; /* idle connections kept for this peer (shared pool); preset to the
-                           service's upstream_keepalive, 0 = never pool */
+    uint32_t keepalive;          /* idle connections kept for this peer (shared pool); preset to the
+                                    service's upstream_keepalive, 0 = never pool */
     void *user;                  /* the application's own pointer, e.g. its backend */
 } weir_peer;
 

@@ -58,9 +58,24 @@ static uint32_t fnv(const void *p, size_t len, uint32_t h)
     return h;
 }
 
-static uint32_t sni_hash(const weir_peer *peer)
+/* The TLS part of the pool key (SNI, ALPN, client certificate) as a 64-bit
+ * hash: connections differing in any of them are never mixed (a collision
+ * needs 2^32 distinct keys in practice). */
+static uint64_t tls_key(const weir_peer *peer)
 {
-    return fnv(peer->sni, strnlen(peer->sni, sizeof(peer->sni)), 2166136261u);
+    uint64_t h = 1469598103934665603ull;
+    const char *parts[3] = {peer->sni, peer->alpn, peer->client_cert};
+    size_t lens[3] = {sizeof(peer->sni), sizeof(peer->alpn), sizeof(peer->client_cert)};
+    for (int k = 0; k < 3; k++) {
+        size_t n = strnlen(parts[k], lens[k]);
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ (unsigned char)parts[k][i]) * 1099511628211ull;
+        h = (h ^ 0xffu) * 1099511628211ull; /* separator */
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
 }
 
 static uint32_t addr_bucket(const struct sockaddr *sa)
@@ -88,9 +103,9 @@ static upool_home *home_of(weir_loop *loop)
     return self;
 }
 
-static bool same_key(const weir_upconn *u, const struct sockaddr *addr, bool tls, uint32_t sh)
+static bool same_key(const weir_upconn *u, const struct sockaddr *addr, bool tls, uint64_t sh)
 {
-    return u->tls == tls && u->sni_hash == sh &&
+    return u->tls == tls && u->tls_key == sh &&
            weir__addr_equal((const struct sockaddr *)&u->addr, addr);
 }
 
@@ -188,7 +203,7 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
         memcpy(&nu->addr, &u->addr, sizeof(nu->addr));
         nu->addr_len = u->addr_len;
         nu->tls = u->tls;
-        nu->sni_hash = u->sni_hash;
+        nu->tls_key = u->tls_key;
         nu->connected = true;
         nu->n_used = u->n_used;
         /* The socket is idle and writable; the new registration reports that. */
@@ -213,7 +228,8 @@ weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owne
         return NULL;
     upool_home *me = home_of(loop);
     const struct sockaddr *addr = (const struct sockaddr *)&peer->addr;
-    uint32_t b = addr_bucket(addr), sh = sni_hash(peer);
+    uint32_t b = addr_bucket(addr);
+    uint64_t sh = tls_key(peer);
     weir_upconn *mine = NULL, *other = NULL;
     pthread_mutex_lock(&pool_lock);
     for (weir_upconn *u = buckets[b]; u; u = u->next) {
@@ -268,7 +284,7 @@ weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *
     memcpy(&u->addr, &peer->addr, sizeof(u->addr));
     u->addr_len = peer->addr_len;
     u->tls = peer->tls;
-    u->sni_hash = sni_hash(peer);
+    u->tls_key = tls_key(peer);
     u->owner = owner;
     u->wake = wake;
     return u;
@@ -322,7 +338,7 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
      * max_idle of them: the common case costs nothing. */
     if (n_bucket[b] >= max_idle) {
         for (weir_upconn *o = buckets[b]; o; o = o->next) {
-            if (same_key(o, (const struct sockaddr *)&u->addr, u->tls, u->sni_hash))
+            if (same_key(o, (const struct sockaddr *)&u->addr, u->tls, u->tls_key))
                 same++;
         }
     }

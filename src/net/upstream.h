@@ -3,7 +3,7 @@
  * all workers.
  *
  * One pool of idle connections for every worker (DESIGN.md), keyed by
- * backend address, TLS flag and SNI; each key keeps at most `max_idle`
+ * backend address, TLS flag, SNI, ALPN and client certificate; each key keeps at most `max_idle`
  * connections in all, each at most its idle timeout. A pooled connection
  * stays registered on the loop of the worker that put it there (its home),
  * so a close or stray bytes from the backend are seen at once and it is
@@ -33,7 +33,7 @@ struct weir_upconn {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     bool tls;
-    uint32_t sni_hash;
+    uint64_t tls_key; /* hash of SNI, ALPN and client certificate */
     bool connected;  /* the TCP handshake completed */
     uint32_t n_used; /* exchanges completed on it */
 
