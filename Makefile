@@ -3,13 +3,14 @@
 JOBS ?= $(shell nproc)
 BUILD ?= build
 TEST_BUILD ?= build-test
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 PYTHON ?= /usr/bin/python3
 ifeq ($(CI),true)
   CMAKE_EXTRA += -DWEIR_WERROR=ON
 endif
 
-.PHONY: all deps run test unit integration fuzz-replay fuzz bench format clean
+.PHONY: all deps run test unit integration fuzz-replay tsan fuzz bench format clean
 
 all:
 	@scripts/install-deps build
@@ -29,7 +30,7 @@ $(TEST_BUILD)/.built: FORCE
 FORCE:
 
 test: $(TEST_BUILD)/.built
-	$(MAKE) --no-print-directory unit fuzz-replay integration
+	$(MAKE) --no-print-directory unit fuzz-replay integration tsan
 
 unit:
 	ASAN_OPTIONS=detect_leaks=1 $(abspath $(TEST_BUILD))/bin/unit_tests --jobs 2
@@ -43,6 +44,20 @@ fuzz-replay:
 
 integration:
 	WEIR_BUILD=$(abspath $(TEST_BUILD)) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# ThreadSanitizer over the multi-threaded paths (shared upstream pool,
+# load balancer, health checker, shutdown): the weir binaries built with
+# TSan, driven by the integration tests that use several workers.
+TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurrency.py \
+              tests/integration/test_lb.py tests/integration/test_shutdown.py \
+              tests/integration/test_api.py
+tsan:
+	@scripts/install-deps build test
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \
+	      -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread $(CMAKE_EXTRA) >/dev/null
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target weir weir-lb-app weir-test-app round_robin
+	WEIR_BUILD=$(abspath $(TSAN_BUILD)) TSAN_OPTIONS=halt_on_error=0 \
+	    $(PYTHON) -m pytest -q $(TSAN_TESTS) $(PYTEST_ARGS)
 
 # libFuzzer builds with clang: build-fuzz/bin/<parser>_fuzz.
 fuzz:
@@ -58,4 +73,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -5,6 +5,7 @@
 #include "core/loop.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ typedef struct task_vec {
 struct weir_loop {
     int id;
     int epfd;
-    volatile int stop;
+    _Atomic int stop;
     uint64_t now_ms;
     uint64_t now_us;
     uint64_t wall_ms;
@@ -42,6 +43,7 @@ struct weir_loop {
     weir_io wake;          /* eventfd for posts and stop */
     pthread_mutex_t lock;  /* guards `posted` */
     task_vec posted;       /* filled by any thread */
+    _Atomic bool has_posted; /* posted.n > 0, readable without the lock */
     task_vec deferred;     /* loop thread only */
 };
 
@@ -284,6 +286,8 @@ int weir__loop_post(weir_loop *loop, weir_task_cb cb, void *arg)
 {
     pthread_mutex_lock(&loop->lock);
     int rc = vec_push(&loop->posted, cb, arg);
+    if (rc == 0)
+        atomic_store_explicit(&loop->has_posted, true, memory_order_release);
     pthread_mutex_unlock(&loop->lock);
     if (rc == 0) {
         uint64_t one = 1;
@@ -300,10 +304,11 @@ int weir__loop_defer(weir_loop *loop, weir_task_cb cb, void *arg)
 
 static void run_tasks(weir_loop *loop)
 {
-    if (loop->posted.n > 0) {
+    if (atomic_load_explicit(&loop->has_posted, memory_order_acquire)) {
         pthread_mutex_lock(&loop->lock);
         task_vec mine = loop->posted;
         loop->posted = (task_vec){0};
+        atomic_store_explicit(&loop->has_posted, false, memory_order_relaxed);
         pthread_mutex_unlock(&loop->lock);
         for (size_t i = 0; i < mine.n; i++)
             mine.v[i].cb(mine.v[i].arg);
@@ -322,7 +327,7 @@ static void run_tasks(weir_loop *loop)
 
 void weir__loop_run_pending(weir_loop *loop)
 {
-    while (loop->deferred.n > 0 || loop->posted.n > 0)
+    while (loop->deferred.n > 0 || atomic_load(&loop->has_posted))
         run_tasks(loop);
 }
 

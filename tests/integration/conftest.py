@@ -22,7 +22,8 @@ import backends  # noqa: E402
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.abspath(os.environ.get("WEIR_BUILD", os.path.join(REPO, "build-test")))
 BIN = os.path.join(BUILD, "bin")
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
+                   "WARNING: ThreadSanitizer")
 ASAN_OPTIONS = "detect_leaks=1:abort_on_error=0"
 DEFAULT_DEADLINE = 60
 
