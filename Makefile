@@ -50,7 +50,7 @@ integration:
 # TSan, driven by the integration tests that use several workers.
 TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurrency.py \
               tests/integration/test_lb.py tests/integration/test_shutdown.py \
-              tests/integration/test_api.py
+              tests/integration/test_api.py tests/integration/test_reload.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \

@@ -37,6 +37,9 @@ weir_logger *weir_logger_open(const char *path);
 /* Queues one line (copied; a newline is appended). Returns 0, or -1 if it
  * was dropped because the queue is full. Any thread. */
 int weir_logger_write(weir_logger *l, const char *line, size_t len);
+/* Reopens the file (after logrotate moved it); the writer thread does it
+ * before its next write. No effect for stdout. Any thread. */
+void weir_logger_reopen(weir_logger *l);
 /* Lines dropped so far. */
 uint64_t weir_logger_dropped(const weir_logger *l);
 /* Writes what is queued, stops the thread, closes the file. NULL is

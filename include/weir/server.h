@@ -28,6 +28,11 @@ typedef struct weir_server_options {
     uint32_t grace_period_ms;  /* SIGTERM drain limit; 0 = 10000 */
     const char *access_log;    /* NULL = none, "-" = stdout, else a file path (appended) */
     bool handle_signals;       /* run installs SIGTERM/SIGINT/SIGQUIT handling (signalfd) */
+    /* With handle_signals: called on the main thread on SIGHUP (reload the
+     * configuration) and SIGUSR1 (reopen log files); NULL = ignored. */
+    void (*on_reload)(void *arg);
+    void (*on_reopen_logs)(void *arg);
+    void *signal_arg;
 } weir_server_options;
 
 /* Creates a server; NULL on allocation failure. Main thread. */
@@ -50,6 +55,14 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
  * on a running server or beyond 1024 upstreams. Main thread, before run.
  */
 int weir_server_add_upstream(weir_server *srv, weir_upstream *u);
+
+/*
+ * Replaces the set of upstreams whose health checks the control thread
+ * runs (a reload): the checker restarts on the new set; backends of the new
+ * upstreams start healthy. Main thread, while the server runs (e.g. from
+ * on_reload). Returns WEIR_OK, or WEIR_ERR_NOMEM (the old set stays).
+ */
+int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_t n);
 
 /*
  * Starts the workers and blocks until the server stops: on SIGTERM/SIGINT

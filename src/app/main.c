@@ -376,6 +376,42 @@ static int apply_basic(const weir_config *cfg, const cli *c)
     return 0;
 }
 
+/* What the signal hooks need. */
+typedef struct running {
+    weir_app *app;
+    weir_server *srv;
+    const char *config_path; /* NULL: nothing to reload */
+    const char *error_log;   /* NULL: stderr as started */
+} running;
+
+static void on_reload(void *arg)
+{
+    running *r = arg;
+    if (!r->app)
+        return;
+    if (!r->config_path) {
+        weir_log(WEIR_LEVEL_WARN, "reload: weir runs without a configuration file (-c)");
+        return;
+    }
+    weir__app_reload(r->app, r->config_path, r->srv);
+}
+
+static void on_reopen_logs(void *arg)
+{
+    running *r = arg;
+    if (r->error_log) {
+        int fd = open(r->error_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        } else {
+            weir_log(WEIR_LEVEL_ERROR, "error_log %s: %s", r->error_log, strerror(errno));
+        }
+    }
+    if (r->app)
+        weir__app_reopen_logs(r->app);
+}
+
 int main(int argc, char **argv)
 {
     cli c = {0};
@@ -406,10 +442,14 @@ int main(int argc, char **argv)
         weir__config_unref(cfg);
         return 1;
     }
+    static running run_state;
     weir_server_options sopts = {
         .threads = c.threads ? c.threads : cfg->basic.threads,
         .grace_period_ms = c.grace_ms ? c.grace_ms : cfg->basic.grace_period_ms,
         .handle_signals = true,
+        .on_reload = on_reload,
+        .on_reopen_logs = on_reopen_logs,
+        .signal_arg = &run_state,
     };
     weir_server *srv = weir_server_new(&sopts);
     if (!srv) {
@@ -419,7 +459,9 @@ int main(int argc, char **argv)
     }
     /* The app takes one reference; ours keeps [basic] readable to the end. */
     weir_app *app = weir__app_new(weir__config_ref(cfg), srv);
+    run_state = (running){app, srv, c.config, cfg->basic.error_log};
     rc = app ? weir_server_run(srv) : WEIR_ERR_INVAL;
+    run_state.app = NULL;
     weir__app_free(app);
     weir_server_free(srv);
     if (cfg->basic.pid_file)

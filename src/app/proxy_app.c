@@ -365,6 +365,86 @@ const weir_proxy_ops weir__app_ops = {
     .logging = logging,
 };
 
+/* Upstreams with a health check, for the server's control thread. */
+static size_t checked_upstreams(weir_config *cfg, weir_upstream **out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_upstreams && n < max; i++) {
+        if (cfg->upstreams[i].lb && cfg->upstreams[i].hc.kind != WEIR_HEALTH_NONE)
+            out[n++] = cfg->upstreams[i].lb;
+    }
+    return n;
+}
+
+/* Same servers, in the same order, on the same addresses and log files:
+ * what a reload can take without touching listeners. */
+static const char *listeners_differ(const weir_config *a, const weir_config *b)
+{
+    if (a->n_servers != b->n_servers)
+        return "the set of servers changed";
+    for (size_t i = 0; i < a->n_servers; i++) {
+        const weir_cfg_server *x = &a->servers[i], *y = &b->servers[i];
+        if (strcmp(x->name, y->name) != 0)
+            return "the set of servers changed";
+        if (x->n_addrs != y->n_addrs)
+            return "listen addresses changed";
+        for (size_t k = 0; k < x->n_addrs; k++) {
+            if (strcmp(x->addrs[k], y->addrs[k]) != 0)
+                return "listen addresses changed";
+        }
+        const char *fx = x->access_log ? (x->access_log_file ? x->access_log_file : "-") : "";
+        const char *fy = y->access_log ? (y->access_log_file ? y->access_log_file : "-") : "";
+        if (strcmp(fx, fy) != 0)
+            return "an access log was turned on, off or moved";
+        if (memcmp(&x->opts, &y->opts, sizeof(x->opts)) != 0)
+            return "server timeouts or limits changed";
+    }
+    return NULL;
+}
+
+int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *nc = weir__config_load_file(path, &errs);
+    if (!nc) {
+        for (size_t i = 0; i < errs.n; i++)
+            weir_log(WEIR_LEVEL_ERROR, "%s", errs.v[i]);
+        weir_log(WEIR_LEVEL_ERROR, "reload failed (%zu errors): the running configuration stays",
+                 errs.n);
+        weir__cfg_errors_free(&errs);
+        return WEIR_ERR_INVAL;
+    }
+    weir_config *old = atomic_load(&app->current);
+    const char *why = listeners_differ(old, nc);
+    if (why) {
+        weir_log(WEIR_LEVEL_ERROR,
+                 "reload of %s refused: %s; that needs a restart or a binary upgrade "
+                 "(the running configuration stays)",
+                 path, why);
+        weir__config_unref(nc);
+        return WEIR_ERR_INVAL;
+    }
+    weir_upstream *ups[1024];
+    size_t n = checked_upstreams(nc, ups, 1024);
+    if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {
+        weir_log(WEIR_LEVEL_ERROR, "reload failed: cannot restart the health checks");
+        weir__config_unref(nc);
+        return WEIR_ERR_INVAL;
+    }
+    /* New requests pin the new snapshot; requests in flight keep the old
+     * one alive until they end. */
+    atomic_store_explicit(&app->current, nc, memory_order_release);
+    weir__config_unref(old);
+    weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
+    return WEIR_OK;
+}
+
+void weir__app_reopen_logs(weir_app *app)
+{
+    for (size_t i = 0; i < app->n_servers; i++)
+        weir_logger_reopen(app->servers[i].logger);
+}
+
 weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
 {
     weir_app *app = calloc(1, sizeof(*app));
@@ -377,11 +457,10 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         weir_log(WEIR_LEVEL_ERROR, "%s: at most %d servers", cfg->file, MAX_SERVERS);
         goto fail;
     }
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        if (cfg->upstreams[i].lb && cfg->upstreams[i].hc.kind != WEIR_HEALTH_NONE &&
-            weir_server_add_upstream(srv, cfg->upstreams[i].lb) != WEIR_OK)
-            goto fail;
-    }
+    weir_upstream *ups[1024];
+    size_t n_ups = checked_upstreams(cfg, ups, 1024);
+    if (weir_server_set_upstreams(srv, ups, n_ups) != WEIR_OK)
+        goto fail;
     for (size_t i = 0; i < cfg->n_servers; i++) {
         weir_cfg_server *cs = &cfg->servers[i];
         server_app *sa = &app->servers[app->n_servers++];

@@ -24,6 +24,19 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv);
  * stopped. */
 void weir__app_free(weir_app *app);
 
+/*
+ * Reloads the configuration from `path` (main thread, e.g. on SIGHUP): a
+ * valid file whose servers keep their names, order and listen addresses
+ * becomes the current snapshot at once (new requests use it, requests in
+ * flight finish on theirs) and its health checks replace the old ones on
+ * srv. Any error, or a change of listeners, keeps the running
+ * configuration and is logged. Returns WEIR_OK or WEIR_ERR_INVAL.
+ */
+int weir__app_reload(weir_app *app, const char *path, weir_server *srv);
+
+/* Reopens the access-log files (SIGUSR1, after logrotate). */
+void weir__app_reopen_logs(weir_app *app);
+
 /* The phases (exposed for tests). */
 extern const weir_proxy_ops weir__app_ops;
 

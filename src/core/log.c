@@ -68,6 +68,8 @@ void weir__log(enum weir_log_level level, const char *fmt, ...)
 struct weir_logsink {
     int fd;
     bool own_fd;
+    char *path;  /* for reopening */
+    bool reopen; /* guarded by lock */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -83,7 +85,7 @@ static void *sink_main(void *arg)
     char *out = malloc(SINK_CAP);
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (s->len == 0 && !s->stopping)
+        while (s->len == 0 && !s->stopping && !s->reopen)
             pthread_cond_wait(&s->cond, &s->lock);
         if (s->len == 0 && s->stopping)
             break;
@@ -91,7 +93,18 @@ static void *sink_main(void *arg)
         size_t n = s->len;
         memcpy(out, s->buf, n);
         s->len = 0;
+        bool reopen = s->reopen;
+        s->reopen = false;
         pthread_mutex_unlock(&s->lock);
+        if (reopen && s->own_fd) {
+            int fd = open(s->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (fd >= 0) {
+                close(s->fd);
+                s->fd = fd;
+            } else {
+                weir_log_error("access log %s: cannot reopen: %s", s->path, strerror(errno));
+            }
+        }
         size_t off = 0;
         while (off < n) {
             ssize_t w = write(s->fd, out + off, n - off);
@@ -124,6 +137,7 @@ weir_logsink *weir__logsink_open(const char *path)
             return NULL;
         }
         s->own_fd = true;
+        s->path = strdup(path);
     }
     s->buf = malloc(SINK_CAP);
     pthread_mutex_init(&s->lock, NULL);
@@ -140,6 +154,7 @@ weir_logsink *weir__logsink_open(const char *path)
         if (s->own_fd)
             close(s->fd);
         free(s->buf);
+        free(s->path);
         free(s);
         return NULL;
     }
@@ -178,7 +193,16 @@ void weir__logsink_close(weir_logsink *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     free(s->buf);
+    free(s->path);
     free(s);
+}
+
+static void logsink_reopen(weir_logsink *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->reopen = true;
+    pthread_mutex_unlock(&s->lock);
+    pthread_cond_signal(&s->cond);
 }
 
 uint64_t weir__logsink_dropped(const weir_logsink *s)
@@ -214,6 +238,12 @@ int weir_logger_write(weir_logger *l, const char *line, size_t len)
 uint64_t weir_logger_dropped(const weir_logger *l)
 {
     return weir__logsink_dropped((const weir_logsink *)l);
+}
+
+void weir_logger_reopen(weir_logger *l)
+{
+    if (l)
+        logsink_reopen((weir_logsink *)l);
 }
 
 void weir_logger_close(weir_logger *l)

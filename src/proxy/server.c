@@ -79,6 +79,7 @@ struct weir_server {
     weir_upstream **upstreams; /* checked by the control thread */
     size_t n_upstreams;
     bool running;
+    weir_health_runner *health; /* main thread only */
 };
 
 #define MAX_UPSTREAMS 1024
@@ -194,6 +195,28 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
     }
     srv->n_addrs += n_addrs;
     srv->n_services++;
+    return WEIR_OK;
+}
+
+int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_t n)
+{
+    weir_upstream **nv = malloc((n ? n : 1) * sizeof(*nv));
+    if (!nv)
+        return WEIR_ERR_NOMEM;
+    memcpy(nv, ups, n * sizeof(*nv));
+    weir_health_runner *fresh = NULL;
+    if (srv->running) {
+        fresh = weir__health_start(nv, n);
+        if (!fresh) {
+            free(nv);
+            return WEIR_ERR_NOMEM;
+        }
+        weir__health_stop(srv->health);
+        srv->health = fresh;
+    }
+    free(srv->upstreams);
+    srv->upstreams = nv;
+    srv->n_upstreams = n;
     return WEIR_OK;
 }
 
@@ -352,6 +375,14 @@ static void read_signals(weir_server *srv, int sfd)
         if (si.ssi_signo == SIGQUIT) {
             weir_log_info("SIGQUIT: stopping now");
             weir_server_shutdown(srv, false);
+        } else if (si.ssi_signo == SIGHUP) {
+            weir_log_info("SIGHUP: reloading the configuration");
+            if (srv->opts.on_reload)
+                srv->opts.on_reload(srv->opts.signal_arg);
+        } else if (si.ssi_signo == SIGUSR1) {
+            weir_log_info("SIGUSR1: reopening log files");
+            if (srv->opts.on_reopen_logs)
+                srv->opts.on_reopen_logs(srv->opts.signal_arg);
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             weir_log_info("%s: stopping gracefully (grace period %u ms)",
                           si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -410,7 +441,6 @@ static bool workers_done(weir_server *srv, int timeout_ms)
 int weir_server_run(weir_server *srv)
 {
     int rc = 0, sfd = -1;
-    weir_health_runner *health = NULL;
     srv->running = true;
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask, old;
@@ -419,6 +449,8 @@ int weir_server_run(weir_server *srv)
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGQUIT);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGUSR1);
         /* Blocked before the workers start, so they inherit the mask and
          * only the signalfd sees these. */
         pthread_sigmask(SIG_BLOCK, &mask, &old);
@@ -464,8 +496,8 @@ int weir_server_run(weir_server *srv)
     for (size_t i = 0; i < srv->n_addrs; i++)
         weir_log_info("listening on %s (%d workers)", srv->addrs[i].text, srv->n_workers);
     /* The control thread: health checks off the request path. */
-    health = weir__health_start(srv->upstreams, srv->n_upstreams);
-    if (!health)
+    srv->health = weir__health_start(srv->upstreams, srv->n_upstreams);
+    if (!srv->health)
         weir_log_error("cannot start the health checker");
 
     int how;
@@ -482,7 +514,8 @@ int weir_server_run(weir_server *srv)
         stop_workers(srv, false);
     }
 stop:
-    weir__health_stop(health);
+    weir__health_stop(srv->health);
+    srv->health = NULL;
     if (rc < 0)
         stop_workers(srv, false);
     for (int i = 0; i < srv->n_workers; i++) {

@@ -1,0 +1,126 @@
+"""Configuration reload (SIGHUP) and log reopening (SIGUSR1).
+
+A reload swaps the configuration snapshot: new requests use the new one,
+requests in flight finish on theirs, and a bad file or a change of
+listeners leaves the running configuration in place.
+"""
+import os
+import signal
+import threading
+import time
+
+import backends as B
+from conftest import binary, free_port, require_binary
+
+
+def config(port, addrs, header="1", extra_server=""):
+    return ('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n%s'
+            '[locations.all]\nupstream = "u"\nresponse_set_headers = ["X-Gen: %s"]\n'
+            '[upstreams.u]\naddrs = [%s]\n'
+            % (port, extra_server, header, ", ".join('"%s"' % a for a in addrs)))
+
+
+def start(start_proc, tmp_path, text, port):
+    require_binary("weir")
+    path = tmp_path / "weir.toml"
+    path.write_text(text)
+    return path, start_proc([binary("weir"), "-c", str(path), "--threads", "2"], port, "weir")
+
+
+def wait_log(proc, text, count=1, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.stderr().count(text) >= count:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_reload_switches_upstreams_and_headers(backend, start_proc, tmp_path):
+    a, b = backend(B.fixed(b"a\n")), backend(B.fixed(b"b\n"))
+    port = free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr], "1"), port)
+    r = B.get(port)
+    assert r.body == b"a\n" and r.headers.get("x-gen") == "1"
+    path.write_text(config(port, [b.addr], "2"))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded"), w.stderr()
+    r = B.get(port)
+    assert r.body == b"b\n" and r.headers.get("x-gen") == "2"
+
+
+def test_bad_reload_keeps_the_running_config(backend, start_proc, tmp_path):
+    a = backend(B.fixed(b"a\n"))
+    port = free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    path.write_text(config(port, [a.addr]) + "[upstreams.u2]\nadrs = []\n")
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reload failed"), w.stderr()
+    assert "unknown key 'adrs' in [upstreams.u2]; did you mean 'addrs'?" in w.stderr()
+    r = B.get(port)
+    assert r.status == 200 and r.body == b"a\n"
+
+
+def test_listener_change_is_refused(backend, start_proc, tmp_path):
+    a = backend(B.fixed(b"a\n"))
+    port, other = free_port(), free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    path.write_text(config(other, [a.addr]))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reload of"), w.stderr()
+    assert "listen addresses changed" in w.stderr()
+    assert B.get(port).status == 200
+
+
+def test_twenty_reloads_under_load_lose_nothing(backend, start_proc, tmp_path):
+    a, b = backend(B.fixed(b"a\n")), backend(B.fixed(b"b\n"))
+    port = free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    results, stop = [], threading.Event()
+
+    def client():
+        # A bounded stream of requests on fresh and kept-alive connections.
+        for i in range(4000):
+            if stop.is_set():
+                break
+            try:
+                r = B.get(port, "/n%d" % i, close=(i % 2 == 0))
+                results.append(r.status)
+            except Exception as e:  # any failure counts
+                results.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(20):
+        path.write_text(config(port, [a.addr] if i % 2 else [b.addr], str(i)))
+        w.signal(signal.SIGHUP)
+        assert wait_log(w, "reloaded", count=i + 1), w.stderr()
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    failed = [r for r in results if r != 200]
+    assert results and not failed, failed[:5]
+
+
+def test_sigusr1_reopens_the_access_log(backend, start_proc, tmp_path):
+    a = backend(B.fixed(b"a\n"))
+    port = free_port()
+    log = tmp_path / "access.log"
+    extra = 'access_log = "{method} {uri} {status}"\naccess_log_file = "%s"\n' % log
+    path, w = start(start_proc, tmp_path, config(port, [a.addr], extra_server=extra), port)
+    assert B.get(port, "/before").status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "/before" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.02)
+    os.rename(log, tmp_path / "access.log.1")  # what logrotate does
+    w.signal(signal.SIGUSR1)
+    assert wait_log(w, "reopening"), w.stderr()
+    time.sleep(0.1)
+    assert B.get(port, "/after").status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (log.exists() and "/after" in log.read_text()):
+        time.sleep(0.02)
+    assert "GET /after 200" in log.read_text()
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
