@@ -112,6 +112,24 @@ int weir_session_respond(weir_session *s, int status, const weir_header *headers
  */
 void weir_session_resume(weir_session *s, int result);
 
+/*
+ * Called once the request body is read (error 0, body holds it) or reading
+ * failed (error < 0: WEIR_ERR_INVAL if it was over the limit, else the
+ * client went away or sent bad framing; body is empty). Runs on the
+ * session's worker; it (or later code) must call weir_session_resume().
+ */
+typedef void (*weir_session_body_cb)(weir_session *s, void *ctx, weir_str body, int error);
+
+/*
+ * Reads the whole request body, up to max_bytes, into memory the session
+ * owns, then calls cb. For phases that answer from the body (an API
+ * endpoint): call it from request_filter or early_request_filter and
+ * return WEIR_PHASE_PENDING. The body is consumed: such a request must be
+ * answered, not proxied. Returns WEIR_OK, or WEIR_ERR_INVAL when called
+ * twice or outside those phases.
+ */
+int weir_session_read_body(weir_session *s, size_t max_bytes, weir_session_body_cb cb);
+
 typedef void (*weir_session_timer_cb)(weir_session *s, void *ctx);
 /*
  * Calls cb(s, ctx) on the session's worker after `delay_ms`. One timer per

@@ -113,6 +113,12 @@ struct weir_session {
     bool req_head_sent;
     uint64_t body_limit; /* weir_session_set_body_limit; 0 = none */
 
+    /* weir_session_read_body: the body gathered in arena memory */
+    weir_session_body_cb body_cb;
+    char *body_buf;
+    size_t body_len, body_cap, body_max;
+    bool body_reading, body_read_used;
+
     /* phases */
     bool pending;     /* a phase returned PENDING */
     bool have_result; /* resume delivered a result for the current phase */
@@ -861,6 +867,12 @@ static void up_timeout(weir_timer *t)
 static void client_timeout(weir_timer *t)
 {
     weir_session *s = weir_container_of(t, weir_session, client_timer);
+    if (s->body_reading) {
+        /* The pending phase waits for its body: tell it. */
+        s->body_reading = false;
+        s->body_cb(s, s->ctx, (weir_str){"", 0}, -ETIMEDOUT);
+        return;
+    }
     s->client_aborted = true;
     s->failed = true;
     s->error = "client timed out";
@@ -900,7 +912,9 @@ static void arm_timers(weir_session *s)
         weir__timer_start(s->loop, &s->up_timer, up_ms, up_timeout);
     else
         weir__timer_stop(s->loop, &s->up_timer);
-    if (client_ms && !s->pending)
+    if (s->body_reading)
+        client_ms = o->client_body_timeout_ms;
+    if (client_ms && (!s->pending || s->body_reading))
         weir__timer_start(s->loop, &s->client_timer, client_ms, client_timeout);
     else
         weir__timer_stop(s->loop, &s->client_timer);
@@ -910,9 +924,69 @@ static void arm_timers(weir_session *s)
 
 static void finish(weir_session *s);
 
+static void run_task(void *arg)
+{
+    run(arg);
+}
+
+/* Gathers the request body for weir_session_read_body while the phase that
+ * asked for it is pending; calls its callback at the end. */
+static void read_whole_body(weir_session *s)
+{
+    weir_exchange *x = s->down;
+    for (;;) {
+        weir_str segs[MAX_SEGS], trailers;
+        size_t n = 0;
+        int rc = x->ops->read_body(x, segs, MAX_SEGS, &n, &trailers);
+        if (rc == WEIR_AGAIN)
+            return;
+        int err = 0;
+        if (rc == WEIR_DONE) {
+            s->req_pump.done = true;
+        } else if (rc < 0) {
+            err = rc == WEIR_EX_E_TOO_LARGE ? WEIR_ERR_INVAL : rc;
+        } else {
+            for (size_t i = 0; i < n && !err; i++) {
+                if (s->body_len + segs[i].len > s->body_max) {
+                    err = WEIR_ERR_INVAL;
+                    break;
+                }
+                if (s->body_len + segs[i].len > s->body_cap) {
+                    size_t cap = s->body_cap ? s->body_cap * 2 : 4096;
+                    while (cap < s->body_len + segs[i].len)
+                        cap *= 2;
+                    if (cap > s->body_max)
+                        cap = s->body_max;
+                    char *nb = weir__arena_alloc(&s->arena, cap);
+                    if (!nb) {
+                        err = WEIR_ERR_NOMEM;
+                        break;
+                    }
+                    if (s->body_len)
+                        memcpy(nb, s->body_buf, s->body_len);
+                    s->body_buf = nb;
+                    s->body_cap = cap;
+                }
+                memcpy(s->body_buf + s->body_len, segs[i].ptr, segs[i].len);
+                s->body_len += segs[i].len;
+            }
+            x->ops->consume_body(x);
+            if (!err)
+                continue;
+        }
+        s->body_reading = false;
+        weir_str body =
+            err ? (weir_str){"", 0} : (weir_str){s->body_buf ? s->body_buf : "", s->body_len};
+        s->body_cb(s, s->ctx, body, err);
+        return;
+    }
+}
+
 static void step(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
+    if (s->body_reading)
+        read_whole_body(s);
     for (;;) {
         sess_state before = s->state;
         int sub_before = s->sub;
@@ -1167,6 +1241,28 @@ int weir_session_set_target(weir_session *s, const char *target, size_t len)
     if (!t)
         return WEIR_ERR_NOMEM;
     s->up_target = (weir_str){t, len};
+    return WEIR_OK;
+}
+
+int weir_session_read_body(weir_session *s, size_t max_bytes, weir_session_body_cb cb)
+{
+    if (s->body_read_used || !cb || (s->state != SS_EARLY && s->state != SS_REQUEST))
+        return WEIR_ERR_INVAL;
+    s->body_read_used = true;
+    s->body_cb = cb;
+    s->body_max = max_bytes;
+    if (s->req.body == WEIR_BODY_NONE) {
+        /* Nothing to read: answer on the next round, after the phase
+         * returned PENDING. */
+        s->req_pump.done = true;
+        s->body_reading = true;
+        weir__loop_defer(s->loop, run_task, s);
+        return WEIR_OK;
+    }
+    if (s->req.body == WEIR_BODY_KNOWN && s->req.content_length > max_bytes)
+        s->body_max = 0; /* the first byte fails it */
+    s->body_reading = true;
+    weir__loop_defer(s->loop, run_task, s);
     return WEIR_OK;
 }
 

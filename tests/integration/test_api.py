@@ -109,3 +109,41 @@ def test_round_robin_example(round_robin):
     assert len(lines) == 10, p.stdout()
     assert sum(b1.addr in ln for ln in lines) == 5
     assert sum(b2.addr in ln for ln in lines) == 5
+
+
+def _post(port, body=None, chunks=None, extra=b""):
+    head = b"POST /read-body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra
+    if chunks is not None:
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        raw = head + b"Transfer-Encoding: chunked\r\n\r\n" + payload
+    else:
+        raw = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return B.request(port, raw, "POST")
+
+
+def test_read_body_whole(test_app):
+    b, p = test_app
+    r = _post(p.port, b"hello body")
+    assert r.status == 200 and r.body == b"got 10 bytes: hello body"
+    r = _post(p.port, chunks=[b"a" * 5000, b"b" * 7000])
+    assert r.status == 200 and r.body == b"got 12000 bytes: " + b"a" * 5000 + b"b" * 7000
+    r = _post(p.port, b"")
+    assert r.status == 200 and r.body == b"got 0 bytes: "
+    assert b.request_count() == 0
+
+
+def test_read_body_over_the_limit(test_app):
+    b, p = test_app
+    r = _post(p.port, b"x" * (64 * 1024 + 1))
+    assert r.status == 413
+    r = _post(p.port, chunks=[b"y" * 40000, b"z" * 40000])
+    assert r.status == 413
+
+
+def test_read_body_client_gone(test_app):
+    b, p = test_app
+    s = B.connect(p.port)
+    s.sendall(b"POST /read-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
+    s.close()  # the app gets an error and the session ends cleanly (sanitizers check)
+    time.sleep(0.2)
+    assert B.get(p.port, "/delayed").status == 200

@@ -8,6 +8,8 @@
  * - GET /thread-resume: request_filter pends, another thread resumes it
  *   ("resumed from thread").
  * - X-Reject: 1: request_filter answers 403 directly.
+ * - POST /read-body: the body is read whole (weir_session_read_body, 64 KiB
+ *   at most) and answered back as "got N bytes: BODY"; 413 over the limit.
  * - anything else is proxied to UPSTREAM_ADDR; the response carries
  *   X-Phases, the phases that ran, in order.
  */
@@ -74,6 +76,23 @@ static void *resume_thread(void *arg)
     return NULL;
 }
 
+static void body_read(weir_session *s, void *c, weir_str body, int error)
+{
+    if (error) {
+        static const char msg[] = "body too large or unreadable\n";
+        weir_session_respond(s, error == WEIR_ERR_INVAL ? 413 : 400, NULL, 0, msg, sizeof(msg) - 1);
+    } else {
+        char head[64];
+        int n = snprintf(head, sizeof(head), "got %zu bytes: ", body.len);
+        char *out = weir_session_alloc(s, (size_t)n + body.len);
+        memcpy(out, head, (size_t)n);
+        if (body.len)
+            memcpy(out + n, body.ptr, body.len);
+        weir_session_respond(s, 200, NULL, 0, out, (size_t)n + body.len);
+    }
+    weir_session_resume(s, WEIR_PHASE_ANSWERED);
+}
+
 static int request_filter(weir_session *s, void *c)
 {
     note(c, "request_filter");
@@ -81,6 +100,11 @@ static int request_filter(weir_session *s, void *c)
         static const char body[] = "rejected\n";
         weir_session_respond(s, 403, NULL, 0, body, sizeof(body) - 1);
         return WEIR_PHASE_ANSWERED;
+    }
+    if (path_is(s, "/read-body")) {
+        if (weir_session_read_body(s, 64 * 1024, body_read) != WEIR_OK)
+            return WEIR_PHASE_ERROR;
+        return WEIR_PHASE_PENDING;
     }
     if (path_is(s, "/delayed")) {
         weir_session_set_timer(s, 100, answer_after_timer);
