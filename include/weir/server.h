@@ -65,6 +65,14 @@ int weir_server_add_upstream(weir_server *srv, weir_upstream *u);
 int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_t n);
 
 /*
+ * Runs fn(arg) on the server's main thread (where reload-type work such as
+ * weir_server_set_upstreams belongs), soon, while the server runs. Any
+ * thread. Returns WEIR_OK, or WEIR_ERR_INVAL if the server is not running,
+ * or WEIR_ERR_NOMEM.
+ */
+int weir_server_call_main(weir_server *srv, void (*fn)(void *arg), void *arg);
+
+/*
  * Starts the workers and blocks until the server stops: on SIGTERM/SIGINT
  * (with handle_signals) or weir_server_shutdown(srv, true) it stops
  * accepting, lets in-flight requests finish within the grace period and

@@ -80,7 +80,55 @@ struct weir_server {
     size_t n_upstreams;
     bool running;
     weir_health_runner *health; /* main thread only */
+    pthread_mutex_t calls_lock;  /* guards calls */
+    struct main_call *calls;     /* weir_server_call_main queue */
 };
+
+typedef struct main_call {
+    void (*fn)(void *arg);
+    void *arg;
+    struct main_call *next;
+} main_call;
+
+int weir_server_call_main(weir_server *srv, void (*fn)(void *arg), void *arg)
+{
+    main_call *c = malloc(sizeof(*c));
+    if (!c)
+        return WEIR_ERR_NOMEM;
+    c->fn = fn;
+    c->arg = arg;
+    pthread_mutex_lock(&srv->calls_lock);
+    if (!srv->running) {
+        pthread_mutex_unlock(&srv->calls_lock);
+        free(c);
+        return WEIR_ERR_INVAL;
+    }
+    /* appended: calls run in order */
+    main_call **pp = &srv->calls;
+    while (*pp)
+        pp = &(*pp)->next;
+    c->next = NULL;
+    *pp = c;
+    pthread_mutex_unlock(&srv->calls_lock);
+    uint64_t one = 1;
+    ssize_t n = write(srv->wake_fd, &one, sizeof(one));
+    (void)n;
+    return WEIR_OK;
+}
+
+static void run_main_calls(weir_server *srv)
+{
+    pthread_mutex_lock(&srv->calls_lock);
+    main_call *c = srv->calls;
+    srv->calls = NULL;
+    pthread_mutex_unlock(&srv->calls_lock);
+    while (c) {
+        main_call *next = c->next;
+        c->fn(c->arg);
+        free(c);
+        c = next;
+    }
+}
 
 #define MAX_UPSTREAMS 1024
 
@@ -147,6 +195,7 @@ weir_server *weir_server_new(const weir_server_options *opts)
     }
     if (srv->opts.grace_period_ms == 0)
         srv->opts.grace_period_ms = 10000;
+    pthread_mutex_init(&srv->calls_lock, NULL);
     srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (srv->wake_fd < 0) {
         free(srv);
@@ -409,6 +458,7 @@ static int wait_events(weir_server *srv, int timeout_ms)
         if (sfd >= 0 && (pfd[1].revents & POLLIN))
             read_signals(srv, sfd);
     }
+    run_main_calls(srv);
     return atomic_load(&srv->shutdown_req);
 }
 
@@ -441,7 +491,9 @@ static bool workers_done(weir_server *srv, int timeout_ms)
 int weir_server_run(weir_server *srv)
 {
     int rc = 0, sfd = -1;
+    pthread_mutex_lock(&srv->calls_lock);
     srv->running = true;
+    pthread_mutex_unlock(&srv->calls_lock);
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask, old;
     sigemptyset(&mask);
@@ -540,7 +592,10 @@ out:
     srv->sig_fd = -1;
     if (srv->opts.handle_signals)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_lock(&srv->calls_lock);
     srv->running = false;
+    pthread_mutex_unlock(&srv->calls_lock);
+    run_main_calls(srv); /* callers may wait on them */
     return rc;
 }
 
@@ -549,6 +604,7 @@ void weir_server_free(weir_server *srv)
     if (!srv)
         return;
     close(srv->wake_fd);
+    pthread_mutex_destroy(&srv->calls_lock);
     free(srv->upstreams);
     free(srv);
 }
