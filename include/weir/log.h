@@ -31,8 +31,10 @@ void weir_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
  * the queue is full a line is dropped and counted. */
 typedef struct weir_logger weir_logger;
 
-/* Opens path for appending ("-" is stdout) and starts the writer thread.
- * Returns NULL (the reason is logged) if the file cannot be opened. */
+/* Opens path for appending ("-" is stdout; "syslog" or "syslog:FACILITY"
+ * with FACILITY daemon, user or local0..local7 sends each line to
+ * syslog(3)) and starts the writer thread. Returns NULL (the reason is
+ * logged) if the file cannot be opened. */
 weir_logger *weir_logger_open(const char *path);
 /* Queues one line (copied; a newline is appended). Returns 0, or -1 if it
  * was dropped because the queue is full. Any thread. */

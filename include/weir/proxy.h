@@ -130,6 +130,7 @@ typedef struct weir_proxy_options {
     uint64_t max_body_bytes;            /* request body limit (413 beyond); 0 = none */
     bool no_forwarded_headers; /* don't add X-Forwarded-For/-Proto, X-Real-IP */
     bool no_via;               /* don't add Via */
+    bool no_request_id;        /* don't add X-Request-Id to requests that lack one */
 } weir_proxy_options;
 
 #ifdef __cplusplus

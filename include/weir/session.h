@@ -53,6 +53,13 @@ int weir_session_set_target(weir_session *s, const char *target, size_t len);
  */
 int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes);
 
+/*
+ * The request id: the client's X-Request-Id if it sent one, else one weir
+ * generated (32 hex digits) and added to the request sent upstream (unless
+ * the service set no_request_id). Stable for the whole session.
+ */
+weir_str weir_session_request_id(weir_session *s);
+
 /* The client's socket address. */
 const struct sockaddr *weir_session_client_addr(const weir_session *s);
 /* The client's IP as text ("127.0.0.1", "::1"). */

@@ -22,6 +22,8 @@ enum part_kind {
     P_SIZE,
     P_WHEN,
     P_PROTOCOL,
+    P_REQUEST_ID,
+    P_JSON, /* the whole line as a JSON object */
     P_REQ_HEADER,
     P_RESP_HEADER,
 };
@@ -53,6 +55,7 @@ static const struct {
     {"size", P_SIZE},
     {"when", P_WHEN},
     {"protocol", P_PROTOCOL},
+    {"request_id", P_REQUEST_ID},
 };
 
 static const struct {
@@ -111,6 +114,11 @@ weir_access_log *weir__access_log_compile(const char *format, char *err, size_t 
     weir_access_log *log = calloc(1, sizeof(*log));
     if (!log)
         goto oom;
+    if (strcmp(format, "json") == 0) {
+        if (push(log, P_JSON, NULL, 0) < 0)
+            goto oom;
+        return log;
+    }
     const char *p = format;
     while (*p) {
         if (p[0] == '{' && p[1] == '{') {
@@ -210,6 +218,30 @@ static void put_str(out *o, weir_str s)
     }
 }
 
+/* A JSON string value (quotes included): escapes per RFC 8259; bytes
+ * >= 0x80 are passed as they are (headers are mostly ASCII; invalid UTF-8
+ * is the client's). */
+static void put_json_str(out *o, weir_str s)
+{
+    static const char hex[] = "0123456789abcdef";
+    put(o, "\"", 1);
+    for (size_t i = 0; s.ptr && i < s.len; i++) {
+        unsigned char c = (unsigned char)s.ptr[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            put(o, e, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            put(o, e, 6);
+        } else {
+            put(o, (const char *)&s.ptr[i], 1);
+        }
+    }
+    put(o, "\"", 1);
+}
+
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
+
 static void put_fmt(out *o, const char *fmt, double v)
 {
     char tmp[32];
@@ -277,6 +309,49 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
                 put(&o, "HTTP/2.0", 8);
             else
                 put(&o, v == 10 ? "HTTP/1.0" : "HTTP/1.1", 8);
+            break;
+        }
+        case P_REQUEST_ID:
+            put_str(&o, weir_session_request_id(s));
+            break;
+        case P_JSON: {
+            struct timespec ts;
+            struct tm tm;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            gmtime_r(&ts.tv_sec, &tm);
+            size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            weir_headers *rq = weir_session_req_headers(s);
+            int v = weir_session_http_version(s);
+            PUT_LIT(&o, "{\"time\":");
+            put_json_str(&o, (weir_str){tmp, n});
+            PUT_LIT(&o, ",\"client_ip\":");
+            put_json_str(&o, weir_session_client_ip(s));
+            PUT_LIT(&o, ",\"method\":");
+            put_json_str(&o, weir_session_method(s));
+            PUT_LIT(&o, ",\"uri\":");
+            put_json_str(&o, weir_session_target(s));
+            PUT_LIT(&o, ",\"protocol\":");
+            put_json_str(&o, v == 20   ? WEIR_STR("HTTP/2.0")
+                             : v == 10 ? WEIR_STR("HTTP/1.0")
+                                       : WEIR_STR("HTTP/1.1"));
+            put_fmt(&o, ",\"status\":%.0f", st->status);
+            put_fmt(&o, ",\"size\":%.0f", (double)st->bytes_sent);
+            PUT_LIT(&o, ",\"upstream_addr\":");
+            put_json_str(&o, (weir_str){st->upstream_addr, strlen(st->upstream_addr)});
+            put_fmt(&o, ",\"latency_ms\":%.3f", (double)st->request_time_us / 1000.0);
+            if (st->upstream_time_us >= 0)
+                put_fmt(&o, ",\"upstream_latency_ms\":%.3f", (double)st->upstream_time_us / 1000.0);
+            PUT_LIT(&o, ",\"request_id\":");
+            put_json_str(&o, weir_session_request_id(s));
+            PUT_LIT(&o, ",\"user_agent\":");
+            put_json_str(&o, weir_headers_get(rq, "user-agent"));
+            PUT_LIT(&o, ",\"referer\":");
+            put_json_str(&o, weir_headers_get(rq, "referer"));
+            if (st->error) {
+                PUT_LIT(&o, ",\"error\":");
+                put_json_str(&o, (weir_str){st->error, strlen(st->error)});
+            }
+            PUT_LIT(&o, "}");
             break;
         }
         case P_REQ_HEADER:

@@ -1,9 +1,10 @@
 /*
  * access_log.h - per-server access-log formats.
  *
- * A format is "off", a preset ("main", "combined", "common", "short") or
- * a template with {client_ip}, {method}, {uri}, {path}, {query},
- * {protocol} ("HTTP/1.1"), {status},
+ * A format is "off", "json" (one JSON object per line), a preset ("main",
+ * "combined", "common", "short") or a template with {client_ip},
+ * {method}, {uri}, {path}, {query}, {protocol} ("HTTP/1.1"), {request_id},
+ * {status},
  * {upstream_addr}, {latency} (ms), {upstream_latency} (ms), {size} (bytes
  * sent), {when} (RFC 3339 time), {request_header:NAME},
  * {response_header:NAME}; "{{" and "}}" are literal braces. It is

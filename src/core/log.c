@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +71,7 @@ struct weir_logsink {
     bool own_fd;
     char *path;  /* for reopening */
     bool reopen; /* guarded by lock */
+    bool syslog; /* lines go to syslog(3) instead of fd */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -105,6 +107,18 @@ static void *sink_main(void *arg)
                 weir_log_error("access log %s: cannot reopen: %s", s->path, strerror(errno));
             }
         }
+        if (s->syslog) {
+            /* one syslog record per line */
+            size_t start = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (out[i] == '\n') {
+                    syslog(LOG_INFO, "%.*s", (int)(i - start), out + start);
+                    start = i + 1;
+                }
+            }
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
         size_t off = 0;
         while (off < n) {
             ssize_t w = write(s->fd, out + off, n - off);
@@ -129,6 +143,31 @@ weir_logsink *weir__logsink_open(const char *path)
         return NULL;
     if (strcmp(path, "-") == 0) {
         s->fd = STDOUT_FILENO;
+    } else if (strncmp(path, "syslog", 6) == 0 && (path[6] == '\0' || path[6] == ':')) {
+        /* "syslog" or "syslog:FACILITY" (local0..local7, daemon, user) */
+        static const struct {
+            const char *name;
+            int facility;
+        } fac[] = {{"daemon", LOG_DAEMON}, {"user", LOG_USER},     {"local0", LOG_LOCAL0},
+                   {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3},
+                   {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6},
+                   {"local7", LOG_LOCAL7}};
+        int facility = LOG_DAEMON;
+        if (path[6] == ':') {
+            facility = -1;
+            for (size_t i = 0; i < sizeof(fac) / sizeof(fac[0]); i++) {
+                if (strcmp(path + 7, fac[i].name) == 0)
+                    facility = fac[i].facility;
+            }
+            if (facility < 0) {
+                weir_log_error("access log %s: unknown syslog facility", path);
+                free(s);
+                return NULL;
+            }
+        }
+        openlog("weir", LOG_PID | LOG_NDELAY, facility);
+        s->syslog = true;
+        s->fd = -1;
     } else {
         s->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (s->fd < 0) {

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "core/arena.h"
@@ -112,6 +113,7 @@ struct weir_session {
     pump req_pump, resp_pump;
     bool req_head_sent;
     uint64_t body_limit; /* weir_session_set_body_limit; 0 = none */
+    weir_str request_id; /* .ptr NULL until first asked for or added */
 
     /* weir_session_read_body: the body gathered in arena memory */
     weir_session_body_cb body_cb;
@@ -417,12 +419,63 @@ static int append_list(weir_session *s, const char *name, const char *value, siz
     return WEIR_OK;
 }
 
+/* 128 random bits as 32 hex digits: per-thread xorshift128+ seeded from
+ * the kernel, so ids are unpredictable enough for tracing and cost no
+ * system call per request. */
+static void make_request_id(char out[32])
+{
+    static __thread uint64_t st[2];
+    if (!st[0] && !st[1]) {
+        if (getrandom(st, sizeof(st), 0) != sizeof(st)) {
+            st[0] = (uint64_t)(uintptr_t)&st ^ 0x9e3779b97f4a7c15ull;
+            st[1] = (uint64_t)time(NULL) | 1;
+        }
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (int k = 0; k < 2; k++) {
+        uint64_t x = st[0], y = st[1];
+        st[0] = y;
+        x ^= x << 23;
+        st[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+        uint64_t v = st[1] + y;
+        for (int i = 0; i < 16; i++)
+            out[k * 16 + i] = hex[(v >> (60 - 4 * i)) & 15];
+    }
+}
+
+weir_str weir_session_request_id(weir_session *s)
+{
+    if (s->request_id.ptr)
+        return s->request_id;
+    weir_str given = weir_headers_get(&s->req.headers, "x-request-id");
+    if (given.ptr && given.len > 0 && given.len <= 200) {
+        s->request_id = given;
+        return given;
+    }
+    char *id = weir__arena_alloc(&s->arena, 32);
+    if (!id)
+        return (weir_str){"-", 1};
+    make_request_id(id);
+    s->request_id = (weir_str){id, 32};
+    return s->request_id;
+}
+
 static int add_proxy_headers(weir_session *s)
 {
     weir_headers *h = &s->req.headers;
     const weir_proxy_options *o = &s->svc->opts;
     int rc = WEIR_OK;
-    if (!o->no_forwarded_headers) {
+    if (!o->no_request_id) {
+        /* The upstream sees the id the logs show (a client's overlong one
+         * is replaced). */
+        weir_str id = weir_session_request_id(s);
+        long i = weir__headers_find(h, "x-request-id", 0);
+        if (i < 0)
+            rc = weir__headers_push(h, WEIR_STR("X-Request-Id"), id);
+        else
+            h->v[i].value = id;
+    }
+    if (rc == WEIR_OK && !o->no_forwarded_headers) {
         rc = append_list(s, "X-Forwarded-For", s->client_ip, s->client_ip_len);
         if (rc == WEIR_OK && weir__headers_find(h, "x-real-ip", 0) < 0)
             rc = weir__headers_push(h, WEIR_STR("X-Real-IP"),
