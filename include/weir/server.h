@@ -33,6 +33,9 @@ typedef struct weir_server_options {
     void (*on_reload)(void *arg);
     void (*on_reopen_logs)(void *arg);
     void *signal_arg;
+    /* Unix socket path on which the running server hands its listening
+     * sockets to a successor (zero-downtime upgrade); NULL = none. */
+    const char *upgrade_sock;
 } weir_server_options;
 
 /* Creates a server; NULL on allocation failure. Main thread. */
@@ -71,6 +74,17 @@ int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_
  * or WEIR_ERR_NOMEM.
  */
 int weir_server_call_main(weir_server *srv, void (*fn)(void *arg), void *arg);
+
+/*
+ * Makes this (new) server take over the listening sockets of the server
+ * running at upgrade_sock instead of binding its own: weir_server_run then
+ * serves them, tells the old server it is ready (the old one drains and
+ * exits), and offers upgrades itself on opts.upgrade_sock. Listen addresses
+ * the old server had but this one lacks are closed; new ones are bound.
+ * Call after weir_server_add_proxy, before run. Returns WEIR_OK or a
+ * negative error (no server answered: nothing was taken).
+ */
+int weir_server_take_over(weir_server *srv, const char *upgrade_sock);
 
 /*
  * Starts the workers and blocks until the server stops: on SIGTERM/SIGINT

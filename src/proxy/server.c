@@ -30,6 +30,7 @@
 #include "net/sock.h"
 #include "net/upstream.h"
 #include "proxy/service.h"
+#include "proxy/upgrade.h"
 #include "weir/server.h"
 
 #define MAX_SERVICES 32
@@ -80,8 +81,13 @@ struct weir_server {
     size_t n_upstreams;
     bool running;
     weir_health_runner *health; /* main thread only */
-    pthread_mutex_t calls_lock;  /* guards calls */
-    struct main_call *calls;     /* weir_server_call_main queue */
+    pthread_mutex_t calls_lock; /* guards calls */
+    struct main_call *calls;    /* weir_server_call_main queue */
+    /* zero-downtime upgrade */
+    weir_upgrade_fd *inherited; /* sockets taken over from the old server */
+    size_t n_inherited;
+    int upgrade_conn;   /* to the old server until READY, else -1 */
+    int upgrade_listen; /* our own upgrade socket, else -1 */
 };
 
 typedef struct main_call {
@@ -196,6 +202,7 @@ weir_server *weir_server_new(const weir_server_options *opts)
     if (srv->opts.grace_period_ms == 0)
         srv->opts.grace_period_ms = 10000;
     pthread_mutex_init(&srv->calls_lock, NULL);
+    srv->upgrade_conn = srv->upgrade_listen = -1;
     srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (srv->wake_fd < 0) {
         free(srv);
@@ -369,29 +376,115 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Index of the configured address a socket is bound to, or -1. */
+static long inherited_addr(weir_server *srv, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    for (size_t i = 0; i < srv->n_addrs; i++) {
+        if (weir__addr_equal((struct sockaddr *)&ss, (struct sockaddr *)&srv->addrs[i].ss))
+            return (long)i;
+    }
+    return -1;
+}
+
+static int add_listener(worker *w, const listen_addr *la, int fd)
+{
+    listener *l = &w->listeners[w->n_listeners++];
+    l->io.fd = fd;
+    l->io.cb = listener_cb;
+    l->w = w;
+    l->addr = la;
+    return weir__io_add(w->loop, &l->io, EPOLLIN);
+}
+
+/*
+ * Worker w's listening sockets: per address, the inherited sockets whose
+ * index is w's modulo the worker count (so every inherited socket, with
+ * the connections queued on it, is served), or a new SO_REUSEPORT socket
+ * when none falls to w.
+ */
 static int open_listeners(weir_server *srv, worker *w)
 {
-    w->listeners = calloc(srv->n_addrs, sizeof(listener));
+    w->listeners = calloc(srv->n_addrs + srv->n_inherited, sizeof(listener));
     if (!w->listeners)
         return WEIR_ERR_NOMEM;
     for (size_t i = 0; i < srv->n_addrs; i++) {
-        listener *l = &w->listeners[i];
-        l->io.fd = -1;
-        l->w = w;
-        l->addr = &srv->addrs[i];
-        int fd = weir__listen_socket((struct sockaddr *)&l->addr->ss, l->addr->len, true, 4096);
+        const listen_addr *la = &srv->addrs[i];
+        size_t k = 0;
+        bool got = false;
+        for (size_t j = 0; j < srv->n_inherited; j++) {
+            if (srv->inherited[j].fd < 0 || inherited_addr(srv, srv->inherited[j].fd) != (long)i)
+                continue;
+            if (k++ % (size_t)srv->n_workers != (size_t)w->id)
+                continue;
+            int fd = srv->inherited[j].fd;
+            srv->inherited[j].fd = -1; /* the worker owns it now */
+            int rc = add_listener(w, la, fd);
+            if (rc < 0)
+                return rc;
+            got = true;
+        }
+        if (got)
+            continue;
+        int fd = weir__listen_socket((struct sockaddr *)&la->ss, la->len, true, 4096);
         if (fd < 0) {
-            weir_log_error("listen on %s: %s", l->addr->text, strerror(-fd));
+            weir_log_error("listen on %s: %s", la->text, strerror(-fd));
             return fd;
         }
-        l->io.fd = fd;
-        l->io.cb = listener_cb;
-        w->n_listeners = i + 1;
-        int rc = weir__io_add(w->loop, &l->io, EPOLLIN);
+        int rc = add_listener(w, la, fd);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+int weir_server_take_over(weir_server *srv, const char *upgrade_sock)
+{
+    int rc =
+        weir__upgrade_receive(upgrade_sock, &srv->inherited, &srv->n_inherited, &srv->upgrade_conn);
+    if (rc < 0) {
+        weir_log_error("upgrade: no running weir answered on %s: %s", upgrade_sock,
+                       rc > -4096 ? strerror(-rc) : "protocol error");
+        return rc;
+    }
+    weir_log_info("upgrade: took over %zu listening sockets", srv->n_inherited);
+    return WEIR_OK;
+}
+
+/* Old side: a successor connected to the upgrade socket. */
+static void serve_upgrade(weir_server *srv)
+{
+    size_t n = 0;
+    for (int i = 0; i < srv->n_workers; i++)
+        n += srv->workers[i].n_listeners;
+    weir_upgrade_fd *v = calloc(n ? n : 1, sizeof(*v));
+    if (!v)
+        return;
+    n = 0;
+    /* The fds are only closed by their workers at drain, which this thread
+     * starts; reading them here races with nothing. */
+    for (int i = 0; i < srv->n_workers; i++) {
+        worker *w = &srv->workers[i];
+        for (size_t k = 0; k < w->n_listeners; k++) {
+            if (w->listeners[k].io.fd < 0)
+                continue;
+            v[n].fd = w->listeners[k].io.fd;
+            snprintf(v[n].addr, sizeof(v[n].addr), "%s", w->listeners[k].addr->text);
+            n++;
+        }
+    }
+    int rc = weir__upgrade_serve(srv->upgrade_listen, v, n);
+    free(v);
+    if (rc == WEIR_OK) {
+        weir_log_info("upgrade: the new process is serving; draining and exiting");
+        /* Not unlinked: the path now belongs to the new process's socket. */
+        close(srv->upgrade_listen);
+        srv->upgrade_listen = -1;
+        weir_server_shutdown(srv, true);
+    }
 }
 
 /* ---- run / shutdown ---- */
@@ -447,9 +540,14 @@ static void read_signals(weir_server *srv, int sfd)
 static int wait_events(weir_server *srv, int timeout_ms)
 {
     int sfd = srv->sig_fd;
-    struct pollfd pfd[2] = {{.fd = srv->wake_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-    int n = poll(pfd, sfd >= 0 ? 2 : 1, timeout_ms);
+    struct pollfd pfd[3] = {{.fd = srv->wake_fd, .events = POLLIN},
+                            {.fd = sfd, .events = POLLIN},
+                            {.fd = srv->upgrade_listen, .events = POLLIN}};
+    int n = poll(pfd, 3, timeout_ms); /* negative fds are skipped */
     if (n > 0) {
+        if (srv->upgrade_listen >= 0 && (pfd[2].revents & POLLIN) &&
+            !atomic_load(&srv->shutdown_req))
+            serve_upgrade(srv);
         if (pfd[0].revents & POLLIN) {
             uint64_t v;
             ssize_t r = read(srv->wake_fd, &v, sizeof(v));
@@ -547,6 +645,24 @@ int weir_server_run(weir_server *srv)
     }
     for (size_t i = 0; i < srv->n_addrs; i++)
         weir_log_info("listening on %s (%d workers)", srv->addrs[i].text, srv->n_workers);
+    /* Sockets the old server had that no address here uses. */
+    for (size_t j = 0; j < srv->n_inherited; j++) {
+        if (srv->inherited[j].fd >= 0) {
+            weir_log_info("upgrade: closing %s, not in this configuration", srv->inherited[j].addr);
+            close(srv->inherited[j].fd);
+            srv->inherited[j].fd = -1;
+        }
+    }
+    if (srv->upgrade_conn >= 0) {
+        weir__upgrade_ready(srv->upgrade_conn);
+        srv->upgrade_conn = -1;
+    }
+    if (srv->opts.upgrade_sock) {
+        srv->upgrade_listen = weir__upgrade_listen(srv->opts.upgrade_sock);
+        if (srv->upgrade_listen < 0)
+            weir_log_error("upgrade socket %s: %s", srv->opts.upgrade_sock,
+                           strerror(-srv->upgrade_listen));
+    }
     /* The control thread: health checks off the request path. */
     srv->health = weir__health_start(srv->upstreams, srv->n_upstreams);
     if (!srv->health)
@@ -568,6 +684,12 @@ int weir_server_run(weir_server *srv)
 stop:
     weir__health_stop(srv->health);
     srv->health = NULL;
+    if (srv->upgrade_listen >= 0) {
+        close(srv->upgrade_listen);
+        if (srv->opts.upgrade_sock)
+            unlink(srv->opts.upgrade_sock);
+        srv->upgrade_listen = -1;
+    }
     if (rc < 0)
         stop_workers(srv, false);
     for (int i = 0; i < srv->n_workers; i++) {
@@ -605,6 +727,13 @@ void weir_server_free(weir_server *srv)
         return;
     close(srv->wake_fd);
     pthread_mutex_destroy(&srv->calls_lock);
+    for (size_t j = 0; j < srv->n_inherited; j++) {
+        if (srv->inherited[j].fd >= 0)
+            close(srv->inherited[j].fd);
+    }
+    free(srv->inherited);
+    if (srv->upgrade_conn >= 0)
+        close(srv->upgrade_conn);
     free(srv->upstreams);
     free(srv);
 }
