@@ -36,6 +36,9 @@ typedef struct weir_server_options {
     /* Unix socket path on which the running server hands its listening
      * sockets to a successor (zero-downtime upgrade); NULL = none. */
     const char *upgrade_sock;
+    /* Called on the main thread once the workers serve every listener (for
+     * a daemon's readiness report); NULL = none. Gets signal_arg. */
+    void (*on_started)(void *arg);
 } weir_server_options;
 
 /* Creates a server; NULL on allocation failure. Main thread. */

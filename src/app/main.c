@@ -42,7 +42,7 @@ static void usage(FILE *f)
                "\n"
                "Config-less proxy:\n"
                "  -l, --listen ADDR            listen on ip:port (repeatable)\n"
-               "  -u, --upstream ADDR          round-robin to host:port (repeatable)\n"
+               "      --upstream ADDR          round-robin to host:port (repeatable)\n"
                "  -a, --access-log FILE|-      access log to FILE, or - for stdout\n"
                "      --header-timeout MS      client request head timeout (default 10000)\n"
                "      --body-timeout MS        client body idle timeout (default 60000)\n"
@@ -149,6 +149,8 @@ static bool host_port_ok(const char *s)
 typedef struct cli {
     const char *config;
     bool test;
+    bool upgrade;
+    bool daemon;
     const char *listen[MAX_CLI_ADDRS];
     size_t n_listen;
     const char *upstream[MAX_CLI_ADDRS];
@@ -206,9 +208,11 @@ static int parse_args(int argc, char **argv, cli *c)
     static const struct option long_opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
+        {"upgrade", no_argument, NULL, 'U'},
+        {"daemon", no_argument, NULL, 'd'},
         {"print-default-config", no_argument, NULL, OPT_PRINT_DEFAULT},
         {"listen", required_argument, NULL, 'l'},
-        {"upstream", required_argument, NULL, 'u'},
+        {"upstream", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 'n'},
         {"access-log", required_argument, NULL, 'a'},
         {"grace-period", required_argument, NULL, OPT_GRACE},
@@ -226,7 +230,7 @@ static int parse_args(int argc, char **argv, cli *c)
     };
     int o;
     uint64_t v;
-    while ((o = getopt_long(argc, argv, "c:tl:u:n:a:hV", long_opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:tl:un:a:hVd", long_opts, NULL)) != -1) {
         switch (o) {
         case 'c':
             c->config = optarg;
@@ -234,11 +238,18 @@ static int parse_args(int argc, char **argv, cli *c)
         case 't':
             c->test = true;
             break;
+        case 'u':
+        case 'U':
+            c->upgrade = true;
+            break;
+        case 'd':
+            c->daemon = true;
+            break;
         case OPT_PRINT_DEFAULT:
             fputs(weir__default_config, stdout);
             return 0;
         case 'l':
-        case 'u':
+        case 'p':
             if ((o == 'l' ? c->n_listen : c->n_upstream) == MAX_CLI_ADDRS) {
                 fprintf(stderr, "weir: at most %d addresses per option\n", MAX_CLI_ADDRS);
                 return 2;
@@ -348,7 +359,7 @@ static weir_config *load(const cli *c, weir_cfg_errors *errs)
                              errs);
 }
 
-/* [basic] settings that act on the process. */
+/* [basic] settings that act on the process (before any thread starts). */
 static int apply_basic(const weir_config *cfg, const cli *c)
 {
     const weir_cfg_basic *b = &cfg->basic;
@@ -364,25 +375,100 @@ static int apply_basic(const weir_config *cfg, const cli *c)
         dup2(fd, STDERR_FILENO);
         close(fd);
     }
-    if (b->pid_file) {
-        FILE *f = fopen(b->pid_file, "w");
-        if (!f) {
-            fprintf(stderr, "weir: pid_file %s: %s\n", b->pid_file, strerror(errno));
-            return -1;
-        }
-        fprintf(f, "%ld\n", (long)getpid());
-        fclose(f);
-    }
     return 0;
 }
 
 /* What the signal hooks need. */
+/* Writes our pid (after any fork, so it is the server's). */
+static int write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "weir: pid_file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+    return 0;
+}
+
+/* Removes the pid file if it is still ours: after an upgrade it names the
+ * new process. */
+static void remove_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    if (!f)
+        return;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    if (pid == (long)getpid())
+        unlink(path);
+}
+
+/*
+ * -d: the parent waits until the daemon serves (or fails) so that its exit
+ * status tells; the daemon runs in its own session with stdio on /dev/null
+ * (stderr on error_log when set). Returns the fd the daemon reports
+ * readiness on, -1 in the foreground; the parent never returns.
+ */
+static int daemonize(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "weir: -d: %s\n", strerror(errno));
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "weir: -d: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (pid > 0) {
+        close(p[1]);
+        char ok = 0;
+        ssize_t n;
+        do {
+            n = read(p[0], &ok, 1); /* EOF: the daemon died before serving */
+        } while (n < 0 && errno == EINTR);
+        _exit(n == 1 && ok == 1 ? 0 : 1);
+    }
+    close(p[0]);
+    setsid();
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        close(null);
+    }
+    return p[1];
+}
+
+static void report_ready(int fd)
+{
+    char ok = 1;
+    if (fd >= 0) {
+        ssize_t n = write(fd, &ok, 1);
+        (void)n;
+        close(fd);
+    }
+}
+
 typedef struct running {
     weir_app *app;
     weir_server *srv;
     const char *config_path; /* NULL: nothing to reload */
     const char *error_log;   /* NULL: stderr as started */
+    int ready_fd;            /* -d: tells the waiting parent, else -1 */
 } running;
+
+static void on_started(void *arg)
+{
+    running *r = arg;
+    report_ready(r->ready_fd);
+    r->ready_fd = -1;
+}
 
 static void on_reload(void *arg)
 {
@@ -438,7 +524,25 @@ int main(int argc, char **argv)
         weir__config_unref(cfg);
         return 0;
     }
+    if (c.upgrade && !cfg->basic.upgrade_sock) {
+        fprintf(stderr, "weir: -u needs [basic] upgrade_sock, the socket the running weir "
+                        "offers its listeners on\n");
+        weir__config_unref(cfg);
+        return 2;
+    }
     if (apply_basic(cfg, &c) < 0) {
+        weir__config_unref(cfg);
+        return 1;
+    }
+    int ready_fd = c.daemon ? daemonize() : -1;
+    if (c.daemon && !cfg->basic.error_log) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0) {
+            dup2(null, STDERR_FILENO);
+            close(null);
+        }
+    }
+    if (cfg->basic.pid_file && write_pid_file(cfg->basic.pid_file) < 0) {
         weir__config_unref(cfg);
         return 1;
     }
@@ -450,6 +554,8 @@ int main(int argc, char **argv)
         .on_reload = on_reload,
         .on_reopen_logs = on_reopen_logs,
         .signal_arg = &run_state,
+        .upgrade_sock = cfg->basic.upgrade_sock,
+        .on_started = on_started,
     };
     weir_server *srv = weir_server_new(&sopts);
     if (!srv) {
@@ -459,13 +565,17 @@ int main(int argc, char **argv)
     }
     /* The app takes one reference; ours keeps [basic] readable to the end. */
     weir_app *app = weir__app_new(weir__config_ref(cfg), srv);
-    run_state = (running){app, srv, c.config, cfg->basic.error_log};
-    rc = app ? weir_server_run(srv) : WEIR_ERR_INVAL;
+    run_state = (running){app, srv, c.config, cfg->basic.error_log, ready_fd};
+    rc = app ? WEIR_OK : WEIR_ERR_INVAL;
+    if (rc == WEIR_OK && c.upgrade)
+        rc = weir_server_take_over(srv, cfg->basic.upgrade_sock);
+    if (rc == WEIR_OK)
+        rc = weir_server_run(srv);
     run_state.app = NULL;
     weir__app_free(app);
     weir_server_free(srv);
     if (cfg->basic.pid_file)
-        unlink(cfg->basic.pid_file);
+        remove_pid_file(cfg->basic.pid_file);
     weir__config_unref(cfg);
     if (rc != WEIR_OK) {
         fprintf(stderr, "weir: cannot start: %s\n",

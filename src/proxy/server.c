@@ -663,6 +663,8 @@ int weir_server_run(weir_server *srv)
             weir_log_error("upgrade socket %s: %s", srv->opts.upgrade_sock,
                            strerror(-srv->upgrade_listen));
     }
+    if (srv->opts.on_started)
+        srv->opts.on_started(srv->opts.signal_arg);
     /* The control thread: health checks off the request path. */
     srv->health = weir__health_start(srv->upstreams, srv->n_upstreams);
     if (!srv->health)
