@@ -44,6 +44,7 @@ typedef struct weir_session_stats {
     uint64_t bytes_sent;       /* response bytes to the client (head + body) */
     int64_t request_time_us;   /* first byte of the request to last byte of the response */
     int64_t upstream_time_us;  /* connect start to the end of the upstream response */
+    int64_t connect_time_us;   /* TCP connect of the last attempt; 0 for a reused connection */
     const char *upstream_addr; /* "ip:port" of the last peer tried, or "-" */
     const char *error;         /* why the request failed, or NULL */
     bool client_aborted;       /* the client went away before the end */

@@ -102,6 +102,17 @@ int weir_server_run(weir_server *srv);
  * async-signal-safe. */
 void weir_server_shutdown(weir_server *srv, bool graceful);
 
+/* Live figures of a running server, for metrics. */
+typedef struct weir_server_stats {
+    uint64_t client_connections; /* open client connections, all workers */
+    uint64_t pool_idle;          /* idle upstream connections in the shared pool */
+    uint64_t pool_migrations;    /* idle connections taken over by another worker */
+    int workers;
+} weir_server_stats;
+
+/* Fills *out. Any thread, while the server runs (zeroes otherwise). */
+void weir_server_get_stats(weir_server *srv, weir_server_stats *out);
+
 /* Frees a server that is not running. */
 void weir_server_free(weir_server *srv);
 

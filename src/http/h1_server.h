@@ -16,6 +16,7 @@
 #define WEIR_HTTP_H1_SERVER_H
 
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -62,7 +63,7 @@ typedef enum weir_h1s_state {
 /* One list of live connections per worker, for graceful shutdown. */
 typedef struct weir_h1s_list {
     weir_h1s *head;
-    uint32_t n;
+    _Atomic uint32_t n; /* written by the owner, read by stats from any thread */
     bool draining; /* no new requests start; idle connections close */
 } weir_h1s_list;
 

@@ -45,6 +45,11 @@ static void free_upconn(void *u)
     weir__pool_put(upconn_class, u);
 }
 
+uint64_t weir__upool_idle(void)
+{
+    return atomic_load_explicit(&n_idle, memory_order_relaxed);
+}
+
 uint64_t weir__upool_migrations(void)
 {
     return atomic_load(&migrations);

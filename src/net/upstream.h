@@ -74,5 +74,7 @@ void weir__upool_thread_exit(void);
 
 /* Pool counters (all workers): connections taken from another worker. */
 uint64_t weir__upool_migrations(void);
+/* Idle connections in the pool now. */
+uint64_t weir__upool_idle(void);
 
 #endif

@@ -138,6 +138,21 @@ static void run_main_calls(weir_server *srv)
 
 #define MAX_UPSTREAMS 1024
 
+void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&srv->calls_lock); /* srv->workers lives while running */
+    if (srv->running && srv->workers) {
+        out->workers = srv->n_workers;
+        for (int i = 0; i < srv->n_workers; i++)
+            out->client_connections +=
+                atomic_load_explicit(&srv->workers[i].conns.n, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&srv->calls_lock);
+    out->pool_idle = weir__upool_idle();
+    out->pool_migrations = weir__upool_migrations();
+}
+
 int weir_server_add_upstream(weir_server *srv, weir_upstream *u)
 {
     if (srv->running || srv->n_upstreams == MAX_UPSTREAMS || !u)
@@ -616,8 +631,11 @@ int weir_server_run(weir_server *srv)
         for (size_t i = 0; i < srv->n_services; i++)
             srv->services[i].access_log = srv->access_log;
     }
+    worker *ws = calloc((size_t)srv->opts.threads, sizeof(worker));
+    pthread_mutex_lock(&srv->calls_lock); /* weir_server_get_stats reads them */
     srv->n_workers = srv->opts.threads;
-    srv->workers = calloc((size_t)srv->n_workers, sizeof(worker));
+    srv->workers = ws;
+    pthread_mutex_unlock(&srv->calls_lock);
     if (!srv->workers) {
         rc = WEIR_ERR_NOMEM;
         goto out;
@@ -706,8 +724,10 @@ stop:
         }
         free(w->listeners);
     }
+    pthread_mutex_lock(&srv->calls_lock);
     free(srv->workers);
     srv->workers = NULL;
+    pthread_mutex_unlock(&srv->calls_lock);
 out:
     weir__logsink_close(srv->access_log);
     srv->access_log = NULL;

@@ -141,6 +141,7 @@ struct weir_session {
     weir_session_timer_cb user_cb;
 
     int64_t t_start_us, t_up_start_us, t_up_end_us;
+    int64_t t_connect_us, connect_us; /* start of the last connect, its duration */
     uint64_t head_len;
 
     weir_arena arena;
@@ -352,6 +353,7 @@ static void step_peer(weir_session *s)
         connect_failed(s, err);
         return;
     }
+    s->t_connect_us = now_us(s);
     set_state(s, SS_CONNECT);
 }
 
@@ -365,6 +367,7 @@ static void step_connect(weir_session *s)
         return;
     }
     s->up_reused = false;
+    s->connect_us = now_us(s) - s->t_connect_us;
     up_bind(s);
     if (s->svc->ops->connected_to_upstream)
         s->svc->ops->connected_to_upstream(s, s->ctx, &s->peer, false);
@@ -393,6 +396,7 @@ static bool retry_stale(weir_session *s)
         connect_failed(s, err);
         return true;
     }
+    s->t_connect_us = now_us(s);
     s->state = SS_CONNECT; /* back to a state already passed: not a set_state move */
     return true;
 }
@@ -1162,6 +1166,7 @@ static void finish(weir_session *s)
         .bytes_sent = s->down ? s->down->bytes_out : 0,
         .request_time_us = now_us(s) - s->t_start_us,
         .upstream_time_us = -1,
+        .connect_time_us = s->up_reused ? 0 : s->connect_us,
         .upstream_addr = (ops->logging || s->svc->access_log) ? up_addr(s) : "-",
         .error = s->error,
         .client_aborted = s->client_aborted,
