@@ -384,6 +384,93 @@ static void load_basic(loader *ld, const weir_toml_value *t)
     get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
 }
 
+/* ---- [admin] ---- */
+
+static const char *const admin_keys[] = {"addr", "token", "token_file", "persist", NULL};
+
+/* 127.0.0.0/8 or ::1 (also as ::ffff:127.x.y.z). */
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct sockaddr_in6 *a = (const void *)ss;
+    if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+}
+
+/* The token file's content without its trailing newline; NULL (error
+ * reported) if it cannot be read or is empty. */
+static char *read_token_file(loader *ld, const char *path, int line)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_at(ld, line, "[admin] token_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char buf[4097];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n == sizeof(buf)) {
+        err_at(ld, line, "[admin] token_file %s is larger than 4096 bytes", path);
+        return NULL;
+    }
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || strlen(buf) != n) {
+        err_at(ld, line, "[admin] token_file %s is empty or contains a NUL character", path);
+        return NULL;
+    }
+    return strdup(buf);
+}
+
+static void load_admin(loader *ld, const weir_toml_value *t)
+{
+    weir_cfg_admin *a = &ld->cfg->admin;
+    if (!t)
+        return;
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "[admin] must be a table");
+        return;
+    }
+    check_keys(ld, t, "admin", admin_keys);
+    bool present;
+    weir_toml_entry e;
+    a->line = weir_toml_line(t);
+    a->addr = dup_string(ld, t, "addr", "admin", &present);
+    if (present && entry_of(t, "addr", &e))
+        a->line = e.line;
+    if (!present)
+        err_at(ld, a->line, "[admin] needs 'addr'");
+    a->token = dup_string(ld, t, "token", "admin", &present);
+    if (a->token && !a->token[0]) {
+        entry_of(t, "token", &e);
+        err_at(ld, e.line, "'token' in [admin] is empty");
+    }
+    bool has_token = present;
+    a->token_file = dup_string(ld, t, "token_file", "admin", &present);
+    if (present && has_token) {
+        entry_of(t, "token_file", &e);
+        err_at(ld, e.line, "[admin] takes 'token' or 'token_file', not both");
+    } else if (a->token_file) {
+        entry_of(t, "token_file", &e);
+        a->token = read_token_file(ld, a->token_file, e.line);
+    }
+    get_bool(ld, t, "persist", "admin", &a->persist);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (!a->addr)
+        return;
+    if (weir__addr_parse(a->addr, &ss, &len) < 0)
+        err_at(ld, a->line, "invalid listen address '%s' in [admin]: expected \"ip:port\"",
+               a->addr);
+    else if (!is_loopback(&ss) && !has_token && !a->token_file)
+        err_at(ld, a->line, "[admin] listens on %s (not loopback) without a token", a->addr);
+}
+
 /* ---- [upstreams.NAME] ---- */
 
 static bool valid_token(const char *s);
@@ -967,7 +1054,7 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
 
 /* ---- the document ---- */
 
-static const char *const top_keys[] = {"basic", "servers", "locations", "upstreams", NULL};
+static const char *const top_keys[] = {"basic", "admin", "servers", "locations", "upstreams", NULL};
 
 /* The named sub-tables of a section like [servers], checked to be tables. */
 static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
@@ -1088,6 +1175,11 @@ static void free_config(weir_config *c)
     free(c->basic.error_log);
     free(c->basic.log_level);
     free(c->basic.upgrade_sock);
+    free(c->admin.addr);
+    if (c->admin.token) /* a secret: do not leave it in freed memory */
+        explicit_bzero(c->admin.token, strlen(c->admin.token));
+    free(c->admin.token);
+    free(c->admin.token_file);
     free(c->file);
     free(c);
 }
@@ -1147,6 +1239,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
     c->file = strdup(file);
     check_keys(&ld, root, "top level", top_keys);
     load_basic(&ld, section_of(&ld, root, "basic"));
+    load_admin(&ld, weir_toml_table_get(root, "admin"));
 
     const weir_toml_value *ups = section_of(&ld, root, "upstreams");
     const weir_toml_value *locs = section_of(&ld, root, "locations");
@@ -1228,6 +1321,20 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                                    "[servers.%s]",
                                    c->servers[i].addrs[a], c->servers[i].name, c->servers[j].name);
                     }
+                }
+            }
+        }
+        /* ... and the admin API's address is none of them. */
+        struct sockaddr_storage adm, y;
+        socklen_t al, yl;
+        if (c->admin.addr && weir__addr_parse(c->admin.addr, &adm, &al) == 0) {
+            for (size_t i = 0; i < c->n_servers; i++) {
+                for (size_t b = 0; b < c->servers[i].n_addrs; b++) {
+                    if (weir__addr_parse(c->servers[i].addrs[b], &y, &yl) == 0 &&
+                        addrs_overlap(&adm, &y))
+                        err_at(&ld, c->admin.line,
+                               "[admin] address %s is also used by [servers.%s]", c->admin.addr,
+                               c->servers[i].name);
                 }
             }
         }

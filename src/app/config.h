@@ -113,10 +113,20 @@ typedef struct weir_cfg_basic {
     char *upgrade_sock;
 } weir_cfg_basic;
 
+/* [admin]: the admin API (src/app/admin.h); addr NULL = off. */
+typedef struct weir_cfg_admin {
+    char *addr;       /* listen "ip:port", or NULL */
+    int line;         /* of 'addr' (or the section), for messages */
+    char *token;      /* bearer token (from 'token' or read from 'token_file'), or NULL */
+    char *token_file; /* where the token came from, or NULL */
+    bool persist;     /* write runtime membership changes back to the file */
+} weir_cfg_admin;
+
 struct weir_config {
     _Atomic long refs;
     char *file; /* for messages */
     weir_cfg_basic basic;
+    weir_cfg_admin admin;
     weir_cfg_server *servers;
     size_t n_servers;
     weir_cfg_location *locations;

@@ -5,6 +5,7 @@
 #include "app/proxy_app.h"
 
 #include <pcre2.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,16 +400,44 @@ static const char *listeners_differ(const weir_config *a, const weir_config *b)
         if (memcmp(&x->opts, &y->opts, sizeof(x->opts)) != 0)
             return "server timeouts or limits changed";
     }
+    const char *ax = a->admin.addr ? a->admin.addr : "", *ay = b->admin.addr ? b->admin.addr : "";
+    if (strcmp(ax, ay) != 0)
+        return "the [admin] address changed";
     return NULL;
 }
 
-int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
+/* Logs msg and, when errs is given, appends it there too. */
+static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    weir_log(WEIR_LEVEL_ERROR, "%s", msg);
+    if (!errs)
+        return;
+    char *copy = strdup(msg);
+    char **nv = copy ? realloc(errs->v, (errs->n + 1) * sizeof(*nv)) : NULL;
+    if (!nv) {
+        free(copy);
+        return;
+    }
+    errs->v = nv;
+    errs->v[errs->n++] = copy;
+}
+
+int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
+                          weir_cfg_errors *errs_out)
 {
     weir_cfg_errors errs = {0};
     weir_config *nc = weir__config_load_file(path, &errs);
     if (!nc) {
         for (size_t i = 0; i < errs.n; i++)
-            weir_log(WEIR_LEVEL_ERROR, "%s", errs.v[i]);
+            reload_error(errs_out, "%s", errs.v[i]);
         weir_log(WEIR_LEVEL_ERROR, "reload failed (%zu errors): the running configuration stays",
                  errs.n);
         weir__cfg_errors_free(&errs);
@@ -417,17 +446,17 @@ int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
     weir_config *old = atomic_load(&app->current);
     const char *why = listeners_differ(old, nc);
     if (why) {
-        weir_log(WEIR_LEVEL_ERROR,
-                 "reload of %s refused: %s; that needs a restart or a binary upgrade "
-                 "(the running configuration stays)",
-                 path, why);
+        reload_error(errs_out,
+                     "reload of %s refused: %s; that needs a restart or a binary upgrade "
+                     "(the running configuration stays)",
+                     path, why);
         weir__config_unref(nc);
         return WEIR_ERR_INVAL;
     }
     weir_upstream *ups[1024];
     size_t n = checked_upstreams(nc, ups, 1024);
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {
-        weir_log(WEIR_LEVEL_ERROR, "reload failed: cannot restart the health checks");
+        reload_error(errs_out, "reload failed: cannot restart the health checks");
         weir__config_unref(nc);
         return WEIR_ERR_INVAL;
     }
@@ -437,6 +466,18 @@ int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
     weir__config_unref(old);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
     return WEIR_OK;
+}
+
+int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
+{
+    return weir__app_reload_errs(app, path, srv, NULL);
+}
+
+weir_config *weir__app_config(weir_app *app)
+{
+    /* As new_ctx: the main thread swaps the pointer before dropping the
+     * old snapshot's reference. */
+    return weir__config_ref(atomic_load_explicit(&app->current, memory_order_acquire));
 }
 
 void weir__app_reopen_logs(weir_app *app)

@@ -33,6 +33,13 @@ void weir__app_free(weir_app *app);
  * configuration and is logged. Returns WEIR_OK or WEIR_ERR_INVAL.
  */
 int weir__app_reload(weir_app *app, const char *path, weir_server *srv);
+/* The same; when errs is not NULL every reason for a failure is also
+ * appended to it ("FILE:LINE: message" lines; the caller frees them). */
+int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv, weir_cfg_errors *errs);
+
+/* The current snapshot, with a reference for the caller to drop
+ * (weir__config_unref). Any thread. */
+weir_config *weir__app_config(weir_app *app);
 
 /* Reopens the access-log files (SIGUSR1, after logrotate). */
 void weir__app_reopen_logs(weir_app *app);
