@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/admin.h"
 #include "app/config.h"
 #include "app/proxy_app.h"
 #include "weir/weir.h"
@@ -567,11 +568,19 @@ int main(int argc, char **argv)
     weir_app *app = weir__app_new(weir__config_ref(cfg), srv);
     run_state = (running){app, srv, c.config, cfg->basic.error_log, ready_fd};
     rc = app ? WEIR_OK : WEIR_ERR_INVAL;
+    /* The admin API: one more service, on its own listener. */
+    weir_admin *admin = NULL;
+    if (rc == WEIR_OK && cfg->admin.addr) {
+        admin = weir__admin_start(app, srv, c.config);
+        if (!admin)
+            rc = WEIR_ERR_INVAL;
+    }
     if (rc == WEIR_OK && c.upgrade)
         rc = weir_server_take_over(srv, cfg->basic.upgrade_sock);
     if (rc == WEIR_OK)
         rc = weir_server_run(srv);
     run_state.app = NULL;
+    weir__admin_free(admin);
     weir__app_free(app);
     weir_server_free(srv);
     if (cfg->basic.pid_file)

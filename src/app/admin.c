@@ -1,0 +1,1353 @@
+/*
+ * admin.c - the admin API (see admin.h and docs/admin-api.md).
+ *
+ * A request goes through the phases of the admin service like this:
+ *
+ *   early_request_filter: route, authenticate; answer errors and
+ *       GET /api/health at once; otherwise read the body (PENDING)
+ *   body_cb (worker): parse and check the input; answer reads and bad
+ *       input (resume ANSWERED), or queue a job for the main thread
+ *   job_main (main thread): reload / validate / change membership, store
+ *       the outcome in the job, resume CONTINUE
+ *   request_filter (worker): write the job's outcome (ANSWERED)
+ *
+ * The job is heap memory owned by the request; the main thread writes it
+ * only before weir_session_resume and never touches the session itself,
+ * so session memory stays with its worker.
+ */
+#include "app/admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "net/sock.h"
+
+#define BODY_MAX (1024 * 1024)
+#define NAME_MAX_LEN 256
+
+struct weir_admin {
+    weir_app *app;
+    weir_server *srv;
+    const char *config_path; /* NULL: no -c, nothing to reload or persist */
+};
+
+typedef enum admin_op {
+    OP_NONE,
+    OP_HEALTH,         /* GET /api/health */
+    OP_CONFIG,         /* GET /api/config */
+    OP_VALIDATE,       /* POST /api/config/validate */
+    OP_RELOAD,         /* POST /api/reload */
+    OP_UPSTREAMS,      /* GET /api/upstreams */
+    OP_UPSTREAM_GET,   /* GET /api/upstreams/NAME */
+    OP_UPSTREAM_PUT,   /* PUT /api/upstreams/NAME */
+    OP_BACKEND_ADD,    /* POST /api/upstreams/NAME/backends */
+    OP_BACKEND_DELETE, /* DELETE /api/upstreams/NAME/backends/ADDR */
+    OP_BACKEND_PATCH,  /* PATCH /api/upstreams/NAME/backends/ADDR */
+} admin_op;
+
+typedef struct backend_spec {
+    char addr[WEIR_ADDR_STRLEN]; /* canonical "ip:port" */
+    uint32_t weight;
+} backend_spec;
+
+/*
+ * Work for the main thread and its outcome. Owned by the request: freed by
+ * request_filter after answering, or by free_ctx. The main thread writes
+ * it only before resuming the session.
+ */
+typedef struct job {
+    weir_admin *adm;
+    weir_session *s; /* only for weir_session_resume */
+    admin_op op;
+    char name[NAME_MAX_LEN];
+    char addr[WEIR_ADDR_STRLEN];
+    backend_spec *specs; /* PUT, or the one backend of POST */
+    size_t n_specs;
+    bool has_weight, has_drain, drain;
+    uint32_t weight;
+    char *text; /* validate: the TOML */
+    size_t text_len;
+    /* the outcome */
+    int status;
+    char *body; /* JSON text */
+} job;
+
+/* Per request, in session memory (worker only). */
+typedef struct admin_req {
+    weir_admin *adm;
+    weir_config *cfg; /* pinned for the request */
+    admin_op op;
+    char name[NAME_MAX_LEN];
+    char addr[NAME_MAX_LEN];
+    job *job;
+} admin_req;
+
+static void job_free(job *j)
+{
+    if (!j)
+        return;
+    free(j->specs);
+    free(j->text);
+    free(j->body);
+    free(j);
+}
+
+/* ---- JSON helpers ---- */
+
+static json_t *error_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static json_t *error_json(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:s}", "error", msg);
+}
+
+static json_t *errors_array(const weir_cfg_errors *errs)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < errs->n; i++)
+        json_array_append_new(a, json_string(errs->v[i]));
+    return a;
+}
+
+/* Serializes j (reference stolen) with a trailing newline; NULL on OOM. */
+static char *dump(json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    return out;
+}
+
+/* Answers with JSON text (NULL: a fixed 500). Worker. */
+static int respond_text(weir_session *s, int status, const char *text, const char *allow)
+{
+    static const char oom[] = "{\"error\": \"out of memory\"}\n";
+    if (!text) {
+        status = 500;
+        text = oom;
+    }
+    weir_header h[3] = {{WEIR_STR("Content-Type"), WEIR_STR("application/json")},
+                        {WEIR_STR("Cache-Control"), WEIR_STR("no-store")}};
+    size_t n = 2;
+    if (status == 401)
+        h[n++] = (weir_header){WEIR_STR("WWW-Authenticate"), WEIR_STR("Bearer")};
+    else if (status == 405 && allow)
+        h[n++] = (weir_header){WEIR_STR("Allow"), {allow, strlen(allow)}};
+    if (weir_session_respond(s, status, h, n, text, strlen(text)) != WEIR_OK)
+        return WEIR_PHASE_ERROR;
+    return WEIR_PHASE_ANSWERED;
+}
+
+static int respond_json(weir_session *s, int status, json_t *j, const char *allow)
+{
+    char *text = dump(j);
+    int rc = respond_text(s, status, text, allow);
+    free(text);
+    return rc;
+}
+
+/* ---- auth ---- */
+
+bool weir__admin_token_equal(const char *given, size_t given_len, const char *expected,
+                             size_t expected_len)
+{
+    /* On a length mismatch compare expected with itself, so the time spent
+     * does not depend on where the bytes differ. */
+    const char *a = given_len == expected_len ? given : expected;
+    volatile unsigned char diff = given_len == expected_len ? 0 : 1;
+    for (size_t i = 0; i < expected_len; i++)
+        diff |= (unsigned char)(a[i] ^ expected[i]);
+    return diff == 0;
+}
+
+static bool authorized(weir_session *s, const char *token)
+{
+    if (!token)
+        return true; /* loopback without a token (config check allows it) */
+    weir_str v = weir_headers_get(weir_session_req_headers(s), "authorization");
+    if (!v.ptr || v.len < 7 || strncasecmp(v.ptr, "Bearer ", 7) != 0)
+        return false;
+    const char *p = v.ptr + 7, *end = v.ptr + v.len;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    return weir__admin_token_equal(p, (size_t)(end - p), token, strlen(token));
+}
+
+/* ---- routing ---- */
+
+static bool method_is(weir_str m, const char *name)
+{
+    return m.len == strlen(name) && memcmp(m.ptr, name, m.len) == 0;
+}
+
+/* Percent-decodes a path segment into out (NUL-terminated). */
+static bool decode_segment(const char *p, size_t len, char *out, size_t out_len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '%') {
+            if (i + 2 >= len)
+                return false;
+            int v = 0;
+            for (int k = 1; k <= 2; k++) {
+                char h = p[i + (size_t)k];
+                v <<= 4;
+                if (h >= '0' && h <= '9')
+                    v |= h - '0';
+                else if (h >= 'a' && h <= 'f')
+                    v |= h - 'a' + 10;
+                else if (h >= 'A' && h <= 'F')
+                    v |= h - 'A' + 10;
+                else
+                    return false;
+            }
+            c = (unsigned char)v;
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f || n + 1 >= out_len)
+            return false;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return n > 0;
+}
+
+/*
+ * Finds the endpoint of method + path: fills r->op (and name/addr).
+ * Returns 0, 400 (bad encoding), 404 or 405 (*allow says what is).
+ */
+static int route(weir_str method, weir_str path, admin_req *r, const char **allow)
+{
+    static const char prefix[] = "/api/";
+    if (path.len < sizeof(prefix) - 1 || memcmp(path.ptr, prefix, sizeof(prefix) - 1) != 0)
+        return 404;
+    /* Split the rest on '/': at most 4 segments matter. */
+    weir_str seg[5];
+    size_t n = 0;
+    const char *p = path.ptr + sizeof(prefix) - 1, *end = path.ptr + path.len;
+    for (;;) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *stop = slash ? slash : end;
+        if (n == 5)
+            return 404;
+        seg[n++] = (weir_str){p, (size_t)(stop - p)};
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+#define SEG(i, lit) (seg[i].len == sizeof(lit) - 1 && memcmp(seg[i].ptr, lit, seg[i].len) == 0)
+    admin_op get = OP_NONE, put = OP_NONE, post = OP_NONE, del = OP_NONE, patch = OP_NONE;
+    if (n == 1 && SEG(0, "health")) {
+        get = OP_HEALTH;
+        *allow = "GET";
+    } else if (n == 1 && SEG(0, "config")) {
+        get = OP_CONFIG;
+        *allow = "GET";
+    } else if (n == 2 && SEG(0, "config") && SEG(1, "validate")) {
+        post = OP_VALIDATE;
+        *allow = "POST";
+    } else if (n == 1 && SEG(0, "reload")) {
+        post = OP_RELOAD;
+        *allow = "POST";
+    } else if (n == 1 && SEG(0, "upstreams")) {
+        get = OP_UPSTREAMS;
+        *allow = "GET";
+    } else if (n >= 2 && SEG(0, "upstreams")) {
+        if (!decode_segment(seg[1].ptr, seg[1].len, r->name, sizeof(r->name)))
+            return seg[1].len ? 400 : 404;
+        if (n == 2) {
+            get = OP_UPSTREAM_GET;
+            put = OP_UPSTREAM_PUT;
+            *allow = "GET, PUT";
+        } else if (n == 3 && SEG(2, "backends")) {
+            post = OP_BACKEND_ADD;
+            *allow = "POST";
+        } else if (n == 4 && SEG(2, "backends")) {
+            if (!decode_segment(seg[3].ptr, seg[3].len, r->addr, sizeof(r->addr)))
+                return seg[3].len ? 400 : 404;
+            del = OP_BACKEND_DELETE;
+            patch = OP_BACKEND_PATCH;
+            *allow = "DELETE, PATCH";
+        } else {
+            return 404;
+        }
+    } else {
+        return 404;
+    }
+#undef SEG
+    r->op = method_is(method, "GET")      ? get
+            : method_is(method, "PUT")    ? put
+            : method_is(method, "POST")   ? post
+            : method_is(method, "DELETE") ? del
+            : method_is(method, "PATCH")  ? patch
+                                          : OP_NONE;
+    return r->op == OP_NONE ? 405 : 0;
+}
+
+/* ---- input checks (worker) ---- */
+
+/* The body as a JSON object, or NULL with the reason in err. */
+static json_t *parse_object(weir_str body, char *err, size_t err_len)
+{
+    json_error_t je;
+    json_t *j = json_loadb(body.ptr ? body.ptr : "", body.len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        snprintf(err, err_len, "malformed JSON: %s (line %d, column %d)", je.text, je.line,
+                 je.column);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        snprintf(err, err_len, "the body must be a JSON object");
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static bool only_fields(json_t *o, const char *const *known, char *err, size_t err_len)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        bool ok = false;
+        for (size_t i = 0; known[i] && !ok; i++)
+            ok = strcmp(key, known[i]) == 0;
+        if (!ok) {
+            snprintf(err, err_len, "unknown field '%.64s'", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A numeric "ip:port" (port 1..65535, not a wildcard) in canonical form. */
+static bool canon_addr(const char *text, char *out, size_t out_len)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (strlen(text) >= WEIR_ADDR_STRLEN || weir__addr_parse(text, &ss, &len) < 0)
+        return false;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)&ss;
+        if (a->sin_port == 0 || a->sin_addr.s_addr == htonl(INADDR_ANY))
+            return false;
+    } else {
+        const struct sockaddr_in6 *a = (const void *)&ss;
+        if (a->sin6_port == 0 || IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))
+            return false;
+    }
+    weir__addr_format((const struct sockaddr *)&ss, out, out_len);
+    return true;
+}
+
+static bool get_weight(json_t *o, uint32_t *out, bool *present, char *err, size_t err_len)
+{
+    json_t *w = json_object_get(o, "weight");
+    *present = w != NULL;
+    if (!w)
+        return true;
+    json_int_t v = json_is_integer(w) ? json_integer_value(w) : 0;
+    if (v < 1 || v > 10000) {
+        snprintf(err, err_len, "'weight' must be an integer from 1 to 10000");
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* {"addr": "ip:port", "weight": N} */
+static bool parse_spec(json_t *o, backend_spec *b, char *err, size_t err_len)
+{
+    static const char *const fields[] = {"addr", "weight", NULL};
+    if (!json_is_object(o)) {
+        snprintf(err, err_len, "a backend must be an object {\"addr\": \"ip:port\"}");
+        return false;
+    }
+    if (!only_fields(o, fields, err, err_len))
+        return false;
+    json_t *a = json_object_get(o, "addr");
+    if (!json_is_string(a)) {
+        snprintf(err, err_len, "'addr' must be a string \"ip:port\"");
+        return false;
+    }
+    if (!canon_addr(json_string_value(a), b->addr, sizeof(b->addr))) {
+        snprintf(err, err_len, "invalid address '%.64s': expected a numeric \"ip:port\"",
+                 json_string_value(a));
+        return false;
+    }
+    bool present;
+    b->weight = 1;
+    return get_weight(o, &b->weight, &present, err, err_len);
+}
+
+/* Fills the job from the request body; false with err (a 400). */
+static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t err_len)
+{
+    static const char *const put_fields[] = {"backends", NULL};
+    static const char *const patch_fields[] = {"weight", "drain", NULL};
+    static const char *const none[] = {NULL};
+    snprintf(j->name, sizeof(j->name), "%s", r->name);
+    if (j->op == OP_VALIDATE) {
+        j->text = malloc(body.len + 1);
+        if (!j->text) {
+            snprintf(err, err_len, "out of memory");
+            return false;
+        }
+        memcpy(j->text, body.ptr ? body.ptr : "", body.len);
+        j->text[body.len] = '\0';
+        j->text_len = body.len;
+        return true;
+    }
+    if (j->op == OP_BACKEND_DELETE || j->op == OP_BACKEND_PATCH) {
+        if (!canon_addr(r->addr, j->addr, sizeof(j->addr))) {
+            snprintf(err, err_len, "invalid address '%.64s': expected a numeric \"ip:port\"",
+                     r->addr);
+            return false;
+        }
+    }
+    /* Body-less operations take no body, or an empty object. */
+    if ((j->op == OP_RELOAD || j->op == OP_BACKEND_DELETE) && body.len == 0)
+        return true;
+    json_t *o = parse_object(body, err, err_len);
+    if (!o)
+        return false;
+    bool ok = false;
+    switch (j->op) {
+    case OP_RELOAD:
+    case OP_BACKEND_DELETE:
+        ok = only_fields(o, none, err, err_len);
+        break;
+    case OP_BACKEND_ADD:
+        j->specs = calloc(1, sizeof(*j->specs));
+        if (!j->specs) {
+            snprintf(err, err_len, "out of memory");
+            break;
+        }
+        j->n_specs = 1;
+        ok = parse_spec(o, &j->specs[0], err, err_len);
+        break;
+    case OP_BACKEND_PATCH: {
+        if (!only_fields(o, patch_fields, err, err_len) ||
+            !get_weight(o, &j->weight, &j->has_weight, err, err_len))
+            break;
+        json_t *d = json_object_get(o, "drain");
+        if (d && !json_is_boolean(d)) {
+            snprintf(err, err_len, "'drain' must be true or false");
+            break;
+        }
+        j->has_drain = d != NULL;
+        j->drain = d && json_is_true(d);
+        if (!j->has_weight && !j->has_drain) {
+            snprintf(err, err_len, "nothing to change: give 'weight' and/or 'drain'");
+            break;
+        }
+        ok = true;
+        break;
+    }
+    case OP_UPSTREAM_PUT: {
+        if (!only_fields(o, put_fields, err, err_len))
+            break;
+        json_t *a = json_object_get(o, "backends");
+        if (!json_is_array(a)) {
+            snprintf(err, err_len, "'backends' must be an array of {\"addr\", \"weight\"}");
+            break;
+        }
+        size_t n = json_array_size(a);
+        if (n > WEIR_UPSTREAM_MAX_BACKENDS) {
+            snprintf(err, err_len, "at most %d backends", WEIR_UPSTREAM_MAX_BACKENDS);
+            break;
+        }
+        j->specs = calloc(n ? n : 1, sizeof(*j->specs));
+        if (!j->specs) {
+            snprintf(err, err_len, "out of memory");
+            break;
+        }
+        ok = true;
+        for (size_t i = 0; ok && i < n; i++) {
+            ok = parse_spec(json_array_get(a, i), &j->specs[i], err, err_len);
+            for (size_t k = 0; ok && k < i; k++) {
+                if (strcmp(j->specs[k].addr, j->specs[i].addr) == 0) {
+                    snprintf(err, err_len, "backend %s is listed twice", j->specs[i].addr);
+                    ok = false;
+                }
+            }
+        }
+        j->n_specs = n;
+        break;
+    }
+    default:
+        snprintf(err, err_len, "unexpected operation");
+        break;
+    }
+    json_decref(o);
+    return ok;
+}
+
+/* ---- upstream state as JSON (any thread) ---- */
+
+static const char *breaker_name(weir_breaker_state b)
+{
+    return b == WEIR_BREAKER_OPEN ? "open" : b == WEIR_BREAKER_HALF_OPEN ? "half_open" : "closed";
+}
+
+/* The members of u; *n their count. NULL on OOM (or none). */
+static weir_backend_info *members(const weir_cfg_upstream *u, size_t *n)
+{
+    *n = 0;
+    if (!u->lb)
+        return NULL;
+    size_t want = weir_upstream_info(u->lb, NULL, 0) + 16; /* room for a concurrent add */
+    weir_backend_info *v = calloc(want, sizeof(*v));
+    if (!v)
+        return NULL;
+    size_t got = weir_upstream_info(u->lb, v, want);
+    *n = got < want ? got : want;
+    return v;
+}
+
+static json_t *upstream_live_json(const weir_cfg_upstream *u)
+{
+    char algo[300];
+    weir__admin_algo_text(u, algo, sizeof(algo));
+    size_t n;
+    weir_backend_info *v = members(u, &n);
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        const weir_backend_info *b = &v[i];
+        json_t *o = json_pack(
+            "{s:s, s:I, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "addr", b->addr, "weight",
+            (json_int_t)b->weight, "healthy", (int)b->healthy, "draining", (int)b->draining,
+            "breaker", breaker_name(b->breaker), "in_flight", (json_int_t)b->in_flight, "requests",
+            (json_int_t)b->requests, "failures", (json_int_t)b->failures, "conns_new",
+            (json_int_t)b->conns_new, "conns_reused", (json_int_t)b->conns_reused, "health_changes",
+            (json_int_t)b->health_changes);
+        json_array_append_new(arr, o);
+    }
+    free(v);
+    return json_pack("{s:s, s:s, s:o}", "name", u->name, "algo", algo, "backends", arr);
+}
+
+static weir_cfg_upstream *find_upstream(weir_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        if (strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    }
+    return NULL;
+}
+
+/* ---- persistence (main thread) ---- */
+
+static char *read_file(const char *path, size_t *len, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 65536;
+            char *nb = cap <= (64u << 20) ? realloc(buf, cap + 1) : NULL;
+            if (!nb) {
+                snprintf(err, err_len, "%s is too large", path);
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        if (got == 0)
+            break;
+        n += got;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, err_len, "cannot read %s", path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* Writes path with data and fsyncs it. Returns 0 or -errno. */
+static int write_synced(const char *path, const char *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -EIO;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0)
+        unlink(path);
+    return rc;
+}
+
+/* path <- text, keeping the old text as path.prev: both written to
+ * temporary files first and renamed into place. */
+static int replace_file(const char *path, const char *text, size_t len, const char *old,
+                        size_t old_len, char *err, size_t err_len)
+{
+    char tmp[4200], prev[4200], prev_tmp[4200];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp) ||
+        snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev) ||
+        snprintf(prev_tmp, sizeof(prev_tmp), "%s.prev.tmp", path) >= (int)sizeof(prev_tmp)) {
+        snprintf(err, err_len, "path too long");
+        return -1;
+    }
+    struct stat st;
+    mode_t mode = stat(path, &st) == 0 ? (st.st_mode & 07777) : 0644;
+    int rc = write_synced(tmp, text, len, mode);
+    const char *what = tmp;
+    if (rc == 0) {
+        what = prev_tmp;
+        rc = write_synced(prev_tmp, old, old_len, mode);
+    }
+    if (rc == 0) {
+        what = prev;
+        rc = rename(prev_tmp, prev) < 0 ? -errno : 0;
+    }
+    if (rc == 0) {
+        what = path;
+        rc = rename(tmp, path) < 0 ? -errno : 0;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot write %s: %s", what, strerror(-rc));
+        unlink(tmp);
+        unlink(prev_tmp);
+        return -1;
+    }
+    /* The renames are durable once the directory is synced. */
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ---- the TOML rewrite ---- */
+
+typedef struct key_part {
+    const char *p;
+    size_t len;
+    bool escaped; /* a basic string with escapes: never matches */
+} key_part;
+
+static bool part_is(const key_part *k, const char *s)
+{
+    return !k->escaped && k->len == strlen(s) && memcmp(k->p, s, k->len) == 0;
+}
+
+static size_t line_of(const char *t, size_t i)
+{
+    size_t line = 1;
+    for (size_t k = 0; k < i; k++)
+        line += t[k] == '\n';
+    return line;
+}
+
+/* Skips the string that starts at t[i] (a quote); returns the index past
+ * it, or -1 if unterminated. */
+static long skip_string(const char *t, size_t len, size_t i)
+{
+    char q = t[i];
+    bool basic = q == '"';
+    if (i + 2 < len && t[i + 1] == q && t[i + 2] == q) {
+        for (i += 3; i + 3 <= len; i++) {
+            if (basic && t[i] == '\\') {
+                i++;
+                continue;
+            }
+            if (t[i] == q && t[i + 1] == q && t[i + 2] == q) {
+                i += 3;
+                /* up to two more quotes are the content's last characters */
+                for (int extra = 0; extra < 2 && i < len && t[i] == q; extra++)
+                    i++;
+                return (long)i;
+            }
+        }
+        return -1;
+    }
+    for (i++; i < len; i++) {
+        if (t[i] == '\n')
+            return -1;
+        if (basic && t[i] == '\\') {
+            i++;
+            continue;
+        }
+        if (t[i] == q)
+            return (long)i + 1;
+    }
+    return -1;
+}
+
+/* Skips a value from t[i] to the end of its (last) line; returns the index
+ * of the newline (or len), -1 if malformed. *last_sig is the index past
+ * the value's last character before any trailing blanks or comment. */
+static long skip_value(const char *t, size_t len, size_t i, size_t *last_sig)
+{
+    int depth = 0;
+    *last_sig = i;
+    while (i < len) {
+        char c = t[i];
+        if (c == '"' || c == '\'') {
+            long e = skip_string(t, len, i);
+            if (e < 0)
+                return -1;
+            i = (size_t)e;
+            *last_sig = i;
+            continue;
+        }
+        if (c == '#') {
+            while (i < len && t[i] != '\n')
+                i++;
+            continue;
+        }
+        if (c == '\n') {
+            if (depth == 0)
+                return (long)i;
+            i++;
+            continue;
+        }
+        if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            if (--depth < 0)
+                return -1;
+        }
+        if (c != ' ' && c != '\t' && c != '\r')
+            *last_sig = i + 1;
+        i++;
+    }
+    return depth == 0 ? (long)len : -1;
+}
+
+/* Parses a dotted key from t[i] up to `stop`; returns the index of stop,
+ * or -1. Up to 4 parts are kept; *n_parts counts all. */
+static long parse_key(const char *t, size_t len, size_t i, char stop, key_part *parts,
+                      size_t *n_parts)
+{
+    *n_parts = 0;
+    for (;;) {
+        while (i < len && (t[i] == ' ' || t[i] == '\t'))
+            i++;
+        if (i >= len)
+            return -1;
+        key_part k = {0};
+        if (t[i] == '"' || t[i] == '\'') {
+            char q = t[i];
+            size_t s = ++i;
+            while (i < len && t[i] != q && t[i] != '\n') {
+                if (q == '"' && t[i] == '\\') {
+                    k.escaped = true;
+                    i++;
+                }
+                i++;
+            }
+            if (i >= len || t[i] != q)
+                return -1;
+            k.p = t + s;
+            k.len = i - s;
+            i++;
+        } else {
+            size_t s = i;
+            while (i < len && ((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
+                               (t[i] >= '0' && t[i] <= '9') || t[i] == '_' || t[i] == '-'))
+                i++;
+            if (i == s)
+                return -1;
+            k.p = t + s;
+            k.len = i - s;
+        }
+        if (*n_parts < 4)
+            parts[*n_parts] = k;
+        (*n_parts)++;
+        while (i < len && (t[i] == ' ' || t[i] == '\t'))
+            i++;
+        if (i < len && t[i] == '.') {
+            i++;
+            continue;
+        }
+        return i < len && t[i] == stop ? (long)i : -1;
+    }
+}
+
+int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
+                              const char *const *addrs, size_t n_addrs, char **out, size_t *out_len,
+                              char *err, size_t err_len)
+{
+    size_t i = 0;
+    bool in_target = false, seen = false;
+    long key_start = -1;
+    size_t val_end = 0;
+    *out = NULL;
+    while (i < len) {
+        while (i < len && (t[i] == ' ' || t[i] == '\t'))
+            i++;
+        if (i >= len)
+            break;
+        if (t[i] == '\n' || t[i] == '\r' || t[i] == '#') {
+            while (i < len && t[i] != '\n')
+                i++;
+            i++;
+            continue;
+        }
+        key_part parts[4];
+        size_t np;
+        if (t[i] == '[') {
+            bool aot = i + 1 < len && t[i + 1] == '[';
+            long e = parse_key(t, len, i + (aot ? 2 : 1), ']', parts, &np);
+            if (e < 0 || (aot && ((size_t)e + 1 >= len || t[e + 1] != ']'))) {
+                snprintf(err, err_len, "cannot parse the table header on line %zu", line_of(t, i));
+                return -1;
+            }
+            in_target =
+                !aot && np == 2 && part_is(&parts[0], "upstreams") && part_is(&parts[1], upstream);
+            seen = seen || in_target;
+            i = (size_t)e + (aot ? 2 : 1);
+            size_t last;
+            long end = skip_value(t, len, i, &last); /* a trailing comment */
+            if (end < 0 || last != i) {
+                snprintf(err, err_len, "unexpected text after the table header on line %zu",
+                         line_of(t, i));
+                return -1;
+            }
+            i = (size_t)end + 1;
+            continue;
+        }
+        size_t ks = i;
+        long e = parse_key(t, len, i, '=', parts, &np);
+        if (e < 0) {
+            snprintf(err, err_len, "cannot parse line %zu", line_of(t, i));
+            return -1;
+        }
+        size_t last;
+        long ve = skip_value(t, len, (size_t)e + 1, &last);
+        if (ve < 0) {
+            snprintf(err, err_len, "unterminated value on line %zu", line_of(t, ks));
+            return -1;
+        }
+        if (in_target && part_is(&parts[0], "addrs")) {
+            size_t v = (size_t)e + 1;
+            while (v < len && (t[v] == ' ' || t[v] == '\t'))
+                v++;
+            if (np != 1 || v >= len || t[v] != '[' || key_start >= 0) {
+                snprintf(err, err_len,
+                         "'addrs' of [upstreams.%s] on line %zu is not a plain array that can "
+                         "be rewritten",
+                         upstream, line_of(t, ks));
+                return -1;
+            }
+            key_start = (long)ks;
+            val_end = last;
+        }
+        i = (size_t)ve + 1;
+    }
+    if (!seen) {
+        snprintf(err, err_len, "no [upstreams.%s] section in the file", upstream);
+        return -1;
+    }
+    if (key_start < 0) {
+        snprintf(err, err_len, "[upstreams.%s] has no 'addrs' key in the file", upstream);
+        return -1;
+    }
+    size_t need = (size_t)key_start + 16 + (len - val_end);
+    for (size_t k = 0; k < n_addrs; k++)
+        need += strlen(addrs[k]) + 4;
+    char *o = malloc(need + 1);
+    if (!o) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    size_t n = 0;
+    memcpy(o, t, (size_t)key_start);
+    n += (size_t)key_start;
+    n += (size_t)sprintf(o + n, "addrs = [");
+    for (size_t k = 0; k < n_addrs; k++)
+        n += (size_t)sprintf(o + n, "%s\"%s\"", k ? ", " : "", addrs[k]);
+    o[n++] = ']';
+    memcpy(o + n, t + val_end, len - val_end);
+    n += len - val_end;
+    o[n] = '\0';
+    *out = o;
+    *out_len = n;
+    return 0;
+}
+
+/* ---- main-thread work ---- */
+
+static void set_outcome(job *j, int status, json_t *body)
+{
+    j->status = status;
+    j->body = dump(body);
+}
+
+static void do_reload(job *j)
+{
+    weir_admin *adm = j->adm;
+    if (!adm->config_path) {
+        set_outcome(j, 409,
+                    error_json("weir runs without a configuration file (-c): nothing to reload"));
+        return;
+    }
+    weir_cfg_errors errs = {0};
+    if (weir__app_reload_errs(adm->app, adm->config_path, adm->srv, &errs) == WEIR_OK) {
+        set_outcome(j, 200, json_pack("{s:b, s:s}", "reloaded", 1, "file", adm->config_path));
+    } else {
+        set_outcome(j, 409,
+                    json_pack("{s:s, s:o}", "error",
+                              "reload failed: the running configuration stays", "errors",
+                              errors_array(&errs)));
+    }
+    weir__cfg_errors_free(&errs);
+}
+
+static void do_validate(job *j)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = weir__config_load(j->text, j->text_len, "request", &errs);
+    if (c)
+        set_outcome(j, 200, json_pack("{s:b}", "valid", 1));
+    else if (errs.n == 0)
+        set_outcome(j, 500, error_json("out of memory"));
+    else
+        set_outcome(j, 200, json_pack("{s:b, s:o}", "valid", 0, "errors", errors_array(&errs)));
+    weir__config_unref(c);
+    weir__cfg_errors_free(&errs);
+}
+
+/* The membership after the job, as the file's addrs strings (NULL: none
+ * needed). Returns the count, or -1 (status set) when the job is invalid
+ * for the current members. */
+static long plan(job *j, const weir_backend_info *cur, size_t n_cur, char ***out)
+{
+    *out = NULL;
+    long found = -1;
+    for (size_t i = 0; i < n_cur; i++) {
+        if (strcmp(cur[i].addr, j->op == OP_BACKEND_ADD ? j->specs[0].addr : j->addr) == 0)
+            found = (long)i;
+    }
+    if (j->op == OP_BACKEND_ADD && found >= 0) {
+        set_outcome(
+            j, 409,
+            error_json("backend %s is already in upstream '%s'", j->specs[0].addr, j->name));
+        return -1;
+    }
+    if ((j->op == OP_BACKEND_DELETE || j->op == OP_BACKEND_PATCH) && found < 0) {
+        set_outcome(j, 404, error_json("no backend %s in upstream '%s'", j->addr, j->name));
+        return -1;
+    }
+    if (j->op == OP_BACKEND_ADD && n_cur >= WEIR_UPSTREAM_MAX_BACKENDS) {
+        set_outcome(j, 400, error_json("at most %d backends", WEIR_UPSTREAM_MAX_BACKENDS));
+        return -1;
+    }
+    size_t cap = (j->op == OP_UPSTREAM_PUT ? j->n_specs : n_cur + 1) + 1;
+    char **v = calloc(cap, sizeof(char *));
+    if (!v) {
+        set_outcome(j, 500, error_json("out of memory"));
+        return -1;
+    }
+    size_t n = 0;
+    bool oom = false;
+#define ADD_ADDR(a, w)                                                                             \
+    do {                                                                                           \
+        if ((w) == 1 ? !(v[n] = strdup(a)) : asprintf(&v[n], "%s %u", (a), (unsigned)(w)) < 0) {   \
+            v[n] = NULL;                                                                           \
+            oom = true;                                                                            \
+        } else {                                                                                   \
+            n++;                                                                                   \
+        }                                                                                          \
+    } while (0)
+    if (j->op == OP_UPSTREAM_PUT) {
+        for (size_t i = 0; i < j->n_specs; i++)
+            ADD_ADDR(j->specs[i].addr, j->specs[i].weight);
+    } else {
+        for (size_t i = 0; i < n_cur; i++) {
+            if (j->op == OP_BACKEND_DELETE && (long)i == found)
+                continue;
+            uint32_t w = cur[i].weight;
+            if (j->op == OP_BACKEND_PATCH && (long)i == found && j->has_weight)
+                w = j->weight;
+            ADD_ADDR(cur[i].addr, w);
+        }
+        if (j->op == OP_BACKEND_ADD)
+            ADD_ADDR(j->specs[0].addr, j->specs[0].weight);
+    }
+#undef ADD_ADDR
+    *out = v;
+    if (oom) {
+        set_outcome(j, 500, error_json("out of memory"));
+        return -1;
+    }
+    return (long)n;
+}
+
+static void free_strings(char **v, long n)
+{
+    for (long i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Applies the job to u's members; false (status set) on failure. */
+static bool apply(job *j, weir_cfg_upstream *u, const weir_backend_info *cur, size_t n_cur)
+{
+    weir_upstream *lb = u->lb;
+    int rc = WEIR_OK;
+    switch (j->op) {
+    case OP_BACKEND_ADD:
+        rc = weir_upstream_add(lb, j->specs[0].addr, j->specs[0].weight);
+        break;
+    case OP_BACKEND_DELETE:
+        rc = weir_upstream_remove(lb, j->addr);
+        break;
+    case OP_BACKEND_PATCH:
+        if (j->has_weight)
+            rc = weir_upstream_set_weight(lb, j->addr, j->weight);
+        if (rc == WEIR_OK && j->has_drain)
+            rc = weir_upstream_set_drain(lb, j->addr, j->drain);
+        break;
+    case OP_UPSTREAM_PUT:
+        /* Additions and weights first, removals last: the upstream never
+         * runs out of backends in between. */
+        for (size_t i = 0; rc == WEIR_OK && i < j->n_specs; i++) {
+            const backend_spec *b = &j->specs[i];
+            size_t k = 0;
+            while (k < n_cur && strcmp(cur[k].addr, b->addr) != 0)
+                k++;
+            if (k == n_cur)
+                rc = weir_upstream_add(lb, b->addr, b->weight);
+            else if (cur[k].weight != b->weight)
+                rc = weir_upstream_set_weight(lb, b->addr, b->weight);
+        }
+        for (size_t k = 0; rc == WEIR_OK && k < n_cur; k++) {
+            size_t i = 0;
+            while (i < j->n_specs && strcmp(cur[k].addr, j->specs[i].addr) != 0)
+                i++;
+            if (i == j->n_specs)
+                rc = weir_upstream_remove(lb, cur[k].addr);
+        }
+        break;
+    default:
+        break;
+    }
+    if (rc != WEIR_OK) {
+        set_outcome(j, 500,
+                    error_json("changing upstream '%s' failed (%s)", j->name,
+                               rc == WEIR_ERR_NOMEM ? "out of memory" : "rejected"));
+        return false;
+    }
+    return true;
+}
+
+static void do_membership(job *j)
+{
+    weir_admin *adm = j->adm;
+    /* Main thread: the only one that swaps snapshots, so this stays current
+     * while the job runs. */
+    weir_config *cfg = weir__app_config(adm->app);
+    weir_cfg_upstream *u = find_upstream(cfg, j->name);
+    char **addrs = NULL;
+    long n_addrs = 0;
+    char *old = NULL, *text = NULL;
+    size_t old_len = 0, text_len = 0;
+    weir_backend_info *cur = NULL;
+    size_t n_cur = 0;
+    if (!u || !u->lb) {
+        set_outcome(j, 404, error_json("no upstream '%s'", j->name));
+        goto out;
+    }
+    cur = members(u, &n_cur);
+    n_addrs = plan(j, cur, n_cur, &addrs);
+    if (n_addrs < 0)
+        goto out;
+    /* Draining is runtime state: only membership and weights are written. */
+    bool persist =
+        cfg->admin.persist && adm->config_path && (j->op != OP_BACKEND_PATCH || j->has_weight);
+    char err[600];
+    if (persist) {
+        old = read_file(adm->config_path, &old_len, err, sizeof(err));
+        if (!old ||
+            weir__admin_rewrite_addrs(old, old_len, j->name, (const char *const *)addrs,
+                                      (size_t)n_addrs, &text, &text_len, err, sizeof(err)) < 0) {
+            set_outcome(
+                j, 500,
+                error_json("cannot persist to %s: %s; nothing was changed", adm->config_path, err));
+            goto out;
+        }
+        /* What is written must load (and run as-is on the next reload). */
+        weir_cfg_errors errs = {0};
+        weir_config *check = weir__config_load(text, text_len, adm->config_path, &errs);
+        if (!check) {
+            set_outcome(j, 500,
+                        json_pack("{s:s, s:o}", "error",
+                                  "the rewritten configuration does not load; nothing was changed",
+                                  "errors", errors_array(&errs)));
+            weir__cfg_errors_free(&errs);
+            goto out;
+        }
+        weir__config_unref(check);
+    }
+    if (!apply(j, u, cur, n_cur))
+        goto out;
+    json_t *body = upstream_live_json(u);
+    if (persist &&
+        replace_file(adm->config_path, text, text_len, old, old_len, err, sizeof(err)) < 0) {
+        json_decref(body);
+        set_outcome(j, 500, error_json("applied at runtime but not persisted: %s", err));
+        goto out;
+    }
+    if (body)
+        json_object_set_new(body, "persisted", json_boolean(persist));
+    set_outcome(j, 200, body);
+    if (persist)
+        weir_log(WEIR_LEVEL_INFO, "admin: upstream %s changed; written to %s", j->name,
+                 adm->config_path);
+    else
+        weir_log(WEIR_LEVEL_INFO, "admin: upstream %s changed at runtime", j->name);
+out:
+    free_strings(addrs, n_addrs > 0 ? n_addrs : 0);
+    free(old);
+    free(text);
+    free(cur);
+    weir__config_unref(cfg);
+}
+
+static void noop(void *arg) {}
+
+static void job_main(void *arg)
+{
+    job *j = arg;
+    /* The server runs leftover calls after its workers are gone; the
+     * session cannot be resumed then (and the process is exiting). A call
+     * is refused exactly once the server stopped running. */
+    if (weir_server_call_main(j->adm->srv, noop, NULL) != WEIR_OK)
+        return;
+    switch (j->op) {
+    case OP_RELOAD:
+        do_reload(j);
+        break;
+    case OP_VALIDATE:
+        do_validate(j);
+        break;
+    default:
+        do_membership(j);
+        break;
+    }
+    /* The last touch of j on this thread: the worker owns it again. */
+    weir_session_resume(j->s, WEIR_PHASE_CONTINUE);
+}
+
+/* ---- the phases ---- */
+
+static void *new_ctx(weir_session *s, void *app)
+{
+    weir_admin *adm = app;
+    admin_req *r = weir_session_alloc(s, sizeof(*r));
+    if (!r)
+        return NULL;
+    memset(r, 0, sizeof(*r));
+    r->adm = adm;
+    r->cfg = weir__app_config(adm->app);
+    return r;
+}
+
+static void free_ctx(void *app, void *ctx)
+{
+    admin_req *r = ctx;
+    if (!r)
+        return;
+    job_free(r->job);
+    weir__config_unref(r->cfg);
+}
+
+/* Handles the request once its body is read; returns ANSWERED, or PENDING
+ * when a job went to the main thread. */
+static int handle(weir_session *s, admin_req *r, weir_str body, int error)
+{
+    if (error == WEIR_ERR_INVAL)
+        return respond_json(s, 413, error_json("request body larger than %d bytes", BODY_MAX),
+                            NULL);
+    if (error < 0)
+        return respond_json(s, 400, error_json("cannot read the request body"), NULL);
+    switch (r->op) {
+    case OP_CONFIG:
+        return respond_json(s, 200, weir__config_to_json(r->cfg), NULL);
+    case OP_UPSTREAMS: {
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < r->cfg->n_upstreams; i++)
+            json_array_append_new(arr, upstream_live_json(&r->cfg->upstreams[i]));
+        return respond_json(s, 200, json_pack("{s:o}", "upstreams", arr), NULL);
+    }
+    case OP_UPSTREAM_GET: {
+        weir_cfg_upstream *u = find_upstream(r->cfg, r->name);
+        if (!u)
+            return respond_json(s, 404, error_json("no upstream '%.200s'", r->name), NULL);
+        return respond_json(s, 200, upstream_live_json(u), NULL);
+    }
+    default:
+        break;
+    }
+    job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return respond_text(s, 500, NULL, NULL);
+    j->adm = r->adm;
+    j->s = s;
+    j->op = r->op;
+    char err[600];
+    if (!parse_input(j, r, body, err, sizeof(err))) {
+        job_free(j);
+        return respond_json(s, 400, error_json("%s", err), NULL);
+    }
+    r->job = j;
+    if (weir_server_call_main(r->adm->srv, job_main, j) != WEIR_OK) {
+        r->job = NULL;
+        job_free(j);
+        return respond_json(s, 503, error_json("the server is stopping"), NULL);
+    }
+    return WEIR_PHASE_PENDING;
+}
+
+static void body_cb(weir_session *s, void *ctx, weir_str body, int error)
+{
+    int rc = handle(s, ctx, body, error);
+    if (rc != WEIR_PHASE_PENDING)
+        weir_session_resume(s, rc);
+}
+
+static int early_request_filter(weir_session *s, void *ctx)
+{
+    admin_req *r = ctx;
+    if (!r)
+        return WEIR_PHASE_ERROR;
+    const char *allow = NULL;
+    int st = route(weir_session_method(s), weir_session_path(s), r, &allow);
+    if (st == 0 && r->op == OP_HEALTH)
+        return respond_json(s, 200, json_pack("{s:s}", "status", "ok"), NULL);
+    if (!authorized(s, r->cfg->admin.token))
+        return respond_json(s, 401, error_json("missing or wrong bearer token"), NULL);
+    if (st == 400)
+        return respond_json(s, 400, error_json("bad percent-encoding in the path"), NULL);
+    if (st == 404)
+        return respond_json(s, 404, error_json("no such endpoint"), NULL);
+    if (st == 405)
+        return respond_json(s, 405, error_json("method not allowed; use %s", allow), allow);
+    if (weir_session_read_body(s, BODY_MAX, body_cb) != WEIR_OK)
+        return respond_text(s, 500, NULL, NULL);
+    return WEIR_PHASE_PENDING;
+}
+
+/* Runs after a job resumed the request: write its outcome. */
+static int request_filter(weir_session *s, void *ctx)
+{
+    admin_req *r = ctx;
+    job *j = r ? r->job : NULL;
+    if (!j)
+        return WEIR_PHASE_ERROR;
+    r->job = NULL;
+    int rc = respond_text(s, j->status, j->body, NULL);
+    job_free(j);
+    return rc;
+}
+
+static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+{
+    return WEIR_PHASE_ERROR; /* every request is answered before */
+}
+
+static const weir_proxy_ops admin_ops = {
+    .new_ctx = new_ctx,
+    .free_ctx = free_ctx,
+    .early_request_filter = early_request_filter,
+    .request_filter = request_filter,
+    .upstream_peer = upstream_peer,
+};
+
+weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *config_path)
+{
+    weir_config *cfg = weir__app_config(app);
+    weir_admin *adm = NULL;
+    if (!cfg->admin.addr)
+        goto out;
+    adm = calloc(1, sizeof(*adm));
+    if (!adm)
+        goto out;
+    adm->app = app;
+    adm->srv = srv;
+    adm->config_path = config_path;
+    const char *addrs[] = {cfg->admin.addr};
+    weir_proxy_options opts = {.client_header_timeout_ms = 10000,
+                               .client_body_timeout_ms = 10000,
+                               .keepalive_timeout_ms = 30000,
+                               .send_timeout_ms = 10000,
+                               .no_forwarded_headers = true,
+                               .no_via = true};
+    int rc = weir_server_add_proxy(srv, addrs, 1, &admin_ops, adm, &opts);
+    if (rc != WEIR_OK) {
+        weir_log(WEIR_LEVEL_ERROR, "[admin]: cannot listen on %s", cfg->admin.addr);
+        free(adm);
+        adm = NULL;
+        goto out;
+    }
+    weir_log(WEIR_LEVEL_INFO, "admin API on %s%s", cfg->admin.addr,
+             cfg->admin.token ? "" : " (no token: loopback only)");
+out:
+    weir__config_unref(cfg);
+    return adm;
+}
+
+void weir__admin_free(weir_admin *adm)
+{
+    free(adm);
+}

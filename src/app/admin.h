@@ -1,0 +1,61 @@
+/*
+ * admin.h - the admin API: a JSON-over-HTTP service on its own listener
+ * ([admin] addr) to inspect the running configuration, reload it, and
+ * change upstream membership at runtime (docs/admin-api.md).
+ *
+ * It is one more proxy service on the weir server whose phases answer every
+ * request themselves. Reads run on the worker that owns the request; reloads
+ * and membership changes run on the server's main thread
+ * (weir_server_call_main), one at a time, while the request pends.
+ */
+#ifndef WEIR_APP_ADMIN_H
+#define WEIR_APP_ADMIN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "app/config.h"
+#include "app/proxy_app.h"
+#include "weir/weir.h"
+
+typedef struct weir_admin weir_admin;
+
+/*
+ * Adds the admin service on the current configuration's [admin] addr to
+ * srv (main thread, before weir_server_run). config_path is the file that
+ * POST /api/reload reads and persist = true rewrites; NULL when weir runs
+ * without -c (both are then refused). app, srv and config_path must
+ * outlive the returned object. Returns NULL (reason logged) on failure.
+ */
+weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *config_path);
+/* Frees it, after the server stopped. NULL is fine. */
+void weir__admin_free(weir_admin *adm);
+
+/*
+ * Compares a presented token with the expected one in time that depends
+ * only on the lengths: every byte of equal-length inputs is looked at; on
+ * a length mismatch a dummy comparison runs and the result is false.
+ */
+bool weir__admin_token_equal(const char *given, size_t given_len, const char *expected,
+                             size_t expected_len);
+
+/*
+ * Rewrites the `addrs = [...]` key of [upstreams.NAME] in the TOML text
+ * to the given addresses (each "ip:port" or "ip:port weight"), keeping
+ * everything else byte for byte (comments, the rest of the section). The
+ * old value may span several lines. Returns 0 and a malloc'd *out (NUL-
+ * terminated, length *out_len), or -1 with a reason in err when the
+ * section or key is missing, written in a form this does not handle
+ * (dotted keys, inline tables), or the text is not well formed.
+ */
+int weir__admin_rewrite_addrs(const char *text, size_t len, const char *upstream,
+                              const char *const *addrs, size_t n_addrs, char **out, size_t *out_len,
+                              char *err, size_t err_len);
+
+/* config_json.c: a snapshot as JSON (a new reference, NULL on OOM). */
+json_t *weir__config_to_json(const weir_config *c);
+/* The algo as the file writes it ("round_robin", "hash:header:X"). */
+size_t weir__admin_algo_text(const weir_cfg_upstream *u, char *buf, size_t buf_len);
+
+#endif

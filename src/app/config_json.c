@@ -1,0 +1,168 @@
+/*
+ * config_json.c - a configuration snapshot as JSON, for GET /api/config
+ * (see admin.h). The shape follows the TOML file: one object per section
+ * kind, keyed like the file's keys; durations in milliseconds (`*_ms`).
+ * Secrets (the admin token) are never written out.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app/admin.h"
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *string_array(char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+static json_t *headers_json(const weir_cfg_headers *h, bool with_value)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < h->n; i++) {
+        if (with_value) {
+            char *line = NULL;
+            if (asprintf(&line, "%s: %s", h->v[i].name, h->v[i].value ? h->v[i].value : "") >= 0)
+                json_array_append_new(a, json_string(line));
+            free(line);
+        } else {
+            json_array_append_new(a, json_string(h->v[i].name));
+        }
+    }
+    return a;
+}
+
+size_t weir__admin_algo_text(const weir_cfg_upstream *u, char *buf, size_t buf_len)
+{
+    static const char *const keys[] = {"", "ip", "uri", "path", "header:", "cookie:", "query:"};
+    int n;
+    if (u->algo == WEIR_LB_KETAMA || u->algo == WEIR_LB_MAGLEV)
+        n = snprintf(buf, buf_len, "%s:%s%s", u->algo == WEIR_LB_KETAMA ? "hash" : "maglev",
+                     keys[u->hash_key], u->hash_name ? u->hash_name : "");
+    else
+        n = snprintf(buf, buf_len, "%s", weir_lb_algo_name(u->algo));
+    return n < 0 ? 0 : (size_t)n;
+}
+
+static json_t *upstream_json(const weir_cfg_upstream *u)
+{
+    char algo[300];
+    weir__admin_algo_text(u, algo, sizeof(algo));
+    json_t *addrs = json_array();
+    for (size_t i = 0; addrs && i < u->n_backends; i++) {
+        /* A hostname resolves to several backends with the same text. */
+        if (i && strcmp(u->backends[i].text, u->backends[i - 1].text) == 0)
+            continue;
+        json_array_append_new(addrs, json_string(u->backends[i].text));
+    }
+    json_t *o = json_pack("{s:s, s:o, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I}", "name", u->name,
+                          "addrs", addrs, "algo", algo, "max_retries", (json_int_t)u->max_retries,
+                          "sticky_cookie", str_or_null(u->sticky_cookie), "connection_timeout_ms",
+                          (json_int_t)u->connection_timeout_ms, "total_connection_timeout_ms",
+                          (json_int_t)u->total_connection_timeout_ms, "read_timeout_ms",
+                          (json_int_t)u->read_timeout_ms, "write_timeout_ms",
+                          (json_int_t)u->write_timeout_ms, "keepalive", (json_int_t)u->keepalive);
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "idle_timeout_ms", json_integer(u->idle_timeout_ms));
+    const weir_health_check *hc = &u->hc;
+    if (hc->kind == WEIR_HEALTH_NONE) {
+        json_object_set_new(o, "health_check", json_null());
+    } else {
+        char url[1400];
+        if (hc->kind == WEIR_HEALTH_TCP)
+            snprintf(url, sizeof(url), "tcp://");
+        else
+            snprintf(url, sizeof(url), "http://%s%s", hc->host, hc->path);
+        json_t *st = json_array();
+        for (size_t i = 0; st && i < hc->n_expect_status; i++)
+            json_array_append_new(st, json_integer(hc->expect_status[i]));
+        json_object_set_new(o, "health_check",
+                            json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:s}", "url", url,
+                                      "interval_ms", (json_int_t)hc->interval_ms, "timeout_ms",
+                                      (json_int_t)hc->timeout_ms, "rise", (json_int_t)hc->rise,
+                                      "fall", (json_int_t)hc->fall, "status", st, "body",
+                                      hc->expect_body));
+    }
+    return o;
+}
+
+static json_t *location_json(const weir_cfg_location *l)
+{
+    json_t *o =
+        json_pack("{s:s, s:o, s:s, s:o, s:b}", "name", l->name, "host",
+                  string_array(l->hosts, l->n_hosts), "path", l->path, "upstream",
+                  l->upstream ? json_string(l->upstream->name) : json_null(), "echo", (int)l->echo);
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "weight", l->has_weight ? json_integer(l->weight) : json_null());
+    json_object_set_new(o, "proxy_set_headers", headers_json(&l->proxy_set, true));
+    json_object_set_new(o, "proxy_add_headers", headers_json(&l->proxy_add, true));
+    json_object_set_new(o, "proxy_remove_headers", headers_json(&l->proxy_remove, false));
+    json_object_set_new(o, "response_set_headers", headers_json(&l->resp_set, true));
+    json_object_set_new(o, "response_add_headers", headers_json(&l->resp_add, true));
+    json_object_set_new(o, "response_remove_headers", headers_json(&l->resp_remove, false));
+    json_object_set_new(o, "rewrite", l->rewrite_re ? json_true() : json_false());
+    json_object_set_new(o, "client_max_body_size",
+                        l->has_max_body ? json_integer((json_int_t)l->client_max_body_size)
+                                        : json_null());
+    json_object_set_new(o, "connection_timeout_ms", json_integer(l->connect_timeout_ms));
+    json_object_set_new(o, "read_timeout_ms", json_integer(l->read_timeout_ms));
+    json_object_set_new(o, "write_timeout_ms", json_integer(l->write_timeout_ms));
+    return o;
+}
+
+static json_t *server_json(const weir_cfg_server *s)
+{
+    json_t *locs = json_array();
+    for (size_t i = 0; locs && i < s->n_locations; i++)
+        json_array_append_new(locs, json_string(s->locations[i]->name));
+    const weir_proxy_options *p = &s->opts;
+    json_t *o = json_pack(
+        "{s:s, s:o, s:o, s:b, s:o}", "name", s->name, "addr", string_array(s->addrs, s->n_addrs),
+        "locations", locs, "access_log", s->access_log != NULL, "access_log_file",
+        str_or_null(s->access_log ? (s->access_log_file ? s->access_log_file : "-") : NULL));
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "client_header_timeout_ms", json_integer(p->client_header_timeout_ms));
+    json_object_set_new(o, "client_body_timeout_ms", json_integer(p->client_body_timeout_ms));
+    json_object_set_new(o, "keepalive_timeout_ms", json_integer(p->keepalive_timeout_ms));
+    json_object_set_new(o, "send_timeout_ms", json_integer(p->send_timeout_ms));
+    json_object_set_new(o, "max_header_size", json_integer(p->max_header_bytes));
+    json_object_set_new(o, "max_headers", json_integer(p->max_headers));
+    json_object_set_new(o, "max_body_size", json_integer((json_int_t)p->max_body_bytes));
+    return o;
+}
+
+json_t *weir__config_to_json(const weir_config *c)
+{
+    const weir_cfg_basic *b = &c->basic;
+    json_t *basic =
+        json_pack("{s:I, s:o, s:o, s:o, s:I, s:o}", "threads", (json_int_t)b->threads, "pid_file",
+                  str_or_null(b->pid_file), "error_log", str_or_null(b->error_log), "log_level",
+                  str_or_null(b->log_level), "grace_period_ms", (json_int_t)b->grace_period_ms,
+                  "upgrade_sock", str_or_null(b->upgrade_sock));
+    json_t *admin = c->admin.addr ? json_pack("{s:s, s:b, s:o, s:b}", "addr", c->admin.addr,
+                                              "token", c->admin.token != NULL, "token_file",
+                                              str_or_null(c->admin.token_file), "persist",
+                                              (int)c->admin.persist)
+                                  : json_null();
+    json_t *servers = json_array(), *locations = json_array(), *upstreams = json_array();
+    for (size_t i = 0; servers && i < c->n_servers; i++)
+        json_array_append_new(servers, server_json(&c->servers[i]));
+    for (size_t i = 0; locations && i < c->n_locations; i++)
+        json_array_append_new(locations, location_json(&c->locations[i]));
+    for (size_t i = 0; upstreams && i < c->n_upstreams; i++)
+        json_array_append_new(upstreams, upstream_json(&c->upstreams[i]));
+    /* json_pack "o" steals references, also on failure (NULLs fail it). */
+    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "file", c->file ? c->file : "", "basic",
+                     basic, "admin", admin, "servers", servers, "locations", locations, "upstreams",
+                     upstreams);
+}
