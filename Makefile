@@ -29,7 +29,10 @@ $(TEST_BUILD)/.built: FORCE
 	@touch $@
 FORCE:
 
+# The release build is part of the test: optimized builds warn about
+# things -O0 does not, and `make run` must build.
 test: $(TEST_BUILD)/.built
+	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit fuzz-replay integration tsan
 
 unit:
@@ -50,7 +53,8 @@ integration:
 # TSan, driven by the integration tests that use several workers.
 TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurrency.py \
               tests/integration/test_lb.py tests/integration/test_shutdown.py \
-              tests/integration/test_api.py tests/integration/test_reload.py
+              tests/integration/test_api.py tests/integration/test_reload.py \
+              tests/integration/test_admin.py tests/integration/test_metrics.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \

@@ -16,6 +16,7 @@
  * so session memory stays with its worker.
  */
 #include "app/admin.h"
+#include "app/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -660,7 +661,7 @@ static int replace_file(const char *path, const char *text, size_t len, const ch
         rc = rename(tmp, path) < 0 ? -errno : 0;
     }
     if (rc < 0) {
-        snprintf(err, err_len, "cannot write %s: %s", what, strerror(-rc));
+        snprintf(err, err_len, "cannot write %.300s: %s", what, strerror(-rc));
         unlink(tmp);
         unlink(prev_tmp);
         return -1;
@@ -1266,6 +1267,19 @@ static void body_cb(weir_session *s, void *ctx, weir_str body, int error)
         weir_session_resume(s, rc);
 }
 
+/* GET /metrics: the Prometheus text format (on the admin listener). */
+static int metrics(weir_session *s, admin_req *r)
+{
+    size_t len = 0;
+    char *text = weir__metrics_render(r->cfg, r->adm->srv, &len);
+    if (!text)
+        return respond_json(s, 500, error_json("out of memory"), NULL);
+    weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain; version=0.0.4")};
+    int rc = weir_session_respond(s, 200, &h, 1, text, len);
+    free(text);
+    return rc == WEIR_OK ? WEIR_PHASE_ANSWERED : WEIR_PHASE_ERROR;
+}
+
 static int early_request_filter(weir_session *s, void *ctx)
 {
     admin_req *r = ctx;
@@ -1277,6 +1291,13 @@ static int early_request_filter(weir_session *s, void *ctx)
         return respond_json(s, 200, json_pack("{s:s}", "status", "ok"), NULL);
     if (!authorized(s, r->cfg->admin.token))
         return respond_json(s, 401, error_json("missing or wrong bearer token"), NULL);
+    weir_str path = weir_session_path(s);
+    if (path.len == 8 && memcmp(path.ptr, "/metrics", 8) == 0) {
+        weir_str m = weir_session_method(s);
+        if (!(m.len == 3 && memcmp(m.ptr, "GET", 3) == 0))
+            return respond_json(s, 405, error_json("method not allowed; use GET"), "GET");
+        return metrics(s, r);
+    }
     if (st == 400)
         return respond_json(s, 400, error_json("bad percent-encoding in the path"), NULL);
     if (st == 404)

@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include "app/access_log.h"
+#include "app/metrics.h"
 #include "app/route.h"
 
 #define MAX_SERVERS 64
@@ -24,11 +26,63 @@ typedef struct server_app {
     weir_logger *logger; /* NULL = no access log */
 } server_app;
 
+#define MAX_RETIRED 16
+#define RETIRE_GRACE_MS 2000
+
 struct weir_app {
     _Atomic(weir_config *) current;
     server_app servers[MAX_SERVERS];
     size_t n_servers;
+    /* Snapshots replaced by reloads keep the app's reference for a grace
+     * period: a request that loaded the pointer just before the swap takes
+     * its own reference within nanoseconds, so the old snapshot must not be
+     * freed under it. Main thread only (reloads run there). */
+    weir_config *retired[MAX_RETIRED];
+    uint64_t retired_at[MAX_RETIRED];
+    size_t n_retired;
 };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Drops the app's reference to retired snapshots past their grace period
+ * (all of them with force). */
+static void release_retired(weir_app *app, bool force)
+{
+    uint64_t now = mono_ms();
+    size_t keep = 0;
+    for (size_t i = 0; i < app->n_retired; i++) {
+        if (force || now - app->retired_at[i] >= RETIRE_GRACE_MS) {
+            weir__config_unref(app->retired[i]);
+        } else {
+            app->retired[keep] = app->retired[i];
+            app->retired_at[keep] = app->retired_at[i];
+            keep++;
+        }
+    }
+    app->n_retired = keep;
+}
+
+static void retire(weir_app *app, weir_config *old)
+{
+    release_retired(app, false);
+    if (app->n_retired == MAX_RETIRED) {
+        /* Sixteen reloads within the grace period: the oldest is safely
+         * past every request start by now in practice; drop it. */
+        weir__config_unref(app->retired[0]);
+        memmove(app->retired, app->retired + 1, (MAX_RETIRED - 1) * sizeof(app->retired[0]));
+        memmove(app->retired_at, app->retired_at + 1,
+                (MAX_RETIRED - 1) * sizeof(app->retired_at[0]));
+        app->n_retired--;
+    }
+    app->retired[app->n_retired] = old;
+    app->retired_at[app->n_retired] = mono_ms();
+    app->n_retired++;
+}
 
 #define MAX_TRIED 16
 
@@ -347,6 +401,8 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
         weir_backend_done(c->backend, o);
         c->backend = NULL;
     }
+    if (c && c->srv)
+        weir__metrics_request(s, c->srv, c->loc, st);
     if (!c || !c->srv || !c->srv->access_log || !c->sa->logger)
         return;
     char line[4096];
@@ -441,6 +497,7 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         weir_log(WEIR_LEVEL_ERROR, "reload failed (%zu errors): the running configuration stays",
                  errs.n);
         weir__cfg_errors_free(&errs);
+        weir__metrics_reload(false);
         return WEIR_ERR_INVAL;
     }
     weir_config *old = atomic_load(&app->current);
@@ -451,6 +508,7 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
                      "(the running configuration stays)",
                      path, why);
         weir__config_unref(nc);
+        weir__metrics_reload(false);
         return WEIR_ERR_INVAL;
     }
     weir_upstream *ups[1024];
@@ -458,12 +516,14 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {
         reload_error(errs_out, "reload failed: cannot restart the health checks");
         weir__config_unref(nc);
+        weir__metrics_reload(false);
         return WEIR_ERR_INVAL;
     }
     /* New requests pin the new snapshot; requests in flight keep the old
      * one alive until they end. */
     atomic_store_explicit(&app->current, nc, memory_order_release);
-    weir__config_unref(old);
+    retire(app, old);
+    weir__metrics_reload(true);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
     return WEIR_OK;
 }
@@ -475,8 +535,8 @@ int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
 
 weir_config *weir__app_config(weir_app *app)
 {
-    /* As new_ctx: the main thread swaps the pointer before dropping the
-     * old snapshot's reference. */
+    /* As new_ctx: a replaced snapshot keeps the app's reference for a grace
+     * period (retire), so loading then referencing is safe. */
     return weir__config_ref(atomic_load_explicit(&app->current, memory_order_acquire));
 }
 
@@ -531,6 +591,7 @@ void weir__app_free(weir_app *app)
         return;
     for (size_t i = 0; i < app->n_servers; i++)
         weir_logger_close(app->servers[i].logger);
+    release_retired(app, true);
     weir__config_unref(atomic_load(&app->current));
     free(app);
 }

@@ -438,7 +438,12 @@ void weir__h1s_list_drain(weir_h1s_list *list)
     weir_h1s *h = list->head;
     while (h) {
         weir_h1s *next = h->next;
-        if (h->state == WEIR_H1S_IDLE || (h->state == WEIR_H1S_HEAD && h->conn.rend == 0))
+        /* Idle keep-alive connections close now. A connection accepted but
+         * whose first request has not arrived yet is kept: its client is
+         * sending (closing it would reset a request that is on its way,
+         * e.g. across a binary upgrade); it is served with Connection:
+         * close, bounded by the header timeout and the grace period. */
+        if (h->state == WEIR_H1S_IDLE)
             close_conn(h, false);
         h = next;
     }

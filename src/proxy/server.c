@@ -431,9 +431,11 @@ static int open_listeners(weir_server *srv, worker *w)
         size_t k = 0;
         bool got = false;
         for (size_t j = 0; j < srv->n_inherited; j++) {
-            if (srv->inherited[j].fd < 0 || inherited_addr(srv, srv->inherited[j].fd) != (long)i)
+            /* The k-th socket of this address goes to worker k mod n; count
+             * sockets other workers already took (fd -1) too. */
+            if (srv->inherited[j].addr_ix != (long)i)
                 continue;
-            if (k++ % (size_t)srv->n_workers != (size_t)w->id)
+            if (k++ % (size_t)srv->n_workers != (size_t)w->id || srv->inherited[j].fd < 0)
                 continue;
             int fd = srv->inherited[j].fd;
             srv->inherited[j].fd = -1; /* the worker owns it now */
@@ -465,6 +467,9 @@ int weir_server_take_over(weir_server *srv, const char *upgrade_sock)
                        rc > -4096 ? strerror(-rc) : "protocol error");
         return rc;
     }
+    /* Which configured address each socket serves (-1: none, closed at run). */
+    for (size_t j = 0; j < srv->n_inherited; j++)
+        srv->inherited[j].addr_ix = inherited_addr(srv, srv->inherited[j].fd);
     weir_log_info("upgrade: took over %zu listening sockets", srv->n_inherited);
     return WEIR_OK;
 }

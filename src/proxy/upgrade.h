@@ -10,6 +10,7 @@
 typedef struct weir_upgrade_fd {
     char addr[64]; /* the listen address text the socket serves */
     int fd;
+    long addr_ix; /* new side: index of the configured address it serves, or -1 */
 } weir_upgrade_fd;
 
 /* Old side: a non-blocking listening Unix socket at path (a stale one is

@@ -1,0 +1,438 @@
+/*
+ * metrics.c - per-thread request metrics and the Prometheus rendering (see
+ * metrics.h).
+ */
+#include "app/metrics.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define MAX_SERIES 4096 /* per thread */
+#define N_BUCKETS 13
+
+/* Latency buckets in microseconds (le labels in seconds). */
+static const uint64_t bucket_us[N_BUCKETS] = {1000,    5000,     10000,     25000,   50000,
+                                              100000,  250000,   500000,    1000000, 2500000,
+                                              5000000, 10000000, UINT64_MAX};
+static const char *const bucket_le[N_BUCKETS] = {
+    "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"};
+
+enum kind {
+    K_REQUESTS,    /* counter: server, location, method, status class */
+    K_LOC_LATENCY, /* histogram: location */
+    K_UP_LATENCY,  /* histogram: upstream */
+    K_CONNECT,     /* histogram: upstream, new connections only */
+    K_BYTES,       /* v[0] in, v[1] out: server */
+};
+
+/* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
+#define V_SUM 13
+#define V_COUNT 14
+
+typedef struct series {
+    const void *k1, *k2; /* the configuration objects it was counted for */
+    uint32_t k3;         /* method and status classes */
+    uint8_t kind;
+    _Atomic bool used; /* set last (release): then the fields above are complete */
+    char labels[240];  /* Prometheus label text, written once before `used` is published */
+    _Atomic uint64_t v[15];
+} series;
+
+typedef struct block {
+    series s[MAX_SERIES];
+    _Atomic uint32_t n_used; /* published count: a scrape reads s[0..n_used) */
+    uint32_t full;           /* series dropped for lack of room (owner only) */
+    struct block *next;
+} block;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static block *blocks;
+static __thread block *mine;
+static _Atomic uint64_t reloads_ok, reloads_failed;
+
+void weir__metrics_reload(bool ok)
+{
+    atomic_fetch_add(ok ? &reloads_ok : &reloads_failed, 1);
+}
+
+static block *my_block(void)
+{
+    if (mine)
+        return mine;
+    mine = calloc(1, sizeof(*mine));
+    if (!mine)
+        return NULL;
+    pthread_mutex_lock(&registry_lock);
+    mine->next = blocks;
+    blocks = mine;
+    pthread_mutex_unlock(&registry_lock);
+    return mine;
+}
+
+/* Only this thread writes its block: load + store, no read-modify-write. */
+static inline void bump(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+/* Label values are names from the configuration; TOML keys may hold quotes,
+ * backslashes or newlines, which the text format escapes. */
+static size_t label_value(char *out, size_t cap, const char *v)
+{
+    size_t n = 0;
+    for (; *v && n + 2 < cap; v++) {
+        if (*v == '"' || *v == '\\') {
+            out[n++] = '\\';
+            out[n++] = *v;
+        } else if (*v == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else {
+            out[n++] = *v;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+static series *find(block *b, uint8_t kind, const void *k1, const void *k2, uint32_t k3,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static series *find(block *b, uint8_t kind, const void *k1, const void *k2, uint32_t k3,
+                    const char *fmt, ...)
+{
+    uintptr_t h = (uintptr_t)k1 * 31u + (uintptr_t)k2 * 17u + k3 * 7u + kind;
+    h ^= h >> 17;
+    for (size_t probe = 0; probe < MAX_SERIES; probe++) {
+        series *s = &b->s[(h + probe) % MAX_SERIES];
+        if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
+            if (s->kind == kind && s->k1 == k1 && s->k2 == k2 && s->k3 == k3)
+                return s;
+            continue;
+        }
+        if (atomic_load_explicit(&b->n_used, memory_order_relaxed) >= MAX_SERIES * 3 / 4) {
+            b->full++;
+            return NULL;
+        }
+        s->kind = kind;
+        s->k1 = k1;
+        s->k2 = k2;
+        s->k3 = k3;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->labels, sizeof(s->labels), fmt, ap);
+        va_end(ap);
+        /* Publish: a scrape only reads series marked used after this. */
+        atomic_store_explicit(&s->used, true, memory_order_release);
+        atomic_fetch_add_explicit(&b->n_used, 1, memory_order_release);
+        return s;
+    }
+    return NULL;
+}
+
+static void observe(series *s, int64_t us)
+{
+    if (!s || us < 0)
+        return;
+    for (int i = 0; i < N_BUCKETS; i++) {
+        if ((uint64_t)us <= bucket_us[i]) {
+            bump(&s->v[i], 1);
+            break;
+        }
+    }
+    bump(&s->v[V_SUM], (uint64_t)us);
+    bump(&s->v[V_COUNT], 1);
+}
+
+static const char *method_class(weir_str m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (m.len == strlen(known[i]) && memcmp(m.ptr, known[i], m.len) == 0)
+            return known[i];
+    }
+    return "OTHER";
+}
+
+void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
+                           const weir_cfg_location *loc, const weir_session_stats *st)
+{
+    block *b = my_block();
+    if (!b || !srv)
+        return;
+    const char *method = method_class(weir_session_method(s));
+    int sc = st->status >= 100 && st->status <= 599 ? st->status / 100 : 0;
+    uint32_t k3 = (uint32_t)(sc * 16) + (uint32_t)(method[0] + method[1]);
+    char sv[128], lv[128], uv[128];
+    label_value(sv, sizeof(sv), srv->name);
+    label_value(lv, sizeof(lv), loc ? loc->name : "");
+    series *r = find(b, K_REQUESTS, srv, loc, k3,
+                     "server=\"%s\",location=\"%s\",method=\"%s\",status=\"%s\"", sv, lv, method,
+                     sc ? (const char *[]){"", "1xx", "2xx", "3xx", "4xx", "5xx"}[sc] : "none");
+    if (r)
+        bump(&r->v[0], 1);
+    series *bytes = find(b, K_BYTES, srv, NULL, 0, "server=\"%s\"", sv);
+    if (bytes) {
+        bump(&bytes->v[0], st->bytes_received);
+        bump(&bytes->v[1], st->bytes_sent);
+    }
+    if (loc)
+        observe(find(b, K_LOC_LATENCY, loc, NULL, 0, "location=\"%s\"", lv), st->request_time_us);
+    const weir_cfg_upstream *u = loc ? loc->upstream : NULL;
+    if (u && st->upstream_time_us >= 0) {
+        label_value(uv, sizeof(uv), u->name);
+        observe(find(b, K_UP_LATENCY, u, NULL, 0, "upstream=\"%s\"", uv), st->upstream_time_us);
+        if (st->connect_time_us > 0)
+            observe(find(b, K_CONNECT, u, NULL, 0, "upstream=\"%s\"", uv), st->connect_time_us);
+    }
+}
+
+/* ---- rendering ---- */
+
+typedef struct out {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} out;
+
+static void emit(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void emit(out *o, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p ? o->p + o->len : NULL, o->p ? o->cap - o->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0 || o->oom)
+            return;
+        if (o->p && o->len + (size_t)n < o->cap) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = (o->cap + (size_t)n + 1) * 2;
+        char *np = realloc(o->p, cap);
+        if (!np) {
+            o->oom = true;
+            return;
+        }
+        o->p = np;
+        o->cap = cap;
+    }
+}
+
+/* Sums of one kind over all threads, merged by label text. */
+typedef struct agg {
+    char labels[240];
+    uint64_t v[15];
+} agg;
+
+static size_t gather(uint8_t kind, agg **out_v)
+{
+    agg *v = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (block *b = blocks; b; b = b->next) {
+        if (atomic_load_explicit(&b->n_used, memory_order_acquire) == 0)
+            continue;
+        for (size_t i = 0; i < MAX_SERIES; i++) {
+            series *s = &b->s[i];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire) || s->kind != kind)
+                continue;
+            size_t k = 0;
+            while (k < n && strcmp(v[k].labels, s->labels) != 0)
+                k++;
+            if (k == n) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    agg *nv = realloc(v, cap * sizeof(*v));
+                    if (!nv)
+                        break;
+                    v = nv;
+                }
+                memset(&v[n], 0, sizeof(v[n]));
+                memcpy(v[n].labels, s->labels, sizeof(v[n].labels));
+                n++;
+            }
+            for (int j = 0; j < 15; j++)
+                v[k].v[j] += atomic_load_explicit(&s->v[j], memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    *out_v = v;
+    return n;
+}
+
+static void emit_histogram(out *o, const char *name, const char *help, uint8_t kind)
+{
+    agg *v;
+    size_t n = gather(kind, &v);
+    emit(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t cum = 0;
+        for (int b = 0; b < N_BUCKETS; b++) {
+            cum += v[i].v[b];
+            emit(o, "%s_bucket{%s,le=\"%s\"} %llu\n", name, v[i].labels, bucket_le[b],
+                 (unsigned long long)cum);
+        }
+        emit(o, "%s_sum{%s} %.6f\n", name, v[i].labels, (double)v[i].v[V_SUM] / 1e6);
+        emit(o, "%s_count{%s} %llu\n", name, v[i].labels, (unsigned long long)v[i].v[V_COUNT]);
+    }
+    free(v);
+}
+
+static void emit_process(out *o)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    emit(o,
+         "# HELP process_cpu_seconds_total User and system CPU time.\n"
+         "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.3f\n",
+         cpu);
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    emit(o,
+         "# HELP process_resident_memory_bytes Resident memory.\n"
+         "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
+         resident * sysconf(_SC_PAGESIZE));
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *e; (e = readdir(d));)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+    }
+    emit(o,
+         "# HELP process_open_fds Open file descriptors.\n"
+         "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n",
+         fds);
+}
+
+static void emit_backends(out *o, const weir_config *cfg)
+{
+    static const char *const breaker[] = {"closed", "open", "half_open"};
+    emit(o, "# HELP weir_backend_up Whether a backend takes requests (healthy, not ejected, "
+            "not draining).\n# TYPE weir_backend_up gauge\n");
+    out rest = {0};
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const weir_cfg_upstream *u = &cfg->upstreams[i];
+        if (!u->lb)
+            continue;
+        weir_backend_info info[64];
+        size_t n = weir_upstream_info(u->lb, info, 64);
+        char uv[128];
+        label_value(uv, sizeof(uv), u->name);
+        for (size_t k = 0; k < n && k < 64; k++) {
+            const weir_backend_info *b = &info[k];
+            char labels[320];
+            snprintf(labels, sizeof(labels), "upstream=\"%.127s\",backend=\"%.63s\"", uv, b->addr);
+            emit(o, "weir_backend_up{%s} %d\n", labels,
+                 b->healthy && !b->draining && b->breaker == WEIR_BREAKER_CLOSED);
+            emit(&rest, "weir_backend_in_flight{%s} %llu\n", labels,
+                 (unsigned long long)b->in_flight);
+            emit(&rest, "weir_backend_requests_total{%s} %llu\n", labels,
+                 (unsigned long long)b->requests);
+            emit(&rest, "weir_backend_failures_total{%s} %llu\n", labels,
+                 (unsigned long long)b->failures);
+            emit(&rest, "weir_backend_breaker_state{%s,state=\"%s\"} 1\n", labels,
+                 breaker[b->breaker < 3 ? b->breaker : 0]);
+            emit(&rest, "weir_upstream_connections_total{%s,kind=\"new\"} %llu\n", labels,
+                 (unsigned long long)b->conns_new);
+            emit(&rest, "weir_upstream_connections_total{%s,kind=\"reused\"} %llu\n", labels,
+                 (unsigned long long)b->conns_reused);
+            emit(&rest, "weir_backend_health_changes_total{%s} %llu\n", labels,
+                 (unsigned long long)b->health_changes);
+        }
+    }
+    emit(o, "# HELP weir_backend_in_flight Requests in flight to a backend.\n"
+            "# TYPE weir_backend_in_flight gauge\n"
+            "# HELP weir_backend_requests_total Requests sent to a backend.\n"
+            "# TYPE weir_backend_requests_total counter\n"
+            "# HELP weir_backend_failures_total Failed requests (connect, reset, timeout, 5xx).\n"
+            "# TYPE weir_backend_failures_total counter\n"
+            "# HELP weir_backend_breaker_state Circuit breaker state of a backend.\n"
+            "# TYPE weir_backend_breaker_state gauge\n"
+            "# HELP weir_upstream_connections_total Upstream connections used, new or reused.\n"
+            "# TYPE weir_upstream_connections_total counter\n"
+            "# HELP weir_backend_health_changes_total Active health check state changes.\n"
+            "# TYPE weir_backend_health_changes_total counter\n");
+    if (rest.p)
+        emit(o, "%s", rest.p);
+    free(rest.p);
+}
+
+char *weir__metrics_render(const weir_config *cfg, weir_server *srv, size_t *len)
+{
+    out o = {0};
+    agg *v;
+    size_t n = gather(K_REQUESTS, &v);
+    emit(&o, "# HELP weir_requests_total Requests by server, location, method and status "
+             "class.\n# TYPE weir_requests_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        emit(&o, "weir_requests_total{%s} %llu\n", v[i].labels, (unsigned long long)v[i].v[0]);
+    free(v);
+    n = gather(K_BYTES, &v);
+    emit(&o, "# HELP weir_received_bytes_total Request bytes received from clients.\n"
+             "# TYPE weir_received_bytes_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        emit(&o, "weir_received_bytes_total{%s} %llu\n", v[i].labels,
+             (unsigned long long)v[i].v[0]);
+    emit(&o, "# HELP weir_sent_bytes_total Response bytes sent to clients.\n"
+             "# TYPE weir_sent_bytes_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        emit(&o, "weir_sent_bytes_total{%s} %llu\n", v[i].labels, (unsigned long long)v[i].v[1]);
+    free(v);
+    emit_histogram(&o, "weir_request_duration_seconds",
+                   "Time from the request head to the end of the response, per location.",
+                   K_LOC_LATENCY);
+    emit_histogram(&o, "weir_upstream_duration_seconds",
+                   "Time from connecting to the end of the upstream response, per upstream.",
+                   K_UP_LATENCY);
+    emit_histogram(&o, "weir_upstream_connect_seconds",
+                   "TCP connect time of new upstream connections, per upstream.", K_CONNECT);
+    if (cfg)
+        emit_backends(&o, cfg);
+    if (srv) {
+        weir_server_stats st;
+        weir_server_get_stats(srv, &st);
+        emit(&o,
+             "# HELP weir_client_connections Open client connections by protocol.\n"
+             "# TYPE weir_client_connections gauge\n"
+             "weir_client_connections{protocol=\"http1\"} %llu\n"
+             "# HELP weir_pool_idle_connections Idle upstream connections in the shared pool.\n"
+             "# TYPE weir_pool_idle_connections gauge\nweir_pool_idle_connections %llu\n"
+             "# HELP weir_pool_migrations_total Idle connections taken by another worker.\n"
+             "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
+             (unsigned long long)st.client_connections, (unsigned long long)st.pool_idle,
+             (unsigned long long)st.pool_migrations);
+    }
+    emit(&o,
+         "# HELP weir_reloads_total Configuration reloads by outcome.\n"
+         "# TYPE weir_reloads_total counter\n"
+         "weir_reloads_total{result=\"ok\"} %llu\nweir_reloads_total{result=\"failed\"} %llu\n",
+         (unsigned long long)atomic_load(&reloads_ok),
+         (unsigned long long)atomic_load(&reloads_failed));
+    emit_process(&o);
+    if (o.oom) {
+        free(o.p);
+        return NULL;
+    }
+    *len = o.len;
+    return o.p;
+}

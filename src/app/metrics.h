@@ -1,0 +1,34 @@
+/*
+ * metrics.h - request metrics in the Prometheus text format.
+ *
+ * Each worker thread counts into its own block (plain loads and stores on
+ * memory no other thread writes: no shared atomic or lock on the request
+ * path); a scrape sums the blocks. Series are keyed by the configuration
+ * objects a request used and carry their label text, so a reload simply
+ * starts new series, which the scrape merges by label.
+ */
+#ifndef WEIR_APP_METRICS_H
+#define WEIR_APP_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "app/config.h"
+#include "weir/weir.h"
+
+/* Counts one finished request (logging phase; the worker's thread). */
+void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
+                           const weir_cfg_location *loc, const weir_session_stats *st);
+
+/* Counts a reload and its outcome. Any thread. */
+void weir__metrics_reload(bool ok);
+
+/*
+ * Renders every metric: request counters and latency histograms, backend
+ * state from the upstreams of cfg, server figures from srv, reloads, and
+ * the process (CPU, RSS, open files). Returns a malloc'd NUL-terminated
+ * text (*len its length) or NULL. Any thread.
+ */
+char *weir__metrics_render(const weir_config *cfg, weir_server *srv, size_t *len);
+
+#endif
