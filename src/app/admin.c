@@ -1271,7 +1271,8 @@ static void body_cb(weir_session *s, void *ctx, weir_str body, int error)
 static int metrics(weir_session *s, admin_req *r)
 {
     size_t len = 0;
-    char *text = weir__metrics_render(r->cfg, r->adm->srv, &len);
+    char *text =
+        weir__metrics_render(r->cfg, r->adm->srv, weir__app_log_dropped(r->adm->app), &len);
     if (!text)
         return respond_json(s, 500, error_json("out of memory"), NULL);
     weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain; version=0.0.4")};

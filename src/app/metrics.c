@@ -377,7 +377,8 @@ static void emit_backends(out *o, const weir_config *cfg)
     free(rest.p);
 }
 
-char *weir__metrics_render(const weir_config *cfg, weir_server *srv, size_t *len)
+char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t log_dropped,
+                           size_t *len)
 {
     out o = {0};
     agg *v;
@@ -428,6 +429,10 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, size_t *len
          "weir_reloads_total{result=\"ok\"} %llu\nweir_reloads_total{result=\"failed\"} %llu\n",
          (unsigned long long)atomic_load(&reloads_ok),
          (unsigned long long)atomic_load(&reloads_failed));
+    emit(&o,
+         "# HELP weir_access_log_dropped_total Access-log lines dropped (writer queue full).\n"
+         "# TYPE weir_access_log_dropped_total counter\nweir_access_log_dropped_total %llu\n",
+         (unsigned long long)log_dropped);
     emit_process(&o);
     if (o.oom) {
         free(o.p);

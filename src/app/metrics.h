@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "app/config.h"
 #include "weir/weir.h"
@@ -26,9 +27,10 @@ void weir__metrics_reload(bool ok);
 /*
  * Renders every metric: request counters and latency histograms, backend
  * state from the upstreams of cfg, server figures from srv, reloads, and
- * the process (CPU, RSS, open files). Returns a malloc'd NUL-terminated
+ * the process (CPU, RSS, open files), access-log lines dropped. Returns a malloc'd NUL-terminated
  * text (*len its length) or NULL. Any thread.
  */
-char *weir__metrics_render(const weir_config *cfg, weir_server *srv, size_t *len);
+char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t log_dropped,
+                           size_t *len);
 
 #endif

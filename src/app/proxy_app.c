@@ -540,6 +540,16 @@ weir_config *weir__app_config(weir_app *app)
     return weir__config_ref(atomic_load_explicit(&app->current, memory_order_acquire));
 }
 
+uint64_t weir__app_log_dropped(weir_app *app)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < app->n_servers; i++) {
+        if (app->servers[i].logger)
+            n += weir_logger_dropped(app->servers[i].logger);
+    }
+    return n;
+}
+
 void weir__app_reopen_logs(weir_app *app)
 {
     for (size_t i = 0; i < app->n_servers; i++)

@@ -41,6 +41,9 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv, wei
  * (weir__config_unref). Any thread. */
 weir_config *weir__app_config(weir_app *app);
 
+/* Access-log lines dropped because a writer queue was full, all servers. */
+uint64_t weir__app_log_dropped(weir_app *app);
+
 /* Reopens the access-log files (SIGUSR1, after logrotate). */
 void weir__app_reopen_logs(weir_app *app);
 

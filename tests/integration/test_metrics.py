@@ -78,6 +78,7 @@ def test_metrics_follow_traffic(backend, start_proc, tmp_path):
     assert value(text, "weir_client_connections", protocol="http1") >= 0
     assert value(text, "process_resident_memory_bytes") > 0
     assert value(text, "process_open_fds") > 0
+    assert "weir_access_log_dropped_total 0" in text
     # every line is a comment or a sample
     for line in text.splitlines():
         assert line.startswith("#") or re.match(r'^[a-z_]+(\{[^}]*\})? [0-9.e+\-Inf]+$', line), line
