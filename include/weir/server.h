@@ -48,8 +48,10 @@ weir_server *weir_server_new(const weir_server_options *opts);
  * Adds a proxy service listening on each "ip:port" of listen_addrs (a
  * socket per worker with SO_REUSEPORT). ops and app must outlive the
  * server; opts may be NULL (defaults) and is copied. Returns WEIR_OK,
- * WEIR_ERR_INVAL (bad address, no upstream_peer) or -errno from bind.
- * Call before weir_server_run.
+ * WEIR_ERR_INVAL (bad address, one already listened on, no upstream_peer,
+ * or 256 services) or -errno from bind. Before weir_server_run, or on a
+ * running server from its main thread (a reload): the sockets are then
+ * bound at once, so a bind error leaves everything as it was.
  */
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
                           const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts);
@@ -61,6 +63,13 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
  * on a running server or beyond 1024 upstreams. Main thread, before run.
  */
 int weir_server_add_upstream(weir_server *srv, weir_upstream *u);
+
+/*
+ * Stops listening on addr (a reload that dropped it): every worker closes
+ * its socket; connections already accepted finish normally. The address
+ * may be added again later. Main thread. WEIR_ERR_INVAL if not listened on.
+ */
+int weir_server_remove_listen(weir_server *srv, const char *addr);
 
 /*
  * Replaces the set of upstreams whose health checks the control thread

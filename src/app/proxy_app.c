@@ -22,7 +22,8 @@
 /* One per [servers.NAME]: what its service's phases need. */
 typedef struct server_app {
     weir_app *app;
-    size_t index;        /* of the server in the configuration */
+    size_t index;        /* of the server in the configuration it was made for */
+    char name[128];      /* the [servers.NAME] it serves, looked up in each snapshot */
     weir_logger *logger; /* NULL = no access log */
 } server_app;
 
@@ -32,7 +33,7 @@ typedef struct server_app {
 struct weir_app {
     _Atomic(weir_config *) current;
     server_app servers[MAX_SERVERS];
-    size_t n_servers;
+    _Atomic size_t n_servers; /* grows on reloads (main thread); read anywhere */
     /* Snapshots replaced by reloads keep the app's reference for a grace
      * period: a request that loaded the pointer just before the swap takes
      * its own reference within nanoseconds, so the old snapshot must not be
@@ -107,6 +108,19 @@ static int answer(weir_session *s, int status, const char *text)
     return WEIR_PHASE_ANSWERED;
 }
 
+/* The server of sa in snapshot cfg: by position when nothing moved, else
+ * by name; NULL if a reload removed it (its last connections finish). */
+static weir_cfg_server *find_server(weir_config *cfg, server_app *sa)
+{
+    if (sa->index < cfg->n_servers && strcmp(cfg->servers[sa->index].name, sa->name) == 0)
+        return &cfg->servers[sa->index];
+    for (size_t i = 0; i < cfg->n_servers; i++) {
+        if (strcmp(cfg->servers[i].name, sa->name) == 0)
+            return &cfg->servers[i];
+    }
+    return NULL;
+}
+
 static void *new_ctx(weir_session *s, void *app)
 {
     server_app *sa = app;
@@ -116,7 +130,7 @@ static void *new_ctx(weir_session *s, void *app)
     memset(c, 0, sizeof(*c));
     c->sa = sa;
     c->cfg = weir__config_ref(atomic_load_explicit(&sa->app->current, memory_order_acquire));
-    c->srv = sa->index < c->cfg->n_servers ? &c->cfg->servers[sa->index] : NULL;
+    c->srv = find_server(c->cfg, sa);
     return c;
 }
 
@@ -172,8 +186,10 @@ static int rewrite(weir_session *s, const weir_cfg_location *l)
 static int request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
-    if (!c || !c->srv)
+    if (!c)
         return WEIR_PHASE_ERROR;
+    if (!c->srv)
+        return answer(s, 503, "Service Unavailable"); /* server removed by a reload */
     weir_str host = weir_headers_get(weir_session_req_headers(s), "host");
     weir_str path = weir_session_path(s);
     char norm[4096];
@@ -435,20 +451,35 @@ static size_t checked_upstreams(weir_config *cfg, weir_upstream **out, size_t ma
 
 /* Same servers, in the same order, on the same addresses and log files:
  * what a reload can take without touching listeners. */
-static const char *listeners_differ(const weir_config *a, const weir_config *b)
+static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static const weir_cfg_server *server_named(const weir_config *c, const char *name)
 {
-    if (a->n_servers != b->n_servers)
-        return "the set of servers changed";
-    for (size_t i = 0; i < a->n_servers; i++) {
-        const weir_cfg_server *x = &a->servers[i], *y = &b->servers[i];
-        if (strcmp(x->name, y->name) != 0)
-            return "the set of servers changed";
-        if (x->n_addrs != y->n_addrs)
-            return "listen addresses changed";
-        for (size_t k = 0; k < x->n_addrs; k++) {
-            if (strcmp(x->addrs[k], y->addrs[k]) != 0)
-                return "listen addresses changed";
-        }
+    for (size_t i = 0; i < c->n_servers; i++) {
+        if (strcmp(c->servers[i].name, name) == 0)
+            return &c->servers[i];
+    }
+    return NULL;
+}
+
+static bool has_addr(const weir_cfg_server *s, const char *addr)
+{
+    for (size_t i = 0; s && i < s->n_addrs; i++) {
+        if (strcmp(s->addrs[i], addr) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* What a reload cannot take while running (listeners can come and go;
+ * these cannot): NULL if nothing. */
+static const char *unsupported_change(const weir_config *a, const weir_config *b)
+{
+    for (size_t i = 0; i < b->n_servers; i++) {
+        const weir_cfg_server *y = &b->servers[i], *x = server_named(a, y->name);
+        if (!x)
+            continue;
         const char *fx = x->access_log ? (x->access_log_file ? x->access_log_file : "-") : "";
         const char *fy = y->access_log ? (y->access_log_file ? y->access_log_file : "-") : "";
         if (strcmp(fx, fy) != 0)
@@ -460,6 +491,102 @@ static const char *listeners_differ(const weir_config *a, const weir_config *b)
     if (strcmp(ax, ay) != 0)
         return "the [admin] address changed";
     return NULL;
+}
+
+/* The server_app of [servers.NAME], made (with its logger) if new. */
+static server_app *server_app_for(weir_app *app, const weir_cfg_server *y, size_t index)
+{
+    for (size_t i = 0; i < app->n_servers; i++) {
+        if (strcmp(app->servers[i].name, y->name) == 0)
+            return &app->servers[i];
+    }
+    if (app->n_servers == MAX_SERVERS)
+        return NULL;
+    server_app *sa = &app->servers[atomic_load(&app->n_servers)];
+    memset(sa, 0, sizeof(*sa));
+    sa->app = app;
+    sa->index = index;
+    snprintf(sa->name, sizeof(sa->name), "%s", y->name);
+    if (y->access_log) {
+        sa->logger = weir_logger_open(y->access_log_file ? y->access_log_file : "-");
+        if (!sa->logger)
+            return NULL;
+    }
+    app->n_servers++;
+    return sa;
+}
+
+/*
+ * Brings the listeners from old's servers to nc's: new addresses are bound
+ * first (a failure undoes them and fails the reload), then dropped ones
+ * stop accepting (their connections finish). Main thread.
+ */
+static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *old,
+                           const weir_config *nc, weir_cfg_errors *errs_out)
+{
+    /* An address that changes server (a rename) is released first so the
+     * new server can take it; the others are dropped after the adds. */
+    for (size_t i = 0; i < old->n_servers; i++) {
+        const weir_cfg_server *x = &old->servers[i], *y = server_named(nc, x->name);
+        for (size_t k = 0; k < x->n_addrs; k++) {
+            if (has_addr(y, x->addrs[k]))
+                continue;
+            for (size_t j = 0; j < nc->n_servers; j++) {
+                if (has_addr(&nc->servers[j], x->addrs[k]))
+                    weir_server_remove_listen(srv, x->addrs[k]);
+            }
+        }
+    }
+    const char *added[1024];
+    size_t n_added = 0;
+    for (size_t i = 0; i < nc->n_servers; i++) {
+        const weir_cfg_server *y = &nc->servers[i], *x = server_named(old, y->name);
+        const char *addrs[64];
+        size_t n = 0;
+        for (size_t k = 0; k < y->n_addrs && n < 64; k++) {
+            if (!has_addr(x, y->addrs[k]))
+                addrs[n++] = y->addrs[k];
+        }
+        if (n == 0)
+            continue;
+        server_app *sa = server_app_for(app, y, i);
+        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &y->opts)
+                    : WEIR_ERR_NOMEM;
+        if (rc != WEIR_OK) {
+            reload_error(errs_out,
+                         "reload failed: cannot listen on the new addresses of "
+                         "[servers.%s] (see the log)",
+                         y->name);
+            for (size_t k = 0; k < n_added; k++)
+                weir_server_remove_listen(srv, added[k]);
+            /* Give renamed addresses back to their old servers. */
+            for (size_t m = 0; m < old->n_servers; m++) {
+                const weir_cfg_server *ox = &old->servers[m];
+                server_app *osa = server_app_for(app, ox, m);
+                for (size_t k = 0; osa && k < ox->n_addrs; k++) {
+                    const char *one[1] = {ox->addrs[k]};
+                    if (!has_addr(server_named(nc, ox->name), ox->addrs[k]))
+                        weir_server_add_proxy(srv, one, 1, &weir__app_ops, osa, &ox->opts);
+                }
+            }
+            return WEIR_ERR_INVAL;
+        }
+        for (size_t k = 0; k < n && n_added < 1024; k++)
+            added[n_added++] = addrs[k];
+    }
+    for (size_t i = 0; i < old->n_servers; i++) {
+        const weir_cfg_server *x = &old->servers[i], *y = server_named(nc, x->name);
+        for (size_t k = 0; k < x->n_addrs; k++) {
+            if (has_addr(y, x->addrs[k]))
+                continue;
+            bool moved = false; /* released above and listened on again by its new server */
+            for (size_t j = 0; j < nc->n_servers && !moved; j++)
+                moved = has_addr(&nc->servers[j], x->addrs[k]);
+            if (!moved)
+                weir_server_remove_listen(srv, x->addrs[k]);
+        }
+    }
+    return WEIR_OK;
 }
 
 /* Logs msg and, when errs is given, appends it there too. */
@@ -501,7 +628,7 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         return WEIR_ERR_INVAL;
     }
     weir_config *old = atomic_load(&app->current);
-    const char *why = listeners_differ(old, nc);
+    const char *why = unsupported_change(old, nc);
     if (why) {
         reload_error(errs_out,
                      "reload of %s refused: %s; that needs a restart or a binary upgrade "
@@ -520,8 +647,18 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         return WEIR_ERR_INVAL;
     }
     /* New requests pin the new snapshot; requests in flight keep the old
-     * one alive until they end. */
+     * one alive until they end. Listeners change after the swap, so a
+     * connection on a new address finds its server. */
     atomic_store_explicit(&app->current, nc, memory_order_release);
+    if (apply_listeners(app, srv, old, nc, errs_out) != WEIR_OK) {
+        atomic_store_explicit(&app->current, old, memory_order_release);
+        weir_upstream *old_ups[1024];
+        size_t n_old = checked_upstreams(old, old_ups, 1024);
+        weir_server_set_upstreams(srv, old_ups, n_old);
+        retire(app, nc); /* a request may have pinned it meanwhile */
+        weir__metrics_reload(false);
+        return WEIR_ERR_INVAL;
+    }
     retire(app, old);
     weir__metrics_reload(true);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
@@ -574,9 +711,10 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         goto fail;
     for (size_t i = 0; i < cfg->n_servers; i++) {
         weir_cfg_server *cs = &cfg->servers[i];
-        server_app *sa = &app->servers[app->n_servers++];
+        server_app *sa = &app->servers[atomic_fetch_add(&app->n_servers, 1)];
         sa->app = app;
         sa->index = i;
+        snprintf(sa->name, sizeof(sa->name), "%s", cs->name);
         if (cs->access_log) {
             sa->logger = weir_logger_open(cs->access_log_file ? cs->access_log_file : "-");
             if (!sa->logger)

@@ -33,7 +33,7 @@
 #include "proxy/upgrade.h"
 #include "weir/server.h"
 
-#define MAX_SERVICES 32
+#define MAX_SERVICES 256
 #define MAX_ADDRS 16
 
 typedef struct listen_addr {
@@ -41,6 +41,7 @@ typedef struct listen_addr {
     socklen_t len;
     char text[WEIR_ADDR_STRLEN];
     weir_service *svc;
+    bool removed; /* weir_server_remove_listen: no longer listened on */
 } listen_addr;
 
 typedef struct worker worker;
@@ -49,7 +50,8 @@ typedef struct listener {
     weir_io io;
     worker *w;
     const listen_addr *addr;
-    weir_timer retry; /* re-try accept after EMFILE/ENFILE */
+    weir_timer retry;    /* re-try accept after EMFILE/ENFILE */
+    _Atomic int live_fd; /* io.fd for other threads (upgrade hand-off); -1 once closed */
 } listener;
 
 struct worker {
@@ -58,8 +60,9 @@ struct worker {
     weir_loop *loop;
     pthread_t thread;
     bool started;
-    listener *listeners;
-    size_t n_listeners;
+    listener **listeners; /* each allocated once, freed with the worker: a closed
+                             one stays (fd -1) so no queued event can dangle */
+    size_t n_listeners, cap_listeners;
     weir_h1s_list conns;
     weir_timer drain_check;
     int rc;
@@ -80,9 +83,10 @@ struct weir_server {
     weir_upstream **upstreams; /* checked by the control thread */
     size_t n_upstreams;
     bool running;
-    weir_health_runner *health; /* main thread only */
-    pthread_mutex_t calls_lock; /* guards calls */
-    struct main_call *calls;    /* weir_server_call_main queue */
+    weir_health_runner *health;  /* main thread only */
+    pthread_mutex_t calls_lock;  /* guards calls */
+    pthread_mutex_t listen_lock; /* guards the workers' listener arrays */
+    struct main_call *calls;     /* weir_server_call_main queue */
     /* zero-downtime upgrade */
     weir_upgrade_fd *inherited; /* sockets taken over from the old server */
     size_t n_inherited;
@@ -217,6 +221,7 @@ weir_server *weir_server_new(const weir_server_options *opts)
     if (srv->opts.grace_period_ms == 0)
         srv->opts.grace_period_ms = 10000;
     pthread_mutex_init(&srv->calls_lock, NULL);
+    pthread_mutex_init(&srv->listen_lock, NULL);
     srv->upgrade_conn = srv->upgrade_listen = -1;
     srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (srv->wake_fd < 0) {
@@ -224,6 +229,121 @@ weir_server *weir_server_new(const weir_server_options *opts)
         return NULL;
     }
     return srv;
+}
+
+static int add_listener(worker *w, const listen_addr *la, int fd);
+
+typedef struct attach_task {
+    worker *w;
+    const listen_addr *la;
+    int fd;
+} attach_task;
+
+static void attach_listener(void *arg)
+{
+    attach_task *t = arg;
+    if (add_listener(t->w, t->la, t->fd) < 0) {
+        weir_log_error("listen on %s: cannot attach to worker %d", t->la->text, t->w->id);
+        close(t->fd);
+    }
+    free(t);
+}
+
+/*
+ * A running server starts listening on addrs[first .. first+n): one
+ * SO_REUSEPORT socket per worker is bound here (so a bind error fails the
+ * call with nothing changed) and handed to the worker's loop.
+ */
+static int listen_now(weir_server *srv, size_t first, size_t n)
+{
+    int nw = srv->n_workers;
+    int *fds = malloc(n * (size_t)nw * sizeof(*fds));
+    attach_task *tasks = calloc(n * (size_t)nw, sizeof(*tasks));
+    if (!fds || !tasks) {
+        free(fds);
+        free(tasks);
+        return WEIR_ERR_NOMEM;
+    }
+    size_t made = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        listen_addr *la = &srv->addrs[first + i];
+        for (int k = 0; k < nw; k++) {
+            int fd = weir__listen_socket((struct sockaddr *)&la->ss, la->len, true, 4096);
+            if (fd < 0) {
+                weir_log_error("listen on %s: %s", la->text, strerror(-fd));
+                rc = fd;
+                break;
+            }
+            fds[made] = fd;
+            tasks[made] = (attach_task){&srv->workers[k], la, fd};
+            made++;
+        }
+    }
+    for (size_t j = 0; j < made; j++) {
+        attach_task *t = rc == 0 ? malloc(sizeof(*t)) : NULL;
+        if (t) {
+            *t = tasks[j];
+            if (weir__loop_post(t->w->loop, attach_listener, t) == 0)
+                continue;
+            free(t);
+        }
+        close(fds[j]);
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++)
+            weir_log_info("listening on %s (%d workers)", srv->addrs[first + i].text, nw);
+    }
+    free(fds);
+    free(tasks);
+    return rc;
+}
+
+typedef struct detach_task {
+    worker *w;
+    const listen_addr *la;
+} detach_task;
+
+static void detach_listener(void *arg)
+{
+    detach_task *t = arg;
+    worker *w = t->w;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        listener *l = w->listeners[i];
+        if (l->addr == t->la && l->io.fd >= 0) {
+            weir__timer_stop(w->loop, &l->retry);
+            atomic_store(&l->live_fd, -1);
+            weir__io_del(w->loop, &l->io);
+            close(l->io.fd);
+            l->io.fd = -1;
+        }
+    }
+    free(t);
+}
+
+int weir_server_remove_listen(weir_server *srv, const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (weir__addr_parse(addr, &ss, &len) < 0)
+        return WEIR_ERR_INVAL;
+    for (size_t i = 0; i < srv->n_addrs; i++) {
+        listen_addr *la = &srv->addrs[i];
+        if (la->removed || !weir__addr_equal((struct sockaddr *)&la->ss, (struct sockaddr *)&ss))
+            continue;
+        la->removed = true;
+        for (int k = 0; srv->running && k < srv->n_workers; k++) {
+            detach_task *t = malloc(sizeof(*t));
+            if (!t)
+                continue;
+            *t = (detach_task){&srv->workers[k], la};
+            if (weir__loop_post(srv->workers[k].loop, detach_listener, t) != 0)
+                free(t);
+        }
+        weir_log_info("stopped listening on %s (its connections finish)", la->text);
+        return WEIR_OK;
+    }
+    return WEIR_ERR_INVAL;
 }
 
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
@@ -256,13 +376,19 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         }
         snprintf(la->text, sizeof(la->text), "%s", listen_addrs[i]);
         la->svc = svc;
+        la->removed = false;
         for (size_t j = 0; j < srv->n_addrs + i; j++) {
-            if (weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss,
-                                 (struct sockaddr *)&la->ss)) {
+            if (!srv->addrs[j].removed && weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss,
+                                                           (struct sockaddr *)&la->ss)) {
                 weir_log_error("listen address %s given twice", la->text);
                 return WEIR_ERR_INVAL;
             }
         }
+    }
+    if (srv->running) {
+        int rc = listen_now(srv, srv->n_addrs, n_addrs);
+        if (rc < 0)
+            return rc; /* nothing registered */
     }
     srv->n_addrs += n_addrs;
     srv->n_services++;
@@ -302,6 +428,8 @@ static void retry_accept(weir_timer *t)
 
 static void accept_ready(listener *l)
 {
+    if (l->io.fd < 0)
+        return; /* closed meanwhile (a deferred retry) */
     worker *w = l->w;
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage peer;
@@ -338,9 +466,10 @@ static void listener_cb(weir_io *io, uint32_t events)
 static void close_listeners(worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++) {
-        listener *l = &w->listeners[i];
+        listener *l = w->listeners[i];
         weir__timer_stop(w->loop, &l->retry);
         if (l->io.fd >= 0) {
+            atomic_store(&l->live_fd, -1);
             weir__io_del(w->loop, &l->io);
             close(l->io.fd);
             l->io.fd = -1;
@@ -407,8 +536,26 @@ static long inherited_addr(weir_server *srv, int fd)
 
 static int add_listener(worker *w, const listen_addr *la, int fd)
 {
-    listener *l = &w->listeners[w->n_listeners++];
+    if (w->n_listeners == w->cap_listeners) {
+        size_t cap = w->cap_listeners ? w->cap_listeners * 2 : 8;
+        pthread_mutex_lock(&w->srv->listen_lock);
+        listener **nv = realloc(w->listeners, cap * sizeof(*nv));
+        if (nv) {
+            w->listeners = nv;
+            w->cap_listeners = cap;
+        }
+        pthread_mutex_unlock(&w->srv->listen_lock);
+        if (!nv)
+            return WEIR_ERR_NOMEM;
+    }
+    listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return WEIR_ERR_NOMEM;
+    pthread_mutex_lock(&w->srv->listen_lock);
+    w->listeners[w->n_listeners++] = l;
+    pthread_mutex_unlock(&w->srv->listen_lock);
     l->io.fd = fd;
+    atomic_store(&l->live_fd, fd);
     l->io.cb = listener_cb;
     l->w = w;
     l->addr = la;
@@ -423,9 +570,6 @@ static int add_listener(worker *w, const listen_addr *la, int fd)
  */
 static int open_listeners(weir_server *srv, worker *w)
 {
-    w->listeners = calloc(srv->n_addrs + srv->n_inherited, sizeof(listener));
-    if (!w->listeners)
-        return WEIR_ERR_NOMEM;
     for (size_t i = 0; i < srv->n_addrs; i++) {
         const listen_addr *la = &srv->addrs[i];
         size_t k = 0;
@@ -478,24 +622,29 @@ int weir_server_take_over(weir_server *srv, const char *upgrade_sock)
 static void serve_upgrade(weir_server *srv)
 {
     size_t n = 0;
+    pthread_mutex_lock(&srv->listen_lock);
     for (int i = 0; i < srv->n_workers; i++)
         n += srv->workers[i].n_listeners;
     weir_upgrade_fd *v = calloc(n ? n : 1, sizeof(*v));
-    if (!v)
+    if (!v) {
+        pthread_mutex_unlock(&srv->listen_lock);
         return;
+    }
     n = 0;
     /* The fds are only closed by their workers at drain, which this thread
      * starts; reading them here races with nothing. */
     for (int i = 0; i < srv->n_workers; i++) {
         worker *w = &srv->workers[i];
         for (size_t k = 0; k < w->n_listeners; k++) {
-            if (w->listeners[k].io.fd < 0)
+            int fd = atomic_load_explicit(&w->listeners[k]->live_fd, memory_order_relaxed);
+            if (fd < 0)
                 continue;
-            v[n].fd = w->listeners[k].io.fd;
-            snprintf(v[n].addr, sizeof(v[n].addr), "%s", w->listeners[k].addr->text);
+            v[n].fd = fd;
+            snprintf(v[n].addr, sizeof(v[n].addr), "%s", w->listeners[k]->addr->text);
             n++;
         }
     }
+    pthread_mutex_unlock(&srv->listen_lock);
     int rc = weir__upgrade_serve(srv->upgrade_listen, v, n);
     free(v);
     if (rc == WEIR_OK) {
@@ -727,6 +876,8 @@ stop:
             close_listeners(w);
             weir__loop_free(w->loop);
         }
+        for (size_t k = 0; k < w->n_listeners; k++)
+            free(w->listeners[k]);
         free(w->listeners);
     }
     pthread_mutex_lock(&srv->calls_lock);
@@ -754,6 +905,7 @@ void weir_server_free(weir_server *srv)
         return;
     close(srv->wake_fd);
     pthread_mutex_destroy(&srv->calls_lock);
+    pthread_mutex_destroy(&srv->listen_lock);
     for (size_t j = 0; j < srv->n_inherited; j++) {
         if (srv->inherited[j].fd >= 0)
             close(srv->inherited[j].fd);

@@ -61,14 +61,90 @@ def test_bad_reload_keeps_the_running_config(backend, start_proc, tmp_path):
     assert r.status == 200 and r.body == b"a\n"
 
 
-def test_listener_change_is_refused(backend, start_proc, tmp_path):
+def refused(port, timeout=5.0):
+    """True once connections to port are refused (listener closed)."""
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_reload_moves_a_listener(backend, start_proc, tmp_path):
     a = backend(B.fixed(b"a\n"))
     port, other = free_port(), free_port()
     path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
-    path.write_text(config(other, [a.addr]))
+    # A connection accepted before the reload finishes its exchange after it.
+    import socket
+    early = socket.create_connection(("127.0.0.1", port), timeout=5)
+    path.write_text(config(other, [a.addr], "2"))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded"), w.stderr()
+    r = B.get(other)
+    assert r.status == 200 and r.body == b"a\n" and r.headers.get("x-gen") == "2"
+    assert refused(port), "the old address still accepts"
+    early.sendall(b"GET /early HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    resp = B.read_response(B.Reader(early))
+    assert resp.status == 200
+    early.close()
+
+
+def test_reload_adds_and_removes_servers(backend, start_proc, tmp_path):
+    a, b = backend(B.fixed(b"a\n")), backend(B.fixed(b"b\n"))
+    port, port2 = free_port(), free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    two = config(port, [a.addr]) + (
+        '[servers.t]\naddr = "127.0.0.1:%d"\nlocations = ["second"]\n'
+        '[locations.second]\nupstream = "v"\n[upstreams.v]\naddrs = ["%s"]\n' % (port2, b.addr))
+    path.write_text(two)
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded"), w.stderr()
+    assert B.get(port2).body == b"b\n"
+    assert B.get(port).body == b"a\n"
+    path.write_text(two.replace("[servers.s]", "[servers.renamed]"))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded", count=2), w.stderr()
+    # the same address under another name: served by the new one
+    assert B.get(port).body == b"a\n" and B.get(port2).body == b"b\n"
+    path.write_text(config(port, [a.addr]))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded", count=3), w.stderr()
+    assert refused(port2)
+    assert B.get(port).body == b"a\n"
+
+
+def test_reload_to_a_busy_address_keeps_everything(backend, start_proc, tmp_path):
+    import socket
+    a = backend(B.fixed(b"a\n"))
+    port = free_port()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    taken = busy.getsockname()[1]
+    try:
+        path, w = start(start_proc, tmp_path, config(port, [a.addr], "1"), port)
+        path.write_text(config(port, [a.addr], "2") + (
+            '[servers.t]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n' % taken))
+        w.signal(signal.SIGHUP)
+        assert wait_log(w, "reload failed"), w.stderr()
+        r = B.get(port)
+        assert r.status == 200 and r.headers.get("x-gen") == "1"
+    finally:
+        busy.close()
+
+
+def test_access_log_move_is_refused(backend, start_proc, tmp_path):
+    a = backend(B.fixed(b"a\n"))
+    port = free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    path.write_text(config(port, [a.addr], extra_server='access_log = "main"\n'))
     w.signal(signal.SIGHUP)
     assert wait_log(w, "reload of"), w.stderr()
-    assert "listen addresses changed" in w.stderr()
+    assert "access log" in w.stderr()
     assert B.get(port).status == 200
 
 
