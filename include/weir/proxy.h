@@ -125,6 +125,7 @@ typedef struct weir_proxy_options {
     uint32_t upstream_read_timeout_ms;  /* upstream read default [60000] */
     uint32_t upstream_write_timeout_ms; /* upstream write default [60000] */
     uint32_t upstream_idle_timeout_ms;  /* pooled idle upstream connection [60000] */
+    uint32_t tunnel_idle_timeout_ms;    /* upgraded connection (WebSocket) idle [600000] */
     uint32_t upstream_keepalive;        /* idle connections kept per peer, all workers together [256] */
     uint32_t max_header_bytes;          /* request line + headers (431 beyond) [65536] */
     uint32_t max_headers;               /* header count (431 beyond) [100] */

@@ -58,6 +58,11 @@ typedef struct weir_exchange_ops {
     /* True if the peer has gone (closed its side) while we were not
      * reading from it; used to abort work for a client that left. */
     bool (*peer_gone)(weir_exchange *x);
+
+    /* After a 101 (protocol upgrade): from now on read_body hands out the
+     * raw bytes the peer sends until it closes (WEIR_DONE), and write_body
+     * sends raw bytes. */
+    void (*tunnel)(weir_exchange *x);
 } weir_exchange_ops;
 
 struct weir_exchange {

@@ -22,38 +22,70 @@
 const char *weir__h1_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "";
     }
 }
 
@@ -89,6 +121,7 @@ static int read_head(weir_exchange *ex, weir_msg *m)
                 if (weir_h1_response_framing(&r, x->req_method, &f) < 0)
                     return WEIR_EX_E_FRAMING;
                 m->status = r.status;
+                m->upgrade = r.status == 101;
                 m->reason = r.reason;
                 m->version = 10 + r.minor_version;
                 m->headers.n = (uint32_t)r.n_headers;
@@ -184,8 +217,7 @@ static int read_body(weir_exchange *ex, weir_str *segs, size_t max, size_t *n, w
          * 10.1.1); it goes out ahead of anything else on the connection. */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         x->expect_continue = false;
-        if (!x->in_done && weir__conn_queue(c, cont, sizeof(cont) - 1) == WEIR_OK &&
-            c->writable)
+        if (!x->in_done && weir__conn_queue(c, cont, sizeof(cont) - 1) == WEIR_OK && c->writable)
             weir__conn_flush(c);
     }
     for (;;) {
@@ -316,6 +348,9 @@ static size_t put_hex(char *p, uint64_t v)
  * nominated by the Connection header. */
 static bool skip_field(const weir_msg *m, weir_str name)
 {
+    /* An upgrade carries its Upgrade field across (Connection is ours). */
+    if (m->upgrade && name.len == 7 && weir_h1_name_is(name, "upgrade"))
+        return false;
     if (weir__is_hop_by_hop(name))
         return true;
     if (name.len == 14 && weir_h1_name_is(name, "content-length"))
@@ -394,7 +429,9 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
             x->out_keep_alive = false;
         }
     }
-    if (!x->upstream) {
+    if (m->upgrade) {
+        p += put(p, "Connection: upgrade\r\n", 21);
+    } else if (!x->upstream) {
         if (!x->out_keep_alive)
             p += put(p, "Connection: close\r\n", 19);
         else if (x->out_minor == 0)
@@ -488,6 +525,17 @@ static bool peer_gone(weir_exchange *ex)
     return false;
 }
 
+static void tunnel(weir_exchange *ex)
+{
+    weir_h1x *x = (weir_h1x *)ex;
+    x->in_kind = WEIR_H1_BODY_CLOSE;
+    x->in_done = false;
+    x->in_limit = 0;
+    x->out_chunked = false;
+    x->out_no_body = false;
+    x->out_keep_alive = false;
+}
+
 static const weir_exchange_ops h1_ops = {
     .read_head = read_head,
     .read_body = read_body,
@@ -497,6 +545,7 @@ static const weir_exchange_ops h1_ops = {
     .write_end = write_end,
     .flush = flush,
     .peer_gone = peer_gone,
+    .tunnel = tunnel,
 };
 
 void weir__h1x_init_upstream(weir_h1x *x, weir_conn *conn, weir_arena *arena, uint32_t max_head)
@@ -522,8 +571,8 @@ void weir__h1x_init_downstream(weir_h1x *x, weir_conn *conn, weir_arena *arena,
     x->in_kind = f->kind;
     x->in_left = f->content_length;
     x->in_limit = limit;
-    x->in_done = f->kind == WEIR_H1_BODY_NONE ||
-                 (f->kind == WEIR_H1_BODY_LENGTH && f->content_length == 0);
+    x->in_done =
+        f->kind == WEIR_H1_BODY_NONE || (f->kind == WEIR_H1_BODY_LENGTH && f->content_length == 0);
     weir_chunked_init(&x->dec);
     x->in_base = head_len;
     conn->rstart = head_len;

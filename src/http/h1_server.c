@@ -296,6 +296,7 @@ static void try_head(weir_h1s *h)
                           : f.kind == WEIR_H1_BODY_LENGTH                          ? WEIR_BODY_KNOWN
                                                           : WEIR_BODY_UNKNOWN;
                 m->content_length = f.content_length;
+                m->upgrade = f.upgrade;
                 const char *target_err = absolute_form(m);
                 if (target_err) {
                     reject(h, 400, target_err);

@@ -47,6 +47,7 @@ typedef struct weir_msg {
     enum weir_body_len body;
     uint64_t content_length;
     bool close; /* the sender closes the connection after this message */
+    bool upgrade; /* a request asking for a protocol upgrade, or its 101 answer */
     weir_headers headers; /* last: its large inline array is left unzeroed */
 } weir_msg;
 

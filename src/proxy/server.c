@@ -200,6 +200,7 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
     DEF(upstream_write_timeout_ms, 60000);
     DEF(upstream_idle_timeout_ms, 60000);
     DEF(upstream_keepalive, 256);
+    DEF(tunnel_idle_timeout_ms, 600000);
     DEF(max_header_bytes, 65536);
     DEF(max_headers, 100);
 #undef DEF

@@ -56,14 +56,16 @@ typedef enum sess_state {
     SS_PROXY,     /* waiting for the response head (request body streams) */
     SS_RESP_HEAD, /* upstream_response_filter, response_filter, head to the client */
     SS_RESP_BODY, /* response body streams to the client */
+    SS_TUNNEL,    /* after a 101: bytes flow both ways until either side closes */
     SS_FLUSH,     /* everything queued; waiting for the client to take it */
     SS_DONE,      /* finished: logging, then freed */
 } sess_state;
 
 static const char *state_name(sess_state s)
 {
-    static const char *const names[] = {"early", "request",   "peer",      "connect", "up_filter",
-                                        "proxy", "resp_head", "resp_body", "flush",   "done"};
+    static const char *const names[] = {"early",     "request", "peer",      "connect",
+                                        "up_filter", "proxy",   "resp_head", "resp_body",
+                                        "tunnel",    "flush",   "done"};
     return names[s];
 }
 
@@ -101,6 +103,7 @@ struct weir_session {
     weir_exchange *upex;
     int attempts;
     bool up_reused; /* the connection came from the keep-alive pool */
+    bool tunnel;    /* a 101 turned the exchange into a byte tunnel */
     char *resp_buf; /* the released upstream's read buffer: the response
                        head's slices point into it until the session ends */
     uint32_t resp_buf_cap;
@@ -226,7 +229,7 @@ static void release_upstream(weir_session *s, bool reusable)
     if (reusable)
         weir__upool_put(s->up, s->peer.idle_timeout_ms, s->peer.keepalive);
     else
-        weir__upconn_close(s->up, true);
+        weir__upconn_close(s->up, !s->tunnel); /* a tunnel ends with a FIN */
     s->up = NULL;
     s->upex = NULL;
 }
@@ -702,9 +705,9 @@ static void step_proxy(weir_session *s)
             fail(s, 502, "upstream closed before the response");
         return;
     }
-    if (s->resp.status == 101) {
+    if (s->resp.status == 101 && !s->req.upgrade) {
         release_upstream(s, false);
-        fail(s, 502, "protocol upgrades are not supported yet");
+        fail(s, 502, "upstream switched protocols without being asked");
         return;
     }
     set_state(s, SS_RESP_HEAD);
@@ -761,6 +764,17 @@ static void step_resp_head(weir_session *s)
         set_state(s, SS_FLUSH);
         return;
     }
+    if (s->resp.status == 101) {
+        /* Both connections now carry the new protocol: raw bytes both
+         * ways (the 101 head is queued first on the client side). */
+        s->down->ops->tunnel(s->down);
+        s->upex->ops->tunnel(s->upex);
+        s->req_pump = (pump){.src = s->down, .dst = s->upex};
+        s->resp_pump = (pump){.src = s->upex, .dst = s->down};
+        s->tunnel = true;
+        set_state(s, SS_TUNNEL);
+        return;
+    }
     if (s->resp.body == WEIR_BODY_NONE) {
         s->resp_pump.done = true;
         s->down->ops->write_end(s->down, WEIR_STR_NULL);
@@ -796,6 +810,31 @@ static void step_resp_body(weir_session *s)
     /* The upstream exchange is complete: reuse its connection if the
      * request went out whole and the backend keeps it open. */
     release_upstream(s, s->req_pump.done && s->upx.out_keep_alive);
+    set_state(s, SS_FLUSH);
+}
+
+/* Moves bytes both ways; the first side to close (or fail) ends both:
+ * the other gets a FIN, not a reset, and neither connection is reused. */
+static void step_tunnel(weir_session *s)
+{
+    /* The 101 head may still be queued for the client. */
+    int rc = s->down->ops->flush(s->down);
+    if (rc < 0) {
+        s->client_aborted = true;
+        s->error = "client closed the tunnel";
+        release_upstream(s, false);
+        set_state(s, SS_FLUSH);
+        return;
+    }
+    int up = pump_run(s, &s->req_pump, NULL);
+    int down = pump_run(s, &s->resp_pump, NULL);
+    if (up == WEIR_AGAIN && down == WEIR_AGAIN)
+        return;
+    if (up < 0 || down < 0) {
+        s->error = "tunnel closed on an error";
+    }
+    s->t_up_end_us = now_us(s);
+    release_upstream(s, false);
     set_state(s, SS_FLUSH);
 }
 
@@ -959,6 +998,10 @@ static void arm_timers(weir_session *s)
         else
             up_ms = s->peer.read_timeout_ms;
         break;
+    case SS_TUNNEL:
+        /* One idle timeout for the tunnel, whichever side is quiet. */
+        client_ms = o->tunnel_idle_timeout_ms;
+        break;
     case SS_FLUSH:
         client_ms = o->send_timeout_ms;
         break;
@@ -1084,6 +1127,9 @@ static void step(weir_session *s)
             break;
         case SS_RESP_BODY:
             step_resp_body(s);
+            break;
+        case SS_TUNNEL:
+            step_tunnel(s);
             break;
         case SS_FLUSH:
             step_flush(s);
