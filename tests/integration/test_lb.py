@@ -975,7 +975,7 @@ def test_app_remove_drains_in_flight_request(backend, lb_app):
     t.join(5)
     assert out["r"].status == 200 and name_of(out["r"]) == victim.name, out
     assert [r.path for r in served(victim)] == ["/slow/1"]
-    assert info(app.port)[other.addr]["in_flight"] == 0
+    assert wait_for(lambda: info(app.port)[other.addr]["in_flight"] == 0, 3)
     # Added back: it takes traffic again, its counters start afresh.
     assert ctl(app.port, "add", addr=victim_addr, weight=1) == (200, "ok\n")
     names = [name_of(get(app.port, "/g%d" % i)) for i in range(10)]
@@ -1114,7 +1114,13 @@ def test_app_keepalive_reuse_counters(backend, lb_app):
     for i in range(50):
         assert client.request("/k%d" % i).status == 200
     client.close()
+    # The last request's outcome is reported just after its response went
+    # out: the counters settle a moment later.
+    deadline = time.monotonic() + 3
     row = info(app.port)[a.addr]
+    while row["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        row = info(app.port)[a.addr]
     assert row["requests"] == 50 and row["in_flight"] == 0 and row["failures"] == 0, row
     assert row["conns_new"] + row["conns_reused"] == 50, row
     assert row["conns_reused"] >= 48, row
@@ -1131,6 +1137,8 @@ def test_app_retries_and_counts_failures(backend, lb_app):
         r = client.request("/r%d" % i)
         assert r.status == 200 and name_of(r) == "a", (i, r)
     client.close()
+    # outcomes are reported just after each response: let the last settle
+    wait_for(lambda: info(app.port)[a.addr]["in_flight"] == 0, 3)
     rows = info(app.port)
     # The default breaker (3 failures) ejects the dead backend.
     assert rows[dead]["failures"] == 3 and rows[dead]["breaker"] == "open", rows
