@@ -62,7 +62,17 @@ def test_metrics_follow_traffic(backend, start_proc, tmp_path):
     for _ in range(3):
         assert B.get(port, "/bad").status == 503
     assert B.get(port, "/nowhere").status == 404
-    status, _, text = scrape(aport)
+    # A request is counted just after its response went out: let the last
+    # ones settle before reading exact values.
+    deadline = time.monotonic() + 3
+    while True:
+        status, _, text = scrape(aport)
+        done = (value(text, "weir_requests_total", location="good") == 7 and
+                value(text, "weir_requests_total", location="bad") == 3 and
+                value(text, "weir_requests_total", location="") == 1)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert value(text, "weir_requests_total", server="web", location="good", method="GET",
                  status="2xx") == 7, text
     assert value(text, "weir_requests_total", location="bad", status="5xx") == 3
