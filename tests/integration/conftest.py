@@ -73,12 +73,20 @@ def pytest_runtest_call(item):
 # Ports
 
 
+_given_ports = set()
+
+
 def free_port():
-    """A loopback port that was free a moment ago."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((backends.LOOPBACK, 0))
-    port = s.getsockname()[1]
-    s.close()
+    """A loopback port that was free a moment ago, never one this run handed
+    out before (two calls in a row may otherwise get the same port)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((backends.LOOPBACK, 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
     return port
 
 
