@@ -1085,7 +1085,7 @@ static void read_whole_body(weir_session *s)
 static void step(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
-    if (s->body_reading)
+    if (s->body_reading && s->down)
         read_whole_body(s);
     for (;;) {
         sess_state before = s->state;
@@ -1289,6 +1289,13 @@ static void stream_abort(void *stream)
      * when it resumes. */
     s->h1s = NULL;
     s->down = NULL;
+    weir__timer_stop(s->loop, &s->client_timer);
+    if (s->body_reading) {
+        /* A phase waits for the body that will never come: tell it, it
+         * resumes and the session ends. */
+        s->body_reading = false;
+        s->body_cb(s, s->ctx, (weir_str){"", 0}, -ECONNABORTED);
+    }
     if (!s->pending && !s->running)
         finish(s);
 }
@@ -1355,16 +1362,10 @@ int weir_session_read_body(weir_session *s, size_t max_bytes, weir_session_body_
     s->body_read_used = true;
     s->body_cb = cb;
     s->body_max = max_bytes;
-    if (s->req.body == WEIR_BODY_NONE) {
-        /* Nothing to read: answer on the next round, after the phase
-         * returned PENDING. */
-        s->req_pump.done = true;
-        s->body_reading = true;
-        weir__loop_defer(s->loop, run_task, s);
-        return WEIR_OK;
-    }
     if (s->req.body == WEIR_BODY_KNOWN && s->req.content_length > max_bytes)
         s->body_max = 0; /* the first byte fails it */
+    /* Reading starts on the next round, after the phase returned PENDING
+     * (an absent body completes at once there). */
     s->body_reading = true;
     weir__loop_defer(s->loop, run_task, s);
     return WEIR_OK;

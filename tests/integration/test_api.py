@@ -147,3 +147,16 @@ def test_read_body_client_gone(test_app):
     s.close()  # the app gets an error and the session ends cleanly (sanitizers check)
     time.sleep(0.2)
     assert B.get(p.port, "/delayed").status == 200
+
+
+def test_read_body_pending_at_immediate_stop(test_app):
+    """SIGQUIT while a phase waits for a body: the session is told and ends;
+    the process exits cleanly (the sanitizers check the teardown)."""
+    import signal
+    b, p = test_app
+    s = B.connect(p.port)
+    s.sendall(b"POST /read-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
+    time.sleep(0.2)
+    p.signal(signal.SIGQUIT)
+    assert p.wait(timeout=10) == 0
+    s.close()
