@@ -22,10 +22,12 @@ extern "C" {
 typedef struct weir_peer {
     struct sockaddr_storage addr; /* backend address (IPv4 or IPv6) */
     socklen_t addr_len;
-    bool tls;              /* TLS to the backend (not supported yet: such a peer fails with 502) */
-    char sni[256];         /* TLS server name, NUL-terminated; empty = none */
-    char alpn[32];         /* TLS ALPN protocols offered, e.g. "h2,http/1.1"; empty = none */
-    char client_cert[256]; /* name of the client certificate for mTLS; empty = none */
+    bool tls;      /* TLS to the backend */
+    char sni[256]; /* TLS server name, NUL-terminated; empty = none */
+    /* How to do TLS (verification, CA, client certificate, ALPN; see
+     * weir/tls.h); NULL = verify against the system CAs, offer http/1.1.
+     * Must outlive the request. */
+    const struct weir_tls_client *tls_client;
     uint32_t connect_timeout_ms; /* TCP connect */
     uint32_t read_timeout_ms;    /* idle time between bytes of the response */
     uint32_t write_timeout_ms;   /* idle time while sending the request */

@@ -133,6 +133,10 @@ typedef struct weir_proxy_options {
     bool no_forwarded_headers; /* don't add X-Forwarded-For/-Proto, X-Real-IP */
     bool no_via;               /* don't add Via */
     bool no_request_id;        /* don't add X-Request-Id to requests that lack one */
+    /* TLS on this service's listeners (weir/tls.h); NULL = plain TCP. Must
+     * outlive the server. */
+    struct weir_tls_server *tls;
+    uint32_t tls_handshake_timeout_ms; /* whole TLS handshake [10000] */
 } weir_proxy_options;
 
 #ifdef __cplusplus

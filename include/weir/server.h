@@ -16,6 +16,7 @@
 
 #include "weir/lb.h"
 #include "weir/proxy.h"
+#include "weir/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -117,6 +118,7 @@ typedef struct weir_server_stats {
     uint64_t pool_idle;          /* idle upstream connections in the shared pool */
     uint64_t pool_migrations;    /* idle connections taken over by another worker */
     int workers;
+    weir_tls_stats tls;          /* TLS handshakes, both sides (whole process) */
 } weir_server_stats;
 
 /* Fills *out. Any thread, while the server runs (zeroes otherwise). */

@@ -65,6 +65,20 @@ const struct sockaddr *weir_session_client_addr(const weir_session *s);
 /* The client's IP as text ("127.0.0.1", "::1"). */
 weir_str weir_session_client_ip(const weir_session *s);
 
+/* TLS facts of the client connection. */
+typedef struct weir_tls_info {
+    const char *version; /* "TLSv1.3", ... */
+    const char *cipher;  /* OpenSSL's name of the cipher */
+    const char *sni;     /* server name the client asked for, or NULL */
+    weir_str alpn;       /* negotiated protocol, empty if none */
+    bool resumed;        /* the session was resumed (no full handshake) */
+    bool client_verified; /* the client presented a certificate that verified */
+} weir_tls_info;
+
+/* Fills *out and returns true if the client came over TLS; false (and
+ * zeroes) for plain TCP. The strings live as long as the session. */
+bool weir_session_tls(const weir_session *s, weir_tls_info *out);
+
 /* The request headers; modifications are what the upstream receives. */
 weir_headers *weir_session_req_headers(weir_session *s);
 /* The response headers; valid from upstream_response_filter on, or after

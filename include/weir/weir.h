@@ -10,6 +10,7 @@
 #include "weir/proxy.h"
 #include "weir/server.h"
 #include "weir/session.h"
+#include "weir/tls.h"
 #include "weir/types.h"
 
 #endif

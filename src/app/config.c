@@ -496,6 +496,12 @@ static const char *const upstream_keys[] = {"addrs",
                                             "health_check_fall",
                                             "health_check_status",
                                             "health_check_body",
+                                            "tls",
+                                            "sni",
+                                            "verify_cert",
+                                            "ca_file",
+                                            "client_cert",
+                                            "alpn",
                                             NULL};
 
 /* "round_robin", "random", "least_conn", "p2c", "hash:KEY" (Ketama) or
@@ -655,8 +661,71 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
         memcpy(&b->peer.addr, ai->ai_addr, ai->ai_addrlen);
         b->peer.addr_len = ai->ai_addrlen;
         b->weight = (uint32_t)weight;
+        /* A backend named by hostname is that name for TLS (SNI and the
+         * certificate check) unless the upstream sets 'sni'. */
+        snprintf(b->peer.sni, sizeof(b->peer.sni), "%s", addr);
     }
     freeaddrinfo(res);
+}
+
+static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const char *section);
+
+/* tls, sni, verify_cert, ca_file, client_cert, alpn: the TLS client the
+ * upstream's connections use. */
+static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                              const char *section)
+{
+    get_bool(ld, t, "tls", section, &u->tls);
+    bool present, verify = true;
+    u->sni = dup_string(ld, t, "sni", section, &present);
+    get_bool(ld, t, "verify_cert", section, &verify);
+    char *ca = dup_string(ld, t, "ca_file", section, &present);
+    char *client = dup_string(ld, t, "client_cert", section, &present);
+    char *alpn = dup_string(ld, t, "alpn", section, &present);
+    weir_toml_entry e;
+    int line = u->line;
+    static const char *const tls_only[] = {"sni", "verify_cert", "ca_file", "client_cert", "alpn"};
+    for (size_t i = 0; !u->tls && i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
+        if (entry_of(t, tls_only[i], &e))
+            err_at(ld, e.line, "'%s' in [%s] needs 'tls = true'", tls_only[i], section);
+    }
+    if (u->sni && strlen(u->sni) >= sizeof(((weir_peer *)0)->sni)) {
+        entry_of(t, "sni", &e);
+        err_at(ld, e.line, "'sni' in [%s] is too long", section);
+    }
+    const char *protos = "http/1.1";
+    if (alpn) {
+        entry_of(t, "alpn", &e);
+        line = e.line;
+        if (strcmp(alpn, "h1") != 0)
+            err_at(ld, line,
+                   "'alpn' in [%s] is '%s': only \"h1\" is supported (HTTP/2 to backends is not "
+                   "available yet)",
+                   section, alpn);
+    }
+    const weir_cfg_cert *cc = NULL;
+    if (client) {
+        entry_of(t, "client_cert", &e);
+        cc = find_cert(ld, client, e.line, section);
+    }
+    if (u->tls && ld->errs->n == 0) {
+        weir_tls_client_spec spec = {.no_verify = !verify,
+                                     .ca_file = ca,
+                                     .cert_file = cc ? cc->cert : NULL,
+                                     .key_file = cc ? cc->key : NULL,
+                                     .chain_file = cc ? cc->chain : NULL,
+                                     .alpn = protos};
+        char err[512];
+        u->tls_client = weir_tls_client_new(&spec, err, sizeof(err));
+        if (!u->tls_client) {
+            if (ca && entry_of(t, "ca_file", &e))
+                line = e.line;
+            err_at(ld, line, "[%s]: TLS: %s", section, err);
+        }
+    }
+    free(ca);
+    free(client);
+    free(alpn);
 }
 
 static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t)
@@ -717,6 +786,7 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     u->keepalive = 256;
     if (get_int(ld, t, "keepalive", section, 0, 100000, &v))
         u->keepalive = (uint32_t)v;
+    load_upstream_tls(ld, u, t, section);
 }
 
 /* health_check = "tcp://" or "http://HOST/PATH" ("http:///PATH" sends the
@@ -990,7 +1060,158 @@ static const char *const server_keys[] = {"addr",
                                           "max_header_size",
                                           "max_headers",
                                           "max_body_size",
+                                          "certificates",
+                                          "tls_min_version",
+                                          "tls_ciphers",
+                                          "tls_ciphersuites",
+                                          "tls_session_tickets",
+                                          "tls_handshake_timeout",
+                                          "client_ca",
+                                          "client_verify",
+                                          "alpn",
+                                          "redirect_https",
+                                          "https_port",
                                           NULL};
+
+int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out)
+{
+    weir_tls_cert_spec *certs = calloc(t->n_certs ? t->n_certs : 1, sizeof(*certs));
+    if (!certs)
+        return WEIR_ERR_NOMEM;
+    for (size_t i = 0; i < t->n_certs; i++) {
+        const weir_cfg_cert *c = t->certs[i];
+        certs[i] = (weir_tls_cert_spec){.cert_file = c->cert,
+                                        .key_file = c->key,
+                                        .chain_file = c->chain,
+                                        .names = (const char *const *)c->domains,
+                                        .n_names = c->n_domains};
+    }
+    *out = (weir_tls_server_spec){.certs = certs,
+                                  .n_certs = t->n_certs,
+                                  .default_cert = t->default_cert,
+                                  .min_version = t->min_version,
+                                  .ciphers = t->ciphers,
+                                  .ciphersuites = t->ciphersuites,
+                                  .alpn = t->alpn,
+                                  .no_tickets = t->no_tickets,
+                                  .client_ca_file = t->client_ca,
+                                  .client_verify_optional = t->client_verify_optional};
+    return WEIR_OK;
+}
+
+void weir__cfg_tls_spec_free(weir_tls_server_spec *spec)
+{
+    free((void *)spec->certs);
+    spec->certs = NULL;
+}
+
+/* The server's TLS keys; checks the whole set by building it once. */
+static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                            const char *section)
+{
+    weir_cfg_tls *tls = &s->tls;
+    size_t n = 0;
+    int line = s->line;
+    char **names = get_string_list(ld, t, "certificates", section, &n, &line);
+    if (names) {
+        tls->certs = calloc(n ? n : 1, sizeof(*tls->certs));
+        for (size_t i = 0; tls->certs && i < n; i++) {
+            weir_cfg_cert *c = find_cert(ld, names[i], line, section);
+            if (!c)
+                continue;
+            if (c->is_default)
+                tls->default_cert = tls->n_certs;
+            tls->certs[tls->n_certs++] = c;
+        }
+        free_list(names, n);
+        if (n == 0)
+            err_at(ld, line, "'certificates' in [%s] is empty", section);
+    }
+    bool on = names != NULL;
+    weir_toml_entry e;
+    static const char *const tls_only[] = {"tls_min_version", "tls_ciphers",   "tls_ciphersuites",
+                                           "tls_session_tickets", "tls_handshake_timeout",
+                                           "client_ca",       "client_verify", "alpn"};
+    for (size_t i = 0; !on && i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
+        if (entry_of(t, tls_only[i], &e))
+            err_at(ld, e.line, "'%s' in [%s] needs 'certificates' (TLS)", tls_only[i], section);
+    }
+    bool present;
+    char *v = dup_string(ld, t, "tls_min_version", section, &present);
+    tls->min_version = 12;
+    if (v) {
+        entry_of(t, "tls_min_version", &e);
+        if (strcmp(v, "1.2") == 0)
+            tls->min_version = 12;
+        else if (strcmp(v, "1.3") == 0)
+            tls->min_version = 13;
+        else
+            err_at(ld, e.line, "'tls_min_version' in [%s] is '%s': expected \"1.2\" or \"1.3\"",
+                   section, v);
+        free(v);
+    }
+    tls->ciphers = dup_string(ld, t, "tls_ciphers", section, &present);
+    tls->ciphersuites = dup_string(ld, t, "tls_ciphersuites", section, &present);
+    bool tickets = true;
+    get_bool(ld, t, "tls_session_tickets", section, &tickets);
+    tls->no_tickets = !tickets;
+    tls->client_ca = dup_string(ld, t, "client_ca", section, &present);
+    v = dup_string(ld, t, "client_verify", section, &present);
+    if (v) {
+        entry_of(t, "client_verify", &e);
+        if (strcmp(v, "optional") == 0)
+            tls->client_verify_optional = true;
+        else if (strcmp(v, "require") != 0)
+            err_at(ld, e.line, "'client_verify' in [%s] is '%s': expected \"require\" or "
+                   "\"optional\"", section, v);
+        if (!tls->client_ca)
+            err_at(ld, e.line, "'client_verify' in [%s] needs 'client_ca'", section);
+        free(v);
+    }
+    size_t n_alpn = 0;
+    int alpn_line = s->line;
+    char **alpn = get_string_list(ld, t, "alpn", section, &n_alpn, &alpn_line);
+    char buf[128] = "";
+    for (size_t i = 0; i < n_alpn; i++) {
+        if (strcmp(alpn[i], "http/1.1") != 0)
+            err_at(ld, alpn_line,
+                   "'alpn' in [%s] offers '%s': only \"http/1.1\" is supported (HTTP/2 is not "
+                   "available yet)",
+                   section, alpn[i]);
+        else if (!strstr(buf, "http/1.1"))
+            snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%shttp/1.1", buf[0] ? "," : "");
+    }
+    free_list(alpn, n_alpn);
+    if (n_alpn && !(tls->alpn = strdup(buf[0] ? buf : "http/1.1")))
+        return;
+
+    get_bool(ld, t, "redirect_https", section, &s->redirect_https);
+    int64_t port = 443;
+    if (get_int(ld, t, "https_port", section, 1, 65535, &port) && !s->redirect_https) {
+        entry_of(t, "https_port", &e);
+        err_at(ld, e.line, "'https_port' in [%s] needs 'redirect_https = true'", section);
+    }
+    s->https_port = (uint32_t)port;
+    if (s->redirect_https && on) {
+        entry_of(t, "redirect_https", &e);
+        err_at(ld, e.line, "'redirect_https' in [%s] is for a plain server, not a TLS one",
+               section);
+    }
+
+    /* Every file read and checked now, so that a bad one is a config error
+     * and not a failure at the first handshake. */
+    if (on && tls->n_certs == n && n > 0) {
+        weir_tls_server_spec spec;
+        if (weir__cfg_tls_spec(tls, &spec) < 0)
+            return;
+        char err[512];
+        weir_tls_server *check = weir_tls_server_new(&spec, err, sizeof(err));
+        weir__cfg_tls_spec_free(&spec);
+        if (!check)
+            err_at(ld, line, "[%s]: TLS: %s", section, err);
+        weir_tls_server_free(check);
+    }
+}
 
 static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t, char ***loc_names,
                         size_t *n_loc_names, int *loc_line)
@@ -1050,11 +1271,57 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
         o->max_headers = (uint32_t)v;
     if (get_size(ld, t, "max_body_size", section, UINT64_MAX / 2, &size))
         o->max_body_bytes = size;
+    get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
+                 &o->tls_handshake_timeout_ms);
+    load_server_tls(ld, s, t, section);
+}
+
+/* ---- [certificates.NAME] ---- */
+
+static const char *const cert_keys[] = {"cert", "key", "chain", "domains", "default", NULL};
+
+static void load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_value *t)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "certificates.%s", c->name);
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        return;
+    }
+    check_keys(ld, t, section, cert_keys);
+    bool present;
+    c->cert = dup_string(ld, t, "cert", section, &present);
+    if (!present)
+        err_at(ld, c->line, "[%s] needs 'cert' (a PEM certificate file)", section);
+    c->key = dup_string(ld, t, "key", section, &present);
+    if (!present)
+        err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file)", section);
+    c->chain = dup_string(ld, t, "chain", section, &present);
+    int line = c->line;
+    c->domains = get_string_list(ld, t, "domains", section, &c->n_domains, &line);
+    get_bool(ld, t, "default", section, &c->is_default);
+}
+
+static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const char *section)
+{
+    weir_config *cfg = ld->cfg;
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        if (strcmp(cfg->certs[i].name, name) == 0)
+            return &cfg->certs[i];
+    }
+    const char *known[64] = {0};
+    for (size_t k = 0; k < cfg->n_certs && k < 63; k++)
+        known[k] = cfg->certs[k].name;
+    const char *sg = suggest(name, known);
+    err_at(ld, line, "[%s] refers to undefined certificate '%s'%s%s%s", section, name,
+           sg ? "; did you mean '" : "", sg ? sg : "", sg ? "'?" : "");
+    return NULL;
 }
 
 /* ---- the document ---- */
 
-static const char *const top_keys[] = {"basic", "admin", "servers", "locations", "upstreams", NULL};
+static const char *const top_keys[] = {"basic",     "admin",     "servers", "locations",
+                                       "upstreams", "certificates", NULL};
 
 /* The named sub-tables of a section like [servers], checked to be tables. */
 static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
@@ -1143,8 +1410,22 @@ static void free_config(weir_config *c)
         weir__router_free(s->router);
         weir__access_log_free(s->access_log);
         free(s->access_log_file);
+        free(s->tls.certs);
+        free(s->tls.ciphers);
+        free(s->tls.ciphersuites);
+        free(s->tls.alpn);
+        free(s->tls.client_ca);
     }
     free(c->servers);
+    for (size_t i = 0; i < c->n_certs; i++) {
+        weir_cfg_cert *x = &c->certs[i];
+        free(x->name);
+        free(x->cert);
+        free(x->key);
+        free(x->chain);
+        free_list(x->domains, x->n_domains);
+    }
+    free(c->certs);
     for (size_t i = 0; i < c->n_locations; i++) {
         weir_cfg_location *l = &c->locations[i];
         free(l->name);
@@ -1168,6 +1449,8 @@ static void free_config(weir_config *c)
         free(u->backends);
         free(u->hash_name);
         free(u->sticky_cookie);
+        free(u->sni);
+        weir_tls_client_free(u->tls_client);
         weir_upstream_free(u->lb);
     }
     free(c->upstreams);
@@ -1241,6 +1524,15 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
     load_basic(&ld, section_of(&ld, root, "basic"));
     load_admin(&ld, weir_toml_table_get(root, "admin"));
 
+    const weir_toml_value *certs = section_of(&ld, root, "certificates");
+    if (certs) {
+        c->certs = alloc_named(&ld, certs, sizeof(weir_cfg_cert), &c->n_certs);
+        for (size_t i = 0; i < c->n_certs; i++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(certs, i, &e);
+            load_cert_section(&ld, &c->certs[i], e.value);
+        }
+    }
     const weir_toml_value *ups = section_of(&ld, root, "upstreams");
     const weir_toml_value *locs = section_of(&ld, root, "locations");
     const weir_toml_value *srvs = section_of(&ld, root, "servers");

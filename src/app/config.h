@@ -52,9 +52,35 @@ typedef enum weir_hash_key {
     WEIR_HASH_QUERY,  /* a query parameter's value */
 } weir_hash_key;
 
+/* [certificates.NAME]: a certificate with its key. */
+typedef struct weir_cfg_cert {
+    char *name;
+    int line;
+    char *cert, *key, *chain; /* files; chain may be NULL */
+    char **domains;           /* names it serves; none = from the certificate */
+    size_t n_domains;
+    bool is_default; /* 'default = true' */
+} weir_cfg_cert;
+
+/* A server's TLS settings (certificates set = TLS on). */
+typedef struct weir_cfg_tls {
+    weir_cfg_cert **certs;
+    size_t n_certs;
+    size_t default_cert;
+    int min_version; /* 12 or 13 */
+    char *ciphers, *ciphersuites;
+    char *alpn; /* "h2,http/1.1" */
+    bool no_tickets;
+    char *client_ca;
+    bool client_verify_optional;
+} weir_cfg_tls;
+
 struct weir_cfg_upstream {
     char *name;
     int line;
+    bool tls;                    /* connect to the backends with TLS */
+    char *sni;                   /* NULL: a backend named by hostname gets that name */
+    weir_tls_client *tls_client; /* verification, CA, client cert, ALPN */
     weir_cfg_backend *backends;
     size_t n_backends;
     weir_lb_algo algo;
@@ -101,7 +127,10 @@ struct weir_cfg_server {
     weir_router *router;
     weir_access_log *access_log; /* NULL = off */
     char *access_log_file;       /* where it goes: a path, or "-" (stdout, the default) */
-    weir_proxy_options opts;     /* timeouts and limits */
+    weir_proxy_options opts;     /* timeouts and limits (opts.tls stays NULL here) */
+    weir_cfg_tls tls;            /* tls.n_certs == 0: plain */
+    bool redirect_https;         /* answer everything with a redirect to https */
+    uint32_t https_port;         /* port in that redirect (443 = none) */
 };
 
 typedef struct weir_cfg_basic {
@@ -133,7 +162,15 @@ struct weir_config {
     size_t n_locations;
     weir_cfg_upstream *upstreams;
     size_t n_upstreams;
+    weir_cfg_cert *certs;
+    size_t n_certs;
 };
+
+/* The library's spec of a server's TLS settings; the arrays it points to
+ * are malloc'd (free with weir__cfg_tls_spec_free) and its strings belong
+ * to the snapshot. */
+int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out);
+void weir__cfg_tls_spec_free(weir_tls_server_spec *spec);
 
 /* Every error found while loading, each "FILE:LINE: message". */
 typedef struct weir_cfg_errors {

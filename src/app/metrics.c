@@ -422,6 +422,22 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
              (unsigned long long)st.client_connections, (unsigned long long)st.pool_idle,
              (unsigned long long)st.pool_migrations);
+        const weir_tls_stats *t = &st.tls;
+        emit(&o,
+             "# HELP weir_tls_handshakes_total TLS handshakes by side (client: with clients, "
+             "upstream: with backends) and result.\n"
+             "# TYPE weir_tls_handshakes_total counter\n"
+             "weir_tls_handshakes_total{side=\"client\",result=\"ok\"} %llu\n"
+             "weir_tls_handshakes_total{side=\"client\",result=\"failed\"} %llu\n"
+             "weir_tls_handshakes_total{side=\"upstream\",result=\"ok\"} %llu\n"
+             "weir_tls_handshakes_total{side=\"upstream\",result=\"failed\"} %llu\n"
+             "# HELP weir_tls_resumed_total TLS handshakes that resumed a session, by side.\n"
+             "# TYPE weir_tls_resumed_total counter\n"
+             "weir_tls_resumed_total{side=\"client\"} %llu\n"
+             "weir_tls_resumed_total{side=\"upstream\"} %llu\n",
+             (unsigned long long)t->handshakes, (unsigned long long)t->failures,
+             (unsigned long long)t->up_handshakes, (unsigned long long)t->up_failures,
+             (unsigned long long)t->resumed, (unsigned long long)t->up_resumed);
     }
     emit(&o,
          "# HELP weir_reloads_total Configuration reloads by outcome.\n"

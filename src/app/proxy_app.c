@@ -25,6 +25,7 @@ typedef struct server_app {
     size_t index;        /* of the server in the configuration it was made for */
     char name[128];      /* the [servers.NAME] it serves, looked up in each snapshot */
     weir_logger *logger; /* NULL = no access log */
+    weir_tls_server *tls; /* its listeners' TLS (kept across reloads), NULL = plain */
 } server_app;
 
 #define MAX_RETIRED 16
@@ -183,6 +184,38 @@ static int rewrite(weir_session *s, const weir_cfg_location *l)
     return weir_session_set_target(s, out, out_len);
 }
 
+/* 301 to the same host and target over https (the Host's port replaced
+ * by https_port, omitted when 443). */
+static int redirect_https(weir_session *s, weir_str host, uint32_t port)
+{
+    if (host.len == 0 || host.len > 255)
+        return answer(s, 400, "Bad Request");
+    size_t hl = host.len;
+    if (host.ptr[0] == '[') { /* [v6]:port */
+        const char *e = memchr(host.ptr, ']', host.len);
+        if (e)
+            hl = (size_t)(e - host.ptr) + 1;
+    } else {
+        const char *colon = memchr(host.ptr, ':', host.len);
+        if (colon)
+            hl = (size_t)(colon - host.ptr);
+    }
+    weir_str target = weir_session_target(s);
+    size_t cap = hl + target.len + 32;
+    char *loc = weir_session_alloc(s, cap);
+    if (!loc)
+        return WEIR_PHASE_ERROR;
+    int n = port == 443 ? snprintf(loc, cap, "https://%.*s", (int)hl, host.ptr)
+                        : snprintf(loc, cap, "https://%.*s:%u", (int)hl, host.ptr, port);
+    memcpy(loc + n, target.ptr, target.len);
+    weir_header h[2] = {{WEIR_STR("Location"), {loc, (size_t)n + target.len}},
+                        {WEIR_STR("Content-Type"), WEIR_STR("text/plain")}};
+    static const char body[] = "301 Moved Permanently\n";
+    if (weir_session_respond(s, 301, h, 2, body, sizeof(body) - 1) != WEIR_OK)
+        return WEIR_PHASE_ERROR;
+    return WEIR_PHASE_ANSWERED;
+}
+
 static int request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
@@ -191,6 +224,8 @@ static int request_filter(weir_session *s, void *ctx)
     if (!c->srv)
         return answer(s, 503, "Service Unavailable"); /* server removed by a reload */
     weir_str host = weir_headers_get(weir_session_req_headers(s), "host");
+    if (c->srv->redirect_https)
+        return redirect_https(s, host, c->srv->https_port);
     weir_str path = weir_session_path(s);
     char norm[4096];
     size_t norm_len = weir__normalize_path(path, norm, sizeof(norm));
@@ -339,11 +374,17 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
         peer->write_timeout_ms = l->write_timeout_ms;
     if (u->idle_timeout_ms)
         peer->idle_timeout_ms = u->idle_timeout_ms;
-    /* total_connection_timeout bounds the whole connection set-up (TCP now,
-     * TCP + TLS handshake once upstream TLS exists), as in Pingora. */
+    /* total_connection_timeout bounds the whole connection set-up (TCP and
+     * the TLS handshake), as in Pingora. */
     if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
         peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
+    if (u->tls) {
+        peer->tls = true;
+        peer->tls_client = u->tls_client;
+        if (u->sni)
+            snprintf(peer->sni, sizeof(peer->sni), "%s", u->sni);
+    }
     return WEIR_PHASE_CONTINUE;
 }
 
@@ -486,11 +527,45 @@ static const char *unsupported_change(const weir_config *a, const weir_config *b
             return "an access log was turned on, off or moved";
         if (memcmp(&x->opts, &y->opts, sizeof(x->opts)) != 0)
             return "server timeouts or limits changed";
+        if ((x->tls.n_certs > 0) != (y->tls.n_certs > 0))
+            return "TLS was turned on or off for a server";
     }
     const char *ax = a->admin.addr ? a->admin.addr : "", *ay = b->admin.addr ? b->admin.addr : "";
     if (strcmp(ax, ay) != 0)
         return "the [admin] address changed";
     return NULL;
+}
+
+/* Makes or updates sa's TLS settings from y's (a server without
+ * certificates stays plain). */
+static int server_app_tls(server_app *sa, const weir_cfg_server *y)
+{
+    if (y->tls.n_certs == 0)
+        return WEIR_OK;
+    weir_tls_server_spec spec;
+    if (weir__cfg_tls_spec(&y->tls, &spec) != WEIR_OK)
+        return WEIR_ERR_NOMEM;
+    char err[512];
+    int rc = WEIR_OK;
+    if (!sa->tls) {
+        sa->tls = weir_tls_server_new(&spec, err, sizeof(err));
+        rc = sa->tls ? WEIR_OK : WEIR_ERR_INVAL;
+    } else {
+        rc = weir_tls_server_update(sa->tls, &spec, err, sizeof(err));
+    }
+    weir__cfg_tls_spec_free(&spec);
+    if (rc != WEIR_OK)
+        weir_log(WEIR_LEVEL_ERROR, "[servers.%s]: TLS: %s", y->name, err);
+    return rc;
+}
+
+/* The options a server's service runs with: the configured ones with the
+ * server_app's TLS. */
+static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_server *y)
+{
+    weir_proxy_options o = y->opts;
+    o.tls = sa->tls;
+    return o;
 }
 
 /* The server_app of [servers.NAME], made (with its logger) if new. */
@@ -511,6 +586,11 @@ static server_app *server_app_for(weir_app *app, const weir_cfg_server *y, size_
         sa->logger = weir_logger_open(y->access_log_file ? y->access_log_file : "-");
         if (!sa->logger)
             return NULL;
+    }
+    if (server_app_tls(sa, y) != WEIR_OK) {
+        weir_logger_close(sa->logger);
+        sa->logger = NULL;
+        return NULL;
     }
     app->n_servers++;
     return sa;
@@ -550,7 +630,8 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
         if (n == 0)
             continue;
         server_app *sa = server_app_for(app, y, i);
-        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &y->opts)
+        weir_proxy_options o = sa ? service_opts(sa, y) : y->opts;
+        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o)
                     : WEIR_ERR_NOMEM;
         if (rc != WEIR_OK) {
             reload_error(errs_out,
@@ -565,8 +646,9 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
                 server_app *osa = server_app_for(app, ox, m);
                 for (size_t k = 0; osa && k < ox->n_addrs; k++) {
                     const char *one[1] = {ox->addrs[k]};
+                    weir_proxy_options oo = service_opts(osa, ox);
                     if (!has_addr(server_named(nc, ox->name), ox->addrs[k]))
-                        weir_server_add_proxy(srv, one, 1, &weir__app_ops, osa, &ox->opts);
+                        weir_server_add_proxy(srv, one, 1, &weir__app_ops, osa, &oo);
                 }
             }
             return WEIR_ERR_INVAL;
@@ -659,6 +741,16 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         weir__metrics_reload(false);
         return WEIR_ERR_INVAL;
     }
+    /* Certificates and TLS settings of the servers that stay. */
+    for (size_t i = 0; i < nc->n_servers; i++) {
+        for (size_t k = 0; k < app->n_servers; k++) {
+            server_app *sa = &app->servers[k];
+            if (sa->tls && strcmp(sa->name, nc->servers[i].name) == 0 &&
+                server_app_tls(sa, &nc->servers[i]) != WEIR_OK)
+                reload_error(errs_out, "[servers.%s]: new TLS settings not applied (see the log)",
+                             sa->name);
+        }
+    }
     retire(app, old);
     weir__metrics_reload(true);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
@@ -720,8 +812,11 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
             if (!sa->logger)
                 goto fail;
         }
+        if (server_app_tls(sa, cs) != WEIR_OK)
+            goto fail;
+        weir_proxy_options o = service_opts(sa, cs);
         int rc = weir_server_add_proxy(srv, (const char *const *)cs->addrs, cs->n_addrs,
-                                       &weir__app_ops, sa, &cs->opts);
+                                       &weir__app_ops, sa, &o);
         if (rc != WEIR_OK) {
             weir_log(WEIR_LEVEL_ERROR, "[servers.%s]: cannot set up its listeners", cs->name);
             goto fail;
@@ -737,8 +832,10 @@ void weir__app_free(weir_app *app)
 {
     if (!app)
         return;
-    for (size_t i = 0; i < app->n_servers; i++)
+    for (size_t i = 0; i < app->n_servers; i++) {
         weir_logger_close(app->servers[i].logger);
+        weir_tls_server_free(app->servers[i].tls);
+    }
     release_retired(app, true);
     weir__config_unref(atomic_load(&app->current));
     free(app);

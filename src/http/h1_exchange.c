@@ -456,7 +456,7 @@ static int write_body(weir_exchange *ex, const weir_str *segs, size_t n)
     if (total == 0)
         return WEIR_OK;
     if (weir__conn_queue_room(c) < (int)n + 2) {
-        if (weir__conn_queue_empty(c))
+        if (c->oq_head == c->oq_n)
             c->oq_head = c->oq_n = 0;
         if (weir__conn_queue_room(c) < (int)n + 2)
             return WEIR_ERR_NOMEM;

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
+#include "net/tls.h"
 
 static weir_pool_class h1s_class;
 
@@ -25,6 +26,8 @@ __attribute__((constructor)) static void register_class(void)
 static const char *state_name(weir_h1s_state s)
 {
     switch (s) {
+    case WEIR_H1S_HANDSHAKE:
+        return "handshake";
     case WEIR_H1S_IDLE:
         return "idle";
     case WEIR_H1S_HEAD:
@@ -41,7 +44,8 @@ static const char *state_name(weir_h1s_state s)
 
 static void set_state(weir_h1s *h, weir_h1s_state to)
 {
-    /* Legal moves: idle<->head, head->active, active->idle/head, any->closed. */
+    /* Legal moves: handshake->head, idle<->head, head->active, active->idle/head,
+     * any->closed. */
     assert(to == WEIR_H1S_CLOSED || h->state != WEIR_H1S_CLOSED);
     assert(to != WEIR_H1S_ACTIVE || h->state == WEIR_H1S_HEAD);
     weir_log_debug("h1s %p: %s -> %s", (void *)h, state_name(h->state), state_name(to));
@@ -96,18 +100,41 @@ static void reject(weir_h1s *h, int status, const char *why)
                      "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
                      status, weir__h1_reason(status), body_len, buf);
     /* Best effort, one write: the connection is closing anyway. */
-    ssize_t w = write(h->conn.io.fd, resp, (size_t)n);
-    (void)w;
+    weir__conn_write_now(&h->conn, resp, (size_t)n);
     /* Let the client read the answer: stop reading, then close. A lingering
-     * close is not worth it here; shutdown(SHUT_WR) lets the FIN follow. */
-    shutdown(h->conn.io.fd, SHUT_WR);
+     * close is not worth it here; the shutdown lets the FIN follow. */
+    weir__conn_shutdown(&h->conn);
+    close_conn(h, false);
+}
+
+static void handshake_failed(weir_h1s *h, const char *why)
+{
+    char ip[64];
+    weir__h1s_peer_ip(h, ip, sizeof(ip));
+    weir__tls_count(WEIR_TLS_FAILURE);
+    weir_log_info("client %s: TLS handshake failed: %s", ip, why);
+    if (strcmp(why, "http request") == 0) {
+        /* Plain HTTP on the TLS port: say so in plain HTTP, as nginx does. */
+        static const char resp[] = "HTTP/1.1 400 Bad Request\r\nServer: weir\r\n"
+                                   "Content-Type: text/plain\r\nContent-Length: 48\r\n"
+                                   "Connection: close\r\n\r\n"
+                                   "400 Bad Request: plain HTTP sent to a TLS port\n\n";
+        char sink[4096]; /* the rest of the request: unread, the close would reset */
+        while (read(h->conn.io.fd, sink, sizeof(sink)) > 0)
+            ;
+        ssize_t w = write(h->conn.io.fd, resp, sizeof(resp) - 1);
+        (void)w;
+        shutdown(h->conn.io.fd, SHUT_WR);
+    }
     close_conn(h, false);
 }
 
 static void header_timeout(weir_timer *t)
 {
     weir_h1s *h = weir_container_of(t, weir_h1s, timer);
-    if (h->state == WEIR_H1S_HEAD && h->conn.rend > 0)
+    if (h->state == WEIR_H1S_HANDSHAKE)
+        handshake_failed(h, "timed out");
+    else if (h->state == WEIR_H1S_HEAD && h->conn.rend > 0)
         reject(h, 408, "request head not received in time");
     else
         close_conn(h, false); /* keep-alive or linger timeout, or nothing sent */
@@ -118,37 +145,49 @@ static void header_timeout(weir_timer *t)
  * (which could destroy the response before the client read it). */
 static void linger(weir_h1s *h)
 {
-    char sink[4096];
-    for (;;) {
-        ssize_t n = read(h->conn.io.fd, sink, sizeof(sink));
-        if (n > 0)
-            continue;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            h->conn.readable = false;
-            return;
-        }
+    if (weir__conn_discard(&h->conn) == WEIR_DONE)
         close_conn(h, false);
-        return;
-    }
 }
 
 static void start_linger(weir_h1s *h)
 {
     set_state(h, WEIR_H1S_LINGER);
-    shutdown(h->conn.io.fd, SHUT_WR);
+    weir__conn_shutdown(&h->conn);
     weir__timer_start(h->conn.loop, &h->timer, 2000, header_timeout);
     linger(h);
 }
 
 static void try_head(weir_h1s *h);
 
+static void try_handshake(weir_h1s *h)
+{
+    weir_conn *c = &h->conn;
+    int rc = weir__conn_handshake(c);
+    if (rc == WEIR_AGAIN)
+        return;
+    if (rc < 0) {
+        handshake_failed(h, weir__conn_tls_error());
+        return;
+    }
+    weir__tls_count(WEIR_TLS_HANDSHAKE);
+    if (SSL_session_reused(c->ssl))
+        weir__tls_count(WEIR_TLS_RESUMED);
+    weir__timer_stop(c->loop, &h->timer);
+    set_state(h, WEIR_H1S_HEAD);
+    weir__timer_start(c->loop, &h->timer, h->cfg->header_timeout_ms, header_timeout);
+    /* Request bytes may already sit in OpenSSL's buffer: try a read. */
+    c->readable = true;
+    try_head(h);
+}
+
 static void io_cb(weir_io *io, uint32_t events)
 {
     weir_h1s *h = weir_container_of(io, weir_h1s, conn.io);
     weir__conn_on_events(&h->conn, events);
-    if (h->state == WEIR_H1S_ACTIVE)
+    if (h->state == WEIR_H1S_HANDSHAKE) {
+        if (h->conn.readable || h->conn.writable)
+            try_handshake(h);
+    } else if (h->state == WEIR_H1S_ACTIVE)
         h->cfg->handler->stream_wake(h->stream);
     else if (h->state == WEIR_H1S_LINGER)
         linger(h);
@@ -376,6 +415,17 @@ int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockl
         h->next->prev = h;
     list->head = h;
     list->n++;
+    if (cfg->tls) {
+        SSL *ssl = weir__tls_server_ssl(cfg->tls);
+        if (!ssl) {
+            close_conn(h, true);
+            return -ENOMEM;
+        }
+        weir__conn_set_tls(&h->conn, ssl);
+        h->state = WEIR_H1S_HANDSHAKE;
+        weir__timer_start(loop, &h->timer, cfg->handshake_timeout_ms, header_timeout);
+        return 0;
+    }
     /* The first request gets the header timeout from the accept on. */
     set_state(h, WEIR_H1S_HEAD);
     weir__timer_start(loop, &h->timer, cfg->header_timeout_ms, header_timeout);
@@ -410,7 +460,7 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse)
         return;
     }
     if (h->close_after || h->list->draining || c->eof) {
-        shutdown(c->io.fd, SHUT_WR);
+        weir__conn_shutdown(c);
         close_conn(h, false);
         return;
     }

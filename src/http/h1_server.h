@@ -8,6 +8,7 @@
  * are answered here (400/431/408/505) and the connection closed.
  *
  * Life cycle (one thread, the worker that accepted it):
+ *   HANDSHAKE --TLS done--> HEAD (TLS listeners only)
  *   IDLE --bytes--> HEAD --complete--> ACTIVE --stream_done--> IDLE
  *   ACTIVE --stream_done with unread body--> LINGER --EOF/timeout--> closed
  *   any --error/timeout/shutdown--> closed (freed at the end of the round)
@@ -45,6 +46,8 @@ typedef struct weir_h1s_handler {
 typedef struct weir_h1s_config {
     const weir_h1s_handler *handler;
     void *svc;
+    struct weir_tls_server *tls; /* TLS listener; NULL = plain */
+    uint32_t handshake_timeout_ms;
     uint32_t header_timeout_ms;
     uint32_t keepalive_timeout_ms;
     uint32_t max_header_bytes;
@@ -53,6 +56,7 @@ typedef struct weir_h1s_config {
 } weir_h1s_config;
 
 typedef enum weir_h1s_state {
+    WEIR_H1S_HANDSHAKE, /* TLS handshake in progress: handshake timer */
     WEIR_H1S_IDLE,   /* between requests: no buffer, keep-alive timer */
     WEIR_H1S_HEAD,   /* reading a request head: header timer */
     WEIR_H1S_ACTIVE, /* a stream owns the exchange */

@@ -50,6 +50,16 @@ typedef struct weir_conn {
     uint32_t olen, ocap;
 
     uint64_t bytes_in, bytes_out;
+
+    /* TLS (NULL = plain TCP). Reads and writes go through OpenSSL; writes
+     * of small iovecs are gathered in tls_wbuf to make full records. */
+    struct ssl_st *ssl;
+    char *tls_wbuf;
+    uint32_t tls_wlen, tls_woff; /* staged bytes tls_wbuf[tls_woff .. tls_wlen) */
+    bool tls_ready;              /* handshake done */
+    bool tls_failed;             /* a fatal TLS error: no close_notify */
+    bool tls_read_needs_out;     /* a read wants the socket writable */
+    bool tls_write_needs_in;     /* a write wants the socket readable */
 } weir_conn;
 
 /* Records readiness from epoll event bits. */
@@ -58,6 +68,22 @@ void weir__conn_on_events(weir_conn *c, uint32_t events);
 /* Sets up c for fd on loop and registers it (EPOLLIN|EPOLLOUT|EPOLLRDHUP).
  * Returns 0 or -errno. */
 int weir__conn_init(weir_conn *c, weir_loop *loop, int fd, weir_io_cb cb);
+/* Runs TLS on c from now on with ssl (c takes it over). */
+void weir__conn_set_tls(weir_conn *c, struct ssl_st *ssl);
+/* Advances the TLS handshake: WEIR_OK (done), WEIR_AGAIN, or a negative
+ * error (-EPROTO, -ECONNRESET...) with the reason in weir__conn_tls_error(). */
+int weir__conn_handshake(weir_conn *c);
+/* Why the last handshake failed (per thread). */
+const char *weir__conn_tls_error(void);
+/* Writes bytes now, best effort, bypassing the queue (canned answers on a
+ * connection about to close). */
+void weir__conn_write_now(weir_conn *c, const void *p, size_t len);
+/* Ends our sending side: TLS close_notify, then a TCP FIN. */
+void weir__conn_shutdown(weir_conn *c);
+/* Reads and drops whatever arrives: WEIR_AGAIN, or WEIR_DONE at EOF or
+ * on an error. */
+int weir__conn_discard(weir_conn *c);
+
 /* Deregisters and closes the socket, releases the buffers; the io callback
  * becomes a no-op so a pending event for it in this loop round is harmless.
  * `reset` sends a TCP RST instead of FIN (SO_LINGER 0). */
@@ -89,7 +115,7 @@ char *weir__conn_obuf_reserve(weir_conn *c, uint32_t len);
 int weir__conn_queue(weir_conn *c, const void *ptr, size_t len);
 static inline bool weir__conn_queue_empty(const weir_conn *c)
 {
-    return c->oq_head == c->oq_n;
+    return c->oq_head == c->oq_n && c->tls_woff == c->tls_wlen;
 }
 static inline int weir__conn_queue_room(const weir_conn *c)
 {

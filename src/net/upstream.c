@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
+#include "net/tls.h"
 #include "weir/types.h"
 
 #define N_BUCKETS 256
@@ -68,15 +69,12 @@ static uint32_t fnv(const void *p, size_t len, uint32_t h)
  * needs 2^32 distinct keys in practice). */
 static uint64_t tls_key(const weir_peer *peer)
 {
-    uint64_t h = 1469598103934665603ull;
-    const char *parts[3] = {peer->sni, peer->alpn, peer->client_cert};
-    size_t lens[3] = {sizeof(peer->sni), sizeof(peer->alpn), sizeof(peer->client_cert)};
-    for (int k = 0; k < 3; k++) {
-        size_t n = strnlen(parts[k], lens[k]);
-        for (size_t i = 0; i < n; i++)
-            h = (h ^ (unsigned char)parts[k][i]) * 1099511628211ull;
-        h = (h ^ 0xffu) * 1099511628211ull; /* separator */
-    }
+    if (!peer->tls)
+        return 0;
+    uint64_t h = 1469598103934665603ull ^ weir__tls_client_id(peer->tls_client);
+    size_t n = strnlen(peer->sni, sizeof(peer->sni));
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)peer->sni[i]) * 1099511628211ull;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
@@ -149,6 +147,8 @@ static bool leave_pool(weir_upconn *u)
  * does not prove the connection is dirty. */
 static bool idle_clean(weir_upconn *u)
 {
+    if (u->conn.ssl && SSL_has_pending(u->conn.ssl))
+        return false;
     char c;
     ssize_t n = recv(u->conn.io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -211,6 +211,12 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
         nu->tls_key = u->tls_key;
         nu->connected = true;
         nu->n_used = u->n_used;
+        if (u->conn.ssl) {
+            /* The TLS session moves with the socket. */
+            weir__conn_set_tls(&nu->conn, u->conn.ssl);
+            nu->conn.tls_ready = true;
+            u->conn.ssl = NULL;
+        }
         /* The socket is idle and writable; the new registration reports that. */
         nu->conn.writable = true;
     }
@@ -292,13 +298,41 @@ weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *
     u->tls_key = tls_key(peer);
     u->owner = owner;
     u->wake = wake;
+    if (peer->tls) {
+        SSL *ssl = weir__tls_client_ssl(peer->tls_client, peer);
+        if (!ssl) {
+            weir__upconn_close(u, true);
+            *err = -ENOMEM;
+            return NULL;
+        }
+        weir__conn_set_tls(&u->conn, ssl);
+    }
     return u;
+}
+
+/* The TLS handshake after the TCP connect. */
+static int handshake(weir_upconn *u)
+{
+    int rc = weir__conn_handshake(&u->conn);
+    if (rc == WEIR_AGAIN)
+        return rc;
+    if (rc < 0) {
+        char addr[WEIR_ADDR_STRLEN];
+        weir__addr_format((const struct sockaddr *)&u->addr, addr, sizeof(addr));
+        weir__tls_count(WEIR_TLS_UP_FAILURE);
+        weir_log_warn("upstream %s: TLS handshake failed: %s", addr, weir__conn_tls_error());
+        return rc;
+    }
+    weir__tls_count(WEIR_TLS_UP_HANDSHAKE);
+    if (SSL_session_reused(u->conn.ssl))
+        weir__tls_count(WEIR_TLS_UP_RESUMED);
+    return WEIR_OK;
 }
 
 int weir__upconn_connect_result(weir_upconn *u)
 {
     if (u->connected)
-        return WEIR_OK;
+        return u->conn.ssl && !u->conn.tls_ready ? handshake(u) : WEIR_OK;
     if (!u->conn.writable)
         return WEIR_AGAIN;
     int err = 0;
@@ -308,7 +342,7 @@ int weir__upconn_connect_result(weir_upconn *u)
     if (err)
         return -err;
     u->connected = true;
-    return WEIR_OK;
+    return u->conn.ssl ? handshake(u) : WEIR_OK;
 }
 
 void weir__upconn_close(weir_upconn *u, bool reset)

@@ -3,7 +3,8 @@
  * all workers.
  *
  * One pool of idle connections for every worker (DESIGN.md), keyed by
- * backend address, TLS flag, SNI, ALPN and client certificate; each key keeps at most `max_idle`
+ * backend address, TLS flag, SNI and TLS client settings (which fix the
+ * verification, ALPN and client certificate); each key keeps at most `max_idle`
  * connections in all, each at most its idle timeout. A pooled connection
  * stays registered on the loop of the worker that put it there (its home),
  * so a close or stray bytes from the backend are seen at once and it is
@@ -33,7 +34,7 @@ struct weir_upconn {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     bool tls;
-    uint64_t tls_key; /* hash of SNI, ALPN and client certificate */
+    uint64_t tls_key; /* hash of SNI and the weir_tls_client's id */
     bool connected;  /* the TCP handshake completed */
     uint32_t n_used; /* exchanges completed on it */
 
@@ -58,7 +59,8 @@ weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owne
  * *err (-errno) on immediate failure. */
 weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *owner,
                                   weir_upconn_wake_cb wake, int *err);
-/* Checks a connect in progress: WEIR_OK (connected), WEIR_AGAIN, or -errno. */
+/* Checks a connect in progress, then runs the TLS handshake for a TLS
+ * peer: WEIR_OK (ready), WEIR_AGAIN, or -errno (-EPROTO: TLS failed). */
 int weir__upconn_connect_result(weir_upconn *u);
 /* Gives a connection back after a clean exchange: pooled if there is room
  * and idle_timeout_ms > 0, else closed. */

@@ -28,6 +28,7 @@
 #include "http/h1_server.h"
 #include "lb/health.h"
 #include "net/sock.h"
+#include "net/tls.h"
 #include "net/upstream.h"
 #include "proxy/service.h"
 #include "proxy/upgrade.h"
@@ -155,6 +156,7 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
     pthread_mutex_unlock(&srv->calls_lock);
     out->pool_idle = weir__upool_idle();
     out->pool_migrations = weir__upool_migrations();
+    weir__tls_stats(&out->tls);
 }
 
 int weir_server_add_upstream(weir_server *srv, weir_upstream *u)
@@ -203,6 +205,7 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
     DEF(tunnel_idle_timeout_ms, 600000);
     DEF(max_header_bytes, 65536);
     DEF(max_headers, 100);
+    DEF(tls_handshake_timeout_ms, 10000);
 #undef DEF
     if (o->max_headers > WEIR_MAX_HEADERS)
         o->max_headers = WEIR_MAX_HEADERS;
@@ -363,6 +366,8 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
     svc->h1 = (weir_h1s_config){
         .handler = &weir__session_h1_handler,
         .svc = svc,
+        .tls = svc->opts.tls,
+        .handshake_timeout_ms = svc->opts.tls_handshake_timeout_ms,
         .header_timeout_ms = svc->opts.client_header_timeout_ms,
         .keepalive_timeout_ms = svc->opts.keepalive_timeout_ms,
         .max_header_bytes = svc->opts.max_header_bytes,

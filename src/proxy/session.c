@@ -40,6 +40,7 @@
 #include "http/h1_server.h"
 #include "http/msg.h"
 #include "net/sock.h"
+#include "net/tls.h"
 #include "net/upstream.h"
 #include "proxy/service.h"
 
@@ -95,6 +96,7 @@ struct weir_session {
     const struct sockaddr *client_addr;
     char client_ip[48];
     uint8_t client_ip_len;
+    SSL *down_ssl; /* the client connection's TLS, or NULL */
 
     /* the upstream side */
     weir_peer peer;
@@ -335,10 +337,6 @@ static void step_peer(weir_session *s)
     }
     s->have_peer = true;
     s->up_addr[0] = '\0';
-    if (s->peer.tls) {
-        fail(s, 502, "TLS to upstreams is not supported yet");
-        return;
-    }
     if (s->t_up_start_us == 0)
         s->t_up_start_us = now_us(s);
     s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
@@ -488,7 +486,8 @@ static int add_proxy_headers(weir_session *s)
             rc = weir__headers_push(h, WEIR_STR("X-Real-IP"),
                                     (weir_str){s->client_ip, s->client_ip_len});
         if (rc == WEIR_OK && weir__headers_find(h, "x-forwarded-proto", 0) < 0)
-            rc = weir__headers_push(h, WEIR_STR("X-Forwarded-Proto"), WEIR_STR("http"));
+            rc = weir__headers_push(h, WEIR_STR("X-Forwarded-Proto"),
+                                    s->down_ssl ? WEIR_STR("https") : WEIR_STR("http"));
     }
     if (rc == WEIR_OK && !o->no_via) {
         if (s->req.version == 10)
@@ -1263,6 +1262,7 @@ static void stream_start(void *stream, weir_exchange *x, uint32_t head_len)
     s->down = x;
     s->head_len = head_len;
     s->client_addr = &s->h1s->peer.sa;
+    s->down_ssl = s->h1s->conn.ssl;
     s->client_ip_len = (uint8_t)weir__h1s_peer_ip(s->h1s, s->client_ip, sizeof(s->client_ip));
     s->req_pump.src = x;
     s->resp_pump.dst = x;
@@ -1385,6 +1385,23 @@ const struct sockaddr *weir_session_client_addr(const weir_session *s)
 weir_str weir_session_client_ip(const weir_session *s)
 {
     return (weir_str){s->client_ip, s->client_ip_len};
+}
+
+bool weir_session_tls(const weir_session *s, weir_tls_info *out)
+{
+    SSL *ssl = s->down_ssl;
+    if (!ssl) {
+        memset(out, 0, sizeof(*out));
+        return false;
+    }
+    out->version = SSL_get_version(ssl);
+    out->cipher = SSL_get_cipher_name(ssl);
+    out->sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    out->alpn = weir__tls_alpn(ssl);
+    out->resumed = SSL_session_reused(ssl);
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    out->client_verified = peer && SSL_get_verify_result(ssl) == X509_V_OK;
+    return true;
 }
 
 weir_headers *weir_session_req_headers(weir_session *s)
