@@ -137,6 +137,10 @@ typedef struct weir_proxy_options {
      * outlive the server. */
     struct weir_tls_server *tls;
     uint32_t tls_handshake_timeout_ms; /* whole TLS handshake [10000] */
+    /* HTTP/2 from clients: over TLS when the listener's ALPN offers "h2";
+     * on a plain listener with prior knowledge (h2c) when this is set. */
+    bool h2c;
+    uint32_t h2_max_concurrent_streams; /* streams per HTTP/2 connection [128] */
 } weir_proxy_options;
 
 #ifdef __cplusplus

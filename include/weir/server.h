@@ -114,7 +114,8 @@ void weir_server_shutdown(weir_server *srv, bool graceful);
 
 /* Live figures of a running server, for metrics. */
 typedef struct weir_server_stats {
-    uint64_t client_connections; /* open client connections, all workers */
+    uint64_t client_connections; /* open HTTP/1 client connections, all workers */
+    uint64_t client_connections_h2; /* open HTTP/2 client connections */
     uint64_t pool_idle;          /* idle upstream connections in the shared pool */
     uint64_t pool_migrations;    /* idle connections taken over by another worker */
     int workers;

@@ -1071,6 +1071,8 @@ static const char *const server_keys[] = {"addr",
                                           "alpn",
                                           "redirect_https",
                                           "https_port",
+                                          "h2c",
+                                          "h2_max_concurrent_streams",
                                           NULL};
 
 int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out)
@@ -1173,17 +1175,22 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
     char **alpn = get_string_list(ld, t, "alpn", section, &n_alpn, &alpn_line);
     char buf[128] = "";
     for (size_t i = 0; i < n_alpn; i++) {
-        if (strcmp(alpn[i], "http/1.1") != 0)
-            err_at(ld, alpn_line,
-                   "'alpn' in [%s] offers '%s': only \"http/1.1\" is supported (HTTP/2 is not "
-                   "available yet)",
+        if (strcmp(alpn[i], "h2") != 0 && strcmp(alpn[i], "http/1.1") != 0)
+            err_at(ld, alpn_line, "'alpn' in [%s] offers '%s': expected \"h2\" or \"http/1.1\"",
                    section, alpn[i]);
-        else if (!strstr(buf, "http/1.1"))
-            snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%shttp/1.1", buf[0] ? "," : "");
+        else if (strlen(buf) + strlen(alpn[i]) + 2 < sizeof(buf))
+            snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", buf[0] ? "," : "",
+                     alpn[i]);
     }
+    if (alpn && n_alpn == 0)
+        err_at(ld, alpn_line, "'alpn' in [%s] is empty", section);
     free_list(alpn, n_alpn);
-    if (n_alpn && !(tls->alpn = strdup(buf[0] ? buf : "http/1.1")))
+    if (on && !(tls->alpn = strdup(buf[0] ? buf : "h2,http/1.1")))
         return;
+    get_bool(ld, t, "h2c", section, &s->opts.h2c);
+    int64_t streams;
+    if (get_int(ld, t, "h2_max_concurrent_streams", section, 1, 10000, &streams))
+        s->opts.h2_max_concurrent_streams = (uint32_t)streams;
 
     get_bool(ld, t, "redirect_https", section, &s->redirect_https);
     int64_t port = 443;

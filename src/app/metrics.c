@@ -416,11 +416,13 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "# HELP weir_client_connections Open client connections by protocol.\n"
              "# TYPE weir_client_connections gauge\n"
              "weir_client_connections{protocol=\"http1\"} %llu\n"
+             "weir_client_connections{protocol=\"http2\"} %llu\n"
              "# HELP weir_pool_idle_connections Idle upstream connections in the shared pool.\n"
              "# TYPE weir_pool_idle_connections gauge\nweir_pool_idle_connections %llu\n"
              "# HELP weir_pool_migrations_total Idle connections taken by another worker.\n"
              "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
-             (unsigned long long)st.client_connections, (unsigned long long)st.pool_idle,
+             (unsigned long long)st.client_connections,
+             (unsigned long long)st.client_connections_h2, (unsigned long long)st.pool_idle,
              (unsigned long long)st.pool_migrations);
         const weir_tls_stats *t = &st.tls;
         emit(&o,

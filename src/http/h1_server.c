@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
+#include "http/h2_server.h"
 #include "net/tls.h"
 
 static weir_pool_class h1s_class;
@@ -159,6 +160,15 @@ static void start_linger(weir_h1s *h)
 
 static void try_head(weir_h1s *h);
 
+/* The connection goes on as HTTP/2: h2_server takes the socket over. */
+static void switch_to_h2(weir_h1s *h)
+{
+    weir__timer_stop(h->conn.loop, &h->timer);
+    socklen_t len = h->peer.sa.sa_family == AF_INET6 ? sizeof(h->peer.v6) : sizeof(h->peer.v4);
+    weir__h2c_start(&h->conn, &h->peer.sa, len, h->cfg, h->list->h2);
+    close_conn(h, false); /* closes nothing: the connection moved */
+}
+
 static void try_handshake(weir_h1s *h)
 {
     weir_conn *c = &h->conn;
@@ -172,6 +182,11 @@ static void try_handshake(weir_h1s *h)
     weir__tls_count(WEIR_TLS_HANDSHAKE);
     if (SSL_session_reused(c->ssl))
         weir__tls_count(WEIR_TLS_RESUMED);
+    weir_str proto = weir__tls_alpn(c->ssl);
+    if (proto.len == 2 && memcmp(proto.ptr, "h2", 2) == 0 && h->list->h2) {
+        switch_to_h2(h);
+        return;
+    }
     weir__timer_stop(c->loop, &h->timer);
     set_state(h, WEIR_H1S_HEAD);
     weir__timer_start(c->loop, &h->timer, h->cfg->header_timeout_ms, header_timeout);
@@ -260,14 +275,36 @@ static const char *absolute_form(weir_msg *m)
     return NULL;
 }
 
+static void stream_done(void *owner, bool reuse)
+{
+    weir__h1s_stream_done(owner, reuse);
+}
+
 /* Reads and parses a request head; starts the stream when complete. */
 static void try_head(weir_h1s *h)
 {
     weir_conn *c = &h->conn;
     for (;;) {
+        if (c->rend > 0 && h->cfg->h2c && !c->ssl && h->list->h2 && c->rbuf[0] == 'P') {
+            /* HTTP/2 with prior knowledge starts with its preface. */
+            uint32_t n = c->rend < WEIR_H2_PREFACE_LEN ? c->rend : WEIR_H2_PREFACE_LEN;
+            if (memcmp(c->rbuf, WEIR_H2_PREFACE, n) == 0) {
+                if (n == WEIR_H2_PREFACE_LEN) {
+                    switch_to_h2(h);
+                    return;
+                }
+                if (c->eof || c->error) {
+                    close_conn(h, false);
+                    return;
+                }
+                if (!c->readable)
+                    return;
+                goto read_more;
+            }
+        }
         if (c->rend > 0) {
             if (!h->stream) {
-                h->stream = h->cfg->handler->stream_new(h->cfg->svc, h, &h->req);
+                h->stream = h->cfg->handler->stream_new(h->cfg->svc, c->loop, &h->req);
                 if (!h->stream) {
                     reject(h, 503, "out of memory");
                     return;
@@ -350,7 +387,11 @@ static void try_head(weir_h1s *h)
                 weir__timer_stop(c->loop, &h->timer);
                 set_state(h, WEIR_H1S_ACTIVE);
                 h->req = NULL;
-                h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc);
+                weir_stream_origin o = {.owner = h,
+                                        .done = stream_done,
+                                        .peer = &h->peer.sa,
+                                        .ssl = c->ssl};
+                h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc, &o);
                 return;
             }
             if (c->rend >= h->cfg->max_header_bytes) {
@@ -365,6 +406,7 @@ static void try_head(weir_h1s *h)
         }
         if (!c->readable)
             return;
+    read_more:
         if (weir__conn_need_rbuf(c) < 0) {
             reject(h, 503, "out of memory");
             return;

@@ -23,31 +23,18 @@
 
 #include "http/h1_exchange.h"
 #include "http/msg.h"
+#include "http/stream.h"
 #include "net/conn.h"
 
 typedef struct weir_h1s weir_h1s;
 
-/* The layer above (the proxy) as the connection sees it. */
-typedef struct weir_h1s_handler {
-    /* Allocates a stream for the next request and returns its message, whose
-     * header table the parser fills. NULL if out of memory. */
-    void *(*stream_new)(void *svc, weir_h1s *h, weir_msg **req);
-    /* The head is complete and valid: run the stream on exchange x. */
-    void (*stream_start)(void *stream, weir_exchange *x, uint32_t head_len);
-    /* Readiness changed on the client connection. */
-    void (*stream_wake)(void *stream);
-    /* Frees a stream that never started. */
-    void (*stream_drop)(void *stream);
-    /* Ends a started stream at once (forced shutdown): the stream logs,
-     * releases its upstream and calls weir__h1s_stream_done(h, false). */
-    void (*stream_abort)(void *stream);
-} weir_h1s_handler;
-
 typedef struct weir_h1s_config {
-    const weir_h1s_handler *handler;
+    const weir_stream_handler *handler;
     void *svc;
     struct weir_tls_server *tls; /* TLS listener; NULL = plain */
     uint32_t handshake_timeout_ms;
+    bool h2c;                /* accept HTTP/2 with prior knowledge on a plain listener */
+    uint32_t h2_max_streams; /* concurrent streams per HTTP/2 connection */
     uint32_t header_timeout_ms;
     uint32_t keepalive_timeout_ms;
     uint32_t max_header_bytes;
@@ -66,6 +53,7 @@ typedef enum weir_h1s_state {
 
 /* One list of live connections per worker, for graceful shutdown. */
 typedef struct weir_h1s_list {
+    struct weir_h2c_list *h2; /* where connections switching to HTTP/2 go */
     weir_h1s *head;
     _Atomic uint32_t n; /* written by the owner, read by stats from any thread */
     bool draining; /* no new requests start; idle connections close */

@@ -26,6 +26,7 @@
 #include "core/loop.h"
 #include "core/pool.h"
 #include "http/h1_server.h"
+#include "http/h2_server.h"
 #include "lb/health.h"
 #include "net/sock.h"
 #include "net/tls.h"
@@ -65,6 +66,7 @@ struct worker {
                              one stays (fd -1) so no queued event can dangle */
     size_t n_listeners, cap_listeners;
     weir_h1s_list conns;
+    weir_h2c_list h2conns;
     weir_timer drain_check;
     int rc;
 };
@@ -149,9 +151,12 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
     pthread_mutex_lock(&srv->calls_lock); /* srv->workers lives while running */
     if (srv->running && srv->workers) {
         out->workers = srv->n_workers;
-        for (int i = 0; i < srv->n_workers; i++)
+        for (int i = 0; i < srv->n_workers; i++) {
             out->client_connections +=
                 atomic_load_explicit(&srv->workers[i].conns.n, memory_order_relaxed);
+            out->client_connections_h2 +=
+                atomic_load_explicit(&srv->workers[i].h2conns.n, memory_order_relaxed);
+        }
     }
     pthread_mutex_unlock(&srv->calls_lock);
     out->pool_idle = weir__upool_idle();
@@ -206,6 +211,7 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
     DEF(max_header_bytes, 65536);
     DEF(max_headers, 100);
     DEF(tls_handshake_timeout_ms, 10000);
+    DEF(h2_max_concurrent_streams, 128);
 #undef DEF
     if (o->max_headers > WEIR_MAX_HEADERS)
         o->max_headers = WEIR_MAX_HEADERS;
@@ -364,10 +370,12 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         svc->opts = *opts;
     weir__proxy_options_defaults(&svc->opts);
     svc->h1 = (weir_h1s_config){
-        .handler = &weir__session_h1_handler,
+        .handler = &weir__session_handler,
         .svc = svc,
         .tls = svc->opts.tls,
         .handshake_timeout_ms = svc->opts.tls_handshake_timeout_ms,
+        .h2c = svc->opts.h2c,
+        .h2_max_streams = svc->opts.h2_max_concurrent_streams,
         .header_timeout_ms = svc->opts.client_header_timeout_ms,
         .keepalive_timeout_ms = svc->opts.keepalive_timeout_ms,
         .max_header_bytes = svc->opts.max_header_bytes,
@@ -488,11 +496,12 @@ static void close_listeners(worker *w)
 static void drain_check(weir_timer *t)
 {
     worker *w = weir_container_of(t, worker, drain_check);
-    if (w->conns.n == 0) {
+    if (w->conns.n == 0 && w->h2conns.n == 0) {
         weir__loop_stop(w->loop);
         return;
     }
     weir__h1s_list_drain(&w->conns);
+    weir__h2c_list_drain(&w->h2conns);
     weir__timer_start(w->loop, &w->drain_check, 20, drain_check);
 }
 
@@ -501,6 +510,7 @@ static void task_drain(void *arg)
     worker *w = arg;
     close_listeners(w);
     weir__h1s_list_drain(&w->conns);
+    weir__h2c_list_drain(&w->h2conns);
     weir__upool_close_all(w->loop);
     drain_check(&w->drain_check);
 }
@@ -510,6 +520,7 @@ static void task_force(void *arg)
     worker *w = arg;
     close_listeners(w);
     weir__h1s_list_close_all(&w->conns);
+    weir__h2c_list_close_all(&w->h2conns);
     weir__loop_stop(w->loop);
 }
 
@@ -804,6 +815,7 @@ int weir_server_run(weir_server *srv)
         worker *w = &srv->workers[i];
         w->id = i;
         w->srv = srv;
+        w->conns.h2 = &w->h2conns;
         w->loop = weir__loop_new(i);
         if (!w->loop) {
             rc = WEIR_ERR_NOMEM;

@@ -21,6 +21,6 @@ typedef struct weir_service {
 void weir__proxy_options_defaults(weir_proxy_options *o);
 
 /* The HTTP/1 handler that runs sessions (session.c). */
-extern const weir_h1s_handler weir__session_h1_handler;
+extern const weir_stream_handler weir__session_handler;
 
 #endif

@@ -91,7 +91,7 @@ struct weir_session {
     bool running, rerun;
 
     /* the client side */
-    weir_h1s *h1s; /* the HTTP/1 connection the request came on */
+    weir_stream_origin origin; /* the connection or stream the request came on */
     weir_exchange *down;
     const struct sockaddr *client_addr;
     char client_ip[48];
@@ -1227,21 +1227,20 @@ static void finish(weir_session *s)
     if (ops->free_ctx)
         ops->free_ctx(s->svc->app, s->ctx);
     bool reuse = !s->failed || (s->generated && s->resp_started && !s->client_aborted);
-    if (s->h1s)
-        weir__h1s_stream_done(s->h1s, reuse && !s->client_aborted);
+    if (s->origin.done)
+        s->origin.done(s->origin.owner, reuse && !s->client_aborted);
     free_session(s);
 }
 
-/* ---- HTTP/1 glue: the handler that h1_server calls ---- */
+/* ---- glue: the handler that the HTTP/1 and HTTP/2 servers call ---- */
 
-static void *stream_new(void *svc, weir_h1s *h, weir_msg **req)
+static void *stream_new(void *svc, weir_loop *loop, weir_msg **req)
 {
     weir_session *s = weir__pool_get(session_class);
     if (!s)
         return NULL;
     s->svc = svc;
-    s->h1s = h;
-    s->loop = h->conn.loop;
+    s->loop = loop;
     weir__arena_init(&s->arena, s->arena_mem, sizeof(s->arena_mem));
     memset(&s->resp, 0, WEIR_MSG_RESET_LEN);
     weir__headers_init(&s->req.headers, &s->arena);
@@ -1255,15 +1254,17 @@ static void stream_drop(void *stream)
     free_session(stream);
 }
 
-static void stream_start(void *stream, weir_exchange *x, uint32_t head_len)
+static void stream_start(void *stream, weir_exchange *x, uint32_t head_len,
+                         const weir_stream_origin *o)
 {
     weir_session *s = stream;
     s->t_start_us = now_us(s);
     s->down = x;
     s->head_len = head_len;
-    s->client_addr = &s->h1s->peer.sa;
-    s->down_ssl = s->h1s->conn.ssl;
-    s->client_ip_len = (uint8_t)weir__h1s_peer_ip(s->h1s, s->client_ip, sizeof(s->client_ip));
+    s->origin = *o;
+    s->client_addr = o->peer;
+    s->down_ssl = o->ssl;
+    s->client_ip_len = (uint8_t)weir__addr_format_ip(o->peer, s->client_ip, sizeof(s->client_ip));
     s->req_pump.src = x;
     s->resp_pump.dst = x;
     s->state = SS_EARLY;
@@ -1287,7 +1288,7 @@ static void stream_abort(void *stream)
     set_state(s, SS_DONE);
     /* The connection goes away now; a pending phase finishes the session
      * when it resumes. */
-    s->h1s = NULL;
+    s->origin.done = NULL;
     s->down = NULL;
     weir__timer_stop(s->loop, &s->client_timer);
     if (s->body_reading) {
@@ -1300,7 +1301,7 @@ static void stream_abort(void *stream)
         finish(s);
 }
 
-const weir_h1s_handler weir__session_h1_handler = {
+const weir_stream_handler weir__session_handler = {
     .stream_new = stream_new,
     .stream_start = stream_start,
     .stream_wake = stream_wake,

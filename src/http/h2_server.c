@@ -1,0 +1,1047 @@
+/*
+ * h2_server.c - downstream HTTP/2 connections on nghttp2 (see h2_server.h).
+ *
+ * nghttp2 parses and serializes frames; this file moves bytes between it
+ * and the socket (mem_recv / mem_send) and maps streams onto exchanges.
+ * nghttp2 must not be re-entered from its own callbacks, and a session
+ * must not be re-entered from its own calls: so inside callbacks streams
+ * are only marked, and marked streams are woken after the connection's
+ * work is done, from a deferred task.
+ */
+#include "http/h2_server.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "core/log.h"
+#include "core/pool.h"
+#include "net/sock.h"
+
+#define STREAM_WINDOW 65535       /* per-stream receive window (request bodies) */
+#define CONN_WINDOW (1024 * 1024) /* connection receive window */
+#define OUT_SEGS 16
+#define OUT_HIGH (64 * 1024) /* stop producing frames beyond this much unsent */
+
+/* Abuse limits, per connection per second. */
+#define FLOOD_WINDOW_MS 1000
+#define MAX_RESETS 200   /* streams the client reset (rapid reset) */
+#define MAX_SETTINGS 100 /* SETTINGS frames */
+#define MAX_PINGS 100    /* PING frames */
+#define MAX_EMPTY 100    /* DATA frames without data or end, PRIORITY, empty CONTINUATION */
+
+typedef struct weir_h2s weir_h2s;
+
+struct weir_h2c {
+    weir_conn conn;
+    nghttp2_session *ng;
+    const weir_h1s_config *cfg;
+    weir_h2c_list *list;
+    weir_h2c *next, *prev;
+    weir_timer timer;  /* idle: keepalive timeout while no stream is open */
+    weir_h2s *streams; /* open streams */
+    uint32_t n_streams;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
+    char *out; /* frames from nghttp2 not yet written */
+    size_t out_len, out_cap;
+    uint64_t flood_start;
+    uint32_t n_resets, n_settings, n_pings, n_empty;
+    int depth;       /* > 0 while inside nghttp2 or our io handling */
+    bool kick_armed; /* a deferred kick is queued */
+    bool closed;
+    bool goaway;
+};
+
+struct weir_h2s {
+    weir_exchange x;
+    weir_h2c *c;
+    int32_t id;
+    weir_h2s *next, *prev; /* in c->streams */
+    void *stream;          /* the session */
+    weir_msg *req;
+    weir_str authority;
+    uint32_t head_bytes;
+    uint32_t n_cookies;
+    bool too_large;   /* header list over the limits: answered 431 */
+    bool started;     /* the session runs */
+    bool session_done;
+    bool ng_closed; /* nghttp2 closed the stream */
+    bool reset;     /* the stream ended before the session finished */
+    bool in_end;    /* the request body is complete */
+    bool head_sent;
+    bool no_body;  /* the response has no body (HEAD, 204, 304) */
+    bool out_end;  /* write_end was called */
+    bool eof_sent; /* the data provider produced the end */
+    bool deferred; /* the data provider waits for write_body / write_end */
+    bool wake;     /* wake the session after the current work */
+    /* request body: bytes received, not yet passed on */
+    char *in_buf;
+    uint32_t in_len, in_handed;
+    uint64_t in_total, in_limit;
+    char *in_trailers; /* "name: value\r\n" lines */
+    uint32_t in_trailers_len;
+    /* response body: slices queued by write_body, by reference */
+    weir_str out[OUT_SEGS];
+    int out_head, out_n;
+    nghttp2_nv *trailers;
+    size_t n_trailers;
+    char *trailer_mem;
+};
+
+static weir_pool_class h2c_class, h2s_class;
+
+__attribute__((constructor)) static void register_classes(void)
+{
+    h2c_class = weir__pool_register("h2c", sizeof(weir_h2c), 256);
+    h2s_class = weir__pool_register("h2s", sizeof(weir_h2s), 1024);
+}
+
+static void kick(weir_h2c *c);
+static bool send_frames(weir_h2c *c);
+static void idle_timeout(weir_timer *t);
+
+/* ---- streams ---- */
+
+static void free_stream(weir_h2s *s)
+{
+    free(s->in_buf);
+    free(s->in_trailers);
+    free(s->trailers);
+    free(s->trailer_mem);
+    weir__pool_put(h2s_class, s);
+}
+
+static void unlink_stream(weir_h2s *s)
+{
+    weir_h2c *c = s->c;
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (c->streams == s)
+        c->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+static void mark(weir_h2s *s)
+{
+    s->wake = true;
+    kick(s->c);
+}
+
+/* The session is over (origin.done). */
+static void stream_done(void *owner, bool reuse)
+{
+    weir_h2s *s = owner;
+    weir_h2c *c = s->c;
+    s->session_done = true;
+    s->stream = NULL;
+    if (!s->ng_closed && !c->closed) {
+        /* An incomplete response must not look whole: reset it. A whole
+         * one with the request body still coming: stop the client. */
+        if (!reuse || !s->eof_sent)
+            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        else if (!s->in_end)
+            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        kick(c);
+        return; /* freed when nghttp2 closes it */
+    }
+    free_stream(s);
+}
+
+/* ---- the exchange of a stream (downstream side) ---- */
+
+static int x_read_head(weir_exchange *x, weir_msg *m)
+{
+    return WEIR_ERR_INVAL; /* downstream: the head came with the stream */
+}
+
+static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
+                       weir_str *trailers)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    *n = 0;
+    if (s->reset)
+        return WEIR_EX_E_CLOSED;
+    if (s->in_limit && s->in_total > s->in_limit)
+        return WEIR_EX_E_TOO_LARGE;
+    if (s->in_len > 0) {
+        segs[0] = (weir_str){s->in_buf, s->in_len};
+        s->in_handed = s->in_len;
+        *n = 1;
+        return WEIR_OK;
+    }
+    if (s->in_end) {
+        *trailers = (weir_str){s->in_trailers ? s->in_trailers : "", s->in_trailers_len};
+        return WEIR_DONE;
+    }
+    return WEIR_AGAIN;
+}
+
+static void x_consume_body(weir_exchange *x)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    uint32_t n = s->in_handed;
+    if (n == 0)
+        return;
+    memmove(s->in_buf, s->in_buf + n, s->in_len - n);
+    s->in_len -= n;
+    s->in_handed = 0;
+    if (!s->ng_closed && !s->c->closed) {
+        /* The window opens only as bytes move on: back-pressure. */
+        nghttp2_session_consume(s->c->ng, s->id, n);
+        kick(s->c);
+    }
+}
+
+/* Lower-cased copy of name into buf (HTTP/2 field names are lower case). */
+static size_t lower(char *buf, weir_str name)
+{
+    for (size_t i = 0; i < name.len; i++) {
+        char ch = name.ptr[i];
+        buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+    return name.len;
+}
+
+static bool connection_specific(weir_str name)
+{
+    return weir__is_hop_by_hop(name) ||
+           (name.len == 4 && weir_h1_name_is(name, "host"));
+}
+
+static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *user);
+
+static int x_write_head(weir_exchange *x, const weir_msg *m)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    weir_h2c *c = s->c;
+    if (s->reset || c->closed)
+        return -ECONNRESET;
+    if (m->status < 200)
+        return WEIR_OK; /* interim responses are not forwarded */
+    size_t n = 0, bytes = 0;
+    for (uint32_t i = 0; i < m->headers.n; i++)
+        bytes += m->headers.v[i].name.len;
+    nghttp2_nv *nv = malloc((m->headers.n + 1) * sizeof(*nv));
+    char *names = malloc(bytes + 1);
+    if (!nv || !names) {
+        free(nv);
+        free(names);
+        return WEIR_ERR_NOMEM;
+    }
+    unsigned st = (unsigned)m->status % 1000;
+    char status[4] = {(char)('0' + st / 100), (char)('0' + st / 10 % 10), (char)('0' + st % 10), 0};
+    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    char *p = names;
+    for (uint32_t i = 0; i < m->headers.n; i++) {
+        const weir_header *h = &m->headers.v[i];
+        if (connection_specific(h->name) || h->name.len == 0)
+            continue;
+        size_t l = lower(p, h->name);
+        nv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)h->value.ptr, l, h->value.len,
+                               NGHTTP2_NV_FLAG_NONE};
+        p += l;
+        s->x.bytes_out += h->name.len + h->value.len + 4;
+    }
+    bool head = s->req && s->req->method.len == 4 && memcmp(s->req->method.ptr, "HEAD", 4) == 0;
+    s->no_body = m->body == WEIR_BODY_NONE || head || m->status == 204 || m->status == 304;
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_data};
+    int rc = nghttp2_submit_response(c->ng, s->id, nv, n, s->no_body ? NULL : &dp);
+    free(nv);
+    free(names);
+    if (rc != 0)
+        return -EPROTO;
+    s->head_sent = true;
+    if (s->no_body)
+        s->eof_sent = true;
+    kick(c);
+    return WEIR_OK;
+}
+
+static int x_write_body(weir_exchange *x, const weir_str *segs, size_t n)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    if (s->reset)
+        return -ECONNRESET;
+    if (s->no_body)
+        return WEIR_OK;
+    if (s->out_head > 0 && s->out_head == s->out_n)
+        s->out_head = s->out_n = 0;
+    if (OUT_SEGS - s->out_n < (int)n) {
+        if (s->out_head == 0)
+            return WEIR_ERR_NOMEM;
+        memmove(s->out, s->out + s->out_head, (size_t)(s->out_n - s->out_head) * sizeof(s->out[0]));
+        s->out_n -= s->out_head;
+        s->out_head = 0;
+        if (OUT_SEGS - s->out_n < (int)n)
+            return WEIR_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (segs[i].len == 0)
+            continue;
+        s->out[s->out_n++] = segs[i];
+        s->x.bytes_out += segs[i].len;
+    }
+    if (s->deferred && s->out_n > s->out_head) {
+        s->deferred = false;
+        nghttp2_session_resume_data(s->c->ng, s->id);
+    }
+    return WEIR_OK;
+}
+
+/* Raw "Name: value\r\n" trailer lines -> lower-cased nghttp2 fields. */
+static int parse_trailers(weir_h2s *s, weir_str raw)
+{
+    size_t lines = 0;
+    for (size_t i = 0; i < raw.len; i++)
+        lines += raw.ptr[i] == '\n';
+    if (lines == 0)
+        return WEIR_OK;
+    s->trailers = calloc(lines, sizeof(*s->trailers));
+    s->trailer_mem = malloc(raw.len);
+    if (!s->trailers || !s->trailer_mem)
+        return WEIR_ERR_NOMEM;
+    memcpy(s->trailer_mem, raw.ptr, raw.len);
+    char *p = s->trailer_mem, *end = p + raw.len;
+    while (p < end) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        if (colon && colon > p) {
+            char *v = colon + 1;
+            while (v < line_end && (*v == ' ' || *v == '\t'))
+                v++;
+            weir_str name = {p, (size_t)(colon - p)};
+            lower(p, name);
+            if (!connection_specific(name))
+                s->trailers[s->n_trailers++] = (nghttp2_nv){
+                    (uint8_t *)p, (uint8_t *)v, name.len, (size_t)(line_end - v), NGHTTP2_NV_FLAG_NONE};
+        }
+        p = eol + 1;
+    }
+    return WEIR_OK;
+}
+
+static int x_write_end(weir_exchange *x, weir_str trailers)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    if (s->reset)
+        return -ECONNRESET;
+    if (s->out_end)
+        return WEIR_OK;
+    s->out_end = true;
+    if (s->no_body)
+        return WEIR_OK;
+    if (trailers.len && parse_trailers(s, trailers) < 0)
+        return WEIR_ERR_NOMEM;
+    if (s->deferred) {
+        s->deferred = false;
+        nghttp2_session_resume_data(s->c->ng, s->id);
+    }
+    return WEIR_OK;
+}
+
+static bool out_pending(const weir_h2s *s)
+{
+    return s->out_head < s->out_n || (s->out_end && !s->eof_sent);
+}
+
+static int x_flush(weir_exchange *x)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    weir_h2c *c = s->c;
+    if (s->reset || c->closed)
+        return -ECONNRESET;
+    if (c->depth == 0) {
+        /* Produce frames now rather than a round later. Only sending: a
+         * read could end streams under the session that is calling. */
+        c->depth++;
+        bool ok = send_frames(c);
+        c->depth--;
+        if (!ok) {
+            kick(c); /* the next round finds the connection broken */
+            return -ECONNRESET;
+        }
+    }
+    if (s->reset)
+        return -ECONNRESET;
+    if (out_pending(s)) {
+        kick(c);
+        return WEIR_AGAIN;
+    }
+    return WEIR_OK;
+}
+
+static bool x_peer_gone(weir_exchange *x)
+{
+    weir_h2s *s = (weir_h2s *)x;
+    return s->reset || s->c->closed;
+}
+
+static void x_tunnel(weir_exchange *x)
+{
+    /* HTTP/1.1 Upgrade does not exist in HTTP/2 (the request never asks). */
+}
+
+static const weir_exchange_ops h2s_ops = {
+    .read_head = x_read_head,
+    .read_body = x_read_body,
+    .consume_body = x_consume_body,
+    .write_head = x_write_head,
+    .write_body = x_write_body,
+    .write_end = x_write_end,
+    .flush = x_flush,
+    .peer_gone = x_peer_gone,
+    .tunnel = x_tunnel,
+};
+
+/* The data provider: copies queued slices into DATA frames. */
+static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    weir_h2s *s = src->ptr;
+    size_t n = 0;
+    while (n < len && s->out_head < s->out_n) {
+        weir_str *seg = &s->out[s->out_head];
+        size_t take = seg->len < len - n ? seg->len : len - n;
+        memcpy(buf + n, seg->ptr, take);
+        n += take;
+        seg->ptr += take;
+        seg->len -= take;
+        if (seg->len == 0)
+            s->out_head++;
+    }
+    if (n > 0)
+        s->wake = true; /* slices moved: the session may go on */
+    if (s->out_head == s->out_n && s->out_end) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->n_trailers) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(ng, id, s->trailers, s->n_trailers);
+        }
+        s->eof_sent = true;
+        s->wake = true;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static bool flooded(weir_h2c *c, uint32_t *counter, uint32_t max, const char *what)
+{
+    uint64_t now = weir__loop_now(c->conn.loop);
+    if (now - c->flood_start >= FLOOD_WINDOW_MS) {
+        c->flood_start = now;
+        c->n_resets = c->n_settings = c->n_pings = c->n_empty = 0;
+    }
+    if (++*counter <= max)
+        return false;
+    char ip[64];
+    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    weir_log_warn("client %s: HTTP/2 %s flood: closing with ENHANCE_YOUR_CALM", ip, what);
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    return true;
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    weir_h2c *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    weir_h2s *s = weir__pool_get(h2s_class);
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    memset(s, 0, sizeof(*s));
+    s->x.ops = &h2s_ops;
+    s->c = c;
+    s->id = f->hd.stream_id;
+    s->in_limit = c->cfg->max_body_bytes;
+    s->stream = c->cfg->handler->stream_new(c->cfg->svc, c->conn.loop, &s->req);
+    if (!s->stream) {
+        weir__pool_put(h2s_class, s);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    s->req->version = 20;
+    nghttp2_session_set_stream_user_data(ng, s->id, s);
+    s->next = c->streams;
+    if (s->next)
+        s->next->prev = s;
+    c->streams = s;
+    c->n_streams++;
+    weir__timer_stop(c->conn.loop, &c->timer);
+    return 0;
+}
+
+static weir_str arena_copy(weir_h2s *s, const uint8_t *p, size_t len)
+{
+    char *d = weir__arena_alloc(s->req->headers.arena, len ? len : 1);
+    if (!d)
+        return WEIR_STR_NULL;
+    memcpy(d, p, len);
+    return (weir_str){d, len};
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    weir_h2c *c = user;
+    weir_h2s *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!s || s->too_large)
+        return 0;
+    s->head_bytes += (uint32_t)(namelen + valuelen + 4);
+    if (s->started) {
+        /* Trailers of the request body, kept as HTTP/1 lines. */
+        size_t add = namelen + valuelen + 4;
+        if (s->in_trailers_len + add > c->cfg->max_header_bytes)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        char *nt = realloc(s->in_trailers, s->in_trailers_len + add);
+        if (!nt)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        s->in_trailers = nt;
+        char *p = nt + s->in_trailers_len;
+        memcpy(p, name, namelen);
+        memcpy(p + namelen, ": ", 2);
+        memcpy(p + namelen + 2, value, valuelen);
+        memcpy(p + namelen + 2 + valuelen, "\r\n", 2);
+        s->in_trailers_len += (uint32_t)add;
+        return 0;
+    }
+    weir_msg *m = s->req;
+    if (s->head_bytes > c->cfg->max_header_bytes || m->headers.n >= c->cfg->max_headers) {
+        s->too_large = true;
+        return 0;
+    }
+    if (namelen > 0 && name[0] == ':') {
+        weir_str v = arena_copy(s, value, valuelen);
+        if (!v.ptr)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+            m->method = v;
+        else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+            m->target = v;
+        else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+            s->authority = v;
+        return 0; /* :scheme, :protocol: checked by nghttp2, not forwarded */
+    }
+    weir_str n = arena_copy(s, name, namelen), v = arena_copy(s, value, valuelen);
+    if (!n.ptr || !v.ptr || weir__headers_push(&m->headers, n, v) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (namelen == 6 && memcmp(name, "cookie", 6) == 0)
+        s->n_cookies++;
+    return 0;
+}
+
+/* HTTP/2 splits Cookie into several fields; HTTP/1 wants one (RFC 9113
+ * 8.2.3): join them with "; " into the first. */
+static int join_cookies(weir_h2s *s)
+{
+    weir_headers *h = &s->req->headers;
+    long first = weir__headers_find(h, "cookie", 0);
+    size_t len = 0;
+    for (long i = first; i >= 0; i = weir__headers_find(h, "cookie", (size_t)i + 1))
+        len += h->v[i].value.len + 2;
+    char *buf = weir__arena_alloc(h->arena, len);
+    if (!buf)
+        return -1;
+    size_t n = 0;
+    for (long i = first; i >= 0; i = weir__headers_find(h, "cookie", (size_t)i + 1)) {
+        if (n) {
+            buf[n++] = ';';
+            buf[n++] = ' ';
+        }
+        memcpy(buf + n, h->v[i].value.ptr, h->v[i].value.len);
+        n += h->v[i].value.len;
+        if (i != first)
+            h->v[i].name = WEIR_STR_NULL; /* dropped below */
+    }
+    h->v[first].value = (weir_str){buf, n};
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (h->v[i].name.ptr)
+            h->v[k++] = h->v[i];
+    }
+    h->n = k;
+    return 0;
+}
+
+static void answer_now(weir_h2c *c, int32_t id, const char *status)
+{
+    nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE}};
+    nghttp2_submit_response(c->ng, id, nv, 1, NULL);
+}
+
+/* The request head is complete: start the session. */
+static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
+{
+    weir_msg *m = s->req;
+    char ip[64];
+    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    if (s->too_large) {
+        weir_log_warn("client %s: HTTP/2 stream %d: 431: request head too large", ip, s->id);
+        answer_now(c, s->id, "431");
+        return;
+    }
+    if (!m->target.len || !m->method.len) {
+        /* CONNECT without :protocol (nghttp2 let it through) */
+        weir_log_warn("client %s: HTTP/2 stream %d: 405: CONNECT is not supported", ip, s->id);
+        answer_now(c, s->id, "405");
+        return;
+    }
+    if (s->authority.len && weir__headers_find(&m->headers, "host", 0) < 0 &&
+        weir__headers_push(&m->headers, WEIR_STR("Host"), s->authority) < 0) {
+        answer_now(c, s->id, "503");
+        return;
+    }
+    if (s->n_cookies > 1 && join_cookies(s) < 0) {
+        answer_now(c, s->id, "503");
+        return;
+    }
+    m->body = WEIR_BODY_UNKNOWN;
+    long cl = weir__headers_find(&m->headers, "content-length", 0);
+    if (end_stream) {
+        m->body = WEIR_BODY_NONE;
+        s->in_end = true;
+    } else if (cl >= 0) {
+        /* nghttp2 checked it is a number that matches the DATA frames. */
+        uint64_t v = 0;
+        weir_str t = m->headers.v[cl].value;
+        for (size_t i = 0; i < t.len; i++)
+            v = v * 10 + (uint64_t)(t.ptr[i] - '0');
+        m->content_length = v;
+        m->body = v ? WEIR_BODY_KNOWN : WEIR_BODY_NONE;
+        if (s->in_limit && v > s->in_limit) {
+            weir_log_warn("client %s: HTTP/2 stream %d: 413: request body over the limit", ip,
+                          s->id);
+            answer_now(c, s->id, "413");
+            return;
+        }
+    }
+    s->x.bytes_in += s->head_bytes;
+    s->started = true;
+    weir_stream_origin o = {.owner = s, .done = stream_done, .peer = &c->peer.sa, .ssl = c->conn.ssl};
+    c->cfg->handler->stream_start(s->stream, &s->x, s->head_bytes, &o);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    weir_h2c *c = user;
+    weir_h2s *s = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id)
+                                  : NULL;
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    switch (f->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (!s)
+            break;
+        if (!s->started && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            start_stream(c, s, end);
+        } else if (end) {
+            s->in_end = true; /* trailers */
+            mark(s);
+        }
+        break;
+    case NGHTTP2_DATA:
+        if (f->hd.length == 0 && !end && flooded(c, &c->n_empty, MAX_EMPTY, "empty frame"))
+            return 0;
+        if (s && end) {
+            s->in_end = true;
+            mark(s);
+        }
+        break;
+    case NGHTTP2_RST_STREAM:
+        flooded(c, &c->n_resets, MAX_RESETS, "stream reset");
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
+            flooded(c, &c->n_settings, MAX_SETTINGS, "SETTINGS");
+        break;
+    case NGHTTP2_PING:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
+            flooded(c, &c->n_pings, MAX_PINGS, "PING");
+        break;
+    case NGHTTP2_PRIORITY:
+        flooded(c, &c->n_empty, MAX_EMPTY, "PRIORITY");
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        /* Windows opened: streams waiting to send may go on. */
+        for (weir_h2s *w = c->streams; w; w = w->next) {
+            if (w->started && !w->session_done && out_pending(w))
+                w->wake = true;
+        }
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    weir_h2c *c = user;
+    weir_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (!s || s->session_done || !s->started) {
+        nghttp2_session_consume(ng, id, len); /* nobody reads it: give the window back */
+        return 0;
+    }
+    if (!s->in_buf && !(s->in_buf = malloc(STREAM_WINDOW)))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (s->in_len + len > STREAM_WINDOW)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cannot happen within the window */
+    memcpy(s->in_buf + s->in_len, data, len);
+    s->in_len += (uint32_t)len;
+    s->in_total += len;
+    s->x.bytes_in += len;
+    mark(s);
+    (void)c;
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void *user)
+{
+    weir_h2c *c = user;
+    weir_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (!s)
+        return 0;
+    s->ng_closed = true;
+    unlink_stream(s);
+    c->n_streams--;
+    if (c->n_streams == 0 && !c->closed)
+        weir__timer_start(c->conn.loop, &c->timer, c->cfg->keepalive_timeout_ms, idle_timeout);
+    if (!s->started) {
+        c->cfg->handler->stream_drop(s->stream);
+        free_stream(s);
+    } else if (s->session_done) {
+        free_stream(s);
+    } else {
+        /* Closed under a running session: the client reset it, or the
+         * whole response went out while the session still finishes. */
+        if (!s->eof_sent || error != NGHTTP2_NO_ERROR)
+            s->reset = true;
+        mark(s);
+    }
+    return 0;
+}
+
+/* ---- the connection ---- */
+
+static void free_h2c(void *p)
+{
+    weir__pool_put(h2c_class, p);
+}
+
+static void close_h2c(weir_h2c *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    c->depth++; /* no frames from here on */
+    /* Sessions still running end now; each calls stream_done. */
+    weir_h2s *s = c->streams;
+    while (s) {
+        weir_h2s *next = s->next;
+        unlink_stream(s);
+        s->ng_closed = true;
+        if (!s->started) {
+            c->cfg->handler->stream_drop(s->stream);
+            free_stream(s);
+        } else if (s->session_done) {
+            free_stream(s);
+        } else {
+            /* The session lets go of the exchange at once and does not
+             * call stream_done. */
+            s->reset = true;
+            c->cfg->handler->stream_abort(s->stream);
+            free_stream(s);
+        }
+        s = next;
+    }
+    c->streams = NULL;
+    weir__timer_stop(c->conn.loop, &c->timer);
+    nghttp2_session_del(c->ng);
+    c->ng = NULL;
+    free(c->out);
+    c->out = NULL;
+    weir__conn_close(&c->conn, false);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->list->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->list->n--;
+    weir__loop_defer(c->conn.loop, free_h2c, c);
+}
+
+/* Writes what nghttp2 has to send. Returns false if the connection died. */
+static bool send_frames(weir_h2c *c)
+{
+    for (;;) {
+        if (c->out_len > 0) {
+            if (weir__conn_queue_empty(&c->conn) &&
+                weir__conn_queue(&c->conn, c->out, c->out_len) < 0)
+                return false;
+            if (!c->conn.writable)
+                return true;
+            int rc = weir__conn_flush(&c->conn);
+            if (rc == WEIR_AGAIN)
+                return true;
+            if (rc < 0)
+                return false;
+            c->out_len = 0;
+        }
+        /* Gather frames into one write while they come. */
+        for (;;) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0)
+                return false;
+            if (n == 0)
+                break;
+            if (c->out_len + (size_t)n > c->out_cap) {
+                size_t cap = c->out_cap ? c->out_cap : 16384;
+                while (cap < c->out_len + (size_t)n)
+                    cap *= 2;
+                char *nb = realloc(c->out, cap);
+                if (!nb)
+                    return false;
+                c->out = nb;
+                c->out_cap = cap;
+            }
+            memcpy(c->out + c->out_len, data, (size_t)n);
+            c->out_len += (size_t)n;
+            if (c->out_len >= OUT_HIGH)
+                break;
+        }
+        if (c->out_len == 0)
+            return true;
+    }
+}
+
+/* Reads and feeds nghttp2. Returns false if the connection is over. */
+static bool recv_frames(weir_h2c *c)
+{
+    weir_conn *cn = &c->conn;
+    for (int rounds = 0; cn->readable && rounds < 16; rounds++) {
+        if (weir__conn_need_rbuf(cn) < 0)
+            return false;
+        cn->rstart = cn->rend = 0;
+        int rc = weir__conn_read(cn);
+        if (rc == WEIR_AGAIN || rc == 0)
+            break;
+        if (rc < 0) /* WEIR_DONE (EOF) or an error */
+            return false;
+        ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf, cn->rend);
+        cn->rstart = cn->rend = 0;
+        if (used < 0) {
+            char ip[64];
+            weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+            weir_log_info("client %s: HTTP/2 connection error: %s", ip,
+                          nghttp2_strerror((int)used));
+            if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC && used != NGHTTP2_ERR_FLOODED)
+                nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
+            else
+                return false;
+            break;
+        }
+    }
+    weir__conn_release_rbuf(cn);
+    return true;
+}
+
+/* Wakes the marked sessions. Their flushes only mark and kick meanwhile
+ * (depth), so no stream but the woken one can go away during the walk. */
+static void wake_streams(weir_h2c *c)
+{
+    c->depth++;
+    for (weir_h2s *s = c->streams; s;) {
+        weir_h2s *next = s->next;
+        if (s->wake) {
+            s->wake = false;
+            if (s->started && !s->session_done)
+                c->cfg->handler->stream_wake(s->stream);
+        }
+        s = next;
+    }
+    c->depth--;
+}
+
+/* One round of work: read, send, and close when nghttp2 is done. */
+static void run_io(weir_h2c *c)
+{
+    if (c->closed || c->depth > 0)
+        return;
+    c->depth++;
+    bool ok = recv_frames(c) && send_frames(c);
+    c->depth--;
+    if (!ok || (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
+                c->out_len == 0)) {
+        if (ok)
+            weir__conn_shutdown(&c->conn);
+        close_h2c(c);
+        return;
+    }
+    if (c->list->draining && c->n_streams == 0 && c->out_len == 0 && c->goaway) {
+        weir__conn_shutdown(&c->conn);
+        close_h2c(c);
+    }
+}
+
+static void kicked(void *arg)
+{
+    weir_h2c *c = arg;
+    c->kick_armed = false;
+    if (c->closed)
+        return;
+    run_io(c);
+    if (!c->closed)
+        wake_streams(c);
+}
+
+/* Schedules a round of work after the current one (off any caller's stack). */
+static void kick(weir_h2c *c)
+{
+    if (c->kick_armed || c->closed)
+        return;
+    c->kick_armed = true;
+    weir__loop_defer(c->conn.loop, kicked, c);
+}
+
+static void io_cb(weir_io *io, uint32_t events)
+{
+    weir_h2c *c = weir_container_of(io, weir_h2c, conn.io);
+    weir__conn_on_events(&c->conn, events);
+    run_io(c);
+    if (!c->closed)
+        wake_streams(c);
+}
+
+static void idle_timeout(weir_timer *t)
+{
+    weir_h2c *c = weir_container_of(t, weir_h2c, timer);
+    if (c->n_streams > 0)
+        return;
+    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    c->depth++;
+    send_frames(c);
+    c->depth--;
+    weir__conn_shutdown(&c->conn);
+    close_h2c(c);
+}
+
+int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer_len,
+                    const weir_h1s_config *cfg, weir_h2c_list *list)
+{
+    weir_h2c *c = weir__pool_get(h2c_class);
+    if (!c) {
+        weir__conn_close(from, true);
+        return -ENOMEM;
+    }
+    memset(c, 0, sizeof(*c));
+    c->conn = *from;
+    c->conn.io.cb = io_cb;
+    weir_loop *loop = from->loop;
+    memset(from, 0, sizeof(*from));
+    from->io.fd = -1;
+    from->loop = loop; /* its owner still defers its own free there */
+    int rc = weir__io_mod(c->conn.loop, &c->conn.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+    c->cfg = cfg;
+    c->list = list;
+    if (peer_len <= sizeof(c->peer))
+        memcpy(&c->peer, peer, peer_len);
+    c->next = list->head;
+    if (c->next)
+        c->next->prev = c;
+    list->head = c;
+    list->n++;
+    c->flood_start = weir__loop_now(c->conn.loop);
+
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
+    if (rc < 0 || nghttp2_session_callbacks_new(&cbs) != 0) {
+        close_h2c(c);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        close_h2c(c);
+        return -ENOMEM;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_continuations(opt, 16);
+    rc = nghttp2_session_server_new2(&c->ng, cbs, c, opt);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    if (rc != 0) {
+        c->ng = NULL;
+        close_h2c(c);
+        return -ENOMEM;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_bytes},
+    };
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    weir__timer_start(c->conn.loop, &c->timer, cfg->keepalive_timeout_ms, idle_timeout);
+    /* Bytes already read (the preface, maybe more) go to nghttp2 first. */
+    weir_conn *cn = &c->conn;
+    if (cn->rend > cn->rstart) {
+        ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf + cn->rstart,
+                                                cn->rend - cn->rstart);
+        cn->rstart = cn->rend = 0;
+        if (used < 0) {
+            close_h2c(c);
+            return -EPROTO;
+        }
+    }
+    weir__conn_release_rbuf(cn);
+    kick(c);
+    return 0;
+}
+
+void weir__h2c_list_drain(weir_h2c_list *list)
+{
+    list->draining = true;
+    for (weir_h2c *c = list->head; c;) {
+        weir_h2c *next = c->next;
+        if (!c->goaway) {
+            c->goaway = true;
+            nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->ng),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+            kick(c);
+        }
+        c = next;
+    }
+}
+
+void weir__h2c_list_close_all(weir_h2c_list *list)
+{
+    while (list->head)
+        close_h2c(list->head);
+}
