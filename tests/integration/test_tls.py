@@ -147,8 +147,8 @@ def wait_new_log(proc, since, pattern, timeout=10.0):
 def curl(*args, timeout=30):
     if shutil.which("curl") is None:
         pytest.skip("curl not installed")
-    return subprocess.run(["curl", "-sS", "--max-time", "20"] + [str(a) for a in args],
-                          capture_output=True, text=True, timeout=timeout,
+    argv = ["curl", "-sS", "--http1.1", "--max-time", "20"] + [str(a) for a in args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
