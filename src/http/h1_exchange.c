@@ -190,7 +190,7 @@ static int fill(weir_h1x *x)
     if (!c->readable)
         return WEIR_AGAIN;
     int rc = weir__conn_read(c);
-    return rc > 0 ? WEIR_OK : rc;
+    return rc == WEIR_DECLINED ? WEIR_EX_E_FRAMING : rc;
 }
 
 static int save_trailers(weir_h1x *x, weir_str t)

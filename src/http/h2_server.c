@@ -20,11 +20,10 @@
 
 #include "core/log.h"
 #include "core/pool.h"
+#include "http/h2_common.h"
 #include "net/sock.h"
 
-#define STREAM_WINDOW 65535       /* per-stream receive window (request bodies) */
 #define CONN_WINDOW (1024 * 1024) /* connection receive window */
-#define OUT_SEGS 16
 #define OUT_HIGH (64 * 1024) /* stop producing frames beyond this much unsent */
 
 /* Abuse limits, per connection per second. */
@@ -77,23 +76,11 @@ struct weir_h2s {
     bool reset;     /* the stream ended before the session finished */
     bool in_end;    /* the request body is complete */
     bool head_sent;
-    bool no_body;  /* the response has no body (HEAD, 204, 304) */
-    bool out_end;  /* write_end was called */
-    bool eof_sent; /* the data provider produced the end */
-    bool deferred; /* the data provider waits for write_body / write_end */
-    bool wake;     /* wake the session after the current work */
-    /* request body: bytes received, not yet passed on */
-    char *in_buf;
-    uint32_t in_len, in_handed;
-    uint64_t in_total, in_limit;
-    char *in_trailers; /* "name: value\r\n" lines */
-    uint32_t in_trailers_len;
-    /* response body: slices queued by write_body, by reference */
-    weir_str out[OUT_SEGS];
-    int out_head, out_n;
-    nghttp2_nv *trailers;
-    size_t n_trailers;
-    char *trailer_mem;
+    bool no_body; /* the response has no body (HEAD, 204, 304) */
+    bool wake;    /* wake the session after the current work */
+    uint64_t in_limit;
+    weir_h2_inbuf in;  /* request body received, not yet passed on */
+    weir_h2_outq out;  /* response body queued by the session */
 };
 
 static weir_pool_class h2c_class, h2s_class;
@@ -112,10 +99,8 @@ static void idle_timeout(weir_timer *t);
 
 static void free_stream(weir_h2s *s)
 {
-    free(s->in_buf);
-    free(s->in_trailers);
-    free(s->trailers);
-    free(s->trailer_mem);
+    weir__h2_in_free(&s->in);
+    weir__h2_out_free(&s->out);
     weir__pool_put(h2s_class, s);
 }
 
@@ -147,7 +132,7 @@ static void stream_done(void *owner, bool reuse)
     if (!s->ng_closed && !c->closed) {
         /* An incomplete response must not look whole: reset it. A whole
          * one with the request body still coming: stop the client. */
-        if (!reuse || !s->eof_sent)
+        if (!reuse || !s->out.eof_sent)
             nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         else if (!s->in_end)
             nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
@@ -171,16 +156,16 @@ static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
     *n = 0;
     if (s->reset)
         return WEIR_EX_E_CLOSED;
-    if (s->in_limit && s->in_total > s->in_limit)
+    if (s->in_limit && s->in.total > s->in_limit)
         return WEIR_EX_E_TOO_LARGE;
-    if (s->in_len > 0) {
-        segs[0] = (weir_str){s->in_buf, s->in_len};
-        s->in_handed = s->in_len;
+    if (s->in.len > 0) {
+        segs[0] = (weir_str){s->in.buf, s->in.len};
+        s->in.handed = s->in.len;
         *n = 1;
         return WEIR_OK;
     }
     if (s->in_end) {
-        *trailers = (weir_str){s->in_trailers ? s->in_trailers : "", s->in_trailers_len};
+        *trailers = (weir_str){s->in.trailers ? s->in.trailers : "", s->in.trailers_len};
         return WEIR_DONE;
     }
     return WEIR_AGAIN;
@@ -189,33 +174,14 @@ static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
 static void x_consume_body(weir_exchange *x)
 {
     weir_h2s *s = (weir_h2s *)x;
-    uint32_t n = s->in_handed;
+    uint32_t n = weir__h2_in_consume(&s->in);
     if (n == 0)
         return;
-    memmove(s->in_buf, s->in_buf + n, s->in_len - n);
-    s->in_len -= n;
-    s->in_handed = 0;
     if (!s->ng_closed && !s->c->closed) {
         /* The window opens only as bytes move on: back-pressure. */
         nghttp2_session_consume(s->c->ng, s->id, n);
         kick(s->c);
     }
-}
-
-/* Lower-cased copy of name into buf (HTTP/2 field names are lower case). */
-static size_t lower(char *buf, weir_str name)
-{
-    for (size_t i = 0; i < name.len; i++) {
-        char ch = name.ptr[i];
-        buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
-    }
-    return name.len;
-}
-
-static bool connection_specific(weir_str name)
-{
-    return weir__is_hop_by_hop(name) ||
-           (name.len == 4 && weir_h1_name_is(name, "host"));
 }
 
 static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
@@ -245,9 +211,9 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     char *p = names;
     for (uint32_t i = 0; i < m->headers.n; i++) {
         const weir_header *h = &m->headers.v[i];
-        if (connection_specific(h->name) || h->name.len == 0)
+        if (weir__h2_skip_field(h->name, h->value, false))
             continue;
-        size_t l = lower(p, h->name);
+        size_t l = weir__h2_lower(p, h->name);
         nv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)h->value.ptr, l, h->value.len,
                                NGHTTP2_NV_FLAG_NONE};
         p += l;
@@ -263,7 +229,7 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
         return -EPROTO;
     s->head_sent = true;
     if (s->no_body)
-        s->eof_sent = true;
+        s->out.eof_sent = true;
     kick(c);
     return WEIR_OK;
 }
@@ -275,63 +241,12 @@ static int x_write_body(weir_exchange *x, const weir_str *segs, size_t n)
         return -ECONNRESET;
     if (s->no_body)
         return WEIR_OK;
-    if (s->out_head > 0 && s->out_head == s->out_n)
-        s->out_head = s->out_n = 0;
-    if (OUT_SEGS - s->out_n < (int)n) {
-        if (s->out_head == 0)
-            return WEIR_ERR_NOMEM;
-        memmove(s->out, s->out + s->out_head, (size_t)(s->out_n - s->out_head) * sizeof(s->out[0]));
-        s->out_n -= s->out_head;
-        s->out_head = 0;
-        if (OUT_SEGS - s->out_n < (int)n)
-            return WEIR_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (segs[i].len == 0)
-            continue;
-        s->out[s->out_n++] = segs[i];
-        s->x.bytes_out += segs[i].len;
-    }
-    if (s->deferred && s->out_n > s->out_head) {
-        s->deferred = false;
+    int rc = weir__h2_out_add(&s->out, segs, n, &s->x.bytes_out);
+    if (rc == WEIR_OK && s->out.deferred) {
+        s->out.deferred = false;
         nghttp2_session_resume_data(s->c->ng, s->id);
     }
-    return WEIR_OK;
-}
-
-/* Raw "Name: value\r\n" trailer lines -> lower-cased nghttp2 fields. */
-static int parse_trailers(weir_h2s *s, weir_str raw)
-{
-    size_t lines = 0;
-    for (size_t i = 0; i < raw.len; i++)
-        lines += raw.ptr[i] == '\n';
-    if (lines == 0)
-        return WEIR_OK;
-    s->trailers = calloc(lines, sizeof(*s->trailers));
-    s->trailer_mem = malloc(raw.len);
-    if (!s->trailers || !s->trailer_mem)
-        return WEIR_ERR_NOMEM;
-    memcpy(s->trailer_mem, raw.ptr, raw.len);
-    char *p = s->trailer_mem, *end = p + raw.len;
-    while (p < end) {
-        char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            eol = end;
-        char *colon = memchr(p, ':', (size_t)(eol - p));
-        char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
-        if (colon && colon > p) {
-            char *v = colon + 1;
-            while (v < line_end && (*v == ' ' || *v == '\t'))
-                v++;
-            weir_str name = {p, (size_t)(colon - p)};
-            lower(p, name);
-            if (!connection_specific(name))
-                s->trailers[s->n_trailers++] = (nghttp2_nv){
-                    (uint8_t *)p, (uint8_t *)v, name.len, (size_t)(line_end - v), NGHTTP2_NV_FLAG_NONE};
-        }
-        p = eol + 1;
-    }
-    return WEIR_OK;
+    return rc;
 }
 
 static int x_write_end(weir_exchange *x, weir_str trailers)
@@ -339,23 +254,19 @@ static int x_write_end(weir_exchange *x, weir_str trailers)
     weir_h2s *s = (weir_h2s *)x;
     if (s->reset)
         return -ECONNRESET;
-    if (s->out_end)
+    if (s->out.end)
         return WEIR_OK;
-    s->out_end = true;
-    if (s->no_body)
+    if (s->no_body) {
+        s->out.end = true;
         return WEIR_OK;
-    if (trailers.len && parse_trailers(s, trailers) < 0)
+    }
+    if (weir__h2_out_end(&s->out, trailers) < 0)
         return WEIR_ERR_NOMEM;
-    if (s->deferred) {
-        s->deferred = false;
+    if (s->out.deferred) {
+        s->out.deferred = false;
         nghttp2_session_resume_data(s->c->ng, s->id);
     }
     return WEIR_OK;
-}
-
-static bool out_pending(const weir_h2s *s)
-{
-    return s->out_head < s->out_n || (s->out_end && !s->eof_sent);
 }
 
 static int x_flush(weir_exchange *x)
@@ -377,7 +288,7 @@ static int x_flush(weir_exchange *x)
     }
     if (s->reset)
         return -ECONNRESET;
-    if (out_pending(s)) {
+    if (weir__h2_out_pending(&s->out)) {
         kick(c);
         return WEIR_AGAIN;
     }
@@ -412,34 +323,11 @@ static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          uint32_t *flags, nghttp2_data_source *src, void *user)
 {
     weir_h2s *s = src->ptr;
-    size_t n = 0;
-    while (n < len && s->out_head < s->out_n) {
-        weir_str *seg = &s->out[s->out_head];
-        size_t take = seg->len < len - n ? seg->len : len - n;
-        memcpy(buf + n, seg->ptr, take);
-        n += take;
-        seg->ptr += take;
-        seg->len -= take;
-        if (seg->len == 0)
-            s->out_head++;
-    }
-    if (n > 0)
+    bool moved;
+    ssize_t n = weir__h2_out_read(&s->out, ng, id, buf, len, flags, &moved);
+    if (moved)
         s->wake = true; /* slices moved: the session may go on */
-    if (s->out_head == s->out_n && s->out_end) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->n_trailers) {
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(ng, id, s->trailers, s->n_trailers);
-        }
-        s->eof_sent = true;
-        s->wake = true;
-        return (ssize_t)n;
-    }
-    if (n == 0) {
-        s->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
+    return n;
 }
 
 /* ---- nghttp2 callbacks ---- */
@@ -509,19 +397,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     s->head_bytes += (uint32_t)(namelen + valuelen + 4);
     if (s->started) {
         /* Trailers of the request body, kept as HTTP/1 lines. */
-        size_t add = namelen + valuelen + 4;
-        if (s->in_trailers_len + add > c->cfg->max_header_bytes)
+        if (weir__h2_in_trailer(&s->in, name, namelen, value, valuelen,
+                                c->cfg->max_header_bytes) < 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        char *nt = realloc(s->in_trailers, s->in_trailers_len + add);
-        if (!nt)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        s->in_trailers = nt;
-        char *p = nt + s->in_trailers_len;
-        memcpy(p, name, namelen);
-        memcpy(p + namelen, ": ", 2);
-        memcpy(p + namelen + 2, value, valuelen);
-        memcpy(p + namelen + 2 + valuelen, "\r\n", 2);
-        s->in_trailers_len += (uint32_t)add;
         return 0;
     }
     weir_msg *m = s->req;
@@ -682,7 +560,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
     case NGHTTP2_WINDOW_UPDATE:
         /* Windows opened: streams waiting to send may go on. */
         for (weir_h2s *w = c->streams; w; w = w->next) {
-            if (w->started && !w->session_done && out_pending(w))
+            if (w->started && !w->session_done && weir__h2_out_pending(&w->out))
                 w->wake = true;
         }
         break;
@@ -699,13 +577,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len); /* nobody reads it: give the window back */
         return 0;
     }
-    if (!s->in_buf && !(s->in_buf = malloc(STREAM_WINDOW)))
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    if (s->in_len + len > STREAM_WINDOW)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cannot happen within the window */
-    memcpy(s->in_buf + s->in_len, data, len);
-    s->in_len += (uint32_t)len;
-    s->in_total += len;
+    if (weir__h2_in_add(&s->in, data, len) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* out of memory or over the window */
     s->x.bytes_in += len;
     mark(s);
     (void)c;
@@ -731,10 +604,19 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
     } else {
         /* Closed under a running session: the client reset it, or the
          * whole response went out while the session still finishes. */
-        if (!s->eof_sent || error != NGHTTP2_NO_ERROR)
+        if (!s->out.eof_sent || error != NGHTTP2_NO_ERROR)
             s->reset = true;
         mark(s);
     }
+    return 0;
+}
+
+static int on_error(nghttp2_session *ng, int code, const char *msg, size_t len, void *user)
+{
+    weir_h2c *c = user;
+    char ip[64];
+    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    weir_log_info("client %s: HTTP/2: %.*s", ip, (int)len, msg);
     return 0;
 }
 
@@ -842,9 +724,9 @@ static bool recv_frames(weir_h2c *c)
             return false;
         cn->rstart = cn->rend = 0;
         int rc = weir__conn_read(cn);
-        if (rc == WEIR_AGAIN || rc == 0)
+        if (rc == WEIR_AGAIN || rc == WEIR_DECLINED)
             break;
-        if (rc < 0) /* WEIR_DONE (EOF) or an error */
+        if (rc != WEIR_OK) /* WEIR_DONE (EOF) or an error */
             return false;
         ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf, cn->rend);
         cn->rstart = cn->rend = 0;
@@ -983,6 +865,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cbs);
         close_h2c(c);
@@ -1002,7 +885,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WEIR_H2_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_bytes},
     };
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));

@@ -288,7 +288,7 @@ static int tls_read(weir_conn *c)
     if (SSL_read_ex(c->ssl, c->rbuf + c->rend, c->rcap - c->rend, &n) == 1) {
         c->rend += (uint32_t)n;
         c->bytes_in += n;
-        return (int)n;
+        return WEIR_OK;
     }
     int rc = tls_fail(c, 0, true);
     if (rc == WEIR_DONE) {
@@ -303,7 +303,7 @@ static int tls_read(weir_conn *c)
 int weir__conn_read(weir_conn *c)
 {
     if (c->rend == c->rcap)
-        return 0;
+        return WEIR_DECLINED;
     if (c->ssl)
         return tls_read(c);
     for (;;) {
@@ -316,7 +316,7 @@ int weir__conn_read(weir_conn *c)
                 c->readable = false;
             c->rend += (uint32_t)n;
             c->bytes_in += (uint64_t)n;
-            return (int)n;
+            return WEIR_OK;
         }
         if (n == 0) {
             c->eof = true;

@@ -102,9 +102,9 @@ void weir__conn_detach_rbuf(weir_conn *c, char **buf, uint32_t *cap);
 void weir__rbuf_free(char *buf, uint32_t cap);
 
 /*
- * Reads into rbuf[rend .. rcap). Returns the number of bytes read (> 0),
- * WEIR_AGAIN (nothing now; readable cleared), WEIR_DONE (EOF; eof set),
- * 0 if there is no room, or -errno (error set).
+ * Reads into rbuf[rend .. rcap). Returns WEIR_OK (bytes arrived: rend
+ * moved), WEIR_AGAIN (nothing now; readable cleared), WEIR_DONE (EOF; eof
+ * set), WEIR_DECLINED if there is no room, or -errno (error set).
  */
 int weir__conn_read(weir_conn *c);
 

@@ -1,0 +1,179 @@
+/*
+ * h2_common.c - see h2_common.h.
+ */
+#include "http/h2_common.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http/h1_parse.h"
+#include "http/msg.h"
+
+size_t weir__h2_lower(char *buf, weir_str name)
+{
+    for (size_t i = 0; i < name.len; i++) {
+        char ch = name.ptr[i];
+        buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+    return name.len;
+}
+
+bool weir__h2_skip_field(weir_str name, weir_str value, bool keep_te)
+{
+    if (name.len == 0)
+        return true;
+    if (name.len == 2 && weir_h1_name_is(name, "te"))
+        return !(keep_te && value.len == 8 && strncasecmp(value.ptr, "trailers", 8) == 0);
+    return weir__is_hop_by_hop(name) || (name.len == 4 && weir_h1_name_is(name, "host"));
+}
+
+int weir__h2_in_add(weir_h2_inbuf *in, const uint8_t *data, size_t len)
+{
+    if (!in->buf && !(in->buf = malloc(WEIR_H2_WINDOW)))
+        return WEIR_ERR_NOMEM;
+    if (in->len + len > WEIR_H2_WINDOW)
+        return WEIR_ERR_INVAL;
+    memcpy(in->buf + in->len, data, len);
+    in->len += (uint32_t)len;
+    in->total += len;
+    return WEIR_OK;
+}
+
+int weir__h2_in_trailer(weir_h2_inbuf *in, const uint8_t *name, size_t nlen, const uint8_t *value,
+                        size_t vlen, uint32_t max)
+{
+    size_t add = nlen + vlen + 4;
+    if (in->trailers_len + add > max)
+        return WEIR_ERR_INVAL;
+    char *nt = realloc(in->trailers, in->trailers_len + add);
+    if (!nt)
+        return WEIR_ERR_NOMEM;
+    in->trailers = nt;
+    char *p = nt + in->trailers_len;
+    memcpy(p, name, nlen);
+    memcpy(p + nlen, ": ", 2);
+    memcpy(p + nlen + 2, value, vlen);
+    memcpy(p + nlen + 2 + vlen, "\r\n", 2);
+    in->trailers_len += (uint32_t)add;
+    return WEIR_OK;
+}
+
+uint32_t weir__h2_in_consume(weir_h2_inbuf *in)
+{
+    uint32_t n = in->handed;
+    if (n) {
+        memmove(in->buf, in->buf + n, in->len - n);
+        in->len -= n;
+        in->handed = 0;
+    }
+    return n;
+}
+
+void weir__h2_in_free(weir_h2_inbuf *in)
+{
+    free(in->buf);
+    free(in->trailers);
+    in->buf = in->trailers = NULL;
+}
+
+int weir__h2_out_add(weir_h2_outq *q, const weir_str *segs, size_t n, uint64_t *bytes)
+{
+    if (q->head > 0 && q->head == q->n)
+        q->head = q->n = 0;
+    if (WEIR_H2_OUT_SEGS - q->n < (int)n && q->head > 0) {
+        memmove(q->seg, q->seg + q->head, (size_t)(q->n - q->head) * sizeof(q->seg[0]));
+        q->n -= q->head;
+        q->head = 0;
+    }
+    if (WEIR_H2_OUT_SEGS - q->n < (int)n)
+        return WEIR_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (segs[i].len == 0)
+            continue;
+        q->seg[q->n++] = segs[i];
+        *bytes += segs[i].len;
+    }
+    return WEIR_OK;
+}
+
+int weir__h2_out_end(weir_h2_outq *q, weir_str raw)
+{
+    q->end = true;
+    size_t lines = 0;
+    for (size_t i = 0; i < raw.len; i++)
+        lines += raw.ptr[i] == '\n';
+    if (lines == 0)
+        return WEIR_OK;
+    q->trailers = calloc(lines, sizeof(*q->trailers));
+    q->trailer_mem = malloc(raw.len);
+    if (!q->trailers || !q->trailer_mem)
+        return WEIR_ERR_NOMEM;
+    memcpy(q->trailer_mem, raw.ptr, raw.len);
+    char *p = q->trailer_mem, *end = p + raw.len;
+    while (p < end) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        if (colon && colon > p) {
+            char *v = colon + 1;
+            while (v < line_end && (*v == ' ' || *v == '\t'))
+                v++;
+            weir_str name = {p, (size_t)(colon - p)};
+            weir__h2_lower(p, name);
+            weir_str value = {v, (size_t)(line_end - v)};
+            if (!weir__h2_skip_field(name, value, false))
+                q->trailers[q->n_trailers++] = (nghttp2_nv){
+                    (uint8_t *)p, (uint8_t *)v, name.len, value.len, NGHTTP2_NV_FLAG_NONE};
+        }
+        p = eol + 1;
+    }
+    return WEIR_OK;
+}
+
+bool weir__h2_out_pending(const weir_h2_outq *q)
+{
+    return q->head < q->n || (q->end && !q->eof_sent);
+}
+
+ssize_t weir__h2_out_read(weir_h2_outq *q, nghttp2_session *ng, int32_t id, uint8_t *buf,
+                          size_t len, uint32_t *flags, bool *moved)
+{
+    size_t n = 0;
+    while (n < len && q->head < q->n) {
+        weir_str *seg = &q->seg[q->head];
+        size_t take = seg->len < len - n ? seg->len : len - n;
+        memcpy(buf + n, seg->ptr, take);
+        n += take;
+        seg->ptr += take;
+        seg->len -= take;
+        if (seg->len == 0)
+            q->head++;
+    }
+    *moved = n > 0;
+    if (q->head == q->n && q->end) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (q->n_trailers) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(ng, id, q->trailers, q->n_trailers);
+        }
+        q->eof_sent = true;
+        *moved = true;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        q->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+void weir__h2_out_free(weir_h2_outq *q)
+{
+    free(q->trailers);
+    free(q->trailer_mem);
+    q->trailers = NULL;
+    q->trailer_mem = NULL;
+}
