@@ -1121,8 +1121,15 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
             weir_cfg_cert *c = find_cert(ld, names[i], line, section);
             if (!c)
                 continue;
-            if (c->is_default)
+            if (c->is_default) {
+                for (size_t k = 0; k < tls->n_certs; k++) {
+                    if (tls->certs[k]->is_default)
+                        err_at(ld, line,
+                               "[%s] lists two default certificates, '%s' and '%s'; mark one",
+                               section, tls->certs[k]->name, c->name);
+                }
                 tls->default_cert = tls->n_certs;
+            }
             tls->certs[tls->n_certs++] = c;
         }
         free_list(names, n);
@@ -1158,6 +1165,7 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
     get_bool(ld, t, "tls_session_tickets", section, &tickets);
     tls->no_tickets = !tickets;
     tls->client_ca = dup_string(ld, t, "client_ca", section, &present);
+    tls->client_ca_line = entry_of(t, "client_ca", &e) ? e.line : s->line;
     v = dup_string(ld, t, "client_verify", section, &present);
     if (v) {
         entry_of(t, "client_verify", &e);
@@ -1207,15 +1215,32 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
 
     /* Every file read and checked now, so that a bad one is a config error
      * and not a failure at the first handshake. */
-    if (on && tls->n_certs == n && n > 0) {
+    bool files = true;
+    for (size_t i = 0; i < tls->n_certs; i++)
+        files = files && tls->certs[i]->cert && tls->certs[i]->key;
+    if (on && tls->n_certs == n && n > 0 && files) {
         weir_tls_server_spec spec;
         if (weir__cfg_tls_spec(tls, &spec) < 0)
             return;
         char err[512];
         weir_tls_server *check = weir_tls_server_new(&spec, err, sizeof(err));
         weir__cfg_tls_spec_free(&spec);
-        if (!check)
-            err_at(ld, line, "[%s]: TLS: %s", section, err);
+        if (!check) {
+            /* The message names the file at fault: point at its line. */
+            int at = line;
+            if (tls->client_ca && strstr(err, tls->client_ca))
+                at = tls->client_ca_line;
+            for (size_t i = 0; i < tls->n_certs; i++) {
+                const weir_cfg_cert *c = tls->certs[i];
+                if (c->chain && strstr(err, c->chain))
+                    at = c->chain_line;
+                else if (strstr(err, c->key) && !strstr(err, c->cert))
+                    at = c->key_line;
+                else if (strstr(err, c->cert))
+                    at = strstr(err, "key") && strstr(err, c->key) ? c->key_line : c->cert_line;
+            }
+            err_at(ld, at, "[%s]: TLS: %s", section, err);
+        }
         weir_tls_server_free(check);
     }
 }
@@ -1304,6 +1329,10 @@ static void load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_valu
     if (!present)
         err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file)", section);
     c->chain = dup_string(ld, t, "chain", section, &present);
+    weir_toml_entry e;
+    c->cert_line = entry_of(t, "cert", &e) ? e.line : c->line;
+    c->key_line = entry_of(t, "key", &e) ? e.line : c->line;
+    c->chain_line = entry_of(t, "chain", &e) ? e.line : c->line;
     int line = c->line;
     c->domains = get_string_list(ld, t, "domains", section, &c->n_domains, &line);
     get_bool(ld, t, "default", section, &c->is_default);

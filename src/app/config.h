@@ -57,6 +57,7 @@ typedef struct weir_cfg_cert {
     char *name;
     int line;
     char *cert, *key, *chain; /* files; chain may be NULL */
+    int cert_line, key_line, chain_line;
     char **domains;           /* names it serves; none = from the certificate */
     size_t n_domains;
     bool is_default; /* 'default = true' */
@@ -72,6 +73,7 @@ typedef struct weir_cfg_tls {
     char *alpn; /* "h2,http/1.1" */
     bool no_tickets;
     char *client_ca;
+    int client_ca_line;
     bool client_verify_optional;
 } weir_cfg_tls;
 

@@ -112,6 +112,14 @@ static void handshake_failed(weir_h1s *h, const char *why)
 {
     char ip[64];
     weir__h1s_peer_ip(h, ip, sizeof(ip));
+    if (h->conn.ssl && BIO_number_read(SSL_get_rbio(h->conn.ssl)) == 0 &&
+        h->conn.last_errno == ECONNRESET) {
+        /* Connected and closed without a byte: a port check, not a
+         * failed handshake. */
+        weir_log_debug("client %s: closed before the TLS handshake", ip);
+        close_conn(h, false);
+        return;
+    }
     weir__tls_count(WEIR_TLS_FAILURE);
     weir_log_info("client %s: TLS handshake failed: %s", ip, why);
     if (strcmp(why, "http request") == 0) {

@@ -203,6 +203,11 @@ static void free_tls(weir_conn *c)
     }
     c->tls_wlen = c->tls_woff = 0;
     if (c->ssl) {
+        /* A peer that closed without close_notify (or a close before ours)
+         * must not cost the session: OpenSSL drops sessions of connections
+         * that did not shut down, from its cache and for resumption. */
+        if (c->tls_ready && !c->tls_failed)
+            SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(c->ssl);
         c->ssl = NULL;
     }

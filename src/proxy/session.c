@@ -250,7 +250,8 @@ static void connect_failed(weir_session *s, int err)
     const weir_proxy_ops *ops = s->svc->ops;
     release_upstream(s, false);
     s->attempts++;
-    weir_log_warn("upstream %s: connect failed: %s (attempt %d)", up_addr(s), strerror(-err),
+    weir_log_warn("upstream %s: connect failed: %s (attempt %d)", up_addr(s),
+                  err == -EPROTO && s->peer.tls ? "TLS handshake failed" : strerror(-err),
                   s->attempts);
     if (ops->fail_to_connect && s->attempts < MAX_ATTEMPTS &&
         ops->fail_to_connect(s, s->ctx, &s->peer, err, s->attempts)) {

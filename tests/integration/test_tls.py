@@ -408,12 +408,6 @@ def test_explicit_tls12_minimum(pki, backend, proxy):
 # 4. Session resumption
 
 
-# weir frees a connection's SSL without SSL_shutdown (or SSL_set_shutdown)
-# unless weir itself sent close_notify, so OpenSSL's ssl_clear_bad_session()
-# drops the session from the server cache and marks a backend's session not
-# resumable. Remove the marks with the fix.
-SESSION_BUG = pytest.mark.xfail(strict=True, reason="weir bug: sessions lost when the peer "
-                                "closes first (SSL_free without SSL_shutdown)")
 
 
 def resume(port, ctx, rounds=6):
@@ -453,7 +447,6 @@ def test_session_resumption_with_tickets(pki, backend, proxy, version):
     assert sess.has_ticket
 
 
-@SESSION_BUG
 def test_session_tickets_off(pki, backend, proxy):
     """tls_session_tickets = false: no TLS 1.2 ticket is issued, and
     resumption goes through the (shared) session cache instead."""
@@ -778,7 +771,6 @@ def test_upstream_tls_connections_are_reused(pki, tls_backend, proxy):
     assert tb.connections <= 2
 
 
-@SESSION_BUG
 def test_upstream_tls_sessions_are_resumed(pki, tls_backend, proxy):
     """Without keep-alive every request is a new TLS connection to the
     backend; weir keeps the backend's session and resumes it."""
@@ -1145,8 +1137,6 @@ def test_config_missing_upstream_ca_file(pki, tmp_path):
     expect_error(tmp_path, text, ["no-ca.pem"])
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: the error names the server's "
-                   "'certificates' line, not the 'client_ca' line")
 def test_config_missing_client_ca_file(pki, tmp_path):
     text = good_config(pki, server_extra='client_ca = "%s"  %s\n'
                        % (pki.path("no-client-ca.pem"), MARK))
