@@ -28,6 +28,10 @@ typedef struct weir_peer {
      * weir/tls.h); NULL = verify against the system CAs, offer http/1.1.
      * Must outlive the request. */
     const struct weir_tls_client *tls_client;
+    /* HTTP/2 to the backend: over TLS its ALPN must pick "h2" (give a
+     * tls_client offering "h2"); without TLS, h2c with prior knowledge.
+     * Requests share connections (as many streams as the backend allows). */
+    bool h2;
     uint32_t connect_timeout_ms; /* TCP connect */
     uint32_t read_timeout_ms;    /* idle time between bytes of the response */
     uint32_t write_timeout_ms;   /* idle time while sending the request */

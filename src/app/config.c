@@ -684,7 +684,7 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
     char *alpn = dup_string(ld, t, "alpn", section, &present);
     weir_toml_entry e;
     int line = u->line;
-    static const char *const tls_only[] = {"sni", "verify_cert", "ca_file", "client_cert", "alpn"};
+    static const char *const tls_only[] = {"sni", "verify_cert", "ca_file", "client_cert"};
     for (size_t i = 0; !u->tls && i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
         if (entry_of(t, tls_only[i], &e))
             err_at(ld, e.line, "'%s' in [%s] needs 'tls = true'", tls_only[i], section);
@@ -697,11 +697,12 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
     if (alpn) {
         entry_of(t, "alpn", &e);
         line = e.line;
-        if (strcmp(alpn, "h1") != 0)
-            err_at(ld, line,
-                   "'alpn' in [%s] is '%s': only \"h1\" is supported (HTTP/2 to backends is not "
-                   "available yet)",
-                   section, alpn);
+        if (strcmp(alpn, "h2") == 0) {
+            u->h2 = true;
+            protos = "h2";
+        } else if (strcmp(alpn, "h1") != 0) {
+            err_at(ld, line, "'alpn' in [%s] is '%s': expected \"h1\" or \"h2\"", section, alpn);
+        }
     }
     const weir_cfg_cert *cc = NULL;
     if (client) {

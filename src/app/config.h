@@ -81,6 +81,7 @@ struct weir_cfg_upstream {
     char *name;
     int line;
     bool tls;                    /* connect to the backends with TLS */
+    bool h2;                     /* HTTP/2 to the backends (alpn = "h2"; h2c without TLS) */
     char *sni;                   /* NULL: a backend named by hostname gets that name */
     weir_tls_client *tls_client; /* verification, CA, client cert, ALPN */
     weir_cfg_backend *backends;

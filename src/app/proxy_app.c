@@ -379,6 +379,7 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
         peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
+    peer->h2 = u->h2;
     if (u->tls) {
         peer->tls = true;
         peer->tls_client = u->tls_client;

@@ -153,6 +153,11 @@ ssize_t weir__h2_out_read(weir_h2_outq *q, nghttp2_session *ng, int32_t id, uint
             q->head++;
     }
     *moved = n > 0;
+    if (q->sized) {
+        q->left -= n < q->left ? n : q->left;
+        if (q->left == 0)
+            q->end = true; /* the last byte: end now, even at a zero window */
+    }
     if (q->head == q->n && q->end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (q->n_trailers) {
@@ -176,4 +181,23 @@ void weir__h2_out_free(weir_h2_outq *q)
     free(q->trailer_mem);
     q->trailers = NULL;
     q->trailer_mem = NULL;
+}
+
+bool weir__h2_nominated(const weir_headers *h, weir_str name)
+{
+    for (long i = weir__headers_find(h, "connection", 0); i >= 0;
+         i = weir__headers_find(h, "connection", (size_t)i + 1)) {
+        weir_str v = h->v[i].value;
+        size_t k = 0;
+        while (k < v.len) {
+            while (k < v.len && (v.ptr[k] == ' ' || v.ptr[k] == '\t' || v.ptr[k] == ','))
+                k++;
+            size_t start = k;
+            while (k < v.len && v.ptr[k] != ',' && v.ptr[k] != ' ' && v.ptr[k] != '\t')
+                k++;
+            if (k - start == name.len && name.len && strncasecmp(v.ptr + start, name.ptr, name.len) == 0)
+                return true;
+        }
+    }
+    return false;
 }

@@ -46,6 +46,8 @@ typedef struct weir_h2_outq {
     bool end;      /* the end was queued */
     bool eof_sent; /* the provider produced it */
     bool deferred; /* the provider waits for more */
+    bool sized;    /* the body's length is known: it ends with its last byte */
+    uint64_t left; /* bytes still to produce when sized */
     nghttp2_nv *trailers;
     size_t n_trailers;
     char *trailer_mem;
@@ -68,5 +70,10 @@ void weir__h2_out_free(weir_h2_outq *q);
  * 8.2.2) or that it carries as pseudo-headers (host). "te: trailers" is
  * kept: keep_te. */
 bool weir__h2_skip_field(weir_str name, weir_str value, bool keep_te);
+
+struct weir_headers;
+/* True if a Connection field of h names `name` (a hop-by-hop field of the
+ * HTTP/1 message, RFC 9110 7.6.1). */
+bool weir__h2_nominated(const struct weir_headers *h, weir_str name);
 
 #endif

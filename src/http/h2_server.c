@@ -129,6 +129,11 @@ static void stream_done(void *owner, bool reuse)
     weir_h2c *c = s->c;
     s->session_done = true;
     s->stream = NULL;
+    if (s->in.len && !c->closed) {
+        /* Received, never passed on: give the connection window back. */
+        nghttp2_session_consume_connection(c->ng, s->in.len);
+        s->in.len = s->in.handed = 0;
+    }
     if (!s->ng_closed && !c->closed) {
         /* An incomplete response must not look whole: reset it. A whole
          * one with the request body still coming: stop the client. */
@@ -139,6 +144,8 @@ static void stream_done(void *owner, bool reuse)
         kick(c);
         return; /* freed when nghttp2 closes it */
     }
+    if (s->ng_closed && !c->closed)
+        unlink_stream(s); /* kept linked while its session ran */
     free_stream(s);
 }
 
@@ -177,9 +184,13 @@ static void x_consume_body(weir_exchange *x)
     uint32_t n = weir__h2_in_consume(&s->in);
     if (n == 0)
         return;
-    if (!s->ng_closed && !s->c->closed) {
-        /* The window opens only as bytes move on: back-pressure. */
-        nghttp2_session_consume(s->c->ng, s->id, n);
+    if (!s->c->closed) {
+        /* The window opens only as bytes move on: back-pressure. A closed
+         * stream's bytes still count against the connection. */
+        if (s->ng_closed)
+            nghttp2_session_consume_connection(s->c->ng, n);
+        else
+            nghttp2_session_consume(s->c->ng, s->id, n);
         kick(s->c);
     }
 }
@@ -208,10 +219,12 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     unsigned st = (unsigned)m->status % 1000;
     char status[4] = {(char)('0' + st / 100), (char)('0' + st / 10 % 10), (char)('0' + st % 10), 0};
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    bool conn_hdr = weir__headers_find(&m->headers, "connection", 0) >= 0;
     char *p = names;
     for (uint32_t i = 0; i < m->headers.n; i++) {
         const weir_header *h = &m->headers.v[i];
-        if (weir__h2_skip_field(h->name, h->value, false))
+        if ((conn_hdr && weir__h2_nominated(&m->headers, h->name)) ||
+            weir__h2_skip_field(h->name, h->value, false))
             continue;
         size_t l = weir__h2_lower(p, h->name);
         nv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)h->value.ptr, l, h->value.len,
@@ -221,6 +234,10 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     }
     bool head = s->req && s->req->method.len == 4 && memcmp(s->req->method.ptr, "HEAD", 4) == 0;
     s->no_body = m->body == WEIR_BODY_NONE || head || m->status == 204 || m->status == 304;
+    if (m->body == WEIR_BODY_KNOWN) {
+        s->out.sized = true;
+        s->out.left = m->content_length;
+    }
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_data};
     int rc = nghttp2_submit_response(c->ng, s->id, nv, n, s->no_body ? NULL : &dp);
     free(nv);
@@ -592,7 +609,10 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
     if (!s)
         return 0;
     s->ng_closed = true;
-    unlink_stream(s);
+    /* A running session keeps its stream linked: a close of the connection
+     * must still find it. */
+    if (!s->started || s->session_done)
+        unlink_stream(s);
     c->n_streams--;
     if (c->n_streams == 0 && !c->closed)
         weir__timer_start(c->conn.loop, &c->timer, c->cfg->keepalive_timeout_ms, idle_timeout);

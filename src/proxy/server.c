@@ -26,6 +26,7 @@
 #include "core/loop.h"
 #include "core/pool.h"
 #include "http/h1_server.h"
+#include "http/h2_client.h"
 #include "http/h2_server.h"
 #include "lb/health.h"
 #include "net/sock.h"
@@ -512,6 +513,7 @@ static void task_drain(void *arg)
     weir__h1s_list_drain(&w->conns);
     weir__h2c_list_drain(&w->h2conns);
     weir__upool_close_all(w->loop);
+    weir__h2u_shutdown(w->loop);
     drain_check(&w->drain_check);
 }
 
@@ -530,9 +532,12 @@ static void *worker_main(void *arg)
     w->rc = weir__loop_run(w->loop);
     weir__timer_stop(w->loop, &w->drain_check);
     weir__h1s_list_close_all(&w->conns);
+    weir__h2c_list_close_all(&w->h2conns);
     weir__upool_close_all(w->loop);
+    weir__h2u_shutdown(w->loop);
     weir__loop_run_pending(w->loop);
     weir__upool_thread_exit();
+    weir__h2u_thread_exit();
     weir__pool_thread_release();
     return NULL;
 }

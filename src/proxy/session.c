@@ -38,6 +38,7 @@
 #include "http/exchange.h"
 #include "http/h1_exchange.h"
 #include "http/h1_server.h"
+#include "http/h2_client.h"
 #include "http/msg.h"
 #include "net/sock.h"
 #include "net/tls.h"
@@ -102,6 +103,7 @@ struct weir_session {
     weir_peer peer;
     weir_upconn *up;
     weir_h1x upx;
+    weir_h2us *h2up; /* the upstream stream when the peer speaks HTTP/2 */
     weir_exchange *upex;
     int attempts;
     bool up_reused; /* the connection came from the keep-alive pool */
@@ -219,6 +221,13 @@ static void up_wake(void *arg)
 
 static void release_upstream(weir_session *s, bool reusable)
 {
+    if (s->h2up) {
+        weir__timer_stop(s->loop, &s->up_timer);
+        weir__h2u_release(s->h2up);
+        s->h2up = NULL;
+        s->upex = NULL;
+        return;
+    }
     if (!s->up)
         return;
     weir__timer_stop(s->loop, &s->up_timer);
@@ -238,6 +247,12 @@ static void release_upstream(weir_session *s, bool reusable)
 
 static void up_bind(weir_session *s)
 {
+    if (s->h2up) {
+        s->upex = weir__h2u_exchange(s->h2up);
+        s->req_pump.dst = s->upex;
+        s->resp_pump.src = s->upex;
+        return;
+    }
     weir__h1x_init_upstream(&s->upx, &s->up->conn, &s->arena, MAX_RESPONSE_HEAD);
     s->upx.req_method = s->req.method;
     s->upex = &s->upx.x;
@@ -309,6 +324,8 @@ static void fill_peer_defaults(weir_session *s)
         s->peer.idle_timeout_ms = o->upstream_idle_timeout_ms;
 }
 
+static void step_connect(weir_session *s);
+
 /* PEER: ask the application, then take a pooled connection or connect. */
 static void step_peer(weir_session *s)
 {
@@ -340,6 +357,21 @@ static void step_peer(weir_session *s)
     s->up_addr[0] = '\0';
     if (s->t_up_start_us == 0)
         s->t_up_start_us = now_us(s);
+    if (s->peer.h2) {
+        int err = 0;
+        bool reused = false;
+        s->h2up = weir__h2u_open(s->loop, &s->peer, &s->arena, &s->resp, s, up_wake, &err,
+                                 &reused);
+        if (!s->h2up) {
+            connect_failed(s, err);
+            return;
+        }
+        s->up_reused = reused;
+        s->t_connect_us = now_us(s);
+        set_state(s, SS_CONNECT);
+        step_connect(s);
+        return;
+    }
     s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
     if (s->up) {
         s->up_reused = true;
@@ -361,18 +393,19 @@ static void step_peer(weir_session *s)
 
 static void step_connect(weir_session *s)
 {
-    int rc = weir__upconn_connect_result(s->up);
+    int rc = s->h2up ? weir__h2u_ready(s->h2up) : weir__upconn_connect_result(s->up);
     if (rc == WEIR_AGAIN)
         return;
     if (rc < 0) {
         connect_failed(s, rc);
         return;
     }
-    s->up_reused = false;
-    s->connect_us = now_us(s) - s->t_connect_us;
+    if (!s->h2up)
+        s->up_reused = false;
+    s->connect_us = s->up_reused ? 0 : now_us(s) - s->t_connect_us;
     up_bind(s);
     if (s->svc->ops->connected_to_upstream)
-        s->svc->ops->connected_to_upstream(s, s->ctx, &s->peer, false);
+        s->svc->ops->connected_to_upstream(s, s->ctx, &s->peer, s->up_reused);
     set_state(s, SS_UP_FILTER);
 }
 
@@ -385,7 +418,7 @@ static void step_connect(weir_session *s)
  */
 static bool retry_stale(weir_session *s)
 {
-    if (!s->up_reused || s->req_pump.moved > 0 || s->up->conn.rend > 0)
+    if (!s->up || !s->up_reused || s->req_pump.moved > 0 || s->up->conn.rend > 0)
         return false;
     weir_log_debug("upstream %s: pooled connection was closed, reconnecting", up_addr(s));
     release_upstream(s, false);
@@ -695,7 +728,7 @@ static void step_proxy(weir_session *s)
             rc == WEIR_EX_E_HEAD || rc == WEIR_EX_E_FRAMING || rc == WEIR_EX_E_HEAD_TOO_LARGE;
         if (!framing && retry_stale(s))
             return;
-        if (!framing && s->up && s->up->conn.rend == 0 &&
+        if (!framing && (s->h2up || (s->up && s->up->conn.rend == 0)) &&
             retry_before_response(s, rc == WEIR_EX_E_CLOSED ? -ECONNRESET : rc))
             return;
         release_upstream(s, false);

@@ -298,8 +298,6 @@ def test_response_headers_back(backend, h2weir, tls):
         st.trailers
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: h2 responses keep the fields a backend's "
-                   "Connection header nominates (HTTP/1 responses drop them)")
 def test_response_connection_nominated_fields_dropped(backend, h2weir):
     """RFC 9110 7.6.1: fields named in Connection are hop-by-hop; weir drops
     them from HTTP/1 responses (test_basic) and must from HTTP/2 ones."""
@@ -907,9 +905,6 @@ def test_zero_window_then_opened(backend, h2weir):
     assert bytes(st.data) == B.PATTERN
 
 
-@pytest.mark.xfail(strict=True, reason="weir bug: when the body's last bytes use up the "
-                   "client's window, END_STREAM waits for a WINDOW_UPDATE that need not come "
-                   "(nghttp2 defers even an empty DATA at window 0)")
 def test_end_stream_when_body_fills_window_exactly(backend, h2weir):
     """A 65535-byte body and a client that sends no WINDOW_UPDATE: the whole
     body fits the initial window, so the response must end (RFC 9113 6.9.1

@@ -1,0 +1,886 @@
+/*
+ * h2_client.c - HTTP/2 to backends on nghttp2 (see h2_client.h).
+ *
+ * Like h2_server.c, work on a connection happens in rounds (read, feed
+ * nghttp2, send what it produced) that never run inside nghttp2's
+ * callbacks; sessions are woken after a round, from a deferred task.
+ */
+#include "http/h2_client.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/pool.h"
+#include "http/h2_common.h"
+#include "net/conn.h"
+#include "net/sock.h"
+#include "net/tls.h"
+
+#define CONN_WINDOW (1024 * 1024)
+#define OUT_HIGH (64 * 1024)
+
+typedef struct weir_h2u weir_h2u;
+
+typedef enum { U_CONNECTING, U_HANDSHAKE, U_READY, U_DEAD } u_state;
+
+struct weir_h2u {
+    weir_conn conn;
+    nghttp2_session *ng;
+    u_state state;
+    int error; /* -errno once dead */
+    struct sockaddr_storage addr;
+    bool tls;
+    uint64_t tls_key;
+    weir_h2u *next, *prev; /* in the worker's list */
+    weir_h2us *streams;
+    uint32_t n_streams;
+    uint32_t idle_ms;
+    weir_timer timer; /* connect timeout, then idle timeout */
+    char *out;
+    size_t out_len, out_cap;
+    int depth;
+    bool kick_armed;
+    bool goaway; /* no new streams */
+};
+
+struct weir_h2us {
+    weir_exchange x;
+    weir_h2u *c;
+    int32_t id; /* 0 until submitted */
+    weir_h2us *next, *prev;
+    void *owner;
+    void (*wake)(void *owner);
+    weir_arena *arena;
+    weir_msg *resp; /* filled as the response head arrives */
+    bool want_wake;
+    bool released;
+    bool closed;    /* nghttp2 closed the stream */
+    bool reset;     /* ended abnormally */
+    uint32_t error; /* RST_STREAM code */
+    bool head_done; /* a final response head arrived */
+    bool in_end;
+    bool tls;
+    weir_msg head; /* the final response head, read by read_head */
+    weir_h2_inbuf in;
+    weir_h2_outq out;
+};
+
+/* A worker's connections. */
+typedef struct u_home {
+    weir_h2u *head;
+    bool closing;
+} u_home;
+
+static __thread u_home *home;
+static weir_pool_class h2u_class, h2us_class;
+
+__attribute__((constructor)) static void register_classes(void)
+{
+    h2u_class = weir__pool_register("h2u", sizeof(weir_h2u), 64);
+    h2us_class = weir__pool_register("h2us", sizeof(weir_h2us), 1024);
+}
+
+static void kick(weir_h2u *c);
+static bool send_frames(weir_h2u *c);
+
+/* ---- streams ---- */
+
+static void free_stream(weir_h2us *s)
+{
+    weir__h2_in_free(&s->in);
+    weir__h2_out_free(&s->out);
+    weir__pool_put(h2us_class, s);
+}
+
+static void unlink_stream(weir_h2us *s)
+{
+    weir_h2u *c = s->c;
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (c->streams == s)
+        c->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+static void mark(weir_h2us *s)
+{
+    s->want_wake = true;
+    kick(s->c);
+}
+
+static void close_conn(weir_h2u *c, int err);
+
+static void idle_timeout(weir_timer *t)
+{
+    weir_h2u *c = weir_container_of(t, weir_h2u, timer);
+    if (c->state != U_READY) {
+        close_conn(c, -ETIMEDOUT);
+        return;
+    }
+    if (c->n_streams == 0)
+        close_conn(c, 0);
+}
+
+/* A stream left the connection: an idle one waits for new streams for a
+ * while, one that is going away closes. */
+static void stream_left(weir_h2u *c)
+{
+    c->n_streams--;
+    if (c->n_streams > 0 || c->state == U_DEAD)
+        return;
+    if (c->goaway || (home && home->closing))
+        close_conn(c, 0);
+    else
+        weir__timer_start(c->conn.loop, &c->timer, c->idle_ms, idle_timeout);
+}
+
+/* ---- the exchange of a stream (upstream side) ---- */
+
+static int x_read_head(weir_exchange *x, weir_msg *m)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    if (s->head_done) {
+        m->status = s->head.status;
+        m->version = 20;
+        m->body = s->head.body;
+        m->content_length = s->head.content_length;
+        m->upgrade = false;
+        return WEIR_OK;
+    }
+    if (s->reset || s->c->state == U_DEAD)
+        return s->error == NGHTTP2_REFUSED_STREAM ? -ECONNRESET : WEIR_EX_E_CLOSED;
+    return WEIR_AGAIN;
+}
+
+static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
+                       weir_str *trailers)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    *n = 0;
+    if (s->in.len > 0) {
+        segs[0] = (weir_str){s->in.buf, s->in.len};
+        s->in.handed = s->in.len;
+        *n = 1;
+        return WEIR_OK;
+    }
+    if (s->in_end) {
+        *trailers = (weir_str){s->in.trailers ? s->in.trailers : "", s->in.trailers_len};
+        return WEIR_DONE;
+    }
+    if (s->reset || s->c->state == U_DEAD)
+        return WEIR_EX_E_CLOSED;
+    return WEIR_AGAIN;
+}
+
+static void x_consume_body(weir_exchange *x)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    uint32_t n = weir__h2_in_consume(&s->in);
+    if (n && s->c->state == U_READY) {
+        /* A closed stream's bytes still count against the connection. */
+        if (s->closed)
+            nghttp2_session_consume_connection(s->c->ng, n);
+        else
+            nghttp2_session_consume(s->c->ng, s->id, n);
+        kick(s->c);
+    }
+}
+
+static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    weir_h2us *s = src->ptr;
+    bool moved;
+    ssize_t n = weir__h2_out_read(&s->out, ng, id, buf, len, flags, &moved);
+    if (moved)
+        s->want_wake = true;
+    return n;
+}
+
+static int x_write_head(weir_exchange *x, const weir_msg *m)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    weir_h2u *c = s->c;
+    if (c->state != U_READY)
+        return c->state == U_DEAD ? c->error : WEIR_ERR_INVAL;
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < m->headers.n; i++)
+        bytes += m->headers.v[i].name.len;
+    nghttp2_nv *nv = malloc((m->headers.n + 4) * sizeof(*nv));
+    char *names = malloc(bytes + 1);
+    if (!nv || !names) {
+        free(nv);
+        free(names);
+        return WEIR_ERR_NOMEM;
+    }
+    weir_str authority = WEIR_STR_NULL;
+    long hi = weir__headers_find(&m->headers, "host", 0);
+    if (hi >= 0)
+        authority = m->headers.v[hi].value;
+    size_t n = 0;
+#define NV(n_, v_, vl_) ((nghttp2_nv){(uint8_t *)(n_), (uint8_t *)(v_), strlen(n_), (vl_), 0})
+    nv[n++] = NV(":method", m->method.ptr, m->method.len);
+    nv[n++] = NV(":scheme", s->tls ? "https" : "http", s->tls ? 5u : 4u);
+    nv[n++] = NV(":path", m->target.ptr, m->target.len);
+    if (authority.len)
+        nv[n++] = NV(":authority", authority.ptr, authority.len);
+#undef NV
+    bool conn_hdr = weir__headers_find(&m->headers, "connection", 0) >= 0;
+    char *p = names;
+    for (uint32_t i = 0; i < m->headers.n; i++) {
+        const weir_header *h = &m->headers.v[i];
+        if ((conn_hdr && weir__h2_nominated(&m->headers, h->name)) ||
+            weir__h2_skip_field(h->name, h->value, true))
+            continue;
+        size_t l = weir__h2_lower(p, h->name);
+        nv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)h->value.ptr, l, h->value.len,
+                               NGHTTP2_NV_FLAG_NONE};
+        p += l;
+        s->x.bytes_out += h->name.len + h->value.len + 4;
+    }
+    bool body = m->body != WEIR_BODY_NONE;
+    if (m->body == WEIR_BODY_KNOWN) {
+        s->out.sized = true;
+        s->out.left = m->content_length;
+    }
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_data};
+    int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, body ? &dp : NULL, s);
+    free(nv);
+    free(names);
+    if (id < 0)
+        return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -ECONNRESET : WEIR_ERR_NOMEM;
+    s->id = id;
+    if (!body)
+        s->out.end = s->out.eof_sent = true;
+    kick(c);
+    return WEIR_OK;
+}
+
+static int x_write_body(weir_exchange *x, const weir_str *segs, size_t n)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    if (s->reset || s->c->state == U_DEAD)
+        return -ECONNRESET;
+    if (s->out.eof_sent)
+        return WEIR_OK;
+    int rc = weir__h2_out_add(&s->out, segs, n, &s->x.bytes_out);
+    if (rc == WEIR_OK && s->out.deferred && s->id > 0) {
+        s->out.deferred = false;
+        nghttp2_session_resume_data(s->c->ng, s->id);
+    }
+    return rc;
+}
+
+static int x_write_end(weir_exchange *x, weir_str trailers)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    if (s->reset || s->c->state == U_DEAD)
+        return -ECONNRESET;
+    if (s->out.end)
+        return WEIR_OK;
+    if (weir__h2_out_end(&s->out, trailers) < 0)
+        return WEIR_ERR_NOMEM;
+    if (s->out.deferred && s->id > 0) {
+        s->out.deferred = false;
+        nghttp2_session_resume_data(s->c->ng, s->id);
+    }
+    return WEIR_OK;
+}
+
+static int x_flush(weir_exchange *x)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    weir_h2u *c = s->c;
+    if (c->state == U_DEAD)
+        return c->error ? c->error : -ECONNRESET;
+    if (s->reset)
+        return s->head_done ? -ECONNRESET : WEIR_OK; /* the response tells the rest */
+    if (c->depth == 0) {
+        c->depth++;
+        bool ok = send_frames(c);
+        c->depth--;
+        if (!ok) {
+            kick(c);
+            return -ECONNRESET;
+        }
+    }
+    if (weir__h2_out_pending(&s->out)) {
+        kick(c);
+        return WEIR_AGAIN;
+    }
+    return WEIR_OK;
+}
+
+static bool x_peer_gone(weir_exchange *x)
+{
+    weir_h2us *s = (weir_h2us *)x;
+    return s->reset || s->c->state == U_DEAD;
+}
+
+static void x_tunnel(weir_exchange *x) {}
+
+static const weir_exchange_ops h2us_ops = {
+    .read_head = x_read_head,
+    .read_body = x_read_body,
+    .consume_body = x_consume_body,
+    .write_head = x_write_head,
+    .write_body = x_write_body,
+    .write_end = x_write_end,
+    .flush = x_flush,
+    .peer_gone = x_peer_gone,
+    .tunnel = x_tunnel,
+};
+
+/* ---- nghttp2 callbacks ---- */
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    weir_h2us *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!s || s->released || f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (s->head_done) {
+        /* Trailers: kept as HTTP/1 lines for the other side. */
+        if (weir__h2_in_trailer(&s->in, name, namelen, value, valuelen, 65536) < 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
+    }
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int st = 0;
+        for (size_t i = 0; i < valuelen; i++)
+            st = st * 10 + (value[i] - '0');
+        s->head.status = st;
+        return 0;
+    }
+    if (s->head.status && s->head.status < 200)
+        return 0; /* fields of an interim response */
+    char *n = weir__arena_alloc(s->arena, namelen + valuelen + 1);
+    if (!n)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    memcpy(n, name, namelen);
+    memcpy(n + namelen, value, valuelen);
+    if (weir__headers_push(&s->resp->headers, (weir_str){n, namelen},
+                           (weir_str){n + namelen, valuelen}) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    s->x.bytes_in += namelen + valuelen + 4;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    weir_h2u *c = user;
+    weir_h2us *s = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id)
+                                   : NULL;
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    switch (f->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (!s || s->released)
+            break;
+        if (!s->head_done && s->head.status >= 200) {
+            s->head_done = true;
+            weir_headers *h = &s->resp->headers;
+            long cl = weir__headers_find(h, "content-length", 0);
+            s->head.body = WEIR_BODY_UNKNOWN;
+            if (end) {
+                s->head.body = WEIR_BODY_NONE;
+            } else if (cl >= 0) {
+                uint64_t v = 0;
+                for (size_t i = 0; i < h->v[cl].value.len; i++)
+                    v = v * 10 + (uint64_t)(h->v[cl].value.ptr[i] - '0');
+                s->head.content_length = v;
+                s->head.body = v ? WEIR_BODY_KNOWN : WEIR_BODY_NONE;
+            }
+        } else if (!s->head_done) {
+            s->head.status = 0; /* an interim response: wait for the final one */
+            break;
+        }
+        if (end)
+            s->in_end = true;
+        mark(s);
+        break;
+    case NGHTTP2_DATA:
+        if (s && end) {
+            s->in_end = true;
+            mark(s);
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        c->goaway = true;
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        for (weir_h2us *w = c->streams; w; w = w->next) {
+            if (weir__h2_out_pending(&w->out))
+                w->want_wake = true;
+        }
+        break;
+    case NGHTTP2_SETTINGS:
+        if (c->state == U_HANDSHAKE && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+            c->state = U_READY; /* the backend's settings are known: streams may go */
+            weir__timer_stop(c->conn.loop, &c->timer);
+            for (weir_h2us *w = c->streams; w; w = w->next)
+                w->want_wake = true;
+        }
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    weir_h2us *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (!s || s->released) {
+        nghttp2_session_consume(ng, id, len);
+        return 0;
+    }
+    if (weir__h2_in_add(&s->in, data, len) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    s->x.bytes_in += len;
+    mark(s);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void *user)
+{
+    weir_h2u *c = user;
+    weir_h2us *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (!s)
+        return 0;
+    s->closed = true;
+    if (s->released) {
+        unlink_stream(s);
+        free_stream(s);
+        return 0;
+    }
+    if (error != NGHTTP2_NO_ERROR || !s->in_end) {
+        s->reset = true;
+        s->error = error;
+    }
+    mark(s);
+    (void)c;
+    return 0;
+}
+
+/* ---- the connection ---- */
+
+static void free_h2u(void *p)
+{
+    weir__pool_put(h2u_class, p);
+}
+
+/* Frees c and the streams nghttp2 still held for it. */
+static void destroy(weir_h2u *c)
+{
+    for (weir_h2us *s = c->streams; s;) {
+        weir_h2us *next = s->next;
+        free_stream(s); /* released ones waiting for their close */
+        s = next;
+    }
+    c->streams = NULL;
+    nghttp2_session_del(c->ng);
+    c->ng = NULL;
+    free(c->out);
+    c->out = NULL;
+    weir__loop_defer(c->conn.loop, free_h2u, c);
+}
+
+/* The connection is over (err 0: a clean end). Streams still held by
+ * sessions see the error; the last release frees c. */
+static void close_conn(weir_h2u *c, int err)
+{
+    if (c->state == U_DEAD)
+        return;
+    c->state = U_DEAD;
+    c->error = err ? err : -ECONNRESET;
+    weir__timer_stop(c->conn.loop, &c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (home && home->head == c)
+        home->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    weir__conn_close(&c->conn, err != 0);
+    bool held = false;
+    for (weir_h2us *s = c->streams; s; s = s->next) {
+        if (!s->released) {
+            s->reset = true;
+            s->want_wake = true;
+            held = true;
+        }
+    }
+    if (held)
+        kick(c);
+    else
+        destroy(c);
+}
+
+static bool send_frames(weir_h2u *c)
+{
+    if (c->state == U_DEAD || !c->ng)
+        return false;
+    if (c->state != U_HANDSHAKE && c->state != U_READY)
+        return true;
+    for (;;) {
+        if (c->out_len > 0) {
+            if (weir__conn_queue_empty(&c->conn) &&
+                weir__conn_queue(&c->conn, c->out, c->out_len) < 0)
+                return false;
+            if (!c->conn.writable)
+                return true;
+            int rc = weir__conn_flush(&c->conn);
+            if (rc == WEIR_AGAIN)
+                return true;
+            if (rc < 0)
+                return false;
+            c->out_len = 0;
+        }
+        for (;;) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0)
+                return false;
+            if (n == 0)
+                break;
+            if (c->out_len + (size_t)n > c->out_cap) {
+                size_t cap = c->out_cap ? c->out_cap : 16384;
+                while (cap < c->out_len + (size_t)n)
+                    cap *= 2;
+                char *nb = realloc(c->out, cap);
+                if (!nb)
+                    return false;
+                c->out = nb;
+                c->out_cap = cap;
+            }
+            memcpy(c->out + c->out_len, data, (size_t)n);
+            c->out_len += (size_t)n;
+            if (c->out_len >= OUT_HIGH)
+                break;
+        }
+        if (c->out_len == 0)
+            return true;
+    }
+}
+
+static bool recv_frames(weir_h2u *c)
+{
+    weir_conn *cn = &c->conn;
+    for (int rounds = 0; cn->readable && rounds < 16; rounds++) {
+        if (weir__conn_need_rbuf(cn) < 0)
+            return false;
+        cn->rstart = cn->rend = 0;
+        int rc = weir__conn_read(cn);
+        if (rc == WEIR_AGAIN || rc == WEIR_DECLINED)
+            break;
+        if (rc != WEIR_OK)
+            return false;
+        ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf, cn->rend);
+        cn->rstart = cn->rend = 0;
+        if (used < 0) {
+            char a[WEIR_ADDR_STRLEN];
+            weir__addr_format((const struct sockaddr *)&c->addr, a, sizeof(a));
+            weir_log_warn("upstream %s: HTTP/2 error: %s", a, nghttp2_strerror((int)used));
+            return false;
+        }
+    }
+    weir__conn_release_rbuf(cn);
+    return true;
+}
+
+/* TCP connect, then TLS with ALPN h2, then our preface and SETTINGS. */
+static bool advance_setup(weir_h2u *c)
+{
+    if (c->state == U_CONNECTING) {
+        if (!c->conn.writable)
+            return true;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(c->conn.io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            close_conn(c, -err);
+            return false;
+        }
+        if (c->conn.ssl) {
+            int rc = weir__conn_handshake(&c->conn);
+            if (rc == WEIR_AGAIN)
+                return true;
+            char a[WEIR_ADDR_STRLEN];
+            weir__addr_format((const struct sockaddr *)&c->addr, a, sizeof(a));
+            if (rc < 0) {
+                weir__tls_count(WEIR_TLS_UP_FAILURE);
+                weir_log_warn("upstream %s: TLS handshake failed: %s", a, weir__conn_tls_error());
+                close_conn(c, -EPROTO);
+                return false;
+            }
+            weir__tls_count(WEIR_TLS_UP_HANDSHAKE);
+            if (SSL_session_reused(c->conn.ssl))
+                weir__tls_count(WEIR_TLS_UP_RESUMED);
+            weir_str p = weir__tls_alpn(c->conn.ssl);
+            if (p.len != 2 || memcmp(p.ptr, "h2", 2) != 0) {
+                weir_log_warn("upstream %s: the backend did not agree to HTTP/2 (ALPN)", a);
+                close_conn(c, -EPROTO);
+                return false;
+            }
+        }
+        nghttp2_settings_entry iv[] = {
+            {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+            {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WEIR_H2_WINDOW},
+        };
+        nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 2);
+        nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+        c->state = U_HANDSHAKE;
+    }
+    return true;
+}
+
+static void wake_streams(weir_h2u *c)
+{
+    c->depth++;
+    for (weir_h2us *s = c->streams; s;) {
+        weir_h2us *next = s->next;
+        if (s->want_wake && !s->released) {
+            s->want_wake = false;
+            s->wake(s->owner);
+        }
+        s = next;
+    }
+    c->depth--;
+}
+
+static void run_io(weir_h2u *c)
+{
+    if (c->state == U_DEAD || c->depth > 0)
+        return;
+    c->depth++;
+    bool ok = advance_setup(c) && c->state != U_DEAD &&
+              (c->state == U_CONNECTING || (recv_frames(c) && send_frames(c)));
+    c->depth--;
+    if (c->state == U_DEAD)
+        return;
+    if (!ok || (c->state != U_CONNECTING && !nghttp2_session_want_read(c->ng) &&
+                !nghttp2_session_want_write(c->ng) && c->out_len == 0)) {
+        c->goaway = true;
+        close_conn(c, c->conn.eof ? 0 : -ECONNRESET);
+    }
+}
+
+static void kicked(void *arg)
+{
+    weir_h2u *c = arg;
+    c->kick_armed = false;
+    run_io(c);
+    wake_streams(c);
+}
+
+static void kick(weir_h2u *c)
+{
+    if (c->kick_armed)
+        return;
+    c->kick_armed = true;
+    weir__loop_defer(c->conn.loop, kicked, c);
+}
+
+static void io_cb(weir_io *io, uint32_t events)
+{
+    weir_h2u *c = weir_container_of(io, weir_h2u, conn.io);
+    weir__conn_on_events(&c->conn, events);
+    run_io(c);
+    wake_streams(c);
+}
+
+static weir_h2u *connect_new(weir_loop *loop, const weir_peer *peer, int *err)
+{
+    int fd = weir__connect_start((const struct sockaddr *)&peer->addr, peer->addr_len);
+    if (fd < 0) {
+        *err = fd;
+        return NULL;
+    }
+    weir_h2u *c = weir__pool_get(h2u_class);
+    if (!c) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    memset(c, 0, sizeof(*c));
+    int rc = weir__conn_init(&c->conn, loop, fd, io_cb);
+    if (rc < 0) {
+        close(fd);
+        weir__pool_put(h2u_class, c);
+        *err = rc;
+        return NULL;
+    }
+    memcpy(&c->addr, &peer->addr, sizeof(c->addr));
+    c->tls = peer->tls;
+    c->tls_key = weir__tls_client_id(peer->tls_client);
+    c->idle_ms = peer->idle_timeout_ms ? peer->idle_timeout_ms : 60000;
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) {
+        weir__conn_close(&c->conn, true);
+        weir__pool_put(h2u_class, c);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option *opt = NULL;
+    nghttp2_option_new(&opt);
+    if (opt)
+        nghttp2_option_set_no_auto_window_update(opt, 1);
+    rc = opt ? nghttp2_session_client_new2(&c->ng, cbs, c, opt) : -1;
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    SSL *ssl = NULL;
+    if (rc == 0 && peer->tls && !(ssl = weir__tls_client_ssl(peer->tls_client, peer)))
+        rc = -1;
+    if (rc != 0) {
+        if (c->ng)
+            nghttp2_session_del(c->ng);
+        weir__conn_close(&c->conn, true);
+        weir__pool_put(h2u_class, c);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    if (ssl)
+        weir__conn_set_tls(&c->conn, ssl);
+    c->state = U_CONNECTING;
+    weir__timer_start(loop, &c->timer, peer->connect_timeout_ms ? peer->connect_timeout_ms : 5000,
+                      idle_timeout);
+    c->next = home->head;
+    if (c->next)
+        c->next->prev = c;
+    home->head = c;
+    return c;
+}
+
+weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena,
+                          weir_msg *resp, void *owner, void (*wake)(void *owner), int *err,
+                          bool *reused)
+{
+    if (!home && !(home = calloc(1, sizeof(*home)))) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    uint64_t key = peer->tls ? weir__tls_client_id(peer->tls_client) : 0;
+    weir_h2u *c = home->head;
+    for (; c; c = c->next) {
+        if (c->goaway || c->state == U_DEAD || c->tls != peer->tls || c->tls_key != key ||
+            !weir__addr_equal((const struct sockaddr *)&c->addr,
+                              (const struct sockaddr *)&peer->addr))
+            continue;
+        uint32_t max = c->state == U_READY
+                           ? nghttp2_session_get_remote_settings(
+                                 c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                           : 100;
+        if (c->n_streams < max)
+            break;
+    }
+    *reused = c != NULL;
+    if (!c && !(c = connect_new(loop, peer, err)))
+        return NULL;
+    weir_h2us *s = weir__pool_get(h2us_class);
+    if (!s) {
+        if (c->n_streams == 0)
+            close_conn(c, 0);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    memset(s, 0, sizeof(*s));
+    s->x.ops = &h2us_ops;
+    s->c = c;
+    s->owner = owner;
+    s->wake = wake;
+    s->arena = arena;
+    s->resp = resp;
+    s->tls = peer->tls;
+    s->next = c->streams;
+    if (s->next)
+        s->next->prev = s;
+    c->streams = s;
+    c->n_streams++;
+    if (c->state == U_READY)
+        weir__timer_stop(loop, &c->timer);
+    else if (!*reused)
+        kick(c);
+    return s;
+}
+
+int weir__h2u_ready(weir_h2us *s)
+{
+    weir_h2u *c = s->c;
+    if (c->state == U_READY)
+        return WEIR_OK;
+    if (c->state == U_DEAD)
+        return c->error ? c->error : -ECONNRESET;
+    return WEIR_AGAIN;
+}
+
+weir_exchange *weir__h2u_exchange(weir_h2us *s)
+{
+    return &s->x;
+}
+
+void weir__h2u_release(weir_h2us *s)
+{
+    weir_h2u *c = s->c;
+    s->released = true;
+    if (c->state == U_DEAD) {
+        unlink_stream(s);
+        free_stream(s);
+        c->n_streams--;
+        bool held = false;
+        for (weir_h2us *o = c->streams; o; o = o->next)
+            held = held || !o->released;
+        if (!held)
+            destroy(c);
+        return;
+    }
+    if (s->in.len) {
+        /* Received, never passed on: give the connection window back. */
+        nghttp2_session_consume_connection(c->ng, s->in.len);
+        s->in.len = s->in.handed = 0;
+    }
+    if (s->id > 0 && !s->closed) {
+        /* Still open in nghttp2: stop it if unfinished; on_stream_close frees it. */
+        if (!s->in_end || weir__h2_out_pending(&s->out))
+            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+        kick(c);
+    } else {
+        unlink_stream(s);
+        free_stream(s);
+    }
+    stream_left(c);
+}
+
+void weir__h2u_shutdown(weir_loop *loop)
+{
+    if (!home)
+        return;
+    home->closing = true;
+    for (weir_h2u *c = home->head; c;) {
+        weir_h2u *next = c->next;
+        if (c->n_streams == 0)
+            close_conn(c, 0);
+        else
+            c->goaway = true;
+        c = next;
+    }
+}
+
+void weir__h2u_thread_exit(void)
+{
+    free(home);
+    home = NULL;
+}
