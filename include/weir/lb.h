@@ -128,6 +128,8 @@ typedef enum weir_health_kind {
     WEIR_HEALTH_NONE,
     WEIR_HEALTH_TCP,  /* a connect succeeds */
     WEIR_HEALTH_HTTP, /* GET path answers an expected status (and body substring) */
+    WEIR_HEALTH_GRPC, /* grpc.health.v1.Health/Check (h2c) answers SERVING for `path`
+                         (the service name; empty = the whole server) */
 } weir_health_kind;
 
 typedef struct weir_health_check {

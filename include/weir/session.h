@@ -65,6 +65,14 @@ const struct sockaddr *weir_session_client_addr(const weir_session *s);
 /* The client's IP as text ("127.0.0.1", "::1"). */
 weir_str weir_session_client_ip(const weir_session *s);
 
+/*
+ * How long the client of this session may stay idle while it sends the
+ * request body or reads the response, instead of the service's
+ * client_body_timeout / send_timeout; for long-lived streams (gRPC
+ * streaming, server-sent events). 0 = the service's. Loop thread.
+ */
+void weir_session_set_client_timeout(weir_session *s, uint32_t ms);
+
 /* TLS facts of the client connection. */
 typedef struct weir_tls_info {
     const char *version; /* "TLSv1.3", ... */

@@ -790,8 +790,9 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     load_upstream_tls(ld, u, t, section);
 }
 
-/* health_check = "tcp://" or "http://HOST/PATH" ("http:///PATH" sends the
- * backend's address as Host), with the health_check_* keys. */
+/* health_check = "tcp://", "http://HOST/PATH" ("http:///PATH" sends the
+ * backend's address as Host) or "grpc://[SERVICE]" (grpc.health.v1 over
+ * h2c), with the health_check_* keys. */
 static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
                               const char *section)
 {
@@ -803,13 +804,27 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
     if (url) {
         if (strcmp(url, "tcp") == 0 || strcmp(url, "tcp://") == 0) {
             hc->kind = WEIR_HEALTH_TCP;
+        } else if (strncmp(url, "grpc://", 7) == 0) {
+            const char *svc = url + 7;
+            bool ok = strlen(svc) <= 200;
+            for (const char *q = svc; ok && *q; q++)
+                ok = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '/';
+            if (!ok)
+                err_at(ld, line,
+                       "'health_check' in [%s]: \"grpc://SERVICE\" takes a service name "
+                       "(200 characters at most, no spaces or '/')",
+                       section);
+            else {
+                hc->kind = WEIR_HEALTH_GRPC;
+                snprintf(hc->path, sizeof(hc->path), "%s", svc);
+            }
         } else if (strncmp(url, "http://", 7) == 0) {
             const char *host = url + 7, *slash = strchr(host, '/');
             if (!slash || strlen(slash) >= sizeof(hc->path) ||
                 (size_t)(slash - host) >= sizeof(hc->host)) {
                 err_at(ld, line,
-                       "'health_check' in [%s] must be \"tcp://\" or "
-                       "\"http://HOST/PATH\"",
+                       "'health_check' in [%s] must be \"tcp://\", "
+                       "\"http://HOST/PATH\" or \"grpc://[SERVICE]\"",
                        section);
             } else {
                 hc->kind = WEIR_HEALTH_HTTP;
@@ -828,7 +843,8 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
                 }
             }
         } else {
-            err_at(ld, line, "'health_check' in [%s] must be \"tcp://\" or \"http://HOST/PATH\"",
+            err_at(ld, line, "'health_check' in [%s] must be \"tcp://\", \"http://HOST/PATH\" or "
+                   "\"grpc://[SERVICE]\"",
                    section);
         }
         free(url);
@@ -888,6 +904,7 @@ static const char *const location_keys[] = {"host",
                                             "read_timeout",
                                             "write_timeout",
                                             "echo",
+                                            "grpc_idle_timeout",
                                             NULL};
 
 static bool valid_token(const char *s)
@@ -1046,6 +1063,8 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
     get_duration(ld, t, "connection_timeout", section, 3600000, false, &l->connect_timeout_ms);
     get_duration(ld, t, "read_timeout", section, 86400000, false, &l->read_timeout_ms);
     get_duration(ld, t, "write_timeout", section, 86400000, false, &l->write_timeout_ms);
+    get_duration(ld, t, "grpc_idle_timeout", section, 7 * 86400000u, false,
+                 &l->grpc_idle_timeout_ms);
 }
 
 /* ---- [servers.NAME] ---- */

@@ -118,6 +118,7 @@ struct weir_cfg_location {
     uint64_t client_max_body_size; /* 0 = the server's limit */
     bool has_max_body;
     uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms; /* 0 = upstream's */
+    uint32_t grpc_idle_timeout_ms; /* gRPC requests: idle limit on both sides; 0 = the usual */
 };
 
 struct weir_cfg_server {

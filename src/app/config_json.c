@@ -72,6 +72,8 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
     if (!o)
         return NULL;
     json_object_set_new(o, "idle_timeout_ms", json_integer(u->idle_timeout_ms));
+    json_object_set_new(o, "tls", json_boolean(u->tls));
+    json_object_set_new(o, "alpn", json_string(u->h2 ? "h2" : "h1"));
     const weir_health_check *hc = &u->hc;
     if (hc->kind == WEIR_HEALTH_NONE) {
         json_object_set_new(o, "health_check", json_null());
@@ -79,6 +81,8 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
         char url[1400];
         if (hc->kind == WEIR_HEALTH_TCP)
             snprintf(url, sizeof(url), "tcp://");
+        else if (hc->kind == WEIR_HEALTH_GRPC)
+            snprintf(url, sizeof(url), "grpc://%s", hc->path);
         else
             snprintf(url, sizeof(url), "http://%s%s", hc->host, hc->path);
         json_t *st = json_array();

@@ -97,6 +97,7 @@ typedef struct req_ctx {
     uint64_t tried[MAX_TRIED]; /* ids of backends that failed this request */
     size_t n_tried;
     bool set_sticky; /* the response sets the sticky cookie */
+    bool grpc;       /* a gRPC request on a location with grpc_idle_timeout */
 } req_ctx;
 
 static int answer(weir_session *s, int status, const char *text)
@@ -238,6 +239,12 @@ static int request_filter(weir_session *s, void *ctx)
         return echo(s, c);
     if (c->loc->has_max_body)
         weir_session_set_body_limit(s, c->loc->client_max_body_size);
+    if (c->loc->grpc_idle_timeout_ms) {
+        weir_str ct = weir_headers_get(weir_session_req_headers(s), "content-type");
+        c->grpc = ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0;
+        if (c->grpc) /* a stream may be quiet for long: not the HTTP limits */
+            weir_session_set_client_timeout(s, c->loc->grpc_idle_timeout_ms);
+    }
     if (c->loc->rewrite_re && rewrite(s, c->loc) != WEIR_OK) {
         weir_log(WEIR_LEVEL_WARN, "location %s: rewrite produced an invalid target", c->loc->name);
         return answer(s, 500, "Internal Server Error");
@@ -374,6 +381,8 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
         peer->write_timeout_ms = l->write_timeout_ms;
     if (u->idle_timeout_ms)
         peer->idle_timeout_ms = u->idle_timeout_ms;
+    if (c->grpc)
+        peer->read_timeout_ms = peer->write_timeout_ms = l->grpc_idle_timeout_ms;
     /* total_connection_timeout bounds the whole connection set-up (TCP and
      * the TLS handshake), as in Pingora. */
     if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)

@@ -78,6 +78,7 @@ struct weir_h2s {
     bool head_sent;
     bool no_body; /* the response has no body (HEAD, 204, 304) */
     bool wake;    /* wake the session after the current work */
+    bool rst_after_end; /* stop the client's body (RST NO_ERROR) after our END_STREAM */
     uint64_t in_limit;
     weir_h2_inbuf in;  /* request body received, not yet passed on */
     weir_h2_outq out;  /* response body queued by the session */
@@ -139,8 +140,10 @@ static void stream_done(void *owner, bool reuse)
          * one with the request body still coming: stop the client. */
         if (!reuse || !s->out.eof_sent)
             nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-        else if (!s->in_end)
+        else if (!s->in_end && nghttp2_session_get_stream_local_close(c->ng, s->id) == 1)
             nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        else if (!s->in_end)
+            s->rst_after_end = true; /* once the response's end is on the wire */
         kick(c);
         return; /* freed when nghttp2 closes it */
     }
@@ -631,6 +634,20 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
     return 0;
 }
 
+/* The response ended before the request did: now that END_STREAM is on
+ * its way, tell the client to stop sending (RFC 9113 8.1). Sending the
+ * reset earlier could overtake the response. */
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+        (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS))
+        return 0;
+    weir_h2s *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (s && s->rst_after_end && !s->in_end)
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
 static int on_error(nghttp2_session *ng, int code, const char *msg, size_t len, void *user)
 {
     weir_h2c *c = user;
@@ -886,6 +903,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cbs);
         close_h2c(c);

@@ -6,7 +6,9 @@
  * checks stop there), then for HTTP checks one "GET path" with
  * "Connection: close", reading until the response head is complete and,
  * when a body substring is expected, until the body holds it or the
- * connection closes (16 KiB at most). Every probe has the check's timeout.
+ * connection closes (16 KiB at most); gRPC checks send one
+ * grpc.health.v1.Health/Check call over h2c (nghttp2) and want the answer
+ * SERVING with grpc-status 0. Every probe has the check's timeout.
  *
  * A backend turns unhealthy after `fall` consecutive failed probes and
  * healthy again after `rise` consecutive successes; the verdict is an
@@ -17,6 +19,7 @@
 #include "lb/health.h"
 
 #include <errno.h>
+#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +58,16 @@ struct probe {
     char req[1400];
     size_t got;
     char buf[PROBE_BUF];
+    /* gRPC checks */
+    nghttp2_session *ng;
+    size_t fed;             /* bytes of buf given to ng */
+    int grpc_status;        /* -1 until the trailers say */
+    int serving;            /* HealthCheckResponse.status, -1 until known */
+    bool grpc_done;
+    unsigned char msg[64];  /* the response message, length-prefixed */
+    size_t msg_len;
+    unsigned char call[300]; /* the request message */
+    size_t call_len, call_sent;
 };
 
 struct weir_health_runner {
@@ -112,6 +125,9 @@ static void probe_drop(probe *p)
         }
     }
     weir__lb_backend_unref(p->b);
+    if (p->ng)
+        nghttp2_session_del(p->ng);
+    p->ng = NULL;
     /* An event for this fd may still be queued in this loop round. */
     p->io.cb = dead_io;
     weir__loop_defer(c->r->loop, free, p);
@@ -123,11 +139,147 @@ static void probe_end(probe *p, bool ok, const char *why)
     probe_drop(p);
 }
 
+/* ---- gRPC: one Health/Check call over h2c ---- */
+
+static int g_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                    const uint8_t *value, size_t vl, uint8_t flags, void *user)
+{
+    probe *p = user;
+    if (nl == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        p->grpc_status = 0;
+        for (size_t i = 0; i < vl; i++)
+            p->grpc_status = p->grpc_status * 10 + (value[i] - '0');
+    }
+    return 0;
+}
+
+static int g_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                  void *user)
+{
+    probe *p = user;
+    size_t take = len < sizeof(p->msg) - p->msg_len ? len : sizeof(p->msg) - p->msg_len;
+    memcpy(p->msg + p->msg_len, data, take);
+    p->msg_len += take;
+    return 0;
+}
+
+static int g_close(nghttp2_session *ng, int32_t id, uint32_t err, void *user)
+{
+    probe *p = user;
+    p->grpc_done = true;
+    /* HealthCheckResponse { ServingStatus status = 1; }: after the 5-byte
+     * prefix, field 1 as a varint (0x08 VALUE); absent = UNKNOWN (0). */
+    p->serving = 0;
+    if (p->msg_len >= 7 && p->msg[5] == 0x08)
+        p->serving = p->msg[6];
+    return 0;
+}
+
+static ssize_t g_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                      nghttp2_data_source *src, void *user)
+{
+    probe *p = user;
+    size_t n = p->call_len - p->call_sent < len ? p->call_len - p->call_sent : len;
+    memcpy(buf, p->call + p->call_sent, n);
+    p->call_sent += n;
+    if (p->call_sent == p->call_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Builds the session and serializes the preface, SETTINGS, HEADERS and
+ * DATA into p->req. */
+static bool grpc_request(probe *p, const char *authority)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return false;
+    nghttp2_session_callbacks_set_on_header_callback(cbs, g_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, g_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, g_close);
+    int rc = nghttp2_session_client_new(&p->ng, cbs, p);
+    nghttp2_session_callbacks_del(cbs);
+    if (rc != 0) {
+        p->ng = NULL;
+        return false;
+    }
+    p->grpc_status = p->serving = -1;
+    /* HealthCheckRequest { string service = 1; } behind the gRPC prefix
+     * (uncompressed, 4-byte length). */
+    size_t sl = strlen(p->c->hc.path);
+    if (sl > 200)
+        return false;
+    size_t ml = sl ? 2 + sl : 0;
+    p->call[0] = 0;
+    p->call[1] = p->call[2] = p->call[3] = 0;
+    p->call[4] = (unsigned char)ml;
+    if (sl) {
+        p->call[5] = 0x0a;
+        p->call[6] = (unsigned char)sl;
+        memcpy(p->call + 7, p->c->hc.path, sl);
+    }
+    p->call_len = 5 + ml;
+    nghttp2_submit_settings(p->ng, NGHTTP2_FLAG_NONE, NULL, 0);
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nv[] = {NV(":method", "POST"),
+                       NV(":scheme", "http"),
+                       NV(":path", "/grpc.health.v1.Health/Check"),
+                       NV(":authority", authority),
+                       NV("content-type", "application/grpc"),
+                       NV("te", "trailers"),
+                       NV("user-agent", "weir-health-check")};
+#undef NV
+    nghttp2_data_provider dp = {.read_callback = g_read};
+    if (nghttp2_submit_request(p->ng, NULL, nv, sizeof(nv) / sizeof(nv[0]), &dp, NULL) < 0)
+        return false;
+    p->req_len = 0; /* nghttp2 starts with the client preface itself */
+    for (;;) {
+        const uint8_t *d;
+        ssize_t n = nghttp2_session_mem_send(p->ng, &d);
+        if (n <= 0)
+            break;
+        if (p->req_len + (size_t)n > sizeof(p->req))
+            return false;
+        memcpy(p->req + p->req_len, d, (size_t)n);
+        p->req_len += (size_t)n;
+    }
+    return true;
+}
+
+static int judge_grpc(probe *p, bool eof, const char **why)
+{
+    if (p->got > p->fed) {
+        ssize_t n = nghttp2_session_mem_recv(p->ng, (const uint8_t *)p->buf + p->fed, p->got - p->fed);
+        if (n < 0) {
+            *why = "invalid HTTP/2 response";
+            return 0;
+        }
+        p->fed = p->got;
+        if (p->got == sizeof(p->buf)) /* the answer is small: keep reading into the start */
+            p->got = p->fed = 0;
+    }
+    if (!p->grpc_done) {
+        *why = "connection closed before the answer";
+        return eof ? 0 : -1;
+    }
+    if (p->grpc_status != 0) {
+        *why = "grpc-status is not OK";
+        return 0;
+    }
+    if (p->serving != 1) {
+        *why = "not SERVING";
+        return 0;
+    }
+    return 1;
+}
+
 /* The response so far: decides when enough was read. Returns 1 = pass,
  * 0 = fail, -1 = need more. */
 static int judge(probe *p, bool eof, const char **why)
 {
     const weir_health_check *hc = &p->c->hc;
+    if (hc->kind == WEIR_HEALTH_GRPC)
+        return judge_grpc(p, eof, why);
     weir_header hdrs[64];
     weir_h1_response r = {.headers = hdrs};
     size_t scan = 0;
@@ -244,6 +396,15 @@ static void start_probe(checked *c, weir_backend *b)
                          "Accept: */*\r\nConnection: close\r\n\r\n",
                          c->hc.path, host);
         p->req_len = n > 0 && (size_t)n < sizeof(p->req) ? (size_t)n : 0;
+    } else if (c->hc.kind == WEIR_HEALTH_GRPC) {
+        p->next = c->probes;
+        c->probes = p;
+        p->io.fd = -1;
+        if (!grpc_request(p, c->hc.host[0] ? c->hc.host : b->text)) {
+            probe_end(p, false, "cannot build the gRPC check");
+            return;
+        }
+        c->probes = p->next;
     }
     p->next = c->probes;
     c->probes = p;

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -98,6 +99,7 @@ struct weir_session {
     char client_ip[48];
     uint8_t client_ip_len;
     SSL *down_ssl; /* the client connection's TLS, or NULL */
+    uint32_t client_idle_ms; /* weir_session_set_client_timeout; 0 = the service's */
 
     /* the upstream side */
     weir_peer peer;
@@ -886,11 +888,94 @@ static void step_flush(weir_session *s)
 
 /* ---- generated responses ---- */
 
+static bool is_grpc(const weir_session *s)
+{
+    weir_str ct = weir_headers_get((weir_headers *)&s->req.headers, "content-type");
+    return ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0;
+}
+
+/* The gRPC status for an HTTP error weir generates (gRPC's own mapping of
+ * HTTP statuses, with the proxy's timeouts as DEADLINE_EXCEEDED). */
+static int grpc_status_of(int status)
+{
+    switch (status) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 408:
+    case 504:
+        return 4; /* DEADLINE_EXCEEDED */
+    case 413:
+    case 429:
+        return 8; /* RESOURCE_EXHAUSTED */
+    case 502:
+    case 503:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+/*
+ * A gRPC client cannot read an HTTP error page: an error weir answers a
+ * gRPC request with is HTTP 200 with no body and grpc-status and
+ * grpc-message (a "trailers-only" response).
+ */
+static int set_generated_grpc(weir_session *s, int status, const void *text, size_t len)
+{
+    weir__headers_init(&s->resp.headers, &s->arena);
+    s->resp.status = 200;
+    s->resp.reason = WEIR_STR_NULL;
+    s->resp.version = 11;
+    char code[8];
+    int cl = snprintf(code, sizeof(code), "%d", grpc_status_of(status));
+    /* grpc-message is percent-encoded outside printable ASCII. */
+    char *msg = weir__arena_alloc(&s->arena, len * 3 + 1);
+    if (!msg)
+        return WEIR_ERR_NOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = ((const unsigned char *)text)[i];
+        if (ch == '\n' && i + 1 == len)
+            break;
+        if (ch < 0x20 || ch > 0x7e || ch == '%')
+            m += (size_t)sprintf(msg + m, "%%%02X", ch);
+        else
+            msg[m++] = (char)ch;
+    }
+    if (weir__headers_push(&s->resp.headers, WEIR_STR("Content-Type"),
+                           WEIR_STR("application/grpc")) < 0 ||
+        weir__headers_push(&s->resp.headers, WEIR_STR("grpc-status"),
+                           (weir_str){weir__arena_dup(&s->arena, code, (size_t)cl), (size_t)cl}) < 0 ||
+        weir__headers_push(&s->resp.headers, WEIR_STR("grpc-message"), (weir_str){msg, m}) < 0)
+        return WEIR_ERR_NOMEM;
+    s->gen_body = WEIR_STR_NULL;
+    s->resp.body = WEIR_BODY_NONE;
+    s->resp.content_length = 0;
+    s->generated = true;
+    return WEIR_OK;
+}
+
 static int set_generated(weir_session *s, int status, const weir_header *headers, size_t n,
                          const void *body, size_t body_len)
 {
     if (s->resp_started)
         return WEIR_ERR_INVAL;
+    if (status >= 400 && is_grpc(s)) {
+        bool own = false; /* the caller answers in gRPC's terms itself */
+        for (size_t i = 0; i < n; i++)
+            own = own || (headers[i].name.len == 12 &&
+                          strncasecmp(headers[i].name.ptr, "content-type", 12) == 0 &&
+                          headers[i].value.len >= 16 &&
+                          strncasecmp(headers[i].value.ptr, "application/grpc", 16) == 0);
+        if (!own)
+            return set_generated_grpc(s, status, body, body_len);
+    }
     weir__headers_init(&s->resp.headers, &s->arena);
     s->resp.status = status;
     s->resp.reason = WEIR_STR_NULL;
@@ -1014,7 +1099,13 @@ static void client_timeout(weir_timer *t)
 static void arm_timers(weir_session *s)
 {
     uint32_t up_ms = 0, client_ms = 0;
+    weir_proxy_options ov;
     const weir_proxy_options *o = &s->svc->opts;
+    if (s->client_idle_ms) {
+        ov = *o;
+        ov.client_body_timeout_ms = ov.send_timeout_ms = s->client_idle_ms;
+        o = &ov;
+    }
     switch (s->state) {
     case SS_CONNECT:
         up_ms = s->peer.connect_timeout_ms;
@@ -1420,6 +1511,11 @@ const struct sockaddr *weir_session_client_addr(const weir_session *s)
 weir_str weir_session_client_ip(const weir_session *s)
 {
     return (weir_str){s->client_ip, s->client_ip_len};
+}
+
+void weir_session_set_client_timeout(weir_session *s, uint32_t ms)
+{
+    s->client_idle_ms = ms;
 }
 
 bool weir_session_tls(const weir_session *s, weir_tls_info *out)
