@@ -12,7 +12,9 @@
 
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,7 @@
 
 #include "core/log.h"
 #include "core/pool.h"
+#include "http/h1_parse.h"
 #include "http/h2_common.h"
 #include "net/sock.h"
 
@@ -67,6 +70,8 @@ struct weir_h2s {
     void *stream;          /* the session */
     weir_msg *req;
     weir_str authority;
+    weir_str protocol; /* :protocol of an extended CONNECT (RFC 8441) */
+    bool ws;           /* a WebSocket tunnel over this stream */
     uint32_t head_bytes;
     uint32_t n_cookies;
     bool too_large;   /* header list over the limits: answered 431 */
@@ -207,7 +212,8 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     weir_h2c *c = s->c;
     if (s->reset || c->closed)
         return -ECONNRESET;
-    if (m->status < 200)
+    bool ws_ok = s->ws && m->status == 101;
+    if (m->status < 200 && !ws_ok)
         return WEIR_OK; /* interim responses are not forwarded */
     size_t n = 0, bytes = 0;
     for (uint32_t i = 0; i < m->headers.n; i++)
@@ -219,7 +225,7 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
         free(names);
         return WEIR_ERR_NOMEM;
     }
-    unsigned st = (unsigned)m->status % 1000;
+    unsigned st = ws_ok ? 200 : (unsigned)m->status % 1000;
     char status[4] = {(char)('0' + st / 100), (char)('0' + st / 10 % 10), (char)('0' + st % 10), 0};
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     bool conn_hdr = weir__headers_find(&m->headers, "connection", 0) >= 0;
@@ -227,7 +233,8 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     for (uint32_t i = 0; i < m->headers.n; i++) {
         const weir_header *h = &m->headers.v[i];
         if ((conn_hdr && weir__h2_nominated(&m->headers, h->name)) ||
-            weir__h2_skip_field(h->name, h->value, false))
+            weir__h2_skip_field(h->name, h->value, false) ||
+            (ws_ok && h->name.len == 20 && weir_h1_name_is(h->name, "sec-websocket-accept")))
             continue;
         size_t l = weir__h2_lower(p, h->name);
         nv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)h->value.ptr, l, h->value.len,
@@ -236,7 +243,8 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
         s->x.bytes_out += h->name.len + h->value.len + 4;
     }
     bool head = s->req && s->req->method.len == 4 && memcmp(s->req->method.ptr, "HEAD", 4) == 0;
-    s->no_body = m->body == WEIR_BODY_NONE || head || m->status == 204 || m->status == 304;
+    s->no_body = !ws_ok && (m->body == WEIR_BODY_NONE || head || m->status == 204 ||
+                            m->status == 304);
     if (m->body == WEIR_BODY_KNOWN) {
         s->out.sized = true;
         s->out.left = m->content_length;
@@ -323,7 +331,9 @@ static bool x_peer_gone(weir_exchange *x)
 
 static void x_tunnel(weir_exchange *x)
 {
-    /* HTTP/1.1 Upgrade does not exist in HTTP/2 (the request never asks). */
+    /* A WebSocket stream (RFC 8441): its DATA already flows both ways. */
+    weir_h2s *s = (weir_h2s *)x;
+    s->out.sized = false;
 }
 
 static const weir_exchange_ops h2s_ops = {
@@ -437,7 +447,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
             m->target = v;
         else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
             s->authority = v;
-        return 0; /* :scheme, :protocol: checked by nghttp2, not forwarded */
+        else if (namelen == 9 && memcmp(name, ":protocol", 9) == 0)
+            s->protocol = v;
+        return 0; /* :scheme: checked by nghttp2, not forwarded */
     }
     weir_str n = arena_copy(s, name, namelen), v = arena_copy(s, value, valuelen);
     if (!n.ptr || !v.ptr || weir__headers_push(&m->headers, n, v) < 0)
@@ -480,6 +492,43 @@ static int join_cookies(weir_h2s *s)
     return 0;
 }
 
+/*
+ * Extended CONNECT for WebSocket (RFC 8441) becomes the HTTP/1.1 Upgrade
+ * request backends know: GET with Upgrade and a Sec-WebSocket-Key (HTTP/2
+ * clients send none). The backend's 101 goes back as 200, and the stream's
+ * DATA frames carry the WebSocket bytes both ways.
+ */
+static int websocket_request(weir_h2s *s)
+{
+    weir_msg *m = s->req;
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -1;
+    char *key = weir__arena_alloc(m->headers.arena, 24);
+    if (!key)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < 15; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+        key[k++] = b64[v >> 18 & 63];
+        key[k++] = b64[v >> 12 & 63];
+        key[k++] = b64[v >> 6 & 63];
+        key[k++] = b64[v & 63];
+    }
+    key[k++] = b64[raw[15] >> 2];
+    key[k++] = b64[(raw[15] & 3) << 4];
+    key[k++] = '=';
+    key[k++] = '=';
+    m->method = WEIR_STR("GET");
+    m->upgrade = true;
+    s->ws = true;
+    if (weir__headers_push(&m->headers, WEIR_STR("Upgrade"), WEIR_STR("websocket")) < 0 ||
+        weir__headers_push(&m->headers, WEIR_STR("Sec-WebSocket-Key"), (weir_str){key, 24}) < 0)
+        return -1;
+    return 0;
+}
+
 static void answer_now(weir_h2c *c, int32_t id, const char *status)
 {
     nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE}};
@@ -497,10 +546,20 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
         answer_now(c, s->id, "431");
         return;
     }
-    if (!m->target.len || !m->method.len) {
-        /* CONNECT without :protocol (nghttp2 let it through) */
-        weir_log_warn("client %s: HTTP/2 stream %d: 405: CONNECT is not supported", ip, s->id);
-        answer_now(c, s->id, "405");
+    if (m->method.len == 7 && memcmp(m->method.ptr, "CONNECT", 7) == 0) {
+        if (s->protocol.len != 9 || strncasecmp(s->protocol.ptr, "websocket", 9) != 0 ||
+            !m->target.len) {
+            weir_log_warn("client %s: HTTP/2 stream %d: 405: only CONNECT for WebSocket "
+                          "(RFC 8441) is supported", ip, s->id);
+            answer_now(c, s->id, "405");
+            return;
+        }
+        if (websocket_request(s) < 0) {
+            answer_now(c, s->id, "503");
+            return;
+        }
+    } else if (!m->target.len || !m->method.len) {
+        answer_now(c, s->id, "400");
         return;
     }
     if (s->authority.len && weir__headers_find(&m->headers, "host", 0) < 0 &&
@@ -514,7 +573,9 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
     }
     m->body = WEIR_BODY_UNKNOWN;
     long cl = weir__headers_find(&m->headers, "content-length", 0);
-    if (end_stream) {
+    if (s->ws) {
+        m->body = WEIR_BODY_NONE; /* the stream's DATA is the tunnel, after the 101 */
+    } else if (end_stream) {
         m->body = WEIR_BODY_NONE;
         s->in_end = true;
     } else if (cl >= 0) {
@@ -925,6 +986,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WEIR_H2_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_bytes},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
