@@ -398,7 +398,8 @@ static void try_head(weir_h1s *h)
                 weir_stream_origin o = {.owner = h,
                                         .done = stream_done,
                                         .peer = &h->peer.sa,
-                                        .ssl = c->ssl};
+                                        .ssl = c->ssl,
+                                        .conn = c->ssl ? NULL : c};
                 h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc, &o);
                 return;
             }

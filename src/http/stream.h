@@ -21,6 +21,7 @@ typedef struct weir_stream_origin {
     void (*done)(void *owner, bool reuse);
     const struct sockaddr *peer; /* the client's address */
     struct ssl_st *ssl;          /* the client connection's TLS, or NULL */
+    struct weir_conn *conn;      /* a plain HTTP/1 client socket (tunnels may splice), or NULL */
 } weir_stream_origin;
 
 /* The layer above as a connection sees it. */

@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/log.h"
@@ -110,6 +112,12 @@ struct weir_session {
     int attempts;
     bool up_reused; /* the connection came from the keep-alive pool */
     bool tunnel;    /* a 101 turned the exchange into a byte tunnel */
+    /* A tunnel between two plain sockets moves bytes with splice(2)
+     * through a pipe per direction (0: client to backend), never through
+     * user space. */
+    bool splicing;
+    int pipes[2][2];
+    uint32_t in_pipe[2];
     char *resp_buf; /* the released upstream's read buffer: the response
                        head's slices point into it until the session ends */
     uint32_t resp_buf_cap;
@@ -850,8 +858,95 @@ static void step_resp_body(weir_session *s)
 
 /* Moves bytes both ways; the first side to close (or fail) ends both:
  * the other gets a FIN, not a reset, and neither connection is reused. */
+static void end_splice(weir_session *s)
+{
+    if (!s->splicing)
+        return;
+    for (int d = 0; d < 2; d++) {
+        close(s->pipes[d][0]);
+        close(s->pipes[d][1]);
+    }
+    s->splicing = false;
+}
+
+/* Switches a drained tunnel between plain sockets to splice. */
+static bool try_splice(weir_session *s)
+{
+    weir_conn *a = s->origin.conn, *b = s->up ? &s->up->conn : NULL;
+    if (!a || !b || b->ssl || a->rstart != a->rend || b->rstart != b->rend ||
+        !weir__conn_queue_empty(a) || !weir__conn_queue_empty(b) || s->req_pump.queued ||
+        s->resp_pump.queued)
+        return false;
+    if (pipe2(s->pipes[0], O_NONBLOCK | O_CLOEXEC) < 0)
+        return false;
+    if (pipe2(s->pipes[1], O_NONBLOCK | O_CLOEXEC) < 0) {
+        close(s->pipes[0][0]);
+        close(s->pipes[0][1]);
+        return false;
+    }
+    s->in_pipe[0] = s->in_pipe[1] = 0;
+    s->splicing = true;
+    return true;
+}
+
+/* One direction: src socket -> pipe -> dst socket. WEIR_AGAIN, WEIR_DONE
+ * (src closed and all it sent went out) or -errno. */
+static int splice_dir(weir_session *s, int d, weir_conn *src, weir_conn *dst, weir_exchange *x)
+{
+    const unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+    for (;;) {
+        bool moved = false;
+        if (s->in_pipe[d] > 0 && dst->writable) {
+            ssize_t n = splice(s->pipes[d][0], NULL, dst->io.fd, NULL, s->in_pipe[d], fl);
+            if (n > 0) {
+                s->in_pipe[d] -= (uint32_t)n;
+                dst->bytes_out += (uint64_t)n;
+                moved = true;
+            } else if (n < 0 && errno == EAGAIN) {
+                dst->writable = false;
+            } else if (n < 0 && errno != EINTR) {
+                return -errno;
+            }
+        }
+        if (s->in_pipe[d] == 0 && src->eof)
+            return WEIR_DONE;
+        if (s->in_pipe[d] < 65536 && src->readable) {
+            ssize_t n = splice(src->io.fd, NULL, s->pipes[d][1], NULL, 65536 - s->in_pipe[d], fl);
+            if (n > 0) {
+                s->in_pipe[d] += (uint32_t)n;
+                src->bytes_in += (uint64_t)n;
+                x->bytes_in += (uint64_t)n;
+                moved = true;
+            } else if (n == 0) {
+                src->eof = true;
+                src->readable = false;
+                moved = true;
+            } else if (errno == EAGAIN) {
+                src->readable = false;
+            } else if (errno != EINTR) {
+                return -errno;
+            }
+        }
+        if (!moved)
+            return WEIR_AGAIN;
+    }
+}
+
 static void step_tunnel(weir_session *s)
 {
+    if (s->splicing) {
+        int up = splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
+        int down = up < 0 ? up : splice_dir(s, 1, &s->up->conn, s->origin.conn, s->upex);
+        if (up == WEIR_AGAIN && down == WEIR_AGAIN)
+            return;
+        if (up < 0 || down < 0)
+            s->error = "tunnel closed on an error";
+        end_splice(s);
+        s->t_up_end_us = now_us(s);
+        release_upstream(s, false);
+        set_state(s, SS_FLUSH);
+        return;
+    }
     /* The 101 head may still be queued for the client. */
     int rc = s->down->ops->flush(s->down);
     if (rc < 0) {
@@ -863,8 +958,11 @@ static void step_tunnel(weir_session *s)
     }
     int up = pump_run(s, &s->req_pump, NULL);
     int down = pump_run(s, &s->resp_pump, NULL);
-    if (up == WEIR_AGAIN && down == WEIR_AGAIN)
+    if (up == WEIR_AGAIN && down == WEIR_AGAIN) {
+        if (try_splice(s))
+            step_tunnel(s); /* what arrived meanwhile */
         return;
+    }
     if (up < 0 || down < 0) {
         s->error = "tunnel closed on an error";
     }
@@ -1326,6 +1424,7 @@ static void free_session(weir_session *s)
 static void finish(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
+    end_splice(s);
     weir__timer_stop(s->loop, &s->up_timer);
     weir__timer_stop(s->loop, &s->client_timer);
     weir__timer_stop(s->loop, &s->user_timer);
