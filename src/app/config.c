@@ -1093,6 +1093,7 @@ static const char *const server_keys[] = {"addr",
                                           "https_port",
                                           "h2c",
                                           "h2_max_concurrent_streams",
+                                          "tunnel_idle_timeout",
                                           NULL};
 
 int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out)
@@ -1312,6 +1313,8 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
                  &o->client_body_timeout_ms);
     get_duration(ld, t, "keepalive_timeout", section, 86400000, false, &o->keepalive_timeout_ms);
     get_duration(ld, t, "send_timeout", section, 86400000, false, &o->send_timeout_ms);
+    get_duration(ld, t, "tunnel_idle_timeout", section, 7 * 86400000u, false,
+                 &o->tunnel_idle_timeout_ms);
     uint64_t size;
     if (get_size(ld, t, "max_header_size", section, 1024 * 1024, &size)) {
         if (size < 1024)
