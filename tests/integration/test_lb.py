@@ -1153,9 +1153,13 @@ def test_app_5xx_counts_as_failure(backend, lb_app):
     app = lb_app(err)
     for _ in range(2):
         assert get(app.port).status == 500
+    # A failure is counted when the request is logged, just after the
+    # response went out: wait for it rather than race it.
+    wait_for(lambda: info(app.port)[err.addr]["failures"] == 2, 5)
     row = info(app.port)[err.addr]
     assert row["failures"] == 2 and row["breaker"] == "closed", row
     assert get(app.port).status == 500
+    wait_for(lambda: info(app.port)[err.addr]["failures"] == 3, 5)
     row = info(app.port)[err.addr]
     assert row["failures"] == 3 and row["breaker"] == "open", row
     assert get(app.port).status == 503  # ejected: nothing usable
