@@ -24,7 +24,6 @@
 #include "net/tls.h"
 
 #define CONN_WINDOW (1024 * 1024)
-#define OUT_HIGH (64 * 1024)
 
 typedef struct weir_h2u weir_h2u;
 
@@ -43,8 +42,7 @@ struct weir_h2u {
     uint32_t n_streams;
     uint32_t idle_ms;
     weir_timer timer; /* connect timeout, then idle timeout */
-    char *out;
-    size_t out_len, out_cap;
+    weir_h2_out out;
     int depth;
     bool kick_armed;
     bool goaway; /* no new streams */
@@ -489,8 +487,8 @@ static void destroy(weir_h2u *c)
     c->streams = NULL;
     nghttp2_session_del(c->ng);
     c->ng = NULL;
-    free(c->out);
-    c->out = NULL;
+    free(c->out.buf);
+    c->out.buf = NULL;
     weir__loop_defer(c->conn.loop, free_h2u, c);
 }
 
@@ -531,70 +529,18 @@ static bool send_frames(weir_h2u *c)
         return false;
     if (c->state != U_HANDSHAKE && c->state != U_READY)
         return true;
-    for (;;) {
-        if (c->out_len > 0) {
-            if (weir__conn_queue_empty(&c->conn) &&
-                weir__conn_queue(&c->conn, c->out, c->out_len) < 0)
-                return false;
-            if (!c->conn.writable)
-                return true;
-            int rc = weir__conn_flush(&c->conn);
-            if (rc == WEIR_AGAIN)
-                return true;
-            if (rc < 0)
-                return false;
-            c->out_len = 0;
-        }
-        for (;;) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-            if (n < 0)
-                return false;
-            if (n == 0)
-                break;
-            if (c->out_len + (size_t)n > c->out_cap) {
-                size_t cap = c->out_cap ? c->out_cap : 16384;
-                while (cap < c->out_len + (size_t)n)
-                    cap *= 2;
-                char *nb = realloc(c->out, cap);
-                if (!nb)
-                    return false;
-                c->out = nb;
-                c->out_cap = cap;
-            }
-            memcpy(c->out + c->out_len, data, (size_t)n);
-            c->out_len += (size_t)n;
-            if (c->out_len >= OUT_HIGH)
-                break;
-        }
-        if (c->out_len == 0)
-            return true;
-    }
+    return weir__h2_send(c->ng, &c->conn, &c->out);
 }
 
 static bool recv_frames(weir_h2u *c)
 {
-    weir_conn *cn = &c->conn;
-    for (int rounds = 0; cn->readable && rounds < 16; rounds++) {
-        if (weir__conn_need_rbuf(cn) < 0)
-            return false;
-        cn->rstart = cn->rend = 0;
-        int rc = weir__conn_read(cn);
-        if (rc == WEIR_AGAIN || rc == WEIR_DECLINED)
-            break;
-        if (rc != WEIR_OK)
-            return false;
-        ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf, cn->rend);
-        cn->rstart = cn->rend = 0;
-        if (used < 0) {
-            char a[WEIR_ADDR_STRLEN];
-            weir__addr_format((const struct sockaddr *)&c->addr, a, sizeof(a));
-            weir_log_warn("upstream %s: HTTP/2 error: %s", a, nghttp2_strerror((int)used));
-            return false;
-        }
+    int rc = weir__h2_recv(c->ng, &c->conn);
+    if (rc < 0) {
+        char a[WEIR_ADDR_STRLEN];
+        weir__addr_format((const struct sockaddr *)&c->addr, a, sizeof(a));
+        weir_log_warn("upstream %s: HTTP/2 error: %s", a, nghttp2_strerror(rc));
     }
-    weir__conn_release_rbuf(cn);
-    return true;
+    return rc == WEIR_OK;
 }
 
 /* TCP connect, then TLS with ALPN h2, then our preface and SETTINGS. */
@@ -669,7 +615,7 @@ static void run_io(weir_h2u *c)
     if (c->state == U_DEAD)
         return;
     if (!ok || (c->state != U_CONNECTING && !nghttp2_session_want_read(c->ng) &&
-                !nghttp2_session_want_write(c->ng) && c->out_len == 0)) {
+                !nghttp2_session_want_write(c->ng) && c->out.len == 0)) {
         c->goaway = true;
         close_conn(c, c->conn.eof ? 0 : -ECONNRESET);
     }

@@ -201,3 +201,70 @@ bool weir__h2_nominated(const weir_headers *h, weir_str name)
     }
     return false;
 }
+
+bool weir__h2_send(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o)
+{
+    for (;;) {
+        if (o->len > 0) {
+            /* The queue points into o->buf, which must not move until the
+             * write is done. */
+            if (weir__conn_queue_empty(conn) && weir__conn_queue(conn, o->buf, o->len) < 0)
+                return false;
+            if (!conn->writable)
+                return true;
+            int rc = weir__conn_flush(conn);
+            if (rc == WEIR_AGAIN)
+                return true;
+            if (rc < 0)
+                return false;
+            o->len = 0;
+        }
+        for (;;) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(ng, &data);
+            if (n < 0)
+                return false;
+            if (n == 0)
+                break;
+            if (o->len + (size_t)n > o->cap) {
+                size_t cap = o->cap ? o->cap : 16384;
+                while (cap < o->len + (size_t)n)
+                    cap *= 2;
+                char *nb = realloc(o->buf, cap);
+                if (!nb)
+                    return false;
+                o->buf = nb;
+                o->cap = cap;
+            }
+            memcpy(o->buf + o->len, data, (size_t)n);
+            o->len += (size_t)n;
+            if (o->len >= 64 * 1024)
+                break;
+        }
+        if (o->len == 0)
+            return true;
+    }
+}
+
+int weir__h2_recv(nghttp2_session *ng, weir_conn *conn)
+{
+    int result = WEIR_OK;
+    for (int rounds = 0; conn->readable && rounds < 16; rounds++) {
+        if (weir__conn_need_rbuf(conn) < 0)
+            return WEIR_DONE;
+        conn->rstart = conn->rend = 0;
+        int rc = weir__conn_read(conn);
+        if (rc == WEIR_AGAIN || rc == WEIR_DECLINED)
+            break;
+        if (rc != WEIR_OK) /* WEIR_DONE (EOF) or an error */
+            return WEIR_DONE;
+        ssize_t used = nghttp2_session_mem_recv(ng, (const uint8_t *)conn->rbuf, conn->rend);
+        conn->rstart = conn->rend = 0;
+        if (used < 0) {
+            result = (int)used;
+            break;
+        }
+    }
+    weir__conn_release_rbuf(conn);
+    return result;
+}

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "net/conn.h"
 #include "weir/types.h"
 
 #define WEIR_H2_WINDOW 65535 /* per-stream receive window */
@@ -70,6 +71,22 @@ void weir__h2_out_free(weir_h2_outq *q);
  * 8.2.2) or that it carries as pseudo-headers (host). "te: trailers" is
  * kept: keep_te. */
 bool weir__h2_skip_field(weir_str name, weir_str value, bool keep_te);
+
+/* Frames nghttp2 produced that the socket has not taken yet. */
+typedef struct weir_h2_out {
+    char *buf;
+    size_t len, cap;
+} weir_h2_out;
+
+/* Writes what nghttp2 has to send through conn (at most 64 KiB gathered
+ * before a write; the rest when the socket takes it). Returns false if
+ * the connection broke. Never call it from an nghttp2 callback. */
+bool weir__h2_send(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o);
+
+/* Reads what conn has (a bounded number of reads) and feeds nghttp2.
+ * WEIR_OK, WEIR_DONE (the peer closed or the socket failed), or an nghttp2
+ * error code (< 0) from mem_recv. */
+int weir__h2_recv(nghttp2_session *ng, weir_conn *conn);
 
 struct weir_headers;
 /* True if a Connection field of h names `name` (a hop-by-hop field of the

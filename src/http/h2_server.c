@@ -27,7 +27,6 @@
 #include "net/sock.h"
 
 #define CONN_WINDOW (1024 * 1024) /* connection receive window */
-#define OUT_HIGH (64 * 1024) /* stop producing frames beyond this much unsent */
 
 /* Abuse limits, per connection per second. */
 #define FLOOD_WINDOW_MS 1000
@@ -52,8 +51,7 @@ struct weir_h2c {
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     } peer;
-    char *out; /* frames from nghttp2 not yet written */
-    size_t out_len, out_cap;
+    weir_h2_out out; /* frames from nghttp2 not yet written */
     uint64_t flood_start;
     uint32_t n_resets, n_settings, n_pings, n_empty;
     int depth;       /* > 0 while inside nghttp2 or our io handling */
@@ -755,8 +753,8 @@ static void close_h2c(weir_h2c *c)
     weir__timer_stop(c->conn.loop, &c->timer);
     nghttp2_session_del(c->ng);
     c->ng = NULL;
-    free(c->out);
-    c->out = NULL;
+    free(c->out.buf);
+    c->out.buf = NULL;
     weir__conn_close(&c->conn, false);
     if (c->prev)
         c->prev->next = c->next;
@@ -771,76 +769,23 @@ static void close_h2c(weir_h2c *c)
 /* Writes what nghttp2 has to send. Returns false if the connection died. */
 static bool send_frames(weir_h2c *c)
 {
-    for (;;) {
-        if (c->out_len > 0) {
-            if (weir__conn_queue_empty(&c->conn) &&
-                weir__conn_queue(&c->conn, c->out, c->out_len) < 0)
-                return false;
-            if (!c->conn.writable)
-                return true;
-            int rc = weir__conn_flush(&c->conn);
-            if (rc == WEIR_AGAIN)
-                return true;
-            if (rc < 0)
-                return false;
-            c->out_len = 0;
-        }
-        /* Gather frames into one write while they come. */
-        for (;;) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-            if (n < 0)
-                return false;
-            if (n == 0)
-                break;
-            if (c->out_len + (size_t)n > c->out_cap) {
-                size_t cap = c->out_cap ? c->out_cap : 16384;
-                while (cap < c->out_len + (size_t)n)
-                    cap *= 2;
-                char *nb = realloc(c->out, cap);
-                if (!nb)
-                    return false;
-                c->out = nb;
-                c->out_cap = cap;
-            }
-            memcpy(c->out + c->out_len, data, (size_t)n);
-            c->out_len += (size_t)n;
-            if (c->out_len >= OUT_HIGH)
-                break;
-        }
-        if (c->out_len == 0)
-            return true;
-    }
+    return weir__h2_send(c->ng, &c->conn, &c->out);
 }
 
 /* Reads and feeds nghttp2. Returns false if the connection is over. */
 static bool recv_frames(weir_h2c *c)
 {
-    weir_conn *cn = &c->conn;
-    for (int rounds = 0; cn->readable && rounds < 16; rounds++) {
-        if (weir__conn_need_rbuf(cn) < 0)
+    int rc = weir__h2_recv(c->ng, &c->conn);
+    if (rc == WEIR_DONE)
+        return false;
+    if (rc < 0) {
+        char ip[64];
+        weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+        weir_log_info("client %s: HTTP/2 connection error: %s", ip, nghttp2_strerror(rc));
+        if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rc == NGHTTP2_ERR_FLOODED)
             return false;
-        cn->rstart = cn->rend = 0;
-        int rc = weir__conn_read(cn);
-        if (rc == WEIR_AGAIN || rc == WEIR_DECLINED)
-            break;
-        if (rc != WEIR_OK) /* WEIR_DONE (EOF) or an error */
-            return false;
-        ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf, cn->rend);
-        cn->rstart = cn->rend = 0;
-        if (used < 0) {
-            char ip[64];
-            weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
-            weir_log_info("client %s: HTTP/2 connection error: %s", ip,
-                          nghttp2_strerror((int)used));
-            if (used != NGHTTP2_ERR_BAD_CLIENT_MAGIC && used != NGHTTP2_ERR_FLOODED)
-                nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
-            else
-                return false;
-            break;
-        }
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
-    weir__conn_release_rbuf(cn);
     return true;
 }
 
@@ -870,13 +815,13 @@ static void run_io(weir_h2c *c)
     bool ok = recv_frames(c) && send_frames(c);
     c->depth--;
     if (!ok || (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
-                c->out_len == 0)) {
+                c->out.len == 0)) {
         if (ok)
             weir__conn_shutdown(&c->conn);
         close_h2c(c);
         return;
     }
-    if (c->list->draining && c->n_streams == 0 && c->out_len == 0 && c->goaway) {
+    if (c->list->draining && c->n_streams == 0 && c->out.len == 0 && c->goaway) {
         weir__conn_shutdown(&c->conn);
         close_h2c(c);
     }
