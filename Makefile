@@ -49,12 +49,14 @@ integration:
 	WEIR_BUILD=$(abspath $(TEST_BUILD)) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # ThreadSanitizer over the multi-threaded paths (shared upstream pool,
-# load balancer, health checker, shutdown): the weir binaries built with
+# load balancer, health checker, shutdown, TLS contexts and sessions shared
+# by the workers, HTTP/2): the weir binaries built with
 # TSan, driven by the integration tests that use several workers.
 TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurrency.py \
               tests/integration/test_lb.py tests/integration/test_shutdown.py \
               tests/integration/test_api.py tests/integration/test_reload.py \
-              tests/integration/test_admin.py tests/integration/test_metrics.py
+              tests/integration/test_admin.py tests/integration/test_metrics.py \
+              tests/integration/test_tls.py tests/integration/test_h2.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \
