@@ -9,9 +9,14 @@ command line tool from bench/run:
     lib.py cpu-us PID                utime+stime of PID's process tree, microseconds
     lib.py rss PID                   VmRSS of PID's process tree, bytes
     lib.py cpu-jiffies [N]           "busy total" jiffies of CPU N (all CPUs if empty)
+    lib.py cpu-jiffies N steal       "busy total steal" (steal: taken by the hypervisor)
     lib.py parse-wrk FILE            print wrk results as shell-safe KEY=VALUE lines
     lib.py table RESULTS.tsv HEADER  print the results table
     lib.py reuse-table REUSE.tsv HEADER SECS   print the upstream-reuse tables
+    lib.py parse-h2load OUT LOG      print h2load results (and p50/p99 from its
+                                     --log-file) as shell-safe KEY=VALUE lines
+    lib.py h2-count OUT SECS         h2load -n for about SECS s at OUT's rate
+    lib.py tls-table TLS.tsv HEADER CONNS SECS HS_CONNS HS_SECS   print the TLS tables
 
 Process *trees* matter because nginx runs a master plus one worker: the worker
 does the work, but summing the tree keeps the numbers comparable with the
@@ -87,13 +92,17 @@ def tree_rss_bytes(root):
     return total
 
 
-def cpu_jiffies(n):
-    """(busy, total) jiffies of CPU n ("" = all CPUs); busy excludes idle and iowait."""
+def cpu_jiffies(n, steal=False):
+    """(busy, total) jiffies of CPU n ("" = all CPUs); busy excludes idle and iowait.
+    With steal, (busy, total, steal): steal (time the hypervisor gave this
+    virtual CPU's physical CPU to someone else) is part of busy."""
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith(f"cpu{n} "):
                 v = [int(x) for x in line.split()[1:]]
                 total = sum(v[:8])  # guest time is already inside user/nice
+                if steal:
+                    return total - v[3] - v[4], total, v[7]
                 return total - v[3] - v[4], total
     raise ValueError(f"no cpu{n} in /proc/stat")
 
@@ -296,6 +305,198 @@ def reuse_table(path, header, duration):
     return "\n".join(out)
 
 
+# ---- TLS section (bench/run's tls-h1, tls-h2, tls-hs) ----------------------
+
+def parse_h2load(out_path, log_path):
+    """h2load 1.52's summary plus percentiles from its per-request log.
+
+    h2load prints only min/max/mean/sd of "time for request"; with
+    --log-file it writes one line per request: start time (us since the
+    epoch), status (-1 for a failed stream), microseconds until the end of the
+    response. p50/p99 are taken over the completed requests of that file.
+    """
+    with open(out_path) as f:
+        text = f.read()
+    r = {"rps": "", "done": "0", "p50": "", "p99": "", "errors": "", "cipher": "", "proto": ""}
+    m = re.search(r"^finished in [0-9.]+m?s, ([0-9.]+) req/s", text, re.M)
+    if m:
+        r["rps"] = m.group(1)
+    errs = []
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    if m:
+        total, _, done, ok, failed, errored, timeout = map(int, m.groups())
+        r["done"] = str(ok)
+        if done < total:
+            errs.append(f"not-done={total - done}")
+        for name, val in (("errored", errored), ("timeout", timeout)):
+            if val:
+                errs.append(f"{name}={val}")
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m and int(m.group(3)) + int(m.group(4)):
+        errs.append(f"non2xx={int(m.group(3)) + int(m.group(4))}")
+    m = re.search(r"^Cipher: (\S+)", text, re.M)
+    if m:
+        r["cipher"] = m.group(1)
+    m = re.search(r"^TLS Protocol: (\S+)", text, re.M)
+    if m:
+        r["proto"] = m.group(1)
+    m = re.search(r"^Application protocol: (\S+)", text, re.M)
+    if m and m.group(1) != "h2":
+        errs.append(f"alpn={m.group(1)}")
+    durations = []
+    try:
+        with open(log_path) as f:
+            for line in f:
+                parts = line.split("\t")
+                if len(parts) >= 3 and parts[1] != "-1":
+                    durations.append(int(parts[2]))
+    except OSError:
+        pass
+    if durations:
+        durations.sort()
+        for pct in (50, 99):
+            i = min(len(durations) - 1, len(durations) * pct // 100)
+            r[f"p{pct}"] = f"{durations[i] / 1000:.3f}"
+    if not r["rps"] or r["done"] == "0":
+        errs.append("no-requests")
+    r["errors"] = ",".join(errs)
+    return r
+
+
+def h2_count(out_path, secs):
+    """Requests for about SECS seconds at the rate of a warm-up h2load run,
+    rounded to thousands, at least 10,000 (100,000 if the rate is unknown)."""
+    rate = _num(parse_h2load(out_path, "/nonexistent")["rps"])
+    if not rate:
+        return 100000
+    return max(10000, min(10_000_000, int(rate * float(secs) / 1000 + 0.5) * 1000))
+
+
+TLS_PARTS = ("h1", "h2", "hs-full", "hs-resumed")
+
+
+def _read_tls(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3:
+                continue
+            r = {"part": parts[0], "name": parts[1], "status": parts[2]}
+            for kv in parts[3:]:
+                k, _, v = kv.partition("=")
+                r[k] = v
+            rows.append(r)
+    return rows
+
+
+def _errs_cell(r):
+    e = r.get("errors", "")
+    cell = "!! " + e if e else "none"
+    if r.get("note"):
+        cell += "  [" + r["note"] + "]"
+    return cell
+
+
+def _ratios(rows, cols):
+    """Ratio lines weir/other for each (key, label) in cols."""
+    by = {r["name"]: r for r in rows}
+    weir = by.get("weir")
+    others = [r for r in rows if r["name"] != "weir"]
+    if not weir or not others:
+        return []
+    out = [f"{'':<12} " + " ".join(f"{label:>12}" for _, label in cols)]
+    for o in others:
+        cells = []
+        for key, _ in cols:
+            a = _num(weir.get(key)) if weir["status"] == "ok" else None
+            b = _num(o.get(key)) if o["status"] == "ok" else None
+            cells.append("n/a" if a is None or not b else f"{a / b:.2f}x")
+        out.append(f"{'vs ' + o['name']:<12} " + " ".join(f"{c:>12}" for c in cells))
+    return out
+
+
+def tls_table(path, header, conns, secs, hs_conns, hs_secs):
+    rows = _read_tls(path)
+    out = [header]
+    ratio_note = ("Ratios weir/other: req/s higher is better (>1 = weir faster); "
+                  "CPU us lower is better (<1 = weir cheaper)")
+
+    h1 = [r for r in rows if r["part"] == "h1"]
+    if h1:
+        cols = f"{'proxy':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} " \
+               f"{'proxy CPU%':>10} {'load CPU%':>9}  errors"
+        out += ["", f"TLS HTTP/1.1: wrk -t1 -c{conns} -d{secs}s --latency https://... "
+                    "(keep-alive, one handshake per connection)", cols, "-" * len(cols)]
+        for r in h1:
+            if r["status"] != "ok":
+                out.append(f"{r['name']:<9} {'failed':>10}  ({r.get('note') or 'see log above'})")
+                continue
+            out.append(f"{r['name']:<9} {_fmt(r.get('rps'), '.0f'):>10} {_fmt(r.get('p50'), '.3f'):>8} "
+                       f"{_fmt(r.get('p99'), '.3f'):>8} {_fmt(r.get('cpu'), '.2f'):>11} "
+                       f"{_fmt(r.get('cpupct'), '.0f'):>10} {_fmt(r.get('loadpct'), '.0f'):>9}  "
+                       f"{_errs_cell(r)}")
+        rat = _ratios(h1, [("rps", "req/s"), ("cpu", "CPU us/req")])
+        if rat:
+            out += ["", ratio_note] + rat
+
+    h2 = [r for r in rows if r["part"] == "h2"]
+    if h2:
+        cols = f"{'proxy':<9} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} " \
+               f"{'CPU us/req':>11} {'proxy CPU%':>10} {'load CPU%':>9}  {'cipher':<23} errors"
+        out += ["", f"TLS HTTP/2: h2load -n N -c 10 -m 10 https://... (10 connections x 10 streams; "
+                    f"N: ~{secs}s at the warm-up's rate)",
+                "p50/p99: per-request times from h2load --log-file (stream start to end of response)",
+                cols, "-" * len(cols)]
+        for r in h2:
+            if r["status"] != "ok":
+                out.append(f"{r['name']:<9} {'failed':>9}  ({r.get('note') or 'see log above'})")
+                continue
+            out.append(f"{r['name']:<9} {r.get('requests') or '-':>9} {_fmt(r.get('rps'), '.0f'):>9} "
+                       f"{_fmt(r.get('p50'), '.3f'):>8} {_fmt(r.get('p99'), '.3f'):>8} "
+                       f"{_fmt(r.get('cpu'), '.2f'):>11} {_fmt(r.get('cpupct'), '.0f'):>10} "
+                       f"{_fmt(r.get('loadpct'), '.0f'):>9}  {r.get('cipher') or '-':<23} "
+                       f"{_errs_cell(r)}")
+        rat = _ratios(h2, [("rps", "req/s"), ("cpu", "CPU us/req")])
+        if rat:
+            out += ["", ratio_note] + rat
+
+    hs = [r for r in rows if r["part"] in ("hs-full", "hs-resumed")]
+    if hs:
+        cols = f"{'proxy':<9} {'handshake':<9} {'conn/s':>8} {'resumed':>8} {'hs p50 ms':>9} " \
+               f"{'hs p99 ms':>9} {'CPU us/conn':>11} {'proxy CPU%':>10} {'load CPU%':>9}  errors"
+        out += ["", f"New TLS connections: bench/tls_handshakes -c {hs_conns}, {hs_secs}s per run; "
+                    "each connection = handshake + one GET (Connection: close)",
+                "full: no session offered; resumed: each connection offers its predecessor's "
+                "session (TLS 1.3 ticket)", cols, "-" * len(cols)]
+        negotiated = {}
+        for r in hs:
+            mode = r["part"][3:]
+            if r["status"] != "ok":
+                out.append(f"{r['name']:<9} {mode:<9} {'failed':>8}  ({r.get('note') or 'see log above'})")
+                continue
+            done, res = _num(r.get("conns")), _num(r.get("resumed"))
+            pct = f"{100 * res / done:.1f}%" if done and res is not None else "-"
+            out.append(f"{r['name']:<9} {mode:<9} {_fmt(r.get('rate'), '.0f'):>8} {pct:>8} "
+                       f"{_fmt(r.get('p50'), '.3f'):>9} {_fmt(r.get('p99'), '.3f'):>9} "
+                       f"{_fmt(r.get('cpu'), '.1f'):>11} {_fmt(r.get('cpupct'), '.0f'):>10} "
+                       f"{_fmt(r.get('loadpct'), '.0f'):>9}  {_errs_cell(r)}")
+            if r.get("tls", "").strip():
+                negotiated.setdefault(r["name"], r["tls"])
+        if negotiated:
+            kinds = set(negotiated.values())
+            line = "; ".join(f"{n} {t}" for n, t in negotiated.items())
+            out += ["", "negotiated: " + line + ("" if len(kinds) == 1 else "  !! differ")]
+        for mode in ("full", "resumed"):
+            rat = _ratios([r for r in hs if r["part"] == "hs-" + mode],
+                          [("rate", "conn/s"), ("cpu", "CPU us/conn")])
+            if rat:
+                out += ["", f"Ratios weir/other, {mode} handshakes: conn/s higher is better; "
+                            "CPU us/conn lower is better"] + rat
+    return "\n".join(out)
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "free-port":
@@ -307,7 +508,7 @@ def main(argv):
     elif cmd == "rss":
         print(tree_rss_bytes(argv[2]))
     elif cmd == "cpu-jiffies":
-        print(*cpu_jiffies(argv[2] if len(argv) > 2 else ""))
+        print(*cpu_jiffies(argv[2] if len(argv) > 2 else "", len(argv) > 3 and argv[3] == "steal"))
     elif cmd == "parse-wrk":
         for k, v in parse_wrk(argv[2]).items():
             print(f"WRK_{k.upper()}='{v}'")
@@ -315,6 +516,13 @@ def main(argv):
         print(table(argv[2], argv[3]))
     elif cmd == "reuse-table":
         print(reuse_table(argv[2], argv[3], argv[4]))
+    elif cmd == "parse-h2load":
+        for k, v in parse_h2load(argv[2], argv[3]).items():
+            print(f"H2_{k.upper()}='{v}'")
+    elif cmd == "h2-count":
+        print(h2_count(argv[2], argv[3]))
+    elif cmd == "tls-table":
+        print(tls_table(*argv[2:8]))
     else:
         sys.exit(__doc__)
 
