@@ -302,14 +302,19 @@ static int x_flush(weir_exchange *x)
         return c->error ? c->error : -ECONNRESET;
     if (s->reset)
         return s->head_done ? -ECONNRESET : WEIR_OK; /* the response tells the rest */
-    if (c->depth == 0) {
+    if (c->depth == 0 && c->state == U_READY) {
+        /* Copy this stream's data into frames now, so the session can go
+         * on; the write itself waits for the end of the loop round, where
+         * the frames of every stream that answered meanwhile go in one
+         * write (one TLS record) instead of one each. */
         c->depth++;
-        bool ok = send_frames(c);
+        bool ok = weir__h2_gather(c->ng, &c->conn, &c->out);
         c->depth--;
         if (!ok) {
-            kick(c);
+            kick(c); /* the next round finds the connection broken */
             return -ECONNRESET;
         }
+        kick(c);
     }
     if (weir__h2_out_pending(&s->out)) {
         kick(c);

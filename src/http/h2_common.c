@@ -202,6 +202,35 @@ bool weir__h2_nominated(const weir_headers *h, weir_str name)
     return false;
 }
 
+bool weir__h2_gather(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o)
+{
+    /* Only while nothing of o->buf is queued on the connection: growing
+     * it would move bytes the queue points at. */
+    if (o->len > 0 && !weir__conn_queue_empty(conn))
+        return true;
+    while (o->len < 64 * 1024) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(ng, &data);
+        if (n < 0)
+            return false;
+        if (n == 0)
+            break;
+        if (o->len + (size_t)n > o->cap) {
+            size_t cap = o->cap ? o->cap : 16384;
+            while (cap < o->len + (size_t)n)
+                cap *= 2;
+            char *nb = realloc(o->buf, cap);
+            if (!nb)
+                return false;
+            o->buf = nb;
+            o->cap = cap;
+        }
+        memcpy(o->buf + o->len, data, (size_t)n);
+        o->len += (size_t)n;
+    }
+    return true;
+}
+
 bool weir__h2_send(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o)
 {
     for (;;) {
@@ -219,28 +248,8 @@ bool weir__h2_send(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o)
                 return false;
             o->len = 0;
         }
-        for (;;) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(ng, &data);
-            if (n < 0)
-                return false;
-            if (n == 0)
-                break;
-            if (o->len + (size_t)n > o->cap) {
-                size_t cap = o->cap ? o->cap : 16384;
-                while (cap < o->len + (size_t)n)
-                    cap *= 2;
-                char *nb = realloc(o->buf, cap);
-                if (!nb)
-                    return false;
-                o->buf = nb;
-                o->cap = cap;
-            }
-            memcpy(o->buf + o->len, data, (size_t)n);
-            o->len += (size_t)n;
-            if (o->len >= 64 * 1024)
-                break;
-        }
+        if (!weir__h2_gather(ng, conn, o))
+            return false;
         if (o->len == 0)
             return true;
     }

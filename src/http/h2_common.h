@@ -83,6 +83,11 @@ typedef struct weir_h2_out {
  * the connection broke. Never call it from an nghttp2 callback. */
 bool weir__h2_send(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o);
 
+/* Only produces frames into o (no write): a caller that wants its data
+ * copied out now and the write batched with other streams' at the end of
+ * the loop round. Returns false on an nghttp2 error. */
+bool weir__h2_gather(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o);
+
 /* Reads what conn has (a bounded number of reads) and feeds nghttp2.
  * WEIR_OK, WEIR_DONE (the peer closed or the socket failed), or an nghttp2
  * error code (< 0) from mem_recv. */

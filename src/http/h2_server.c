@@ -302,15 +302,18 @@ static int x_flush(weir_exchange *x)
     if (s->reset || c->closed)
         return -ECONNRESET;
     if (c->depth == 0) {
-        /* Produce frames now rather than a round later. Only sending: a
-         * read could end streams under the session that is calling. */
+        /* Copy this stream's data into frames now, so the session can go
+         * on; the write itself waits for the end of the loop round, where
+         * the frames of every stream that answered meanwhile go in one
+         * write (one TLS record) instead of one each. */
         c->depth++;
-        bool ok = send_frames(c);
+        bool ok = weir__h2_gather(c->ng, &c->conn, &c->out);
         c->depth--;
         if (!ok) {
             kick(c); /* the next round finds the connection broken */
             return -ECONNRESET;
         }
+        kick(c);
     }
     if (s->reset)
         return -ECONNRESET;
