@@ -113,3 +113,46 @@ def test_metrics_need_the_token_and_count_reloads(backend, start_proc, tmp_path)
         time.sleep(0.05)
     assert value(text, "weir_reloads_total", result="ok") == 1, text
     assert value(text, "weir_reloads_total", result="failed") == 1, text
+
+
+def test_client_connections_by_protocol(backend, start_proc, tmp_path):
+    """An open HTTP/2 connection counts under protocol="http2", an HTTP/1
+    one under "http1"; both drop back when the clients leave. The scrape's
+    own connection (the admin listener) is one more HTTP/1 connection."""
+    import socket
+    import h2.config
+    import h2.connection
+    require_binary("weir")
+    ok = backend(B.fixed(b"ok\n"))
+    port, aport = free_port(), free_port()
+    path = tmp_path / "weir.toml"
+    path.write_text(
+        '[admin]\naddr = "127.0.0.1:%d"\ntoken = "%s"\n'
+        '[servers.web]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\nh2c = true\n'
+        '[locations.all]\nupstream = "ok"\n[upstreams.ok]\naddrs = ["%s"]\n'
+        % (aport, TOKEN, port, ok.addr))
+    w = start_proc([binary("weir"), "-c", str(path), "--threads", "2"], port, "weir")
+    assert wait_port(aport, w.proc)
+
+    def counts():
+        text = scrape(aport)[2]
+        return (value(text, "weir_client_connections", protocol="http1"),
+                value(text, "weir_client_connections", protocol="http2"))
+
+    def wait(want):
+        deadline = time.monotonic() + 10
+        while counts() != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return counts()
+
+    s2 = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    s2.sendall(conn.data_to_send())
+    s1 = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s1.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s1.recv(100).startswith(b"HTTP/1.1 200")
+    assert wait((2.0, 1.0)) == (2.0, 1.0)
+    s1.close()
+    s2.close()
+    assert wait((1.0, 0.0)) == (1.0, 0.0)
