@@ -116,6 +116,7 @@ struct weir_session {
      * through a pipe per direction (0: client to backend), never through
      * user space. */
     bool splicing;
+    bool half_closed; /* the client's side of the tunnel ended; the backend's goes on */
     int pipes[2][2];
     uint32_t in_pipe[2];
     char *resp_buf; /* the released upstream's read buffer: the response
@@ -935,9 +936,14 @@ static int splice_dir(weir_session *s, int d, weir_conn *src, weir_conn *dst, we
 static void step_tunnel(weir_session *s)
 {
     if (s->splicing) {
-        int up = splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
+        int up = s->half_closed ? WEIR_DONE
+                                : splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
+        if (up == WEIR_DONE && !s->half_closed) {
+            s->half_closed = true;
+            shutdown(s->up->conn.io.fd, SHUT_WR);
+        }
         int down = up < 0 ? up : splice_dir(s, 1, &s->up->conn, s->origin.conn, s->upex);
-        if (up == WEIR_AGAIN && down == WEIR_AGAIN)
+        if (down == WEIR_AGAIN && (up == WEIR_AGAIN || up == WEIR_DONE))
             return;
         if (up < 0 || down < 0)
             s->error = "tunnel closed on an error";
@@ -957,15 +963,28 @@ static void step_tunnel(weir_session *s)
         return;
     }
     int up = pump_run(s, &s->req_pump, NULL);
+    if (up == WEIR_DONE && !s->half_closed && s->up) {
+        /* The client finished sending (TCP FIN, HTTP/2 END_STREAM): pass
+         * the FIN on and keep relaying what the backend still sends until
+         * it closes too (a half-close, RFC 8441 5). */
+        s->half_closed = true;
+        weir__conn_shutdown(&s->up->conn);
+    }
     int down = pump_run(s, &s->resp_pump, NULL);
     if (up == WEIR_AGAIN && down == WEIR_AGAIN) {
         if (try_splice(s))
             step_tunnel(s); /* what arrived meanwhile */
         return;
     }
+    if (up == WEIR_DONE && down == WEIR_AGAIN)
+        return;
     if (up < 0 || down < 0) {
         s->error = "tunnel closed on an error";
     }
+    /* Either side's close ends the tunnel: the client's side ends in
+     * order (an HTTP/2 stream with END_STREAM, not a reset). */
+    if (!s->resp_pump.end_queued && down != WEIR_DONE)
+        s->down->ops->write_end(s->down, WEIR_STR_NULL);
     s->t_up_end_us = now_us(s);
     release_upstream(s, false);
     set_state(s, SS_FLUSH);
