@@ -32,6 +32,10 @@ typedef struct weir_peer {
      * tls_client offering "h2"); without TLS, h2c with prior knowledge.
      * Requests share connections (as many streams as the backend allows). */
     bool h2;
+    /* With tls: offer both "h2" and "http/1.1" by ALPN and speak what the
+     * backend picks (give a tls_client offering both). Once a backend took
+     * h2, this worker's next requests to it share that connection. */
+    bool h2_or_h1;
     uint32_t connect_timeout_ms; /* TCP connect */
     uint32_t read_timeout_ms;    /* idle time between bytes of the response */
     uint32_t write_timeout_ms;   /* idle time while sending the request */

@@ -700,8 +700,17 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
         if (strcmp(alpn, "h2") == 0) {
             u->h2 = true;
             protos = "h2";
+        } else if (strcmp(alpn, "h2,h1") == 0) {
+            u->h2_or_h1 = true;
+            protos = "h2,http/1.1";
+            if (!u->tls)
+                err_at(ld, line,
+                       "'alpn' in [%s] is \"h2,h1\": choosing by ALPN needs 'tls = true' "
+                       "(without TLS use \"h2\" for h2c or \"h1\")",
+                       section);
         } else if (strcmp(alpn, "h1") != 0) {
-            err_at(ld, line, "'alpn' in [%s] is '%s': expected \"h1\" or \"h2\"", section, alpn);
+            err_at(ld, line, "'alpn' in [%s] is '%s': expected \"h1\", \"h2\" or \"h2,h1\"",
+                   section, alpn);
         }
     }
     const weir_cfg_cert *cc = NULL;

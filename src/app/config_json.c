@@ -73,7 +73,7 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
         return NULL;
     json_object_set_new(o, "idle_timeout_ms", json_integer(u->idle_timeout_ms));
     json_object_set_new(o, "tls", json_boolean(u->tls));
-    json_object_set_new(o, "alpn", json_string(u->h2 ? "h2" : "h1"));
+    json_object_set_new(o, "alpn", json_string(u->h2 ? "h2" : u->h2_or_h1 ? "h2,h1" : "h1"));
     const weir_health_check *hc = &u->hc;
     if (hc->kind == WEIR_HEALTH_NONE) {
         json_object_set_new(o, "health_check", json_null());

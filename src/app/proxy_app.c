@@ -389,6 +389,7 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
         peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
     peer->h2 = u->h2;
+    peer->h2_or_h1 = u->h2_or_h1;
     if (u->tls) {
         peer->tls = true;
         peer->tls_client = u->tls_client;

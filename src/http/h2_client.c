@@ -548,6 +548,19 @@ static bool recv_frames(weir_h2u *c)
     return rc == WEIR_OK;
 }
 
+/* The transport is ready: our preface and SETTINGS go out; streams wait
+ * for the backend's SETTINGS. */
+static void start_h2(weir_h2u *c)
+{
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WEIR_H2_WINDOW},
+    };
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    c->state = U_HANDSHAKE;
+}
+
 /* TCP connect, then TLS with ALPN h2, then our preface and SETTINGS. */
 static bool advance_setup(weir_h2u *c)
 {
@@ -584,13 +597,7 @@ static bool advance_setup(weir_h2u *c)
                 return false;
             }
         }
-        nghttp2_settings_entry iv[] = {
-            {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-            {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WEIR_H2_WINDOW},
-        };
-        nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 2);
-        nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
-        c->state = U_HANDSHAKE;
+        start_h2(c);
     }
     return true;
 }
@@ -650,23 +657,41 @@ static void io_cb(weir_io *io, uint32_t events)
     wake_streams(c);
 }
 
-static weir_h2u *connect_new(weir_loop *loop, const weir_peer *peer, int *err)
+/* A connection object: on a new connect (adopt NULL), or taking over a
+ * connection already through TCP and TLS (its socket, TLS, readiness). */
+static weir_h2u *h2u_new(weir_loop *loop, const weir_peer *peer, weir_conn *adopt, int *err)
 {
-    int fd = weir__connect_start((const struct sockaddr *)&peer->addr, peer->addr_len);
-    if (fd < 0) {
+    int fd = -1;
+    if (!adopt && (fd = weir__connect_start((const struct sockaddr *)&peer->addr,
+                                            peer->addr_len)) < 0) {
         *err = fd;
         return NULL;
     }
     weir_h2u *c = weir__pool_get(h2u_class);
     if (!c) {
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         *err = -ENOMEM;
         return NULL;
     }
     memset(c, 0, sizeof(*c));
-    int rc = weir__conn_init(&c->conn, loop, fd, io_cb);
+    int rc;
+    if (adopt) {
+        c->conn = *adopt;
+        c->conn.io.cb = io_cb;
+        weir_loop *l = adopt->loop;
+        memset(adopt, 0, sizeof(*adopt));
+        adopt->io.fd = -1;
+        adopt->loop = l; /* its owner still frees its shell there */
+        rc = weir__io_mod(loop, &c->conn.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+    } else {
+        rc = weir__conn_init(&c->conn, loop, fd, io_cb);
+        if (rc < 0)
+            close(fd);
+    }
     if (rc < 0) {
-        close(fd);
+        if (adopt)
+            weir__conn_close(&c->conn, true);
         weir__pool_put(h2u_class, c);
         *err = rc;
         return NULL;
@@ -694,7 +719,7 @@ static weir_h2u *connect_new(weir_loop *loop, const weir_peer *peer, int *err)
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     SSL *ssl = NULL;
-    if (rc == 0 && peer->tls && !(ssl = weir__tls_client_ssl(peer->tls_client, peer)))
+    if (rc == 0 && !adopt && peer->tls && !(ssl = weir__tls_client_ssl(peer->tls_client, peer)))
         rc = -1;
     if (rc != 0) {
         if (c->ng)
@@ -709,6 +734,8 @@ static weir_h2u *connect_new(weir_loop *loop, const weir_peer *peer, int *err)
     c->state = U_CONNECTING;
     weir__timer_start(loop, &c->timer, peer->connect_timeout_ms ? peer->connect_timeout_ms : 5000,
                       idle_timeout);
+    if (adopt)
+        start_h2(c);
     c->next = home->head;
     if (c->next)
         c->next->prev = c;
@@ -716,17 +743,11 @@ static weir_h2u *connect_new(weir_loop *loop, const weir_peer *peer, int *err)
     return c;
 }
 
-weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena,
-                          weir_msg *resp, void *owner, void (*wake)(void *owner), int *err,
-                          bool *reused)
+/* A usable connection of this worker to peer (room for a stream), or NULL. */
+static weir_h2u *find_conn(const weir_peer *peer)
 {
-    if (!home && !(home = calloc(1, sizeof(*home)))) {
-        *err = -ENOMEM;
-        return NULL;
-    }
     uint64_t key = peer->tls ? weir__tls_client_id(peer->tls_client) : 0;
-    weir_h2u *c = home->head;
-    for (; c; c = c->next) {
+    for (weir_h2u *c = home ? home->head : NULL; c; c = c->next) {
         if (c->goaway || c->state == U_DEAD || c->tls != peer->tls || c->tls_key != key ||
             !weir__addr_equal((const struct sockaddr *)&c->addr,
                               (const struct sockaddr *)&peer->addr))
@@ -736,11 +757,20 @@ weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *ar
                                  c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
                            : 100;
         if (c->n_streams < max)
-            break;
+            return c;
     }
-    *reused = c != NULL;
-    if (!c && !(c = connect_new(loop, peer, err)))
-        return NULL;
+    return NULL;
+}
+
+bool weir__h2u_usable(const weir_peer *peer)
+{
+    return find_conn(peer) != NULL;
+}
+
+/* A new stream on c. */
+static weir_h2us *attach(weir_h2u *c, const weir_peer *peer, weir_arena *arena, weir_msg *resp,
+                         void *owner, void (*wake)(void *owner), int *err)
+{
     weir_h2us *s = weir__pool_get(h2us_class);
     if (!s) {
         if (c->n_streams == 0)
@@ -762,10 +792,39 @@ weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *ar
     c->streams = s;
     c->n_streams++;
     if (c->state == U_READY)
-        weir__timer_stop(loop, &c->timer);
-    else if (!*reused)
-        kick(c);
+        weir__timer_stop(c->conn.loop, &c->timer);
     return s;
+}
+
+weir_h2us *weir__h2u_adopt(weir_conn *conn, const weir_peer *peer, weir_arena *arena,
+                           weir_msg *resp, void *owner, void (*wake)(void *owner), int *err)
+{
+    if (!home && !(home = calloc(1, sizeof(*home)))) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    weir_h2u *c = h2u_new(conn->loop, peer, conn, err);
+    if (!c)
+        return NULL;
+    weir_h2us *s = attach(c, peer, arena, resp, owner, wake, err);
+    if (s)
+        kick(c); /* our preface and SETTINGS go out */
+    return s;
+}
+
+weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena,
+                          weir_msg *resp, void *owner, void (*wake)(void *owner), int *err,
+                          bool *reused)
+{
+    if (!home && !(home = calloc(1, sizeof(*home)))) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    weir_h2u *c = find_conn(peer);
+    *reused = c != NULL;
+    if (!c && !(c = h2u_new(loop, peer, NULL, err)))
+        return NULL;
+    return attach(c, peer, arena, resp, owner, wake, err);
 }
 
 int weir__h2u_ready(weir_h2us *s)

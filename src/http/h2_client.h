@@ -23,6 +23,7 @@
 #include "core/loop.h"
 #include "http/exchange.h"
 #include "http/msg.h"
+#include "net/conn.h"
 #include "weir/peer.h"
 
 typedef struct weir_h2us weir_h2us;
@@ -36,6 +37,18 @@ typedef struct weir_h2us weir_h2us;
 weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena,
                           weir_msg *resp, void *owner, void (*wake)(void *owner), int *err,
                           bool *reused);
+/*
+ * Like weir__h2u_open, on conn: a connection to peer already through TCP
+ * and TLS whose ALPN chose h2 (an upstream offering "h2,http/1.1"). The
+ * connection moves into the HTTP/2 client (conn is left empty, for its
+ * owner to free) and stays for later requests to that backend.
+ */
+weir_h2us *weir__h2u_adopt(weir_conn *conn, const weir_peer *peer, weir_arena *arena,
+                           weir_msg *resp, void *owner, void (*wake)(void *owner), int *err);
+/* True if this worker has an HTTP/2 connection to peer with room for a
+ * stream (so a peer that may speak either protocol goes to it). */
+bool weir__h2u_usable(const weir_peer *peer);
+
 /* The connection under s: WEIR_OK when ready for the request (TCP, TLS and
  * the HTTP/2 preface done), WEIR_AGAIN, or -errno (-EPROTO: TLS or ALPN). */
 int weir__h2u_ready(weir_h2us *s);

@@ -368,7 +368,7 @@ static void step_peer(weir_session *s)
     s->up_addr[0] = '\0';
     if (s->t_up_start_us == 0)
         s->t_up_start_us = now_us(s);
-    if (s->peer.h2) {
+    if (s->peer.h2 || (s->peer.h2_or_h1 && s->peer.tls && weir__h2u_usable(&s->peer))) {
         int err = 0;
         bool reused = false;
         s->h2up = weir__h2u_open(s->loop, &s->peer, &s->arena, &s->resp, s, up_wake, &err,
@@ -410,6 +410,26 @@ static void step_connect(weir_session *s)
     if (rc < 0) {
         connect_failed(s, rc);
         return;
+    }
+    if (!s->h2up && s->peer.h2_or_h1 && s->up->conn.ssl) {
+        weir_str p = weir__tls_alpn(s->up->conn.ssl);
+        if (p.len == 2 && memcmp(p.ptr, "h2", 2) == 0) {
+            /* The backend chose HTTP/2: the connection becomes the HTTP/2
+             * client's, and this request its first stream. */
+            int err = 0;
+            weir_h2us *h = weir__h2u_adopt(&s->up->conn, &s->peer, &s->arena, &s->resp, s,
+                                           up_wake, &err);
+            weir__upconn_close(s->up, false); /* only its empty shell */
+            s->up = NULL;
+            if (!h) {
+                connect_failed(s, err);
+                return;
+            }
+            s->h2up = h;
+            s->up_reused = false;
+            step_connect(s); /* waits for the backend's SETTINGS */
+            return;
+        }
     }
     if (!s->h2up)
         s->up_reused = false;

@@ -1,0 +1,100 @@
+"""alpn = "h2,h1" on an upstream: weir offers both protocols by ALPN and
+speaks what each backend picks. The backends here are weir's own TLS
+servers (one offering h2 and http/1.1, one http/1.1 only) whose access
+logs show the protocol each request arrived with."""
+import http.client
+import time
+
+import pytest
+
+import backends as B
+import tlsutil as T
+from conftest import binary, free_port, require_binary, wait_port
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return T.PKI(tmp_path_factory.mktemp("pki"))
+
+
+def start_pair(start_proc, backend, pki, tmp_path, back_alpn):
+    require_binary("weir")
+    files = backend(B.fixed(b"hello\n"))
+    front, back = free_port(), free_port()
+    log = tmp_path / "back.log"
+    back_cfg = tmp_path / "back.toml"
+    back_cfg.write_text(
+        '[certificates.l]\ncert = "%s"\nkey = "%s"\n'
+        '[servers.b]\naddr = "127.0.0.1:%d"\nlocations = ["f"]\ncertificates = ["l"]\n'
+        'alpn = %s\naccess_log = "{protocol} {uri}"\naccess_log_file = "%s"\n'
+        '[locations.f]\nupstream = "files"\n[upstreams.files]\naddrs = ["%s"]\n'
+        % (pki.path("localhost.crt"), pki.path("localhost.key"), back, back_alpn, log,
+           files.addr))
+    start_proc([binary("weir"), "-c", str(back_cfg), "--threads", "1"], back, "back")
+    front_cfg = tmp_path / "front.toml"
+    front_cfg.write_text(
+        '[servers.f]\naddr = "127.0.0.1:%d"\nlocations = ["p"]\n'
+        '[locations.p]\nupstream = "b"\n'
+        '[upstreams.b]\naddrs = ["127.0.0.1:%d"]\ntls = true\nsni = "localhost"\n'
+        'ca_file = "%s"\nalpn = "h2,h1"\n'
+        % (front, back, pki.path("ca.crt")))
+    start_proc([binary("weir"), "-c", str(front_cfg), "--threads", "1"], front, "front")
+    return front, log
+
+
+def get(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def logged(log, n):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= n:
+            return lines
+        time.sleep(0.05)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("back_alpn,proto", [('["h2", "http/1.1"]', "HTTP/2.0"),
+                                             ('["http/1.1"]', "HTTP/1.1")],
+                         ids=["backend-picks-h2", "backend-picks-h1"])
+def test_backend_picks_the_protocol(backend, start_proc, pki, tmp_path, back_alpn, proto):
+    front, log = start_pair(start_proc, backend, pki, tmp_path, back_alpn)
+    for i in range(5):
+        assert get(front, "/r%d" % i) == (200, b"hello\n")
+    lines = logged(log, 5)
+    assert len(lines) == 5, lines
+    assert all(line.split()[0] == proto for line in lines), lines
+
+
+def test_h2_backend_connection_is_shared(backend, start_proc, pki, tmp_path):
+    """Once the backend took h2, later requests are streams on that one
+    connection: concurrent requests do not open more."""
+    import concurrent.futures
+    front, log = start_pair(start_proc, backend, pki, tmp_path, '["h2", "http/1.1"]')
+    assert get(front, "/first") == (200, b"hello\n")
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(lambda i: get(front, "/c%d" % i), range(40)))
+    assert all(r == (200, b"hello\n") for r in results)
+    lines = logged(log, 41)
+    assert len(lines) == 41 and all(line.startswith("HTTP/2.0") for line in lines), lines
+
+
+def test_h2_h1_needs_tls(tmp_path):
+    require_binary("weir")
+    import subprocess
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[servers.f]\naddr = "127.0.0.1:1"\nlocations = ["p"]\n'
+                   '[locations.p]\nupstream = "b"\n'
+                   '[upstreams.b]\naddrs = ["127.0.0.1:2"]\nalpn = "h2,h1"\n')
+    r = subprocess.run([binary("weir"), "-t", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0
+    assert "bad.toml:8:" in r.stderr and "needs 'tls = true'" in r.stderr, r.stderr
