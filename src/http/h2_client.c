@@ -8,8 +8,11 @@
 #include "http/h2_client.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +49,11 @@ struct weir_h2u {
     int depth;
     bool kick_armed;
     bool goaway; /* no new streams */
+    /* Shared between workers while idle (see "idle connections" below):
+     * guarded by idle_lock. */
+    weir_h2u *inext, *iprev;
+    _Atomic bool in_idle;  /* in the shared idle list (changed under idle_lock) */
+    _Atomic bool migrated; /* another worker took it: this object is a shell */
 };
 
 struct weir_h2us {
@@ -77,6 +85,15 @@ typedef struct u_home {
 } u_home;
 
 static __thread u_home *home;
+
+/* Idle connections (no stream) of every worker, which any worker may take
+ * over, as HTTP/1 connections are shared (net/upstream.c): the taker dup()s
+ * the socket onto a connection object on its own loop, moves the nghttp2
+ * session and TLS state to it, and the home worker frees the old object. */
+static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
+static weir_h2u *idle_head;
+static _Atomic uint32_t n_idle; /* length of that list, to peek without the lock */
+static _Atomic uint64_t h2_migrations;
 static weir_pool_class h2u_class, h2us_class;
 
 __attribute__((constructor)) static void register_classes(void)
@@ -87,6 +104,7 @@ __attribute__((constructor)) static void register_classes(void)
 
 static void kick(weir_h2u *c);
 static bool send_frames(weir_h2u *c);
+static bool take_own(weir_h2u *c);
 
 /* ---- streams ---- */
 
@@ -120,12 +138,63 @@ static void close_conn(weir_h2u *c, int err);
 static void idle_timeout(weir_timer *t)
 {
     weir_h2u *c = weir_container_of(t, weir_h2u, timer);
+    if (!take_own(c))
+        return;
     if (c->state != U_READY) {
         close_conn(c, -ETIMEDOUT);
         return;
     }
     if (c->n_streams == 0)
         close_conn(c, 0);
+}
+
+/* Idle-list links; idle_lock held. */
+static void idle_unlink(weir_h2u *c)
+{
+    if (!c->in_idle)
+        return;
+    if (c->iprev)
+        c->iprev->inext = c->inext;
+    else
+        idle_head = c->inext;
+    if (c->inext)
+        c->inext->iprev = c->iprev;
+    c->inext = c->iprev = NULL;
+    c->in_idle = false;
+    atomic_fetch_sub_explicit(&n_idle, 1, memory_order_relaxed);
+}
+
+/* Home thread: c stops being offered to other workers. Returns false if
+ * another worker already took it (c is a shell now). */
+static bool take_own(weir_h2u *c)
+{
+    if (atomic_load_explicit(&c->migrated, memory_order_acquire))
+        return false;
+    pthread_mutex_lock(&idle_lock);
+    idle_unlink(c);
+    bool mine = !atomic_load_explicit(&c->migrated, memory_order_relaxed);
+    pthread_mutex_unlock(&idle_lock);
+    return mine;
+}
+
+/* Home thread: a connection with no stream is offered to every worker
+ * (and closes after its idle timeout if nobody uses it). */
+static void offer_idle(weir_h2u *c)
+{
+    if (c->state != U_READY || c->goaway || c->n_streams || c->streams || c->out.len ||
+        !weir__conn_queue_empty(&c->conn) || (home && home->closing))
+        return;
+    pthread_mutex_lock(&idle_lock);
+    if (!c->in_idle && !atomic_load_explicit(&c->migrated, memory_order_relaxed)) {
+        c->in_idle = true;
+        c->iprev = NULL;
+        c->inext = idle_head;
+        if (c->inext)
+            c->inext->iprev = c;
+        idle_head = c;
+        atomic_fetch_add_explicit(&n_idle, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&idle_lock);
 }
 
 /* A stream left the connection: an idle one waits for new streams for a
@@ -135,10 +204,12 @@ static void stream_left(weir_h2u *c)
     c->n_streams--;
     if (c->n_streams > 0 || c->state == U_DEAD)
         return;
-    if (c->goaway || (home && home->closing))
+    if (c->goaway || (home && home->closing)) {
         close_conn(c, 0);
-    else
-        weir__timer_start(c->conn.loop, &c->timer, c->idle_ms, idle_timeout);
+        return;
+    }
+    weir__timer_start(c->conn.loop, &c->timer, c->idle_ms, idle_timeout);
+    offer_idle(c);
 }
 
 /* ---- the exchange of a stream (upstream side) ---- */
@@ -503,6 +574,11 @@ static void close_conn(weir_h2u *c, int err)
 {
     if (c->state == U_DEAD)
         return;
+    if (atomic_load_explicit(&c->in_idle, memory_order_relaxed)) {
+        pthread_mutex_lock(&idle_lock);
+        idle_unlink(c);
+        pthread_mutex_unlock(&idle_lock);
+    }
     c->state = U_DEAD;
     c->error = err ? err : -ECONNRESET;
     weir__timer_stop(c->conn.loop, &c->timer);
@@ -637,8 +713,13 @@ static void kicked(void *arg)
 {
     weir_h2u *c = arg;
     c->kick_armed = false;
+    if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) ? !take_own(c)
+                                                                 : atomic_load(&c->migrated))
+        return;
     run_io(c);
     wake_streams(c);
+    if (c->state == U_READY && c->n_streams == 0)
+        offer_idle(c);
 }
 
 static void kick(weir_h2u *c)
@@ -652,9 +733,16 @@ static void kick(weir_h2u *c)
 static void io_cb(weir_io *io, uint32_t events)
 {
     weir_h2u *c = weir_container_of(io, weir_h2u, conn.io);
+    /* An idle connection leaves the shared list before it is touched; one
+     * another worker took is only a shell until its home frees it. */
+    if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) ? !take_own(c)
+                                                                 : atomic_load(&c->migrated))
+        return;
     weir__conn_on_events(&c->conn, events);
     run_io(c);
     wake_streams(c);
+    if (c->state == U_READY && c->n_streams == 0)
+        offer_idle(c);
 }
 
 /* A connection object: on a new connect (adopt NULL), or taking over a
@@ -743,28 +831,129 @@ static weir_h2u *h2u_new(weir_loop *loop, const weir_peer *peer, weir_conn *adop
     return c;
 }
 
-/* A usable connection of this worker to peer (room for a stream), or NULL. */
-static weir_h2u *find_conn(const weir_peer *peer)
+static bool same_backend(const weir_h2u *c, const weir_peer *peer)
 {
     uint64_t key = peer->tls ? weir__tls_client_id(peer->tls_client) : 0;
+    return c->tls == peer->tls && c->tls_key == key &&
+           weir__addr_equal((const struct sockaddr *)&c->addr, (const struct sockaddr *)&peer->addr);
+}
+
+/* A usable connection of this worker to peer (room for a stream), or NULL.
+ * An idle one is taken back from the shared list first. */
+static weir_h2u *find_conn(const weir_peer *peer)
+{
     for (weir_h2u *c = home ? home->head : NULL; c; c = c->next) {
-        if (c->goaway || c->state == U_DEAD || c->tls != peer->tls || c->tls_key != key ||
-            !weir__addr_equal((const struct sockaddr *)&c->addr,
-                              (const struct sockaddr *)&peer->addr))
+        if (c->goaway || c->state == U_DEAD || atomic_load(&c->migrated) || !same_backend(c, peer))
             continue;
         uint32_t max = c->state == U_READY
                            ? nghttp2_session_get_remote_settings(
                                  c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
                            : 100;
-        if (c->n_streams < max)
-            return c;
+        if (c->n_streams >= max)
+            continue;
+        if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) && !take_own(c))
+            continue; /* just taken by another worker */
+        return c;
     }
     return NULL;
 }
 
+/* Home thread of a connection another worker took: the shell goes. */
+static void release_shell(void *arg)
+{
+    weir_h2u *c = arg;
+    weir__timer_stop(c->conn.loop, &c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (home && home->head == c)
+        home->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    weir__conn_close(&c->conn, false); /* our fd; the socket lives on in the taker's */
+    free(c->out.buf);
+    weir__pool_put(h2u_class, c);
+}
+
+/* Moves idle connection old (unlinked, marked migrated, idle_lock held)
+ * onto this worker's loop. */
+static weir_h2u *migrate(weir_h2u *old, weir_loop *loop)
+{
+    int fd = fcntl(old->conn.io.fd, F_DUPFD_CLOEXEC, 0);
+    weir_h2u *c = fd >= 0 ? weir__pool_get(h2u_class) : NULL;
+    if (c) {
+        memset(c, 0, sizeof(*c));
+        if (weir__conn_init(&c->conn, loop, fd, io_cb) < 0) {
+            weir__pool_put(h2u_class, c);
+            c = NULL;
+        }
+    }
+    if (!c && fd >= 0)
+        close(fd);
+    if (c) {
+        c->ng = old->ng;
+        nghttp2_session_set_user_data(c->ng, c);
+        old->ng = NULL;
+        if (old->conn.ssl) {
+            weir__conn_set_tls(&c->conn, old->conn.ssl);
+            c->conn.tls_ready = true;
+            old->conn.ssl = NULL;
+        }
+        c->conn.writable = true;
+        c->state = U_READY;
+        memcpy(&c->addr, &old->addr, sizeof(c->addr));
+        c->tls = old->tls;
+        c->tls_key = old->tls_key;
+        c->idle_ms = old->idle_ms;
+        c->next = home->head;
+        if (c->next)
+            c->next->prev = c;
+        home->head = c;
+        atomic_fetch_add_explicit(&h2_migrations, 1, memory_order_relaxed);
+    } else if (old->ng) {
+        /* Could not move it: the session dies with the shell. */
+        nghttp2_session_del(old->ng);
+        old->ng = NULL;
+    }
+    /* Posted under idle_lock, so the home worker (whose shutdown takes the
+     * lock for each of its idle connections) runs it before it exits. */
+    weir__loop_post(old->conn.loop, release_shell, old);
+    return c;
+}
+
+/* Takes another worker's idle connection to peer, or NULL. */
+static weir_h2u *steal(weir_loop *loop, const weir_peer *peer)
+{
+    if (atomic_load_explicit(&n_idle, memory_order_relaxed) == 0)
+        return NULL; /* the common case takes no lock */
+    weir_h2u *got = NULL;
+    pthread_mutex_lock(&idle_lock);
+    for (weir_h2u *c = idle_head; c; c = c->inext) {
+        if (c->conn.loop != loop && same_backend(c, peer)) {
+            idle_unlink(c);
+            atomic_store_explicit(&c->migrated, true, memory_order_release);
+            got = migrate(c, loop);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&idle_lock);
+    return got;
+}
+
 bool weir__h2u_usable(const weir_peer *peer)
 {
-    return find_conn(peer) != NULL;
+    if (find_conn(peer))
+        return true;
+    bool any = false;
+    pthread_mutex_lock(&idle_lock);
+    for (weir_h2u *c = idle_head; c && !any; c = c->inext)
+        any = same_backend(c, peer);
+    pthread_mutex_unlock(&idle_lock);
+    return any;
+}
+
+uint64_t weir__h2u_migrations(void)
+{
+    return atomic_load_explicit(&h2_migrations, memory_order_relaxed);
 }
 
 /* A new stream on c. */
@@ -821,6 +1010,8 @@ weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *ar
         return NULL;
     }
     weir_h2u *c = find_conn(peer);
+    if (!c)
+        c = steal(loop, peer);
     *reused = c != NULL;
     if (!c && !(c = h2u_new(loop, peer, NULL, err)))
         return NULL;
@@ -881,10 +1072,14 @@ void weir__h2u_shutdown(weir_loop *loop)
     home->closing = true;
     for (weir_h2u *c = home->head; c;) {
         weir_h2u *next = c->next;
-        if (c->n_streams == 0)
-            close_conn(c, 0);
-        else
-            c->goaway = true;
+        /* take_own also makes sure no other worker can take it after this;
+         * one already taken is a shell whose release is queued here. */
+        if (take_own(c)) {
+            if (c->n_streams == 0)
+                close_conn(c, 0);
+            else
+                c->goaway = true;
+        }
         c = next;
     }
 }

@@ -59,6 +59,8 @@ void weir__h2u_release(weir_h2us *s);
 /* Worker shutdown: idle connections close now, busy ones when their
  * streams end. */
 void weir__h2u_shutdown(weir_loop *loop);
+/* Idle HTTP/2 connections taken over by another worker (all workers). */
+uint64_t weir__h2u_migrations(void);
 /* Frees the worker's record at its exit, after its last shutdown. */
 void weir__h2u_thread_exit(void);
 

@@ -161,7 +161,7 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
     }
     pthread_mutex_unlock(&srv->calls_lock);
     out->pool_idle = weir__upool_idle();
-    out->pool_migrations = weir__upool_migrations();
+    out->pool_migrations = weir__upool_migrations() + weir__h2u_migrations();
     weir__tls_stats(&out->tls);
 }
 

@@ -98,3 +98,41 @@ def test_h2_h1_needs_tls(tmp_path):
                        timeout=20)
     assert r.returncode != 0
     assert "bad.toml:8:" in r.stderr and "needs 'tls = true'" in r.stderr, r.stderr
+
+
+def test_idle_h2_connection_is_shared_between_workers(backend, start_proc, tmp_path):
+    """One HTTP/2 connection to a backend serves every worker in turn: an
+    idle one is taken over by the worker that needs it (as HTTP/1
+    connections are), instead of each worker opening its own."""
+    files = backend(B.fixed(b"hello\n"))
+    front, back, fadmin, badmin = free_port(), free_port(), free_port(), free_port()
+    back_cfg = tmp_path / "back.toml"
+    back_cfg.write_text(
+        '[admin]\naddr = "127.0.0.1:%d"\n'
+        '[servers.b]\naddr = "127.0.0.1:%d"\nlocations = ["f"]\nh2c = true\n'
+        '[locations.f]\nupstream = "files"\n[upstreams.files]\naddrs = ["%s"]\n'
+        % (badmin, back, files.addr))
+    start_proc([binary("weir"), "-c", str(back_cfg), "--threads", "1"], back, "back")
+    front_cfg = tmp_path / "front.toml"
+    front_cfg.write_text(
+        '[admin]\naddr = "127.0.0.1:%d"\n'
+        '[servers.f]\naddr = "127.0.0.1:%d"\nlocations = ["p"]\n'
+        '[locations.p]\nupstream = "b"\n[upstreams.b]\naddrs = ["127.0.0.1:%d"]\nalpn = "h2"\n'
+        % (fadmin, front, back))
+    start_proc([binary("weir"), "-c", str(front_cfg), "--threads", "2"], front, "front")
+    assert wait_port(fadmin) and wait_port(badmin)
+    for i in range(40):  # a new client connection each: the kernel spreads them over workers
+        assert get(front, "/r%d" % i) == (200, b"hello\n")
+
+    def metric(port, name, **labels):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        for line in text.splitlines():
+            if line.startswith(name) and all('%s="%s"' % kv in line for kv in labels.items()):
+                return float(line.split()[-1])
+        return 0.0
+
+    assert metric(badmin, "weir_client_connections", protocol="http2") == 1.0
+    assert metric(fadmin, "weir_pool_migrations_total") >= 1.0
