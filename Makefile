@@ -57,7 +57,8 @@ TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurr
               tests/integration/test_api.py tests/integration/test_reload.py \
               tests/integration/test_admin.py tests/integration/test_metrics.py \
               tests/integration/test_tls.py tests/integration/test_h2.py \
-              tests/integration/test_upstream_alpn.py tests/integration/test_grpc.py
+              tests/integration/test_upstream_alpn.py tests/integration/test_grpc.py \
+              tests/integration/test_h2_reload.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \

@@ -112,6 +112,15 @@ int weir_server_run(weir_server *srv);
  * async-signal-safe. */
 void weir_server_shutdown(weir_server *srv, bool graceful);
 
+/*
+ * Asks the long-lived HTTP/2 connections to move on, as after a reload:
+ * each client connection gets GOAWAY (its streams in flight finish, the
+ * client opens a new connection for new requests) and each backend
+ * connection takes no new streams (idle ones close with GOAWAY at once,
+ * busy ones when their streams end). Any thread, while the server runs.
+ */
+void weir_server_renew_connections(weir_server *srv);
+
 /* Live figures of a running server, for metrics. */
 typedef struct weir_server_stats {
     uint64_t client_connections; /* open HTTP/1 client connections, all workers */

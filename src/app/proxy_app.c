@@ -763,6 +763,9 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         }
     }
     retire(app, old);
+    /* Long-lived HTTP/2 connections move on to the new configuration's
+     * (GOAWAY: streams in flight finish, new ones use new connections). */
+    weir_server_renew_connections(srv);
     weir__metrics_reload(true);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
     return WEIR_OK;

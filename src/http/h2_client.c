@@ -579,6 +579,13 @@ static void close_conn(weir_h2u *c, int err)
         idle_unlink(c);
         pthread_mutex_unlock(&idle_lock);
     }
+    if (err == 0 && c->state == U_READY && c->ng) {
+        /* A clean end: say so to the backend (best effort, one write). */
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+        c->depth++;
+        weir__h2_send(c->ng, &c->conn, &c->out);
+        c->depth--;
+    }
     c->state = U_DEAD;
     c->error = err ? err : -ECONNRESET;
     weir__timer_stop(c->conn.loop, &c->timer);
@@ -1088,4 +1095,19 @@ void weir__h2u_thread_exit(void)
 {
     free(home);
     home = NULL;
+}
+
+void weir__h2u_goaway_all(void)
+{
+    if (!home)
+        return;
+    for (weir_h2u *c = home->head; c;) {
+        weir_h2u *next = c->next;
+        if (c->state != U_DEAD && take_own(c)) {
+            c->goaway = true; /* no new streams: they go to a new connection */
+            if (c->n_streams == 0)
+                close_conn(c, 0);
+        }
+        c = next;
+    }
 }

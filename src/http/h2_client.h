@@ -59,6 +59,9 @@ void weir__h2u_release(weir_h2us *s);
 /* Worker shutdown: idle connections close now, busy ones when their
  * streams end. */
 void weir__h2u_shutdown(weir_loop *loop);
+/* This worker's HTTP/2 connections take no new streams: idle ones close
+ * (GOAWAY), busy ones when their streams end (a reload). */
+void weir__h2u_goaway_all(void);
 /* Idle HTTP/2 connections taken over by another worker (all workers). */
 uint64_t weir__h2u_migrations(void);
 /* Frees the worker's record at its exit, after its last shutdown. */

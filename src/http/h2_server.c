@@ -824,7 +824,7 @@ static void run_io(weir_h2c *c)
         close_h2c(c);
         return;
     }
-    if (c->list->draining && c->n_streams == 0 && c->out.len == 0 && c->goaway) {
+    if (c->goaway && c->n_streams == 0 && c->out.len == 0) {
         weir__conn_shutdown(&c->conn);
         close_h2c(c);
     }
@@ -958,6 +958,11 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
 void weir__h2c_list_drain(weir_h2c_list *list)
 {
     list->draining = true;
+    weir__h2c_list_goaway(list);
+}
+
+void weir__h2c_list_goaway(weir_h2c_list *list)
+{
     for (weir_h2c *c = list->head; c;) {
         weir_h2c *next = c->next;
         if (!c->goaway) {

@@ -53,6 +53,9 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
 /* Starts draining: GOAWAY to every connection; each closes once its streams
  * are done. */
 void weir__h2c_list_drain(weir_h2c_list *list);
+/* GOAWAY to every connection: the streams it has finish, new requests
+ * come on new connections (a reload); each closes when its streams end. */
+void weir__h2c_list_goaway(weir_h2c_list *list);
 /* Aborts every stream and closes every connection at once. */
 void weir__h2c_list_close_all(weir_h2c_list *list);
 

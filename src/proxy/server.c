@@ -678,6 +678,23 @@ static void serve_upgrade(weir_server *srv)
     }
 }
 
+static void task_renew(void *arg)
+{
+    worker *w = arg;
+    weir__h2c_list_goaway(&w->h2conns);
+    weir__h2u_goaway_all();
+}
+
+void weir_server_renew_connections(weir_server *srv)
+{
+    pthread_mutex_lock(&srv->calls_lock);
+    for (int i = 0; srv->running && srv->workers && i < srv->n_workers; i++) {
+        if (srv->workers[i].started)
+            weir__loop_post(srv->workers[i].loop, task_renew, &srv->workers[i]);
+    }
+    pthread_mutex_unlock(&srv->calls_lock);
+}
+
 /* ---- run / shutdown ---- */
 
 void weir_server_shutdown(weir_server *srv, bool graceful)

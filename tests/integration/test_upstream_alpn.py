@@ -134,5 +134,8 @@ def test_idle_h2_connection_is_shared_between_workers(backend, start_proc, tmp_p
                 return float(line.split()[-1])
         return 0.0
 
-    assert metric(badmin, "weir_client_connections", protocol="http2") == 1.0
+    # A worker that gets a request while the other one is still finishing
+    # the previous (its connection not idle yet) opens its own, so at most
+    # one per worker; the migrations show the idle ones were taken over.
+    assert 1.0 <= metric(badmin, "weir_client_connections", protocol="http2") <= 2.0
     assert metric(fadmin, "weir_pool_migrations_total") >= 1.0
