@@ -2,8 +2,8 @@
  * exchange.h - what the proxy state machine sees of one side of one HTTP
  * exchange, whatever the protocol. The downstream side receives the request
  * and sends the response; the upstream side sends the request and receives
- * the response. An HTTP/1 connection implements it (h1_exchange.c); an
- * HTTP/2 stream will implement the same operations.
+ * the response. An HTTP/1 connection implements it (h1_exchange.c), and
+ * so does an HTTP/2 stream on either side (h2_server.c, h2_client.c).
  *
  * All operations are non-blocking and follow the WEIR_OK / WEIR_AGAIN /
  * WEIR_DONE / negative convention. When one returns WEIR_AGAIN, the side

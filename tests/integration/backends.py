@@ -4,6 +4,7 @@ response parser.
 
 Only the standard library; loopback only.
 """
+import errno
 import socket
 import threading
 import time
@@ -329,6 +330,12 @@ class Backend:
         except ValueError as e:  # the proxy forwarded a malformed body
             with self.lock:
                 self.bad_framing.append(repr(e))
+        except OSError as e:
+            # close() shuts sockets under running handlers: EBADF then is
+            # the test ending, not a fault.
+            if not (self.stopping and e.errno == errno.EBADF):
+                with self.lock:
+                    self.errors.append(repr(e))
         except Exception as e:  # pragma: no cover - reported by tests
             with self.lock:
                 self.errors.append(repr(e))

@@ -598,6 +598,10 @@ def test_threads_honoured(tmp_path, start_proc):
     port = free_port()
     text = base(port=port).replace("threads = 1", "threads = 5")
     w = start_weir(start_proc, tmp_path, text, port=port)
+    # The listening sockets are bound before the workers start: wait for them.
+    deadline = time.monotonic() + 10
+    while task_count(w.pid) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert task_count(w.pid) >= 5
     deadline = time.monotonic() + 5
     while "workers)" not in w.stderr() and time.monotonic() < deadline:
