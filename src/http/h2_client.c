@@ -878,7 +878,10 @@ static void release_shell(void *arg)
         c->next->prev = c->prev;
     weir__conn_close(&c->conn, false); /* our fd; the socket lives on in the taker's */
     free(c->out.buf);
-    weir__pool_put(h2u_class, c);
+    c->out.buf = NULL;
+    /* A kick queued for it this round runs first (deferred tasks run in
+     * order), sees the shell and returns; then it is freed. */
+    weir__loop_defer(c->conn.loop, free_h2u, c);
 }
 
 /* Moves idle connection old (unlinked, marked migrated, idle_lock held)
