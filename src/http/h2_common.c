@@ -277,3 +277,46 @@ int weir__h2_recv(nghttp2_session *ng, weir_conn *conn)
     weir__conn_release_rbuf(conn);
     return result;
 }
+
+int weir__h2_in_read(weir_h2_inbuf *in, bool end, weir_str *segs, size_t *n, weir_str *trailers)
+{
+    *n = 0;
+    if (in->len > 0) {
+        segs[0] = (weir_str){in->buf, in->len};
+        in->handed = in->len;
+        *n = 1;
+        return WEIR_OK;
+    }
+    if (end) {
+        *trailers = (weir_str){in->trailers ? in->trailers : "", in->trailers_len};
+        return WEIR_DONE;
+    }
+    return WEIR_AGAIN;
+}
+
+static void resume(weir_h2_outq *q, nghttp2_session *ng, int32_t id)
+{
+    if (q->deferred && id > 0) {
+        q->deferred = false;
+        nghttp2_session_resume_data(ng, id);
+    }
+}
+
+int weir__h2_out_write(weir_h2_outq *q, nghttp2_session *ng, int32_t id, const weir_str *segs,
+                       size_t n, uint64_t *bytes)
+{
+    int rc = weir__h2_out_add(q, segs, n, bytes);
+    if (rc == WEIR_OK)
+        resume(q, ng, id);
+    return rc;
+}
+
+int weir__h2_out_finish(weir_h2_outq *q, nghttp2_session *ng, int32_t id, weir_str trailers)
+{
+    if (q->end)
+        return WEIR_OK;
+    if (weir__h2_out_end(q, trailers) < 0)
+        return WEIR_ERR_NOMEM;
+    resume(q, ng, id);
+    return WEIR_OK;
+}

@@ -36,6 +36,10 @@ int weir__h2_in_add(weir_h2_inbuf *in, const uint8_t *data, size_t len);
 /* Appends a received trailer field (at most max bytes of them). */
 int weir__h2_in_trailer(weir_h2_inbuf *in, const uint8_t *name, size_t nlen, const uint8_t *value,
                         size_t vlen, uint32_t max);
+/* read_body of an exchange on a stream: WEIR_OK with one slice of what
+ * arrived, WEIR_DONE once `end` (the peer's END_STREAM) and everything is
+ * handed out (*trailers: the raw trailer lines), else WEIR_AGAIN. */
+int weir__h2_in_read(weir_h2_inbuf *in, bool end, weir_str *segs, size_t *n, weir_str *trailers);
 /* Drops what the last read handed out; returns how many bytes that was. */
 uint32_t weir__h2_in_consume(weir_h2_inbuf *in);
 void weir__h2_in_free(weir_h2_inbuf *in);
@@ -58,6 +62,11 @@ typedef struct weir_h2_outq {
 int weir__h2_out_add(weir_h2_outq *q, const weir_str *segs, size_t n, uint64_t *bytes);
 /* Marks the end, with raw "Name: value\r\n" trailers (may be empty). */
 int weir__h2_out_end(weir_h2_outq *q, weir_str raw_trailers);
+/* write_body / write_end of an exchange on stream `id` (0: not submitted
+ * yet): queue, and wake nghttp2's data provider if it was waiting. */
+int weir__h2_out_write(weir_h2_outq *q, nghttp2_session *ng, int32_t id, const weir_str *segs,
+                       size_t n, uint64_t *bytes);
+int weir__h2_out_finish(weir_h2_outq *q, nghttp2_session *ng, int32_t id, weir_str trailers);
 /* True while slices or the end are still to be produced. */
 bool weir__h2_out_pending(const weir_h2_outq *q);
 /* The data provider's work: copies into buf; sets EOF (and submits the

@@ -171,17 +171,7 @@ static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
         return WEIR_EX_E_CLOSED;
     if (s->in_limit && s->in.total > s->in_limit)
         return WEIR_EX_E_TOO_LARGE;
-    if (s->in.len > 0) {
-        segs[0] = (weir_str){s->in.buf, s->in.len};
-        s->in.handed = s->in.len;
-        *n = 1;
-        return WEIR_OK;
-    }
-    if (s->in_end) {
-        *trailers = (weir_str){s->in.trailers ? s->in.trailers : "", s->in.trailers_len};
-        return WEIR_DONE;
-    }
-    return WEIR_AGAIN;
+    return weir__h2_in_read(&s->in, s->in_end, segs, n, trailers);
 }
 
 static void x_consume_body(weir_exchange *x)
@@ -267,12 +257,7 @@ static int x_write_body(weir_exchange *x, const weir_str *segs, size_t n)
         return -ECONNRESET;
     if (s->no_body)
         return WEIR_OK;
-    int rc = weir__h2_out_add(&s->out, segs, n, &s->x.bytes_out);
-    if (rc == WEIR_OK && s->out.deferred) {
-        s->out.deferred = false;
-        nghttp2_session_resume_data(s->c->ng, s->id);
-    }
-    return rc;
+    return weir__h2_out_write(&s->out, s->c->ng, s->id, segs, n, &s->x.bytes_out);
 }
 
 static int x_write_end(weir_exchange *x, weir_str trailers)
@@ -286,13 +271,7 @@ static int x_write_end(weir_exchange *x, weir_str trailers)
         s->out.end = true;
         return WEIR_OK;
     }
-    if (weir__h2_out_end(&s->out, trailers) < 0)
-        return WEIR_ERR_NOMEM;
-    if (s->out.deferred) {
-        s->out.deferred = false;
-        nghttp2_session_resume_data(s->c->ng, s->id);
-    }
-    return WEIR_OK;
+    return weir__h2_out_finish(&s->out, s->c->ng, s->id, trailers);
 }
 
 static int x_flush(weir_exchange *x)
