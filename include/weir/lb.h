@@ -143,6 +143,13 @@ typedef struct weir_health_check {
     uint32_t timeout_ms;   /* for one check [2000] */
     uint32_t rise;         /* consecutive successes to become healthy [2] */
     uint32_t fall;         /* consecutive failures to become unhealthy [3] */
+    /* HTTP and gRPC checks over TLS, as the upstream's requests go: the
+     * client settings (NULL = the default client), and the name to send
+     * and check (empty = the backend's own SNI, see weir_backend_peer).
+     * Must outlive the check. */
+    bool tls;
+    const struct weir_tls_client *tls_client;
+    char sni[256];
 } weir_health_check;
 
 /*

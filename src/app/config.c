@@ -731,6 +731,14 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
             if (ca && entry_of(t, "ca_file", &e))
                 line = e.line;
             err_at(ld, line, "[%s]: TLS: %s", section, err);
+        } else if (u->hc.kind == WEIR_HEALTH_HTTP || u->hc.kind == WEIR_HEALTH_GRPC) {
+            /* Active checks go the way requests do: over TLS. */
+            u->hc.tls = true;
+            u->hc.tls_client = u->tls_client;
+            if (u->sni)
+                snprintf(u->hc.sni, sizeof(u->hc.sni), "%s", u->sni);
+            if (u->lb && weir_upstream_set_health_check(u->lb, &u->hc) < 0)
+                err_at(ld, u->line, "[%s]: invalid health check", section);
         }
     }
     free(ca);

@@ -27,8 +27,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "core/log.h"
 #include "core/loop.h"
+#include "net/tls.h"
 #include "http/h1_parse.h"
 #include "lb/upstream_int.h"
 #include "net/sock.h"
@@ -58,6 +62,8 @@ struct probe {
     char req[1400];
     size_t got;
     char buf[PROBE_BUF];
+    SSL *ssl; /* a check over TLS */
+    bool tls_done;
     /* gRPC checks */
     nghttp2_session *ng;
     size_t fed;             /* bytes of buf given to ng */
@@ -128,6 +134,9 @@ static void probe_drop(probe *p)
     if (p->ng)
         nghttp2_session_del(p->ng);
     p->ng = NULL;
+    if (p->ssl)
+        SSL_free(p->ssl);
+    p->ssl = NULL;
     /* An event for this fd may still be queued in this loop round. */
     p->io.cb = dead_io;
     weir__loop_defer(c->r->loop, free, p);
@@ -312,6 +321,40 @@ static int judge(probe *p, bool eof, const char **why)
     return eof || p->got == sizeof(p->buf) ? 0 : -1;
 }
 
+/* One write of what is left of the request: bytes written, or -errno. */
+static ssize_t probe_send(probe *p)
+{
+    if (!p->ssl) {
+        ssize_t n = send(p->io.fd, p->req + p->sent, p->req_len - p->sent, MSG_NOSIGNAL);
+        return n < 0 ? -errno : n;
+    }
+    size_t w;
+    ERR_clear_error();
+    if (SSL_write_ex(p->ssl, p->req + p->sent, p->req_len - p->sent, &w) == 1)
+        return (ssize_t)w;
+    int e = SSL_get_error(p->ssl, 0);
+    ERR_clear_error();
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? -EAGAIN : -EPIPE;
+}
+
+/* One read into the buffer: bytes read, 0 at the end, or -errno. */
+static ssize_t probe_recv(probe *p)
+{
+    if (!p->ssl) {
+        ssize_t n = recv(p->io.fd, p->buf + p->got, sizeof(p->buf) - p->got, 0);
+        return n < 0 ? -errno : n;
+    }
+    size_t r;
+    ERR_clear_error();
+    if (SSL_read_ex(p->ssl, p->buf + p->got, sizeof(p->buf) - p->got, &r) == 1)
+        return (ssize_t)r;
+    int e = SSL_get_error(p->ssl, 0);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return -EAGAIN;
+    return e == SSL_ERROR_ZERO_RETURN ? 0 : -ECONNRESET;
+}
+
 static void probe_io(weir_io *io, uint32_t events)
 {
     probe *p = weir_container_of(io, probe, io);
@@ -334,12 +377,27 @@ static void probe_io(weir_io *io, uint32_t events)
             return;
         }
     }
-    while (p->sent < p->req_len) {
-        ssize_t n = send(io->fd, p->req + p->sent, p->req_len - p->sent, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN)
+    if (p->ssl && !p->tls_done) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(p->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(p->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
                 return;
-            probe_end(p, false, strerror(errno));
+            char why[300], reason[256];
+            snprintf(why, sizeof(why), "TLS handshake failed: %s",
+                     weir__tls_describe(p->ssl, e, reason, sizeof(reason)));
+            probe_end(p, false, why);
+            return;
+        }
+        p->tls_done = true;
+    }
+    while (p->sent < p->req_len) {
+        ssize_t n = probe_send(p);
+        if (n < 0) {
+            if (n == -EAGAIN)
+                return;
+            probe_end(p, false, strerror((int)-n));
             return;
         }
         p->sent += (size_t)n;
@@ -351,15 +409,15 @@ static void probe_io(weir_io *io, uint32_t events)
             probe_end(p, v == 1, why);
             return;
         }
-        ssize_t n = recv(io->fd, p->buf + p->got, sizeof(p->buf) - p->got, 0);
-        if (n < 0 && errno == EAGAIN)
+        ssize_t n = probe_recv(p);
+        if (n == -EAGAIN)
             return;
-        if (n < 0 && errno == EINTR)
+        if (n == -EINTR)
             continue;
         bool eof = n <= 0;
         if (n > 0)
             p->got += (size_t)n;
-        const char *why = n < 0 ? strerror(errno) : "";
+        const char *why = n < 0 ? strerror((int)-n) : "";
         int v = n < 0 ? 0 : judge(p, eof, &why);
         if (v >= 0) {
             probe_end(p, v == 1, why);
@@ -414,6 +472,18 @@ static void start_probe(checked *c, weir_backend *b)
     if (fd < 0) {
         probe_end(p, false, strerror(-fd));
         return;
+    }
+    if (c->hc.tls && c->hc.kind != WEIR_HEALTH_TCP) {
+        weir_peer peer;
+        weir_backend_peer(b, &peer);
+        if (c->hc.sni[0])
+            snprintf(peer.sni, sizeof(peer.sni), "%s", c->hc.sni);
+        peer.tls = true;
+        if (!(p->ssl = weir__tls_client_ssl(c->hc.tls_client, &peer))) {
+            probe_end(p, false, "cannot set up TLS");
+            return;
+        }
+        SSL_set_fd(p->ssl, fd);
     }
     if (weir__io_add(c->r->loop, &p->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
         probe_end(p, false, "epoll");
