@@ -271,16 +271,10 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     weir_h2u *c = s->c;
     if (c->state != U_READY)
         return c->state == U_DEAD ? c->error : WEIR_ERR_INVAL;
-    size_t bytes = 0;
-    for (uint32_t i = 0; i < m->headers.n; i++)
-        bytes += m->headers.v[i].name.len;
-    nghttp2_nv *nv = malloc((m->headers.n + 4) * sizeof(*nv));
-    char *names = malloc(bytes + 1);
-    if (!nv || !names) {
-        free(nv);
-        free(names);
+    char *names;
+    nghttp2_nv *nv = weir__h2_nv_room(s->arena, &m->headers, 4, &names);
+    if (!nv)
         return WEIR_ERR_NOMEM;
-    }
     weir_str authority = WEIR_STR_NULL;
     long hi = weir__headers_find(&m->headers, "host", 0);
     if (hi >= 0)
@@ -313,8 +307,6 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     }
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_data};
     int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, body ? &dp : NULL, s);
-    free(nv);
-    free(names);
     if (id < 0)
         return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -ECONNRESET : WEIR_ERR_NOMEM;
     s->id = id;

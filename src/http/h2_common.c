@@ -320,3 +320,13 @@ int weir__h2_out_finish(weir_h2_outq *q, nghttp2_session *ng, int32_t id, weir_s
     resume(q, ng, id);
     return WEIR_OK;
 }
+
+nghttp2_nv *weir__h2_nv_room(weir_arena *a, const weir_headers *h, size_t extra, char **names)
+{
+    size_t bytes = 1;
+    for (uint32_t i = 0; i < h->n; i++)
+        bytes += h->v[i].name.len;
+    nghttp2_nv *nv = weir__arena_alloc(a, (h->n + extra) * sizeof(*nv));
+    *names = nv ? weir__arena_alloc(a, bytes) : NULL;
+    return *names ? nv : NULL;
+}

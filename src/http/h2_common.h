@@ -103,6 +103,13 @@ bool weir__h2_gather(nghttp2_session *ng, weir_conn *conn, weir_h2_out *o);
 int weir__h2_recv(nghttp2_session *ng, weir_conn *conn);
 
 struct weir_headers;
+struct weir_arena;
+/* Room for the nghttp2 fields of a head with h's fields plus `extra`
+ * pseudo-headers, and for their lower-cased names (*names), in the
+ * session's arena: no allocation per request beyond it. NULL when out of
+ * memory. */
+nghttp2_nv *weir__h2_nv_room(struct weir_arena *a, const struct weir_headers *h, size_t extra,
+                             char **names);
 /* True if a Connection field of h names `name` (a hop-by-hop field of the
  * HTTP/1 message, RFC 9110 7.6.1). */
 bool weir__h2_nominated(const struct weir_headers *h, weir_str name);

@@ -203,16 +203,11 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     bool ws_ok = s->ws && m->status == 101;
     if (m->status < 200 && !ws_ok)
         return WEIR_OK; /* interim responses are not forwarded */
-    size_t n = 0, bytes = 0;
-    for (uint32_t i = 0; i < m->headers.n; i++)
-        bytes += m->headers.v[i].name.len;
-    nghttp2_nv *nv = malloc((m->headers.n + 1) * sizeof(*nv));
-    char *names = malloc(bytes + 1);
-    if (!nv || !names) {
-        free(nv);
-        free(names);
+    size_t n = 0;
+    char *names;
+    nghttp2_nv *nv = weir__h2_nv_room(m->headers.arena, &m->headers, 1, &names);
+    if (!nv)
         return WEIR_ERR_NOMEM;
-    }
     unsigned st = ws_ok ? 200 : (unsigned)m->status % 1000;
     char status[4] = {(char)('0' + st / 100), (char)('0' + st / 10 % 10), (char)('0' + st % 10), 0};
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
@@ -239,8 +234,6 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
     }
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_data};
     int rc = nghttp2_submit_response(c->ng, s->id, nv, n, s->no_body ? NULL : &dp);
-    free(nv);
-    free(names);
     if (rc != 0)
         return -EPROTO;
     s->head_sent = true;
