@@ -139,3 +139,27 @@ def test_idle_h2_connection_is_shared_between_workers(backend, start_proc, tmp_p
     # one per worker; the migrations show the idle ones were taken over.
     assert 1.0 <= metric(badmin, "weir_client_connections", protocol="http2") <= 2.0
     assert metric(fadmin, "weir_pool_migrations_total") >= 1.0
+
+
+def test_h2_to_a_backend_without_h2_is_a_clear_502(backend, start_proc, pki, tmp_path):
+    """alpn = "h2" to a TLS backend whose ALPN offers only http/1.1: the
+    request gets 502 and the log says why."""
+    files = backend(B.fixed(b"hello\n"))
+    front, back = free_port(), free_port()
+    back_cfg = tmp_path / "back.toml"
+    back_cfg.write_text(
+        '[certificates.l]\ncert = "%s"\nkey = "%s"\n'
+        '[servers.b]\naddr = "127.0.0.1:%d"\nlocations = ["f"]\ncertificates = ["l"]\n'
+        'alpn = ["http/1.1"]\n'
+        '[locations.f]\nupstream = "files"\n[upstreams.files]\naddrs = ["%s"]\n'
+        % (pki.path("localhost.crt"), pki.path("localhost.key"), back, files.addr))
+    start_proc([binary("weir"), "-c", str(back_cfg), "--threads", "1"], back, "back")
+    front_cfg = tmp_path / "front.toml"
+    front_cfg.write_text(
+        '[servers.f]\naddr = "127.0.0.1:%d"\nlocations = ["p"]\n'
+        '[locations.p]\nupstream = "b"\n'
+        '[upstreams.b]\naddrs = ["127.0.0.1:%d"]\ntls = true\nsni = "localhost"\n'
+        'ca_file = "%s"\nalpn = "h2"\nmax_retries = 0\n' % (front, back, pki.path("ca.crt")))
+    w = start_proc([binary("weir"), "-c", str(front_cfg), "--threads", "1"], front, "front")
+    assert get(front, "/")[0] == 502
+    assert "did not agree to HTTP/2" in w.stderr(), w.stderr()
