@@ -675,8 +675,15 @@ SSL *weir__tls_client_ssl(const weir_tls_client *cc, const weir_peer *peer)
     pthread_mutex_lock(&c->lock);
     for (cached_session *e = c->sessions[b]; e; e = e->next) {
         if (strcmp(e->key, key) == 0) {
-            if (SSL_SESSION_is_resumable(e->sess))
-                SSL_set_session(ssl, e->sess);
+            /* Each connection resumes from its own copy: OpenSSL writes to
+             * the session during the handshake, and workers connecting to
+             * the same backend at once would share it (a data race). */
+            SSL_SESSION *copy =
+                SSL_SESSION_is_resumable(e->sess) ? SSL_SESSION_dup(e->sess) : NULL;
+            if (copy) {
+                SSL_set_session(ssl, copy);
+                SSL_SESSION_free(copy); /* the SSL holds its own reference */
+            }
             break;
         }
     }
