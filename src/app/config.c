@@ -23,332 +23,11 @@
 #include <strings.h>
 
 #include "app/access_log.h"
+#include "app/config_int.h"
 #include "app/toml.h"
 #include "net/sock.h"
 
 bool weir__config_resolve_names = true;
-
-typedef struct loader {
-    const char *file;
-    weir_cfg_errors *errs;
-    weir_config *cfg;
-} loader;
-
-/* ---- errors ---- */
-
-static void err_at(loader *ld, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void err_at(loader *ld, int line, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    char *line_text = NULL;
-    int n = line > 0 ? asprintf(&line_text, "%s:%d: %s", ld->file, line, msg)
-                     : asprintf(&line_text, "%s: %s", ld->file, msg);
-    if (n < 0)
-        return;
-    char **nv = realloc(ld->errs->v, (ld->errs->n + 1) * sizeof(*nv));
-    if (!nv) {
-        free(line_text);
-        return;
-    }
-    ld->errs->v = nv;
-    ld->errs->v[ld->errs->n++] = line_text;
-}
-
-void weir__cfg_errors_free(weir_cfg_errors *errs)
-{
-    for (size_t i = 0; i < errs->n; i++)
-        free(errs->v[i]);
-    free(errs->v);
-    errs->v = NULL;
-    errs->n = 0;
-}
-
-/* Edit distance, for "did you mean". Keys are short. */
-static size_t distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63)
-        return 64;
-    size_t d[64][64];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-            size_t best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + cost < best)
-                best = d[i - 1][j - 1] + cost;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1; /* transposition */
-            d[i][j] = best;
-        }
-    }
-    return d[la][lb];
-}
-
-static const char *suggest(const char *key, const char *const *known)
-{
-    const char *best = NULL;
-    size_t best_d = 3; /* only close matches are useful */
-    for (size_t i = 0; known[i]; i++) {
-        size_t d = distance(key, known[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = known[i];
-        }
-    }
-    return best;
-}
-
-/* Reports entries of table t whose key is not in known. */
-static void check_keys(loader *ld, const weir_toml_value *t, const char *section,
-                       const char *const *known)
-{
-    size_t n = weir_toml_table_count(t);
-    for (size_t i = 0; i < n; i++) {
-        weir_toml_entry e;
-        weir_toml_table_entry(t, i, &e);
-        bool ok = false;
-        for (size_t k = 0; known[k]; k++) {
-            if (strlen(known[k]) == e.key_len && memcmp(known[k], e.key, e.key_len) == 0) {
-                ok = true;
-                break;
-            }
-        }
-        if (ok)
-            continue;
-        const char *s = suggest(e.key, known);
-        if (s)
-            err_at(ld, e.line, "unknown key '%s' in [%s]; did you mean '%s'?", e.key, section, s);
-        else
-            err_at(ld, e.line, "unknown key '%s' in [%s]", e.key, section);
-    }
-}
-
-/* ---- typed getters: each reports its own error and returns false ---- */
-
-static bool entry_of(const weir_toml_value *t, const char *key, weir_toml_entry *e)
-{
-    return weir_toml_table_getn(t, key, strlen(key), e) != NULL;
-}
-
-static char *dup_string(loader *ld, const weir_toml_value *t, const char *key, const char *section,
-                        bool *present)
-{
-    weir_toml_entry e;
-    *present = entry_of(t, key, &e);
-    if (!*present)
-        return NULL;
-    size_t len;
-    const char *s = weir_toml_string(e.value, &len);
-    if (!s) {
-        err_at(ld, e.line, "'%s' in [%s] must be a string, not %s", key, section,
-               weir_toml_type_name(weir_toml_type_of(e.value)));
-        return NULL;
-    }
-    if (strlen(s) != len) {
-        err_at(ld, e.line, "'%s' in [%s] contains a NUL character", key, section);
-        return NULL;
-    }
-    return strdup(s);
-}
-
-/* Reads an integer in [min, max]; returns false if absent or invalid. */
-static bool get_int(loader *ld, const weir_toml_value *t, const char *key, const char *section,
-                    int64_t min, int64_t max, int64_t *out)
-{
-    weir_toml_entry e;
-    if (!entry_of(t, key, &e))
-        return false;
-    int64_t v;
-    if (!weir_toml_int(e.value, &v)) {
-        err_at(ld, e.line, "'%s' in [%s] must be an integer, not %s", key, section,
-               weir_toml_type_name(weir_toml_type_of(e.value)));
-        return false;
-    }
-    if (v < min || v > max) {
-        err_at(ld, e.line, "'%s' in [%s] is %lld; it must be between %lld and %lld", key, section,
-               (long long)v, (long long)min, (long long)max);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool get_bool(loader *ld, const weir_toml_value *t, const char *key, const char *section,
-                     bool *out)
-{
-    weir_toml_entry e;
-    if (!entry_of(t, key, &e))
-        return false;
-    if (!weir_toml_bool(e.value, out)) {
-        err_at(ld, e.line, "'%s' in [%s] must be true or false, not %s", key, section,
-               weir_toml_type_name(weir_toml_type_of(e.value)));
-        return false;
-    }
-    return true;
-}
-
-/* Parses "250ms", "10s", "5m", "1h" (or a combination like "1m30s"). */
-static bool parse_duration(const char *s, uint64_t *ms)
-{
-    uint64_t total = 0;
-    const char *p = s;
-    if (!*p)
-        return false;
-    while (*p) {
-        if (*p < '0' || *p > '9')
-            return false;
-        uint64_t v = 0;
-        while (*p >= '0' && *p <= '9') {
-            v = v * 10 + (uint64_t)(*p - '0');
-            if (v > 1000000000ull)
-                return false;
-            p++;
-        }
-        uint64_t unit;
-        if (strncmp(p, "ms", 2) == 0) {
-            unit = 1;
-            p += 2;
-        } else if (*p == 's') {
-            unit = 1000;
-            p++;
-        } else if (*p == 'm') {
-            unit = 60000;
-            p++;
-        } else if (*p == 'h') {
-            unit = 3600000;
-            p++;
-        } else {
-            return false;
-        }
-        total += v * unit;
-    }
-    *ms = total;
-    return true;
-}
-
-/* A duration: a string with units, at most max_ms (and > 0 unless zero_ok). */
-static bool get_duration(loader *ld, const weir_toml_value *t, const char *key, const char *section,
-                         uint64_t max_ms, bool zero_ok, uint32_t *out)
-{
-    weir_toml_entry e;
-    if (!entry_of(t, key, &e))
-        return false;
-    const char *s = weir_toml_string(e.value, NULL);
-    uint64_t ms;
-    if (!s || !parse_duration(s, &ms)) {
-        err_at(ld, e.line, "'%s' in [%s] must be a duration like \"10s\", \"500ms\" or \"1m\"", key,
-               section);
-        return false;
-    }
-    if ((!zero_ok && ms == 0) || ms > max_ms) {
-        err_at(ld, e.line, "'%s' in [%s] is out of range (%s%llu ms at most)", key, section,
-               zero_ok ? "" : "more than 0 and ", (unsigned long long)max_ms);
-        return false;
-    }
-    *out = (uint32_t)ms;
-    return true;
-}
-
-/* A size: an integer of bytes or a string "512", "64KB", "10MB", "1GB". */
-static bool get_size(loader *ld, const weir_toml_value *t, const char *key, const char *section,
-                     uint64_t max, uint64_t *out)
-{
-    weir_toml_entry e;
-    if (!entry_of(t, key, &e))
-        return false;
-    int64_t iv;
-    uint64_t v = 0;
-    const char *s;
-    bool ok = false;
-    if (weir_toml_int(e.value, &iv)) {
-        ok = iv >= 0;
-        v = (uint64_t)iv;
-    } else if ((s = weir_toml_string(e.value, NULL))) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(s, &end, 10);
-        uint64_t mult = 0;
-        if (end != s && !errno && s[0] != '-') {
-            if (*end == '\0' || strcasecmp(end, "B") == 0)
-                mult = 1;
-            else if (strcasecmp(end, "KB") == 0 || strcasecmp(end, "KiB") == 0)
-                mult = 1024;
-            else if (strcasecmp(end, "MB") == 0 || strcasecmp(end, "MiB") == 0)
-                mult = 1024 * 1024;
-            else if (strcasecmp(end, "GB") == 0 || strcasecmp(end, "GiB") == 0)
-                mult = 1024ull * 1024 * 1024;
-        }
-        if (mult && n <= UINT64_MAX / mult) {
-            v = n * mult;
-            ok = true;
-        }
-    }
-    if (!ok) {
-        err_at(ld, e.line, "'%s' in [%s] must be a size like 1048576, \"64KB\" or \"10MB\"", key,
-               section);
-        return false;
-    }
-    if (v > max) {
-        err_at(ld, e.line, "'%s' in [%s] is too large (%llu bytes at most)", key, section,
-               (unsigned long long)max);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-/* A string or an array of strings, as a NULL-free array of copies. */
-static char **get_string_list(loader *ld, const weir_toml_value *t, const char *key,
-                              const char *section, size_t *n_out, int *line)
-{
-    weir_toml_entry e;
-    *n_out = 0;
-    if (!entry_of(t, key, &e))
-        return NULL;
-    *line = e.line;
-    const weir_toml_value *v = e.value;
-    size_t n = weir_toml_type_of(v) == WEIR_TOML_ARRAY ? weir_toml_array_count(v) : 1;
-    char **out = calloc(n ? n : 1, sizeof(char *));
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        const weir_toml_value *item =
-            weir_toml_type_of(v) == WEIR_TOML_ARRAY ? weir_toml_array_at(v, i) : v;
-        size_t len;
-        const char *s = weir_toml_string(item, &len);
-        if (!s || strlen(s) != len) {
-            err_at(ld, weir_toml_line(item), "'%s' in [%s] must be a string or an array of strings",
-                   key, section);
-            for (size_t j = 0; j < i; j++)
-                free(out[j]);
-            free(out);
-            return NULL;
-        }
-        out[i] = strdup(s);
-    }
-    *n_out = n;
-    return out;
-}
-
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
 
 /* ---- [basic] ---- */
 
@@ -362,26 +41,27 @@ static void load_basic(loader *ld, const weir_toml_value *t)
     if (!t)
         return;
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "[basic] must be a table");
+        weir__cfg_err_at(ld, weir_toml_line(t), "[basic] must be a table");
         return;
     }
-    check_keys(ld, t, "basic", basic_keys);
+    weir__cfg_check_keys(ld, t, "basic", basic_keys);
     int64_t v;
     bool present;
-    if (get_int(ld, t, "threads", "basic", 0, 1024, &v))
+    if (weir__cfg_get_int(ld, t, "threads", "basic", 0, 1024, &v))
         b->threads = (int)v;
-    b->pid_file = dup_string(ld, t, "pid_file", "basic", &present);
-    b->error_log = dup_string(ld, t, "error_log", "basic", &present);
-    b->upgrade_sock = dup_string(ld, t, "upgrade_sock", "basic", &present);
-    b->log_level = dup_string(ld, t, "log_level", "basic", &present);
+    b->pid_file = weir__cfg_dup_string(ld, t, "pid_file", "basic", &present);
+    b->error_log = weir__cfg_dup_string(ld, t, "error_log", "basic", &present);
+    b->upgrade_sock = weir__cfg_dup_string(ld, t, "upgrade_sock", "basic", &present);
+    b->log_level = weir__cfg_dup_string(ld, t, "log_level", "basic", &present);
     if (b->log_level && strcmp(b->log_level, "error") && strcmp(b->log_level, "warn") &&
         strcmp(b->log_level, "info") && strcmp(b->log_level, "debug")) {
         weir_toml_entry e;
-        entry_of(t, "log_level", &e);
-        err_at(ld, e.line, "'log_level' in [basic] must be error, warn, info or debug, not '%s'",
-               b->log_level);
+        weir__cfg_entry_of(t, "log_level", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'log_level' in [basic] must be error, warn, info or debug, not '%s'",
+                         b->log_level);
     }
-    get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
+    weir__cfg_get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
 }
 
 /* ---- [admin] ---- */
@@ -407,21 +87,22 @@ static char *read_token_file(loader *ld, const char *path, int line)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        err_at(ld, line, "[admin] token_file %s: %s", path, strerror(errno));
+        weir__cfg_err_at(ld, line, "[admin] token_file %s: %s", path, strerror(errno));
         return NULL;
     }
     char buf[4097];
     size_t n = fread(buf, 1, sizeof(buf), f);
     fclose(f);
     if (n == sizeof(buf)) {
-        err_at(ld, line, "[admin] token_file %s is larger than 4096 bytes", path);
+        weir__cfg_err_at(ld, line, "[admin] token_file %s is larger than 4096 bytes", path);
         return NULL;
     }
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     buf[n] = '\0';
     if (n == 0 || strlen(buf) != n) {
-        err_at(ld, line, "[admin] token_file %s is empty or contains a NUL character", path);
+        weir__cfg_err_at(ld, line, "[admin] token_file %s is empty or contains a NUL character",
+                         path);
         return NULL;
     }
     return strdup(buf);
@@ -433,42 +114,43 @@ static void load_admin(loader *ld, const weir_toml_value *t)
     if (!t)
         return;
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "[admin] must be a table");
+        weir__cfg_err_at(ld, weir_toml_line(t), "[admin] must be a table");
         return;
     }
-    check_keys(ld, t, "admin", admin_keys);
+    weir__cfg_check_keys(ld, t, "admin", admin_keys);
     bool present;
     weir_toml_entry e;
     a->line = weir_toml_line(t);
-    a->addr = dup_string(ld, t, "addr", "admin", &present);
-    if (present && entry_of(t, "addr", &e))
+    a->addr = weir__cfg_dup_string(ld, t, "addr", "admin", &present);
+    if (present && weir__cfg_entry_of(t, "addr", &e))
         a->line = e.line;
     if (!present)
-        err_at(ld, a->line, "[admin] needs 'addr'");
-    a->token = dup_string(ld, t, "token", "admin", &present);
+        weir__cfg_err_at(ld, a->line, "[admin] needs 'addr'");
+    a->token = weir__cfg_dup_string(ld, t, "token", "admin", &present);
     if (a->token && !a->token[0]) {
-        entry_of(t, "token", &e);
-        err_at(ld, e.line, "'token' in [admin] is empty");
+        weir__cfg_entry_of(t, "token", &e);
+        weir__cfg_err_at(ld, e.line, "'token' in [admin] is empty");
     }
     bool has_token = present;
-    a->token_file = dup_string(ld, t, "token_file", "admin", &present);
+    a->token_file = weir__cfg_dup_string(ld, t, "token_file", "admin", &present);
     if (present && has_token) {
-        entry_of(t, "token_file", &e);
-        err_at(ld, e.line, "[admin] takes 'token' or 'token_file', not both");
+        weir__cfg_entry_of(t, "token_file", &e);
+        weir__cfg_err_at(ld, e.line, "[admin] takes 'token' or 'token_file', not both");
     } else if (a->token_file) {
-        entry_of(t, "token_file", &e);
+        weir__cfg_entry_of(t, "token_file", &e);
         a->token = read_token_file(ld, a->token_file, e.line);
     }
-    get_bool(ld, t, "persist", "admin", &a->persist);
+    weir__cfg_get_bool(ld, t, "persist", "admin", &a->persist);
     struct sockaddr_storage ss;
     socklen_t len;
     if (!a->addr)
         return;
     if (weir__addr_parse(a->addr, &ss, &len) < 0)
-        err_at(ld, a->line, "invalid listen address '%s' in [admin]: expected \"ip:port\"",
-               a->addr);
+        weir__cfg_err_at(ld, a->line,
+                         "invalid listen address '%s' in [admin]: expected \"ip:port\"", a->addr);
     else if (!is_loopback(&ss) && !has_token && !a->token_file)
-        err_at(ld, a->line, "[admin] listens on %s (not loopback) without a token", a->addr);
+        weir__cfg_err_at(ld, a->line, "[admin] listens on %s (not loopback) without a token",
+                         a->addr);
 }
 
 /* ---- [upstreams.NAME] ---- */
@@ -558,22 +240,22 @@ static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint
         .algo = u->algo, .max_fails = max_fails, .fail_timeout_ms = fail_timeout_ms};
     u->lb = weir_upstream_new(u->name, &o);
     if (!u->lb) {
-        err_at(ld, u->line, "[%s]: out of memory", section);
+        weir__cfg_err_at(ld, u->line, "[%s]: out of memory", section);
         return;
     }
     for (size_t i = 0; i < u->n_backends; i++) {
         char addr[64];
         weir_peer_addr_str(&u->backends[i].peer, addr, sizeof(addr));
         if (i >= WEIR_UPSTREAM_MAX_BACKENDS) {
-            err_at(ld, u->line, "[%s] has more than %d backends", section,
-                   WEIR_UPSTREAM_MAX_BACKENDS);
+            weir__cfg_err_at(ld, u->line, "[%s] has more than %d backends", section,
+                             WEIR_UPSTREAM_MAX_BACKENDS);
             break;
         }
         if (weir_upstream_add(u->lb, addr, u->backends[i].weight) == WEIR_ERR_INVAL)
-            err_at(ld, u->line, "[%s] lists backend %s twice", section, addr);
+            weir__cfg_err_at(ld, u->line, "[%s] lists backend %s twice", section, addr);
     }
     if (u->hc.kind != WEIR_HEALTH_NONE && weir_upstream_set_health_check(u->lb, &u->hc) < 0)
-        err_at(ld, u->line, "[%s]: invalid health check", section);
+        weir__cfg_err_at(ld, u->line, "[%s]: invalid health check", section);
 }
 
 /* Parses "host:port [weight]" and appends one backend per resolved address. */
@@ -582,7 +264,7 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
 {
     char buf[512];
     if (strlen(text) >= sizeof(buf)) {
-        err_at(ld, line, "address too long in [%s]", section);
+        weir__cfg_err_at(ld, line, "address too long in [%s]", section);
         return;
     }
     strcpy(buf, text);
@@ -592,9 +274,10 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
     char *extra = strtok_r(NULL, " \t", &save);
     long weight = 1;
     if (!addr || extra) {
-        err_at(ld, line,
-               "invalid address '%s' in [%s]: expected \"host:port\" or \"host:port weight\"", text,
-               section);
+        weir__cfg_err_at(
+            ld, line,
+            "invalid address '%s' in [%s]: expected \"host:port\" or \"host:port weight\"", text,
+            section);
         return;
     }
     if (weight_s) {
@@ -602,7 +285,8 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
         errno = 0;
         weight = strtol(weight_s, &end, 10);
         if (*end || errno || weight < 1 || weight > 10000) {
-            err_at(ld, line, "invalid weight '%s' in [%s]: expected 1..10000", weight_s, section);
+            weir__cfg_err_at(ld, line, "invalid weight '%s' in [%s]: expected 1..10000", weight_s,
+                             section);
             return;
         }
     }
@@ -616,24 +300,27 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
         /* host:port with a name: resolve now, at load time. */
         char *colon = strrchr(addr, ':');
         if (!colon || colon == addr || !colon[1] || addr[0] == '[') {
-            err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\"", addr, section);
+            weir__cfg_err_at(ld, line, "invalid address '%s' in [%s]: expected \"host:port\"", addr,
+                             section);
             return;
         }
         *colon = '\0';
         char *end;
         long port = strtol(colon + 1, &end, 10);
         if (*end || port < 1 || port > 65535) {
-            err_at(ld, line, "invalid port in '%s:%s' in [%s]", addr, colon + 1, section);
+            weir__cfg_err_at(ld, line, "invalid port in '%s:%s' in [%s]", addr, colon + 1, section);
             return;
         }
         if (!weir__config_resolve_names) {
-            err_at(ld, line, "cannot resolve '%s' in [%s]: name resolution is off", addr, section);
+            weir__cfg_err_at(ld, line, "cannot resolve '%s' in [%s]: name resolution is off", addr,
+                             section);
             return;
         }
         struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
         int rc = getaddrinfo(addr, colon + 1, &hints, &res);
         if (rc != 0) {
-            err_at(ld, line, "cannot resolve '%s' in [%s]: %s", addr, section, gai_strerror(rc));
+            weir__cfg_err_at(ld, line, "cannot resolve '%s' in [%s]: %s", addr, section,
+                             gai_strerror(rc));
             return;
         }
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
@@ -675,27 +362,27 @@ static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const ch
 static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
                               const char *section)
 {
-    get_bool(ld, t, "tls", section, &u->tls);
+    weir__cfg_get_bool(ld, t, "tls", section, &u->tls);
     bool present, verify = true;
-    u->sni = dup_string(ld, t, "sni", section, &present);
-    get_bool(ld, t, "verify_cert", section, &verify);
-    char *ca = dup_string(ld, t, "ca_file", section, &present);
-    char *client = dup_string(ld, t, "client_cert", section, &present);
-    char *alpn = dup_string(ld, t, "alpn", section, &present);
+    u->sni = weir__cfg_dup_string(ld, t, "sni", section, &present);
+    weir__cfg_get_bool(ld, t, "verify_cert", section, &verify);
+    char *ca = weir__cfg_dup_string(ld, t, "ca_file", section, &present);
+    char *client = weir__cfg_dup_string(ld, t, "client_cert", section, &present);
+    char *alpn = weir__cfg_dup_string(ld, t, "alpn", section, &present);
     weir_toml_entry e;
     int line = u->line;
     static const char *const tls_only[] = {"sni", "verify_cert", "ca_file", "client_cert"};
     for (size_t i = 0; !u->tls && i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
-        if (entry_of(t, tls_only[i], &e))
-            err_at(ld, e.line, "'%s' in [%s] needs 'tls = true'", tls_only[i], section);
+        if (weir__cfg_entry_of(t, tls_only[i], &e))
+            weir__cfg_err_at(ld, e.line, "'%s' in [%s] needs 'tls = true'", tls_only[i], section);
     }
     if (u->sni && strlen(u->sni) >= sizeof(((weir_peer *)0)->sni)) {
-        entry_of(t, "sni", &e);
-        err_at(ld, e.line, "'sni' in [%s] is too long", section);
+        weir__cfg_entry_of(t, "sni", &e);
+        weir__cfg_err_at(ld, e.line, "'sni' in [%s] is too long", section);
     }
     const char *protos = "http/1.1";
     if (alpn) {
-        entry_of(t, "alpn", &e);
+        weir__cfg_entry_of(t, "alpn", &e);
         line = e.line;
         if (strcmp(alpn, "h2") == 0) {
             u->h2 = true;
@@ -704,18 +391,19 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
             u->h2_or_h1 = true;
             protos = "h2,http/1.1";
             if (!u->tls)
-                err_at(ld, line,
-                       "'alpn' in [%s] is \"h2,h1\": choosing by ALPN needs 'tls = true' "
-                       "(without TLS use \"h2\" for h2c or \"h1\")",
-                       section);
+                weir__cfg_err_at(ld, line,
+                                 "'alpn' in [%s] is \"h2,h1\": choosing by ALPN needs 'tls = true' "
+                                 "(without TLS use \"h2\" for h2c or \"h1\")",
+                                 section);
         } else if (strcmp(alpn, "h1") != 0) {
-            err_at(ld, line, "'alpn' in [%s] is '%s': expected \"h1\", \"h2\" or \"h2,h1\"",
-                   section, alpn);
+            weir__cfg_err_at(ld, line,
+                             "'alpn' in [%s] is '%s': expected \"h1\", \"h2\" or \"h2,h1\"",
+                             section, alpn);
         }
     }
     const weir_cfg_cert *cc = NULL;
     if (client) {
-        entry_of(t, "client_cert", &e);
+        weir__cfg_entry_of(t, "client_cert", &e);
         cc = find_cert(ld, client, e.line, section);
     }
     if (u->tls && ld->errs->n == 0) {
@@ -728,9 +416,9 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
         char err[512];
         u->tls_client = weir_tls_client_new(&spec, err, sizeof(err));
         if (!u->tls_client) {
-            if (ca && entry_of(t, "ca_file", &e))
+            if (ca && weir__cfg_entry_of(t, "ca_file", &e))
                 line = e.line;
-            err_at(ld, line, "[%s]: TLS: %s", section, err);
+            weir__cfg_err_at(ld, line, "[%s]: TLS: %s", section, err);
         } else if (u->hc.kind == WEIR_HEALTH_HTTP || u->hc.kind == WEIR_HEALTH_GRPC) {
             /* Active checks go the way requests do: over TLS. */
             u->hc.tls = true;
@@ -738,7 +426,7 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
             if (u->sni)
                 snprintf(u->hc.sni, sizeof(u->hc.sni), "%s", u->sni);
             if (u->lb && weir_upstream_set_health_check(u->lb, &u->hc) < 0)
-                err_at(ld, u->line, "[%s]: invalid health check", section);
+                weir__cfg_err_at(ld, u->line, "[%s]: invalid health check", section);
         }
     }
     free(ca);
@@ -751,58 +439,59 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     char section[300];
     snprintf(section, sizeof(section), "upstreams.%s", u->name);
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    check_keys(ld, t, section, upstream_keys);
+    weir__cfg_check_keys(ld, t, section, upstream_keys);
     size_t n = 0;
     int line = u->line;
-    char **addrs = get_string_list(ld, t, "addrs", section, &n, &line);
-    if (!addrs && !entry_of(t, "addrs", &(weir_toml_entry){0}))
-        err_at(ld, u->line, "[%s] needs 'addrs'", section);
+    char **addrs = weir__cfg_get_string_list(ld, t, "addrs", section, &n, &line);
+    if (!addrs && !weir__cfg_entry_of(t, "addrs", &(weir_toml_entry){0}))
+        weir__cfg_err_at(ld, u->line, "[%s] needs 'addrs'", section);
     /* An empty list is valid: the upstream answers 503 until backends are
      * added at runtime. */
     for (size_t i = 0; i < n; i++)
         add_backend(ld, u, addrs[i], line, section);
-    free_list(addrs, n);
+    weir__cfg_free_list(addrs, n);
 
     bool present;
-    char *algo = dup_string(ld, t, "algo", section, &present);
+    char *algo = weir__cfg_dup_string(ld, t, "algo", section, &present);
     u->algo = WEIR_LB_ROUND_ROBIN;
     if (algo) {
         const char *why = parse_algo(u, algo);
         if (why) {
             weir_toml_entry e;
-            entry_of(t, "algo", &e);
-            err_at(ld, e.line, "invalid algo '%s' in [%s]: %s", algo, section, why);
+            weir__cfg_entry_of(t, "algo", &e);
+            weir__cfg_err_at(ld, e.line, "invalid algo '%s' in [%s]: %s", algo, section, why);
         }
     }
     free(algo);
-    u->sticky_cookie = dup_string(ld, t, "sticky_cookie", section, &present);
+    u->sticky_cookie = weir__cfg_dup_string(ld, t, "sticky_cookie", section, &present);
     if (u->sticky_cookie && !valid_token(u->sticky_cookie)) {
         weir_toml_entry e;
-        entry_of(t, "sticky_cookie", &e);
-        err_at(ld, e.line, "'sticky_cookie' in [%s] must be a cookie name", section);
+        weir__cfg_entry_of(t, "sticky_cookie", &e);
+        weir__cfg_err_at(ld, e.line, "'sticky_cookie' in [%s] must be a cookie name", section);
     }
     int64_t iv;
     u->max_retries = 2;
-    if (get_int(ld, t, "max_retries", section, 0, 100, &iv))
+    if (weir__cfg_get_int(ld, t, "max_retries", section, 0, 100, &iv))
         u->max_retries = (uint32_t)iv;
     uint32_t max_fails = 3, fail_timeout_ms = 10000;
-    if (get_int(ld, t, "max_fails", section, 0, 1000, &iv))
+    if (weir__cfg_get_int(ld, t, "max_fails", section, 0, 1000, &iv))
         max_fails = (uint32_t)iv;
-    get_duration(ld, t, "fail_timeout", section, 3600000, false, &fail_timeout_ms);
+    weir__cfg_get_duration(ld, t, "fail_timeout", section, 3600000, false, &fail_timeout_ms);
     load_health_check(ld, u, t, section);
     build_lb(ld, u, section, max_fails, fail_timeout_ms);
-    get_duration(ld, t, "connection_timeout", section, 3600000, false, &u->connection_timeout_ms);
-    get_duration(ld, t, "total_connection_timeout", section, 3600000, false,
-                 &u->total_connection_timeout_ms);
-    get_duration(ld, t, "read_timeout", section, 86400000, false, &u->read_timeout_ms);
-    get_duration(ld, t, "write_timeout", section, 86400000, false, &u->write_timeout_ms);
-    get_duration(ld, t, "idle_timeout", section, 86400000, true, &u->idle_timeout_ms);
+    weir__cfg_get_duration(ld, t, "connection_timeout", section, 3600000, false,
+                           &u->connection_timeout_ms);
+    weir__cfg_get_duration(ld, t, "total_connection_timeout", section, 3600000, false,
+                           &u->total_connection_timeout_ms);
+    weir__cfg_get_duration(ld, t, "read_timeout", section, 86400000, false, &u->read_timeout_ms);
+    weir__cfg_get_duration(ld, t, "write_timeout", section, 86400000, false, &u->write_timeout_ms);
+    weir__cfg_get_duration(ld, t, "idle_timeout", section, 86400000, true, &u->idle_timeout_ms);
     int64_t v;
     u->keepalive = 256;
-    if (get_int(ld, t, "keepalive", section, 0, 100000, &v))
+    if (weir__cfg_get_int(ld, t, "keepalive", section, 0, 100000, &v))
         u->keepalive = (uint32_t)v;
     load_upstream_tls(ld, u, t, section);
 }
@@ -815,9 +504,9 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
 {
     weir_health_check *hc = &u->hc;
     bool present;
-    char *url = dup_string(ld, t, "health_check", section, &present);
+    char *url = weir__cfg_dup_string(ld, t, "health_check", section, &present);
     weir_toml_entry e;
-    int line = entry_of(t, "health_check", &e) ? e.line : u->line;
+    int line = weir__cfg_entry_of(t, "health_check", &e) ? e.line : u->line;
     if (url) {
         if (strcmp(url, "tcp") == 0 || strcmp(url, "tcp://") == 0) {
             hc->kind = WEIR_HEALTH_TCP;
@@ -827,10 +516,10 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
             for (const char *q = svc; ok && *q; q++)
                 ok = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '/';
             if (!ok)
-                err_at(ld, line,
-                       "'health_check' in [%s]: \"grpc://SERVICE\" takes a service name "
-                       "(200 characters at most, no spaces or '/')",
-                       section);
+                weir__cfg_err_at(ld, line,
+                                 "'health_check' in [%s]: \"grpc://SERVICE\" takes a service name "
+                                 "(200 characters at most, no spaces or '/')",
+                                 section);
             else {
                 hc->kind = WEIR_HEALTH_GRPC;
                 snprintf(hc->path, sizeof(hc->path), "%s", svc);
@@ -839,10 +528,10 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
             const char *host = url + 7, *slash = strchr(host, '/');
             if (!slash || strlen(slash) >= sizeof(hc->path) ||
                 (size_t)(slash - host) >= sizeof(hc->host)) {
-                err_at(ld, line,
-                       "'health_check' in [%s] must be \"tcp://\", "
-                       "\"http://HOST/PATH\" or \"grpc://[SERVICE]\"",
-                       section);
+                weir__cfg_err_at(ld, line,
+                                 "'health_check' in [%s] must be \"tcp://\", "
+                                 "\"http://HOST/PATH\" or \"grpc://[SERVICE]\"",
+                                 section);
             } else {
                 hc->kind = WEIR_HEALTH_HTTP;
                 memcpy(hc->host, host, (size_t)(slash - host));
@@ -850,57 +539,61 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
                 snprintf(hc->path, sizeof(hc->path), "%s", slash);
                 for (const char *p = url; *p; p++) {
                     if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-                        err_at(ld, line,
-                               "'health_check' in [%s] contains a space or control "
-                               "character",
-                               section);
+                        weir__cfg_err_at(ld, line,
+                                         "'health_check' in [%s] contains a space or control "
+                                         "character",
+                                         section);
                         hc->kind = WEIR_HEALTH_NONE;
                         break;
                     }
                 }
             }
         } else {
-            err_at(ld, line, "'health_check' in [%s] must be \"tcp://\", \"http://HOST/PATH\" or "
-                   "\"grpc://[SERVICE]\"",
-                   section);
+            weir__cfg_err_at(ld, line,
+                             "'health_check' in [%s] must be \"tcp://\", \"http://HOST/PATH\" or "
+                             "\"grpc://[SERVICE]\"",
+                             section);
         }
         free(url);
     }
-    get_duration(ld, t, "health_check_interval", section, 3600000, false, &hc->interval_ms);
-    get_duration(ld, t, "health_check_timeout", section, 600000, false, &hc->timeout_ms);
+    weir__cfg_get_duration(ld, t, "health_check_interval", section, 3600000, false,
+                           &hc->interval_ms);
+    weir__cfg_get_duration(ld, t, "health_check_timeout", section, 600000, false, &hc->timeout_ms);
     int64_t v;
-    if (get_int(ld, t, "health_check_rise", section, 1, 100, &v))
+    if (weir__cfg_get_int(ld, t, "health_check_rise", section, 1, 100, &v))
         hc->rise = (uint32_t)v;
-    if (get_int(ld, t, "health_check_fall", section, 1, 100, &v))
+    if (weir__cfg_get_int(ld, t, "health_check_fall", section, 1, 100, &v))
         hc->fall = (uint32_t)v;
-    if (entry_of(t, "health_check_status", &e)) {
+    if (weir__cfg_entry_of(t, "health_check_status", &e)) {
         size_t n = weir_toml_array_count(e.value);
         if (weir_toml_type_of(e.value) != WEIR_TOML_ARRAY || n == 0 || n > 16) {
-            err_at(ld, e.line, "'health_check_status' in [%s] must be a list of 1 to 16 statuses",
-                   section);
+            weir__cfg_err_at(ld, e.line,
+                             "'health_check_status' in [%s] must be a list of 1 to 16 statuses",
+                             section);
         } else {
             for (size_t i = 0; i < n; i++) {
                 int64_t st;
                 if (!weir_toml_int(weir_toml_array_at(e.value, i), &st) || st < 100 || st > 999) {
-                    err_at(ld, e.line, "'health_check_status' in [%s]: statuses are 100..999",
-                           section);
+                    weir__cfg_err_at(ld, e.line,
+                                     "'health_check_status' in [%s]: statuses are 100..999",
+                                     section);
                     break;
                 }
                 hc->expect_status[hc->n_expect_status++] = (int)st;
             }
         }
     }
-    char *body = dup_string(ld, t, "health_check_body", section, &present);
+    char *body = weir__cfg_dup_string(ld, t, "health_check_body", section, &present);
     if (body) {
         if (strlen(body) >= sizeof(hc->expect_body))
-            err_at(ld, line, "'health_check_body' in [%s] is too long", section);
+            weir__cfg_err_at(ld, line, "'health_check_body' in [%s] is too long", section);
         else
             snprintf(hc->expect_body, sizeof(hc->expect_body), "%s", body);
         free(body);
     }
     if (hc->kind == WEIR_HEALTH_NONE && (hc->interval_ms || hc->timeout_ms || hc->rise ||
                                          hc->fall || hc->n_expect_status || hc->expect_body[0]))
-        err_at(ld, line, "health_check_* settings in [%s] need 'health_check'", section);
+        weir__cfg_err_at(ld, line, "health_check_* settings in [%s] need 'health_check'", section);
 }
 
 /* ---- [locations.NAME] ---- */
@@ -943,7 +636,7 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
 {
     size_t n = 0;
     int line = 0;
-    char **items = get_string_list(ld, t, key, section, &n, &line);
+    char **items = weir__cfg_get_string_list(ld, t, key, section, &n, &line);
     if (!items)
         return;
     out->v = calloc(n ? n : 1, sizeof(*out->v));
@@ -951,7 +644,8 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
         char *s = items[i];
         char *colon = with_value ? strchr(s, ':') : NULL;
         if (with_value && !colon) {
-            err_at(ld, line, "'%s' in [%s]: '%s' must be \"Name: value\"", key, section, s);
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: '%s' must be \"Name: value\"", key, section,
+                             s);
             continue;
         }
         if (colon)
@@ -960,7 +654,7 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
         while (value && (*value == ' ' || *value == '\t'))
             value++;
         if (!valid_token(s)) {
-            err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
             continue;
         }
         bool bad_value = false;
@@ -969,15 +663,15 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
                 bad_value = true;
         }
         if (bad_value) {
-            err_at(ld, line, "'%s' in [%s]: control character in the value of '%s'", key, section,
-                   s);
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: control character in the value of '%s'", key,
+                             section, s);
             continue;
         }
         out->v[out->n].name = strdup(s);
         out->v[out->n].value = value ? strdup(value) : NULL;
         out->n++;
     }
-    free_list(items, n);
+    weir__cfg_free_list(items, n);
 }
 
 static void free_headers(weir_cfg_headers *h)
@@ -995,18 +689,18 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
     char section[300];
     snprintf(section, sizeof(section), "locations.%s", l->name);
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    check_keys(ld, t, section, location_keys);
+    weir__cfg_check_keys(ld, t, section, location_keys);
     int line = 0;
-    l->hosts = get_string_list(ld, t, "host", section, &l->n_hosts, &line);
+    l->hosts = weir__cfg_get_string_list(ld, t, "host", section, &l->n_hosts, &line);
     bool present;
-    l->path = dup_string(ld, t, "path", section, &present);
+    l->path = weir__cfg_dup_string(ld, t, "path", section, &present);
     if (!l->path)
         l->path = strdup("");
     int64_t v;
-    if (get_int(ld, t, "weight", section, 0, 1000000000, &v)) {
+    if (weir__cfg_get_int(ld, t, "weight", section, 0, 1000000000, &v)) {
         l->has_weight = true;
         l->weight = v;
     }
@@ -1014,37 +708,39 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
      * every other one (the server's router is built only from a valid
      * configuration). */
     weir_toml_entry pe;
-    int path_line = entry_of(t, "path", &pe) ? pe.line : l->line;
+    int path_line = weir__cfg_entry_of(t, "path", &pe) ? pe.line : l->line;
     if (l->path[0] && l->path[0] != '/' && l->path[0] != '=' && l->path[0] != '~') {
-        err_at(ld, path_line,
-               "'path' in [%s] must be \"/prefix\", \"=/exact\", \"~regex\" or empty, not '%s'",
-               section, l->path);
+        weir__cfg_err_at(
+            ld, path_line,
+            "'path' in [%s] must be \"/prefix\", \"=/exact\", \"~regex\" or empty, not '%s'",
+            section, l->path);
     } else {
         weir_route_spec spec = {
             .hosts = (const char *const *)l->hosts, .n_hosts = l->n_hosts, .path = l->path};
         char rerr[512];
         weir_router *r = weir__router_new(&spec, 1, rerr, sizeof(rerr));
         if (!r)
-            err_at(ld, strstr(rerr, "host") && line ? line : path_line, "[%s]: %s", section,
-                   strncmp(rerr, "location 0: ", 12) == 0 ? rerr + 12 : rerr);
+            weir__cfg_err_at(ld, strstr(rerr, "host") && line ? line : path_line, "[%s]: %s",
+                             section, strncmp(rerr, "location 0: ", 12) == 0 ? rerr + 12 : rerr);
         weir__router_free(r);
     }
-    *upstream_name = dup_string(ld, t, "upstream", section, &present);
+    *upstream_name = weir__cfg_dup_string(ld, t, "upstream", section, &present);
     weir_toml_entry e;
-    *upstream_line = entry_of(t, "upstream", &e) ? e.line : l->line;
-    get_bool(ld, t, "echo", section, &l->echo);
+    *upstream_line = weir__cfg_entry_of(t, "upstream", &e) ? e.line : l->line;
+    weir__cfg_get_bool(ld, t, "echo", section, &l->echo);
     if (!*upstream_name && !l->echo)
-        err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
+        weir__cfg_err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
     if (*upstream_name && l->echo)
-        err_at(ld, *upstream_line, "[%s] has both 'upstream' and echo = true", section);
+        weir__cfg_err_at(ld, *upstream_line, "[%s] has both 'upstream' and echo = true", section);
 
-    char *rewrite = dup_string(ld, t, "rewrite", section, &present);
+    char *rewrite = weir__cfg_dup_string(ld, t, "rewrite", section, &present);
     if (rewrite) {
-        entry_of(t, "rewrite", &e);
+        weir__cfg_entry_of(t, "rewrite", &e);
         /* "REGEX REPLACEMENT": the regex ends at the first unescaped space. */
         char *sp = strpbrk(rewrite, " \t");
         if (!sp) {
-            err_at(ld, e.line, "'rewrite' in [%s] must be \"REGEX REPLACEMENT\"", section);
+            weir__cfg_err_at(ld, e.line, "'rewrite' in [%s] must be \"REGEX REPLACEMENT\"",
+                             section);
         } else {
             *sp = '\0';
             char *repl = sp + 1;
@@ -1057,8 +753,8 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
             if (!l->rewrite_re) {
                 PCRE2_UCHAR msg[256];
                 pcre2_get_error_message(code, msg, sizeof(msg));
-                err_at(ld, e.line, "invalid regex in 'rewrite' of [%s]: %s at offset %zu", section,
-                       (const char *)msg, (size_t)off);
+                weir__cfg_err_at(ld, e.line, "invalid regex in 'rewrite' of [%s]: %s at offset %zu",
+                                 section, (const char *)msg, (size_t)off);
             } else {
                 pcre2_jit_compile(l->rewrite_re, PCRE2_JIT_COMPLETE);
                 l->rewrite_repl = strdup(repl);
@@ -1073,15 +769,16 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
     load_headers(ld, t, "response_add_headers", section, true, &l->resp_add);
     load_headers(ld, t, "response_remove_headers", section, false, &l->resp_remove);
     uint64_t size;
-    if (get_size(ld, t, "client_max_body_size", section, UINT64_MAX / 2, &size)) {
+    if (weir__cfg_get_size(ld, t, "client_max_body_size", section, UINT64_MAX / 2, &size)) {
         l->client_max_body_size = size;
         l->has_max_body = true;
     }
-    get_duration(ld, t, "connection_timeout", section, 3600000, false, &l->connect_timeout_ms);
-    get_duration(ld, t, "read_timeout", section, 86400000, false, &l->read_timeout_ms);
-    get_duration(ld, t, "write_timeout", section, 86400000, false, &l->write_timeout_ms);
-    get_duration(ld, t, "grpc_idle_timeout", section, 7 * 86400000u, false,
-                 &l->grpc_idle_timeout_ms);
+    weir__cfg_get_duration(ld, t, "connection_timeout", section, 3600000, false,
+                           &l->connect_timeout_ms);
+    weir__cfg_get_duration(ld, t, "read_timeout", section, 86400000, false, &l->read_timeout_ms);
+    weir__cfg_get_duration(ld, t, "write_timeout", section, 86400000, false, &l->write_timeout_ms);
+    weir__cfg_get_duration(ld, t, "grpc_idle_timeout", section, 7 * 86400000u, false,
+                           &l->grpc_idle_timeout_ms);
 }
 
 /* ---- [servers.NAME] ---- */
@@ -1152,7 +849,7 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
     weir_cfg_tls *tls = &s->tls;
     size_t n = 0;
     int line = s->line;
-    char **names = get_string_list(ld, t, "certificates", section, &n, &line);
+    char **names = weir__cfg_get_string_list(ld, t, "certificates", section, &n, &line);
     if (names) {
         tls->certs = calloc(n ? n : 1, sizeof(*tls->certs));
         for (size_t i = 0; tls->certs && i < n; i++) {
@@ -1162,93 +859,99 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
             if (c->is_default) {
                 for (size_t k = 0; k < tls->n_certs; k++) {
                     if (tls->certs[k]->is_default)
-                        err_at(ld, line,
-                               "[%s] lists two default certificates, '%s' and '%s'; mark one",
-                               section, tls->certs[k]->name, c->name);
+                        weir__cfg_err_at(
+                            ld, line,
+                            "[%s] lists two default certificates, '%s' and '%s'; mark one", section,
+                            tls->certs[k]->name, c->name);
                 }
                 tls->default_cert = tls->n_certs;
             }
             tls->certs[tls->n_certs++] = c;
         }
-        free_list(names, n);
+        weir__cfg_free_list(names, n);
         if (n == 0)
-            err_at(ld, line, "'certificates' in [%s] is empty", section);
+            weir__cfg_err_at(ld, line, "'certificates' in [%s] is empty", section);
     }
     bool on = names != NULL;
     weir_toml_entry e;
-    static const char *const tls_only[] = {"tls_min_version", "tls_ciphers",   "tls_ciphersuites",
-                                           "tls_session_tickets", "tls_handshake_timeout",
-                                           "client_ca",       "client_verify", "alpn"};
+    static const char *const tls_only[] = {
+        "tls_min_version",       "tls_ciphers", "tls_ciphersuites", "tls_session_tickets",
+        "tls_handshake_timeout", "client_ca",   "client_verify",    "alpn"};
     for (size_t i = 0; !on && i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
-        if (entry_of(t, tls_only[i], &e))
-            err_at(ld, e.line, "'%s' in [%s] needs 'certificates' (TLS)", tls_only[i], section);
+        if (weir__cfg_entry_of(t, tls_only[i], &e))
+            weir__cfg_err_at(ld, e.line, "'%s' in [%s] needs 'certificates' (TLS)", tls_only[i],
+                             section);
     }
     bool present;
-    char *v = dup_string(ld, t, "tls_min_version", section, &present);
+    char *v = weir__cfg_dup_string(ld, t, "tls_min_version", section, &present);
     tls->min_version = 12;
     if (v) {
-        entry_of(t, "tls_min_version", &e);
+        weir__cfg_entry_of(t, "tls_min_version", &e);
         if (strcmp(v, "1.2") == 0)
             tls->min_version = 12;
         else if (strcmp(v, "1.3") == 0)
             tls->min_version = 13;
         else
-            err_at(ld, e.line, "'tls_min_version' in [%s] is '%s': expected \"1.2\" or \"1.3\"",
-                   section, v);
+            weir__cfg_err_at(ld, e.line,
+                             "'tls_min_version' in [%s] is '%s': expected \"1.2\" or \"1.3\"",
+                             section, v);
         free(v);
     }
-    tls->ciphers = dup_string(ld, t, "tls_ciphers", section, &present);
-    tls->ciphersuites = dup_string(ld, t, "tls_ciphersuites", section, &present);
+    tls->ciphers = weir__cfg_dup_string(ld, t, "tls_ciphers", section, &present);
+    tls->ciphersuites = weir__cfg_dup_string(ld, t, "tls_ciphersuites", section, &present);
     bool tickets = true;
-    get_bool(ld, t, "tls_session_tickets", section, &tickets);
+    weir__cfg_get_bool(ld, t, "tls_session_tickets", section, &tickets);
     tls->no_tickets = !tickets;
-    tls->client_ca = dup_string(ld, t, "client_ca", section, &present);
-    tls->client_ca_line = entry_of(t, "client_ca", &e) ? e.line : s->line;
-    v = dup_string(ld, t, "client_verify", section, &present);
+    tls->client_ca = weir__cfg_dup_string(ld, t, "client_ca", section, &present);
+    tls->client_ca_line = weir__cfg_entry_of(t, "client_ca", &e) ? e.line : s->line;
+    v = weir__cfg_dup_string(ld, t, "client_verify", section, &present);
     if (v) {
-        entry_of(t, "client_verify", &e);
+        weir__cfg_entry_of(t, "client_verify", &e);
         if (strcmp(v, "optional") == 0)
             tls->client_verify_optional = true;
         else if (strcmp(v, "require") != 0)
-            err_at(ld, e.line, "'client_verify' in [%s] is '%s': expected \"require\" or "
-                   "\"optional\"", section, v);
+            weir__cfg_err_at(ld, e.line,
+                             "'client_verify' in [%s] is '%s': expected \"require\" or "
+                             "\"optional\"",
+                             section, v);
         if (!tls->client_ca)
-            err_at(ld, e.line, "'client_verify' in [%s] needs 'client_ca'", section);
+            weir__cfg_err_at(ld, e.line, "'client_verify' in [%s] needs 'client_ca'", section);
         free(v);
     }
     size_t n_alpn = 0;
     int alpn_line = s->line;
-    char **alpn = get_string_list(ld, t, "alpn", section, &n_alpn, &alpn_line);
+    char **alpn = weir__cfg_get_string_list(ld, t, "alpn", section, &n_alpn, &alpn_line);
     char buf[128] = "";
     for (size_t i = 0; i < n_alpn; i++) {
         if (strcmp(alpn[i], "h2") != 0 && strcmp(alpn[i], "http/1.1") != 0)
-            err_at(ld, alpn_line, "'alpn' in [%s] offers '%s': expected \"h2\" or \"http/1.1\"",
-                   section, alpn[i]);
+            weir__cfg_err_at(ld, alpn_line,
+                             "'alpn' in [%s] offers '%s': expected \"h2\" or \"http/1.1\"", section,
+                             alpn[i]);
         else if (strlen(buf) + strlen(alpn[i]) + 2 < sizeof(buf))
             snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", buf[0] ? "," : "",
                      alpn[i]);
     }
     if (alpn && n_alpn == 0)
-        err_at(ld, alpn_line, "'alpn' in [%s] is empty", section);
-    free_list(alpn, n_alpn);
+        weir__cfg_err_at(ld, alpn_line, "'alpn' in [%s] is empty", section);
+    weir__cfg_free_list(alpn, n_alpn);
     if (on && !(tls->alpn = strdup(buf[0] ? buf : "h2,http/1.1")))
         return;
-    get_bool(ld, t, "h2c", section, &s->opts.h2c);
+    weir__cfg_get_bool(ld, t, "h2c", section, &s->opts.h2c);
     int64_t streams;
-    if (get_int(ld, t, "h2_max_concurrent_streams", section, 1, 10000, &streams))
+    if (weir__cfg_get_int(ld, t, "h2_max_concurrent_streams", section, 1, 10000, &streams))
         s->opts.h2_max_concurrent_streams = (uint32_t)streams;
 
-    get_bool(ld, t, "redirect_https", section, &s->redirect_https);
+    weir__cfg_get_bool(ld, t, "redirect_https", section, &s->redirect_https);
     int64_t port = 443;
-    if (get_int(ld, t, "https_port", section, 1, 65535, &port) && !s->redirect_https) {
-        entry_of(t, "https_port", &e);
-        err_at(ld, e.line, "'https_port' in [%s] needs 'redirect_https = true'", section);
+    if (weir__cfg_get_int(ld, t, "https_port", section, 1, 65535, &port) && !s->redirect_https) {
+        weir__cfg_entry_of(t, "https_port", &e);
+        weir__cfg_err_at(ld, e.line, "'https_port' in [%s] needs 'redirect_https = true'", section);
     }
     s->https_port = (uint32_t)port;
     if (s->redirect_https && on) {
-        entry_of(t, "redirect_https", &e);
-        err_at(ld, e.line, "'redirect_https' in [%s] is for a plain server, not a TLS one",
-               section);
+        weir__cfg_entry_of(t, "redirect_https", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'redirect_https' in [%s] is for a plain server, not a TLS one", section);
     }
 
     /* Every file read and checked now, so that a bad one is a config error
@@ -1277,7 +980,7 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
                 else if (strstr(err, c->cert))
                     at = strstr(err, "key") && strstr(err, c->key) ? c->key_line : c->cert_line;
             }
-            err_at(ld, at, "[%s]: TLS: %s", section, err);
+            weir__cfg_err_at(ld, at, "[%s]: TLS: %s", section, err);
         }
         weir_tls_server_free(check);
     }
@@ -1289,62 +992,64 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
     char section[300];
     snprintf(section, sizeof(section), "servers.%s", s->name);
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    check_keys(ld, t, section, server_keys);
+    weir__cfg_check_keys(ld, t, section, server_keys);
     int line = s->line;
-    s->addrs = get_string_list(ld, t, "addr", section, &s->n_addrs, &line);
-    if (!s->addrs && !entry_of(t, "addr", &(weir_toml_entry){0}))
-        err_at(ld, s->line, "[%s] needs 'addr'", section);
+    s->addrs = weir__cfg_get_string_list(ld, t, "addr", section, &s->n_addrs, &line);
+    if (!s->addrs && !weir__cfg_entry_of(t, "addr", &(weir_toml_entry){0}))
+        weir__cfg_err_at(ld, s->line, "[%s] needs 'addr'", section);
     else if (s->addrs && s->n_addrs == 0)
-        err_at(ld, line, "'addr' in [%s] is empty", section);
+        weir__cfg_err_at(ld, line, "'addr' in [%s] is empty", section);
     for (size_t i = 0; i < s->n_addrs; i++) {
         struct sockaddr_storage ss;
         socklen_t len;
         if (weir__addr_parse(s->addrs[i], &ss, &len) < 0)
-            err_at(ld, line, "invalid listen address '%s' in [%s]: expected \"ip:port\"",
-                   s->addrs[i], section);
+            weir__cfg_err_at(ld, line, "invalid listen address '%s' in [%s]: expected \"ip:port\"",
+                             s->addrs[i], section);
     }
     *loc_line = s->line;
-    *loc_names = get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
-    if (!*loc_names && !entry_of(t, "locations", &(weir_toml_entry){0}))
-        err_at(ld, s->line, "[%s] needs 'locations'", section);
+    *loc_names = weir__cfg_get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
+    if (!*loc_names && !weir__cfg_entry_of(t, "locations", &(weir_toml_entry){0}))
+        weir__cfg_err_at(ld, s->line, "[%s] needs 'locations'", section);
 
     bool present;
-    char *log = dup_string(ld, t, "access_log", section, &present);
+    char *log = weir__cfg_dup_string(ld, t, "access_log", section, &present);
     if (log) {
         weir_toml_entry e;
-        entry_of(t, "access_log", &e);
+        weir__cfg_entry_of(t, "access_log", &e);
         char err[256];
         s->access_log = weir__access_log_compile(log, err, sizeof(err));
         if (!s->access_log && strcmp(log, "off") != 0)
-            err_at(ld, e.line, "'access_log' in [%s]: %s", section, err);
+            weir__cfg_err_at(ld, e.line, "'access_log' in [%s]: %s", section, err);
         free(log);
     }
-    s->access_log_file = dup_string(ld, t, "access_log_file", section, &present);
+    s->access_log_file = weir__cfg_dup_string(ld, t, "access_log_file", section, &present);
     weir_proxy_options *o = &s->opts;
-    get_duration(ld, t, "client_header_timeout", section, 3600000, false,
-                 &o->client_header_timeout_ms);
-    get_duration(ld, t, "client_body_timeout", section, 86400000, false,
-                 &o->client_body_timeout_ms);
-    get_duration(ld, t, "keepalive_timeout", section, 86400000, false, &o->keepalive_timeout_ms);
-    get_duration(ld, t, "send_timeout", section, 86400000, false, &o->send_timeout_ms);
-    get_duration(ld, t, "tunnel_idle_timeout", section, 7 * 86400000u, false,
-                 &o->tunnel_idle_timeout_ms);
+    weir__cfg_get_duration(ld, t, "client_header_timeout", section, 3600000, false,
+                           &o->client_header_timeout_ms);
+    weir__cfg_get_duration(ld, t, "client_body_timeout", section, 86400000, false,
+                           &o->client_body_timeout_ms);
+    weir__cfg_get_duration(ld, t, "keepalive_timeout", section, 86400000, false,
+                           &o->keepalive_timeout_ms);
+    weir__cfg_get_duration(ld, t, "send_timeout", section, 86400000, false, &o->send_timeout_ms);
+    weir__cfg_get_duration(ld, t, "tunnel_idle_timeout", section, 7 * 86400000u, false,
+                           &o->tunnel_idle_timeout_ms);
     uint64_t size;
-    if (get_size(ld, t, "max_header_size", section, 1024 * 1024, &size)) {
+    if (weir__cfg_get_size(ld, t, "max_header_size", section, 1024 * 1024, &size)) {
         if (size < 1024)
-            err_at(ld, s->line, "'max_header_size' in [%s] must be at least 1KB", section);
+            weir__cfg_err_at(ld, s->line, "'max_header_size' in [%s] must be at least 1KB",
+                             section);
         o->max_header_bytes = (uint32_t)size;
     }
     int64_t v;
-    if (get_int(ld, t, "max_headers", section, 1, 1000, &v))
+    if (weir__cfg_get_int(ld, t, "max_headers", section, 1, 1000, &v))
         o->max_headers = (uint32_t)v;
-    if (get_size(ld, t, "max_body_size", section, UINT64_MAX / 2, &size))
+    if (weir__cfg_get_size(ld, t, "max_body_size", section, UINT64_MAX / 2, &size))
         o->max_body_bytes = size;
-    get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
-                 &o->tls_handshake_timeout_ms);
+    weir__cfg_get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
+                           &o->tls_handshake_timeout_ms);
     load_server_tls(ld, s, t, section);
 }
 
@@ -1357,25 +1062,25 @@ static void load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_valu
     char section[300];
     snprintf(section, sizeof(section), "certificates.%s", c->name);
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    check_keys(ld, t, section, cert_keys);
+    weir__cfg_check_keys(ld, t, section, cert_keys);
     bool present;
-    c->cert = dup_string(ld, t, "cert", section, &present);
+    c->cert = weir__cfg_dup_string(ld, t, "cert", section, &present);
     if (!present)
-        err_at(ld, c->line, "[%s] needs 'cert' (a PEM certificate file)", section);
-    c->key = dup_string(ld, t, "key", section, &present);
+        weir__cfg_err_at(ld, c->line, "[%s] needs 'cert' (a PEM certificate file)", section);
+    c->key = weir__cfg_dup_string(ld, t, "key", section, &present);
     if (!present)
-        err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file)", section);
-    c->chain = dup_string(ld, t, "chain", section, &present);
+        weir__cfg_err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file)", section);
+    c->chain = weir__cfg_dup_string(ld, t, "chain", section, &present);
     weir_toml_entry e;
-    c->cert_line = entry_of(t, "cert", &e) ? e.line : c->line;
-    c->key_line = entry_of(t, "key", &e) ? e.line : c->line;
-    c->chain_line = entry_of(t, "chain", &e) ? e.line : c->line;
+    c->cert_line = weir__cfg_entry_of(t, "cert", &e) ? e.line : c->line;
+    c->key_line = weir__cfg_entry_of(t, "key", &e) ? e.line : c->line;
+    c->chain_line = weir__cfg_entry_of(t, "chain", &e) ? e.line : c->line;
     int line = c->line;
-    c->domains = get_string_list(ld, t, "domains", section, &c->n_domains, &line);
-    get_bool(ld, t, "default", section, &c->is_default);
+    c->domains = weir__cfg_get_string_list(ld, t, "domains", section, &c->n_domains, &line);
+    weir__cfg_get_bool(ld, t, "default", section, &c->is_default);
 }
 
 static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const char *section)
@@ -1388,15 +1093,15 @@ static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const ch
     const char *known[64] = {0};
     for (size_t k = 0; k < cfg->n_certs && k < 63; k++)
         known[k] = cfg->certs[k].name;
-    const char *sg = suggest(name, known);
-    err_at(ld, line, "[%s] refers to undefined certificate '%s'%s%s%s", section, name,
-           sg ? "; did you mean '" : "", sg ? sg : "", sg ? "'?" : "");
+    const char *sg = weir__cfg_suggest(name, known);
+    weir__cfg_err_at(ld, line, "[%s] refers to undefined certificate '%s'%s%s%s", section, name,
+                     sg ? "; did you mean '" : "", sg ? sg : "", sg ? "'?" : "");
     return NULL;
 }
 
 /* ---- the document ---- */
 
-static const char *const top_keys[] = {"basic",     "admin",     "servers", "locations",
+static const char *const top_keys[] = {"basic",     "admin",        "servers", "locations",
                                        "upstreams", "certificates", NULL};
 
 /* The named sub-tables of a section like [servers], checked to be tables. */
@@ -1404,7 +1109,8 @@ static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root
 {
     const weir_toml_value *t = weir_toml_table_get(root, name);
     if (t && weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        err_at(ld, weir_toml_line(t), "'%s' must be a table of [%s.NAME] sections", name, name);
+        weir__cfg_err_at(ld, weir_toml_line(t), "'%s' must be a table of [%s.NAME] sections", name,
+                         name);
         return NULL;
     }
     return t;
@@ -1468,9 +1174,10 @@ static void build_router(loader *ld, weir_cfg_server *s)
         const char *msg = err;
         if (sscanf(err, "location %zu:", &idx) == 1 && idx < s->n_locations) {
             msg = strchr(err, ':') + 2;
-            err_at(ld, s->locations[idx]->line, "[locations.%s]: %s", s->locations[idx]->name, msg);
+            weir__cfg_err_at(ld, s->locations[idx]->line, "[locations.%s]: %s",
+                             s->locations[idx]->name, msg);
         } else {
-            err_at(ld, s->line, "[servers.%s]: %s", s->name, msg);
+            weir__cfg_err_at(ld, s->line, "[servers.%s]: %s", s->name, msg);
         }
     }
     free(specs);
@@ -1481,7 +1188,7 @@ static void free_config(weir_config *c)
     for (size_t i = 0; i < c->n_servers; i++) {
         weir_cfg_server *s = &c->servers[i];
         free(s->name);
-        free_list(s->addrs, s->n_addrs);
+        weir__cfg_free_list(s->addrs, s->n_addrs);
         free(s->locations);
         weir__router_free(s->router);
         weir__access_log_free(s->access_log);
@@ -1499,13 +1206,13 @@ static void free_config(weir_config *c)
         free(x->cert);
         free(x->key);
         free(x->chain);
-        free_list(x->domains, x->n_domains);
+        weir__cfg_free_list(x->domains, x->n_domains);
     }
     free(c->certs);
     for (size_t i = 0; i < c->n_locations; i++) {
         weir_cfg_location *l = &c->locations[i];
         free(l->name);
-        free_list(l->hosts, l->n_hosts);
+        weir__cfg_free_list(l->hosts, l->n_hosts);
         free(l->path);
         pcre2_code_free(l->rewrite_re);
         free(l->rewrite_repl);
@@ -1596,7 +1303,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
     ld.cfg = c;
     c->refs = 1;
     c->file = strdup(file);
-    check_keys(&ld, root, "top level", top_keys);
+    weir__cfg_check_keys(&ld, root, "top level", top_keys);
     load_basic(&ld, section_of(&ld, root, "basic"));
     load_admin(&ld, weir_toml_table_get(root, "admin"));
 
@@ -1635,17 +1342,18 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                     const char *known[64] = {0};
                     for (size_t k = 0; k < c->n_upstreams && k < 63; k++)
                         known[k] = c->upstreams[k].name;
-                    const char *s = suggest(up_name, known);
-                    err_at(&ld, up_line, "[locations.%s] refers to undefined upstream '%s'%s%s%s",
-                           c->locations[i].name, up_name, s ? "; did you mean '" : "", s ? s : "",
-                           s ? "'?" : "");
+                    const char *s = weir__cfg_suggest(up_name, known);
+                    weir__cfg_err_at(&ld, up_line,
+                                     "[locations.%s] refers to undefined upstream '%s'%s%s%s",
+                                     c->locations[i].name, up_name, s ? "; did you mean '" : "",
+                                     s ? s : "", s ? "'?" : "");
                 }
                 free(up_name);
             }
         }
     }
     if (!srvs || weir_toml_table_count(srvs) == 0)
-        err_at(&ld, 0, "no [servers.NAME] section: nothing to listen on");
+        weir__cfg_err_at(&ld, 0, "no [servers.NAME] section: nothing to listen on");
     if (srvs) {
         c->servers = alloc_named(&ld, srvs, sizeof(weir_cfg_server), &c->n_servers);
         for (size_t i = 0; i < c->n_servers; i++) {
@@ -1663,15 +1371,16 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                     const char *known[64] = {0};
                     for (size_t j = 0; j < c->n_locations && j < 63; j++)
                         known[j] = c->locations[j].name;
-                    const char *sg = suggest(names[k], known);
-                    err_at(&ld, names_line, "[servers.%s] refers to undefined location '%s'%s%s%s",
-                           s->name, names[k], sg ? "; did you mean '" : "", sg ? sg : "",
-                           sg ? "'?" : "");
+                    const char *sg = weir__cfg_suggest(names[k], known);
+                    weir__cfg_err_at(&ld, names_line,
+                                     "[servers.%s] refers to undefined location '%s'%s%s%s",
+                                     s->name, names[k], sg ? "; did you mean '" : "", sg ? sg : "",
+                                     sg ? "'?" : "");
                     continue;
                 }
                 s->locations[s->n_locations++] = l;
             }
-            free_list(names, n_names);
+            weir__cfg_free_list(names, n_names);
         }
         /* Listen addresses are unique across all servers. */
         for (size_t i = 0; i < c->n_servers; i++) {
@@ -1684,10 +1393,11 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                     for (size_t b = 0; b < (j == i ? a : c->servers[j].n_addrs); b++) {
                         if (weir__addr_parse(c->servers[j].addrs[b], &y, &yl) == 0 &&
                             addrs_overlap(&x, &y))
-                            err_at(&ld, c->servers[i].line,
-                                   "listen address %s of [servers.%s] is also used by "
-                                   "[servers.%s]",
-                                   c->servers[i].addrs[a], c->servers[i].name, c->servers[j].name);
+                            weir__cfg_err_at(&ld, c->servers[i].line,
+                                             "listen address %s of [servers.%s] is also used by "
+                                             "[servers.%s]",
+                                             c->servers[i].addrs[a], c->servers[i].name,
+                                             c->servers[j].name);
                     }
                 }
             }
@@ -1700,9 +1410,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
                 for (size_t b = 0; b < c->servers[i].n_addrs; b++) {
                     if (weir__addr_parse(c->servers[i].addrs[b], &y, &yl) == 0 &&
                         addrs_overlap(&adm, &y))
-                        err_at(&ld, c->admin.line,
-                               "[admin] address %s is also used by [servers.%s]", c->admin.addr,
-                               c->servers[i].name);
+                        weir__cfg_err_at(&ld, c->admin.line,
+                                         "[admin] address %s is also used by [servers.%s]",
+                                         c->admin.addr, c->servers[i].name);
                 }
             }
         }
@@ -1724,7 +1434,7 @@ weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs)
     FILE *f = fopen(path, "rb");
     loader ld = {.file = path, .errs = errs};
     if (!f) {
-        err_at(&ld, 0, "cannot open: %s", strerror(errno));
+        weir__cfg_err_at(&ld, 0, "cannot open: %s", strerror(errno));
         return NULL;
     }
     char *buf = NULL;
@@ -1733,7 +1443,7 @@ weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs)
         if (len == cap) {
             cap = cap ? cap * 2 : 65536;
             if (cap > (64u << 20)) {
-                err_at(&ld, 0, "file larger than 64 MiB");
+                weir__cfg_err_at(&ld, 0, "file larger than 64 MiB");
                 fclose(f);
                 free(buf);
                 return NULL;
@@ -1754,7 +1464,7 @@ weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs)
     bool read_err = ferror(f);
     fclose(f);
     if (read_err) {
-        err_at(&ld, 0, "read error");
+        weir__cfg_err_at(&ld, 0, "read error");
         free(buf);
         return NULL;
     }

@@ -1,0 +1,70 @@
+/*
+ * config_int.h - the configuration loader's shared helpers (config_load.c):
+ * errors with the file's line, key checks with suggestions, and typed
+ * getters with range checks. Private to src/app/config*.c.
+ */
+#ifndef WEIR_APP_CONFIG_INT_H
+#define WEIR_APP_CONFIG_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app/config.h"
+#include "app/toml.h"
+
+/* One load in progress: where errors go. */
+typedef struct loader {
+    const char *file;
+    weir_cfg_errors *errs;
+    weir_config *cfg;
+} loader;
+
+/* Records "FILE:LINE: message" (no line when line <= 0); loading goes on. */
+void weir__cfg_err_at(loader *ld, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The known word closest to key (for "did you mean"), or NULL. */
+const char *weir__cfg_suggest(const char *key, const char *const *known);
+
+/* Reports entries of table t whose key is not in known. */
+void weir__cfg_check_keys(loader *ld, const weir_toml_value *t, const char *section,
+                          const char *const *known);
+
+/* The typed getters below report their own errors and return false when
+ * the key is absent or invalid. */
+
+/* The entry of key in table t (for its line). */
+bool weir__cfg_entry_of(const weir_toml_value *t, const char *key, weir_toml_entry *e);
+
+/* A copy of a string value; *present says whether the key was there. */
+char *weir__cfg_dup_string(loader *ld, const weir_toml_value *t, const char *key,
+                           const char *section, bool *present);
+
+/* Reads an integer in [min, max]; returns false if absent or invalid. */
+bool weir__cfg_get_int(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                       int64_t min, int64_t max, int64_t *out);
+
+/* Reads a boolean. */
+bool weir__cfg_get_bool(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                        bool *out);
+
+/* Parses "250ms", "10s", "5m", "1h" (or a combination like "1m30s"). */
+bool weir__cfg_parse_duration(const char *s, uint64_t *ms);
+
+/* A duration: a string with units, at most max_ms (and > 0 unless zero_ok). */
+bool weir__cfg_get_duration(loader *ld, const weir_toml_value *t, const char *key,
+                            const char *section, uint64_t max_ms, bool zero_ok, uint32_t *out);
+
+/* A size: an integer of bytes or a string "512", "64KB", "10MB", "1GB". */
+bool weir__cfg_get_size(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                        uint64_t max, uint64_t *out);
+
+/* A string or an array of strings, as a NULL-free array of copies. */
+char **weir__cfg_get_string_list(loader *ld, const weir_toml_value *t, const char *key,
+                                 const char *section, size_t *n_out, int *line);
+
+/* Frees what weir__cfg_get_string_list returned. */
+void weir__cfg_free_list(char **v, size_t n);
+
+#endif
