@@ -78,8 +78,7 @@ typedef struct weir_proxy_ops {
     int (*upstream_peer)(weir_session *s, void *ctx, weir_peer *peer);
     /* After a connection to the peer is ready; `reused` is true for a
      * pooled keep-alive connection. */
-    void (*connected_to_upstream)(weir_session *s, void *ctx, const weir_peer *peer,
-                                  bool reused);
+    void (*connected_to_upstream)(weir_session *s, void *ctx, const weir_peer *peer, bool reused);
     /* Modify the request just before its head is sent (request headers and
      * weir_session_set_target apply). May pend. */
     int (*upstream_request_filter)(weir_session *s, void *ctx);
@@ -115,6 +114,19 @@ typedef struct weir_proxy_ops {
     void (*logging)(weir_session *s, void *ctx, const weir_session_stats *stats);
 } weir_proxy_ops;
 
+/* An address block ("10.0.0.0/8", "::1/128"), for trusted_proxies. */
+typedef struct weir_cidr {
+    uint8_t family;     /* AF_INET or AF_INET6 */
+    uint8_t prefix_len; /* 0..32 or 0..128 */
+    uint8_t addr[16];   /* network byte order; bits past prefix_len are zero */
+} weir_cidr;
+
+/* Parses "ADDR" or "ADDR/LEN" (IPv4 or IPv6) into *out. Returns WEIR_OK or
+ * WEIR_ERR_INVAL. Any thread. */
+int weir_cidr_parse(const char *text, weir_cidr *out);
+
+#define WEIR_MAX_TRUSTED_PROXIES 64
+
 /* Per-service settings; zero fields take the default in brackets. */
 typedef struct weir_proxy_options {
     uint32_t client_header_timeout_ms;  /* whole request head [10000] */
@@ -126,10 +138,30 @@ typedef struct weir_proxy_options {
     uint32_t upstream_write_timeout_ms; /* upstream write default [60000] */
     uint32_t upstream_idle_timeout_ms;  /* pooled idle upstream connection [60000] */
     uint32_t tunnel_idle_timeout_ms;    /* upgraded connection (WebSocket) idle [600000] */
-    uint32_t upstream_keepalive;        /* idle connections kept per peer, all workers together [256] */
-    uint32_t max_header_bytes;          /* request line + headers (431 beyond) [65536] */
-    uint32_t max_headers;               /* header count (431 beyond) [100] */
-    uint64_t max_body_bytes;            /* request body limit (413 beyond); 0 = none */
+    uint32_t upstream_keepalive; /* idle connections kept per peer, all workers together [256] */
+    uint32_t max_header_bytes;   /* request line + headers (431 beyond) [65536] */
+    uint32_t max_headers;        /* header count (431 beyond) [100] */
+    uint64_t max_body_bytes;     /* request body limit (413 beyond); 0 = none */
+    uint32_t max_uri_bytes;      /* request-target length (414 beyond) [8192] */
+    /* Repeated slashes in a path stay as they are ("//a" is not "/a").
+     * Default: merged, as nginx's merge_slashes. */
+    bool keep_slashes;
+    /* Forward header fields whose name has an underscore. Default: they are
+     * dropped (nginx's underscores_in_headers off), since "X_Forwarded_For"
+     * and "X-Forwarded-For" are one name to some backends (CGI, PHP). */
+    bool underscores_in_headers;
+    /*
+     * Peers whose identity headers are believed. From any other peer, weir
+     * drops X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host,
+     * X-Forwarded-Port and Forwarded, and sets X-Real-IP and
+     * X-Forwarded-Proto from what it saw. From a trusted peer, the client
+     * address is the rightmost address of X-Forwarded-For that is not
+     * itself trusted (nginx's real_ip_recursive), and its
+     * X-Forwarded-Proto is kept. X-Forwarded-For always gets the peer's
+     * address appended.
+     */
+    weir_cidr trusted_proxies[WEIR_MAX_TRUSTED_PROXIES];
+    uint32_t n_trusted_proxies;
     bool no_forwarded_headers; /* don't add X-Forwarded-For/-Proto, X-Real-IP */
     bool no_via;               /* don't add Via */
     bool no_request_id;        /* don't add X-Request-Id to requests that lack one */

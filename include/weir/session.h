@@ -29,18 +29,28 @@ typedef struct weir_headers weir_headers;
 
 /* The method token, e.g. "GET". */
 weir_str weir_session_method(const weir_session *s);
-/* The request-target as received ("/path?query"). */
+/* The request-target as received ("/path?query"), for logs. */
 weir_str weir_session_target(const weir_session *s);
-/* The path part of the target (before '?'). */
+/*
+ * The normalised path: what routing, rewrites and the upstream see
+ * (docs/config.md, "Paths"): percent-encoded unreserved characters decoded,
+ * other escapes kept with upper-case hex digits, "." and ".." segments
+ * resolved, repeated slashes merged (unless keep_slashes). "*" for
+ * "OPTIONS *". Requests whose path cannot be normalised safely never reach
+ * a phase: they are answered 400.
+ */
 weir_str weir_session_path(const weir_session *s);
 /* The query part after '?', without it; empty if none. */
 weir_str weir_session_query(const weir_session *s);
 /* HTTP version of the client's request: 10, 11 or 20. */
 int weir_session_http_version(const weir_session *s);
 /*
- * Replaces the request-target sent upstream (path and query). The bytes are
- * copied. Returns WEIR_OK, WEIR_ERR_INVAL (empty, or contains whitespace or
- * control characters) or WEIR_ERR_NOMEM.
+ * Replaces the request-target sent upstream (path and query). The path is
+ * normalised like the client's, so what goes upstream never climbs above
+ * the root. Returns WEIR_OK, WEIR_ERR_INVAL (not "/..." origin-form,
+ * whitespace or control characters, invalid percent-encoding, an encoded
+ * NUL, a climb above the root, or dot segments hidden behind an encoded
+ * slash) or WEIR_ERR_NOMEM.
  */
 int weir_session_set_target(weir_session *s, const char *target, size_t len);
 
@@ -54,16 +64,21 @@ int weir_session_set_target(weir_session *s, const char *target, size_t len);
 int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes);
 
 /*
- * The request id: the client's X-Request-Id if it sent one, else one weir
- * generated (32 hex digits) and added to the request sent upstream (unless
- * the service set no_request_id). Stable for the whole session.
+ * The request id: the client's X-Request-Id if it is 1 to 64 characters of
+ * [A-Za-z0-9._:-] without "..", else one weir generated (32 hex digits),
+ * which replaces the client's in the request sent upstream (unless the
+ * service set no_request_id). Stable for the whole session.
  */
 weir_str weir_session_request_id(weir_session *s);
 
-/* The client's socket address. */
+/* The peer's socket address (the connection's other end). */
 const struct sockaddr *weir_session_client_addr(const weir_session *s);
-/* The client's IP as text ("127.0.0.1", "::1"). */
+/* The client's IP as text ("127.0.0.1", "::1"): the peer's, or the one
+ * X-Forwarded-For names when the peer is a trusted proxy
+ * (weir_proxy_options.trusted_proxies). Logs and hashing use it. */
 weir_str weir_session_client_ip(const weir_session *s);
+/* The peer's IP as text, whatever X-Forwarded-For says. */
+weir_str weir_session_peer_ip(const weir_session *s);
 
 /*
  * How long the client of this session may stay idle while it sends the
@@ -75,11 +90,11 @@ void weir_session_set_client_timeout(weir_session *s, uint32_t ms);
 
 /* TLS facts of the client connection. */
 typedef struct weir_tls_info {
-    const char *version; /* "TLSv1.3", ... */
-    const char *cipher;  /* OpenSSL's name of the cipher */
-    const char *sni;     /* server name the client asked for, or NULL */
-    weir_str alpn;       /* negotiated protocol, empty if none */
-    bool resumed;        /* the session was resumed (no full handshake) */
+    const char *version;  /* "TLSv1.3", ... */
+    const char *cipher;   /* OpenSSL's name of the cipher */
+    const char *sni;      /* server name the client asked for, or NULL */
+    weir_str alpn;        /* negotiated protocol, empty if none */
+    bool resumed;         /* the session was resumed (no full handshake) */
     bool client_verified; /* the client presented a certificate that verified */
 } weir_tls_info;
 
@@ -127,8 +142,8 @@ size_t weir_headers_remove(weir_headers *h, const char *name);
  * from a pending phase before resuming. Returns WEIR_OK, WEIR_ERR_INVAL
  * (a response was already started) or WEIR_ERR_NOMEM.
  */
-int weir_session_respond(weir_session *s, int status, const weir_header *headers,
-                         size_t n_headers, const void *body, size_t body_len);
+int weir_session_respond(weir_session *s, int status, const weir_header *headers, size_t n_headers,
+                         const void *body, size_t body_len);
 
 /* ---- asynchronous phases ---- */
 

@@ -1328,12 +1328,20 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     return WEIR_PHASE_ERROR; /* every request is answered before */
 }
 
+/* Requests the library refuses before any phase (a bad path, a framing
+ * trick) get the API's JSON error shape too. */
+static int error_while_proxy(weir_session *s, void *ctx, int status, const char *reason)
+{
+    return respond_json(s, status, error_json("%s", reason), NULL);
+}
+
 static const weir_proxy_ops admin_ops = {
     .new_ctx = new_ctx,
     .free_ctx = free_ctx,
     .early_request_filter = early_request_filter,
     .request_filter = request_filter,
     .upstream_peer = upstream_peer,
+    .error_while_proxy = error_while_proxy,
 };
 
 weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *config_path)

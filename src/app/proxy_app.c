@@ -22,9 +22,9 @@
 /* One per [servers.NAME]: what its service's phases need. */
 typedef struct server_app {
     weir_app *app;
-    size_t index;        /* of the server in the configuration it was made for */
-    char name[128];      /* the [servers.NAME] it serves, looked up in each snapshot */
-    weir_logger *logger; /* NULL = no access log */
+    size_t index;         /* of the server in the configuration it was made for */
+    char name[128];       /* the [servers.NAME] it serves, looked up in each snapshot */
+    weir_logger *logger;  /* NULL = no access log */
     weir_tls_server *tls; /* its listeners' TLS (kept across reloads), NULL = plain */
 } server_app;
 
@@ -102,6 +102,14 @@ typedef struct req_ctx {
 
 static int answer(weir_session *s, int status, const char *text)
 {
+    if (status >= 500) {
+        /* Every 5xx weir makes itself leaves a line to find it by. */
+        weir_str id = weir_session_request_id(s), ip = weir_session_client_ip(s);
+        weir_str m = weir_session_method(s), t = weir_session_target(s);
+        weir_log(WEIR_LEVEL_WARN, "client %.*s: \"%.*s %.*s\": %d %s (request %.*s)", (int)ip.len,
+                 ip.ptr, (int)m.len, m.ptr, (int)(t.len > 200 ? 200 : t.len), t.ptr, status, text,
+                 (int)id.len, id.ptr);
+    }
     char body[128];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, text);
     weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain")};
@@ -160,7 +168,10 @@ static int echo(weir_session *s, req_ctx *c)
     return WEIR_PHASE_ANSWERED;
 }
 
-/* Applies the location's rewrite to the path; the query is kept. */
+/* Applies the location's rewrite to the normalised path; the query is
+ * kept. The result is normalised again by weir_session_set_target, so a
+ * capture cannot climb out of the rewritten prefix. Returns WEIR_OK,
+ * WEIR_ERR_NOMEM for a result over 8 KiB, or WEIR_ERR_INVAL. */
 static int rewrite(weir_session *s, const weir_cfg_location *l)
 {
     weir_str path = weir_session_path(s), query = weir_session_query(s);
@@ -173,7 +184,9 @@ static int rewrite(weir_session *s, const weir_cfg_location *l)
                               (PCRE2_UCHAR *)out, &out_len);
     if (rc == 0)
         return WEIR_OK; /* no match: path unchanged */
-    if (rc < 0 || out_len + 1 + query.len >= sizeof(out))
+    if (rc == PCRE2_ERROR_NOMEMORY || (rc > 0 && out_len + 1 + query.len >= sizeof(out)))
+        return WEIR_ERR_NOMEM;
+    if (rc < 0)
         return WEIR_ERR_INVAL;
     if (query.len) {
         out[out_len++] = '?';
@@ -227,12 +240,7 @@ static int request_filter(weir_session *s, void *ctx)
     weir_str host = weir_headers_get(weir_session_req_headers(s), "host");
     if (c->srv->redirect_https)
         return redirect_https(s, host, c->srv->https_port);
-    weir_str path = weir_session_path(s);
-    char norm[4096];
-    size_t norm_len = weir__normalize_path(path, norm, sizeof(norm));
-    if (norm_len)
-        path = (weir_str){norm, norm_len};
-    c->loc = weir__router_match(c->srv->router, host, path);
+    c->loc = weir__router_match(c->srv->router, host, weir_session_path(s));
     if (!c->loc)
         return answer(s, 404, "Not Found");
     if (c->loc->echo)
@@ -245,9 +253,21 @@ static int request_filter(weir_session *s, void *ctx)
         if (c->grpc) /* a stream may be quiet for long: not the HTTP limits */
             weir_session_set_client_timeout(s, c->loc->grpc_idle_timeout_ms);
     }
-    if (c->loc->rewrite_re && rewrite(s, c->loc) != WEIR_OK) {
-        weir_log(WEIR_LEVEL_WARN, "location %s: rewrite produced an invalid target", c->loc->name);
-        return answer(s, 500, "Internal Server Error");
+    if (c->loc->rewrite_re) {
+        int rc = rewrite(s, c->loc);
+        weir_str id = weir_session_request_id(s);
+        if (rc == WEIR_ERR_NOMEM) {
+            weir_log(WEIR_LEVEL_WARN, "location %s: rewritten target over 8 KiB (request %.*s)",
+                     c->loc->name, (int)id.len, id.ptr);
+            return answer(s, 414, "URI Too Long");
+        }
+        if (rc != WEIR_OK) {
+            /* The captures come from the client's path: its request. */
+            weir_log(WEIR_LEVEL_WARN,
+                     "location %s: the rewritten target is not a safe path (request %.*s)",
+                     c->loc->name, (int)id.len, id.ptr);
+            return answer(s, 400, "Bad Request");
+        }
     }
     return WEIR_PHASE_CONTINUE;
 }
@@ -642,8 +662,7 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
             continue;
         server_app *sa = server_app_for(app, y, i);
         weir_proxy_options o = sa ? service_opts(sa, y) : y->opts;
-        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o)
-                    : WEIR_ERR_NOMEM;
+        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o) : WEIR_ERR_NOMEM;
         if (rc != WEIR_OK) {
             reload_error(errs_out,
                          "reload failed: cannot listen on the new addresses of "

@@ -329,66 +329,6 @@ static entry *table_match(const table *t, weir_str path)
     return best;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/*
- * The path as routing sees it: percent-encoded unreserved characters
- * decoded, "." and ".." segments resolved, repeated slashes merged. Without
- * this "/public/../admin" or "/%61dmin" would dodge an "/admin" location
- * while the backend serves /admin. Other escapes (%2F, %00...) stay as they
- * are. Returns the length written to out (out_len bytes at most), or 0 if
- * the path does not fit (it is then routed as received).
- */
-size_t weir__normalize_path(weir_str in, char *out, size_t out_len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < in.len; i++) {
-        char ch = in.ptr[i];
-        if (ch == '%' && i + 2 < in.len && hexval(in.ptr[i + 1]) >= 0 &&
-            hexval(in.ptr[i + 2]) >= 0) {
-            char d = (char)(hexval(in.ptr[i + 1]) * 16 + hexval(in.ptr[i + 2]));
-            if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') ||
-                d == '-' || d == '.' || d == '_' || d == '~') {
-                ch = d;
-                i += 2;
-            }
-        }
-        if (n == out_len)
-            return 0;
-        if (ch == '/' && n > 0 && out[n - 1] == '/')
-            continue; /* merge slashes */
-        out[n++] = ch;
-        /* A segment just ended (or the path did): resolve "." and "..". */
-        bool at_end = i + 1 == in.len;
-        if (ch == '/' || at_end) {
-            size_t seg_end = ch == '/' ? n - 1 : n; /* exclusive */
-            size_t seg_start = seg_end;
-            while (seg_start > 0 && out[seg_start - 1] != '/')
-                seg_start--;
-            size_t seg_len = seg_end - seg_start;
-            if (seg_len == 1 && out[seg_start] == '.') {
-                n = seg_start; /* drop "." (keep the slash before it) */
-            } else if (seg_len == 2 && out[seg_start] == '.' && out[seg_start + 1] == '.') {
-                /* drop ".." and the segment before it, never above the root */
-                size_t prev = seg_start > 0 ? seg_start - 1 : 0;
-                while (prev > 0 && out[prev - 1] != '/')
-                    prev--;
-                n = prev > 0 ? prev : (seg_start > 0 ? 1 : 0);
-            }
-        }
-    }
-    return n;
-}
-
 /* ---- hosts ---- */
 
 /* Lower-cases host into buf, dropping a port and a trailing dot. */

@@ -60,16 +60,6 @@ void weir__router_free(weir_router *r);
  * (without the query), or NULL if none matches. Any thread. */
 void *weir__router_match(const weir_router *r, weir_str host, weir_str path);
 
-/*
- * The path as routing should see it: percent-encoded unreserved characters
- * decoded, "." and ".." segments resolved, repeated slashes merged; other
- * escapes (%2F, %00, ...) kept. Without it "/public/../admin" or
- * "/%61dmin" would dodge an "/admin" location while the backend serves
- * /admin. Writes at most out_len bytes; returns the length, or 0 if the
- * path is empty or does not fit.
- */
-size_t weir__normalize_path(weir_str in, char *out, size_t out_len);
-
 /* Capture pairs of the per-thread match data (enough for rewrites). */
 #define WEIR_MAX_CAPTURES 64
 

@@ -119,6 +119,10 @@ const char *weir_h1_strerror(int result)
         return "Transfer-Encoding does not end in chunked";
     case WEIR_H1_E_TE_HTTP10:
         return "Transfer-Encoding in an HTTP/1.0 request";
+    case WEIR_H1_E_TE_INVALID:
+        return "invalid Transfer-Encoding";
+    case WEIR_H1_E_TE_UNSUPPORTED:
+        return "transfer coding other than chunked";
     case WEIR_CHUNK_E_SIZE:
         return "invalid chunk size";
     case WEIR_CHUNK_E_EXT:
@@ -430,6 +434,8 @@ typedef struct framing_headers {
     uint64_t cl;
     bool te_present;  /* a Transfer-Encoding field was seen */
     bool te_chunked;  /* ... and its last coding is chunked, applied once */
+    bool te_invalid;  /* strict: an element outside RFC 9112's grammar, or chunked twice */
+    bool te_other;    /* strict: a coding other than chunked */
     bool conn_close;  /* Connection: close */
     bool conn_keep;   /* Connection: keep-alive */
     bool conn_upgr;   /* Connection: upgrade */
@@ -439,12 +445,19 @@ typedef struct framing_headers {
 
 #define CL_MAX ((uint64_t)INT64_MAX) /* so that lengths also fit off_t */
 
-/* Folds one Content-Length field value, "1*DIGIT" or a list of them. */
-static int parse_content_length(weir_str v, framing_headers *fh)
+/* Folds one Content-Length field value, "1*DIGIT" or (not strict) a list
+ * of them. Strict: one field of one value, as nginx and HAProxy require of
+ * requests; a list of equal values is what a smuggler sends to find the
+ * hop that takes the first and the one that takes the last. */
+static int parse_content_length(weir_str v, framing_headers *fh, bool strict)
 {
     const char *p = v.ptr, *e = v.ptr + v.len;
     weir_str elem;
     if (!p)
+        return WEIR_H1_E_CL_INVALID;
+    if (strict && fh->cl_present)
+        return WEIR_H1_E_CL_MULTIPLE;
+    if (strict && memchr(v.ptr, ',', v.len))
         return WEIR_H1_E_CL_INVALID;
     while (list_next(&p, e, &elem)) {
         if (elem.len == 0)
@@ -464,7 +477,73 @@ static int parse_content_length(weir_str v, framing_headers *fh)
     return WEIR_OK;
 }
 
-static void scan_framing_headers(const weir_header *h, size_t n, framing_headers *fh)
+/* Skips a token; returns where it ends. */
+static const char *skip_token(const char *p, const char *e)
+{
+    while (p < e && IS(*p, C_TCHAR))
+        p++;
+    return p;
+}
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && IS(*p, C_WS))
+        p++;
+    return p;
+}
+
+/*
+ * RFC 9112 7 / RFC 9110 10.1.4: transfer-coding = token *( OWS ";" OWS
+ * token BWS "=" BWS ( token / quoted-string ) ). Returns false for anything
+ * else; *chunked says whether the coding is chunked.
+ */
+static bool te_element(weir_str elem, bool *chunked)
+{
+    const char *p = elem.ptr, *e = p + elem.len;
+    const char *name_end = skip_token(p, e);
+    if (name_end == p)
+        return false;
+    *chunked = ieq(p, (size_t)(name_end - p), "chunked");
+    p = name_end;
+    for (;;) {
+        p = skip_ws(p, e);
+        if (p == e)
+            return true;
+        if (*p++ != ';')
+            return false;
+        p = skip_ws(p, e);
+        const char *pn = p;
+        p = skip_token(p, e);
+        if (p == pn)
+            return false;
+        p = skip_ws(p, e);
+        if (p == e || *p++ != '=')
+            return false;
+        p = skip_ws(p, e);
+        if (p < e && *p == '"') {
+            for (p++;; p++) {
+                if (p == e)
+                    return false;
+                if (*p == '"')
+                    break;
+                if (*p == '\\') {
+                    if (++p == e || !IS(*p, C_VALUE))
+                        return false;
+                } else if (!IS(*p, C_QDTEXT)) {
+                    return false;
+                }
+            }
+            p++;
+        } else {
+            const char *pv = p;
+            p = skip_token(p, e);
+            if (p == pv)
+                return false;
+        }
+    }
+}
+
+static void scan_framing_headers(const weir_header *h, size_t n, framing_headers *fh, bool strict)
 {
     bool te_seen_chunked = false;
 
@@ -480,7 +559,7 @@ static void scan_framing_headers(const weir_header *h, size_t n, framing_headers
             if (!ieq(name.ptr, name.len, "content-length"))
                 break;
             if (fh->cl_status == WEIR_OK)
-                fh->cl_status = parse_content_length(v, fh);
+                fh->cl_status = parse_content_length(v, fh, strict);
             fh->cl_present = true;
             break;
         case 17:
@@ -488,9 +567,19 @@ static void scan_framing_headers(const weir_header *h, size_t n, framing_headers
                 break;
             fh->te_present = true;
             while (list_next(&p, e, &elem)) {
-                if (elem.len == 0)
+                bool chunked = false;
+                if (strict) {
+                    /* No empty elements either: ", chunked" and
+                     * "chunked," are spellings some hop reads otherwise. */
+                    if (!te_element(elem, &chunked) || (chunked && te_seen_chunked))
+                        fh->te_invalid = true;
+                    if (!chunked)
+                        fh->te_other = true;
+                } else if (elem.len == 0) {
                     continue; /* RFC 9110 5.6.1: empty list elements do not count */
-                bool chunked = ieq(elem.ptr, elem.len, "chunked");
+                } else {
+                    chunked = ieq(elem.ptr, elem.len, "chunked");
+                }
                 /* chunked applied twice is as bad as chunked not last */
                 fh->te_chunked = chunked && !te_seen_chunked;
                 te_seen_chunked = te_seen_chunked || chunked;
@@ -527,7 +616,7 @@ static bool keep_alive_default(int minor_version, const framing_headers *fh)
 int weir_h1_request_framing(const weir_h1_request *req, weir_h1_framing *out)
 {
     framing_headers fh;
-    scan_framing_headers(req->headers, req->n_headers, &fh);
+    scan_framing_headers(req->headers, req->n_headers, &fh, true);
 
     memset(out, 0, sizeof(*out));
     if (fh.te_present) {
@@ -538,8 +627,14 @@ int weir_h1_request_framing(const weir_h1_request *req, weir_h1_framing *out)
             return WEIR_H1_E_TE_HTTP10;
         if (fh.cl_present)
             return WEIR_H1_E_CL_AND_TE;
+        if (fh.te_invalid)
+            return WEIR_H1_E_TE_INVALID;
         if (!fh.te_chunked)
             return WEIR_H1_E_TE_NOT_CHUNKED;
+        /* "gzip, chunked": weir would decode the chunks and drop the
+         * coding; RFC 9112 6.1 says 501 for codings a server lacks. */
+        if (fh.te_other)
+            return WEIR_H1_E_TE_UNSUPPORTED;
         out->kind = WEIR_H1_BODY_CHUNKED;
     } else if (fh.cl_present) {
         if (fh.cl_status != WEIR_OK)
@@ -560,7 +655,7 @@ int weir_h1_response_framing(const weir_h1_response *resp, weir_str request_meth
                              weir_h1_framing *out)
 {
     framing_headers fh;
-    scan_framing_headers(resp->headers, resp->n_headers, &fh);
+    scan_framing_headers(resp->headers, resp->n_headers, &fh, false);
 
     memset(out, 0, sizeof(*out));
     /* Checked even when there is no body: the field is forwarded as is. */

@@ -98,6 +98,8 @@ enum weir_h1_framing_error {
     WEIR_H1_E_CL_MULTIPLE = -22,    /* several differing Content-Length values */
     WEIR_H1_E_TE_NOT_CHUNKED = -23, /* Transfer-Encoding whose last coding is not chunked */
     WEIR_H1_E_TE_HTTP10 = -24,      /* Transfer-Encoding in an HTTP/1.0 request */
+    WEIR_H1_E_TE_INVALID = -25,     /* request: outside RFC 9112's grammar, or chunked twice */
+    WEIR_H1_E_TE_UNSUPPORTED = -26, /* request: a coding besides chunked (answer 501) */
 };
 
 typedef struct weir_h1_framing {
@@ -111,8 +113,12 @@ typedef struct weir_h1_framing {
 /*
  * Decides the body framing of a parsed request (RFC 9112 6.1-6.3): chunked
  * if Transfer-Encoding ends in chunked, else Content-Length, else none.
- * Rejects every ambiguous case listed in weir_h1_framing_error: identical
- * repeated Content-Length values (also "5, 5" in one field) are accepted.
+ * Rejects every ambiguous case listed in weir_h1_framing_error, and more
+ * strictly than for responses: Content-Length must be one field of one
+ * value (a list, even "5, 5", or a repeated field is an error), and
+ * Transfer-Encoding must be a list of transfer-codings in RFC 9112's
+ * grammar (parameters allowed, no empty elements) whose last and only
+ * chunked is last.
  * expect_continue and upgrade are only set for HTTP/1.1 (RFC 9110 10.1.1,
  * 7.8: HTTP/1.0 recipients ignore them).
  * Returns WEIR_OK or a negative weir_h1_framing_error.

@@ -357,7 +357,7 @@ static void try_head(weir_h1s *h)
                 weir_h1_framing f;
                 int frc = weir_h1_request_framing(&r, &f);
                 if (frc < 0) {
-                    reject(h, 400, parse_error(frc));
+                    reject(h, frc == WEIR_H1_E_TE_UNSUPPORTED ? 501 : 400, parse_error(frc));
                     return;
                 }
                 const char *host_err = check_host(&r);

@@ -211,6 +211,7 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
     DEF(tunnel_idle_timeout_ms, 600000);
     DEF(max_header_bytes, 65536);
     DEF(max_headers, 100);
+    DEF(max_uri_bytes, 8192);
     DEF(tls_handshake_timeout_ms, 10000);
     DEF(h2_max_concurrent_streams, 128);
 #undef DEF

@@ -46,6 +46,7 @@
 #include "net/sock.h"
 #include "net/tls.h"
 #include "net/upstream.h"
+#include "proxy/request_gate.h"
 #include "proxy/service.h"
 
 #define MAX_SEGS 8
@@ -98,9 +99,13 @@ struct weir_session {
     weir_stream_origin origin; /* the connection or stream the request came on */
     weir_exchange *down;
     const struct sockaddr *client_addr;
-    char client_ip[48];
+    char client_ip[48]; /* the peer's, or the client a trusted proxy names */
     uint8_t client_ip_len;
-    SSL *down_ssl; /* the client connection's TLS, or NULL */
+    char peer_ip[48];
+    uint8_t peer_ip_len;
+    weir_str path;           /* the normalised path (request_gate.h) */
+    bool close_after;        /* neither connection carries another request */
+    SSL *down_ssl;           /* the client connection's TLS, or NULL */
     uint32_t client_idle_ms; /* weir_session_set_client_timeout; 0 = the service's */
 
     /* the upstream side */
@@ -244,7 +249,7 @@ static void release_upstream(weir_session *s, bool reusable)
     weir__timer_stop(s->loop, &s->up_timer);
     weir_conn *c = &s->up->conn;
     /* Bytes past the response mean the backend broke framing: no reuse. */
-    if (c->rbuf && c->rstart != c->rend)
+    if ((c->rbuf && c->rstart != c->rend) || s->close_after)
         reusable = false;
     if (s->resp.status && !s->generated && c->rbuf && !s->resp_buf)
         weir__conn_detach_rbuf(c, &s->resp_buf, &s->resp_buf_cap);
@@ -371,8 +376,7 @@ static void step_peer(weir_session *s)
     if (s->peer.h2 || (s->peer.h2_or_h1 && s->peer.tls && weir__h2u_usable(&s->peer))) {
         int err = 0;
         bool reused = false;
-        s->h2up = weir__h2u_open(s->loop, &s->peer, &s->arena, &s->resp, s, up_wake, &err,
-                                 &reused);
+        s->h2up = weir__h2u_open(s->loop, &s->peer, &s->arena, &s->resp, s, up_wake, &err, &reused);
         if (!s->h2up) {
             connect_failed(s, err);
             return;
@@ -417,8 +421,8 @@ static void step_connect(weir_session *s)
             /* The backend chose HTTP/2: the connection becomes the HTTP/2
              * client's, and this request its first stream. */
             int err = 0;
-            weir_h2us *h = weir__h2u_adopt(&s->up->conn, &s->peer, &s->arena, &s->resp, s,
-                                           up_wake, &err);
+            weir_h2us *h =
+                weir__h2u_adopt(&s->up->conn, &s->peer, &s->arena, &s->resp, s, up_wake, &err);
             weir__upconn_close(s->up, false); /* only its empty shell */
             s->up = NULL;
             if (!h) {
@@ -518,7 +522,7 @@ weir_str weir_session_request_id(weir_session *s)
     if (s->request_id.ptr)
         return s->request_id;
     weir_str given = weir_headers_get(&s->req.headers, "x-request-id");
-    if (given.ptr && given.len > 0 && given.len <= 200) {
+    if (given.ptr && weir__request_id_ok(given)) {
         s->request_id = given;
         return given;
     }
@@ -540,13 +544,19 @@ static int add_proxy_headers(weir_session *s)
          * is replaced). */
         weir_str id = weir_session_request_id(s);
         long i = weir__headers_find(h, "x-request-id", 0);
-        if (i < 0)
+        if (i < 0) {
             rc = weir__headers_push(h, WEIR_STR("X-Request-Id"), id);
-        else
+        } else {
             h->v[i].value = id;
+            /* One field: a second one would be a second opinion. */
+            for (long j; (j = weir__headers_find(h, "x-request-id", (size_t)i + 1)) >= 0;)
+                h->v[j] = h->v[--h->n];
+        }
     }
     if (rc == WEIR_OK && !o->no_forwarded_headers) {
-        rc = append_list(s, "X-Forwarded-For", s->client_ip, s->client_ip_len);
+        /* The client's own identity fields went at the gate, so what is
+         * found here was set by the application. */
+        rc = append_list(s, "X-Forwarded-For", s->peer_ip, s->peer_ip_len);
         if (rc == WEIR_OK && weir__headers_find(h, "x-real-ip", 0) < 0)
             rc = weir__headers_push(h, WEIR_STR("X-Real-IP"),
                                     (weir_str){s->client_ip, s->client_ip_len});
@@ -774,6 +784,9 @@ static void step_proxy(weir_session *s)
         fail(s, 502, "upstream switched protocols without being asked");
         return;
     }
+    /* Before any filter adds a field: the backend's Connection header can
+     * only name fields the backend sent. */
+    weir__gate_response(&s->resp);
     set_state(s, SS_RESP_HEAD);
 }
 
@@ -811,7 +824,8 @@ static void step_resp_head(weir_session *s)
     /* A response written before the request body was read (an early
      * answer, an error) ends the connection: the rest of the body is
      * drained and dropped, not parsed as a request. */
-    s->resp.close = s->generated && !s->req_pump.done && s->req.body != WEIR_BODY_NONE;
+    s->resp.close =
+        (s->generated && !s->req_pump.done && s->req.body != WEIR_BODY_NONE) || s->close_after;
     int rc = s->down->ops->write_head(s->down, &s->resp);
     if (rc < 0) {
         s->error = "cannot serialize the response head";
@@ -956,8 +970,8 @@ static int splice_dir(weir_session *s, int d, weir_conn *src, weir_conn *dst, we
 static void step_tunnel(weir_session *s)
 {
     if (s->splicing) {
-        int up = s->half_closed ? WEIR_DONE
-                                : splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
+        int up =
+            s->half_closed ? WEIR_DONE : splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
         if (up == WEIR_DONE && !s->half_closed) {
             s->half_closed = true;
             shutdown(s->up->conn.io.fd, SHUT_WR);
@@ -1088,7 +1102,8 @@ static int set_generated_grpc(weir_session *s, int status, const void *text, siz
     if (weir__headers_push(&s->resp.headers, WEIR_STR("Content-Type"),
                            WEIR_STR("application/grpc")) < 0 ||
         weir__headers_push(&s->resp.headers, WEIR_STR("grpc-status"),
-                           (weir_str){weir__arena_dup(&s->arena, code, (size_t)cl), (size_t)cl}) < 0 ||
+                           (weir_str){weir__arena_dup(&s->arena, code, (size_t)cl), (size_t)cl}) <
+            0 ||
         weir__headers_push(&s->resp.headers, WEIR_STR("grpc-message"), (weir_str){msg, m}) < 0)
         return WEIR_ERR_NOMEM;
     s->gen_body = WEIR_STR_NULL;
@@ -1167,10 +1182,11 @@ static void fail(weir_session *s, int status, const char *reason)
     char ip[64];
     memcpy(ip, s->client_ip, s->client_ip_len);
     ip[s->client_ip_len] = '\0';
-    weir_log_warn("client %s: \"%.*s %.*s\": %d: %s%s%s", ip, (int)s->req.method.len,
+    weir_str id = weir_session_request_id(s);
+    weir_log_warn("client %s: \"%.*s %.*s\": %d: %s%s%s (request %.*s)", ip, (int)s->req.method.len,
                   s->req.method.ptr, (int)(s->req.target.len > 200 ? 200 : s->req.target.len),
                   s->req.target.ptr, status, reason, s->have_peer ? ", upstream " : "",
-                  s->have_peer ? up_addr(s) : "");
+                  s->have_peer ? up_addr(s) : "", (int)id.len, id.ptr);
     if (s->resp_started) {
         set_state(s, SS_DONE);
         return;
@@ -1489,7 +1505,8 @@ static void finish(weir_session *s)
         access_log(s, &st);
     if (ops->free_ctx)
         ops->free_ctx(s->svc->app, s->ctx);
-    bool reuse = !s->failed || (s->generated && s->resp_started && !s->client_aborted);
+    bool reuse =
+        (!s->failed || (s->generated && s->resp_started && !s->client_aborted)) && !s->close_after;
     if (s->origin.done)
         s->origin.done(s->origin.owner, reuse && !s->client_aborted);
     free_session(s);
@@ -1527,12 +1544,29 @@ static void stream_start(void *stream, weir_exchange *x, uint32_t head_len,
     s->origin = *o;
     s->client_addr = o->peer;
     s->down_ssl = o->ssl;
-    s->client_ip_len = (uint8_t)weir__addr_format_ip(o->peer, s->client_ip, sizeof(s->client_ip));
+    const weir_proxy_options *opts = &s->svc->opts;
+    s->peer_ip_len = (uint8_t)weir__addr_format_ip(o->peer, s->peer_ip, sizeof(s->peer_ip));
+    bool trusted = weir__cidr_match(opts->trusted_proxies, opts->n_trusted_proxies, o->peer);
+    size_t n = trusted ? weir__gate_forwarded_client(&s->req.headers, opts, s->client_ip,
+                                                     sizeof(s->client_ip))
+                       : 0;
+    if (n == 0) {
+        memcpy(s->client_ip, s->peer_ip, s->peer_ip_len);
+        n = s->peer_ip_len;
+    }
+    s->client_ip_len = (uint8_t)n;
+    weir_gate g;
+    weir__gate_request(&s->req, &s->arena, opts, trusted, &g);
+    s->path = g.path;
+    s->up_target = g.fwd_target;
+    s->close_after = g.close;
     s->req_pump.src = x;
     s->resp_pump.dst = x;
     s->state = SS_EARLY;
     if (s->svc->ops->new_ctx)
         s->ctx = s->svc->ops->new_ctx(s, s->svc->app);
+    if (g.status)
+        fail(s, g.status, g.reason); /* no phase sees the request; logging does */
     run(s);
 }
 
@@ -1586,6 +1620,8 @@ weir_str weir_session_target(const weir_session *s)
 
 weir_str weir_session_path(const weir_session *s)
 {
+    if (s->path.ptr)
+        return s->path;
     const char *q = memchr(s->req.target.ptr, '?', s->req.target.len);
     return (weir_str){s->req.target.ptr, q ? (size_t)(q - s->req.target.ptr) : s->req.target.len};
 }
@@ -1612,10 +1648,15 @@ int weir_session_set_target(weir_session *s, const char *target, size_t len)
         if (c <= 0x20 || c == 0x7f)
             return WEIR_ERR_INVAL;
     }
-    char *t = weir__arena_dup(&s->arena, target, len);
-    if (!t)
+    const char *why;
+    weir_str norm;
+    int rc = weir__gate_target(&s->arena, (weir_str){target, len}, !s->svc->opts.keep_slashes,
+                               &norm, &why);
+    if (rc != WEIR_OK)
+        return rc;
+    if (norm.ptr == target && !(norm.ptr = weir__arena_dup(&s->arena, target, len)))
         return WEIR_ERR_NOMEM;
-    s->up_target = (weir_str){t, len};
+    s->up_target = norm;
     return WEIR_OK;
 }
 
@@ -1649,6 +1690,11 @@ const struct sockaddr *weir_session_client_addr(const weir_session *s)
 weir_str weir_session_client_ip(const weir_session *s)
 {
     return (weir_str){s->client_ip, s->client_ip_len};
+}
+
+weir_str weir_session_peer_ip(const weir_session *s)
+{
+    return (weir_str){s->peer_ip, s->peer_ip_len};
 }
 
 void weir_session_set_client_timeout(weir_session *s, uint32_t ms)

@@ -196,26 +196,3 @@ Test(route, many_prefixes_stay_correct)
     cr_assert_null(weir__router_match(r, WEIR_STR("h"), WEIR_STR("/nosvc")));
     weir__router_free(r);
 }
-
-Test(route, path_normalization)
-{
-    static const struct {
-        const char *in, *out;
-    } cases[] = {
-        {"/a/b", "/a/b"},       {"/a//b", "/a/b"},         {"/a/./b", "/a/b"},
-        {"/a/../b", "/b"},      {"/../b", "/b"},           {"/public/../admin", "/admin"},
-        {"/%61dmin", "/admin"}, {"/a/%2e%2E/b", "/b"},     {"/a/.", "/a/"},
-        {"/a/..", "/"},         {"/a%2Fb", "/a%2Fb"},      {"/.hidden", "/.hidden"},
-        {"/a/..b", "/a/..b"},   {"/a/b/../../../c", "/c"}, {"/%7euser", "/~user"},
-        {"/x%2", "/x%2"},       {"/x%zz", "/x%zz"},        {"//", "/"},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char out[64];
-        size_t n =
-            weir__normalize_path((weir_str){cases[i].in, strlen(cases[i].in)}, out, sizeof(out));
-        cr_expect(n == strlen(cases[i].out) && memcmp(out, cases[i].out, n) == 0,
-                  "%s -> '%.*s', want %s", cases[i].in, (int)n, out, cases[i].out);
-    }
-    char small[4];
-    cr_assert_eq(weir__normalize_path(WEIR_STR("/longer"), small, sizeof(small)), 0);
-}
