@@ -293,7 +293,8 @@ static void try_head(weir_h1s *h)
 {
     weir_conn *c = &h->conn;
     for (;;) {
-        if (c->rend > 0 && h->cfg->h2c && !c->ssl && h->list->h2 && c->rbuf[0] == 'P') {
+        bool h2c = h->cfg->h2c && !c->ssl && h->list->h2;
+        if (c->rend > 0 && h2c && c->rbuf[0] == 'P') {
             /* HTTP/2 with prior knowledge starts with its preface. */
             uint32_t n = c->rend < WEIR_H2_PREFACE_LEN ? c->rend : WEIR_H2_PREFACE_LEN;
             if (memcmp(c->rbuf, WEIR_H2_PREFACE, n) == 0) {
@@ -339,6 +340,16 @@ static void try_head(weir_h1s *h)
             }
             if (rc == WEIR_H1_E_TOO_MANY_HEADERS) {
                 reject(h, 431, "too many header fields");
+                return;
+            }
+            if (rc == WEIR_H1_E_VERSION && h2c) {
+                /* Neither HTTP/1.0 nor 1.1 on a port that also speaks HTTP/2
+                 * with prior knowledge: a wrong HTTP/2 preface ("PRI *
+                 * HTTP/2.0" with the rest wrong; h2spec sends "INVALID
+                 * CONNECTION PREFACE"). nghttp2 answers it with
+                 * GOAWAY(PROTOCOL_ERROR) (RFC 9113 3.4), which such a client
+                 * reads, where a 505 would be taken for a garbled frame. */
+                switch_to_h2(h);
                 return;
             }
             if (rc == WEIR_H1_E_VERSION) {

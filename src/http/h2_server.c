@@ -7,6 +7,12 @@
  * must not be re-entered from its own calls: so inside callbacks streams
  * are only marked, and marked streams are woken after the connection's
  * work is done, from a deferred task.
+ *
+ * nghttp2 silently ignores a HEADERS frame on a stream id it no longer
+ * knows, since it cannot tell a stream it reset (where a late frame is
+ * legal) from one never opened. This file remembers the latest client
+ * stream ids (recent_ids below) and makes the connection error RFC 9113
+ * asks for itself.
  */
 #include "http/h2_server.h"
 
@@ -35,6 +41,19 @@
 #define MAX_PINGS 100    /* PING frames */
 #define MAX_EMPTY 100    /* DATA frames without data or end, PRIORITY, empty CONTINUATION */
 
+/*
+ * What is known of the last RECENT_IDS client stream ids (odd ids, so ids
+ * max_client_id - 2 * RECENT_IDS + 1 ..max_client_id), for a HEADERS that
+ * comes on an id nghttp2 has closed or never opened.
+ */
+#define RECENT_IDS 256
+enum {
+    ID_SEEN = 1,        /* a HEADERS opening it arrived (nghttp2 may have ignored it) */
+    ID_OPENED = 2,      /* nghttp2 opened it (on_begin_headers) */
+    ID_RESET_SENT = 4,  /* we sent RST_STREAM on it */
+    ID_RESET_RECVD = 8, /* the client sent RST_STREAM on it */
+};
+
 typedef struct weir_h2s weir_h2s;
 
 struct weir_h2c {
@@ -51,7 +70,9 @@ struct weir_h2c {
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     } peer;
-    weir_h2_out out; /* frames from nghttp2 not yet written */
+    weir_h2_out out;                /* frames from nghttp2 not yet written */
+    int32_t max_client_id;          /* highest stream id a client HEADERS used */
+    uint8_t recent_ids[RECENT_IDS]; /* ID_* flags of the client ids up to max_client_id */
     uint64_t flood_start;
     uint32_t n_resets, n_settings, n_pings, n_empty;
     int depth;       /* > 0 while inside nghttp2 or our io handling */
@@ -72,19 +93,19 @@ struct weir_h2s {
     bool ws;           /* a WebSocket tunnel over this stream */
     uint32_t head_bytes;
     uint32_t n_cookies;
-    bool too_large;   /* header list over the limits: answered 431 */
-    bool started;     /* the session runs */
+    bool too_large; /* header list over the limits: answered 431 */
+    bool started;   /* the session runs */
     bool session_done;
     bool ng_closed; /* nghttp2 closed the stream */
     bool reset;     /* the stream ended before the session finished */
     bool in_end;    /* the request body is complete */
     bool head_sent;
-    bool no_body; /* the response has no body (HEAD, 204, 304) */
-    bool wake;    /* wake the session after the current work */
+    bool no_body;       /* the response has no body (HEAD, 204, 304) */
+    bool wake;          /* wake the session after the current work */
     bool rst_after_end; /* stop the client's body (RST NO_ERROR) after our END_STREAM */
     uint64_t in_limit;
-    weir_h2_inbuf in;  /* request body received, not yet passed on */
-    weir_h2_outq out;  /* response body queued by the session */
+    weir_h2_inbuf in; /* request body received, not yet passed on */
+    weir_h2_outq out; /* response body queued by the session */
 };
 
 static weir_pool_class h2c_class, h2s_class;
@@ -162,8 +183,7 @@ static int x_read_head(weir_exchange *x, weir_msg *m)
     return WEIR_ERR_INVAL; /* downstream: the head came with the stream */
 }
 
-static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
-                       weir_str *trailers)
+static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n, weir_str *trailers)
 {
     weir_h2s *s = (weir_h2s *)x;
     *n = 0;
@@ -191,8 +211,8 @@ static void x_consume_body(weir_exchange *x)
     }
 }
 
-static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user);
+static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *user);
 
 static int x_write_head(weir_exchange *x, const weir_msg *m)
 {
@@ -226,8 +246,8 @@ static int x_write_head(weir_exchange *x, const weir_msg *m)
         s->x.bytes_out += h->name.len + h->value.len + 4;
     }
     bool head = s->req && s->req->method.len == 4 && memcmp(s->req->method.ptr, "HEAD", 4) == 0;
-    s->no_body = !ws_ok && (m->body == WEIR_BODY_NONE || head || m->status == 204 ||
-                            m->status == 304);
+    s->no_body =
+        !ws_ok && (m->body == WEIR_BODY_NONE || head || m->status == 204 || m->status == 304);
     if (m->body == WEIR_BODY_KNOWN) {
         s->out.sized = true;
         s->out.left = m->content_length;
@@ -322,8 +342,8 @@ static const weir_exchange_ops h2s_ops = {
 };
 
 /* The data provider: copies queued slices into DATA frames. */
-static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user)
+static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *user)
 {
     weir_h2s *s = src->ptr;
     bool moved;
@@ -351,11 +371,91 @@ static bool flooded(weir_h2c *c, uint32_t *counter, uint32_t max, const char *wh
     return true;
 }
 
+/* The recent_ids slot of client stream id `id`, or NULL for an id that is
+ * not a client's, not used yet, or too old to be remembered. */
+static uint8_t *recent_id(weir_h2c *c, int32_t id)
+{
+    if (id <= 0 || !(id & 1) || id > c->max_client_id || c->max_client_id - id >= 2 * RECENT_IDS)
+        return NULL;
+    return &c->recent_ids[((uint32_t)id >> 1) % RECENT_IDS];
+}
+
+/* A HEADERS with a new highest id: the ids it skips are never used (RFC
+ * 9113 5.1.1 closes them), and their slots still hold older ids' flags. */
+static void note_new_id(weir_h2c *c, int32_t id)
+{
+    int64_t from = c->max_client_id ? (int64_t)c->max_client_id + 2 : 1;
+    c->max_client_id = id;
+    for (int64_t i = from, n = 0; i <= id && n < RECENT_IDS; i += 2, n++)
+        c->recent_ids[((uint64_t)i >> 1) % RECENT_IDS] = 0;
+    *recent_id(c, id) = ID_SEEN;
+}
+
+/*
+ * A HEADERS on a client id at or below the highest one used, on no stream
+ * nghttp2 still has, is either a frame RFC 9113 says to ignore (5.1: on a
+ * stream we reset, the client may not have seen our RST_STREAM yet; 6.8:
+ * on a stream nghttp2 ignored after our GOAWAY) or a connection error:
+ * PROTOCOL_ERROR for an id that was never used (5.1.1), STREAM_CLOSED for
+ * a stream the client closed itself (5.1; a stream error, which 5.4.1
+ * lets us treat as a connection error, as nghttp2 does for streams it
+ * still remembers). An id too old to be remembered is ignored, as nghttp2
+ * would: a late trailer of a stream we reset must not end the connection.
+ * Trailers on an open or half-closed stream are not looked at here.
+ */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user)
+{
+    weir_h2c *c = user;
+    int32_t id = hd->stream_id;
+    if (hd->type == NGHTTP2_RST_STREAM) {
+        /* Noted here: nghttp2 reports no RST_STREAM on a stream it closed. */
+        uint8_t *slot = recent_id(c, id);
+        if (slot)
+            *slot |= ID_RESET_RECVD;
+        return 0;
+    }
+    if (hd->type != NGHTTP2_HEADERS || !(id & 1))
+        return 0; /* stream 0 and even ids: nghttp2 rejects them itself */
+    if (id > c->max_client_id) {
+        note_new_id(c, id);
+        return 0;
+    }
+    /* nghttp2 keeps some closed streams (for priorities): ask the state. */
+    nghttp2_stream *ns = nghttp2_session_find_stream(ng, id);
+    int state = ns ? (int)nghttp2_stream_get_state(ns) : NGHTTP2_STREAM_STATE_CLOSED;
+    if (state != NGHTTP2_STREAM_STATE_CLOSED && state != NGHTTP2_STREAM_STATE_IDLE)
+        return 0; /* open or half-closed: trailers, or nghttp2's own checks */
+    uint8_t *slot = recent_id(c, id);
+    uint8_t st = slot ? *slot : ID_RESET_SENT;
+    uint32_t code = NGHTTP2_STREAM_CLOSED;
+    const char *why;
+    if (st & ID_RESET_RECVD)
+        why = "HEADERS on a stream it reset";
+    else if (st & ID_RESET_SENT)
+        return 0;
+    else if (st & ID_OPENED)
+        why = "HEADERS on a closed stream";
+    else if (st & ID_SEEN)
+        return 0;
+    else {
+        code = NGHTTP2_PROTOCOL_ERROR;
+        why = "HEADERS with a stream id lower than one it used";
+    }
+    char ip[64];
+    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    weir_log_info("client %s: HTTP/2 stream %d: %s: connection error", ip, id, why);
+    nghttp2_session_terminate_session(ng, code);
+    return 0;
+}
+
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
     weir_h2c *c = user;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    uint8_t *slot = recent_id(c, f->hd.stream_id);
+    if (slot)
+        *slot |= ID_OPENED;
     weir_h2s *s = weir__pool_get(h2s_class);
     if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -400,8 +500,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     s->head_bytes += (uint32_t)(namelen + valuelen + 4);
     if (s->started) {
         /* Trailers of the request body, kept as HTTP/1 lines. */
-        if (weir__h2_in_trailer(&s->in, name, namelen, value, valuelen,
-                                c->cfg->max_header_bytes) < 0)
+        uint32_t max = c->cfg->max_header_bytes;
+        if (weir__h2_in_trailer(&s->in, name, namelen, value, valuelen, max) < 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         return 0;
     }
@@ -522,8 +622,8 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
     if (m->method.len == 7 && memcmp(m->method.ptr, "CONNECT", 7) == 0) {
         if (s->protocol.len != 9 || strncasecmp(s->protocol.ptr, "websocket", 9) != 0 ||
             !m->target.len) {
-            weir_log_warn("client %s: HTTP/2 stream %d: 405: only CONNECT for WebSocket "
-                          "(RFC 8441) is supported", ip, s->id);
+            weir_log_warn("client %s: HTTP/2 stream %d: 405: %s", ip, s->id,
+                          "only CONNECT for WebSocket (RFC 8441) is supported");
             answer_now(c, s->id, "405");
             return;
         }
@@ -568,15 +668,16 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
     }
     s->x.bytes_in += s->head_bytes;
     s->started = true;
-    weir_stream_origin o = {.owner = s, .done = stream_done, .peer = &c->peer.sa, .ssl = c->conn.ssl};
+    weir_stream_origin o = {
+        .owner = s, .done = stream_done, .peer = &c->peer.sa, .ssl = c->conn.ssl};
     c->cfg->handler->stream_start(s->stream, &s->x, s->head_bytes, &o);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
     weir_h2c *c = user;
-    weir_h2s *s = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id)
-                                  : NULL;
+    weir_h2s *s =
+        f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
@@ -673,6 +774,14 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void
  * reset earlier could overtake the response. */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
+        /* Ours or nghttp2's own (refused, malformed): frames the client
+         * sent before seeing it must be ignored (on_begin_frame). */
+        uint8_t *slot = recent_id(user, f->hd.stream_id);
+        if (slot)
+            *slot |= ID_RESET_SENT;
+        return 0;
+    }
     if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
         (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS))
         return 0;
@@ -757,8 +866,10 @@ static bool recv_frames(weir_h2c *c)
         char ip[64];
         weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
         weir_log_info("client %s: HTTP/2 connection error: %s", ip, nghttp2_strerror(rc));
-        if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rc == NGHTTP2_ERR_FLOODED)
+        if (rc == NGHTTP2_ERR_FLOODED)
             return false;
+        /* A bad client preface too: the GOAWAY (after our SETTINGS) tells an
+         * HTTP/2 client why, where a bare close does not (RFC 9113 3.4). */
         nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
     return true;
@@ -878,6 +989,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
         close_h2c(c);
         return rc < 0 ? rc : -ENOMEM;
     }
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -911,15 +1023,28 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     weir__timer_start(c->conn.loop, &c->timer, cfg->keepalive_timeout_ms, idle_timeout);
-    /* Bytes already read (the preface, maybe more) go to nghttp2 first. */
+    /* Bytes already read (the preface, maybe more) go to nghttp2 first. A
+     * connection error here (a wrong preface on an h2c port, handed over by
+     * h1_server.c) sends its GOAWAY at once: the client may have closed its
+     * side already, and the next read would then close ours first. */
     weir_conn *cn = &c->conn;
     if (cn->rend > cn->rstart) {
         ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)cn->rbuf + cn->rstart,
                                                 cn->rend - cn->rstart);
         cn->rstart = cn->rend = 0;
         if (used < 0) {
-            close_h2c(c);
-            return -EPROTO;
+            char ip[64];
+            weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+            weir_log_info("client %s: HTTP/2 connection error: %s", ip,
+                          nghttp2_strerror((int)used));
+            if (used == NGHTTP2_ERR_FLOODED) {
+                close_h2c(c);
+                return -EPROTO;
+            }
+            nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
+            c->depth++;
+            send_frames(c);
+            c->depth--;
         }
     }
     weir__conn_release_rbuf(cn);
@@ -940,8 +1065,8 @@ void weir__h2c_list_goaway(weir_h2c_list *list)
         if (!c->goaway) {
             c->goaway = true;
             nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(c->ng),
-                                  NGHTTP2_NO_ERROR, NULL, 0);
+                                  nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
+                                  NULL, 0);
             kick(c);
         }
         c = next;
