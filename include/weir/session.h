@@ -42,6 +42,9 @@ weir_str weir_session_target(const weir_session *s);
 weir_str weir_session_path(const weir_session *s);
 /* The query part after '?', without it; empty if none. */
 weir_str weir_session_query(const weir_session *s);
+/* The target sent (or to be sent) upstream: the client's with its path
+ * normalised, or what weir_session_set_target set. */
+weir_str weir_session_upstream_target(const weir_session *s);
 /* HTTP version of the client's request: 10, 11 or 20. */
 int weir_session_http_version(const weir_session *s);
 /*

@@ -23,6 +23,9 @@ enum part_kind {
     P_WHEN,
     P_PROTOCOL,
     P_REQUEST_ID,
+    P_UPSTREAM_URI,
+    P_LOCATION,
+    P_PEER_IP,
     P_JSON, /* the whole line as a JSON object */
     P_REQ_HEADER,
     P_RESP_HEADER,
@@ -56,6 +59,9 @@ static const struct {
     {"when", P_WHEN},
     {"protocol", P_PROTOCOL},
     {"request_id", P_REQUEST_ID},
+    {"upstream_uri", P_UPSTREAM_URI},
+    {"location", P_LOCATION},
+    {"peer_ip", P_PEER_IP},
 };
 
 static const struct {
@@ -251,8 +257,10 @@ static void put_fmt(out *o, const char *fmt, double v)
 }
 
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
-                               const weir_session_stats *st, char *buf, size_t buf_len)
+                               const weir_session_stats *st, const char *location, char *buf,
+                               size_t buf_len)
 {
+    weir_str loc = location ? (weir_str){location, strlen(location)} : WEIR_STR("-");
     out o = {buf, 0, buf_len};
     char tmp[64];
     for (size_t i = 0; i < log->n; i++) {
@@ -314,6 +322,15 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
         case P_REQUEST_ID:
             put_str(&o, weir_session_request_id(s));
             break;
+        case P_UPSTREAM_URI:
+            put_str(&o, weir_session_upstream_target(s));
+            break;
+        case P_LOCATION:
+            put_str(&o, loc);
+            break;
+        case P_PEER_IP:
+            put_str(&o, weir_session_peer_ip(s));
+            break;
         case P_JSON: {
             struct timespec ts;
             struct tm tm;
@@ -330,6 +347,12 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
             put_json_str(&o, weir_session_method(s));
             PUT_LIT(&o, ",\"uri\":");
             put_json_str(&o, weir_session_target(s));
+            PUT_LIT(&o, ",\"upstream_uri\":");
+            put_json_str(&o, weir_session_upstream_target(s));
+            PUT_LIT(&o, ",\"location\":");
+            put_json_str(&o, loc);
+            PUT_LIT(&o, ",\"peer_ip\":");
+            put_json_str(&o, weir_session_peer_ip(s));
             PUT_LIT(&o, ",\"protocol\":");
             put_json_str(&o, v == 20   ? WEIR_STR("HTTP/2.0")
                              : v == 10 ? WEIR_STR("HTTP/1.0")

@@ -3,7 +3,11 @@
  *
  * A format is "off", "json" (one JSON object per line), a preset ("main",
  * "combined", "common", "short") or a template with {client_ip},
- * {method}, {uri}, {path}, {query}, {protocol} ("HTTP/1.1"), {request_id},
+ * {method}, {uri} (as the client sent it), {path} (normalised),
+ * {upstream_uri} (the target sent upstream, rewritten and normalised),
+ * {location} (the matched location's name, "-" if none), {peer_ip} (the
+ * connection's address when {client_ip} comes from a trusted proxy's
+ * X-Forwarded-For), {query}, {protocol} ("HTTP/1.1"), {request_id},
  * {status},
  * {upstream_addr}, {latency} (ms), {upstream_latency} (ms), {size} (bytes
  * sent), {when} (RFC 3339 time), {request_header:NAME},
@@ -25,8 +29,10 @@ typedef struct weir_access_log weir_access_log;
 weir_access_log *weir__access_log_compile(const char *format, char *err, size_t err_len);
 void weir__access_log_free(weir_access_log *log);
 
-/* Renders one line for the session into buf; returns its length. */
+/* Renders one line for the session (routed to `location`, NULL if none)
+ * into buf; returns its length. */
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
-                               const weir_session_stats *st, char *buf, size_t buf_len);
+                               const weir_session_stats *st, const char *location, char *buf,
+                               size_t buf_len);
 
 #endif

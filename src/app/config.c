@@ -630,6 +630,27 @@ static bool valid_token(const char *s)
     return true;
 }
 
+/*
+ * Fields a header rule may not touch: the codecs write framing and
+ * connection fields themselves, so a rule setting Content-Length would
+ * make the peer wait for a body that never comes, and one removing
+ * Connection would do nothing. Host may be set (a backend's virtual
+ * host), never added or removed.
+ */
+static const char *forbidden_field(const char *name, bool is_set_on_request)
+{
+    static const char *const never[] = {"content-length", "transfer-encoding", "connection",
+                                        "keep-alive",     "proxy-connection",  "te",
+                                        "trailer",        "upgrade",           NULL};
+    for (size_t i = 0; never[i]; i++) {
+        if (strcasecmp(name, never[i]) == 0)
+            return "a framing or hop-by-hop field, which weir writes itself";
+    }
+    if (strcasecmp(name, "host") == 0 && !is_set_on_request)
+        return "Host (only proxy_set_headers may change it)";
+    return NULL;
+}
+
 /* "Name: value" strings (set/add) or "Name" strings (remove). */
 static void load_headers(loader *ld, const weir_toml_value *t, const char *key, const char *section,
                          bool with_value, weir_cfg_headers *out)
@@ -655,6 +676,12 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
             value++;
         if (!valid_token(s)) {
             weir__cfg_err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
+            continue;
+        }
+        const char *why = forbidden_field(s, strcmp(key, "proxy_set_headers") == 0);
+        if (why) {
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: '%s' cannot be changed by a header rule: %s",
+                             key, section, s, why);
             continue;
         }
         bool bad_value = false;
@@ -808,6 +835,10 @@ static const char *const server_keys[] = {"addr",
                                           "h2c",
                                           "h2_max_concurrent_streams",
                                           "tunnel_idle_timeout",
+                                          "trusted_proxies",
+                                          "merge_slashes",
+                                          "underscores_in_headers",
+                                          "max_uri_size",
                                           NULL};
 
 int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out)
@@ -986,6 +1017,30 @@ static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_valu
     }
 }
 
+/* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
+static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
+                                 const char *section)
+{
+    size_t n = 0;
+    int line = 0;
+    char **items = weir__cfg_get_string_list(ld, t, "trusted_proxies", section, &n, &line);
+    if (!items)
+        return;
+    if (n > WEIR_MAX_TRUSTED_PROXIES)
+        weir__cfg_err_at(ld, line, "'trusted_proxies' in [%s]: at most %d entries", section,
+                         WEIR_MAX_TRUSTED_PROXIES);
+    for (size_t i = 0; i < n && i < WEIR_MAX_TRUSTED_PROXIES; i++) {
+        if (weir_cidr_parse(items[i], &o->trusted_proxies[o->n_trusted_proxies]) != WEIR_OK)
+            weir__cfg_err_at(ld, line,
+                             "'trusted_proxies' in [%s]: '%s' is not an address or CIDR block "
+                             "(\"10.0.0.0/8\", \"2001:db8::/32\", \"127.0.0.1\")",
+                             section, items[i]);
+        else
+            o->n_trusted_proxies++;
+    }
+    weir__cfg_free_list(items, n);
+}
+
 static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t, char ***loc_names,
                         size_t *n_loc_names, int *loc_line)
 {
@@ -1043,6 +1098,16 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
                              section);
         o->max_header_bytes = (uint32_t)size;
     }
+    if (weir__cfg_get_size(ld, t, "max_uri_size", section, 1024 * 1024, &size)) {
+        if (size < 256)
+            weir__cfg_err_at(ld, s->line, "'max_uri_size' in [%s] must be at least 256", section);
+        o->max_uri_bytes = (uint32_t)size;
+    }
+    bool merge = true;
+    if (weir__cfg_get_bool(ld, t, "merge_slashes", section, &merge))
+        o->keep_slashes = !merge;
+    weir__cfg_get_bool(ld, t, "underscores_in_headers", section, &o->underscores_in_headers);
+    load_trusted_proxies(ld, o, t, section);
     int64_t v;
     if (weir__cfg_get_int(ld, t, "max_headers", section, 1, 1000, &v))
         o->max_headers = (uint32_t)v;

@@ -4,6 +4,7 @@
  * kind, keyed like the file's keys; durations in milliseconds (`*_ms`).
  * Secrets (the admin token) are never written out.
  */
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -142,6 +143,19 @@ static json_t *server_json(const weir_cfg_server *s)
     json_object_set_new(o, "max_header_size", json_integer(p->max_header_bytes));
     json_object_set_new(o, "max_headers", json_integer(p->max_headers));
     json_object_set_new(o, "max_body_size", json_integer((json_int_t)p->max_body_bytes));
+    json_object_set_new(o, "max_uri_size",
+                        json_integer(p->max_uri_bytes ? p->max_uri_bytes : 8192));
+    json_object_set_new(o, "merge_slashes", json_boolean(!p->keep_slashes));
+    json_object_set_new(o, "underscores_in_headers", json_boolean(p->underscores_in_headers));
+    json_t *tp = json_array();
+    for (uint32_t i = 0; tp && i < p->n_trusted_proxies; i++) {
+        const weir_cidr *c = &p->trusted_proxies[i];
+        char addr[INET6_ADDRSTRLEN], text[INET6_ADDRSTRLEN + 8];
+        inet_ntop(c->family, c->addr, addr, sizeof(addr));
+        snprintf(text, sizeof(text), "%s/%u", addr, c->prefix_len);
+        json_array_append_new(tp, json_string(text));
+    }
+    json_object_set_new(o, "trusted_proxies", tp ? tp : json_array());
     return o;
 }
 

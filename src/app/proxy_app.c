@@ -494,7 +494,8 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
     if (!c || !c->srv || !c->srv->access_log || !c->sa->logger)
         return;
     char line[4096];
-    size_t n = weir__access_log_render(c->srv->access_log, s, st, line, sizeof(line));
+    size_t n = weir__access_log_render(c->srv->access_log, s, st, c->loc ? c->loc->name : NULL,
+                                       line, sizeof(line));
     weir_logger_write(c->sa->logger, line, n);
 }
 
@@ -544,9 +545,43 @@ static bool has_addr(const weir_cfg_server *s, const char *addr)
     return false;
 }
 
+/* The key of the first server setting that differs (these are fixed for
+ * a listener's life), or NULL. Field by field: a memcmp would also compare
+ * padding. */
+static const char *opts_change(const weir_proxy_options *x, const weir_proxy_options *y)
+{
+#define SAME(field, key)                                                                           \
+    if (x->field != y->field)                                                                      \
+    return key
+    SAME(client_header_timeout_ms, "client_header_timeout");
+    SAME(client_body_timeout_ms, "client_body_timeout");
+    SAME(keepalive_timeout_ms, "keepalive_timeout");
+    SAME(send_timeout_ms, "send_timeout");
+    SAME(tunnel_idle_timeout_ms, "tunnel_idle_timeout");
+    SAME(max_header_bytes, "max_header_size");
+    SAME(max_headers, "max_headers");
+    SAME(max_body_bytes, "max_body_size");
+    SAME(max_uri_bytes, "max_uri_size");
+    SAME(keep_slashes, "merge_slashes");
+    SAME(underscores_in_headers, "underscores_in_headers");
+    SAME(tls_handshake_timeout_ms, "tls_handshake_timeout");
+    SAME(h2c, "h2c");
+    SAME(h2_max_concurrent_streams, "h2_max_concurrent_streams");
+    SAME(n_trusted_proxies, "trusted_proxies");
+#undef SAME
+    for (uint32_t i = 0; i < x->n_trusted_proxies; i++) {
+        const weir_cidr *a = &x->trusted_proxies[i], *b = &y->trusted_proxies[i];
+        if (a->family != b->family || a->prefix_len != b->prefix_len ||
+            memcmp(a->addr, b->addr, sizeof(a->addr)) != 0)
+            return "trusted_proxies";
+    }
+    return NULL;
+}
+
 /* What a reload cannot take while running (listeners can come and go;
- * these cannot): NULL if nothing. */
-static const char *unsupported_change(const weir_config *a, const weir_config *b)
+ * these cannot): NULL if nothing. The text names the server and key. */
+static const char *unsupported_change(const weir_config *a, const weir_config *b, char *buf,
+                                      size_t len)
 {
     for (size_t i = 0; i < b->n_servers; i++) {
         const weir_cfg_server *y = &b->servers[i], *x = server_named(a, y->name);
@@ -554,12 +589,15 @@ static const char *unsupported_change(const weir_config *a, const weir_config *b
             continue;
         const char *fx = x->access_log ? (x->access_log_file ? x->access_log_file : "-") : "";
         const char *fy = y->access_log ? (y->access_log_file ? y->access_log_file : "-") : "";
-        if (strcmp(fx, fy) != 0)
-            return "an access log was turned on, off or moved";
-        if (memcmp(&x->opts, &y->opts, sizeof(x->opts)) != 0)
-            return "server timeouts or limits changed";
-        if ((x->tls.n_certs > 0) != (y->tls.n_certs > 0))
-            return "TLS was turned on or off for a server";
+        const char *key = strcmp(fx, fy) != 0               ? "access_log or access_log_file"
+                          : opts_change(&x->opts, &y->opts) ? opts_change(&x->opts, &y->opts)
+                          : (x->tls.n_certs > 0) != (y->tls.n_certs > 0)
+                              ? "certificates (TLS on or off)"
+                              : NULL;
+        if (key) {
+            snprintf(buf, len, "'%s' of [servers.%s] changed", key, y->name);
+            return buf;
+        }
     }
     const char *ax = a->admin.addr ? a->admin.addr : "", *ay = b->admin.addr ? b->admin.addr : "";
     if (strcmp(ax, ay) != 0)
@@ -740,7 +778,8 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         return WEIR_ERR_INVAL;
     }
     weir_config *old = atomic_load(&app->current);
-    const char *why = unsupported_change(old, nc);
+    char why_buf[256];
+    const char *why = unsupported_change(old, nc, why_buf, sizeof(why_buf));
     if (why) {
         reload_error(errs_out,
                      "reload of %s refused: %s; that needs a restart or a binary upgrade "

@@ -66,8 +66,10 @@ static bool end_segment(char *out, size_t *n, bool *dropped)
 }
 
 /* After normalising: a "." or ".." segment once encoded slashes and
- * backslashes count as separators ("/static/..%2Fadmin"). Backends that
- * decode %2F (nginx, many frameworks) or treat '\' as '/' would climb. */
+ * backslashes count as separators ("/static/..%2Fadmin"), or once a
+ * segment's ";parameters" are cut ("/static/..;/admin"). Backends that
+ * decode %2F (nginx, many frameworks), treat '\' as '/' (IIS, some Java
+ * servers) or drop path parameters (Tomcat) would climb. */
 static bool hidden_dot_segment(const char *p, size_t n)
 {
     size_t seg = 0;
@@ -81,7 +83,8 @@ static bool hidden_dot_segment(const char *p, size_t n)
             sep = 3;
         if (!sep)
             continue;
-        size_t len = i - seg;
+        const char *semi = memchr(p + seg, ';', i - seg);
+        size_t len = semi ? (size_t)(semi - (p + seg)) : i - seg;
         if ((len == 1 && p[seg] == '.') || (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
             return true;
         i += sep - 1;
@@ -130,7 +133,7 @@ size_t weir__path_normalize(weir_str in, bool merge_slashes, char *out, const ch
         } else if (ch <= 0x20 || ch == 0x7f) {
             *why = "a control character in the path";
             return 0;
-        } else if (ch == '\\') {
+        } else if (ch == '\\' || ch == ';') {
             hidden_sep = true;
         }
         if (ch == '/' && n > 0) {
@@ -175,6 +178,12 @@ int weir__gate_target(weir_arena *a, weir_str target, bool merge_slashes, weir_s
 {
     const char *q = memchr(target.ptr, '?', target.len);
     weir_str path = {target.ptr, q ? (size_t)(q - target.ptr) : target.len};
+    if (q && memchr(q, '#', target.len - path.len)) {
+        /* RFC 9112 3.2: a fragment is never sent; backends disagree on
+         * whether what follows is part of the query. */
+        *why = "a fragment in the request target";
+        return WEIR_ERR_INVAL;
+    }
     if (plainly_normal(path)) {
         *out = target;
         return WEIR_OK;

@@ -1634,6 +1634,11 @@ weir_str weir_session_query(const weir_session *s)
     return (weir_str){q + 1, s->req.target.len - (size_t)(q + 1 - s->req.target.ptr)};
 }
 
+weir_str weir_session_upstream_target(const weir_session *s)
+{
+    return s->up_target.ptr ? s->up_target : s->req.target;
+}
+
 int weir_session_http_version(const weir_session *s)
 {
     return s->req.version;

@@ -144,7 +144,7 @@ def test_access_log_move_is_refused(backend, start_proc, tmp_path):
     path.write_text(config(port, [a.addr], extra_server='access_log = "main"\n'))
     w.signal(signal.SIGHUP)
     assert wait_log(w, "reload of"), w.stderr()
-    assert "access log" in w.stderr()
+    assert "access_log" in w.stderr()
     assert B.get(port).status == 200
 
 

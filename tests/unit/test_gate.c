@@ -46,6 +46,8 @@ Test(gate, path_normalization)
         {"/caf\xc3\xa9", "/caf\xc3\xa9"},
         {"/", "/"},
         {"/a/.../b", "/a/.../b"},
+        {"/a;v=1/b", "/a;v=1/b"},
+        {"/a/..x;y/b", "/a/..x;y/b"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char out[64];
@@ -104,6 +106,7 @@ Test(gate, target_keeps_the_query)
     cr_assert_eq(weir__gate_target(&a, plain, true, &out, &why), WEIR_OK);
     cr_expect_eq(out.ptr, plain.ptr, "a normal path is not copied");
     cr_expect_eq(weir__gate_target(&a, WEIR_STR("/../x?q"), true, &out, &why), WEIR_ERR_INVAL);
+    cr_expect_eq(weir__gate_target(&a, WEIR_STR("/x?q#frag"), true, &out, &why), WEIR_ERR_INVAL);
     weir__arena_reset(&a);
 }
 
