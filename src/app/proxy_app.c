@@ -188,7 +188,8 @@ static int rewrite(weir_session *s, const weir_cfg_location *l)
         return WEIR_ERR_NOMEM;
     if (rc < 0)
         return WEIR_ERR_INVAL;
-    if (query.len) {
+    weir_str target = weir_session_target(s);
+    if (memchr(target.ptr, '?', target.len)) { /* "?" alone is kept too */
         out[out_len++] = '?';
         memcpy(out + out_len, query.ptr, query.len);
         out_len += query.len;
