@@ -411,14 +411,26 @@ static long pick(weir_upstream *u, const lb_snapshot *s, uint64_t key, const uin
                  size_t n_avoid)
 {
     switch (u->opts.algo) {
-    case WEIR_LB_ROUND_ROBIN:
+    case WEIR_LB_ROUND_ROBIN: {
+        /* A new turn per try spreads a dead backend's share evenly over
+         * the others. But other threads take turns too, so these turns can
+         * all land on dead backends (a 503 with a healthy backend up): then
+         * walk the schedule once from the last turn, which must find any
+         * usable backend. */
+        uint64_t k = 0;
         for (size_t t = 0; t < s->rr_period; t++) {
-            uint64_t k = atomic_fetch_add_explicit(&u->rr_next, 1, memory_order_relaxed);
+            k = atomic_fetch_add_explicit(&u->rr_next, 1, memory_order_relaxed);
             long i = s->rr_seq[k % s->rr_period];
             if (ok(s->v[i], avoid, n_avoid))
                 return i;
         }
-        return -1;
+        for (size_t t = 1; t < s->rr_period; t++) {
+            long i = s->rr_seq[(k + t) % s->rr_period];
+            if (ok(s->v[i], avoid, n_avoid))
+                return i;
+        }
+        break;
+    }
     case WEIR_LB_RANDOM:
         for (int t = 0; t < AVOID_TRIES; t++) {
             long i = weighted_random(s);
