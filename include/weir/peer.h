@@ -42,8 +42,20 @@ typedef struct weir_peer {
     uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
     uint32_t keepalive;          /* idle connections kept for this peer (shared pool); preset to the
                                     service's upstream_keepalive, 0 = never pool */
-    void *user;                  /* the application's own pointer, e.g. its backend */
+    /* Failures besides a failed connect and a reset before the response
+     * that fail_to_connect is asked about (WEIR_RETRY_* bits; 0 = none).
+     * Only while no request body byte has been sent. */
+    uint8_t retry_on;
+    void *user; /* the application's own pointer, e.g. its backend */
 } weir_peer;
+
+/* weir_peer.retry_on bits. */
+enum {
+    WEIR_RETRY_TIMEOUT = 1, /* no response byte within read_timeout */
+    WEIR_RETRY_502 = 2,     /* the backend answered with this status: if a */
+    WEIR_RETRY_503 = 4,     /* retry follows, its response is dropped; if */
+    WEIR_RETRY_504 = 8,     /* not, it goes to the client as usual */
+};
 
 /*
  * Sets peer->addr from "ip:port" or "[ipv6]:port" (numeric; no DNS on the

@@ -47,7 +47,19 @@ typedef struct weir_session_stats {
     int64_t connect_time_us;   /* TCP connect of the last attempt; 0 for a reused connection */
     const char *upstream_addr; /* "ip:port" of the last peer tried, or "-" */
     const char *error;         /* why the request failed, or NULL */
-    bool client_aborted;       /* the client went away before the end */
+    bool client_aborted;       /* the client went away before the end (status 499 if no
+                                  response had started) */
+    /*
+     * How the session ended, as HAProxy's termination state: who ended
+     * it, then when. Who: '-' normally, 'C' the client closed or reset,
+     * 'c' the client timed out, 'S' the backend failed (refused, reset,
+     * closed early, a truncated or malformed response), 's' the backend
+     * timed out, 'P' weir refused the request or a phase failed, 'K'
+     * shutdown. When: 'R' the request (before a backend was chosen), 'C'
+     * connecting, 'H' waiting for the response head, 'D' the response
+     * body, 'T' a tunnel; '-' with who '-'.
+     */
+    char termination[3];
 } weir_session_stats;
 
 typedef struct weir_proxy_ops {
@@ -96,9 +108,12 @@ typedef struct weir_proxy_ops {
      * failed (-ECONNREFUSED, -ETIMEDOUT, ...), or the backend reset or
      * closed the connection (-ECONNRESET, -EPIPE) before any response byte
      * and before any request body byte was consumed, so the request can be
-     * sent again unchanged. Return true to retry: upstream_peer runs again
-     * (choose another peer). `attempt` is 1 for the first failure. Never
-     * called once response bytes reached the client. Default: no retry.
+     * sent again unchanged; or, if peer->retry_on asked for them, no
+     * response came within read_timeout (-ETIMEDOUT) or the backend
+     * answered 502/503/504 (error 0). weir_session_failure() tells which.
+     * Return true to retry: upstream_peer runs again (choose another
+     * peer). `attempt` is 1 for the first failure. Never called once
+     * response bytes reached the client. Default: no retry.
      */
     bool (*fail_to_connect)(weir_session *s, void *ctx, const weir_peer *peer, int error,
                             int attempt);

@@ -45,6 +45,16 @@ weir_str weir_session_query(const weir_session *s);
 /* The target sent (or to be sent) upstream: the client's with its path
  * normalised, or what weir_session_set_target set. */
 weir_str weir_session_upstream_target(const weir_session *s);
+/* What failed when fail_to_connect is called (and stays until the next
+ * attempt fails). */
+typedef enum weir_failure {
+    WEIR_FAILURE_NONE = 0,
+    WEIR_FAILURE_CONNECT, /* connecting (TCP or TLS) failed or timed out */
+    WEIR_FAILURE_RESET,   /* the backend reset or closed before any response byte */
+    WEIR_FAILURE_TIMEOUT, /* no response byte within read_timeout (peer.retry_on) */
+    WEIR_FAILURE_STATUS,  /* the backend answered 502, 503 or 504 (peer.retry_on) */
+} weir_failure;
+weir_failure weir_session_failure(const weir_session *s);
 /* HTTP version of the client's request: 10, 11 or 20. */
 int weir_session_http_version(const weir_session *s);
 /*

@@ -26,6 +26,7 @@ enum part_kind {
     P_UPSTREAM_URI,
     P_LOCATION,
     P_PEER_IP,
+    P_TERMINATION,
     P_JSON, /* the whole line as a JSON object */
     P_REQ_HEADER,
     P_RESP_HEADER,
@@ -62,6 +63,7 @@ static const struct {
     {"upstream_uri", P_UPSTREAM_URI},
     {"location", P_LOCATION},
     {"peer_ip", P_PEER_IP},
+    {"termination", P_TERMINATION},
 };
 
 static const struct {
@@ -331,6 +333,9 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
         case P_PEER_IP:
             put_str(&o, weir_session_peer_ip(s));
             break;
+        case P_TERMINATION:
+            put(&o, st->termination, 2);
+            break;
         case P_JSON: {
             struct timespec ts;
             struct tm tm;
@@ -370,6 +375,8 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
             put_json_str(&o, weir_headers_get(rq, "user-agent"));
             PUT_LIT(&o, ",\"referer\":");
             put_json_str(&o, weir_headers_get(rq, "referer"));
+            PUT_LIT(&o, ",\"termination\":");
+            put_json_str(&o, (weir_str){st->termination, 2});
             if (st->error) {
                 PUT_LIT(&o, ",\"error\":");
                 put_json_str(&o, (weir_str){st->error, strlen(st->error)});

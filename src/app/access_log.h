@@ -7,7 +7,8 @@
  * {upstream_uri} (the target sent upstream, rewritten and normalised),
  * {location} (the matched location's name, "-" if none), {peer_ip} (the
  * connection's address when {client_ip} comes from a trusted proxy's
- * X-Forwarded-For), {query}, {protocol} ("HTTP/1.1"), {request_id},
+ * X-Forwarded-For), {termination} (two letters, HAProxy's termination
+ * state: weir_session_stats.termination), {query}, {protocol} ("HTTP/1.1"), {request_id},
  * {status},
  * {upstream_addr}, {latency} (ms), {upstream_latency} (ms), {size} (bytes
  * sent), {when} (RFC 3339 time), {request_header:NAME},

@@ -168,6 +168,8 @@ static const char *const upstream_keys[] = {"addrs",
                                             "idle_timeout",
                                             "keepalive",
                                             "max_retries",
+                                            "retry_on",
+                                            "retry_timeout",
                                             "max_fails",
                                             "fail_timeout",
                                             "sticky_cookie",
@@ -185,6 +187,44 @@ static const char *const upstream_keys[] = {"addrs",
                                             "client_cert",
                                             "alpn",
                                             NULL};
+
+/* retry_on = ["connect", "reset", "timeout", "502", "503", "504",
+ * "non_idempotent"]: which failures send a request to another backend
+ * (nginx's proxy_next_upstream, HAProxy's retry-on). */
+static void load_retry_on(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                          const char *section)
+{
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } kinds[] = {{"connect", WEIR_CFG_RETRY_CONNECT},
+                 {"reset", WEIR_CFG_RETRY_RESET},
+                 {"timeout", WEIR_CFG_RETRY_TIMEOUT},
+                 {"502", WEIR_CFG_RETRY_502},
+                 {"503", WEIR_CFG_RETRY_503},
+                 {"504", WEIR_CFG_RETRY_504},
+                 {"non_idempotent", WEIR_CFG_RETRY_NON_IDEMPOTENT}};
+    u->retry_on = WEIR_CFG_RETRY_CONNECT | WEIR_CFG_RETRY_RESET | WEIR_CFG_RETRY_TIMEOUT;
+    size_t n = 0;
+    int line = 0;
+    char **items = weir__cfg_get_string_list(ld, t, "retry_on", section, &n, &line);
+    if (!items)
+        return;
+    u->retry_on = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        while (k < sizeof(kinds) / sizeof(kinds[0]) && strcmp(items[i], kinds[k].name) != 0)
+            k++;
+        if (k == sizeof(kinds) / sizeof(kinds[0]))
+            weir__cfg_err_at(ld, line,
+                             "'retry_on' in [%s]: unknown '%s' (connect, reset, timeout, 502, 503, "
+                             "504 or non_idempotent)",
+                             section, items[i]);
+        else
+            u->retry_on |= kinds[k].bit;
+    }
+    weir__cfg_free_list(items, n);
+}
 
 /* "round_robin", "random", "least_conn", "p2c", "hash:KEY" (Ketama) or
  * "maglev:KEY", KEY one of ip, uri, path, header:NAME, cookie:NAME,
@@ -476,6 +516,8 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     u->max_retries = 2;
     if (weir__cfg_get_int(ld, t, "max_retries", section, 0, 100, &iv))
         u->max_retries = (uint32_t)iv;
+    load_retry_on(ld, u, t, section);
+    weir__cfg_get_duration(ld, t, "retry_timeout", section, 3600000, false, &u->retry_timeout_ms);
     uint32_t max_fails = 3, fail_timeout_ms = 10000;
     if (weir__cfg_get_int(ld, t, "max_fails", section, 0, 1000, &iv))
         max_fails = (uint32_t)iv;

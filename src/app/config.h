@@ -58,7 +58,7 @@ typedef struct weir_cfg_cert {
     int line;
     char *cert, *key, *chain; /* files; chain may be NULL */
     int cert_line, key_line, chain_line;
-    char **domains;           /* names it serves; none = from the certificate */
+    char **domains; /* names it serves; none = from the certificate */
     size_t n_domains;
     bool is_default; /* 'default = true' */
 } weir_cfg_cert;
@@ -77,6 +77,17 @@ typedef struct weir_cfg_tls {
     bool client_verify_optional;
 } weir_cfg_tls;
 
+/* retry_on = [...] of an upstream. */
+enum {
+    WEIR_CFG_RETRY_CONNECT = 1,
+    WEIR_CFG_RETRY_RESET = 2,
+    WEIR_CFG_RETRY_TIMEOUT = 4,
+    WEIR_CFG_RETRY_502 = 8,
+    WEIR_CFG_RETRY_503 = 16,
+    WEIR_CFG_RETRY_504 = 32,
+    WEIR_CFG_RETRY_NON_IDEMPOTENT = 64, /* timeouts and statuses for any method */
+};
+
 struct weir_cfg_upstream {
     char *name;
     int line;
@@ -89,12 +100,14 @@ struct weir_cfg_upstream {
     size_t n_backends;
     weir_lb_algo algo;
     weir_hash_key hash_key;
-    char *hash_name;     /* header/cookie/query name for those keys */
-    char *sticky_cookie; /* sticky sessions by this cookie, or NULL */
-    uint32_t max_retries; /* other backends tried after a failure [2] */
-    weir_upstream *lb;   /* the library upstream: members, selection, health */
-    weir_health_check hc; /* active check (hc.kind NONE = none) */
-    uint32_t connection_timeout_ms;       /* 0 = server/library default */
+    char *hash_name;                /* header/cookie/query name for those keys */
+    char *sticky_cookie;            /* sticky sessions by this cookie, or NULL */
+    uint32_t max_retries;           /* other backends tried after a failure [2] */
+    uint32_t retry_on;              /* WEIR_CFG_RETRY_* bits [connect, reset, timeout] */
+    uint32_t retry_timeout_ms;      /* no new attempt this long after the request began; 0 = none */
+    weir_upstream *lb;              /* the library upstream: members, selection, health */
+    weir_health_check hc;           /* active check (hc.kind NONE = none) */
+    uint32_t connection_timeout_ms; /* 0 = server/library default */
     uint32_t total_connection_timeout_ms; /* whole set-up incl. TLS handshake; 0 = none */
     uint32_t read_timeout_ms;
     uint32_t write_timeout_ms;

@@ -31,6 +31,7 @@ enum kind {
     K_UP_LATENCY,  /* histogram: upstream */
     K_CONNECT,     /* histogram: upstream, new connections only */
     K_BYTES,       /* v[0] in, v[1] out: server */
+    K_TERM,        /* counter: server, upstream, termination state (not "--") */
 };
 
 /* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
@@ -184,6 +185,19 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
     if (bytes) {
         bump(&bytes->v[0], st->bytes_received);
         bump(&bytes->v[1], st->bytes_sent);
+    }
+    if (st->termination[0] != '-') {
+        /* A 200 cut short by the backend is not a success: counted here
+         * by how it ended (HAProxy's termination state). */
+        const weir_cfg_upstream *tu = loc ? loc->upstream : NULL;
+        label_value(uv, sizeof(uv), tu ? tu->name : "");
+        uint32_t k =
+            (uint32_t)(unsigned char)st->termination[0] << 8 | (unsigned char)st->termination[1];
+        series *t =
+            find(b, K_TERM, srv, tu, k, "server=\"%s\",upstream=\"%s\",termination=\"%.2s\"", sv,
+                 uv, st->termination);
+        if (t)
+            bump(&t->v[0], 1);
     }
     if (loc)
         observe(find(b, K_LOC_LATENCY, loc, NULL, 0, "location=\"%s\"", lv), st->request_time_us);
@@ -387,6 +401,14 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "class.\n# TYPE weir_requests_total counter\n");
     for (size_t i = 0; i < n; i++)
         emit(&o, "weir_requests_total{%s} %llu\n", v[i].labels, (unsigned long long)v[i].v[0]);
+    free(v);
+    n = gather(K_TERM, &v);
+    emit(&o, "# HELP weir_requests_terminated_total Requests that did not end normally, by "
+             "HAProxy-style termination state (who, when).\n"
+             "# TYPE weir_requests_terminated_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        emit(&o, "weir_requests_terminated_total{%s} %llu\n", v[i].labels,
+             (unsigned long long)v[i].v[0]);
     free(v);
     n = gather(K_BYTES, &v);
     emit(&o, "# HELP weir_received_bytes_total Request bytes received from clients.\n"

@@ -96,8 +96,10 @@ typedef struct req_ctx {
     weir_backend *backend;     /* the backend of the current attempt (a reference) */
     uint64_t tried[MAX_TRIED]; /* ids of backends that failed this request */
     size_t n_tried;
-    bool set_sticky; /* the response sets the sticky cookie */
-    bool grpc;       /* a gRPC request on a location with grpc_idle_timeout */
+    weir_backend *next; /* chosen for a retry after a 5xx status (a reference), or NULL */
+    uint64_t start_ms;  /* for retry_timeout (set only when it is) */
+    bool set_sticky;    /* the response sets the sticky cookie */
+    bool grpc;          /* a gRPC request on a location with grpc_idle_timeout */
 } req_ctx;
 
 static int answer(weir_session *s, int status, const char *text)
@@ -151,6 +153,8 @@ static void free_ctx(void *app, void *ctx)
         return;
     if (c->backend) /* logging did not run (cannot happen) or failed early */
         weir_backend_done(c->backend, WEIR_BACKEND_NOT_RELEVANT);
+    if (c->next)
+        weir_backend_done(c->next, WEIR_BACKEND_NOT_RELEVANT);
     weir__config_unref(c->cfg);
 }
 
@@ -248,6 +252,8 @@ static int request_filter(weir_session *s, void *ctx)
         return echo(s, c);
     if (c->loc->has_max_body)
         weir_session_set_body_limit(s, c->loc->client_max_body_size);
+    if (c->loc->upstream && c->loc->upstream->retry_timeout_ms)
+        c->start_ms = mono_ms();
     if (c->loc->grpc_idle_timeout_ms) {
         weir_str ct = weir_headers_get(weir_session_req_headers(s), "content-type");
         c->grpc = ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0;
@@ -361,6 +367,37 @@ static weir_backend *sticky_backend(weir_session *s, const weir_cfg_upstream *u)
     return weir_upstream_find(u->lb, id);
 }
 
+/* RFC 9110 9.2.2: sending these twice does what sending them once does. */
+static bool idempotent(weir_str m)
+{
+    static const char *const v[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (m.len == strlen(v[i]) && memcmp(m.ptr, v[i], m.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The failures beyond connect and reset the library asks about: a timeout
+ * or a 5xx may mean the backend did the work, so only idempotent requests
+ * are sent again unless non_idempotent says otherwise (as nginx). */
+static uint8_t retry_bits(weir_session *s, const weir_cfg_upstream *u)
+{
+    if (u->max_retries == 0 ||
+        (!(u->retry_on & WEIR_CFG_RETRY_NON_IDEMPOTENT) && !idempotent(weir_session_method(s))))
+        return 0;
+    uint8_t r = 0;
+    if (u->retry_on & WEIR_CFG_RETRY_TIMEOUT)
+        r |= WEIR_RETRY_TIMEOUT;
+    if (u->retry_on & WEIR_CFG_RETRY_502)
+        r |= WEIR_RETRY_502;
+    if (u->retry_on & WEIR_CFG_RETRY_503)
+        r |= WEIR_RETRY_503;
+    if (u->retry_on & WEIR_CFG_RETRY_504)
+        r |= WEIR_RETRY_504;
+    return r;
+}
+
 static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
 {
     req_ctx *c = ctx;
@@ -368,9 +405,10 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     const weir_cfg_upstream *u = l ? l->upstream : NULL;
     if (!u || !u->lb)
         return answer(s, 503, "Service Unavailable");
-    weir_backend *b = NULL;
+    weir_backend *b = c->next; /* a retry after a 5xx status chose it already */
+    c->next = NULL;
     bool from_cookie = false;
-    if (u->sticky_cookie && c->n_tried == 0) {
+    if (!b && u->sticky_cookie && c->n_tried == 0) {
         b = sticky_backend(s, u);
         from_cookie = b != NULL;
     }
@@ -379,7 +417,10 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     /* Any backend but the cookie's (first pick or a retry) re-pins the client. */
     c->set_sticky = u->sticky_cookie && !from_cookie;
     if (!b) {
-        /* Nothing usable: at once 503, or 502 after this request's failures. */
+        /* Nothing usable: at once 503, or after this request's failures
+         * what the last one was: 504 for a timeout, else 502. */
+        if (c->n_tried && weir_session_failure(s) == WEIR_FAILURE_TIMEOUT)
+            return answer(s, 504, "Gateway Timeout");
         if (c->n_tried)
             return answer(s, 502, "Bad Gateway");
         return answer(s, 503, "Service Unavailable");
@@ -409,6 +450,7 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
         peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
+    peer->retry_on = retry_bits(s, u);
     peer->h2 = u->h2;
     peer->h2_or_h1 = u->h2_or_h1;
     if (u->tls) {
@@ -431,8 +473,27 @@ static bool fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, i
         weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
         c->backend = NULL;
     }
+    if (!u || (uint32_t)attempt > u->max_retries || c->n_tried >= MAX_TRIED)
+        return false;
+    weir_failure kind = weir_session_failure(s);
+    uint32_t need = kind == WEIR_FAILURE_CONNECT   ? WEIR_CFG_RETRY_CONNECT
+                    : kind == WEIR_FAILURE_RESET   ? WEIR_CFG_RETRY_RESET
+                    : kind == WEIR_FAILURE_TIMEOUT ? WEIR_CFG_RETRY_TIMEOUT
+                    : kind == WEIR_FAILURE_STATUS
+                        ? WEIR_CFG_RETRY_502 | WEIR_CFG_RETRY_503 | WEIR_CFG_RETRY_504
+                        : 0;
+    if (!(u->retry_on & need))
+        return false;
+    if (u->retry_timeout_ms && mono_ms() - c->start_ms >= u->retry_timeout_ms)
+        return false;
+    if (kind == WEIR_FAILURE_STATUS) {
+        /* The backend's answer is dropped only if another backend takes
+         * the request; else the client gets that answer. */
+        c->next = weir_upstream_select(u->lb, hash_key(s, u), c->tried, c->n_tried);
+        return c->next != NULL;
+    }
     /* upstream_peer picks another backend, each at most once. */
-    return u && (uint32_t)attempt <= u->max_retries && c->n_tried < MAX_TRIED;
+    return true;
 }
 
 static void connected_to_upstream(weir_session *s, void *ctx, const weir_peer *peer, bool reused)
@@ -484,9 +545,10 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
     if (c && c->backend) {
         /* Passive health: 5xx answers and upstream errors count as failures;
          * a client that left says nothing about the backend. */
-        weir_backend_outcome o = st->client_aborted  ? WEIR_BACKEND_NOT_RELEVANT
-                                 : st->status >= 500 ? WEIR_BACKEND_FAILED
-                                                     : WEIR_BACKEND_OK;
+        bool upstream_fault = st->termination[0] == 'S' || st->termination[0] == 's';
+        weir_backend_outcome o = st->client_aborted                    ? WEIR_BACKEND_NOT_RELEVANT
+                                 : st->status >= 500 || upstream_fault ? WEIR_BACKEND_FAILED
+                                                                       : WEIR_BACKEND_OK;
         weir_backend_done(c->backend, o);
         c->backend = NULL;
     }

@@ -122,6 +122,8 @@ struct weir_session {
     bool failed;
     bool client_aborted;
     const char *error;
+    weir_failure failure; /* of the last failed attempt */
+    char term[2];         /* termination state (weir_session_stats), 0 until decided */
 
     weir_timer up_timer;
     weir_timer client_timer;

@@ -158,17 +158,102 @@ static void up_bind(weir_session *s)
     s->resp_pump.src = s->upex;
 }
 
-static void connect_failed(weir_session *s, int err)
+/* When the session ended, for its termination state. */
+static char term_when(const weir_session *s)
+{
+    switch (s->state) {
+    case SS_EARLY:
+    case SS_REQUEST:
+        return 'R';
+    case SS_PEER:
+    case SS_CONNECT:
+        return 'C';
+    case SS_UP_FILTER:
+    case SS_PROXY:
+        return 'H';
+    case SS_TUNNEL:
+        return 'T';
+    default:
+        return 'D';
+    }
+}
+
+/* Records who ended the session (the first cause wins). */
+static void terminate(weir_session *s, char who)
+{
+    if (s->term[0])
+        return;
+    s->term[0] = who;
+    s->term[1] = term_when(s);
+}
+
+static const char *failure_text(weir_failure kind)
+{
+    switch (kind) {
+    case WEIR_FAILURE_CONNECT:
+        return "connect failed";
+    case WEIR_FAILURE_RESET:
+        return "closed before the response";
+    case WEIR_FAILURE_TIMEOUT:
+        return "no response within read_timeout";
+    case WEIR_FAILURE_STATUS:
+        return "answered";
+    default:
+        return "failed";
+    }
+}
+
+/*
+ * An attempt failed in a way that lets the request go elsewhere
+ * unchanged: asks fail_to_connect (Pingora's retry on a connect failure or
+ * a reset before the response; nginx's proxy_next_upstream for timeouts
+ * and statuses). One log line per failed attempt, with the backend, the
+ * cause and what happens next. Returns true if the application wants
+ * another attempt: the caller releases the upstream and calls
+ * go_back_to_peer().
+ */
+static bool want_retry(weir_session *s, weir_failure kind, int err)
 {
     const weir_proxy_ops *ops = s->svc->ops;
-    release_upstream(s, false);
     s->attempts++;
-    weir_log_warn("upstream %s: connect failed: %s (attempt %d)", up_addr(s),
-                  err == -EPROTO && s->peer.tls ? "TLS handshake failed" : strerror(-err),
-                  s->attempts);
-    if (ops->fail_to_connect && s->attempts < MAX_ATTEMPTS &&
-        ops->fail_to_connect(s, s->ctx, &s->peer, err, s->attempts)) {
-        set_state(s, SS_PEER);
+    s->failure = kind;
+    bool again = ops->fail_to_connect && s->attempts < MAX_ATTEMPTS &&
+                 ops->fail_to_connect(s, s->ctx, &s->peer, err, s->attempts);
+    char cause[96];
+    if (kind == WEIR_FAILURE_STATUS)
+        snprintf(cause, sizeof(cause), "%d", s->resp.status);
+    else
+        snprintf(cause, sizeof(cause), "%s",
+                 err == -EPROTO && s->peer.tls ? "TLS handshake failed" : strerror(-err));
+    weir_str id = weir_session_request_id(s);
+    weir_log_warn("upstream %s: %s: %s (attempt %d, request %.*s)%s", up_addr(s),
+                  failure_text(kind), cause, s->attempts, (int)id.len, id.ptr,
+                  again ? ": retrying" : "");
+    return again;
+}
+
+/* The response broke off after it started: the client gets a cut
+ * connection, the error log the backend, the client and the request. */
+static void log_mid_response(weir_session *s)
+{
+    weir_str id = weir_session_request_id(s);
+    weir_log_warn("upstream %s: %s (client %.*s, request %.*s)", up_addr(s), s->error,
+                  (int)s->client_ip_len, s->client_ip, (int)id.len, id.ptr);
+}
+
+static void go_back_to_peer(weir_session *s)
+{
+    s->req_head_sent = false;
+    s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    s->state = SS_PEER; /* back to a state already passed: not a set_state move */
+    s->sub = 0;
+}
+
+static void connect_failed(weir_session *s, int err)
+{
+    release_upstream(s, false);
+    if (want_retry(s, WEIR_FAILURE_CONNECT, err)) {
+        go_back_to_peer(s);
         return;
     }
     fail(s, 502, err == -ETIMEDOUT ? "upstream connect timed out" : "upstream connect failed");
@@ -177,24 +262,39 @@ static void connect_failed(weir_session *s, int err)
 /*
  * The backend reset or closed the connection before any response byte.
  * When no request body byte was consumed the request can go elsewhere
- * unchanged: fail_to_connect decides, as for a connect failure (Pingora's
- * retry on a reset before the response). Returns true if a retry starts.
+ * unchanged: fail_to_connect decides, as for a connect failure. Returns
+ * true if a retry starts.
  */
 static bool retry_before_response(weir_session *s, int err)
 {
-    const weir_proxy_ops *ops = s->svc->ops;
-    if (s->req_pump.moved > 0 || !ops->fail_to_connect || s->attempts + 1 >= MAX_ATTEMPTS)
+    if (s->req_pump.moved > 0 || !s->svc->ops->fail_to_connect)
         return false;
-    s->attempts++;
-    weir_log_warn("upstream %s: %s before the response (attempt %d)", up_addr(s), strerror(-err),
-                  s->attempts);
     release_upstream(s, false);
-    if (!ops->fail_to_connect(s, s->ctx, &s->peer, err, s->attempts))
+    if (!want_retry(s, WEIR_FAILURE_RESET, err))
         return false;
-    s->req_head_sent = false;
-    s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
-    s->state = SS_PEER; /* back to a state already passed: not a set_state move */
-    s->sub = 0;
+    go_back_to_peer(s);
+    return true;
+}
+
+/* A 502/503/504 from the backend, when peer.retry_on asks: retried
+ * elsewhere only if the application agrees; else it goes to the client. */
+static bool retry_on_status(weir_session *s)
+{
+    int st = s->resp.status;
+    int bit = st == 502   ? WEIR_RETRY_502
+              : st == 503 ? WEIR_RETRY_503
+              : st == 504 ? WEIR_RETRY_504
+                          : 0;
+    if (!bit || !(s->peer.retry_on & bit) || s->req_pump.moved > 0 || !s->req_pump.done)
+        return false;
+    if (!want_retry(s, WEIR_FAILURE_STATUS, 0))
+        return false;
+    /* Forget the response before the connection goes: its head must not
+     * be kept (release_upstream keeps the buffer of a response it sees). */
+    memset(&s->resp, 0, WEIR_MSG_RESET_LEN);
+    weir__headers_init(&s->resp.headers, &s->arena);
+    release_upstream(s, false);
+    go_back_to_peer(s);
     return true;
 }
 
@@ -562,6 +662,7 @@ static bool pump_request(weir_session *s)
             fail(s, 400, "invalid request body framing");
         } else {
             /* The client went away mid-body: nothing to answer. */
+            terminate(s, 'C');
             s->client_aborted = true;
             s->error = "client closed during the request body";
             release_upstream(s, false);
@@ -598,6 +699,7 @@ static void step_proxy(weir_session *s)
     rc = s->upex->ops->read_head(s->upex, &s->resp);
     if (rc == WEIR_AGAIN) {
         if (s->down->ops->peer_gone(s->down) && s->req_pump.done) {
+            terminate(s, 'C');
             s->client_aborted = true;
             s->error = "client closed before the response";
             release_upstream(s, false);
@@ -625,6 +727,8 @@ static void step_proxy(weir_session *s)
         fail(s, 502, "upstream switched protocols without being asked");
         return;
     }
+    if (retry_on_status(s))
+        return;
     /* Before any filter adds a field: the backend's Connection header can
      * only name fields the backend sent. */
     weir__gate_response(&s->resp);
@@ -669,6 +773,7 @@ static void step_resp_head(weir_session *s)
         (s->generated && !s->req_pump.done && s->req.body != WEIR_BODY_NONE) || s->close_after;
     int rc = s->down->ops->write_head(s->down, &s->resp);
     if (rc < 0) {
+        terminate(s, 'P');
         s->error = "cannot serialize the response head";
         s->failed = true;
         release_upstream(s, false);
@@ -715,9 +820,13 @@ static void step_resp_body(weir_session *s)
          * the client connection. */
         s->failed = true;
         if (s->resp_pump.err_src) {
-            s->error = "upstream closed mid-response";
-            weir_log_warn("upstream %s: %s", up_addr(s), s->error);
+            terminate(s, 'S');
+            s->error = rc == WEIR_EX_E_FRAMING  ? "invalid response body framing from upstream"
+                       : rc == WEIR_EX_E_CLOSED ? "upstream closed mid-response (truncated body)"
+                                                : "upstream reset mid-response";
+            log_mid_response(s);
         } else {
+            terminate(s, 'C');
             s->client_aborted = true;
             s->error = "client closed mid-response";
         }
@@ -831,6 +940,7 @@ static void step_tunnel(weir_session *s)
     /* The 101 head may still be queued for the client. */
     int rc = s->down->ops->flush(s->down);
     if (rc < 0) {
+        terminate(s, 'C');
         s->client_aborted = true;
         s->error = "client closed the tunnel";
         release_upstream(s, false);
@@ -871,6 +981,7 @@ static void step_flush(weir_session *s)
     if (rc == WEIR_AGAIN)
         return;
     if (rc < 0) {
+        terminate(s, 'C');
         s->client_aborted = true;
         s->failed = true;
         s->error = "client closed mid-response";
@@ -883,6 +994,7 @@ static void step_flush(weir_session *s)
 static void fail(weir_session *s, int status, const char *reason)
 {
     const weir_proxy_ops *ops = s->svc->ops;
+    terminate(s, status == 504 ? 's' : status == 502 || status == 503 ? 'S' : 'P');
     s->failed = true;
     s->error = reason;
     char ip[64];
@@ -922,14 +1034,24 @@ static void up_timeout(weir_timer *t)
     case SS_CONNECT:
         connect_failed(s, -ETIMEDOUT);
         break;
-    case SS_PROXY:
+    case SS_PROXY: {
+        /* Retried only if nothing of the response came and the body (if
+         * any) can be sent again. */
+        bool silent = !(s->up && s->up->conn.rend > 0) && s->req_pump.moved == 0;
         release_upstream(s, false);
+        if (silent && (s->peer.retry_on & WEIR_RETRY_TIMEOUT) &&
+            want_retry(s, WEIR_FAILURE_TIMEOUT, -ETIMEDOUT)) {
+            go_back_to_peer(s);
+            break;
+        }
         fail(s, 504, "upstream timed out");
         break;
+    }
     default:
+        terminate(s, 's');
         s->failed = true;
         s->error = "upstream timed out mid-response";
-        weir_log_warn("upstream %s: %s", up_addr(s), s->error);
+        log_mid_response(s);
         release_upstream(s, false);
         set_state(s, SS_DONE);
         break;
@@ -946,6 +1068,7 @@ static void client_timeout(weir_timer *t)
         s->body_cb(s, s->ctx, (weir_str){"", 0}, -ETIMEDOUT);
         return;
     }
+    terminate(s, 'c');
     s->client_aborted = true;
     s->failed = true;
     s->error = "client timed out";
@@ -1185,8 +1308,17 @@ static void finish(weir_session *s)
     weir__timer_stop(s->loop, &s->client_timer);
     weir__timer_stop(s->loop, &s->user_timer);
     release_upstream(s, false);
+    if (!s->term[0] && s->failure != WEIR_FAILURE_NONE && s->generated && s->resp.status >= 500) {
+        /* The application answered after a failed attempt (no backend
+         * left to retry on): the backend ended it. */
+        s->term[0] = s->failure == WEIR_FAILURE_TIMEOUT ? 's' : 'S';
+        s->term[1] = s->failure == WEIR_FAILURE_CONNECT ? 'C' : 'H';
+    }
+    /* nginx's 499: the client went away before any response. */
     weir_session_stats st = {
-        .status = s->resp_started ? s->resp.status : 0,
+        .status = s->resp_started     ? s->resp.status
+                  : s->client_aborted ? 499
+                                      : 0,
         .bytes_received = s->down ? s->down->bytes_in : 0,
         .bytes_sent = s->down ? s->down->bytes_out : 0,
         .request_time_us = now_us(s) - s->t_start_us,
@@ -1195,6 +1327,7 @@ static void finish(weir_session *s)
         .upstream_addr = (ops->logging || s->svc->access_log) ? up_addr(s) : "-",
         .error = s->error,
         .client_aborted = s->client_aborted,
+        .termination = {s->term[0] ? s->term[0] : '-', s->term[0] ? s->term[1] : '-', '\0'},
     };
     if (s->t_up_start_us) {
         int64_t end = s->t_up_end_us ? s->t_up_end_us : now_us(s);
@@ -1279,6 +1412,7 @@ static void stream_wake(void *stream)
 static void stream_abort(void *stream)
 {
     weir_session *s = stream;
+    terminate(s, 'K');
     s->failed = true;
     s->client_aborted = true;
     s->error = "server shutting down";

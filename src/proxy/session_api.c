@@ -222,6 +222,11 @@ weir_str weir_session_upstream_target(const weir_session *s)
     return s->up_target.ptr ? s->up_target : s->req.target;
 }
 
+weir_failure weir_session_failure(const weir_session *s)
+{
+    return s->failure;
+}
+
 int weir_session_http_version(const weir_session *s)
 {
     return s->req.version;
