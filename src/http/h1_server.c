@@ -501,6 +501,17 @@ static void resume_head(void *arg)
         try_head(h);
 }
 
+/* How long an idle keep-alive connection is kept: keepalive_timeout, or
+ * while draining at most DRAIN_IDLE_MS, so that an idle client does not
+ * hold a stopping process for its whole grace period. (A client that was
+ * sending requests back to back has sent its next one long before.) */
+#define DRAIN_IDLE_MS 1000
+static uint32_t idle_ms(const weir_h1s *h)
+{
+    uint32_t ms = h->cfg->keepalive_timeout_ms;
+    return h->list->draining && ms > DRAIN_IDLE_MS ? DRAIN_IDLE_MS : ms;
+}
+
 void weir__h1s_stream_done(weir_h1s *h, bool reuse)
 {
     weir_conn *c = &h->conn;
@@ -521,7 +532,11 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse)
         start_linger(h);
         return;
     }
-    if (h->close_after || h->list->draining || c->eof) {
+    /* Closed only when the response said so: a response that went out
+     * with keep-alive before a drain began leaves the client free to send
+     * its next request at once, so the connection waits for it (and
+     * answers it with Connection: close) instead of closing under it. */
+    if (h->close_after || !h->x.out_keep_alive || c->eof) {
         weir__conn_shutdown(c);
         close_conn(h, false);
         return;
@@ -537,7 +552,7 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse)
             weir__conn_release_rbuf(c);
     }
     set_state(h, WEIR_H1S_IDLE);
-    weir__timer_start(c->loop, &h->timer, h->cfg->keepalive_timeout_ms, header_timeout);
+    weir__timer_start(c->loop, &h->timer, idle_ms(h), header_timeout);
     if (c->rend > 0 || c->readable) {
         /* Pipelined request or bytes that arrived meanwhile: go on, but off
          * this stack (the stream that called us is unwinding). */
@@ -547,18 +562,24 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse)
 
 void weir__h1s_list_drain(weir_h1s_list *list)
 {
+    bool first = !list->draining; /* the drain check calls again every 20 ms */
     list->draining = true;
-    weir_h1s *h = list->head;
-    while (h) {
-        weir_h1s *next = h->next;
-        /* Idle keep-alive connections close now. A connection accepted but
-         * whose first request has not arrived yet is kept: its client is
-         * sending (closing it would reset a request that is on its way,
-         * e.g. across a binary upgrade); it is served with Connection:
-         * close, bounded by the header timeout and the grace period. */
-        if (h->state == WEIR_H1S_IDLE)
-            close_conn(h, false);
-        h = next;
+    /*
+     * No connection is closed here. Closing an idle keep-alive connection
+     * races with the request its client may be sending on it right now
+     * (every wrk connection lost one across a binary upgrade). Instead
+     * each connection is told: its next response, or the one still to
+     * come, carries Connection: close, and it closes after that. Idle
+     * connections whose client sends nothing more close after
+     * DRAIN_IDLE_MS (or their keep-alive timeout, if shorter).
+     */
+    for (weir_h1s *h = list->head; h; h = h->next) {
+        if (h->state == WEIR_H1S_ACTIVE && h->x.x.bytes_out == 0) {
+            h->x.out_keep_alive = false; /* the response head is not out yet */
+            h->close_after = true;
+        } else if (h->state == WEIR_H1S_IDLE && first) {
+            weir__timer_start(h->conn.loop, &h->timer, idle_ms(h), header_timeout);
+        }
     }
 }
 
