@@ -79,8 +79,7 @@ void weir__addr_format(const struct sockaddr *sa, char *buf, size_t buf_len)
     char ip[INET6_ADDRSTRLEN];
     weir__addr_format_ip(sa, ip, sizeof(ip));
     if (sa->sa_family == AF_INET6)
-        snprintf(buf, buf_len, "[%s]:%u", ip,
-                 ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
+        snprintf(buf, buf_len, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
     else
         snprintf(buf, buf_len, "%s:%u", ip, ntohs(((const struct sockaddr_in *)sa)->sin_port));
 }
@@ -101,24 +100,47 @@ bool weir__addr_equal(const struct sockaddr *a, const struct sockaddr *b)
     return false;
 }
 
-int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog)
+/* A TCP socket with the options a listener has before bind; -errno. */
+static int bindable_socket(const struct sockaddr *sa, bool reuseport)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        goto fail;
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    /* The probe must see the same conflicts as the real bind: [::]:80
+     * shares nothing with 0.0.0.0:80 either way. */
     if (sa->sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0)
-        goto fail;
     return fd;
-fail:;
-    int err = errno;
+}
+
+int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog)
+{
+    int fd = bindable_socket(sa, reuseport);
+    if (fd < 0)
+        return fd;
+    if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int weir__listen_addr_free(const struct sockaddr *sa, socklen_t len)
+{
+    int fd = bindable_socket(sa, false);
+    if (fd < 0)
+        return fd;
+    int rc = bind(fd, sa, len) < 0 ? -errno : 0;
     close(fd);
-    return -err;
+    return rc;
 }
 
 int weir__connect_start(const struct sockaddr *sa, socklen_t len)

@@ -25,6 +25,17 @@ bool weir__addr_equal(const struct sockaddr *a, const struct sockaddr *b);
  * SO_REUSEPORT. Returns the fd or -errno. */
 int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog);
 
+/*
+ * Whether another socket already listens on sa. SO_REUSEPORT lets every
+ * process of our user join a listening address, so a second weir (or an
+ * nginx with reuseport) would silently share its connections: before its
+ * first socket on an address, weir binds a probe there without
+ * SO_REUSEPORT (SO_REUSEADDR kept, so TIME_WAIT does not count), which any
+ * listener refuses, and closes it at once. Returns 0 (free),
+ * -EADDRINUSE, or another -errno from the probe.
+ */
+int weir__listen_addr_free(const struct sockaddr *sa, socklen_t len);
+
 /* Starts a non-blocking connect with TCP_NODELAY. Returns the fd (the
  * connection may still be in progress) or -errno. */
 int weir__connect_start(const struct sockaddr *sa, socklen_t len);

@@ -53,7 +53,9 @@ typedef struct listener {
     weir_io io;
     worker *w;
     const listen_addr *addr;
-    weir_timer retry;    /* re-try accept after EMFILE/ENFILE */
+    weir_timer retry;    /* resumes accepting after a pause (EMFILE/ENFILE) */
+    unsigned pause_ms;   /* the last pause; doubles while the shortage lasts, 0 after an accept */
+    bool paused;         /* out of descriptors: readiness is ignored until retry fires */
     _Atomic int live_fd; /* io.fd for other threads (upgrade hand-off); -1 once closed */
 } listener;
 
@@ -245,6 +247,78 @@ weir_server *weir_server_new(const weir_server_options *opts)
 
 static int add_listener(worker *w, const listen_addr *la, int fd);
 
+static void log_listen_error(const listen_addr *la, int err)
+{
+    if (err == -EADDRINUSE)
+        weir_log_error("listen on %s: address already in use", la->text);
+    else
+        weir_log_error("listen on %s: %s", la->text, strerror(-err));
+}
+
+/* Same family and port, and the same address or a wildcard on one side:
+ * the kernel sees the two as one binding. */
+static bool addrs_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port &&
+               (x->sin_addr.s_addr == y->sin_addr.s_addr || x->sin_addr.s_addr == INADDR_ANY ||
+                y->sin_addr.s_addr == INADDR_ANY);
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) ||
+            IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
+/* Whether a socket of ours still listens where la would: the probe would
+ * only find it. A reload that moves an address to another server (or gives
+ * it back after a failure) closes the old sockets on the workers' loops,
+ * maybe not yet; "*:80" and "127.0.0.1:80" may be two servers' addresses. */
+static bool own_socket_on(weir_server *srv, const listen_addr *la)
+{
+    bool found = false;
+    pthread_mutex_lock(&srv->listen_lock);
+    for (int i = 0; srv->workers && i < srv->n_workers && !found; i++) {
+        worker *w = &srv->workers[i];
+        for (size_t k = 0; k < w->n_listeners && !found; k++) {
+            const listener *l = w->listeners[k];
+            found = atomic_load(&l->live_fd) >= 0 && addrs_overlap(&l->addr->ss, &la->ss);
+        }
+    }
+    pthread_mutex_unlock(&srv->listen_lock);
+    return found;
+}
+
+/*
+ * Before its first socket on an address weir checks that no other process
+ * listens there (weir__listen_addr_free): SO_REUSEPORT would otherwise let
+ * a second weir, or an nginx with reuseport, share the port and take part
+ * of its connections. Exempt: addresses served by sockets taken over from
+ * the old process (weir -u), or by a socket of our own. The check and the
+ * bind are two steps; a listener appearing in between is not seen.
+ */
+static int check_addrs_free(weir_server *srv, size_t first, size_t n)
+{
+    for (size_t i = first; i < first + n; i++) {
+        const listen_addr *la = &srv->addrs[i];
+        bool inherited = false;
+        for (size_t j = 0; j < srv->n_inherited && !inherited; j++)
+            inherited = srv->inherited[j].addr_ix == (long)i;
+        if (la->removed || inherited || own_socket_on(srv, la))
+            continue;
+        /* Other probe errors (EACCES, EADDRNOTAVAIL) are the bind's to report. */
+        int rc = weir__listen_addr_free((const struct sockaddr *)&la->ss, la->len);
+        if (rc == -EADDRINUSE) {
+            log_listen_error(la, rc);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 typedef struct attach_task {
     worker *w;
     const listen_addr *la;
@@ -277,13 +351,13 @@ static int listen_now(weir_server *srv, size_t first, size_t n)
         return WEIR_ERR_NOMEM;
     }
     size_t made = 0;
-    int rc = 0;
+    int rc = check_addrs_free(srv, first, n);
     for (size_t i = 0; i < n && rc == 0; i++) {
         listen_addr *la = &srv->addrs[first + i];
         for (int k = 0; k < nw; k++) {
             int fd = weir__listen_socket((struct sockaddr *)&la->ss, la->len, true, 4096);
             if (fd < 0) {
-                weir_log_error("listen on %s: %s", la->text, strerror(-fd));
+                log_listen_error(la, fd);
                 rc = fd;
                 break;
             }
@@ -435,37 +509,85 @@ int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_
 
 /* ---- accepting ---- */
 
+#define ACCEPT_PAUSE_MIN_MS 100
+#define ACCEPT_PAUSE_MAX_MS 1000
+
 static void accept_ready(listener *l);
 
-static void retry_accept(weir_timer *t)
+static void resume_accept(weir_timer *t)
 {
-    accept_ready(weir_container_of(t, listener, retry));
+    listener *l = weir_container_of(t, listener, retry);
+    l->paused = false;
+    accept_ready(l);
+}
+
+/*
+ * Out of descriptors (or kernel memory) the connection stays in the
+ * backlog, and the listener is still readable: edge-triggered, every new
+ * connection reports it again, and retrying at once spins on EMFILE with a
+ * log line each time (3,864 lines in 3 s). So, as nginx does, the listener
+ * stops accepting for a while (100 ms, doubling to 1 s while the shortage
+ * lasts), then the timer drains the backlog: the readiness ignored
+ * meanwhile is not needed again.
+ */
+static void pause_accept(listener *l, int err)
+{
+    l->pause_ms = l->pause_ms ? l->pause_ms * 2 : ACCEPT_PAUSE_MIN_MS;
+    if (l->pause_ms > ACCEPT_PAUSE_MAX_MS)
+        l->pause_ms = ACCEPT_PAUSE_MAX_MS;
+    l->paused = true;
+    weir_log_error("accept on %s: %s; not accepting for %u ms", l->addr->text, strerror(err),
+                   l->pause_ms);
+    weir__timer_start(l->w->loop, &l->retry, l->pause_ms, resume_accept);
+}
+
+/* A connection that failed in the backlog, or a firewall's verdict on
+ * one: the next may be fine. accept(2) asks to treat these like EAGAIN and
+ * retry; returning instead would leave the backlog unread until a new
+ * connection makes the (edge-triggered) listener readable again. */
+static bool accept_error_is_one_connections(int err)
+{
+    switch (err) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case EHOSTUNREACH:
+    case ENONET:
+    case ENOPROTOOPT:
+    case EOPNOTSUPP:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static void accept_ready(listener *l)
 {
-    if (l->io.fd < 0)
-        return; /* closed meanwhile (a deferred retry) */
+    if (l->io.fd < 0 || l->paused)
+        return; /* closed meanwhile (a deferred round), or pausing */
     worker *w = l->w;
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EAGAIN)
+            int err = errno;
+            if (err == EAGAIN)
                 return;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: the pending connections wait in the
-                 * backlog; try again shortly instead of spinning. */
-                weir_log_error("accept on %s: %s", l->addr->text, strerror(errno));
-                weir__timer_start(w->loop, &l->retry, 100, retry_accept);
+            if (accept_error_is_one_connections(err))
+                continue;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+                pause_accept(l, err);
                 return;
             }
-            weir_log_error("accept on %s: %s", l->addr->text, strerror(errno));
+            weir_log_error("accept on %s: %s", l->addr->text, strerror(err));
             return;
         }
+        l->pause_ms = 0;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &l->addr->svc->h1, &w->conns);
@@ -615,7 +737,7 @@ static int open_listeners(weir_server *srv, worker *w)
             continue;
         int fd = weir__listen_socket((struct sockaddr *)&la->ss, la->len, true, 4096);
         if (fd < 0) {
-            weir_log_error("listen on %s: %s", la->text, strerror(-fd));
+            log_listen_error(la, fd);
             return fd;
         }
         int rc = add_listener(w, la, fd);
@@ -825,6 +947,9 @@ int weir_server_run(weir_server *srv)
         for (size_t i = 0; i < srv->n_services; i++)
             srv->services[i].access_log = srv->access_log;
     }
+    rc = check_addrs_free(srv, 0, srv->n_addrs);
+    if (rc < 0)
+        goto out;
     worker *ws = calloc((size_t)srv->opts.threads, sizeof(worker));
     pthread_mutex_lock(&srv->calls_lock); /* weir_server_get_stats reads them */
     srv->n_workers = srv->opts.threads;
