@@ -38,30 +38,475 @@ enum weir_log_level weir__log_get_level(void)
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void weir__log(enum weir_log_level level, const char *fmt, ...)
+#define LINE_CAP 2048
+
+/* "TIME LEVEL " at the start of line; returns its length. */
+static int line_head(char *line, enum weir_log_level level)
 {
-    if ((int)level > atomic_load_explicit(&log_level, memory_order_relaxed))
-        return;
-    char line[2048];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03ldZ %s ", ts.tv_nsec / 1000000,
+    int n = (int)strftime(line, LINE_CAP, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += snprintf(line + n, LINE_CAP - (size_t)n, ".%03ldZ %s ", ts.tv_nsec / 1000000,
                   level_names[level]);
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    if (m < 0)
-        m = 0;
-    n += m;
-    if (n > (int)sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
+    return n;
+}
+
+/* Ends line (its text may have been cut) with a newline and writes it. */
+static void line_write(char *line, int n)
+{
+    if (n > LINE_CAP - 2)
+        n = LINE_CAP - 2;
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;
+}
+
+/*
+ * ---- the repeat limiter ----
+ *
+ * One dead backend under load logged a warning per request (97,198 lines
+ * in 5 s) and a process out of descriptors one per connection attempt:
+ * every line a write(2) to a shared file, burying whatever else happened.
+ * So a warning or error that repeats is written once per interval (1 s)
+ * per process; the copies are counted and summarised as "TEXT (repeated N
+ * times)" when the interval ends (the flusher thread) or when the next
+ * copy comes after it, whichever is first. The first occurrence is always
+ * written; info and debug lines are never limited (state changes such as
+ * "reloaded", or asked for).
+ *
+ * "The same message" is the same call site (format string) with the same
+ * %s arguments: names, addresses, reasons. Numbers (%d, %u, %zu: attempt
+ * counts, statuses, stream ids) and length-bounded strings (%.*s: request
+ * targets, request ids, other slices of the wire) are not part of it, so
+ * per-request detail does not make a message new, while two backends that
+ * fail are two messages. A call site also writes at most SITE_CAP
+ * different messages per interval (one per client address, say); further
+ * ones are counted as "TEXT (and N more like it)".
+ *
+ * Cost of a suppressed copy: a walk of the format, a hash of its %s
+ * arguments and a critical section of a few compares; no formatting, no
+ * I/O. The table is fixed: a message that finds no free slot among the
+ * few it may use is written unlimited rather than lost.
+ */
+#define REPEAT_SLOTS 512
+#define REPEAT_PROBE 8
+#define REPEAT_TEXT 256
+#define SITE_CAP 8
+
+typedef struct repeat_slot {
+    uint64_t key;        /* 0: never used */
+    uint64_t end_ms;     /* copies before this (monotonic) time are counted */
+    uint32_t n_copies;   /* counted, not written, since the last summary */
+    uint32_t n_distinct; /* site slots: messages written in this window */
+    enum weir_log_level level;
+    bool is_site;           /* counts a call site's messages, not one message */
+    const char *fmt;        /* the summary's text until text is filled in */
+    char text[REPEAT_TEXT]; /* the text written when the window opened */
+} repeat_slot;
+
+typedef struct repeat_summary {
+    enum weir_log_level level;
+    uint32_t n;
+    bool is_site;
+    char text[REPEAT_TEXT];
+} repeat_summary;
+
+/* Guarded by lock, except interval_ms. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* the flusher's: a count left zero */
+    bool flusher_started;
+    _Atomic unsigned interval_ms;
+    repeat_slot slots[REPEAT_SLOTS];
+} rep = {.lock = PTHREAD_MUTEX_INITIALIZER, .interval_ms = 1000};
+
+static pthread_once_t rep_once = PTHREAD_ONCE_INIT;
+
+/* Logging threads read the coarse clock (vDSO, a few ns); the flusher the
+ * precise one, which is never behind it, so a window it sees as not ended
+ * has not, and its timed wait never wakes before the due time. */
+static uint64_t mono_ms(bool precise)
+{
+    struct timespec ts;
+    clock_gettime(precise ? CLOCK_MONOTONIC : CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#define FNV_BASIS 14695981039346656037ull
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/*
+ * The identity of a message (see above): its format's address and its
+ * unbounded %s arguments. The other arguments are fetched by type only to
+ * reach the next ones; a conversion this walk does not know ends it (the
+ * key is then coarser, never a wrongly typed va_arg).
+ */
+static uint64_t message_key(const char *fmt, va_list ap_in)
+{
+    va_list ap;
+    va_copy(ap, ap_in);
+    uintptr_t site = (uintptr_t)fmt;
+    uint64_t h = fnv(FNV_BASIS, &site, sizeof(site));
+    for (const char *p = fmt; *p; p++) {
+        if (*p != '%')
+            continue;
+        p++;
+        while (*p && strchr("-+ #0'", *p))
+            p++;
+        if (*p == '*') {
+            (void)va_arg(ap, int);
+            p++;
+        }
+        while (*p >= '0' && *p <= '9')
+            p++;
+        bool bounded = false;
+        if (*p == '.') {
+            bounded = true;
+            p++;
+            if (*p == '*') {
+                (void)va_arg(ap, int);
+                p++;
+            }
+            while (*p >= '0' && *p <= '9')
+                p++;
+        }
+        char len = 0; /* 'H' hh, 'h', 'l', 'q' ll, 'j', 'z', 't', 'L' */
+        if (*p == 'h' || *p == 'l') {
+            len = p[1] == *p ? (*p == 'h' ? 'H' : 'q') : *p;
+            p += len == 'H' || len == 'q' ? 2 : 1;
+        } else if (*p && strchr("jztL", *p)) {
+            len = *p++;
+        }
+        switch (*p) {
+        case '%':
+        case 'm':
+            break;
+        case 'd':
+        case 'i':
+        case 'u':
+        case 'o':
+        case 'x':
+        case 'X':
+            if (len == 'l')
+                (void)va_arg(ap, long);
+            else if (len == 'q')
+                (void)va_arg(ap, long long);
+            else if (len == 'j')
+                (void)va_arg(ap, intmax_t);
+            else if (len == 'z')
+                (void)va_arg(ap, size_t);
+            else if (len == 't')
+                (void)va_arg(ap, ptrdiff_t);
+            else
+                (void)va_arg(ap, int); /* hh and h are promoted */
+            break;
+        case 'c':
+            (void)va_arg(ap, int); /* char and wint_t are promoted */
+            break;
+        case 's': {
+            if (len == 'l') {
+                (void)va_arg(ap, void *);
+                break;
+            }
+            const char *str = va_arg(ap, const char *);
+            if (!bounded) {
+                h = fnv(h, str ? str : "", str ? strnlen(str, LINE_CAP) : 0);
+                h = fnv(h, "", 1); /* ("ab","c") is not ("a","bc") */
+            }
+            break;
+        }
+        case 'p':
+        case 'n':
+            (void)va_arg(ap, void *);
+            break;
+        case 'e':
+        case 'E':
+        case 'f':
+        case 'F':
+        case 'g':
+        case 'G':
+        case 'a':
+        case 'A':
+            if (len == 'L')
+                (void)va_arg(ap, long double);
+            else
+                (void)va_arg(ap, double);
+            break;
+        default:
+            goto out;
+        }
+    }
+out:
+    va_end(ap);
+    return h ? h : 1;
+}
+
+static uint64_t site_key(const char *fmt)
+{
+    uintptr_t site = (uintptr_t)fmt;
+    uint64_t h = fnv(fnv(FNV_BASIS, "site", 4), &site, sizeof(site));
+    return h ? h : 1;
+}
+
+/* The slot of key, or a free one claimed for it, or NULL (table crowded
+ * here). A slot is free when its window ended with nothing counted. */
+static repeat_slot *slot_get(uint64_t key, bool is_site, uint64_t now)
+{
+    repeat_slot *free_slot = NULL;
+    for (size_t i = 0; i < REPEAT_PROBE; i++) {
+        repeat_slot *s = &rep.slots[(key + i) % REPEAT_SLOTS];
+        if (s->key == key)
+            return s;
+        if (!free_slot && (s->key == 0 || (now >= s->end_ms && s->n_copies == 0)))
+            free_slot = s;
+    }
+    if (free_slot)
+        *free_slot = (repeat_slot){.key = key, .is_site = is_site};
+    return free_slot;
+}
+
+static void take_summary(repeat_slot *s, repeat_summary *out)
+{
+    out->level = s->level;
+    out->n = s->n_copies;
+    out->is_site = s->is_site;
+    if (s->text[0])
+        memcpy(out->text, s->text, sizeof(out->text));
+    else
+        snprintf(out->text, sizeof(out->text), "%s", s->fmt ? s->fmt : "");
+    s->n_copies = 0;
+}
+
+static void summary_write(const repeat_summary *sum)
+{
+    char line[LINE_CAP];
+    int n = line_head(line, sum->level);
+    int m = snprintf(line + n, LINE_CAP - (size_t)n - 1,
+                     sum->is_site ? "%s (and %u more like it)" : "%s (repeated %u time%s)",
+                     sum->text, sum->n, sum->n == 1 ? "" : "s");
+    line_write(line, n + (m > 0 ? m : 0));
+}
+
+/* Writes the summaries of windows ended by now (all pending ones when
+ * flush_all), a batch at a time without the lock. Returns the earliest
+ * end of a window still counting, or UINT64_MAX. Called locked. */
+static uint64_t write_ended(uint64_t now, bool flush_all)
+{
+    for (;;) {
+        repeat_summary out[8];
+        size_t n = 0;
+        uint64_t next = UINT64_MAX;
+        for (size_t i = 0; i < REPEAT_SLOTS; i++) {
+            repeat_slot *s = &rep.slots[i];
+            if (s->n_copies == 0)
+                continue;
+            if (flush_all || now >= s->end_ms) {
+                if (n < sizeof(out) / sizeof(out[0]))
+                    take_summary(s, &out[n++]);
+                else
+                    next = now; /* another batch */
+            } else if (s->end_ms < next) {
+                next = s->end_ms;
+            }
+        }
+        if (n == 0)
+            return next;
+        pthread_mutex_unlock(&rep.lock);
+        for (size_t i = 0; i < n; i++)
+            summary_write(&out[i]);
+        pthread_mutex_lock(&rep.lock);
+    }
+}
+
+static void *flusher_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&rep.lock);
+    for (;;) {
+        uint64_t next = write_ended(mono_ms(true), false);
+        if (next == UINT64_MAX) {
+            pthread_cond_wait(&rep.cond, &rep.lock);
+            continue;
+        }
+        struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000};
+        pthread_cond_timedwait(&rep.cond, &rep.lock, &ts);
+    }
+    return NULL;
+}
+
+static void repeat_atexit(void)
+{
+    weir__log_flush_repeats();
+}
+
+/* fork (weir -d): the child has no flusher and must not report the
+ * parent's counts a second time. */
+static void rep_prefork(void)
+{
+    pthread_mutex_lock(&rep.lock);
+}
+
+static void rep_postfork_parent(void)
+{
+    pthread_mutex_unlock(&rep.lock);
+}
+
+static void rep_postfork_child(void)
+{
+    rep.flusher_started = false;
+    for (size_t i = 0; i < REPEAT_SLOTS; i++)
+        rep.slots[i].n_copies = 0;
+    pthread_mutex_unlock(&rep.lock);
+}
+
+static void rep_init(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rep.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_atfork(rep_prefork, rep_postfork_parent, rep_postfork_child);
+    atexit(repeat_atexit);
+}
+
+/* A count left zero: the flusher must write it when its window ends.
+ * Called locked. */
+static void wake_flusher(void)
+{
+    if (rep.flusher_started) {
+        pthread_cond_signal(&rep.cond);
+        return;
+    }
+    /* Takes no signals: they belong to the main thread's signalfd. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    /* If it cannot start, summaries still come with the next copy or at
+     * exit. */
+    rep.flusher_started = pthread_create(&t, &a, flusher_main, NULL) == 0;
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void weir__log_set_repeat_interval(unsigned interval_ms)
+{
+    atomic_store(&rep.interval_ms, interval_ms);
+}
+
+void weir__log_flush_repeats(void)
+{
+    pthread_once(&rep_once, rep_init);
+    pthread_mutex_lock(&rep.lock);
+    write_ended(mono_ms(true), true);
+    pthread_mutex_unlock(&rep.lock);
+}
+
+void weir__logv(enum weir_log_level level, const char *fmt, va_list ap)
+{
+    if ((int)level > atomic_load_explicit(&log_level, memory_order_relaxed))
+        return;
+    unsigned interval_ms = atomic_load_explicit(&rep.interval_ms, memory_order_relaxed);
+    bool limited = level <= WEIR_LOG_WARN && interval_ms > 0;
+    repeat_summary sums[2];
+    size_t n_sums = 0;
+    uint64_t key = 0, site = 0;
+    bool site_first = false;
+    if (limited) {
+        pthread_once(&rep_once, rep_init);
+        key = message_key(fmt, ap);
+        site = site_key(fmt);
+        uint64_t now = mono_ms(false);
+        pthread_mutex_lock(&rep.lock);
+        repeat_slot *m = slot_get(key, false, now);
+        if (m && now < m->end_ms) {
+            if (m->n_copies++ == 0)
+                wake_flusher();
+            pthread_mutex_unlock(&rep.lock);
+            return;
+        }
+        repeat_slot *s = slot_get(site, true, now);
+        if (s && now < s->end_ms && s->n_distinct >= SITE_CAP) {
+            if (s->n_copies++ == 0)
+                wake_flusher();
+            pthread_mutex_unlock(&rep.lock);
+            return;
+        }
+        /* Written: first what the ended windows counted. */
+        if (m && m->n_copies)
+            take_summary(m, &sums[n_sums++]);
+        if (s && now >= s->end_ms) {
+            if (s->n_copies)
+                take_summary(s, &sums[n_sums++]);
+            s->end_ms = now + interval_ms;
+            s->n_distinct = 0;
+        }
+        if (s) {
+            s->level = level;
+            site_first = s->n_distinct++ == 0;
+            if (site_first) {
+                s->fmt = fmt;
+                s->text[0] = '\0';
+            }
+        }
+        if (m) {
+            m->end_ms = now + interval_ms;
+            m->level = level;
+            m->fmt = fmt;
+            m->text[0] = '\0';
+        }
+        pthread_mutex_unlock(&rep.lock);
+    }
+    for (size_t i = 0; i < n_sums; i++)
+        summary_write(&sums[i]);
+
+    char line[LINE_CAP];
+    int n = line_head(line, level);
+    int m = vsnprintf(line + n, LINE_CAP - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        m = 0;
+    if (limited) {
+        /* The text for the summaries. The slots stay ours: a window just
+         * opened, so neither is free for another key before it ends. */
+        pthread_mutex_lock(&rep.lock);
+        for (size_t i = 0; i < REPEAT_PROBE; i++) {
+            repeat_slot *s = &rep.slots[(key + i) % REPEAT_SLOTS];
+            if (s->key == key) {
+                snprintf(s->text, sizeof(s->text), "%s", line + n);
+                break;
+            }
+        }
+        for (size_t i = 0; site_first && i < REPEAT_PROBE; i++) {
+            repeat_slot *s = &rep.slots[(site + i) % REPEAT_SLOTS];
+            if (s->key == site) {
+                snprintf(s->text, sizeof(s->text), "%s", line + n);
+                break;
+            }
+        }
+        pthread_mutex_unlock(&rep.lock);
+    }
+    line_write(line, n + m);
+}
+
+void weir__log(enum weir_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    weir__logv(level, fmt, ap);
+    va_end(ap);
 }
 
 #define SINK_CAP (4u << 20) /* 4 MiB of queued lines */
@@ -256,12 +701,12 @@ void weir_log(int level, const char *fmt, ...)
     if (level < WEIR_LOG_ERROR || level > WEIR_LOG_DEBUG ||
         level > atomic_load_explicit(&log_level, memory_order_relaxed))
         return;
-    char msg[1900];
+    /* Straight to weir__logv, not through a "%s" of our own: the caller's
+     * format is the call site the repeat limiter keys on. */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    weir__logv((enum weir_log_level)level, fmt, ap);
     va_end(ap);
-    weir__log((enum weir_log_level)level, "%s", msg);
 }
 
 weir_logger *weir_logger_open(const char *path)

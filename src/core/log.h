@@ -6,6 +6,7 @@
 #ifndef WEIR_CORE_LOG_H
 #define WEIR_CORE_LOG_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,10 +16,22 @@ enum weir_log_level { WEIR_LOG_ERROR, WEIR_LOG_WARN, WEIR_LOG_INFO, WEIR_LOG_DEB
 void weir__log_set_level(enum weir_log_level level);
 enum weir_log_level weir__log_get_level(void);
 
-/* Writes one line "TIME LEVEL [worker] message" to the error log
- * (stderr). Thread-safe; one write(2) per line. */
+/* Writes one line "TIME LEVEL message" to the error log (stderr).
+ * Thread-safe; one write(2) per line. Warnings and errors go through the
+ * repeat limiter (log.c): a message that repeats within the interval is
+ * counted, not written, and summarised as "... (repeated N times)". */
 void weir__log(enum weir_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* weir__log with a va_list; fmt is the call site the limiter keys on. */
+void weir__logv(enum weir_log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+/* The window in which a repeated warning or error is written once
+ * (default 1000 ms); 0 turns the limiter off. Any thread. */
+void weir__log_set_repeat_interval(unsigned interval_ms);
+/* Writes the pending "(repeated N times)" summaries now, whether or not
+ * their windows have ended (at exit; tests). Any thread. */
+void weir__log_flush_repeats(void);
 
 #define weir_log_error(...) weir__log(WEIR_LOG_ERROR, __VA_ARGS__)
 #define weir_log_warn(...) weir__log(WEIR_LOG_WARN, __VA_ARGS__)

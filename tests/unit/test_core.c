@@ -1,15 +1,19 @@
 /*
- * test_core.c - timers, the event loop's task queues, pools, the arena.
+ * test_core.c - timers, the event loop's task queues, pools, the arena,
+ * the error log's repeat limiter.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/arena.h"
+#include "core/log.h"
 #include "core/loop.h"
 #include "core/pool.h"
+#include "weir/log.h"
 
 /* ---- timers ---- */
 
@@ -225,4 +229,189 @@ Test(arena, inline_memory_first_then_chunks)
     weir__arena_reset(&a);
     cr_assert_null(a.chunks);
     cr_assert_eq(weir__arena_alloc(&a, 8), (void *)mem);
+}
+
+/* ---- the error log's repeat limiter ---- */
+
+typedef struct captured {
+    int saved_fd;
+    char path[64];
+} captured;
+
+/* stderr goes to a file until capture_end (Criterion runs each test in
+ * its own process, so the limiter starts empty each time). */
+static void capture_start(captured *c)
+{
+    snprintf(c->path, sizeof(c->path), "/tmp/weir-log-test-XXXXXX");
+    int fd = mkstemp(c->path);
+    cr_assert(fd >= 0);
+    c->saved_fd = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+}
+
+/* Restores stderr; returns what was written (free it). */
+static char *capture_end(captured *c)
+{
+    dup2(c->saved_fd, STDERR_FILENO);
+    close(c->saved_fd);
+    FILE *f = fopen(c->path, "r");
+    cr_assert_not_null(f);
+    char *out = calloc(1, 1 << 20);
+    size_t n = fread(out, 1, (1 << 20) - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    unlink(c->path);
+    return out;
+}
+
+static int count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *hit = strstr(line, needle);
+        if (hit && hit + strlen(needle) <= line + len)
+            n++;
+        line += len + (end ? 1 : 0);
+    }
+    return n;
+}
+
+/* One call site each, as in session.c. */
+static void warn_connect(const char *addr, int attempt)
+{
+    weir_log_warn("upstream %s: connect failed: %s (attempt %d)", addr, "Connection refused",
+                  attempt);
+}
+
+static void warn_client(const char *ip, const char *id)
+{
+    weir_log_warn("client %s: 502 (request %.*s)", ip, (int)strlen(id), id);
+}
+
+Test(log_repeat, writes_the_first_copy_and_summarises_the_rest)
+{
+    weir__log_set_repeat_interval(60000);
+    captured c;
+    capture_start(&c);
+    for (int i = 0; i < 100; i++)
+        warn_connect("10.0.0.1:80", 1 + i % 3);
+    char *before = capture_end(&c);
+    cr_assert_eq(count_lines(before, "connect failed"), 1, "%s", before);
+    cr_assert_eq(count_lines(before, "(attempt 1)"), 1, "%s", before);
+    capture_start(&c);
+    weir__log_flush_repeats();
+    char *after = capture_end(&c);
+    cr_assert_eq(count_lines(after, "upstream 10.0.0.1:80: connect failed: Connection refused "
+                                    "(attempt 1) (repeated 99 times)"),
+                 1, "%s", after);
+    free(before);
+    free(after);
+}
+
+Test(log_repeat, string_arguments_tell_messages_apart_numbers_and_slices_do_not)
+{
+    weir__log_set_repeat_interval(60000);
+    captured c;
+    capture_start(&c);
+    for (int i = 0; i < 10; i++) {
+        warn_connect("10.0.0.1:80", i); /* the attempt number does not count */
+        warn_connect("10.0.0.2:80", i); /* another backend does */
+        char id[16];
+        snprintf(id, sizeof(id), "id%d", i); /* a %.*s slice does not */
+        warn_client("192.0.2.1", id);
+    }
+    /* A "%s" alone (reload errors): the text is the message. */
+    weir_log(WEIR_LEVEL_ERROR, "%s", "weir.toml:3: unknown key 'a'");
+    weir_log(WEIR_LEVEL_ERROR, "%s", "weir.toml:4: unknown key 'b'");
+    weir_log(WEIR_LEVEL_ERROR, "%s", "weir.toml:4: unknown key 'b'");
+    weir__log_flush_repeats();
+    char *out = capture_end(&c);
+    cr_assert_eq(count_lines(out, "10.0.0.1:80"), 2, "%s", out);
+    cr_assert_eq(count_lines(out, "10.0.0.2:80"), 2, "%s", out);
+    cr_assert_eq(count_lines(out, "(repeated 9 times)"), 3, "%s", out);
+    cr_assert_eq(count_lines(out, "request id0"), 2, "%s", out); /* written, summarised */
+    cr_assert_eq(count_lines(out, "unknown key 'a'"), 1, "%s", out);
+    cr_assert_eq(count_lines(out, "unknown key 'b' (repeated 1 time)"), 1, "%s", out);
+    free(out);
+}
+
+Test(log_repeat, a_call_site_writes_at_most_eight_messages_per_interval)
+{
+    weir__log_set_repeat_interval(60000);
+    captured c;
+    capture_start(&c);
+    for (int i = 0; i < 20; i++) {
+        char ip[32];
+        snprintf(ip, sizeof(ip), "192.0.2.%d", i);
+        warn_client(ip, "abc");
+    }
+    weir__log_flush_repeats();
+    char *out = capture_end(&c);
+    cr_assert_eq(count_lines(out, "client 192.0.2."), 9, "%s", out);
+    cr_assert_eq(count_lines(out, "client 192.0.2.0: 502 (request abc) (and 12 more like it)"), 1,
+                 "%s", out);
+    free(out);
+}
+
+static void *warn_many(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2000; i++)
+        warn_connect("10.0.0.1:80", 1);
+    return NULL;
+}
+
+Test(log_repeat, copies_from_concurrent_threads_are_all_counted)
+{
+    weir__log_set_repeat_interval(60000);
+    captured c;
+    capture_start(&c);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, warn_many, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    weir__log_flush_repeats();
+    char *out = capture_end(&c);
+    cr_assert_eq(count_lines(out, "connect failed"), 2, "%s", out);
+    cr_assert_eq(count_lines(out, "(repeated 7999 times)"), 1, "%s", out);
+    free(out);
+}
+
+Test(log_repeat, a_copy_after_the_interval_is_written_after_the_summary)
+{
+    weir__log_set_repeat_interval(20);
+    captured c;
+    capture_start(&c);
+    warn_connect("10.0.0.1:80", 1);
+    warn_connect("10.0.0.1:80", 2);
+    usleep(200 * 1000); /* the window ends; the flusher may write the summary */
+    warn_connect("10.0.0.1:80", 3);
+    weir__log_flush_repeats();
+    char *out = capture_end(&c);
+    cr_assert_eq(count_lines(out, "connect failed"), 3, "%s", out);
+    const char *sum = strstr(out, "(repeated 1 time)");
+    const char *third = strstr(out, "(attempt 3)");
+    cr_assert(sum && third && sum < third, "%s", out);
+    free(out);
+}
+
+Test(log_repeat, info_lines_and_a_zero_interval_are_not_limited)
+{
+    weir__log_set_repeat_interval(60000);
+    captured c;
+    capture_start(&c);
+    for (int i = 0; i < 10; i++)
+        weir_log_info("configuration %s reloaded", "weir.toml");
+    weir__log_set_repeat_interval(0);
+    for (int i = 0; i < 10; i++)
+        warn_connect("10.0.0.1:80", 1);
+    weir__log_flush_repeats();
+    char *out = capture_end(&c);
+    cr_assert_eq(count_lines(out, "reloaded"), 10, "%s", out);
+    cr_assert_eq(count_lines(out, "connect failed"), 10, "%s", out);
+    free(out);
 }
