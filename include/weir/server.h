@@ -25,10 +25,10 @@ extern "C" {
 typedef struct weir_server weir_server;
 
 typedef struct weir_server_options {
-    int threads;               /* worker threads; 0 = one per CPU */
-    uint32_t grace_period_ms;  /* SIGTERM drain limit; 0 = 10000 */
-    const char *access_log;    /* NULL = none, "-" = stdout, else a file path (appended) */
-    bool handle_signals;       /* run installs SIGTERM/SIGINT/SIGQUIT handling (signalfd) */
+    int threads;              /* worker threads; 0 = one per CPU */
+    uint32_t grace_period_ms; /* SIGTERM drain limit; 0 = 10000 */
+    const char *access_log;   /* NULL = none, "-" = stdout, else a file path (appended) */
+    bool handle_signals;      /* run installs SIGTERM/SIGINT/SIGQUIT handling (signalfd) */
     /* With handle_signals: called on the main thread on SIGHUP (reload the
      * configuration) and SIGUSR1 (reopen log files); NULL = ignored. */
     void (*on_reload)(void *arg);
@@ -123,12 +123,12 @@ void weir_server_renew_connections(weir_server *srv);
 
 /* Live figures of a running server, for metrics. */
 typedef struct weir_server_stats {
-    uint64_t client_connections; /* open HTTP/1 client connections, all workers */
+    uint64_t client_connections;    /* open HTTP/1 client connections, all workers */
     uint64_t client_connections_h2; /* open HTTP/2 client connections */
-    uint64_t pool_idle;          /* idle upstream connections in the shared pool */
-    uint64_t pool_migrations;    /* idle connections taken over by another worker */
+    uint64_t pool_idle;             /* idle upstream connections in the shared pool */
+    uint64_t pool_migrations;       /* idle connections taken over by another worker */
     int workers;
-    weir_tls_stats tls;          /* TLS handshakes, both sides (whole process) */
+    weir_tls_stats tls; /* TLS handshakes, both sides (whole process) */
 } weir_server_stats;
 
 /* Fills *out. Any thread, while the server runs (zeroes otherwise). */

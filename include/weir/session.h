@@ -77,6 +77,20 @@ int weir_session_set_target(weir_session *s, const char *target, size_t len);
 int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes);
 
 /*
+ * Reads the request body into memory, up to max_bytes, before
+ * upstream_peer runs, so a slow client holds no backend connection until
+ * its body is complete (nginx's proxy_request_buffering). A body known to
+ * be longer than max_bytes is not buffered; a chunked body that grows past
+ * it goes on streaming after its first max_bytes. A complete buffered body
+ * is sent again to every attempt, so retries stay possible after it went
+ * out. The client's idle time while buffering is client_body_timeout (408
+ * after). Call it in early_request_filter or request_filter; not with
+ * weir_session_read_body. 0 turns it off. Returns WEIR_OK or
+ * WEIR_ERR_INVAL.
+ */
+int weir_session_buffer_body(weir_session *s, size_t max_bytes);
+
+/*
  * The request id: the client's X-Request-Id if it is 1 to 64 characters of
  * [A-Za-z0-9._:-] without "..", else one weir generated (32 hex digits),
  * which replaces the client's in the request sent upstream (unless the

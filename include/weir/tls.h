@@ -45,14 +45,14 @@ typedef struct weir_tls_cert_spec {
 typedef struct weir_tls_server_spec {
     const weir_tls_cert_spec *certs; /* at least one */
     size_t n_certs;
-    size_t default_cert; /* index served when SNI is absent or matches nothing */
-    int min_version;     /* 12 (TLS 1.2, the default when 0) or 13 */
-    const char *ciphers; /* TLS 1.2 cipher list; NULL = ECDHE with AES-GCM/ChaCha20 */
-    const char *ciphersuites; /* TLS 1.3 suites; NULL = OpenSSL's default */
-    const char *alpn;         /* protocols offered, preferred first, comma-separated,
-                                 e.g. "h2,http/1.1"; NULL = "http/1.1" */
-    bool no_tickets;          /* no session tickets (the session cache still resumes) */
-    const char *client_ca_file; /* mTLS: client certificates must chain to these; NULL = off */
+    size_t default_cert;         /* index served when SNI is absent or matches nothing */
+    int min_version;             /* 12 (TLS 1.2, the default when 0) or 13 */
+    const char *ciphers;         /* TLS 1.2 cipher list; NULL = ECDHE with AES-GCM/ChaCha20 */
+    const char *ciphersuites;    /* TLS 1.3 suites; NULL = OpenSSL's default */
+    const char *alpn;            /* protocols offered, preferred first, comma-separated,
+                                    e.g. "h2,http/1.1"; NULL = "http/1.1" */
+    bool no_tickets;             /* no session tickets (the session cache still resumes) */
+    const char *client_ca_file;  /* mTLS: client certificates must chain to these; NULL = off */
     bool client_verify_optional; /* with client_ca_file: a client without a certificate passes */
 } weir_tls_server_spec;
 
@@ -98,12 +98,12 @@ void weir_tls_client_free(weir_tls_client *c);
 
 /* TLS counters of a running server (see weir_server_get_stats). */
 typedef struct weir_tls_stats {
-    uint64_t handshakes;        /* completed client handshakes */
-    uint64_t resumed;           /* of which resumed a session */
-    uint64_t failures;          /* failed client handshakes (bad data, timeout, refused cert) */
-    uint64_t up_handshakes;     /* completed handshakes with backends */
-    uint64_t up_resumed;        /* of which resumed */
-    uint64_t up_failures;       /* failed handshakes with backends */
+    uint64_t handshakes;    /* completed client handshakes */
+    uint64_t resumed;       /* of which resumed a session */
+    uint64_t failures;      /* failed client handshakes (bad data, timeout, refused cert) */
+    uint64_t up_handshakes; /* completed handshakes with backends */
+    uint64_t up_resumed;    /* of which resumed */
+    uint64_t up_failures;   /* failed handshakes with backends */
 } weir_tls_stats;
 
 #ifdef __cplusplus

@@ -657,6 +657,8 @@ static const char *const location_keys[] = {"host",
                                             "write_timeout",
                                             "echo",
                                             "grpc_idle_timeout",
+                                            "request_buffering",
+                                            "request_buffer_size",
                                             NULL};
 
 static bool valid_token(const char *s)
@@ -848,6 +850,15 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
     weir__cfg_get_duration(ld, t, "write_timeout", section, 86400000, false, &l->write_timeout_ms);
     weir__cfg_get_duration(ld, t, "grpc_idle_timeout", section, 7 * 86400000u, false,
                            &l->grpc_idle_timeout_ms);
+    bool buffering = true;
+    weir__cfg_get_bool(ld, t, "request_buffering", section, &buffering);
+    l->request_buffer_bytes = 64 * 1024;
+    uint64_t buffer_size;
+    if (weir__cfg_get_size(ld, t, "request_buffer_size", section, 1024 * 1024 * 1024,
+                           &buffer_size))
+        l->request_buffer_bytes = buffer_size;
+    if (!buffering)
+        l->request_buffer_bytes = 0;
 }
 
 /* ---- [servers.NAME] ---- */

@@ -260,6 +260,13 @@ static int request_filter(weir_session *s, void *ctx)
         if (c->grpc) /* a stream may be quiet for long: not the HTTP limits */
             weir_session_set_client_timeout(s, c->loc->grpc_idle_timeout_ms);
     }
+    if (c->loc->request_buffer_bytes) {
+        /* Streams (gRPC) must flow as they come; everything else is read
+         * first, so a slow client holds no backend connection. */
+        weir_str ct = weir_headers_get(weir_session_req_headers(s), "content-type");
+        if (!(ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0))
+            weir_session_buffer_body(s, (size_t)c->loc->request_buffer_bytes);
+    }
     if (c->loc->rewrite_re) {
         int rc = rewrite(s, c->loc);
         weir_str id = weir_session_request_id(s);

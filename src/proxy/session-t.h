@@ -29,6 +29,7 @@
 typedef enum sess_state {
     SS_EARLY,     /* early_request_filter */
     SS_REQUEST,   /* request_filter */
+    SS_BUFFER,    /* the request body is read into memory before a backend is chosen */
     SS_PEER,      /* upstream_peer */
     SS_CONNECT,   /* TCP connect in progress */
     SS_UP_FILTER, /* upstream_request_filter, then the request head goes out */
@@ -51,6 +52,10 @@ typedef struct pump {
     bool end_queued;
     int err;      /* error, if any */
     bool err_src; /* the error came from the source side */
+    /* The request pump replays a buffered body first (SS_BUFFER):
+     * pre_off bytes of the session's body buffer are written. */
+    size_t pre_off;
+    bool from_pre; /* the queued segment came from the buffer */
 } pump;
 
 struct weir_session {
@@ -102,6 +107,13 @@ struct weir_session {
     bool req_head_sent;
     uint64_t body_limit; /* weir_session_set_body_limit; 0 = none */
     weir_str request_id; /* .ptr NULL until first asked for or added */
+
+    /* weir_session_buffer_body: the body (or its first buf_max bytes) read
+     * before the backend is chosen, replayed to each attempt */
+    char *buf;
+    size_t buf_len, buf_cap, buf_max;
+    bool buf_complete; /* the whole body is in buf (trailers in buf_trailers) */
+    weir_str buf_trailers;
 
     /* weir_session_read_body: the body gathered in arena memory */
     weir_session_body_cb body_cb;

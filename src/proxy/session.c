@@ -51,9 +51,9 @@
 
 static const char *state_name(sess_state s)
 {
-    static const char *const names[] = {"early",     "request", "peer",      "connect",
-                                        "up_filter", "proxy",   "resp_head", "resp_body",
-                                        "tunnel",    "flush",   "done"};
+    static const char *const names[] = {"early",     "request",   "buffer", "peer",
+                                        "connect",   "up_filter", "proxy",  "resp_head",
+                                        "resp_body", "tunnel",    "flush",  "done"};
     return names[s];
 }
 
@@ -164,6 +164,7 @@ static char term_when(const weir_session *s)
     switch (s->state) {
     case SS_EARLY:
     case SS_REQUEST:
+    case SS_BUFFER:
         return 'R';
     case SS_PEER:
     case SS_CONNECT:
@@ -241,10 +242,21 @@ static void log_mid_response(weir_session *s)
                   (int)s->client_ip_len, s->client_ip, (int)id.len, id.ptr);
 }
 
+/* The request can be sent again unchanged: no body byte went to a backend,
+ * or the whole body is buffered and is replayed. */
+static bool body_replayable(const weir_session *s)
+{
+    return s->req_pump.moved == 0 || s->buf_complete;
+}
+
 static void go_back_to_peer(weir_session *s)
 {
     s->req_head_sent = false;
     s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    if (s->buf_complete) {
+        s->req_pump.pre_off = 0;
+        s->req_pump.moved = 0;
+    }
     s->state = SS_PEER; /* back to a state already passed: not a set_state move */
     s->sub = 0;
 }
@@ -267,7 +279,7 @@ static void connect_failed(weir_session *s, int err)
  */
 static bool retry_before_response(weir_session *s, int err)
 {
-    if (s->req_pump.moved > 0 || !s->svc->ops->fail_to_connect)
+    if (!body_replayable(s) || !s->svc->ops->fail_to_connect)
         return false;
     release_upstream(s, false);
     if (!want_retry(s, WEIR_FAILURE_RESET, err))
@@ -285,7 +297,7 @@ static bool retry_on_status(weir_session *s)
               : st == 503 ? WEIR_RETRY_503
               : st == 504 ? WEIR_RETRY_504
                           : 0;
-    if (!bit || !(s->peer.retry_on & bit) || s->req_pump.moved > 0 || !s->req_pump.done)
+    if (!bit || !(s->peer.retry_on & bit) || !body_replayable(s) || !s->req_pump.done)
         return false;
     if (!want_retry(s, WEIR_FAILURE_STATUS, 0))
         return false;
@@ -435,13 +447,17 @@ static void step_connect(weir_session *s)
  */
 static bool retry_stale(weir_session *s)
 {
-    if (!s->up || !s->up_reused || s->req_pump.moved > 0 || s->up->conn.rend > 0)
+    if (!s->up || !s->up_reused || !body_replayable(s) || s->up->conn.rend > 0)
         return false;
     weir_log_debug("upstream %s: pooled connection was closed, reconnecting", up_addr(s));
     release_upstream(s, false);
     s->up_reused = false;
     s->req_head_sent = false;
     s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    if (s->buf_complete) {
+        s->req_pump.pre_off = 0;
+        s->req_pump.moved = 0;
+    }
     int err = 0;
     s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
     if (!s->up) {
@@ -577,7 +593,8 @@ static int pump_run(weir_session *s, pump *p,
                 return rc;
             }
             if (p->queued) {
-                p->src->ops->consume_body(p->src);
+                if (!p->from_pre)
+                    p->src->ops->consume_body(p->src);
                 p->queued = false;
                 for (size_t i = 0; i < p->n_segs; i++)
                     p->moved += p->segs[i].len;
@@ -589,7 +606,21 @@ static int pump_run(weir_session *s, pump *p,
         }
         weir_str trailers = WEIR_STR_NULL;
         size_t n = 0;
-        int rc = p->src->ops->read_body(p->src, p->segs, MAX_SEGS, &n, &trailers);
+        int rc;
+        p->from_pre = p == &s->req_pump && s->buf && (p->pre_off < s->buf_len || s->buf_complete);
+        if (p->from_pre && p->pre_off < s->buf_len) {
+            /* The buffered body first (SS_BUFFER), then the client's. */
+            size_t len = s->buf_len - p->pre_off;
+            p->segs[0] = (weir_str){s->buf + p->pre_off, len};
+            p->pre_off += len;
+            n = 1;
+            rc = WEIR_OK;
+        } else if (p->from_pre) {
+            trailers = s->buf_trailers;
+            rc = WEIR_DONE;
+        } else {
+            rc = p->src->ops->read_body(p->src, p->segs, MAX_SEGS, &n, &trailers);
+        }
         if (rc == WEIR_AGAIN)
             return WEIR_AGAIN;
         if (rc < 0) {
@@ -1037,7 +1068,7 @@ static void up_timeout(weir_timer *t)
     case SS_PROXY: {
         /* Retried only if nothing of the response came and the body (if
          * any) can be sent again. */
-        bool silent = !(s->up && s->up->conn.rend > 0) && s->req_pump.moved == 0;
+        bool silent = !(s->up && s->up->conn.rend > 0) && body_replayable(s);
         release_upstream(s, false);
         if (silent && (s->peer.retry_on & WEIR_RETRY_TIMEOUT) &&
             want_retry(s, WEIR_FAILURE_TIMEOUT, -ETIMEDOUT)) {
@@ -1068,6 +1099,13 @@ static void client_timeout(weir_timer *t)
         s->body_cb(s, s->ctx, (weir_str){"", 0}, -ETIMEDOUT);
         return;
     }
+    if (s->state == SS_BUFFER) {
+        /* Nothing went upstream: the client is told, as nginx does. */
+        terminate(s, 'c');
+        fail(s, 408, "client body timed out");
+        run(s);
+        return;
+    }
     terminate(s, 'c');
     s->client_aborted = true;
     s->failed = true;
@@ -1089,6 +1127,9 @@ static void arm_timers(weir_session *s)
         o = &ov;
     }
     switch (s->state) {
+    case SS_BUFFER:
+        client_ms = o->client_body_timeout_ms;
+        break;
     case SS_CONNECT:
         up_ms = s->peer.connect_timeout_ms;
         break;
@@ -1183,6 +1224,88 @@ static void read_whole_body(weir_session *s)
     }
 }
 
+/* Buffer the body before choosing a backend (weir_session_buffer_body)?
+ * Not when it cannot fit: a prefix would protect nothing. */
+static bool wants_buffer(const weir_session *s)
+{
+    if (!s->buf_max || s->req.body == WEIR_BODY_NONE || s->req.upgrade)
+        return false;
+    return s->req.body != WEIR_BODY_KNOWN || s->req.content_length <= s->buf_max;
+}
+
+/*
+ * BUFFER: the request body goes into memory while the client sends it, so
+ * a slow client holds no backend connection (nginx's
+ * proxy_request_buffering). Then PEER, with the body complete (replayed
+ * to every attempt, so retries stay possible), or with the first buf_max
+ * bytes of a chunked body that is longer (the rest streams).
+ */
+static void step_buffer(weir_session *s)
+{
+    weir_exchange *x = s->down;
+    while (s->buf_len < s->buf_max) {
+        weir_str segs[MAX_SEGS], trailers = WEIR_STR_NULL;
+        size_t n = 0;
+        int rc = x->ops->read_body(x, segs, MAX_SEGS, &n, &trailers);
+        if (rc == WEIR_AGAIN)
+            return;
+        if (rc == WEIR_DONE) {
+            s->buf_complete = true;
+            if (trailers.len &&
+                !(s->buf_trailers.ptr = weir__arena_dup(&s->arena, trailers.ptr, trailers.len))) {
+                fail(s, 503, "out of memory");
+                return;
+            }
+            s->buf_trailers.len = trailers.len;
+            s->req_pump.done = false;
+            break;
+        }
+        if (rc < 0) {
+            if (rc == WEIR_EX_E_TOO_LARGE) {
+                fail(s, 413, "request body over the limit");
+            } else if (rc == WEIR_EX_E_FRAMING) {
+                fail(s, 400, "invalid request body framing");
+            } else {
+                terminate(s, 'C');
+                s->client_aborted = true;
+                s->error = "client closed during the request body";
+                set_state(s, SS_DONE);
+            }
+            return;
+        }
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += segs[i].len;
+        if (s->body_limit && s->buf_len + total > s->body_limit) {
+            fail(s, 413, "request body over the limit");
+            return;
+        }
+        if (s->buf_len + total > s->buf_cap) {
+            /* Room for what came (a read may pass buf_max by one buffer). */
+            size_t cap = s->buf_cap ? s->buf_cap * 2 : 4096;
+            if (s->req.body == WEIR_BODY_KNOWN && cap < s->req.content_length)
+                cap = (size_t)s->req.content_length;
+            while (cap < s->buf_len + total)
+                cap *= 2;
+            char *nb = weir__arena_alloc(&s->arena, cap);
+            if (!nb) {
+                fail(s, 503, "out of memory");
+                return;
+            }
+            if (s->buf_len)
+                memcpy(nb, s->buf, s->buf_len);
+            s->buf = nb;
+            s->buf_cap = cap;
+        }
+        for (size_t i = 0; i < n; i++) {
+            memcpy(s->buf + s->buf_len, segs[i].ptr, segs[i].len);
+            s->buf_len += segs[i].len;
+        }
+        x->ops->consume_body(x);
+    }
+    set_state(s, SS_PEER);
+}
+
 static void step(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
@@ -1205,12 +1328,17 @@ static void step(weir_session *s)
                 return;
             if (r == WEIR_PHASE_ANSWERED && s->generated)
                 set_state(s, SS_RESP_HEAD);
+            else if (r == WEIR_PHASE_CONTINUE && s->state == SS_EARLY)
+                set_state(s, SS_REQUEST);
             else if (r == WEIR_PHASE_CONTINUE)
-                set_state(s, s->state == SS_EARLY ? SS_REQUEST : SS_PEER);
+                set_state(s, wants_buffer(s) ? SS_BUFFER : SS_PEER);
             else
                 fail(s, 500, "request phase failed");
             break;
         }
+        case SS_BUFFER:
+            step_buffer(s);
+            break;
         case SS_PEER:
             step_peer(s);
             break;

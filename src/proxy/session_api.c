@@ -269,6 +269,14 @@ int weir_session_read_body(weir_session *s, size_t max_bytes, weir_session_body_
     return WEIR_OK;
 }
 
+int weir_session_buffer_body(weir_session *s, size_t max_bytes)
+{
+    if (s->body_read_used || (s->state != SS_EARLY && s->state != SS_REQUEST))
+        return WEIR_ERR_INVAL;
+    s->buf_max = max_bytes;
+    return WEIR_OK;
+}
+
 int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes)
 {
     s->body_limit = max_bytes;

@@ -1,0 +1,159 @@
+"""request_buffering: a request body is read before a backend is chosen,
+so slow clients (slowhttptest -B style) hold no backend connection, and
+a buffered body can be sent again when an attempt fails (issue:
+"Availability under faults", backend protection).
+"""
+import socket
+import threading
+import time
+
+import pytest
+
+import backends as B
+from conftest import binary, free_port, require_binary
+
+
+@pytest.fixture
+def proxy(tmp_path, start_proc):
+    def start(text, threads=2, **addrs):
+        require_binary("weir")
+        port = free_port()
+        text = text.replace("@PORT@", str(port))
+        for name, b in addrs.items():
+            text = text.replace("@%s@" % name, b if isinstance(b, str) else b.addr)
+        path = tmp_path / "weir.toml"
+        path.write_text(text)
+        return start_proc([binary("weir"), "-c", str(path), "--threads", str(threads)], port,
+                          "weir")
+
+    return start
+
+
+def config(location_extra="", server_extra="", addrs=("@B@",)):
+    return """
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+%s
+[locations.l]
+upstream = "u"
+%s
+[upstreams.u]
+addrs = [%s]
+max_fails = 0
+""" % (server_extra, location_extra, ", ".join('"%s"' % a for a in addrs))
+
+
+def echo_len(conn, req):
+    body = b"%d %s\n" % (len(req.body), req.body[:16])
+    conn.send(B.response_head(200, [("Content-Length", str(len(body)))]) + body)
+
+
+def slow_post(port, body, pause=0.05, chunk=4, head_extra=b""):
+    s = B.connect(port)
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n"
+              % (len(body), head_extra))
+    for i in range(0, len(body), chunk):
+        s.sendall(body[i:i + chunk])
+        time.sleep(pause)
+    r = B.read_response(B.Reader(s), "POST")
+    s.close()
+    return r
+
+
+def test_slow_body_holds_no_backend_connection(proxy, backend):
+    b = backend(echo_len)
+    w = proxy(config(), B=b)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", slow_post(w.port, b"x" * 40)))
+    t.start()
+    time.sleep(0.3)  # about a third of the body sent
+    assert b.connections == 0, "a backend connection was taken before the body was complete"
+    t.join(20)
+    assert result["r"].status == 200 and result["r"].body.startswith(b"40 ")
+    assert b.connections == 1
+
+
+def test_fifty_slow_clients_hold_no_backend_connections(proxy, backend):
+    b = backend(echo_len)
+    w = proxy(config(), B=b)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(slow_post(w.port, b"y" * 80,
+                                                                        pause=0.05)))
+               for _ in range(50)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # every client is sending; none has sent its 20 pieces
+    held = b.connections
+    for t in threads:
+        t.join(30)
+    assert held == 0, held
+    assert len(results) == 50 and all(r.status == 200 for r in results)
+
+
+def test_request_buffering_off_streams(proxy, backend):
+    b = backend(echo_len)
+    w = proxy(config("request_buffering = false"), B=b)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", slow_post(w.port, b"z" * 40)))
+    t.start()
+    time.sleep(0.3)
+    assert b.connections == 1, "with buffering off the body streams to the backend"
+    t.join(20)
+    assert result["r"].status == 200
+
+
+def test_body_over_the_buffer_streams(proxy, backend):
+    b = backend(echo_len)
+    w = proxy(config('request_buffer_size = "16"'), B=b)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", slow_post(w.port, b"w" * 40)))
+    t.start()
+    time.sleep(0.3)
+    assert b.connections == 1
+    t.join(20)
+    assert result["r"].status == 200 and result["r"].body.startswith(b"40 ")
+
+
+def test_chunked_body_and_trailers_are_buffered_whole(proxy, backend):
+    b = backend(echo_len)
+    w = proxy(config(), B=b)
+    s = B.connect(w.port)
+    s.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for piece in (b"5\r\nhello\r\n", b"6\r\n world\r\n", b"0\r\nX-Sum: 11\r\n\r\n"):
+        time.sleep(0.1)
+        assert b.connections == 0
+        s.sendall(piece)
+    r = B.read_response(B.Reader(s), "POST")
+    s.close()
+    assert r.status == 200 and r.body == b"11 hello world\n"
+    assert b.last().trailers.get("X-Sum") == "11"
+
+
+def test_buffered_body_is_replayed_after_a_reset(proxy, backend):
+    """The first backend reads the whole body, then resets: the buffered
+    body goes again to the other backend (a POST: resets are retried for
+    any method when the body can be sent again)."""
+    def reset(conn, req):
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return "close"
+
+    bad, good = backend(reset), backend(echo_len)
+    w = proxy(config(addrs=("@X@", "@Y@")), X=bad, Y=good)
+    for i in range(4):
+        r = B.request(w.port, b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                              b"Connection: close\r\n\r\nabcde", "POST")
+        assert r.status == 200 and r.body == b"5 abcde\n", (i, r.status, r.body)
+    assert bad.request_count() >= 1
+    assert all(req.body == b"abcde" for req in good.requests)
+
+
+def test_stalled_body_is_a_408_and_reaches_no_backend(proxy, backend):
+    b = backend(echo_len)
+    w = proxy(config(server_extra='client_body_timeout = "500ms"'), B=b)
+    s = B.connect(w.port)
+    s.sendall(b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+    r = B.read_response(B.Reader(s), "POST")
+    s.close()
+    assert r.status == 408
+    assert b.connections == 0 and b.request_count() == 0
