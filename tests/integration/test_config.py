@@ -614,6 +614,10 @@ def test_command_line_threads_win_over_file(tmp_path, start_proc):
     port = free_port()
     text = base(port=port).replace("threads = 1", "threads = 2")
     w = start_weir(start_proc, tmp_path, text, "--threads", "6", port=port)
+    # The listening sockets are bound before the workers start: wait for them.
+    deadline = time.monotonic() + 10
+    while task_count(w.pid) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert task_count(w.pid) >= 6
     deadline = time.monotonic() + 5
     while "workers)" not in w.stderr() and time.monotonic() < deadline:
