@@ -113,8 +113,8 @@ static double bench(size_t n, size_t n_regex)
     for (size_t i = 0; i < LOOKUPS; i++)
         found += weir__router_match(r, h[i % N_PROBES], p[i % N_PROBES]) != NULL;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ns = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) /
-                LOOKUPS;
+    double ns =
+        ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / LOOKUPS;
     if (found == 0)
         fprintf(stderr, "route_bench: nothing matched\n");
     weir__router_free(r);

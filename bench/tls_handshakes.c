@@ -48,19 +48,18 @@
 
 enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_WRITING, ST_READING };
 enum { E_CONNECT, E_HANDSHAKE, E_IO, E_RESPONSE, E_TIMEOUT, E_KINDS };
-static const char *const err_names[E_KINDS] = {"connect", "handshake", "io", "response",
-                                               "timeout"};
+static const char *const err_names[E_KINDS] = {"connect", "handshake", "io", "response", "timeout"};
 
 typedef struct {
     int fd;
     SSL *ssl;
     SSL_SESSION *sess; /* -r: the session of this slot's previous connection */
     int state;
-    double t_start;      /* connect() called */
-    double hs_time;      /* handshake duration, s */
-    bool reused;         /* the server resumed the session */
-    char head[256];      /* first bytes of the response */
-    char tail[128];      /* last bytes of the response */
+    double t_start; /* connect() called */
+    double hs_time; /* handshake duration, s */
+    bool reused;    /* the server resumed the session */
+    char head[256]; /* first bytes of the response */
+    char tail[128]; /* last bytes of the response */
     size_t head_len, total;
     size_t wpos;
 } conn;
@@ -337,13 +336,26 @@ int main(int argc, char **argv)
     double secs = 5;
     while ((opt = getopt(argc, argv, "p:c:d:rb:n:")) != -1) {
         switch (opt) {
-        case 'p': port = atoi(optarg); break;
-        case 'c': nconns = atoi(optarg); break;
-        case 'd': secs = atof(optarg); break;
-        case 'r': resume = true; break;
-        case 'b': want_body = optarg; break;
-        case 'n': sni = optarg; break;
-        default: usage();
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'c':
+            nconns = atoi(optarg);
+            break;
+        case 'd':
+            secs = atof(optarg);
+            break;
+        case 'r':
+            resume = true;
+            break;
+        case 'b':
+            want_body = optarg;
+            break;
+        case 'n':
+            sni = optarg;
+            break;
+        default:
+            usage();
         }
     }
     if (port <= 0 || port > 65535 || nconns <= 0 || secs <= 0)
@@ -417,7 +429,8 @@ int main(int argc, char **argv)
         errs += n_err[k];
         if (n_err[k]) {
             size_t l = strlen(kinds);
-            snprintf(kinds + l, sizeof(kinds) - l, "%s%s=%lu", l ? "," : "", err_names[k], n_err[k]);
+            snprintf(kinds + l, sizeof(kinds) - l, "%s%s=%lu", l ? "," : "", err_names[k],
+                     n_err[k]);
         }
     }
     printf("HS_DONE='%lu'\nHS_RESUMED='%lu'\nHS_ERRORS='%lu'\nHS_ERROR_KINDS='%s'\n", n_ok,

@@ -40,11 +40,11 @@ struct weir_loop {
     weir_timer **heap; /* min-heap on key_ms */
     size_t n_heap, cap_heap;
 
-    weir_io wake;          /* eventfd for posts and stop */
-    pthread_mutex_t lock;  /* guards `posted` */
-    task_vec posted;       /* filled by any thread */
+    weir_io wake;            /* eventfd for posts and stop */
+    pthread_mutex_t lock;    /* guards `posted` */
+    task_vec posted;         /* filled by any thread */
     _Atomic bool has_posted; /* posted.n > 0, readable without the lock */
-    task_vec deferred;     /* loop thread only */
+    task_vec deferred;       /* loop thread only */
 };
 
 static __thread weir_loop *current_loop;

@@ -38,7 +38,7 @@ struct weir_timer {
     weir_timer_cb cb;
 };
 
-#define weir_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define weir_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 weir_loop *weir__loop_new(int id);
 void weir__loop_free(weir_loop *loop);

@@ -27,10 +27,10 @@ typedef struct weir_exchange weir_exchange;
 
 /* Errors specific to exchanges (negative errno values are used too). */
 enum {
-    WEIR_EX_E_CLOSED = -2000,   /* the peer closed the connection early */
-    WEIR_EX_E_FRAMING = -2001,  /* invalid body framing from the peer */
-    WEIR_EX_E_TOO_LARGE = -2002,/* body over the configured limit */
-    WEIR_EX_E_HEAD = -2003,     /* malformed response head */
+    WEIR_EX_E_CLOSED = -2000,    /* the peer closed the connection early */
+    WEIR_EX_E_FRAMING = -2001,   /* invalid body framing from the peer */
+    WEIR_EX_E_TOO_LARGE = -2002, /* body over the configured limit */
+    WEIR_EX_E_HEAD = -2003,      /* malformed response head */
     WEIR_EX_E_HEAD_TOO_LARGE = -2004,
 };
 

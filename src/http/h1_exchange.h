@@ -30,9 +30,9 @@ typedef struct weir_h1x {
 
     /* receiving a body */
     enum weir_h1_body_kind in_kind;
-    uint64_t in_left;     /* WEIR_H1_BODY_LENGTH: bytes still to come */
-    uint64_t in_limit;    /* max body bytes, 0 = none */
-    uint64_t in_total;    /* body bytes delivered */
+    uint64_t in_left;  /* WEIR_H1_BODY_LENGTH: bytes still to come */
+    uint64_t in_limit; /* max body bytes, 0 = none */
+    uint64_t in_total; /* body bytes delivered */
     weir_chunked_decoder dec;
     uint32_t in_base;     /* body bytes restart here when the buffer drains */
     uint32_t in_peek_end; /* rstart after consume_body */
@@ -42,11 +42,11 @@ typedef struct weir_h1x {
     uint32_t trailers_len;
 
     /* sending */
-    bool out_chunked;     /* chunked framing of the body */
-    bool out_no_body;     /* body suppressed (HEAD response, 204, 304) */
-    bool out_keep_alive;  /* downstream: the connection stays open after */
-    int out_minor;        /* downstream: client's minor version */
-    uint64_t out_total;   /* body bytes queued */
+    bool out_chunked;    /* chunked framing of the body */
+    bool out_no_body;    /* body suppressed (HEAD response, 204, 304) */
+    bool out_keep_alive; /* downstream: the connection stays open after */
+    int out_minor;       /* downstream: client's minor version */
+    uint64_t out_total;  /* body bytes queued */
 } weir_h1x;
 
 /* Sets up x for sending requests / receiving responses on conn. */

@@ -44,11 +44,11 @@ typedef struct weir_h1s_config {
 
 typedef enum weir_h1s_state {
     WEIR_H1S_HANDSHAKE, /* TLS handshake in progress: handshake timer */
-    WEIR_H1S_IDLE,   /* between requests: no buffer, keep-alive timer */
-    WEIR_H1S_HEAD,   /* reading a request head: header timer */
-    WEIR_H1S_ACTIVE, /* a stream owns the exchange */
-    WEIR_H1S_LINGER, /* response sent, unread request bytes being drained before close */
-    WEIR_H1S_CLOSED, /* closed, freed at the end of the loop round */
+    WEIR_H1S_IDLE,      /* between requests: no buffer, keep-alive timer */
+    WEIR_H1S_HEAD,      /* reading a request head: header timer */
+    WEIR_H1S_ACTIVE,    /* a stream owns the exchange */
+    WEIR_H1S_LINGER,    /* response sent, unread request bytes being drained before close */
+    WEIR_H1S_CLOSED,    /* closed, freed at the end of the loop round */
 } weir_h1s_state;
 
 /* One list of live connections per worker, for graceful shutdown. */
@@ -56,7 +56,7 @@ typedef struct weir_h1s_list {
     struct weir_h2c_list *h2; /* where connections switching to HTTP/2 go */
     weir_h1s *head;
     _Atomic uint32_t n; /* written by the owner, read by stats from any thread */
-    bool draining; /* no new requests start; idle connections close */
+    bool draining;      /* no new requests start; idle connections close */
 } weir_h1s_list;
 
 struct weir_h1s {
@@ -67,8 +67,8 @@ struct weir_h1s {
     weir_h1s_list *list;
     weir_h1s *next, *prev;
     weir_timer timer;
-    void *stream;   /* current stream, or NULL */
-    weir_msg *req;  /* its message while the head is read */
+    void *stream;  /* current stream, or NULL */
+    weir_msg *req; /* its message while the head is read */
     size_t scan;
     bool close_after; /* close when the current stream is done */
     union {

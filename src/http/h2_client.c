@@ -230,8 +230,7 @@ static int x_read_head(weir_exchange *x, weir_msg *m)
     return WEIR_AGAIN;
 }
 
-static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n,
-                       weir_str *trailers)
+static int x_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n, weir_str *trailers)
 {
     weir_h2us *s = (weir_h2us *)x;
     int rc = weir__h2_in_read(&s->in, s->in_end, segs, n, trailers);
@@ -254,8 +253,8 @@ static void x_consume_body(weir_exchange *x)
     }
 }
 
-static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user)
+static ssize_t read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *user)
 {
     weir_h2us *s = src->ptr;
     bool moved;
@@ -422,8 +421,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
     weir_h2u *c = user;
-    weir_h2us *s = f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id)
-                                   : NULL;
+    weir_h2us *s =
+        f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
@@ -690,7 +689,7 @@ static void kicked(void *arg)
     weir_h2u *c = arg;
     c->kick_armed = false;
     if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) ? !take_own(c)
-                                                                 : atomic_load(&c->migrated))
+                                                                : atomic_load(&c->migrated))
         return;
     run_io(c);
     wake_streams(c);
@@ -712,7 +711,7 @@ static void io_cb(weir_io *io, uint32_t events)
     /* An idle connection leaves the shared list before it is touched; one
      * another worker took is only a shell until its home frees it. */
     if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) ? !take_own(c)
-                                                                 : atomic_load(&c->migrated))
+                                                                : atomic_load(&c->migrated))
         return;
     weir__conn_on_events(&c->conn, events);
     run_io(c);
@@ -726,8 +725,8 @@ static void io_cb(weir_io *io, uint32_t events)
 static weir_h2u *h2u_new(weir_loop *loop, const weir_peer *peer, weir_conn *adopt, int *err)
 {
     int fd = -1;
-    if (!adopt && (fd = weir__connect_start((const struct sockaddr *)&peer->addr,
-                                            peer->addr_len)) < 0) {
+    if (!adopt &&
+        (fd = weir__connect_start((const struct sockaddr *)&peer->addr, peer->addr_len)) < 0) {
         *err = fd;
         return NULL;
     }
@@ -811,7 +810,8 @@ static bool same_backend(const weir_h2u *c, const weir_peer *peer)
 {
     uint64_t key = peer->tls ? weir__tls_client_id(peer->tls_client) : 0;
     return c->tls == peer->tls && c->tls_key == key &&
-           weir__addr_equal((const struct sockaddr *)&c->addr, (const struct sockaddr *)&peer->addr);
+           weir__addr_equal((const struct sockaddr *)&c->addr,
+                            (const struct sockaddr *)&peer->addr);
 }
 
 /* A usable connection of this worker to peer (room for a stream), or NULL.
@@ -821,10 +821,9 @@ static weir_h2u *find_conn(const weir_peer *peer)
     for (weir_h2u *c = home ? home->head : NULL; c; c = c->next) {
         if (c->goaway || c->state == U_DEAD || atomic_load(&c->migrated) || !same_backend(c, peer))
             continue;
-        uint32_t max = c->state == U_READY
-                           ? nghttp2_session_get_remote_settings(
-                                 c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
-                           : 100;
+        uint32_t max = c->state == U_READY ? nghttp2_session_get_remote_settings(
+                                                 c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                                           : 100;
         if (c->n_streams >= max)
             continue;
         if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) && !take_own(c))
@@ -980,9 +979,8 @@ weir_h2us *weir__h2u_adopt(weir_conn *conn, const weir_peer *peer, weir_arena *a
     return s;
 }
 
-weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena,
-                          weir_msg *resp, void *owner, void (*wake)(void *owner), int *err,
-                          bool *reused)
+weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena, weir_msg *resp,
+                          void *owner, void (*wake)(void *owner), int *err, bool *reused)
 {
     if (!home && !(home = calloc(1, sizeof(*home)))) {
         *err = -ENOMEM;

@@ -34,9 +34,8 @@ typedef struct weir_h2us weir_h2us;
  * stream may progress. *reused tells whether the connection was already
  * open. NULL with *err (-errno) on failure.
  */
-weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena,
-                          weir_msg *resp, void *owner, void (*wake)(void *owner), int *err,
-                          bool *reused);
+weir_h2us *weir__h2u_open(weir_loop *loop, const weir_peer *peer, weir_arena *arena, weir_msg *resp,
+                          void *owner, void (*wake)(void *owner), int *err, bool *reused);
 /*
  * Like weir__h2u_open, on conn: a connection to peer already through TCP
  * and TLS whose ALPN chose h2 (an upstream offering "h2,http/1.1"). The

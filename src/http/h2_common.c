@@ -125,8 +125,8 @@ int weir__h2_out_end(weir_h2_outq *q, weir_str raw)
             weir__h2_lower(p, name);
             weir_str value = {v, (size_t)(line_end - v)};
             if (!weir__h2_skip_field(name, value, false))
-                q->trailers[q->n_trailers++] = (nghttp2_nv){
-                    (uint8_t *)p, (uint8_t *)v, name.len, value.len, NGHTTP2_NV_FLAG_NONE};
+                q->trailers[q->n_trailers++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, name.len,
+                                                            value.len, NGHTTP2_NV_FLAG_NONE};
         }
         p = eol + 1;
     }
@@ -195,7 +195,8 @@ bool weir__h2_nominated(const weir_headers *h, weir_str name)
             size_t start = k;
             while (k < v.len && v.ptr[k] != ',' && v.ptr[k] != ' ' && v.ptr[k] != '\t')
                 k++;
-            if (k - start == name.len && name.len && strncasecmp(v.ptr + start, name.ptr, name.len) == 0)
+            if (k - start == name.len && name.len &&
+                strncasecmp(v.ptr + start, name.ptr, name.len) == 0)
                 return true;
         }
     }

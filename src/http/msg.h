@@ -22,7 +22,7 @@
 #define WEIR_MAX_HEADERS 1000
 
 struct weir_headers {
-    weir_header *v;  /* inline[] until it must grow, then arena memory */
+    weir_header *v; /* inline[] until it must grow, then arena memory */
     uint32_t n, cap;
     weir_arena *arena;
     weir_header inline_v[WEIR_INLINE_HEADERS];
@@ -46,8 +46,8 @@ typedef struct weir_msg {
     int version; /* 10, 11, 20 */
     enum weir_body_len body;
     uint64_t content_length;
-    bool close; /* the sender closes the connection after this message */
-    bool upgrade; /* a request asking for a protocol upgrade, or its 101 answer */
+    bool close;           /* the sender closes the connection after this message */
+    bool upgrade;         /* a request asking for a protocol upgrade, or its 101 answer */
     weir_headers headers; /* last: its large inline array is left unzeroed */
 } weir_msg;
 

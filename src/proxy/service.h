@@ -12,8 +12,8 @@
 typedef struct weir_service {
     const weir_proxy_ops *ops;
     void *app;
-    weir_proxy_options opts; /* zero fields replaced by defaults */
-    weir_h1s_config h1;      /* what HTTP/1 connections of this service use */
+    weir_proxy_options opts;  /* zero fields replaced by defaults */
+    weir_h1s_config h1;       /* what HTTP/1 connections of this service use */
     weir_logsink *access_log; /* NULL = off; owned by the server */
 } weir_service;
 

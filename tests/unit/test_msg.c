@@ -82,9 +82,9 @@ Test(headers, reserve_keeps_fields)
 
 Test(headers, hop_by_hop_fields)
 {
-    const char *hop[] = {"Connection", "keep-alive", "TE", "Trailer", "Transfer-Encoding",
-                         "Upgrade", "Proxy-Connection", "Proxy-Authorization",
-                         "proxy-authenticate"};
+    const char *hop[] = {"Connection",       "keep-alive",          "TE",
+                         "Trailer",          "Transfer-Encoding",   "Upgrade",
+                         "Proxy-Connection", "Proxy-Authorization", "proxy-authenticate"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         cr_assert(weir__is_hop_by_hop((weir_str){hop[i], strlen(hop[i])}), "%s", hop[i]);
     const char *e2e[] = {"Host", "Content-Length", "Tea", "Upgrades", "X-Connection"};
@@ -104,8 +104,9 @@ Test(addr, parse_and_format)
         cr_assert_str_eq(buf, ok[i]);
     }
     cr_assert_eq(weir__addr_parse("*:8080", &ss, &len), 0);
-    const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
-                         "localhost:80", "[::1:80", "::1:80", "1.2.3.4:80x", ""};
+    const char *bad[] = {"127.0.0.1",    "127.0.0.1:",   "127.0.0.1:65536",
+                         "127.0.0.1:-1", "localhost:80", "[::1:80",
+                         "::1:80",       "1.2.3.4:80x",  ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(weir__addr_parse(bad[i], &ss, &len), WEIR_ERR_INVAL, "%s", bad[i]);
 }
