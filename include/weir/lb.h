@@ -4,10 +4,22 @@
  *
  * An upstream holds its backends in an immutable snapshot (the list plus
  * the algorithm's tables: smooth round-robin sequence, Ketama ring, Maglev
- * table) published through one atomic pointer. Membership changes (add,
- * remove, re-weight, drain) and health changes build a new snapshot and
- * swap it; selection reads the current one without a lock. A replaced
- * snapshot is freed a minute later (selection holds it for microseconds).
+ * table) published through one atomic pointer; selection reads the current
+ * one without a lock. Membership changes (add, remove, re-weight) take
+ * effect at once for weir_upstream_info and the health checker, and mark
+ * the tables stale; the next selection rebuilds them once, whatever the
+ * number of changes before it (so loading N backends costs one table
+ * build, not N), or weir_upstream_prepare does it off the request path.
+ * Health changes and drains are flags on the backend: no rebuild. A
+ * replaced snapshot is freed a minute later (selection holds it for
+ * microseconds).
+ *
+ * Sizes, all linear in the members: the round-robin period is the sum of
+ * the weights divided by their gcd, cut at max(65536, 16 N) picks; the
+ * Ketama ring has 160 points per unit of weight, at most 2^21 in all (13
+ * bytes each, with its index); the Maglev table has a prime M >= 100 N entries (4 bytes
+ * each): 65537 up to 655 members, then the first of 131071, 262139,
+ * 524287, 1048573, 2097143, 4194301, 8388593, 16777213 that is >= 100 N.
  *
  * A selected backend is a reference: report the outcome with
  * weir_backend_done(), which also ends its in-flight count. A removed
@@ -66,8 +78,15 @@ const char *weir_upstream_name(const weir_upstream *u);
 
 /* ---- membership (takes effect for the next selection) ---- */
 
-/* Members per upstream at most (keeps table builds bounded). */
-#define WEIR_UPSTREAM_MAX_BACKENDS 4096
+/* Members per upstream at most: a bound on memory (a member is about 0.3
+ * KiB, plus its share of the tables: 2 KiB per unit of weight with Ketama,
+ * 0.4 to 0.8 KiB with Maglev), not on time, since the tables build in
+ * O(N log N). Define it when building weir to change it (e.g.
+ * -DWEIR_UPSTREAM_MAX_BACKENDS=262144); the program checks its config
+ * against the same value. */
+#ifndef WEIR_UPSTREAM_MAX_BACKENDS
+#define WEIR_UPSTREAM_MAX_BACKENDS 65536
+#endif
 
 /*
  * Adds a backend at addr ("ip:port", numeric) with weight 1..10000.
@@ -84,6 +103,15 @@ int weir_upstream_set_weight(weir_upstream *u, const char *addr, uint32_t weight
  * requests but stays a member. */
 int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain);
 
+/*
+ * Builds the selection tables for the current members now, so that the next
+ * selection does not have to (call it after a batch of changes, off the
+ * request path; the server does for every upstream it is given). Waits for
+ * a build another thread is doing. Returns WEIR_OK or WEIR_ERR_NOMEM (the
+ * previous tables stay in use, and the next selection tries again).
+ */
+int weir_upstream_prepare(weir_upstream *u);
+
 /* ---- selection ---- */
 
 /*
@@ -91,6 +119,11 @@ int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain);
  * (backends this request already tried). `key` is the request's hash for
  * KETAMA and MAGLEV (ignored by the others). Returns a reference to release
  * with weir_backend_done(), or NULL if no backend is usable.
+ *
+ * After membership changes, the first selection builds the new tables
+ * (unless weir_upstream_prepare did); selections on other threads meanwhile
+ * use the previous ones, in which removed and drained backends are skipped
+ * already. No allocation otherwise.
  */
 weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_t *avoid,
                                    size_t n_avoid);
@@ -175,10 +208,10 @@ typedef struct weir_backend_info {
     bool draining; /* removed or drained: no new requests */
     weir_breaker_state breaker;
     uint64_t in_flight;
-    uint64_t requests; /* selections */
-    uint64_t failures; /* WEIR_BACKEND_FAILED reports */
-    uint64_t conns_new;    /* connections opened for requests */
-    uint64_t conns_reused; /* requests sent on a pooled connection */
+    uint64_t requests;       /* selections */
+    uint64_t failures;       /* WEIR_BACKEND_FAILED reports */
+    uint64_t conns_new;      /* connections opened for requests */
+    uint64_t conns_reused;   /* requests sent on a pooled connection */
     uint64_t health_changes; /* healthy <-> unhealthy transitions by the active check */
 } weir_backend_info;
 

@@ -66,11 +66,11 @@ struct probe {
     bool tls_done;
     /* gRPC checks */
     nghttp2_session *ng;
-    size_t fed;             /* bytes of buf given to ng */
-    int grpc_status;        /* -1 until the trailers say */
-    int serving;            /* HealthCheckResponse.status, -1 until known */
+    size_t fed;      /* bytes of buf given to ng */
+    int grpc_status; /* -1 until the trailers say */
+    int serving;     /* HealthCheckResponse.status, -1 until known */
     bool grpc_done;
-    unsigned char msg[64];  /* the response message, length-prefixed */
+    unsigned char msg[64]; /* the response message, length-prefixed */
     size_t msg_len;
     unsigned char call[300]; /* the request message */
     size_t call_len, call_sent;
@@ -258,7 +258,8 @@ static bool grpc_request(probe *p, const char *authority)
 static int judge_grpc(probe *p, bool eof, const char **why)
 {
     if (p->got > p->fed) {
-        ssize_t n = nghttp2_session_mem_recv(p->ng, (const uint8_t *)p->buf + p->fed, p->got - p->fed);
+        ssize_t n =
+            nghttp2_session_mem_recv(p->ng, (const uint8_t *)p->buf + p->fed, p->got - p->fed);
         if (n < 0) {
             *why = "invalid HTTP/2 response";
             return 0;
@@ -532,6 +533,11 @@ weir_health_runner *weir__health_start(weir_upstream *const *ups, size_t n)
     if (!r->v || !r->loop)
         goto fail;
     for (size_t i = 0; i < n; i++) {
+        /* The server starts us at start-up and on every change of its
+         * upstreams (reload), on its main thread, before requests use them:
+         * build their tables here, so that no request pays for that. On
+         * OOM the first selection tries again. */
+        weir_upstream_prepare(ups[i]);
         pthread_mutex_lock(&ups[i]->lock);
         bool has = ups[i]->has_hc;
         weir_health_check hc = ups[i]->hc;

@@ -3,10 +3,14 @@
  * circuit breaker (see weir/lb.h).
  *
  * Selection is lock-free: it loads the current snapshot and reads its
- * tables; per-backend health is a few atomics. Membership changes build a
- * whole new snapshot under the upstream's mutex and swap the pointer; the
- * old snapshot is freed after RETIRE_MS, long after any selection that
- * could have loaded it has finished.
+ * tables; per-backend health is a few atomics. Membership changes edit the
+ * member list under the upstream's mutex and bump its version, nothing
+ * more: adding N backends one by one (a config load, an admin PUT) used to
+ * rebuild every table N times, O(N^2) work and, with the retired copies,
+ * O(N^2) memory. The first selection that sees the version move builds one
+ * new snapshot for all the changes and swaps the pointer (others go on
+ * with the old one meanwhile); the old snapshot is freed after RETIRE_MS,
+ * long after any selection that could have loaded it has finished.
  *
  * Breaker, per backend:
  *   CLOSED --max_fails consecutive failures--> OPEN
@@ -73,55 +77,60 @@ static void snapshot_free(lb_snapshot *s)
         weir__lb_backend_unref(s->v[i]);
     free(s->v);
     free(s->w);
+    free(s->by_id);
     free(s->rr_seq);
     free(s->cum_weight);
     free(s->ring);
     free(s->ring_owner);
+    free(s->ring_start);
     free(s->maglev);
     free(s);
 }
 
-/* Builds a snapshot of members v[0..n) (takes a reference to each). */
-static lb_snapshot *snapshot_build(const weir_upstream *u, weir_backend *const *v, size_t n)
+/* A power of two at least twice n (and at least 8): hash table sizes. */
+static size_t table_size(size_t n)
 {
-    lb_snapshot *s = calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
-    s->v = calloc(n ? n : 1, sizeof(*s->v));
-    s->w = calloc(n ? n : 1, sizeof(*s->w));
-    s->cum_weight = calloc(n ? n : 1, sizeof(*s->cum_weight));
-    if (!s->v || !s->w || !s->cum_weight)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        s->v[i] = v[i];
-        backend_ref(v[i]);
-        s->w[i] = atomic_load(&v[i]->weight);
-        s->total_weight += s->w[i];
-        s->cum_weight[i] = s->total_weight;
-    }
-    s->n = n;
-    int rc = 0;
-    switch (u->opts.algo) {
-    case WEIR_LB_ROUND_ROBIN:
-        rc = weir__lb_build_rr(s);
-        break;
-    case WEIR_LB_KETAMA:
-        rc = weir__lb_build_ketama(s);
-        break;
-    case WEIR_LB_MAGLEV:
-        rc = weir__lb_build_maglev(s);
-        break;
-    default:
-        break;
-    }
-    if (rc == 0)
-        return s;
-fail:
-    snapshot_free(s);
-    return NULL;
+    size_t m = 8;
+    while (m < 2 * n)
+        m *= 2;
+    return m;
 }
 
-/* Publishes s (u->lock held): the old snapshot retires. */
+static size_t home(uint64_t id, size_t mask)
+{
+    return (size_t)(id ^ (id >> 32)) & mask; /* ids are hashes already */
+}
+
+/* Builds the tables of s, whose members and weights are set. */
+static int snapshot_tables(const weir_upstream *u, lb_snapshot *s)
+{
+    size_t n = s->n;
+    s->cum_weight = calloc(n ? n : 1, sizeof(*s->cum_weight));
+    s->by_id_mask = table_size(n) - 1;
+    s->by_id = calloc(s->by_id_mask + 1, sizeof(*s->by_id));
+    if (!s->cum_weight || !s->by_id)
+        return WEIR_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        s->total_weight += s->w[i];
+        s->cum_weight[i] = s->total_weight;
+        size_t k = home(s->v[i]->id, s->by_id_mask);
+        while (s->by_id[k])
+            k = (k + 1) & s->by_id_mask;
+        s->by_id[k] = (uint32_t)i + 1; /* the first of equal ids stays first */
+    }
+    switch (u->opts.algo) {
+    case WEIR_LB_ROUND_ROBIN:
+        return weir__lb_build_rr(s);
+    case WEIR_LB_KETAMA:
+        return weir__lb_build_ketama(s);
+    case WEIR_LB_MAGLEV:
+        return weir__lb_build_maglev(s);
+    default:
+        return 0;
+    }
+}
+
+/* Publishes s (build_lock held): the old snapshot retires. */
 static void publish(weir_upstream *u, lb_snapshot *s)
 {
     uint64_t now = weir__lb_now_ms();
@@ -144,11 +153,77 @@ static void publish(weir_upstream *u, lb_snapshot *s)
     }
 }
 
+/*
+ * Builds and publishes a snapshot of the current members if the published
+ * one is behind (build_lock held). The members are copied under `lock`, so
+ * that changes go on while the tables are built. *out is the snapshot to
+ * select from: the new one, or on OOM the old one. Returns WEIR_OK or
+ * WEIR_ERR_NOMEM.
+ */
+static int rebuild(weir_upstream *u, lb_snapshot **out)
+{
+    lb_snapshot *cur = atomic_load_explicit(&u->snap, memory_order_acquire);
+    *out = cur;
+    if (cur->version == atomic_load_explicit(&u->version, memory_order_acquire))
+        return WEIR_OK;
+    lb_snapshot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return WEIR_ERR_NOMEM;
+    pthread_mutex_lock(&u->lock);
+    size_t n = u->n_members;
+    s->v = malloc((n ? n : 1) * sizeof(*s->v));
+    s->w = malloc((n ? n : 1) * sizeof(*s->w));
+    if (s->v && s->w) {
+        for (size_t i = 0; i < n; i++) {
+            s->v[i] = u->members[i];
+            backend_ref(s->v[i]);
+            s->w[i] = atomic_load_explicit(&s->v[i]->weight, memory_order_relaxed);
+        }
+        s->n = n;
+        s->version = atomic_load_explicit(&u->version, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&u->lock);
+    if (!s->v || !s->w || snapshot_tables(u, s) < 0) {
+        snapshot_free(s);
+        return WEIR_ERR_NOMEM;
+    }
+    publish(u, s);
+    *out = s;
+    return WEIR_OK;
+}
+
+/* The snapshot to select from: the published one, first brought up to the
+ * members unless another thread is doing that now. */
+static lb_snapshot *current(weir_upstream *u)
+{
+    lb_snapshot *s = atomic_load_explicit(&u->snap, memory_order_acquire);
+    if (__builtin_expect(s->version != atomic_load_explicit(&u->version, memory_order_acquire),
+                         0) &&
+        pthread_mutex_trylock(&u->build_lock) == 0) {
+        rebuild(u, &s); /* on OOM, the old tables serve */
+        pthread_mutex_unlock(&u->build_lock);
+    }
+    return s;
+}
+
+int weir_upstream_prepare(weir_upstream *u)
+{
+    lb_snapshot *s;
+    pthread_mutex_lock(&u->build_lock);
+    int rc = rebuild(u, &s);
+    pthread_mutex_unlock(&u->build_lock);
+    return rc;
+}
+
 weir_upstream *weir_upstream_new(const char *name, const weir_upstream_options *opts)
 {
-    weir_upstream *u = calloc(1, sizeof(*u));
-    if (!u)
-        return NULL;
+    /* Aligned for rr_next's own cache line. */
+    size_t size = (sizeof(weir_upstream) + 63) / 64 * 64;
+    weir_upstream *u = aligned_alloc(64, size);
+    lb_snapshot *s = calloc(1, sizeof(*s));
+    if (!u || !s)
+        goto fail;
+    memset(u, 0, size);
     snprintf(u->name, sizeof(u->name), "%s", name ? name : "");
     if (opts)
         u->opts = *opts;
@@ -156,14 +231,20 @@ weir_upstream *weir_upstream_new(const char *name, const weir_upstream_options *
         u->opts.max_fails = 3;
     if (!u->opts.fail_timeout_ms)
         u->opts.fail_timeout_ms = 10000;
+    u->index_mask = table_size(0) - 1;
+    u->index = calloc(u->index_mask + 1, sizeof(*u->index));
+    if (!u->index || snapshot_tables(u, s) < 0)
+        goto fail;
     pthread_mutex_init(&u->lock, NULL);
-    lb_snapshot *s = snapshot_build(u, NULL, 0);
-    if (!s) {
-        free(u);
-        return NULL;
-    }
+    pthread_mutex_init(&u->build_lock, NULL);
     atomic_store(&u->snap, s);
     return u;
+fail:
+    if (u)
+        free(u->index);
+    snapshot_free(s);
+    free(u);
+    return NULL;
 }
 
 void weir_upstream_free(weir_upstream *u)
@@ -176,7 +257,12 @@ void weir_upstream_free(weir_upstream *u)
         u->retired = s->next_retired;
         snapshot_free(s);
     }
+    for (size_t i = 0; i < u->n_members; i++)
+        weir__lb_backend_unref(u->members[i]);
+    free(u->members);
+    free(u->index);
     pthread_mutex_destroy(&u->lock);
+    pthread_mutex_destroy(&u->build_lock);
     free(u);
 }
 
@@ -185,13 +271,93 @@ const char *weir_upstream_name(const weir_upstream *u)
     return u->name;
 }
 
-static long find_member(const lb_snapshot *s, const char *addr)
+/* ---- the members and their index (u->lock held) ---- */
+
+/* The member whose canonical address is `text`, or NULL. */
+static weir_backend *member_find(const weir_upstream *u, const char *text)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        if (strcmp(s->v[i]->text, addr) == 0)
-            return (long)i;
+    uint64_t id = weir_lb_hash(text, strlen(text));
+    for (size_t k = home(id, u->index_mask); u->index[k]; k = (k + 1) & u->index_mask) {
+        if (u->index[k]->id == id && strcmp(u->index[k]->text, text) == 0)
+            return u->index[k];
     }
-    return -1;
+    return NULL;
+}
+
+static void index_put(weir_backend **index, size_t mask, weir_backend *b)
+{
+    size_t k = home(b->id, mask);
+    while (index[k])
+        k = (k + 1) & mask;
+    index[k] = b;
+}
+
+/* Appends b (taking the caller's reference). Returns 0 or WEIR_ERR_NOMEM. */
+static int member_append(weir_upstream *u, weir_backend *b)
+{
+    if (u->n_members == u->cap_members) {
+        size_t cap = u->cap_members ? 2 * u->cap_members : 8;
+        weir_backend **v = realloc(u->members, cap * sizeof(*v));
+        if (!v)
+            return WEIR_ERR_NOMEM;
+        u->members = v;
+        u->cap_members = cap;
+    }
+    if (2 * (u->n_members + 1) > u->index_mask + 1) {
+        size_t size = table_size(u->n_members + 1);
+        weir_backend **index = calloc(size, sizeof(*index));
+        if (!index)
+            return WEIR_ERR_NOMEM;
+        for (size_t i = 0; i < u->n_members; i++)
+            index_put(index, size - 1, u->members[i]);
+        free(u->index);
+        u->index = index;
+        u->index_mask = size - 1;
+    }
+    u->members[u->n_members++] = b;
+    index_put(u->index, u->index_mask, b);
+    return 0;
+}
+
+/* Takes b out of the members (the caller gets their reference). */
+static void member_remove(weir_upstream *u, weir_backend *b)
+{
+    size_t i = 0;
+    while (u->members[i] != b)
+        i++;
+    memmove(&u->members[i], &u->members[i + 1], (u->n_members - i - 1) * sizeof(*u->members));
+    u->n_members--;
+    /* Linear probing: shift later entries of the run back over the hole. */
+    size_t mask = u->index_mask, hole = home(b->id, mask);
+    while (u->index[hole] != b)
+        hole = (hole + 1) & mask;
+    for (size_t k = (hole + 1) & mask; u->index[k]; k = (k + 1) & mask) {
+        size_t want = home(u->index[k]->id, mask);
+        /* entry k may fill the hole unless its home lies in (hole, k] */
+        bool stays = hole < k ? (want > hole && want <= k) : (want > hole || want <= k);
+        if (!stays) {
+            u->index[hole] = u->index[k];
+            hole = k;
+        }
+    }
+    u->index[hole] = NULL;
+}
+
+/* Records a membership change (u->lock held): the tables are now stale. */
+static void changed(weir_upstream *u)
+{
+    atomic_fetch_add_explicit(&u->version, 1, memory_order_release);
+}
+
+/* The canonical text of addr into canon[64]; -1 if it is not an address. */
+static int canonical(const char *addr, char *canon)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (weir__addr_parse(addr, &ss, &len) < 0)
+        return -1;
+    weir__addr_format((struct sockaddr *)&ss, canon, 64);
+    return 0;
 }
 
 int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
@@ -203,7 +369,7 @@ int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
     weir_backend *b = calloc(1, sizeof(*b));
     if (!b)
         return WEIR_ERR_NOMEM;
-    b->refs = 1; /* ours until the snapshot holds it */
+    b->refs = 1; /* the members' reference */
     memcpy(&b->addr, &ss, sizeof(ss));
     b->addr_len = len;
     /* Canonical text, so "127.0.0.1:80" added twice is found. */
@@ -213,120 +379,68 @@ int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
     b->up = u;
     atomic_store(&b->healthy, true);
     pthread_mutex_lock(&u->lock);
-    lb_snapshot *cur = atomic_load(&u->snap);
     int rc = WEIR_ERR_INVAL;
-    if (cur->n < WEIR_UPSTREAM_MAX_BACKENDS && find_member(cur, b->text) < 0) {
-        weir_backend **v = malloc((cur->n + 1) * sizeof(*v));
-        lb_snapshot *s = NULL;
-        if (v) {
-            memcpy(v, cur->v, cur->n * sizeof(*v));
-            v[cur->n] = b;
-            s = snapshot_build(u, v, cur->n + 1);
-            free(v);
-        }
-        if (s) {
-            publish(u, s);
-            rc = WEIR_OK;
-        } else {
-            rc = WEIR_ERR_NOMEM;
-        }
+    if (u->n_members < WEIR_UPSTREAM_MAX_BACKENDS && !member_find(u, b->text)) {
+        rc = member_append(u, b);
+        if (rc == 0)
+            changed(u);
     }
     pthread_mutex_unlock(&u->lock);
-    weir__lb_backend_unref(b);
-    return rc;
-}
-
-/* Rebuilds the snapshot with member `addr` replaced by `repl` (NULL to
- * remove it). Returns WEIR_OK or WEIR_ERR_INVAL if absent. */
-static int replace_member(weir_upstream *u, const char *addr, weir_backend *repl)
-{
-    char canon[64];
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (weir__addr_parse(addr, &ss, &len) < 0)
-        return WEIR_ERR_INVAL;
-    weir__addr_format((struct sockaddr *)&ss, canon, sizeof(canon));
-    pthread_mutex_lock(&u->lock);
-    lb_snapshot *cur = atomic_load(&u->snap);
-    long i = find_member(cur, canon);
-    int rc = WEIR_ERR_INVAL;
-    if (i >= 0) {
-        weir_backend **v = malloc((cur->n ? cur->n : 1) * sizeof(*v));
-        lb_snapshot *s = NULL;
-        size_t n = 0;
-        if (v) {
-            for (size_t k = 0; k < cur->n; k++) {
-                if ((long)k != i)
-                    v[n++] = cur->v[k];
-                else if (repl)
-                    v[n++] = repl;
-            }
-            s = snapshot_build(u, v, n);
-            free(v);
-        }
-        if (s) {
-            if (!repl)
-                atomic_store(&cur->v[i]->draining, true); /* for refs still out there */
-            publish(u, s);
-            rc = WEIR_OK;
-        } else {
-            rc = WEIR_ERR_NOMEM;
-        }
-    }
-    pthread_mutex_unlock(&u->lock);
+    if (rc != 0)
+        free(b);
     return rc;
 }
 
 int weir_upstream_remove(weir_upstream *u, const char *addr)
 {
-    return replace_member(u, addr, NULL);
+    char canon[64];
+    if (canonical(addr, canon) < 0)
+        return WEIR_ERR_INVAL;
+    pthread_mutex_lock(&u->lock);
+    weir_backend *b = member_find(u, canon);
+    if (b) {
+        member_remove(u, b);
+        /* Snapshots still holding it (until the next build, or retired)
+         * skip it from now on; its in-flight requests finish. */
+        atomic_store(&b->draining, true);
+        changed(u);
+    }
+    pthread_mutex_unlock(&u->lock);
+    if (!b)
+        return WEIR_ERR_INVAL;
+    weir__lb_backend_unref(b);
+    return WEIR_OK;
 }
 
 int weir_upstream_set_weight(weir_upstream *u, const char *addr, uint32_t weight)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
     char canon[64];
-    if (weight < 1 || weight > 10000 || weir__addr_parse(addr, &ss, &len) < 0)
+    if (weight < 1 || weight > 10000 || canonical(addr, canon) < 0)
         return WEIR_ERR_INVAL;
-    weir__addr_format((struct sockaddr *)&ss, canon, sizeof(canon));
     /* The member keeps its identity (health, breaker, in-flight count,
      * counters); only the tables are rebuilt with the new weight. */
     pthread_mutex_lock(&u->lock);
-    lb_snapshot *cur = atomic_load(&u->snap);
-    long i = find_member(cur, canon);
-    int rc = WEIR_ERR_INVAL;
-    if (i >= 0) {
-        uint32_t old = atomic_exchange(&cur->v[i]->weight, weight);
-        lb_snapshot *s = snapshot_build(u, cur->v, cur->n);
-        if (s) {
-            publish(u, s);
-            rc = WEIR_OK;
-        } else {
-            atomic_store(&cur->v[i]->weight, old);
-            rc = WEIR_ERR_NOMEM;
-        }
+    weir_backend *b = member_find(u, canon);
+    if (b) {
+        atomic_store(&b->weight, weight);
+        changed(u);
     }
     pthread_mutex_unlock(&u->lock);
-    return rc;
+    return b ? WEIR_OK : WEIR_ERR_INVAL;
 }
 
 int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
     char canon[64];
-    if (weir__addr_parse(addr, &ss, &len) < 0)
+    if (canonical(addr, canon) < 0)
         return WEIR_ERR_INVAL;
-    weir__addr_format((struct sockaddr *)&ss, canon, sizeof(canon));
-    lb_snapshot *cur = atomic_load(&u->snap);
+    /* A flag every snapshot sees: no rebuild. */
     pthread_mutex_lock(&u->lock);
-    cur = atomic_load(&u->snap);
-    long i = find_member(cur, canon);
-    if (i >= 0)
-        atomic_store(&cur->v[i]->draining, drain);
+    weir_backend *b = member_find(u, canon);
+    if (b)
+        atomic_store(&b->draining, drain);
     pthread_mutex_unlock(&u->lock);
-    return i >= 0 ? WEIR_OK : WEIR_ERR_INVAL;
+    return b ? WEIR_OK : WEIR_ERR_INVAL;
 }
 
 /* ---- health ---- */
@@ -537,7 +651,7 @@ static weir_backend *take(weir_backend *b, int how)
 weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_t *avoid,
                                    size_t n_avoid)
 {
-    lb_snapshot *s = atomic_load_explicit(&u->snap, memory_order_acquire);
+    lb_snapshot *s = current(u);
     if (s->n == 0)
         return NULL;
     for (int t = 0; t < 4; t++) {
@@ -554,10 +668,11 @@ weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_
 
 weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id)
 {
-    lb_snapshot *s = atomic_load_explicit(&u->snap, memory_order_acquire);
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->v[i]->id == id)
-            return take(s->v[i], usable(s->v[i], true));
+    lb_snapshot *s = current(u);
+    for (size_t k = home(id, s->by_id_mask); s->by_id[k]; k = (k + 1) & s->by_id_mask) {
+        weir_backend *b = s->v[s->by_id[k] - 1];
+        if (b->id == id)
+            return take(b, usable(b, true));
     }
     return NULL;
 }
@@ -635,15 +750,14 @@ uint64_t weir_backend_id(const weir_backend *b)
 weir_backend **weir__lb_members(weir_upstream *u, size_t *n)
 {
     pthread_mutex_lock(&u->lock);
-    lb_snapshot *s = atomic_load(&u->snap);
-    weir_backend **v = malloc((s->n ? s->n : 1) * sizeof(*v));
+    weir_backend **v = malloc((u->n_members ? u->n_members : 1) * sizeof(*v));
     *n = 0;
     if (v) {
-        for (size_t i = 0; i < s->n; i++) {
-            backend_ref(s->v[i]);
-            v[i] = s->v[i];
+        for (size_t i = 0; i < u->n_members; i++) {
+            backend_ref(u->members[i]);
+            v[i] = u->members[i];
         }
-        *n = s->n;
+        *n = u->n_members;
     }
     pthread_mutex_unlock(&u->lock);
     return v;

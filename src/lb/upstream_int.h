@@ -1,6 +1,6 @@
 /*
  * upstream_int.h - the internals of weir_upstream shared by the selection
- * code (upstream.c, hash.c) and the health checker (health.c).
+ * code (upstream.c, rr.c, hash.c) and the health checker (health.c).
  */
 #ifndef WEIR_LB_UPSTREAM_INT_H
 #define WEIR_LB_UPSTREAM_INT_H
@@ -42,19 +42,27 @@ struct weir_backend {
     uint32_t hc_rise, hc_fall;
 };
 
-/* The immutable member list and the algorithm's tables. */
+/* The immutable member list and the algorithm's tables, built from the
+ * upstream's membership at `version`. Owner: the upstream; freed
+ * RETIRE_MS after it is replaced (selection reads it without a lock). */
 typedef struct lb_snapshot {
+    uint64_t version;
     weir_backend **v; /* members in insertion order */
     uint32_t *w;      /* their weights when the snapshot was built */
     size_t n;
     uint64_t total_weight;
+    uint32_t *by_id; /* open addressing on id: member index + 1, 0 = free */
+    size_t by_id_mask;
     uint32_t *rr_seq; /* smooth round robin: one period of member indexes */
     size_t rr_period;
     uint64_t *cum_weight; /* weighted random: prefix sums */
-    /* Ketama: sorted points and the member of each */
+    /* Ketama: sorted points and the member of each; ring_start[b] is the
+     * first point whose hash has b as its top (64 - ring_shift) bits */
     uint64_t *ring;
     uint32_t *ring_owner;
     size_t n_ring;
+    uint32_t *ring_start;
+    unsigned ring_shift;
     /* Maglev: lookup table of member indexes */
     uint32_t *maglev;
     size_t n_maglev;
@@ -62,21 +70,40 @@ typedef struct lb_snapshot {
     struct lb_snapshot *next_retired;
 } lb_snapshot;
 
+/*
+ * Membership changes edit `members` in place and bump `version`; they build
+ * no tables. Selection compares the published snapshot's version with it
+ * and, when behind, one selecting thread (build_lock, tried, never waited
+ * for) builds the next snapshot from a copy of the members, outside `lock`.
+ * So a burst of N changes costs one table build, not N.
+ */
 struct weir_upstream {
     char name[128];
     weir_upstream_options opts;
     _Atomic(lb_snapshot *) snap;
-    _Atomic uint64_t rr_next;
-    pthread_mutex_t lock; /* serializes membership changes and retired-list handling */
+    _Atomic uint64_t version; /* of the membership; written under lock */
+    pthread_mutex_t lock;     /* members, their index, version, hc */
+    weir_backend **members;   /* insertion order; one reference each */
+    size_t n_members, cap_members;
+    weir_backend **index; /* open addressing on id: the members, NULL = free */
+    size_t index_mask;
+    pthread_mutex_t build_lock; /* one snapshot builder at a time; the retired list */
     lb_snapshot *retired;
     weir_health_check hc;
     bool has_hc;
+    /* Written by every round-robin pick: its own cache line. */
+    _Alignas(64) _Atomic uint64_t rr_next;
 };
 
-/* Builds the algorithm tables of s (hash.c). Returns 0 or WEIR_ERR_NOMEM. */
+/* Builds the algorithm tables of s (rr.c, hash.c) from s->v, s->w, s->n
+ * and s->total_weight. Returns 0 or WEIR_ERR_NOMEM. */
 int weir__lb_build_ketama(lb_snapshot *s);
 int weir__lb_build_maglev(lb_snapshot *s);
 int weir__lb_build_rr(lb_snapshot *s);
+/* The round-robin period kept for n members (longer ones are cut). */
+size_t weir__lb_rr_max_period(size_t n);
+/* The Maglev table size for n members (a prime, >= 100 n up to its cap). */
+size_t weir__lb_maglev_size(size_t n);
 /* Table lookups: index of the member, or -1 if the table is empty. */
 long weir__lb_ketama_lookup(const lb_snapshot *s, uint64_t key, size_t skip);
 long weir__lb_maglev_lookup(const lb_snapshot *s, uint64_t key);
@@ -84,8 +111,8 @@ long weir__lb_maglev_lookup(const lb_snapshot *s, uint64_t key);
 /* Monotonic milliseconds. */
 uint64_t weir__lb_now_ms(void);
 
-/* Takes the current snapshot and a reference to each member for the caller
- * to walk (health checker). Release with weir__lb_snapshot_put_members. */
+/* Takes a reference to each current member for the caller to walk
+ * (health checker), in insertion order. Release with weir__lb_members_put. */
 weir_backend **weir__lb_members(weir_upstream *u, size_t *n);
 void weir__lb_members_put(weir_backend **v, size_t n);
 void weir__lb_backend_unref(weir_backend *b);

@@ -1,8 +1,9 @@
 /*
  * test_lb.c - load balancing (weir/lb.h): the distribution of each
  * algorithm, smooth round-robin order, consistent-hashing movement,
- * skipping of unusable backends, the circuit breaker, membership changes
- * and a concurrency smoke test.
+ * skipping of unusable backends, the circuit breaker, membership changes,
+ * a concurrency smoke test, and scale (the round-robin schedule against
+ * nginx's rule, 10,000 members, table sizes).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lb/upstream_int.h"
 #include "weir/lb.h"
 
 #define NPICKS 100000
@@ -158,6 +160,30 @@ static void fail_n(weir_upstream *u, uint64_t id, int n)
 {
     for (int i = 0; i < n; i++)
         weir_backend_done(get(u, id), WEIR_BACKEND_FAILED);
+}
+
+/* Member i of a big upstream is 127.0.0.1:(BIG_PORT + i). */
+#define BIG_PORT 10000
+
+static weir_upstream *mk_big(weir_lb_algo algo, const uint32_t *w, size_t n)
+{
+    weir_upstream *u = mk(algo, 3, 10000);
+    char a[32];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(a, sizeof(a), "127.0.0.1:%zu", BIG_PORT + i);
+        cr_assert_eq(weir_upstream_add(u, a, w ? w[i] : 1), WEIR_OK, "add %s", a);
+    }
+    return u;
+}
+
+/* The member of the next selection, released at once. */
+static size_t next_pick(weir_upstream *u, uint64_t key)
+{
+    weir_backend *b = weir_upstream_select(u, key, NULL, 0);
+    cr_assert_not_null(b);
+    size_t i = (size_t)atoi(strrchr(weir_backend_addr(b), ':') + 1) - BIG_PORT;
+    weir_backend_done(b, WEIR_BACKEND_OK);
+    return i;
 }
 
 /* ---- 1. distribution ---- */
@@ -589,6 +615,63 @@ Test(lb_hash, ketama_breaker)
 Test(lb_hash, maglev_breaker)
 {
     move_on_breaker(WEIR_LB_MAGLEV);
+}
+
+/* The tables are the ones defined before they were built faster (points
+ * "ADDR-p" on a sorted ring; Maglev's (offset + j * skip) mod 65537 walks):
+ * keys keep their backends across versions. */
+static int cmp_point(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+Test(lb_hash, tables_match_their_definition)
+{
+    enum { N = 30, M = 65537 };
+    uint32_t w[N], *table = malloc(M * sizeof(*table));
+    uint64_t(*pts)[2] = malloc(N * 4 * 160 * sizeof(*pts)), off[N], skip[N], next[N] = {0};
+    cr_assert(table && pts);
+    size_t np = 0;
+    for (size_t i = 0; i < N; i++) {
+        char a[64];
+        int len = snprintf(a, sizeof(a), "127.0.0.1:%zu", BIG_PORT + i);
+        uint64_t h1 = weir_lb_hash(a, (size_t)len), h2 = weir_lb_hash(&h1, sizeof(h1));
+        off[i] = h1 % M;
+        skip[i] = h2 % (M - 1) + 1;
+        w[i] = 1 + (uint32_t)i % 4;
+        for (uint32_t p = 0; p < 160 * w[i]; p++, np++) {
+            int pl = snprintf(a + len, sizeof(a) - (size_t)len, "-%u", p);
+            pts[np][0] = weir_lb_hash(a, (size_t)(len + pl));
+            pts[np][1] = i;
+        }
+    }
+    qsort(pts, np, sizeof(*pts), cmp_point);
+    memset(table, 0xff, M * sizeof(*table));
+    for (size_t filled = 0; filled < M;) {
+        for (size_t i = 0; i < N && filled < M; i++) {
+            for (uint32_t t = 0; t < w[i] && filled < M; t++, filled++) {
+                uint64_t c;
+                do
+                    c = (off[i] + next[i]++ * skip[i]) % M;
+                while (table[c] != UINT32_MAX);
+                table[c] = (uint32_t)i;
+            }
+        }
+    }
+    weir_upstream *ku = mk_big(WEIR_LB_KETAMA, w, N), *mu = mk_big(WEIR_LB_MAGLEV, w, N);
+    for (long i = 0; i < 5000; i++) {
+        uint64_t key = key_of(i);
+        size_t lo = 0;
+        while (lo < np && pts[lo][0] < key)
+            lo++;
+        cr_expect_eq(next_pick(ku, key), pts[lo % np][1], "ketama, key-%ld", i);
+        cr_expect_eq(next_pick(mu, key), table[key % M], "maglev, key-%ld", i);
+    }
+    weir_upstream_free(ku);
+    weir_upstream_free(mu);
+    free(table);
+    free(pts);
 }
 
 /* ---- 4. skipping and all-down ---- */
@@ -1188,7 +1271,203 @@ Test(lb_concurrency, ketama_with_churn, .timeout = 30)
     concurrency(WEIR_LB_KETAMA);
 }
 
-/* ---- 8. algorithm names ---- */
+/* ---- 8. scale: the round-robin schedule, many members, table sizes ---- */
+
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* The first np picks of weights w[0..n) are those of nginx's rule, run
+ * literally: every current grows by its weight, the largest (the lowest
+ * index on a tie) wins and loses the total. Returns the picks. */
+static uint32_t *expect_nginx_order(const uint32_t *w, size_t n, size_t np)
+{
+    weir_upstream *u = mk_big(WEIR_LB_ROUND_ROBIN, w, n);
+    uint32_t *got = malloc(np * sizeof(*got));
+    int64_t *cur = calloc(n, sizeof(*cur)), total = 0;
+    cr_assert(got && cur);
+    for (size_t i = 0; i < n; i++)
+        total += w[i];
+    size_t bad = 0;
+    for (size_t p = 0; p < np; p++) {
+        size_t best = 0;
+        for (size_t i = 0; i < n; i++) {
+            cur[i] += w[i];
+            best = cur[i] > cur[best] ? i : best;
+        }
+        cur[best] -= total;
+        got[p] = (uint32_t)next_pick(u, 0);
+        if (got[p] != best && bad++ < 3)
+            cr_expect_eq(got[p], best, "%zu members, pick %zu: %u, nginx %zu", n, p, got[p], best);
+    }
+    cr_expect_eq(bad, 0, "%zu members: %zu of %zu picks differ from nginx's", n, bad, np);
+    free(cur);
+    weir_upstream_free(u);
+    return got;
+}
+
+Test(lb_rr, same_order_as_nginx)
+{
+    uint64_t x = 88172645463325252ull, total;
+    uint32_t w[40], max[] = {3, 100, 10000, 1}; /* small, medium, large; one heavy */
+    for (int round = 0; round < 48; round++) {
+        size_t n = 1 + xorshift(&x) % 40;
+        for (size_t i = 0; i < n; i++)
+            w[i] = 1 + (uint32_t)(xorshift(&x) % max[round % 4]);
+        if (round % 4 == 3)
+            w[xorshift(&x) % n] = 5000;
+        total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += w[i];
+        free(expect_nginx_order(w, n, total * 2 < 20000 ? (size_t)total * 2 : 20000));
+    }
+    /* A period past the cap (65536 picks here) keeps its start, in which
+     * nginx's rule gives every member its share within one pick. */
+    for (size_t i = 0; i < 20; i++)
+        w[i] = 10000 - 7 * (uint32_t)i;
+    cr_assert_lt(weir__lb_rr_max_period(20), 20 * 9000);
+    free(expect_nginx_order(w, 20, weir__lb_rr_max_period(20)));
+}
+
+/* Whole periods give every member exactly its weight: N = 1, one huge
+ * weight (the light ones spread out); all equal in lb_scale below. */
+Test(lb_rr, whole_cycle_edge_cases)
+{
+    free(expect_nginx_order((const uint32_t[]){7}, 1, 50));
+    uint32_t *got = expect_nginx_order((const uint32_t[]){10000, 1, 1, 1, 1}, 5, 2 * 10004);
+    long counts[5] = {0}, last = -10000;
+    for (size_t p = 0; p < 2 * 10004; p++) {
+        counts[got[p]]++;
+        if (got[p] != 0) {
+            cr_expect_geq((long)p - last, 1900, "light picks %ld and %zu", last, p);
+            last = (long)p;
+        }
+    }
+    cr_expect(counts[0] == 20000 && counts[1] == 2 && counts[2] == 2 && counts[3] == 2 &&
+              counts[4] == 2);
+    free(got);
+}
+
+/* 10,000 members: they load, the tables are linear in N, every member gets
+ * its share (round robin: exactly, in order; Maglev: 104 or 105 of 1048573
+ * entries; Ketama: arcs within a factor of two of the fair one). */
+Test(lb_scale, ten_thousand_members, .timeout = 120)
+{
+    const size_t n = 10000;
+    const weir_lb_algo algos[] = {WEIR_LB_ROUND_ROBIN, WEIR_LB_MAGLEV, WEIR_LB_KETAMA};
+    long *counts = calloc(n, sizeof(*counts)); /* Maglev entries per member */
+    cr_assert_not_null(counts);
+    for (size_t a = 0; a < 3; a++) {
+        weir_upstream *u = mk_big(algos[a], NULL, n);
+        cr_assert_eq(weir_upstream_prepare(u), WEIR_OK);
+        const lb_snapshot *s = atomic_load(&u->snap);
+        if (algos[a] == WEIR_LB_ROUND_ROBIN) { /* all weights equal: in order */
+            cr_expect_eq(s->rr_period, n);
+            for (size_t p = 0; p < 2 * n; p++)
+                cr_expect_eq(next_pick(u, 0), p % n);
+        } else if (algos[a] == WEIR_LB_MAGLEV) {
+            cr_expect_eq(s->n_maglev, 1048573);
+            for (size_t k = 0; k < s->n_maglev; k++)
+                counts[s->maglev[k]]++;
+            for (size_t i = 0; i < n; i++)
+                cr_expect(counts[i] == 104 || counts[i] == 105, "member %zu: %ld entries", i,
+                          counts[i]);
+        } else {
+            cr_expect_eq(s->n_ring, 160 * n);
+            double fair = 18446744073709551616.0 / (double)n;
+            double *share = calloc(n, sizeof(*share));
+            for (size_t k = 0; k < s->n_ring; k++) /* the arc before each point */
+                share[s->ring_owner[k]] +=
+                    (double)(s->ring[k] - s->ring[k ? k - 1 : s->n_ring - 1]);
+            for (size_t i = 0; i < n; i++)
+                cr_expect(share[i] > fair / 2 && share[i] < fair * 2, "member %zu: %.2f of fair", i,
+                          share[i] / fair);
+            free(share);
+        }
+        weir_upstream_free(u);
+    }
+    free(counts);
+    /* Maglev sizes: the documented steps */
+    const size_t steps[][2] = {{1, 65537},         {655, 65537},     {656, 131071},
+                               {10485, 1048573},   {10486, 2097143}, {167772, 16777213},
+                               {1000000, 16777213}};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+        cr_expect_eq(weir__lb_maglev_size(steps[i][0]), steps[i][1], "%zu members", steps[i][0]);
+}
+
+/* Changes record at once and build nothing: the next selection builds one
+ * snapshot for all of them. */
+Test(lb_scale, batch_of_changes_builds_once)
+{
+    weir_upstream *u = mk_big(WEIR_LB_MAGLEV, NULL, 2000);
+    cr_expect_eq(weir_upstream_info(u, NULL, 0), 2000);
+    cr_expect_eq(atomic_load(&u->snap)->n, 0, "tables built before any selection");
+    cr_expect_lt(next_pick(u, 1), 2000);
+    const lb_snapshot *s = atomic_load(&u->snap);
+    cr_expect_eq(s->n, 2000);
+    cr_expect_eq(s->version, atomic_load(&u->version));
+    cr_expect_eq(next_pick(u, 2), next_pick(u, 2));
+    cr_expect_eq(atomic_load(&u->snap), s, "rebuilt without a change");
+    char a[32];
+    for (size_t i = 0; i < 1000; i++) {
+        snprintf(a, sizeof(a), "127.0.0.1:%zu", BIG_PORT + i);
+        cr_assert_eq(weir_upstream_remove(u, a), WEIR_OK);
+    }
+    for (long i = 0; i < 5000; i++)
+        cr_expect_geq(next_pick(u, key_of(i)), 1000, "key-%ld on a removed member", i);
+    cr_expect_eq(atomic_load(&u->snap)->n, 1000);
+    weir_upstream_free(u);
+}
+
+/* The member index against a model, through adds, removes and re-weights. */
+Test(lb_members, index_matches_a_model)
+{
+    weir_upstream *u = mk(WEIR_LB_ROUND_ROBIN, 3, 10000);
+    bool in[300] = {0};
+    size_t n_in = 0;
+    uint64_t x = 2463534242ull;
+    char a[32];
+    for (int op = 0; op < 30000; op++) {
+        size_t i = xorshift(&x) % 300;
+        snprintf(a, sizeof(a), "127.0.0.1:%zu", BIG_PORT + i);
+        int what = (int)(xorshift(&x) % 3);
+        int rc = what == 0   ? weir_upstream_add(u, a, 1)
+                 : what == 1 ? weir_upstream_remove(u, a)
+                             : weir_upstream_set_weight(u, a, 2);
+        /* add fails on a member, remove and set_weight on a non-member */
+        cr_assert_eq(rc, (what == 0) == in[i] ? WEIR_ERR_INVAL : WEIR_OK, "op %d, %s", what, a);
+        if (what < 2 && in[i] != (what == 0)) {
+            n_in = what == 0 ? n_in + 1 : n_in - 1;
+            in[i] = what == 0;
+        }
+        if (op % 997 == 0 && n_in) {
+            cr_assert_eq(weir_upstream_info(u, NULL, 0), n_in);
+            cr_assert(in[next_pick(u, 0)], "a removed member was selected");
+        }
+    }
+    weir_upstream_free(u);
+}
+
+Test(lb_members, max_backends, .timeout = 60)
+{
+    weir_upstream *u = mk(WEIR_LB_ROUND_ROBIN, 3, 10000);
+    char a[32];
+    for (size_t i = 0; i <= WEIR_UPSTREAM_MAX_BACKENDS; i++) {
+        snprintf(a, sizeof(a), "127.%zu.%zu.%zu:80", i >> 16, (i >> 8) & 255, i & 255);
+        cr_assert_eq(weir_upstream_add(u, a, 1),
+                     i < WEIR_UPSTREAM_MAX_BACKENDS ? WEIR_OK : WEIR_ERR_INVAL, "add %zu", i);
+    }
+    cr_expect_eq(weir_upstream_remove(u, "127.0.0.0:80"), WEIR_OK);
+    cr_expect_eq(weir_upstream_add(u, a, 1), WEIR_OK);
+    cr_expect_eq(weir_upstream_info(u, NULL, 0), WEIR_UPSTREAM_MAX_BACKENDS);
+    weir_upstream_free(u);
+}
+
+/* ---- 9. algorithm names ---- */
 
 Test(lb_algo, parse_name_round_trip)
 {
