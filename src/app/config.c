@@ -366,7 +366,7 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
             n_addrs++;
     }
-    weir_cfg_backend *nb = realloc(u->backends, (u->n_backends + n_addrs) * sizeof(*nb));
+    weir_cfg_backend *nb = realloc(u->backends, (u->n_backends + n_addrs + 1) * sizeof(*nb));
     if (!nb) {
         freeaddrinfo(res);
         return;
@@ -806,6 +806,7 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
 
     char *rewrite = weir__cfg_dup_string(ld, t, "rewrite", section, &present);
     if (rewrite) {
+        l->rewrite_text = strdup(rewrite); /* before the split below */
         weir__cfg_entry_of(t, "rewrite", &e);
         /* "REGEX REPLACEMENT": the regex ends at the first unescaped space. */
         char *sp = strpbrk(rewrite, " \t");
@@ -854,8 +855,7 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
     weir__cfg_get_bool(ld, t, "request_buffering", section, &buffering);
     l->request_buffer_bytes = 64 * 1024;
     uint64_t buffer_size;
-    if (weir__cfg_get_size(ld, t, "request_buffer_size", section, 1024 * 1024 * 1024,
-                           &buffer_size))
+    if (weir__cfg_get_size(ld, t, "request_buffer_size", section, 1024 * 1024 * 1024, &buffer_size))
         l->request_buffer_bytes = buffer_size;
     if (!buffering)
         l->request_buffer_bytes = 0;
@@ -1217,6 +1217,57 @@ static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const ch
     return NULL;
 }
 
+/*
+ * Every [certificates.NAME] is read and checked at load (files readable, the
+ * key matching the certificate), also one that no server lists: an unused
+ * or client-only certificate with a bad file must fail -t, not the reload
+ * that starts using it. A server checks the ones it lists with its own TLS
+ * settings (load_server_tls), so those are left to it. This runs before the
+ * upstreams and servers are loaded (`servers` is the raw [servers] section)
+ * so that a bad client certificate is reported once, here at its file's
+ * line, and not again by the upstream using it.
+ */
+static void check_unlisted_certs(loader *ld, const weir_toml_value *servers)
+{
+    weir_config *cfg = ld->cfg;
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        weir_cfg_cert *c = &cfg->certs[i];
+        bool listed = false;
+        for (size_t k = 0; !listed && k < weir_toml_table_count(servers); k++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(servers, k, &e);
+            const weir_toml_value *v = weir_toml_table_get(e.value, "certificates");
+            bool is_list = v && weir_toml_type_of(v) == WEIR_TOML_ARRAY;
+            size_t n = is_list ? weir_toml_array_count(v) : v != NULL;
+            for (size_t j = 0; !listed && j < n; j++) {
+                const char *name = weir_toml_string(is_list ? weir_toml_array_at(v, j) : v, NULL);
+                listed = name && strcmp(name, c->name) == 0;
+            }
+        }
+        if (listed || !c->cert || !c->key)
+            continue; /* its server checks it; or 'cert'/'key' is missing, already an error */
+        weir_cfg_cert *one[] = {c};
+        weir_cfg_tls tls = {.certs = one, .n_certs = 1};
+        weir_tls_server_spec spec;
+        if (weir__cfg_tls_spec(&tls, &spec) < 0)
+            return;
+        char err[512];
+        weir_tls_server *check = weir_tls_server_new(&spec, err, sizeof(err));
+        weir__cfg_tls_spec_free(&spec);
+        if (!check) {
+            /* The message names the file at fault ("key file K", "private key
+             * in K", "the key in K" for the key): point at its line. */
+            int at = c->cert_line;
+            if (strstr(err, c->key) && strstr(err, "key "))
+                at = c->key_line;
+            else if (c->chain && strstr(err, c->chain))
+                at = c->chain_line;
+            weir__cfg_err_at(ld, at, "[certificates.%s]: TLS: %s", c->name, err);
+        }
+        weir_tls_server_free(check);
+    }
+}
+
 /* ---- the document ---- */
 
 static const char *const top_keys[] = {"basic",     "admin",        "servers", "locations",
@@ -1334,6 +1385,7 @@ static void free_config(weir_config *c)
         free(l->path);
         pcre2_code_free(l->rewrite_re);
         free(l->rewrite_repl);
+        free(l->rewrite_text);
         free_headers(&l->proxy_set);
         free_headers(&l->proxy_add);
         free_headers(&l->proxy_remove);
@@ -1433,6 +1485,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             weir_toml_table_entry(certs, i, &e);
             load_cert_section(&ld, &c->certs[i], e.value);
         }
+        check_unlisted_certs(&ld, weir_toml_table_get(root, "servers"));
     }
     const weir_toml_value *ups = section_of(&ld, root, "upstreams");
     const weir_toml_value *locs = section_of(&ld, root, "locations");

@@ -127,6 +127,7 @@ struct weir_cfg_location {
     bool echo;                   /* answer with an echo of the request (tests, demos) */
     struct pcre2_real_code_8 *rewrite_re;
     char *rewrite_repl;
+    char *rewrite_text; /* 'rewrite' as written ("REGEX REPLACEMENT"), for GET /api/config */
     weir_cfg_headers proxy_set, proxy_add, proxy_remove;
     weir_cfg_headers resp_set, resp_add, resp_remove;
     uint64_t client_max_body_size; /* 0 = the server's limit */

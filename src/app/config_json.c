@@ -3,6 +3,12 @@
  * (see admin.h). The shape follows the TOML file: one object per section
  * kind, keyed like the file's keys; durations in milliseconds (`*_ms`).
  * Secrets (the admin token) are never written out.
+ *
+ * Durations and sizes are the values in effect: a setting left out shows
+ * the default the program fills in for it, taken from where it is applied
+ * (weir__proxy_options_defaults for a server's options and an upstream's
+ * timeouts, config.c for what it fills itself, the health checker's for a
+ * health check), never the 0 that stands for "default" in the snapshot.
  */
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -10,6 +16,45 @@
 #include <string.h>
 
 #include "app/admin.h"
+#include "proxy/service.h"
+
+/* What weir_upstream_set_health_check fills for a zero field (lb.h). */
+#define HC_INTERVAL_MS 5000
+#define HC_TIMEOUT_MS 2000
+#define HC_RISE 2
+#define HC_FALL 3
+
+static uint32_t or_default(uint32_t v, uint32_t def)
+{
+    return v ? v : def;
+}
+
+/* The library's defaults, for a server's options and for the upstream
+ * timeouts a session falls back to (session.c start_peer: the server's,
+ * which no configuration key sets). */
+static weir_proxy_options library_defaults(void)
+{
+    weir_proxy_options d = {0};
+    weir__proxy_options_defaults(&d);
+    return d;
+}
+
+/* An upstream's timeouts in effect (proxy_app.c: the upstream's, else the
+ * server's defaults); the location's override them. */
+typedef struct upstream_timeouts {
+    uint32_t connect_ms, read_ms, write_ms, idle_ms;
+} upstream_timeouts;
+
+static upstream_timeouts upstream_timeouts_of(const weir_cfg_upstream *u)
+{
+    weir_proxy_options d = library_defaults();
+    return (upstream_timeouts){
+        .connect_ms = or_default(u->connection_timeout_ms, d.connect_timeout_ms),
+        .read_ms = or_default(u->read_timeout_ms, d.upstream_read_timeout_ms),
+        .write_ms = or_default(u->write_timeout_ms, d.upstream_write_timeout_ms),
+        .idle_ms = or_default(u->idle_timeout_ms, d.upstream_idle_timeout_ms),
+    };
+}
 
 static json_t *str_or_null(const char *s)
 {
@@ -56,6 +101,7 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
 {
     char algo[300];
     weir__admin_algo_text(u, algo, sizeof(algo));
+    upstream_timeouts ut = upstream_timeouts_of(u);
     json_t *addrs = json_array();
     for (size_t i = 0; addrs && i < u->n_backends; i++) {
         /* A hostname resolves to several backends with the same text. */
@@ -63,16 +109,16 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
             continue;
         json_array_append_new(addrs, json_string(u->backends[i].text));
     }
-    json_t *o = json_pack("{s:s, s:o, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I}", "name", u->name,
-                          "addrs", addrs, "algo", algo, "max_retries", (json_int_t)u->max_retries,
-                          "sticky_cookie", str_or_null(u->sticky_cookie), "connection_timeout_ms",
-                          (json_int_t)u->connection_timeout_ms, "total_connection_timeout_ms",
-                          (json_int_t)u->total_connection_timeout_ms, "read_timeout_ms",
-                          (json_int_t)u->read_timeout_ms, "write_timeout_ms",
-                          (json_int_t)u->write_timeout_ms, "keepalive", (json_int_t)u->keepalive);
+    json_t *o =
+        json_pack("{s:s, s:o, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I}", "name", u->name, "addrs",
+                  addrs, "algo", algo, "max_retries", (json_int_t)u->max_retries, "sticky_cookie",
+                  str_or_null(u->sticky_cookie), "connection_timeout_ms", (json_int_t)ut.connect_ms,
+                  "total_connection_timeout_ms", (json_int_t)u->total_connection_timeout_ms,
+                  "read_timeout_ms", (json_int_t)ut.read_ms, "write_timeout_ms",
+                  (json_int_t)ut.write_ms, "keepalive", (json_int_t)u->keepalive);
     if (!o)
         return NULL;
-    json_object_set_new(o, "idle_timeout_ms", json_integer(u->idle_timeout_ms));
+    json_object_set_new(o, "idle_timeout_ms", json_integer(ut.idle_ms));
     json_object_set_new(o, "tls", json_boolean(u->tls));
     json_object_set_new(o, "alpn", json_string(u->h2 ? "h2" : u->h2_or_h1 ? "h2,h1" : "h1"));
     const weir_health_check *hc = &u->hc;
@@ -89,12 +135,14 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
         json_t *st = json_array();
         for (size_t i = 0; st && i < hc->n_expect_status; i++)
             json_array_append_new(st, json_integer(hc->expect_status[i]));
-        json_object_set_new(o, "health_check",
-                            json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:s}", "url", url,
-                                      "interval_ms", (json_int_t)hc->interval_ms, "timeout_ms",
-                                      (json_int_t)hc->timeout_ms, "rise", (json_int_t)hc->rise,
-                                      "fall", (json_int_t)hc->fall, "status", st, "body",
-                                      hc->expect_body));
+        json_object_set_new(
+            o, "health_check",
+            json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:s}", "url", url, "interval_ms",
+                      (json_int_t)or_default(hc->interval_ms, HC_INTERVAL_MS), "timeout_ms",
+                      (json_int_t)or_default(hc->timeout_ms, HC_TIMEOUT_MS), "rise",
+                      (json_int_t)or_default(hc->rise, HC_RISE), "fall",
+                      (json_int_t)or_default(hc->fall, HC_FALL), "status", st, "body",
+                      hc->expect_body));
     }
     return o;
 }
@@ -114,13 +162,27 @@ static json_t *location_json(const weir_cfg_location *l)
     json_object_set_new(o, "response_set_headers", headers_json(&l->resp_set, true));
     json_object_set_new(o, "response_add_headers", headers_json(&l->resp_add, true));
     json_object_set_new(o, "response_remove_headers", headers_json(&l->resp_remove, false));
-    json_object_set_new(o, "rewrite", l->rewrite_re ? json_true() : json_false());
+    json_object_set_new(o, "rewrite", str_or_null(l->rewrite_re ? l->rewrite_text : NULL));
     json_object_set_new(o, "client_max_body_size",
                         l->has_max_body ? json_integer((json_int_t)l->client_max_body_size)
                                         : json_null());
-    json_object_set_new(o, "connection_timeout_ms", json_integer(l->connect_timeout_ms));
-    json_object_set_new(o, "read_timeout_ms", json_integer(l->read_timeout_ms));
-    json_object_set_new(o, "write_timeout_ms", json_integer(l->write_timeout_ms));
+    /* The location's timeouts win over its upstream's; an echo location
+     * connects nowhere. */
+    if (l->upstream) {
+        upstream_timeouts ut = upstream_timeouts_of(l->upstream);
+        json_object_set_new(o, "connection_timeout_ms",
+                            json_integer(or_default(l->connect_timeout_ms, ut.connect_ms)));
+        json_object_set_new(o, "read_timeout_ms",
+                            json_integer(or_default(l->read_timeout_ms, ut.read_ms)));
+        json_object_set_new(o, "write_timeout_ms",
+                            json_integer(or_default(l->write_timeout_ms, ut.write_ms)));
+    } else {
+        json_object_set_new(o, "connection_timeout_ms", json_null());
+        json_object_set_new(o, "read_timeout_ms", json_null());
+        json_object_set_new(o, "write_timeout_ms", json_null());
+    }
+    json_object_set_new(o, "request_buffer_size",
+                        json_integer((json_int_t)l->request_buffer_bytes));
     return o;
 }
 
@@ -129,7 +191,9 @@ static json_t *server_json(const weir_cfg_server *s)
     json_t *locs = json_array();
     for (size_t i = 0; locs && i < s->n_locations; i++)
         json_array_append_new(locs, json_string(s->locations[i]->name));
-    const weir_proxy_options *p = &s->opts;
+    weir_proxy_options eff = s->opts; /* with the defaults the server fills in */
+    weir__proxy_options_defaults(&eff);
+    const weir_proxy_options *p = &eff;
     json_t *o = json_pack(
         "{s:s, s:o, s:o, s:b, s:o}", "name", s->name, "addr", string_array(s->addrs, s->n_addrs),
         "locations", locs, "access_log", s->access_log != NULL, "access_log_file",
@@ -143,8 +207,10 @@ static json_t *server_json(const weir_cfg_server *s)
     json_object_set_new(o, "max_header_size", json_integer(p->max_header_bytes));
     json_object_set_new(o, "max_headers", json_integer(p->max_headers));
     json_object_set_new(o, "max_body_size", json_integer((json_int_t)p->max_body_bytes));
-    json_object_set_new(o, "max_uri_size",
-                        json_integer(p->max_uri_bytes ? p->max_uri_bytes : 8192));
+    json_object_set_new(o, "max_uri_size", json_integer(p->max_uri_bytes));
+    json_object_set_new(o, "tunnel_idle_timeout_ms", json_integer(p->tunnel_idle_timeout_ms));
+    json_object_set_new(o, "tls_handshake_timeout_ms",
+                        s->tls.n_certs ? json_integer(p->tls_handshake_timeout_ms) : json_null());
     json_object_set_new(o, "merge_slashes", json_boolean(!p->keep_slashes));
     json_object_set_new(o, "underscores_in_headers", json_boolean(p->underscores_in_headers));
     json_t *tp = json_array();

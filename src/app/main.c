@@ -27,9 +27,11 @@
 
 #define MAX_CLI_ADDRS 64
 
+/* Lists every option of parse_args' table (tests/integration/test_cli.py
+ * checks that none is missing) and the signals server.c handles. */
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: weir [-c FILE] [-t] [options]\n"
+    fprintf(f, "Usage: weir [-c FILE] [-t] [-d] [-u] [options]\n"
                "       weir --listen ADDR --upstream ADDR [--upstream ADDR...] [options]\n"
                "\n"
                "Without -c or --listen/--upstream, weir runs its embedded default (see\n"
@@ -40,6 +42,11 @@ static void usage(FILE *f)
                "  -c, --config FILE            run the TOML configuration in FILE\n"
                "  -t, --test                   check the configuration and exit (0 = valid)\n"
                "      --print-default-config   print the embedded default configuration\n"
+               "\n"
+               "Process:\n"
+               "  -d, --daemon                 run in the background; exit 0 once serving\n"
+               "  -u, --upgrade                take the listeners over from the weir running on\n"
+               "                               [basic] upgrade_sock, which then drains and exits\n"
                "\n"
                "Config-less proxy:\n"
                "  -l, --listen ADDR            listen on ip:port (repeatable)\n"
@@ -54,14 +61,19 @@ static void usage(FILE *f)
                "      --max-body-size BYTES    request body limit, 413 beyond (default none)\n"
                "\n"
                "Always:\n"
-               "  -n, --threads N              worker threads (default: [basic] threads, or CPUs)\n"
+               "  -n, --threads N              worker threads, 0 = one per CPU (default:\n"
+               "                               [basic] threads, or one per CPU)\n"
                "      --grace-period MS        SIGTERM drain limit (default 10000)\n"
                "      --log-level LEVEL        error, warn, info or debug (default info)\n"
                "  -h, --help                   this help\n"
                "  -V, --version                print the version\n"
                "\n"
-               "Signals: SIGTERM/SIGINT stop gracefully (in-flight requests finish within the\n"
-               "grace period), SIGQUIT stops at once.\n");
+               "Signals:\n"
+               "  SIGTERM, SIGINT  stop gracefully: in-flight requests finish within the grace\n"
+               "                   period\n"
+               "  SIGQUIT          stop at once\n"
+               "  SIGHUP           reload the -c file (an invalid one is logged and ignored)\n"
+               "  SIGUSR1          reopen the error log and access-log files\n");
 }
 
 enum {
@@ -158,7 +170,8 @@ typedef struct cli {
     size_t n_upstream;
     const char *access_log;
     const char *log_level;
-    int threads;
+    int threads; /* with has_threads: 0 = one per CPU, like [basic] threads = 0 */
+    bool has_threads;
     uint32_t grace_ms;
     uint64_t timeouts[7]; /* by OPT_HEADER_TIMEOUT - OPT_HEADER_TIMEOUT ... */
     uint64_t max_body;
@@ -267,11 +280,13 @@ static int parse_args(int argc, char **argv, cli *c)
                 c->upstream[c->n_upstream++] = optarg;
             break;
         case 'n':
-            if (!parse_u64(optarg, 1024, &v) || v == 0) {
-                fprintf(stderr, "weir: --threads '%s': expected 1..1024\n", optarg);
+            if (!parse_u64(optarg, 1024, &v)) {
+                fprintf(stderr, "weir: --threads '%s': expected 0 (one per CPU) or 1..1024\n",
+                        optarg);
                 return 2;
             }
             c->threads = (int)v;
+            c->has_threads = true;
             break;
         case 'a':
             c->access_log = optarg;
@@ -549,7 +564,7 @@ int main(int argc, char **argv)
     }
     static running run_state;
     weir_server_options sopts = {
-        .threads = c.threads ? c.threads : cfg->basic.threads,
+        .threads = c.has_threads ? c.threads : cfg->basic.threads, /* 0: one per CPU */
         .grace_period_ms = c.grace_ms ? c.grace_ms : cfg->basic.grace_period_ms,
         .handle_signals = true,
         .on_reload = on_reload,

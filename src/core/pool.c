@@ -55,7 +55,18 @@ weir_pool_class weir__pool_register_partial(const char *name, size_t obj_size, s
 void *weir__pool_get(weir_pool_class cls)
 {
     const pool_class *pc = &classes[cls];
-#ifndef WEIR_DEBUG_NOPOOL
+#ifdef WEIR_DEBUG_NOPOOL
+    /* A pooled object's tail is whatever its last user left there, a fresh
+     * one's would be calloc's zeros. Poison it instead, so that code reading
+     * a field it never set (relying on zeros it is not promised) sees
+     * garbage under the sanitizers rather than working by luck. */
+    unsigned char *p = malloc(pc->size);
+    if (p) {
+        memset(p, 0, pc->zero_len);
+        memset(p + pc->zero_len, WEIR_POOL_POISON, pc->size - pc->zero_len);
+    }
+    return p;
+#else
     thread_list *tl = &lists[cls];
     if (tl->head) {
         free_obj *o = tl->head;
@@ -65,8 +76,8 @@ void *weir__pool_get(weir_pool_class cls)
             memset(o, 0, pc->zero_len);
         return o;
     }
-#endif
     return pc->zero_len ? calloc(1, pc->size) : malloc(pc->size);
+#endif
 }
 
 void weir__pool_put(weir_pool_class cls, void *obj)

@@ -8,8 +8,10 @@
  * (it joins that thread's list). Each list keeps at most `max_free` objects,
  * the rest go back to malloc.
  *
- * With WEIR_DEBUG_NOPOOL defined, get/put call calloc/free directly so the
- * sanitizers see every object's life.
+ * With WEIR_DEBUG_NOPOOL defined, get/put call malloc/free directly so the
+ * sanitizers see every object's life; get zeroes what the class promises
+ * and fills the rest of the object (all of a buffer) with
+ * WEIR_POOL_POISON, so that reading a field nobody set shows up.
  */
 #ifndef WEIR_CORE_POOL_H
 #define WEIR_CORE_POOL_H
@@ -17,6 +19,9 @@
 #include <stddef.h>
 
 #define WEIR_BUF_SIZE (16 * 1024)
+
+/* WEIR_DEBUG_NOPOOL: the byte past an object's zeroed prefix. */
+#define WEIR_POOL_POISON 0xA5
 
 typedef int weir_pool_class;
 

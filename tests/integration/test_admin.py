@@ -462,3 +462,49 @@ def test_persist_refuses_what_it_cannot_rewrite(backend, start_proc, tmp_path):
     assert "nothing was changed" in r.json["error"]
     assert path.read_text() == written
     assert addrs_of(adm.call("GET", "/api/upstreams/u")) == sorted(b.addr for b in bs)
+
+
+def test_get_config_shows_effective_defaults_and_rewrite_text(backend, start_proc, tmp_path):
+    """Durations and sizes left out show the values in effect (the server's,
+    upstream's and health checker's defaults), not 0; a location's timeouts
+    fall back to its upstream's; the rewrite is shown as written."""
+    bs = [backend(B.fixed(b"b\n"))]
+    port, aport = free_port(), free_port()
+    text = config(port, aport, [b.addr for b in bs],
+                  upstream_extra='health_check = "tcp://"\nconnection_timeout = "3s"\n')
+    text = text.replace('[locations.all]\n',
+                        '[locations.all]\nrewrite = "^/old/(.*)  /new/$1"\n')
+    text += ('\n[locations.slow]\nupstream = "u"\nread_timeout = "2s"\n'
+             'request_buffering = false\n'
+             '\n[locations.answer]\necho = true\nrequest_buffer_size = "1KB"\n')
+    start(start_proc, tmp_path, text, port, aport)
+    r = Admin(aport).call("GET", "/api/config")
+    assert r.status == 200, r.json
+    c = r.json
+    [s] = c["servers"]
+    assert {k: s[k] for k in ("client_header_timeout_ms", "client_body_timeout_ms",
+                              "keepalive_timeout_ms", "send_timeout_ms", "tunnel_idle_timeout_ms",
+                              "max_header_size", "max_headers", "max_uri_size", "max_body_size",
+                              "tls_handshake_timeout_ms")} == {
+        "client_header_timeout_ms": 10000, "client_body_timeout_ms": 60000,
+        "keepalive_timeout_ms": 60000, "send_timeout_ms": 60000,
+        "tunnel_idle_timeout_ms": 600000, "max_header_size": 65536, "max_headers": 100,
+        "max_uri_size": 8192, "max_body_size": 0, "tls_handshake_timeout_ms": None}, s
+    [u] = c["upstreams"]
+    assert (u["connection_timeout_ms"], u["read_timeout_ms"], u["write_timeout_ms"],
+            u["idle_timeout_ms"], u["total_connection_timeout_ms"], u["keepalive"]) == \
+        (3000, 60000, 60000, 60000, 0, 256), u
+    hc = u["health_check"]
+    assert (hc["url"], hc["interval_ms"], hc["timeout_ms"], hc["rise"], hc["fall"]) == \
+        ("tcp://", 5000, 2000, 2, 3), hc
+    locs = {loc["name"]: loc for loc in c["locations"]}
+    timeouts = {name: (loc["connection_timeout_ms"], loc["read_timeout_ms"],
+                       loc["write_timeout_ms"], loc["request_buffer_size"])
+                for name, loc in locs.items()}
+    assert timeouts == {"all": (3000, 60000, 60000, 65536), "slow": (3000, 2000, 60000, 0),
+                        "answer": (None, None, None, 1024)}, timeouts
+    assert locs["all"]["rewrite"] == "^/old/(.*)  /new/$1"
+    assert locs["slow"]["rewrite"] is None
+    # The rewrite shown is the one applied.
+    assert B.get(port, "/old/x").status == 200
+    assert bs[0].last().path == "/new/x"

@@ -3,7 +3,13 @@
  * one case per class of error.
  */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app/config.h"
 
@@ -181,4 +187,162 @@ Test(config, empty_upstream_is_valid)
     cr_assert_not_null(c);
     cr_assert_eq(c->upstreams[0].n_backends, 0);
     weir__config_unref(c);
+}
+
+Test(config, rewrite_keeps_its_text)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = load("[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                          "[locations.all]\nupstream = \"u\"\nrewrite = \"^/v1/(.*)  /$1\"\n"
+                          "[upstreams.u]\naddrs = []\n",
+                          &errs);
+    cr_assert_not_null(c);
+    cr_assert_str_eq(c->locations[0].rewrite_text, "^/v1/(.*)  /$1", "as written");
+    cr_assert_str_eq(c->locations[0].rewrite_repl, "/$1");
+    weir__config_unref(c);
+}
+
+/* ---- [certificates.NAME] no server lists ---- */
+
+/* A self-signed P-256 certificate and its key in DIR/NAME.crt, DIR/NAME.key. */
+static void make_cert(const char *dir, const char *name)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    cr_assert(k && x);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s.crt", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert(f && PEM_write_X509(f, x));
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/%s.key", dir, name);
+    f = fopen(path, "w");
+    cr_assert(f && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL));
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
+static char cert_dir[64];
+
+static void make_certs(void)
+{
+    snprintf(cert_dir, sizeof(cert_dir), "/tmp/weir-test-certs-XXXXXX");
+    cr_assert_not_null(mkdtemp(cert_dir));
+    make_cert(cert_dir, "a");
+    make_cert(cert_dir, "b");
+}
+
+static void remove_certs(void)
+{
+    const char *names[] = {"a.crt", "a.key", "b.crt", "b.key"};
+    char path[300];
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "%s/%s", cert_dir, names[i]);
+        unlink(path);
+    }
+    rmdir(cert_dir);
+}
+
+/* A config whose line 1 opens [certificates.spare], line 2 is its cert and
+ * line 3 its key; no server lists it. `upstream_extra` goes into
+ * [upstreams.u] (line 11 on). */
+static char *spare_cert_config(const char *cert, const char *key, const char *upstream_extra)
+{
+    char *text = NULL;
+    int n = asprintf(&text,
+                     "[certificates.spare]\ncert = \"%s\"\nkey = \"%s\"\n"
+                     "[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                     "[locations.all]\nupstream = \"u\"\n"
+                     "[upstreams.u]\naddrs = []\n%s",
+                     cert, key, upstream_extra);
+    cr_assert_geq(n, 0);
+    return text;
+}
+
+/* Loading fails with exactly one error, and it is `want`. */
+static void expect_only_error(const char *text, const char *want)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *c = load(text, &errs);
+    cr_assert_null(c, "loaded although '%s' was expected", want);
+    for (size_t i = 0; i < errs.n; i++)
+        cr_log_info("got: %s", errs.v[i]);
+    cr_assert_eq(errs.n, 1, "%zu errors", errs.n);
+    cr_assert(strncmp(errs.v[0], want, strlen(want)) == 0, "got '%s', expected '%s...'", errs.v[0],
+              want);
+    weir__cfg_errors_free(&errs);
+}
+
+Test(config, unlisted_certificate_files_are_checked, .init = make_certs, .fini = remove_certs)
+{
+    char crt[300], key[300], other_key[300], missing[300], want[700];
+    snprintf(crt, sizeof(crt), "%s/a.crt", cert_dir);
+    snprintf(key, sizeof(key), "%s/a.key", cert_dir);
+    snprintf(other_key, sizeof(other_key), "%s/b.key", cert_dir);
+    snprintf(missing, sizeof(missing), "%s/missing.pem", cert_dir);
+
+    /* Good files: valid although no server uses them. */
+    char *text = spare_cert_config(crt, key, "");
+    weir_cfg_errors errs = {0};
+    weir_config *c = load(text, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        cr_log_error("%s", errs.v[i]);
+    cr_assert_not_null(c);
+    weir__config_unref(c);
+    free(text);
+
+    /* Each bad file at the line naming it. */
+    text = spare_cert_config(missing, key, "");
+    snprintf(want, sizeof(want),
+             "t.toml:2: [certificates.spare]: TLS: cannot read certificate file %s", missing);
+    expect_only_error(text, want);
+    free(text);
+
+    text = spare_cert_config(crt, missing, "");
+    snprintf(want, sizeof(want), "t.toml:3: [certificates.spare]: TLS: cannot read key file %s",
+             missing);
+    expect_only_error(text, want);
+    free(text);
+
+    text = spare_cert_config(crt, other_key, "");
+    snprintf(want, sizeof(want),
+             "t.toml:3: [certificates.spare]: TLS: the key in %s does not match its certificate",
+             other_key);
+    expect_only_error(text, want);
+    free(text);
+
+    /* Used only as an upstream's client certificate: reported once, at the
+     * file's line, not again by the upstream. */
+    text = spare_cert_config(crt, other_key, "tls = true\nclient_cert = \"spare\"\n");
+    snprintf(want, sizeof(want), "t.toml:3: [certificates.spare]: TLS: the key in %s", other_key);
+    expect_only_error(text, want);
+    free(text);
+}
+
+Test(config, listed_certificate_errors_are_reported_once, .init = make_certs, .fini = remove_certs)
+{
+    char crt[300], other_key[300], want[700];
+    snprintf(crt, sizeof(crt), "%s/a.crt", cert_dir);
+    snprintf(other_key, sizeof(other_key), "%s/b.key", cert_dir);
+    char *text = NULL;
+    cr_assert_geq(asprintf(&text,
+                           "[certificates.site]\ncert = \"%s\"\nkey = \"%s\"\n"
+                           "[servers.a]\naddr = \"127.0.0.1:1\"\nlocations = [\"all\"]\n"
+                           "certificates = \"site\"\n" MINIMAL_TAIL,
+                           crt, other_key),
+                  0);
+    /* The server checks it (with its own settings); the unlisted check
+     * leaves it alone. */
+    snprintf(want, sizeof(want), "t.toml:3: [servers.a]: TLS: the key in %s", other_key);
+    expect_only_error(text, want);
+    free(text);
 }

@@ -161,35 +161,63 @@ Test(loop, deferred_tasks_run_after_the_current_callback)
 
 /* ---- pools ---- */
 
+/*
+ * The test build has WEIR_DEBUG_NOPOOL: there get/put are malloc/free and
+ * what an object's user may not rely on (its tail past the zeroed prefix,
+ * a buffer's bytes) is poisoned. A release build runs the free lists. Each
+ * test pins what its mode promises.
+ */
+
+static void expect_bytes(const unsigned char *p, size_t from, size_t to, unsigned char want)
+{
+    for (size_t i = from; i < to; i++)
+        cr_assert_eq(p[i], want, "byte %zu is 0x%02x, expected 0x%02x", i, p[i], want);
+}
+
 Test(pool, objects_come_back_zeroed)
 {
     weir_pool_class cls = weir__pool_register("test", 100, 4);
     unsigned char *a = weir__pool_get(cls);
     cr_assert_not_null(a);
+    expect_bytes(a, 0, 100, 0);
     memset(a, 0xab, 100);
     weir__pool_put(cls, a);
     unsigned char *b = weir__pool_get(cls);
-    for (int i = 0; i < 100; i++)
-        cr_assert_eq(b[i], 0);
+#ifndef WEIR_DEBUG_NOPOOL
+    cr_assert_eq(b, a, "the free list hands the freed object back");
+#endif
+    expect_bytes(b, 0, 100, 0);
     weir__pool_put(cls, b);
     weir__pool_put(cls, NULL);
     weir__pool_thread_release();
 }
 
-Test(pool, partial_zeroing_keeps_the_tail)
+Test(pool, partial_zeroing_zeroes_only_the_prefix)
 {
     weir_pool_class cls = weir__pool_register_partial("test-partial", 64, 4, 16);
     unsigned char *a = weir__pool_get(cls);
+    cr_assert_not_null(a);
+    expect_bytes(a, 0, 16, 0);
+#ifdef WEIR_DEBUG_NOPOOL
+    /* Not calloc: a field past the prefix read before it is set is garbage. */
+    expect_bytes(a, 16, 64, WEIR_POOL_POISON);
+#endif
     memset(a, 0xcd, 64);
     weir__pool_put(cls, a);
     unsigned char *b = weir__pool_get(cls);
-    for (int i = 0; i < 16; i++)
-        cr_assert_eq(b[i], 0);
+    expect_bytes(b, 0, 16, 0);
+#ifdef WEIR_DEBUG_NOPOOL
+    expect_bytes(b, 16, 64, WEIR_POOL_POISON);
+#else
+    /* The same memory again, its tail as the last user left it. */
+    cr_assert_eq(b, a);
+    expect_bytes(b, 16, 64, 0xcd);
+#endif
     weir__pool_put(cls, b);
     weir__pool_thread_release();
 }
 
-Test(pool, free_list_is_bounded)
+Test(pool, free_list_is_bounded_and_last_in_first_out)
 {
     weir_pool_class cls = weir__pool_register("test-bounded", 32, 2);
     void *objs[8];
@@ -197,15 +225,28 @@ Test(pool, free_list_is_bounded)
         objs[i] = weir__pool_get(cls);
     for (int i = 0; i < 8; i++)
         weir__pool_put(cls, objs[i]); /* 6 go back to malloc (ASan checks) */
+    void *x = weir__pool_get(cls), *y = weir__pool_get(cls);
+#ifndef WEIR_DEBUG_NOPOOL
+    /* Only the first two were kept; the last one kept comes first. */
+    cr_assert_eq(x, objs[1]);
+    cr_assert_eq(y, objs[0]);
+#endif
+    expect_bytes(x, 0, 32, 0);
+    expect_bytes(y, 0, 32, 0);
+    weir__pool_put(cls, x);
+    weir__pool_put(cls, y);
     weir__pool_thread_release();
 }
 
-Test(pool, buffers_are_16k)
+Test(pool, buffers_are_16k_and_not_zeroed)
 {
-    char *b = weir__buf_get();
+    unsigned char *b = (unsigned char *)weir__buf_get();
     cr_assert_not_null(b);
+#ifdef WEIR_DEBUG_NOPOOL
+    expect_bytes(b, 0, WEIR_BUF_SIZE, WEIR_POOL_POISON);
+#endif
     memset(b, 1, WEIR_BUF_SIZE); /* ASan flags an undersized buffer */
-    weir__buf_put(b);
+    weir__buf_put((char *)b);
     weir__pool_thread_release();
 }
 
