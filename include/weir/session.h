@@ -55,6 +55,10 @@ typedef enum weir_failure {
     WEIR_FAILURE_STATUS,  /* the backend answered 502, 503 or 504 (peer.retry_on) */
 } weir_failure;
 weir_failure weir_session_failure(const weir_session *s);
+/* True if request body bytes went to the backend in the failed attempt
+ * (a buffered body can be sent again, but the backend may have acted on
+ * it: see the idempotency of the method). */
+bool weir_session_body_sent(const weir_session *s);
 /* HTTP version of the client's request: 10, 11 or 20. */
 int weir_session_http_version(const weir_session *s);
 /*

@@ -267,11 +267,14 @@ static size_t gather(uint8_t kind, agg **out_v)
                 k++;
             if (k == n) {
                 if (n == cap) {
-                    cap = cap ? cap * 2 : 64;
-                    agg *nv = realloc(v, cap * sizeof(*v));
+                    /* cap grows only with the array: on a failed realloc
+                     * the next block must not write past the old one. */
+                    size_t ncap = cap ? cap * 2 : 64;
+                    agg *nv = realloc(v, ncap * sizeof(*v));
                     if (!nv)
-                        break;
+                        goto out;
                     v = nv;
+                    cap = ncap;
                 }
                 memset(&v[n], 0, sizeof(v[n]));
                 memcpy(v[n].labels, s->labels, sizeof(v[n].labels));
@@ -281,6 +284,7 @@ static size_t gather(uint8_t kind, agg **out_v)
                 v[k].v[j] += atomic_load_explicit(&s->v[j], memory_order_relaxed);
         }
     }
+out:
     pthread_mutex_unlock(&registry_lock);
     *out_v = v;
     return n;

@@ -491,6 +491,11 @@ static bool fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, i
                         : 0;
     if (!(u->retry_on & need))
         return false;
+    /* A reset after the body went out may come after the backend acted on
+     * it: sent again only if doing so twice is harmless. */
+    if (kind == WEIR_FAILURE_RESET && weir_session_body_sent(s) &&
+        !(u->retry_on & WEIR_CFG_RETRY_NON_IDEMPOTENT) && !idempotent(weir_session_method(s)))
+        return false;
     if (u->retry_timeout_ms && mono_ms() - c->start_ms >= u->retry_timeout_ms)
         return false;
     if (kind == WEIR_FAILURE_STATUS) {

@@ -227,6 +227,11 @@ weir_failure weir_session_failure(const weir_session *s)
     return s->failure;
 }
 
+bool weir_session_body_sent(const weir_session *s)
+{
+    return s->req_pump.moved > 0;
+}
+
 int weir_session_http_version(const weir_session *s)
 {
     return s->req.version;
