@@ -65,6 +65,10 @@ typedef struct weir_upstream_options {
     weir_lb_algo algo;
     uint32_t max_fails;       /* consecutive failures that open the breaker; 0 = never [3] */
     uint32_t fail_timeout_ms; /* how long an open breaker stays open [10000] */
+    /* Connections each backend may have open at once, in use or idle in
+     * the pool (weir_conn_limit, weir/peer.h); weir_backend_peer passes
+     * the backend's limit on. 0 = no limit. */
+    uint32_t max_conns;
 } weir_upstream_options;
 
 typedef struct weir_upstream weir_upstream;

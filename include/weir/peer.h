@@ -15,6 +15,24 @@ extern "C" {
 #endif
 
 /*
+ * A cap on the connections to one backend, shared by every worker:
+ * connections in use plus idle pooled ones (HAProxy's server maxconn). A
+ * request that finds no idle connection and no free slot waits, in order,
+ * for one, at most its peer's queue_timeout_ms (then 503 with
+ * Retry-After). HTTP/1 backends only: an HTTP/2 backend's streams are
+ * bounded by its own SETTINGS.
+ */
+typedef struct weir_conn_limit weir_conn_limit;
+/* max > 0; NULL for 0 or out of memory. Any thread. */
+weir_conn_limit *weir_conn_limit_new(uint32_t max);
+/* Drops the creator's reference; connections still open under it keep it
+ * alive until they close. */
+void weir_conn_limit_free(weir_conn_limit *l);
+/* Slots held now (connections open or opening), and requests waiting. */
+uint32_t weir_conn_limit_in_use(weir_conn_limit *l);
+uint32_t weir_conn_limit_waiting(weir_conn_limit *l);
+
+/*
  * Filled by the upstream_peer phase. The session zeroes it and sets the
  * timeouts to the service defaults before the phase runs, so a phase only
  * sets what it wants to change. A timeout of 0 means "the default".
@@ -42,6 +60,10 @@ typedef struct weir_peer {
     uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
     uint32_t keepalive;          /* idle connections kept for this peer (shared pool); preset to the
                                     service's upstream_keepalive, 0 = never pool */
+    /* Connections to this backend are capped (weir_conn_limit); NULL =
+     * none. Must stay valid while the request runs. */
+    weir_conn_limit *conn_limit;
+    uint32_t queue_timeout_ms; /* wait for a connection under conn_limit [30000] */
     /* Failures besides a failed connect and a reset before the response
      * that fail_to_connect is asked about (WEIR_RETRY_* bits; 0 = none).
      * Only while no request body byte has been sent. */

@@ -170,6 +170,8 @@ static const char *const upstream_keys[] = {"addrs",
                                             "max_retries",
                                             "retry_on",
                                             "retry_timeout",
+                                            "max_conns",
+                                            "queue_timeout",
                                             "max_fails",
                                             "fail_timeout",
                                             "sticky_cookie",
@@ -276,8 +278,10 @@ static const char *parse_algo(weir_cfg_upstream *u, const char *s)
 static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint32_t max_fails,
                      uint32_t fail_timeout_ms)
 {
-    weir_upstream_options o = {
-        .algo = u->algo, .max_fails = max_fails, .fail_timeout_ms = fail_timeout_ms};
+    weir_upstream_options o = {.algo = u->algo,
+                               .max_fails = max_fails,
+                               .fail_timeout_ms = fail_timeout_ms,
+                               .max_conns = u->max_conns};
     u->lb = weir_upstream_new(u->name, &o);
     if (!u->lb) {
         weir__cfg_err_at(ld, u->line, "[%s]: out of memory", section);
@@ -517,6 +521,10 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
     if (weir__cfg_get_int(ld, t, "max_retries", section, 0, 100, &iv))
         u->max_retries = (uint32_t)iv;
     load_retry_on(ld, u, t, section);
+    if (weir__cfg_get_int(ld, t, "max_conns", section, 0, 1000000, &iv))
+        u->max_conns = (uint32_t)iv;
+    u->queue_timeout_ms = 30000;
+    weir__cfg_get_duration(ld, t, "queue_timeout", section, 3600000, false, &u->queue_timeout_ms);
     weir__cfg_get_duration(ld, t, "retry_timeout", section, 3600000, false, &u->retry_timeout_ms);
     uint32_t max_fails = 3, fail_timeout_ms = 10000;
     if (weir__cfg_get_int(ld, t, "max_fails", section, 0, 1000, &iv))

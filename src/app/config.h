@@ -105,6 +105,8 @@ struct weir_cfg_upstream {
     uint32_t max_retries;           /* other backends tried after a failure [2] */
     uint32_t retry_on;              /* WEIR_CFG_RETRY_* bits [connect, reset, timeout] */
     uint32_t retry_timeout_ms;      /* no new attempt this long after the request began; 0 = none */
+    uint32_t max_conns;             /* per backend, pooled idle included; 0 = no limit */
+    uint32_t queue_timeout_ms;      /* wait for a connection under max_conns [30000] */
     weir_upstream *lb;              /* the library upstream: members, selection, health */
     weir_health_check hc;           /* active check (hc.kind NONE = none) */
     uint32_t connection_timeout_ms; /* 0 = server/library default */

@@ -458,6 +458,7 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
         peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
     peer->retry_on = retry_bits(s, u);
+    peer->queue_timeout_ms = u->queue_timeout_ms;
     peer->h2 = u->h2;
     peer->h2_or_h1 = u->h2_or_h1;
     if (u->tls) {

@@ -65,8 +65,10 @@ static void backend_ref(weir_backend *b)
 
 void weir__lb_backend_unref(weir_backend *b)
 {
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        weir_conn_limit_free(b->conn_limit); /* open connections keep it alive */
         free(b);
+    }
 }
 
 static void snapshot_free(lb_snapshot *s)
@@ -378,6 +380,10 @@ int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
     b->weight = weight;
     b->up = u;
     atomic_store(&b->healthy, true);
+    if (u->opts.max_conns && !(b->conn_limit = weir_conn_limit_new(u->opts.max_conns))) {
+        free(b);
+        return WEIR_ERR_NOMEM;
+    }
     pthread_mutex_lock(&u->lock);
     int rc = WEIR_ERR_INVAL;
     if (u->n_members < WEIR_UPSTREAM_MAX_BACKENDS && !member_find(u, b->text)) {
@@ -386,8 +392,10 @@ int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
             changed(u);
     }
     pthread_mutex_unlock(&u->lock);
-    if (rc != 0)
+    if (rc != 0) {
+        weir_conn_limit_free(b->conn_limit);
         free(b);
+    }
     return rc;
 }
 
@@ -733,6 +741,7 @@ void weir_backend_peer(const weir_backend *b, weir_peer *peer)
 {
     memcpy(&peer->addr, &b->addr, sizeof(peer->addr));
     peer->addr_len = b->addr_len;
+    peer->conn_limit = b->conn_limit; /* a probe handle carries its backend's */
 }
 
 const char *weir_backend_addr(const weir_backend *b)

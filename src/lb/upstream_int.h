@@ -25,6 +25,7 @@ struct weir_backend {
     _Atomic uint32_t weight; /* the member's weight; snapshots keep their own copy */
     weir_upstream *up;
     struct weir_backend *probe_of; /* set on a half-open probe handle: the real backend */
+    weir_conn_limit *conn_limit;   /* max_conns, or NULL; the backend's (not a probe's) */
 
     _Atomic bool draining;
     _Atomic bool healthy; /* active check verdict */

@@ -58,7 +58,8 @@ const char *weir__tls_describe(SSL *ssl, int err, char *buf, size_t len)
         const char *r = ERR_reason_error_string(e);
         snprintf(buf, len, "%s", r ? r : "TLS error");
     } else if (err == SSL_ERROR_SYSCALL) {
-        snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed during the handshake");
+        snprintf(buf, len, "%s",
+                 errno ? strerror(errno) : "connection closed during the handshake");
     } else if (err == SSL_ERROR_ZERO_RETURN) {
         snprintf(buf, len, "peer closed the TLS session");
     } else {
@@ -106,7 +107,7 @@ static int alpn_wire(const char *list, unsigned char *out, size_t cap)
 typedef struct cert {
     X509 *x509;
     EVP_PKEY *key;
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     char **names;
     size_t n_names;
 } cert;
@@ -145,8 +146,7 @@ static void free_table_ex(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, 
     free_table(ptr);
 }
 
-static void free_key_ex(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void free_key_ex(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     free(ptr);
 }
@@ -200,7 +200,7 @@ static int names_from_cert(cert *c)
 
 /* Reads every certificate of a PEM file: the first into *leaf (if leaf is
  * not NULL), the rest onto chain. */
-static int read_certs(const char *file, X509 **leaf, STACK_OF(X509) *chain, char *err,
+static int read_certs(const char *file, X509 **leaf, STACK_OF(X509) * chain, char *err,
                       size_t err_len)
 {
     BIO *b = BIO_new_file(file, "r");
@@ -507,8 +507,7 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
         SSL_SESSION_free(e->sess);
         e->sess = sess;
         kept = 1;
-    } else if (c->n_sessions < SESSION_MAX &&
-               (e = malloc(sizeof(*e) + strlen(key) + 1))) {
+    } else if (c->n_sessions < SESSION_MAX && (e = malloc(sizeof(*e) + strlen(key) + 1))) {
         strcpy(e->key, key);
         e->sess = sess;
         e->next = c->sessions[b];
@@ -540,7 +539,8 @@ weir_tls_client *weir_tls_client_new(const weir_tls_client_spec *spec, char *err
         int ok = spec->ca_file ? SSL_CTX_load_verify_locations(ctx, spec->ca_file, NULL)
                                : SSL_CTX_set_default_verify_paths(ctx);
         if (!ok) {
-            set_err(err, err_len, "cannot load CA file %s", spec->ca_file ? spec->ca_file : "(system)");
+            set_err(err, err_len, "cannot load CA file %s",
+                    spec->ca_file ? spec->ca_file : "(system)");
             goto fail;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -678,8 +678,7 @@ SSL *weir__tls_client_ssl(const weir_tls_client *cc, const weir_peer *peer)
             /* Each connection resumes from its own copy: OpenSSL writes to
              * the session during the handshake, and workers connecting to
              * the same backend at once would share it (a data race). */
-            SSL_SESSION *copy =
-                SSL_SESSION_is_resumable(e->sess) ? SSL_SESSION_dup(e->sess) : NULL;
+            SSL_SESSION *copy = SSL_SESSION_is_resumable(e->sess) ? SSL_SESSION_dup(e->sess) : NULL;
             if (copy) {
                 SSL_set_session(ssl, copy);
                 SSL_SESSION_free(copy); /* the SSL holds its own reference */

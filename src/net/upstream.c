@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
+#include "net/conn_limit.h"
 #include "net/tls.h"
 #include "weir/types.h"
 
@@ -211,6 +212,8 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
         nu->tls_key = u->tls_key;
         nu->connected = true;
         nu->n_used = u->n_used;
+        nu->limit = u->limit; /* the slot moves with the socket */
+        u->limit = NULL;
         if (u->conn.ssl) {
             /* The TLS session moves with the socket. */
             weir__conn_set_tls(&nu->conn, u->conn.ssl);
@@ -307,6 +310,10 @@ weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *
         }
         weir__conn_set_tls(&u->conn, ssl);
     }
+    if (peer->conn_limit) {
+        u->limit = peer->conn_limit;
+        weir__climit_ref(u->limit);
+    }
     return u;
 }
 
@@ -347,6 +354,11 @@ int weir__upconn_connect_result(weir_upconn *u)
 
 void weir__upconn_close(weir_upconn *u, bool reset)
 {
+    if (u->limit) {
+        weir__climit_release(u->limit);
+        weir__climit_unref(u->limit);
+        u->limit = NULL;
+    }
     weir__conn_close(&u->conn, reset);
     /* The loop may still hold an event for this connection in the current
      * round; conn_close made its callback a no-op, and the memory is freed
@@ -382,6 +394,10 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
         }
     }
     bool pooled = !me->closed && same < max_idle;
+    /* Read before the unlock: another worker may take u at once. */
+    weir_conn_limit *lim = pooled ? u->limit : NULL;
+    if (lim)
+        weir__climit_ref(lim);
     if (pooled) {
         u->bucket = b;
         u->home = me;
@@ -401,6 +417,10 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
     pthread_mutex_unlock(&pool_lock);
     if (!pooled)
         weir__upconn_close(u, false);
+    if (lim) {
+        weir__climit_idle(lim); /* a request waiting for a connection takes it */
+        weir__climit_unref(lim);
+    }
 }
 
 void weir__upool_close_all(weir_loop *loop)

@@ -34,9 +34,10 @@ struct weir_upconn {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     bool tls;
-    uint64_t tls_key; /* hash of SNI and the weir_tls_client's id */
-    bool connected;  /* the TCP handshake completed */
-    uint32_t n_used; /* exchanges completed on it */
+    uint64_t tls_key;              /* hash of SNI and the weir_tls_client's id */
+    bool connected;                /* the TCP handshake completed */
+    struct weir_conn_limit *limit; /* holds one of its slots until closed, or NULL */
+    uint32_t n_used;               /* exchanges completed on it */
 
     /* while in use */
     void *owner;
@@ -56,7 +57,9 @@ struct weir_upconn {
 weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owner,
                               weir_upconn_wake_cb wake);
 /* Starts a new connection to peer (non-blocking). Returns NULL and sets
- * *err (-errno) on immediate failure. */
+ * *err (-errno) on immediate failure. With peer->conn_limit the caller
+ * holds a slot of it, which the connection takes over (released when it
+ * closes); on failure the slot stays the caller's. */
 weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *owner,
                                   weir_upconn_wake_cb wake, int *err);
 /* Checks a connect in progress, then runs the TLS handshake for a TLS

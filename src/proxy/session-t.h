@@ -17,6 +17,7 @@
 #include "http/h1_exchange.h"
 #include "http/h2_client.h"
 #include "http/msg.h"
+#include "net/conn_limit.h"
 #include "net/sock.h"
 #include "net/upstream.h"
 #include "proxy/service.h"
@@ -135,7 +136,13 @@ struct weir_session {
     bool client_aborted;
     const char *error;
     weir_failure failure; /* of the last failed attempt */
-    char term[2];         /* termination state (weir_session_stats), 0 until decided */
+    /* Waiting for a connection under the peer's conn_limit */
+    weir_conn_waiter waiter;
+    weir_timer queue_timer;
+    bool queued;      /* in the limit's queue (the session pends) */
+    bool queue_woken; /* woken to take an idle connection: goes first */
+    bool has_slot;    /* holds a slot of peer.conn_limit, no connection yet */
+    char term[2];     /* termination state (weir_session_stats), 0 until decided */
 
     weir_timer up_timer;
     weir_timer client_timer;

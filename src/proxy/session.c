@@ -75,6 +75,7 @@ static int64_t now_us(const weir_session *s)
 
 static void run(weir_session *s);
 static void fail(weir_session *s, int status, const char *reason);
+static void finish(weir_session *s);
 
 static void set_state(weir_session *s, sess_state to)
 {
@@ -336,10 +337,91 @@ static void fill_peer_defaults(weir_session *s)
 
 static void step_connect(weir_session *s);
 
-/* PEER: ask the application, then take a pooled connection or connect. */
+static void give_back_slot(weir_session *s)
+{
+    if (s->has_slot) {
+        weir__climit_release(s->peer.conn_limit);
+        s->has_slot = false;
+    }
+}
+
+/* The limit's wake, on this session's loop: a slot, or an idle connection
+ * in the pool to take. */
+static void queue_granted(void *arg)
+{
+    weir_session *s = arg;
+    weir__timer_stop(s->loop, &s->queue_timer);
+    s->queued = false;
+    s->pending = false;
+    s->has_slot = s->waiter.slot;
+    s->waiter.state = WEIR_WAITER_IDLE;
+    if (s->state == SS_DONE) { /* aborted while it waited */
+        give_back_slot(s);
+        if (!s->running)
+            finish(s);
+        return;
+    }
+    s->queue_woken = !s->has_slot;
+    run(s);
+}
+
+static void queue_timeout(weir_timer *t)
+{
+    weir_session *s = weir_container_of(t, weir_session, queue_timer);
+    if (!weir__climit_cancel(s->peer.conn_limit, &s->waiter))
+        return; /* its wake is on the way and decides */
+    s->queued = false;
+    s->pending = false;
+    s->term[0] = 's';
+    s->term[1] = 'Q';
+    fail(s, 503, "no connection to the backend within queue_timeout");
+    if (s->generated && !s->resp_started)
+        weir__headers_push(&s->resp.headers, WEIR_STR("Retry-After"), WEIR_STR("1"));
+    run(s);
+}
+
+/* Starts a new connection to the chosen peer: under its conn_limit, a
+ * slot first, or a place in its queue. Returns false if the session now
+ * waits. */
+static bool connect_peer(weir_session *s)
+{
+    weir_conn_limit *lim = s->peer.conn_limit;
+    if (lim && !s->has_slot) {
+        s->waiter.loop = s->loop;
+        s->waiter.granted = queue_granted;
+        s->waiter.arg = s;
+        if (weir__climit_acquire(lim, &s->waiter, s->queue_woken) == WEIR_AGAIN) {
+            s->queue_woken = false;
+            s->queued = true;
+            s->pending = true;
+            weir__timer_start(s->loop, &s->queue_timer,
+                              s->peer.queue_timeout_ms ? s->peer.queue_timeout_ms : 30000,
+                              queue_timeout);
+            return false;
+        }
+        s->has_slot = true;
+    }
+    s->queue_woken = false;
+    int err = 0;
+    s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
+    if (!s->up) {
+        give_back_slot(s);
+        connect_failed(s, err);
+        return true;
+    }
+    s->has_slot = false; /* the connection holds it now */
+    s->t_connect_us = now_us(s);
+    set_state(s, SS_CONNECT);
+    return true;
+}
+
+/* PEER: ask the application (sub 0), then take a pooled connection or
+ * connect (sub 1, where a request waiting for a connection comes back). */
 static void step_peer(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
+    if (s->sub == 1)
+        goto connect;
     if (s->attempts == 0 && !s->have_result && s->body_limit && s->req.body == WEIR_BODY_KNOWN &&
         s->req.content_length > s->body_limit) {
         fail(s, 413, "request body over the limit");
@@ -367,6 +449,8 @@ static void step_peer(weir_session *s)
     s->up_addr[0] = '\0';
     if (s->t_up_start_us == 0)
         s->t_up_start_us = now_us(s);
+    s->sub = 1;
+connect:
     if (s->peer.h2 || (s->peer.h2_or_h1 && s->peer.tls && weir__h2u_usable(&s->peer))) {
         int err = 0;
         bool reused = false;
@@ -381,8 +465,13 @@ static void step_peer(weir_session *s)
         step_connect(s);
         return;
     }
-    s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
+    /* While requests wait for a connection to this backend, a newcomer
+     * queues behind them, idle connections included. */
+    weir_conn_limit *lim = s->peer.conn_limit;
+    if (!s->has_slot && (!lim || s->queue_woken || !weir__climit_busy(lim)))
+        s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
     if (s->up) {
+        s->queue_woken = false;
         s->up_reused = true;
         up_bind(s);
         if (ops->connected_to_upstream)
@@ -390,14 +479,7 @@ static void step_peer(weir_session *s)
         set_state(s, SS_UP_FILTER);
         return;
     }
-    int err = 0;
-    s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
-    if (!s->up) {
-        connect_failed(s, err);
-        return;
-    }
-    s->t_connect_us = now_us(s);
-    set_state(s, SS_CONNECT);
+    connect_peer(s);
 }
 
 static void step_connect(weir_session *s)
@@ -450,6 +532,12 @@ static bool retry_stale(weir_session *s)
     if (!s->up || !s->up_reused || !body_replayable(s) || s->up->conn.rend > 0)
         return false;
     weir_log_debug("upstream %s: pooled connection was closed, reconnecting", up_addr(s));
+    if (s->up->limit) {
+        /* Its slot goes to the new connection, not to the queue. */
+        weir__climit_unref(s->up->limit);
+        s->up->limit = NULL;
+        s->has_slot = true;
+    }
     release_upstream(s, false);
     s->up_reused = false;
     s->req_head_sent = false;
@@ -461,9 +549,11 @@ static bool retry_stale(weir_session *s)
     int err = 0;
     s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
     if (!s->up) {
+        give_back_slot(s);
         connect_failed(s, err);
         return true;
     }
+    s->has_slot = false;
     s->t_connect_us = now_us(s);
     s->state = SS_CONNECT; /* back to a state already passed: not a set_state move */
     return true;
@@ -1169,7 +1259,6 @@ static void arm_timers(weir_session *s)
 
 /* ---- the driver ---- */
 
-static void finish(weir_session *s);
 
 /* Gathers the request body for weir_session_read_body while the phase that
  * asked for it is pending; calls its callback at the end. */
@@ -1435,7 +1524,9 @@ static void finish(weir_session *s)
     weir__timer_stop(s->loop, &s->up_timer);
     weir__timer_stop(s->loop, &s->client_timer);
     weir__timer_stop(s->loop, &s->user_timer);
+    weir__timer_stop(s->loop, &s->queue_timer);
     release_upstream(s, false);
+    give_back_slot(s);
     if (!s->term[0] && s->failure != WEIR_FAILURE_NONE && s->generated && s->resp.status >= 500) {
         /* The application answered after a failed attempt (no backend
          * left to retry on): the backend ended it. */
@@ -1544,6 +1635,13 @@ static void stream_abort(void *stream)
     s->failed = true;
     s->client_aborted = true;
     s->error = "server shutting down";
+    if (s->queued && weir__climit_cancel(s->peer.conn_limit, &s->waiter)) {
+        /* Out of the queue: no wake will come. (Else it comes and ends
+         * the session.) */
+        weir__timer_stop(s->loop, &s->queue_timer);
+        s->queued = false;
+        s->pending = false;
+    }
     release_upstream(s, false);
     set_state(s, SS_DONE);
     /* The connection goes away now; a pending phase finishes the session
