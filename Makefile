@@ -10,7 +10,7 @@ ifeq ($(CI),true)
   CMAKE_EXTRA += -DWEIR_WERROR=ON
 endif
 
-.PHONY: all deps run test unit integration fuzz-replay tsan fuzz bench format clean
+.PHONY: all deps run test unit integration fuzz-replay tsan fuzz bench format lint clean
 
 all:
 	@scripts/install-deps build
@@ -33,7 +33,13 @@ FORCE:
 # things -O0 does not, and `make run` must build.
 test: $(TEST_BUILD)/.built
 	$(MAKE) --no-print-directory all
-	$(MAKE) --no-print-directory unit fuzz-replay integration tsan
+	$(MAKE) --no-print-directory lint unit fuzz-replay integration tsan
+
+# Every tracked C file clang-format clean, and clang-tidy's bug finders
+# (.clang-tidy) clean over src/, with the test build's compile commands.
+lint: $(TEST_BUILD)/.built
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	git ls-files 'src/*.c' | xargs -P $(JOBS) -n 4 clang-tidy -p $(TEST_BUILD) --quiet
 
 unit:
 	ASAN_OPTIONS=detect_leaks=1 $(abspath $(TEST_BUILD))/bin/unit_tests --jobs 2

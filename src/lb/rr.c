@@ -119,6 +119,8 @@ int weir__lb_build_rr(lb_snapshot *s)
     uint64_t g = 0, total = 0;
     for (size_t i = 0; i < s->n; i++)
         g = gcd(g, s->w[i]);
+    if (g == 0)
+        g = 1; /* weights are >= 1; this only keeps the division defined */
     for (size_t i = 0; i < s->n; i++)
         total += s->w[i] / g;
     size_t cap = weir__lb_rr_max_period(s->n);

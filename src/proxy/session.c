@@ -1259,7 +1259,6 @@ static void arm_timers(weir_session *s)
 
 /* ---- the driver ---- */
 
-
 /* Gathers the request body for weir_session_read_body while the phase that
  * asked for it is pending; calls its callback at the end. */
 static void read_whole_body(weir_session *s)
