@@ -200,8 +200,14 @@ static lb_snapshot *current(weir_upstream *u)
 {
     lb_snapshot *s = atomic_load_explicit(&u->snap, memory_order_acquire);
     if (__builtin_expect(s->version != atomic_load_explicit(&u->version, memory_order_acquire),
-                         0) &&
-        pthread_mutex_trylock(&u->build_lock) == 0) {
+                         0)) {
+        /* Another thread building: go on with the old tables, unless they
+         * are empty (the first build, at startup): those would answer 503
+         * with backends configured, so wait for the build instead. */
+        if (s->n == 0)
+            pthread_mutex_lock(&u->build_lock);
+        else if (pthread_mutex_trylock(&u->build_lock) != 0)
+            return s;
         rebuild(u, &s); /* on OOM, the old tables serve */
         pthread_mutex_unlock(&u->build_lock);
     }
