@@ -56,7 +56,8 @@ integration:
 
 # ThreadSanitizer over the multi-threaded paths (shared upstream pool,
 # load balancer, health checker, shutdown, TLS contexts and sessions shared
-# by the workers, HTTP/2): the weir binaries built with
+# by the workers, HTTP/2, per-backend connection limits and their queues,
+# failover under load): the weir binaries built with
 # TSan, driven by the integration tests that use several workers.
 TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurrency.py \
               tests/integration/test_lb.py tests/integration/test_shutdown.py \
@@ -64,7 +65,8 @@ TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurr
               tests/integration/test_admin.py tests/integration/test_metrics.py \
               tests/integration/test_tls.py tests/integration/test_h2.py \
               tests/integration/test_upstream_alpn.py tests/integration/test_grpc.py \
-              tests/integration/test_h2_reload.py
+              tests/integration/test_h2_reload.py tests/integration/test_backend_limits.py \
+              tests/integration/test_failover.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \
