@@ -252,6 +252,28 @@ def start_proc(tmp_path):
 
 
 @pytest.fixture
+def weir_toml(tmp_path, start_proc):
+    """Factory: weir_toml(text, threads=2, **addrs) -> Proc running `weir -c`
+    on text, where @PORT@ is a free listen port, @TMP@ the test's tmp_path
+    and @NAME@ the address of addrs[NAME] (a Backend or "ip:port")."""
+    count = [0]
+
+    def start(text, threads=2, **addrs):
+        require_binary("weir")
+        port = free_port()
+        text = text.replace("@PORT@", str(port)).replace("@TMP@", str(tmp_path))
+        for name, b in addrs.items():
+            text = text.replace("@%s@" % name, b if isinstance(b, str) else b.addr)
+        count[0] += 1
+        path = tmp_path / ("weir-%d.toml" % count[0])
+        path.write_text(text)
+        argv = [binary("weir"), "-c", str(path), "--threads", str(threads)]
+        return start_proc(argv, port, "weir")
+
+    return start
+
+
+@pytest.fixture
 def weir(start_proc):
     """Factory: weir(upstreams, *args, threads=2, port=None) -> Proc.
 

@@ -15,19 +15,8 @@ from conftest import binary, free_port, require_binary
 
 
 @pytest.fixture
-def proxy(tmp_path, start_proc):
-    def start(text, threads=2, **addrs):
-        require_binary("weir")
-        port = free_port()
-        text = text.replace("@PORT@", str(port))
-        for name, b in addrs.items():
-            text = text.replace("@%s@" % name, b if isinstance(b, str) else b.addr)
-        path = tmp_path / "weir.toml"
-        path.write_text(text)
-        return start_proc([binary("weir"), "-c", str(path), "--threads", str(threads)], port,
-                          "weir")
-
-    return start
+def proxy(weir_toml):
+    return weir_toml
 
 
 def config(addr, extra):

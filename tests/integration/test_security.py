@@ -8,6 +8,7 @@ Each test is written the way an attacker would send the request; the
 backend records exactly what it received, and most tests also check that
 a refused request never reached it.
 """
+import functools
 import re
 import socket
 import subprocess
@@ -23,24 +24,9 @@ from h2util import H2Client
 
 
 @pytest.fixture
-def proxy(tmp_path, start_proc):
-    """proxy(text, threads=1, **addrs) -> Proc running `weir -c` on text,
-    where @PORT@ is the listen port and @NAME@ the address of addrs[NAME]."""
-    count = [0]
-
-    def start(text, threads=1, **addrs):
-        require_binary("weir")
-        port = free_port()
-        text = text.replace("@PORT@", str(port)).replace("@TMP@", str(tmp_path))
-        for name, b in addrs.items():
-            text = text.replace("@%s@" % name, b if isinstance(b, str) else b.addr)
-        count[0] += 1
-        path = tmp_path / ("weir-%d.toml" % count[0])
-        path.write_text(text)
-        argv = [binary("weir"), "-c", str(path), "--threads", str(threads)]
-        return start_proc(argv, port, "weir")
-
-    return start
+def proxy(weir_toml):
+    """One worker: these tests look at one request at a time."""
+    return functools.partial(weir_toml, threads=1)
 
 
 def raw(port, data, method="GET", timeout=10):
