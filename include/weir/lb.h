@@ -69,6 +69,12 @@ typedef struct weir_upstream_options {
      * the pool (weir_conn_limit, weir/peer.h); weir_backend_peer passes
      * the backend's limit on. 0 = no limit. */
     uint32_t max_conns;
+    /* A backend alone in its upstream is selected even while its breaker
+     * is open (nginx's rule for a single server): ejecting it would only
+     * turn a burst of errors into 503s for everyone for fail_timeout.
+     * Active health checks and draining still take it out; the breaker's
+     * state is kept and reported as usual. */
+    bool keep_sole_backend;
 } weir_upstream_options;
 
 typedef struct weir_upstream weir_upstream;

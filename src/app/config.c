@@ -281,7 +281,8 @@ static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint
     weir_upstream_options o = {.algo = u->algo,
                                .max_fails = max_fails,
                                .fail_timeout_ms = fail_timeout_ms,
-                               .max_conns = u->max_conns};
+                               .max_conns = u->max_conns,
+                               .keep_sole_backend = true};
     u->lb = weir_upstream_new(u->name, &o);
     if (!u->lb) {
         weir__cfg_err_at(ld, u->line, "[%s]: out of memory", section);

@@ -668,6 +668,12 @@ weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_
     lb_snapshot *s = current(u);
     if (s->n == 0)
         return NULL;
+    if (s->n == 1 && u->opts.keep_sole_backend) {
+        weir_backend *b = s->v[0];
+        if (avoided(b, avoid, n_avoid) || atomic_load(&b->draining) || !atomic_load(&b->healthy))
+            return NULL;
+        return take(b, USABLE);
+    }
     for (int t = 0; t < 4; t++) {
         long i = pick(u, s, key, avoid, n_avoid);
         if (i < 0)

@@ -327,3 +327,34 @@ def test_client_abort_before_response_is_499(proxy, backend, tmp_path):
     s.close()
     line = log_lines(tmp_path, 1)[0]
     assert line.startswith("GET 499 CH ") and line.endswith("gone-1"), line
+
+
+def test_a_sole_backend_is_not_ejected_by_a_burst_of_resets(proxy, backend):
+    """Right after a handover, a healthy sole backend reset three
+    connections and was ejected for 10 s: every request got 503. Alone in
+    its upstream, a backend is never ejected (nginx's rule); the next
+    requests reach it."""
+    seen = {"n": 0}
+
+    def flaky(conn, req):
+        seen["n"] += 1
+        if seen["n"] <= 3:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return "close"
+        conn.send(B.response_head(200, [("Content-Length", "3")]) + b"ok\n")
+
+    import socket
+    b = backend(flaky)
+    w = proxy("""
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+[locations.l]
+upstream = "u"
+[upstreams.u]
+addrs = ["@B@"]
+""", B=b)
+    statuses = [req(w.port).status for _ in range(5)]
+    assert statuses == [502, 502, 502, 200, 200], statuses
+    assert "ejected" in w.stderr()  # the breaker still opens and says so
