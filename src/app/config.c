@@ -400,8 +400,6 @@ static void add_backend(loader *ld, weir_cfg_upstream *u, const char *text, int 
     freeaddrinfo(res);
 }
 
-static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const char *section);
-
 /* tls, sni, verify_cert, ca_file, client_cert, alpn: the TLS client the
  * upstream's connections use. */
 static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
@@ -449,7 +447,7 @@ static void load_upstream_tls(loader *ld, weir_cfg_upstream *u, const weir_toml_
     const weir_cfg_cert *cc = NULL;
     if (client) {
         weir__cfg_entry_of(t, "client_cert", &e);
-        cc = find_cert(ld, client, e.line, section);
+        cc = weir__cfg_find_cert(ld, client, e.line, section);
     }
     if (u->tls && ld->errs->n == 0) {
         weir_tls_client_spec spec = {.no_verify = !verify,
@@ -903,182 +901,6 @@ static const char *const server_keys[] = {"addr",
                                           "max_uri_size",
                                           NULL};
 
-int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out)
-{
-    weir_tls_cert_spec *certs = calloc(t->n_certs ? t->n_certs : 1, sizeof(*certs));
-    if (!certs)
-        return WEIR_ERR_NOMEM;
-    for (size_t i = 0; i < t->n_certs; i++) {
-        const weir_cfg_cert *c = t->certs[i];
-        certs[i] = (weir_tls_cert_spec){.cert_file = c->cert,
-                                        .key_file = c->key,
-                                        .chain_file = c->chain,
-                                        .names = (const char *const *)c->domains,
-                                        .n_names = c->n_domains};
-    }
-    *out = (weir_tls_server_spec){.certs = certs,
-                                  .n_certs = t->n_certs,
-                                  .default_cert = t->default_cert,
-                                  .min_version = t->min_version,
-                                  .ciphers = t->ciphers,
-                                  .ciphersuites = t->ciphersuites,
-                                  .alpn = t->alpn,
-                                  .no_tickets = t->no_tickets,
-                                  .client_ca_file = t->client_ca,
-                                  .client_verify_optional = t->client_verify_optional};
-    return WEIR_OK;
-}
-
-void weir__cfg_tls_spec_free(weir_tls_server_spec *spec)
-{
-    free((void *)spec->certs);
-    spec->certs = NULL;
-}
-
-/* The server's TLS keys; checks the whole set by building it once. */
-static void load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
-                            const char *section)
-{
-    weir_cfg_tls *tls = &s->tls;
-    size_t n = 0;
-    int line = s->line;
-    char **names = weir__cfg_get_string_list(ld, t, "certificates", section, &n, &line);
-    if (names) {
-        tls->certs = calloc(n ? n : 1, sizeof(*tls->certs));
-        for (size_t i = 0; tls->certs && i < n; i++) {
-            weir_cfg_cert *c = find_cert(ld, names[i], line, section);
-            if (!c)
-                continue;
-            if (c->is_default) {
-                for (size_t k = 0; k < tls->n_certs; k++) {
-                    if (tls->certs[k]->is_default)
-                        weir__cfg_err_at(
-                            ld, line,
-                            "[%s] lists two default certificates, '%s' and '%s'; mark one", section,
-                            tls->certs[k]->name, c->name);
-                }
-                tls->default_cert = tls->n_certs;
-            }
-            tls->certs[tls->n_certs++] = c;
-        }
-        weir__cfg_free_list(names, n);
-        if (n == 0)
-            weir__cfg_err_at(ld, line, "'certificates' in [%s] is empty", section);
-    }
-    bool on = names != NULL;
-    weir_toml_entry e;
-    static const char *const tls_only[] = {
-        "tls_min_version",       "tls_ciphers", "tls_ciphersuites", "tls_session_tickets",
-        "tls_handshake_timeout", "client_ca",   "client_verify",    "alpn"};
-    for (size_t i = 0; !on && i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
-        if (weir__cfg_entry_of(t, tls_only[i], &e))
-            weir__cfg_err_at(ld, e.line, "'%s' in [%s] needs 'certificates' (TLS)", tls_only[i],
-                             section);
-    }
-    bool present;
-    char *v = weir__cfg_dup_string(ld, t, "tls_min_version", section, &present);
-    tls->min_version = 12;
-    if (v) {
-        weir__cfg_entry_of(t, "tls_min_version", &e);
-        if (strcmp(v, "1.2") == 0)
-            tls->min_version = 12;
-        else if (strcmp(v, "1.3") == 0)
-            tls->min_version = 13;
-        else
-            weir__cfg_err_at(ld, e.line,
-                             "'tls_min_version' in [%s] is '%s': expected \"1.2\" or \"1.3\"",
-                             section, v);
-        free(v);
-    }
-    tls->ciphers = weir__cfg_dup_string(ld, t, "tls_ciphers", section, &present);
-    tls->ciphersuites = weir__cfg_dup_string(ld, t, "tls_ciphersuites", section, &present);
-    bool tickets = true;
-    weir__cfg_get_bool(ld, t, "tls_session_tickets", section, &tickets);
-    tls->no_tickets = !tickets;
-    tls->client_ca = weir__cfg_dup_string(ld, t, "client_ca", section, &present);
-    tls->client_ca_line = weir__cfg_entry_of(t, "client_ca", &e) ? e.line : s->line;
-    v = weir__cfg_dup_string(ld, t, "client_verify", section, &present);
-    if (v) {
-        weir__cfg_entry_of(t, "client_verify", &e);
-        if (strcmp(v, "optional") == 0)
-            tls->client_verify_optional = true;
-        else if (strcmp(v, "require") != 0)
-            weir__cfg_err_at(ld, e.line,
-                             "'client_verify' in [%s] is '%s': expected \"require\" or "
-                             "\"optional\"",
-                             section, v);
-        if (!tls->client_ca)
-            weir__cfg_err_at(ld, e.line, "'client_verify' in [%s] needs 'client_ca'", section);
-        free(v);
-    }
-    size_t n_alpn = 0;
-    int alpn_line = s->line;
-    char **alpn = weir__cfg_get_string_list(ld, t, "alpn", section, &n_alpn, &alpn_line);
-    char buf[128] = "";
-    for (size_t i = 0; i < n_alpn; i++) {
-        if (strcmp(alpn[i], "h2") != 0 && strcmp(alpn[i], "http/1.1") != 0)
-            weir__cfg_err_at(ld, alpn_line,
-                             "'alpn' in [%s] offers '%s': expected \"h2\" or \"http/1.1\"", section,
-                             alpn[i]);
-        else if (strlen(buf) + strlen(alpn[i]) + 2 < sizeof(buf))
-            snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", buf[0] ? "," : "",
-                     alpn[i]);
-    }
-    if (alpn && n_alpn == 0)
-        weir__cfg_err_at(ld, alpn_line, "'alpn' in [%s] is empty", section);
-    weir__cfg_free_list(alpn, n_alpn);
-    if (on && !(tls->alpn = strdup(buf[0] ? buf : "h2,http/1.1")))
-        return;
-    weir__cfg_get_bool(ld, t, "h2c", section, &s->opts.h2c);
-    int64_t streams;
-    if (weir__cfg_get_int(ld, t, "h2_max_concurrent_streams", section, 1, 10000, &streams))
-        s->opts.h2_max_concurrent_streams = (uint32_t)streams;
-
-    weir__cfg_get_bool(ld, t, "redirect_https", section, &s->redirect_https);
-    int64_t port = 443;
-    if (weir__cfg_get_int(ld, t, "https_port", section, 1, 65535, &port) && !s->redirect_https) {
-        weir__cfg_entry_of(t, "https_port", &e);
-        weir__cfg_err_at(ld, e.line, "'https_port' in [%s] needs 'redirect_https = true'", section);
-    }
-    s->https_port = (uint32_t)port;
-    if (s->redirect_https && on) {
-        weir__cfg_entry_of(t, "redirect_https", &e);
-        weir__cfg_err_at(ld, e.line,
-                         "'redirect_https' in [%s] is for a plain server, not a TLS one", section);
-    }
-
-    /* Every file read and checked now, so that a bad one is a config error
-     * and not a failure at the first handshake. */
-    bool files = true;
-    for (size_t i = 0; i < tls->n_certs; i++)
-        files = files && tls->certs[i]->cert && tls->certs[i]->key;
-    if (on && tls->n_certs == n && n > 0 && files) {
-        weir_tls_server_spec spec;
-        if (weir__cfg_tls_spec(tls, &spec) < 0)
-            return;
-        char err[512];
-        weir_tls_server *check = weir_tls_server_new(&spec, err, sizeof(err));
-        weir__cfg_tls_spec_free(&spec);
-        if (!check) {
-            /* The message names the file at fault: point at its line. */
-            int at = line;
-            if (tls->client_ca && strstr(err, tls->client_ca))
-                at = tls->client_ca_line;
-            for (size_t i = 0; i < tls->n_certs; i++) {
-                const weir_cfg_cert *c = tls->certs[i];
-                if (c->chain && strstr(err, c->chain))
-                    at = c->chain_line;
-                else if (strstr(err, c->key) && !strstr(err, c->cert))
-                    at = c->key_line;
-                else if (strstr(err, c->cert))
-                    at = strstr(err, "key") && strstr(err, c->key) ? c->key_line : c->cert_line;
-            }
-            weir__cfg_err_at(ld, at, "[%s]: TLS: %s", section, err);
-        }
-        weir_tls_server_free(check);
-    }
-}
-
 /* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
 static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
                                  const char *section)
@@ -1177,104 +999,7 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
         o->max_body_bytes = size;
     weir__cfg_get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
                            &o->tls_handshake_timeout_ms);
-    load_server_tls(ld, s, t, section);
-}
-
-/* ---- [certificates.NAME] ---- */
-
-static const char *const cert_keys[] = {"cert", "key", "chain", "domains", "default", NULL};
-
-static void load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_value *t)
-{
-    char section[300];
-    snprintf(section, sizeof(section), "certificates.%s", c->name);
-    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
-        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
-        return;
-    }
-    weir__cfg_check_keys(ld, t, section, cert_keys);
-    bool present;
-    c->cert = weir__cfg_dup_string(ld, t, "cert", section, &present);
-    if (!present)
-        weir__cfg_err_at(ld, c->line, "[%s] needs 'cert' (a PEM certificate file)", section);
-    c->key = weir__cfg_dup_string(ld, t, "key", section, &present);
-    if (!present)
-        weir__cfg_err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file)", section);
-    c->chain = weir__cfg_dup_string(ld, t, "chain", section, &present);
-    weir_toml_entry e;
-    c->cert_line = weir__cfg_entry_of(t, "cert", &e) ? e.line : c->line;
-    c->key_line = weir__cfg_entry_of(t, "key", &e) ? e.line : c->line;
-    c->chain_line = weir__cfg_entry_of(t, "chain", &e) ? e.line : c->line;
-    int line = c->line;
-    c->domains = weir__cfg_get_string_list(ld, t, "domains", section, &c->n_domains, &line);
-    weir__cfg_get_bool(ld, t, "default", section, &c->is_default);
-}
-
-static weir_cfg_cert *find_cert(loader *ld, const char *name, int line, const char *section)
-{
-    weir_config *cfg = ld->cfg;
-    for (size_t i = 0; i < cfg->n_certs; i++) {
-        if (strcmp(cfg->certs[i].name, name) == 0)
-            return &cfg->certs[i];
-    }
-    const char *known[64] = {0};
-    for (size_t k = 0; k < cfg->n_certs && k < 63; k++)
-        known[k] = cfg->certs[k].name;
-    const char *sg = weir__cfg_suggest(name, known);
-    weir__cfg_err_at(ld, line, "[%s] refers to undefined certificate '%s'%s%s%s", section, name,
-                     sg ? "; did you mean '" : "", sg ? sg : "", sg ? "'?" : "");
-    return NULL;
-}
-
-/*
- * Every [certificates.NAME] is read and checked at load (files readable, the
- * key matching the certificate), also one that no server lists: an unused
- * or client-only certificate with a bad file must fail -t, not the reload
- * that starts using it. A server checks the ones it lists with its own TLS
- * settings (load_server_tls), so those are left to it. This runs before the
- * upstreams and servers are loaded (`servers` is the raw [servers] section)
- * so that a bad client certificate is reported once, here at its file's
- * line, and not again by the upstream using it.
- */
-static void check_unlisted_certs(loader *ld, const weir_toml_value *servers)
-{
-    weir_config *cfg = ld->cfg;
-    for (size_t i = 0; i < cfg->n_certs; i++) {
-        weir_cfg_cert *c = &cfg->certs[i];
-        bool listed = false;
-        for (size_t k = 0; !listed && k < weir_toml_table_count(servers); k++) {
-            weir_toml_entry e;
-            weir_toml_table_entry(servers, k, &e);
-            const weir_toml_value *v = weir_toml_table_get(e.value, "certificates");
-            bool is_list = v && weir_toml_type_of(v) == WEIR_TOML_ARRAY;
-            size_t n = is_list ? weir_toml_array_count(v) : v != NULL;
-            for (size_t j = 0; !listed && j < n; j++) {
-                const char *name = weir_toml_string(is_list ? weir_toml_array_at(v, j) : v, NULL);
-                listed = name && strcmp(name, c->name) == 0;
-            }
-        }
-        if (listed || !c->cert || !c->key)
-            continue; /* its server checks it; or 'cert'/'key' is missing, already an error */
-        weir_cfg_cert *one[] = {c};
-        weir_cfg_tls tls = {.certs = one, .n_certs = 1};
-        weir_tls_server_spec spec;
-        if (weir__cfg_tls_spec(&tls, &spec) < 0)
-            return;
-        char err[512];
-        weir_tls_server *check = weir_tls_server_new(&spec, err, sizeof(err));
-        weir__cfg_tls_spec_free(&spec);
-        if (!check) {
-            /* The message names the file at fault ("key file K", "private key
-             * in K", "the key in K" for the key): point at its line. */
-            int at = c->cert_line;
-            if (strstr(err, c->key) && strstr(err, "key "))
-                at = c->key_line;
-            else if (c->chain && strstr(err, c->chain))
-                at = c->chain_line;
-            weir__cfg_err_at(ld, at, "[certificates.%s]: TLS: %s", c->name, err);
-        }
-        weir_tls_server_free(check);
-    }
+    weir__cfg_load_server_tls(ld, s, t, section);
 }
 
 /* ---- the document ---- */
@@ -1492,9 +1217,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
         for (size_t i = 0; i < c->n_certs; i++) {
             weir_toml_entry e;
             weir_toml_table_entry(certs, i, &e);
-            load_cert_section(&ld, &c->certs[i], e.value);
+            weir__cfg_load_cert_section(&ld, &c->certs[i], e.value);
         }
-        check_unlisted_certs(&ld, weir_toml_table_get(root, "servers"));
+        weir__cfg_check_unlisted_certs(&ld, weir_toml_table_get(root, "servers"));
     }
     const weir_toml_value *ups = section_of(&ld, root, "upstreams");
     const weir_toml_value *locs = section_of(&ld, root, "locations");

@@ -67,4 +67,11 @@ char **weir__cfg_get_string_list(loader *ld, const weir_toml_value *t, const cha
 /* Frees what weir__cfg_get_string_list returned. */
 void weir__cfg_free_list(char **v, size_t n);
 
+/* config_tls.c: [certificates.NAME] and a server's TLS keys. */
+void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_value *t);
+weir_cfg_cert *weir__cfg_find_cert(loader *ld, const char *name, int line, const char *section);
+void weir__cfg_check_unlisted_certs(loader *ld, const weir_toml_value *servers);
+void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                               const char *section);
+
 #endif
