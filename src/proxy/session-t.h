@@ -19,6 +19,7 @@
 #include "http/msg.h"
 #include "net/conn_limit.h"
 #include "net/sock.h"
+#include "net/tls.h"
 #include "net/upstream.h"
 #include "proxy/service.h"
 #include "weir/proxy.h"
@@ -160,6 +161,18 @@ struct weir_session {
     weir_msg req;
     weir_msg resp;
 };
+
+/* The state machine's steps and helpers shared by session*.c. */
+void weir__session_set_state(weir_session *s, int to);
+void weir__session_terminate(weir_session *s, char who);
+void weir__session_fail(weir_session *s, int status, const char *reason);
+void weir__session_release_upstream(weir_session *s, bool reusable);
+int weir__session_pump_run(weir_session *s, pump *p,
+                           int (*filter)(weir_session *, void *, weir_str *, bool));
+bool weir__session_wants_buffer(const weir_session *s); /* session_buffer.c */
+void weir__session_step_buffer(weir_session *s);
+void weir__session_step_tunnel(weir_session *s); /* session_tunnel.c */
+void weir__session_end_splice(weir_session *s);
 
 /* The state machine's driver and end (session.c), for the API's use. */
 void weir__session_run(weir_session *s);

@@ -962,140 +962,6 @@ static void step_resp_body(weir_session *s)
     set_state(s, SS_FLUSH);
 }
 
-/* Moves bytes both ways; the first side to close (or fail) ends both:
- * the other gets a FIN, not a reset, and neither connection is reused. */
-static void end_splice(weir_session *s)
-{
-    if (!s->splicing)
-        return;
-    for (int d = 0; d < 2; d++) {
-        close(s->pipes[d][0]);
-        close(s->pipes[d][1]);
-    }
-    s->splicing = false;
-}
-
-/* Switches a drained tunnel between plain sockets to splice. */
-static bool try_splice(weir_session *s)
-{
-    weir_conn *a = s->origin.conn, *b = s->up ? &s->up->conn : NULL;
-    if (!a || !b || b->ssl || a->rstart != a->rend || b->rstart != b->rend ||
-        !weir__conn_queue_empty(a) || !weir__conn_queue_empty(b) || s->req_pump.queued ||
-        s->resp_pump.queued)
-        return false;
-    if (pipe2(s->pipes[0], O_NONBLOCK | O_CLOEXEC) < 0)
-        return false;
-    if (pipe2(s->pipes[1], O_NONBLOCK | O_CLOEXEC) < 0) {
-        close(s->pipes[0][0]);
-        close(s->pipes[0][1]);
-        return false;
-    }
-    s->in_pipe[0] = s->in_pipe[1] = 0;
-    s->splicing = true;
-    return true;
-}
-
-/* One direction: src socket -> pipe -> dst socket. WEIR_AGAIN, WEIR_DONE
- * (src closed and all it sent went out) or -errno. */
-static int splice_dir(weir_session *s, int d, weir_conn *src, weir_conn *dst, weir_exchange *x)
-{
-    const unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-    for (;;) {
-        bool moved = false;
-        if (s->in_pipe[d] > 0 && dst->writable) {
-            ssize_t n = splice(s->pipes[d][0], NULL, dst->io.fd, NULL, s->in_pipe[d], fl);
-            if (n > 0) {
-                s->in_pipe[d] -= (uint32_t)n;
-                dst->bytes_out += (uint64_t)n;
-                moved = true;
-            } else if (n < 0 && errno == EAGAIN) {
-                dst->writable = false;
-            } else if (n < 0 && errno != EINTR) {
-                return -errno;
-            }
-        }
-        if (s->in_pipe[d] == 0 && src->eof)
-            return WEIR_DONE;
-        if (s->in_pipe[d] < 65536 && src->readable) {
-            ssize_t n = splice(src->io.fd, NULL, s->pipes[d][1], NULL, 65536 - s->in_pipe[d], fl);
-            if (n > 0) {
-                s->in_pipe[d] += (uint32_t)n;
-                src->bytes_in += (uint64_t)n;
-                x->bytes_in += (uint64_t)n;
-                moved = true;
-            } else if (n == 0) {
-                src->eof = true;
-                src->readable = false;
-                moved = true;
-            } else if (errno == EAGAIN) {
-                src->readable = false;
-            } else if (errno != EINTR) {
-                return -errno;
-            }
-        }
-        if (!moved)
-            return WEIR_AGAIN;
-    }
-}
-
-static void step_tunnel(weir_session *s)
-{
-    if (s->splicing) {
-        int up =
-            s->half_closed ? WEIR_DONE : splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
-        if (up == WEIR_DONE && !s->half_closed) {
-            s->half_closed = true;
-            shutdown(s->up->conn.io.fd, SHUT_WR);
-        }
-        int down = up < 0 ? up : splice_dir(s, 1, &s->up->conn, s->origin.conn, s->upex);
-        if (down == WEIR_AGAIN && (up == WEIR_AGAIN || up == WEIR_DONE))
-            return;
-        if (up < 0 || down < 0)
-            s->error = "tunnel closed on an error";
-        end_splice(s);
-        s->t_up_end_us = now_us(s);
-        release_upstream(s, false);
-        set_state(s, SS_FLUSH);
-        return;
-    }
-    /* The 101 head may still be queued for the client. */
-    int rc = s->down->ops->flush(s->down);
-    if (rc < 0) {
-        terminate(s, 'C');
-        s->client_aborted = true;
-        s->error = "client closed the tunnel";
-        release_upstream(s, false);
-        set_state(s, SS_FLUSH);
-        return;
-    }
-    int up = pump_run(s, &s->req_pump, NULL);
-    if (up == WEIR_DONE && !s->half_closed && s->up) {
-        /* The client finished sending (TCP FIN, HTTP/2 END_STREAM): pass
-         * the FIN on and keep relaying what the backend still sends until
-         * it closes too (a half-close, RFC 8441 5). */
-        s->half_closed = true;
-        weir__conn_shutdown(&s->up->conn);
-    }
-    int down = pump_run(s, &s->resp_pump, NULL);
-    if (up == WEIR_AGAIN && down == WEIR_AGAIN) {
-        if (try_splice(s))
-            step_tunnel(s); /* what arrived meanwhile */
-        return;
-    }
-    if (up == WEIR_DONE && down == WEIR_AGAIN)
-        return;
-    if (up < 0 || down < 0) {
-        s->error = "tunnel closed on an error";
-    }
-    /* Either side's close ends the tunnel: the client's side ends in
-     * order (an HTTP/2 stream with END_STREAM, not a reset). */
-    if (!s->resp_pump.end_queued && down != WEIR_DONE)
-        s->down->ops->write_end(s->down, WEIR_STR_NULL);
-    s->t_up_end_us = now_us(s);
-    release_upstream(s, false);
-    set_state(s, SS_FLUSH);
-}
-
 static void step_flush(weir_session *s)
 {
     int rc = s->down->ops->flush(s->down);
@@ -1312,88 +1178,6 @@ static void read_whole_body(weir_session *s)
     }
 }
 
-/* Buffer the body before choosing a backend (weir_session_buffer_body)?
- * Not when it cannot fit: a prefix would protect nothing. */
-static bool wants_buffer(const weir_session *s)
-{
-    if (!s->buf_max || s->req.body == WEIR_BODY_NONE || s->req.upgrade)
-        return false;
-    return s->req.body != WEIR_BODY_KNOWN || s->req.content_length <= s->buf_max;
-}
-
-/*
- * BUFFER: the request body goes into memory while the client sends it, so
- * a slow client holds no backend connection (nginx's
- * proxy_request_buffering). Then PEER, with the body complete (replayed
- * to every attempt, so retries stay possible), or with the first buf_max
- * bytes of a chunked body that is longer (the rest streams).
- */
-static void step_buffer(weir_session *s)
-{
-    weir_exchange *x = s->down;
-    while (s->buf_len < s->buf_max) {
-        weir_str segs[MAX_SEGS], trailers = WEIR_STR_NULL;
-        size_t n = 0;
-        int rc = x->ops->read_body(x, segs, MAX_SEGS, &n, &trailers);
-        if (rc == WEIR_AGAIN)
-            return;
-        if (rc == WEIR_DONE) {
-            s->buf_complete = true;
-            if (trailers.len &&
-                !(s->buf_trailers.ptr = weir__arena_dup(&s->arena, trailers.ptr, trailers.len))) {
-                fail(s, 503, "out of memory");
-                return;
-            }
-            s->buf_trailers.len = trailers.len;
-            s->req_pump.done = false;
-            break;
-        }
-        if (rc < 0) {
-            if (rc == WEIR_EX_E_TOO_LARGE) {
-                fail(s, 413, "request body over the limit");
-            } else if (rc == WEIR_EX_E_FRAMING) {
-                fail(s, 400, "invalid request body framing");
-            } else {
-                terminate(s, 'C');
-                s->client_aborted = true;
-                s->error = "client closed during the request body";
-                set_state(s, SS_DONE);
-            }
-            return;
-        }
-        size_t total = 0;
-        for (size_t i = 0; i < n; i++)
-            total += segs[i].len;
-        if (s->body_limit && s->buf_len + total > s->body_limit) {
-            fail(s, 413, "request body over the limit");
-            return;
-        }
-        if (s->buf_len + total > s->buf_cap) {
-            /* Room for what came (a read may pass buf_max by one buffer). */
-            size_t cap = s->buf_cap ? s->buf_cap * 2 : 4096;
-            if (s->req.body == WEIR_BODY_KNOWN && cap < s->req.content_length)
-                cap = (size_t)s->req.content_length;
-            while (cap < s->buf_len + total)
-                cap *= 2;
-            char *nb = weir__arena_alloc(&s->arena, cap);
-            if (!nb) {
-                fail(s, 503, "out of memory");
-                return;
-            }
-            if (s->buf_len)
-                memcpy(nb, s->buf, s->buf_len);
-            s->buf = nb;
-            s->buf_cap = cap;
-        }
-        for (size_t i = 0; i < n; i++) {
-            memcpy(s->buf + s->buf_len, segs[i].ptr, segs[i].len);
-            s->buf_len += segs[i].len;
-        }
-        x->ops->consume_body(x);
-    }
-    set_state(s, SS_PEER);
-}
-
 static void step(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
@@ -1419,13 +1203,13 @@ static void step(weir_session *s)
             else if (r == WEIR_PHASE_CONTINUE && s->state == SS_EARLY)
                 set_state(s, SS_REQUEST);
             else if (r == WEIR_PHASE_CONTINUE)
-                set_state(s, wants_buffer(s) ? SS_BUFFER : SS_PEER);
+                set_state(s, weir__session_wants_buffer(s) ? SS_BUFFER : SS_PEER);
             else
                 fail(s, 500, "request phase failed");
             break;
         }
         case SS_BUFFER:
-            step_buffer(s);
+            weir__session_step_buffer(s);
             break;
         case SS_PEER:
             step_peer(s);
@@ -1446,7 +1230,7 @@ static void step(weir_session *s)
             step_resp_body(s);
             break;
         case SS_TUNNEL:
-            step_tunnel(s);
+            weir__session_step_tunnel(s);
             break;
         case SS_FLUSH:
             step_flush(s);
@@ -1519,7 +1303,7 @@ static void free_session(weir_session *s)
 static void finish(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
-    end_splice(s);
+    weir__session_end_splice(s);
     weir__timer_stop(s->loop, &s->up_timer);
     weir__timer_stop(s->loop, &s->client_timer);
     weir__timer_stop(s->loop, &s->user_timer);
@@ -1681,4 +1465,30 @@ void weir__session_run_task(void *arg)
 void weir__session_finish(weir_session *s)
 {
     finish(s);
+}
+
+void weir__session_set_state(weir_session *s, int to)
+{
+    set_state(s, (sess_state)to);
+}
+
+void weir__session_terminate(weir_session *s, char who)
+{
+    terminate(s, who);
+}
+
+void weir__session_fail(weir_session *s, int status, const char *reason)
+{
+    fail(s, status, reason);
+}
+
+void weir__session_release_upstream(weir_session *s, bool reusable)
+{
+    release_upstream(s, reusable);
+}
+
+int weir__session_pump_run(weir_session *s, pump *p,
+                           int (*filter)(weir_session *, void *, weir_str *, bool))
+{
+    return pump_run(s, p, filter);
 }
