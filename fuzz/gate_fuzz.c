@@ -19,20 +19,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fuzz_check.h"
+
 #include "http/h1_parse.h"
 #include "proxy/request_gate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_HEADERS 64
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static bool unreserved(unsigned char c)
 {

@@ -12,19 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
+
 #include "http/h1_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_HEADERS 32
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static bool str_same(weir_str a, weir_str b)
 {
