@@ -43,6 +43,7 @@ lint: $(TEST_BUILD)/.built
 
 unit:
 	ASAN_OPTIONS=detect_leaks=1 $(abspath $(TEST_BUILD))/bin/unit_tests --jobs 2
+	ASAN_OPTIONS=detect_leaks=1 $(abspath $(TEST_BUILD))/bin/pool_tests --jobs 2
 
 fuzz-replay:
 	@for t in $(abspath $(TEST_BUILD))/bin/*_fuzz; do \

@@ -16,6 +16,12 @@ Connections are opened with at most --inflight handshakes/requests pending at a
 time, so a proxy's listen backlog is never flooded (a dropped SYN costs a 1 s
 retransmit and would only measure the backlog). The whole thing is bounded by
 --timeout seconds; on timeout it reports what it reached.
+
+--burst: every connection is opened first (still --inflight handshakes at a
+time) and only then do all of them send their request at once, so the proxy
+holds COUNT requests in flight (its buffers, sessions and new upstream
+connections) before they all go idle. What is measured is then what the proxy
+gives back after a burst: memory it keeps for connections it no longer uses.
 """
 import argparse
 import errno
@@ -76,6 +82,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds to wait after the last response before reading RSS")
+    ap.add_argument("--burst", action="store_true",
+                    help="connect all first, then send every request at once")
     args = ap.parse_args()
 
     nofile = raise_nofile(args.count + 256)
@@ -90,6 +98,22 @@ def main():
     pending = 0        # connections still connecting / waiting for the response
     started = failed = 0
     gave_up = ""
+    connected = []     # --burst: connections waiting for the others
+
+    def fire():
+        """--burst: every connection is up; send all the requests at once."""
+        nonlocal pending, failed
+        for c in connected:
+            try:
+                c.sock.send(req)
+            except OSError:
+                c.sock.close()
+                failed += 1
+                continue
+            c.sent = True
+            sel.register(c.sock, selectors.EVENT_READ, c)
+            pending += 1
+        connected.clear()
 
     def fail(c):
         nonlocal pending, failed
@@ -133,6 +157,13 @@ def main():
             if not c.sent:
                 if c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                     fail(c)
+                    continue
+                if args.burst:
+                    sel.unregister(c.sock)
+                    pending -= 1
+                    connected.append(c)
+                    if len(connected) + len(idle) == args.count:
+                        fire()
                     continue
                 try:
                     c.sock.send(req)  # tiny; always fits the empty send buffer

@@ -150,7 +150,7 @@ def parse_wrk(path):
 # ---- results table -------------------------------------------------------
 
 FIELDS = ["name", "status", "rps", "p50", "p99", "cpu_us_req", "cpu_pct", "load_pct",
-          "idle_bpc", "idle_reached", "idle_target", "errors", "note"]
+          "idle_bpc", "idle_reached", "idle_target", "errors", "note", "burst_bpc"]
 
 
 def _num(s):
@@ -174,7 +174,7 @@ def table(path, header):
             rows.append(dict(zip(FIELDS, parts)))
     out = [header, ""]
     cols = f"{'proxy':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} " \
-           f"{'proxy CPU%':>10} {'load CPU%':>9} {'idle B/conn':>12}  errors"
+           f"{'proxy CPU%':>10} {'load CPU%':>9} {'idle B/conn':>12} {'burst B/conn':>12}  errors"
     out += [cols, "-" * len(cols)]
     for r in rows:
         if r["status"] != "ok":
@@ -192,7 +192,8 @@ def table(path, header):
             errs += "  [" + "; ".join(notes) + "]"
         out.append(f"{r['name']:<9} {_fmt(r['rps'], '.0f'):>10} {_fmt(r['p50'], '.3f'):>8} "
                    f"{_fmt(r['p99'], '.3f'):>8} {_fmt(r['cpu_us_req'], '.2f'):>11} "
-                   f"{_fmt(r['cpu_pct'], '.0f'):>10} {_fmt(r['load_pct'], '.0f'):>9} {idle:>12}  {errs}")
+                   f"{_fmt(r['cpu_pct'], '.0f'):>10} {_fmt(r['load_pct'], '.0f'):>9} {idle:>12} "
+                   f"{_fmt(r['burst_bpc'], '.0f'):>12}  {errs}")
 
     # Ratios of weir against each other proxy that produced numbers.
     by = {r["name"]: r for r in rows}
@@ -201,14 +202,15 @@ def table(path, header):
     if weir and others:
         out += ["", "Ratios weir/other: req/s higher is better (>1 = weir faster); "
                     "CPU us/req lower is better (<1 = weir cheaper)",
-                f"{'':<12} {'req/s':>8} {'CPU us/req':>11} {'idle B/conn':>12}"]
+                f"{'':<12} {'req/s':>8} {'CPU us/req':>11} {'idle B/conn':>12} {'burst B/conn':>12}"]
         for o in others:
             cells = []
-            for key in ("rps", "cpu_us_req", "idle_bpc"):
+            for key in ("rps", "cpu_us_req", "idle_bpc", "burst_bpc"):
                 a = _num(weir[key]) if weir["status"] == "ok" else None
                 b = _num(o[key]) if o["status"] == "ok" else None
                 cells.append("n/a" if a is None or not b else f"{a / b:.2f}x")
-            out.append(f"{'vs ' + o['name']:<12} {cells[0]:>8} {cells[1]:>11} {cells[2]:>12}")
+            out.append(f"{'vs ' + o['name']:<12} {cells[0]:>8} {cells[1]:>11} {cells[2]:>12} "
+                       f"{cells[3]:>12}")
     return "\n".join(out)
 
 

@@ -171,6 +171,20 @@ int weir__conn_init(weir_conn *c, weir_loop *loop, int fd, weir_io_cb cb)
     return weir__io_add(loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
 }
 
+static weir_pool_class oq_class = -1;
+
+__attribute__((constructor)) static void register_oq_class(void)
+{
+    oq_class = weir__pool_register_raw("oq", WEIR_OQ_MAX * sizeof(struct iovec), 1024);
+}
+
+static void free_oq(weir_conn *c)
+{
+    weir__pool_put(oq_class, c->oq);
+    c->oq = NULL;
+    c->oq_head = c->oq_n = 0;
+}
+
 static void free_rbuf(weir_conn *c)
 {
     if (!c->rbuf)
@@ -228,7 +242,7 @@ void weir__conn_close(weir_conn *c, bool reset)
     c->io.cb = closed_cb;
     free_rbuf(c);
     free_obuf(c);
-    c->oq_head = c->oq_n = 0;
+    free_oq(c);
 }
 
 int weir__conn_need_rbuf(weir_conn *c)
@@ -382,6 +396,8 @@ int weir__conn_queue(weir_conn *c, const void *ptr, size_t len)
 {
     if (len == 0)
         return WEIR_OK;
+    if (!c->oq && !(c->oq = weir__pool_get(oq_class)))
+        return WEIR_ERR_NOMEM;
     if (c->oq_n == WEIR_OQ_MAX) {
         if (c->oq_head == 0)
             return WEIR_ERR_NOMEM;
@@ -468,7 +484,7 @@ static int tls_flush(weir_conn *c)
         weir__buf_put(c->tls_wbuf);
         c->tls_wbuf = NULL;
     }
-    c->oq_head = c->oq_n = 0;
+    free_oq(c);
     free_obuf(c);
     return WEIR_OK;
 }
@@ -493,9 +509,9 @@ int weir__conn_flush(weir_conn *c)
         c->bytes_out += (uint64_t)n;
         queue_advance(c, (size_t)n);
     }
-    c->oq_head = c->oq_n = 0;
     /* Drained: the scratch buffer can be reused from its start, and an
-     * idle connection gives it back. */
+     * idle connection gives it and the queue back. */
+    free_oq(c);
     free_obuf(c);
     return WEIR_OK;
 }

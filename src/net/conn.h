@@ -44,7 +44,9 @@ typedef struct weir_conn {
     uint32_t rstart; /* first unconsumed byte */
     uint32_t rend;   /* end of data */
 
-    struct iovec oq[WEIR_OQ_MAX];
+    /* WEIR_OQ_MAX iovecs while something is queued, NULL once the queue
+     * drains: an idle connection holds no queue. */
+    struct iovec *oq;
     int oq_head, oq_n; /* pending iovecs are oq[oq_head .. oq_n) */
     char *obuf;        /* scratch for heads/framing; NULL when idle */
     uint32_t olen, ocap;

@@ -71,6 +71,7 @@ struct worker {
     weir_h1s_list conns;
     weir_h2c_list h2conns;
     weir_timer drain_check;
+    weir_timer pool_trim; /* gives idle pooled objects back (weir__pool_trim) */
     int rc;
 };
 
@@ -649,10 +650,30 @@ static void task_force(void *arg)
     weir__loop_stop(w->loop);
 }
 
+/* How often a worker whose pools hold more than their reserve trims them. */
+#define POOL_TRIM_MS 1000
+
+static void pool_trim(weir_timer *t)
+{
+    worker *w = weir_container_of(t, worker, pool_trim);
+    if (weir__pool_trim())
+        weir__timer_start(w->loop, &w->pool_trim, POOL_TRIM_MS, pool_trim);
+}
+
+static void pool_trim_due(void *arg)
+{
+    worker *w = arg;
+    if (!weir__timer_armed(&w->pool_trim))
+        weir__timer_start(w->loop, &w->pool_trim, POOL_TRIM_MS, pool_trim);
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    weir__pool_set_trim_hook(pool_trim_due, w);
     w->rc = weir__loop_run(w->loop);
+    weir__pool_set_trim_hook(NULL, NULL);
+    weir__timer_stop(w->loop, &w->pool_trim);
     weir__timer_stop(w->loop, &w->drain_check);
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
