@@ -25,7 +25,7 @@ static void *new_ctx(weir_session *s, void *app)
     return app;
 }
 
-static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+static weir_phase_result upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
 {
     lb *b = ctx;
     unsigned i = atomic_fetch_add(&b->next, 1) % 2;
@@ -36,7 +36,7 @@ static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
     return WEIR_PHASE_CONTINUE;
 }
 
-static int upstream_request_filter(weir_session *s, void *ctx)
+static weir_phase_result upstream_request_filter(weir_session *s, void *ctx)
 {
     if (weir_headers_set(weir_session_req_headers(s), "Host", "one.one.one.one") != WEIR_OK)
         return WEIR_PHASE_ERROR;

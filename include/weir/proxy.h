@@ -28,13 +28,7 @@
 extern "C" {
 #endif
 
-/* What a phase returns. */
-enum weir_phase_result {
-    WEIR_PHASE_CONTINUE = 0, /* go on with the next phase */
-    WEIR_PHASE_ANSWERED = 1, /* a response was written (weir_session_respond): skip to logging */
-    WEIR_PHASE_PENDING = 2,  /* asynchronous work started; weir_session_resume() follows */
-    WEIR_PHASE_ERROR = -1,   /* fail the request: error_while_proxy decides the answer (500) */
-};
+/* A phase returns a weir_phase_result (weir/types.h). */
 
 /* Figures handed to the logging phase. Times in microseconds; -1 if the
  * step did not happen. */
@@ -70,10 +64,10 @@ typedef struct weir_proxy_ops {
     void (*free_ctx)(void *app, void *ctx);
 
     /* Before anything else (rate limits, early rejection). May pend. */
-    int (*early_request_filter)(weir_session *s, void *ctx);
+    weir_phase_result (*early_request_filter)(weir_session *s, void *ctx);
     /* Inspect/modify the request, or answer it (weir_session_respond +
      * WEIR_PHASE_ANSWERED). May pend. */
-    int (*request_filter)(weir_session *s, void *ctx);
+    weir_phase_result (*request_filter)(weir_session *s, void *ctx);
     /*
      * Each piece of request body before it goes upstream; `end` is true on
      * the last call (chunk may then be empty). The filter may point
@@ -81,28 +75,29 @@ typedef struct weir_proxy_ops {
      * bytes; if it changes the length it must have removed Content-Length
      * in request_filter. Must not pend. Returns CONTINUE or ERROR.
      */
-    int (*request_body_filter)(weir_session *s, void *ctx, weir_str *chunk, bool end);
+    weir_phase_result (*request_body_filter)(weir_session *s, void *ctx, weir_str *chunk, bool end);
     /*
      * Chooses the backend: fill *peer (see weir/peer.h). Required. Called
      * again for a retry when fail_to_connect asked for one. May pend (fill
      * *peer before resuming).
      */
-    int (*upstream_peer)(weir_session *s, void *ctx, weir_peer *peer);
+    weir_phase_result (*upstream_peer)(weir_session *s, void *ctx, weir_peer *peer);
     /* After a connection to the peer is ready; `reused` is true for a
      * pooled keep-alive connection. */
     void (*connected_to_upstream)(weir_session *s, void *ctx, const weir_peer *peer, bool reused);
     /* Modify the request just before its head is sent (request headers and
      * weir_session_set_target apply). May pend. */
-    int (*upstream_request_filter)(weir_session *s, void *ctx);
+    weir_phase_result (*upstream_request_filter)(weir_session *s, void *ctx);
     /* The upstream response head has arrived (weir_session_resp_headers).
      * May pend. */
-    int (*upstream_response_filter)(weir_session *s, void *ctx);
+    weir_phase_result (*upstream_response_filter)(weir_session *s, void *ctx);
     /* Last change to the response head before it goes to the client; also
      * runs for responses weir generates. May pend. */
-    int (*response_filter)(weir_session *s, void *ctx);
+    weir_phase_result (*response_filter)(weir_session *s, void *ctx);
     /* Like request_body_filter, for the response body. If it changes the
      * length it must remove Content-Length in response_filter. */
-    int (*response_body_filter)(weir_session *s, void *ctx, weir_str *chunk, bool end);
+    weir_phase_result (*response_body_filter)(weir_session *s, void *ctx, weir_str *chunk,
+                                              bool end);
     /*
      * Reaching `peer` failed with `error` (a negative errno): the connect
      * failed (-ECONNREFUSED, -ETIMEDOUT, ...), or the backend reset or
@@ -124,7 +119,8 @@ typedef struct weir_proxy_ops {
      * your own with weir_session_respond. Only called while nothing of the
      * response has reached the client.
      */
-    int (*error_while_proxy)(weir_session *s, void *ctx, int status, const char *reason);
+    weir_phase_result (*error_while_proxy)(weir_session *s, void *ctx, int status,
+                                           const char *reason);
     /* Last phase, always called once per session that ran new_ctx. */
     void (*logging)(weir_session *s, void *ctx, const weir_session_stats *stats);
 } weir_proxy_ops;

@@ -185,7 +185,7 @@ int weir_session_respond(weir_session *s, int status, const weir_header *headers
  * continues on its own worker. The session stays alive until then even if
  * the client goes away.
  */
-void weir_session_resume(weir_session *s, int result);
+void weir_session_resume(weir_session *s, weir_phase_result result);
 
 /*
  * Called once the request body is read (error 0, body holds it) or reading

@@ -144,7 +144,8 @@ static char *dump(json_t *j)
 }
 
 /* Answers with JSON text (NULL: a fixed 500). Worker. */
-static int respond_text(weir_session *s, int status, const char *text, const char *allow)
+static weir_phase_result respond_text(weir_session *s, int status, const char *text,
+                                      const char *allow)
 {
     static const char oom[] = "{\"error\": \"out of memory\"}\n";
     if (!text) {
@@ -163,10 +164,10 @@ static int respond_text(weir_session *s, int status, const char *text, const cha
     return WEIR_PHASE_ANSWERED;
 }
 
-static int respond_json(weir_session *s, int status, json_t *j, const char *allow)
+static weir_phase_result respond_json(weir_session *s, int status, json_t *j, const char *allow)
 {
     char *text = dump(j);
-    int rc = respond_text(s, status, text, allow);
+    weir_phase_result rc = respond_text(s, status, text, allow);
     free(text);
     return rc;
 }
@@ -1215,7 +1216,7 @@ static void free_ctx(void *app, void *ctx)
 
 /* Handles the request once its body is read; returns ANSWERED, or PENDING
  * when a job went to the main thread. */
-static int handle(weir_session *s, admin_req *r, weir_str body, int error)
+static weir_phase_result handle(weir_session *s, admin_req *r, weir_str body, int error)
 {
     if (error == WEIR_ERR_INVAL)
         return respond_json(s, 413, error_json("request body larger than %d bytes", BODY_MAX),
@@ -1262,13 +1263,13 @@ static int handle(weir_session *s, admin_req *r, weir_str body, int error)
 
 static void body_cb(weir_session *s, void *ctx, weir_str body, int error)
 {
-    int rc = handle(s, ctx, body, error);
+    weir_phase_result rc = handle(s, ctx, body, error);
     if (rc != WEIR_PHASE_PENDING)
         weir_session_resume(s, rc);
 }
 
 /* GET /metrics: the Prometheus text format (on the admin listener). */
-static int metrics(weir_session *s, admin_req *r)
+static weir_phase_result metrics(weir_session *s, admin_req *r)
 {
     size_t len = 0;
     char *text =
@@ -1281,7 +1282,7 @@ static int metrics(weir_session *s, admin_req *r)
     return rc == WEIR_OK ? WEIR_PHASE_ANSWERED : WEIR_PHASE_ERROR;
 }
 
-static int early_request_filter(weir_session *s, void *ctx)
+static weir_phase_result early_request_filter(weir_session *s, void *ctx)
 {
     admin_req *r = ctx;
     if (!r)
@@ -1311,26 +1312,27 @@ static int early_request_filter(weir_session *s, void *ctx)
 }
 
 /* Runs after a job resumed the request: write its outcome. */
-static int request_filter(weir_session *s, void *ctx)
+static weir_phase_result request_filter(weir_session *s, void *ctx)
 {
     admin_req *r = ctx;
     job *j = r ? r->job : NULL;
     if (!j)
         return WEIR_PHASE_ERROR;
     r->job = NULL;
-    int rc = respond_text(s, j->status, j->body, NULL);
+    weir_phase_result rc = respond_text(s, j->status, j->body, NULL);
     job_free(j);
     return rc;
 }
 
-static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+static weir_phase_result upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
 {
     return WEIR_PHASE_ERROR; /* every request is answered before */
 }
 
 /* Requests the library refuses before any phase (a bad path, a framing
  * trick) get the API's JSON error shape too. */
-static int error_while_proxy(weir_session *s, void *ctx, int status, const char *reason)
+static weir_phase_result error_while_proxy(weir_session *s, void *ctx, int status,
+                                           const char *reason)
 {
     return respond_json(s, status, error_json("%s", reason), NULL);
 }

@@ -102,7 +102,7 @@ typedef struct req_ctx {
     bool grpc;          /* a gRPC request on a location with grpc_idle_timeout */
 } req_ctx;
 
-static int answer(weir_session *s, int status, const char *text)
+static weir_phase_result answer(weir_session *s, int status, const char *text)
 {
     if (status >= 500) {
         /* Every 5xx weir makes itself leaves a line to find it by. */
@@ -158,7 +158,7 @@ static void free_ctx(void *app, void *ctx)
     weir__config_unref(c->cfg);
 }
 
-static int echo(weir_session *s, req_ctx *c)
+static weir_phase_result echo(weir_session *s, req_ctx *c)
 {
     char body[600];
     weir_str m = weir_session_method(s), t = weir_session_target(s);
@@ -205,7 +205,7 @@ static int rewrite(weir_session *s, const weir_cfg_location *l)
 
 /* 301 to the same host and target over https (the Host's port replaced
  * by https_port, omitted when 443). */
-static int redirect_https(weir_session *s, weir_str host, uint32_t port)
+static weir_phase_result redirect_https(weir_session *s, weir_str host, uint32_t port)
 {
     if (host.len == 0 || host.len > 255)
         return answer(s, 400, "Bad Request");
@@ -235,7 +235,7 @@ static int redirect_https(weir_session *s, weir_str host, uint32_t port)
     return WEIR_PHASE_ANSWERED;
 }
 
-static int request_filter(weir_session *s, void *ctx)
+static weir_phase_result request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
     if (!c)
@@ -405,7 +405,7 @@ static uint8_t retry_bits(weir_session *s, const weir_cfg_upstream *u)
     return r;
 }
 
-static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+static weir_phase_result upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
 {
     req_ctx *c = ctx;
     const weir_cfg_location *l = c->loc;
@@ -529,7 +529,7 @@ static void apply_headers(weir_headers *h, const weir_cfg_location *l, bool requ
         weir_headers_add(h, add->v[i].name, add->v[i].value);
 }
 
-static int upstream_request_filter(weir_session *s, void *ctx)
+static weir_phase_result upstream_request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
     if (c->loc)
@@ -537,7 +537,7 @@ static int upstream_request_filter(weir_session *s, void *ctx)
     return WEIR_PHASE_CONTINUE;
 }
 
-static int response_filter(weir_session *s, void *ctx)
+static weir_phase_result response_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
     weir_headers *h = weir_session_resp_headers(s);

@@ -93,11 +93,23 @@ static void set_state(weir_session *s, sess_state to)
 /* Runs a phase or takes the result resume() delivered. */
 #define PHASE(s, call) ((s)->have_result ? ((s)->have_result = false, (s)->result) : (call))
 
-static int phase_result(weir_session *s, int r)
+/* Notes a pending phase; a value that is not a weir_phase_result (an int
+ * that slipped through a cast) fails the request instead of meaning
+ * something else. */
+static weir_phase_result phase_result(weir_session *s, weir_phase_result r)
 {
-    if (r == WEIR_PHASE_PENDING)
+    switch (r) {
+    case WEIR_PHASE_PENDING:
         s->pending = true;
-    return r;
+        return r;
+    case WEIR_PHASE_CONTINUE:
+    case WEIR_PHASE_ANSWERED:
+    case WEIR_PHASE_ERROR:
+        return r;
+    }
+    weir_log_error("session %p: a phase returned %d, which is not a weir_phase_result", (void *)s,
+                   (int)r);
+    return WEIR_PHASE_ERROR;
 }
 
 /* ---- upstream ---- */
@@ -429,7 +441,7 @@ static void step_peer(weir_session *s)
     }
     if (!s->have_result)
         start_peer(s);
-    int r = phase_result(s, PHASE(s, ops->upstream_peer(s, s->ctx, &s->peer)));
+    weir_phase_result r = phase_result(s, PHASE(s, ops->upstream_peer(s, s->ctx, &s->peer)));
     if (r == WEIR_PHASE_PENDING)
         return;
     if (r == WEIR_PHASE_ANSWERED) {
@@ -623,7 +635,7 @@ static int add_proxy_headers(weir_session *s)
 static void step_up_filter(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
-    int r = WEIR_PHASE_CONTINUE;
+    weir_phase_result r = WEIR_PHASE_CONTINUE;
     if (!s->up_filter_done && (ops->upstream_request_filter || s->have_result))
         r = phase_result(s, PHASE(s, ops->upstream_request_filter(s, s->ctx)));
     if (r == WEIR_PHASE_PENDING)
@@ -670,7 +682,7 @@ static void step_up_filter(weir_session *s)
  * WEIR_DONE when the whole body is written, WEIR_AGAIN when blocked, or an
  * error (p->err, p->err_src). */
 static int pump_run(weir_session *s, pump *p,
-                    int (*filter)(weir_session *, void *, weir_str *, bool))
+                    weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool))
 {
     while (!p->done) {
         if (p->queued || p->end_queued) {
@@ -863,7 +875,8 @@ static void step_resp_head(weir_session *s)
     const weir_proxy_ops *ops = s->svc->ops;
     if (s->sub == 0) {
         if (!s->generated && (ops->upstream_response_filter || s->have_result)) {
-            int r = phase_result(s, PHASE(s, ops->upstream_response_filter(s, s->ctx)));
+            weir_phase_result r =
+                phase_result(s, PHASE(s, ops->upstream_response_filter(s, s->ctx)));
             if (r == WEIR_PHASE_PENDING)
                 return;
             if (r != WEIR_PHASE_CONTINUE) {
@@ -876,7 +889,7 @@ static void step_resp_head(weir_session *s)
     }
     if (s->sub == 1) {
         if (ops->response_filter || s->have_result) {
-            int r = phase_result(s, PHASE(s, ops->response_filter(s, s->ctx)));
+            weir_phase_result r = phase_result(s, PHASE(s, ops->response_filter(s, s->ctx)));
             if (r == WEIR_PHASE_PENDING)
                 return;
             if (r != WEIR_PHASE_CONTINUE && !s->generated) {
@@ -1191,9 +1204,9 @@ static void step(weir_session *s)
         switch (s->state) {
         case SS_EARLY:
         case SS_REQUEST: {
-            int (*fn)(weir_session *, void *) =
+            weir_phase_result (*fn)(weir_session *, void *) =
                 s->state == SS_EARLY ? ops->early_request_filter : ops->request_filter;
-            int r = WEIR_PHASE_CONTINUE;
+            weir_phase_result r = WEIR_PHASE_CONTINUE;
             if (fn || s->have_result)
                 r = phase_result(s, PHASE(s, fn(s, s->ctx)));
             if (r == WEIR_PHASE_PENDING)
@@ -1488,7 +1501,7 @@ void weir__session_release_upstream(weir_session *s, bool reusable)
 }
 
 int weir__session_pump_run(weir_session *s, pump *p,
-                           int (*filter)(weir_session *, void *, weir_str *, bool))
+                           weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool))
 {
     return pump_run(s, p, filter);
 }

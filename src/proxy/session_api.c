@@ -373,7 +373,7 @@ static void resume_task(void *arg)
     weir__session_run(s);
 }
 
-void weir_session_resume(weir_session *s, int result)
+void weir_session_resume(weir_session *s, weir_phase_result result)
 {
     s->result = result;
     if (weir__loop_current() == s->loop)

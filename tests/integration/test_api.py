@@ -82,6 +82,20 @@ def test_request_filter_rejects(test_app):
     assert r2.status == 200 and r2.body == b"proxied\n"
 
 
+@pytest.mark.parametrize("value", ["0", "1", "2", "-1", "999"])
+def test_phase_result_that_is_an_io_code_fails_the_request(test_app, value):
+    """0, 1 and 2 are WEIR_OK, WEIR_AGAIN and WEIR_DONE, and -1 was the old
+    WEIR_PHASE_ERROR: cast to a phase result, none of them may pass for
+    CONTINUE, ANSWERED or PENDING (the request would go upstream, or hang)."""
+    b, p = test_app
+    r = B.get(p.port, "/x", headers=[("X-Bad-Result", value)])
+    assert r.status == 500
+    assert b.request_count() == 0
+    assert ("a phase returned %s, which is not a weir_phase_result" % value) in p.stderr()
+    # The connection's next request is served.
+    assert B.get(p.port, "/plain").status == 200
+
+
 def test_client_abort_during_pending_phase(test_app):
     """A client that leaves while its session pends: no crash, no leak."""
     b, p = test_app

@@ -101,7 +101,7 @@ static bool query_param(weir_str q, const char *name, char *out, size_t cap)
     return false;
 }
 
-static int reply(weir_session *s, int status, const char *body, size_t len)
+static weir_phase_result reply(weir_session *s, int status, const char *body, size_t len)
 {
     weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain")};
     if (weir_session_respond(s, status, &h, 1, body, len) != WEIR_OK)
@@ -109,7 +109,7 @@ static int reply(weir_session *s, int status, const char *body, size_t len)
     return WEIR_PHASE_ANSWERED;
 }
 
-static int reply_text(weir_session *s, int status, const char *text)
+static weir_phase_result reply_text(weir_session *s, int status, const char *text)
 {
     return reply(s, status, text, strlen(text));
 }
@@ -126,7 +126,7 @@ static const char *error_name(int rc)
     }
 }
 
-static int reply_rc(weir_session *s, int rc)
+static weir_phase_result reply_rc(weir_session *s, int rc)
 {
     if (rc == WEIR_OK)
         return reply_text(s, 200, "ok\n");
@@ -148,7 +148,7 @@ static const char *breaker_name(weir_breaker_state st)
     return "?";
 }
 
-static int info(weir_session *s, weir_upstream *u)
+static weir_phase_result info(weir_session *s, weir_upstream *u)
 {
     weir_backend_info *v = malloc(MAX_INFO * sizeof(*v));
     size_t cap = MAX_INFO * 200;
@@ -170,14 +170,14 @@ static int info(weir_session *s, weir_upstream *u)
             break;
         len += (size_t)k;
     }
-    int r = reply(s, 200, out, len);
+    weir_phase_result r = reply(s, 200, out, len);
     free(v);
     free(out);
     return r;
 }
 
 /* A /_lb/ control request. */
-static int control(weir_session *s, lb_ctx *c, weir_str path)
+static weir_phase_result control(weir_session *s, lb_ctx *c, weir_str path)
 {
     weir_str method = weir_session_method(s), q = weir_session_query(s);
     weir_str op = {path.ptr + 5, path.len - 5}; /* after "/_lb/" */
@@ -237,7 +237,7 @@ static void free_ctx(void *app, void *ctx)
     }
 }
 
-static int request_filter(weir_session *s, void *ctx)
+static weir_phase_result request_filter(weir_session *s, void *ctx)
 {
     lb_ctx *c = ctx;
     if (!c)
@@ -248,7 +248,7 @@ static int request_filter(weir_session *s, void *ctx)
     return WEIR_PHASE_CONTINUE;
 }
 
-static int upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+static weir_phase_result upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
 {
     lb_ctx *c = ctx;
     weir_backend *b = weir_upstream_select(c->u, 0, c->tried, c->n_tried);

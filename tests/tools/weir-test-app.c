@@ -8,6 +8,9 @@
  * - GET /thread-resume: request_filter pends, another thread resumes it
  *   ("resumed from thread").
  * - X-Reject: 1: request_filter answers 403 directly.
+ * - X-Bad-Result: N: request_filter returns N cast to weir_phase_result
+ *   (what an int slipping through would do); the library must fail the
+ *   request rather than read N as another result.
  * - POST /read-body: the body is read whole (weir_session_read_body, 64 KiB
  *   at most) and answered back as "got N bytes: BODY"; 413 over the limit.
  * - anything else is proxied to UPSTREAM_ADDR; the response carries
@@ -53,7 +56,7 @@ static void free_ctx(void *app, void *c)
     free(c);
 }
 
-static int early_request_filter(weir_session *s, void *c)
+static weir_phase_result early_request_filter(weir_session *s, void *c)
 {
     note(c, "early_request_filter");
     return WEIR_PHASE_CONTINUE;
@@ -93,13 +96,19 @@ static void body_read(weir_session *s, void *c, weir_str body, int error)
     weir_session_resume(s, WEIR_PHASE_ANSWERED);
 }
 
-static int request_filter(weir_session *s, void *c)
+static weir_phase_result request_filter(weir_session *s, void *c)
 {
     note(c, "request_filter");
     if (weir_headers_get(weir_session_req_headers(s), "x-reject").ptr) {
         static const char body[] = "rejected\n";
         weir_session_respond(s, 403, NULL, 0, body, sizeof(body) - 1);
         return WEIR_PHASE_ANSWERED;
+    }
+    weir_str bad = weir_headers_get(weir_session_req_headers(s), "x-bad-result");
+    if (bad.ptr) {
+        char num[16] = "";
+        memcpy(num, bad.ptr, bad.len < sizeof(num) - 1 ? bad.len : sizeof(num) - 1);
+        return (weir_phase_result)atoi(num);
     }
     if (path_is(s, "/read-body")) {
         if (weir_session_read_body(s, 64 * 1024, body_read) != WEIR_OK)
@@ -122,7 +131,7 @@ static int request_filter(weir_session *s, void *c)
     return WEIR_PHASE_CONTINUE;
 }
 
-static int upstream_peer(weir_session *s, void *c, weir_peer *peer)
+static weir_phase_result upstream_peer(weir_session *s, void *c, weir_peer *peer)
 {
     note(c, "upstream_peer");
     memcpy(&peer->addr, &upstream.addr, sizeof(peer->addr));
@@ -135,19 +144,19 @@ static void connected_to_upstream(weir_session *s, void *c, const weir_peer *pee
     note(c, "connected_to_upstream");
 }
 
-static int upstream_request_filter(weir_session *s, void *c)
+static weir_phase_result upstream_request_filter(weir_session *s, void *c)
 {
     note(c, "upstream_request_filter");
     return WEIR_PHASE_CONTINUE;
 }
 
-static int upstream_response_filter(weir_session *s, void *c)
+static weir_phase_result upstream_response_filter(weir_session *s, void *c)
 {
     note(c, "upstream_response_filter");
     return WEIR_PHASE_CONTINUE;
 }
 
-static int response_filter(weir_session *s, void *c)
+static weir_phase_result response_filter(weir_session *s, void *c)
 {
     note(c, "response_filter");
     if (weir_session_resp_status(s) < 300 && weir_session_path(s).len > 1)
