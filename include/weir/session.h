@@ -95,6 +95,22 @@ int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes);
 int weir_session_buffer_body(weir_session *s, size_t max_bytes);
 
 /*
+ * With weir_session_buffer_body: a body larger than its memory limit, up to
+ * max_bytes in all, is buffered in an unnamed temporary file in `dir`
+ * (O_TMPFILE: it has no name, and disappears with the request or the
+ * process) instead of streaming, so it too is complete before a backend is
+ * chosen, and replayed to retries. A body known to be longer streams as
+ * before; a chunked body that grows past max_bytes streams after its first
+ * max_bytes. The file is written as the body arrives, synchronously on the
+ * worker (as nginx's client_body_temp_path without aio): keep `dir` on a
+ * local disk. If the file cannot be created or written the request gets
+ * 503 and an error-log line. `dir` must outlive the request; 0 turns it
+ * off. Returns WEIR_OK or WEIR_ERR_INVAL (outside early_request_filter and
+ * request_filter).
+ */
+int weir_session_buffer_to_file(weir_session *s, uint64_t max_bytes, const char *dir);
+
+/*
  * The request id: the client's X-Request-Id if it is 1 to 64 characters of
  * [A-Za-z0-9._:-] without "..", else one weir generated (32 hex digits),
  * which replaces the client's in the request sent upstream (unless the

@@ -10,8 +10,10 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "app/config.h"
 
-#include <errno.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pcre2.h>
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "app/access_log.h"
 #include "app/config_int.h"
@@ -32,14 +35,14 @@ bool weir__config_resolve_names = true;
 /* ---- [basic] ---- */
 
 static const char *const basic_keys[] = {"threads",      "pid_file",     "error_log", "log_level",
-                                         "grace_period", "upgrade_sock", NULL};
+                                         "grace_period", "upgrade_sock", "temp_dir",  NULL};
 
 static void load_basic(loader *ld, const weir_toml_value *t)
 {
     weir_cfg_basic *b = &ld->cfg->basic;
     b->grace_period_ms = 10000;
     if (!t)
-        return;
+        goto temp_dir;
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
         weir__cfg_err_at(ld, weir_toml_line(t), "[basic] must be a table");
         return;
@@ -62,6 +65,32 @@ static void load_basic(loader *ld, const weir_toml_value *t)
                          b->log_level);
     }
     weir__cfg_get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
+    b->temp_dir = weir__cfg_dup_string(ld, t, "temp_dir", "basic", &present);
+    if (b->temp_dir) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "temp_dir", &e);
+        ld->temp_dir_line = e.line;
+    }
+temp_dir:
+    if (!b->temp_dir)
+        b->temp_dir = strdup("/tmp");
+}
+
+/* A location spills bodies to files in temp_dir: it must take them. */
+static void check_temp_dir(loader *ld, int line)
+{
+    if (ld->temp_dir_checked)
+        return;
+    ld->temp_dir_checked = true;
+    const char *dir = ld->cfg->basic.temp_dir;
+    int fd = dir ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    weir__cfg_err_at(ld, ld->temp_dir_line ? ld->temp_dir_line : line,
+                     "temp_dir '%s' (for request_buffer_file_size) cannot hold temporary files: %s",
+                     dir ? dir : "", dir ? strerror(errno) : "out of memory");
 }
 
 /* ---- [admin] ---- */
@@ -666,6 +695,7 @@ static const char *const location_keys[] = {"host",
                                             "grpc_idle_timeout",
                                             "request_buffering",
                                             "request_buffer_size",
+                                            "request_buffer_file_size",
                                             NULL};
 
 static bool valid_token(const char *s)
@@ -864,8 +894,22 @@ static void load_location(loader *ld, weir_cfg_location *l, const weir_toml_valu
     uint64_t buffer_size;
     if (weir__cfg_get_size(ld, t, "request_buffer_size", section, 1024 * 1024 * 1024, &buffer_size))
         l->request_buffer_bytes = buffer_size;
+    uint64_t file_size;
+    if (weir__cfg_get_size(ld, t, "request_buffer_file_size", section, UINT64_C(1) << 40,
+                           &file_size)) {
+        weir_toml_entry fe;
+        weir__cfg_entry_of(t, "request_buffer_file_size", &fe);
+        if (file_size && file_size <= l->request_buffer_bytes)
+            weir__cfg_err_at(ld, fe.line,
+                             "'request_buffer_file_size' in [%s] must be larger than "
+                             "request_buffer_size (%" PRIu64 " bytes), or 0",
+                             section, l->request_buffer_bytes);
+        else if (file_size && buffering)
+            check_temp_dir(ld, fe.line);
+        l->request_buffer_file_bytes = file_size;
+    }
     if (!buffering)
-        l->request_buffer_bytes = 0;
+        l->request_buffer_bytes = l->request_buffer_file_bytes = 0;
 }
 
 /* ---- [servers.NAME] ---- */
@@ -1145,6 +1189,7 @@ static void free_config(weir_config *c)
     free(c->basic.error_log);
     free(c->basic.log_level);
     free(c->basic.upgrade_sock);
+    free(c->basic.temp_dir);
     free(c->admin.addr);
     if (c->admin.token) /* a secret: do not leave it in freed memory */
         explicit_bzero(c->admin.token, strlen(c->admin.token));

@@ -138,6 +138,7 @@ struct weir_cfg_location {
     uint32_t grpc_idle_timeout_ms; /* gRPC requests: idle limit on both sides; 0 = the usual */
     uint64_t
         request_buffer_bytes; /* request_buffering: bodies up to this are read first; 0 = off */
+    uint64_t request_buffer_file_bytes; /* past that, up to this, into a temp file; 0 = off */
 };
 
 struct weir_cfg_server {
@@ -163,6 +164,7 @@ typedef struct weir_cfg_basic {
     char *log_level;
     uint32_t grace_period_ms;
     char *upgrade_sock;
+    char *temp_dir; /* request bodies spilled to files (request_buffer_file_size) */
 } weir_cfg_basic;
 
 /* [admin]: the admin API (src/app/admin.h); addr NULL = off. */

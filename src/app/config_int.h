@@ -18,6 +18,8 @@ typedef struct loader {
     const char *file;
     weir_cfg_errors *errs;
     weir_config *cfg;
+    int temp_dir_line;     /* of [basic] temp_dir, 0 if absent */
+    bool temp_dir_checked; /* a location needed it and it was tried */
 } loader;
 
 /* Records "FILE:LINE: message" (no line when line <= 0); loading goes on. */

@@ -183,6 +183,8 @@ static json_t *location_json(const weir_cfg_location *l)
     }
     json_object_set_new(o, "request_buffer_size",
                         json_integer((json_int_t)l->request_buffer_bytes));
+    json_object_set_new(o, "request_buffer_file_size",
+                        json_integer((json_int_t)l->request_buffer_file_bytes));
     return o;
 }
 
@@ -228,11 +230,11 @@ static json_t *server_json(const weir_cfg_server *s)
 json_t *weir__config_to_json(const weir_config *c)
 {
     const weir_cfg_basic *b = &c->basic;
-    json_t *basic =
-        json_pack("{s:I, s:o, s:o, s:o, s:I, s:o}", "threads", (json_int_t)b->threads, "pid_file",
-                  str_or_null(b->pid_file), "error_log", str_or_null(b->error_log), "log_level",
-                  str_or_null(b->log_level), "grace_period_ms", (json_int_t)b->grace_period_ms,
-                  "upgrade_sock", str_or_null(b->upgrade_sock));
+    json_t *basic = json_pack(
+        "{s:I, s:o, s:o, s:o, s:I, s:o, s:o}", "threads", (json_int_t)b->threads, "pid_file",
+        str_or_null(b->pid_file), "error_log", str_or_null(b->error_log), "log_level",
+        str_or_null(b->log_level), "grace_period_ms", (json_int_t)b->grace_period_ms,
+        "upgrade_sock", str_or_null(b->upgrade_sock), "temp_dir", str_or_null(b->temp_dir));
     json_t *admin = c->admin.addr ? json_pack("{s:s, s:b, s:o, s:b}", "addr", c->admin.addr,
                                               "token", c->admin.token != NULL, "token_file",
                                               str_or_null(c->admin.token_file), "persist",

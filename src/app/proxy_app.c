@@ -264,8 +264,12 @@ static weir_phase_result request_filter(weir_session *s, void *ctx)
         /* Streams (gRPC) must flow as they come; everything else is read
          * first, so a slow client holds no backend connection. */
         weir_str ct = weir_headers_get(weir_session_req_headers(s), "content-type");
-        if (!(ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0))
+        if (!(ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0)) {
             weir_session_buffer_body(s, (size_t)c->loc->request_buffer_bytes);
+            if (c->loc->request_buffer_file_bytes)
+                weir_session_buffer_to_file(s, c->loc->request_buffer_file_bytes,
+                                            c->cfg->basic.temp_dir);
+        }
     }
     if (c->loc->rewrite_re) {
         int rc = rewrite(s, c->loc);

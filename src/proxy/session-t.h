@@ -114,8 +114,16 @@ struct weir_session {
      * before the backend is chosen, replayed to each attempt */
     char *buf;
     size_t buf_len, buf_cap, buf_max;
-    bool buf_complete; /* the whole body is in buf (trailers in buf_trailers) */
+    bool buf_complete; /* the whole body is buffered (trailers in buf_trailers) */
     weir_str buf_trailers;
+    /* weir_session_buffer_to_file: past buf_max, the body (all of it,
+     * from its first byte) is in an unnamed temporary file instead */
+    bool spilled;          /* spill_fd is open and holds the body so far */
+    int spill_fd;          /* valid only while spilled */
+    uint64_t spill_len;    /* bytes in the file */
+    uint64_t spill_max;    /* 0 = never spill */
+    const char *spill_dir; /* where the file is made */
+    char *spill_rbuf;      /* a pooled buffer replays the file to the backend */
 
     /* weir_session_read_body: the body gathered in arena memory */
     weir_session_body_cb body_cb;
@@ -171,6 +179,15 @@ int weir__session_pump_run(weir_session *s, pump *p,
                            weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool));
 bool weir__session_wants_buffer(const weir_session *s); /* session_buffer.c */
 void weir__session_step_buffer(weir_session *s);
+/* The buffered body from byte `off`: WEIR_OK with a slice (valid until the
+ * next call), WEIR_DONE past its end, or an error reading the file back. */
+int weir__session_pre_read(weir_session *s, size_t off, weir_str *seg);
+bool weir__session_has_pre(const weir_session *s, size_t off);
+/* Gathers the body for weir_session_read_body while the phase that asked
+ * for it pends; calls its callback at the end. */
+void weir__session_read_whole_body(weir_session *s);
+/* Closes the file and gives its buffer back (the session ends). */
+void weir__session_buffer_free(weir_session *s);
 void weir__session_step_tunnel(weir_session *s); /* session_tunnel.c */
 void weir__session_end_splice(weir_session *s);
 

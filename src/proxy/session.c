@@ -709,14 +709,18 @@ static int pump_run(weir_session *s, pump *p,
         weir_str trailers = WEIR_STR_NULL;
         size_t n = 0;
         int rc;
-        p->from_pre = p == &s->req_pump && s->buf && (p->pre_off < s->buf_len || s->buf_complete);
-        if (p->from_pre && p->pre_off < s->buf_len) {
+        bool has_pre = p == &s->req_pump && weir__session_has_pre(s, p->pre_off);
+        p->from_pre = p == &s->req_pump && (has_pre || s->buf_complete);
+        if (has_pre) {
             /* The buffered body first (SS_BUFFER), then the client's. */
-            size_t len = s->buf_len - p->pre_off;
-            p->segs[0] = (weir_str){s->buf + p->pre_off, len};
-            p->pre_off += len;
+            rc = weir__session_pre_read(s, p->pre_off, &p->segs[0]);
+            if (rc < 0) {
+                p->err = rc;
+                p->err_src = false;
+                return rc;
+            }
+            p->pre_off += p->segs[0].len;
             n = 1;
-            rc = WEIR_OK;
         } else if (p->from_pre) {
             trailers = s->buf_trailers;
             rc = WEIR_DONE;
@@ -1138,64 +1142,11 @@ static void arm_timers(weir_session *s)
 
 /* ---- the driver ---- */
 
-/* Gathers the request body for weir_session_read_body while the phase that
- * asked for it is pending; calls its callback at the end. */
-static void read_whole_body(weir_session *s)
-{
-    weir_exchange *x = s->down;
-    for (;;) {
-        weir_str segs[MAX_SEGS], trailers;
-        size_t n = 0;
-        int rc = x->ops->read_body(x, segs, MAX_SEGS, &n, &trailers);
-        if (rc == WEIR_AGAIN)
-            return;
-        int err = 0;
-        if (rc == WEIR_DONE) {
-            s->req_pump.done = true;
-        } else if (rc < 0) {
-            err = rc == WEIR_EX_E_TOO_LARGE ? WEIR_ERR_INVAL : rc;
-        } else {
-            for (size_t i = 0; i < n && !err; i++) {
-                if (s->body_len + segs[i].len > s->body_max) {
-                    err = WEIR_ERR_INVAL;
-                    break;
-                }
-                if (s->body_len + segs[i].len > s->body_cap) {
-                    size_t cap = s->body_cap ? s->body_cap * 2 : 4096;
-                    while (cap < s->body_len + segs[i].len)
-                        cap *= 2;
-                    if (cap > s->body_max)
-                        cap = s->body_max;
-                    char *nb = weir__arena_alloc(&s->arena, cap);
-                    if (!nb) {
-                        err = WEIR_ERR_NOMEM;
-                        break;
-                    }
-                    if (s->body_len)
-                        memcpy(nb, s->body_buf, s->body_len);
-                    s->body_buf = nb;
-                    s->body_cap = cap;
-                }
-                memcpy(s->body_buf + s->body_len, segs[i].ptr, segs[i].len);
-                s->body_len += segs[i].len;
-            }
-            x->ops->consume_body(x);
-            if (!err)
-                continue;
-        }
-        s->body_reading = false;
-        weir_str body =
-            err ? (weir_str){"", 0} : (weir_str){s->body_buf ? s->body_buf : "", s->body_len};
-        s->body_cb(s, s->ctx, body, err);
-        return;
-    }
-}
-
 static void step(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
     if (s->body_reading && s->down)
-        read_whole_body(s);
+        weir__session_read_whole_body(s);
     for (;;) {
         sess_state before = s->state;
         int sub_before = s->sub;
@@ -1308,6 +1259,7 @@ static void access_log(weir_session *s, const weir_session_stats *st)
 
 static void free_session(weir_session *s)
 {
+    weir__session_buffer_free(s);
     weir__rbuf_free(s->resp_buf, s->resp_buf_cap);
     weir__arena_reset(&s->arena);
     weir__pool_put(session_class, s);

@@ -282,6 +282,16 @@ int weir_session_buffer_body(weir_session *s, size_t max_bytes)
     return WEIR_OK;
 }
 
+int weir_session_buffer_to_file(weir_session *s, uint64_t max_bytes, const char *dir)
+{
+    if (s->body_read_used || (s->state != SS_EARLY && s->state != SS_REQUEST) ||
+        (max_bytes && !dir))
+        return WEIR_ERR_INVAL;
+    s->spill_max = max_bytes;
+    s->spill_dir = dir;
+    return WEIR_OK;
+}
+
 int weir_session_set_body_limit(weir_session *s, uint64_t max_bytes)
 {
     s->body_limit = max_bytes;
