@@ -108,6 +108,45 @@ static void reject(weir_h1s *h, int status, const char *why)
     close_conn(h, false);
 }
 
+static void stream_done(void *owner, bool reuse);
+
+/*
+ * A request the codec refuses (bad syntax or framing, too large, too
+ * slow): answered like any other request's failure, by a session that
+ * runs no phase but error_while_proxy, response_filter and logging, so it
+ * has an access-log line and a request id, as in nginx. `r` is the parsed
+ * head when there is one (its method, target and fields are shown), or
+ * NULL. What the client sent beyond is not read; the connection closes.
+ */
+static void refuse(weir_h1s *h, int status, const char *why, const weir_h1_request *r)
+{
+    weir_conn *c = &h->conn;
+    if (!h->stream || !h->req || !h->cfg->handler->stream_refuse) {
+        reject(h, status, why);
+        return;
+    }
+    weir_msg *m = h->req;
+    m->method = r ? r->method : WEIR_STR_NULL;
+    m->target = r ? r->target : WEIR_STR_NULL;
+    m->version = r ? 10 + r->minor_version : 11;
+    m->headers.n = r ? (uint32_t)r->n_headers : 0;
+    m->body = WEIR_BODY_NONE;
+    m->content_length = 0;
+    m->close = true;
+    weir_h1_framing f = {.kind = WEIR_H1_BODY_NONE};
+    weir__h1x_init_downstream(&h->x, c, m->headers.arena, &f, c->rend, r ? r->minor_version : 1, 0);
+    h->close_after = true;
+    weir__timer_stop(c->loop, &h->timer);
+    set_state(h, WEIR_H1S_ACTIVE);
+    h->req = NULL;
+    weir_stream_origin o = {.owner = h,
+                            .done = stream_done,
+                            .peer = &h->peer.sa,
+                            .ssl = c->ssl,
+                            .conn = c->ssl ? NULL : c};
+    h->cfg->handler->stream_refuse(h->stream, &h->x.x, status, why, &o);
+}
+
 static void handshake_failed(weir_h1s *h, const char *why)
 {
     char ip[64];
@@ -144,7 +183,7 @@ static void header_timeout(weir_timer *t)
     if (h->state == WEIR_H1S_HANDSHAKE)
         handshake_failed(h, "timed out");
     else if (h->state == WEIR_H1S_HEAD && h->conn.rend > 0)
-        reject(h, 408, "request head not received in time");
+        refuse(h, 408, "request head not received in time", NULL);
     else
         close_conn(h, false); /* keep-alive or linger timeout, or nothing sent */
 }
@@ -339,7 +378,7 @@ static void try_head(weir_h1s *h)
                 rc = weir_h1_parse_request(c->rbuf, c->rend, &r, h->cfg->max_headers, &h->scan);
             }
             if (rc == WEIR_H1_E_TOO_MANY_HEADERS) {
-                reject(h, 431, "too many header fields");
+                refuse(h, 431, "too many header fields", NULL);
                 return;
             }
             if (rc == WEIR_H1_E_VERSION && h2c) {
@@ -353,32 +392,32 @@ static void try_head(weir_h1s *h)
                 return;
             }
             if (rc == WEIR_H1_E_VERSION) {
-                reject(h, 505, "unsupported HTTP version");
+                refuse(h, 505, "unsupported HTTP version", NULL);
                 return;
             }
             if (rc < 0) {
-                reject(h, 400, parse_error(rc));
+                refuse(h, 400, parse_error(rc), NULL);
                 return;
             }
             if (rc > 0) {
                 if ((uint32_t)rc > h->cfg->max_header_bytes) {
-                    reject(h, 431, "request head too large");
+                    refuse(h, 431, "request head too large", NULL);
                     return;
                 }
                 weir_h1_framing f;
                 int frc = weir_h1_request_framing(&r, &f);
                 if (frc < 0) {
-                    reject(h, frc == WEIR_H1_E_TE_UNSUPPORTED ? 501 : 400, parse_error(frc));
+                    refuse(h, frc == WEIR_H1_E_TE_UNSUPPORTED ? 501 : 400, parse_error(frc), &r);
                     return;
                 }
                 const char *host_err = check_host(&r);
                 if (host_err) {
-                    reject(h, 400, host_err);
+                    refuse(h, 400, host_err, &r);
                     return;
                 }
                 if (h->cfg->max_body_bytes && f.kind == WEIR_H1_BODY_LENGTH &&
                     f.content_length > h->cfg->max_body_bytes) {
-                    reject(h, 413, "request body over the limit");
+                    refuse(h, 413, "request body over the limit", &r);
                     return;
                 }
                 weir_msg *m = h->req;
@@ -394,7 +433,7 @@ static void try_head(weir_h1s *h)
                 m->upgrade = f.upgrade;
                 const char *target_err = absolute_form(m);
                 if (target_err) {
-                    reject(h, 400, target_err);
+                    refuse(h, 400, target_err, &r);
                     return;
                 }
                 if (h->list->draining)
@@ -415,7 +454,7 @@ static void try_head(weir_h1s *h)
                 return;
             }
             if (c->rend >= h->cfg->max_header_bytes) {
-                reject(h, 431, "request head too large");
+                refuse(h, 431, "request head too large", NULL);
                 return;
             }
         }

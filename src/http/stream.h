@@ -34,6 +34,10 @@ typedef struct weir_stream_handler {
                          const weir_stream_origin *origin);
     /* Readiness changed on the client side of the stream. */
     void (*stream_wake)(void *stream);
+    /* Instead of stream_start, for a request the codec refused: answer
+     * `status` (`reason` for the log) on x, which sends it and closes. */
+    void (*stream_refuse)(void *stream, weir_exchange *x, int status, const char *reason,
+                          const weir_stream_origin *origin);
     /* Frees a stream that never started. */
     void (*stream_drop)(void *stream);
     /* Ends a started stream at once (forced shutdown, connection gone): the

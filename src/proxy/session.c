@@ -1306,8 +1306,10 @@ static void finish(weir_session *s)
         access_log(s, &st);
     if (ops->free_ctx)
         ops->free_ctx(s->svc->app, s->ctx);
-    bool reuse =
-        (!s->failed || (s->generated && s->resp_started && !s->client_aborted)) && !s->close_after;
+    /* Whether the response went out whole; a connection that must close
+     * (close_after) said so in it, and its codec closes it gracefully. A
+     * reset is for an incomplete response only. */
+    bool reuse = !s->failed || (s->generated && s->resp_started && !s->client_aborted);
     if (s->origin.done)
         s->origin.done(s->origin.owner, reuse && !s->client_aborted);
     free_session(s);
@@ -1335,10 +1337,10 @@ static void stream_drop(void *stream)
     free_session(stream);
 }
 
-static void stream_start(void *stream, weir_exchange *x, uint32_t head_len,
-                         const weir_stream_origin *o)
+/* What every session starts with: its client side and who the client is.
+ * Returns whether the peer is a trusted proxy. */
+static bool begin(weir_session *s, weir_exchange *x, uint32_t head_len, const weir_stream_origin *o)
 {
-    weir_session *s = stream;
     s->t_start_us = now_us(s);
     s->down = x;
     s->head_len = head_len;
@@ -1356,14 +1358,35 @@ static void stream_start(void *stream, weir_exchange *x, uint32_t head_len,
         n = s->peer_ip_len;
     }
     s->client_ip_len = (uint8_t)n;
+    s->req_pump.src = x;
+    s->resp_pump.dst = x;
+    s->state = SS_EARLY;
+    return trusted;
+}
+
+static void stream_refuse(void *stream, weir_exchange *x, int status, const char *reason,
+                          const weir_stream_origin *o)
+{
+    weir_session *s = stream;
+    begin(s, x, 0, o);
+    s->close_after = true;
+    if (s->svc->ops->new_ctx)
+        s->ctx = s->svc->ops->new_ctx(s, s->svc->app);
+    fail(s, status, reason);
+    run(s);
+}
+
+static void stream_start(void *stream, weir_exchange *x, uint32_t head_len,
+                         const weir_stream_origin *o)
+{
+    weir_session *s = stream;
+    const weir_proxy_options *opts = &s->svc->opts;
+    bool trusted = begin(s, x, head_len, o);
     weir_gate g;
     weir__gate_request(&s->req, &s->arena, opts, trusted, &g);
     s->path = g.path;
     s->up_target = g.fwd_target;
     s->close_after = g.close;
-    s->req_pump.src = x;
-    s->resp_pump.dst = x;
-    s->state = SS_EARLY;
     if (s->svc->ops->new_ctx)
         s->ctx = s->svc->ops->new_ctx(s, s->svc->app);
     if (g.status)
@@ -1410,6 +1433,7 @@ static void stream_abort(void *stream)
 const weir_stream_handler weir__session_handler = {
     .stream_new = stream_new,
     .stream_start = stream_start,
+    .stream_refuse = stream_refuse,
     .stream_wake = stream_wake,
     .stream_drop = stream_drop,
     .stream_abort = stream_abort,

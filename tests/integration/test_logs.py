@@ -87,3 +87,85 @@ def test_unparseable_access_log_format_is_a_config_error(tmp_path):
     out = subprocess.run([binary("weir"), "-t", "-c", str(cfg)], capture_output=True, text=True,
                          timeout=20)
     assert out.returncode == 1 and "unknown variable '{bogus}'" in out.stderr
+
+
+def read_to_eof(port, raw):
+    """Sends raw, reads until the proxy closes; the close must be a FIN: a
+    reset could destroy the answer before a client reads it."""
+    s = B.connect(port)
+    s.sendall(raw)
+    data = b""
+    while True:
+        chunk = s.recv(65536)  # ConnectionResetError fails the test
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
+REFUSED = [
+    (b"GARBAGE\r\n\r\n", 400, "- -"),
+    (b"GET /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\n", 400, "GET /cl"),
+    (b"GET /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "GET /te"),
+    (b"GET /nohost HTTP/1.1\r\n\r\n", 400, "GET /nohost"),
+    (b"GET /v HTTP/3.0\r\nHost: x\r\n\r\n", 505, "- -"),
+    (b"GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 70000 + b"\r\n\r\n", 431, "- -"),
+]
+
+
+def test_requests_the_parser_refuses_have_an_access_log_line(backend, start_proc, tmp_path):
+    """nginx logs a 400 for a request it cannot parse; so does weir, with
+    a request id and the termination state, and the answer ends with a
+    clean close."""
+    b = backend()
+    w, log = run(start_proc, tmp_path, b.addr,
+                 "{status} \"{method} {uri}\" {request_id} {termination}")
+    for raw, status, _ in REFUSED:
+        data = read_to_eof(w.port, raw)
+        assert data.startswith(b"HTTP/1.1 %d " % status), (raw[:40], data[:80])
+        assert b"\r\nConnection: close\r\n" in data
+    got = lines(log, len(REFUSED))
+    assert len(got) == len(REFUSED), got
+    for line, (raw, status, shown) in zip(got, REFUSED):
+        m = re.fullmatch(r'(\d+) "(.*)" ([0-9a-f]{32}) (\S\S)', line)
+        assert m, line
+        assert int(m.group(1)) == status and m.group(2) == shown and m.group(4) == "PR", line
+    assert b.request_count() == 0
+    # The error log names the same request ids.
+    err = w.stderr()
+    for line in got:
+        assert "(request %s)" % line.split()[-2] in err
+
+
+def test_refused_request_keeps_a_valid_client_request_id(backend, start_proc, tmp_path):
+    b = backend()
+    w, log = run(start_proc, tmp_path, b.addr, "{status} {request_id}")
+    read_to_eof(w.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-7\r\n"
+                        b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nab")
+    assert lines(log, 1) == ["400 trace-7"]
+
+
+def test_slow_head_408_has_an_access_log_line(backend, start_proc, tmp_path):
+    require_binary("weir")
+    port = free_port()
+    log = tmp_path / "access.log"
+    cfg = tmp_path / "weir.toml"
+    cfg.write_text('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
+                   'client_header_timeout = "300ms"\n'
+                   'access_log = "{status} {termination}"\naccess_log_file = "%s"\n'
+                   '[locations.all]\necho = true\n' % (port, log))
+    w = start_proc([binary("weir"), "-c", str(cfg), "--threads", "1"], port, "weir")
+    data = read_to_eof(w.port, b"GET / HTTP/1.1\r\nHost:")
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert lines(log, 1) == ["408 PR"]
+
+
+def test_answer_before_the_body_ends_with_a_clean_close(backend, start_proc, tmp_path):
+    """A GET with a body is answered, then the connection closes (the body
+    is not parsed as a request): with a FIN after the whole response, not a
+    reset."""
+    b = backend()
+    w, _ = run(start_proc, tmp_path, b.addr, "off")
+    data = read_to_eof(w.port, b"GET /g HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert data.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in data
