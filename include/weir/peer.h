@@ -60,8 +60,9 @@ typedef struct weir_peer {
     uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
     uint32_t keepalive;          /* idle connections kept for this peer (shared pool); preset to the
                                     service's upstream_keepalive, 0 = never pool */
-    /* Connections to this backend are capped (weir_conn_limit); NULL =
-     * none. Must stay valid while the request runs. */
+    /* Connections to this backend are capped (weir_conn_limit): HTTP/1
+     * connections open, in use or pooled; over HTTP/2, streams in flight.
+     * NULL = none. Must stay valid while the request runs. */
     weir_conn_limit *conn_limit;
     uint32_t queue_timeout_ms; /* wait for a connection under conn_limit [30000] */
     /* Failures besides a failed connect and a reset before the response

@@ -116,10 +116,14 @@ bool weir__climit_busy(weir_conn_limit *l)
     return atomic_load_explicit(&l->n_waiting, memory_order_relaxed) > 0;
 }
 
-/* Pops the head and marks it woken (lock held); NULL if none. */
+/* Pops the first waiter and marks it woken (lock held); NULL if none.
+ * Without a slot (an idle connection to take), the first that can use one:
+ * an HTTP/2 stream cannot. */
 static weir_conn_waiter *wake_first(weir_conn_limit *l, bool slot)
 {
     weir_conn_waiter *w = l->head;
+    while (w && !slot && w->slot_only)
+        w = w->next;
     if (!w)
         return NULL;
     unlink_waiter(l, w);

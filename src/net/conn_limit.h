@@ -3,8 +3,10 @@
  * workers, with a FIFO queue of the requests waiting for one (HAProxy's
  * server maxconn and timeout queue).
  *
- * What counts: every connection opened under the limit, in use or idle in
- * the pool, until it is closed. A request that finds no idle connection
+ * What counts: every HTTP/1 connection opened under the limit, in use or
+ * idle in the pool, until it is closed; and every HTTP/2 stream in flight
+ * (its session holds the slot; an HTTP/2 connection holds none, since it
+ * carries many requests at once). A request that finds no idle connection
  * and no free slot queues; it is woken, in order, when a connection closes
  * (and then holds that connection's slot) or goes idle into the pool (and
  * then looks there first). While anyone waits, newcomers queue behind.
@@ -32,6 +34,9 @@ struct weir_conn_waiter {
     void *arg;
     int state; /* guarded: WAITING, WOKEN or IDLE (below) */
     bool slot; /* set with WOKEN: the wake carries a slot */
+    /* Set by the waiter before acquire: only a slot will do (an HTTP/2
+     * stream; an idle HTTP/1 connection is of no use to it). */
+    bool slot_only;
 };
 
 enum { WEIR_WAITER_IDLE = 0, WEIR_WAITER_WAITING, WEIR_WAITER_WOKEN };

@@ -130,6 +130,8 @@ static void up_wake(void *arg)
     run(arg);
 }
 
+static void give_back_slot(weir_session *s);
+
 static void release_upstream(weir_session *s, bool reusable)
 {
     if (s->h2up) {
@@ -137,6 +139,7 @@ static void release_upstream(weir_session *s, bool reusable)
         weir__h2u_release(s->h2up);
         s->h2up = NULL;
         s->upex = NULL;
+        give_back_slot(s); /* the stream's (max_conns) */
         return;
     }
     if (!s->up)
@@ -395,10 +398,13 @@ static void queue_timeout(weir_timer *t)
 /* Starts a new connection to the chosen peer: under its conn_limit, a
  * slot first, or a place in its queue. Returns false if the session now
  * waits. */
-static bool connect_peer(weir_session *s)
+/* Under the peer's conn_limit: a slot (true), or a place in its queue
+ * (false: the session waits). */
+static bool take_slot(weir_session *s, bool stream)
 {
     weir_conn_limit *lim = s->peer.conn_limit;
     if (lim && !s->has_slot) {
+        s->waiter.slot_only = stream;
         s->waiter.loop = s->loop;
         s->waiter.granted = queue_granted;
         s->waiter.arg = s;
@@ -414,6 +420,13 @@ static bool connect_peer(weir_session *s)
         s->has_slot = true;
     }
     s->queue_woken = false;
+    return true;
+}
+
+static bool connect_peer(weir_session *s)
+{
+    if (!take_slot(s, false))
+        return false;
     int err = 0;
     s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
     if (!s->up) {
@@ -464,10 +477,15 @@ static void step_peer(weir_session *s)
     s->sub = 1;
 connect:
     if (s->peer.h2 || (s->peer.h2_or_h1 && s->peer.tls && weir__h2u_usable(&s->peer))) {
+        /* Over HTTP/2 a slot is a stream: the session holds it until its
+         * stream ends (release_upstream), the connection none. */
+        if (!take_slot(s, true))
+            return;
         int err = 0;
         bool reused = false;
         s->h2up = weir__h2u_open(s->loop, &s->peer, &s->arena, &s->resp, s, up_wake, &err, &reused);
         if (!s->h2up) {
+            give_back_slot(s);
             connect_failed(s, err);
             return;
         }
@@ -509,11 +527,18 @@ static void step_connect(weir_session *s)
             /* The backend chose HTTP/2: the connection becomes the HTTP/2
              * client's, and this request its first stream. */
             int err = 0;
+            if (s->up->limit) {
+                /* The connection's slot becomes its first stream's. */
+                weir__climit_unref(s->up->limit);
+                s->up->limit = NULL;
+                s->has_slot = true;
+            }
             weir_h2us *h =
                 weir__h2u_adopt(&s->up->conn, &s->peer, &s->arena, &s->resp, s, up_wake, &err);
             weir__upconn_close(s->up, false); /* only its empty shell */
             s->up = NULL;
             if (!h) {
+                give_back_slot(s);
                 connect_failed(s, err);
                 return;
             }

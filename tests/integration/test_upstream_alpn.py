@@ -163,3 +163,59 @@ def test_h2_to_a_backend_without_h2_is_a_clear_502(backend, start_proc, pki, tmp
     w = start_proc([binary("weir"), "-c", str(front_cfg), "--threads", "1"], front, "front")
     assert get(front, "/")[0] == 502
     assert "did not agree to HTTP/2" in w.stderr(), w.stderr()
+
+
+class Concurrency:
+    """A handler that holds each request 150 ms and records the peak of
+    requests in progress at once."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+
+    def __call__(self, conn, req):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.15)
+        with self.lock:
+            self.active -= 1
+        conn.send(B.response_head(200, [("Content-Length", "6")]) + b"hello\n")
+
+
+@pytest.mark.parametrize("alpn", ["h2,h1", "h2"])
+def test_max_conns_caps_http2_streams(backend, start_proc, pki, tmp_path, alpn):
+    """Over HTTP/2 a max_conns slot is a stream in flight: 12 concurrent
+    requests on two workers reach the backend at most 2 at a time, and all
+    succeed (they queue). With "h2,h1" the first request's HTTP/1
+    connection turns into the HTTP/2 one and its slot into its stream's."""
+    import concurrent.futures
+    require_binary("weir")
+    c = Concurrency()
+    files = backend(c)
+    front, back = free_port(), free_port()
+    back_cfg = tmp_path / "back.toml"
+    back_cfg.write_text(
+        '[certificates.l]\ncert = "%s"\nkey = "%s"\n'
+        '[servers.b]\naddr = "127.0.0.1:%d"\nlocations = ["f"]\ncertificates = ["l"]\n'
+        '[locations.f]\nupstream = "files"\n[upstreams.files]\naddrs = ["%s"]\n'
+        % (pki.path("localhost.crt"), pki.path("localhost.key"), back, files.addr))
+    start_proc([binary("weir"), "-c", str(back_cfg), "--threads", "2"], back, "back")
+    front_cfg = tmp_path / "front.toml"
+    front_cfg.write_text(
+        '[servers.f]\naddr = "127.0.0.1:%d"\nlocations = ["p"]\n'
+        '[locations.p]\nupstream = "b"\n'
+        '[upstreams.b]\naddrs = ["127.0.0.1:%d"]\ntls = true\nsni = "localhost"\n'
+        'ca_file = "%s"\nalpn = "%s"\nmax_conns = 2\nqueue_timeout = "20s"\n'
+        % (front, back, pki.path("ca.crt"), alpn))
+    start_proc([binary("weir"), "-c", str(front_cfg), "--threads", "2"], front, "front")
+    assert get(front, "/first") == (200, b"hello\n")
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        results = list(ex.map(lambda i: get(front, "/c%d" % i), range(12)))
+    assert all(r == (200, b"hello\n") for r in results), results
+    assert c.peak <= 2, "max_conns = 2 let %d requests through at once" % c.peak
+    assert c.peak == 2, "the two slots were not both used"
+    # All slots came back: one more round goes through as well.
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        assert all(r[0] == 200 for r in ex.map(lambda i: get(front, "/d%d" % i), range(4)))
