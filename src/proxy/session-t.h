@@ -115,6 +115,7 @@ struct weir_session {
     char *buf;
     size_t buf_len, buf_cap, buf_max;
     bool buf_complete; /* the whole body is buffered (trailers in buf_trailers) */
+    bool buf_pooled;   /* buf is a pooled I/O buffer (else arena memory) */
     weir_str buf_trailers;
     /* weir_session_buffer_to_file: past buf_max, the body (all of it,
      * from its first byte) is in an unnamed temporary file instead */
@@ -186,7 +187,7 @@ bool weir__session_has_pre(const weir_session *s, size_t off);
 /* Gathers the body for weir_session_read_body while the phase that asked
  * for it pends; calls its callback at the end. */
 void weir__session_read_whole_body(weir_session *s);
-/* Closes the file and gives its buffer back (the session ends). */
+/* Gives the body buffer and the file back (the session ends). */
 void weir__session_buffer_free(weir_session *s);
 void weir__session_step_tunnel(weir_session *s); /* session_tunnel.c */
 void weir__session_end_splice(weir_session *s);

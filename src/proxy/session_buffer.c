@@ -109,6 +109,11 @@ bool weir__session_has_pre(const weir_session *s, size_t off)
 
 void weir__session_buffer_free(weir_session *s)
 {
+    if (s->buf_pooled) {
+        weir__buf_put(s->buf);
+        s->buf = NULL;
+        s->buf_pooled = false;
+    }
     if (s->spilled) {
         close(s->spill_fd);
         s->spilled = false;
@@ -191,15 +196,23 @@ void weir__session_step_buffer(weir_session *s)
                 cap = (size_t)s->req.content_length;
             while (cap < s->buf_len + total)
                 cap *= 2;
-            char *nb = weir__arena_alloc(&s->arena, cap);
+            /* Most bodies fit a pooled I/O buffer, which costs no malloc;
+             * larger ones grow in the arena. */
+            bool pooled = !s->buf && cap <= WEIR_BUF_SIZE;
+            char *nb = pooled ? weir__buf_get() : weir__arena_alloc(&s->arena, cap);
             if (!nb) {
                 weir__session_fail(s, 503, "out of memory");
                 return;
             }
+            if (pooled)
+                cap = WEIR_BUF_SIZE;
             if (s->buf_len)
                 memcpy(nb, s->buf, s->buf_len);
+            if (s->buf_pooled)
+                weir__buf_put(s->buf);
             s->buf = nb;
             s->buf_cap = cap;
+            s->buf_pooled = pooled;
         }
         for (size_t i = 0; i < n; i++) {
             memcpy(s->buf + s->buf_len, segs[i].ptr, segs[i].len);
