@@ -522,7 +522,7 @@ static void load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_valu
         weir__cfg_err_at(ld, u->line, "[%s] needs 'addrs'", section);
     /* An empty list is valid: the upstream answers 503 until backends are
      * added at runtime. */
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; addrs && i < n; i++)
         add_backend(ld, u, addrs[i], line, section);
     weir__cfg_free_list(addrs, n);
 
@@ -985,7 +985,7 @@ static void load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t
         weir__cfg_err_at(ld, s->line, "[%s] needs 'addr'", section);
     else if (s->addrs && s->n_addrs == 0)
         weir__cfg_err_at(ld, line, "'addr' in [%s] is empty", section);
-    for (size_t i = 0; i < s->n_addrs; i++) {
+    for (size_t i = 0; s->addrs && i < s->n_addrs; i++) {
         struct sockaddr_storage ss;
         socklen_t len;
         if (weir__addr_parse(s->addrs[i], &ss, &len) < 0)
@@ -1104,7 +1104,7 @@ static void build_router(loader *ld, weir_cfg_server *s)
     weir_route_spec *specs = calloc(s->n_locations ? s->n_locations : 1, sizeof(*specs));
     if (!specs)
         return;
-    for (size_t i = 0; i < s->n_locations; i++) {
+    for (size_t i = 0; s->locations && i < s->n_locations; i++) {
         weir_cfg_location *l = s->locations[i];
         specs[i] = (weir_route_spec){.hosts = (const char *const *)l->hosts,
                                      .n_hosts = l->n_hosts,

@@ -314,7 +314,11 @@ char **weir__cfg_get_string_list(loader *ld, const weir_toml_value *t, const cha
             free(out);
             return NULL;
         }
-        out[i] = strdup(s);
+        if (!(out[i] = strdup(s))) {
+            weir__cfg_err_at(ld, weir_toml_line(item), "out of memory");
+            weir__cfg_free_list(out, i);
+            return NULL;
+        }
     }
     *n_out = n;
     return out;

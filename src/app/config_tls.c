@@ -155,7 +155,7 @@ void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_v
                 continue;
             if (c->is_default) {
                 for (size_t k = 0; k < tls->n_certs; k++) {
-                    if (tls->certs[k]->is_default)
+                    if (tls->certs[k] && tls->certs[k]->is_default)
                         weir__cfg_err_at(
                             ld, line,
                             "[%s] lists two default certificates, '%s' and '%s'; mark one", section,

@@ -547,7 +547,7 @@ static weir_phase_result response_filter(weir_session *s, void *ctx)
     weir_headers *h = weir_session_resp_headers(s);
     if (c && c->loc && h && !c->loc->echo)
         apply_headers(h, c->loc, false);
-    if (c && c->set_sticky && c->backend && h) {
+    if (c && c->set_sticky && c->backend && c->loc && h) {
         char cookie[256];
         snprintf(cookie, sizeof(cookie), "%s=%016llx; Path=/; HttpOnly",
                  c->loc->upstream->sticky_cookie, (unsigned long long)weir_backend_id(c->backend));

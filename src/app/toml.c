@@ -738,8 +738,8 @@ static weir_toml_value *parse_value(parser *p);
 /* key = value into table t (dotted keys make sub-tables). */
 static bool parse_keyval(parser *p, weir_toml_value *t)
 {
-    const char *k;
-    size_t len, off;
+    const char *k = NULL;
+    size_t len = 0, off = 0;
     for (;;) {
         off = p->pos;
         if (!parse_simple_key(p, &k, &len))
@@ -796,8 +796,8 @@ static bool parse_header(parser *p)
     size_t hoff = p->pos;
     bool aot = peek_at(p, 1) == '[';
     char kr[48];
-    const char *k;
-    size_t len, off;
+    const char *k = NULL;
+    size_t len = 0, off = 0;
     weir_toml_value *t = &p->d->root;
 
     p->pos += aot ? 2 : 1;

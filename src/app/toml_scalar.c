@@ -86,7 +86,7 @@ static bool parse_radix(scan *s, weir__toml_scalar *out)
 {
     int radix = s->t[1] == 'x' ? 16 : s->t[1] == 'o' ? 8 : 2;
     const char *name = radix == 16 ? "a hexadecimal" : radix == 8 ? "an octal" : "a binary";
-    size_t i = 2, cnt;
+    size_t i = 2, cnt = 0;
     if (!digits(s, &i, radix, &cnt, "an integer"))
         return false;
     if (i != s->n)
@@ -127,7 +127,7 @@ static bool to_double(scan *s, weir__toml_scalar *out)
 
 static bool parse_number(scan *s, weir__toml_scalar *out)
 {
-    size_t i = 0, cnt;
+    size_t i = 0, cnt = 0;
     bool neg = false, is_float = false;
     if (at(s, 0) == '+' || at(s, 0) == '-') {
         neg = at(s, 0) == '-';

@@ -75,7 +75,7 @@ static void snapshot_free(lb_snapshot *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; s->v && i < s->n; i++)
         weir__lb_backend_unref(s->v[i]);
     free(s->v);
     free(s->w);

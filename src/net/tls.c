@@ -124,7 +124,7 @@ static void free_table(cert_table *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; i < t->n; i++) {
+    for (size_t i = 0; t->v && i < t->n; i++) {
         X509_free(t->v[i].x509);
         EVP_PKEY_free(t->v[i].key);
         sk_X509_pop_free(t->v[i].chain, X509_free);

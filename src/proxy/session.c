@@ -934,6 +934,7 @@ static void step_resp_head(weir_session *s)
      * drained and dropped, not parsed as a request. */
     s->resp.close =
         (s->generated && !s->req_pump.done && s->req.body != WEIR_BODY_NONE) || s->close_after;
+    assert(s->down); /* an aborted session is DONE and never gets here */
     int rc = s->down->ops->write_head(s->down, &s->resp);
     if (rc < 0) {
         terminate(s, 'P');
@@ -1006,6 +1007,7 @@ static void step_resp_body(weir_session *s)
 
 static void step_flush(weir_session *s)
 {
+    assert(s->down);
     int rc = s->down->ops->flush(s->down);
     if (rc == WEIR_AGAIN)
         return;

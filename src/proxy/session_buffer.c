@@ -206,7 +206,7 @@ void weir__session_step_buffer(weir_session *s)
             }
             if (pooled)
                 cap = WEIR_BUF_SIZE;
-            if (s->buf_len)
+            if (s->buf && s->buf_len)
                 memcpy(nb, s->buf, s->buf_len);
             if (s->buf_pooled)
                 weir__buf_put(s->buf);
