@@ -14,7 +14,7 @@
 
 #include "fuzz_check.h"
 
-#include "app/toml.h"
+#include "app/toml/toml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -186,6 +186,10 @@ typedef struct weir_proxy_options {
     uint32_t h2_max_concurrent_streams; /* streams per HTTP/2 connection [128] */
 } weir_proxy_options;
 
+/* Replaces each zero field of *o by its default (the values in brackets
+ * above), as weir_server_add_proxy does: what a service will run with. */
+void weir_proxy_options_defaults(weir_proxy_options *o);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "weir/headers.h"
 #include "weir/types.h"
 
 #ifdef __cplusplus
@@ -23,7 +24,6 @@ extern "C" {
 #endif
 
 typedef struct weir_session weir_session;
-typedef struct weir_headers weir_headers;
 
 /* ---- the request ---- */
 
@@ -126,6 +126,9 @@ const struct sockaddr *weir_session_client_addr(const weir_session *s);
 weir_str weir_session_client_ip(const weir_session *s);
 /* The peer's IP as text, whatever X-Forwarded-For says. */
 weir_str weir_session_peer_ip(const weir_session *s);
+/* "ip:port" of the backend of the last attempt, or "-" before one. Valid
+ * while the session lives. */
+weir_str weir_session_upstream_addr(weir_session *s);
 
 /*
  * How long the client of this session may stay idle while it sends the
@@ -158,25 +161,6 @@ weir_headers *weir_session_resp_headers(weir_session *s);
 int weir_session_resp_status(const weir_session *s);
 /* Changes the status sent to the client (100..999; WEIR_ERR_INVAL otherwise). */
 int weir_session_set_resp_status(weir_session *s, int status);
-
-/* ---- header tables ---- */
-
-/* Number of fields. */
-size_t weir_headers_count(const weir_headers *h);
-/* The i-th field (0 <= i < count), in wire order. */
-weir_header weir_headers_at(const weir_headers *h, size_t i);
-/* The first value of `name` (case-insensitive); .ptr is NULL if absent. */
-weir_str weir_headers_get(const weir_headers *h, const char *name);
-/*
- * Replaces every field `name` by one field with `value` (appends it if
- * absent). Name and value are copied. Returns WEIR_OK, WEIR_ERR_INVAL
- * (name not a token, or CR/LF/NUL in the value) or WEIR_ERR_NOMEM.
- */
-int weir_headers_set(weir_headers *h, const char *name, const char *value);
-/* Appends one more field (keeps existing ones). Same returns as set. */
-int weir_headers_add(weir_headers *h, const char *name, const char *value);
-/* Removes every field `name`; returns how many were removed. */
-size_t weir_headers_remove(weir_headers *h, const char *name);
 
 /* ---- answering ---- */
 

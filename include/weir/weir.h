@@ -4,6 +4,8 @@
 #ifndef WEIR_WEIR_H
 #define WEIR_WEIR_H
 
+#include "weir/addr.h"
+#include "weir/headers.h"
 #include "weir/lb.h"
 #include "weir/log.h"
 #include "weir/peer.h"

@@ -2,7 +2,7 @@
  * default_config.c - the configuration weir runs when given none
  * (`weir --print-default-config` prints it).
  */
-#include "app/config.h"
+#include "app/config/config.h"
 
 const char weir__default_config[] =
     "# weir's embedded default: a proxy on 127.0.0.1:6188 that round-robins\n"

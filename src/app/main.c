@@ -20,9 +20,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "app/admin.h"
-#include "app/config.h"
-#include "app/proxy_app.h"
+#include "app/admin/admin.h"
+#include "app/config/config.h"
+#include "app/app.h"
 #include "weir/weir.h"
 
 #define MAX_CLI_ADDRS 64

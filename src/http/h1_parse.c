@@ -25,7 +25,7 @@
  *                           v                             ^
  *                         TR_NAME ---------":"------------+
  */
-#include "h1_parse.h"
+#include "http/h1_parse.h"
 
 #include <limits.h>
 #include <string.h>

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "core/arena.h"
-#include "weir/session.h"
+#include "weir/headers.h"
 #include "weir/types.h"
 
 /* Header fields held in the message itself; more (up to the configured

@@ -157,3 +157,25 @@ int weir__connect_start(const struct sockaddr *sa, socklen_t len)
     }
     return fd;
 }
+
+/* ---- the public forms (weir/addr.h) ---- */
+
+int weir_addr_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+    return weir__addr_parse(text, ss, len);
+}
+
+void weir_addr_format(const struct sockaddr *sa, char *buf, size_t buf_len)
+{
+    weir__addr_format(sa, buf, buf_len);
+}
+
+size_t weir_addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len)
+{
+    return weir__addr_format_ip(sa, buf, buf_len);
+}
+
+bool weir_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+    return weir__addr_equal(a, b);
+}

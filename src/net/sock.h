@@ -9,8 +9,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-/* Longest "[v6addr]:port" text plus NUL. */
-#define WEIR_ADDR_STRLEN 64
+#include "weir/addr.h" /* WEIR_ADDR_STRLEN, and the public forms of these */
 
 /* Parses "ip:port", "[v6]:port" or "*:port" (numeric only, no DNS).
  * Returns 0, or WEIR_ERR_INVAL. */

@@ -31,9 +31,9 @@
 #include "lb/health.h"
 #include "net/sock.h"
 #include "net/tls.h"
-#include "net/upstream.h"
+#include "net/upool.h"
 #include "proxy/service.h"
-#include "proxy/upgrade.h"
+#include "proxy/handoff.h"
 #include "weir/server.h"
 
 #define MAX_SERVICES 256
@@ -95,7 +95,7 @@ struct weir_server {
     pthread_mutex_t listen_lock; /* guards the workers' listener arrays */
     struct main_call *calls;     /* weir_server_call_main queue */
     /* zero-downtime upgrade */
-    weir_upgrade_fd *inherited; /* sockets taken over from the old server */
+    weir_handoff_fd *inherited; /* sockets taken over from the old server */
     size_t n_inherited;
     int upgrade_conn;   /* to the old server until READY, else -1 */
     int upgrade_listen; /* our own upgrade socket, else -1 */
@@ -220,6 +220,11 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
 #undef DEF
     if (o->max_headers > WEIR_MAX_HEADERS)
         o->max_headers = WEIR_MAX_HEADERS;
+}
+
+void weir_proxy_options_defaults(weir_proxy_options *o)
+{
+    weir__proxy_options_defaults(o);
 }
 
 weir_server *weir_server_new(const weir_server_options *opts)
@@ -771,7 +776,7 @@ static int open_listeners(weir_server *srv, worker *w)
 int weir_server_take_over(weir_server *srv, const char *upgrade_sock)
 {
     int rc =
-        weir__upgrade_receive(upgrade_sock, &srv->inherited, &srv->n_inherited, &srv->upgrade_conn);
+        weir__handoff_receive(upgrade_sock, &srv->inherited, &srv->n_inherited, &srv->upgrade_conn);
     if (rc < 0) {
         weir_log_error("upgrade: no running weir answered on %s: %s", upgrade_sock,
                        rc > -4096 ? strerror(-rc) : "protocol error");
@@ -791,7 +796,7 @@ static void serve_upgrade(weir_server *srv)
     pthread_mutex_lock(&srv->listen_lock);
     for (int i = 0; i < srv->n_workers; i++)
         n += srv->workers[i].n_listeners;
-    weir_upgrade_fd *v = calloc(n ? n : 1, sizeof(*v));
+    weir_handoff_fd *v = calloc(n ? n : 1, sizeof(*v));
     if (!v) {
         pthread_mutex_unlock(&srv->listen_lock);
         return;
@@ -811,7 +816,7 @@ static void serve_upgrade(weir_server *srv)
         }
     }
     pthread_mutex_unlock(&srv->listen_lock);
-    int rc = weir__upgrade_serve(srv->upgrade_listen, v, n);
+    int rc = weir__handoff_serve(srv->upgrade_listen, v, n);
     free(v);
     if (rc == WEIR_OK) {
         weir_log_info("upgrade: the new process is serving; draining and exiting");
@@ -1013,11 +1018,11 @@ int weir_server_run(weir_server *srv)
         }
     }
     if (srv->upgrade_conn >= 0) {
-        weir__upgrade_ready(srv->upgrade_conn);
+        weir__handoff_ready(srv->upgrade_conn);
         srv->upgrade_conn = -1;
     }
     if (srv->opts.upgrade_sock) {
-        srv->upgrade_listen = weir__upgrade_listen(srv->opts.upgrade_sock);
+        srv->upgrade_listen = weir__handoff_listen(srv->opts.upgrade_sock);
         if (srv->upgrade_listen < 0)
             weir_log_error("upgrade socket %s: %s", srv->opts.upgrade_sock,
                            strerror(-srv->upgrade_listen));

@@ -20,7 +20,7 @@
 #include "net/conn_limit.h"
 #include "net/sock.h"
 #include "net/tls.h"
-#include "net/upstream.h"
+#include "net/upool.h"
 #include "proxy/service.h"
 #include "weir/proxy.h"
 
@@ -174,7 +174,14 @@ struct weir_session {
 /* The state machine's steps and helpers shared by session*.c. */
 void weir__session_set_state(weir_session *s, int to);
 void weir__session_terminate(weir_session *s, char who);
+/* The request failed with status: error_while_proxy or weir's error page
+ * (session_reply.c). */
 void weir__session_fail(weir_session *s, int status, const char *reason);
+/* "ip:port" of the last peer tried, or "-". */
+const char *weir__session_up_addr(weir_session *s);
+/* Request id, X-Forwarded-*, Via on the request going upstream
+ * (session_forward.c). */
+int weir__session_add_proxy_headers(weir_session *s);
 void weir__session_release_upstream(weir_session *s, bool reusable);
 int weir__session_pump_run(weir_session *s, pump *p,
                            weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool));

@@ -44,7 +44,7 @@
 #include "http/msg.h"
 #include "net/sock.h"
 #include "net/tls.h"
-#include "net/upstream.h"
+#include "net/upool.h"
 #include "proxy/request_gate.h"
 #include "proxy/service.h"
 #include "proxy/session-t.h"
@@ -74,7 +74,6 @@ static int64_t now_us(const weir_session *s)
 }
 
 static void run(weir_session *s);
-static void fail(weir_session *s, int status, const char *reason);
 static void finish(weir_session *s);
 
 static void set_state(weir_session *s, sess_state to)
@@ -284,7 +283,8 @@ static void connect_failed(weir_session *s, int err)
         go_back_to_peer(s);
         return;
     }
-    fail(s, 502, err == -ETIMEDOUT ? "upstream connect timed out" : "upstream connect failed");
+    weir__session_fail(
+        s, 502, err == -ETIMEDOUT ? "upstream connect timed out" : "upstream connect failed");
 }
 
 /*
@@ -389,7 +389,7 @@ static void queue_timeout(weir_timer *t)
     s->pending = false;
     s->term[0] = 's';
     s->term[1] = 'Q';
-    fail(s, 503, "no connection to the backend within queue_timeout");
+    weir__session_fail(s, 503, "no connection to the backend within queue_timeout");
     if (s->generated && !s->resp_started)
         weir__headers_push(&s->resp.headers, WEIR_STR("Retry-After"), WEIR_STR("1"));
     run(s);
@@ -449,7 +449,7 @@ static void step_peer(weir_session *s)
         goto connect;
     if (s->attempts == 0 && !s->have_result && s->body_limit && s->req.body == WEIR_BODY_KNOWN &&
         s->req.content_length > s->body_limit) {
-        fail(s, 413, "request body over the limit");
+        weir__session_fail(s, 413, "request body over the limit");
         return;
     }
     if (!s->have_result)
@@ -462,12 +462,12 @@ static void step_peer(weir_session *s)
         return;
     }
     if (r != WEIR_PHASE_CONTINUE) {
-        fail(s, 502, "upstream_peer failed");
+        weir__session_fail(s, 502, "upstream_peer failed");
         return;
     }
     fill_peer_defaults(s);
     if (s->peer.addr_len == 0) {
-        fail(s, 502, "no upstream peer chosen");
+        weir__session_fail(s, 502, "no upstream peer chosen");
         return;
     }
     s->have_peer = true;
@@ -596,67 +596,6 @@ static bool retry_stale(weir_session *s)
     return true;
 }
 
-/* Appends ", value" to a field or adds it: X-Forwarded-For, Via. */
-static int append_list(weir_session *s, const char *name, const char *value, size_t vlen)
-{
-    weir_headers *h = &s->req.headers;
-    long i = weir__headers_find(h, name, 0);
-    if (i < 0) {
-        char *v = weir__arena_dup(&s->arena, value, vlen);
-        if (!v)
-            return WEIR_ERR_NOMEM;
-        return weir__headers_push(h, (weir_str){name, strlen(name)}, (weir_str){v, vlen});
-    }
-    weir_str old = h->v[i].value;
-    char *v = weir__arena_alloc(&s->arena, old.len + 2 + vlen);
-    if (!v)
-        return WEIR_ERR_NOMEM;
-    memcpy(v, old.ptr, old.len);
-    memcpy(v + old.len, ", ", 2);
-    memcpy(v + old.len + 2, value, vlen);
-    h->v[i].value = (weir_str){v, old.len + 2 + vlen};
-    return WEIR_OK;
-}
-
-static int add_proxy_headers(weir_session *s)
-{
-    weir_headers *h = &s->req.headers;
-    const weir_proxy_options *o = &s->svc->opts;
-    int rc = WEIR_OK;
-    if (!o->no_request_id) {
-        /* The upstream sees the id the logs show (a client's overlong one
-         * is replaced). */
-        weir_str id = weir_session_request_id(s);
-        long i = weir__headers_find(h, "x-request-id", 0);
-        if (i < 0) {
-            rc = weir__headers_push(h, WEIR_STR("X-Request-Id"), id);
-        } else {
-            h->v[i].value = id;
-            /* One field: a second one would be a second opinion. */
-            for (long j; (j = weir__headers_find(h, "x-request-id", (size_t)i + 1)) >= 0;)
-                h->v[j] = h->v[--h->n];
-        }
-    }
-    if (rc == WEIR_OK && !o->no_forwarded_headers) {
-        /* The client's own identity fields went at the gate, so what is
-         * found here was set by the application. */
-        rc = append_list(s, "X-Forwarded-For", s->peer_ip, s->peer_ip_len);
-        if (rc == WEIR_OK && weir__headers_find(h, "x-real-ip", 0) < 0)
-            rc = weir__headers_push(h, WEIR_STR("X-Real-IP"),
-                                    (weir_str){s->client_ip, s->client_ip_len});
-        if (rc == WEIR_OK && weir__headers_find(h, "x-forwarded-proto", 0) < 0)
-            rc = weir__headers_push(h, WEIR_STR("X-Forwarded-Proto"),
-                                    s->down_ssl ? WEIR_STR("https") : WEIR_STR("http"));
-    }
-    if (rc == WEIR_OK && !o->no_via) {
-        if (s->req.version == 10)
-            rc = append_list(s, "Via", "1.0 weir", 8);
-        else
-            rc = append_list(s, "Via", "1.1 weir", 8);
-    }
-    return rc;
-}
-
 static void step_up_filter(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
@@ -672,12 +611,12 @@ static void step_up_filter(weir_session *s)
     }
     if (r != WEIR_PHASE_CONTINUE) {
         release_upstream(s, true);
-        fail(s, 500, "upstream_request_filter failed");
+        weir__session_fail(s, 500, "upstream_request_filter failed");
         return;
     }
-    if (!s->up_filter_done && add_proxy_headers(s) < 0) {
+    if (!s->up_filter_done && weir__session_add_proxy_headers(s) < 0) {
         release_upstream(s, true);
-        fail(s, 500, "out of memory");
+        weir__session_fail(s, 500, "out of memory");
         return;
     }
     s->up_filter_done = true;
@@ -692,7 +631,7 @@ static void step_up_filter(weir_session *s)
     s->req.target = client_target;
     if (rc < 0) {
         release_upstream(s, false);
-        fail(s, 500, "cannot serialize the request head");
+        weir__session_fail(s, 500, "cannot serialize the request head");
         return;
     }
     s->req_head_sent = true;
@@ -818,10 +757,10 @@ static bool pump_request(weir_session *s)
     if (s->req_pump.err_src) {
         if (rc == WEIR_EX_E_TOO_LARGE) {
             release_upstream(s, false);
-            fail(s, 413, "request body over the limit");
+            weir__session_fail(s, 413, "request body over the limit");
         } else if (rc == WEIR_EX_E_FRAMING) {
             release_upstream(s, false);
-            fail(s, 400, "invalid request body framing");
+            weir__session_fail(s, 400, "invalid request body framing");
         } else {
             /* The client went away mid-body: nothing to answer. */
             terminate(s, 'C');
@@ -838,7 +777,7 @@ static bool pump_request(weir_session *s)
         return false;
     if (!s->resp_started) {
         release_upstream(s, false);
-        fail(s, 502, "upstream closed while receiving the request");
+        weir__session_fail(s, 502, "upstream closed while receiving the request");
         return false;
     }
     return true;
@@ -855,7 +794,7 @@ static void step_proxy(weir_session *s)
         if (retry_stale(s) || retry_before_response(s, rc))
             return;
         release_upstream(s, false);
-        fail(s, 502, "upstream write failed");
+        weir__session_fail(s, 502, "upstream write failed");
         return;
     }
     rc = s->upex->ops->read_head(s->upex, &s->resp);
@@ -879,14 +818,14 @@ static void step_proxy(weir_session *s)
             return;
         release_upstream(s, false);
         if (rc == WEIR_EX_E_HEAD || rc == WEIR_EX_E_FRAMING || rc == WEIR_EX_E_HEAD_TOO_LARGE)
-            fail(s, 502, "invalid response head from upstream");
+            weir__session_fail(s, 502, "invalid response head from upstream");
         else
-            fail(s, 502, "upstream closed before the response");
+            weir__session_fail(s, 502, "upstream closed before the response");
         return;
     }
     if (s->resp.status == 101 && !s->req.upgrade) {
         release_upstream(s, false);
-        fail(s, 502, "upstream switched protocols without being asked");
+        weir__session_fail(s, 502, "upstream switched protocols without being asked");
         return;
     }
     if (retry_on_status(s))
@@ -910,7 +849,7 @@ static void step_resp_head(weir_session *s)
                 return;
             if (r != WEIR_PHASE_CONTINUE) {
                 release_upstream(s, false);
-                fail(s, 502, "upstream_response_filter failed");
+                weir__session_fail(s, 502, "upstream_response_filter failed");
                 return;
             }
         }
@@ -923,7 +862,7 @@ static void step_resp_head(weir_session *s)
                 return;
             if (r != WEIR_PHASE_CONTINUE && !s->generated) {
                 release_upstream(s, false);
-                fail(s, 502, "response_filter failed");
+                weir__session_fail(s, 502, "response_filter failed");
                 return;
             }
         }
@@ -1022,40 +961,6 @@ static void step_flush(weir_session *s)
 
 /* The request failed before the response started: error_while_proxy, then
  * weir's own error page. */
-static void fail(weir_session *s, int status, const char *reason)
-{
-    const weir_proxy_ops *ops = s->svc->ops;
-    terminate(s, status == 504 ? 's' : status == 502 || status == 503 ? 'S' : 'P');
-    s->failed = true;
-    s->error = reason;
-    char ip[64];
-    memcpy(ip, s->client_ip, s->client_ip_len);
-    ip[s->client_ip_len] = '\0';
-    weir_str id = weir_session_request_id(s);
-    weir_log_warn("client %s: \"%.*s %.*s\": %d: %s%s%s (request %.*s)", ip, (int)s->req.method.len,
-                  s->req.method.ptr, (int)(s->req.target.len > 200 ? 200 : s->req.target.len),
-                  s->req.target.ptr, status, reason, s->have_peer ? ", upstream " : "",
-                  s->have_peer ? up_addr(s) : "", (int)id.len, id.ptr);
-    if (s->resp_started) {
-        set_state(s, SS_DONE);
-        return;
-    }
-    s->generated = false;
-    if (ops->error_while_proxy &&
-        ops->error_while_proxy(s, s->ctx, status, reason) == WEIR_PHASE_ANSWERED && s->generated) {
-        set_state(s, SS_RESP_HEAD);
-        return;
-    }
-    char body[160];
-    int n = snprintf(body, sizeof(body), "%d %s\n", status, weir__h1_reason(status));
-    weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain")};
-    if (weir__session_set_generated(s, status, &h, 1, body, (size_t)n) < 0) {
-        set_state(s, SS_DONE);
-        return;
-    }
-    set_state(s, SS_RESP_HEAD);
-}
-
 /* ---- timeouts ---- */
 
 static void up_timeout(weir_timer *t)
@@ -1075,7 +980,7 @@ static void up_timeout(weir_timer *t)
             go_back_to_peer(s);
             break;
         }
-        fail(s, 504, "upstream timed out");
+        weir__session_fail(s, 504, "upstream timed out");
         break;
     }
     default:
@@ -1102,7 +1007,7 @@ static void client_timeout(weir_timer *t)
     if (s->state == SS_BUFFER) {
         /* Nothing went upstream: the client is told, as nginx does. */
         terminate(s, 'c');
-        fail(s, 408, "client body timed out");
+        weir__session_fail(s, 408, "client body timed out");
         run(s);
         return;
     }
@@ -1196,7 +1101,7 @@ static void step(weir_session *s)
             else if (r == WEIR_PHASE_CONTINUE)
                 set_state(s, weir__session_wants_buffer(s) ? SS_BUFFER : SS_PEER);
             else
-                fail(s, 500, "request phase failed");
+                weir__session_fail(s, 500, "request phase failed");
             break;
         }
         case SS_BUFFER:
@@ -1399,7 +1304,7 @@ static void stream_refuse(void *stream, weir_exchange *x, int status, const char
     s->close_after = true;
     if (s->svc->ops->new_ctx)
         s->ctx = s->svc->ops->new_ctx(s, s->svc->app);
-    fail(s, status, reason);
+    weir__session_fail(s, status, reason);
     run(s);
 }
 
@@ -1417,7 +1322,7 @@ static void stream_start(void *stream, weir_exchange *x, uint32_t head_len,
     if (s->svc->ops->new_ctx)
         s->ctx = s->svc->ops->new_ctx(s, s->svc->app);
     if (g.status)
-        fail(s, g.status, g.reason); /* no phase sees the request; logging does */
+        weir__session_fail(s, g.status, g.reason); /* no phase sees the request; logging does */
     run(s);
 }
 
@@ -1493,9 +1398,9 @@ void weir__session_terminate(weir_session *s, char who)
     terminate(s, who);
 }
 
-void weir__session_fail(weir_session *s, int status, const char *reason)
+const char *weir__session_up_addr(weir_session *s)
 {
-    fail(s, status, reason);
+    return up_addr(s);
 }
 
 void weir__session_release_upstream(weir_session *s, bool reusable)

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/toml.h"
+#include "app/toml/toml.h"
 
 static void put_json_string(const char *s, size_t len)
 {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/admin.h"
+#include "app/admin/admin.h"
 
 static bool teq(const char *a, const char *b)
 {

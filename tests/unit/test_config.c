@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "app/config.h"
+#include "app/config/config.h"
 
 static weir_config *load(const char *text, weir_cfg_errors *errs)
 {

@@ -20,7 +20,7 @@
 #include "core/loop.h"
 #include "http/exchange.h"
 #include "http/stream.h"
-#include "net/upstream.h"
+#include "net/upool.h"
 #include "proxy/service.h"
 
 /* ---- a scripted backend ---- */

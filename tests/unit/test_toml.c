@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/toml.h"
+#include "app/toml/toml.h"
 
 static weir_toml_value *parse_ok(const char *text)
 {

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app/config.h"
+#include "app/config/config.h"
 #include "weir/weir.h"
 
 /* Counts one finished request (logging phase; the worker's thread). */

@@ -1,5 +1,5 @@
 /*
- * upgrade.c - zero-downtime binary upgrade: handing listening sockets from
+ * handoff.c - zero-downtime binary upgrade (the hand-off): handing listening sockets from
  * a running weir to its successor over a Unix socket (SCM_RIGHTS), as
  * Pingora does.
  *
@@ -14,7 +14,7 @@
  * between, so no connection is refused: queued ones are accepted by
  * whichever process takes them first.
  */
-#include "proxy/upgrade.h"
+#include "proxy/handoff.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -48,7 +48,7 @@ static void set_timeouts(int fd, int ms)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-int weir__upgrade_listen(const char *path)
+int weir__handoff_listen(const char *path)
 {
     struct sockaddr_un sa;
     if (unix_addr(path, &sa) < 0)
@@ -65,7 +65,7 @@ int weir__upgrade_listen(const char *path)
     return fd;
 }
 
-static int send_batch(int fd, const weir_upgrade_fd *v, size_t n)
+static int send_batch(int fd, const weir_handoff_fd *v, size_t n)
 {
     char text[BATCH * 80];
     size_t len = 0;
@@ -90,7 +90,7 @@ static int send_batch(int fd, const weir_upgrade_fd *v, size_t n)
     return sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
-int weir__upgrade_serve(int listen_fd, const weir_upgrade_fd *fds, size_t n)
+int weir__handoff_serve(int listen_fd, const weir_handoff_fd *fds, size_t n)
 {
     int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
@@ -131,7 +131,7 @@ out:
     return rc;
 }
 
-int weir__upgrade_receive(const char *path, weir_upgrade_fd **out, size_t *n_out, int *conn_out)
+int weir__handoff_receive(const char *path, weir_handoff_fd **out, size_t *n_out, int *conn_out)
 {
     struct sockaddr_un sa;
     *out = NULL;
@@ -149,7 +149,7 @@ int weir__upgrade_receive(const char *path, weir_upgrade_fd **out, size_t *n_out
         close(c);
         return -err;
     }
-    weir_upgrade_fd *v = NULL;
+    weir_handoff_fd *v = NULL;
     size_t n = 0;
     int rc = 0;
     for (;;) {
@@ -186,7 +186,7 @@ int weir__upgrade_receive(const char *path, weir_upgrade_fd **out, size_t *n_out
         for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
             if (strncmp(l, "FD ", 3) != 0 || line >= nfd)
                 continue;
-            weir_upgrade_fd *nv = realloc(v, (n + 1) * sizeof(*v));
+            weir_handoff_fd *nv = realloc(v, (n + 1) * sizeof(*v));
             if (!nv) {
                 rc = WEIR_ERR_NOMEM;
                 break;
@@ -216,7 +216,7 @@ int weir__upgrade_receive(const char *path, weir_upgrade_fd **out, size_t *n_out
     return WEIR_OK;
 }
 
-void weir__upgrade_ready(int conn)
+void weir__handoff_ready(int conn)
 {
     if (conn < 0)
         return;

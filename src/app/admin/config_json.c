@@ -15,8 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "app/admin.h"
-#include "proxy/service.h"
+#include "app/admin/admin.h"
 
 /* What weir_upstream_set_health_check fills for a zero field (lb.h). */
 #define HC_INTERVAL_MS 5000
@@ -35,11 +34,11 @@ static uint32_t or_default(uint32_t v, uint32_t def)
 static weir_proxy_options library_defaults(void)
 {
     weir_proxy_options d = {0};
-    weir__proxy_options_defaults(&d);
+    weir_proxy_options_defaults(&d);
     return d;
 }
 
-/* An upstream's timeouts in effect (proxy_app.c: the upstream's, else the
+/* An upstream's timeouts in effect (balance.c: the upstream's, else the
  * server's defaults); the location's override them. */
 typedef struct upstream_timeouts {
     uint32_t connect_ms, read_ms, write_ms, idle_ms;
@@ -194,7 +193,7 @@ static json_t *server_json(const weir_cfg_server *s)
     for (size_t i = 0; locs && i < s->n_locations; i++)
         json_array_append_new(locs, json_string(s->locations[i]->name));
     weir_proxy_options eff = s->opts; /* with the defaults the server fills in */
-    weir__proxy_options_defaults(&eff);
+    weir_proxy_options_defaults(&eff);
     const weir_proxy_options *p = &eff;
     json_t *o = json_pack(
         "{s:s, s:o, s:o, s:b, s:o}", "name", s->name, "addr", string_array(s->addrs, s->n_addrs),

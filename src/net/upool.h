@@ -1,5 +1,5 @@
 /*
- * upstream.h - connections to backends and the keep-alive pool shared by
+ * upool.h - connections to backends and the keep-alive pool shared by
  * all workers.
  *
  * One pool of idle connections for every worker (DESIGN.md), keyed by
@@ -17,8 +17,8 @@
  * Locking: one mutex guards the buckets (held for a list walk, never for
  * I/O). Every other function runs on the connection's own loop thread.
  */
-#ifndef WEIR_NET_UPSTREAM_H
-#define WEIR_NET_UPSTREAM_H
+#ifndef WEIR_NET_UPOOL_H
+#define WEIR_NET_UPOOL_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -7,7 +7,7 @@
  * underscores only between digits, no leading zeros in decimal numbers, no
  * sign on 0x/0o/0b, int64 range, valid calendar dates and clock times.
  */
-#include "app/toml_scalar.h"
+#include "app/toml/toml_scalar.h"
 
 #include <math.h>
 #include <stdarg.h>

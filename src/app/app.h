@@ -9,7 +9,7 @@
 #ifndef WEIR_APP_PROXY_APP_H
 #define WEIR_APP_PROXY_APP_H
 
-#include "app/config.h"
+#include "app/config/config.h"
 #include "weir/weir.h"
 
 typedef struct weir_app weir_app;

@@ -1,6 +1,6 @@
 /*
- * config_load.c - the loader helpers every config section uses (see
- * config_int.h).
+ * read.c - the loader helpers every config section uses (see
+ * read.h).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "app/config_int.h"
+#include "app/config/read.h"
 
 /* ---- errors ---- */
 

@@ -23,8 +23,8 @@
  *
  * Numbers and date-times are classified and decoded in toml_scalar.c.
  */
-#include "app/toml.h"
-#include "app/toml_scalar.h"
+#include "app/toml/toml.h"
+#include "app/toml/toml_scalar.h"
 
 #include <stdarg.h>
 #include <stdio.h>

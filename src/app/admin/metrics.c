@@ -2,7 +2,7 @@
  * metrics.c - per-thread request metrics and the Prometheus rendering (see
  * metrics.h).
  */
-#include "app/metrics.h"
+#include "app/admin/metrics.h"
 
 #include <dirent.h>
 #include <pthread.h>

@@ -15,8 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "app/config.h"
-#include "app/proxy_app.h"
+#include "app/config/config.h"
+#include "app/app.h"
 #include "weir/weir.h"
 
 typedef struct weir_admin weir_admin;

@@ -1,7 +1,7 @@
 /*
- * upstream.c - backend connections and the per-worker idle pool.
+ * upool.c - backend connections and the per-worker idle pool.
  */
-#include "net/upstream.h"
+#include "net/upool.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /*
- * config_tls.c - the TLS parts of the configuration: [certificates.NAME]
+ * tls.c - the TLS parts of the configuration: [certificates.NAME]
  * sections and the TLS keys of [servers.NAME] (see config.h).
  */
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "app/config_int.h"
+#include "app/config/read.h"
 #include "weir/tls.h"
 
 /* ---- [certificates.NAME] ---- */

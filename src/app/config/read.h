@@ -1,17 +1,17 @@
 /*
- * config_int.h - the configuration loader's shared helpers (config_load.c):
+ * read.h - the configuration loader's shared helpers (read.c):
  * errors with the file's line, key checks with suggestions, and typed
- * getters with range checks. Private to src/app/config*.c.
+ * getters with range checks. Private to src/app/config/.
  */
-#ifndef WEIR_APP_CONFIG_INT_H
-#define WEIR_APP_CONFIG_INT_H
+#ifndef WEIR_APP_CONFIG_READ_H
+#define WEIR_APP_CONFIG_READ_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app/config.h"
-#include "app/toml.h"
+#include "app/config/config.h"
+#include "app/toml/toml.h"
 
 /* One load in progress: where errors go. */
 typedef struct loader {
@@ -69,11 +69,28 @@ char **weir__cfg_get_string_list(loader *ld, const weir_toml_value *t, const cha
 /* Frees what weir__cfg_get_string_list returned. */
 void weir__cfg_free_list(char **v, size_t n);
 
-/* config_tls.c: [certificates.NAME] and a server's TLS keys. */
+/* tls.c: [certificates.NAME] and a server's TLS keys. */
 void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_value *t);
 weir_cfg_cert *weir__cfg_find_cert(loader *ld, const char *name, int line, const char *section);
 void weir__cfg_check_unlisted_certs(loader *ld, const weir_toml_value *servers);
 void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
                                const char *section);
+
+/* ---- the sections, each in its own file (config.c loads the document) ---- */
+
+/* A location spills request bodies to files in [basic] temp_dir: check
+ * that it can hold them (once per load). config.c. */
+void weir__cfg_check_temp_dir(loader *ld, int line);
+/* An HTTP token (RFC 9110 field names, methods). location.c. */
+bool weir__cfg_valid_token(const char *s);
+/* [locations.NAME] into l; the upstream's name and line for resolving. */
+void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
+                             char **upstream_name, int *upstream_line);
+void weir__cfg_free_headers(weir_cfg_headers *h);
+/* [upstreams.NAME] into u. upstream.c. */
+void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t);
+/* [servers.NAME] into s; its location names and their line. server.c. */
+void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                           char ***loc_names, size_t *n_loc_names, int *loc_line);
 
 #endif

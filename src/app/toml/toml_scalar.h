@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app/toml.h"
+#include "app/toml/toml.h"
 
 typedef struct weir__toml_scalar {
     weir_toml_type type; /* INTEGER, FLOAT or one of the date/time types */

@@ -1,0 +1,39 @@
+/*
+ * weir/headers.h - header tables: the fields of a request or a response
+ * as phases see and change them (weir_session_req_headers and
+ * weir_session_resp_headers in weir/session.h hand them out).
+ */
+#ifndef WEIR_HEADERS_H
+#define WEIR_HEADERS_H
+
+#include <stddef.h>
+
+#include "weir/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weir_headers weir_headers;
+
+/* Number of fields. */
+size_t weir_headers_count(const weir_headers *h);
+/* The i-th field (0 <= i < count), in wire order. */
+weir_header weir_headers_at(const weir_headers *h, size_t i);
+/* The first value of `name` (case-insensitive); .ptr is NULL if absent. */
+weir_str weir_headers_get(const weir_headers *h, const char *name);
+/*
+ * Replaces every field `name` by one field with `value` (appends it if
+ * absent). Name and value are copied. Returns WEIR_OK, WEIR_ERR_INVAL
+ * (name not a token, or CR/LF/NUL in the value) or WEIR_ERR_NOMEM.
+ */
+int weir_headers_set(weir_headers *h, const char *name, const char *value);
+/* Appends one more field (keeps existing ones). Same returns as set. */
+int weir_headers_add(weir_headers *h, const char *name, const char *value);
+/* Removes every field `name`; returns how many were removed. */
+size_t weir_headers_remove(weir_headers *h, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

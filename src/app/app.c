@@ -1,0 +1,461 @@
+/*
+ * app.c - the weir program's running configuration: snapshots and their
+ * retirement, reloads, and the listeners each server's service has (see
+ * app.h).
+ */
+#include "app/app.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/access_log.h"
+#include "app/admin/metrics.h"
+#include "app/app_int.h"
+
+uint64_t weir__app_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Drops the app's reference to retired snapshots past their grace period
+ * (all of them with force). */
+static void release_retired(weir_app *app, bool force)
+{
+    uint64_t now = weir__app_mono_ms();
+    size_t keep = 0;
+    for (size_t i = 0; i < app->n_retired; i++) {
+        if (force || now - app->retired_at[i] >= RETIRE_GRACE_MS) {
+            weir__config_unref(app->retired[i]);
+        } else {
+            app->retired[keep] = app->retired[i];
+            app->retired_at[keep] = app->retired_at[i];
+            keep++;
+        }
+    }
+    app->n_retired = keep;
+}
+
+static void retire(weir_app *app, weir_config *old)
+{
+    release_retired(app, false);
+    if (app->n_retired == MAX_RETIRED) {
+        /* Sixteen reloads within the grace period: the oldest is safely
+         * past every request start by now in practice; drop it. */
+        weir__config_unref(app->retired[0]);
+        memmove(app->retired, app->retired + 1, (MAX_RETIRED - 1) * sizeof(app->retired[0]));
+        memmove(app->retired_at, app->retired_at + 1,
+                (MAX_RETIRED - 1) * sizeof(app->retired_at[0]));
+        app->n_retired--;
+    }
+    app->retired[app->n_retired] = old;
+    app->retired_at[app->n_retired] = weir__app_mono_ms();
+    app->n_retired++;
+}
+
+/* Upstreams with a health check, for the server's control thread. */
+static size_t checked_upstreams(weir_config *cfg, weir_upstream **out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_upstreams && n < max; i++) {
+        if (cfg->upstreams[i].lb && cfg->upstreams[i].hc.kind != WEIR_HEALTH_NONE)
+            out[n++] = cfg->upstreams[i].lb;
+    }
+    return n;
+}
+
+/* Same servers, in the same order, on the same addresses and log files:
+ * what a reload can take without touching listeners. */
+static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static const weir_cfg_server *server_named(const weir_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_servers; i++) {
+        if (strcmp(c->servers[i].name, name) == 0)
+            return &c->servers[i];
+    }
+    return NULL;
+}
+
+static bool has_addr(const weir_cfg_server *s, const char *addr)
+{
+    for (size_t i = 0; s && i < s->n_addrs; i++) {
+        if (strcmp(s->addrs[i], addr) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The key of the first server setting that differs (these are fixed for
+ * a listener's life), or NULL. Field by field: a memcmp would also compare
+ * padding. */
+static const char *opts_change(const weir_proxy_options *x, const weir_proxy_options *y)
+{
+#define SAME(field, key)                                                                           \
+    if (x->field != y->field)                                                                      \
+    return key
+    SAME(client_header_timeout_ms, "client_header_timeout");
+    SAME(client_body_timeout_ms, "client_body_timeout");
+    SAME(keepalive_timeout_ms, "keepalive_timeout");
+    SAME(send_timeout_ms, "send_timeout");
+    SAME(tunnel_idle_timeout_ms, "tunnel_idle_timeout");
+    SAME(max_header_bytes, "max_header_size");
+    SAME(max_headers, "max_headers");
+    SAME(max_body_bytes, "max_body_size");
+    SAME(max_uri_bytes, "max_uri_size");
+    SAME(keep_slashes, "merge_slashes");
+    SAME(underscores_in_headers, "underscores_in_headers");
+    SAME(tls_handshake_timeout_ms, "tls_handshake_timeout");
+    SAME(h2c, "h2c");
+    SAME(h2_max_concurrent_streams, "h2_max_concurrent_streams");
+    SAME(n_trusted_proxies, "trusted_proxies");
+#undef SAME
+    for (uint32_t i = 0; i < x->n_trusted_proxies; i++) {
+        const weir_cidr *a = &x->trusted_proxies[i], *b = &y->trusted_proxies[i];
+        if (a->family != b->family || a->prefix_len != b->prefix_len ||
+            memcmp(a->addr, b->addr, sizeof(a->addr)) != 0)
+            return "trusted_proxies";
+    }
+    return NULL;
+}
+
+/* What a reload cannot take while running (listeners can come and go;
+ * these cannot): NULL if nothing. The text names the server and key. */
+static const char *unsupported_change(const weir_config *a, const weir_config *b, char *buf,
+                                      size_t len)
+{
+    for (size_t i = 0; i < b->n_servers; i++) {
+        const weir_cfg_server *y = &b->servers[i], *x = server_named(a, y->name);
+        if (!x)
+            continue;
+        const char *fx = x->access_log ? (x->access_log_file ? x->access_log_file : "-") : "";
+        const char *fy = y->access_log ? (y->access_log_file ? y->access_log_file : "-") : "";
+        const char *key = strcmp(fx, fy) != 0               ? "access_log or access_log_file"
+                          : opts_change(&x->opts, &y->opts) ? opts_change(&x->opts, &y->opts)
+                          : (x->tls.n_certs > 0) != (y->tls.n_certs > 0)
+                              ? "certificates (TLS on or off)"
+                              : NULL;
+        if (key) {
+            snprintf(buf, len, "'%s' of [servers.%s] changed", key, y->name);
+            return buf;
+        }
+    }
+    const char *ax = a->admin.addr ? a->admin.addr : "", *ay = b->admin.addr ? b->admin.addr : "";
+    if (strcmp(ax, ay) != 0)
+        return "the [admin] address changed";
+    return NULL;
+}
+
+/* Makes or updates sa's TLS settings from y's (a server without
+ * certificates stays plain). */
+static int server_app_tls(server_app *sa, const weir_cfg_server *y)
+{
+    if (y->tls.n_certs == 0)
+        return WEIR_OK;
+    weir_tls_server_spec spec;
+    if (weir__cfg_tls_spec(&y->tls, &spec) != WEIR_OK)
+        return WEIR_ERR_NOMEM;
+    char err[512];
+    int rc = WEIR_OK;
+    if (!sa->tls) {
+        sa->tls = weir_tls_server_new(&spec, err, sizeof(err));
+        rc = sa->tls ? WEIR_OK : WEIR_ERR_INVAL;
+    } else {
+        rc = weir_tls_server_update(sa->tls, &spec, err, sizeof(err));
+    }
+    weir__cfg_tls_spec_free(&spec);
+    if (rc != WEIR_OK)
+        weir_log(WEIR_LEVEL_ERROR, "[servers.%s]: TLS: %s", y->name, err);
+    return rc;
+}
+
+/* The options a server's service runs with: the configured ones with the
+ * server_app's TLS. */
+static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_server *y)
+{
+    weir_proxy_options o = y->opts;
+    o.tls = sa->tls;
+    return o;
+}
+
+/* The server_app of [servers.NAME], made (with its logger) if new. */
+static server_app *server_app_for(weir_app *app, const weir_cfg_server *y, size_t index)
+{
+    for (size_t i = 0; i < app->n_servers; i++) {
+        if (strcmp(app->servers[i].name, y->name) == 0)
+            return &app->servers[i];
+    }
+    if (app->n_servers == MAX_SERVERS)
+        return NULL;
+    server_app *sa = &app->servers[atomic_load(&app->n_servers)];
+    memset(sa, 0, sizeof(*sa));
+    sa->app = app;
+    sa->index = index;
+    snprintf(sa->name, sizeof(sa->name), "%s", y->name);
+    if (y->access_log) {
+        sa->logger = weir_logger_open(y->access_log_file ? y->access_log_file : "-");
+        if (!sa->logger)
+            return NULL;
+    }
+    if (server_app_tls(sa, y) != WEIR_OK) {
+        weir_logger_close(sa->logger);
+        sa->logger = NULL;
+        return NULL;
+    }
+    app->n_servers++;
+    return sa;
+}
+
+/*
+ * Brings the listeners from old's servers to nc's: new addresses are bound
+ * first (a failure undoes them and fails the reload), then dropped ones
+ * stop accepting (their connections finish). Main thread.
+ */
+static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *old,
+                           const weir_config *nc, weir_cfg_errors *errs_out)
+{
+    /* An address that changes server (a rename) is released first so the
+     * new server can take it; the others are dropped after the adds. */
+    for (size_t i = 0; i < old->n_servers; i++) {
+        const weir_cfg_server *x = &old->servers[i], *y = server_named(nc, x->name);
+        for (size_t k = 0; k < x->n_addrs; k++) {
+            if (has_addr(y, x->addrs[k]))
+                continue;
+            for (size_t j = 0; j < nc->n_servers; j++) {
+                if (has_addr(&nc->servers[j], x->addrs[k]))
+                    weir_server_remove_listen(srv, x->addrs[k]);
+            }
+        }
+    }
+    const char *added[1024];
+    size_t n_added = 0;
+    for (size_t i = 0; i < nc->n_servers; i++) {
+        const weir_cfg_server *y = &nc->servers[i], *x = server_named(old, y->name);
+        const char *addrs[64];
+        size_t n = 0;
+        for (size_t k = 0; k < y->n_addrs && n < 64; k++) {
+            if (!has_addr(x, y->addrs[k]))
+                addrs[n++] = y->addrs[k];
+        }
+        if (n == 0)
+            continue;
+        server_app *sa = server_app_for(app, y, i);
+        weir_proxy_options o = sa ? service_opts(sa, y) : y->opts;
+        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o) : WEIR_ERR_NOMEM;
+        if (rc != WEIR_OK) {
+            reload_error(errs_out,
+                         "reload failed: cannot listen on the new addresses of "
+                         "[servers.%s] (see the log)",
+                         y->name);
+            for (size_t k = 0; k < n_added; k++)
+                weir_server_remove_listen(srv, added[k]);
+            /* Give renamed addresses back to their old servers. */
+            for (size_t m = 0; m < old->n_servers; m++) {
+                const weir_cfg_server *ox = &old->servers[m];
+                server_app *osa = server_app_for(app, ox, m);
+                for (size_t k = 0; osa && k < ox->n_addrs; k++) {
+                    const char *one[1] = {ox->addrs[k]};
+                    weir_proxy_options oo = service_opts(osa, ox);
+                    if (!has_addr(server_named(nc, ox->name), ox->addrs[k]))
+                        weir_server_add_proxy(srv, one, 1, &weir__app_ops, osa, &oo);
+                }
+            }
+            return WEIR_ERR_INVAL;
+        }
+        for (size_t k = 0; k < n && n_added < 1024; k++)
+            added[n_added++] = addrs[k];
+    }
+    for (size_t i = 0; i < old->n_servers; i++) {
+        const weir_cfg_server *x = &old->servers[i], *y = server_named(nc, x->name);
+        for (size_t k = 0; k < x->n_addrs; k++) {
+            if (has_addr(y, x->addrs[k]))
+                continue;
+            bool moved = false; /* released above and listened on again by its new server */
+            for (size_t j = 0; j < nc->n_servers && !moved; j++)
+                moved = has_addr(&nc->servers[j], x->addrs[k]);
+            if (!moved)
+                weir_server_remove_listen(srv, x->addrs[k]);
+        }
+    }
+    return WEIR_OK;
+}
+
+/* Logs msg and, when errs is given, appends it there too. */
+static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    weir_log(WEIR_LEVEL_ERROR, "%s", msg);
+    if (!errs)
+        return;
+    char *copy = strdup(msg);
+    char **nv = copy ? realloc(errs->v, (errs->n + 1) * sizeof(*nv)) : NULL;
+    if (!nv) {
+        free(copy);
+        return;
+    }
+    errs->v = nv;
+    errs->v[errs->n++] = copy;
+}
+
+int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
+                          weir_cfg_errors *errs_out)
+{
+    weir_cfg_errors errs = {0};
+    weir_config *nc = weir__config_load_file(path, &errs);
+    if (!nc) {
+        for (size_t i = 0; i < errs.n; i++)
+            reload_error(errs_out, "%s", errs.v[i]);
+        weir_log(WEIR_LEVEL_ERROR, "reload failed (%zu errors): the running configuration stays",
+                 errs.n);
+        weir__cfg_errors_free(&errs);
+        weir__metrics_reload(false);
+        return WEIR_ERR_INVAL;
+    }
+    weir_config *old = atomic_load(&app->current);
+    char why_buf[256];
+    const char *why = unsupported_change(old, nc, why_buf, sizeof(why_buf));
+    if (why) {
+        reload_error(errs_out,
+                     "reload of %s refused: %s; that needs a restart or a binary upgrade "
+                     "(the running configuration stays)",
+                     path, why);
+        weir__config_unref(nc);
+        weir__metrics_reload(false);
+        return WEIR_ERR_INVAL;
+    }
+    weir_upstream *ups[1024];
+    size_t n = checked_upstreams(nc, ups, 1024);
+    if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {
+        reload_error(errs_out, "reload failed: cannot restart the health checks");
+        weir__config_unref(nc);
+        weir__metrics_reload(false);
+        return WEIR_ERR_INVAL;
+    }
+    /* New requests pin the new snapshot; requests in flight keep the old
+     * one alive until they end. Listeners change after the swap, so a
+     * connection on a new address finds its server. */
+    atomic_store_explicit(&app->current, nc, memory_order_release);
+    if (apply_listeners(app, srv, old, nc, errs_out) != WEIR_OK) {
+        atomic_store_explicit(&app->current, old, memory_order_release);
+        weir_upstream *old_ups[1024];
+        size_t n_old = checked_upstreams(old, old_ups, 1024);
+        weir_server_set_upstreams(srv, old_ups, n_old);
+        retire(app, nc); /* a request may have pinned it meanwhile */
+        weir__metrics_reload(false);
+        return WEIR_ERR_INVAL;
+    }
+    /* Certificates and TLS settings of the servers that stay. */
+    for (size_t i = 0; i < nc->n_servers; i++) {
+        for (size_t k = 0; k < app->n_servers; k++) {
+            server_app *sa = &app->servers[k];
+            if (sa->tls && strcmp(sa->name, nc->servers[i].name) == 0 &&
+                server_app_tls(sa, &nc->servers[i]) != WEIR_OK)
+                reload_error(errs_out, "[servers.%s]: new TLS settings not applied (see the log)",
+                             sa->name);
+        }
+    }
+    retire(app, old);
+    /* Long-lived HTTP/2 connections move on to the new configuration's
+     * (GOAWAY: streams in flight finish, new ones use new connections). */
+    weir_server_renew_connections(srv);
+    weir__metrics_reload(true);
+    weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
+    return WEIR_OK;
+}
+
+int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
+{
+    return weir__app_reload_errs(app, path, srv, NULL);
+}
+
+weir_config *weir__app_config(weir_app *app)
+{
+    /* As new_ctx: a replaced snapshot keeps the app's reference for a grace
+     * period (retire), so loading then referencing is safe. */
+    return weir__config_ref(atomic_load_explicit(&app->current, memory_order_acquire));
+}
+
+uint64_t weir__app_log_dropped(weir_app *app)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < app->n_servers; i++) {
+        if (app->servers[i].logger)
+            n += weir_logger_dropped(app->servers[i].logger);
+    }
+    return n;
+}
+
+void weir__app_reopen_logs(weir_app *app)
+{
+    for (size_t i = 0; i < app->n_servers; i++)
+        weir_logger_reopen(app->servers[i].logger);
+}
+
+weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
+{
+    weir_app *app = calloc(1, sizeof(*app));
+    if (!app) {
+        weir__config_unref(cfg);
+        return NULL;
+    }
+    atomic_store(&app->current, cfg);
+    if (cfg->n_servers > MAX_SERVERS) {
+        weir_log(WEIR_LEVEL_ERROR, "%s: at most %d servers", cfg->file, MAX_SERVERS);
+        goto fail;
+    }
+    weir_upstream *ups[1024];
+    size_t n_ups = checked_upstreams(cfg, ups, 1024);
+    if (weir_server_set_upstreams(srv, ups, n_ups) != WEIR_OK)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_servers; i++) {
+        weir_cfg_server *cs = &cfg->servers[i];
+        server_app *sa = &app->servers[atomic_fetch_add(&app->n_servers, 1)];
+        sa->app = app;
+        sa->index = i;
+        snprintf(sa->name, sizeof(sa->name), "%s", cs->name);
+        if (cs->access_log) {
+            sa->logger = weir_logger_open(cs->access_log_file ? cs->access_log_file : "-");
+            if (!sa->logger)
+                goto fail;
+        }
+        if (server_app_tls(sa, cs) != WEIR_OK)
+            goto fail;
+        weir_proxy_options o = service_opts(sa, cs);
+        int rc = weir_server_add_proxy(srv, (const char *const *)cs->addrs, cs->n_addrs,
+                                       &weir__app_ops, sa, &o);
+        if (rc != WEIR_OK) {
+            weir_log(WEIR_LEVEL_ERROR, "[servers.%s]: cannot set up its listeners", cs->name);
+            goto fail;
+        }
+    }
+    return app;
+fail:
+    weir__app_free(app);
+    return NULL;
+}
+
+void weir__app_free(weir_app *app)
+{
+    if (!app)
+        return;
+    for (size_t i = 0; i < app->n_servers; i++) {
+        weir_logger_close(app->servers[i].logger);
+        weir_tls_server_free(app->servers[i].tls);
+    }
+    release_retired(app, true);
+    weir__config_unref(atomic_load(&app->current));
+    free(app);
+}

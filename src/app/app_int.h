@@ -1,0 +1,73 @@
+/*
+ * app_int.h - what the weir program's parts share (app.c: snapshots,
+ * reloads, listeners; phases.c: the phases; balance.c: choosing the
+ * backend). Private to src/app.
+ */
+#ifndef WEIR_APP_APP_INT_H
+#define WEIR_APP_APP_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "app/app.h"
+#include "app/config/config.h"
+#include "weir/weir.h"
+
+#define MAX_SERVERS 64
+
+/* One per [servers.NAME]: what its service's phases need. */
+typedef struct server_app {
+    weir_app *app;
+    size_t index;         /* of the server in the configuration it was made for */
+    char name[128];       /* the [servers.NAME] it serves, looked up in each snapshot */
+    weir_logger *logger;  /* NULL = no access log */
+    weir_tls_server *tls; /* its listeners' TLS (kept across reloads), NULL = plain */
+} server_app;
+
+#define MAX_RETIRED 16
+#define RETIRE_GRACE_MS 2000
+
+struct weir_app {
+    _Atomic(weir_config *) current;
+    server_app servers[MAX_SERVERS];
+    _Atomic size_t n_servers; /* grows on reloads (main thread); read anywhere */
+    /* Snapshots replaced by reloads keep the app's reference for a grace
+     * period: a request that loaded the pointer just before the swap takes
+     * its own reference within nanoseconds, so the old snapshot must not be
+     * freed under it. Main thread only (reloads run there). */
+    weir_config *retired[MAX_RETIRED];
+    uint64_t retired_at[MAX_RETIRED];
+    size_t n_retired;
+};
+
+#define MAX_TRIED 16
+
+typedef struct req_ctx {
+    weir_config *cfg; /* pinned for the request */
+    weir_cfg_server *srv;
+    weir_cfg_location *loc;
+    server_app *sa;
+    weir_backend *backend;     /* the backend of the current attempt (a reference) */
+    uint64_t tried[MAX_TRIED]; /* ids of backends that failed this request */
+    size_t n_tried;
+    weir_backend *next; /* chosen for a retry after a 5xx status (a reference), or NULL */
+    uint64_t start_ms;  /* for retry_timeout (set only when it is) */
+    bool set_sticky;    /* the response sets the sticky cookie */
+    bool grpc;          /* a gRPC request on a location with grpc_idle_timeout */
+} req_ctx;
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+uint64_t weir__app_mono_ms(void);
+
+/* Answers `status` with "STATUS TEXT\n" (a 5xx is also logged). */
+weir_phase_result weir__app_answer(weir_session *s, int status, const char *text);
+
+/* balance.c: the upstream phases of weir__app_ops. */
+weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer *peer);
+bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, int error,
+                               int attempt);
+void weir__app_connected_to_upstream(weir_session *s, void *ctx, const weir_peer *peer,
+                                     bool reused);
+
+#endif

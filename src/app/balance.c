@@ -1,0 +1,241 @@
+/*
+ * balance.c - choosing the backend of each request: the location's
+ * upstream, hash keys (ip, header, cookie, query, uri), sticky cookies,
+ * and which failures are retried on another backend.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app/app_int.h"
+
+/* Finds "name=value" in a Cookie header; returns the value or an empty str. */
+static weir_str cookie_value(weir_headers *h, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < weir_headers_count(h); i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
+            continue;
+        const char *p = f.value.ptr, *end = p + f.value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            if (!semi)
+                semi = end;
+            if (eq && eq < semi && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0)
+                return (weir_str){eq + 1, (size_t)(semi - eq - 1)};
+            p = semi;
+        }
+    }
+    return (weir_str){"", 0};
+}
+
+/* The value of query parameter `name`, or an empty str. */
+static weir_str query_value(weir_str q, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = q.ptr, *end = q.ptr + q.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        if ((size_t)(amp - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0)
+            return (weir_str){p + nl + 1, (size_t)(amp - p - nl - 1)};
+        if ((size_t)(amp - p) == nl && memcmp(p, name, nl) == 0)
+            return (weir_str){p + nl, 0};
+        p = amp + 1;
+    }
+    return (weir_str){"", 0};
+}
+
+/* The consistent-hash key of the request. */
+static uint64_t hash_key(weir_session *s, const weir_cfg_upstream *u)
+{
+    weir_str v = {"", 0};
+    switch (u->hash_key) {
+    case WEIR_HASH_NONE:
+        return 0;
+    case WEIR_HASH_IP:
+        v = weir_session_client_ip(s);
+        break;
+    case WEIR_HASH_URI:
+        v = weir_session_target(s);
+        break;
+    case WEIR_HASH_PATH:
+        v = weir_session_path(s);
+        break;
+    case WEIR_HASH_HEADER:
+        v = weir_headers_get(weir_session_req_headers(s), u->hash_name);
+        break;
+    case WEIR_HASH_COOKIE:
+        v = cookie_value(weir_session_req_headers(s), u->hash_name);
+        break;
+    case WEIR_HASH_QUERY:
+        v = query_value(weir_session_query(s), u->hash_name);
+        break;
+    }
+    return weir_lb_hash(v.ptr ? v.ptr : "", v.ptr ? v.len : 0);
+}
+
+/* The sticky backend named by the request's cookie, if usable. */
+static weir_backend *sticky_backend(weir_session *s, const weir_cfg_upstream *u)
+{
+    weir_str v = cookie_value(weir_session_req_headers(s), u->sticky_cookie);
+    if (v.len != 16)
+        return NULL;
+    uint64_t id = 0;
+    for (size_t i = 0; i < 16; i++) {
+        char ch = v.ptr[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (d < 0)
+            return NULL;
+        id = id << 4 | (uint64_t)d;
+    }
+    return weir_upstream_find(u->lb, id);
+}
+
+/* RFC 9110 9.2.2: sending these twice does what sending them once does. */
+static bool idempotent(weir_str m)
+{
+    static const char *const v[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (m.len == strlen(v[i]) && memcmp(m.ptr, v[i], m.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The failures beyond connect and reset the library asks about: a timeout
+ * or a 5xx may mean the backend did the work, so only idempotent requests
+ * are sent again unless non_idempotent says otherwise (as nginx). */
+static uint8_t retry_bits(weir_session *s, const weir_cfg_upstream *u)
+{
+    if (u->max_retries == 0 ||
+        (!(u->retry_on & WEIR_CFG_RETRY_NON_IDEMPOTENT) && !idempotent(weir_session_method(s))))
+        return 0;
+    uint8_t r = 0;
+    if (u->retry_on & WEIR_CFG_RETRY_TIMEOUT)
+        r |= WEIR_RETRY_TIMEOUT;
+    if (u->retry_on & WEIR_CFG_RETRY_502)
+        r |= WEIR_RETRY_502;
+    if (u->retry_on & WEIR_CFG_RETRY_503)
+        r |= WEIR_RETRY_503;
+    if (u->retry_on & WEIR_CFG_RETRY_504)
+        r |= WEIR_RETRY_504;
+    return r;
+}
+
+weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
+{
+    req_ctx *c = ctx;
+    const weir_cfg_location *l = c->loc;
+    const weir_cfg_upstream *u = l ? l->upstream : NULL;
+    if (!u || !u->lb)
+        return weir__app_answer(s, 503, "Service Unavailable");
+    weir_backend *b = c->next; /* a retry after a 5xx status chose it already */
+    c->next = NULL;
+    bool from_cookie = false;
+    if (!b && u->sticky_cookie && c->n_tried == 0) {
+        b = sticky_backend(s, u);
+        from_cookie = b != NULL;
+    }
+    if (!b)
+        b = weir_upstream_select(u->lb, hash_key(s, u), c->tried, c->n_tried);
+    /* Any backend but the cookie's (first pick or a retry) re-pins the client. */
+    c->set_sticky = u->sticky_cookie && !from_cookie;
+    if (!b) {
+        /* Nothing usable: at once 503, or after this request's failures
+         * what the last one was: 504 for a timeout, else 502. */
+        if (c->n_tried && weir_session_failure(s) == WEIR_FAILURE_TIMEOUT)
+            return weir__app_answer(s, 504, "Gateway Timeout");
+        if (c->n_tried)
+            return weir__app_answer(s, 502, "Bad Gateway");
+        return weir__app_answer(s, 503, "Service Unavailable");
+    }
+    c->backend = b;
+    weir_backend_peer(b, peer);
+    /* Location settings win over the upstream's, which win over the
+     * server's defaults already in *peer. */
+    if (u->connection_timeout_ms)
+        peer->connect_timeout_ms = u->connection_timeout_ms;
+    if (l->connect_timeout_ms)
+        peer->connect_timeout_ms = l->connect_timeout_ms;
+    if (u->read_timeout_ms)
+        peer->read_timeout_ms = u->read_timeout_ms;
+    if (l->read_timeout_ms)
+        peer->read_timeout_ms = l->read_timeout_ms;
+    if (u->write_timeout_ms)
+        peer->write_timeout_ms = u->write_timeout_ms;
+    if (l->write_timeout_ms)
+        peer->write_timeout_ms = l->write_timeout_ms;
+    if (u->idle_timeout_ms)
+        peer->idle_timeout_ms = u->idle_timeout_ms;
+    if (c->grpc)
+        peer->read_timeout_ms = peer->write_timeout_ms = l->grpc_idle_timeout_ms;
+    /* total_connection_timeout bounds the whole connection set-up (TCP and
+     * the TLS handshake), as in Pingora. */
+    if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
+        peer->connect_timeout_ms = u->total_connection_timeout_ms;
+    peer->keepalive = u->keepalive;
+    peer->retry_on = retry_bits(s, u);
+    peer->queue_timeout_ms = u->queue_timeout_ms;
+    peer->h2 = u->h2;
+    peer->h2_or_h1 = u->h2_or_h1;
+    if (u->tls) {
+        peer->tls = true;
+        peer->tls_client = u->tls_client;
+        if (u->sni)
+            snprintf(peer->sni, sizeof(peer->sni), "%s", u->sni);
+    }
+    return WEIR_PHASE_CONTINUE;
+}
+
+bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, int error,
+                               int attempt)
+{
+    req_ctx *c = ctx;
+    const weir_cfg_upstream *u = c->loc ? c->loc->upstream : NULL;
+    if (c->backend) {
+        if (c->n_tried < MAX_TRIED)
+            c->tried[c->n_tried++] = weir_backend_id(c->backend);
+        weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
+        c->backend = NULL;
+    }
+    if (!u || (uint32_t)attempt > u->max_retries || c->n_tried >= MAX_TRIED)
+        return false;
+    weir_failure kind = weir_session_failure(s);
+    uint32_t need = kind == WEIR_FAILURE_CONNECT   ? WEIR_CFG_RETRY_CONNECT
+                    : kind == WEIR_FAILURE_RESET   ? WEIR_CFG_RETRY_RESET
+                    : kind == WEIR_FAILURE_TIMEOUT ? WEIR_CFG_RETRY_TIMEOUT
+                    : kind == WEIR_FAILURE_STATUS
+                        ? WEIR_CFG_RETRY_502 | WEIR_CFG_RETRY_503 | WEIR_CFG_RETRY_504
+                        : 0;
+    if (!(u->retry_on & need))
+        return false;
+    /* A reset after the body went out may come after the backend acted on
+     * it: sent again only if doing so twice is harmless. */
+    if (kind == WEIR_FAILURE_RESET && weir_session_body_sent(s) &&
+        !(u->retry_on & WEIR_CFG_RETRY_NON_IDEMPOTENT) && !idempotent(weir_session_method(s)))
+        return false;
+    if (u->retry_timeout_ms && weir__app_mono_ms() - c->start_ms >= u->retry_timeout_ms)
+        return false;
+    if (kind == WEIR_FAILURE_STATUS) {
+        /* The backend's answer is dropped only if another backend takes
+         * the request; else the client gets that answer. */
+        c->next = weir_upstream_select(u->lb, hash_key(s, u), c->tried, c->n_tried);
+        return c->next != NULL;
+    }
+    /* upstream_peer picks another backend, each at most once. */
+    return true;
+}
+
+void weir__app_connected_to_upstream(weir_session *s, void *ctx, const weir_peer *peer, bool reused)
+{
+    req_ctx *c = ctx;
+    if (c && c->backend)
+        weir_backend_note_connection(c->backend, reused);
+}

@@ -1,0 +1,572 @@
+/*
+ * config.c - loading and validating the TOML configuration (see config.h).
+ *
+ * Loading walks the document once per section, checks every key against
+ * the section's schema (unknown keys get a "did you mean" from the closest
+ * known key), converts values with range checks, and then resolves the
+ * cross-references (server -> locations -> upstream). Every problem is
+ * recorded and loading goes on, so one run reports all of them.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "app/config/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "app/access_log.h"
+#include "app/config/read.h"
+#include "app/toml/toml.h"
+#include "weir/addr.h"
+
+bool weir__config_resolve_names = true;
+
+/* ---- [basic] ---- */
+
+static const char *const basic_keys[] = {"threads",      "pid_file",     "error_log", "log_level",
+                                         "grace_period", "upgrade_sock", "temp_dir",  NULL};
+
+static void load_basic(loader *ld, const weir_toml_value *t)
+{
+    weir_cfg_basic *b = &ld->cfg->basic;
+    b->grace_period_ms = 10000;
+    if (!t)
+        goto temp_dir;
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        weir__cfg_err_at(ld, weir_toml_line(t), "[basic] must be a table");
+        return;
+    }
+    weir__cfg_check_keys(ld, t, "basic", basic_keys);
+    int64_t v;
+    bool present;
+    if (weir__cfg_get_int(ld, t, "threads", "basic", 0, 1024, &v))
+        b->threads = (int)v;
+    b->pid_file = weir__cfg_dup_string(ld, t, "pid_file", "basic", &present);
+    b->error_log = weir__cfg_dup_string(ld, t, "error_log", "basic", &present);
+    b->upgrade_sock = weir__cfg_dup_string(ld, t, "upgrade_sock", "basic", &present);
+    b->log_level = weir__cfg_dup_string(ld, t, "log_level", "basic", &present);
+    if (b->log_level && strcmp(b->log_level, "error") && strcmp(b->log_level, "warn") &&
+        strcmp(b->log_level, "info") && strcmp(b->log_level, "debug")) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "log_level", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'log_level' in [basic] must be error, warn, info or debug, not '%s'",
+                         b->log_level);
+    }
+    weir__cfg_get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
+    b->temp_dir = weir__cfg_dup_string(ld, t, "temp_dir", "basic", &present);
+    if (b->temp_dir) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "temp_dir", &e);
+        ld->temp_dir_line = e.line;
+    }
+temp_dir:
+    if (!b->temp_dir)
+        b->temp_dir = strdup("/tmp");
+}
+
+/* A location spills bodies to files in temp_dir: it must take them. */
+void weir__cfg_check_temp_dir(loader *ld, int line)
+{
+    if (ld->temp_dir_checked)
+        return;
+    ld->temp_dir_checked = true;
+    const char *dir = ld->cfg->basic.temp_dir;
+    int fd = dir ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    weir__cfg_err_at(ld, ld->temp_dir_line ? ld->temp_dir_line : line,
+                     "temp_dir '%s' (for request_buffer_file_size) cannot hold temporary files: %s",
+                     dir ? dir : "", dir ? strerror(errno) : "out of memory");
+}
+
+/* ---- [admin] ---- */
+
+static const char *const admin_keys[] = {"addr", "token", "token_file", "persist", NULL};
+
+/* 127.0.0.0/8 or ::1 (also as ::ffff:127.x.y.z). */
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct sockaddr_in6 *a = (const void *)ss;
+    if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+}
+
+/* The token file's content without its trailing newline; NULL (error
+ * reported) if it cannot be read or is empty. */
+static char *read_token_file(loader *ld, const char *path, int line)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        weir__cfg_err_at(ld, line, "[admin] token_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char buf[4097];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n == sizeof(buf)) {
+        weir__cfg_err_at(ld, line, "[admin] token_file %s is larger than 4096 bytes", path);
+        return NULL;
+    }
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || strlen(buf) != n) {
+        weir__cfg_err_at(ld, line, "[admin] token_file %s is empty or contains a NUL character",
+                         path);
+        return NULL;
+    }
+    return strdup(buf);
+}
+
+static void load_admin(loader *ld, const weir_toml_value *t)
+{
+    weir_cfg_admin *a = &ld->cfg->admin;
+    if (!t)
+        return;
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        weir__cfg_err_at(ld, weir_toml_line(t), "[admin] must be a table");
+        return;
+    }
+    weir__cfg_check_keys(ld, t, "admin", admin_keys);
+    bool present;
+    weir_toml_entry e;
+    a->line = weir_toml_line(t);
+    a->addr = weir__cfg_dup_string(ld, t, "addr", "admin", &present);
+    if (present && weir__cfg_entry_of(t, "addr", &e))
+        a->line = e.line;
+    if (!present)
+        weir__cfg_err_at(ld, a->line, "[admin] needs 'addr'");
+    a->token = weir__cfg_dup_string(ld, t, "token", "admin", &present);
+    if (a->token && !a->token[0]) {
+        weir__cfg_entry_of(t, "token", &e);
+        weir__cfg_err_at(ld, e.line, "'token' in [admin] is empty");
+    }
+    bool has_token = present;
+    a->token_file = weir__cfg_dup_string(ld, t, "token_file", "admin", &present);
+    if (present && has_token) {
+        weir__cfg_entry_of(t, "token_file", &e);
+        weir__cfg_err_at(ld, e.line, "[admin] takes 'token' or 'token_file', not both");
+    } else if (a->token_file) {
+        weir__cfg_entry_of(t, "token_file", &e);
+        a->token = read_token_file(ld, a->token_file, e.line);
+    }
+    weir__cfg_get_bool(ld, t, "persist", "admin", &a->persist);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (!a->addr)
+        return;
+    if (weir_addr_parse(a->addr, &ss, &len) < 0)
+        weir__cfg_err_at(ld, a->line,
+                         "invalid listen address '%s' in [admin]: expected \"ip:port\"", a->addr);
+    else if (!is_loopback(&ss) && !has_token && !a->token_file)
+        weir__cfg_err_at(ld, a->line, "[admin] listens on %s (not loopback) without a token",
+                         a->addr);
+}
+
+/* ---- the document ---- */
+
+static const char *const top_keys[] = {"basic",     "admin",        "servers", "locations",
+                                       "upstreams", "certificates", NULL};
+
+/* The named sub-tables of a section like [servers], checked to be tables. */
+static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
+{
+    const weir_toml_value *t = weir_toml_table_get(root, name);
+    if (t && weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        weir__cfg_err_at(ld, weir_toml_line(t), "'%s' must be a table of [%s.NAME] sections", name,
+                         name);
+        return NULL;
+    }
+    return t;
+}
+
+static weir_cfg_upstream *find_upstream(weir_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        if (strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    }
+    return NULL;
+}
+
+static weir_cfg_location *find_location(weir_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_locations; i++) {
+        if (strcmp(c->locations[i].name, name) == 0)
+            return &c->locations[i];
+    }
+    return NULL;
+}
+
+/* Two listen addresses conflict if equal, or on the same port and family
+ * with one of them the wildcard address (0.0.0.0 or ::). */
+static bool addrs_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (weir_addr_equal((const struct sockaddr *)a, (const struct sockaddr *)b))
+        return true;
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port &&
+               (x->sin_addr.s_addr == htonl(INADDR_ANY) || y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
+static void build_router(loader *ld, weir_cfg_server *s)
+{
+    weir_route_spec *specs = calloc(s->n_locations ? s->n_locations : 1, sizeof(*specs));
+    if (!specs)
+        return;
+    for (size_t i = 0; s->locations && i < s->n_locations; i++) {
+        weir_cfg_location *l = s->locations[i];
+        specs[i] = (weir_route_spec){.hosts = (const char *const *)l->hosts,
+                                     .n_hosts = l->n_hosts,
+                                     .path = l->path,
+                                     .has_weight = l->has_weight,
+                                     .weight = l->weight,
+                                     .data = l};
+    }
+    char err[512];
+    s->router = weir__router_new(specs, s->n_locations, err, sizeof(err));
+    if (!s->router) {
+        /* "location N: ..." -> name the location and its line. */
+        size_t idx = 0;
+        const char *msg = err;
+        if (sscanf(err, "location %zu:", &idx) == 1 && idx < s->n_locations) {
+            msg = strchr(err, ':') + 2;
+            weir__cfg_err_at(ld, s->locations[idx]->line, "[locations.%s]: %s",
+                             s->locations[idx]->name, msg);
+        } else {
+            weir__cfg_err_at(ld, s->line, "[servers.%s]: %s", s->name, msg);
+        }
+    }
+    free(specs);
+}
+
+static void free_config(weir_config *c)
+{
+    for (size_t i = 0; i < c->n_servers; i++) {
+        weir_cfg_server *s = &c->servers[i];
+        free(s->name);
+        weir__cfg_free_list(s->addrs, s->n_addrs);
+        free(s->locations);
+        weir__router_free(s->router);
+        weir__access_log_free(s->access_log);
+        free(s->access_log_file);
+        free(s->tls.certs);
+        free(s->tls.ciphers);
+        free(s->tls.ciphersuites);
+        free(s->tls.alpn);
+        free(s->tls.client_ca);
+    }
+    free(c->servers);
+    for (size_t i = 0; i < c->n_certs; i++) {
+        weir_cfg_cert *x = &c->certs[i];
+        free(x->name);
+        free(x->cert);
+        free(x->key);
+        free(x->chain);
+        weir__cfg_free_list(x->domains, x->n_domains);
+    }
+    free(c->certs);
+    for (size_t i = 0; i < c->n_locations; i++) {
+        weir_cfg_location *l = &c->locations[i];
+        free(l->name);
+        weir__cfg_free_list(l->hosts, l->n_hosts);
+        free(l->path);
+        pcre2_code_free(l->rewrite_re);
+        free(l->rewrite_repl);
+        free(l->rewrite_text);
+        weir__cfg_free_headers(&l->proxy_set);
+        weir__cfg_free_headers(&l->proxy_add);
+        weir__cfg_free_headers(&l->proxy_remove);
+        weir__cfg_free_headers(&l->resp_set);
+        weir__cfg_free_headers(&l->resp_add);
+        weir__cfg_free_headers(&l->resp_remove);
+    }
+    free(c->locations);
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        weir_cfg_upstream *u = &c->upstreams[i];
+        free(u->name);
+        for (size_t j = 0; j < u->n_backends; j++)
+            free(u->backends[j].text);
+        free(u->backends);
+        free(u->hash_name);
+        free(u->sticky_cookie);
+        free(u->sni);
+        weir_tls_client_free(u->tls_client);
+        weir_upstream_free(u->lb);
+    }
+    free(c->upstreams);
+    free(c->basic.pid_file);
+    free(c->basic.error_log);
+    free(c->basic.log_level);
+    free(c->basic.upgrade_sock);
+    free(c->basic.temp_dir);
+    free(c->admin.addr);
+    if (c->admin.token) /* a secret: do not leave it in freed memory */
+        explicit_bzero(c->admin.token, strlen(c->admin.token));
+    free(c->admin.token);
+    free(c->admin.token_file);
+    free(c->file);
+    free(c);
+}
+
+/* Allocates the named sections of `section` into an array of `size`-byte
+ * structs whose first two fields are `char *name; int line;`. */
+static void *alloc_named(loader *ld, const weir_toml_value *sec, size_t size, size_t *n_out)
+{
+    size_t n = weir_toml_table_count(sec);
+    *n_out = 0;
+    char *arr = calloc(n ? n : 1, size);
+    if (!arr)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(sec, i, &e);
+        struct {
+            char *name;
+            int line;
+        } *head = (void *)(arr + i * size);
+        head->name = strdup(e.key);
+        head->line = e.line;
+    }
+    *n_out = n;
+    return arr;
+}
+
+weir_config *weir__config_load(const char *text, size_t len, const char *file,
+                               weir_cfg_errors *errs)
+{
+    loader ld = {.file = file, .errs = errs};
+    size_t errs_before = errs->n;
+    weir_toml_error terr;
+    weir_toml_value *root = weir_toml_parse(text, len, &terr);
+    if (!root) {
+        char buf[512];
+        weir_toml_error_format(&terr, file, buf, sizeof(buf));
+        char *copy = strdup(buf);
+        char **nv = realloc(errs->v, (errs->n + 1) * sizeof(*nv));
+        if (copy && nv) {
+            errs->v = nv;
+            errs->v[errs->n++] = copy;
+        } else {
+            free(copy);
+            if (nv)
+                errs->v = nv;
+        }
+        return NULL;
+    }
+    weir_config *c = calloc(1, sizeof(*c));
+    if (!c) {
+        weir_toml_free(root);
+        return NULL;
+    }
+    ld.cfg = c;
+    c->refs = 1;
+    c->file = strdup(file);
+    weir__cfg_check_keys(&ld, root, "top level", top_keys);
+    load_basic(&ld, section_of(&ld, root, "basic"));
+    load_admin(&ld, weir_toml_table_get(root, "admin"));
+
+    const weir_toml_value *certs = section_of(&ld, root, "certificates");
+    if (certs) {
+        c->certs = alloc_named(&ld, certs, sizeof(weir_cfg_cert), &c->n_certs);
+        for (size_t i = 0; i < c->n_certs; i++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(certs, i, &e);
+            weir__cfg_load_cert_section(&ld, &c->certs[i], e.value);
+        }
+        weir__cfg_check_unlisted_certs(&ld, weir_toml_table_get(root, "servers"));
+    }
+    const weir_toml_value *ups = section_of(&ld, root, "upstreams");
+    const weir_toml_value *locs = section_of(&ld, root, "locations");
+    const weir_toml_value *srvs = section_of(&ld, root, "servers");
+
+    if (ups) {
+        c->upstreams = alloc_named(&ld, ups, sizeof(weir_cfg_upstream), &c->n_upstreams);
+        for (size_t i = 0; i < c->n_upstreams; i++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(ups, i, &e);
+            weir__cfg_load_upstream(&ld, &c->upstreams[i], e.value);
+        }
+    }
+    if (locs) {
+        c->locations = alloc_named(&ld, locs, sizeof(weir_cfg_location), &c->n_locations);
+        for (size_t i = 0; i < c->n_locations; i++) {
+            weir_toml_entry e;
+            weir_toml_table_entry(locs, i, &e);
+            char *up_name = NULL;
+            int up_line = 0;
+            weir__cfg_load_location(&ld, &c->locations[i], e.value, &up_name, &up_line);
+            if (up_name) {
+                c->locations[i].upstream = find_upstream(c, up_name);
+                if (!c->locations[i].upstream) {
+                    const char *known[64] = {0};
+                    for (size_t k = 0; k < c->n_upstreams && k < 63; k++)
+                        known[k] = c->upstreams[k].name;
+                    const char *s = weir__cfg_suggest(up_name, known);
+                    weir__cfg_err_at(&ld, up_line,
+                                     "[locations.%s] refers to undefined upstream '%s'%s%s%s",
+                                     c->locations[i].name, up_name, s ? "; did you mean '" : "",
+                                     s ? s : "", s ? "'?" : "");
+                }
+                free(up_name);
+            }
+        }
+    }
+    if (!srvs || weir_toml_table_count(srvs) == 0)
+        weir__cfg_err_at(&ld, 0, "no [servers.NAME] section: nothing to listen on");
+    if (srvs) {
+        c->servers = alloc_named(&ld, srvs, sizeof(weir_cfg_server), &c->n_servers);
+        for (size_t i = 0; i < c->n_servers; i++) {
+            weir_cfg_server *s = &c->servers[i];
+            weir_toml_entry e;
+            weir_toml_table_entry(srvs, i, &e);
+            char **names = NULL;
+            size_t n_names = 0;
+            int names_line = s->line;
+            weir__cfg_load_server(&ld, s, e.value, &names, &n_names, &names_line);
+            s->locations = calloc(n_names ? n_names : 1, sizeof(*s->locations));
+            for (size_t k = 0; s->locations && k < n_names; k++) {
+                weir_cfg_location *l = find_location(c, names[k]);
+                if (!l) {
+                    const char *known[64] = {0};
+                    for (size_t j = 0; j < c->n_locations && j < 63; j++)
+                        known[j] = c->locations[j].name;
+                    const char *sg = weir__cfg_suggest(names[k], known);
+                    weir__cfg_err_at(&ld, names_line,
+                                     "[servers.%s] refers to undefined location '%s'%s%s%s",
+                                     s->name, names[k], sg ? "; did you mean '" : "", sg ? sg : "",
+                                     sg ? "'?" : "");
+                    continue;
+                }
+                s->locations[s->n_locations++] = l;
+            }
+            weir__cfg_free_list(names, n_names);
+        }
+        /* Listen addresses are unique across all servers. */
+        for (size_t i = 0; i < c->n_servers; i++) {
+            for (size_t a = 0; a < c->servers[i].n_addrs; a++) {
+                struct sockaddr_storage x, y;
+                socklen_t xl, yl;
+                if (weir_addr_parse(c->servers[i].addrs[a], &x, &xl) < 0)
+                    continue;
+                for (size_t j = 0; j <= i; j++) {
+                    for (size_t b = 0; b < (j == i ? a : c->servers[j].n_addrs); b++) {
+                        if (weir_addr_parse(c->servers[j].addrs[b], &y, &yl) == 0 &&
+                            addrs_overlap(&x, &y))
+                            weir__cfg_err_at(&ld, c->servers[i].line,
+                                             "listen address %s of [servers.%s] is also used by "
+                                             "[servers.%s]",
+                                             c->servers[i].addrs[a], c->servers[i].name,
+                                             c->servers[j].name);
+                    }
+                }
+            }
+        }
+        /* ... and the admin API's address is none of them. */
+        struct sockaddr_storage adm, y;
+        socklen_t al, yl;
+        if (c->admin.addr && weir_addr_parse(c->admin.addr, &adm, &al) == 0) {
+            for (size_t i = 0; i < c->n_servers; i++) {
+                for (size_t b = 0; b < c->servers[i].n_addrs; b++) {
+                    if (weir_addr_parse(c->servers[i].addrs[b], &y, &yl) == 0 &&
+                        addrs_overlap(&adm, &y))
+                        weir__cfg_err_at(&ld, c->admin.line,
+                                         "[admin] address %s is also used by [servers.%s]",
+                                         c->admin.addr, c->servers[i].name);
+                }
+            }
+        }
+        if (errs->n == errs_before) {
+            for (size_t i = 0; i < c->n_servers; i++)
+                build_router(&ld, &c->servers[i]);
+        }
+    }
+    weir_toml_free(root);
+    if (errs->n != errs_before) {
+        free_config(c);
+        return NULL;
+    }
+    return c;
+}
+
+weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs)
+{
+    FILE *f = fopen(path, "rb");
+    loader ld = {.file = path, .errs = errs};
+    if (!f) {
+        weir__cfg_err_at(&ld, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 65536;
+            if (cap > (64u << 20)) {
+                weir__cfg_err_at(&ld, 0, "file larger than 64 MiB");
+                fclose(f);
+                free(buf);
+                return NULL;
+            }
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                fclose(f);
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        if (got == 0)
+            break;
+        len += got;
+    }
+    bool read_err = ferror(f);
+    fclose(f);
+    if (read_err) {
+        weir__cfg_err_at(&ld, 0, "read error");
+        free(buf);
+        return NULL;
+    }
+    weir_config *c = weir__config_load(buf ? buf : "", len, path, errs);
+    free(buf);
+    return c;
+}
+
+weir_config *weir__config_ref(weir_config *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void weir__config_unref(weir_config *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        free_config(c);
+}

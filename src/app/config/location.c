@@ -1,0 +1,262 @@
+/*
+ * location.c - [locations.NAME]: matching, rewrite, header rules, body
+ * limits and buffering, timeouts (see config.h).
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "app/access_log.h"
+#include "app/config/read.h"
+#include "app/toml/toml.h"
+#include "weir/addr.h"
+
+/* ---- [locations.NAME] ---- */
+
+static const char *const location_keys[] = {"host",
+                                            "path",
+                                            "weight",
+                                            "upstream",
+                                            "rewrite",
+                                            "proxy_set_headers",
+                                            "proxy_add_headers",
+                                            "proxy_remove_headers",
+                                            "response_set_headers",
+                                            "response_add_headers",
+                                            "response_remove_headers",
+                                            "client_max_body_size",
+                                            "connection_timeout",
+                                            "read_timeout",
+                                            "write_timeout",
+                                            "echo",
+                                            "grpc_idle_timeout",
+                                            "request_buffering",
+                                            "request_buffer_size",
+                                            "request_buffer_file_size",
+                                            NULL};
+
+bool weir__cfg_valid_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Fields a header rule may not touch: the codecs write framing and
+ * connection fields themselves, so a rule setting Content-Length would
+ * make the peer wait for a body that never comes, and one removing
+ * Connection would do nothing. Host may be set (a backend's virtual
+ * host), never added or removed.
+ */
+static const char *forbidden_field(const char *name, bool is_set_on_request)
+{
+    static const char *const never[] = {"content-length", "transfer-encoding", "connection",
+                                        "keep-alive",     "proxy-connection",  "te",
+                                        "trailer",        "upgrade",           NULL};
+    for (size_t i = 0; never[i]; i++) {
+        if (strcasecmp(name, never[i]) == 0)
+            return "a framing or hop-by-hop field, which weir writes itself";
+    }
+    if (strcasecmp(name, "host") == 0 && !is_set_on_request)
+        return "Host (only proxy_set_headers may change it)";
+    return NULL;
+}
+
+/* "Name: value" strings (set/add) or "Name" strings (remove). */
+static void load_headers(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                         bool with_value, weir_cfg_headers *out)
+{
+    size_t n = 0;
+    int line = 0;
+    char **items = weir__cfg_get_string_list(ld, t, key, section, &n, &line);
+    if (!items)
+        return;
+    out->v = calloc(n ? n : 1, sizeof(*out->v));
+    for (size_t i = 0; out->v && i < n; i++) {
+        char *s = items[i];
+        char *colon = with_value ? strchr(s, ':') : NULL;
+        if (with_value && !colon) {
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: '%s' must be \"Name: value\"", key, section,
+                             s);
+            continue;
+        }
+        if (colon)
+            *colon = '\0';
+        const char *value = colon ? colon + 1 : NULL;
+        while (value && (*value == ' ' || *value == '\t'))
+            value++;
+        if (!weir__cfg_valid_token(s)) {
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
+            continue;
+        }
+        const char *why = forbidden_field(s, strcmp(key, "proxy_set_headers") == 0);
+        if (why) {
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: '%s' cannot be changed by a header rule: %s",
+                             key, section, s, why);
+            continue;
+        }
+        bool bad_value = false;
+        for (const char *p = value; p && *p; p++) {
+            if ((unsigned char)*p < 0x20 && *p != '\t')
+                bad_value = true;
+        }
+        if (bad_value) {
+            weir__cfg_err_at(ld, line, "'%s' in [%s]: control character in the value of '%s'", key,
+                             section, s);
+            continue;
+        }
+        out->v[out->n].name = strdup(s);
+        out->v[out->n].value = value ? strdup(value) : NULL;
+        out->n++;
+    }
+    weir__cfg_free_list(items, n);
+}
+
+void weir__cfg_free_headers(weir_cfg_headers *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->v[i].name);
+        free(h->v[i].value);
+    }
+    free(h->v);
+}
+
+void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
+                             char **upstream_name, int *upstream_line)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "locations.%s", l->name);
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        return;
+    }
+    weir__cfg_check_keys(ld, t, section, location_keys);
+    int line = 0;
+    l->hosts = weir__cfg_get_string_list(ld, t, "host", section, &l->n_hosts, &line);
+    bool present;
+    l->path = weir__cfg_dup_string(ld, t, "path", section, &present);
+    if (!l->path)
+        l->path = strdup("");
+    int64_t v;
+    if (weir__cfg_get_int(ld, t, "weight", section, 0, 1000000000, &v)) {
+        l->has_weight = true;
+        l->weight = v;
+    }
+    /* Check the path and host rules now, so their errors are reported with
+     * every other one (the server's router is built only from a valid
+     * configuration). */
+    weir_toml_entry pe;
+    int path_line = weir__cfg_entry_of(t, "path", &pe) ? pe.line : l->line;
+    if (l->path[0] && l->path[0] != '/' && l->path[0] != '=' && l->path[0] != '~') {
+        weir__cfg_err_at(
+            ld, path_line,
+            "'path' in [%s] must be \"/prefix\", \"=/exact\", \"~regex\" or empty, not '%s'",
+            section, l->path);
+    } else {
+        weir_route_spec spec = {
+            .hosts = (const char *const *)l->hosts, .n_hosts = l->n_hosts, .path = l->path};
+        char rerr[512];
+        weir_router *r = weir__router_new(&spec, 1, rerr, sizeof(rerr));
+        if (!r)
+            weir__cfg_err_at(ld, strstr(rerr, "host") && line ? line : path_line, "[%s]: %s",
+                             section, strncmp(rerr, "location 0: ", 12) == 0 ? rerr + 12 : rerr);
+        weir__router_free(r);
+    }
+    *upstream_name = weir__cfg_dup_string(ld, t, "upstream", section, &present);
+    weir_toml_entry e;
+    *upstream_line = weir__cfg_entry_of(t, "upstream", &e) ? e.line : l->line;
+    weir__cfg_get_bool(ld, t, "echo", section, &l->echo);
+    if (!*upstream_name && !l->echo)
+        weir__cfg_err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
+    if (*upstream_name && l->echo)
+        weir__cfg_err_at(ld, *upstream_line, "[%s] has both 'upstream' and echo = true", section);
+
+    char *rewrite = weir__cfg_dup_string(ld, t, "rewrite", section, &present);
+    if (rewrite) {
+        l->rewrite_text = strdup(rewrite); /* before the split below */
+        weir__cfg_entry_of(t, "rewrite", &e);
+        /* "REGEX REPLACEMENT": the regex ends at the first unescaped space. */
+        char *sp = strpbrk(rewrite, " \t");
+        if (!sp) {
+            weir__cfg_err_at(ld, e.line, "'rewrite' in [%s] must be \"REGEX REPLACEMENT\"",
+                             section);
+        } else {
+            *sp = '\0';
+            char *repl = sp + 1;
+            while (*repl == ' ' || *repl == '\t')
+                repl++;
+            int code;
+            PCRE2_SIZE off;
+            l->rewrite_re =
+                pcre2_compile((PCRE2_SPTR)rewrite, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+            if (!l->rewrite_re) {
+                PCRE2_UCHAR msg[256];
+                pcre2_get_error_message(code, msg, sizeof(msg));
+                weir__cfg_err_at(ld, e.line, "invalid regex in 'rewrite' of [%s]: %s at offset %zu",
+                                 section, (const char *)msg, (size_t)off);
+            } else {
+                pcre2_jit_compile(l->rewrite_re, PCRE2_JIT_COMPLETE);
+                l->rewrite_repl = strdup(repl);
+            }
+        }
+        free(rewrite);
+    }
+    load_headers(ld, t, "proxy_set_headers", section, true, &l->proxy_set);
+    load_headers(ld, t, "proxy_add_headers", section, true, &l->proxy_add);
+    load_headers(ld, t, "proxy_remove_headers", section, false, &l->proxy_remove);
+    load_headers(ld, t, "response_set_headers", section, true, &l->resp_set);
+    load_headers(ld, t, "response_add_headers", section, true, &l->resp_add);
+    load_headers(ld, t, "response_remove_headers", section, false, &l->resp_remove);
+    uint64_t size;
+    if (weir__cfg_get_size(ld, t, "client_max_body_size", section, UINT64_MAX / 2, &size)) {
+        l->client_max_body_size = size;
+        l->has_max_body = true;
+    }
+    weir__cfg_get_duration(ld, t, "connection_timeout", section, 3600000, false,
+                           &l->connect_timeout_ms);
+    weir__cfg_get_duration(ld, t, "read_timeout", section, 86400000, false, &l->read_timeout_ms);
+    weir__cfg_get_duration(ld, t, "write_timeout", section, 86400000, false, &l->write_timeout_ms);
+    weir__cfg_get_duration(ld, t, "grpc_idle_timeout", section, 7 * 86400000u, false,
+                           &l->grpc_idle_timeout_ms);
+    bool buffering = true;
+    weir__cfg_get_bool(ld, t, "request_buffering", section, &buffering);
+    l->request_buffer_bytes = 64 * 1024;
+    uint64_t buffer_size;
+    if (weir__cfg_get_size(ld, t, "request_buffer_size", section, 1024 * 1024 * 1024, &buffer_size))
+        l->request_buffer_bytes = buffer_size;
+    uint64_t file_size;
+    if (weir__cfg_get_size(ld, t, "request_buffer_file_size", section, UINT64_C(1) << 40,
+                           &file_size)) {
+        weir_toml_entry fe;
+        weir__cfg_entry_of(t, "request_buffer_file_size", &fe);
+        if (file_size && file_size <= l->request_buffer_bytes)
+            weir__cfg_err_at(ld, fe.line,
+                             "'request_buffer_file_size' in [%s] must be larger than "
+                             "request_buffer_size (%" PRIu64 " bytes), or 0",
+                             section, l->request_buffer_bytes);
+        else if (file_size && buffering)
+            weir__cfg_check_temp_dir(ld, fe.line);
+        l->request_buffer_file_bytes = file_size;
+    }
+    if (!buffering)
+        l->request_buffer_bytes = l->request_buffer_file_bytes = 0;
+}

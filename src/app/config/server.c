@@ -1,0 +1,158 @@
+/*
+ * server.c - [servers.NAME]: listeners, limits, timeouts, header trust and
+ * TLS (see config.h).
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "app/access_log.h"
+#include "app/config/read.h"
+#include "app/toml/toml.h"
+#include "weir/addr.h"
+
+/* ---- [servers.NAME] ---- */
+
+static const char *const server_keys[] = {"addr",
+                                          "locations",
+                                          "access_log",
+                                          "access_log_file",
+                                          "client_header_timeout",
+                                          "client_body_timeout",
+                                          "keepalive_timeout",
+                                          "send_timeout",
+                                          "max_header_size",
+                                          "max_headers",
+                                          "max_body_size",
+                                          "certificates",
+                                          "tls_min_version",
+                                          "tls_ciphers",
+                                          "tls_ciphersuites",
+                                          "tls_session_tickets",
+                                          "tls_handshake_timeout",
+                                          "client_ca",
+                                          "client_verify",
+                                          "alpn",
+                                          "redirect_https",
+                                          "https_port",
+                                          "h2c",
+                                          "h2_max_concurrent_streams",
+                                          "tunnel_idle_timeout",
+                                          "trusted_proxies",
+                                          "merge_slashes",
+                                          "underscores_in_headers",
+                                          "max_uri_size",
+                                          NULL};
+
+/* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
+static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
+                                 const char *section)
+{
+    size_t n = 0;
+    int line = 0;
+    char **items = weir__cfg_get_string_list(ld, t, "trusted_proxies", section, &n, &line);
+    if (!items)
+        return;
+    if (n > WEIR_MAX_TRUSTED_PROXIES)
+        weir__cfg_err_at(ld, line, "'trusted_proxies' in [%s]: at most %d entries", section,
+                         WEIR_MAX_TRUSTED_PROXIES);
+    for (size_t i = 0; i < n && i < WEIR_MAX_TRUSTED_PROXIES; i++) {
+        if (weir_cidr_parse(items[i], &o->trusted_proxies[o->n_trusted_proxies]) != WEIR_OK)
+            weir__cfg_err_at(ld, line,
+                             "'trusted_proxies' in [%s]: '%s' is not an address or CIDR block "
+                             "(\"10.0.0.0/8\", \"2001:db8::/32\", \"127.0.0.1\")",
+                             section, items[i]);
+        else
+            o->n_trusted_proxies++;
+    }
+    weir__cfg_free_list(items, n);
+}
+
+void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                           char ***loc_names, size_t *n_loc_names, int *loc_line)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "servers.%s", s->name);
+    if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
+        weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
+        return;
+    }
+    weir__cfg_check_keys(ld, t, section, server_keys);
+    int line = s->line;
+    s->addrs = weir__cfg_get_string_list(ld, t, "addr", section, &s->n_addrs, &line);
+    if (!s->addrs && !weir__cfg_entry_of(t, "addr", &(weir_toml_entry){0}))
+        weir__cfg_err_at(ld, s->line, "[%s] needs 'addr'", section);
+    else if (s->addrs && s->n_addrs == 0)
+        weir__cfg_err_at(ld, line, "'addr' in [%s] is empty", section);
+    for (size_t i = 0; s->addrs && i < s->n_addrs; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (weir_addr_parse(s->addrs[i], &ss, &len) < 0)
+            weir__cfg_err_at(ld, line, "invalid listen address '%s' in [%s]: expected \"ip:port\"",
+                             s->addrs[i], section);
+    }
+    *loc_line = s->line;
+    *loc_names = weir__cfg_get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
+    if (!*loc_names && !weir__cfg_entry_of(t, "locations", &(weir_toml_entry){0}))
+        weir__cfg_err_at(ld, s->line, "[%s] needs 'locations'", section);
+
+    bool present;
+    char *log = weir__cfg_dup_string(ld, t, "access_log", section, &present);
+    if (log) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "access_log", &e);
+        char err[256];
+        s->access_log = weir__access_log_compile(log, err, sizeof(err));
+        if (!s->access_log && strcmp(log, "off") != 0)
+            weir__cfg_err_at(ld, e.line, "'access_log' in [%s]: %s", section, err);
+        free(log);
+    }
+    s->access_log_file = weir__cfg_dup_string(ld, t, "access_log_file", section, &present);
+    weir_proxy_options *o = &s->opts;
+    weir__cfg_get_duration(ld, t, "client_header_timeout", section, 3600000, false,
+                           &o->client_header_timeout_ms);
+    weir__cfg_get_duration(ld, t, "client_body_timeout", section, 86400000, false,
+                           &o->client_body_timeout_ms);
+    weir__cfg_get_duration(ld, t, "keepalive_timeout", section, 86400000, false,
+                           &o->keepalive_timeout_ms);
+    weir__cfg_get_duration(ld, t, "send_timeout", section, 86400000, false, &o->send_timeout_ms);
+    weir__cfg_get_duration(ld, t, "tunnel_idle_timeout", section, 7 * 86400000u, false,
+                           &o->tunnel_idle_timeout_ms);
+    uint64_t size;
+    if (weir__cfg_get_size(ld, t, "max_header_size", section, 1024 * 1024, &size)) {
+        if (size < 1024)
+            weir__cfg_err_at(ld, s->line, "'max_header_size' in [%s] must be at least 1KB",
+                             section);
+        o->max_header_bytes = (uint32_t)size;
+    }
+    if (weir__cfg_get_size(ld, t, "max_uri_size", section, 1024 * 1024, &size)) {
+        if (size < 256)
+            weir__cfg_err_at(ld, s->line, "'max_uri_size' in [%s] must be at least 256", section);
+        o->max_uri_bytes = (uint32_t)size;
+    }
+    bool merge = true;
+    if (weir__cfg_get_bool(ld, t, "merge_slashes", section, &merge))
+        o->keep_slashes = !merge;
+    weir__cfg_get_bool(ld, t, "underscores_in_headers", section, &o->underscores_in_headers);
+    load_trusted_proxies(ld, o, t, section);
+    int64_t v;
+    if (weir__cfg_get_int(ld, t, "max_headers", section, 1, 1000, &v))
+        o->max_headers = (uint32_t)v;
+    if (weir__cfg_get_size(ld, t, "max_body_size", section, UINT64_MAX / 2, &size))
+        o->max_body_bytes = size;
+    weir__cfg_get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
+                           &o->tls_handshake_timeout_ms);
+    weir__cfg_load_server_tls(ld, s, t, section);
+}
