@@ -35,9 +35,11 @@ test: $(TEST_BUILD)/.built
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory lint unit fuzz-replay integration tsan
 
-# Every tracked C file clang-format clean, and clang-tidy's bug finders
+# The include layers (scripts/check-layers), every tracked C file
+# clang-format clean, and clang-tidy's bug finders
 # (.clang-tidy) clean over src/, with the test build's compile commands.
 lint: $(TEST_BUILD)/.built
+	scripts/check-layers
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 	git ls-files 'src/*.c' | xargs -P $(JOBS) -n 4 clang-tidy -p $(TEST_BUILD) --quiet
 
