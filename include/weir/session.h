@@ -117,6 +117,14 @@ int weir_session_buffer_to_file(weir_session *s, uint64_t max_bytes, const char 
  * service set no_request_id). Stable for the whole session.
  */
 weir_str weir_session_request_id(weir_session *s);
+/*
+ * Sets the request id (1 to 64 characters of [A-Za-z0-9._:-], not "..":
+ * what a client's X-Request-Id must be too), before anything asked for
+ * it: from early_request_filter or request_filter. Logs show it and the
+ * upstream gets it as X-Request-Id. Returns WEIR_OK, or WEIR_ERR_INVAL (a
+ * bad id, or the id was already read). The text is copied.
+ */
+int weir_session_set_request_id(weir_session *s, const char *id, size_t len);
 
 /* The peer's socket address (the connection's other end). */
 const struct sockaddr *weir_session_client_addr(const weir_session *s);

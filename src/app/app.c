@@ -15,6 +15,7 @@
 #include "app/access_log.h"
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
+#include "app/plugin/plugin.h"
 
 uint64_t weir__app_mono_ms(void)
 {
@@ -336,6 +337,12 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         weir__metrics_reload(false);
         return WEIR_ERR_INVAL;
     }
+    if (!weir__plugin_states(nc, old)) {
+        reload_error(errs_out, "reload failed: out of memory for the plugins' state");
+        weir__config_unref(nc);
+        weir__metrics_reload(false);
+        return WEIR_ERR_INVAL;
+    }
     weir_upstream *ups[1024];
     size_t n = checked_upstreams(nc, ups, 1024);
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {
@@ -412,6 +419,10 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         return NULL;
     }
     atomic_store(&app->current, cfg);
+    if (!weir__plugin_states(cfg, NULL)) {
+        weir_log(WEIR_LEVEL_ERROR, "%s: out of memory for the plugins' state", cfg->file);
+        goto fail;
+    }
     if (cfg->n_servers > MAX_SERVERS) {
         weir_log(WEIR_LEVEL_ERROR, "%s: at most %d servers", cfg->file, MAX_SERVERS);
         goto fail;

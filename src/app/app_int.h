@@ -55,6 +55,11 @@ typedef struct req_ctx {
     uint64_t start_ms;  /* for retry_timeout (set only when it is) */
     bool set_sticky;    /* the response sets the sticky cookie */
     bool grpc;          /* a gRPC request on a location with grpc_idle_timeout */
+    /* plugins (phases.c) */
+    void **pctx;                      /* per-request memory by the location's plugin slot */
+    const struct weir_plugin *parked; /* the plugin whose hook is PENDING, or NULL */
+    uint8_t park_chain;               /* where its chain goes on */
+    uint16_t park_pos;
 } req_ctx;
 
 /* Milliseconds of CLOCK_MONOTONIC. */

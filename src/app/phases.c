@@ -1,11 +1,10 @@
 /*
  * phases.c - the weir program's phases: route each request to a location
- * of its server, apply the location's rules (redirect, echo, body limit,
- * rewrite, headers both ways), and log it. Choosing the backend is in
- * balance.c.
+ * of its server and run the location's plugin chains at each step (its
+ * own rules, made plugins by the loader, first: echo, body limit,
+ * rewrite, headers both ways; a server's redirect_https before routing),
+ * then log it. Choosing the backend is in balance.c.
  */
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "app/access_log.h"
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
+#include "app/plugin/plugin.h"
 #include "app/route.h"
 
 weir_phase_result weir__app_answer(weir_session *s, int status, const char *text)
@@ -73,100 +73,105 @@ static void free_ctx(void *app, void *ctx)
     weir__config_unref(c->cfg);
 }
 
-static weir_phase_result echo(weir_session *s, req_ctx *c)
-{
-    char body[600];
-    weir_str m = weir_session_method(s), t = weir_session_target(s);
-    const char *addr = c->srv->n_addrs ? c->srv->addrs[0] : "-";
-    int n = snprintf(body, sizeof(body), "echo from %s: %.*s %.*s\n", addr, (int)m.len, m.ptr,
-                     (int)(t.len > 256 ? 256 : t.len), t.ptr);
-    weir_header h[] = {{WEIR_STR("Content-Type"), WEIR_STR("text/plain")},
-                       {WEIR_STR("X-Echo-Upstream"), {addr, strlen(addr)}}};
-    if (weir_session_respond(s, 200, h, 2, body, (size_t)n) != WEIR_OK)
-        return WEIR_PHASE_ERROR;
-    return WEIR_PHASE_ANSWERED;
-}
+/* ---- plugin chains ---- */
 
-/* Applies the location's rewrite to the normalised path; the query is
- * kept. The result is normalised again by weir_session_set_target, so a
- * capture cannot climb out of the rewritten prefix. Returns WEIR_OK,
- * WEIR_ERR_NOMEM for a result over 8 KiB, or WEIR_ERR_INVAL. */
-static int rewrite(weir_session *s, const weir_cfg_location *l)
+/* Its per-request memory (ctx_size bytes, zeroed) for the slot'th plugin of
+ * the location, made on first use. */
+static void *plugin_ctx(weir_session *s, req_ctx *c, const weir_plugin_ref *r)
 {
-    weir_str path = weir_session_path(s), query = weir_session_query(s);
-    char out[8192];
-    PCRE2_SIZE out_len = sizeof(out);
-    /* UNSET_EMPTY: an optional group that did not match is "" (as nginx). */
-    int rc = pcre2_substitute(l->rewrite_re, (PCRE2_SPTR)path.ptr, path.len, 0,
-                              PCRE2_SUBSTITUTE_UNSET_EMPTY, weir__thread_match_data(), NULL,
-                              (PCRE2_SPTR)l->rewrite_repl, PCRE2_ZERO_TERMINATED,
-                              (PCRE2_UCHAR *)out, &out_len);
-    if (rc == 0)
-        return WEIR_OK; /* no match: path unchanged */
-    if (rc == PCRE2_ERROR_NOMEMORY || (rc > 0 && out_len + 1 + query.len >= sizeof(out)))
-        return WEIR_ERR_NOMEM;
-    if (rc < 0)
-        return WEIR_ERR_INVAL;
-    weir_str target = weir_session_target(s);
-    if (memchr(target.ptr, '?', target.len)) { /* "?" alone is kept too */
-        out[out_len++] = '?';
-        memcpy(out + out_len, query.ptr, query.len);
-        out_len += query.len;
+    size_t size = r->p->def->ctx_size;
+    if (!size)
+        return NULL;
+    if (!c->pctx) {
+        c->pctx = weir_session_alloc(s, c->loc->n_plugins * sizeof(*c->pctx));
+        if (!c->pctx)
+            return NULL;
+        memset(c->pctx, 0, c->loc->n_plugins * sizeof(*c->pctx));
     }
-    if (out_len == 0 || out[0] != '/')
-        return WEIR_ERR_INVAL;
-    return weir_session_set_target(s, out, out_len);
+    if (!c->pctx[r->slot] && (c->pctx[r->slot] = weir_session_alloc(s, size)))
+        memset(c->pctx[r->slot], 0, size);
+    return c->pctx[r->slot];
 }
 
-/* 301 to the same host and target over https (the Host's port replaced
- * by https_port, omitted when 443). */
-static weir_phase_result redirect_https(weir_session *s, weir_str host, uint32_t port)
+static weir_plugin_hook hook_of(const weir_plugin *p, int chain)
 {
-    if (host.len == 0 || host.len > 255)
-        return weir__app_answer(s, 400, "Bad Request");
-    size_t hl = host.len;
-    if (host.ptr[0] == '[') { /* [v6]:port */
-        const char *e = memchr(host.ptr, ']', host.len);
-        if (e)
-            hl = (size_t)(e - host.ptr) + 1;
-    } else {
-        const char *colon = memchr(host.ptr, ':', host.len);
-        if (colon)
-            hl = (size_t)(colon - host.ptr);
-    }
-    weir_str target = weir_session_target(s);
-    size_t cap = hl + target.len + 32;
-    char *loc = weir_session_alloc(s, cap);
-    if (!loc)
-        return WEIR_PHASE_ERROR;
-    int n = port == 443 ? snprintf(loc, cap, "https://%.*s", (int)hl, host.ptr)
-                        : snprintf(loc, cap, "https://%.*s:%u", (int)hl, host.ptr, port);
-    memcpy(loc + n, target.ptr, target.len);
-    weir_header h[2] = {{WEIR_STR("Location"), {loc, (size_t)n + target.len}},
-                        {WEIR_STR("Content-Type"), WEIR_STR("text/plain")}};
-    static const char body[] = "301 Moved Permanently\n";
-    if (weir_session_respond(s, 301, h, 2, body, sizeof(body) - 1) != WEIR_OK)
-        return WEIR_PHASE_ERROR;
-    return WEIR_PHASE_ANSWERED;
+    return chain == WEIR_STEP_UPSTREAM_RESPONSE ? p->def->upstream_response
+           : chain == WEIR_STEP_RESPONSE        ? p->def->response
+                                                : p->def->request;
 }
 
-static weir_phase_result request_filter(weir_session *s, void *ctx)
+/* Runs chain k of the location from its from'th plugin: CONTINUE when all
+ * went on, else what stopped it (PENDING parks it: weir__plugin_resume). */
+static weir_phase_result run_chain(weir_session *s, req_ctx *c, int k, size_t from)
+{
+    const weir_plugin_chain *ch = &c->loc->chains[k];
+    for (size_t i = from; i < ch->n; i++) {
+        const weir_plugin_ref *r = &ch->v[i];
+        weir_plugin_call call = {s, r->p, plugin_ctx(s, c, r), c};
+        weir_phase_result res = hook_of(r->p, k)(&call);
+        if (res == WEIR_PHASE_CONTINUE)
+            continue;
+        if (res == WEIR_PHASE_PENDING) {
+            c->park_chain = (uint8_t)k;
+            c->park_pos = (uint16_t)(i + 1);
+            c->parked = r->p;
+        }
+        return res;
+    }
+    return WEIR_PHASE_CONTINUE;
+}
+
+void weir__plugin_resume(weir_session *s, weir_phase_result result)
+{
+    req_ctx *c = weir_session_ctx(s);
+    if (!c || !c->parked) {
+        weir_session_resume(s, WEIR_PHASE_ERROR);
+        return;
+    }
+    c->parked = NULL;
+    if (result == WEIR_PHASE_CONTINUE)
+        result = run_chain(s, c, c->park_chain, c->park_pos);
+    if (result != WEIR_PHASE_PENDING)
+        weir_session_resume(s, result);
+}
+
+const weir_plugin *weir__plugin_parked(weir_session *s)
+{
+    req_ctx *c = weir_session_ctx(s);
+    return c ? c->parked : NULL;
+}
+
+/* Runs a server's plugin (redirect_https) before routing. */
+static weir_phase_result run_one(weir_session *s, req_ctx *c, const weir_plugin *p)
+{
+    weir_plugin_call call = {s, p, NULL, c};
+    return p->def->request(&call);
+}
+
+static weir_phase_result early_request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
     if (!c)
         return WEIR_PHASE_ERROR;
     if (!c->srv)
         return weir__app_answer(s, 503, "Service Unavailable"); /* server removed by a reload */
+    if (c->srv->redirect) {
+        weir_phase_result r = run_one(s, c, c->srv->redirect);
+        if (r != WEIR_PHASE_CONTINUE)
+            return r;
+    }
     weir_str host = weir_headers_get(weir_session_req_headers(s), "host");
-    if (c->srv->redirect_https)
-        return redirect_https(s, host, c->srv->https_port);
     c->loc = weir__router_match(c->srv->router, host, weir_session_path(s));
     if (!c->loc)
         return weir__app_answer(s, 404, "Not Found");
-    if (c->loc->echo)
-        return echo(s, c);
-    if (c->loc->has_max_body)
-        weir_session_set_body_limit(s, c->loc->client_max_body_size);
+    return run_chain(s, c, WEIR_STEP_EARLY_REQUEST, 0);
+}
+
+static weir_phase_result request_filter(weir_session *s, void *ctx)
+{
+    req_ctx *c = ctx;
+    if (!c || !c->loc)
+        return WEIR_PHASE_ERROR;
     if (c->loc->upstream && c->loc->upstream->retry_timeout_ms)
         c->start_ms = weir__app_mono_ms();
     if (c->loc->grpc_idle_timeout_ms) {
@@ -186,59 +191,34 @@ static weir_phase_result request_filter(weir_session *s, void *ctx)
                                             c->cfg->basic.temp_dir);
         }
     }
-    if (c->loc->rewrite_re) {
-        int rc = rewrite(s, c->loc);
-        weir_str id = weir_session_request_id(s);
-        if (rc == WEIR_ERR_NOMEM) {
-            weir_log(WEIR_LEVEL_WARN, "location %s: rewritten target over 8 KiB (request %.*s)",
-                     c->loc->name, (int)id.len, id.ptr);
-            return weir__app_answer(s, 414, "URI Too Long");
-        }
-        if (rc != WEIR_OK) {
-            /* The captures come from the client's path: its request. */
-            weir_log(WEIR_LEVEL_WARN,
-                     "location %s: the rewritten target is not a safe path (request %.*s)",
-                     c->loc->name, (int)id.len, id.ptr);
-            return weir__app_answer(s, 400, "Bad Request");
-        }
-    }
-    return WEIR_PHASE_CONTINUE;
-}
-
-static void apply_headers(weir_headers *h, const weir_cfg_location *l, bool request)
-{
-    const weir_cfg_headers *rm = request ? &l->proxy_remove : &l->resp_remove;
-    const weir_cfg_headers *set = request ? &l->proxy_set : &l->resp_set;
-    const weir_cfg_headers *add = request ? &l->proxy_add : &l->resp_add;
-    for (size_t i = 0; i < rm->n; i++)
-        weir_headers_remove(h, rm->v[i].name);
-    for (size_t i = 0; i < set->n; i++)
-        weir_headers_set(h, set->v[i].name, set->v[i].value);
-    for (size_t i = 0; i < add->n; i++)
-        weir_headers_add(h, add->v[i].name, add->v[i].value);
+    /* The location's own rules (echo, body limit, rewrite), then its
+     * plugins at this step. */
+    return run_chain(s, c, WEIR_STEP_REQUEST, 0);
 }
 
 static weir_phase_result upstream_request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
-    if (c->loc)
-        apply_headers(weir_session_req_headers(s), c->loc, true);
-    return WEIR_PHASE_CONTINUE;
+    return c && c->loc ? run_chain(s, c, WEIR_STEP_PROXY_UPSTREAM, 0) : WEIR_PHASE_CONTINUE;
+}
+
+static weir_phase_result upstream_response_filter(weir_session *s, void *ctx)
+{
+    req_ctx *c = ctx;
+    return c && c->loc ? run_chain(s, c, WEIR_STEP_UPSTREAM_RESPONSE, 0) : WEIR_PHASE_CONTINUE;
 }
 
 static weir_phase_result response_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
     weir_headers *h = weir_session_resp_headers(s);
-    if (c && c->loc && h && !c->loc->echo)
-        apply_headers(h, c->loc, false);
     if (c && c->set_sticky && c->backend && c->loc && h) {
         char cookie[256];
         snprintf(cookie, sizeof(cookie), "%s=%016llx; Path=/; HttpOnly",
                  c->loc->upstream->sticky_cookie, (unsigned long long)weir_backend_id(c->backend));
         weir_headers_add(h, "Set-Cookie", cookie);
     }
-    return WEIR_PHASE_CONTINUE;
+    return c && c->loc && h ? run_chain(s, c, WEIR_STEP_RESPONSE, 0) : WEIR_PHASE_CONTINUE;
 }
 
 static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
@@ -254,6 +234,13 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
         weir_backend_done(c->backend, o);
         c->backend = NULL;
     }
+    if (c && c->loc) {
+        const weir_plugin_chain *ch = &c->loc->chains[WEIR_CFG_CHAIN_LOGGING];
+        for (size_t i = 0; i < ch->n; i++) {
+            weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c};
+            ch->v[i].p->def->logging(&call, st);
+        }
+    }
     if (c && c->srv)
         weir__metrics_request(s, c->srv, c->loc, st);
     if (!c || !c->srv || !c->srv->access_log || !c->sa->logger)
@@ -267,11 +254,13 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
 const weir_proxy_ops weir__app_ops = {
     .new_ctx = new_ctx,
     .free_ctx = free_ctx,
+    .early_request_filter = early_request_filter,
     .request_filter = request_filter,
     .upstream_peer = weir__app_upstream_peer,
     .fail_to_connect = weir__app_fail_to_connect,
     .connected_to_upstream = weir__app_connected_to_upstream,
     .upstream_request_filter = upstream_request_filter,
+    .upstream_response_filter = upstream_response_filter,
     .response_filter = response_filter,
     .logging = logging,
 };

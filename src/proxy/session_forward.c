@@ -51,6 +51,18 @@ weir_str weir_session_request_id(weir_session *s)
     return s->request_id;
 }
 
+int weir_session_set_request_id(weir_session *s, const char *id, size_t len)
+{
+    weir_str v = {id, len};
+    if (s->request_id.ptr || !weir__request_id_ok(v))
+        return WEIR_ERR_INVAL;
+    char *copy = weir__arena_dup(&s->arena, id, len);
+    if (!copy)
+        return WEIR_ERR_NOMEM;
+    s->request_id = (weir_str){copy, len};
+    return WEIR_OK;
+}
+
 /* Appends ", value" to a field or adds it: X-Forwarded-For, Via. */
 static int append_list(weir_session *s, const char *name, const char *value, size_t vlen)
 {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "app/admin/admin.h"
+#include "app/plugin/plugin.h"
 
 /* What weir_upstream_set_health_check fills for a zero field (lb.h). */
 #define HC_INTERVAL_MS 5000
@@ -146,6 +147,13 @@ static json_t *upstream_json(const weir_cfg_upstream *u)
     return o;
 }
 
+static json_t *plugin_json(const weir_plugin *p)
+{
+    return json_pack("{s:s, s:s, s:s, s:b}", "name", p->name, "category",
+                     p->def ? p->def->category : "?", "step", weir__plugin_step_name(p->step),
+                     "builtin", (int)p->builtin);
+}
+
 static json_t *location_json(const weir_cfg_location *l)
 {
     json_t *o =
@@ -184,6 +192,13 @@ static json_t *location_json(const weir_cfg_location *l)
                         json_integer((json_int_t)l->request_buffer_bytes));
     json_object_set_new(o, "request_buffer_file_size",
                         json_integer((json_int_t)l->request_buffer_file_bytes));
+    json_object_set_new(o, "plugins", string_array(l->plugin_names, l->n_plugin_names));
+    /* What runs, in order: the location's own rules made plugins, then
+     * the ones it names. */
+    json_t *chain = json_array();
+    for (size_t i = 0; chain && i < l->n_plugins; i++)
+        json_array_append_new(chain, plugin_json(l->plugins[i]));
+    json_object_set_new(o, "chain", chain ? chain : json_array());
     return o;
 }
 
@@ -246,8 +261,11 @@ json_t *weir__config_to_json(const weir_config *c)
         json_array_append_new(locations, location_json(&c->locations[i]));
     for (size_t i = 0; upstreams && i < c->n_upstreams; i++)
         json_array_append_new(upstreams, upstream_json(&c->upstreams[i]));
+    json_t *plugins = json_array();
+    for (size_t i = 0; plugins && i < c->n_plugins; i++)
+        json_array_append_new(plugins, plugin_json(c->plugins[i]));
     /* json_pack "o" steals references, also on failure (NULLs fail it). */
-    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "file", c->file ? c->file : "", "basic",
+    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "file", c->file ? c->file : "", "basic",
                      basic, "admin", admin, "servers", servers, "locations", locations, "upstreams",
-                     upstreams);
+                     upstreams, "plugins", plugins);
 }

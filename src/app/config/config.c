@@ -27,6 +27,7 @@
 
 #include "app/access_log.h"
 #include "app/config/read.h"
+#include "app/plugin/plugin.h"
 #include "app/toml/toml.h"
 #include "weir/addr.h"
 
@@ -185,7 +186,7 @@ static void load_admin(loader *ld, const weir_toml_value *t)
 /* ---- the document ---- */
 
 static const char *const top_keys[] = {"basic",     "admin",        "servers", "locations",
-                                       "upstreams", "certificates", NULL};
+                                       "upstreams", "certificates", "plugins", NULL};
 
 /* The named sub-tables of a section like [servers], checked to be tables. */
 static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
@@ -281,6 +282,7 @@ static void free_config(weir_config *c)
         free(s->tls.ciphersuites);
         free(s->tls.alpn);
         free(s->tls.client_ca);
+        weir__plugin_free(s->redirect);
     }
     free(c->servers);
     for (size_t i = 0; i < c->n_certs; i++) {
@@ -306,6 +308,7 @@ static void free_config(weir_config *c)
         weir__cfg_free_headers(&l->resp_set);
         weir__cfg_free_headers(&l->resp_add);
         weir__cfg_free_headers(&l->resp_remove);
+        weir__cfg_free_location_chains(l);
     }
     free(c->locations);
     for (size_t i = 0; i < c->n_upstreams; i++) {
@@ -321,6 +324,7 @@ static void free_config(weir_config *c)
         weir_upstream_free(u->lb);
     }
     free(c->upstreams);
+    weir__cfg_free_plugins(c);
     free(c->basic.pid_file);
     free(c->basic.error_log);
     free(c->basic.log_level);
@@ -402,6 +406,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
         }
         weir__cfg_check_unlisted_certs(&ld, weir_toml_table_get(root, "servers"));
     }
+    const weir_toml_value *plugins = section_of(&ld, root, "plugins");
+    if (plugins)
+        weir__cfg_load_plugins(&ld, plugins);
     const weir_toml_value *ups = section_of(&ld, root, "upstreams");
     const weir_toml_value *locs = section_of(&ld, root, "locations");
     const weir_toml_value *srvs = section_of(&ld, root, "servers");

@@ -25,10 +25,30 @@ typedef struct weir_cfg_upstream weir_cfg_upstream;
 typedef struct weir_cfg_server weir_cfg_server;
 typedef struct weir_access_log weir_access_log;
 
+typedef struct weir_tmpl weir_tmpl;
+typedef struct weir_plugin weir_plugin;
+
 typedef struct weir_cfg_header {
     char *name;
-    char *value; /* NULL for removals */
+    char *value;     /* NULL for removals */
+    weir_tmpl *tmpl; /* the value's variables (app/vars.h), NULL if it has none */
 } weir_cfg_header;
+
+/* A plugin in a location's chain; slot is its index there, for its
+ * per-request memory. */
+typedef struct weir_plugin_ref {
+    weir_plugin *p;
+    uint16_t slot;
+} weir_plugin_ref;
+
+typedef struct weir_plugin_chain {
+    weir_plugin_ref *v;
+    uint16_t n;
+} weir_plugin_chain;
+
+/* Chains by step (plugin.h's weir_plugin_step), then the logging hooks. */
+#define WEIR_CFG_CHAINS 6
+#define WEIR_CFG_CHAIN_LOGGING 5
 
 typedef struct weir_cfg_headers {
     weir_cfg_header *v;
@@ -139,6 +159,13 @@ struct weir_cfg_location {
     uint64_t
         request_buffer_bytes; /* request_buffering: bodies up to this are read first; 0 = off */
     uint64_t request_buffer_file_bytes; /* past that, up to this, into a temp file; 0 = off */
+    /* Plugins: the built-in ones this location's own keys make (owned),
+     * then those its `plugins` names, in order; and the chains by step. */
+    weir_plugin **plugins;
+    size_t n_plugins;
+    char **plugin_names; /* `plugins` as written */
+    size_t n_plugin_names;
+    weir_plugin_chain chains[WEIR_CFG_CHAINS];
 };
 
 struct weir_cfg_server {
@@ -155,6 +182,7 @@ struct weir_cfg_server {
     weir_cfg_tls tls;            /* tls.n_certs == 0: plain */
     bool redirect_https;         /* answer everything with a redirect to https */
     uint32_t https_port;         /* port in that redirect (443 = none) */
+    weir_plugin *redirect;       /* redirect_https as a built-in plugin, run before routing */
 };
 
 typedef struct weir_cfg_basic {
@@ -189,6 +217,8 @@ struct weir_config {
     size_t n_upstreams;
     weir_cfg_cert *certs;
     size_t n_certs;
+    weir_plugin **plugins; /* [plugins.NAME] */
+    size_t n_plugins;
 };
 
 /* The library's spec of a server's TLS settings; the arrays it points to

@@ -20,6 +20,7 @@
 
 #include "app/access_log.h"
 #include "app/config/read.h"
+#include "app/vars.h"
 #include "app/toml/toml.h"
 #include "weir/addr.h"
 
@@ -45,6 +46,7 @@ static const char *const location_keys[] = {"host",
                                             "request_buffering",
                                             "request_buffer_size",
                                             "request_buffer_file_size",
+                                            "plugins",
                                             NULL};
 
 bool weir__cfg_valid_token(const char *s)
@@ -81,9 +83,9 @@ static const char *forbidden_field(const char *name, bool is_set_on_request)
     return NULL;
 }
 
-/* "Name: value" strings (set/add) or "Name" strings (remove). */
-static void load_headers(loader *ld, const weir_toml_value *t, const char *key, const char *section,
-                         bool with_value, weir_cfg_headers *out)
+void weir__cfg_load_headers(loader *ld, const weir_toml_value *t, const char *key,
+                            const char *section, bool with_value, bool may_set_host,
+                            weir_cfg_headers *out)
 {
     size_t n = 0;
     int line = 0;
@@ -108,7 +110,7 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
             weir__cfg_err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
             continue;
         }
-        const char *why = forbidden_field(s, strcmp(key, "proxy_set_headers") == 0);
+        const char *why = forbidden_field(s, may_set_host);
         if (why) {
             weir__cfg_err_at(ld, line, "'%s' in [%s]: '%s' cannot be changed by a header rule: %s",
                              key, section, s, why);
@@ -124,8 +126,17 @@ static void load_headers(loader *ld, const weir_toml_value *t, const char *key, 
                              section, s);
             continue;
         }
-        out->v[out->n].name = strdup(s);
-        out->v[out->n].value = value ? strdup(value) : NULL;
+        bool oom = false;
+        weir_cfg_header *e = &out->v[out->n];
+        e->name = strdup(s);
+        e->value = value ? strdup(value) : NULL;
+        e->tmpl = e->value ? weir__tmpl_compile(e->value, &oom) : NULL;
+        if (!e->name || (value && !e->value) || oom) {
+            weir__cfg_err_at(ld, line, "out of memory");
+            free(e->name);
+            free(e->value);
+            continue;
+        }
         out->n++;
     }
     weir__cfg_free_list(items, n);
@@ -136,6 +147,7 @@ void weir__cfg_free_headers(weir_cfg_headers *h)
     for (size_t i = 0; i < h->n; i++) {
         free(h->v[i].name);
         free(h->v[i].value);
+        weir__tmpl_free(h->v[i].tmpl);
     }
     free(h->v);
 }
@@ -220,12 +232,13 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
         }
         free(rewrite);
     }
-    load_headers(ld, t, "proxy_set_headers", section, true, &l->proxy_set);
-    load_headers(ld, t, "proxy_add_headers", section, true, &l->proxy_add);
-    load_headers(ld, t, "proxy_remove_headers", section, false, &l->proxy_remove);
-    load_headers(ld, t, "response_set_headers", section, true, &l->resp_set);
-    load_headers(ld, t, "response_add_headers", section, true, &l->resp_add);
-    load_headers(ld, t, "response_remove_headers", section, false, &l->resp_remove);
+    weir__cfg_load_headers(ld, t, "proxy_set_headers", section, true, true, &l->proxy_set);
+    weir__cfg_load_headers(ld, t, "proxy_add_headers", section, true, false, &l->proxy_add);
+    weir__cfg_load_headers(ld, t, "proxy_remove_headers", section, false, false, &l->proxy_remove);
+    weir__cfg_load_headers(ld, t, "response_set_headers", section, true, false, &l->resp_set);
+    weir__cfg_load_headers(ld, t, "response_add_headers", section, true, false, &l->resp_add);
+    weir__cfg_load_headers(ld, t, "response_remove_headers", section, false, false,
+                           &l->resp_remove);
     uint64_t size;
     if (weir__cfg_get_size(ld, t, "client_max_body_size", section, UINT64_MAX / 2, &size)) {
         l->client_max_body_size = size;
@@ -259,4 +272,8 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
     }
     if (!buffering)
         l->request_buffer_bytes = l->request_buffer_file_bytes = 0;
+    int plugins_line = l->line;
+    l->plugin_names =
+        weir__cfg_get_string_list(ld, t, "plugins", section, &l->n_plugin_names, &plugins_line);
+    weir__cfg_location_chains(ld, l, plugins_line);
 }

@@ -87,10 +87,26 @@ bool weir__cfg_valid_token(const char *s);
 void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
                              char **upstream_name, int *upstream_line);
 void weir__cfg_free_headers(weir_cfg_headers *h);
+/* "Name: value" strings (with_value: set, add) or "Name" strings (remove)
+ * of `key` into *out; values may hold variables (app/vars.h). Framing and
+ * hop-by-hop fields are refused; Host only when may_set_host. */
+void weir__cfg_load_headers(loader *ld, const weir_toml_value *t, const char *key,
+                            const char *section, bool with_value, bool may_set_host,
+                            weir_cfg_headers *out);
 /* [upstreams.NAME] into u. upstream.c. */
 void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t);
 /* [servers.NAME] into s; its location names and their line. server.c. */
 void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
                            char ***loc_names, size_t *n_loc_names, int *loc_line);
+
+/* ---- plugins (plugins.c) ---- */
+
+/* [plugins.NAME] tables into cfg->plugins (before the locations). */
+void weir__cfg_load_plugins(loader *ld, const weir_toml_value *sec);
+/* A location's chain: its built-in rules, then the plugins it names
+ * (l->plugin_names; `line` for errors), sorted into chains by step. */
+void weir__cfg_location_chains(loader *ld, weir_cfg_location *l, int line);
+void weir__cfg_free_location_chains(weir_cfg_location *l);
+void weir__cfg_free_plugins(weir_config *c);
 
 #endif

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "app/config/read.h"
+#include "app/plugin/plugins.h"
 #include "weir/tls.h"
 
 /* ---- [certificates.NAME] ---- */
@@ -250,6 +251,10 @@ void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_v
         weir__cfg_err_at(ld, e.line,
                          "'redirect_https' in [%s] is for a plain server, not a TLS one", section);
     }
+    if (s->redirect_https &&
+        !(s->redirect = weir__plugin_builtin(&weir__plugin_redirect, section,
+                                             weir__plugin_redirect_https(s->https_port))))
+        weir__cfg_err_at(ld, s->line, "out of memory");
 
     /* Every file read and checked now, so that a bad one is a config error
      * and not a failure at the first handshake. */

@@ -1,0 +1,115 @@
+/*
+ * registry.c - the plugin categories weir knows (a static table, as
+ * nginx's ngx_modules[]), and what every plugin shares: steps, freeing,
+ * state references (see plugin.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/config/config.h"
+#include "app/plugin/plugin.h"
+#include "app/plugin/plugins.h"
+
+const weir_plugin_def *const weir__plugin_defs[] = {
+    /* built from a location's or server's own keys (also usable by name) */
+    &weir__plugin_echo,
+    &weir__plugin_body_limit,
+    &weir__plugin_rewrite,
+    &weir__plugin_request_headers,
+    &weir__plugin_response_headers,
+    &weir__plugin_redirect,
+    /* Pingap's request plugins */
+    &weir__plugin_mock,
+    &weir__plugin_ping,
+    &weir__plugin_request_id,
+    &weir__plugin_limit,
+    &weir__plugin_ip_restriction,
+    &weir__plugin_referer_restriction,
+    &weir__plugin_ua_restriction,
+    &weir__plugin_cors,
+};
+const size_t weir__n_plugin_defs = sizeof(weir__plugin_defs) / sizeof(weir__plugin_defs[0]);
+
+const weir_plugin_def *weir__plugin_def(const char *category)
+{
+    for (size_t i = 0; i < weir__n_plugin_defs; i++) {
+        if (strcmp(weir__plugin_defs[i]->category, category) == 0)
+            return weir__plugin_defs[i];
+    }
+    return NULL;
+}
+
+static const char *const step_names[WEIR_STEP_COUNT] = {
+    "early_request", "request", "proxy_upstream", "upstream_response", "response",
+};
+
+int weir__plugin_step_of(const char *name)
+{
+    for (int i = 0; i < WEIR_STEP_COUNT; i++) {
+        if (strcmp(step_names[i], name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+const char *weir__plugin_step_name(weir_plugin_step step)
+{
+    return step < WEIR_STEP_COUNT ? step_names[step] : "?";
+}
+
+bool weir__plugin_states(weir_config *cfg, const weir_config *old)
+{
+    for (size_t i = 0; i < cfg->n_plugins; i++) {
+        weir_plugin *p = cfg->plugins[i];
+        if (!p->def || !p->def->state_new || p->state)
+            continue;
+        for (size_t k = 0; old && k < old->n_plugins; k++) {
+            const weir_plugin *o = old->plugins[k];
+            if (o->state && o->def == p->def && strcmp(o->name, p->name) == 0) {
+                atomic_fetch_add_explicit(&o->state->refs, 1, memory_order_relaxed);
+                p->state = o->state;
+                break;
+            }
+        }
+        if (p->state)
+            continue;
+        weir_plugin_state *st = calloc(1, sizeof(*st));
+        if (!st || !(st->data = p->def->state_new(p->conf))) {
+            free(st);
+            return false;
+        }
+        atomic_init(&st->refs, 1);
+        st->free = p->def->state_free;
+        p->state = st;
+    }
+    return true;
+}
+
+void weir__plugin_state_unref(weir_plugin_state *st)
+{
+    if (!st || atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (st->free)
+        st->free(st->data);
+    free(st);
+}
+
+void weir__plugin_free(weir_plugin *p)
+{
+    if (!p)
+        return;
+    if (p->def && p->def->free && p->conf)
+        p->def->free(p->conf);
+    weir__plugin_state_unref(p->state);
+    free(p->name);
+    free(p);
+}
+
+weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const char *text,
+                                            size_t len)
+{
+    weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain; charset=utf-8")};
+    if (weir_session_respond(s, status, &h, 1, text, len) != WEIR_OK)
+        return WEIR_PHASE_ERROR;
+    return WEIR_PHASE_ANSWERED;
+}
