@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 enum part_kind {
     P_TEXT,
@@ -30,6 +32,22 @@ enum part_kind {
     P_JSON, /* the whole line as a JSON object */
     P_REQ_HEADER,
     P_RESP_HEADER,
+    /* Pingap's names */
+    P_HOST,
+    P_SCHEME,
+    P_REFERER,
+    P_USER_AGENT,
+    P_WHEN_ISO,
+    P_WHEN_UNIX,
+    P_SIZE_HUMAN,
+    P_LATENCY_HUMAN,
+    P_PAYLOAD,
+    P_PAYLOAD_HUMAN,
+    P_COOKIE,
+    P_UPSTREAM_REUSED,
+    P_CONNECT_TIME,
+    P_TLS_VERSION,
+    P_TLS_CIPHER,
 };
 
 typedef struct part {
@@ -64,6 +82,31 @@ static const struct {
     {"location", P_LOCATION},
     {"peer_ip", P_PEER_IP},
     {"termination", P_TERMINATION},
+    /* Pingap's names for the same, and what it has besides */
+    {"remote", P_PEER_IP},
+    {"proto", P_PROTOCOL},
+    {"host", P_HOST},
+    {"scheme", P_SCHEME},
+    {"referer", P_REFERER},
+    {"user_agent", P_USER_AGENT},
+    {"when_utc_iso", P_WHEN_ISO},
+    {"when_unix", P_WHEN_UNIX},
+    {"size_human", P_SIZE_HUMAN},
+    {"latency_human", P_LATENCY_HUMAN},
+    {"payload_size", P_PAYLOAD},
+    {"payload_size_human", P_PAYLOAD_HUMAN},
+    /* {:name}: what the proxy knows of the request */
+    {":location", P_LOCATION},
+    {":upstream_addr", P_UPSTREAM_ADDR},
+    {":upstream_address", P_UPSTREAM_ADDR},
+    {":upstream_reused", P_UPSTREAM_REUSED},
+    {":reused", P_UPSTREAM_REUSED},
+    {":upstream_connect_time", P_CONNECT_TIME},
+    {":upstream_response_time", P_UPSTREAM_LATENCY},
+    {":upstream_processing_time", P_UPSTREAM_LATENCY},
+    {":termination", P_TERMINATION},
+    {":tls_version", P_TLS_VERSION},
+    {":tls_cipher", P_TLS_CIPHER},
 };
 
 static const struct {
@@ -76,7 +119,9 @@ static const struct {
                  "\"{request_header:referer}\" \"{request_header:user-agent}\" "
                  "{upstream_addr} {latency} {upstream_latency}"},
     {"common", "{client_ip} - - [{when}] \"{method} {uri} {protocol}\" {status} {size}"},
-    {"short", "{client_ip} {method} {uri} {status} {size} {upstream_addr} {latency}ms"},
+    /* Pingap's */
+    {"short", "{client_ip} - {method} {uri} {protocol} {status} {size} - {latency_human}"},
+    {"tiny", "{method} {uri} {status} {size} - {latency_human}"},
 };
 
 void weir__access_log_free(weir_access_log *log)
@@ -156,6 +201,30 @@ weir_access_log *weir__access_log_compile(const char *format, char *err, size_t 
                         goto oom;
                     found = true;
                 }
+            }
+            /* Pingap's {>name} {<name} {~cookie} {$ENV} */
+            if (!found && len > 1 && (name[0] == '>' || name[0] == '<' || name[0] == '~')) {
+                enum part_kind k = name[0] == '>'   ? P_REQ_HEADER
+                                   : name[0] == '<' ? P_RESP_HEADER
+                                                    : P_COOKIE;
+                if (push(log, k, name + 1, len - 1) < 0)
+                    goto oom;
+                found = true;
+            } else if (!found && len > 1 && name[0] == '$') {
+                char env[128];
+                if (len - 1 >= sizeof(env)) {
+                    snprintf(err, err_len, "variable name too long in '{%.*s}'", (int)len, name);
+                    goto fail;
+                }
+                memcpy(env, name + 1, len - 1);
+                env[len - 1] = '\0';
+                char host[256] = "";
+                const char *v = strcmp(env, "hostname") == 0 ? host : getenv(env);
+                if (v == host)
+                    gethostname(host, sizeof(host) - 1);
+                if (push(log, P_TEXT, v ? v : "", v ? strlen(v) : 0) < 0)
+                    goto oom;
+                found = true;
             }
             if (!found && len > 15 && memcmp(name, "request_header:", 15) == 0) {
                 if (push(log, P_REQ_HEADER, name + 15, len - 15) < 0)
@@ -256,6 +325,55 @@ static void put_fmt(out *o, const char *fmt, double v)
     int n = snprintf(tmp, sizeof(tmp), fmt, v);
     if (n > 0)
         put(o, tmp, (size_t)n);
+}
+
+/* 1.5KB, 12.3MB (as Pingap writes sizes). */
+static void put_human_size(out *o, uint64_t n)
+{
+    if (n < 1000)
+        put_fmt(o, "%.0fB", (double)n);
+    else if (n < 1000 * 1000)
+        put_fmt(o, "%.1fKB", (double)n / 1000.0);
+    else if (n < 1000ull * 1000 * 1000)
+        put_fmt(o, "%.1fMB", (double)n / 1e6);
+    else
+        put_fmt(o, "%.1fGB", (double)n / 1e9);
+}
+
+/* 850us, 12ms, 1.5s. */
+static void put_human_time(out *o, int64_t us)
+{
+    if (us < 0)
+        put(o, "-", 1);
+    else if (us < 1000)
+        put_fmt(o, "%.0fus", (double)us);
+    else if (us < 1000000)
+        put_fmt(o, "%.0fms", (double)us / 1000.0);
+    else
+        put_fmt(o, "%.1fs", (double)us / 1e6);
+}
+
+/* The value of cookie `name`, or empty. */
+static weir_str cookie_of(weir_headers *h, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < weir_headers_count(h); i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
+            continue;
+        const char *p = f.value.ptr, *end = p + f.value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            if (!semi)
+                semi = end;
+            if ((size_t)(semi - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
+                return (weir_str){p + nl + 1, (size_t)(semi - p - nl - 1)};
+            p = semi;
+        }
+    }
+    return WEIR_STR_NULL;
 }
 
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
@@ -387,6 +505,77 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
         case P_REQ_HEADER:
             put_str(&o, weir_headers_get(weir_session_req_headers(s), p->text));
             break;
+        case P_HOST:
+            put_str(&o, weir_headers_get(weir_session_req_headers(s), "host"));
+            break;
+        case P_SCHEME: {
+            weir_tls_info ti;
+            if (weir_session_tls(s, &ti))
+                PUT_LIT(&o, "https");
+            else
+                PUT_LIT(&o, "http");
+            break;
+        }
+        case P_REFERER:
+            put_str(&o, weir_headers_get(weir_session_req_headers(s), "referer"));
+            break;
+        case P_USER_AGENT:
+            put_str(&o, weir_headers_get(weir_session_req_headers(s), "user-agent"));
+            break;
+        case P_WHEN_ISO: {
+            struct timespec ts;
+            struct tm tm;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            gmtime_r(&ts.tv_sec, &tm);
+            size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+            n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+            put(&o, tmp, n);
+            break;
+        }
+        case P_WHEN_UNIX: {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            put_fmt(&o, "%.0f", (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000));
+            break;
+        }
+        case P_SIZE_HUMAN:
+            put_human_size(&o, st->bytes_sent);
+            break;
+        case P_PAYLOAD:
+            put_fmt(&o, "%.0f", (double)st->bytes_received);
+            break;
+        case P_PAYLOAD_HUMAN:
+            put_human_size(&o, st->bytes_received);
+            break;
+        case P_LATENCY_HUMAN:
+            put_human_time(&o, st->request_time_us);
+            break;
+        case P_COOKIE:
+            put_str(&o, cookie_of(weir_session_req_headers(s), p->text));
+            break;
+        case P_UPSTREAM_REUSED:
+            if (st->upstream_time_us < 0)
+                put(&o, "-", 1);
+            else if (st->connect_time_us == 0)
+                PUT_LIT(&o, "true");
+            else
+                PUT_LIT(&o, "false");
+            break;
+        case P_CONNECT_TIME:
+            if (st->upstream_time_us >= 0)
+                put_fmt(&o, "%.3f", (double)st->connect_time_us / 1000.0);
+            else
+                put(&o, "-", 1);
+            break;
+        case P_TLS_VERSION:
+        case P_TLS_CIPHER: {
+            weir_tls_info ti;
+            const char *v = NULL;
+            if (weir_session_tls(s, &ti))
+                v = p->kind == P_TLS_VERSION ? ti.version : ti.cipher;
+            put_str(&o, v ? (weir_str){v, strlen(v)} : WEIR_STR_NULL);
+            break;
+        }
         case P_RESP_HEADER: {
             weir_headers *h = weir_session_resp_headers(s);
             put_str(&o, h ? weir_headers_get(h, p->text) : WEIR_STR_NULL);

@@ -193,7 +193,7 @@ static weir_str value_of(const seg *g, weir_session *s)
     return WEIR_STR_NULL;
 }
 
-const char *weir__tmpl_render(const weir_tmpl *t, weir_session *s)
+weir_str weir__tmpl_render(const weir_tmpl *t, weir_session *s)
 {
     weir_str parts[32];
     size_t n = t->n < 32 ? t->n : 32, len = 0;
@@ -205,7 +205,7 @@ const char *weir__tmpl_render(const weir_tmpl *t, weir_session *s)
     }
     char *out = weir_session_alloc(s, len + 1);
     if (!out)
-        return NULL;
+        return WEIR_STR_NULL;
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         /* A value never carries a line break into a header. */
@@ -215,5 +215,5 @@ const char *weir__tmpl_render(const weir_tmpl *t, weir_session *s)
         }
     }
     out[off] = '\0';
-    return out;
+    return (weir_str){out, off};
 }

@@ -25,8 +25,8 @@ typedef struct weir_tmpl weir_tmpl;
  * or on out of memory (*oom set). */
 weir_tmpl *weir__tmpl_compile(const char *text, bool *oom);
 void weir__tmpl_free(weir_tmpl *t);
-/* The value for this request, NUL-terminated, in session memory; NULL on
- * out of memory. */
-const char *weir__tmpl_render(const weir_tmpl *t, weir_session *s);
+/* The value for this request, NUL-terminated, in session memory; .ptr
+ * NULL on out of memory. */
+weir_str weir__tmpl_render(const weir_tmpl *t, weir_session *s);
 
 #endif

@@ -346,7 +346,7 @@ static size_t put_hex(char *p, uint64_t v)
 
 /* True if the field must not be forwarded: hop-by-hop, framing we redo, or
  * nominated by the Connection header. */
-static bool skip_field(const weir_msg *m, weir_str name)
+static bool skip_field(const weir_msg *m, weir_str name, bool has_conn_hdr)
 {
     /* An upgrade carries its Upgrade field across (Connection is ours). */
     if (m->upgrade && name.len == 7 && weir_h1_name_is(name, "upgrade"))
@@ -355,7 +355,9 @@ static bool skip_field(const weir_msg *m, weir_str name)
         return true;
     if (name.len == 14 && weir_h1_name_is(name, "content-length"))
         return m->body != WEIR_BODY_NONE;
-    for (uint32_t i = 0; i < m->headers.n; i++) {
+    /* Fields the Connection header names (only when there is one: this
+     * loop per field was most of serializing a head). */
+    for (uint32_t i = 0; has_conn_hdr && i < m->headers.n; i++) {
         const weir_header *h = &m->headers.v[i];
         if (h->name.len == 10 && weir_h1_name_is(h->name, "connection")) {
             char tmp[64];
@@ -403,7 +405,7 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
     for (uint32_t i = 0; i < m->headers.n; i++) {
         const weir_header *h = &m->headers.v[i];
         if (has_conn_hdr || h->name.len <= 19) {
-            if (skip_field(m, h->name))
+            if (skip_field(m, h->name, has_conn_hdr))
                 continue;
         }
         p += put(p, h->name.ptr, h->name.len);

@@ -44,11 +44,23 @@ int weir__headers_reserve(weir_headers *h, uint32_t n)
     return WEIR_OK;
 }
 
+/* Field names compared as HTTP does, without the locale (strncasecmp's
+ * call per field was most of a header look-up). */
+static inline bool name_eq(const char *a, const char *b, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 25))
+            return false;
+    }
+    return true;
+}
+
 long weir__headers_find(const weir_headers *h, const char *name, size_t from)
 {
     size_t len = strlen(name);
     for (size_t i = from; i < h->n; i++) {
-        if (h->v[i].name.len == len && strncasecmp(h->v[i].name.ptr, name, len) == 0)
+        if (h->v[i].name.len == len && name_eq(h->v[i].name.ptr, name, len))
             return (long)i;
     }
     return -1;
@@ -92,15 +104,19 @@ weir_str weir_headers_get(const weir_headers *h, const char *name)
     return i < 0 ? WEIR_STR_NULL : h->v[i].value;
 }
 
+/* RFC 9110 tchar. */
+static const uint8_t tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1,         ['&'] = 1,         ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,         ['^'] = 1,         ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+};
+
 static bool valid_name(const char *name)
 {
-    static const char tchar_extra[] = "!#$%&'*+-.^_`|~";
     if (!*name)
         return false;
-    for (const char *p = name; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              strchr(tchar_extra, c)))
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if (!tchar[*p])
             return false;
     }
     return true;
@@ -133,6 +149,33 @@ int weir_headers_add(weir_headers *h, const char *name, const char *value)
     return add_copy(h, name, value);
 }
 
+int weir_headers_add_ref(weir_headers *h, weir_str name, weir_str value)
+{
+    return weir__headers_push(h, name, value);
+}
+
+int weir_headers_set_ref(weir_headers *h, weir_str name, weir_str value)
+{
+    size_t i = 0;
+    while (i < h->n &&
+           !(h->v[i].name.len == name.len && name_eq(h->v[i].name.ptr, name.ptr, name.len)))
+        i++;
+    if (i == h->n)
+        return weir__headers_push(h, name, value);
+    h->v[i].value = value;
+    /* Drop later duplicates so exactly one field remains (the table is
+     * rewritten only when there is one). */
+    size_t out = i + 1;
+    for (size_t j = i + 1; j < h->n; j++) {
+        if (h->v[j].name.len == name.len && name_eq(h->v[j].name.ptr, name.ptr, name.len))
+            continue;
+        if (out != j)
+            h->v[out] = h->v[j];
+        out++;
+    }
+    h->n = (uint32_t)out;
+    return WEIR_OK;
+}
 int weir_headers_set(weir_headers *h, const char *name, const char *value)
 {
     if (!valid_name(name) || !valid_value(value))
@@ -149,9 +192,11 @@ int weir_headers_set(weir_headers *h, const char *name, const char *value)
     size_t out = (size_t)i + 1;
     for (size_t j = (size_t)i + 1; j < h->n; j++) {
         if (h->v[j].name.len == h->v[i].name.len &&
-            strncasecmp(h->v[j].name.ptr, name, h->v[i].name.len) == 0)
+            name_eq(h->v[j].name.ptr, name, h->v[i].name.len))
             continue;
-        h->v[out++] = h->v[j];
+        if (out != j)
+            h->v[out] = h->v[j];
+        out++;
     }
     h->n = (uint32_t)out;
     return WEIR_OK;
@@ -161,11 +206,13 @@ size_t weir_headers_remove(weir_headers *h, const char *name)
 {
     size_t len = strlen(name), out = 0, removed = 0;
     for (size_t i = 0; i < h->n; i++) {
-        if (h->v[i].name.len == len && strncasecmp(h->v[i].name.ptr, name, len) == 0) {
+        if (h->v[i].name.len == len && name_eq(h->v[i].name.ptr, name, len)) {
             removed++;
             continue;
         }
-        h->v[out++] = h->v[i];
+        if (out != i)
+            h->v[out] = h->v[i];
+        out++;
     }
     h->n = (uint32_t)out;
     return removed;

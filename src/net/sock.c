@@ -63,8 +63,35 @@ int weir__addr_parse(const char *text, struct sockaddr_storage *ss, socklen_t *l
     return 0;
 }
 
+/* Decimal digits of v (< 100000) at p; returns how many. */
+static size_t put_u(char *p, unsigned v)
+{
+    char tmp[8];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
 size_t weir__addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len)
 {
+    if (sa->sa_family == AF_INET && buf_len >= 16) {
+        /* Every request formats its client's address: without printf
+         * (glibc's inet_ntop for IPv4 is one). */
+        const unsigned char *a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        size_t n = 0;
+        for (int i = 0; i < 4; i++) {
+            if (i)
+                buf[n++] = '.';
+            n += put_u(buf + n, a[i]);
+        }
+        buf[n] = '\0';
+        return n;
+    }
     const void *src = sa->sa_family == AF_INET6
                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
@@ -77,11 +104,24 @@ size_t weir__addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len
 void weir__addr_format(const struct sockaddr *sa, char *buf, size_t buf_len)
 {
     char ip[INET6_ADDRSTRLEN];
-    weir__addr_format_ip(sa, ip, sizeof(ip));
-    if (sa->sa_family == AF_INET6)
-        snprintf(buf, buf_len, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
-    else
-        snprintf(buf, buf_len, "%s:%u", ip, ntohs(((const struct sockaddr_in *)sa)->sin_port));
+    size_t n = weir__addr_format_ip(sa, ip, sizeof(ip));
+    bool v6 = sa->sa_family == AF_INET6;
+    unsigned port = ntohs(v6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                             : ((const struct sockaddr_in *)sa)->sin_port);
+    if (buf_len < n + 9) { /* "[" ip "]:" 5 digits NUL */
+        snprintf(buf, buf_len, v6 ? "[%s]:%u" : "%s:%u", ip, port);
+        return;
+    }
+    size_t o = 0;
+    if (v6)
+        buf[o++] = '[';
+    memcpy(buf + o, ip, n);
+    o += n;
+    if (v6)
+        buf[o++] = ']';
+    buf[o++] = ':';
+    o += put_u(buf + o, port);
+    buf[o] = '\0';
 }
 
 bool weir__addr_equal(const struct sockaddr *a, const struct sockaddr *b)

@@ -97,12 +97,21 @@ Test(addr, parse_and_format)
     struct sockaddr_storage ss;
     socklen_t len;
     char buf[WEIR_ADDR_STRLEN];
-    const char *ok[] = {"127.0.0.1:80", "[::1]:8080", "0.0.0.0:0", "[2001:db8::1]:443"};
+    const char *ok[] = {
+        "127.0.0.1:80",          "[::1]:8080",    "0.0.0.0:0",       "[2001:db8::1]:443",
+        "255.255.255.255:65535", "10.20.30.40:9", "1.0.0.100:10000", "[::ffff:1.2.3.4]:1"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         cr_assert_eq(weir__addr_parse(ok[i], &ss, &len), 0, "%s", ok[i]);
         weir__addr_format((struct sockaddr *)&ss, buf, sizeof(buf));
         cr_assert_str_eq(buf, ok[i]);
     }
+    /* The IP alone, and a buffer too small for the fast path. */
+    weir__addr_parse("192.168.100.7:1", &ss, &len);
+    cr_assert_eq(weir__addr_format_ip((struct sockaddr *)&ss, buf, sizeof(buf)), 13);
+    cr_assert_str_eq(buf, "192.168.100.7");
+    char small[12];
+    weir__addr_format((struct sockaddr *)&ss, small, sizeof(small));
+    cr_assert_str_eq(small, "192.168.100");
     cr_assert_eq(weir__addr_parse("*:8080", &ss, &len), 0);
     const char *bad[] = {"127.0.0.1",    "127.0.0.1:",   "127.0.0.1:65536",
                          "127.0.0.1:-1", "localhost:80", "[::1:80",

@@ -32,6 +32,7 @@ typedef struct weir_cfg_header {
     char *name;
     char *value;     /* NULL for removals */
     weir_tmpl *tmpl; /* the value's variables (app/vars.h), NULL if it has none */
+    size_t name_len, value_len;
 } weir_cfg_header;
 
 /* A plugin in a location's chain; slot is its index there, for its

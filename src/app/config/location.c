@@ -131,6 +131,8 @@ void weir__cfg_load_headers(loader *ld, const weir_toml_value *t, const char *ke
         e->name = strdup(s);
         e->value = value ? strdup(value) : NULL;
         e->tmpl = e->value ? weir__tmpl_compile(e->value, &oom) : NULL;
+        e->name_len = e->name ? strlen(e->name) : 0;
+        e->value_len = e->value ? strlen(e->value) : 0;
         if (!e->name || (value && !e->value) || oom) {
             weir__cfg_err_at(ld, line, "out of memory");
             free(e->name);
@@ -152,6 +154,25 @@ void weir__cfg_free_headers(weir_cfg_headers *h)
     free(h->v);
 }
 
+/* " = /exact " is "=/exact", "~ \\.php$" is "~\\.php$": Pingap trims the
+ * blanks after the sign, and around the path. */
+static void trim_path(char *p)
+{
+    size_t len = strlen(p);
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        p[--len] = '\0';
+    size_t lead = 0;
+    while (p[lead] == ' ' || p[lead] == '\t')
+        lead++;
+    memmove(p, p + lead, len - lead + 1);
+    if (p[0] == '=' || p[0] == '~') {
+        size_t k = 1;
+        while (p[k] == ' ' || p[k] == '\t')
+            k++;
+        memmove(p + 1, p + k, strlen(p + k) + 1);
+    }
+}
+
 void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
                              char **upstream_name, int *upstream_line)
 {
@@ -164,10 +185,14 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
     weir__cfg_check_keys(ld, t, section, location_keys);
     int line = 0;
     l->hosts = weir__cfg_get_string_list(ld, t, "host", section, &l->n_hosts, &line);
+    if (l->hosts && !weir__cfg_split_commas(&l->hosts, &l->n_hosts))
+        weir__cfg_err_at(ld, line, "out of memory");
     bool present;
     l->path = weir__cfg_dup_string(ld, t, "path", section, &present);
     if (!l->path)
         l->path = strdup("");
+    if (l->path)
+        trim_path(l->path);
     int64_t v;
     if (weir__cfg_get_int(ld, t, "weight", section, 0, 1000000000, &v)) {
         l->has_weight = true;

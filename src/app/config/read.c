@@ -330,3 +330,42 @@ void weir__cfg_free_list(char **v, size_t n)
         free(v[i]);
     free(v);
 }
+
+bool weir__cfg_split_commas(char ***list, size_t *n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < *n; i++) {
+        total++;
+        for (const char *p = (*list)[i]; *p; p++)
+            total += *p == ',';
+    }
+    if (total == *n)
+        return true;
+    char **out = calloc(total, sizeof(*out));
+    if (!out)
+        return false;
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++) {
+        const char *p = (*list)[i];
+        for (;;) {
+            const char *comma = strchr(p, ',');
+            const char *end = comma ? comma : p + strlen(p);
+            while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+            const char *e = end;
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            if (e > p && !(out[k++] = strndup(p, (size_t)(e - p)))) {
+                weir__cfg_free_list(out, k - 1);
+                return false;
+            }
+            if (!comma)
+                break;
+            p = comma + 1;
+        }
+    }
+    weir__cfg_free_list(*list, *n);
+    *list = out;
+    *n = k;
+    return true;
+}

@@ -76,6 +76,11 @@ void weir__cfg_check_unlisted_certs(loader *ld, const weir_toml_value *servers);
 void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
                                const char *section);
 
+/* Splits the items of a string list at commas, trimming blanks and
+ * dropping empty pieces: Pingap writes "a.example.com,b.example.com" where
+ * weir takes a list. False on out of memory. */
+bool weir__cfg_split_commas(char ***list, size_t *n);
+
 /* ---- the sections, each in its own file (config.c loads the document) ---- */
 
 /* A location spills request bodies to files in [basic] temp_dir: check

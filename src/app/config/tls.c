@@ -38,6 +38,8 @@ void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_v
     c->chain_line = weir__cfg_entry_of(t, "chain", &e) ? e.line : c->line;
     int line = c->line;
     c->domains = weir__cfg_get_string_list(ld, t, "domains", section, &c->n_domains, &line);
+    if (c->domains && !weir__cfg_split_commas(&c->domains, &c->n_domains))
+        weir__cfg_err_at(ld, line, "out of memory");
     weir__cfg_get_bool(ld, t, "default", section, &c->is_default);
 }
 

@@ -417,6 +417,66 @@ void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_v
 /* health_check = "tcp://", "http://HOST/PATH" ("http:///PATH" sends the
  * backend's address as Host) or "grpc://[SERVICE]" (grpc.health.v1 over
  * h2c), with the health_check_* keys. */
+/*
+ * Pingap writes a check's settings in its URL's query:
+ * "http://name/ping?connection_timeout=3s&read_timeout=1s&check_frequency=10s
+ * &success=2&failure=3&reuse". Those are taken out of the URL (in place) and
+ * applied; other parameters stay in the probe's path. The health_check_*
+ * keys, read after, win.
+ */
+static void pingap_check_options(loader *ld, int line, char *url, weir_health_check *hc,
+                                 const char *section)
+{
+    char *q = strchr(url, '?');
+    if (!q)
+        return;
+    char keep[1024] = "";
+    size_t kl = 0;
+    char *p = q + 1;
+    while (p && *p) {
+        char *amp = strchr(p, '&');
+        if (amp)
+            *amp = '\0';
+        char *eq = strchr(p, '=');
+        const char *val = eq ? eq + 1 : "";
+        size_t nl = eq ? (size_t)(eq - p) : strlen(p);
+        uint64_t ms = 0;
+        int64_t n = 0;
+        char *end = NULL;
+#define IS(name) (nl == sizeof(name) - 1 && memcmp(p, name, nl) == 0)
+        if (IS("connection_timeout") || IS("read_timeout") || IS("check_frequency")) {
+            if (!weir__cfg_parse_duration(val, &ms) || ms == 0 || ms > 3600000) {
+                weir__cfg_err_at(ld, line, "'health_check' in [%s]: '%.*s' must be a duration",
+                                 section, (int)nl, p);
+            } else if (IS("check_frequency")) {
+                hc->interval_ms = (uint32_t)ms;
+            } else if (!hc->timeout_ms || (uint32_t)ms > hc->timeout_ms) {
+                /* One timeout covers connecting and reading: the larger. */
+                hc->timeout_ms = (uint32_t)ms;
+            }
+        } else if (IS("success") || IS("failure")) {
+            n = strtoll(val, &end, 10);
+            if (!*val || *end || n < 1 || n > 100)
+                weir__cfg_err_at(ld, line, "'health_check' in [%s]: '%.*s' must be 1..100", section,
+                                 (int)nl, p);
+            else if (IS("success"))
+                hc->rise = (uint32_t)n;
+            else
+                hc->fall = (uint32_t)n;
+        } else if (IS("reuse") || IS("ssl") || IS("tls")) {
+            /* connection reuse and TLS follow the upstream's own settings */
+        } else if (kl + strlen(p) + 2 < sizeof(keep)) {
+            kl += (size_t)snprintf(keep + kl, sizeof(keep) - kl, "%s%s", kl ? "&" : "", p);
+        }
+#undef IS
+        p = amp ? amp + 1 : NULL;
+    }
+    if (kl)
+        snprintf(q, strlen(q) + 1, "?%s", keep);
+    else
+        *q = '\0';
+}
+
 static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
                               const char *section)
 {
@@ -425,8 +485,11 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
     char *url = weir__cfg_dup_string(ld, t, "health_check", section, &present);
     weir_toml_entry e;
     int line = weir__cfg_entry_of(t, "health_check", &e) ? e.line : u->line;
+    if (url)
+        pingap_check_options(ld, line, url, hc, section);
     if (url) {
-        if (strcmp(url, "tcp") == 0 || strcmp(url, "tcp://") == 0) {
+        /* "tcp://NAME" (Pingap names the upstream): the backends' ports. */
+        if (strcmp(url, "tcp") == 0 || strncmp(url, "tcp://", 6) == 0) {
             hc->kind = WEIR_HEALTH_TCP;
         } else if (strncmp(url, "grpc://", 7) == 0) {
             const char *svc = url + 7;

@@ -89,11 +89,20 @@ void *weir__plugin_headers_borrow(const weir_cfg_headers *remove, const weir_cfg
     return h;
 }
 
-static const char *value_of(const weir_cfg_header *e, weir_session *s)
+/* The field's value for this request: as written (checked at load), or
+ * rendered (vars.c keeps line breaks out). */
+static weir_str value_of(const weir_cfg_header *e, weir_session *s)
 {
-    return e->tmpl ? weir__tmpl_render(e->tmpl, s) : e->value;
+    return e->tmpl ? weir__tmpl_render(e->tmpl, s) : (weir_str){e->value, e->value_len};
 }
 
+static weir_str name_of(const weir_cfg_header *e)
+{
+    return (weir_str){e->name, e->name_len};
+}
+
+/* The configuration lives as long as the request (its snapshot is pinned),
+ * so its strings go into the table by reference. */
 static void apply(weir_session *s, weir_headers *hs, const headers_conf *h)
 {
     const weir_cfg_headers *l;
@@ -105,32 +114,29 @@ static void apply(weir_session *s, weir_headers *hs, const headers_conf *h)
             weir_str v = weir_headers_get(hs, l->v[i].name);
             if (!v.ptr)
                 continue;
-            char *copy = weir_session_alloc(s, v.len + 1);
-            if (!copy)
-                continue;
-            memcpy(copy, v.ptr, v.len);
-            copy[v.len] = '\0';
             weir_headers_remove(hs, l->v[i].name);
-            weir_headers_set(hs, l->v[i].value, copy);
+            weir_headers_set_ref(hs, (weir_str){l->v[i].value, l->v[i].value_len}, v);
         }
     }
     if ((l = h->lists[H_SET]))
         for (size_t i = 0; i < l->n; i++) {
-            const char *v = value_of(&l->v[i], s);
-            if (v)
-                weir_headers_set(hs, l->v[i].name, v);
+            weir_str v = value_of(&l->v[i], s);
+            if (v.ptr)
+                weir_headers_set_ref(hs, name_of(&l->v[i]), v);
         }
     if ((l = h->lists[H_SET_ABSENT]))
         for (size_t i = 0; i < l->n; i++) {
-            const char *v = weir_headers_get(hs, l->v[i].name).ptr ? NULL : value_of(&l->v[i], s);
-            if (v)
-                weir_headers_set(hs, l->v[i].name, v);
+            if (weir_headers_get(hs, l->v[i].name).ptr)
+                continue;
+            weir_str v = value_of(&l->v[i], s);
+            if (v.ptr)
+                weir_headers_add_ref(hs, name_of(&l->v[i]), v);
         }
     if ((l = h->lists[H_ADD]))
         for (size_t i = 0; i < l->n; i++) {
-            const char *v = value_of(&l->v[i], s);
-            if (v)
-                weir_headers_add(hs, l->v[i].name, v);
+            weir_str v = value_of(&l->v[i], s);
+            if (v.ptr)
+                weir_headers_add_ref(hs, name_of(&l->v[i]), v);
         }
 }
 

@@ -1,0 +1,156 @@
+"""Pingap configurations that weir used to accept with another meaning:
+paths with a blank after = or ~, comma lists of hosts and certificate
+domains, the access-log presets and variables Pingap users write."""
+import re
+import time
+
+import pytest
+
+import backends as B
+import tlsutil as T
+from conftest import binary, free_port, require_binary
+
+
+def lines(path, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = path.read_text().splitlines() if path.exists() else []
+        if len(got) >= n:
+            return got
+        time.sleep(0.02)
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def get_host(port, path, host, extra=b""):
+    return B.request(port, b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n"
+                     % (path.encode(), host.encode(), extra))
+
+
+@pytest.mark.parametrize("path,hit,miss", [
+    ("= /exact", "/exact", "/exact/x"),
+    ("=  /exact ", "/exact", "/exactly"),
+    ("~ \\\\.php$", "/index.php", "/index.html"),
+    (" /prefix ", "/prefix/a", "/other"),
+])
+def test_path_with_blanks_after_the_sign(weir_toml, path, hit, miss):
+    w = weir_toml('[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l", "rest"]\n'
+                  '[locations.l]\npath = "%s"\necho = true\n'
+                  '[locations.rest]\nproxy_set_headers = []\nupstream = "u"\n'
+                  '[upstreams.u]\naddrs = ["127.0.0.1:1"]\n' % path)
+    assert B.get(w.port, hit).status == 200
+    assert B.get(w.port, miss).status == 502, "%s must not match %s" % (path, miss)
+
+
+def test_host_as_a_comma_list(weir_toml):
+    w = weir_toml('[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l", "rest"]\n'
+                  '[locations.l]\nhost = "a.example.com, b.example.com"\necho = true\n'
+                  '[locations.rest]\nupstream = "u"\n[upstreams.u]\naddrs = ["127.0.0.1:1"]\n')
+    assert get_host(w.port, "/", "a.example.com").status == 200
+    assert get_host(w.port, "/", "b.example.com").status == 200
+    assert get_host(w.port, "/", "c.example.com").status == 502
+
+
+def test_certificate_domains_as_a_comma_list(weir_toml, tmp_path):
+    """domains = "x,y" is two names: SNI y picks that certificate."""
+    pki = T.PKI(tmp_path / "pki")
+    w = weir_toml('[certificates.a]\ncert = "%s"\nkey = "%s"\ndomains = "a.test, alias.test"\n'
+                  '[certificates.d]\ncert = "%s"\nkey = "%s"\ndefault = true\n'
+                  '[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l"]\n'
+                  'certificates = ["a", "d"]\n[locations.l]\necho = true\n'
+                  % (pki.path("a.crt"), pki.path("a.key"), pki.path("default.crt"),
+                     pki.path("default.key")))
+    ctx = T.client_context(pki)
+    ctx.check_hostname = False
+    assert T.peer_cn(w.port, ctx, "alias.test") == "a.test"
+    assert T.peer_cn(w.port, ctx, "a.test") == "a.test"
+    assert T.peer_cn(w.port, ctx, "nope.test") == "default.test"
+
+
+PRESET_RE = {
+    "tiny": r'GET /p\?q=1 200 \d+ - \d+(us|ms|\.\ds)',
+    "short": r'127\.0\.0\.1 - GET /p\?q=1 HTTP/1\.1 200 \d+ - \d+(us|ms|\.\ds)',
+    "common": r'127\.0\.0\.1 - - \[[^]]+\] "GET /p\?q=1 HTTP/1\.1" 200 \d+',
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_RE))
+def test_access_log_presets(weir_toml, tmp_path, preset):
+    log = tmp_path / "a.log"
+    w = weir_toml('[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l"]\n'
+                  'access_log = "%s"\naccess_log_file = "%s"\n[locations.l]\necho = true\n'
+                  % (preset, log))
+    assert B.get(w.port, "/p?q=1").status == 200
+    got = lines(log, 1)
+    assert got and re.fullmatch(PRESET_RE[preset], got[0]), got
+
+
+def test_pingap_access_log_variables(weir_toml, backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIR_TEST_DC", "dc7")
+    b = backend(B.fixed(b"x" * 1500, headers=[("X-Resp", "r1")]))
+    log = tmp_path / "a.log"
+    fmt = ("{host}|{scheme}|{remote}|{proto}|{when_utc_iso}|{when_unix}|{size_human}|"
+           "{latency_human}|{payload_size}|{~sid}|{>x-in}|{<x-resp}|{$WEIR_TEST_DC}|"
+           "{:location}|{:upstream_reused}|{:upstream_connect_time}|"
+           "{:upstream_response_time}|{:tls_version}|{referer}|{user_agent}")
+    w = weir_toml('[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l"]\n'
+                  'access_log = "%s"\naccess_log_file = "%s"\n'
+                  '[locations.l]\nupstream = "u"\n[upstreams.u]\naddrs = ["@B@"]\n'
+                  % (fmt, log), B=b, threads=1)
+    extra = b"Cookie: a=1; sid=s42\r\nX-In: in1\r\nReferer: https://r.test/\r\nUser-Agent: ua/1\r\n"
+    assert get_host(w.port, "/v", "shop.test", extra).status == 200
+    s = B.connect(w.port)
+    s.sendall(b"POST /v HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n\r\nhello"
+              b"GET /v HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+    rd = B.Reader(s)
+    B.read_response(rd, "POST")
+    B.read_response(rd)
+    s.close()
+    got = [line.split("|") for line in lines(log, 3)]
+    f = got[0]
+    assert f[0] == "shop.test" and f[1] == "http" and f[2] == "127.0.0.1"
+    assert f[3] == "HTTP/1.1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", f[4]), f[4]
+    assert abs(int(f[5]) / 1000 - time.time()) < 60
+    assert re.fullmatch(r"1\.\dKB", f[6]), f[6]
+    assert re.fullmatch(r"\d+(us|ms)|\d+\.\ds", f[7]), f[7]
+    assert f[9] == "s42" and f[10] == "in1" and f[11] == "r1" and f[12] == "dc7"
+    assert f[13] == "l"
+    assert f[14] == "false", "the first request opened its connection"
+    assert re.fullmatch(r"\d+\.\d{3}", f[15]) and re.fullmatch(r"\d+\.\d{3}", f[16])
+    assert f[17] == "-", "no TLS"
+    assert f[18] == "https://r.test/" and f[19] == "ua/1"
+    post = b"POST /v HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n\r\nhello"
+    assert int(got[1][8]) == len(post), "payload_size: the request's bytes, head and body"
+    assert got[2][14] == "true", "a pooled connection was reused"
+
+
+def test_health_check_url_options_are_settings_not_path(weir_toml, backend):
+    """Pingap's ?check_frequency=...&success=...&failure=... configure the
+    check; the probe's path keeps only the other parameters."""
+    b = backend(B.fixed(b"ok\n"))
+    w = weir_toml('[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l"]\n'
+                  '[locations.l]\nupstream = "u"\n[upstreams.u]\naddrs = ["@B@"]\n'
+                  'health_check = "http://u/ping?connection_timeout=2s&check_frequency=100ms'
+                  '&success=1&failure=2&reuse&x=1"\n', B=b)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and b.request_count() < 3:
+        time.sleep(0.05)
+    paths = {r.path for r in b.requests}
+    assert b.request_count() >= 3, "a probe every 100 ms"
+    assert paths == {"/ping?x=1"}, paths
+
+
+@pytest.mark.parametrize("url,msg", [
+    ("http://u/ping?check_frequency=often", "'check_frequency' must be a duration"),
+    ("http://u/ping?success=0", "'success' must be 1..100"),
+])
+def test_health_check_url_option_errors(tmp_path, url, msg):
+    require_binary("weir")
+    import subprocess
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[servers.s]\naddr = "127.0.0.1:1"\nlocations = ["l"]\n'
+                   '[locations.l]\nupstream = "u"\n[upstreams.u]\naddrs = ["127.0.0.1:2"]\n'
+                   'health_check = "%s"\n' % url)
+    r = subprocess.run([binary("weir"), "-t", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0 and msg in r.stderr and "c.toml:8:" in r.stderr, r.stderr
