@@ -419,6 +419,8 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         return NULL;
     }
     atomic_store(&app->current, cfg);
+    app->srv = srv;
+    app->started_at = time(NULL);
     if (!weir__plugin_states(cfg, NULL)) {
         weir_log(WEIR_LEVEL_ERROR, "%s: out of memory for the plugins' state", cfg->file);
         goto fail;

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "app/app.h"
 #include "app/config/config.h"
@@ -30,6 +31,8 @@ typedef struct server_app {
 
 struct weir_app {
     _Atomic(weir_config *) current;
+    weir_server *srv;  /* the server it runs on (stats) */
+    time_t started_at; /* wall clock, for stats */
     server_app servers[MAX_SERVERS];
     _Atomic size_t n_servers; /* grows on reloads (main thread); read anywhere */
     /* Snapshots replaced by reloads keep the app's reference for a grace
@@ -55,12 +58,21 @@ typedef struct req_ctx {
     uint64_t start_ms;  /* for retry_timeout (set only when it is) */
     bool set_sticky;    /* the response sets the sticky cookie */
     bool grpc;          /* a gRPC request on a location with grpc_idle_timeout */
+    /* The upstream this request goes to instead of its location's (a
+     * traffic_splitting plugin), or NULL. */
+    const weir_cfg_upstream *upstream;
     /* plugins (phases.c) */
     void **pctx;                      /* per-request memory by the location's plugin slot */
     const struct weir_plugin *parked; /* the plugin whose hook is PENDING, or NULL */
     uint8_t park_chain;               /* where its chain goes on */
     uint16_t park_pos;
 } req_ctx;
+
+/* The upstream of the request: a plugin's choice, else its location's. */
+static inline const weir_cfg_upstream *weir__app_upstream(const req_ctx *c)
+{
+    return c->upstream ? c->upstream : c->loc ? c->loc->upstream : NULL;
+}
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 uint64_t weir__app_mono_ms(void);

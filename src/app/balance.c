@@ -133,7 +133,7 @@ weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer 
 {
     req_ctx *c = ctx;
     const weir_cfg_location *l = c->loc;
-    const weir_cfg_upstream *u = l ? l->upstream : NULL;
+    const weir_cfg_upstream *u = weir__app_upstream(c);
     if (!u || !u->lb)
         return weir__app_answer(s, 503, "Service Unavailable");
     weir_backend *b = c->next; /* a retry after a 5xx status chose it already */
@@ -198,7 +198,7 @@ bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer
                                int attempt)
 {
     req_ctx *c = ctx;
-    const weir_cfg_upstream *u = c->loc ? c->loc->upstream : NULL;
+    const weir_cfg_upstream *u = weir__app_upstream(c);
     if (c->backend) {
         if (c->n_tried < MAX_TRIED)
             c->tried[c->n_tried++] = weir_backend_id(c->backend);

@@ -172,8 +172,8 @@ static weir_phase_result request_filter(weir_session *s, void *ctx)
     req_ctx *c = ctx;
     if (!c || !c->loc)
         return WEIR_PHASE_ERROR;
-    if (c->loc->upstream && c->loc->upstream->retry_timeout_ms)
-        c->start_ms = weir__app_mono_ms();
+    /* For retry_timeout (whichever upstream a plugin may choose). */
+    c->start_ms = weir__app_mono_ms();
     if (c->loc->grpc_idle_timeout_ms) {
         weir_str ct = weir_headers_get(weir_session_req_headers(s), "content-type");
         c->grpc = ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0;
@@ -215,7 +215,8 @@ static weir_phase_result response_filter(weir_session *s, void *ctx)
     if (c && c->set_sticky && c->backend && c->loc && h) {
         char cookie[256];
         snprintf(cookie, sizeof(cookie), "%s=%016llx; Path=/; HttpOnly",
-                 c->loc->upstream->sticky_cookie, (unsigned long long)weir_backend_id(c->backend));
+                 weir__app_upstream(c)->sticky_cookie,
+                 (unsigned long long)weir_backend_id(c->backend));
         weir_headers_add(h, "Set-Cookie", cookie);
     }
     return c && c->loc && h ? run_chain(s, c, WEIR_STEP_RESPONSE, 0) : WEIR_PHASE_CONTINUE;

@@ -659,3 +659,134 @@ def test_cors_star_with_and_without_credentials(weir_toml, backend):
     r = B.get(w2.port, "/", headers=[("Origin", "https://any.test")])
     assert r.headers.get("access-control-allow-origin") == "https://any.test"
     assert r.headers.get("access-control-allow-credentials") == "true"
+
+
+# ---- traffic_splitting ----
+
+def split_cfg(body):
+    return server({"l": 'upstream = "u"\nplugins = ["split"]'},
+                  '[plugins.split]\ncategory = "traffic_splitting"\nupstream = "v2"\n' + body
+                  + upstream() + '[upstreams.v2]\naddrs = ["@C@"]\n')
+
+
+def test_traffic_splitting_sends_its_share(weir_toml, backend):
+    main, canary = backend(B.fixed(b"v1\n")), backend(B.fixed(b"v2\n"))
+    w = weir_toml(split_cfg("weight = 20\n"), B=main, C=canary)
+    bodies = [B.get(w.port, "/").body for _ in range(400)]
+    share = bodies.count(b"v2\n") / 400
+    assert 0.12 < share < 0.28, share
+    w0 = weir_toml(split_cfg("weight = 0\n"), B=main, C=canary)
+    assert all(B.get(w0.port, "/").body == b"v1\n" for _ in range(50))
+    w100 = weir_toml(split_cfg("weight = 100\n"), B=main, C=canary)
+    assert all(B.get(w100.port, "/").body == b"v2\n" for _ in range(50))
+
+
+def test_traffic_splitting_sticky_by_cookie(weir_toml, backend):
+    main, canary = backend(B.fixed(b"v1\n")), backend(B.fixed(b"v2\n"))
+    w = weir_toml(split_cfg('weight = 50\nstickiness = "cookie"\nsticky_key = "uid"\n'),
+                  B=main, C=canary)
+    seen = {}
+    for user in range(40):
+        got = {B.get(w.port, "/", headers=[("Cookie", "uid=user%d" % user)]).body
+               for _ in range(5)}
+        assert len(got) == 1, "user%d moved between upstreams" % user
+        seen[user] = got.pop()
+    assert set(seen.values()) == {b"v1\n", b"v2\n"}, "both get some users"
+
+
+def test_traffic_splitting_undefined_upstream(tmp_path):
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["split"]'},
+                               '[plugins.split]\ncategory = "traffic_splitting"\n'
+                               'upstream = "uu"\nweight = 5\n' + upstream()))
+    assert r.returncode != 0
+    assert "[plugins.split] refers to undefined upstream 'uu'; did you mean 'u'?" in r.stderr
+    assert re.search(r"check\.toml:\d+: \[plugins\.split\] refers", r.stderr), r.stderr
+
+
+# ---- accept_encoding ----
+
+@pytest.mark.parametrize("sent,only_one,want", [
+    ("gzip, deflate, br", "false", "br, gzip"),
+    ("gzip, deflate, br", "true", "br"),
+    ("gzip;q=0.5, br;q=0", "false", "gzip"),
+    ("*", "true", "zstd"),
+    ("*, zstd;q=0", "false", "br, gzip"),
+    ("deflate", "false", None),
+    ("identity", "false", None),
+])
+def test_accept_encoding_normalised(weir_toml, backend, sent, only_one, want):
+    b = backend()
+    w = weir_toml(server({"l": 'upstream = "u"\nplugins = ["ae"]'},
+                         '[plugins.ae]\ncategory = "accept_encoding"\n'
+                         'encodings = "zstd, br, gzip"\nonly_one_encoding = %s\n' % only_one
+                         + upstream()), B=b)
+    B.get(w.port, "/", headers=[("Accept-Encoding", sent)])
+    assert b.requests[0].headers.get("accept-encoding") == want
+
+
+# ---- stats ----
+
+def test_stats_document(weir_toml, backend):
+    import json
+    b = backend()
+    w = weir_toml(server({"l": 'upstream = "u"\nplugins = ["st"]'},
+                         '[plugins.st]\ncategory = "stats"\npath = "/stats"\n' + upstream()),
+                  B=b)
+    B.get(w.port, "/warm")
+    r = B.get(w.port, "/stats")
+    assert r.status == 200 and r.headers.get("content-type") == "application/json"
+    doc = json.loads(r.body)
+    assert doc["pid"] == w.proc.pid and doc["workers"] == 2
+    assert doc["memory_rss_bytes"] > 1 << 20 and doc["uptime_s"] >= 0
+    assert doc["client_connections"]["http1"] >= 1
+    assert doc["upstreams"] == [{"name": "u", "backends": 1, "healthy": 1, "in_flight": 0}]
+    assert b.request_count() == 1
+
+
+# ---- csrf ----
+
+def csrf_proxy(weir_toml, backend):
+    b = backend()
+    w = weir_toml(server({"l": 'upstream = "u"\nplugins = ["csrf"]'},
+                         '[plugins.csrf]\ncategory = "csrf"\ntoken_path = "/csrf-token"\n'
+                         'key = "0123456789abcdef-secret"\nttl = "10m"\n' + upstream()), B=b)
+    return w, b
+
+
+def post(port, headers=()):
+    hs = "".join("%s: %s\r\n" % h for h in headers)
+    return B.request(port, ("POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n%s"
+                            "Connection: close\r\n\r\nok" % hs).encode(), "POST")
+
+
+def test_csrf_double_submit(weir_toml, backend):
+    import json
+    w, b = csrf_proxy(weir_toml, backend)
+    r = B.get(w.port, "/csrf-token")
+    assert r.status == 200
+    tok = json.loads(r.body)["token"]
+    cookie = r.headers.get("set-cookie")
+    assert cookie.startswith("x-csrf-token=%s;" % tok) and "SameSite=Strict" in cookie
+    ok = post(w.port, [("Cookie", "x-csrf-token=" + tok), ("X-CSRF-Token", tok)])
+    assert ok.status == 200
+    assert B.get(w.port, "/page").status == 200, "safe methods need no token"
+    assert post(w.port).status == 403
+    assert post(w.port, [("X-CSRF-Token", tok)]).status == 403, "header without the cookie"
+    assert post(w.port, [("Cookie", "x-csrf-token=" + tok)]).status == 403
+    other = json.loads(B.get(w.port, "/csrf-token").body)["token"]
+    assert post(w.port, [("Cookie", "x-csrf-token=" + tok), ("X-CSRF-Token", other)]).status \
+        == 403, "two different tokens"
+    forged = tok[:-1] + ("0" if tok[-1] != "0" else "1")
+    assert post(w.port, [("Cookie", "x-csrf-token=" + forged),
+                         ("X-CSRF-Token", forged)]).status == 403, "a bad signature"
+    nonce, expiry, sig = tok.split(".")
+    later = "%s.%d.%s" % (nonce, int(expiry) + 3600, sig)
+    assert post(w.port, [("Cookie", "x-csrf-token=" + later),
+                         ("X-CSRF-Token", later)]).status == 403, "an extended expiry"
+    assert b.request_count() == 2
+
+
+def test_csrf_needs_a_real_key(tmp_path):
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["c"]'},
+                               '[plugins.c]\ncategory = "csrf"\nkey = "short"\n' + upstream()))
+    assert r.returncode != 0 and "needs 'key', a secret of 16 characters or more" in r.stderr

@@ -445,6 +445,14 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             }
         }
     }
+    for (size_t i = 0; i < c->n_plugins; i++) {
+        weir_plugin *p = c->plugins[i];
+        if (p->def && p->def->link && p->conf) {
+            char section[300];
+            snprintf(section, sizeof(section), "plugins.%s", p->name);
+            p->def->link(&ld, p->conf, section);
+        }
+    }
     if (!srvs || weir_toml_table_count(srvs) == 0)
         weir__cfg_err_at(&ld, 0, "no [servers.NAME] section: nothing to listen on");
     if (srvs) {

@@ -92,6 +92,9 @@ typedef struct weir_plugin_def {
      * Errors go through ld (FILE:LINE: message); returns false on any. */
     bool (*parse)(loader *ld, const weir_toml_value *t, const char *section, void **conf);
     void (*free)(void *conf);
+    /* Optional: after the whole document is loaded, resolves what conf
+     * names (an upstream). Errors through ld. */
+    void (*link)(loader *ld, void *conf, const char *section);
     /* Per-request memory, zeroed, in the session arena (0: none). */
     size_t ctx_size;
     /* Optional state kept across reloads: made from the first conf. */

@@ -22,6 +22,10 @@ extern const weir_plugin_def weir__plugin_ip_restriction;
 extern const weir_plugin_def weir__plugin_referer_restriction;
 extern const weir_plugin_def weir__plugin_ua_restriction;
 extern const weir_plugin_def weir__plugin_cors;
+extern const weir_plugin_def weir__plugin_traffic_splitting;
+extern const weir_plugin_def weir__plugin_accept_encoding;
+extern const weir_plugin_def weir__plugin_stats;
+extern const weir_plugin_def weir__plugin_csrf;
 
 /* The built-in plugins a location's or a server's own keys make (config
  * loader): each borrows what it needs from the location or server, which

@@ -27,6 +27,10 @@ const weir_plugin_def *const weir__plugin_defs[] = {
     &weir__plugin_referer_restriction,
     &weir__plugin_ua_restriction,
     &weir__plugin_cors,
+    &weir__plugin_traffic_splitting,
+    &weir__plugin_accept_encoding,
+    &weir__plugin_stats,
+    &weir__plugin_csrf,
 };
 const size_t weir__n_plugin_defs = sizeof(weir__plugin_defs) / sizeof(weir__plugin_defs[0]);
 
