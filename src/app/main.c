@@ -23,6 +23,7 @@
 #include "app/admin/admin.h"
 #include "app/config/config.h"
 #include "app/app.h"
+#include "app/convert.h"
 #include "weir/weir.h"
 
 #define MAX_CLI_ADDRS 64
@@ -42,6 +43,8 @@ static void usage(FILE *f)
                "  -c, --config FILE            run the TOML configuration in FILE\n"
                "  -t, --test                   check the configuration and exit (0 = valid)\n"
                "      --print-default-config   print the embedded default configuration\n"
+               "  convert --from pingap PATH   print the weir configuration for a Pingap one\n"
+               "                               (a TOML file or a directory of them)\n"
                "\n"
                "Process:\n"
                "  -d, --daemon                 run in the background; exit 0 once serving\n"
@@ -516,6 +519,12 @@ static void on_reopen_logs(void *arg)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "convert") == 0) {
+        if (argc == 5 && strcmp(argv[2], "--from") == 0 && strcmp(argv[3], "pingap") == 0)
+            return weir__convert_pingap(argv[4], stdout, stderr);
+        fprintf(stderr, "usage: weir convert --from pingap FILE|DIR\n");
+        return 2;
+    }
     cli c = {0};
     int rc = parse_args(argc, argv, &c);
     if (rc >= 0)
