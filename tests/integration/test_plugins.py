@@ -790,3 +790,30 @@ def test_csrf_needs_a_real_key(tmp_path):
     r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["c"]'},
                                '[plugins.c]\ncategory = "csrf"\nkey = "short"\n' + upstream()))
     assert r.returncode != 0 and "needs 'key', a secret of 16 characters or more" in r.stderr
+
+
+@pytest.mark.parametrize("body,msg", [
+    ('category = "cors"\n', "[plugins.x] needs 'allow_origins'"),
+    ('category = "cors"\nallow_origins = ["~(bad"]\n', "bad regex '(bad'"),
+    ('category = "cors"\nallow_origins = ["*"]\nmax_age = "forever"\n', "'max_age' in [plugins.x]"),
+    ('category = "stats"\n', "[plugins.x] needs 'path'"),
+    ('category = "stats"\npath = "stats"\n', "'path' in [plugins.x] must start with '/'"),
+    ('category = "accept_encoding"\n', "[plugins.x] needs 'encodings'"),
+    ('category = "accept_encoding"\nencodings = "gzip, b r"\n',
+     "'encodings' in [plugins.x]: 'b r' is not a content-coding"),
+    ('category = "traffic_splitting"\nupstream = "u"\n', "[plugins.x] needs 'weight' (percent)"),
+    ('category = "traffic_splitting"\nupstream = "u"\nweight = 101\n', "'weight' in [plugins.x]"),
+    ('category = "traffic_splitting"\nupstream = "u"\nweight = 5\nstickiness = "ip"\n',
+     "'stickiness' in [plugins.x] must be cookie or header"),
+    ('category = "traffic_splitting"\nupstream = "u"\nweight = 5\nstickiness = "cookie"\n',
+     "[plugins.x] needs 'sticky_key' with 'stickiness'"),
+    ('category = "mock"\ndelay = "2m"\n', "'delay' in [plugins.x]"),
+    ('category = "request_id"\nsize = 4\n', "'size' in [plugins.x]"),
+    ('category = "csrf"\nkey = "0123456789abcdef0"\ntoken_path = "x"\n',
+     "'token_path' in [plugins.x] must start with '/'"),
+])
+def test_more_plugin_config_errors(tmp_path, body, msg):
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["x"]'},
+                               "[plugins.x]\n" + body + upstream()))
+    assert r.returncode != 0 and msg in r.stderr, r.stderr
+    assert re.search(r"check\.toml:\d+: ", r.stderr), r.stderr
