@@ -30,6 +30,16 @@ weir_str weir_headers_get(const weir_headers *h, const char *name);
 int weir_headers_set(weir_headers *h, const char *name, const char *value);
 /* Appends one more field (keeps existing ones). Same returns as set. */
 int weir_headers_add(weir_headers *h, const char *name, const char *value);
+/*
+ * The same as set and add, without copying or checking: name and value are
+ * used by reference, so they must stay valid while the session lives
+ * (configuration strings of a pinned snapshot, session memory), and the
+ * caller vouches that name is a token and value holds no CR, LF or NUL.
+ * For code that checked its fields once, at load: the per-request cost is
+ * one pass over the table. Returns WEIR_OK or WEIR_ERR_NOMEM.
+ */
+int weir_headers_set_ref(weir_headers *h, weir_str name, weir_str value);
+int weir_headers_add_ref(weir_headers *h, weir_str name, weir_str value);
 /* Removes every field `name`; returns how many were removed. */
 size_t weir_headers_remove(weir_headers *h, const char *name);
 

@@ -3,6 +3,8 @@
  */
 #include "app/access_log.h"
 
+#include "app/fields.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,29 +355,6 @@ static void put_human_time(out *o, int64_t us)
         put_fmt(o, "%.1fs", (double)us / 1e6);
 }
 
-/* The value of cookie `name`, or empty. */
-static weir_str cookie_of(weir_headers *h, const char *name)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < weir_headers_count(h); i++) {
-        weir_header f = weir_headers_at(h, i);
-        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
-            continue;
-        const char *p = f.value.ptr, *end = p + f.value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            if (!semi)
-                semi = end;
-            if ((size_t)(semi - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
-                return (weir_str){p + nl + 1, (size_t)(semi - p - nl - 1)};
-            p = semi;
-        }
-    }
-    return WEIR_STR_NULL;
-}
-
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
                                const weir_session_stats *st, const char *location, char *buf,
                                size_t buf_len)
@@ -551,7 +530,7 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
             put_human_time(&o, st->request_time_us);
             break;
         case P_COOKIE:
-            put_str(&o, cookie_of(weir_session_req_headers(s), p->text));
+            put_str(&o, weir__cookie(weir_session_req_headers(s), p->text));
             break;
         case P_UPSTREAM_REUSED:
             if (st->upstream_time_us < 0)

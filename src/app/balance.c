@@ -9,48 +9,7 @@
 #include <strings.h>
 
 #include "app/app_int.h"
-
-/* Finds "name=value" in a Cookie header; returns the value or an empty str. */
-static weir_str cookie_value(weir_headers *h, const char *name)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < weir_headers_count(h); i++) {
-        weir_header f = weir_headers_at(h, i);
-        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
-            continue;
-        const char *p = f.value.ptr, *end = p + f.value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *eq = memchr(p, '=', (size_t)(end - p));
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            if (!semi)
-                semi = end;
-            if (eq && eq < semi && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0)
-                return (weir_str){eq + 1, (size_t)(semi - eq - 1)};
-            p = semi;
-        }
-    }
-    return (weir_str){"", 0};
-}
-
-/* The value of query parameter `name`, or an empty str. */
-static weir_str query_value(weir_str q, const char *name)
-{
-    size_t nl = strlen(name);
-    const char *p = q.ptr, *end = q.ptr + q.len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        if (!amp)
-            amp = end;
-        if ((size_t)(amp - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0)
-            return (weir_str){p + nl + 1, (size_t)(amp - p - nl - 1)};
-        if ((size_t)(amp - p) == nl && memcmp(p, name, nl) == 0)
-            return (weir_str){p + nl, 0};
-        p = amp + 1;
-    }
-    return (weir_str){"", 0};
-}
+#include "app/fields.h"
 
 /* The consistent-hash key of the request. */
 static uint64_t hash_key(weir_session *s, const weir_cfg_upstream *u)
@@ -72,10 +31,10 @@ static uint64_t hash_key(weir_session *s, const weir_cfg_upstream *u)
         v = weir_headers_get(weir_session_req_headers(s), u->hash_name);
         break;
     case WEIR_HASH_COOKIE:
-        v = cookie_value(weir_session_req_headers(s), u->hash_name);
+        v = weir__cookie(weir_session_req_headers(s), u->hash_name);
         break;
     case WEIR_HASH_QUERY:
-        v = query_value(weir_session_query(s), u->hash_name);
+        v = weir__query_param(weir_session_query(s), u->hash_name);
         break;
     }
     return weir_lb_hash(v.ptr ? v.ptr : "", v.ptr ? v.len : 0);
@@ -84,7 +43,7 @@ static uint64_t hash_key(weir_session *s, const weir_cfg_upstream *u)
 /* The sticky backend named by the request's cookie, if usable. */
 static weir_backend *sticky_backend(weir_session *s, const weir_cfg_upstream *u)
 {
-    weir_str v = cookie_value(weir_session_req_headers(s), u->sticky_cookie);
+    weir_str v = weir__cookie(weir_session_req_headers(s), u->sticky_cookie);
     if (v.len != 16)
         return NULL;
     uint64_t id = 0;

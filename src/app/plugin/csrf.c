@@ -28,6 +28,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "app/fields.h"
 #include "app/plugin/plugins.h"
 
 typedef struct csrf_conf {
@@ -132,28 +133,6 @@ static bool token_valid(const csrf_conf *c, weir_str t)
     return CRYPTO_memcmp(want, t.ptr + t.len - 64, 64) == 0;
 }
 
-static weir_str cookie(weir_headers *h, const char *name)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < weir_headers_count(h); i++) {
-        weir_header f = weir_headers_at(h, i);
-        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
-            continue;
-        const char *p = f.value.ptr, *end = p + f.value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            if (!semi)
-                semi = end;
-            if ((size_t)(semi - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == '=')
-                return (weir_str){p + nl + 1, (size_t)(semi - p - nl - 1)};
-            p = semi;
-        }
-    }
-    return WEIR_STR_NULL;
-}
-
 static bool safe_method(weir_str m)
 {
     return (m.len == 3 && memcmp(m.ptr, "GET", 3) == 0) ||
@@ -195,7 +174,7 @@ static weir_phase_result csrf_request(weir_plugin_call *call)
         return WEIR_PHASE_CONTINUE;
     weir_headers *h = weir_session_req_headers(s);
     weir_str given = weir_headers_get(h, c->name);
-    weir_str kept = cookie(h, c->name);
+    weir_str kept = weir__cookie(h, c->name);
     if (!given.ptr || !kept.ptr || given.len != kept.len ||
         CRYPTO_memcmp(given.ptr, kept.ptr, given.len) != 0 || !token_valid(c, given))
         return forbidden(s);

@@ -33,6 +33,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "app/fields.h"
 #include "app/plugin/plugins.h"
 
 #define SLOTS 16384 /* a power of two */
@@ -147,44 +148,6 @@ static uint64_t fingerprint(weir_str k)
     return h ? h : 1;
 }
 
-/* The value of name in a Cookie header list, or empty. */
-static weir_str cookie(weir_headers *h, const char *name)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < weir_headers_count(h); i++) {
-        weir_header f = weir_headers_at(h, i);
-        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
-            continue;
-        const char *p = f.value.ptr, *end = p + f.value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *eq = memchr(p, '=', (size_t)(end - p));
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            if (!semi)
-                semi = end;
-            if (eq && eq < semi && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0)
-                return (weir_str){eq + 1, (size_t)(semi - eq - 1)};
-            p = semi;
-        }
-    }
-    return WEIR_STR_NULL;
-}
-
-static weir_str query_param(weir_str q, const char *name)
-{
-    size_t nl = strlen(name);
-    const char *p = q.ptr, *end = q.ptr + q.len;
-    while (p && p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
-            return (weir_str){p + nl + 1, (size_t)(stop - p - nl - 1)};
-        p = amp ? amp + 1 : NULL;
-    }
-    return WEIR_STR_NULL;
-}
-
 static weir_str key_of(weir_session *s, const limit_conf *l)
 {
     switch (l->tag) {
@@ -193,9 +156,9 @@ static weir_str key_of(weir_session *s, const limit_conf *l)
     case T_HEADER:
         return weir_headers_get(weir_session_req_headers(s), l->key);
     case T_COOKIE:
-        return cookie(weir_session_req_headers(s), l->key);
+        return weir__cookie(weir_session_req_headers(s), l->key);
     case T_QUERY:
-        return query_param(weir_session_query(s), l->key);
+        return weir__query_param(weir_session_query(s), l->key);
     }
     return WEIR_STR_NULL;
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "app/app_int.h"
+#include "app/fields.h"
 #include "app/plugin/plugins.h"
 
 typedef enum sticky { S_NONE, S_COOKIE, S_HEADER } sticky;
@@ -100,28 +101,6 @@ static void split_link(loader *ld, void *conf, const char *section)
                      c->upstream_name, s ? "; did you mean '" : "", s ? s : "", s ? "'?" : "");
 }
 
-static weir_str cookie(weir_headers *h, const char *name)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < weir_headers_count(h); i++) {
-        weir_header f = weir_headers_at(h, i);
-        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
-            continue;
-        const char *p = f.value.ptr, *end = p + f.value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            if (!semi)
-                semi = end;
-            if ((size_t)(semi - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
-                return (weir_str){p + nl + 1, (size_t)(semi - p - nl - 1)};
-            p = semi;
-        }
-    }
-    return WEIR_STR_NULL;
-}
-
 /* 0..99, from the key's bytes (FNV-1a, then mixed), or at random. */
 static uint32_t bucket(weir_str key)
 {
@@ -152,7 +131,7 @@ static weir_phase_result split_request(weir_plugin_call *c)
     if (!sc->upstream || sc->weight == 0)
         return WEIR_PHASE_CONTINUE;
     weir_headers *h = weir_session_req_headers(c->s);
-    weir_str key = sc->stickiness == S_COOKIE   ? cookie(h, sc->key)
+    weir_str key = sc->stickiness == S_COOKIE   ? weir__cookie(h, sc->key)
                    : sc->stickiness == S_HEADER ? weir_headers_get(h, sc->key)
                                                 : WEIR_STR_NULL;
     if (bucket(key) < sc->weight)

@@ -1,0 +1,17 @@
+/*
+ * fields.h - values inside request fields that several parts of the
+ * program read: a cookie of the Cookie header(s), a parameter of the query.
+ */
+#ifndef WEIR_APP_FIELDS_H
+#define WEIR_APP_FIELDS_H
+
+#include "weir/weir.h"
+
+/* The value of cookie `name` (names are case-sensitive, RFC 6265) in the
+ * request's Cookie fields; .ptr NULL if there is none. */
+weir_str weir__cookie(const weir_headers *h, const char *name);
+/* The value of query parameter `name` ("" for "name" alone); .ptr NULL if
+ * there is none. */
+weir_str weir__query_param(weir_str query, const char *name);
+
+#endif
