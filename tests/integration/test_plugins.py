@@ -659,6 +659,13 @@ def test_cors_star_with_and_without_credentials(weir_toml, backend):
     r = B.get(w2.port, "/", headers=[("Origin", "https://any.test")])
     assert r.headers.get("access-control-allow-origin") == "https://any.test"
     assert r.headers.get("access-control-allow-credentials") == "true"
+    # "null" (a sandboxed iframe) is not "any origin": reflecting it with
+    # credentials would open the API to every page.
+    r = B.get(w2.port, "/", headers=[("Origin", "null")])
+    assert r.headers.get("access-control-allow-origin") is None
+    assert preflight(w2.port, "null").status == 403
+    w3, _ = cors(weir_toml, backend, 'allow_origins = ["null"]\n')
+    assert preflight(w3.port, "null").status == 204, "listed by name, it is allowed"
 
 
 # ---- traffic_splitting ----

@@ -14,7 +14,8 @@
  *
  * An origin entry is exact, a wildcard or a regex ("~..."); "*" allows
  * every origin (answered as "*", or as the origin itself with
- * credentials, which browsers require). A preflight (OPTIONS with Origin
+ * credentials, which browsers require) except "null", which must be
+ * listed by name. A preflight (OPTIONS with Origin
  * and Access-Control-Request-Method) is answered 204 for an allowed
  * origin and 403 for another; other requests from an origin not allowed
  * pass without CORS fields (the browser then refuses the response to the
@@ -91,8 +92,13 @@ static bool cors_parse(loader *ld, const weir_toml_value *t, const char *section
     return true;
 }
 
+/* "null" (a sandboxed frame, a file, a redirect) is allowed only when
+ * listed itself: "*" does not cover it, or any page could reach a
+ * credentialed API through a sandboxed iframe. */
 static bool allowed(const cors_conf *c, weir_str origin)
 {
+    if (origin.len == 4 && memcmp(origin.ptr, "null", 4) == 0)
+        return !c->any && weir__patterns_match(c->origins, origin);
     return c->any || weir__patterns_match(c->origins, origin);
 }
 
