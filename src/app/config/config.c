@@ -243,6 +243,8 @@ static void build_router(loader *ld, weir_cfg_server *s)
         return;
     for (size_t i = 0; s->locations && i < s->n_locations; i++) {
         weir_cfg_location *l = s->locations[i];
+        if (!l)
+            continue;
         specs[i] = (weir_route_spec){.hosts = (const char *const *)l->hosts,
                                      .n_hosts = l->n_hosts,
                                      .path = l->path,
@@ -256,7 +258,8 @@ static void build_router(loader *ld, weir_cfg_server *s)
         /* "location N: ..." -> name the location and its line. */
         size_t idx = 0;
         const char *msg = err;
-        if (sscanf(err, "location %zu:", &idx) == 1 && idx < s->n_locations) {
+        if (sscanf(err, "location %zu:", &idx) == 1 && idx < s->n_locations && s->locations &&
+            s->locations[idx]) {
             msg = strchr(err, ':') + 2;
             weir__cfg_err_at(ld, s->locations[idx]->line, "[locations.%s]: %s",
                              s->locations[idx]->name, msg);

@@ -189,10 +189,11 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
         weir__cfg_err_at(ld, line, "out of memory");
     bool present;
     l->path = weir__cfg_dup_string(ld, t, "path", section, &present);
-    if (!l->path)
-        l->path = strdup("");
-    if (l->path)
-        trim_path(l->path);
+    if (!l->path && !(l->path = strdup(""))) {
+        weir__cfg_err_at(ld, l->line, "out of memory");
+        return;
+    }
+    trim_path(l->path);
     int64_t v;
     if (weir__cfg_get_int(ld, t, "weight", section, 0, 1000000000, &v)) {
         l->has_weight = true;
