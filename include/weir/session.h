@@ -169,6 +169,10 @@ weir_headers *weir_session_resp_headers(weir_session *s);
 int weir_session_resp_status(const weir_session *s);
 /* Changes the status sent to the client (100..999; WEIR_ERR_INVAL otherwise). */
 int weir_session_set_resp_status(weir_session *s, int status);
+/* For this session, response_body_filter is not called: the response
+ * body goes through untouched, as read (call it from a response phase
+ * that knows no filter applies; it spares a call per piece of body). */
+void weir_session_skip_response_body_filter(weir_session *s);
 
 /* ---- answering ---- */
 

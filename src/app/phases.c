@@ -219,7 +219,24 @@ static weir_phase_result response_filter(weir_session *s, void *ctx)
                  (unsigned long long)weir_backend_id(c->backend));
         weir_headers_add(h, "Set-Cookie", cookie);
     }
+    if (!c || !c->loc || !c->loc->chains[WEIR_CFG_CHAIN_RESPONSE_BODY].n)
+        weir_session_skip_response_body_filter(s);
     return c && c->loc && h ? run_chain(s, c, WEIR_STEP_RESPONSE, 0) : WEIR_PHASE_CONTINUE;
+}
+
+static weir_phase_result response_body_filter(weir_session *s, void *ctx, weir_str *chunk, bool end)
+{
+    req_ctx *c = ctx;
+    if (!c || !c->loc)
+        return WEIR_PHASE_CONTINUE;
+    const weir_plugin_chain *ch = &c->loc->chains[WEIR_CFG_CHAIN_RESPONSE_BODY];
+    for (size_t i = 0; i < ch->n; i++) {
+        weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c};
+        weir_phase_result r = ch->v[i].p->def->response_body(&call, chunk, end);
+        if (r != WEIR_PHASE_CONTINUE)
+            return r;
+    }
+    return WEIR_PHASE_CONTINUE;
 }
 
 static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
@@ -263,5 +280,6 @@ const weir_proxy_ops weir__app_ops = {
     .upstream_request_filter = upstream_request_filter,
     .upstream_response_filter = upstream_response_filter,
     .response_filter = response_filter,
+    .response_body_filter = response_body_filter,
     .logging = logging,
 };

@@ -47,7 +47,11 @@ typedef enum sess_state {
 typedef struct pump {
     weir_exchange *src, *dst;
     weir_str segs[MAX_SEGS];
-    size_t n_segs;
+    /* The last read: n_avail segments of src_len source bytes; with a body
+     * filter they go one at a time (seg_pos is the next), since a filter's
+     * output stays valid only until its next call. */
+    size_t n_avail, seg_pos;
+    uint64_t src_len;
     bool queued;    /* segs are queued on dst, not yet flushed */
     uint64_t moved; /* body bytes consumed from src so far */
     bool done;      /* end of body queued and flushed */
@@ -133,8 +137,9 @@ struct weir_session {
     bool body_reading, body_read_used;
 
     /* phases */
-    bool pending;     /* a phase returned PENDING */
-    bool have_result; /* resume delivered a result for the current phase */
+    bool no_resp_body_filter; /* weir_session_skip_response_body_filter */
+    bool pending;             /* a phase returned PENDING */
+    bool have_result;         /* resume delivered a result for the current phase */
     weir_phase_result result;
     int sub; /* sub-step within a state (RESP_HEAD: which filter) */
 

@@ -268,6 +268,7 @@ static void go_back_to_peer(weir_session *s)
 {
     s->req_head_sent = false;
     s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    s->req_pump.n_avail = s->req_pump.seg_pos = 0;
     if (s->buf_complete) {
         s->req_pump.pre_off = 0;
         s->req_pump.moved = 0;
@@ -579,6 +580,7 @@ static bool retry_stale(weir_session *s)
     s->up_reused = false;
     s->req_head_sent = false;
     s->req_pump.queued = s->req_pump.end_queued = s->req_pump.done = false;
+    s->req_pump.n_avail = s->req_pump.seg_pos = 0;
     if (s->buf_complete) {
         s->req_pump.pre_off = 0;
         s->req_pump.moved = 0;
@@ -645,6 +647,16 @@ static void step_up_filter(weir_session *s)
 /* Moves body bytes from p->src to p->dst until one side blocks. Returns
  * WEIR_DONE when the whole body is written, WEIR_AGAIN when blocked, or an
  * error (p->err, p->err_src). */
+/* The last read went out whole: give it back to the source. */
+static void pump_consume(pump *p)
+{
+    if (!p->from_pre)
+        p->src->ops->consume_body(p->src);
+    p->moved += p->src_len;
+    p->n_avail = p->seg_pos = 0;
+    p->src_len = 0;
+}
+
 static int pump_run(weir_session *s, pump *p,
                     weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool))
 {
@@ -659,16 +671,34 @@ static int pump_run(weir_session *s, pump *p,
                 return rc;
             }
             if (p->queued) {
-                if (!p->from_pre)
-                    p->src->ops->consume_body(p->src);
                 p->queued = false;
-                for (size_t i = 0; i < p->n_segs; i++)
-                    p->moved += p->segs[i].len;
+                if (p->seg_pos >= p->n_avail)
+                    pump_consume(p);
             }
             if (p->end_queued) {
                 p->done = true;
                 break;
             }
+        }
+        if (filter && p->seg_pos < p->n_avail) {
+            /* The next segment of the last read, through the filter. */
+            weir_str seg = p->segs[p->seg_pos++];
+            if (filter(s, s->ctx, &seg, false) != WEIR_PHASE_CONTINUE) {
+                p->err = WEIR_ERR;
+                p->err_src = true;
+                return WEIR_ERR;
+            }
+            if (seg.len) {
+                if (p->dst->ops->write_body(p->dst, &seg, 1) < 0) {
+                    p->err = WEIR_ERR_NOMEM;
+                    p->err_src = false;
+                    return WEIR_ERR_NOMEM;
+                }
+                p->queued = true;
+            } else if (p->seg_pos >= p->n_avail) {
+                pump_consume(p); /* the filter kept it all for later */
+            }
+            continue;
         }
         weir_str trailers = WEIR_STR_NULL;
         size_t n = 0;
@@ -725,16 +755,15 @@ static int pump_run(weir_session *s, pump *p,
                 return p->err;
             }
         }
+        p->src_len = 0;
+        for (size_t i = 0; i < n; i++)
+            p->src_len += p->segs[i].len;
+        p->n_avail = n;
         if (filter) {
-            for (size_t i = 0; i < n; i++) {
-                if (filter(s, s->ctx, &p->segs[i], false) != WEIR_PHASE_CONTINUE) {
-                    p->err = WEIR_ERR;
-                    p->err_src = true;
-                    return WEIR_ERR;
-                }
-            }
+            p->seg_pos = 0; /* one at a time, from the top of the loop */
+            continue;
         }
-        p->n_segs = n;
+        p->seg_pos = n;
         if (p->dst->ops->write_body(p->dst, p->segs, n) < 0) {
             p->err = WEIR_ERR_NOMEM;
             p->err_src = false;
@@ -868,6 +897,11 @@ static void step_resp_head(weir_session *s)
         }
         s->sub = 2;
     }
+    /* A response_filter that removed Content-Length (its body filter
+     * changes the length): the body is sent without one (chunked). */
+    if (!s->generated && s->resp.body == WEIR_BODY_KNOWN && ops->response_body_filter &&
+        !s->no_resp_body_filter && weir__headers_find(&s->resp.headers, "content-length", 0) < 0)
+        s->resp.body = WEIR_BODY_UNKNOWN;
     /* A response written before the request body was read (an early
      * answer, an error) ends the connection: the rest of the body is
      * drained and dropped, not parsed as a request. */
@@ -915,7 +949,8 @@ static void step_resp_body(weir_session *s)
 {
     if (!pump_request(s))
         return;
-    int rc = pump_run(s, &s->resp_pump, s->svc->ops->response_body_filter);
+    int rc = pump_run(s, &s->resp_pump,
+                      s->no_resp_body_filter ? NULL : s->svc->ops->response_body_filter);
     if (rc == WEIR_AGAIN)
         return;
     if (rc < 0) {

@@ -179,6 +179,11 @@ int weir_session_resp_status(const weir_session *s)
     return s->resp.status;
 }
 
+void weir_session_skip_response_body_filter(weir_session *s)
+{
+    s->no_resp_body_filter = true;
+}
+
 int weir_session_set_resp_status(weir_session *s, int status)
 {
     if (status < 100 || status > 999 || s->resp_started || s->resp.status == 0)

@@ -824,3 +824,81 @@ def test_more_plugin_config_errors(tmp_path, body, msg):
                                "[plugins.x]\n" + body + upstream()))
     assert r.returncode != 0 and msg in r.stderr, r.stderr
     assert re.search(r"check\.toml:\d+: ", r.stderr), r.stderr
+
+
+# ---- sub_filter (a response_body hook) ----
+
+def pieces_backend(pieces, ctype="text/html; charset=utf-8", extra=(), pause=0.05):
+    """Answers chunked, one piece at a time with a pause between them, so
+    the proxy reads them as separate pieces."""
+    def handler(conn, req):
+        conn.send(B.response_head(200, [("Content-Type", ctype), ("Transfer-Encoding", "chunked")]
+                                  + list(extra)))
+        for p in pieces:
+            conn.send(b"%x\r\n%s\r\n" % (len(p), p))
+            time.sleep(pause)
+        conn.send(b"0\r\n\r\n")
+    return handler
+
+
+def sub_cfg(body):
+    return server({"l": 'upstream = "u"\nplugins = ["sf"]'},
+                  '[plugins.sf]\ncategory = "sub_filter"\n' + body + upstream())
+
+
+def test_sub_filter_replaces_across_piece_boundaries(weir_toml, backend):
+    b = backend(pieces_backend([b"<a href='http://exa", b"mple.com/x'>http://example.com</a> ",
+                                b"and http://example", b".com"]))
+    w = weir_toml(sub_cfg('filters = [["http://example.com", "https://example.com"]]\n'
+                          'once = false\n'), B=b)
+    r = B.get(w.port, "/")
+    assert r.status == 200
+    assert r.body == (b"<a href='https://example.com/x'>https://example.com</a> "
+                      b"and https://example.com"), r.body
+
+
+def test_sub_filter_once_case_and_a_length_known_body(weir_toml, backend):
+    body = b"<p>Old Name, old name, OLD NAME</p>"
+    b = backend(B.fixed(body, headers=[("Content-Type", "text/html")]))
+    w = weir_toml(sub_cfg('filters = [["old name", "New Name!"]]\nignore_case = true\n'), B=b)
+    r = B.get(w.port, "/")
+    assert r.body == b"<p>New Name!, old name, OLD NAME</p>", r.body
+    assert r.headers.get("content-length") is None and r.framing == "chunked"
+    w2 = weir_toml(sub_cfg('filters = [["old name", "x"]]\nignore_case = true\nonce = false\n'),
+                   B=b)
+    assert B.get(w2.port, "/").body == b"<p>x, x, x</p>"
+
+
+def test_sub_filter_leaves_other_types_and_compressed_bodies(weir_toml, backend):
+    js = backend(B.fixed(b"var u='http://a';", headers=[("Content-Type", "application/javascript")]))
+    w = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=js)
+    r = B.get(w.port, "/")
+    assert r.body == b"var u='http://a';" and r.headers.get("content-length") == "17"
+    gz = backend(B.fixed(b"http://a", headers=[("Content-Type", "text/html"),
+                                               ("Content-Encoding", "gzip")]))
+    w2 = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=gz)
+    assert B.get(w2.port, "/").body == b"http://a"
+    css = backend(B.fixed(b"url(http://a)", headers=[("Content-Type", "text/css")]))
+    w3 = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\ntypes = ["text/css"]\n'), B=css)
+    assert B.get(w3.port, "/").body == b"url(https://a)"
+
+
+def test_sub_filter_streams_a_large_body(weir_toml, backend):
+    """4 MB in 64 KiB pieces, a pattern in each and across each boundary:
+    the whole body comes through replaced, in bounded memory."""
+    pieces = []
+    for i in range(64):
+        pieces.append(b"x" * 65530 + b"AB" + (b"C" if i % 2 else b"") )
+    b = backend(pieces_backend(pieces, pause=0))
+    w = weir_toml(sub_cfg('filters = [["ABC", "-"], ["AB", "+"]]\nonce = false\n'), B=b)
+    r = B.get(w.port, "/")
+    want = b"".join(pieces).replace(b"ABC", b"-").replace(b"AB", b"+")
+    assert r.status == 200 and len(r.body) == len(want) and r.body == want
+
+
+def test_sub_filter_config_errors(tmp_path):
+    for body, msg in [('', "[plugins.sf] needs 'filters'"),
+                      ('filters = ["a", "b"]\n', "must be a list of [\"FROM\", \"TO\"] pairs"),
+                      ('filters = [["", "b"]]\n', "FROM 1 to 256 bytes")]:
+        r = check(tmp_path, sub_cfg(body))
+        assert r.returncode != 0 and msg in r.stderr, (body, r.stderr)

@@ -47,9 +47,11 @@ typedef struct weir_plugin_chain {
     uint16_t n;
 } weir_plugin_chain;
 
-/* Chains by step (plugin.h's weir_plugin_step), then the logging hooks. */
-#define WEIR_CFG_CHAINS 6
-#define WEIR_CFG_CHAIN_LOGGING 5
+/* Chains by step (plugin.h's weir_plugin_step), then the response body
+ * and logging hooks. */
+#define WEIR_CFG_CHAINS 7
+#define WEIR_CFG_CHAIN_RESPONSE_BODY 5
+#define WEIR_CFG_CHAIN_LOGGING 6
 
 typedef struct weir_cfg_headers {
     weir_cfg_header *v;

@@ -123,6 +123,8 @@ static bool hooks(const weir_plugin *p, int k)
         return d->upstream_response != NULL;
     case WEIR_STEP_RESPONSE:
         return d->response != NULL;
+    case WEIR_CFG_CHAIN_RESPONSE_BODY:
+        return d->response_body != NULL;
     case WEIR_CFG_CHAIN_LOGGING:
         return d->logging != NULL;
     default:

@@ -104,6 +104,14 @@ typedef struct weir_plugin_def {
     weir_plugin_hook request;
     weir_plugin_hook upstream_response;
     weir_plugin_hook response;
+    /*
+     * Each piece of the response body, in order; `end` on the last call
+     * (the chunk may then be empty). The hook may point *chunk at its own
+     * memory, valid until its next call, to change the bytes; one that
+     * changes the length must have removed Content-Length in its response
+     * hook (the body then goes chunked). Must not pend. NULL = none.
+     */
+    weir_phase_result (*response_body)(weir_plugin_call *c, weir_str *chunk, bool end);
     /* The request is over. */
     void (*logging)(weir_plugin_call *c, const weir_session_stats *st);
 } weir_plugin_def;

@@ -26,6 +26,7 @@ extern const weir_plugin_def weir__plugin_traffic_splitting;
 extern const weir_plugin_def weir__plugin_accept_encoding;
 extern const weir_plugin_def weir__plugin_stats;
 extern const weir_plugin_def weir__plugin_csrf;
+extern const weir_plugin_def weir__plugin_sub_filter;
 
 /* The built-in plugins a location's or a server's own keys make (config
  * loader): each borrows what it needs from the location or server, which

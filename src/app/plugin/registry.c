@@ -31,6 +31,7 @@ const weir_plugin_def *const weir__plugin_defs[] = {
     &weir__plugin_accept_encoding,
     &weir__plugin_stats,
     &weir__plugin_csrf,
+    &weir__plugin_sub_filter,
 };
 const size_t weir__n_plugin_defs = sizeof(weir__plugin_defs) / sizeof(weir__plugin_defs[0]);
 
