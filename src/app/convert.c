@@ -144,6 +144,21 @@ static void put_string(FILE *o, const char *s, size_t len)
     fputc('"', o);
 }
 
+/* A key or a table name: bare when it can be, else quoted. */
+static void put_name(FILE *o, const char *k, size_t len)
+{
+    bool bare = len > 0;
+    for (size_t i = 0; i < len && bare; i++) {
+        char c = k[i];
+        bare = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '-';
+    }
+    if (bare)
+        fwrite(k, 1, len, o);
+    else
+        put_string(o, k, len);
+}
+
 static void put_value(FILE *o, const weir_toml_value *v)
 {
     size_t len;
@@ -160,10 +175,14 @@ static void put_value(FILE *o, const weir_toml_value *v)
         weir_toml_int(v, &i);
         fprintf(o, "%lld", (long long)i);
         break;
-    case WEIR_TOML_FLOAT:
+    case WEIR_TOML_FLOAT: {
+        char num[40];
         weir_toml_double(v, &d);
-        fprintf(o, "%.17g", d);
+        snprintf(num, sizeof(num), "%.17g", d);
+        /* 5.0 stays a float ("5" would be an integer). */
+        fprintf(o, "%s%s", num, strpbrk(num, ".eEni") ? "" : ".0");
         break;
+    }
     case WEIR_TOML_BOOL:
         weir_toml_bool(v, &b);
         fputs(b ? "true" : "false", o);
@@ -182,7 +201,9 @@ static void put_value(FILE *o, const weir_toml_value *v)
         for (size_t k = 0; k < weir_toml_table_count(v); k++) {
             weir_toml_entry e;
             weir_toml_table_entry(v, k, &e);
-            fprintf(o, "%s%.*s = ", k ? ", " : "", (int)e.key_len, e.key);
+            fputs(k ? ", " : "", o);
+            put_name(o, e.key, e.key_len);
+            fputs(" = ", o);
             put_value(o, e.value);
         }
         fputc('}', o);
@@ -265,7 +286,8 @@ static void basic(FILE *o, const doc *d)
             weir_toml_table_entry(t, i, &e);
             const char *s = str(e.value);
             if (same_key(same, &e)) {
-                fprintf(o, "%.*s = ", (int)e.key_len, e.key);
+                put_name(o, e.key, e.key_len);
+                fputs(" = ", o);
                 put_value(o, e.value);
                 fputc('\n', o);
             } else if (is(&e, "log_level") && s) {
@@ -303,7 +325,9 @@ static void cert_names(FILE *o, const doc *d)
 static void server(FILE *o, const doc *d, const weir_toml_value *t, const char *name)
 {
     static const char *const same[] = {"locations", "tls_min_version", "tls_ciphersuites", NULL};
-    fprintf(o, "[servers.%s]\n", name);
+    fputs("[servers.", o);
+    put_name(o, name, strlen(name));
+    fputs("]\n", o);
     bool h2 = false, tls = false;
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
@@ -319,7 +343,8 @@ static void server(FILE *o, const doc *d, const weir_toml_value *t, const char *
         weir_toml_table_entry(t, i, &e);
         const char *s = str(e.value);
         if (same_key(same, &e)) {
-            fprintf(o, "%.*s = ", (int)e.key_len, e.key);
+            put_name(o, e.key, e.key_len);
+            fputs(" = ", o);
             put_value(o, e.value);
             fputc('\n', o);
         } else if (is(&e, "addr") && s) {
@@ -401,12 +426,15 @@ static void location(FILE *o, const doc *d, const weir_toml_value *t, const char
                                        "proxy_add_headers",
                                        "client_max_body_size",
                                        NULL};
-    fprintf(o, "[locations.%s]\n", name);
+    fputs("[locations.", o);
+    put_name(o, name, strlen(name));
+    fputs("]\n", o);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
         if (same_key(same, &e)) {
-            fprintf(o, "%.*s = ", (int)e.key_len, e.key);
+            put_name(o, e.key, e.key_len);
+            fputs(" = ", o);
             put_value(o, e.value);
             fputc('\n', o);
         } else if (is(&e, "plugins") && weir_toml_type_of(e.value) == WEIR_TOML_ARRAY) {
@@ -461,13 +489,16 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
                                        "idle_timeout",
                                        "verify_cert",
                                        NULL};
-    fprintf(o, "[upstreams.%s]\n", name);
+    fputs("[upstreams.", o);
+    put_name(o, name, strlen(name));
+    fputs("]\n", o);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
         const char *s = str(e.value);
         if (same_key(same, &e)) {
-            fprintf(o, "%.*s = ", (int)e.key_len, e.key);
+            put_name(o, e.key, e.key_len);
+            fputs(" = ", o);
             put_value(o, e.value);
             fputc('\n', o);
         } else if (is(&e, "algo") && s) {
@@ -497,7 +528,9 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
 
 static void certificate(FILE *o, const doc *d, const weir_toml_value *t, const char *name)
 {
-    fprintf(o, "[certificates.%s]\n", name);
+    fputs("[certificates.", o);
+    put_name(o, name, strlen(name));
+    fputs("]\n", o);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
@@ -545,7 +578,9 @@ static void plugin(FILE *o, const doc *d, const weir_toml_value *t, const char *
         fputc('\n', o);
         return;
     }
-    fprintf(o, "[plugins.%s]\n", name);
+    fputs("[plugins.", o);
+    put_name(o, name, strlen(name));
+    fputs("]\n", o);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
@@ -553,7 +588,8 @@ static void plugin(FILE *o, const doc *d, const weir_toml_value *t, const char *
         for (const char *const *k = def->keys; !known && k && *k; k++)
             known = is(&e, *k);
         if (known) {
-            fprintf(o, "%.*s = ", (int)e.key_len, e.key);
+            put_name(o, e.key, e.key_len);
+            fputs(" = ", o);
             put_value(o, e.value);
             fputc('\n', o);
         } else if (is(&e, "remark")) {

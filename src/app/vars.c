@@ -195,22 +195,18 @@ static weir_str value_of(const seg *g, weir_session *s)
 
 weir_str weir__tmpl_render(const weir_tmpl *t, weir_session *s)
 {
-    weir_str parts[32];
-    size_t n = t->n < 32 ? t->n : 32, len = 0;
-    for (size_t i = 0; i < n; i++) {
-        parts[i] = value_of(&t->v[i], s);
-        if (!parts[i].ptr)
-            parts[i] = WEIR_STR("");
-        len += parts[i].len;
-    }
+    size_t len = 0;
+    for (size_t i = 0; i < t->n; i++)
+        len += value_of(&t->v[i], s).len;
     char *out = weir_session_alloc(s, len + 1);
     if (!out)
         return WEIR_STR_NULL;
     size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < t->n; i++) {
+        weir_str part = value_of(&t->v[i], s);
         /* A value never carries a line break into a header. */
-        for (size_t k = 0; k < parts[i].len; k++) {
-            char c = parts[i].ptr[k];
+        for (size_t k = 0; k < part.len && off < len; k++) {
+            char c = part.ptr[k];
             out[off++] = c == '\r' || c == '\n' || c == '\0' ? ' ' : c;
         }
     }

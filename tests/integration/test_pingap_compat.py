@@ -258,3 +258,21 @@ def test_convert_reports_a_broken_file(tmp_path):
     assert r.returncode == 1 and "bad.toml:2" in r.stderr, r.stderr
     r = convert(tmp_path / "missing")
     assert r.returncode == 1 and "No such file or directory" in r.stderr
+
+
+def test_convert_keeps_quoted_names_and_floats(tmp_path):
+    f = tmp_path / "q.toml"
+    f.write_text('[upstreams."api.v1"]\naddrs = ["127.0.0.1:1"]\n'
+                 '[plugins."resp hdr"]\ncategory = "ping"\npath = "/p"\n'
+                 '[locations.l]\nupstream = "api.v1"\nplugins = ["resp hdr"]\n'
+                 '[servers.s]\naddr = "127.0.0.1:1"\nlocations = ["l"]\n'
+                 '[basic]\ngrace_period = "1s"\n')
+    r = convert(f)
+    assert r.returncode == 0 and '[upstreams."api.v1"]' in r.stdout
+    assert '[plugins."resp hdr"]' in r.stdout
+    out = tmp_path / "out.toml"
+    out.write_text(r.stdout)
+    import subprocess
+    t = subprocess.run([binary("weir"), "-t", "-c", str(out)], capture_output=True, text=True,
+                       timeout=20)
+    assert t.returncode == 0, t.stderr + r.stdout

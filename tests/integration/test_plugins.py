@@ -155,7 +155,7 @@ def test_redirect_http_to_https(weir_toml):
 
 @pytest.mark.parametrize("bad,msg", [
     ('status = 303', "'status' in [plugins.r] must be 301, 302, 307 or 308"),
-    ('prefix = "app"', "'prefix' in [plugins.r] must be a path starting with '/'"),
+    ('prefix = "app"', "'prefix' in [plugins.r] must be a path starting with one '/'"),
     ('', "[plugins.r] needs 'http_to_https' or 'prefix'"),
 ])
 def test_redirect_config_errors(tmp_path, bad, msg):
@@ -902,3 +902,82 @@ def test_sub_filter_config_errors(tmp_path):
                       ('filters = [["", "b"]]\n', "FROM 1 to 256 bytes")]:
         r = check(tmp_path, sub_cfg(body))
         assert r.returncode != 0 and msg in r.stderr, (body, r.stderr)
+
+
+# ---- found by an attacking review ----
+
+@pytest.mark.parametrize("body,msg", [
+    ('category = "request_headers"\nrename_headers = ["X-Len: Content-Length"]\n',
+     "'Content-Length' cannot be changed by a header rule"),
+    ('category = "request_id"\nheader_name = "Content-Length"\n',
+     "'header_name' in [plugins.x] must be a header name weir does not write itself"),
+    ('category = "sub_filter"\nfilters = [["f\\u0000oo", "X"]]\n', "FROM 1 to 256 bytes"),
+    ('category = "mock"\nstatus = 100\n', "'status' in [plugins.x]"),
+    ('category = "redirect"\nprefix = "//evil.com"\n', "must be a path starting with one '/'"),
+    ('category = "redirect"\nprefix = "/\\\\evil.com"\n', "must be a path starting with one '/'"),
+])
+def test_review_config_errors(tmp_path, body, msg):
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["x"]'},
+                               "[plugins.x]\n" + body + upstream()))
+    assert r.returncode != 0 and msg in r.stderr, r.stderr
+
+
+def test_step_may_name_the_only_step(tmp_path):
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["x"]'},
+                               '[plugins.x]\ncategory = "response_headers"\nstep = "response"\n'
+                               'add_headers = ["X-A: 1"]\n' + upstream()))
+    assert r.returncode == 0, r.stderr
+
+
+def test_redirect_prefix_with_a_slash_and_dot_segments(weir_toml):
+    w = weir_toml(server({"l": 'echo = true\nplugins = ["r"]'},
+                         '[plugins.r]\ncategory = "redirect"\nprefix = "/app/"\n'))
+    assert B.get(w.port, "/app").headers.get("location") == "/app/"
+    assert B.get(w.port, "/x?q=1").headers.get("location") == "/app/x?q=1"
+    w2 = weir_toml(server({"l": 'echo = true\nplugins = ["r"]'},
+                          '[plugins.r]\ncategory = "redirect"\nprefix = "/app"\n'))
+    # The normalised path decides, and goes into the Location.
+    assert B.get(w2.port, "/app/../x").headers.get("location") == "/app/x"
+
+
+@pytest.mark.parametrize("host", ["good.com@evil.com", "evil.com/x?", ":443", "a b"])
+def test_https_redirect_refuses_a_host_that_would_point_elsewhere(weir_toml, host):
+    w = weir_toml('[servers.s]\naddr = "127.0.0.1:@PORT@"\nlocations = ["l"]\n'
+                  'redirect_https = true\n[locations.l]\necho = true\n')
+    r = get_host(w.port, "/p", host)
+    assert r.status == 400, (host, r.status, r.headers.get("location"))
+
+
+def test_referer_with_a_trailing_dot_or_backslash(weir_toml, backend):
+    w, _ = restricted(weir_toml, backend, 'category = "referer_restriction"\n'
+                      'referer_list = ["evil.com", "*.evil.com"]\n')
+    assert B.get(w.port, "/", headers=[("Referer", "https://evil.com./")]).status == 403
+    assert B.get(w.port, "/", headers=[("Referer", "https://evil.com\\\\@good.com/")]).status \
+        == 403
+    assert B.get(w.port, "/", headers=[("Referer", "https://good.com/")]).status == 200
+
+
+def test_accept_encoding_tab_before_q(weir_toml, backend):
+    b = backend()
+    w = weir_toml(server({"l": 'upstream = "u"\nplugins = ["ae"]'},
+                         '[plugins.ae]\ncategory = "accept_encoding"\nencodings = "br, gzip"\n'
+                         + upstream()), B=b)
+    B.get(w.port, "/", headers=[("Accept-Encoding", "gzip\t;q=0, *")])
+    assert b.requests[0].headers.get("accept-encoding") == "br"
+
+
+def test_a_value_with_many_variables_is_whole(weir_toml, backend):
+    b = backend()
+    value = " ".join("%d$method" % i for i in range(40)) + " END"
+    w = weir_toml(server({"l": 'upstream = "u"\nproxy_set_headers = ["X-Many: %s"]' % value},
+                         upstream()), B=b)
+    B.get(w.port, "/")
+    assert b.requests[0].headers.get("x-many") == value.replace("$method", "GET")
+
+
+def test_sub_filter_with_a_long_replacement_and_no_match(weir_toml, backend):
+    big = "x" * 60000
+    b = backend(B.fixed(b"b" * 100000, headers=[("Content-Type", "text/html")]))
+    w = weir_toml(sub_cfg('filters = [["a", "%s"]]\n' % big), B=b)
+    r = B.get(w.port, "/")
+    assert r.status == 200 and r.body == b"b" * 100000

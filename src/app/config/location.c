@@ -69,7 +69,7 @@ bool weir__cfg_valid_token(const char *s)
  * Connection would do nothing. Host may be set (a backend's virtual
  * host), never added or removed.
  */
-static const char *forbidden_field(const char *name, bool is_set_on_request)
+const char *weir__cfg_forbidden_field(const char *name, bool is_set_on_request)
 {
     static const char *const never[] = {"content-length", "transfer-encoding", "connection",
                                         "keep-alive",     "proxy-connection",  "te",
@@ -110,7 +110,7 @@ void weir__cfg_load_headers(loader *ld, const weir_toml_value *t, const char *ke
             weir__cfg_err_at(ld, line, "'%s' in [%s]: invalid header name '%s'", key, section, s);
             continue;
         }
-        const char *why = forbidden_field(s, may_set_host);
+        const char *why = weir__cfg_forbidden_field(s, may_set_host);
         if (why) {
             weir__cfg_err_at(ld, line, "'%s' in [%s]: '%s' cannot be changed by a header rule: %s",
                              key, section, s, why);

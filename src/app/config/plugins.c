@@ -59,7 +59,7 @@ static void load_one(loader *ld, weir_plugin *p, const weir_toml_value *t)
         int st = weir__plugin_step_of(step);
         weir_toml_entry e;
         weir__cfg_entry_of(t, "step", &e);
-        if (st < 0 || !(def->steps & WEIR_STEP_BIT(st))) {
+        if (st < 0 || (!(def->steps & WEIR_STEP_BIT(st)) && st != (int)def->default_step)) {
             char allowed[160] = "";
             for (int i = 0; i < WEIR_STEP_COUNT; i++) {
                 if (def->steps & WEIR_STEP_BIT(i)) {

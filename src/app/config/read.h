@@ -92,6 +92,9 @@ bool weir__cfg_valid_token(const char *s);
 void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
                              char **upstream_name, int *upstream_line);
 void weir__cfg_free_headers(weir_cfg_headers *h);
+/* Why a header rule may not touch field `name` (a framing or hop-by-hop
+ * field; Host unless set on a request), or NULL. */
+const char *weir__cfg_forbidden_field(const char *name, bool is_set_on_request);
 /* "Name: value" strings (with_value: set, add) or "Name" strings (remove)
  * of `key` into *out; values may hold variables (app/vars.h). Framing and
  * hop-by-hop fields are refused; Host only when may_set_host. */

@@ -74,17 +74,17 @@ static int q_of(weir_str v, const char *coding, int *star)
     *star = -1;
     const char *p = v.ptr, *end = v.ptr + v.len;
     while (p < end) {
-        while (p < end && (*p == ' ' || *p == ','))
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
             p++;
         const char *s = p;
-        while (p < end && *p != ',' && *p != ';' && *p != ' ')
+        while (p < end && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
             p++;
         size_t nl = (size_t)(p - s);
         int qv = 1000;
         while (p < end && *p != ',') {
             if (*p == ';') {
                 p++;
-                while (p < end && *p == ' ')
+                while (p < end && (*p == ' ' || *p == '\t'))
                     p++;
                 if (end - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
                     p += 2;

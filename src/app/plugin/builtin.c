@@ -192,9 +192,14 @@ static bool redirect_parse(loader *ld, const weir_toml_value *t, const char *sec
             weir__cfg_err_at(ld, e.line, "'%s' in [%s] must be 301, 302, 307 or 308", key, section);
         r->status = (int)v;
     }
-    if (r->prefix && (r->prefix[0] != '/' || strpbrk(r->prefix, "?#\r\n"))) {
+    /* "//host" or "/\\host" would send clients to another site. */
+    if (r->prefix &&
+        (r->prefix[0] != '/' || r->prefix[1] == '/' || strpbrk(r->prefix, "?#\\\r\n"))) {
         weir__cfg_entry_of(t, "prefix", &e);
-        weir__cfg_err_at(ld, e.line, "'prefix' in [%s] must be a path starting with '/'", section);
+        weir__cfg_err_at(
+            ld, e.line,
+            "'prefix' in [%s] must be a path starting with one '/' (no backslash, '?' or '#')",
+            section);
     }
     if (!r->http_to_https && !r->prefix)
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'http_to_https' or 'prefix'", section);
@@ -251,6 +256,16 @@ static weir_phase_result redirect_https(weir_session *s, weir_str host, uint32_t
 {
     if (host.len == 0 || host.len > 255)
         return weir__app_answer(s, 400, "Bad Request");
+    /* A name, an IPv4 address or [IPv6], and a port: nothing that would
+     * make the Location point elsewhere (userinfo, a path, spaces). */
+    for (size_t i = 0; i < host.len; i++) {
+        unsigned char ch = (unsigned char)host.ptr[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '.' || ch == ':' || ch == '[' || ch == ']'))
+            return weir__app_answer(s, 400, "Bad Request");
+    }
+    if (host.ptr[0] == ':' || host.ptr[0] == '.')
+        return weir__app_answer(s, 400, "Bad Request");
     size_t hl = host.len;
     if (host.ptr[0] == '[') { /* [v6]:port */
         const char *e = memchr(host.ptr, ']', host.len);
@@ -286,15 +301,25 @@ static weir_phase_result redirect_request(weir_plugin_call *c)
         if (path.len >= pl && memcmp(path.ptr, r->prefix, pl) == 0 &&
             (path.len == pl || r->prefix[pl - 1] == '/' || path.ptr[pl] == '/'))
             return WEIR_PHASE_CONTINUE; /* already under it */
-        weir_str target = weir_session_target(s);
-        /* "/prefix" + "/target": one slash between them */
-        size_t skip = pl && r->prefix[pl - 1] == '/' && target.len && target.ptr[0] == '/';
-        size_t len = pl + target.len - skip;
+        /* From the normalised path (what "under it" was decided on), and
+         * the query. "/app" with prefix "/app/" goes to "/app/". */
+        weir_str q = weir_session_query(s);
+        bool has_q = memchr(weir_session_target(s).ptr, '?', weir_session_target(s).len) != NULL;
+        bool bare = pl >= 2 && r->prefix[pl - 1] == '/' && path.len == pl - 1 &&
+                    memcmp(path.ptr, r->prefix, pl - 1) == 0;
+        size_t skip = pl && r->prefix[pl - 1] == '/' && path.len && path.ptr[0] == '/';
+        size_t plen = bare ? 0 : path.len - skip;
+        size_t len = pl + plen + (has_q ? 1 + q.len : 0);
         char *loc = weir_session_alloc(s, len + 1);
         if (!loc)
             return WEIR_PHASE_ERROR;
         memcpy(loc, r->prefix, pl);
-        memcpy(loc + pl, target.ptr + skip, target.len - skip);
+        if (plen)
+            memcpy(loc + pl, path.ptr + skip, plen);
+        if (has_q) {
+            loc[pl + plen] = '?';
+            memcpy(loc + pl + plen + 1, q.ptr, q.len);
+        }
         return send_redirect(s, r->status, loc, len);
     }
     return WEIR_PHASE_CONTINUE;

@@ -55,12 +55,17 @@ static bool parse(loader *ld, const weir_toml_value *t, const char *section, voi
     /* A rename's "value" is the new name: a field name too. */
     for (size_t i = 0; i < h->own[H_RENAME].n; i++) {
         const weir_cfg_header *e = &h->own[H_RENAME].v[i];
-        if (!weir__cfg_valid_token(e->value) || e->tmpl) {
-            weir_toml_entry en;
-            weir__cfg_entry_of(t, "rename_headers", &en);
+        weir_toml_entry en;
+        weir__cfg_entry_of(t, "rename_headers", &en);
+        const char *why = weir__cfg_forbidden_field(e->value, false);
+        if (!weir__cfg_valid_token(e->value) || e->tmpl)
             weir__cfg_err_at(ld, en.line, "'rename_headers' in [%s]: '%s' is not a header name",
                              section, e->value);
-        }
+        else if (why)
+            weir__cfg_err_at(
+                ld, en.line,
+                "'rename_headers' in [%s]: '%s' cannot be changed by a header rule: %s", section,
+                e->value, why);
     }
     *conf = h;
     return true;

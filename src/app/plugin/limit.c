@@ -212,8 +212,22 @@ static weir_phase_result limit_request(weir_plugin_call *c)
         return WEIR_PHASE_CONTINUE;
     uint64_t fp = fingerprint(k), now = now_ns();
     if (l->type == L_INFLIGHT) {
-        slot *sl = slot_of(st->inflight, fp, now, false);
-        uint64_t n = atomic_fetch_add_explicit(&sl->value, 1, memory_order_acq_rel);
+        slot *sl;
+        uint64_t n;
+        for (int tries = 0;; tries++) {
+            sl = slot_of(st->inflight, fp, now, false);
+            n = atomic_fetch_add_explicit(&sl->value, 1, memory_order_acq_rel);
+            /* Another key may have taken the slot (free, count 0) between
+             * the look-up and the increment: then the count went to it.
+             * Once counted the slot cannot change hands, so checking after
+             * is enough. (A slot shared by keys is checked by nobody.) */
+            uint64_t owner = atomic_load_explicit(&sl->key, memory_order_acquire);
+            if (owner == fp || tries == PROBE)
+                break;
+            if (sl == &st->inflight[(size_t)fp & (SLOTS - 1)] && owner != 0 && tries > 0)
+                break;
+            atomic_fetch_sub_explicit(&sl->value, 1, memory_order_acq_rel);
+        }
         if (n >= l->max) {
             atomic_fetch_sub_explicit(&sl->value, 1, memory_order_acq_rel);
             return too_many(c->s, 1000000000u);

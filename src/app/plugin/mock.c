@@ -42,9 +42,14 @@ static bool mock_parse(loader *ld, const weir_toml_value *t, const char *section
     *conf = m;
     m->status = 200;
     int64_t v;
-    if (weir__cfg_get_int(ld, t, "status", section, 100, 599, &v))
+    if (weir__cfg_get_int(ld, t, "status", section, 200, 599, &v)) /* 1xx is not final */
         m->status = (int)v;
     weir__cfg_load_headers(ld, t, "headers", section, true, false, &m->headers);
+    if (m->headers.n > 31) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "headers", &e);
+        weir__cfg_err_at(ld, e.line, "'headers' in [%s]: at most 31", section);
+    }
     bool present;
     m->data = weir__cfg_dup_string(ld, t, "data", section, &present);
     m->data_len = m->data ? strlen(m->data) : 0;

@@ -64,10 +64,13 @@ static bool rid_parse(loader *ld, const weir_toml_value *t, const char *section,
     if (weir__cfg_get_int(ld, t, "size", section, 8, 64, &v))
         r->size = (uint32_t)v;
     r->header = weir__cfg_dup_string(ld, t, "header_name", section, &present);
-    if (r->header && !weir__cfg_valid_token(r->header)) {
+    if (r->header &&
+        (!weir__cfg_valid_token(r->header) || weir__cfg_forbidden_field(r->header, false))) {
         weir_toml_entry e;
         weir__cfg_entry_of(t, "header_name", &e);
-        weir__cfg_err_at(ld, e.line, "'header_name' in [%s] is not a header name", section);
+        weir__cfg_err_at(ld, e.line,
+                         "'header_name' in [%s] must be a header name weir does not write itself",
+                         section);
     }
     weir__cfg_get_bool(ld, t, "use_existing", section, &r->use_existing);
     return true;

@@ -172,8 +172,8 @@ static weir_str referer_host(weir_str ref)
         return WEIR_STR_NULL;
     p = sep + 3;
     const char *h = p;
-    while (p < end && *p != '/' && *p != '?' && *p != '#')
-        p++;
+    while (p < end && *p != '/' && *p != '\\' && *p != '?' && *p != '#')
+        p++; /* a browser reads '\\' as '/' */
     const char *at = memchr(h, '@', (size_t)(p - h));
     if (at)
         h = at + 1;
@@ -183,7 +183,10 @@ static weir_str referer_host(weir_str ref)
         return rb ? (weir_str){h, (size_t)(rb - h + 1)} : WEIR_STR_NULL;
     }
     const char *colon = memchr(h, ':', (size_t)(stop - h));
-    return (weir_str){h, (size_t)((colon ? colon : stop) - h)};
+    size_t len = (size_t)((colon ? colon : stop) - h);
+    if (len && h[len - 1] == '.') /* "evil.com." is evil.com */
+        len--;
+    return (weir_str){h, len};
 }
 
 static weir_phase_result referer_request(weir_plugin_call *c)

@@ -77,7 +77,7 @@ static bool sub_parse(loader *ld, const weir_toml_value *t, const char *section,
                 ? weir_toml_string(weir_toml_array_at(pair, 0), &fl)
                 : NULL;
         const char *to = from ? weir_toml_string(weir_toml_array_at(pair, 1), &tl) : NULL;
-        if (!from || !to || fl == 0 || fl > 256) {
+        if (!from || !to || fl == 0 || fl > 256 || strlen(from) != fl || strlen(to) != tl) {
             weir__cfg_err_at(ld, weir_toml_line(pair),
                              "'filters' in [%s] %s (FROM 1 to 256 "
                              "bytes)",
@@ -163,16 +163,9 @@ static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool 
         return WEIR_PHASE_CONTINUE;
     /* in = held + chunk, in one buffer (the tail of out). */
     size_t in_len = x->held_len + chunk->len;
-    /* The output is at most in_len times the largest to/from ratio. */
-    size_t ratio = 1;
-    for (size_t k = 0; k < c->n; k++) {
-        size_t r = (c->to_len[k] + c->from_len[k] - 1) / c->from_len[k];
-        if (r > ratio)
-            ratio = r;
-    }
-    size_t worst = in_len * ratio;
     char *in = malloc(in_len ? in_len : 1);
-    if (!in || !grow(x, worst + 1)) {
+    /* The output grows as replacements need it, from about a piece. */
+    if (!in || !grow(x, in_len + 1)) {
         free(in);
         return WEIR_PHASE_ERROR;
     }
@@ -206,6 +199,10 @@ static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool 
             }
         }
         if (hit < c->n) {
+            if (!grow(x, o + c->to_len[hit] + (in_len - i) + 1)) {
+                free(in);
+                return WEIR_PHASE_ERROR;
+            }
             memcpy(x->out + o, c->to[hit], c->to_len[hit]);
             o += c->to_len[hit];
             i += c->from_len[hit];
