@@ -279,8 +279,11 @@ class Backend:
             threading.Thread(target=self._serve, args=(s, conn_id), daemon=True).start()
 
     def _serve(self, s, conn_id):
-        s.settimeout(IO_TIMEOUT)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            s.settimeout(IO_TIMEOUT)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            return  # close() at teardown closed it before this thread ran
         conn = Conn(self, s, conn_id)
         try:
             while not self.stopping:
