@@ -160,6 +160,11 @@ const weir_plugin *weir__plugin_parked(weir_session *s);
 
 /* ---- helpers for categories ---- */
 
+/* parse for a category whose only key is a required `path` starting with
+ * '/' (ping, stats): *conf is the malloc'd path. */
+bool weir__plugin_parse_path(loader *ld, const weir_toml_value *t, const char *section,
+                             void **conf);
+
 /* Answers `status` with a text/plain body (copied). */
 weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const char *text,
                                             size_t len);

@@ -118,3 +118,21 @@ weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const c
         return WEIR_PHASE_ERROR;
     return WEIR_PHASE_ANSWERED;
 }
+
+bool weir__plugin_parse_path(loader *ld, const weir_toml_value *t, const char *section, void **conf)
+{
+    bool present;
+    char *path = weir__cfg_dup_string(ld, t, "path", section, &present);
+    if (!path) {
+        if (!present)
+            weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'path'", section);
+        return false;
+    }
+    if (path[0] != '/') {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "path", &e);
+        weir__cfg_err_at(ld, e.line, "'path' in [%s] must start with '/'", section);
+    }
+    *conf = path;
+    return true;
+}

@@ -17,24 +17,6 @@
 #include "app/app_int.h"
 #include "app/plugin/plugins.h"
 
-static bool stats_parse(loader *ld, const weir_toml_value *t, const char *section, void **conf)
-{
-    bool present;
-    char *path = weir__cfg_dup_string(ld, t, "path", section, &present);
-    if (!path) {
-        if (!present)
-            weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'path'", section);
-        return false;
-    }
-    if (path[0] != '/') {
-        weir_toml_entry e;
-        weir__cfg_entry_of(t, "path", &e);
-        weir__cfg_err_at(ld, e.line, "'path' in [%s] must start with '/'", section);
-    }
-    *conf = path;
-    return true;
-}
-
 static uint64_t rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -104,7 +86,7 @@ const weir_plugin_def weir__plugin_stats = {
     .keys = (const char *const[]){"path", NULL},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
-    .parse = stats_parse,
+    .parse = weir__plugin_parse_path,
     .free = free,
     .request = stats_request,
 };
