@@ -210,6 +210,17 @@ size_t weir__lb_maglev_size(size_t n)
     return maglev_primes[N_MAGLEV_PRIMES - 1];
 }
 
+/* Members by address, then weight (a qsort_r comparison on indices). */
+static int by_text(const void *a, const void *b, void *arg)
+{
+    const lb_snapshot *s = arg;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    int c = strcmp(s->v[i]->text, s->v[j]->text);
+    if (c != 0)
+        return c;
+    return s->w[i] < s->w[j] ? -1 : s->w[i] > s->w[j];
+}
+
 int weir__lb_build_maglev(lb_snapshot *s)
 {
     if (s->n == 0)
@@ -224,12 +235,23 @@ int weir__lb_build_maglev(lb_snapshot *s)
      * pos is where its walk stands. */
     uint64_t *pos = malloc(s->n * sizeof(*pos));
     uint64_t *skip = malloc(s->n * sizeof(*skip));
+    size_t *order = malloc(s->n * sizeof(*order));
     s->maglev = malloc(m * sizeof(*s->maglev));
-    if (!pos || !skip || !s->maglev) {
+    if (!pos || !skip || !order || !s->maglev) {
         free(pos);
         free(skip);
+        free(order);
+        free(s->maglev);
+        s->maglev = NULL;
         return WEIR_ERR_NOMEM;
     }
+    /* Members take their turns in the order of their addresses, not of the
+     * config: which member wins a contested entry must not depend on how
+     * the list was written, or listing the same backends in another order
+     * (or adding one in the middle) would move keys between the others. */
+    for (size_t i = 0; i < s->n; i++)
+        order[i] = i;
+    qsort_r(order, s->n, sizeof(*order), by_text, s);
     for (size_t i = 0; i < s->n; i++) {
         const char *t = s->v[i]->text;
         uint64_t h1 = weir_lb_hash(t, strlen(t));
@@ -240,7 +262,8 @@ int weir__lb_build_maglev(lb_snapshot *s)
     memset(s->maglev, 0xff, m * sizeof(*s->maglev));
     size_t filled = 0;
     while (filled < m) {
-        for (size_t i = 0; i < s->n && filled < m; i++) {
+        for (size_t k = 0; k < s->n && filled < m; k++) {
+            size_t i = order[k];
             /* a backend of weight w takes w turns per round */
             for (uint64_t turn = 0; turn < s->w[i] / g && filled < m; turn++) {
                 uint64_t c = pos[i];
@@ -259,6 +282,7 @@ int weir__lb_build_maglev(lb_snapshot *s)
     s->n_maglev = m;
     free(pos);
     free(skip);
+    free(order);
     return 0;
 }
 

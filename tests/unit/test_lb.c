@@ -618,7 +618,8 @@ Test(lb_hash, maglev_breaker)
 }
 
 /* The tables are the ones defined before they were built faster (points
- * "ADDR-p" on a sorted ring; Maglev's (offset + j * skip) mod 65537 walks):
+ * "ADDR-p" on a sorted ring; Maglev's (offset + j * skip) mod 65537 walks,
+ * members taking turns in address order, here the order they were added):
  * keys keep their backends across versions. */
 static int cmp_point(const void *a, const void *b)
 {
@@ -672,6 +673,35 @@ Test(lb_hash, tables_match_their_definition)
     weir_upstream_free(mu);
     free(table);
     free(pts);
+}
+
+/* The order in which the members were listed does not matter: the same
+ * members (and weights) added in reverse give every key the same member.
+ * Maglev once filled its table in list order, so the order decided the
+ * entries two members contended for. */
+Test(lb_hash, member_order_does_not_matter)
+{
+    enum { N = 12 };
+    uint32_t w[N];
+    for (size_t i = 0; i < N; i++)
+        w[i] = 1 + (uint32_t)(i * 7) % 3;
+    weir_lb_algo algos[] = {WEIR_LB_KETAMA, WEIR_LB_MAGLEV};
+    for (size_t a = 0; a < 2; a++) {
+        weir_upstream *fwd = mk_big(algos[a], w, N);
+        weir_upstream *rev = mk(algos[a], 3, 10000);
+        char addr[32];
+        for (size_t i = N; i-- > 0;) {
+            snprintf(addr, sizeof(addr), "127.0.0.1:%zu", BIG_PORT + i);
+            cr_assert_eq(weir_upstream_add(rev, addr, w[i]), WEIR_OK);
+        }
+        long moved = 0;
+        for (long k = 0; k < 20000; k++)
+            moved += next_pick(fwd, key_of(k)) != next_pick(rev, key_of(k));
+        cr_expect_eq(moved, 0, "%s: %ld keys depend on the member order",
+                     weir_lb_algo_name(algos[a]), moved);
+        weir_upstream_free(fwd);
+        weir_upstream_free(rev);
+    }
 }
 
 /* ---- 4. skipping and all-down ---- */
