@@ -125,6 +125,7 @@ static int read_head(weir_exchange *ex, weir_msg *m)
                 m->reason = r.reason;
                 m->version = 10 + r.minor_version;
                 m->headers.n = (uint32_t)r.n_headers;
+                weir__headers_changed(&m->headers);
                 x->in_kind = f.kind;
                 x->in_left = f.content_length;
                 x->in_done = f.kind == WEIR_H1_BODY_NONE ||
@@ -310,9 +311,24 @@ static void consume_body(weir_exchange *ex)
 
 /* ---- sending ---- */
 
-static size_t put(char *p, const char *s, size_t len)
+/* Most strings of a head are a few bytes: copied in at most two moves of
+ * a word (overlapping), where memcpy's call costs more than the copy. */
+static inline size_t put(char *p, const char *s, size_t len)
 {
-    memcpy(p, s, len);
+    if (len > 16) {
+        memcpy(p, s, len);
+    } else if (len >= 8) {
+        memcpy(p, s, 8);
+        memcpy(p + len - 8, s + len - 8, 8);
+    } else if (len >= 4) {
+        memcpy(p, s, 4);
+        memcpy(p + len - 4, s + len - 4, 4);
+    } else if (len >= 2) {
+        memcpy(p, s, 2);
+        memcpy(p + len - 2, s + len - 2, 2);
+    } else if (len == 1) {
+        *p = *s;
+    }
     return len;
 }
 
@@ -346,6 +362,13 @@ static size_t put_hex(char *p, uint64_t v)
 
 /* True if the field must not be forwarded: hop-by-hop, framing we redo, or
  * nominated by the Connection header. */
+/* The lengths of the names skip_field() drops without a Connection field
+ * (the hop-by-hop ones, Upgrade, Content-Length): any other is written
+ * without a look. */
+#define SKIP_LENGTHS                                                                               \
+    ((1u << 2) | (1u << 7) | (1u << 10) | (1u << 14) | (1u << 16) | (1u << 17) | (1u << 18) |      \
+     (1u << 19))
+
 static bool skip_field(const weir_msg *m, weir_str name, bool has_conn_hdr)
 {
     /* An upgrade carries its Upgrade field across (Connection is ours). */
@@ -404,7 +427,7 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
     }
     for (uint32_t i = 0; i < m->headers.n; i++) {
         const weir_header *h = &m->headers.v[i];
-        if (has_conn_hdr || h->name.len <= 19) {
+        if (has_conn_hdr || (h->name.len < 32 && (SKIP_LENGTHS >> h->name.len & 1))) {
             if (skip_field(m, h->name, has_conn_hdr))
                 continue;
         }

@@ -62,20 +62,11 @@ static const unsigned char char_class[256] = {
 
 #define IS(c, cls) (char_class[(unsigned char)(c)] & (cls))
 
-static inline unsigned char ascii_lower(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
-}
-
 /* Case-insensitive equality of buf[0..len) with the C string `lit`. */
-static bool ieq(const char *buf, size_t len, const char *lit)
+static inline bool ieq(const char *buf, size_t len, const char *lit)
 {
-    size_t i = 0;
-    for (; i < len; i++) {
-        if (!lit[i] || ascii_lower((unsigned char)buf[i]) != ascii_lower((unsigned char)lit[i]))
-            return false;
-    }
-    return lit[i] == '\0';
+    size_t n = strlen(lit);
+    return len == n && weir__ascii_ieq(buf, lit, n);
 }
 
 const char *weir_h1_strerror(int result)
@@ -391,11 +382,6 @@ int weir_h1_parse_response(const char *buf, size_t len, weir_h1_response *resp, 
 
 /* ---- framing ---------------------------------------------------------- */
 
-bool weir_h1_name_is(weir_str name, const char *lower_name)
-{
-    return ieq(name.ptr, name.len, lower_name);
-}
-
 /*
  * Returns the next element of a comma-separated list in *elem, with OWS
  * trimmed; empty elements are returned too. False once the list is used up.
@@ -599,7 +585,7 @@ static void scan_framing_headers(const weir_header *h, size_t n, framing_headers
                 fh->has_upgrade = true;
             break;
         case 6:
-            if (ieq(name.ptr, name.len, "expect") && ieq(v.ptr, v.len, "100-continue"))
+            if (ieq(name.ptr, name.len, "expect") && ieq(p, v.len, "100-continue"))
                 fh->expect_100 = true;
             break;
         }

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/ascii.h"
 #include "weir/types.h"
 
 /* Results of the head parsers. > 0 is the head length in bytes (request
@@ -143,8 +144,13 @@ int weir_h1_response_framing(const weir_h1_response *resp, weir_str request_meth
  * (case-insensitive, optional whitespace around elements). */
 bool weir_h1_list_has_token(weir_str value, const char *token);
 
-/* Case-insensitive comparison of a header name with a C string. */
-bool weir_h1_name_is(weir_str name, const char *lower_name);
+/* Case-insensitive comparison of a header name with a C string (its length
+ * folds to a constant for a literal). */
+static inline bool weir_h1_name_is(weir_str name, const char *lower_name)
+{
+    size_t n = __builtin_strlen(lower_name);
+    return name.len == n && weir__ascii_ieq(name.ptr, lower_name, n);
+}
 
 /*
  * Incremental chunked transfer-coding decoder. Data is decoded in place:

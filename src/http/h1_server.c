@@ -130,6 +130,7 @@ static void refuse(weir_h1s *h, int status, const char *why, const weir_h1_reque
     m->target = r ? r->target : WEIR_STR_NULL;
     m->version = r ? 10 + r->minor_version : 11;
     m->headers.n = r ? (uint32_t)r->n_headers : 0;
+    weir__headers_changed(&m->headers);
     m->body = WEIR_BODY_NONE;
     m->content_length = 0;
     m->close = true;
@@ -425,6 +426,7 @@ static void try_head(weir_h1s *h)
                 m->target = r.target;
                 m->version = 10 + r.minor_version;
                 m->headers.n = (uint32_t)r.n_headers;
+                weir__headers_changed(&m->headers);
                 m->body = f.kind == WEIR_H1_BODY_NONE                              ? WEIR_BODY_NONE
                           : f.kind == WEIR_H1_BODY_LENGTH && f.content_length == 0 ? WEIR_BODY_NONE
                           : f.kind == WEIR_H1_BODY_LENGTH                          ? WEIR_BODY_KNOWN

@@ -562,6 +562,7 @@ static int join_cookies(weir_h2s *s)
             h->v[k++] = h->v[i];
     }
     h->n = k;
+    weir__headers_changed(h);
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/ascii.h"
 #include "http/h1_parse.h"
 
 void weir__headers_init(weir_headers *h, weir_arena *arena)
@@ -14,20 +15,19 @@ void weir__headers_init(weir_headers *h, weir_arena *arena)
     h->n = 0;
     h->cap = WEIR_INLINE_HEADERS;
     h->arena = arena;
+    h->names = 0;
+    h->seen = 0;
 }
 
-int weir__headers_push(weir_headers *h, weir_str name, weir_str value)
+int weir__headers_grow(weir_headers *h)
 {
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap * 2;
-        weir_header *nv = weir__arena_alloc(h->arena, cap * sizeof(*nv));
-        if (!nv)
-            return WEIR_ERR_NOMEM;
-        memcpy(nv, h->v, h->n * sizeof(*nv));
-        h->v = nv;
-        h->cap = cap;
-    }
-    h->v[h->n++] = (weir_header){name, value};
+    uint32_t cap = h->cap * 2;
+    weir_header *nv = weir__arena_alloc(h->arena, cap * sizeof(*nv));
+    if (!nv)
+        return WEIR_ERR_NOMEM;
+    memcpy(nv, h->v, h->n * sizeof(*nv));
+    h->v = nv;
+    h->cap = cap;
     return WEIR_OK;
 }
 
@@ -44,48 +44,30 @@ int weir__headers_reserve(weir_headers *h, uint32_t n)
     return WEIR_OK;
 }
 
-/* Field names compared as HTTP does, without the locale (strncasecmp's
- * call per field was most of a header look-up). */
+/* Field names compared as HTTP does, without the locale. */
 static inline bool name_eq(const char *a, const char *b, size_t len)
 {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 25))
-            return false;
-    }
-    return true;
+    return weir__ascii_ieq(a, b, len);
 }
 
-long weir__headers_find(const weir_headers *h, const char *name, size_t from)
+/* The filter brought up to date with v[seen..n). */
+static void fold_names(weir_headers *h)
 {
-    size_t len = strlen(name);
+    if (h->seen > h->n)
+        weir__headers_changed(h);
+    for (; h->seen < h->n; h->seen++) {
+        if (h->v[h->seen].name.len)
+            h->names |= weir__header_bit(h->v[h->seen].name);
+    }
+}
+
+long weir__headers_find_n(const weir_headers *h, const char *name, size_t len, size_t from)
+{
     for (size_t i = from; i < h->n; i++) {
         if (h->v[i].name.len == len && name_eq(h->v[i].name.ptr, name, len))
             return (long)i;
     }
     return -1;
-}
-
-bool weir__is_hop_by_hop(weir_str n)
-{
-    switch (n.len) {
-    case 2:
-        return weir_h1_name_is(n, "te");
-    case 7:
-        return weir_h1_name_is(n, "trailer") || weir_h1_name_is(n, "upgrade");
-    case 10:
-        return weir_h1_name_is(n, "connection") || weir_h1_name_is(n, "keep-alive");
-    case 16:
-        return weir_h1_name_is(n, "proxy-connection");
-    case 17:
-        return weir_h1_name_is(n, "transfer-encoding");
-    case 18:
-        return weir_h1_name_is(n, "proxy-authenticate");
-    case 19:
-        return weir_h1_name_is(n, "proxy-authorization");
-    default:
-        return false;
-    }
 }
 
 size_t weir_headers_count(const weir_headers *h)
@@ -154,7 +136,8 @@ int weir_headers_add_ref(weir_headers *h, weir_str name, weir_str value)
     return weir__headers_push(h, name, value);
 }
 
-int weir_headers_set_ref(weir_headers *h, weir_str name, weir_str value)
+/* set_ref when a field of that name may be there. */
+static int set_ref_scan(weir_headers *h, weir_str name, weir_str value)
 {
     size_t i = 0;
     while (i < h->n &&
@@ -173,9 +156,45 @@ int weir_headers_set_ref(weir_headers *h, weir_str name, weir_str value)
             h->v[out] = h->v[j];
         out++;
     }
+    if (out != h->n)
+        weir__headers_changed(h);
     h->n = (uint32_t)out;
     return WEIR_OK;
 }
+
+/* Appends a field known to be absent, with the filter up to date. */
+static inline int push_absent(weir_headers *h, weir_str name, weir_str value, uint64_t bit)
+{
+    h->names |= bit;
+    h->seen++;
+    h->v[h->n++] = (weir_header){name, value};
+    return WEIR_OK;
+}
+
+/* set_ref's other cases: the filter behind, the name maybe there, the
+ * table full. */
+__attribute__((noinline)) static int set_ref_slow(weir_headers *h, weir_str name, weir_str value,
+                                                  uint64_t bit)
+{
+    fold_names(h);
+    if (h->names & bit)
+        return set_ref_scan(h, name, value);
+    if (h->n == h->cap && weir__headers_grow(h) < 0)
+        return WEIR_ERR_NOMEM;
+    return push_absent(h, name, value, bit);
+}
+
+/* The common case, a name not there, makes no call (so saves no
+ * registers): everything else goes to set_ref_slow. An empty name has
+ * no bit and is never looked for. */
+int weir_headers_set_ref(weir_headers *h, weir_str name, weir_str value)
+{
+    uint64_t bit = name.len ? weir__header_bit(name) : 0;
+    if (h->seen != h->n || (h->names & bit) || h->n == h->cap)
+        return set_ref_slow(h, name, value, bit);
+    return push_absent(h, name, value, bit);
+}
+
 int weir_headers_set(weir_headers *h, const char *name, const char *value)
 {
     if (!valid_name(name) || !valid_value(value))
@@ -198,6 +217,8 @@ int weir_headers_set(weir_headers *h, const char *name, const char *value)
             h->v[out] = h->v[j];
         out++;
     }
+    if (out != h->n)
+        weir__headers_changed(h);
     h->n = (uint32_t)out;
     return WEIR_OK;
 }
@@ -214,6 +235,8 @@ size_t weir_headers_remove(weir_headers *h, const char *name)
             h->v[out] = h->v[i];
         out++;
     }
+    if (removed)
+        weir__headers_changed(h);
     h->n = (uint32_t)out;
     return removed;
 }

@@ -286,6 +286,8 @@ static void clean_fields(weir_msg *m, const weir_proxy_options *o, bool trusted_
         if (!drop)
             h->v[out++] = h->v[i];
     }
+    if (out != h->n)
+        weir__headers_changed(h);
     h->n = out;
     if (has_conn)
         weir_headers_remove(h, "connection");
@@ -305,6 +307,8 @@ void weir__gate_response(weir_msg *m)
         if (framing || weir__is_hop_by_hop(name) || !nominated(h, name))
             h->v[out++] = h->v[i];
     }
+    if (out != h->n)
+        weir__headers_changed(h);
     h->n = out;
     weir_headers_remove(h, "connection");
 }

@@ -100,8 +100,10 @@ int weir__session_add_proxy_headers(weir_session *s)
         } else {
             h->v[i].value = id;
             /* One field: a second one would be a second opinion. */
-            for (long j; (j = weir__headers_find(h, "x-request-id", (size_t)i + 1)) >= 0;)
+            for (long j; (j = weir__headers_find(h, "x-request-id", (size_t)i + 1)) >= 0;) {
                 h->v[j] = h->v[--h->n];
+                weir__headers_changed(h);
+            }
         }
     }
     if (rc == WEIR_OK && !o->no_forwarded_headers) {
