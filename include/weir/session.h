@@ -173,6 +173,9 @@ int weir_session_set_resp_status(weir_session *s, int status);
  * body goes through untouched, as read (call it from a response phase
  * that knows no filter applies; it spares a call per piece of body). */
 void weir_session_skip_response_body_filter(weir_session *s);
+/* The same for request_body_filter (call it from early_request_filter,
+ * request_filter or upstream_request_filter, before the body goes up). */
+void weir_session_skip_request_body_filter(weir_session *s);
 
 /* ---- answering ---- */
 

@@ -93,22 +93,20 @@ static void *plugin_ctx(weir_session *s, req_ctx *c, const weir_plugin_ref *r)
     return c->pctx[r->slot];
 }
 
-static weir_plugin_hook hook_of(const weir_plugin *p, int chain)
-{
-    return chain == WEIR_STEP_UPSTREAM_RESPONSE ? p->def->upstream_response
-           : chain == WEIR_STEP_RESPONSE        ? p->def->response
-                                                : p->def->request;
-}
-
 /* Runs chain k of the location from its from'th plugin: CONTINUE when all
  * went on, else what stopped it (PENDING parks it: weir__plugin_resume). */
 static weir_phase_result run_chain(weir_session *s, req_ctx *c, int k, size_t from)
 {
     const weir_plugin_chain *ch = &c->loc->chains[k];
+    if (from >= ch->n)
+        return WEIR_PHASE_CONTINUE;
+    weir_headers *h = k == WEIR_STEP_UPSTREAM_RESPONSE || k == WEIR_STEP_RESPONSE
+                          ? weir_session_resp_headers(s)
+                          : weir_session_req_headers(s);
     for (size_t i = from; i < ch->n; i++) {
         const weir_plugin_ref *r = &ch->v[i];
-        weir_plugin_call call = {s, r->p, plugin_ctx(s, c, r), c};
-        weir_phase_result res = hook_of(r->p, k)(&call);
+        weir_plugin_call call = {s, r->p, r->ctx ? plugin_ctx(s, c, r) : NULL, c, h};
+        weir_phase_result res = r->hook(&call);
         if (res == WEIR_PHASE_CONTINUE)
             continue;
         if (res == WEIR_PHASE_PENDING) {
@@ -144,7 +142,7 @@ const weir_plugin *weir__plugin_parked(weir_session *s)
 /* Runs a server's plugin (redirect_https) before routing. */
 static weir_phase_result run_one(weir_session *s, req_ctx *c, const weir_plugin *p)
 {
-    weir_plugin_call call = {s, p, NULL, c};
+    weir_plugin_call call = {s, p, NULL, c, weir_session_req_headers(s)};
     return p->def->request(&call);
 }
 
@@ -172,6 +170,8 @@ static weir_phase_result request_filter(weir_session *s, void *ctx)
     req_ctx *c = ctx;
     if (!c || !c->loc)
         return WEIR_PHASE_ERROR;
+    if (!c->loc->chains[WEIR_CFG_CHAIN_REQUEST_BODY].n)
+        weir_session_skip_request_body_filter(s);
     /* For retry_timeout (whichever upstream a plugin may choose). */
     c->start_ms = weir__app_mono_ms();
     if (c->loc->grpc_idle_timeout_ms) {
@@ -224,19 +224,36 @@ static weir_phase_result response_filter(weir_session *s, void *ctx)
     return c && c->loc && h ? run_chain(s, c, WEIR_STEP_RESPONSE, 0) : WEIR_PHASE_CONTINUE;
 }
 
-static weir_phase_result response_body_filter(weir_session *s, void *ctx, weir_str *chunk, bool end)
+/* Runs a body chain (k: WEIR_CFG_CHAIN_REQUEST_BODY or _RESPONSE_BODY)
+ * over one piece: each plugin sees what the one before made of it. */
+static weir_phase_result run_body_chain(weir_session *s, req_ctx *c, int k, weir_str *chunk,
+                                        bool end)
 {
-    req_ctx *c = ctx;
-    if (!c || !c->loc)
-        return WEIR_PHASE_CONTINUE;
-    const weir_plugin_chain *ch = &c->loc->chains[WEIR_CFG_CHAIN_RESPONSE_BODY];
+    const weir_plugin_chain *ch = &c->loc->chains[k];
     for (size_t i = 0; i < ch->n; i++) {
-        weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c};
-        weir_phase_result r = ch->v[i].p->def->response_body(&call, chunk, end);
+        const weir_plugin_def *d = ch->v[i].p->def;
+        weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c, NULL};
+        weir_phase_result r = k == WEIR_CFG_CHAIN_REQUEST_BODY
+                                  ? d->request_body(&call, chunk, end)
+                                  : d->response_body(&call, chunk, end);
         if (r != WEIR_PHASE_CONTINUE)
             return r;
     }
     return WEIR_PHASE_CONTINUE;
+}
+
+static weir_phase_result request_body_filter(weir_session *s, void *ctx, weir_str *chunk, bool end)
+{
+    req_ctx *c = ctx;
+    return c && c->loc ? run_body_chain(s, c, WEIR_CFG_CHAIN_REQUEST_BODY, chunk, end)
+                       : WEIR_PHASE_CONTINUE;
+}
+
+static weir_phase_result response_body_filter(weir_session *s, void *ctx, weir_str *chunk, bool end)
+{
+    req_ctx *c = ctx;
+    return c && c->loc ? run_body_chain(s, c, WEIR_CFG_CHAIN_RESPONSE_BODY, chunk, end)
+                       : WEIR_PHASE_CONTINUE;
 }
 
 static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
@@ -255,7 +272,7 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
     if (c && c->loc) {
         const weir_plugin_chain *ch = &c->loc->chains[WEIR_CFG_CHAIN_LOGGING];
         for (size_t i = 0; i < ch->n; i++) {
-            weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c};
+            weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c, NULL};
             ch->v[i].p->def->logging(&call, st);
         }
     }
@@ -274,6 +291,7 @@ const weir_proxy_ops weir__app_ops = {
     .free_ctx = free_ctx,
     .early_request_filter = early_request_filter,
     .request_filter = request_filter,
+    .request_body_filter = request_body_filter,
     .upstream_peer = weir__app_upstream_peer,
     .fail_to_connect = weir__app_fail_to_connect,
     .connected_to_upstream = weir__app_connected_to_upstream,

@@ -138,6 +138,7 @@ struct weir_session {
 
     /* phases */
     bool no_resp_body_filter; /* weir_session_skip_response_body_filter */
+    bool no_req_body_filter;  /* weir_session_skip_request_body_filter */
     bool pending;             /* a phase returned PENDING */
     bool have_result;         /* resume delivered a result for the current phase */
     weir_phase_result result;

@@ -625,6 +625,11 @@ static void step_up_filter(weir_session *s)
     /* weir answers Expect: 100-continue itself when it starts reading the
      * body, so the backend must not wait for or send one. */
     weir_headers_remove(&s->req.headers, "expect");
+    /* A request filter that removed Content-Length (its body filter
+     * changes the length): the body goes up without one (chunked). */
+    if (s->req.body == WEIR_BODY_KNOWN && ops->request_body_filter && !s->no_req_body_filter &&
+        weir__headers_find(&s->req.headers, "content-length", 0) < 0)
+        s->req.body = WEIR_BODY_UNKNOWN;
     /* The upstream gets the rewritten target; logs keep the client's. */
     weir_str client_target = s->req.target;
     if (s->up_target.ptr)
@@ -643,6 +648,9 @@ static void step_up_filter(weir_session *s)
 }
 
 /* ---- body pumps ---- */
+
+/* A pump's error when its body filter returned other than CONTINUE. */
+#define PUMP_E_FILTER (-2900)
 
 /* Moves body bytes from p->src to p->dst until one side blocks. Returns
  * WEIR_DONE when the whole body is written, WEIR_AGAIN when blocked, or an
@@ -684,9 +692,9 @@ static int pump_run(weir_session *s, pump *p,
             /* The next segment of the last read, through the filter. */
             weir_str seg = p->segs[p->seg_pos++];
             if (filter(s, s->ctx, &seg, false) != WEIR_PHASE_CONTINUE) {
-                p->err = WEIR_ERR;
+                p->err = PUMP_E_FILTER;
                 p->err_src = true;
-                return WEIR_ERR;
+                return PUMP_E_FILTER;
             }
             if (seg.len) {
                 if (p->dst->ops->write_body(p->dst, &seg, 1) < 0) {
@@ -732,9 +740,9 @@ static int pump_run(weir_session *s, pump *p,
             if (filter) {
                 weir_str empty = WEIR_STR_NULL;
                 if (filter(s, s->ctx, &empty, true) != WEIR_PHASE_CONTINUE) {
-                    p->err = WEIR_ERR;
+                    p->err = PUMP_E_FILTER;
                     p->err_src = true;
-                    return WEIR_ERR;
+                    return PUMP_E_FILTER;
                 }
                 if (empty.len && p->dst->ops->write_body(p->dst, &empty, 1) < 0) {
                     p->err = WEIR_ERR_NOMEM;
@@ -780,11 +788,16 @@ static bool pump_request(weir_session *s)
 {
     if (!s->req_head_sent || s->req_pump.done || !s->upex)
         return true;
-    int rc = pump_run(s, &s->req_pump, s->svc->ops->request_body_filter);
+    int rc =
+        pump_run(s, &s->req_pump, s->no_req_body_filter ? NULL : s->svc->ops->request_body_filter);
     if (rc >= 0)
         return true;
     if (s->req_pump.err_src) {
-        if (rc == WEIR_EX_E_TOO_LARGE) {
+        if (rc == PUMP_E_FILTER) {
+            /* The backend got part of a body: its connection goes. */
+            release_upstream(s, false);
+            weir__session_fail(s, 502, "request_body_filter failed");
+        } else if (rc == WEIR_EX_E_TOO_LARGE) {
             release_upstream(s, false);
             weir__session_fail(s, 413, "request body over the limit");
         } else if (rc == WEIR_EX_E_FRAMING) {
@@ -961,6 +974,7 @@ static void step_resp_body(weir_session *s)
             terminate(s, 'S');
             s->error = rc == WEIR_EX_E_FRAMING  ? "invalid response body framing from upstream"
                        : rc == WEIR_EX_E_CLOSED ? "upstream closed mid-response (truncated body)"
+                       : rc == PUMP_E_FILTER    ? "response_body_filter failed"
                                                 : "upstream reset mid-response";
             log_mid_response(s);
         } else {

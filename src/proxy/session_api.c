@@ -184,6 +184,11 @@ void weir_session_skip_response_body_filter(weir_session *s)
     s->no_resp_body_filter = true;
 }
 
+void weir_session_skip_request_body_filter(weir_session *s)
+{
+    s->no_req_body_filter = true;
+}
+
 int weir_session_set_resp_status(weir_session *s, int status)
 {
     if (status < 100 || status > 999 || s->resp_started || s->resp.status == 0)

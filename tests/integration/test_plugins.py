@@ -314,6 +314,46 @@ def test_chain_runs_in_order_and_an_answer_stops_it(weir_toml, backend):
     assert B.get(w.port, "/b").body == b"second"
 
 
+def test_neighbouring_header_plugins_act_one_after_another(weir_toml, backend, tmp_path):
+    """Header plugins next to each other run as one merged list (fewer
+    calls per request): what each does must still see what the one before
+    did, as when they ran apart, on both sides and across a reload."""
+    b = backend(B.fixed(b"ok\n", headers=[("Server", "be"), ("X-Up", "1")]))
+    plugins = (
+        '[plugins.a]\ncategory = "response_headers"\nremove_headers = ["Server"]\n'
+        'set_headers = ["X-A: a"]\n'
+        '[plugins.b]\ncategory = "response_headers"\nrename_headers = ["X-A: X-B"]\n'
+        'set_headers_not_exists = ["X-Up: 2"]\n'
+        '[plugins.c]\ncategory = "response_headers"\nset_headers_not_exists = ["X-B: no", "X-A: again"]\n'
+        'add_headers = ["X-C: c"]\n'
+        '[plugins.d]\ncategory = "response_headers"\nremove_headers = ["X-C"]\nadd_headers = ["X-D: $request_id"]\n'
+        '[plugins.qa]\ncategory = "request_headers"\nset_headers = ["X-Q: 1"]\n'
+        '[plugins.qb]\ncategory = "request_headers"\nrename_headers = ["X-Q: X-R"]\n')
+    text = server({"l": 'upstream = "u"\nproxy_set_headers = ["X-Q: 0"]\n'
+                        'plugins = ["a", "b", "qa", "c", "qb", "d"]'}, plugins + upstream())
+    w = weir_toml(text, B=b)
+
+    def check_once():
+        r = B.get(w.port, "/")
+        assert r.status == 200
+        h = r.headers
+        assert h.get("server") is None and h.get("x-a") == "again" and h.get("x-b") == "a"
+        assert h.get("x-up") == "1" and h.get("x-c") is None and len(h.get("x-d", "")) > 8
+        got = b.last().headers
+        assert got.get("x-q") is None and got.get("x-r") == "1"
+        return h
+
+    assert check_once().get("x-e") is None
+    cfg = [a for a in w.argv if a.endswith(".toml")][0]
+    text = open(cfg).read().replace('"X-D: $request_id"', '"X-D: $request_id", "X-E: e"')
+    open(cfg, "w").write(text)
+    w.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and B.get(w.port, "/").headers.get("x-e") != "e":
+        time.sleep(0.05)
+    assert check_once().get("x-e") == "e", w.stderr()
+
+
 def test_step_moves_a_plugin(weir_toml, backend):
     """A mock at proxy_upstream runs after the location's request-step
     plugins: a ping there answers first."""
@@ -981,3 +1021,88 @@ def test_sub_filter_with_a_long_replacement_and_no_match(weir_toml, backend):
     w = weir_toml(sub_cfg('filters = [["a", "%s"]]\n' % big), B=b)
     r = B.get(w.port, "/")
     assert r.status == 200 and r.body == b"b" * 100000
+
+
+# ---- the request body hook (test_request_body: a test build's plugin) ----
+
+def body_plugins(*defs):
+    return "".join('[plugins.%s]\ncategory = "test_request_body"\n%s\n' % (n, d) for n, d in defs)
+
+
+def post_body(port, body, chunked=False, path="/up"):
+    if chunked:
+        pieces = [body[i:i + 7000] for i in range(0, len(body), 7000)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        head = b"POST %s HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n" % path.encode()
+    else:
+        payload = body
+        head = b"POST %s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n" % (path.encode(), len(body))
+    return B.request(port, head + b"Connection: close\r\n\r\n" + payload, method="POST")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("buffered", [False, True])
+def test_request_body_hooks_run_in_chain_order(weir_toml, backend, chunked, buffered):
+    """lower then upper: the backend sees upper case, over pieces of a
+    300 KB body, streamed or buffered first, whatever the client's
+    framing; Content-Length stays when the length does not change."""
+    b = backend()
+    loc = 'upstream = "u"\nplugins = ["lo", "up"]\n'
+    if buffered:
+        loc += 'request_buffer_size = "1MB"\n'
+    w = weir_toml(server({"l": loc}, body_plugins(("lo", 'mode = "lower"'), ("up", 'mode = "upper"'))
+                         + upstream()), B=b)
+    body = (b"Hello, Body! " * 25000)[:300000]
+    r = post_body(w.port, body, chunked=chunked)
+    assert r.status == 200
+    got = b.last()
+    assert got.body == body.upper()
+    if not chunked:
+        assert got.headers.get("content-length") == str(len(body)) and not got.chunked
+
+
+def test_request_body_hook_that_changes_the_length_goes_chunked(weir_toml, backend):
+    b = backend()
+    w = weir_toml(server({"l": 'upstream = "u"\nplugins = ["dbl"]\n'},
+                         body_plugins(("dbl", 'mode = "double"')) + upstream()), B=b)
+    body = bytes(range(256)) * 400
+    r = post_body(w.port, body)
+    assert r.status == 200
+    got = b.last()
+    assert got.chunked and got.headers.get("content-length") is None
+    assert got.body == bytes(x for x in body for _ in (0, 1))
+    # a request without a body is untouched by it
+    r = B.get(w.port, "/up")
+    assert r.status == 200 and b.last().body == b""
+
+
+def test_request_body_hook_error_ends_the_request(weir_toml, backend, tmp_path):
+    """A hook that fails mid-body: the client gets 502 and the log line,
+    the backend never sees a complete request, and weir goes on."""
+    b = backend()
+    w = weir_toml(server({"l": 'upstream = "u"\nplugins = ["f"]\n'},
+                         body_plugins(("f", "fail_after = 50000")) + upstream()), B=b)
+    r = post_body(w.port, b"x" * 200000)
+    assert r.status == 502
+    assert any(line.startswith("502 ") for line in access_lines(tmp_path, 1))
+    assert all(len(q.body) < 200000 for q in b.requests)
+    r = post_body(w.port, b"small")
+    assert r.status == 200 and b.last().body == b"SMALL"
+
+
+def test_location_without_request_body_plugins_keeps_bodies_as_sent(weir_toml, backend):
+    b = backend()
+    w = weir_toml(server({"a": 'upstream = "u"\nplugins = ["up"]\npath = "/up"\n',
+                          "b": 'upstream = "u"\npath = "/"\n'},
+                         body_plugins(("up", 'mode = "upper"')) + upstream()), B=b)
+    assert post_body(w.port, b"abc", path="/other").status == 200
+    assert b.last().body == b"abc"
+    assert post_body(w.port, b"abc", path="/up").status == 200
+    assert b.last().body == b"ABC"
+
+
+def test_request_body_plugin_config_errors(tmp_path):
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["x"]\n'},
+                               body_plugins(("x", 'mode = "sideways"')) + upstream()))
+    assert r.returncode != 0
+    assert re.search(r"check\.toml:\d+: 'mode' in \[plugins\.x\]: 'sideways'", r.stderr), r.stderr

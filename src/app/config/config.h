@@ -27,6 +27,8 @@ typedef struct weir_access_log weir_access_log;
 
 typedef struct weir_tmpl weir_tmpl;
 typedef struct weir_plugin weir_plugin;
+typedef struct weir_plugin_call weir_plugin_call;
+typedef weir_phase_result (*weir_plugin_hook)(weir_plugin_call *c); /* as in plugin/plugin.h */
 
 typedef struct weir_cfg_header {
     char *name;
@@ -39,6 +41,8 @@ typedef struct weir_cfg_header {
  * per-request memory. */
 typedef struct weir_plugin_ref {
     weir_plugin *p;
+    weir_plugin_hook hook; /* p's hook for this chain (NULL in the body and logging chains) */
+    bool ctx;              /* p has per-request memory (def->ctx_size) */
     uint16_t slot;
 } weir_plugin_ref;
 
@@ -49,9 +53,10 @@ typedef struct weir_plugin_chain {
 
 /* Chains by step (plugin.h's weir_plugin_step), then the response body
  * and logging hooks. */
-#define WEIR_CFG_CHAINS 7
+#define WEIR_CFG_CHAINS 8
 #define WEIR_CFG_CHAIN_RESPONSE_BODY 5
 #define WEIR_CFG_CHAIN_LOGGING 6
+#define WEIR_CFG_CHAIN_REQUEST_BODY 7
 
 typedef struct weir_cfg_headers {
     weir_cfg_header *v;
@@ -166,6 +171,8 @@ struct weir_cfg_location {
      * then those its `plugins` names, in order; and the chains by step. */
     weir_plugin **plugins;
     size_t n_plugins;
+    weir_plugin **fused; /* merged plugins the chains run instead of neighbours (plugin.h merge) */
+    size_t n_fused;
     char **plugin_names; /* `plugins` as written */
     size_t n_plugin_names;
     weir_plugin_chain chains[WEIR_CFG_CHAINS];

@@ -127,6 +127,8 @@ static bool hooks(const weir_plugin *p, int k)
         return d->response_body != NULL;
     case WEIR_CFG_CHAIN_LOGGING:
         return d->logging != NULL;
+    case WEIR_CFG_CHAIN_REQUEST_BODY:
+        return d->request_body != NULL;
     default:
         return d->request && p->step == (weir_plugin_step)k;
     }
@@ -141,6 +143,32 @@ static bool add(weir_cfg_location *l, weir_plugin *p)
         return false;
     l->plugins = nv;
     l->plugins[l->n_plugins++] = p;
+    return true;
+}
+
+/* p, about to join chain k after the chain's last plugin, merged into it
+ * instead when their category can (plugin.h merge): true if done. A merge
+ * that fails (out of memory) leaves them apart, which works the same. */
+static bool fuse(weir_cfg_location *l, weir_plugin_chain *ch, int k, weir_plugin *p,
+                 const char *owner)
+{
+    const weir_plugin_def *d = p->def;
+    if (!ch->n || k >= WEIR_CFG_CHAIN_RESPONSE_BODY || !d->merge || d->ctx_size || p->state)
+        return false;
+    weir_plugin_ref *last = &ch->v[ch->n - 1];
+    if (last->p->def != d || last->p->step != p->step)
+        return false;
+    weir_plugin **nv = realloc(l->fused, (l->n_fused + 1) * sizeof(*nv));
+    if (!nv)
+        return false;
+    l->fused = nv;
+    void *conf = d->merge(last->p->conf, p->conf);
+    weir_plugin *f = conf ? weir__plugin_builtin(d, owner, conf) : NULL;
+    if (!f)
+        return false;
+    f->step = p->step;
+    l->fused[l->n_fused++] = f;
+    last->p = f;
     return true;
 }
 
@@ -193,13 +221,20 @@ void weir__cfg_location_chains(loader *ld, weir_cfg_location *l, int line)
         for (size_t i = 0; i < l->n_plugins; i++) {
             if (!hooks(l->plugins[i], k))
                 continue;
+            if (fuse(l, ch, k, l->plugins[i], owner))
+                continue;
             weir_plugin_ref *nv = realloc(ch->v, (ch->n + 1u) * sizeof(*nv));
             if (!nv) {
                 weir__cfg_err_at(ld, line, "out of memory");
                 return;
             }
             ch->v = nv;
-            ch->v[ch->n++] = (weir_plugin_ref){l->plugins[i], (uint16_t)i};
+            const weir_plugin_def *d = l->plugins[i]->def;
+            weir_plugin_hook hook = k == WEIR_STEP_UPSTREAM_RESPONSE   ? d->upstream_response
+                                    : k == WEIR_STEP_RESPONSE          ? d->response
+                                    : k < WEIR_CFG_CHAIN_RESPONSE_BODY ? d->request
+                                                                       : NULL;
+            ch->v[ch->n++] = (weir_plugin_ref){l->plugins[i], hook, d->ctx_size != 0, (uint16_t)i};
         }
     }
 }
@@ -213,6 +248,9 @@ void weir__cfg_free_location_chains(weir_cfg_location *l)
     free(l->plugins);
     for (int k = 0; k < WEIR_CFG_CHAINS; k++)
         free(l->chains[k].v);
+    for (size_t i = 0; i < l->n_fused; i++)
+        weir__plugin_free(l->fused[i]);
+    free(l->fused);
     weir__cfg_free_list(l->plugin_names, l->n_plugin_names);
 }
 

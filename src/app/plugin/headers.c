@@ -21,11 +21,22 @@
 #include "app/vars.h"
 
 enum { H_REMOVE, H_RENAME, H_SET, H_SET_ABSENT, H_ADD, H_LISTS };
+/* Op kinds past the lists': a set or add whose value has no variable. */
+enum { H_SET_PLAIN = H_LISTS, H_ADD_PLAIN };
+
+/* One field to change: the lists flattened in their order, so that a
+ * request walks one array (most plugins have one or two entries). */
+typedef struct header_op {
+    uint8_t kind; /* H_* */
+    const weir_cfg_header *e;
+} header_op;
 
 typedef struct headers_conf {
     const weir_cfg_headers *lists[H_LISTS]; /* NULL = none */
     weir_cfg_headers own[H_LISTS];          /* what parse read (unused when borrowed) */
     bool borrowed;
+    size_t n_ops;
+    header_op *ops;
 } headers_conf;
 
 static const char *const keys[] = {"remove_headers",         "rename_headers", "set_headers",
@@ -38,7 +49,29 @@ static void headers_free(void *conf)
         for (int i = 0; i < H_LISTS; i++)
             weir__cfg_free_headers(&h->own[i]);
     }
+    free(h->ops);
     free(h);
+}
+
+/* h->ops from h->lists; false when out of memory. */
+static bool flatten(headers_conf *h)
+{
+    size_t n = 0;
+    for (int k = 0; k < H_LISTS; k++)
+        n += h->lists[k] ? h->lists[k]->n : 0;
+    h->ops = calloc(n ? n : 1, sizeof(*h->ops));
+    if (!h->ops)
+        return false;
+    for (int k = 0; k < H_LISTS; k++) {
+        for (size_t i = 0; h->lists[k] && i < h->lists[k]->n; i++) {
+            const weir_cfg_header *e = &h->lists[k]->v[i];
+            int kind = k == H_SET && !e->tmpl   ? H_SET_PLAIN
+                       : k == H_ADD && !e->tmpl ? H_ADD_PLAIN
+                                                : k;
+            h->ops[h->n_ops++] = (header_op){(uint8_t)kind, e};
+        }
+    }
+    return true;
 }
 
 static bool parse(loader *ld, const weir_toml_value *t, const char *section, void **conf,
@@ -67,6 +100,10 @@ static bool parse(loader *ld, const weir_toml_value *t, const char *section, voi
                 "'rename_headers' in [%s]: '%s' cannot be changed by a header rule: %s", section,
                 e->value, why);
     }
+    if (!flatten(h)) {
+        headers_free(h);
+        return false;
+    }
     *conf = h;
     return true;
 }
@@ -91,6 +128,29 @@ void *weir__plugin_headers_borrow(const weir_cfg_headers *remove, const weir_cfg
     h->lists[H_REMOVE] = remove && remove->n ? remove : NULL;
     h->lists[H_SET] = set && set->n ? set : NULL;
     h->lists[H_ADD] = add && add->n ? add : NULL;
+    if (!flatten(h)) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* a's fields, then b's. */
+static void *headers_merge(const void *a, const void *b)
+{
+    const headers_conf *x = a, *y = b;
+    headers_conf *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->borrowed = true;
+    h->ops = calloc(x->n_ops + y->n_ops + 1, sizeof(*h->ops));
+    if (!h->ops) {
+        free(h);
+        return NULL;
+    }
+    memcpy(h->ops, x->ops, x->n_ops * sizeof(*h->ops));
+    memcpy(h->ops + x->n_ops, y->ops, y->n_ops * sizeof(*h->ops));
+    h->n_ops = x->n_ops + y->n_ops;
     return h;
 }
 
@@ -108,54 +168,49 @@ static weir_str name_of(const weir_cfg_header *e)
 
 /* The configuration lives as long as the request (its snapshot is pinned),
  * so its strings go into the table by reference. */
-static void apply(weir_session *s, weir_headers *hs, const headers_conf *h)
+static inline void apply(weir_session *s, weir_headers *hs, const headers_conf *h)
 {
-    const weir_cfg_headers *l;
-    if ((l = h->lists[H_REMOVE]))
-        for (size_t i = 0; i < l->n; i++)
-            weir_headers_remove(hs, l->v[i].name);
-    if ((l = h->lists[H_RENAME])) {
-        for (size_t i = 0; i < l->n; i++) {
-            weir_str v = weir_headers_get(hs, l->v[i].name);
-            if (!v.ptr)
-                continue;
-            weir_headers_remove(hs, l->v[i].name);
-            weir_headers_set_ref(hs, (weir_str){l->v[i].value, l->v[i].value_len}, v);
+    for (size_t i = 0; i < h->n_ops; i++) {
+        const weir_cfg_header *e = h->ops[i].e;
+        weir_str v;
+        switch (h->ops[i].kind) {
+        case H_REMOVE:
+            weir_headers_remove(hs, e->name);
+            break;
+        case H_RENAME:
+            v = weir_headers_get(hs, e->name);
+            if (v.ptr) {
+                weir_headers_remove(hs, e->name);
+                weir_headers_set_ref(hs, (weir_str){e->value, e->value_len}, v);
+            }
+            break;
+        case H_SET_PLAIN:
+            weir_headers_set_ref(hs, name_of(e), (weir_str){e->value, e->value_len});
+            break;
+        case H_ADD_PLAIN:
+            weir_headers_add_ref(hs, name_of(e), (weir_str){e->value, e->value_len});
+            break;
+        case H_SET:
+            if ((v = value_of(e, s)).ptr)
+                weir_headers_set_ref(hs, name_of(e), v);
+            break;
+        case H_SET_ABSENT:
+            if (!weir_headers_get(hs, e->name).ptr && (v = value_of(e, s)).ptr)
+                weir_headers_add_ref(hs, name_of(e), v);
+            break;
+        default:
+            if ((v = value_of(e, s)).ptr)
+                weir_headers_add_ref(hs, name_of(e), v);
+            break;
         }
     }
-    if ((l = h->lists[H_SET]))
-        for (size_t i = 0; i < l->n; i++) {
-            weir_str v = value_of(&l->v[i], s);
-            if (v.ptr)
-                weir_headers_set_ref(hs, name_of(&l->v[i]), v);
-        }
-    if ((l = h->lists[H_SET_ABSENT]))
-        for (size_t i = 0; i < l->n; i++) {
-            if (weir_headers_get(hs, l->v[i].name).ptr)
-                continue;
-            weir_str v = value_of(&l->v[i], s);
-            if (v.ptr)
-                weir_headers_add_ref(hs, name_of(&l->v[i]), v);
-        }
-    if ((l = h->lists[H_ADD]))
-        for (size_t i = 0; i < l->n; i++) {
-            weir_str v = value_of(&l->v[i], s);
-            if (v.ptr)
-                weir_headers_add_ref(hs, name_of(&l->v[i]), v);
-        }
 }
 
-static weir_phase_result on_request(weir_plugin_call *c)
+/* Either step: c->headers is the request's or the response's. */
+static weir_phase_result on_call(weir_plugin_call *c)
 {
-    apply(c->s, weir_session_req_headers(c->s), c->plugin->conf);
-    return WEIR_PHASE_CONTINUE;
-}
-
-static weir_phase_result on_response(weir_plugin_call *c)
-{
-    weir_headers *h = weir_session_resp_headers(c->s);
-    if (h)
-        apply(c->s, h, c->plugin->conf);
+    if (c->headers)
+        apply(c->s, c->headers, c->plugin->conf);
     return WEIR_PHASE_CONTINUE;
 }
 
@@ -166,7 +221,8 @@ const weir_plugin_def weir__plugin_request_headers = {
     .default_step = WEIR_STEP_PROXY_UPSTREAM,
     .parse = parse_request,
     .free = headers_free,
-    .request = on_request,
+    .request = on_call,
+    .merge = headers_merge,
 };
 
 const weir_plugin_def weir__plugin_response_headers = {
@@ -176,5 +232,6 @@ const weir_plugin_def weir__plugin_response_headers = {
     .default_step = WEIR_STEP_RESPONSE,
     .parse = parse_response,
     .free = headers_free,
-    .response = on_response,
+    .response = on_call,
+    .merge = headers_merge,
 };

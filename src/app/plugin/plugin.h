@@ -77,6 +77,10 @@ struct weir_plugin_call {
     const weir_plugin *plugin; /* its conf and state */
     void *ctx;                 /* this plugin's per-request memory, or NULL (ctx_size 0) */
     void *req;                 /* the program's request context (app_int.h req_ctx) */
+    /* The header table of the step's message: the request's at the request
+     * steps, the response's at upstream_response and response; NULL in
+     * the body and logging hooks. */
+    weir_headers *headers;
 };
 
 typedef weir_phase_result (*weir_plugin_hook)(weir_plugin_call *c);
@@ -112,8 +116,24 @@ typedef struct weir_plugin_def {
      * hook (the body then goes chunked). Must not pend. NULL = none.
      */
     weir_phase_result (*response_body)(weir_plugin_call *c, weir_str *chunk, bool end);
+    /*
+     * Each piece of the request body on its way to the backend, with the
+     * same rules (a hook that changes the length removes Content-Length in
+     * its request hook; the body then goes chunked). Returning ERROR ends
+     * the request (the client gets 502, the backend connection is
+     * dropped). NULL = none.
+     */
+    weir_phase_result (*request_body)(weir_plugin_call *c, weir_str *chunk, bool end);
     /* The request is over. */
     void (*logging)(weir_plugin_call *c, const weir_session_stats *st);
+    /*
+     * A conf doing a's work and then b's, for two plugins of this category
+     * next to each other in a chain (at one step), borrowing from both
+     * (they outlive it); NULL when it cannot. A chain of header plugins
+     * then runs as one call. Only for categories without per-request
+     * memory, state or pending. NULL = never merged.
+     */
+    void *(*merge)(const void *a, const void *b);
 } weir_plugin_def;
 
 /* One [plugins.NAME] (or a location's built-in rule made into one). */

@@ -27,6 +27,9 @@ extern const weir_plugin_def weir__plugin_accept_encoding;
 extern const weir_plugin_def weir__plugin_stats;
 extern const weir_plugin_def weir__plugin_csrf;
 extern const weir_plugin_def weir__plugin_sub_filter;
+#ifdef WEIR_TEST_PLUGINS
+extern const weir_plugin_def weir__plugin_test_request_body;
+#endif
 
 /* The built-in plugins a location's or a server's own keys make (config
  * loader): each borrows what it needs from the location or server, which

@@ -41,6 +41,11 @@ const weir_plugin_def *weir__plugin_def(const char *category)
         if (strcmp(weir__plugin_defs[i]->category, category) == 0)
             return weir__plugin_defs[i];
     }
+#ifdef WEIR_TEST_PLUGINS
+    /* a test build's own categories (test_body.c), never suggested */
+    if (strcmp(weir__plugin_test_request_body.category, category) == 0)
+        return &weir__plugin_test_request_body;
+#endif
     return NULL;
 }
 
