@@ -624,6 +624,21 @@ def test_ua_restriction(weir_toml, backend):
         assert B.get(w.port, "/", headers=[("User-Agent", ua)]).status == 200, ua
 
 
+@pytest.mark.parametrize("kind,status", [("deny", 403), ("allow", 403)])
+def test_ua_restriction_a_regex_that_cannot_finish_decides_against(weir_toml, backend, kind,
+                                                                   status):
+    """A user agent made to exhaust PCRE2's match limit on a backtracking
+    pattern: neither list lets it through for that (a deny list denies, an
+    allow list refuses), where treating the error as no match would have
+    opened the deny list."""
+    w, _ = restricted(weir_toml, backend, 'category = "ua_restriction"\ntype = "%s"\n'
+                      'ua_list = ["~^(a|a)+$"]\n' % kind)
+    hostile = "a" * 40 + "!"
+    assert B.get(w.port, "/", headers=[("User-Agent", hostile)]).status == status
+    fine = "Mozilla/5.0" if kind == "deny" else "aaaa"
+    assert B.get(w.port, "/", headers=[("User-Agent", fine)]).status == 200
+
+
 @pytest.mark.parametrize("body,msg", [
     ('category = "ip_restriction"\nip_list = ["10.0.0.0/33"]\n',
      "'ip_list' in [plugins.x]: '10.0.0.0/33' is not an address or CIDR block"),
@@ -706,6 +721,21 @@ def test_cors_star_with_and_without_credentials(weir_toml, backend):
     assert preflight(w2.port, "null").status == 403
     w3, _ = cors(weir_toml, backend, 'allow_origins = ["null"]\n')
     assert preflight(w3.port, "null").status == 204, "listed by name, it is allowed"
+
+
+def test_cors_star_beside_other_origins(weir_toml, backend, tmp_path):
+    """Entries next to "*" are still read: a bad regex there is an error,
+    and "null" listed by name is allowed while no wildcard or regex covers
+    it."""
+    r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["c"]'},
+                               '[plugins.c]\ncategory = "cors"\n'
+                               'allow_origins = ["*", "~(unclosed"]\n' + upstream()))
+    assert r.returncode != 0 and "bad regex '(unclosed'" in r.stderr, r.stderr
+    w, _ = cors(weir_toml, backend, 'allow_origins = ["*", "null"]\nallow_credentials = true\n')
+    assert preflight(w.port, "null").status == 204
+    w2, _ = cors(weir_toml, backend, 'allow_origins = ["*n*", "~^n"]\n')
+    assert preflight(w2.port, "null").status == 403
+    assert preflight(w2.port, "https://n.test").status == 204
 
 
 # ---- traffic_splitting ----
@@ -936,10 +966,33 @@ def test_sub_filter_streams_a_large_body(weir_toml, backend):
     assert r.status == 200 and len(r.body) == len(want) and r.body == want
 
 
+def test_sub_filter_keeps_the_length_of_responses_without_a_body(weir_toml, backend):
+    """HEAD and 304 answers carry no body: their Content-Length (the GET
+    body's length) stays, as the backend sent it."""
+    def handler(conn, req):
+        if req.path == "/304":
+            conn.send(B.response_head(304, [("Content-Type", "text/html"),
+                                            ("Content-Length", "42")]))
+        else:
+            body = b"<p>http://a</p>"
+            conn.send(B.response_head(200, [("Content-Type", "text/html"),
+                                            ("Content-Length", str(len(body)))])
+                      + (b"" if req.method == "HEAD" else body))
+    b = backend(handler)
+    w = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=b)
+    r = B.get(w.port, "/", method="HEAD")
+    assert r.status == 200 and r.headers.get("content-length") == "15" and r.body == b""
+    r = B.get(w.port, "/304")
+    assert r.status == 304 and r.headers.get("content-length") == "42"
+    r = B.get(w.port, "/")
+    assert r.body == b"<p>https://a</p>" and r.headers.get("content-length") is None
+
+
 def test_sub_filter_config_errors(tmp_path):
     for body, msg in [('', "[plugins.sf] needs 'filters'"),
                       ('filters = ["a", "b"]\n', "must be a list of [\"FROM\", \"TO\"] pairs"),
-                      ('filters = [["", "b"]]\n', "FROM 1 to 256 bytes")]:
+                      ('filters = [["", "b"]]\n', "FROM 1 to 256 bytes"),
+                      ('filters = []\n', "'filters' in [plugins.sf] is empty")]:
         r = check(tmp_path, sub_cfg(body))
         assert r.returncode != 0 and msg in r.stderr, (body, r.stderr)
 
@@ -955,6 +1008,13 @@ def test_sub_filter_config_errors(tmp_path):
     ('category = "mock"\nstatus = 100\n', "'status' in [plugins.x]"),
     ('category = "redirect"\nprefix = "//evil.com"\n', "must be a path starting with one '/'"),
     ('category = "redirect"\nprefix = "/\\\\evil.com"\n', "must be a path starting with one '/'"),
+    ('category = "mock"\npath = ""\n', "'path' in [plugins.x] must start with '/'"),
+    ('category = "mock"\npath = "api"\n', "'path' in [plugins.x] must start with '/'"),
+    ('category = "mock"\ndata = "a\\u0000b"\n', "'data' in [plugins.x] contains a NUL character"),
+    ('category = "limit"\ntag = "ip"\nkey = "X-User"\nmax = 10\n',
+     "'key' in [plugins.x] is for tag header, cookie or query"),
+    ('category = "traffic_splitting"\nupstream = "u"\nweight = 10\nsticky_key = "uid"\n',
+     "'sticky_key' in [plugins.x] needs 'stickiness'"),
 ])
 def test_review_config_errors(tmp_path, body, msg):
     r = check(tmp_path, server({"l": 'upstream = "u"\nplugins = ["x"]'},

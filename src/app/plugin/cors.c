@@ -30,8 +30,9 @@
 #include "app/plugin/plugins.h"
 
 typedef struct cors_conf {
-    weir_patterns *origins; /* NULL with any */
-    bool any;
+    weir_patterns *origins;
+    bool any;         /* "*" is listed */
+    bool null_listed; /* "null" is listed, by name */
     char *methods;
     char *headers; /* NULL: echo Access-Control-Request-Headers */
     bool credentials;
@@ -63,11 +64,13 @@ static bool cors_parse(loader *ld, const weir_toml_value *t, const char *section
     size_t n = 0;
     int line = 0;
     char **list = weir__cfg_get_string_list(ld, t, "allow_origins", section, &n, &line);
-    for (size_t i = 0; list && i < n; i++)
+    for (size_t i = 0; list && i < n; i++) {
         c->any |= strcmp(list[i], "*") == 0;
+        c->null_listed |= strcmp(list[i], "null") == 0;
+    }
     weir__cfg_free_list(list, n);
-    if (!c->any)
-        c->origins = weir__patterns_load(ld, t, "allow_origins", section, &present);
+    /* Loaded even beside "*", so that a bad regex there is an error too. */
+    c->origins = weir__patterns_load(ld, t, "allow_origins", section, &present);
     if (!list && !weir__cfg_entry_of(t, "allow_origins", &(weir_toml_entry){0}))
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'allow_origins'", section);
     c->methods = weir__cfg_dup_string(ld, t, "allow_methods", section, &present);
@@ -93,13 +96,13 @@ static bool cors_parse(loader *ld, const weir_toml_value *t, const char *section
 }
 
 /* "null" (a sandboxed frame, a file, a redirect) is allowed only when
- * listed itself: "*" does not cover it, or any page could reach a
- * credentialed API through a sandboxed iframe. */
+ * listed itself: neither "*" nor a wildcard or regex covers it, or any
+ * page could reach a credentialed API through a sandboxed iframe. */
 static bool allowed(const cors_conf *c, weir_str origin)
 {
-    if (origin.len == 4 && memcmp(origin.ptr, "null", 4) == 0)
-        return !c->any && weir__patterns_match(c->origins, origin);
-    return c->any || weir__patterns_match(c->origins, origin);
+    if (origin.len == 4 && strncasecmp(origin.ptr, "null", 4) == 0)
+        return c->null_listed;
+    return c->any || weir__patterns_match(c->origins, origin, false);
 }
 
 static weir_str cstr(weir_session *s, weir_str v)

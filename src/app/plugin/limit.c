@@ -107,6 +107,13 @@ static bool limit_parse(loader *ld, const weir_toml_value *t, const char *sectio
         free(s);
     }
     l->key = weir__cfg_dup_string(ld, t, "key", section, &present);
+    if (l->tag == T_IP && present) { /* a key with tag ip would be ignored: say so */
+        weir__cfg_entry_of(t, "key", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'key' in [%s] is for tag header, cookie or query (tag ip limits by "
+                         "the client address)",
+                         section);
+    }
     if (l->tag != T_IP && (!l->key || !l->key[0]))
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'key': the %s to limit by", section,
                          l->tag == T_HEADER   ? "header"

@@ -112,17 +112,21 @@ static bool glob(const char *pat, const char *s, size_t len)
     return pi == pl;
 }
 
-bool weir__patterns_match(const weir_patterns *p, weir_str s)
+bool weir__patterns_match(const weir_patterns *p, weir_str s, bool on_error)
 {
     if (!p || !s.ptr)
         return false;
     for (size_t i = 0; i < p->n; i++) {
         const pattern *pt = &p->v[i];
         if (pt->re) {
-            int rc = pcre2_match(pt->re, (PCRE2_SPTR)s.ptr, s.len, 0, 0, weir__thread_match_data(),
-                                 NULL);
+            pcre2_match_data *md = weir__thread_match_data();
+            if (!md)
+                return on_error;
+            int rc = pcre2_match(pt->re, (PCRE2_SPTR)s.ptr, s.len, 0, 0, md, NULL);
             if (rc >= 0)
                 return true;
+            if (rc != PCRE2_ERROR_NOMATCH)
+                return on_error; /* the match limit, bad UTF, ...: undecided */
         } else if (pt->wildcard) {
             if (glob(pt->text, s.ptr, s.len))
                 return true;

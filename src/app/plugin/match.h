@@ -21,7 +21,11 @@ typedef struct weir_patterns weir_patterns;
  * with PCRE2's reason). NULL when absent or invalid; *present says which. */
 weir_patterns *weir__patterns_load(loader *ld, const weir_toml_value *t, const char *key,
                                    const char *section, bool *present);
-bool weir__patterns_match(const weir_patterns *p, weir_str s);
+/* True if s matches one of the patterns. on_error is the answer when a
+ * regex cannot decide (PCRE2's match limit on a hostile input, no memory):
+ * callers pass the stricter one, so that an attacker who makes the match
+ * fail gains nothing (a deny list denies, an allow list refuses). */
+bool weir__patterns_match(const weir_patterns *p, weir_str s, bool on_error);
 void weir__patterns_free(weir_patterns *p);
 
 #endif

@@ -54,6 +54,11 @@ static bool mock_parse(loader *ld, const weir_toml_value *t, const char *section
     m->data = weir__cfg_dup_string(ld, t, "data", section, &present);
     m->data_len = m->data ? strlen(m->data) : 0;
     m->path = weir__cfg_dup_string(ld, t, "path", section, &present);
+    if (m->path && m->path[0] != '/') { /* "" or "api": it would never answer */
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "path", &e);
+        weir__cfg_err_at(ld, e.line, "'path' in [%s] must start with '/'", section);
+    }
     weir__cfg_get_duration(ld, t, "delay", section, 60000, true, &m->delay_ms);
     return true;
 }

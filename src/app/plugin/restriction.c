@@ -194,14 +194,14 @@ static weir_phase_result referer_request(weir_plugin_call *c)
     const restrict_conf *r = c->plugin->conf;
     weir_str ref = weir_headers_get(weir_session_req_headers(c->s), "referer");
     weir_str host = ref.ptr ? referer_host(ref) : WEIR_STR_NULL;
-    return verdict(c, host.ptr && host.len && weir__patterns_match(r->patterns, host));
+    return verdict(c, host.ptr && host.len && weir__patterns_match(r->patterns, host, !r->allow));
 }
 
 static weir_phase_result ua_request(weir_plugin_call *c)
 {
     const restrict_conf *r = c->plugin->conf;
     weir_str ua = weir_headers_get(weir_session_req_headers(c->s), "user-agent");
-    return verdict(c, ua.ptr && weir__patterns_match(r->patterns, ua));
+    return verdict(c, ua.ptr && weir__patterns_match(r->patterns, ua, !r->allow));
 }
 
 const weir_plugin_def weir__plugin_ip_restriction = {

@@ -13,7 +13,8 @@
  * touched (a compressed body is left whole); their Content-Length goes,
  * so they are sent chunked. A match may straddle two pieces of the body:
  * the last (longest pattern - 1) bytes of each piece wait for the next.
- * Memory per response: one buffer about the size of a piece.
+ * Memory per response: two buffers about the size of a piece (what came
+ * in, what goes out), reused from piece to piece.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,11 @@ typedef struct sub_conf {
 typedef struct sub_ctx {
     bool active;
     bool done_once[MAX_FILTERS];
-    char *held; /* bytes kept back: a match may start there */
-    size_t held_len;
+    /* in[0..held_len): bytes kept back from the last piece (a match may
+     * start there); a piece is appended to them. Both buffers are reused
+     * from piece to piece and freed at logging. */
+    char *in;
+    size_t in_cap, held_len;
     char *out;
     size_t out_cap;
 } sub_ctx;
@@ -67,6 +71,10 @@ static bool sub_parse(loader *ld, const weir_toml_value *t, const char *section,
     const char *usage = "must be a list of [\"FROM\", \"TO\"] pairs";
     if (weir_toml_type_of(e.value) != WEIR_TOML_ARRAY) {
         weir__cfg_err_at(ld, e.line, "'filters' in [%s] %s", section, usage);
+        return true;
+    }
+    if (weir_toml_array_count(e.value) == 0) {
+        weir__cfg_err_at(ld, e.line, "'filters' in [%s] is empty: it %s", section, usage);
         return true;
     }
     for (size_t i = 0; i < weir_toml_array_count(e.value); i++) {
@@ -126,7 +134,13 @@ static weir_phase_result sub_response(weir_plugin_call *call)
     const sub_conf *c = call->plugin->conf;
     sub_ctx *x = call->ctx;
     weir_headers *h = weir_session_resp_headers(call->s);
-    if (!x || !h || c->n == 0 || weir_headers_get(h, "content-encoding").ptr ||
+    /* A response without a body (HEAD, 204, 304) keeps its Content-Length:
+     * it tells the length of the body a GET would get. */
+    int status = weir_session_resp_status(call->s);
+    weir_str m = weir_session_method(call->s);
+    if (!x || !h || c->n == 0 || status == 204 || status == 304 || status < 200 ||
+        (m.len == 4 && memcmp(m.ptr, "HEAD", 4) == 0) ||
+        weir_headers_get(h, "content-encoding").ptr ||
         !type_matches(c, weir_headers_get(h, "content-type")))
         return WEIR_PHASE_CONTINUE;
     x->active = true;
@@ -140,18 +154,19 @@ static bool match_at(const sub_conf *c, size_t k, const char *p)
                           : memcmp(p, c->from[k], c->from_len[k]) == 0;
 }
 
-static bool grow(sub_ctx *x, size_t need)
+/* *buf with room for need bytes (its contents kept). */
+static bool grow(char **buf, size_t *cap, size_t need)
 {
-    if (need <= x->out_cap)
+    if (need <= *cap)
         return true;
-    size_t cap = x->out_cap ? x->out_cap : 16384;
-    while (cap < need)
-        cap *= 2;
-    char *nb = realloc(x->out, cap);
+    size_t n = *cap ? *cap : 16384;
+    while (n < need)
+        n *= 2;
+    char *nb = realloc(*buf, n);
     if (!nb)
         return false;
-    x->out = nb;
-    x->out_cap = cap;
+    *buf = nb;
+    *cap = n;
     return true;
 }
 
@@ -161,34 +176,20 @@ static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool 
     sub_ctx *x = call->ctx;
     if (!x || !x->active)
         return WEIR_PHASE_CONTINUE;
-    /* in = held + chunk, in one buffer (the tail of out). */
+    /* in = held + chunk; the output grows as replacements need it, from
+     * about a piece. */
     size_t in_len = x->held_len + chunk->len;
-    char *in = malloc(in_len ? in_len : 1);
-    /* The output grows as replacements need it, from about a piece. */
-    if (!in || !grow(x, in_len + 1)) {
-        free(in);
+    if (!grow(&x->in, &x->in_cap, in_len + 1) || !grow(&x->out, &x->out_cap, in_len + 1))
         return WEIR_PHASE_ERROR;
-    }
-    size_t filled = 0;
-    if (x->held_len && x->held) {
-        memcpy(in, x->held, x->held_len);
-        filled = x->held_len;
-    }
-    if (chunk->len) {
-        memcpy(in + filled, chunk->ptr, chunk->len);
-        filled += chunk->len;
-    }
-    in_len = filled;
+    if (chunk->len)
+        memcpy(x->in + x->held_len, chunk->ptr, chunk->len);
+    const char *in = x->in;
     /* Bytes at or after `safe` might begin a match that the next piece
      * completes: they wait, unless this is the end. */
     size_t keep = end || c->longest <= 1 ? 0 : c->longest - 1;
     size_t safe = in_len > keep ? in_len - keep : 0;
     size_t i = 0, o = 0;
-    while (i < in_len) {
-        /* From `safe` on, a longer pattern may still complete with the
-         * next piece: nothing there is decided yet. */
-        if (i >= safe)
-            break;
+    while (i < safe) {
         size_t hit = c->n;
         for (size_t k = 0; k < c->n; k++) {
             if ((c->once && x->done_once[k]) || i + c->from_len[k] > in_len)
@@ -199,10 +200,8 @@ static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool 
             }
         }
         if (hit < c->n) {
-            if (!grow(x, o + c->to_len[hit] + (in_len - i) + 1)) {
-                free(in);
+            if (!grow(&x->out, &x->out_cap, o + c->to_len[hit] + (in_len - i) + 1))
                 return WEIR_PHASE_ERROR;
-            }
             memcpy(x->out + o, c->to[hit], c->to_len[hit]);
             o += c->to_len[hit];
             i += c->from_len[hit];
@@ -211,19 +210,9 @@ static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool 
         }
         x->out[o++] = in[i++];
     }
-    free(x->held);
-    x->held = NULL;
+    /* What was not decided waits at the start of in for the next piece. */
     x->held_len = in_len - i;
-    if (x->held_len) {
-        x->held = malloc(x->held_len);
-        if (!x->held) {
-            x->held_len = 0;
-            free(in);
-            return WEIR_PHASE_ERROR;
-        }
-        memcpy(x->held, in + i, x->held_len);
-    }
-    free(in);
+    memmove(x->in, in + i, x->held_len);
     *chunk = (weir_str){x->out, o};
     return WEIR_PHASE_CONTINUE;
 }
@@ -233,9 +222,9 @@ static void sub_logging(weir_plugin_call *call, const weir_session_stats *st)
     sub_ctx *x = call->ctx;
     if (!x)
         return;
-    free(x->held);
+    free(x->in);
     free(x->out);
-    x->held = x->out = NULL;
+    x->in = x->out = NULL;
 }
 
 const weir_plugin_def weir__plugin_sub_filter = {

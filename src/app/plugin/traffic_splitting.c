@@ -75,6 +75,13 @@ static bool split_parse(loader *ld, const weir_toml_value *t, const char *sectio
         free(s);
     }
     c->key = weir__cfg_dup_string(ld, t, "sticky_key", section, &present);
+    if (c->stickiness == S_NONE && present) {
+        weir__cfg_entry_of(t, "sticky_key", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'sticky_key' in [%s] needs 'stickiness' (cookie or header): without "
+                         "it the split is random",
+                         section);
+    }
     if (c->stickiness != S_NONE && (!c->key || !c->key[0]))
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'sticky_key' with 'stickiness'",
                          section);
