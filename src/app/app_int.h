@@ -66,6 +66,8 @@ typedef struct req_ctx {
     const struct weir_plugin *parked; /* the plugin whose hook is PENDING, or NULL */
     uint8_t park_chain;               /* where its chain goes on */
     uint16_t park_pos;
+    bool body_started; /* a request body piece went through the chain */
+    bool body_restart; /* a new attempt: the next piece starts the body over */
 } req_ctx;
 
 /* The upstream of the request: a plugin's choice, else its location's. */

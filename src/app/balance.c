@@ -197,4 +197,6 @@ void weir__app_connected_to_upstream(weir_session *s, void *ctx, const weir_peer
     req_ctx *c = ctx;
     if (c && c->backend)
         weir_backend_note_connection(c->backend, reused);
+    if (c && c->body_started) /* a retry: the body goes again from its start */
+        c->body_restart = true;
 }

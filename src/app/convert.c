@@ -251,6 +251,29 @@ static bool same_key(const char *const *keys, const weir_toml_entry *e)
     return false;
 }
 
+/* "KEY = VALUE" as in the Pingap file. */
+static void copy_entry(FILE *o, const weir_toml_entry *e)
+{
+    put_name(o, e->key, e->key_len);
+    fputs(" = ", o);
+    put_value(o, e->value);
+    fputc('\n', o);
+}
+
+/* "[KIND.NAME]" */
+static void section_head(FILE *o, const char *kind, const char *name)
+{
+    fprintf(o, "[%s.", kind);
+    put_name(o, name, strlen(name));
+    fputs("]\n", o);
+}
+
+/* A key no branch took: a comment, or said to have no equivalent. */
+static void skip_other(FILE *o, const weir_toml_entry *e)
+{
+    skip(o, e, is(e, "remark") ? "a comment" : "no weir equivalent");
+}
+
 /* ---- sections ---- */
 
 typedef void (*section_fn)(FILE *o, const doc *d, const weir_toml_value *t, const char *name);
@@ -286,10 +309,7 @@ static void basic(FILE *o, const doc *d)
             weir_toml_table_entry(t, i, &e);
             const char *s = str(e.value);
             if (same_key(same, &e)) {
-                put_name(o, e.key, e.key_len);
-                fputs(" = ", o);
-                put_value(o, e.value);
-                fputc('\n', o);
+                copy_entry(o, &e);
             } else if (is(&e, "log_level") && s) {
                 char low[16] = "";
                 for (size_t k = 0; s[k] && k < sizeof(low) - 1; k++)
@@ -325,9 +345,7 @@ static void cert_names(FILE *o, const doc *d)
 static void server(FILE *o, const doc *d, const weir_toml_value *t, const char *name)
 {
     static const char *const same[] = {"locations", "tls_min_version", "tls_ciphersuites", NULL};
-    fputs("[servers.", o);
-    put_name(o, name, strlen(name));
-    fputs("]\n", o);
+    section_head(o, "servers", name);
     bool h2 = false, tls = false;
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
@@ -343,10 +361,7 @@ static void server(FILE *o, const doc *d, const weir_toml_value *t, const char *
         weir_toml_table_entry(t, i, &e);
         const char *s = str(e.value);
         if (same_key(same, &e)) {
-            put_name(o, e.key, e.key_len);
-            fputs(" = ", o);
-            put_value(o, e.value);
-            fputc('\n', o);
+            copy_entry(o, &e);
         } else if (is(&e, "addr") && s) {
             /* "a:1,b:2" is two listeners. */
             fputs("addr = [", o);
@@ -406,10 +421,8 @@ static void server(FILE *o, const doc *d, const weir_toml_value *t, const char *
             skip(o, &e, "weir serves /metrics on the [admin] listener");
         } else if (is(&e, "threads") || is(&e, "reuse_port")) {
             skip(o, &e, "weir's workers serve every server ([basic] threads; SO_REUSEPORT always)");
-        } else if (is(&e, "remark")) {
-            skip(o, &e, "a comment");
         } else {
-            skip(o, &e, "no weir equivalent");
+            skip_other(o, &e);
         }
     }
     fputc('\n', o);
@@ -426,17 +439,12 @@ static void location(FILE *o, const doc *d, const weir_toml_value *t, const char
                                        "proxy_add_headers",
                                        "client_max_body_size",
                                        NULL};
-    fputs("[locations.", o);
-    put_name(o, name, strlen(name));
-    fputs("]\n", o);
+    section_head(o, "locations", name);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
         if (same_key(same, &e)) {
-            put_name(o, e.key, e.key_len);
-            fputs(" = ", o);
-            put_value(o, e.value);
-            fputc('\n', o);
+            copy_entry(o, &e);
         } else if (is(&e, "plugins") && weir_toml_type_of(e.value) == WEIR_TOML_ARRAY) {
             /* Only those the conversion keeps (see plugin()). */
             fputs("plugins = [", o);
@@ -469,10 +477,8 @@ static void location(FILE *o, const doc *d, const weir_toml_value *t, const char
             skip(o, &e, "weir always sends X-Forwarded-For, X-Real-IP and X-Forwarded-Proto");
         } else if (is(&e, "max_retries") || is(&e, "max_retry_window")) {
             skip(o, &e, "retries are the upstream's in weir: max_retries, retry_timeout");
-        } else if (is(&e, "remark")) {
-            skip(o, &e, "a comment");
         } else {
-            skip(o, &e, "no weir equivalent");
+            skip_other(o, &e);
         }
     }
     fputc('\n', o);
@@ -489,18 +495,13 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
                                        "idle_timeout",
                                        "verify_cert",
                                        NULL};
-    fputs("[upstreams.", o);
-    put_name(o, name, strlen(name));
-    fputs("]\n", o);
+    section_head(o, "upstreams", name);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
         const char *s = str(e.value);
         if (same_key(same, &e)) {
-            put_name(o, e.key, e.key_len);
-            fputs(" = ", o);
-            put_value(o, e.value);
-            fputc('\n', o);
+            copy_entry(o, &e);
         } else if (is(&e, "algo") && s) {
             /* Pingap's hash:KEY is consistent hashing: weir's hash:KEY. */
             put_key(o, "algo", e.value);
@@ -517,10 +518,8 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
             skip(o, &e, "service discovery: weir resolves hostnames in addrs at load");
         } else if (strncmp(e.key, "tcp_", 4) == 0) {
             skip(o, &e, "TCP tuning: weir's defaults apply");
-        } else if (is(&e, "remark")) {
-            skip(o, &e, "a comment");
         } else {
-            skip(o, &e, "no weir equivalent");
+            skip_other(o, &e);
         }
     }
     fputc('\n', o);
@@ -528,9 +527,7 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
 
 static void certificate(FILE *o, const doc *d, const weir_toml_value *t, const char *name)
 {
-    fputs("[certificates.", o);
-    put_name(o, name, strlen(name));
-    fputs("]\n", o);
+    section_head(o, "certificates", name);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
@@ -550,10 +547,8 @@ static void certificate(FILE *o, const doc *d, const weir_toml_value *t, const c
             put_key(o, "default", e.value);
         } else if (is(&e, "acme")) {
             skip(o, &e, "ACME is not in weir yet: issue the certificate outside");
-        } else if (is(&e, "remark")) {
-            skip(o, &e, "a comment");
         } else {
-            skip(o, &e, "no weir equivalent");
+            skip_other(o, &e);
         }
     }
     fputc('\n', o);
@@ -578,9 +573,7 @@ static void plugin(FILE *o, const doc *d, const weir_toml_value *t, const char *
         fputc('\n', o);
         return;
     }
-    fputs("[plugins.", o);
-    put_name(o, name, strlen(name));
-    fputs("]\n", o);
+    section_head(o, "plugins", name);
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
@@ -588,10 +581,7 @@ static void plugin(FILE *o, const doc *d, const weir_toml_value *t, const char *
         for (const char *const *k = def->keys; !known && k && *k; k++)
             known = is(&e, *k);
         if (known) {
-            put_name(o, e.key, e.key_len);
-            fputs(" = ", o);
-            put_value(o, e.value);
-            fputc('\n', o);
+            copy_entry(o, &e);
         } else if (is(&e, "remark")) {
             skip(o, &e, "a comment");
         } else {

@@ -332,20 +332,6 @@ static inline size_t put(char *p, const char *s, size_t len)
     return len;
 }
 
-/* Decimal digits of v; printf costs more than the rest of a head. */
-static size_t put_dec(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
 static size_t put_hex(char *p, uint64_t v)
 {
     static const char digits[] = "0123456789abcdef";
@@ -417,7 +403,7 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
     } else {
         const char *reason = m->reason.len ? NULL : weir__h1_reason(m->status);
         p += put(p, x->out_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
-        p += put_dec(p, (uint64_t)m->status); /* 100..999: always 3 digits */
+        p += weir__put_dec(p, (uint64_t)m->status); /* 100..999: always 3 digits */
         *p++ = ' ';
         if (reason)
             p += put(p, reason, strlen(reason));
@@ -443,7 +429,7 @@ static int write_head(weir_exchange *ex, const weir_msg *m)
         x->out_keep_alive = false;
     if (m->body == WEIR_BODY_KNOWN) {
         p += put(p, "Content-Length: ", 16);
-        p += put_dec(p, m->content_length);
+        p += weir__put_dec(p, m->content_length);
         p += put(p, "\r\n", 2);
     } else if (m->body == WEIR_BODY_UNKNOWN) {
         if (x->upstream || x->out_minor >= 1) {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/ascii.h"
 #include "weir/types.h"
 
 int weir__addr_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len)
@@ -63,20 +64,6 @@ int weir__addr_parse(const char *text, struct sockaddr_storage *ss, socklen_t *l
     return 0;
 }
 
-/* Decimal digits of v (< 100000) at p; returns how many. */
-static size_t put_u(char *p, unsigned v)
-{
-    char tmp[8];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
 size_t weir__addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len)
 {
     if (sa->sa_family == AF_INET && buf_len >= 16) {
@@ -87,7 +74,7 @@ size_t weir__addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len
         for (int i = 0; i < 4; i++) {
             if (i)
                 buf[n++] = '.';
-            n += put_u(buf + n, a[i]);
+            n += weir__put_dec(buf + n, a[i]);
         }
         buf[n] = '\0';
         return n;
@@ -120,7 +107,7 @@ void weir__addr_format(const struct sockaddr *sa, char *buf, size_t buf_len)
     if (v6)
         buf[o++] = ']';
     buf[o++] = ':';
-    o += put_u(buf + o, port);
+    o += weir__put_dec(buf + o, port);
     buf[o] = '\0';
 }
 

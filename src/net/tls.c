@@ -313,6 +313,24 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_OK;
 }
 
+/*
+ * OpenSSL works out a certificate's extensions (key identifiers, purpose
+ * flags) on its first use and caches them in the X509; two workers
+ * verifying against the same CA at once both write that cache (a data
+ * race TSan reports, OpenSSL issue 32609). Doing it once here, while the
+ * context is built on one thread, leaves the workers only reading.
+ */
+static void warm_store(SSL_CTX *ctx)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT) *objs = store ? X509_STORE_get0_objects(store) : NULL;
+    for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (x)
+            X509_check_purpose(x, -1, 0);
+    }
+}
+
 static int set_versions(SSL_CTX *ctx, int min_version, char *err, size_t err_len)
 {
     if (min_version != 0 && min_version != 12 && min_version != 13) {
@@ -390,6 +408,7 @@ static SSL_CTX *server_ctx(const weir_tls_server_spec *spec, char *err, size_t e
             goto fail_ctx;
         }
         SSL_CTX_set_client_CA_list(ctx, names);
+        warm_store(ctx);
         SSL_CTX_set_verify(ctx,
                            SSL_VERIFY_PEER |
                                (spec->client_verify_optional ? 0 : SSL_VERIFY_FAIL_IF_NO_PEER_CERT),
@@ -490,33 +509,40 @@ static uint32_t key_hash(const char *k)
     return h % SESSION_BUCKETS;
 }
 
-/* A backend handed out a session: keep the latest per backend. */
+/* A backend handed out a session: keep a copy of the latest per backend.
+ * A copy, not OpenSSL's object: that one stays the connection's own (a
+ * later ticket on it duplicates and replaces it), so no SSL_SESSION is
+ * ever shared by two workers; the cache's copies are touched only under
+ * the lock. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
     weir_tls_client *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     const char *key = SSL_get_ex_data(ssl, key_index);
     if (!c || !key)
         return 0;
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    if (!copy)
+        return 0;
     uint32_t b = key_hash(key);
-    int kept = 0;
     pthread_mutex_lock(&c->lock);
     cached_session *e = c->sessions[b];
     while (e && strcmp(e->key, key) != 0)
         e = e->next;
     if (e) {
         SSL_SESSION_free(e->sess);
-        e->sess = sess;
-        kept = 1;
+        e->sess = copy;
+        copy = NULL;
     } else if (c->n_sessions < SESSION_MAX && (e = malloc(sizeof(*e) + strlen(key) + 1))) {
         strcpy(e->key, key);
-        e->sess = sess;
+        e->sess = copy;
         e->next = c->sessions[b];
         c->sessions[b] = e;
         c->n_sessions++;
-        kept = 1;
+        copy = NULL;
     }
     pthread_mutex_unlock(&c->lock);
-    return kept; /* 1: we keep the reference OpenSSL gave us */
+    SSL_SESSION_free(copy); /* not kept (the table full) */
+    return 0;               /* OpenSSL keeps its reference */
 }
 
 weir_tls_client *weir_tls_client_new(const weir_tls_client_spec *spec, char *err, size_t err_len)
@@ -543,6 +569,7 @@ weir_tls_client *weir_tls_client_new(const weir_tls_client_spec *spec, char *err
                     spec->ca_file ? spec->ca_file : "(system)");
             goto fail;
         }
+        warm_store(ctx);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     }
     if (spec->cert_file) {

@@ -639,6 +639,16 @@ def test_ua_restriction_a_regex_that_cannot_finish_decides_against(weir_toml, ba
     assert B.get(w.port, "/", headers=[("User-Agent", fine)]).status == 200
 
 
+def test_ua_restriction_an_undecided_regex_leaves_the_others_to_decide(weir_toml, backend):
+    """The order of an allow list does not matter: a regex that cannot
+    finish does not hide a later pattern that matches."""
+    hostile = "a" * 40 + "!"
+    for order in ('["~^(a|a)+$", "aaaa*"]', '["aaaa*", "~^(a|a)+$"]'):
+        w, _ = restricted(weir_toml, backend, 'category = "ua_restriction"\ntype = "allow"\n'
+                          'ua_list = %s\n' % order)
+        assert B.get(w.port, "/", headers=[("User-Agent", hostile)]).status == 200, order
+
+
 @pytest.mark.parametrize("body,msg", [
     ('category = "ip_restriction"\nip_list = ["10.0.0.0/33"]\n',
      "'ip_list' in [plugins.x]: '10.0.0.0/33' is not an address or CIDR block"),
@@ -1134,6 +1144,26 @@ def test_request_body_hook_that_changes_the_length_goes_chunked(weir_toml, backe
     # a request without a body is untouched by it
     r = B.get(w.port, "/up")
     assert r.status == 200 and b.last().body == b""
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_request_body_hook_starts_over_on_a_retry(weir_toml, backend, buffered):
+    """A 503 from the first backend: the body goes again to the second,
+    and the hook is told to start over (its byte count would otherwise
+    pass fail_after on the replay); a length-changing hook goes chunked on
+    both attempts."""
+    busy, fine = backend(B.fixed(b"busy\n", status=503)), backend(B.echo())
+    loc = 'upstream = "u"\nplugins = ["f"]\n' + ('request_buffer_size = "1MB"\n' if buffered else "")
+    w = weir_toml(server({"l": loc}, body_plugins(("f", 'mode = "upper"\nfail_after = 1000'))
+                         + '[upstreams.u]\naddrs = ["@X@", "@Y@"]\nalgo = "round_robin"\n'
+                         'max_fails = 0\nretry_on = ["connect", "reset", "503", "non_idempotent"]\n'),
+                  X=busy, Y=fine)
+    for _ in range(4):
+        r = post_body(w.port, b"a" * 1000)
+        assert r.status == 200, r.status
+        assert r.body.endswith(b"A" * 1000)
+    assert busy.request_count() >= 1, "the retry path ran"
+    assert all(q.body == b"A" * 1000 for q in fine.requests)
 
 
 def test_request_body_hook_error_ends_the_request(weir_toml, backend, tmp_path):

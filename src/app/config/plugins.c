@@ -153,7 +153,7 @@ static bool fuse(weir_cfg_location *l, weir_plugin_chain *ch, int k, weir_plugin
                  const char *owner)
 {
     const weir_plugin_def *d = p->def;
-    if (!ch->n || k >= WEIR_CFG_CHAIN_RESPONSE_BODY || !d->merge || d->ctx_size || p->state)
+    if (!ch->n || k >= WEIR_CFG_CHAIN_RESPONSE_BODY || !d->merge || d->ctx_size || d->state_new)
         return false;
     weir_plugin_ref *last = &ch->v[ch->n - 1];
     if (last->p->def != d || last->p->step != p->step)

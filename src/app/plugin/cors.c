@@ -66,7 +66,7 @@ static bool cors_parse(loader *ld, const weir_toml_value *t, const char *section
     char **list = weir__cfg_get_string_list(ld, t, "allow_origins", section, &n, &line);
     for (size_t i = 0; list && i < n; i++) {
         c->any |= strcmp(list[i], "*") == 0;
-        c->null_listed |= strcmp(list[i], "null") == 0;
+        c->null_listed |= strcasecmp(list[i], "null") == 0;
     }
     weir__cfg_free_list(list, n);
     /* Loaded even beside "*", so that a bad regex there is an error too. */

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -112,21 +113,40 @@ static bool glob(const char *pat, const char *s, size_t len)
     return pi == pl;
 }
 
+/* The patterns run on what a client sends, on every request: a
+ * backtracking regex gets at most MATCH_LIMIT steps (about a millisecond)
+ * instead of PCRE2's ten million, then counts as undecided. Ample for a
+ * sane pattern over an 8 KB header. A context is read-only once made, so
+ * one serves every worker. */
+#define MATCH_LIMIT 100000
+
+static pthread_once_t mctx_once = PTHREAD_ONCE_INIT;
+static pcre2_match_context *mctx;
+
+static void make_mctx(void)
+{
+    mctx = pcre2_match_context_create(NULL);
+    if (mctx)
+        pcre2_set_match_limit(mctx, MATCH_LIMIT);
+}
+
 bool weir__patterns_match(const weir_patterns *p, weir_str s, bool on_error)
 {
     if (!p || !s.ptr)
         return false;
+    pthread_once(&mctx_once, make_mctx);
+    bool undecided = false;
     for (size_t i = 0; i < p->n; i++) {
         const pattern *pt = &p->v[i];
         if (pt->re) {
             pcre2_match_data *md = weir__thread_match_data();
-            if (!md)
-                return on_error;
-            int rc = pcre2_match(pt->re, (PCRE2_SPTR)s.ptr, s.len, 0, 0, md, NULL);
+            int rc = md ? pcre2_match(pt->re, (PCRE2_SPTR)s.ptr, s.len, 0, 0, md, mctx)
+                        : PCRE2_ERROR_NOMEMORY;
             if (rc >= 0)
                 return true;
-            if (rc != PCRE2_ERROR_NOMATCH)
-                return on_error; /* the match limit, bad UTF, ...: undecided */
+            /* The match limit, no memory: this one cannot say; a later
+             * pattern still may. */
+            undecided |= rc != PCRE2_ERROR_NOMATCH;
         } else if (pt->wildcard) {
             if (glob(pt->text, s.ptr, s.len))
                 return true;
@@ -134,5 +154,5 @@ bool weir__patterns_match(const weir_patterns *p, weir_str s, bool on_error)
             return true;
         }
     }
-    return false;
+    return undecided ? on_error : false;
 }

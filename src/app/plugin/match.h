@@ -21,8 +21,9 @@ typedef struct weir_patterns weir_patterns;
  * with PCRE2's reason). NULL when absent or invalid; *present says which. */
 weir_patterns *weir__patterns_load(loader *ld, const weir_toml_value *t, const char *key,
                                    const char *section, bool *present);
-/* True if s matches one of the patterns. on_error is the answer when a
- * regex cannot decide (PCRE2's match limit on a hostile input, no memory):
+/* True if s matches one of the patterns. on_error is the answer when none
+ * matched and a regex could not decide (its match limit, 100,000 steps,
+ * on a hostile input; no memory):
  * callers pass the stricter one, so that an attacker who makes the match
  * fail gains nothing (a deny list denies, an allow list refuses). */
 bool weir__patterns_match(const weir_patterns *p, weir_str s, bool on_error);

@@ -81,6 +81,10 @@ struct weir_plugin_call {
      * steps, the response's at upstream_response and response; NULL in
      * the body and logging hooks. */
     weir_headers *headers;
+    /* request_body: this piece is the first of the body sent again, to
+     * another connection or backend (a retry replays it from its start):
+     * what the hook kept of the earlier attempt is void. */
+    bool restart;
 };
 
 typedef weir_phase_result (*weir_plugin_hook)(weir_plugin_call *c);
@@ -119,9 +123,10 @@ typedef struct weir_plugin_def {
     /*
      * Each piece of the request body on its way to the backend, with the
      * same rules (a hook that changes the length removes Content-Length in
-     * its request hook; the body then goes chunked). Returning ERROR ends
-     * the request (the client gets 502, the backend connection is
-     * dropped). NULL = none.
+     * its request hook; the body then goes chunked). A retry sends the body
+     * again from its start: the hook then sees c->restart on its first
+     * piece. Returning ERROR ends the request (the client gets 502, the
+     * backend connection is dropped). NULL = none.
      */
     weir_phase_result (*request_body)(weir_plugin_call *c, weir_str *chunk, bool end);
     /* The request is over. */

@@ -70,6 +70,8 @@ static weir_phase_result test_body(weir_plugin_call *c, weir_str *chunk, bool en
     test_ctx *x = c->ctx;
     if (!x)
         return WEIR_PHASE_ERROR;
+    if (c->restart) /* a retry sends the body again: count from its start */
+        x->seen = 0;
     x->seen += chunk->len;
     if (conf->fail_after >= 0 && x->seen > (uint64_t)conf->fail_after)
         return WEIR_PHASE_ERROR;
