@@ -19,16 +19,10 @@ void weir__headers_init(weir_headers *h, weir_arena *arena)
     h->seen = 0;
 }
 
+/* Twice the room (push's slow path). */
 int weir__headers_grow(weir_headers *h)
 {
-    uint32_t cap = h->cap * 2;
-    weir_header *nv = weir__arena_alloc(h->arena, cap * sizeof(*nv));
-    if (!nv)
-        return WEIR_ERR_NOMEM;
-    memcpy(nv, h->v, h->n * sizeof(*nv));
-    h->v = nv;
-    h->cap = cap;
-    return WEIR_OK;
+    return weir__headers_reserve(h, h->cap * 2);
 }
 
 int weir__headers_reserve(weir_headers *h, uint32_t n)

@@ -28,10 +28,9 @@ struct weir_headers {
     weir_arena *arena;
     /* A filter of the names present, for setting a field without scanning
      * the table: bit weir__header_bit(name) is set for each of v[0..seen).
-     * A push keeps it up to date when it was.
-     * It is brought up to n when used; code that drops or reorders fields
-     * other than through the functions below calls
-     * weir__headers_changed(). */
+     * A push keeps it up to date when it was; it is brought up to n when
+     * used. Code that drops or reorders fields other than through the
+     * functions below calls weir__headers_changed(). */
     uint64_t names;
     uint32_t seen;
     weir_header inline_v[WEIR_INLINE_HEADERS];
@@ -66,8 +65,6 @@ typedef struct weir_msg {
 
 void weir__headers_init(weir_headers *h, weir_arena *arena);
 int weir__headers_grow(weir_headers *h);
-/* Appends a field by reference (no copy); WEIR_ERR_NOMEM if full and the
- * arena is exhausted. */
 /* A name's bit in the filter: from its length and its first and last
  * bytes (their low five bits, the same in both cases of a letter), the
  * bytes that tell most field names apart. */
@@ -77,6 +74,8 @@ static inline uint64_t weir__header_bit(weir_str name)
     return 1ull << ((f ^ l << 1 ^ (unsigned)name.len << 2) & 63);
 }
 
+/* Appends a field by reference (no copy); WEIR_ERR_NOMEM if full and the
+ * arena is exhausted. */
 static inline int weir__headers_push(weir_headers *h, weir_str name, weir_str value)
 {
     if (h->n == h->cap && weir__headers_grow(h) < 0)
@@ -88,6 +87,7 @@ static inline int weir__headers_push(weir_headers *h, weir_str name, weir_str va
     h->v[h->n++] = (weir_header){name, value};
     return WEIR_OK;
 }
+
 /* Fields were dropped or moved in h->v directly: the name filter starts
  * over. */
 static inline void weir__headers_changed(weir_headers *h)
