@@ -94,8 +94,11 @@ typedef struct weir_proxy_ops {
     /* Last change to the response head before it goes to the client; also
      * runs for responses weir generates. May pend. */
     weir_phase_result (*response_filter)(weir_session *s, void *ctx);
-    /* Like request_body_filter, for the response body. If it changes the
-     * length it must remove Content-Length in response_filter. */
+    /* Like request_body_filter, for the response body (proxied or
+     * generated). If it changes the length it must remove Content-Length
+     * in response_filter. When the body's source pauses it is also called
+     * once with an empty piece and end false while
+     * weir_session_body_flushing() is true. */
     weir_phase_result (*response_body_filter)(weir_session *s, void *ctx, weir_str *chunk,
                                               bool end);
     /*

@@ -173,6 +173,12 @@ int weir_session_set_resp_status(weir_session *s, int status);
  * body goes through untouched, as read (call it from a response phase
  * that knows no filter applies; it spares a call per piece of body). */
 void weir_session_skip_response_body_filter(weir_session *s);
+/* True while response_body_filter is called with an empty piece (end
+ * false) because the body's source paused (the backend or a producer has
+ * nothing more for now): a filter that holds bytes back (an encoder)
+ * should give what it can, so a stream that goes quiet (server-sent
+ * events) stays live. It is called so once per pause. */
+bool weir_session_body_flushing(const weir_session *s);
 /* The same for request_body_filter (call it from early_request_filter,
  * request_filter or upstream_request_filter, before the body goes up). */
 void weir_session_skip_request_body_filter(weir_session *s);
@@ -190,6 +196,69 @@ void weir_session_skip_request_body_filter(weir_session *s);
  */
 int weir_session_respond(weir_session *s, int status, const weir_header *headers, size_t n_headers,
                          const void *body, size_t body_len);
+
+/*
+ * A body weir pulls from the application, piece by piece, as the client
+ * takes it (weir_session_respond_stream). `produce` writes up to `cap`
+ * bytes at `buf` (weir's buffer, of weir_session_set_body_chunk's size)
+ * and sets *len, then returns:
+ *   WEIR_OK     *len bytes (0 is allowed) and more to come: it is called
+ *               again once the client has taken them;
+ *   WEIR_DONE   *len bytes (maybe 0) and the body is complete;
+ *   WEIR_AGAIN  nothing now: call weir_session_body_ready() when there is
+ *               (the client's connection stays open meanwhile; a filter
+ *               such as compression flushes what it holds);
+ *   < 0         the body failed: the response is cut (the client sees a
+ *               reset or a truncated chunked body, never a short body it
+ *               would take for complete).
+ * A body of a known `length` must produce exactly that many bytes. It is
+ * never called for HEAD, 204 or 304, nor after the client went away.
+ * `done` (optional) is called exactly once, when the body is finished,
+ * abandoned (the client left, the request failed, another response
+ * replaced this one) or not needed (HEAD): `complete` tells whether all of
+ * it went out. Both run on the session's worker.
+ */
+typedef struct weir_body_producer {
+    int (*produce)(weir_session *s, void *ctx, char *buf, size_t cap, size_t *len);
+    void (*done)(weir_session *s, void *ctx, bool complete);
+    void *ctx;
+    int64_t length; /* bytes, or -1 unknown (HTTP/1.1: chunked; HTTP/1.0: until close) */
+} weir_body_producer;
+
+/*
+ * Answers with `status`, the extra headers (copied) and a body pulled
+ * from `producer` (copied struct) as the client reads: memory stays one
+ * buffer per response whatever its length, over HTTP/1.1 (Content-Length
+ * or chunked) and HTTP/2 (flow control). response_filter and the body
+ * filters run as for a proxied response (a filter that removes
+ * Content-Length makes the body chunked). Same phases and return values as
+ * weir_session_respond; on WEIR_ERR_INVAL or WEIR_ERR_NOMEM `done` has
+ * been called already.
+ */
+int weir_session_respond_stream(weir_session *s, int status, const weir_header *headers,
+                                size_t n_headers, const weir_body_producer *producer);
+/* After a producer returned WEIR_AGAIN: call it again (on the session's
+ * worker, outside produce; from a session timer, for one). */
+void weir_session_body_ready(weir_session *s);
+
+/*
+ * Answers with the `length` bytes of the open file `fd` from `offset`
+ * (Content-Length: length). weir owns fd from this call on, even when it
+ * fails, and closes it as soon as the body is sent or abandoned, so a file
+ * stays open only while it is sent. On a plain-TCP HTTP/1.1 connection
+ * with no body filter at work the bytes go with sendfile(2) straight from
+ * the page cache; over TLS, HTTP/2 or through a filter they are read
+ * (pread, one buffer at a time) as the client takes them. A file that
+ * shrinks while being sent cuts the response. Same phases and return
+ * values as weir_session_respond.
+ */
+int weir_session_respond_file(weir_session *s, int status, const weir_header *headers,
+                              size_t n_headers, int fd, uint64_t offset, uint64_t length);
+
+/* The size of the buffer a streamed or file body is produced or read into
+ * [16384]; 1024 to 1048576 (WEIR_ERR_INVAL outside). Before
+ * weir_session_respond_stream / _file. */
+int weir_session_set_body_chunk(weir_session *s, size_t bytes);
 
 /* ---- asynchronous phases ---- */
 

@@ -59,6 +59,15 @@ typedef struct weir_exchange_ops {
      * reading from it; used to abort work for a client that left. */
     bool (*peer_gone)(weir_exchange *x);
 
+    /*
+     * Optional (NULL: never): after what is queued, sends up to *len bytes
+     * of the file fd from *off straight from the kernel (sendfile(2)),
+     * advancing both. WEIR_OK when *len reached 0, WEIR_AGAIN when the
+     * socket is full, WEIR_DECLINED when this side cannot (TLS, chunked
+     * framing, no body), -EIO if the file ended early, or an error.
+     */
+    int (*send_file)(weir_exchange *x, int fd, uint64_t *off, uint64_t *len);
+
     /* After a 101 (protocol upgrade): from now on read_body hands out the
      * raw bytes the peer sends until it closes (WEIR_DONE), and write_body
      * sends raw bytes. */

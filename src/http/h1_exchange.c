@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 
 #include "http/h1_parse.h"
@@ -517,6 +518,42 @@ static int flush(weir_exchange *ex)
     return weir__conn_flush(c);
 }
 
+static int send_file(weir_exchange *ex, int fd, uint64_t *off, uint64_t *len)
+{
+    weir_h1x *x = (weir_h1x *)ex;
+    weir_conn *c = x->conn;
+    if (c->ssl || x->out_chunked || x->out_no_body)
+        return WEIR_DECLINED;
+    int rc = flush(ex); /* the head first */
+    if (rc != WEIR_OK)
+        return rc;
+    while (*len) {
+        off_t o = (off_t)*off;
+        size_t want = *len > (1u << 30) ? (1u << 30) : (size_t)*len;
+        ssize_t n = sendfile(c->io.fd, fd, &o, want);
+        if (n > 0) {
+            *off += (uint64_t)n;
+            *len -= (uint64_t)n;
+            x->out_total += (uint64_t)n;
+            x->x.bytes_out += (uint64_t)n;
+            c->bytes_out += (uint64_t)n;
+            continue;
+        }
+        if (n == 0)
+            return -EIO; /* the file is shorter than promised */
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            c->writable = false;
+            return WEIR_AGAIN;
+        }
+        c->error = true;
+        c->last_errno = errno;
+        return -errno;
+    }
+    return WEIR_OK;
+}
+
 static bool peer_gone(weir_exchange *ex)
 {
     weir_h1x *x = (weir_h1x *)ex;
@@ -555,6 +592,7 @@ static const weir_exchange_ops h1_ops = {
     .write_body = write_body,
     .write_end = write_end,
     .flush = flush,
+    .send_file = send_file,
     .peer_gone = peer_gone,
     .tunnel = tunnel,
 };

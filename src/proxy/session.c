@@ -647,140 +647,7 @@ static void step_up_filter(weir_session *s)
     set_state(s, SS_PROXY);
 }
 
-/* ---- body pumps ---- */
-
-/* A pump's error when its body filter returned other than CONTINUE. */
-#define PUMP_E_FILTER (-2900)
-
-/* Moves body bytes from p->src to p->dst until one side blocks. Returns
- * WEIR_DONE when the whole body is written, WEIR_AGAIN when blocked, or an
- * error (p->err, p->err_src). */
-/* The last read went out whole: give it back to the source. */
-static void pump_consume(pump *p)
-{
-    if (!p->from_pre)
-        p->src->ops->consume_body(p->src);
-    p->moved += p->src_len;
-    p->n_avail = p->seg_pos = 0;
-    p->src_len = 0;
-}
-
-static int pump_run(weir_session *s, pump *p,
-                    weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool))
-{
-    while (!p->done) {
-        if (p->queued || p->end_queued) {
-            int rc = p->dst->ops->flush(p->dst);
-            if (rc == WEIR_AGAIN)
-                return WEIR_AGAIN;
-            if (rc < 0) {
-                p->err = rc;
-                p->err_src = false;
-                return rc;
-            }
-            if (p->queued) {
-                p->queued = false;
-                if (p->seg_pos >= p->n_avail)
-                    pump_consume(p);
-            }
-            if (p->end_queued) {
-                p->done = true;
-                break;
-            }
-        }
-        if (filter && p->seg_pos < p->n_avail) {
-            /* The next segment of the last read, through the filter. */
-            weir_str seg = p->segs[p->seg_pos++];
-            if (filter(s, s->ctx, &seg, false) != WEIR_PHASE_CONTINUE) {
-                p->err = PUMP_E_FILTER;
-                p->err_src = true;
-                return PUMP_E_FILTER;
-            }
-            if (seg.len) {
-                if (p->dst->ops->write_body(p->dst, &seg, 1) < 0) {
-                    p->err = WEIR_ERR_NOMEM;
-                    p->err_src = false;
-                    return WEIR_ERR_NOMEM;
-                }
-                p->queued = true;
-            } else if (p->seg_pos >= p->n_avail) {
-                pump_consume(p); /* the filter kept it all for later */
-            }
-            continue;
-        }
-        weir_str trailers = WEIR_STR_NULL;
-        size_t n = 0;
-        int rc;
-        bool has_pre = p == &s->req_pump && weir__session_has_pre(s, p->pre_off);
-        p->from_pre = p == &s->req_pump && (has_pre || s->buf_complete);
-        if (has_pre) {
-            /* The buffered body first (SS_BUFFER), then the client's. */
-            rc = weir__session_pre_read(s, p->pre_off, &p->segs[0]);
-            if (rc < 0) {
-                p->err = rc;
-                p->err_src = false;
-                return rc;
-            }
-            p->pre_off += p->segs[0].len;
-            n = 1;
-        } else if (p->from_pre) {
-            trailers = s->buf_trailers;
-            rc = WEIR_DONE;
-        } else {
-            rc = p->src->ops->read_body(p->src, p->segs, MAX_SEGS, &n, &trailers);
-        }
-        if (rc == WEIR_AGAIN)
-            return WEIR_AGAIN;
-        if (rc < 0) {
-            p->err = rc;
-            p->err_src = true;
-            return rc;
-        }
-        if (rc == WEIR_DONE) {
-            if (filter) {
-                weir_str empty = WEIR_STR_NULL;
-                if (filter(s, s->ctx, &empty, true) != WEIR_PHASE_CONTINUE) {
-                    p->err = PUMP_E_FILTER;
-                    p->err_src = true;
-                    return PUMP_E_FILTER;
-                }
-                if (empty.len && p->dst->ops->write_body(p->dst, &empty, 1) < 0) {
-                    p->err = WEIR_ERR_NOMEM;
-                    return WEIR_ERR_NOMEM;
-                }
-            }
-            p->dst->ops->write_end(p->dst, trailers);
-            p->end_queued = true;
-            continue;
-        }
-        if (p == &s->req_pump && s->body_limit) {
-            uint64_t total = p->moved;
-            for (size_t i = 0; i < n; i++)
-                total += p->segs[i].len;
-            if (total > s->body_limit) {
-                p->err = WEIR_EX_E_TOO_LARGE;
-                p->err_src = true;
-                return p->err;
-            }
-        }
-        p->src_len = 0;
-        for (size_t i = 0; i < n; i++)
-            p->src_len += p->segs[i].len;
-        p->n_avail = n;
-        if (filter) {
-            p->seg_pos = 0; /* one at a time, from the top of the loop */
-            continue;
-        }
-        p->seg_pos = n;
-        if (p->dst->ops->write_body(p->dst, p->segs, n) < 0) {
-            p->err = WEIR_ERR_NOMEM;
-            p->err_src = false;
-            return WEIR_ERR_NOMEM;
-        }
-        p->queued = true;
-    }
-    return WEIR_DONE;
-}
+/* ---- body pumps (the pump itself: session_pump.c) ---- */
 
 /* Streams the request body upstream; reports failures. Returns false if
  * the session failed. */
@@ -788,8 +655,8 @@ static bool pump_request(weir_session *s)
 {
     if (!s->req_head_sent || s->req_pump.done || !s->upex)
         return true;
-    int rc =
-        pump_run(s, &s->req_pump, s->no_req_body_filter ? NULL : s->svc->ops->request_body_filter);
+    int rc = weir__session_pump_run(
+        s, &s->req_pump, s->no_req_body_filter ? NULL : s->svc->ops->request_body_filter);
     if (rc >= 0)
         return true;
     if (s->req_pump.err_src) {
@@ -912,8 +779,8 @@ static void step_resp_head(weir_session *s)
     }
     /* A response_filter that removed Content-Length (its body filter
      * changes the length): the body is sent without one (chunked). */
-    if (!s->generated && s->resp.body == WEIR_BODY_KNOWN && ops->response_body_filter &&
-        !s->no_resp_body_filter && weir__headers_find(&s->resp.headers, "content-length", 0) < 0)
+    if (s->resp.body == WEIR_BODY_KNOWN && ops->response_body_filter && !s->no_resp_body_filter &&
+        weir__headers_find(&s->resp.headers, "content-length", 0) < 0)
         s->resp.body = WEIR_BODY_UNKNOWN;
     /* A response written before the request body was read (an early
      * answer, an error) ends the connection: the rest of the body is
@@ -932,10 +799,15 @@ static void step_resp_head(weir_session *s)
     }
     s->resp_started = true;
     if (s->generated) {
-        if (s->gen_body.len)
-            s->down->ops->write_body(s->down, &s->gen_body, 1);
-        s->down->ops->write_end(s->down, WEIR_STR_NULL);
-        set_state(s, SS_FLUSH);
+        if (s->resp.body == WEIR_BODY_NONE) {
+            s->down->ops->write_end(s->down, WEIR_STR_NULL);
+            set_state(s, SS_FLUSH);
+            return;
+        }
+        /* Its body goes through the pump (and the body filters) like an
+         * upstream's. */
+        weir__gen_start(s);
+        set_state(s, SS_RESP_BODY);
         return;
     }
     if (s->resp.status == 101) {
@@ -962,10 +834,32 @@ static void step_resp_body(weir_session *s)
 {
     if (!pump_request(s))
         return;
-    int rc = pump_run(s, &s->resp_pump,
-                      s->no_resp_body_filter ? NULL : s->svc->ops->response_body_filter);
+    int rc = s->generated ? weir__gen_sendfile(s) : WEIR_DECLINED;
+    if (rc == WEIR_DECLINED)
+        rc = weir__session_pump_run(
+            s, &s->resp_pump, s->no_resp_body_filter ? NULL : s->svc->ops->response_body_filter);
     if (rc == WEIR_AGAIN)
         return;
+    if (rc < 0 && s->generated) {
+        /* A generated body failed (its producer, reading the file) or
+         * the client went away: the connection goes with it. */
+        s->failed = true;
+        s->gen_cut = true;
+        if (s->resp_pump.err_src) {
+            terminate(s, 'P');
+            s->error =
+                rc == PUMP_E_FILTER ? "response_body_filter failed" : "generated body failed";
+            weir_str id = weir_session_request_id(s);
+            weir_log_warn("client %.*s: %s mid-response (%d) (request %.*s)", (int)s->client_ip_len,
+                          s->client_ip, s->error, rc, (int)id.len, id.ptr);
+        } else {
+            terminate(s, 'C');
+            s->client_aborted = true;
+            s->error = "client closed mid-response";
+        }
+        set_state(s, SS_DONE);
+        return;
+    }
     if (rc < 0) {
         /* The response has started: the only honest signal left is to cut
          * the client connection. */
@@ -984,6 +878,11 @@ static void step_resp_body(weir_session *s)
         }
         release_upstream(s, false);
         set_state(s, SS_DONE);
+        return;
+    }
+    if (s->generated) {
+        weir__gen_release(s); /* the file closes as soon as it is sent */
+        set_state(s, SS_FLUSH);
         return;
     }
     s->t_up_end_us = now_us(s);
@@ -1093,10 +992,11 @@ static void arm_timers(weir_session *s)
             client_ms = o->client_body_timeout_ms;
         break;
     case SS_RESP_BODY:
-        /* Waiting on the client (it reads slowly) or on the backend. */
+        /* Waiting on the client (it reads slowly) or on the backend (a
+         * generated body's producer sets its own timers). */
         if (s->resp_pump.queued)
             client_ms = o->send_timeout_ms;
-        else
+        else if (!s->generated)
             up_ms = s->peer.read_timeout_ms;
         break;
     case SS_TUNNEL:
@@ -1256,6 +1156,7 @@ static void finish(weir_session *s)
     weir__timer_stop(s->loop, &s->queue_timer);
     release_upstream(s, false);
     give_back_slot(s);
+    weir__gen_release(s);
     if (!s->term[0] && s->failure != WEIR_FAILURE_NONE && s->generated && s->resp.status >= 500) {
         /* The application answered after a failed attempt (no backend
          * left to retry on): the backend ended it. */
@@ -1290,7 +1191,8 @@ static void finish(weir_session *s)
     /* Whether the response went out whole; a connection that must close
      * (close_after) said so in it, and its codec closes it gracefully. A
      * reset is for an incomplete response only. */
-    bool reuse = !s->failed || (s->generated && s->resp_started && !s->client_aborted);
+    bool reuse =
+        !s->failed || (s->generated && s->resp_started && !s->client_aborted && !s->gen_cut);
     if (s->origin.done)
         s->origin.done(s->origin.owner, reuse && !s->client_aborted);
     free_session(s);
@@ -1455,10 +1357,4 @@ const char *weir__session_up_addr(weir_session *s)
 void weir__session_release_upstream(weir_session *s, bool reusable)
 {
     release_upstream(s, reusable);
-}
-
-int weir__session_pump_run(weir_session *s, pump *p,
-                           weir_phase_result (*filter)(weir_session *, void *, weir_str *, bool))
-{
-    return pump_run(s, p, filter);
 }

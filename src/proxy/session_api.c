@@ -236,6 +236,11 @@ int weir_session_set_timer(weir_session *s, uint32_t delay_ms, weir_session_time
     return WEIR_OK;
 }
 
+bool weir_session_body_flushing(const weir_session *s)
+{
+    return s->body_flushing;
+}
+
 void *weir_session_alloc(weir_session *s, size_t len)
 {
     return weir__arena_alloc(&s->arena, len);

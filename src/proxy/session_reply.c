@@ -4,6 +4,7 @@
  * and every generated response (weir_session_respond, the error pages)
  * is shaped here, as gRPC's trailers-only form for a gRPC request.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -88,11 +89,14 @@ static int set_generated_grpc(weir_session *s, int status, const void *text, siz
     return WEIR_OK;
 }
 
-int weir__session_set_generated(weir_session *s, int status, const weir_header *headers, size_t n,
-                                const void *body, size_t body_len)
+/* The head of a generated response whose body has `length` bytes (-1:
+ * not known); text is what a gRPC client is told of an error. */
+static int generated_head(weir_session *s, int status, const weir_header *headers, size_t n,
+                          int64_t length, const void *text, size_t text_len)
 {
     if (s->resp_started)
         return WEIR_ERR_INVAL;
+    weir__gen_release(s); /* a response this one replaces */
     if (status >= 400 && is_grpc(s)) {
         bool own = false; /* the caller answers in gRPC's terms itself */
         for (size_t i = 0; i < n; i++)
@@ -101,7 +105,7 @@ int weir__session_set_generated(weir_session *s, int status, const weir_header *
                           headers[i].value.len >= 16 &&
                           strncasecmp(headers[i].value.ptr, "application/grpc", 16) == 0);
         if (!own)
-            return set_generated_grpc(s, status, body, body_len);
+            return set_generated_grpc(s, status, text, text_len);
     }
     weir__headers_init(&s->resp.headers, &s->arena);
     s->resp.status = status;
@@ -121,30 +125,45 @@ int weir__session_set_generated(weir_session *s, int status, const weir_header *
     }
     if (weir_headers_get(&s->resp.headers, "server").ptr == NULL)
         weir__headers_push(&s->resp.headers, WEIR_STR("Server"), WEIR_STR("weir"));
-    char *b = NULL;
-    if (body_len) {
-        b = weir__arena_alloc(&s->arena, body_len);
-        if (!b)
-            return WEIR_ERR_NOMEM;
-        memcpy(b, body, body_len);
-    }
-    s->gen_body = (weir_str){b, body_len};
+    s->gen_body = WEIR_STR_NULL;
     bool head = s->req.method.len == 4 && memcmp(s->req.method.ptr, "HEAD", 4) == 0;
     bool no_body = head || status < 200 || status == 204 || status == 304;
-    s->resp.body = no_body ? WEIR_BODY_NONE : WEIR_BODY_KNOWN;
-    s->resp.content_length = body_len;
-    if (no_body) {
-        s->gen_body.len = 0;
-        if (head) {
-            char cl[24];
-            int len = snprintf(cl, sizeof(cl), "%zu", body_len);
-            weir__headers_push(
-                &s->resp.headers, WEIR_STR("Content-Length"),
-                (weir_str){weir__arena_dup(&s->arena, cl, (size_t)len), (size_t)len});
-        }
+    s->resp.body = no_body ? WEIR_BODY_NONE : length < 0 ? WEIR_BODY_UNKNOWN : WEIR_BODY_KNOWN;
+    s->resp.content_length = length < 0 ? 0 : (uint64_t)length;
+    /* A Content-Length field as a proxied response has one: a response
+     * filter that changes the body's length removes it (the body then goes
+     * chunked), and HEAD tells the length a GET would get. */
+    if (length >= 0 && (s->resp.body == WEIR_BODY_KNOWN ||
+                        (head && status >= 200 && status != 204 && status != 304))) {
+        char cl[24];
+        int len = snprintf(cl, sizeof(cl), "%" PRId64, length);
+        weir__headers_push(&s->resp.headers, WEIR_STR("Content-Length"),
+                           (weir_str){weir__arena_dup(&s->arena, cl, (size_t)len), (size_t)len});
     }
     s->generated = true;
     return WEIR_OK;
+}
+
+int weir__session_set_generated(weir_session *s, int status, const weir_header *headers, size_t n,
+                                const void *body, size_t body_len)
+{
+    int rc = generated_head(s, status, headers, n, (int64_t)body_len, body, body_len);
+    if (rc < 0 || s->resp.body != WEIR_BODY_KNOWN || !body_len)
+        return rc;
+    char *b = weir__arena_alloc(&s->arena, body_len);
+    if (!b)
+        return WEIR_ERR_NOMEM;
+    memcpy(b, body, body_len);
+    s->gen_body = (weir_str){b, body_len};
+    s->gen.kind = GEN_MEMORY;
+    return WEIR_OK;
+}
+
+int weir__session_set_generated_head(weir_session *s, int status, const weir_header *headers,
+                                     size_t n, int64_t length)
+{
+    const char *reason = weir__h1_reason(status);
+    return generated_head(s, status, headers, n, length, reason, strlen(reason));
 }
 
 int weir_session_respond(weir_session *s, int status, const weir_header *headers, size_t n_headers,

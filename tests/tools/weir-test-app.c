@@ -13,21 +13,44 @@
  *   request rather than read N as another result.
  * - POST /read-body: the body is read whole (weir_session_read_body, 64 KiB
  *   at most) and answered back as "got N bytes: BODY"; 413 over the limit.
+ * - GET /stream?n=N&piece=P[&known=1][&pause=MS][&fail=K]: a body pulled
+ *   from a producer (weir_session_respond_stream): N pieces of P bytes of
+ *   the pattern "0123456789" repeated; known=1 gives its Content-Length;
+ *   pause=MS makes the producer say WEIR_AGAIN before each piece and a
+ *   session timer wake it; fail=K makes it fail after K pieces; extra=E
+ *   announces E bytes more (or fewer) than it makes; chunk=C is
+ *   weir_session_set_body_chunk.
+ * - GET /file?path=PATH[&off=O][&len=L]: the file (weir_session_respond_file).
+ * - GET /gen-stats: "done D complete C fds F": producer done calls, those
+ *   that were complete, and the process's open descriptors.
+ * - X-Upper: 1 on /stream or /file: a response_body_filter upper-cases the
+ *   body (which makes a file go through the pump, not sendfile).
  * - anything else is proxied to UPSTREAM_ADDR; the response carries
  *   X-Phases, the phases that ran, in order.
  */
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <weir/weir.h>
 
 typedef struct ctx {
     char phases[512];
     weir_session *s;
+    /* /stream */
+    long n, piece, pause_ms, fail, made, pos;
+    bool woken;
+    char filtered[65536];
 } ctx;
+
+static atomic_long gen_done, gen_complete;
 
 static weir_peer upstream;
 
@@ -96,6 +119,136 @@ static void body_read(weir_session *s, void *c, weir_str body, int error)
     weir_session_resume(s, WEIR_PHASE_ANSWERED);
 }
 
+/* The value of query parameter `name`, as a number (def if absent). */
+static long query_num(weir_session *s, const char *name, long def)
+{
+    weir_str q = weir_session_query(s);
+    char buf[256];
+    size_t len = q.len < sizeof(buf) - 1 ? q.len : sizeof(buf) - 1;
+    memcpy(buf, q.ptr, len);
+    buf[len] = '\0';
+    for (char *tok = strtok(buf, "&"); tok; tok = strtok(NULL, "&")) {
+        size_t nl = strlen(name);
+        if (strncmp(tok, name, nl) == 0 && tok[nl] == '=')
+            return atol(tok + nl + 1);
+    }
+    return def;
+}
+
+static bool query_str(weir_session *s, const char *name, char *out, size_t cap)
+{
+    weir_str q = weir_session_query(s);
+    size_t nl = strlen(name);
+    for (size_t i = 0; i + nl < q.len; i++) {
+        if ((i == 0 || q.ptr[i - 1] == '&') && memcmp(q.ptr + i, name, nl) == 0 &&
+            q.ptr[i + nl] == '=') {
+            size_t j = i + nl + 1, k = 0;
+            while (j < q.len && q.ptr[j] != '&' && k + 1 < cap)
+                out[k++] = q.ptr[j++];
+            out[k] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+static void wake_producer(weir_session *s, void *c)
+{
+    weir_session_body_ready(s);
+}
+
+static int produce(weir_session *s, void *arg, char *buf, size_t cap, size_t *len)
+{
+    ctx *c = arg;
+    long total = c->n * c->piece;
+    if (c->fail >= 0 && c->made == c->fail)
+        return WEIR_ERR;
+    if (c->pos == total) {
+        *len = 0;
+        return WEIR_DONE;
+    }
+    if (c->pause_ms > 0 && !c->woken) {
+        c->woken = true;
+        weir_session_set_timer(s, (uint32_t)c->pause_ms, wake_producer);
+        return WEIR_AGAIN;
+    }
+    c->woken = false;
+    /* Up to the end of the current piece, at most cap. */
+    size_t n = (size_t)(c->piece - c->pos % c->piece);
+    if (n > cap)
+        n = cap;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)('0' + ((c->pos + (long)i) % c->piece) % 10);
+    *len = n;
+    c->pos += (long)n;
+    c->made++;
+    return c->pos == total ? WEIR_DONE : WEIR_OK;
+}
+
+static void produced(weir_session *s, void *arg, bool complete)
+{
+    atomic_fetch_add(&gen_done, 1);
+    if (complete)
+        atomic_fetch_add(&gen_complete, 1);
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", "..", and the directory's own descriptor */
+}
+
+static weir_phase_result generated(weir_session *s, ctx *c)
+{
+    if (path_is(s, "/gen-stats")) {
+        char body[128];
+        int n = snprintf(body, sizeof(body), "done %ld complete %ld fds %d\n",
+                         atomic_load(&gen_done), atomic_load(&gen_complete), open_fds());
+        weir_session_respond(s, 200, NULL, 0, body, (size_t)n);
+        return WEIR_PHASE_ANSWERED;
+    }
+    if (path_is(s, "/stream")) {
+        c->n = query_num(s, "n", 1);
+        c->piece = query_num(s, "piece", 100);
+        c->pause_ms = query_num(s, "pause", 0);
+        c->fail = query_num(s, "fail", -1);
+        long chunk = query_num(s, "chunk", 0);
+        if (chunk)
+            weir_session_set_body_chunk(s, (size_t)chunk);
+        weir_body_producer p = {
+            produce, produced, c,
+            query_num(s, "known", 0) ? c->n * c->piece + query_num(s, "extra", 0) : -1};
+        weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain")};
+        if (weir_session_respond_stream(s, 200, &h, 1, &p) != WEIR_OK)
+            return WEIR_PHASE_ERROR;
+        return WEIR_PHASE_ANSWERED;
+    }
+    if (path_is(s, "/file")) {
+        char path[512];
+        if (!query_str(s, "path", path, sizeof(path)))
+            return WEIR_PHASE_ERROR;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            weir_session_respond(s, 404, NULL, 0, "no file\n", 8);
+            return WEIR_PHASE_ANSWERED;
+        }
+        off_t size = lseek(fd, 0, SEEK_END);
+        long off = query_num(s, "off", 0);
+        long len = query_num(s, "len", (long)size - off);
+        weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("application/octet-stream")};
+        if (weir_session_respond_file(s, 200, &h, 1, fd, (uint64_t)off, (uint64_t)len) != WEIR_OK)
+            return WEIR_PHASE_ERROR;
+        return WEIR_PHASE_ANSWERED;
+    }
+    return WEIR_PHASE_CONTINUE;
+}
+
 static weir_phase_result request_filter(weir_session *s, void *c)
 {
     note(c, "request_filter");
@@ -110,6 +263,9 @@ static weir_phase_result request_filter(weir_session *s, void *c)
         memcpy(num, bad.ptr, bad.len < sizeof(num) - 1 ? bad.len : sizeof(num) - 1);
         return (weir_phase_result)atoi(num);
     }
+    weir_phase_result g = generated(s, c);
+    if (g != WEIR_PHASE_CONTINUE)
+        return g;
     if (path_is(s, "/read-body")) {
         if (weir_session_read_body(s, 64 * 1024, body_read) != WEIR_OK)
             return WEIR_PHASE_ERROR;
@@ -159,8 +315,23 @@ static weir_phase_result upstream_response_filter(weir_session *s, void *c)
 static weir_phase_result response_filter(weir_session *s, void *c)
 {
     note(c, "response_filter");
+    if (!weir_headers_get(weir_session_req_headers(s), "x-upper").ptr)
+        weir_session_skip_response_body_filter(s);
     if (weir_session_resp_status(s) < 300 && weir_session_path(s).len > 1)
         weir_headers_set(weir_session_resp_headers(s), "X-Phases", ((ctx *)c)->phases);
+    return WEIR_PHASE_CONTINUE;
+}
+
+/* X-Upper: the body upper-cased, piece by piece (into the context's
+ * buffer: what a filter returns stays valid until its next call). */
+static weir_phase_result response_body_filter(weir_session *s, void *arg, weir_str *chunk, bool end)
+{
+    ctx *c = arg;
+    if (chunk->len > sizeof(c->filtered))
+        return WEIR_PHASE_ERROR;
+    for (size_t i = 0; i < chunk->len; i++)
+        c->filtered[i] = (char)toupper((unsigned char)chunk->ptr[i]);
+    chunk->ptr = c->filtered;
     return WEIR_PHASE_CONTINUE;
 }
 
@@ -174,6 +345,7 @@ static const weir_proxy_ops ops = {
     .upstream_request_filter = upstream_request_filter,
     .upstream_response_filter = upstream_response_filter,
     .response_filter = response_filter,
+    .response_body_filter = response_body_filter,
 };
 
 int main(int argc, char **argv)

@@ -10,6 +10,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -232,6 +233,10 @@ enum mode {
     M_PEND_ANSWER, /* request_filter pends; a timer answers 201 and resumes */
     M_PEND_ABORT,  /* request_filter pends; the connection aborts, then the timer resumes */
     M_BAD_RESULT,  /* request_filter returns an I/O code cast to a phase result */
+    M_STREAM,      /* respond_stream: "abc" three times, waiting (AGAIN) before each */
+    M_STREAM_FAIL, /* respond_stream whose producer fails after its first piece */
+    M_REPLACED,    /* respond_stream, then respond(201 "app") replaces it */
+    M_FILE,        /* respond_file of H.file_fd from byte 2 */
 };
 
 #define MAX_REQS 4
@@ -265,6 +270,10 @@ typedef struct harness {
     weir_timer abort_timer, watchdog;
     bool timed_out;
     struct sockaddr_in client;
+    /* generated bodies */
+    int produced, prod_done, prod_complete;
+    bool woken;
+    int file_fd;
 } harness;
 
 static harness H;
@@ -287,10 +296,52 @@ static void resume_answer(weir_session *s, void *ctx)
     weir_session_resume(s, WEIR_PHASE_ANSWERED);
 }
 
+static void wake_body(weir_session *s, void *ctx)
+{
+    weir_session_body_ready(s);
+}
+
+static int t_produce(weir_session *s, void *ctx, char *buf, size_t cap, size_t *len)
+{
+    harness *h = ctx;
+    if (h->modes[h->cur] == M_STREAM_FAIL && h->produced == 1)
+        return WEIR_ERR;
+    if (!h->woken) { /* wait before each piece: a timer says when */
+        h->woken = true;
+        weir_session_set_timer(s, 5, wake_body);
+        return WEIR_AGAIN;
+    }
+    h->woken = false;
+    cr_assert_geq(cap, 3);
+    memcpy(buf, "abc", 3);
+    *len = 3;
+    return ++h->produced == 3 ? WEIR_DONE : WEIR_OK;
+}
+
+static void t_produced(weir_session *s, void *ctx, bool complete)
+{
+    harness *h = ctx;
+    h->prod_done++;
+    h->prod_complete += complete;
+}
+
 static weir_phase_result t_request_filter(weir_session *s, void *ctx)
 {
     harness *h = ctx;
+    weir_body_producer p = {t_produce, t_produced, h, -1};
     switch (h->modes[h->cur]) {
+    case M_STREAM:
+    case M_STREAM_FAIL:
+        h->produced = 0;
+        cr_assert_eq(weir_session_respond_stream(s, 200, NULL, 0, &p), WEIR_OK);
+        return WEIR_PHASE_ANSWERED;
+    case M_REPLACED:
+        cr_assert_eq(weir_session_respond_stream(s, 200, NULL, 0, &p), WEIR_OK);
+        cr_assert_eq(weir_session_respond(s, 201, NULL, 0, "app", 3), WEIR_OK);
+        return WEIR_PHASE_ANSWERED;
+    case M_FILE:
+        cr_assert_eq(weir_session_respond_file(s, 200, NULL, 0, h->file_fd, 2, 8), WEIR_OK);
+        return WEIR_PHASE_ANSWERED;
     case M_PROXY:
         return WEIR_PHASE_CONTINUE;
     case M_PEND:
@@ -689,4 +740,83 @@ Test(session, invalid_phase_result_fails_the_request)
     cr_assert_eq(H.down[0].status, 500);
     cr_assert_eq(H.res[0].n_connected, 0);
     cr_assert_eq(H.res[0].logged, 1);
+}
+
+Test(session, a_streamed_body_waits_for_its_producer_and_arrives_whole)
+{
+    H.n_peers = 1;
+    H.peers[0] = closed_port();
+    H.n_reqs = 2;
+    H.modes[0] = M_STREAM;
+    H.modes[1] = M_STREAM;
+    run_requests(&H);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(H.down[i].status, 200);
+        cr_assert(H.down[i].ended && H.down[i].body_len == 9 &&
+                      memcmp(H.down[i].body, "abcabcabc", 9) == 0,
+                  "body '%.*s'", (int)H.down[i].body_len, H.down[i].body);
+        cr_assert(H.down[i].done_called && H.down[i].done_reuse);
+        cr_assert_str_eq(H.res[i].term, "--");
+    }
+    cr_assert_eq(H.produced, 3);
+    cr_assert_eq(H.prod_done, 2, "done once per response");
+    cr_assert_eq(H.prod_complete, 2);
+    cr_assert_eq(H.res[0].n_connected, 0, "no backend was tried");
+}
+
+Test(session, a_failing_producer_cuts_the_response)
+{
+    H.n_peers = 1;
+    H.peers[0] = closed_port();
+    H.n_reqs = 1;
+    H.modes[0] = M_STREAM_FAIL;
+    run_requests(&H);
+    cr_assert_eq(H.down[0].status, 200);
+    cr_assert_not(H.down[0].ended, "no end of body after a failure");
+    cr_assert(H.down[0].done_called && !H.down[0].done_reuse, "the connection goes");
+    cr_assert_eq(H.prod_done, 1);
+    cr_assert_eq(H.prod_complete, 0);
+    cr_assert_str_eq(H.res[0].term, "PD");
+}
+
+Test(session, a_replaced_stream_is_released_once)
+{
+    H.n_peers = 1;
+    H.peers[0] = closed_port();
+    H.n_reqs = 1;
+    H.modes[0] = M_REPLACED;
+    run_requests(&H);
+    cr_assert_eq(H.down[0].status, 201);
+    cr_assert(H.down[0].body_len == 3 && memcmp(H.down[0].body, "app", 3) == 0);
+    cr_assert_eq(H.prod_done, 1);
+    cr_assert_eq(H.prod_complete, 0);
+    cr_assert_eq(H.produced, 0, "the replaced producer was never asked");
+}
+
+Test(session, a_file_body_is_read_and_closed)
+{
+    char path[] = "/tmp/weir-test-file-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    cr_assert_eq(write(fd, "0123456789abcdef", 16), 16);
+    H.file_fd = fd;
+    H.n_peers = 1;
+    H.peers[0] = closed_port();
+    H.n_reqs = 1;
+    H.modes[0] = M_FILE;
+    run_requests(&H);
+    cr_assert_eq(H.down[0].status, 200);
+    cr_assert(H.down[0].ended && H.down[0].body_len == 8 &&
+                  memcmp(H.down[0].body, "23456789", 8) == 0,
+              "body '%.*s'", (int)H.down[0].body_len, H.down[0].body);
+    cr_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF, "weir closed the file");
+}
+
+Test(session, respond_file_with_a_bad_status_closes_the_file)
+{
+    int fd = open("/dev/null", O_RDONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(weir_session_respond_file(NULL, 42, NULL, 0, fd, 0, 0), WEIR_ERR_INVAL);
+    cr_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF);
 }
