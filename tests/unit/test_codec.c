@@ -638,7 +638,7 @@ Test(codec, bomb_stops_at_max_output)
         weir_codec *c = weir__codec_decoder(e, mib);
         bytes d = {0};
         int rc = feed(c, z.p, z.len, tiny, 1, WEIR_CODEC_RUN, true, &d);
-        cr_assert_eq(rc, WEIR_EX_E_TOO_LARGE, "%s: %d", weir__enc_name(e), rc);
+        cr_assert_eq(rc, WEIR_CODEC_E_TOO_LARGE, "%s: %d", weir__enc_name(e), rc);
         cr_assert_leq(d.len, mib, "never past max_output");
         weir_str o;
         cr_assert_eq(weir__codec_run(c, NULL, 0, WEIR_CODEC_END, &o), WEIR_ERR_INVAL);
@@ -650,7 +650,7 @@ Test(codec, bomb_stops_at_max_output)
         c = weir__codec_decoder(e, 0);
         rc = feed(c, z.p, z.len, tiny, 1, WEIR_CODEC_RUN, true, &d);
         if (e == WEIR_ENC_BR) {
-            cr_assert_eq(rc, WEIR_EX_E_TOO_LARGE, "%s: %d", weir__enc_name(e), rc);
+            cr_assert_eq(rc, WEIR_CODEC_E_TOO_LARGE, "%s: %d", weir__enc_name(e), rc);
         } else {
             cr_assert_eq(rc, WEIR_OK, "%s: %d", weir__enc_name(e), rc);
             cr_assert_eq(d.len, ten);
@@ -661,7 +661,7 @@ Test(codec, bomb_stops_at_max_output)
         cr_assert_lt(z.len * 64, mib);
         c = weir__codec_decoder(e, 0);
         o = (weir_str){"x", 1};
-        cr_assert_eq(weir__codec_run(c, z.p, z.len, WEIR_CODEC_RUN, &o), WEIR_EX_E_TOO_LARGE);
+        cr_assert_eq(weir__codec_run(c, z.p, z.len, WEIR_CODEC_RUN, &o), WEIR_CODEC_E_TOO_LARGE);
         cr_assert_eq(o.len, 0);
         weir__codec_free(c);
         bytes_free(&z);
@@ -682,7 +682,7 @@ Test(codec, max_output_is_inclusive)
         assert_same(&d, t, len);
         bytes_free(&d);
         d = decode(e, z.p, z.len, pieces, 1, len - 1, &rc);
-        cr_assert_eq(rc, WEIR_EX_E_TOO_LARGE);
+        cr_assert_eq(rc, WEIR_CODEC_E_TOO_LARGE);
         cr_assert_lt(d.len, len);
         bytes_free(&d);
         bytes_free(&z);
@@ -731,7 +731,7 @@ Test(codec, zstd_window_over_the_decoder_bound_is_too_large)
     ZSTD_freeCCtx(cc);
     weir_codec *c = weir__codec_decoder(WEIR_ENC_ZSTD, 0);
     weir_str o;
-    cr_assert_eq(weir__codec_run(c, out, ob.pos, WEIR_CODEC_END, &o), WEIR_EX_E_TOO_LARGE);
+    cr_assert_eq(weir__codec_run(c, out, ob.pos, WEIR_CODEC_END, &o), WEIR_CODEC_E_TOO_LARGE);
     weir__codec_free(c);
 }
 

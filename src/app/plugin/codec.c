@@ -487,7 +487,7 @@ static int zstd_err(size_t r)
     case ZSTD_error_memory_allocation:
         return WEIR_ERR_NOMEM;
     case ZSTD_error_frameParameter_windowTooLarge:
-        return WEIR_EX_E_TOO_LARGE;
+        return WEIR_CODEC_E_TOO_LARGE;
     default:
         return WEIR_ERR_INVAL;
     }
@@ -638,7 +638,7 @@ int weir__codec_run(weir_codec *c, const void *in, size_t in_len, int mode, weir
         for (;;) {
             rc = step(c, mode);
             if (c->out_len > limit) {
-                rc = WEIR_EX_E_TOO_LARGE;
+                rc = WEIR_CODEC_E_TOO_LARGE;
                 goto fail;
             }
             if (rc != WEIR_AGAIN)

@@ -10,11 +10,9 @@
  *
  * Return codes (weir/types.h): WEIR_OK; WEIR_ERR_INVAL (corrupt or
  * truncated input, bytes after the end of a stream, a bad argument, a call
- * after END or after an error); WEIR_EX_E_TOO_LARGE (http/exchange.h: there
- * is no WEIR_ERR_TOO_LARGE, and this is the existing "body over the
- * configured limit" code) when a call's output is over its cap or a decoder
- * goes past max_output; WEIR_ERR_NOMEM. After any error the codec is
- * unusable: every later call returns WEIR_ERR_INVAL; free it.
+ * after END or after an error); WEIR_CODEC_E_TOO_LARGE when a call's
+ * output is over its cap or a decoder goes past max_output; WEIR_ERR_NOMEM. After any error the
+ * codec is unusable: every later call returns WEIR_ERR_INVAL; free it.
  *
  * Memory per stream: the library's state, measured with weir__codec_mem()
  * on 1 MiB of text (tests/unit/test_codec.c pins it). The output buffer
@@ -39,7 +37,7 @@
  *   zstd decoder   the frame's window plus ~0.5 MiB: 1.5 MiB for weir's
  *                  own windowLog 20, at most ~8.5 MiB (ZSTD_d_windowLogMax
  *                  23; a frame that needs more is refused with
- *                  WEIR_EX_E_TOO_LARGE).
+ *                  WEIR_CODEC_E_TOO_LARGE).
  *
  * Owner: whoever created the codec frees it (weir__codec_free). A codec is
  * not shared: one thread at a time (the session's loop thread).
@@ -50,8 +48,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "http/exchange.h"
 #include "weir/types.h"
+
+/* Output over a cap (a decompression bomb, or a window too large). */
+#define WEIR_CODEC_E_TOO_LARGE (-3100)
 
 /* Content codings weir knows. The order is stable (tables are indexed by
  * it); WEIR_ENC_COUNT is not a coding. */
@@ -116,7 +116,7 @@ enum {
  *
  * The output of one call is capped at max(1 MiB, 64 * in_len) bytes, and a
  * decoder's total at max_output: past either the call returns
- * WEIR_EX_E_TOO_LARGE. The buffer grows to the call's output; one that
+ * WEIR_CODEC_E_TOO_LARGE. The buffer grows to the call's output; one that
  * grew past 64 KiB is cut back (to 64 KiB or the expected output) at the
  * start of a call whose expected output is under a quarter of it.
  *

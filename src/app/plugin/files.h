@@ -62,11 +62,13 @@ typedef struct weir_files_opts {
  * (-EACCES; stricter than RESOLVE_BENEATH, simpler than checking targets);
  * with follow_symlinks a plain openat (no magic-link check there).
  *
- * The file is first opened O_PATH and its type checked, so a FIFO,
- * socket or device is never opened (-EACCES); the real open is
- * O_RDONLY|O_CLOEXEC|O_NOCTTY with O_NONBLOCK, which is cleared once the
- * type is checked again (a FIFO swapped in between cannot block the
- * worker). Kernel answers map as: ENOENT, ENOTDIR, ENAMETOOLONG -> -ENOENT;
+ * The open is O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK, then fstat: a FIFO
+ * opens without waiting for a writer and, like a socket or a device, is
+ * refused (-EACCES) before anything reads it. O_NONBLOCK stays on the fd
+ * (regular files and directories ignore it). A device node inside the
+ * folder is opened before it is refused, as nginx would: keep them out of
+ * served folders (a symlink to one outside is refused by RESOLVE_BENEATH
+ * unless follow_symlinks). Kernel answers map as: ENOENT, ENOTDIR, ENAMETOOLONG -> -ENOENT;
  * EACCES, EPERM, ELOOP, EXDEV (escapes the root), ENXIO, ENODEV -> -EACCES;
  * anything else (EMFILE, ENOMEM, EIO) is returned as -errno (500).
  *
@@ -80,6 +82,9 @@ int weir__files_open(int root_fd, const char *url_path, size_t len, const weir_f
 /* Tests only: behave as if openat2 were missing (on) or probe it again
  * (off), to exercise the fallback walk. */
 void weir__files_force_no_openat2(bool on);
+
+/* The value of a hex digit (either case), or -1. */
+int weir__files_hex(char c);
 
 /* ---- MIME types (files_mime.c) ---- */
 
