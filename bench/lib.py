@@ -38,6 +38,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port(port, timeout=10.0):
+    """True once something accepts on 127.0.0.1:port (within timeout)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def _stat_fields(pid):
     with open(f"/proc/{pid}/stat") as f:
         data = f.read()

@@ -105,7 +105,7 @@ static weir_phase_result run_chain(weir_session *s, req_ctx *c, int k, size_t fr
                           : weir_session_req_headers(s);
     for (size_t i = from; i < ch->n; i++) {
         const weir_plugin_ref *r = &ch->v[i];
-        weir_plugin_call call = {s, r->p, r->ctx ? plugin_ctx(s, c, r) : NULL, c, h, false};
+        weir_plugin_call call = {s, r->p, r->ctx ? plugin_ctx(s, c, r) : NULL, c, h, false, false};
         weir_phase_result res = r->hook(&call);
         if (res == WEIR_PHASE_CONTINUE)
             continue;
@@ -142,7 +142,7 @@ const weir_plugin *weir__plugin_parked(weir_session *s)
 /* Runs a server's plugin (redirect_https) before routing. */
 static weir_phase_result run_one(weir_session *s, req_ctx *c, const weir_plugin *p)
 {
-    weir_plugin_call call = {s, p, NULL, c, weir_session_req_headers(s), false};
+    weir_plugin_call call = {s, p, NULL, c, weir_session_req_headers(s), false, false};
     return p->def->request(&call);
 }
 
@@ -230,7 +230,9 @@ static weir_phase_result run_body_chain(weir_session *s, req_ctx *c, int k, weir
                                         bool end)
 {
     const weir_plugin_chain *ch = &c->loc->chains[k];
-    bool restart = false;
+    bool restart = false, flush = false;
+    if (k == WEIR_CFG_CHAIN_RESPONSE_BODY)
+        flush = weir_session_body_flushing(s);
     if (k == WEIR_CFG_CHAIN_REQUEST_BODY) {
         restart = c->body_restart;
         c->body_restart = false;
@@ -238,7 +240,8 @@ static weir_phase_result run_body_chain(weir_session *s, req_ctx *c, int k, weir
     }
     for (size_t i = 0; i < ch->n; i++) {
         const weir_plugin_def *d = ch->v[i].p->def;
-        weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c, NULL, restart};
+        weir_plugin_call call = {s,       ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c, NULL,
+                                 restart, flush};
         weir_phase_result r = k == WEIR_CFG_CHAIN_REQUEST_BODY
                                   ? d->request_body(&call, chunk, end)
                                   : d->response_body(&call, chunk, end);
@@ -278,7 +281,8 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
     if (c && c->loc) {
         const weir_plugin_chain *ch = &c->loc->chains[WEIR_CFG_CHAIN_LOGGING];
         for (size_t i = 0; i < ch->n; i++) {
-            weir_plugin_call call = {s, ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c, NULL, false};
+            weir_plugin_call call = {s,     ch->v[i].p, plugin_ctx(s, c, &ch->v[i]), c, NULL,
+                                     false, false};
             ch->v[i].p->def->logging(&call, st);
         }
     }

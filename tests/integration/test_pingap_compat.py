@@ -202,15 +202,14 @@ def test_convert_a_pingap_directory(tmp_path):
     for line in ['threads = 2', 'log_level = "warn"', 'addr = ["127.0.0.1:@PORT@"]',
                  'access_log_file = "%s/access.log"' % tmp_path,
                  'access_log = "{method} {path} {status}"',
-                 'host = "api.test,api2.test"', 'plugins = ["pong", "lim"]',
+                 'host = "api.test,api2.test"', 'plugins = ["pong", "gz", "lim"]',
+                 '[plugins.gz]\ncategory = "compression"\ngzip_level = 6',
                  'tls = true', 'sni = "api.internal"', 'verify_cert = false',
                  'addrs = ["@B@ 5"]']:
         assert line in out, (line, out)
     for comment in ['# not converted: name = "edge"', '# not converted: work_stealing = true',
                     '# not converted: prometheus_metrics = "/metrics"',
                     '# not converted: discovery = "dns"', '# not converted: remark = "up?"',
-                    'category "compression" is not in weir yet',
-                    '# not converted: plugins gz',
                     '# not converted: weird_key = 1',
                     '# not converted: enable_reverse_proxy_headers = true',
                     '# not converted: [storages] of']:

@@ -1,6 +1,7 @@
 """The plugin layer and the request plugins of the Pingap set: mock, ping,
 redirect, request_id, request_headers and response_headers (with
 variables), chains, steps, configuration errors and reloads."""
+import gzip
 import os
 import re
 import signal
@@ -954,10 +955,18 @@ def test_sub_filter_leaves_other_types_and_compressed_bodies(weir_toml, backend)
     w = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=js)
     r = B.get(w.port, "/")
     assert r.body == b"var u='http://a';" and r.headers.get("content-length") == "17"
-    gz = backend(B.fixed(b"http://a", headers=[("Content-Type", "text/html"),
-                                               ("Content-Encoding", "gzip")]))
-    w2 = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=gz)
-    assert B.get(w2.port, "/").body == b"http://a"
+    # A body in an encoding it cannot decode is left whole.
+    lz = backend(B.fixed(b"http://a", headers=[("Content-Type", "text/html"),
+                                               ("Content-Encoding", "lzma")]))
+    w2 = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=lz)
+    r = B.get(w2.port, "/")
+    assert r.body == b"http://a" and r.headers.get("content-encoding") == "lzma"
+    # A gzip one is decoded, filtered, and sent plain (no compression plugin).
+    gz = backend(B.fixed(gzip.compress(b"http://a"), headers=[("Content-Type", "text/html"),
+                                                              ("Content-Encoding", "gzip")]))
+    w4 = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\n'), B=gz)
+    r = B.get(w4.port, "/")
+    assert r.body == b"https://a" and r.headers.get("content-encoding") is None
     css = backend(B.fixed(b"url(http://a)", headers=[("Content-Type", "text/css")]))
     w3 = weir_toml(sub_cfg('filters = [["http://a", "https://a"]]\ntypes = ["text/css"]\n'), B=css)
     assert B.get(w3.port, "/").body == b"url(https://a)"
@@ -998,8 +1007,49 @@ def test_sub_filter_keeps_the_length_of_responses_without_a_body(weir_toml, back
     assert r.body == b"<p>https://a</p>" and r.headers.get("content-length") is None
 
 
+def test_sub_filter_regex_with_groups_across_pieces(weir_toml, backend):
+    b = backend(pieces_backend([b"release v1.", b"2 and v3.45 and v", b"6", b".7"]))
+    w = weir_toml(sub_cfg('filters = [[\'v(\\d+)\\.(\\d+)\', "version $1-$2 ($$)", "rg"]]\n'),
+                  B=b)
+    r = B.get(w.port, "/")
+    assert r.body == (b"release version 1-2 ($) and version 3-45 ($) and version 6-7 ($)"), r.body
+
+
+def test_sub_filter_earliest_match_and_flags(weir_toml, backend):
+    b = backend(pieces_backend([b"ab", b"cAB", b"C abc"]))
+    w = weir_toml(sub_cfg('filters = [["bc", "2"], ["abc", "3", "ig"]]\n'), B=b)
+    # "abc" starts before "bc": it wins; "ABC" by ignore case; "once"
+    # (the default) keeps the first "bc" rule to one replacement.
+    assert B.get(w.port, "/").body == b"33 3"
+
+
+def test_sub_filter_holds_only_a_possible_match(weir_toml, backend):
+    """A tail that cannot start a match goes out with its piece: the
+    client gets "hello " before the backend sends the rest."""
+    def handler(conn, req):
+        conn.send(B.response_head(200, [("Content-Type", "text/html"),
+                                        ("Transfer-Encoding", "chunked")]))
+        conn.send(b"6\r\nhello \r\n")
+        time.sleep(1.0)
+        conn.send(b"5\r\nworld\r\n0\r\n\r\n")
+    b = backend(handler)
+    w = weir_toml(sub_cfg('filters = [["abcdef", "x"]]\n'), B=b)
+    s = B.connect(w.port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    rd = B.Reader(s)
+    rd.read_head()
+    size = int(rd.readline().strip(), 16)
+    assert rd.read_exact(size) == b"hello ", "the first piece waited for the second"
+    rd.readline()
+    assert B.read_chunked(rd)[0] == b"world"
+    s.close()
+
+
 def test_sub_filter_config_errors(tmp_path):
     for body, msg in [('', "[plugins.sf] needs 'filters'"),
+                      ('filters = [["a(", "b", "r"]]\n', "regex 'a(':"),
+                      ('filters = [["x*", "b", "r"]]\n', "can match the empty string"),
+                      ('filters = [["a", "b", "q"]]\n', "flag 'q' is not r, i, g or o"),
                       ('filters = ["a", "b"]\n', "must be a list of [\"FROM\", \"TO\"] pairs"),
                       ('filters = [["", "b"]]\n', "FROM 1 to 256 bytes"),
                       ('filters = []\n', "'filters' in [plugins.sf] is empty")]:

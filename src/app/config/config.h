@@ -160,6 +160,7 @@ struct weir_cfg_location {
     char *rewrite_text; /* 'rewrite' as written ("REGEX REPLACEMENT"), for GET /api/config */
     weir_cfg_headers proxy_set, proxy_add, proxy_remove;
     weir_cfg_headers resp_set, resp_add, resp_remove;
+    bool no_upstream;              /* neither upstream nor echo: a plugin answers */
     uint64_t client_max_body_size; /* 0 = the server's limit */
     bool has_max_body;
     uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms; /* 0 = upstream's */

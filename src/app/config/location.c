@@ -223,8 +223,13 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
     weir_toml_entry e;
     *upstream_line = weir__cfg_entry_of(t, "upstream", &e) ? e.line : l->line;
     weir__cfg_get_bool(ld, t, "echo", section, &l->echo);
-    if (!*upstream_name && !l->echo)
-        weir__cfg_err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
+    /* Without either, a plugin must answer every request (the chains
+     * check it: weir__cfg_location_chains). */
+    if (!*upstream_name && !l->echo) {
+        l->no_upstream = weir__cfg_entry_of(t, "plugins", &(weir_toml_entry){0});
+        if (!l->no_upstream)
+            weir__cfg_err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
+    }
     if (*upstream_name && l->echo)
         weir__cfg_err_at(ld, *upstream_line, "[%s] has both 'upstream' and echo = true", section);
 

@@ -216,10 +216,24 @@ void weir__cfg_location_chains(loader *ld, weir_cfg_location *l, int line)
         weir__cfg_err_at(ld, line, "out of memory");
         return;
     }
+    bool answered = false;
+    for (size_t i = 0; i < l->n_plugins; i++)
+        answered |= l->plugins[i]->def && l->plugins[i]->def->answers &&
+                    l->plugins[i]->step != WEIR_STEP_PROXY_UPSTREAM;
+    if (l->no_upstream && !answered)
+        weir__cfg_err_at(ld, line,
+                         "[%s] needs 'upstream' (or echo = true, or a plugin that answers every "
+                         "request, such as a directory)",
+                         owner);
     for (int k = 0; k < WEIR_CFG_CHAINS; k++) {
         weir_plugin_chain *ch = &l->chains[k];
-        for (size_t i = 0; i < l->n_plugins; i++) {
-            if (!hooks(l->plugins[i], k))
+        /* Two rounds on the response side: the plugins that run last
+         * (plugin.h runs_last) after all others. */
+        bool ordered = k == WEIR_STEP_RESPONSE || k == WEIR_CFG_CHAIN_RESPONSE_BODY;
+        for (size_t j = 0; j < l->n_plugins * (ordered ? 2 : 1); j++) {
+            size_t i = j % l->n_plugins;
+            if (!hooks(l->plugins[i], k) ||
+                (ordered && l->plugins[i]->def->runs_last != (j >= l->n_plugins)))
                 continue;
             if (fuse(l, ch, k, l->plugins[i], owner))
                 continue;

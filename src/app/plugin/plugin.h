@@ -85,6 +85,9 @@ struct weir_plugin_call {
      * another connection or backend (a retry replays it from its start):
      * what the hook kept of the earlier attempt is void. */
     bool restart;
+    /* response_body: the source paused (weir_session_body_flushing): give
+     * what is held back, if it can go now. */
+    bool flush;
 };
 
 typedef weir_phase_result (*weir_plugin_hook)(weir_plugin_call *c);
@@ -131,6 +134,16 @@ typedef struct weir_plugin_def {
     weir_phase_result (*request_body)(weir_plugin_call *c, weir_str *chunk, bool end);
     /* The request is over. */
     void (*logging)(weir_plugin_call *c, const weir_session_stats *st);
+    /*
+     * Its response and response_body hooks run after those of every plugin
+     * without this flag, whatever the order of the location's list: an
+     * encoder (compression) must see the body as the other filters left
+     * it, as nginx's gzip filter comes after sub_filter.
+     */
+    bool runs_last;
+    /* Its request hook answers every request (directory): a location with
+     * it needs no upstream, unless it runs at proxy_upstream. */
+    bool answers;
     /*
      * A conf doing a's work and then b's, for two plugins of this category
      * next to each other in a chain (at one step), borrowing from both

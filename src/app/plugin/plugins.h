@@ -27,6 +27,8 @@ extern const weir_plugin_def weir__plugin_accept_encoding;
 extern const weir_plugin_def weir__plugin_stats;
 extern const weir_plugin_def weir__plugin_csrf;
 extern const weir_plugin_def weir__plugin_sub_filter;
+extern const weir_plugin_def weir__plugin_compression;
+extern const weir_plugin_def weir__plugin_directory;
 #ifdef WEIR_TEST_PLUGINS
 extern const weir_plugin_def weir__plugin_test_request_body;
 #endif

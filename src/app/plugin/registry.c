@@ -32,6 +32,9 @@ const weir_plugin_def *const weir__plugin_defs[] = {
     &weir__plugin_stats,
     &weir__plugin_csrf,
     &weir__plugin_sub_filter,
+    /* body plugins */
+    &weir__plugin_compression,
+    &weir__plugin_directory,
 };
 const size_t weir__n_plugin_defs = sizeof(weir__plugin_defs) / sizeof(weir__plugin_defs[0]);
 

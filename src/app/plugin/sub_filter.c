@@ -1,35 +1,57 @@
 /*
- * sub_filter.c - replaces strings in response bodies as they stream
- * (nginx's sub_filter).
+ * sub_filter.c - replaces strings or regular expressions in response
+ * bodies as they stream (nginx's sub_filter; the regex form of the
+ * substitutions module's subs_filter).
  *
  *     [plugins.links]
  *     category = "sub_filter"
- *     filters = [["http://example.com", "https://example.com"], ["Old Name", "New Name"]]
+ *     filters = [["http://example.com", "https://example.com"],
+ *                ["Old Name", "New Name"],
+ *                ['v(\d+)\.(\d+)', 'version $1.$2', "rg"]]   # flags: r regex,
+ *                                 # i ignore case, g every occurrence, o only the first
  *     once = false                 # every occurrence (default: the first of each, as nginx)
  *     ignore_case = true
  *     types = ["text/html", "text/css"]   # default ["text/html"]
  *
- * Only responses of those types and without a Content-Encoding are
- * touched (a compressed body is left whole); their Content-Length goes,
- * so they are sent chunked. A match may straddle two pieces of the body:
- * the last (longest pattern - 1) bytes of each piece wait for the next.
- * Memory per response: two buffers about the size of a piece (what came
- * in, what goes out), reused from piece to piece.
+ * Only responses of those types are touched; their Content-Length goes,
+ * so they are sent chunked. A body the backend compressed (one of gzip,
+ * br, zstd, deflate) is decoded first and sent on without its
+ * Content-Encoding; a compression plugin on the location encodes it again
+ * for a client that takes it.
+ *
+ * Earliest match wins (the first listed of those starting at one place).
+ * A match may straddle pieces of the body: only a tail that is the start
+ * of a possible match waits for the next piece (a literal's prefix;
+ * PCRE2's hard partial match for a regex), at most MAX_HOLD bytes, so a
+ * match longer than that is not found. Regexes run with PCRE2's match
+ * limit (100,000): one that exceeds it on a piece is taken as no match
+ * there. Memory per response: two buffers about the size of a piece.
  */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "app/plugin/codec.h"
 #include "app/plugin/plugins.h"
 #include "app/toml/toml.h"
 
 #define MAX_FILTERS 16
+#define MAX_HOLD 65536
+#define MAX_TO 65536
+
+typedef struct sub_rule {
+    char *from, *to;
+    size_t from_len, to_len;
+    pcre2_code *re; /* a regex rule; NULL for a literal */
+    bool once, icase, refs /* to holds $N */;
+} sub_rule;
 
 typedef struct sub_conf {
-    char *from[MAX_FILTERS], *to[MAX_FILTERS];
-    size_t from_len[MAX_FILTERS], to_len[MAX_FILTERS];
-    size_t n, longest;
-    bool once, ignore_case;
+    sub_rule r[MAX_FILTERS];
+    size_t n;
+    uint32_t max_groups;
     char **types;
     size_t n_types;
 } sub_conf;
@@ -37,24 +59,102 @@ typedef struct sub_conf {
 typedef struct sub_ctx {
     bool active;
     bool done_once[MAX_FILTERS];
+    weir_codec *dec; /* the backend's encoding, decoded */
+    pcre2_match_data *md;
+    pcre2_match_context *mctx;
     /* in[0..held_len): bytes kept back from the last piece (a match may
      * start there); a piece is appended to them. Both buffers are reused
      * from piece to piece and freed at logging. */
     char *in;
     size_t in_cap, held_len;
     char *out;
-    size_t out_cap;
+    size_t out_cap, out_len;
 } sub_ctx;
 
 static void sub_free(void *conf)
 {
     sub_conf *c = conf;
     for (size_t i = 0; i < c->n; i++) {
-        free(c->from[i]);
-        free(c->to[i]);
+        free(c->r[i].from);
+        free(c->r[i].to);
+        pcre2_code_free(c->r[i].re);
     }
     weir__cfg_free_list(c->types, c->n_types);
     free(c);
+}
+
+/* Reads one [FROM, TO] or [FROM, TO, FLAGS] into r; false (reported) if bad. */
+static bool load_rule(loader *ld, const weir_toml_value *pair, const char *section, sub_rule *r,
+                      bool once, bool icase, uint32_t *max_groups)
+{
+    const char *usage = "must be a list of [\"FROM\", \"TO\"] pairs (or [FROM, TO, FLAGS])";
+    size_t n = weir_toml_type_of(pair) == WEIR_TOML_ARRAY ? weir_toml_array_count(pair) : 0;
+    size_t fl = 0, tl = 0, gl = 0;
+    const char *from = n == 2 || n == 3 ? weir_toml_string(weir_toml_array_at(pair, 0), &fl) : NULL;
+    const char *to = from ? weir_toml_string(weir_toml_array_at(pair, 1), &tl) : NULL;
+    const char *flags = n == 3 && to ? weir_toml_string(weir_toml_array_at(pair, 2), &gl) : "";
+    if (!from || !to || !flags || fl == 0 || fl > 256 || strlen(from) != fl || strlen(to) != tl ||
+        tl > MAX_TO) {
+        weir__cfg_err_at(ld, weir_toml_line(pair),
+                         "'filters' in [%s] %s (FROM 1 to 256 bytes, TO at most 65536)", section,
+                         usage);
+        return false;
+    }
+    bool regex = false;
+    r->once = once;
+    r->icase = icase;
+    for (const char *f = flags; *f; f++) {
+        switch (*f) {
+        case 'r':
+            regex = true;
+            break;
+        case 'i':
+            r->icase = true;
+            break;
+        case 'g':
+            r->once = false;
+            break;
+        case 'o':
+            r->once = true;
+            break;
+        default:
+            weir__cfg_err_at(ld, weir_toml_line(pair),
+                             "'filters' in [%s]: flag '%c' is not r, i, g or o", section, *f);
+            return false;
+        }
+    }
+    if (regex) {
+        int err;
+        PCRE2_SIZE off;
+        r->re =
+            pcre2_compile((PCRE2_SPTR)from, fl, r->icase ? PCRE2_CASELESS : 0, &err, &off, NULL);
+        uint32_t minlen = 0, groups = 0;
+        if (!r->re) {
+            PCRE2_UCHAR msg[160];
+            pcre2_get_error_message(err, msg, sizeof(msg));
+            weir__cfg_err_at(ld, weir_toml_line(pair), "'filters' in [%s]: regex '%s': %s at %zu",
+                             section, from, (const char *)msg, (size_t)off);
+            return false;
+        }
+        pcre2_pattern_info(r->re, PCRE2_INFO_MINLENGTH, &minlen);
+        pcre2_pattern_info(r->re, PCRE2_INFO_CAPTURECOUNT, &groups);
+        if (minlen == 0) {
+            weir__cfg_err_at(ld, weir_toml_line(pair),
+                             "'filters' in [%s]: regex '%s' can match the empty string", section,
+                             from);
+            return false;
+        }
+        if (groups > *max_groups)
+            *max_groups = groups;
+        for (size_t i = 0; i + 1 < tl; i++)
+            r->refs = r->refs || (to[i] == '$' &&
+                                  ((to[i + 1] >= '0' && to[i + 1] <= '9') || to[i + 1] == '$'));
+    }
+    r->from = strndup(from, fl);
+    r->to = strndup(to, tl);
+    r->from_len = fl;
+    r->to_len = tl;
+    return r->from && r->to;
 }
 
 static bool sub_parse(loader *ld, const weir_toml_value *t, const char *section, void **conf)
@@ -63,6 +163,9 @@ static bool sub_parse(loader *ld, const weir_toml_value *t, const char *section,
     if (!c)
         return false;
     *conf = c;
+    bool once = true, icase = false;
+    weir__cfg_get_bool(ld, t, "once", section, &once);
+    weir__cfg_get_bool(ld, t, "ignore_case", section, &icase);
     weir_toml_entry e;
     if (!weir__cfg_entry_of(t, "filters", &e)) {
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] needs 'filters'", section);
@@ -78,36 +181,17 @@ static bool sub_parse(loader *ld, const weir_toml_value *t, const char *section,
         return true;
     }
     for (size_t i = 0; i < weir_toml_array_count(e.value); i++) {
-        const weir_toml_value *pair = weir_toml_array_at(e.value, i);
-        size_t fl = 0, tl = 0;
-        const char *from =
-            weir_toml_type_of(pair) == WEIR_TOML_ARRAY && weir_toml_array_count(pair) == 2
-                ? weir_toml_string(weir_toml_array_at(pair, 0), &fl)
-                : NULL;
-        const char *to = from ? weir_toml_string(weir_toml_array_at(pair, 1), &tl) : NULL;
-        if (!from || !to || fl == 0 || fl > 256 || strlen(from) != fl || strlen(to) != tl) {
-            weir__cfg_err_at(ld, weir_toml_line(pair),
-                             "'filters' in [%s] %s (FROM 1 to 256 "
-                             "bytes)",
-                             section, usage);
-            continue;
-        }
         if (c->n == MAX_FILTERS) {
-            weir__cfg_err_at(ld, weir_toml_line(pair), "'filters' in [%s]: at most %d", section,
-                             MAX_FILTERS);
+            weir__cfg_err_at(ld, e.line, "'filters' in [%s]: at most %d", section, MAX_FILTERS);
             break;
         }
-        c->from[c->n] = strndup(from, fl);
-        c->to[c->n] = strndup(to, tl);
-        c->from_len[c->n] = fl;
-        c->to_len[c->n] = tl;
-        if (fl > c->longest)
-            c->longest = fl;
-        c->n++;
+        sub_rule *r = &c->r[c->n];
+        bool ok =
+            load_rule(ld, weir_toml_array_at(e.value, i), section, r, once, icase, &c->max_groups);
+        c->n++; /* freed with the conf either way */
+        if (!ok)
+            continue;
     }
-    c->once = true;
-    weir__cfg_get_bool(ld, t, "once", section, &c->once);
-    weir__cfg_get_bool(ld, t, "ignore_case", section, &c->ignore_case);
     int line = 0;
     c->types = weir__cfg_get_string_list(ld, t, "types", section, &c->n_types, &line);
     return true;
@@ -133,29 +217,30 @@ static weir_phase_result sub_response(weir_plugin_call *call)
 {
     const sub_conf *c = call->plugin->conf;
     sub_ctx *x = call->ctx;
-    weir_headers *h = weir_session_resp_headers(call->s);
+    weir_headers *h = call->headers;
     /* A response without a body (HEAD, 204, 304) keeps its Content-Length:
      * it tells the length of the body a GET would get. */
     int status = weir_session_resp_status(call->s);
     weir_str m = weir_session_method(call->s);
-    if (!x || !h || c->n == 0 || status == 204 || status == 304 || status < 200 ||
+    if (!x || !h || c->n == 0 || status == 204 || status == 304 || status == 206 || status < 200 ||
         (m.len == 4 && memcmp(m.ptr, "HEAD", 4) == 0) ||
-        weir_headers_get(h, "content-encoding").ptr ||
         !type_matches(c, weir_headers_get(h, "content-type")))
         return WEIR_PHASE_CONTINUE;
+    weir_str ce = weir_headers_get(h, "content-encoding");
+    if (ce.ptr && !(ce.len == 8 && strncasecmp(ce.ptr, "identity", 8) == 0)) {
+        /* One coding it can decode, or the body is left whole. */
+        int e = weir__enc_of(ce.ptr, ce.len);
+        if (e <= WEIR_ENC_IDENTITY || !(x->dec = weir__codec_decoder((weir_enc)e, 0)))
+            return WEIR_PHASE_CONTINUE;
+        weir_headers_remove(h, "content-encoding");
+    }
     x->active = true;
     weir_headers_remove(h, "content-length");
     return WEIR_PHASE_CONTINUE;
 }
 
-static bool match_at(const sub_conf *c, size_t k, const char *p)
-{
-    return c->ignore_case ? strncasecmp(p, c->from[k], c->from_len[k]) == 0
-                          : memcmp(p, c->from[k], c->from_len[k]) == 0;
-}
-
 /* *buf with room for need bytes (its contents kept). */
-static bool grow(char **buf, size_t *cap, size_t need)
+static bool reserve(char **buf, size_t *cap, size_t need)
 {
     if (need <= *cap)
         return true;
@@ -170,50 +255,192 @@ static bool grow(char **buf, size_t *cap, size_t need)
     return true;
 }
 
+static bool emit(sub_ctx *x, const char *p, size_t len)
+{
+    if (!len)
+        return true;
+    if (!reserve(&x->out, &x->out_cap, x->out_len + len))
+        return false;
+    memcpy(x->out + x->out_len, p, len);
+    x->out_len += len;
+    return true;
+}
+
+static bool same(const char *a, const char *b, size_t len, bool icase)
+{
+    return icase ? strncasecmp(a, b, len) == 0 : memcmp(a, b, len) == 0;
+}
+
+/* A literal rule over in[i..len): its first whole match (*pos, or len if
+ * none) and, unless final, where a tail that is its prefix begins
+ * (*partial, else len). */
+static void find_literal(const sub_rule *r, const char *in, size_t i, size_t len, bool final,
+                         size_t *pos, size_t *partial)
+{
+    *pos = *partial = len;
+    for (size_t p = i; p + r->from_len <= len; p++) {
+        if ((r->icase ? (in[p] | 0x20) == (r->from[0] | 0x20) || in[p] == r->from[0]
+                      : in[p] == r->from[0]) &&
+            same(in + p, r->from, r->from_len, r->icase)) {
+            *pos = p;
+            break;
+        }
+    }
+    if (final)
+        return;
+    size_t start = len > r->from_len - 1 ? len - (r->from_len - 1) : 0;
+    for (size_t p = start > i ? start : i; p < len; p++) {
+        if (same(in + p, r->from, len - p, r->icase)) {
+            *partial = p;
+            return;
+        }
+    }
+}
+
+/* The replacement of a regex match: $0..$9 are its groups, $$ a '$'. */
+static bool emit_replacement(sub_ctx *x, const sub_rule *r, const char *in, const PCRE2_SIZE *ov,
+                             uint32_t n_pairs)
+{
+    if (!r->refs)
+        return emit(x, r->to, r->to_len);
+    for (size_t i = 0; i < r->to_len; i++) {
+        char ch = r->to[i];
+        if (ch == '$' && i + 1 < r->to_len && r->to[i + 1] == '$') {
+            if (!emit(x, "$", 1))
+                return false;
+            i++;
+        } else if (ch == '$' && i + 1 < r->to_len && r->to[i + 1] >= '0' && r->to[i + 1] <= '9') {
+            uint32_t g = (uint32_t)(r->to[++i] - '0');
+            if (g < n_pairs && ov[2 * g] != PCRE2_UNSET &&
+                !emit(x, in + ov[2 * g], ov[2 * g + 1] - ov[2 * g]))
+                return false;
+        } else if (!emit(x, &ch, 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Replaces in x->in[0..len) into x->out; returns how many bytes of in
+ * were decided (the rest waits), or (size_t)-1 out of memory. */
+static size_t substitute(const sub_conf *c, sub_ctx *x, size_t len, bool final)
+{
+    const char *in = x->in;
+    size_t i = 0;
+    /* What each rule found from some i on: a literal's match still ahead
+     * (at lit_pos) stays valid, and a rule with no whole match left in
+     * this piece (none) is not searched again, as long as the partial
+     * match each saw (tail) is not behind i. */
+    size_t lit_pos[MAX_FILTERS], tail[MAX_FILTERS];
+    bool none[MAX_FILTERS] = {false}, known[MAX_FILTERS] = {false};
+    for (;;) {
+        size_t best = len, best_end = len, hold = len;
+        const sub_rule *br = NULL;
+        size_t bk = 0;
+        uint32_t pairs = 0;
+        PCRE2_SIZE saved[20];
+        for (size_t k = 0; k < c->n; k++) {
+            const sub_rule *r = &c->r[k];
+            if (!r->from || (r->once && x->done_once[k]))
+                continue;
+            size_t pos, partial;
+            if (none[k] && tail[k] >= i) {
+                if (tail[k] < hold)
+                    hold = tail[k];
+                continue;
+            }
+            if (!r->re) {
+                if (known[k] && lit_pos[k] >= i && tail[k] >= i) {
+                    pos = lit_pos[k];
+                    partial = tail[k];
+                } else {
+                    find_literal(r, in, i, len, final, &pos, &partial);
+                    known[k] = true;
+                    lit_pos[k] = pos;
+                    tail[k] = partial;
+                    none[k] = pos == len;
+                }
+                if (partial < hold)
+                    hold = partial;
+                if (pos < best) {
+                    best = pos;
+                    best_end = pos + r->from_len;
+                    br = r;
+                    bk = k;
+                    pairs = 0;
+                }
+                continue;
+            }
+            int rc = pcre2_match(r->re, (PCRE2_SPTR)in, len, i, final ? 0 : PCRE2_PARTIAL_HARD,
+                                 x->md, x->mctx);
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(x->md);
+            if (rc <= 0) { /* none from here on in this piece */
+                none[k] = true;
+                tail[k] = rc == PCRE2_ERROR_PARTIAL ? ov[0] : len;
+                if (tail[k] < hold)
+                    hold = tail[k];
+            } else if (ov[0] < best) {
+                best = ov[0];
+                best_end = ov[1];
+                br = r;
+                bk = k;
+                pairs = (uint32_t)rc > 10 ? 10 : (uint32_t)rc;
+                memcpy(saved, ov, 2 * pairs * sizeof(*ov));
+            }
+        }
+        if (br && best < hold) {
+            if (!emit(x, in + i, best - i) || !emit_replacement(x, br, in, saved, pairs))
+                return (size_t)-1;
+            x->done_once[bk] = true;
+            i = best_end;
+            continue;
+        }
+        /* Nothing decided before the earliest possible match: what comes
+         * before it goes, it waits (within MAX_HOLD). */
+        if (len - hold > MAX_HOLD)
+            hold = len - MAX_HOLD;
+        if (hold < i)
+            hold = i;
+        if (!emit(x, in + i, hold - i))
+            return (size_t)-1;
+        return hold;
+    }
+}
+
 static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool end)
 {
     const sub_conf *c = call->plugin->conf;
     sub_ctx *x = call->ctx;
     if (!x || !x->active)
         return WEIR_PHASE_CONTINUE;
-    /* in = held + chunk; the output grows as replacements need it, from
-     * about a piece. */
-    size_t in_len = x->held_len + chunk->len;
-    if (!grow(&x->in, &x->in_cap, in_len + 1) || !grow(&x->out, &x->out_cap, in_len + 1))
-        return WEIR_PHASE_ERROR;
-    if (chunk->len)
-        memcpy(x->in + x->held_len, chunk->ptr, chunk->len);
-    const char *in = x->in;
-    /* Bytes at or after `safe` might begin a match that the next piece
-     * completes: they wait, unless this is the end. */
-    size_t keep = end || c->longest <= 1 ? 0 : c->longest - 1;
-    size_t safe = in_len > keep ? in_len - keep : 0;
-    size_t i = 0, o = 0;
-    while (i < safe) {
-        size_t hit = c->n;
-        for (size_t k = 0; k < c->n; k++) {
-            if ((c->once && x->done_once[k]) || i + c->from_len[k] > in_len)
-                continue;
-            if (match_at(c, k, in + i)) {
-                hit = k;
-                break;
-            }
-        }
-        if (hit < c->n) {
-            if (!grow(&x->out, &x->out_cap, o + c->to_len[hit] + (in_len - i) + 1))
-                return WEIR_PHASE_ERROR;
-            memcpy(x->out + o, c->to[hit], c->to_len[hit]);
-            o += c->to_len[hit];
-            i += c->from_len[hit];
-            x->done_once[hit] = true;
-            continue;
-        }
-        x->out[o++] = in[i++];
+    weir_str piece = *chunk;
+    if (x->dec) {
+        weir_str out;
+        if (weir__codec_run(x->dec, piece.ptr, piece.len, end ? WEIR_CODEC_END : WEIR_CODEC_RUN,
+                            &out) != WEIR_OK)
+            return WEIR_PHASE_ERROR; /* a corrupt body: the response is cut */
+        piece = out;
     }
+    if (!x->md) {
+        x->md = pcre2_match_data_create(c->max_groups + 1, NULL);
+        x->mctx = pcre2_match_context_create(NULL);
+        if (!x->md || !x->mctx)
+            return WEIR_PHASE_ERROR;
+        pcre2_set_match_limit(x->mctx, 100000);
+    }
+    size_t in_len = x->held_len + piece.len;
+    if (!reserve(&x->in, &x->in_cap, in_len + 1))
+        return WEIR_PHASE_ERROR;
+    if (piece.len)
+        memcpy(x->in + x->held_len, piece.ptr, piece.len);
+    x->out_len = 0;
+    size_t used = substitute(c, x, in_len, end);
+    if (used == (size_t)-1)
+        return WEIR_PHASE_ERROR;
     /* What was not decided waits at the start of in for the next piece. */
-    x->held_len = in_len - i;
-    memmove(x->in, in + i, x->held_len);
-    *chunk = (weir_str){x->out, o};
+    x->held_len = in_len - used;
+    memmove(x->in, x->in + used, x->held_len);
+    *chunk = (weir_str){x->out, x->out_len};
     return WEIR_PHASE_CONTINUE;
 }
 
@@ -225,6 +452,12 @@ static void sub_logging(weir_plugin_call *call, const weir_session_stats *st)
     free(x->in);
     free(x->out);
     x->in = x->out = NULL;
+    weir__codec_free(x->dec);
+    x->dec = NULL;
+    pcre2_match_data_free(x->md);
+    pcre2_match_context_free(x->mctx);
+    x->md = NULL;
+    x->mctx = NULL;
 }
 
 const weir_plugin_def weir__plugin_sub_filter = {
