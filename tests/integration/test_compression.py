@@ -4,6 +4,7 @@ live), decompression for clients that cannot read the backend's encoding,
 sub_filter over a compressed backend, over HTTP/1.1, HTTP/2 and TLS."""
 import gzip
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -364,3 +365,43 @@ def test_config_errors(tmp_path):
                       ('min_length = "big"\n', "'min_length'")]:
         r = check(tmp_path, comp_cfg(keys))
         assert r.returncode != 0 and msg in r.stderr, (keys, r.stderr)
+
+
+
+def nghttp_streams(url, n, headers=()):
+    """n concurrent streams of url through 16 KiB windows (nghttp -v):
+    {stream id: DATA bytes received}, and the :status values."""
+    args = ["nghttp", "-n", "-v", "-w", "14", "-W", "14", "-m", str(n)]
+    for h in headers:
+        args += ["-H", h]
+    r = subprocess.run(args + [url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for m in re.finditer(r"recv DATA frame <length=(\d+), flags=0x[0-9a-f]+, stream_id=(\d+)>",
+                         r.stdout):
+        got[int(m.group(2))] = got.get(int(m.group(2)), 0) + int(m.group(1))
+    return got, re.findall(r"recv \(stream_id=\d+\) :status: (\d+)", r.stdout)
+
+
+def test_nghttp_streams_compressed_with_small_windows(weir_toml, backend):
+    """Compressed 1 MiB text over h2c through 16 KiB windows: one stream
+    decodes to the backend's body; ten at once each get the same length."""
+    if not shutil.which("nghttp"):
+        pytest.skip("nghttp not installed")
+    body = TEXT * 40
+    b = backend(text_backend(body))
+    text = comp_cfg(ALL).replace('locations = ["l"]', 'locations = ["l"]\nh2c = true')
+    w = weir_toml(text, B=b)
+    url = "http://127.0.0.1:%d/" % w.port
+    for enc in ("gzip", "zstd"):
+        r = subprocess.run(["nghttp", "-w", "14", "-W", "14", "-H", "accept-encoding: " + enc,
+                            url], capture_output=True, timeout=60)
+        # (nghttp inflates gzip itself.)
+        assert r.returncode == 0 and (r.stdout if enc == "gzip" else decode(enc, r.stdout)) == body
+        got, statuses = nghttp_streams(url, 10, ["accept-encoding: " + enc])
+        # Each stream is its own encoder, flushed where its backend
+        # paused: sizes differ by a few flushes, not more.
+        sizes = list(got.values())
+        assert statuses == ["200"] * 10 and len(sizes) == 10, got
+        assert 0 < min(sizes) and max(sizes) < len(body) / 2
+        assert max(sizes) - min(sizes) < min(sizes) / 20, sizes
