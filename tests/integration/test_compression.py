@@ -130,12 +130,16 @@ def test_what_is_never_compressed(weir_toml, backend, case):
     w = weir_toml(comp_cfg('min_length = 100\n'), B=b)
     r = B.get(w.port, "/", headers=[("Accept-Encoding", "gzip")], method=method)
     assert r.status == status
+    if case == "head":
+        # No body, but the fields its GET gets (RFC 9110 9.3.2).
+        assert r.headers.get("content-encoding") == "gzip" and r.body == b""
+        assert r.headers.get("content-length") is None
+        assert "accept-encoding" in r.headers.get("vary", "").lower()
+        return
     assert r.headers.get("content-encoding") == ("gzip" if case == "encoded" else None), r.headers
-    if case not in ("204", "304", "head"):
+    if case not in ("204", "304"):
         assert r.body == body
         assert r.headers.get("content-length") == str(len(body))
-    if case == "head":
-        assert r.headers.get("content-length") == str(len(TEXT))
 
 
 def test_headers_of_a_compressed_response(weir_toml, backend):
@@ -405,3 +409,27 @@ def test_nghttp_streams_compressed_with_small_windows(weir_toml, backend):
         assert statuses == ["200"] * 10 and len(sizes) == 10, got
         assert 0 < min(sizes) and max(sizes) < len(body) / 2
         assert max(sizes) - min(sizes) < min(sizes) / 20, sizes
+
+
+def test_304_and_head_match_the_compressed_200(weir_toml, backend):
+    """A cache revalidating or refreshing a gzipped 200 sees its validator
+    again: W/"v1" on the 200, the HEAD and the 304."""
+    def handler(conn, req):
+        if req.headers.get("if-none-match"):
+            conn.send(B.response_head(304, [("ETag", '"v1"')]))
+            return
+        hs = [("Content-Type", "text/plain"), ("ETag", '"v1"'),
+              ("Content-Length", str(len(TEXT)))]
+        conn.send(B.response_head(200, hs) + (b"" if req.method == "HEAD" else TEXT))
+    b = backend(handler)
+    w = weir_toml(comp_cfg(), B=b)
+    ae = [("Accept-Encoding", "gzip")]
+    assert B.get(w.port, "/", headers=ae).headers.get("etag") == 'W/"v1"'
+    assert B.get(w.port, "/", headers=ae, method="HEAD").headers.get("etag") == 'W/"v1"'
+    r = B.get(w.port, "/", headers=ae + [("If-None-Match", 'W/"v1"')])
+    assert r.status == 304 and r.headers.get("etag") == 'W/"v1"'
+    assert "accept-encoding" in r.headers.get("vary", "").lower()
+    # Two Accept-Encoding lines are one list.
+    r = B.request(w.port, b"GET / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n"
+                          b"Accept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+    assert r.headers.get("content-encoding") == "gzip" and gzip.decompress(r.body) == TEXT

@@ -22,12 +22,12 @@
  * (Accept-Encoding, q-values: q=0 never), its type is one of `types`, its
  * Content-Length (if any) is at least min_length, and it is not HEAD, 1xx,
  * 204, 206 or 304, not already encoded, and not Cache-Control:
- * no-transform. Then Content-Length and Accept-Ranges go (the body is sent
- * chunked), Content-Encoding is set, a strong ETag becomes weak, and
- * Vary: Accept-Encoding is added (also to an eligible response sent
- * uncompressed, for caches). Each piece is compressed as it passes, and the
- * encoder is flushed when the source pauses (weir_session_body_flushing)
- * so server-sent events stay live.
+ * no-transform. A HEAD answer gets the fields its GET would (Content-Encoding,
+ * Vary, the weak ETag, no Content-Length), a 304 the Vary and weak ETag. Then Content-Length and
+ * Accept-Ranges go (the body is sent chunked), Content-Encoding is set, a strong ETag becomes weak,
+ * and Vary: Accept-Encoding is added (also to an eligible response sent uncompressed, for caches).
+ * Each piece is compressed as it passes, and the encoder is flushed when the source pauses
+ * (weir_session_body_flushing) so server-sent events stay live.
  *
  * Its response hooks run after every other plugin's (runs_last): a
  * sub_filter listed after it still sees the plain body. Memory per
@@ -186,7 +186,7 @@ static void choose(const comp_conf *c, comp_ctx *x, weir_session *s)
     if (x->chosen)
         return;
     x->chosen = true;
-    weir_str ae = weir_headers_get(weir_session_req_headers(s), "accept-encoding");
+    weir_str ae = weir__plugin_field(s, weir_session_req_headers(s), "accept-encoding");
     weir_enc on[WEIR_ENC_COUNT];
     size_t n = 0;
     for (size_t i = 0; i < c->n_order; i++) {
@@ -261,6 +261,18 @@ static void weaken_etag(weir_session *s, weir_headers *h)
     weir_headers_set(h, "ETag", w);
 }
 
+/* A Content-Length under min_length (one without a length is long enough). */
+static bool too_short(const comp_conf *c, weir_headers *h)
+{
+    weir_str cl = weir_headers_get(h, "content-length");
+    if (!c->min_length || !cl.ptr)
+        return false;
+    uint64_t len = 0;
+    for (size_t i = 0; i < cl.len && cl.ptr[i] >= '0' && cl.ptr[i] <= '9'; i++)
+        len = len * 10 + (uint64_t)(cl.ptr[i] - '0');
+    return len < c->min_length;
+}
+
 static weir_phase_result comp_response(weir_plugin_call *call)
 {
     const comp_conf *c = call->plugin->conf;
@@ -272,11 +284,33 @@ static weir_phase_result comp_response(weir_plugin_call *call)
     choose(c, x, s);
     int status = weir_session_resp_status(s);
     weir_str m = weir_session_method(s);
-    if (status < 200 || status == 204 || status == 206 || status == 304 ||
-        (m.len == 4 && memcmp(m.ptr, "HEAD", 4) == 0) ||
+    bool head = m.len == 4 && memcmp(m.ptr, "HEAD", 4) == 0;
+    if (status < 200 || status == 204 || status == 206 ||
         /* RFC 9111 5.2.2.6: a proxy leaves such a body alone */
         field_has(h, "cache-control", "no-transform"))
         return WEIR_PHASE_CONTINUE;
+    if (head || status == 304) {
+        /* No body to encode, but the fields a GET would get (RFC 9110
+         * 9.3.2), and a 304's validator as the compressed 200 had it
+         * (RFC 9110 15.4.5), so caches match the two. */
+        weir_str ce = weir_headers_get(h, "content-encoding");
+        weir_str ct = weir_headers_get(h, "content-type");
+        if ((ce.ptr && !(ce.len == 8 && strncasecmp(ce.ptr, "identity", 8) == 0)) ||
+            (ct.ptr && !type_ok(c, ct)) || (!ct.ptr && status != 304))
+            return WEIR_PHASE_CONTINUE;
+        if (head && too_short(c, h))
+            return WEIR_PHASE_CONTINUE;
+        add_vary(h);
+        if (x->want == WEIR_ENC_IDENTITY)
+            return WEIR_PHASE_CONTINUE;
+        weaken_etag(s, h);
+        if (head) {
+            weir_headers_set(h, "Content-Encoding", weir__enc_name(x->want));
+            weir_headers_remove(h, "content-length");
+            weir_headers_remove(h, "accept-ranges");
+        }
+        return WEIR_PHASE_CONTINUE;
+    }
     weir_str ce = weir_headers_get(h, "content-encoding");
     bool encoded = ce.ptr && !(ce.len == 8 && strncasecmp(ce.ptr, "identity", 8) == 0);
     if (encoded) {
@@ -291,14 +325,8 @@ static weir_phase_result comp_response(weir_plugin_call *call)
         weir_headers_remove(h, "content-encoding");
     }
     bool eligible = type_ok(c, weir_headers_get(h, "content-type"));
-    if (eligible && c->min_length) {
-        weir_str cl = weir_headers_get(h, "content-length");
-        uint64_t len = 0;
-        for (size_t i = 0; cl.ptr && i < cl.len && cl.ptr[i] >= '0' && cl.ptr[i] <= '9'; i++)
-            len = len * 10 + (uint64_t)(cl.ptr[i] - '0');
-        if (cl.ptr && len < c->min_length)
-            eligible = false;
-    }
+    if (eligible && too_short(c, h))
+        eligible = false;
     if (eligible)
         add_vary(h);
     if (eligible && x->want != WEIR_ENC_IDENTITY) {

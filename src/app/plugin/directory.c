@@ -327,7 +327,8 @@ static weir_phase_result serve_file(const dir_conf *d, weir_session *s, int fd, 
         /* A sibling file.br or file.gz the client takes, and the encoding
          * it prefers of the two. */
         weir_enc prefs[2] = {WEIR_ENC_BR, WEIR_ENC_GZIP};
-        weir_enc e = weir__enc_choose(req_field(s, "accept-encoding"), prefs, 2);
+        weir_str ae = weir__plugin_field(s, weir_session_req_headers(s), "accept-encoding");
+        weir_enc e = weir__enc_choose(ae, prefs, 2);
         for (int k = 0; k < 2 && e != WEIR_ENC_IDENTITY; k++) {
             char alt[4096];
             int l = snprintf(alt, sizeof(alt), "%.*s%s", (int)path.len, path.ptr,

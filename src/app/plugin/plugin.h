@@ -203,6 +203,11 @@ const weir_plugin *weir__plugin_parked(weir_session *s);
 bool weir__plugin_parse_path(loader *ld, const weir_toml_value *t, const char *section,
                              void **conf);
 
+/* The value of every field `name` of h, joined with ", " in session
+ * memory when there are several (RFC 9110 5.3: they are one list); the
+ * first's value itself when there is one; .ptr NULL when none. */
+weir_str weir__plugin_field(weir_session *s, const weir_headers *h, const char *name);
+
 /* Answers `status` with a text/plain body (copied). */
 weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const char *text,
                                             size_t len);

@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "app/config/config.h"
 #include "app/plugin/plugin.h"
@@ -125,6 +126,38 @@ weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const c
     if (weir_session_respond(s, status, &h, 1, text, len) != WEIR_OK)
         return WEIR_PHASE_ERROR;
     return WEIR_PHASE_ANSWERED;
+}
+
+weir_str weir__plugin_field(weir_session *s, const weir_headers *h, const char *name)
+{
+    size_t nl = strlen(name), n = weir_headers_count(h), count = 0, total = 0;
+    weir_str first = WEIR_STR_NULL;
+    for (size_t i = 0; i < n; i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (f.name.len == nl && strncasecmp(f.name.ptr, name, nl) == 0) {
+            if (!count++)
+                first = f.value;
+            total += f.value.len + 2;
+        }
+    }
+    if (count < 2)
+        return first;
+    char *out = weir_session_alloc(s, total);
+    if (!out)
+        return first;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (f.name.len == nl && strncasecmp(f.name.ptr, name, nl) == 0) {
+            if (o) {
+                out[o++] = ',';
+                out[o++] = ' ';
+            }
+            memcpy(out + o, f.value.ptr, f.value.len);
+            o += f.value.len;
+        }
+    }
+    return (weir_str){out, o};
 }
 
 bool weir__plugin_parse_path(loader *ld, const weir_toml_value *t, const char *section, void **conf)
