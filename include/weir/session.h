@@ -202,7 +202,7 @@ int weir_session_respond(weir_session *s, int status, const weir_header *headers
  * takes it (weir_session_respond_stream). `produce` writes up to `cap`
  * bytes at `buf` (weir's buffer, of weir_session_set_body_chunk's size)
  * and sets *len, then returns:
- *   WEIR_OK     *len bytes (0 is allowed) and more to come: it is called
+ *   WEIR_OK     *len bytes (at least 1) and more to come: it is called
  *               again once the client has taken them;
  *   WEIR_DONE   *len bytes (maybe 0) and the body is complete;
  *   WEIR_AGAIN  nothing now: call weir_session_body_ready() when there is

@@ -88,8 +88,8 @@ static int gen_read_body(weir_exchange *x, weir_str *segs, size_t max, size_t *n
                 g->waiting = true;
                 return WEIR_AGAIN;
             }
-            if (len > chunk_of(g))
-                return WEIR_ERR_INVAL;
+            if (len > chunk_of(g) || (rc == WEIR_OK && len == 0))
+                return WEIR_ERR_INVAL; /* (nothing and more to come: it would spin) */
             g->produced += len;
             if (g->prod.length >= 0 && g->produced > (uint64_t)g->prod.length)
                 return WEIR_ERR_INVAL; /* more than its Content-Length */

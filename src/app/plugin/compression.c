@@ -246,21 +246,6 @@ static void add_vary(weir_headers *h)
         weir_headers_add(h, "Vary", "Accept-Encoding");
 }
 
-/* A strong validator no longer names these bytes: it becomes weak. */
-static void weaken_etag(weir_session *s, weir_headers *h)
-{
-    weir_str et = weir_headers_get(h, "etag");
-    if (!et.ptr || (et.len >= 2 && et.ptr[0] == 'W' && et.ptr[1] == '/'))
-        return;
-    char *w = weir_session_alloc(s, et.len + 3);
-    if (!w)
-        return;
-    memcpy(w, "W/", 2);
-    memcpy(w + 2, et.ptr, et.len);
-    w[et.len + 2] = '\0';
-    weir_headers_set(h, "ETag", w);
-}
-
 /* A Content-Length under min_length (one without a length is long enough). */
 static bool too_short(const comp_conf *c, weir_headers *h)
 {
@@ -293,7 +278,7 @@ static weir_phase_result comp_response(weir_plugin_call *call)
         /* No body to encode, but the fields a GET would get (RFC 9110
          * 9.3.2), and a 304's validator as the compressed 200 had it
          * (RFC 9110 15.4.5), so caches match the two. */
-        weir_str ce = weir_headers_get(h, "content-encoding");
+        weir_str ce = weir__plugin_field(s, h, "content-encoding");
         weir_str ct = weir_headers_get(h, "content-type");
         if ((ce.ptr && !(ce.len == 8 && strncasecmp(ce.ptr, "identity", 8) == 0)) ||
             (ct.ptr && !type_ok(c, ct)) || (!ct.ptr && status != 304))
@@ -303,7 +288,7 @@ static weir_phase_result comp_response(weir_plugin_call *call)
         add_vary(h);
         if (x->want == WEIR_ENC_IDENTITY)
             return WEIR_PHASE_CONTINUE;
-        weaken_etag(s, h);
+        weir__plugin_weaken_etag(s, h);
         if (head) {
             weir_headers_set(h, "Content-Encoding", weir__enc_name(x->want));
             weir_headers_remove(h, "content-length");
@@ -311,7 +296,7 @@ static weir_phase_result comp_response(weir_plugin_call *call)
         }
         return WEIR_PHASE_CONTINUE;
     }
-    weir_str ce = weir_headers_get(h, "content-encoding");
+    weir_str ce = weir__plugin_field(s, h, "content-encoding");
     bool encoded = ce.ptr && !(ce.len == 8 && strncasecmp(ce.ptr, "identity", 8) == 0);
     if (encoded) {
         /* Decoded only for a client that cannot read it, and only a
@@ -323,6 +308,7 @@ static weir_phase_result comp_response(weir_plugin_call *call)
         if (!x->dec)
             return WEIR_PHASE_CONTINUE;
         weir_headers_remove(h, "content-encoding");
+        add_vary(h); /* decoded for some clients, not for others */
     }
     bool eligible = type_ok(c, weir_headers_get(h, "content-type"));
     if (eligible && too_short(c, h))
@@ -339,7 +325,7 @@ static weir_phase_result comp_response(weir_plugin_call *call)
     x->active = true;
     weir_headers_remove(h, "content-length");
     weir_headers_remove(h, "accept-ranges");
-    weaken_etag(s, h);
+    weir__plugin_weaken_etag(s, h);
     return WEIR_PHASE_CONTINUE;
 }
 
@@ -396,4 +382,5 @@ const weir_plugin_def weir__plugin_compression = {
     .response_body = comp_body,
     .logging = comp_logging,
     .runs_last = true,
+    .keeps_ranges = true,
 };

@@ -44,6 +44,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app/app_int.h"
 #include "app/plugin/codec.h"
 #include "app/plugin/files.h"
 #include "app/plugin/plugins.h"
@@ -149,7 +150,7 @@ static weir_phase_result text(weir_session *s, int status, const char *msg)
 typedef struct head {
     weir_header v[MAX_EXTRA + 12];
     size_t n;
-    char etag[48], date[30], type[160], cc[64], cd[300];
+    char etag[48], date[30], type[160], cc[64], cd[1200];
 } head;
 
 static void put(head *h, const char *name, const char *value, size_t len)
@@ -192,14 +193,46 @@ static void validators(const dir_conf *d, head *h, const struct stat *st, weir_s
         put(h, "Vary", "Accept-Encoding", 15);
     }
     if (d->download) {
-        /* The name as a quoted-string; anything odd becomes '_'. */
+        /* The file's name (the URL's last segment decoded) as a
+         * quoted-string, anything outside printable ASCII as '_', and
+         * RFC 6266's filename* with the exact bytes (UTF-8) when it has
+         * such characters. */
+        unsigned char dec[256];
+        size_t decl = 0;
+        for (size_t i = 0; i < name.len && decl < sizeof(dec); i++) {
+            int hi, lo;
+            if (name.ptr[i] == '%' && i + 2 < name.len &&
+                (hi = weir__files_hex(name.ptr[i + 1])) >= 0 &&
+                (lo = weir__files_hex(name.ptr[i + 2])) >= 0) {
+                dec[decl++] = (unsigned char)(hi << 4 | lo);
+                i += 2;
+            } else {
+                dec[decl++] = (unsigned char)name.ptr[i];
+            }
+        }
         size_t o = (size_t)snprintf(h->cd, sizeof(h->cd), "attachment; filename=\"");
-        for (size_t i = 0; i < name.len && o + 3 < sizeof(h->cd); i++) {
-            unsigned char ch = (unsigned char)name.ptr[i];
-            h->cd[o++] =
-                ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' || ch == '%' ? '_' : (char)ch;
+        bool plain = true;
+        for (size_t i = 0; i < decl; i++) {
+            bool ok = dec[i] >= 0x20 && dec[i] < 0x7f && dec[i] != '"' && dec[i] != '\\';
+            plain = plain && ok;
+            h->cd[o++] = ok ? (char)dec[i] : '_';
         }
         h->cd[o++] = '"';
+        if (!plain) {
+            static const char hexd[] = "0123456789ABCDEF";
+            o += (size_t)snprintf(h->cd + o, sizeof(h->cd) - o, "; filename*=UTF-8''");
+            for (size_t i = 0; i < decl; i++) {
+                unsigned char ch = dec[i];
+                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || (ch && strchr("!#$&+-.^_`|~", ch))) {
+                    h->cd[o++] = (char)ch;
+                } else {
+                    h->cd[o++] = '%';
+                    h->cd[o++] = hexd[ch >> 4];
+                    h->cd[o++] = hexd[ch & 15];
+                }
+            }
+        }
         put(h, "Content-Disposition", h->cd, o);
     }
     for (size_t i = 0; i < d->headers.n; i++)
@@ -320,7 +353,7 @@ static weir_str req_field(weir_session *s, const char *name)
 
 /* Answers with the regular file fd (name: for its type), owning fd. */
 static weir_phase_result serve_file(const dir_conf *d, weir_session *s, int fd, struct stat *st,
-                                    weir_str path, weir_str name)
+                                    weir_str path, weir_str name, bool ranges)
 {
     const char *encoding = NULL;
     if (d->precompressed && path.len + 4 < 4096) {
@@ -374,7 +407,8 @@ static weir_phase_result serve_file(const dir_conf *d, weir_session *s, int fd, 
     uint64_t size = (uint64_t)st->st_size;
     weir_str range = req_field(s, "range");
     bool is_get = m.len == 3 && memcmp(m.ptr, "GET", 3) == 0;
-    if (range.ptr && is_get && weir__files_if_range(req_field(s, "if-range"), etag, st->st_mtime)) {
+    if (ranges && range.ptr && is_get &&
+        weir__files_if_range(req_field(s, "if-range"), etag, st->st_mtime)) {
         weir_range r[MAX_RANGES];
         size_t n = 0;
         int rc = weir__range_parse(range, size, r, MAX_RANGES, &n);
@@ -392,7 +426,8 @@ static weir_phase_result serve_file(const dir_conf *d, weir_session *s, int fd, 
         if (rc == WEIR_RANGE_OK && n > 0)
             return serve_ranges(d, s, h, fd, st, r, n);
     }
-    put(h, "Accept-Ranges", "bytes", 5);
+    if (ranges)
+        put(h, "Accept-Ranges", "bytes", 5);
     if (d->chunk_size)
         weir_session_set_body_chunk(s, (size_t)d->chunk_size);
     return weir_session_respond_file(s, 200, h->v, h->n, fd, 0, size) == WEIR_OK
@@ -463,6 +498,14 @@ static weir_phase_result dir_request(weir_plugin_call *call)
     weir_str target = weir_session_upstream_target(s);
     const char *q = memchr(target.ptr, '?', target.len);
     weir_str path = {target.ptr, q ? (size_t)(q - target.ptr) : target.len};
+    /* A body plugin that may change the bytes (sub_filter): a range of
+     * the file would be a range of another body than the 200's, so whole
+     * files only, as nginx's range filter after sub_filter. Compression
+     * leaves a 206 alone (keeps_ranges): ranges stay, of the plain file. */
+    const req_ctx *rc_ = call->req;
+    bool ranges = true;
+    for (size_t i = 0; rc_ && rc_->loc && i < rc_->loc->chains[WEIR_CFG_CHAIN_RESPONSE_BODY].n; i++)
+        ranges = ranges && rc_->loc->chains[WEIR_CFG_CHAIN_RESPONSE_BODY].v[i].p->def->keeps_ranges;
     int fd;
     struct stat st;
     int rc = weir__files_open(d->root_fd, path.ptr, path.len, &d->opts, &fd, &st);
@@ -473,17 +516,29 @@ static weir_phase_result dir_request(weir_plugin_call *call)
     if (rc < 0)
         return refused(s, rc);
     if (!S_ISDIR(st.st_mode))
-        return serve_file(d, s, fd, &st, path, base_name(path));
+        return serve_file(d, s, fd, &st, path, base_name(path), ranges);
     if (!path.len || path.ptr[path.len - 1] != '/') {
         close(fd);
-        /* nginx's answer: the directory's URL ends with a slash. */
-        char *loc = weir_session_alloc(s, target.len + 2);
+        /* nginx's answer: the directory's URL ends with a slash. The URL
+         * is the client's (not a rewrite's), and never starts with "//"
+         * (a browser would take that for another host). */
+        weir_str cp = weir_session_path(s), cq = weir_session_query(s);
+        while (cp.len > 1 && cp.ptr[0] == '/' && cp.ptr[1] == '/') {
+            cp.ptr++;
+            cp.len--;
+        }
+        char *loc = weir_session_alloc(s, cp.len + cq.len + 3);
         if (!loc)
             return WEIR_PHASE_ERROR;
-        memcpy(loc, path.ptr, path.len);
-        loc[path.len] = '/';
-        memcpy(loc + path.len + 1, path.ptr + path.len, target.len - path.len);
-        weir_header h[2] = {{WEIR_STR("Location"), {loc, target.len + 1}},
+        size_t ll = cp.len;
+        memcpy(loc, cp.ptr, cp.len);
+        loc[ll++] = '/';
+        if (cq.len) {
+            loc[ll++] = '?';
+            memcpy(loc + ll, cq.ptr, cq.len);
+            ll += cq.len;
+        }
+        weir_header h[2] = {{WEIR_STR("Location"), {loc, ll}},
                             {WEIR_STR("Content-Type"), WEIR_STR("text/plain")}};
         static const char msg[] = "301 Moved Permanently\n";
         return weir_session_respond(s, 301, h, 2, msg, sizeof(msg) - 1) == WEIR_OK
@@ -510,7 +565,7 @@ static weir_phase_result dir_request(weir_plugin_call *call)
                 memcpy(ipath + path.len, rel + 1, (size_t)l - 1);
                 ipath[pl] = '\0';
                 weir_str ip = {ipath, pl};
-                return serve_file(d, s, ifd, &ist, ip, base_name(ip));
+                return serve_file(d, s, ifd, &ist, ip, base_name(ip), ranges);
             }
             close(ifd);
         }

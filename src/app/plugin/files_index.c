@@ -9,6 +9,8 @@
  * encoding of a page is how escaping gets undone.
  */
 #include <dirent.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -166,6 +168,21 @@ static void free_entries(entry *v, size_t n)
     free(v);
 }
 
+/* A symlink's target, if it stays beneath the directory (as an open by
+ * weir__files_open would): a link out of the folder is not listed, so a
+ * listing tells nothing of files outside it (their size, their time). */
+static bool stat_beneath(int dir_fd, const char *name, struct stat *st)
+{
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    long fd = syscall(SYS_openat2, dir_fd, name, &how, sizeof(how));
+    if (fd < 0)
+        return false; /* (without openat2: not listed either) */
+    bool ok = fstat((int)fd, st) == 0;
+    close((int)fd);
+    return ok;
+}
+
 /* Reads the directory into *v (sorted). Returns 0 or -errno. */
 static int read_entries(int dir_fd, bool hidden, entry **out, size_t *out_n)
 {
@@ -193,7 +210,9 @@ static int read_entries(int dir_fd, bool hidden, entry **out, size_t *out_n)
         if (name[0] == '.' && (!hidden || name[1] == '\0' || (name[1] == '.' && !name[2])))
             continue;
         struct stat st;
-        if (fstatat(dirfd(d), name, &st, 0) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            (S_ISLNK(st.st_mode) && !stat_beneath(dirfd(d), name, &st)) ||
+            !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
             continue;
         if (n == WEIR_AUTOINDEX_MAX) {
             rc = -E2BIG;

@@ -141,6 +141,10 @@ typedef struct weir_plugin_def {
      * it, as nginx's gzip filter comes after sub_filter.
      */
     bool runs_last;
+    /* Its body hook leaves a 206 (a part of a body) untouched
+     * (compression): a directory on its location still serves ranges,
+     * which it does not under a plugin that may change any body. */
+    bool keeps_ranges;
     /* Its request hook answers every request (directory): a location with
      * it needs no upstream, unless it runs at proxy_upstream. */
     bool answers;
@@ -207,6 +211,10 @@ bool weir__plugin_parse_path(loader *ld, const weir_toml_value *t, const char *s
  * memory when there are several (RFC 9110 5.3: they are one list); the
  * first's value itself when there is one; .ptr NULL when none. */
 weir_str weir__plugin_field(weir_session *s, const weir_headers *h, const char *name);
+
+/* A strong ETag of h becomes weak (W/"..."): the body it names is
+ * changed (compressed, filtered). */
+void weir__plugin_weaken_etag(weir_session *s, weir_headers *h);
 
 /* Answers `status` with a text/plain body (copied). */
 weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const char *text,

@@ -160,6 +160,21 @@ weir_str weir__plugin_field(weir_session *s, const weir_headers *h, const char *
     return (weir_str){out, o};
 }
 
+/* A strong validator no longer names these bytes: it becomes weak. */
+void weir__plugin_weaken_etag(weir_session *s, weir_headers *h)
+{
+    weir_str et = weir_headers_get(h, "etag");
+    if (!et.ptr || (et.len >= 2 && et.ptr[0] == 'W' && et.ptr[1] == '/'))
+        return;
+    char *w = weir_session_alloc(s, et.len + 3);
+    if (!w)
+        return;
+    memcpy(w, "W/", 2);
+    memcpy(w + 2, et.ptr, et.len);
+    w[et.len + 2] = '\0';
+    weir_headers_set(h, "ETag", w);
+}
+
 bool weir__plugin_parse_path(loader *ld, const weir_toml_value *t, const char *section, void **conf)
 {
     bool present;

@@ -25,7 +25,11 @@
  * PCRE2's hard partial match for a regex), at most MAX_HOLD bytes, so a
  * match longer than that is not found. Regexes run with PCRE2's match
  * limit (100,000): one that exceeds it on a piece is taken as no match
- * there. Memory per response: two buffers about the size of a piece.
+ * there. A regex sees the bytes before a piece (its longest lookbehind, 1
+ * at least), so ^, \b and lookbehinds do not take a piece's start for the
+ * body's. Memory per response: two buffers about the size of a piece; the
+ * replacements may make a piece's output at most 4 MiB longer than its
+ * input, past that the response is cut.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -40,18 +44,21 @@
 #define MAX_FILTERS 16
 #define MAX_HOLD 65536
 #define MAX_TO 65536
+#define MAX_OUT (4u << 20)
 
 typedef struct sub_rule {
     char *from, *to;
     size_t from_len, to_len;
     pcre2_code *re; /* a regex rule; NULL for a literal */
     bool once, icase, refs /* to holds $N */;
+    uint32_t behind; /* its longest lookbehind (PCRE2_INFO_MAXLOOKBEHIND) */
 } sub_rule;
 
 typedef struct sub_conf {
     sub_rule r[MAX_FILTERS];
     size_t n;
     uint32_t max_groups;
+    size_t context; /* bytes kept before undecided ones: the longest lookbehind, 1 at least */
     char **types;
     size_t n_types;
 } sub_conf;
@@ -68,7 +75,8 @@ typedef struct sub_ctx {
     char *in;
     size_t in_cap, held_len;
     char *out;
-    size_t out_cap, out_len;
+    size_t out_cap, out_len, out_max;
+    size_t ctx_len; /* in[0..ctx_len): bytes before the held ones, already out */
 } sub_ctx;
 
 static void sub_free(void *conf)
@@ -146,6 +154,9 @@ static bool load_rule(loader *ld, const weir_toml_value *pair, const char *secti
         }
         if (groups > *max_groups)
             *max_groups = groups;
+        uint32_t behind = 0;
+        pcre2_pattern_info(r->re, PCRE2_INFO_MAXLOOKBEHIND, &behind);
+        r->behind = behind > 4096 ? 4096 : behind;
         for (size_t i = 0; i + 1 < tl; i++)
             r->refs = r->refs || (to[i] == '$' &&
                                   ((to[i + 1] >= '0' && to[i + 1] <= '9') || to[i + 1] == '$'));
@@ -192,6 +203,11 @@ static bool sub_parse(loader *ld, const weir_toml_value *t, const char *section,
         if (!ok)
             continue;
     }
+    /* \b needs one byte before; a lookbehind its length. */
+    c->context = 1;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->r[i].behind + 1 > c->context)
+            c->context = c->r[i].behind + 1;
     int line = 0;
     c->types = weir__cfg_get_string_list(ld, t, "types", section, &c->n_types, &line);
     return true;
@@ -226,7 +242,7 @@ static weir_phase_result sub_response(weir_plugin_call *call)
         (m.len == 4 && memcmp(m.ptr, "HEAD", 4) == 0) ||
         !type_matches(c, weir_headers_get(h, "content-type")))
         return WEIR_PHASE_CONTINUE;
-    weir_str ce = weir_headers_get(h, "content-encoding");
+    weir_str ce = weir__plugin_field(call->s, h, "content-encoding");
     if (ce.ptr && !(ce.len == 8 && strncasecmp(ce.ptr, "identity", 8) == 0)) {
         /* One coding it can decode, or the body is left whole. */
         int e = weir__enc_of(ce.ptr, ce.len);
@@ -235,7 +251,10 @@ static weir_phase_result sub_response(weir_plugin_call *call)
         weir_headers_remove(h, "content-encoding");
     }
     x->active = true;
+    /* Another body: no length, no ranges of it, a weak validator. */
     weir_headers_remove(h, "content-length");
+    weir_headers_remove(h, "accept-ranges");
+    weir__plugin_weaken_etag(call->s, h);
     return WEIR_PHASE_CONTINUE;
 }
 
@@ -259,6 +278,8 @@ static bool emit(sub_ctx *x, const char *p, size_t len)
 {
     if (!len)
         return true;
+    if (x->out_len + len > x->out_max)
+        return false;
     if (!reserve(&x->out, &x->out_cap, x->out_len + len))
         return false;
     memcpy(x->out + x->out_len, p, len);
@@ -321,78 +342,64 @@ static bool emit_replacement(sub_ctx *x, const sub_rule *r, const char *in, cons
     return true;
 }
 
-/* Replaces in x->in[0..len) into x->out; returns how many bytes of in
- * were decided (the rest waits), or (size_t)-1 out of memory. */
-static size_t substitute(const sub_conf *c, sub_ctx *x, size_t len, bool final)
+/* Replaces in x->in[start..len) into x->out (in[0..start) is context
+ * already sent: what a regex's lookbehind or \b sees before); returns
+ * where the undecided rest begins, or (size_t)-1 on an error (out of
+ * memory, output over its cap). */
+static size_t substitute(const sub_conf *c, sub_ctx *x, size_t start, size_t len, bool final)
 {
     const char *in = x->in;
-    size_t i = 0;
-    /* What each rule found from some i on: a literal's match still ahead
-     * (at lit_pos) stays valid, and a rule with no whole match left in
-     * this piece (none) is not searched again, as long as the partial
-     * match each saw (tail) is not behind i. */
-    size_t lit_pos[MAX_FILTERS], tail[MAX_FILTERS];
-    bool none[MAX_FILTERS] = {false}, known[MAX_FILTERS] = {false};
+    size_t i = start;
+    /* What each rule found from some earlier i: its first whole match
+     * (pos, end; len if none) and where a partial match at the tail
+     * begins (tail). Still true while both are not behind i, so a rule
+     * is searched again only when another rule's replacement passed over
+     * what it found: each byte is scanned about once per rule. */
+    size_t pos[MAX_FILTERS], end[MAX_FILTERS], tail[MAX_FILTERS];
+    bool known[MAX_FILTERS] = {false};
+    PCRE2_SIZE groups[MAX_FILTERS][20];
+    uint32_t pairs[MAX_FILTERS];
     for (;;) {
-        size_t best = len, best_end = len, hold = len;
+        size_t best = len, hold = len, bk = 0;
         const sub_rule *br = NULL;
-        size_t bk = 0;
-        uint32_t pairs = 0;
-        PCRE2_SIZE saved[20];
         for (size_t k = 0; k < c->n; k++) {
             const sub_rule *r = &c->r[k];
             if (!r->from || (r->once && x->done_once[k]))
                 continue;
-            size_t pos, partial;
-            if (none[k] && tail[k] >= i) {
-                if (tail[k] < hold)
-                    hold = tail[k];
-                continue;
-            }
-            if (!r->re) {
-                if (known[k] && lit_pos[k] >= i && tail[k] >= i) {
-                    pos = lit_pos[k];
-                    partial = tail[k];
+            if (!known[k] || pos[k] < i || tail[k] < i) {
+                known[k] = true;
+                pairs[k] = 0;
+                if (!r->re) {
+                    find_literal(r, in, i, len, final, &pos[k], &tail[k]);
+                    end[k] = pos[k] + r->from_len;
                 } else {
-                    find_literal(r, in, i, len, final, &pos, &partial);
-                    known[k] = true;
-                    lit_pos[k] = pos;
-                    tail[k] = partial;
-                    none[k] = pos == len;
+                    int rc = pcre2_match(r->re, (PCRE2_SPTR)in, len, i,
+                                         final ? 0 : PCRE2_PARTIAL_HARD, x->md, x->mctx);
+                    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(x->md);
+                    pos[k] = end[k] = tail[k] = len;
+                    if (rc == PCRE2_ERROR_PARTIAL) {
+                        tail[k] = ov[0];
+                    } else if (rc > 0) {
+                        pos[k] = ov[0];
+                        end[k] = ov[1];
+                        pairs[k] = (uint32_t)rc > 10 ? 10 : (uint32_t)rc;
+                        memcpy(groups[k], ov, 2 * pairs[k] * sizeof(*ov));
+                    }
                 }
-                if (partial < hold)
-                    hold = partial;
-                if (pos < best) {
-                    best = pos;
-                    best_end = pos + r->from_len;
-                    br = r;
-                    bk = k;
-                    pairs = 0;
-                }
-                continue;
             }
-            int rc = pcre2_match(r->re, (PCRE2_SPTR)in, len, i, final ? 0 : PCRE2_PARTIAL_HARD,
-                                 x->md, x->mctx);
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(x->md);
-            if (rc <= 0) { /* none from here on in this piece */
-                none[k] = true;
-                tail[k] = rc == PCRE2_ERROR_PARTIAL ? ov[0] : len;
-                if (tail[k] < hold)
-                    hold = tail[k];
-            } else if (ov[0] < best) {
-                best = ov[0];
-                best_end = ov[1];
+            if (tail[k] < hold)
+                hold = tail[k];
+            if (pos[k] < best) {
+                best = pos[k];
                 br = r;
                 bk = k;
-                pairs = (uint32_t)rc > 10 ? 10 : (uint32_t)rc;
-                memcpy(saved, ov, 2 * pairs * sizeof(*ov));
             }
         }
         if (br && best < hold) {
-            if (!emit(x, in + i, best - i) || !emit_replacement(x, br, in, saved, pairs))
+            if (!emit(x, in + i, best - i) || !emit_replacement(x, br, in, groups[bk], pairs[bk]))
                 return (size_t)-1;
             x->done_once[bk] = true;
-            i = best_end;
+            i = end[bk];
             continue;
         }
         /* Nothing decided before the earliest possible match: what comes
@@ -428,18 +435,25 @@ static weir_phase_result sub_body(weir_plugin_call *call, weir_str *chunk, bool 
             return WEIR_PHASE_ERROR;
         pcre2_set_match_limit(x->mctx, 100000);
     }
-    size_t in_len = x->held_len + piece.len;
+    /* in = context + held + piece */
+    size_t start = x->ctx_len, in_len = start + x->held_len + piece.len;
     if (!reserve(&x->in, &x->in_cap, in_len + 1))
         return WEIR_PHASE_ERROR;
     if (piece.len)
-        memcpy(x->in + x->held_len, piece.ptr, piece.len);
+        memcpy(x->in + start + x->held_len, piece.ptr, piece.len);
     x->out_len = 0;
-    size_t used = substitute(c, x, in_len, end);
+    /* Replacements may grow a piece, within bounds: past them the
+     * response is cut rather than held in memory. */
+    x->out_max = in_len + MAX_OUT;
+    size_t used = substitute(c, x, start, in_len, end);
     if (used == (size_t)-1)
         return WEIR_PHASE_ERROR;
-    /* What was not decided waits at the start of in for the next piece. */
+    /* What was not decided waits for the next piece, after the last
+     * bytes before it (what a regex looks behind at). */
+    size_t keep = used < c->context ? used : c->context;
+    x->ctx_len = keep;
     x->held_len = in_len - used;
-    memmove(x->in, x->in + used, x->held_len);
+    memmove(x->in, x->in + used - keep, keep + x->held_len);
     *chunk = (weir_str){x->out, x->out_len};
     return WEIR_PHASE_CONTINUE;
 }
