@@ -246,6 +246,50 @@ static bool nominated(const weir_headers *h, weir_str name)
     return false;
 }
 
+#define MAX_NOMINATED 16
+
+/* The tokens of h's Connection fields that could name a field to drop
+ * (hop-by-hop names are dropped by the codecs whatever): into tok, their
+ * count, or -1 if more than MAX_NOMINATED (then nominated() decides per
+ * field). Most messages' only token is keep-alive or close: none, and no
+ * field needs a look. */
+static int nominations(const weir_headers *h, weir_str *tok)
+{
+    int n = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const weir_header *f = &h->v[i];
+        if (f->name.len != 10 || !name_is(f->name, "connection"))
+            continue;
+        const char *p = f->value.ptr, *e = p + f->value.len;
+        while (p < e) {
+            while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *t = p;
+            while (p < e && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            weir_str w = {t, (size_t)(p - t)};
+            if (!w.len || weir__is_hop_by_hop(w) || (w.len == 5 && name_is(w, "close")))
+                continue;
+            if (n == MAX_NOMINATED)
+                return -1;
+            tok[n++] = w;
+        }
+    }
+    return n;
+}
+
+/* name is one of tok[0..n) (n from nominations; -1: look in h). */
+static bool among(const weir_headers *h, const weir_str *tok, int n, weir_str name)
+{
+    if (n < 0)
+        return nominated(h, name);
+    for (int i = 0; i < n; i++) {
+        if (tok[i].len == name.len && strncasecmp(tok[i].ptr, name.ptr, name.len) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* A Connection field that nominates a field the message's framing or
  * routing depends on: a client trying to make weir and the backend
  * disagree. */
@@ -270,6 +314,8 @@ static void clean_fields(weir_msg *m, const weir_proxy_options *o, bool trusted_
 {
     weir_headers *h = &m->headers;
     bool has_conn = weir__headers_find(h, "connection", 0) >= 0;
+    weir_str tok[MAX_NOMINATED];
+    int n_tok = has_conn ? nominations(h, tok) : 0;
     bool drop_identity = !o->no_forwarded_headers;
     uint32_t out = 0;
     for (uint32_t i = 0; i < h->n; i++) {
@@ -281,7 +327,7 @@ static void clean_fields(weir_msg *m, const weir_proxy_options *o, bool trusted_
             /* X-Real-IP is weir's to set even from a trusted proxy: it
              * names the client weir resolved. */
             drop = !trusted_peer || name_is(name, "x-real-ip");
-        else if (has_conn && !weir__is_hop_by_hop(name) && nominated(h, name))
+        else if (n_tok && !weir__is_hop_by_hop(name) && among(h, tok, n_tok, name))
             drop = true;
         if (!drop)
             h->v[out++] = h->v[i];
@@ -298,15 +344,19 @@ void weir__gate_response(weir_msg *m)
     weir_headers *h = &m->headers;
     if (weir__headers_find(h, "connection", 0) < 0)
         return;
+    weir_str tok[MAX_NOMINATED];
+    int n_tok = nominations(h, tok);
     uint32_t out = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
+    for (uint32_t i = 0; n_tok && i < h->n; i++) {
         weir_str name = h->v[i].name;
         /* Framing fields are the codecs' to judge, whatever is nominated. */
         bool framing = (name.len == 14 && name_is(name, "content-length")) ||
                        (name.len == 17 && name_is(name, "transfer-encoding"));
-        if (framing || weir__is_hop_by_hop(name) || !nominated(h, name))
+        if (framing || weir__is_hop_by_hop(name) || !among(h, tok, n_tok, name))
             h->v[out++] = h->v[i];
     }
+    if (!n_tok)
+        out = h->n;
     if (out != h->n)
         weir__headers_changed(h);
     h->n = out;

@@ -201,11 +201,13 @@ struct weir_session {
     uint64_t head_len;
 
     weir_arena arena;
-    _Alignas(8) char arena_mem[1024];
 
-    /* Last: the messages' inline header arrays are not zeroed on reuse. */
+    /* Last: what is not zeroed on reuse (the pool zeroes up to the
+     * request's header array): the messages' inline header arrays, and
+     * the arena's first block, which holds only what was allocated. */
     weir_msg req;
     weir_msg resp;
+    _Alignas(8) char arena_mem[1024];
 };
 
 /* The state machine's steps and helpers shared by session*.c. */

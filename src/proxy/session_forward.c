@@ -10,6 +10,18 @@
 #include "proxy/request_gate.h"
 #include "proxy/session-t.h"
 
+/* The two hex digits of each byte. */
+static char hex_pairs[256][2];
+
+__attribute__((constructor)) static void fill_hex_pairs(void)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int b = 0; b < 256; b++) {
+        hex_pairs[b][0] = hex[b >> 4];
+        hex_pairs[b][1] = hex[b & 15];
+    }
+}
+
 /* 128 random bits as 32 hex digits: per-thread xorshift128+ seeded from
  * the kernel, so ids are unpredictable enough for tracing and cost no
  * system call per request. */
@@ -22,15 +34,15 @@ static void make_request_id(char out[32])
             st[1] = (uint64_t)time(NULL) | 1;
         }
     }
-    static const char hex[] = "0123456789abcdef";
     for (int k = 0; k < 2; k++) {
         uint64_t x = st[0], y = st[1];
         st[0] = y;
         x ^= x << 23;
         st[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
         uint64_t v = st[1] + y;
-        for (int i = 0; i < 16; i++)
-            out[k * 16 + i] = hex[(v >> (60 - 4 * i)) & 15];
+        /* A byte at a time: two digits from the table. */
+        for (int i = 0; i < 8; i++)
+            memcpy(out + k * 16 + 2 * i, hex_pairs[(v >> (56 - 8 * i)) & 255], 2);
     }
 }
 

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "proxy/request_gate.h"
@@ -366,4 +367,26 @@ Test(gate, response_nominations)
     weir__gate_response(&r.m);
     cr_expect(!has(&r.m, "x-secret") && !has(&r.m, "connection"));
     cr_expect(has(&r.m, "content-length") && has(&r.m, "set-cookie"));
+}
+
+Test(gate, response_nominations_many_tokens_and_keep_alive_only)
+{
+    /* More tokens than the gate collects: each field is looked up in the
+     * Connection fields themselves; the last one still goes. */
+    char conn[512] = "keep-alive";
+    for (int i = 0; i < 20; i++)
+        snprintf(conn + strlen(conn), sizeof(conn) - strlen(conn), ", X-N%d", i);
+    const char *f[] = {"Connection", conn, "X-N19", "gone", "X-Kept", "k", NULL};
+    req r;
+    make(&r, "GET", "/", f);
+    weir__gate_response(&r.m);
+    cr_expect(!has(&r.m, "x-n19") && !has(&r.m, "connection") && has(&r.m, "x-kept"));
+    /* Only keep-alive (and close): nothing but the Connection field goes,
+     * in two fields too. */
+    const char *g[] = {"Connection", "keep-alive", "Connection", "close", "X-A",
+                       "a",          "Keep-Alive", "timeout=5",  NULL};
+    req r2;
+    make(&r2, "GET", "/", g);
+    weir__gate_response(&r2.m);
+    cr_expect(!has(&r2.m, "connection") && has(&r2.m, "x-a") && has(&r2.m, "keep-alive"));
 }
