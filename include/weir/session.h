@@ -207,7 +207,9 @@ int weir_session_respond(weir_session *s, int status, const weir_header *headers
  *   WEIR_DONE   *len bytes (maybe 0) and the body is complete;
  *   WEIR_AGAIN  nothing now: call weir_session_body_ready() when there is
  *               (the client's connection stays open meanwhile; a filter
- *               such as compression flushes what it holds);
+ *               such as compression flushes what it holds), within the
+ *               service's send_timeout (weir_session_set_client_timeout
+ *               for a longer stream), else the response is cut;
  *   < 0         the body failed: the response is cut (the client sees a
  *               reset or a truncated chunked body, never a short body it
  *               would take for complete).

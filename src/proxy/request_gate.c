@@ -225,6 +225,18 @@ static bool identity_field(weir_str n)
     }
 }
 
+/* The next token of a Connection value at *p (before e), or an empty one
+ * at the end. */
+static weir_str next_token(const char **p, const char *e)
+{
+    while (*p < e && (**p == ' ' || **p == '\t' || **p == ','))
+        (*p)++;
+    const char *t = *p;
+    while (*p < e && **p != ',' && **p != ' ' && **p != '\t')
+        (*p)++;
+    return (weir_str){t, (size_t)(*p - t)};
+}
+
 /* True if one of the Connection fields of h nominates name. */
 static bool nominated(const weir_headers *h, weir_str name)
 {
@@ -234,12 +246,8 @@ static bool nominated(const weir_headers *h, weir_str name)
             continue;
         const char *p = f->value.ptr, *e = p + f->value.len;
         while (p < e) {
-            while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *t = p;
-            while (p < e && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            if ((size_t)(p - t) == name.len && name.len && strncasecmp(t, name.ptr, name.len) == 0)
+            weir_str t = next_token(&p, e);
+            if (t.len == name.len && name.len && strncasecmp(t.ptr, name.ptr, name.len) == 0)
                 return true;
         }
     }
@@ -262,12 +270,7 @@ static int nominations(const weir_headers *h, weir_str *tok)
             continue;
         const char *p = f->value.ptr, *e = p + f->value.len;
         while (p < e) {
-            while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *t = p;
-            while (p < e && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            weir_str w = {t, (size_t)(p - t)};
+            weir_str w = next_token(&p, e);
             if (!w.len || weir__is_hop_by_hop(w) || (w.len == 5 && name_is(w, "close")))
                 continue;
             if (n == MAX_NOMINATED)

@@ -932,8 +932,19 @@ static void up_timeout(weir_timer *t)
         break;
     }
     default:
-        terminate(s, 's');
         s->failed = true;
+        if (s->generated) {
+            /* A producer that said WEIR_AGAIN and never came back. */
+            terminate(s, 'P');
+            s->gen_cut = true;
+            s->error = "generated body timed out";
+            weir_log_warn("client %.*s: %s (request %.*s)", (int)s->client_ip_len, s->client_ip,
+                          s->error, (int)weir_session_request_id(s).len,
+                          weir_session_request_id(s).ptr);
+            set_state(s, SS_DONE);
+            break;
+        }
+        terminate(s, 's');
         s->error = "upstream timed out mid-response";
         log_mid_response(s);
         release_upstream(s, false);
@@ -992,12 +1003,14 @@ static void arm_timers(weir_session *s)
             client_ms = o->client_body_timeout_ms;
         break;
     case SS_RESP_BODY:
-        /* Waiting on the client (it reads slowly) or on the backend (a
-         * generated body's producer sets its own timers). */
+        /* Waiting on the client (it reads slowly), on the backend, or on
+         * a generated body's producer that paused (as long as the client
+         * may be idle: send_timeout, or weir_session_set_client_timeout
+         * for a long stream). */
         if (s->resp_pump.queued)
             client_ms = o->send_timeout_ms;
-        else if (!s->generated)
-            up_ms = s->peer.read_timeout_ms;
+        else
+            up_ms = s->generated ? o->send_timeout_ms : s->peer.read_timeout_ms;
         break;
     case SS_TUNNEL:
         /* One idle timeout for the tunnel, whichever side is quiet. */

@@ -107,8 +107,18 @@ int weir__session_pump_run(weir_session *s, pump *p,
                 continue;
             }
         }
-        if (rc == WEIR_AGAIN)
+        if (rc == WEIR_AGAIN) {
+            /* Nothing to send for now: what is queued (the head of a
+             * response whose body has not begun) goes out meanwhile, so a
+             * client of a stream that starts quiet has its head. */
+            int fr = p->dst->ops->flush(p->dst);
+            if (fr < 0 && fr != WEIR_AGAIN) {
+                p->err = fr;
+                p->err_src = false;
+                return fr;
+            }
             return WEIR_AGAIN;
+        }
         p->paused = false;
         if (rc < 0) {
             p->err = rc;

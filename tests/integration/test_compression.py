@@ -433,3 +433,24 @@ def test_304_and_head_match_the_compressed_200(weir_toml, backend):
     r = B.request(w.port, b"GET / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n"
                           b"Accept-Encoding: gzip\r\nConnection: close\r\n\r\n")
     assert r.headers.get("content-encoding") == "gzip" and gzip.decompress(r.body) == TEXT
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_the_head_goes_out_before_a_quiet_body(weir_toml, backend, compress):
+    """A backend that sends its head and then nothing for a while (a
+    stream that starts quiet): the client has the head at once, filtered
+    or not, not when the first byte of body comes."""
+    def handler(conn, req):
+        conn.send(B.response_head(200, [("Content-Type", "text/event-stream"),
+                                        ("Transfer-Encoding", "chunked")]))
+        time.sleep(1.5)
+        conn.send(b"6\r\ndata:1\r\n0\r\n\r\n")
+    b = backend(handler)
+    w = weir_toml(comp_cfg('types = ["text/event-stream"]\n'), B=b)
+    s = B.connect(w.port, timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n%s\r\n"
+              % (b"Accept-Encoding: gzip\r\n" if compress else b""))
+    s.settimeout(1.0)
+    head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    s.close()

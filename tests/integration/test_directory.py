@@ -461,3 +461,33 @@ def test_nghttp_many_streams_with_small_windows(weir_toml, site):
     assert r.returncode == 0 and r.stdout == blob
     got, statuses = nghttp_streams(url, 10)
     assert statuses == ["200"] * 10 and sorted(got.values()) == [len(blob)] * 10, got
+
+
+def test_a_reload_while_files_and_ranges_go_out(weir_toml, tmp_path):
+    """SIGHUP while a slow client reads an 8 MiB file (sendfile) and
+    another a multipart range: both finish whole on the old snapshot, and
+    the new one serves."""
+    import signal
+    root = tmp_path / "r"
+    root.mkdir()
+    blob = os.urandom(8 << 20)
+    (root / "f.bin").write_bytes(blob)
+    w = weir_toml(dir_cfg(root))
+    a = B.connect(w.port, timeout=30)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    a.sendall(b"GET /f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    b = B.connect(w.port, timeout=30)
+    b.sendall(b"GET /f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99,4000000-4999999\r\n"
+              b"Connection: close\r\n\r\n")
+    ra, rb = B.Reader(a), B.Reader(b)
+    ra.read_head()
+    ra.read_exact(1 << 20)
+    os.kill(w.pid, signal.SIGHUP)
+    time.sleep(0.3)
+    assert raw(w.port, "/f.bin", [("Range", "bytes=0-9")]).body == blob[:10]
+    rest = ra.read_exact((8 << 20) - (1 << 20))
+    assert rest == blob[1 << 20:]
+    r = B.read_response(rb)
+    assert r.status == 206 and blob[:100] in r.body and blob[4000000:5000000] in r.body
+    a.close()
+    b.close()

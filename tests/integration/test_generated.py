@@ -250,3 +250,18 @@ def test_file_many_concurrent_slow_clients(app, data_file):
         assert r.body == blob
         s.close()
     assert wait_stats(app, "fds", base)["fds"] == base
+
+
+def test_a_producer_that_never_comes_back_is_timed_out(app):
+    """A producer that pauses longer than the client may be idle
+    (weir_session_set_client_timeout: 300 ms here) gets its response cut
+    and its done called, instead of holding the connection for good."""
+    s = B.connect(app.port, timeout=10)
+    s.sendall(b"GET /stream?n=2&piece=100&pause=5000&idle=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+    rd = B.Reader(s)
+    assert b"200" in rd.read_head()[0]
+    with pytest.raises((B.PeerClosed, ConnectionResetError)):
+        B.read_chunked(rd)
+    s.close()
+    st = wait_stats(app, "done", 1)
+    assert st["done"] == 1 and st["complete"] == 0

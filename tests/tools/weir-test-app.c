@@ -19,7 +19,7 @@
  *   pause=MS makes the producer say WEIR_AGAIN before each piece and a
  *   session timer wake it; fail=K makes it fail after K pieces; extra=E
  *   announces E bytes more (or fewer) than it makes; chunk=C is
- *   weir_session_set_body_chunk.
+ *   weir_session_set_body_chunk; idle=MS is weir_session_set_client_timeout.
  * - GET /file?path=PATH[&off=O][&len=L]: the file (weir_session_respond_file).
  * - GET /gen-stats: "done D complete C fds F": producer done calls, those
  *   that were complete, and the process's open descriptors.
@@ -218,7 +218,9 @@ static weir_phase_result generated(weir_session *s, ctx *c)
         c->piece = query_num(s, "piece", 100);
         c->pause_ms = query_num(s, "pause", 0);
         c->fail = query_num(s, "fail", -1);
-        long chunk = query_num(s, "chunk", 0);
+        long chunk = query_num(s, "chunk", 0), idle = query_num(s, "idle", 0);
+        if (idle)
+            weir_session_set_client_timeout(s, (uint32_t)idle);
         if (chunk)
             weir_session_set_body_chunk(s, (size_t)chunk);
         weir_body_producer p = {

@@ -380,14 +380,14 @@ static weir_phase_result serve_file(const dir_conf *d, weir_session *s, int fd, 
             }
             /* the other one, if the client takes it too */
             weir_enc other = e == WEIR_ENC_BR ? WEIR_ENC_GZIP : WEIR_ENC_BR;
-            e = weir__enc_q(req_field(s, "accept-encoding"), other) > 0 ? other : WEIR_ENC_IDENTITY;
+            e = weir__enc_q(ae, other) > 0 ? other : WEIR_ENC_IDENTITY;
         }
     }
-    head *h = weir_session_alloc(s, sizeof(*h));
-    if (!h) {
-        close(fd);
-        return WEIR_PHASE_ERROR;
-    }
+    /* On the stack: the respond calls copy the fields (a part's type is
+     * copied for the multipart producer), and the session's arena would
+     * grow a block (a malloc) for these 2.5 KB on every file. */
+    head hb;
+    head *h = &hb;
     h->n = 0;
     validators(d, h, st, name, encoding);
     if (d->precompressed && !encoding && S_ISREG(st->st_mode))
