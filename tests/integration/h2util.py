@@ -16,6 +16,7 @@
 Loopback only; every wait is bounded.
 """
 import hashlib
+import re
 import socket
 import ssl
 import struct
@@ -790,3 +791,18 @@ def hash_body(conn, req):
 def respond(conn, status=200, body=b"", headers=()):
     hs = [("Content-Length", str(len(body)))] + list(headers)
     conn.sock.sendall(B.response_head(status, hs) + body)
+
+
+def nghttp_streams(url, n, headers=()):
+    """n concurrent streams of url through 16 KiB windows (nghttp -v):
+    {stream id: DATA bytes received}, and the :status values."""
+    args = ["nghttp", "-n", "-v", "-w", "14", "-W", "14", "-m", str(n)]
+    for h in headers:
+        args += ["-H", h]
+    r = subprocess.run(args + [url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for m in re.finditer(r"recv DATA frame <length=(\d+), flags=0x[0-9a-f]+, stream_id=(\d+)>",
+                         r.stdout):
+        got[int(m.group(2))] = got.get(int(m.group(2)), 0) + int(m.group(1))
+    return got, re.findall(r"recv \(stream_id=\d+\) :status: (\d+)", r.stdout)

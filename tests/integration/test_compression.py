@@ -372,21 +372,6 @@ def test_config_errors(tmp_path):
 
 
 
-def nghttp_streams(url, n, headers=()):
-    """n concurrent streams of url through 16 KiB windows (nghttp -v):
-    {stream id: DATA bytes received}, and the :status values."""
-    args = ["nghttp", "-n", "-v", "-w", "14", "-W", "14", "-m", str(n)]
-    for h in headers:
-        args += ["-H", h]
-    r = subprocess.run(args + [url], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    got = {}
-    for m in re.finditer(r"recv DATA frame <length=(\d+), flags=0x[0-9a-f]+, stream_id=(\d+)>",
-                         r.stdout):
-        got[int(m.group(2))] = got.get(int(m.group(2)), 0) + int(m.group(1))
-    return got, re.findall(r"recv \(stream_id=\d+\) :status: (\d+)", r.stdout)
-
-
 def test_nghttp_streams_compressed_with_small_windows(weir_toml, backend):
     """Compressed 1 MiB text over h2c through 16 KiB windows: one stream
     decodes to the backend's body; ten at once each get the same length."""
@@ -402,7 +387,7 @@ def test_nghttp_streams_compressed_with_small_windows(weir_toml, backend):
                             url], capture_output=True, timeout=60)
         # (nghttp inflates gzip itself.)
         assert r.returncode == 0 and (r.stdout if enc == "gzip" else decode(enc, r.stdout)) == body
-        got, statuses = nghttp_streams(url, 10, ["accept-encoding: " + enc])
+        got, statuses = U.nghttp_streams(url, 10, ["accept-encoding: " + enc])
         # Each stream is its own encoder, flushed where its backend
         # paused: sizes differ by a few flushes, not more.
         sizes = list(got.values())

@@ -432,21 +432,6 @@ def test_same_answers_as_nginx(weir_toml, site, nginx_site, target, headers):
 
 
 
-def nghttp_streams(url, n, headers=()):
-    """n concurrent streams of url through 16 KiB windows (nghttp -v):
-    {stream id: DATA bytes received}, and the :status values."""
-    args = ["nghttp", "-n", "-v", "-w", "14", "-W", "14", "-m", str(n)]
-    for h in headers:
-        args += ["-H", h]
-    r = subprocess.run(args + [url], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    got = {}
-    for m in re.finditer(r"recv DATA frame <length=(\d+), flags=0x[0-9a-f]+, stream_id=(\d+)>",
-                         r.stdout):
-        got[int(m.group(2))] = got.get(int(m.group(2)), 0) + int(m.group(1))
-    return got, re.findall(r"recv \(stream_id=\d+\) :status: (\d+)", r.stdout)
-
-
 def test_nghttp_many_streams_with_small_windows(weir_toml, site):
     """nghttp over h2c with 16 KiB stream and connection windows: one 4 MiB
     file whole, then ten concurrent streams of it, paced by flow control,
@@ -459,7 +444,7 @@ def test_nghttp_many_streams_with_small_windows(weir_toml, site):
     url = "http://127.0.0.1:%d/big.bin" % w.port
     r = subprocess.run(["nghttp", "-w", "14", "-W", "14", url], capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == blob
-    got, statuses = nghttp_streams(url, 10)
+    got, statuses = U.nghttp_streams(url, 10)
     assert statuses == ["200"] * 10 and sorted(got.values()) == [len(blob)] * 10, got
 
 
