@@ -1115,7 +1115,9 @@ def test_app_late_success_does_not_close_the_breaker(backend, lb_app):
     t.start()
     assert wait_for(lambda: info(app.port)[a.addr]["in_flight"] == 1, 3)
     assert [get(app.port, "/f%d" % i).status for i in range(3)] == [500] * 3
-    assert info(app.port)[a.addr]["breaker"] == "open"
+    # A request's outcome is reported just after its response went out (the
+    # logging phase): the breaker opens a moment after the third 500 arrived.
+    assert wait_for(lambda: info(app.port)[a.addr]["breaker"] == "open", 3)
     t.join(5)
     assert out["r"].status == 200
     time.sleep(0.1)
