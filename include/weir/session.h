@@ -126,6 +126,28 @@ weir_str weir_session_request_id(weir_session *s);
  */
 int weir_session_set_request_id(weir_session *s, const char *id, size_t len);
 
+/* The fields weir adds to the request it sends upstream. */
+enum {
+    WEIR_ADD_REQUEST_ID = 1,        /* X-Request-Id (weir_session_request_id) */
+    WEIR_ADD_X_FORWARDED_FOR = 2,   /* the peer's address appended */
+    WEIR_ADD_X_REAL_IP = 4,         /* the client's address, unless one is set */
+    WEIR_ADD_X_FORWARDED_PROTO = 8, /* http or https, unless one is set */
+    WEIR_ADD_VIA = 16,              /* "1.1 weir" appended */
+    WEIR_ADD_ALL = 31,
+};
+/*
+ * Which of those this request gets (WEIR_ADD_* bits), replacing what the
+ * service's no_request_id, no_forwarded_headers and no_via decided; from
+ * any phase up to upstream_request_filter (they are added after it). A field left out is forwarded
+ * as the client sent it, except that the identity fields an untrusted peer
+ * sent were dropped at the gate whatever this says (the service's
+ * no_forwarded_headers decides that). Returns WEIR_OK, or WEIR_ERR_INVAL
+ * (unknown bits, or the fields were added already).
+ */
+int weir_session_set_added_headers(weir_session *s, unsigned fields);
+/* The WEIR_ADD_* bits this request gets (or got). */
+unsigned weir_session_added_headers(const weir_session *s);
+
 /* The peer's socket address (the connection's other end). */
 const struct sockaddr *weir_session_client_addr(const weir_session *s);
 /* The client's IP as text ("127.0.0.1", "::1"): the peer's, or the one

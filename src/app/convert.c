@@ -474,7 +474,13 @@ static void location(FILE *o, const doc *d, const weir_toml_value *t, const char
                 fprintf(o, "# not converted: plugins %s (see their [plugins.NAME] above)\n",
                         dropped);
         } else if (is(&e, "enable_reverse_proxy_headers")) {
-            skip(o, &e, "weir always sends X-Forwarded-For, X-Real-IP and X-Forwarded-Proto");
+            bool on = true;
+            weir_toml_bool(e.value, &on);
+            if (on)
+                skip(o, &e,
+                     "weir sends X-Forwarded-For, X-Real-IP and X-Forwarded-Proto by default");
+            else /* Pingap adds none of weir's five then */
+                fputs("proxy_added_headers = []\n", o);
         } else if (is(&e, "max_retries") || is(&e, "max_retry_window")) {
             skip(o, &e, "retries are the upstream's in weir: max_retries, retry_timeout");
         } else {

@@ -174,6 +174,8 @@ static weir_phase_result request_filter(weir_session *s, void *ctx)
         weir_session_skip_request_body_filter(s);
     /* For retry_timeout (whichever upstream a plugin may choose). */
     c->start_ms = weir__app_mono_ms();
+    if (c->loc->has_added)
+        weir_session_set_added_headers(s, c->loc->added);
     if (c->loc->grpc_idle_timeout_ms) {
         weir_str ct = weir_headers_get(weir_session_req_headers(s), "content-type");
         c->grpc = ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0;

@@ -53,11 +53,6 @@ static void set_state(weir_h1s *h, weir_h1s_state to)
     h->state = to;
 }
 
-size_t weir__h1s_peer_ip(const weir_h1s *h, char *buf, size_t len)
-{
-    return weir__addr_format_ip(&h->peer.sa, buf, len);
-}
-
 static void free_h1s(void *p)
 {
     weir__pool_put(h1s_class, p);
@@ -90,8 +85,7 @@ static void close_conn(weir_h1s *h, bool reset)
 /* Writes a canned error response and closes (framing is in doubt). */
 static void reject(weir_h1s *h, int status, const char *why)
 {
-    char ip[64];
-    weir__h1s_peer_ip(h, ip, sizeof(ip));
+    const char *ip = h->ip;
     weir_log_warn("client %s: %d %s: %s", ip, status, weir__h1_reason(status), why);
     char buf[512];
     int body_len = snprintf(buf, 128, "%d %s\n", status, weir__h1_reason(status));
@@ -143,6 +137,7 @@ static void refuse(weir_h1s *h, int status, const char *why, const weir_h1_reque
     weir_stream_origin o = {.owner = h,
                             .done = stream_done,
                             .peer = &h->peer.sa,
+                            .peer_ip = {h->ip, h->ip_len},
                             .ssl = c->ssl,
                             .conn = c->ssl ? NULL : c};
     h->cfg->handler->stream_refuse(h->stream, &h->x.x, status, why, &o);
@@ -150,8 +145,7 @@ static void refuse(weir_h1s *h, int status, const char *why, const weir_h1_reque
 
 static void handshake_failed(weir_h1s *h, const char *why)
 {
-    char ip[64];
-    weir__h1s_peer_ip(h, ip, sizeof(ip));
+    const char *ip = h->ip;
     if (h->conn.ssl && BIO_number_read(SSL_get_rbio(h->conn.ssl)) == 0 &&
         h->conn.last_errno == ECONNRESET) {
         /* Connected and closed without a byte: a port check, not a
@@ -450,6 +444,7 @@ static void try_head(weir_h1s *h)
                 weir_stream_origin o = {.owner = h,
                                         .done = stream_done,
                                         .peer = &h->peer.sa,
+                                        .peer_ip = {h->ip, h->ip_len},
                                         .ssl = c->ssl,
                                         .conn = c->ssl ? NULL : c};
                 h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc, &o);
@@ -513,6 +508,7 @@ int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockl
     h->state = WEIR_H1S_IDLE;
     if (peer_len <= sizeof(h->peer))
         memcpy(&h->peer, peer, peer_len);
+    h->ip_len = (uint8_t)weir__addr_format_ip(&h->peer.sa, h->ip, sizeof(h->ip));
     h->next = list->head;
     if (h->next)
         h->next->prev = h;

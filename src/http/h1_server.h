@@ -76,6 +76,8 @@ struct weir_h1s {
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     } peer;
+    char ip[48]; /* the peer's address as text, formatted once at accept */
+    uint8_t ip_len;
 };
 
 /* Takes over an accepted socket. Returns 0, or -errno (fd closed). */
@@ -96,8 +98,5 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse);
 void weir__h1s_list_drain(weir_h1s_list *list);
 /* Closes every connection at once (streams are dropped by the caller first). */
 void weir__h1s_list_close_all(weir_h1s_list *list);
-
-/* Text of the client IP (for logs). */
-size_t weir__h1s_peer_ip(const weir_h1s *h, char *buf, size_t len);
 
 #endif

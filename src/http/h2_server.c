@@ -70,6 +70,8 @@ struct weir_h2c {
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     } peer;
+    char ip[48]; /* the peer's address as text, formatted once */
+    uint8_t ip_len;
     weir_h2_out out;                /* frames from nghttp2 not yet written */
     int32_t max_client_id;          /* highest stream id a client HEADERS used */
     uint8_t recent_ids[RECENT_IDS]; /* ID_* flags of the client ids up to max_client_id */
@@ -364,8 +366,7 @@ static bool flooded(weir_h2c *c, uint32_t *counter, uint32_t max, const char *wh
     }
     if (++*counter <= max)
         return false;
-    char ip[64];
-    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    const char *ip = c->ip;
     weir_log_warn("client %s: HTTP/2 %s flood: closing with ENHANCE_YOUR_CALM", ip, what);
     nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
     return true;
@@ -441,8 +442,7 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
         code = NGHTTP2_PROTOCOL_ERROR;
         why = "HEADERS with a stream id lower than one it used";
     }
-    char ip[64];
-    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    const char *ip = c->ip;
     weir_log_info("client %s: HTTP/2 stream %d: %s: connection error", ip, id, why);
     nghttp2_session_terminate_session(ng, code);
     return 0;
@@ -613,8 +613,7 @@ static void answer_now(weir_h2c *c, int32_t id, const char *status)
 static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
 {
     weir_msg *m = s->req;
-    char ip[64];
-    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    const char *ip = c->ip;
     if (s->too_large) {
         weir_log_warn("client %s: HTTP/2 stream %d: 431: request head too large", ip, s->id);
         answer_now(c, s->id, "431");
@@ -669,8 +668,11 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
     }
     s->x.bytes_in += s->head_bytes;
     s->started = true;
-    weir_stream_origin o = {
-        .owner = s, .done = stream_done, .peer = &c->peer.sa, .ssl = c->conn.ssl};
+    weir_stream_origin o = {.owner = s,
+                            .done = stream_done,
+                            .peer = &c->peer.sa,
+                            .peer_ip = {c->ip, c->ip_len},
+                            .ssl = c->conn.ssl};
     c->cfg->handler->stream_start(s->stream, &s->x, s->head_bytes, &o);
 }
 
@@ -795,8 +797,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *user
 static int on_error(nghttp2_session *ng, int code, const char *msg, size_t len, void *user)
 {
     weir_h2c *c = user;
-    char ip[64];
-    weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+    const char *ip = c->ip;
     weir_log_info("client %s: HTTP/2: %.*s", ip, (int)len, msg);
     return 0;
 }
@@ -864,8 +865,7 @@ static bool recv_frames(weir_h2c *c)
     if (rc == WEIR_DONE)
         return false;
     if (rc < 0) {
-        char ip[64];
-        weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+        const char *ip = c->ip;
         weir_log_info("client %s: HTTP/2 connection error: %s", ip, nghttp2_strerror(rc));
         if (rc == NGHTTP2_ERR_FLOODED)
             return false;
@@ -977,6 +977,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     c->list = list;
     if (peer_len <= sizeof(c->peer))
         memcpy(&c->peer, peer, peer_len);
+    c->ip_len = (uint8_t)weir__addr_format_ip(&c->peer.sa, c->ip, sizeof(c->ip));
     c->next = list->head;
     if (c->next)
         c->next->prev = c;
@@ -1034,8 +1035,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
                                                 cn->rend - cn->rstart);
         cn->rstart = cn->rend = 0;
         if (used < 0) {
-            char ip[64];
-            weir__addr_format_ip(&c->peer.sa, ip, sizeof(ip));
+            const char *ip = c->ip;
             weir_log_info("client %s: HTTP/2 connection error: %s", ip,
                           nghttp2_strerror((int)used));
             if (used == NGHTTP2_ERR_FLOODED) {

@@ -20,6 +20,7 @@ typedef struct weir_stream_origin {
      * when its response went out whole (see weir__h1s_stream_done). */
     void (*done)(void *owner, bool reuse);
     const struct sockaddr *peer; /* the client's address */
+    weir_str peer_ip;            /* it as text, formatted once per connection */
     struct ssl_st *ssl;          /* the client connection's TLS, or NULL */
     struct weir_conn *conn;      /* a plain HTTP/1 client socket (tunnels may splice), or NULL */
 } weir_stream_origin;

@@ -103,17 +103,14 @@ struct weir_session {
     weir_stream_origin origin; /* the connection or stream the request came on */
     weir_exchange *down;
     const struct sockaddr *client_addr;
-    char client_ip[48]; /* the peer's, or the client a trusted proxy names */
-    uint8_t client_ip_len;
-    char peer_ip[48];
+    uint8_t client_ip_len; /* of client_ip, below */
     uint8_t peer_ip_len;
     weir_str path;           /* the normalised path (request_gate.h) */
     bool close_after;        /* neither connection carries another request */
     SSL *down_ssl;           /* the client connection's TLS, or NULL */
     uint32_t client_idle_ms; /* weir_session_set_client_timeout; 0 = the service's */
 
-    /* the upstream side */
-    weir_peer peer;
+    /* the upstream side (the peer itself is below) */
     weir_upconn *up;
     weir_h1x upx;
     weir_h2us *h2up; /* the upstream stream when the peer speaks HTTP/2 */
@@ -131,9 +128,10 @@ struct weir_session {
     char *resp_buf; /* the released upstream's read buffer: the response
                        head's slices point into it until the session ends */
     uint32_t resp_buf_cap;
-    bool up_filter_done;            /* upstream_request_filter ran and proxy headers were added */
-    bool have_peer;                 /* s->peer holds the last peer tried */
-    char up_addr[WEIR_ADDR_STRLEN]; /* its text, formatted on first use */
+    bool up_filter_done; /* upstream_request_filter ran and proxy headers were added */
+    bool added_set;      /* weir_session_set_added_headers chose `added` */
+    uint8_t added;       /* its WEIR_ADD_* bits */
+    bool have_peer;      /* s->peer holds the last peer tried */
 
     weir_str up_target; /* rewritten target, or .ptr NULL */
 
@@ -202,9 +200,15 @@ struct weir_session {
 
     weir_arena arena;
 
-    /* Last: what is not zeroed on reuse (the pool zeroes up to the
-     * request's header array): the messages' inline header arrays, and
-     * the arena's first block, which holds only what was allocated. */
+    /* From here on, what is not zeroed on reuse (the pool zeroes what is
+     * above): memory that is written before it is read. */
+    weir_peer peer;                 /* reset by start_peer before each pick */
+    char up_addr[WEIR_ADDR_STRLEN]; /* its text, formatted on first use (have_peer) */
+    char client_ip[48];             /* the peer's, or the client a trusted proxy names */
+    char peer_ip[48];               /* both set by begin() */
+    /* The messages are reset by stream_new up to their inline header
+     * arrays, which fill on use; the arena's first block holds only what
+     * was allocated. */
     weir_msg req;
     weir_msg resp;
     _Alignas(8) char arena_mem[1024];

@@ -61,10 +61,10 @@ static weir_pool_class session_class;
 
 __attribute__((constructor)) static void register_class(void)
 {
-    /* Zero everything up to the request's header array: the response's
-     * is reset by stream_new (headers_init), the arrays fill on use. */
+    /* Zero the fields above the peer; what follows is written before it
+     * is read (session-t.h), the messages are reset by stream_new. */
     session_class = weir__pool_register_partial("session", sizeof(weir_session), 256,
-                                                offsetof(weir_session, req) + WEIR_MSG_RESET_LEN);
+                                                offsetof(weir_session, peer));
 }
 
 /* The loop's cached clock: exact to the loop iteration, no system call. */
@@ -320,6 +320,7 @@ static bool retry_on_status(weir_session *s)
         return false;
     /* Forget the response before the connection goes: its head must not
      * be kept (release_upstream keeps the buffer of a response it sees). */
+    memset(&s->req, 0, WEIR_MSG_RESET_LEN);
     memset(&s->resp, 0, WEIR_MSG_RESET_LEN);
     weir__headers_init(&s->resp.headers, &s->arena);
     release_upstream(s, false);
@@ -1221,6 +1222,7 @@ static void *stream_new(void *svc, weir_loop *loop, weir_msg **req)
     s->svc = svc;
     s->loop = loop;
     weir__arena_init(&s->arena, s->arena_mem, sizeof(s->arena_mem));
+    memset(&s->req, 0, WEIR_MSG_RESET_LEN);
     memset(&s->resp, 0, WEIR_MSG_RESET_LEN);
     weir__headers_init(&s->req.headers, &s->arena);
     weir__headers_init(&s->resp.headers, &s->arena);
@@ -1244,7 +1246,8 @@ static bool begin(weir_session *s, weir_exchange *x, uint32_t head_len, const we
     s->client_addr = o->peer;
     s->down_ssl = o->ssl;
     const weir_proxy_options *opts = &s->svc->opts;
-    s->peer_ip_len = (uint8_t)weir__addr_format_ip(o->peer, s->peer_ip, sizeof(s->peer_ip));
+    s->peer_ip_len = (uint8_t)o->peer_ip.len;
+    memcpy(s->peer_ip, o->peer_ip.ptr, o->peer_ip.len);
     bool trusted = weir__cidr_match(opts->trusted_proxies, opts->n_trusted_proxies, o->peer);
     size_t n = trusted ? weir__gate_forwarded_client(&s->req.headers, opts, s->client_ip,
                                                      sizeof(s->client_ip))

@@ -97,12 +97,33 @@ static int append_list(weir_session *s, const char *name, const char *value, siz
     return WEIR_OK;
 }
 
+unsigned weir_session_added_headers(const weir_session *s)
+{
+    if (s->added_set)
+        return s->added;
+    const weir_proxy_options *o = &s->svc->opts;
+    return (o->no_request_id ? 0u : WEIR_ADD_REQUEST_ID) |
+           (o->no_forwarded_headers
+                ? 0u
+                : WEIR_ADD_X_FORWARDED_FOR | WEIR_ADD_X_REAL_IP | WEIR_ADD_X_FORWARDED_PROTO) |
+           (o->no_via ? 0u : WEIR_ADD_VIA);
+}
+
+int weir_session_set_added_headers(weir_session *s, unsigned fields)
+{
+    if ((fields & ~(unsigned)WEIR_ADD_ALL) || s->up_filter_done)
+        return WEIR_ERR_INVAL;
+    s->added = (uint8_t)fields;
+    s->added_set = true;
+    return WEIR_OK;
+}
+
 int weir__session_add_proxy_headers(weir_session *s)
 {
     weir_headers *h = &s->req.headers;
-    const weir_proxy_options *o = &s->svc->opts;
+    unsigned add = weir_session_added_headers(s);
     int rc = WEIR_OK;
-    if (!o->no_request_id) {
+    if (add & WEIR_ADD_REQUEST_ID) {
         /* The upstream sees the id the logs show (a client's overlong one
          * is replaced). */
         weir_str id = weir_session_request_id(s);
@@ -118,22 +139,18 @@ int weir__session_add_proxy_headers(weir_session *s)
             }
         }
     }
-    if (rc == WEIR_OK && !o->no_forwarded_headers) {
-        /* The client's own identity fields went at the gate, so what is
-         * found here was set by the application. */
+    /* The client's own identity fields went at the gate, so what is found
+     * here was set by the application. */
+    if (rc == WEIR_OK && (add & WEIR_ADD_X_FORWARDED_FOR))
         rc = append_list(s, "X-Forwarded-For", s->peer_ip, s->peer_ip_len);
-        if (rc == WEIR_OK && weir__headers_find(h, "x-real-ip", 0) < 0)
-            rc = weir__headers_push(h, WEIR_STR("X-Real-IP"),
-                                    (weir_str){s->client_ip, s->client_ip_len});
-        if (rc == WEIR_OK && weir__headers_find(h, "x-forwarded-proto", 0) < 0)
-            rc = weir__headers_push(h, WEIR_STR("X-Forwarded-Proto"),
-                                    s->down_ssl ? WEIR_STR("https") : WEIR_STR("http"));
-    }
-    if (rc == WEIR_OK && !o->no_via) {
-        if (s->req.version == 10)
-            rc = append_list(s, "Via", "1.0 weir", 8);
-        else
-            rc = append_list(s, "Via", "1.1 weir", 8);
-    }
+    if (rc == WEIR_OK && (add & WEIR_ADD_X_REAL_IP) && weir__headers_find(h, "x-real-ip", 0) < 0)
+        rc = weir__headers_push(h, WEIR_STR("X-Real-IP"),
+                                (weir_str){s->client_ip, s->client_ip_len});
+    if (rc == WEIR_OK && (add & WEIR_ADD_X_FORWARDED_PROTO) &&
+        weir__headers_find(h, "x-forwarded-proto", 0) < 0)
+        rc = weir__headers_push(h, WEIR_STR("X-Forwarded-Proto"),
+                                s->down_ssl ? WEIR_STR("https") : WEIR_STR("http"));
+    if (rc == WEIR_OK && (add & WEIR_ADD_VIA))
+        rc = append_list(s, "Via", s->req.version == 10 ? "1.0 weir" : "1.1 weir", 8);
     return rc;
 }

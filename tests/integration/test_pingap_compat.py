@@ -216,6 +216,16 @@ def test_convert_a_pingap_directory(tmp_path):
         assert comment in out, (comment, out)
 
 
+def test_reverse_proxy_headers_off_converts_to_none(tmp_path):
+    files = dict(PINGAP)
+    files["locations.toml"] = files["locations.toml"].replace(
+        "enable_reverse_proxy_headers = true", "enable_reverse_proxy_headers = false")
+    r = convert(write_pingap(tmp_path, files))
+    assert r.returncode == 0, r.stderr
+    assert "proxy_added_headers = []\n" in r.stdout, r.stdout
+    assert "enable_reverse_proxy_headers" not in r.stdout
+
+
 def test_converted_config_runs_and_means_the_same(weir_toml, backend, tmp_path):
     b = backend(B.fixed(b"api\n"))
     files = dict(PINGAP)

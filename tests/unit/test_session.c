@@ -449,6 +449,7 @@ static void start_next(void *arg)
         .owner = &h->down[i],
         .done = origin_done,
         .peer = (const struct sockaddr *)&h->client,
+        .peer_ip = S("127.0.0.1"),
     };
     if (h->modes[i] == M_PEND_ABORT)
         weir__timer_start(h->loop, &h->abort_timer, 10, abort_now);

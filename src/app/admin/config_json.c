@@ -192,6 +192,14 @@ static json_t *location_json(const weir_cfg_location *l)
                         json_integer((json_int_t)l->request_buffer_bytes));
     json_object_set_new(o, "request_buffer_file_size",
                         json_integer((json_int_t)l->request_buffer_file_bytes));
+    json_t *added = json_array();
+    static const char *const added_names[] = {"x-request-id", "x-forwarded-for", "x-real-ip",
+                                              "x-forwarded-proto", "via"};
+    for (unsigned b = 0; added && b < 5; b++) {
+        if (!l->has_added || (l->added & (1u << b)))
+            json_array_append_new(added, json_string(added_names[b]));
+    }
+    json_object_set_new(o, "proxy_added_headers", added);
     json_object_set_new(o, "plugins", string_array(l->plugin_names, l->n_plugin_names));
     /* What runs, in order: the location's own rules made plugins, then
      * the ones it names. */

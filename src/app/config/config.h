@@ -165,6 +165,8 @@ struct weir_cfg_location {
     bool has_max_body;
     uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms; /* 0 = upstream's */
     uint32_t grpc_idle_timeout_ms; /* gRPC requests: idle limit on both sides; 0 = the usual */
+    bool has_added;                /* proxy_added_headers was given */
+    unsigned added;                /* its WEIR_ADD_* bits (weir/session.h) */
     uint64_t
         request_buffer_bytes; /* request_buffering: bodies up to this are read first; 0 = off */
     uint64_t request_buffer_file_bytes; /* past that, up to this, into a temp file; 0 = off */

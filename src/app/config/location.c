@@ -47,6 +47,7 @@ static const char *const location_keys[] = {"host",
                                             "request_buffer_size",
                                             "request_buffer_file_size",
                                             "plugins",
+                                            "proxy_added_headers",
                                             NULL};
 
 bool weir__cfg_valid_token(const char *s)
@@ -171,6 +172,43 @@ static void trim_path(char *p)
             k++;
         memmove(p + 1, p + k, strlen(p + k) + 1);
     }
+}
+/* proxy_added_headers: which of the fields weir adds upstream this location
+ * keeps (all when absent, none for []). */
+static void load_added_headers(loader *ld, const weir_toml_value *t, const char *section,
+                               weir_cfg_location *l)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } fields[] = {{"x-request-id", WEIR_ADD_REQUEST_ID},
+                  {"x-forwarded-for", WEIR_ADD_X_FORWARDED_FOR},
+                  {"x-real-ip", WEIR_ADD_X_REAL_IP},
+                  {"x-forwarded-proto", WEIR_ADD_X_FORWARDED_PROTO},
+                  {"via", WEIR_ADD_VIA}};
+    weir_toml_entry e;
+    if (!weir__cfg_entry_of(t, "proxy_added_headers", &e))
+        return;
+    size_t n;
+    int line = e.line;
+    char **names = weir__cfg_get_string_list(ld, t, "proxy_added_headers", section, &n, &line);
+    if (!names)
+        return;
+    l->has_added = true;
+    l->added = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t f = 0;
+        while (f < sizeof(fields) / sizeof(fields[0]) && strcasecmp(names[i], fields[f].name) != 0)
+            f++;
+        if (f == sizeof(fields) / sizeof(fields[0]))
+            weir__cfg_err_at(ld, line,
+                             "'proxy_added_headers' in [%s]: '%s' is not a field weir adds "
+                             "(x-request-id, x-forwarded-for, x-real-ip, x-forwarded-proto, via)",
+                             section, names[i]);
+        else
+            l->added |= fields[f].bit;
+    }
+    weir__cfg_free_list(names, n);
 }
 
 void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
@@ -303,6 +341,7 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
     }
     if (!buffering)
         l->request_buffer_bytes = l->request_buffer_file_bytes = 0;
+    load_added_headers(ld, t, section, l);
     int plugins_line = l->line;
     l->plugin_names =
         weir__cfg_get_string_list(ld, t, "plugins", section, &l->n_plugin_names, &plugins_line);
