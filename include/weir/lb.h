@@ -155,7 +155,9 @@ void weir_backend_done(weir_backend *b, weir_backend_outcome outcome);
  * from the keep-alive pool (call from connected_to_upstream). */
 void weir_backend_note_connection(weir_backend *b, bool reused);
 
-/* The backend's address into peer->addr/addr_len (other fields untouched). */
+/* The backend's address into peer->addr/addr_len, its text into
+ * peer->addr_text and its limit into peer->conn_limit (other fields
+ * untouched). */
 void weir_backend_peer(const weir_backend *b, weir_peer *peer);
 /* Its address as text ("ip:port"); valid while the reference is held. */
 const char *weir_backend_addr(const weir_backend *b);

@@ -70,6 +70,10 @@ typedef struct weir_peer {
      * Only while no request body byte has been sent. */
     uint8_t retry_on;
     void *user; /* the application's own pointer, e.g. its backend */
+    /* addr as "ip:port" ("[v6]:port"), if the application keeps it, so logs
+     * need not format it per request; NULL = weir formats it when asked.
+     * Copied when upstream_peer returns (weir_backend_peer sets it). */
+    const char *addr_text;
 } weir_peer;
 
 /* weir_peer.retry_on bits. */

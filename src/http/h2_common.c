@@ -7,16 +7,33 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/ascii.h"
 #include "http/h1_parse.h"
 #include "http/msg.h"
 
 size_t weir__h2_lower(char *buf, weir_str name)
 {
-    for (size_t i = 0; i < name.len; i++) {
-        char ch = name.ptr[i];
-        buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    /* Words at a time (core/ascii.h), the last one overlapping the ones
+     * before; stores stay inside buf[0, len) (buf may be name.ptr). */
+    size_t len = name.len;
+    const char *s = name.ptr;
+    if (len >= 8) {
+        uint64_t last = weir__lower64(weir__load64(s + len - 8));
+        for (size_t i = 0; i + 8 < len; i += 8) {
+            uint64_t x = weir__lower64(weir__load64(s + i));
+            memcpy(buf + i, &x, 8);
+        }
+        memcpy(buf + len - 8, &last, 8);
+    } else if (len >= 4) {
+        uint64_t x = weir__lower64(weir__load_short(s, len));
+        uint32_t lo = (uint32_t)x, hi = (uint32_t)(x >> ((len - 4) * 8));
+        memcpy(buf, &lo, 4);
+        memcpy(buf + len - 4, &hi, 4);
+    } else {
+        for (size_t i = 0; i < len; i++)
+            buf[i] = s[i] >= 'A' && s[i] <= 'Z' ? (char)(s[i] + 32) : s[i];
     }
-    return name.len;
+    return len;
 }
 
 bool weir__h2_skip_field(weir_str name, weir_str value, bool keep_te)

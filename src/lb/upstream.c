@@ -754,6 +754,7 @@ void weir_backend_peer(const weir_backend *b, weir_peer *peer)
     memcpy(&peer->addr, &b->addr, sizeof(peer->addr));
     peer->addr_len = b->addr_len;
     peer->conn_limit = b->conn_limit; /* a probe handle carries its backend's */
+    peer->addr_text = b->text;
 }
 
 const char *weir_backend_addr(const weir_backend *b)

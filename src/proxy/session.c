@@ -113,8 +113,9 @@ static weir_phase_result phase_result(weir_session *s, weir_phase_result r)
 
 /* ---- upstream ---- */
 
-/* "ip:port" of the last peer tried, or "-". Formatted lazily: printf is
- * not worth paying per request when nothing logs the address. */
+/* "ip:port" of the last peer tried, or "-": the application's text of it
+ * (weir_peer.addr_text, copied when the peer was chosen: the backend it
+ * belongs to may be gone by now), else formatted on first use. */
 static const char *up_addr(weir_session *s)
 {
     if (!s->have_peer)
@@ -320,7 +321,6 @@ static bool retry_on_status(weir_session *s)
         return false;
     /* Forget the response before the connection goes: its head must not
      * be kept (release_upstream keeps the buffer of a response it sees). */
-    memset(&s->req, 0, WEIR_MSG_RESET_LEN);
     memset(&s->resp, 0, WEIR_MSG_RESET_LEN);
     weir__headers_init(&s->resp.headers, &s->arena);
     release_upstream(s, false);
@@ -473,7 +473,12 @@ static void step_peer(weir_session *s)
         return;
     }
     s->have_peer = true;
-    s->up_addr[0] = '\0';
+    s->up_addr[0] = '\0'; /* up_addr() formats it if the text is not given */
+    if (s->peer.addr_text) {
+        size_t n = strnlen(s->peer.addr_text, sizeof(s->up_addr));
+        if (n < sizeof(s->up_addr))
+            memcpy(s->up_addr, s->peer.addr_text, n + 1);
+    }
     if (s->t_up_start_us == 0)
         s->t_up_start_us = now_us(s);
     s->sub = 1;

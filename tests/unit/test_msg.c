@@ -8,6 +8,7 @@
 
 #include "core/arena.h"
 #include "core/ascii.h"
+#include "http/h2_common.h"
 #include "http/msg.h"
 #include "net/sock.h"
 
@@ -228,4 +229,28 @@ Test(addr, parse_and_format)
                          "::1:80",       "1.2.3.4:80x",  ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(weir__addr_parse(bad[i], &ss, &len), WEIR_ERR_INVAL, "%s", bad[i]);
+}
+
+/* weir__h2_lower: words at a time, with overlapping tails; every length,
+ * every offset, into another buffer and in place; never past len. */
+Test(msg, h2_lower_every_length)
+{
+    const char *src = "Content-TYPE-X_Forwarded-For-@[`{Z";
+    for (size_t off = 0; off < 3; off++) {
+        for (size_t len = 0; len + off <= strlen(src); len++) {
+            char want[64], out[64], inplace[64];
+            for (size_t i = 0; i < len; i++) {
+                char c = src[off + i];
+                want[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+            }
+            memset(out, '#', sizeof(out));
+            cr_assert_eq(weir__h2_lower(out, (weir_str){src + off, len}), len);
+            cr_assert(memcmp(out, want, len) == 0, "len %zu off %zu", len, off);
+            cr_assert_eq(out[len], '#', "wrote past len %zu", len);
+            memcpy(inplace, src + off, len);
+            inplace[len] = '#';
+            weir__h2_lower(inplace, (weir_str){inplace, len});
+            cr_assert(memcmp(inplace, want, len) == 0 && inplace[len] == '#');
+        }
+    }
 }

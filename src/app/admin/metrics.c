@@ -105,14 +105,26 @@ static size_t label_value(char *out, size_t cap, const char *v)
     return n;
 }
 
-static series *find(block *b, uint8_t kind, const void *k1, const void *k2, uint32_t k3,
-                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* A label value, escaped into buf (LABEL_CAP bytes). */
+#define LABEL_CAP 128
+static const char *label(char *buf, const char *v)
+{
+    label_value(buf, LABEL_CAP, v);
+    return buf;
+}
 
+/*
+ * The series of (kind, k1, k2, k3). When there is none yet, returns NULL
+ * with *slot the free place for it (or NULL when the table is full): the
+ * caller writes its labels with publish(), so a request pays for label
+ * text only when it makes a series.
+ */
 static series *find(block *b, uint8_t kind, const void *k1, const void *k2, uint32_t k3,
-                    const char *fmt, ...)
+                    series **slot)
 {
     uintptr_t h = (uintptr_t)k1 * 31u + (uintptr_t)k2 * 17u + k3 * 7u + kind;
     h ^= h >> 17;
+    *slot = NULL;
     for (size_t probe = 0; probe < MAX_SERIES; probe++) {
         series *s = &b->s[(h + probe) % MAX_SERIES];
         if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
@@ -128,17 +140,33 @@ static series *find(block *b, uint8_t kind, const void *k1, const void *k2, uint
         s->k1 = k1;
         s->k2 = k2;
         s->k3 = k3;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(s->labels, sizeof(s->labels), fmt, ap);
-        va_end(ap);
-        /* Publish: a scrape only reads series marked used after this. */
-        atomic_store_explicit(&s->used, true, memory_order_release);
-        atomic_fetch_add_explicit(&b->n_used, 1, memory_order_release);
-        return s;
+        *slot = s;
+        return NULL;
     }
     return NULL;
 }
+
+static series *publish(block *b, series *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static series *publish(block *b, series *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->labels, sizeof(s->labels), fmt, ap);
+    va_end(ap);
+    /* Publish: a scrape only reads series marked used after this. */
+    atomic_store_explicit(&s->used, true, memory_order_release);
+    atomic_fetch_add_explicit(&b->n_used, 1, memory_order_release);
+    return s;
+}
+
+/* series *var: found, or made with the labels (fmt, ...: evaluated only
+ * then), or NULL (the table is full). */
+#define SERIES(var, kind, k1, k2, k3, ...)                                                         \
+    series *var##_slot, *var = find(b, kind, k1, k2, k3, &var##_slot);                             \
+    if (!var && var##_slot)                                                                        \
+    var = publish(b, var##_slot, __VA_ARGS__)
 
 static void observe(series *s, int64_t us)
 {
@@ -173,15 +201,14 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
     const char *method = method_class(weir_session_method(s));
     int sc = st->status >= 100 && st->status <= 599 ? st->status / 100 : 0;
     uint32_t k3 = (uint32_t)(sc * 16) + (uint32_t)(method[0] + method[1]);
-    char sv[128], lv[128], uv[128];
-    label_value(sv, sizeof(sv), srv->name);
-    label_value(lv, sizeof(lv), loc ? loc->name : "");
-    series *r = find(b, K_REQUESTS, srv, loc, k3,
-                     "server=\"%s\",location=\"%s\",method=\"%s\",status=\"%s\"", sv, lv, method,
-                     sc ? (const char *[]){"", "1xx", "2xx", "3xx", "4xx", "5xx"}[sc] : "none");
+    char sv[LABEL_CAP], lv[LABEL_CAP], uv[LABEL_CAP];
+    const char *lname = loc ? loc->name : "";
+    SERIES(r, K_REQUESTS, srv, loc, k3, "server=\"%s\",location=\"%s\",method=\"%s\",status=\"%s\"",
+           label(sv, srv->name), label(lv, lname), method,
+           sc ? (const char *[]){"", "1xx", "2xx", "3xx", "4xx", "5xx"}[sc] : "none");
     if (r)
         bump(&r->v[0], 1);
-    series *bytes = find(b, K_BYTES, srv, NULL, 0, "server=\"%s\"", sv);
+    SERIES(bytes, K_BYTES, srv, NULL, 0, "server=\"%s\"", label(sv, srv->name));
     if (bytes) {
         bump(&bytes->v[0], st->bytes_received);
         bump(&bytes->v[1], st->bytes_sent);
@@ -190,23 +217,25 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
         /* A 200 cut short by the backend is not a success: counted here
          * by how it ended (HAProxy's termination state). */
         const weir_cfg_upstream *tu = loc ? loc->upstream : NULL;
-        label_value(uv, sizeof(uv), tu ? tu->name : "");
         uint32_t k =
             (uint32_t)(unsigned char)st->termination[0] << 8 | (unsigned char)st->termination[1];
-        series *t =
-            find(b, K_TERM, srv, tu, k, "server=\"%s\",upstream=\"%s\",termination=\"%.2s\"", sv,
-                 uv, st->termination);
+        SERIES(t, K_TERM, srv, tu, k, "server=\"%s\",upstream=\"%s\",termination=\"%.2s\"",
+               label(sv, srv->name), label(uv, tu ? tu->name : ""), st->termination);
         if (t)
             bump(&t->v[0], 1);
     }
-    if (loc)
-        observe(find(b, K_LOC_LATENCY, loc, NULL, 0, "location=\"%s\"", lv), st->request_time_us);
+    if (loc) {
+        SERIES(ll, K_LOC_LATENCY, loc, NULL, 0, "location=\"%s\"", label(lv, lname));
+        observe(ll, st->request_time_us);
+    }
     const weir_cfg_upstream *u = loc ? loc->upstream : NULL;
     if (u && st->upstream_time_us >= 0) {
-        label_value(uv, sizeof(uv), u->name);
-        observe(find(b, K_UP_LATENCY, u, NULL, 0, "upstream=\"%s\"", uv), st->upstream_time_us);
-        if (st->connect_time_us > 0)
-            observe(find(b, K_CONNECT, u, NULL, 0, "upstream=\"%s\"", uv), st->connect_time_us);
+        SERIES(ul, K_UP_LATENCY, u, NULL, 0, "upstream=\"%s\"", label(uv, u->name));
+        observe(ul, st->upstream_time_us);
+        if (st->connect_time_us > 0) {
+            SERIES(cl, K_CONNECT, u, NULL, 0, "upstream=\"%s\"", label(uv, u->name));
+            observe(cl, st->connect_time_us);
+        }
     }
 }
 
