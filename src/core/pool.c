@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_CLASSES 16
+#define MAX_CLASSES 32
 
 typedef struct pool_class {
     const char *name;

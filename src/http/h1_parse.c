@@ -29,6 +29,9 @@
 
 #include <limits.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* Character classes, one bit each in char_class[]. */
 enum {
@@ -211,6 +214,22 @@ static inline bool eat_eol(const unsigned char **pp)
  * the LF that ends the head). */
 static inline const unsigned char *skip_value(const unsigned char *p, const unsigned char *e)
 {
+#ifdef __SSE2__
+    /* Sixteen bytes a step: the first control byte other than HTAB, or
+     * DEL, ends the value (the CR or LF of its line at the latest). */
+    const __m128i ctl_max = _mm_set1_epi8(0x1f), htab = _mm_set1_epi8('\t'),
+                  del = _mm_set1_epi8(0x7f);
+    while (e - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, ctl_max), v);
+        __m128i bad =
+            _mm_or_si128(_mm_andnot_si128(_mm_cmpeq_epi8(v, htab), ctl), _mm_cmpeq_epi8(v, del));
+        unsigned m = (unsigned)_mm_movemask_epi8(bad);
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
     while (e - p >= 4 &&
            (char_class[p[0]] & char_class[p[1]] & char_class[p[2]] & char_class[p[3]] & C_VALUE))
         p += 4;
@@ -232,6 +251,9 @@ static int parse_fields(const unsigned char *p, const unsigned char *e, weir_hea
         if (IS(*p, C_WS))
             return WEIR_H1_E_OBS_FOLD;
 
+        while (e - p >= 4 && (char_class[p[0]] & char_class[p[1]] & char_class[p[2]] &
+                              char_class[p[3]] & C_TCHAR))
+            p += 4;
         while (IS(*p, C_TCHAR))
             p++;
         if (*p != ':') {

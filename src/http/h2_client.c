@@ -778,7 +778,7 @@ static weir_h2u *h2u_new(weir_loop *loop, const weir_peer *peer, weir_conn *adop
     nghttp2_option_new(&opt);
     if (opt)
         nghttp2_option_set_no_auto_window_update(opt, 1);
-    rc = opt ? nghttp2_session_client_new2(&c->ng, cbs, c, opt) : -1;
+    rc = opt ? nghttp2_session_client_new3(&c->ng, cbs, c, opt, weir__h2_mem()) : -1;
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     SSL *ssl = NULL;

@@ -17,6 +17,10 @@
 #define WEIR_H2_WINDOW 65535 /* per-stream receive window */
 #define WEIR_H2_OUT_SEGS 16
 
+/* The allocator nghttp2 sessions use (h2_mem.c): small blocks from the
+ * worker's pooled free lists. */
+nghttp2_mem *weir__h2_mem(void);
+
 /* Lower-cased copy of name into buf (HTTP/2 field names are lower case);
  * returns name.len. */
 size_t weir__h2_lower(char *buf, weir_str name);

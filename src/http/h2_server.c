@@ -1008,7 +1008,7 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_continuations(opt, 16);
-    rc = nghttp2_session_server_new2(&c->ng, cbs, c, opt);
+    rc = nghttp2_session_server_new3(&c->ng, cbs, c, opt, weir__h2_mem());
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (rc != 0) {

@@ -706,3 +706,50 @@ Test(h1_helpers, strerror_covers_every_code)
     }
     cr_assert_str_neq(weir_h1_strerror(42), unknown);
 }
+
+/* Field values are scanned sixteen bytes at a time, names four: every byte
+ * value at every position of a long value and a long name must give the
+ * same answer as the byte-at-a-time rules. */
+static int parse_with(const char *pre, const char *field, const char *post, parsed_req *p)
+{
+    char m[256];
+    size_t a = strlen(pre), f = 40, c = strlen(post);
+    memcpy(m, pre, a);
+    memcpy(m + a, field, f);
+    memcpy(m + a + f, post, c);
+    return parse_req(m, a + f + c, p);
+}
+
+Test(h1_request, every_byte_at_every_position)
+{
+    static const char tchars[] = "!#$%&'*+-.^_`|~";
+    for (int pos = 0; pos < 40; pos++) {
+        for (int b = 0; b < 256; b++) {
+            if (b == '\n')
+                continue; /* a new line starts: other rules */
+            char field[40];
+            parsed_req p;
+            memset(field, 'v', sizeof(field));
+            field[pos] = (char)b;
+            bool ws = b == ' ' || b == '\t';
+            bool value_ok = b == '\t' || (b >= 0x20 && b != 0x7f);
+            int r = parse_with("GET / HTTP/1.1\r\nX-V: ", field, "\r\nHost: a\r\n\r\n", &p);
+            cr_assert_eq(r > 0, value_ok, "value byte 0x%02x at %d: %d", b, pos, r);
+            if (r > 0) {
+                cr_assert_eq(p.req.n_headers, 2);
+                size_t want = ws && (pos == 0 || pos == 39) ? 39 : 40; /* OWS is not value */
+                cr_assert_eq(p.req.headers[0].value.len, want, "0x%02x at %d", b, pos);
+            }
+            if (b == ':')
+                continue;
+            memset(field, 'n', sizeof(field));
+            field[pos] = (char)b;
+            bool name_ok = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') ||
+                           (b >= 'A' && b <= 'Z') || (b && strchr(tchars, b));
+            r = parse_with("GET / HTTP/1.1\r\n", field, ": v\r\nHost: a\r\n\r\n", &p);
+            cr_assert_eq(r > 0, name_ok, "name byte 0x%02x at %d: %d", b, pos, r);
+            if (r > 0)
+                cr_assert_eq(p.req.headers[0].name.len, 40);
+        }
+    }
+}

@@ -254,3 +254,36 @@ Test(msg, h2_lower_every_length)
         }
     }
 }
+
+/* nghttp2's allocator (h2_mem.c): every size class and past it, realloc
+ * keeping the bytes across classes and into malloc, calloc zeroing and
+ * refusing an overflow. */
+Test(msg, h2_mem_classes_and_realloc)
+{
+    nghttp2_mem *m = weir__h2_mem();
+    static const size_t sizes[] = {0, 1, 63, 64, 65, 500, 2048, 2049, 70000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        unsigned char *p = m->malloc(sizes[i], m->mem_user_data);
+        cr_assert_not_null(p);
+        cr_assert_eq((uintptr_t)p % 16, 0);
+        memset(p, 0xab, sizes[i]);
+        unsigned char *q = m->calloc(1, sizes[i] + 7, m->mem_user_data);
+        cr_assert_not_null(q);
+        for (size_t k = 0; k < sizes[i] + 7; k++)
+            cr_assert_eq(q[k], 0);
+        size_t n = sizes[i];
+        for (size_t grow = n + 1; grow < 200000; grow = grow * 3 + 1) {
+            p = m->realloc(p, grow, m->mem_user_data);
+            cr_assert_not_null(p);
+            for (size_t k = 0; k < n; k++)
+                cr_assert_eq(p[k], 0xab, "size %zu grown to %zu: byte %zu", sizes[i], grow, k);
+            memset(p + n, 0xab, grow - n);
+            n = grow;
+        }
+        m->free(p, m->mem_user_data);
+        m->free(q, m->mem_user_data);
+    }
+    m->free(NULL, m->mem_user_data);
+    cr_assert_null(m->calloc(SIZE_MAX / 2, 4, m->mem_user_data));
+    cr_assert_null(m->malloc(SIZE_MAX - 4, m->mem_user_data));
+}
