@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/ascii.h"
+#include "core/pool.h"
 #include "http/h1_parse.h"
 #include "http/msg.h"
 
@@ -45,9 +46,18 @@ bool weir__h2_skip_field(weir_str name, weir_str value, bool keep_te)
     return weir__is_hop_by_hop(name) || (name.len == 4 && weir_h1_name_is(name, "host"));
 }
 
+/* A stream's receive buffer (one window) comes from the worker's pool:
+ * every stream with a body needs one, for as long as the body lasts. */
+static weir_pool_class inbuf_class;
+
+__attribute__((constructor)) static void register_inbuf_class(void)
+{
+    inbuf_class = weir__pool_register_raw("h2in", WEIR_H2_WINDOW, 16);
+}
+
 int weir__h2_in_add(weir_h2_inbuf *in, const uint8_t *data, size_t len)
 {
-    if (!in->buf && !(in->buf = malloc(WEIR_H2_WINDOW)))
+    if (!in->buf && !(in->buf = weir__pool_get(inbuf_class)))
         return WEIR_ERR_NOMEM;
     if (in->len + len > WEIR_H2_WINDOW)
         return WEIR_ERR_INVAL;
@@ -89,7 +99,7 @@ uint32_t weir__h2_in_consume(weir_h2_inbuf *in)
 
 void weir__h2_in_free(weir_h2_inbuf *in)
 {
-    free(in->buf);
+    weir__pool_put(inbuf_class, in->buf);
     free(in->trailers);
     in->buf = in->trailers = NULL;
 }
