@@ -14,6 +14,7 @@ import pytest
 import backends as B
 from conftest import binary, free_port, require_binary, wait_port
 from test_admin import Admin
+from test_security import access_lines
 
 FIVE = ["X-Request-Id", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "Via"]
 
@@ -64,18 +65,6 @@ def get(port, target, headers=()):
 def sent(b):
     h = b.last().headers
     return {n: h.get_all(n) for n in FIVE if h.has(n)}
-
-
-def access_lines(tmp_path, n, timeout=10):
-    path = tmp_path / "access.log"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().splitlines()
-            if len(lines) >= n:
-                return lines
-        time.sleep(0.02)
-    raise AssertionError("fewer than %d access log lines" % n)
 
 
 @pytest.fixture
