@@ -32,6 +32,7 @@ const weir_plugin_def *const weir__plugin_defs[] = {
     &weir__plugin_accept_encoding,
     &weir__plugin_stats,
     &weir__plugin_csrf,
+    &weir__plugin_basic_auth,
     &weir__plugin_sub_filter,
     /* body plugins */
     &weir__plugin_compression,

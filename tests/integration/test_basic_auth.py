@@ -1,0 +1,247 @@
+"""The basic_auth plugin (docs/plugins.md): plain base64 entries and htpasswd
+lines (bcrypt from htpasswd, SHA-256/512 from openssl passwd), every accept
+and refuse path, and what an attacker sends: odd base64, two Authorization
+fields, Connection naming Authorization, NUL and ':' in passwords,
+overlong credentials, a client that leaves during the delay."""
+import base64
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import backends as B
+from conftest import binary, require_binary
+
+CONF = """
+[basic]
+log_level = "info"
+
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+%(server)s
+
+[plugins.auth]
+category = "basic_auth"
+authorizations = [%(auths)s]
+%(extra)s
+
+[locations.l]
+upstream = "u"
+plugins = ["auth"]
+
+[upstreams.u]
+addrs = ["@B@"]
+"""
+
+
+def b64(s):
+    return base64.b64encode(s if isinstance(s, bytes) else s.encode()).decode()
+
+
+def htpasswd_bcrypt(user, pw):
+    out = subprocess.run(["htpasswd", "-nbB", "-C", "5", user, pw], capture_output=True,
+                         text=True, check=True).stdout
+    return out.strip()
+
+
+def openssl_passwd(kind, pw):
+    return subprocess.run(["openssl", "passwd", kind, pw], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def hashes():
+    return {"bcrypt": htpasswd_bcrypt("carol", "c-pass"),
+            "sha512": "dave:" + openssl_passwd("-6", "d-pass"),
+            "sha256": "erin:" + openssl_passwd("-5", "e-pass")}
+
+
+@pytest.fixture
+def start(weir_toml, backend, hashes):
+    def run(extra="", server="", auths=None):
+        b = backend(B.fixed(b"secret stuff\n"))
+        if auths is None:
+            auths = [b64("alice:a-pass"), b64("frank:has:colons"), hashes["bcrypt"],
+                     hashes["sha512"], hashes["sha256"]]
+        text = CONF % {"auths": ", ".join('"%s"' % a for a in auths), "extra": extra,
+                       "server": server}
+        return weir_toml(text, threads=1, B=b), b
+    return run
+
+
+def req(port, headers=(), path="/x"):
+    hs = "".join("%s: %s\r\n" % kv for kv in headers)
+    return B.request(port, ("GET %s HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n"
+                            % (path, hs)).encode(), "GET", timeout=10)
+
+
+def auth(user, pw):
+    return [("Authorization", "Basic " + b64("%s:%s" % (user, pw)))]
+
+
+def test_no_credentials_is_401_with_a_challenge(start):
+    w, b = start('realm = "api"')
+    r = req(w.port)
+    assert r.status == 401
+    assert r.headers.get("WWW-Authenticate") == 'Basic realm="api", charset="UTF-8"'
+    assert b.request_count() == 0
+    deadline = time.monotonic() + 5
+    while "basic_auth: 401: no credentials" not in w.stderr() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "client 127.0.0.1: basic_auth: 401: no credentials (request " in w.stderr()
+
+
+@pytest.mark.parametrize("user,pw", [("alice", "a-pass"), ("frank", "has:colons"),
+                                     ("carol", "c-pass"), ("dave", "d-pass"), ("erin", "e-pass")])
+def test_each_kind_of_entry_lets_its_user_in(start, user, pw):
+    w, b = start()
+    r = req(w.port, auth(user, pw))
+    assert r.status == 200 and r.body == b"secret stuff\n"
+    # Without hide_credentials the backend sees the field.
+    assert b.last().headers.get("Authorization") == "Basic " + b64("%s:%s" % (user, pw))
+
+
+@pytest.mark.parametrize("user,pw", [("alice", "a-pas"), ("alice", "a-pass "), ("Alice", "a-pass"),
+                                     ("carol", "a-pass"), ("dave", "e-pass"), ("nobody", "x"),
+                                     ("", ""), ("carol", "c-pass\x00"), ("frank", "has")])
+def test_wrong_credentials_are_401(start, user, pw):
+    w, b = start()
+    r = req(w.port, auth(user, pw))
+    assert r.status == 401
+    assert b.request_count() == 0
+
+
+@pytest.mark.parametrize("value", [
+    "Basic",                                   # no credentials
+    "Basic ",
+    "Bearer " + b64("alice:a-pass"),           # another scheme
+    "Basic" + b64("alice:a-pass"),             # no blank after the scheme
+    "Basic " + b64("frank:has:colons").rstrip("="),  # padding left out
+    "Basic " + b64("alice:a-pass")[:-1] + "x",   # garbage at the end
+    "Basic " + b64("alice:a-pass") + "====",   # extra padding
+    "Basic " + b64("alice:a-pass") + " junk",
+    "Basic " + b64("alicea-pass"),             # no colon
+    "Basic " + "A" * 3000,                     # overlong
+    "Basic " + b64("carol:" + "c" * 2000),     # overlong password for a hash
+])
+def test_malformed_authorization_is_401(start, value):
+    w, b = start()
+    r = req(w.port, [("Authorization", value)])
+    assert r.status == 401, value
+    assert b.request_count() == 0
+
+
+def test_non_canonical_base64_is_refused(start):
+    # "YWxpY2U6YS1wYXNz" is alice:a-pass; flip the bits padding drops in
+    # an entry whose length is not a multiple of three.
+    w, b = start(auths=[b64("al:x")])  # "YWw6eA==" : last char before == carries 4 spare bits
+    good = b64("al:x")
+    assert req(w.port, [("Authorization", "Basic " + good)]).status == 200
+    bad = good[:5] + "F" + good[6:]    # 'eA' -> 'eF': same bytes under a lax decoder
+    assert base64.b64decode(bad) == b"al:x"
+    assert req(w.port, [("Authorization", "Basic " + bad)]).status == 401
+
+
+def test_scheme_is_case_insensitive_and_blanks_allowed(start):
+    w, b = start()
+    for scheme in ["basic", "BASIC", "bAsIc"]:
+        r = req(w.port, [("Authorization", scheme + "   " + b64("alice:a-pass"))])
+        assert r.status == 200, scheme
+
+
+def test_two_authorization_fields_are_refused(start):
+    """One right, one wrong: which would a backend read? Neither goes."""
+    w, b = start()
+    r = req(w.port, auth("alice", "a-pass") + auth("mallory", "x"))
+    assert r.status == 401
+    r = req(w.port, auth("alice", "a-pass") + auth("alice", "a-pass"))
+    assert r.status == 401
+    assert b.request_count() == 0
+
+
+def test_connection_naming_authorization_does_not_bypass(start):
+    w, b = start()
+    r = req(w.port, auth("alice", "a-pass") + [("Connection", "Authorization")])
+    # The gate drops the hop-by-hop field before the plugin: no credentials.
+    assert r.status == 401
+    assert b.request_count() == 0
+
+
+def test_hide_credentials(start):
+    w, b = start("hide_credentials = true")
+    r = req(w.port, auth("carol", "c-pass"))
+    assert r.status == 200
+    assert not b.last().headers.has("Authorization")
+
+
+def test_delay_holds_only_the_failure(start):
+    w, b = start('delay = "400ms"')
+    t0 = time.monotonic()
+    results = {}
+
+    def bad():
+        results["bad"] = req(w.port, auth("alice", "wrong"))
+        results["bad_t"] = time.monotonic() - t0
+
+    th = threading.Thread(target=bad)
+    th.start()
+    time.sleep(0.05)
+    r = req(w.port, auth("alice", "a-pass"))
+    good_t = time.monotonic() - t0
+    th.join(10)
+    assert r.status == 200
+    assert results["bad"].status == 401
+    # The timer cannot fire early; the good request did not wait for it.
+    assert results["bad_t"] >= 0.39
+    assert good_t < results["bad_t"]
+
+
+def test_client_leaving_during_the_delay(start):
+    w, b = start('delay = "300ms"')
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", w.port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nAuthorization: Basic eDp5\r\n\r\n")
+        s.close()
+    time.sleep(0.5)
+    assert req(w.port, auth("dave", "d-pass")).status == 200
+
+
+def test_over_http2(start):
+    import h2util as U
+    w, b = start(server="h2c = true")
+    c = U.H2Client(w.port)
+    try:
+        assert c.get("/x").status == 401
+        st = c.get("/x", headers=[("authorization", "Basic " + b64("erin:e-pass"))])
+        assert st.status == 200
+    finally:
+        c.close()
+
+
+def check(tmp_path, auths, extra=""):
+    require_binary("weir")
+    p = tmp_path / "bad.toml"
+    p.write_text('[servers.s]\naddr = "127.0.0.1:1"\nlocations = ["l"]\n\n'
+                 '[plugins.auth]\ncategory = "basic_auth"\nauthorizations = [%s]\n%s\n'
+                 '[locations.l]\necho = true\nplugins = ["auth"]\n'
+                 % (", ".join('"%s"' % a for a in auths), extra))
+    return p, subprocess.run([binary("weir"), "-t", "-c", str(p)], capture_output=True,
+                             text=True, timeout=30)
+
+
+@pytest.mark.parametrize("auths,extra,msg", [
+    ([], "", "needs 'authorizations'"),
+    (["not base64!"], "", "is neither base64 of user:password nor an htpasswd line"),
+    ([b64("nocolon")], "", "is neither base64"),
+    (["bob:plaintext"], "", "an htpasswd line must be user:HASH"),
+    ([":$6$salt$abc"], "", "an htpasswd line must be user:HASH"),
+    (["bob:$2y$05$tooshort"], "", "user 'bob': malformed hash"),
+    ([b64("a:b")], 'realm = "a\\"b"', "'realm' in [plugins.auth] may not hold quotes"),
+])
+def test_config_errors(tmp_path, auths, extra, msg):
+    p, r = check(tmp_path, auths, extra)
+    assert r.returncode != 0
+    assert "%s:" % p in r.stderr and msg in r.stderr, r.stderr
