@@ -2,8 +2,9 @@
 """What plugins cost per request: weir with no plugin, with a chain of five
 response_headers plugins (each sets a field: the chain and the work), with
 five plugins that let the request pass (ping on other paths: the chain's
-own cost), and with a limit plugin (a rate it never reaches), each proxying
-to the same nginx backend.
+own cost), with a limit plugin (a rate it never reaches), and with
+basic_auth and key_auth letting every request in (each request carries
+its credentials), each proxying to the same nginx backend.
 
 Two figures per variant:
   - instructions per request (valgrind callgrind, user space, deterministic
@@ -45,7 +46,21 @@ VARIANTS = {
         'plugins = ["p0", "p1", "p2", "p3", "p4"]'),
     "limit": ('[plugins.lim]\ncategory = "limit"\nmax = 1000000000\ninterval = "1s"\n',
               'plugins = ["lim"]'),
+    # base64 of "bench:secret" (a plain entry; a hashed one costs what
+    # crypt(3) costs: bcrypt at cost 10 is about 130 ms, see docs/plugins.md)
+    "basic_auth": ('[plugins.auth]\ncategory = "basic_auth"\n'
+                   'authorizations = ["YmVuY2g6c2VjcmV0", "b3RoZXI6b3RoZXI="]\n',
+                   'plugins = ["auth"]', ["Authorization: Basic YmVuY2g6c2VjcmV0"]),
+    "key_auth": ('[plugins.keys]\ncategory = "key_auth"\nheader = "X-API-Key"\n'
+                 'keys = ["k-0123456789abcdef", "k-fedcba9876543210"]\n',
+                 'plugins = ["keys"]', ["X-API-Key: k-0123456789abcdef"]),
 }
+
+
+def request_headers(name):
+    """The extra request header lines a variant's requests carry."""
+    v = VARIANTS[name]
+    return v[2] if len(v) > 2 else []
 
 
 def free_port():
@@ -77,7 +92,7 @@ http { access_log off; keepalive_requests 1000000;
 
 
 def config(tmp, name, backend_port, port):
-    plugins, loc = VARIANTS[name]
+    plugins, loc = VARIANTS[name][:2]
     text = ('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n%s'
             '[locations.l]\nupstream = "u"\n%s\n[upstreams.u]\naddrs = ["127.0.0.1:%d"]\n'
             % (port, plugins, loc, backend_port))
@@ -87,10 +102,10 @@ def config(tmp, name, backend_port, port):
     return path
 
 
-def drive(port, n):
+def drive(port, n, headers=()):
     """n keep-alive GETs on one connection, each read whole."""
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    req = b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"
+    req = ("GET / HTTP/1.1\r\nHost: b\r\n%s\r\n" % "".join(h + "\r\n" for h in headers)).encode()
     buf = b""
     for _ in range(n):
         s.sendall(req)
@@ -109,7 +124,7 @@ def drive(port, n):
     s.close()
 
 
-def callgrind_total(tmp, cfg, port, n):
+def callgrind_total(tmp, cfg, port, n, headers=()):
     out = os.path.join(tmp, "cg.%d.out" % n)
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
                           WEIR, "-c", cfg, "--threads", "1"],
@@ -117,7 +132,7 @@ def callgrind_total(tmp, cfg, port, n):
     try:
         if not wait_port(port, 60):
             raise RuntimeError("weir under valgrind did not start")
-        drive(port, n)
+        drive(port, n, headers)
     finally:
         p.send_signal(signal.SIGINT)
         p.wait(120)
@@ -128,9 +143,9 @@ def callgrind_total(tmp, cfg, port, n):
     raise RuntimeError("no totals in " + out)
 
 
-def instructions_per_request(tmp, cfg, port, n1=500, n2=2500):
-    a = callgrind_total(tmp, cfg, port, n1)
-    b = callgrind_total(tmp, cfg, port, n2)
+def instructions_per_request(tmp, cfg, port, n1=500, n2=2500, headers=()):
+    a = callgrind_total(tmp, cfg, port, n1, headers)
+    b = callgrind_total(tmp, cfg, port, n2, headers)
     return (b - a) / (n2 - n1)
 
 
@@ -140,17 +155,18 @@ def cpu_ticks(pid):
     return int(parts[11]) + int(parts[12])
 
 
-def cpu_per_request(cfg, port, duration):
+def cpu_per_request(cfg, port, duration, headers=()):
+    hs = [a for h in headers for a in ("-H", h)]
     p = subprocess.Popen(["taskset", "-c", "0", WEIR, "-c", cfg, "--threads", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not wait_port(port):
             raise RuntimeError("weir did not start")
-        subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d2s",
-                        "http://127.0.0.1:%d/" % port], capture_output=True)
+        subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d2s"] + hs +
+                       ["http://127.0.0.1:%d/" % port], capture_output=True)
         t0 = cpu_ticks(p.pid)
-        r = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d%ds" % duration,
-                            "http://127.0.0.1:%d/" % port], capture_output=True, text=True)
+        r = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d%ds" % duration] + hs +
+                           ["http://127.0.0.1:%d/" % port], capture_output=True, text=True)
         t1 = cpu_ticks(p.pid)
         m = re.search(r"(\d+) requests in", r.stdout)
         if not m or "Non-2xx" in r.stdout or "Socket errors" in r.stdout:
@@ -180,8 +196,9 @@ def main():
         for name in VARIANTS:
             port = free_port()
             cfg = config(tmp, name, bport, port)
-            ir = instructions_per_request(tmp, cfg, port) if use_cg else None
-            cpu = cpu_per_request(cfg, port, args.duration) if use_wrk else (None, None)
+            hs = request_headers(name)
+            ir = instructions_per_request(tmp, cfg, port, headers=hs) if use_cg else None
+            cpu = cpu_per_request(cfg, port, args.duration, hs) if use_wrk else (None, None)
             rows[name] = (ir, cpu[0], cpu[1])
             print("[bench] %s: %s instr/req, %s us/req" % (name, ir, cpu[0]), file=sys.stderr)
     finally:

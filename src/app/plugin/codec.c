@@ -573,10 +573,15 @@ static bool buf_resize(weir_codec *c, size_t n)
     return true;
 }
 
-/* The most this call may output: the per-call cap, and what is left of a
- * decoder's max_output. */
+/* The most this call may output: for a decoder, the per-call cap and what
+ * is left of its max_output (the bomb guards). An encoder has none: what
+ * it writes is what it was given, but it may hold much of that back and
+ * write it in one burst (brotli, incompressible input: over 1 MiB after a
+ * 1 KiB piece), which a cap on the call would take for a failure. */
 static size_t call_limit(const weir_codec *c, size_t in_len)
 {
+    if (is_encoder(c))
+        return SIZE_MAX - 1;
     size_t lim = in_len > SIZE_MAX / CALL_CAP_FACTOR ? SIZE_MAX : in_len * CALL_CAP_FACTOR;
     if (lim < CALL_CAP_MIN)
         lim = CALL_CAP_MIN;
