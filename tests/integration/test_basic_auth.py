@@ -353,3 +353,35 @@ def test_same_answers_as_nginx_auth_basic(weir_toml, backend, hashes, nginx_auth
         if rn.status == 401:
             assert rn.headers.get("WWW-Authenticate") == 'Basic realm="api"'
     assert len(seen) == 16
+
+
+def test_reload_while_a_refusal_is_delayed(backend, start_proc, tmp_path, hashes):
+    """The delayed 401 belongs to the configuration it began under: a
+    reload that removes the plugin meanwhile neither crashes weir nor lets
+    that request through; the next request runs on the new configuration."""
+    import signal
+    from conftest import binary as weir_bin
+    b = backend(B.fixed(b"secret stuff\n"))
+    port = free_port()
+    path = tmp_path / "w.toml"
+
+    def text(auths, extra):
+        return (CONF % {"auths": auths, "extra": extra, "server": ""}).replace(
+            "@PORT@", str(port)).replace("@B@", b.addr)
+
+    path.write_text(text('"%s"' % b64("alice:a-pass"), 'delay = "800ms"'))
+    w = start_proc([weir_bin("weir"), "-c", str(path), "--threads", "1"], port, "weir")
+    out = {}
+    th = threading.Thread(target=lambda: out.update(r=req(port, auth("alice", "bad"))))
+    th.start()
+    time.sleep(0.2)
+    path.write_text(text('"%s"' % b64("bob:b-pass"), ""))
+    w.signal(signal.SIGHUP)
+    th.join(10)
+    assert out["r"].status == 401
+    deadline = time.monotonic() + 10
+    while "reloaded" not in w.stderr() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert req(port, auth("bob", "b-pass")).status == 200
+    assert req(port, auth("alice", "a-pass")).status == 401
+    assert b.request_count() == 1
