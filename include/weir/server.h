@@ -52,7 +52,9 @@ weir_server *weir_server_new(const weir_server_options *opts);
  * WEIR_ERR_INVAL (bad address, one already listened on, no upstream_peer,
  * or 256 services) or -errno from bind. Before weir_server_run, or on a
  * running server from its main thread (a reload): the sockets are then
- * bound at once, so a bind error leaves everything as it was.
+ * bound at once, so a bind error leaves everything as it was. An address
+ * weir_server_release_listen released moves to this service with its
+ * sockets instead.
  */
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
                           const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts);
@@ -71,6 +73,16 @@ int weir_server_add_upstream(weir_server *srv, weir_upstream *u);
  * may be added again later. Main thread. WEIR_ERR_INVAL if not listened on.
  */
 int weir_server_remove_listen(weir_server *srv, const char *addr);
+
+/*
+ * Marks addr, listened on, as about to change service (a reload that gives
+ * it to another server): it goes on accepting for its current one until
+ * weir_server_add_proxy names it again, which moves it there with its
+ * sockets (connections queued on them are served, none is reset), or until
+ * weir_server_remove_listen closes it. Connections already accepted stay
+ * with their service. Main thread. WEIR_ERR_INVAL if not listened on.
+ */
+int weir_server_release_listen(weir_server *srv, const char *addr);
 
 /*
  * Replaces the set of upstreams whose health checks the control thread

@@ -186,7 +186,7 @@ static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_serv
 }
 
 /* The server_app of [servers.NAME], made (with its logger) if new. */
-static server_app *server_app_for(weir_app *app, const weir_cfg_server *y, size_t index)
+static server_app *server_app_for(weir_app *app, const weir_cfg_server *y)
 {
     for (size_t i = 0; i < app->n_servers; i++) {
         if (strcmp(app->servers[i].name, y->name) == 0)
@@ -197,7 +197,6 @@ static server_app *server_app_for(weir_app *app, const weir_cfg_server *y, size_
     server_app *sa = &app->servers[atomic_load(&app->n_servers)];
     memset(sa, 0, sizeof(*sa));
     sa->app = app;
-    sa->index = index;
     snprintf(sa->name, sizeof(sa->name), "%s", y->name);
     if (y->access_log) {
         sa->logger = weir_logger_open(y->access_log_file ? y->access_log_file : "-");
@@ -213,25 +212,62 @@ static server_app *server_app_for(weir_app *app, const weir_cfg_server *y, size_
     return sa;
 }
 
+/* The server of c that listens on addr, or NULL. */
+static const weir_cfg_server *server_on(const weir_config *c, const char *addr)
+{
+    for (size_t i = 0; i < c->n_servers; i++) {
+        if (has_addr(&c->servers[i], addr))
+            return &c->servers[i];
+    }
+    return NULL;
+}
+
 /*
- * Brings the listeners from old's servers to nc's: new addresses are bound
- * first (a failure undoes them and fails the reload), then dropped ones
- * stop accepting (their connections finish). Main thread.
+ * Which server each listener's requests get in nc: the one of its name;
+ * else (a rename, or its address given to another server) the one that
+ * now has the address of the server it served in old, so connections
+ * kept alive across the reload go on. Entries from nc's count on: all
+ * before nc is published; a published nc only gains entries.
+ */
+static void map_servers(const weir_app *app, weir_config *nc, const weir_config *old)
+{
+    size_t first = atomic_load_explicit(&nc->n_app_servers, memory_order_relaxed);
+    size_t n_old = old ? atomic_load_explicit(&old->n_app_servers, memory_order_relaxed) : 0;
+    for (size_t k = first; k < app->n_servers; k++) {
+        const weir_cfg_server *y = server_named(nc, app->servers[k].name);
+        if (!y && k < n_old && old->app_server[k] >= 0) {
+            const weir_cfg_server *x = &old->servers[old->app_server[k]];
+            y = server_named(nc, x->name);
+            for (size_t i = 0; !y && i < x->n_addrs; i++)
+                y = server_on(nc, x->addrs[i]);
+        }
+        nc->app_server[k] = y ? (int16_t)(y - nc->servers) : -1;
+    }
+    atomic_store_explicit(&nc->n_app_servers, app->n_servers, memory_order_release);
+}
+
+/* True if addr of old's server x goes to another server in nc (a rename
+ * or a move): released, then taken over with its sockets. */
+static bool addr_moves(const weir_config *nc, const weir_cfg_server *x, const char *addr)
+{
+    return !has_addr(server_named(nc, x->name), addr) && server_on(nc, addr);
+}
+
+/*
+ * Brings the listeners from old's servers to nc's: an address that changes
+ * server keeps its sockets (none of the connections queued on it is reset),
+ * new addresses are bound (a failure undoes everything and fails the
+ * reload), then dropped ones stop accepting (their connections finish).
+ * Main thread.
  */
 static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *old,
                            const weir_config *nc, weir_cfg_errors *errs_out)
 {
-    /* An address that changes server (a rename) is released first so the
-     * new server can take it; the others are dropped after the adds. */
     for (size_t i = 0; i < old->n_servers; i++) {
-        const weir_cfg_server *x = &old->servers[i], *y = server_named(nc, x->name);
+        const weir_cfg_server *x = &old->servers[i];
         for (size_t k = 0; k < x->n_addrs; k++) {
-            if (has_addr(y, x->addrs[k]))
-                continue;
-            for (size_t j = 0; j < nc->n_servers; j++) {
-                if (has_addr(&nc->servers[j], x->addrs[k]))
-                    weir_server_remove_listen(srv, x->addrs[k]);
-            }
+            if (addr_moves(nc, x, x->addrs[k]))
+                weir_server_release_listen(srv, x->addrs[k]);
         }
     }
     const char *added[1024];
@@ -246,7 +282,7 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
         }
         if (n == 0)
             continue;
-        server_app *sa = server_app_for(app, y, i);
+        server_app *sa = server_app_for(app, y);
         weir_proxy_options o = sa ? service_opts(sa, y) : y->opts;
         int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o) : WEIR_ERR_NOMEM;
         if (rc != WEIR_OK) {
@@ -254,16 +290,20 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
                          "reload failed: cannot listen on the new addresses of "
                          "[servers.%s] (see the log)",
                          y->name);
-            for (size_t k = 0; k < n_added; k++)
-                weir_server_remove_listen(srv, added[k]);
-            /* Give renamed addresses back to their old servers. */
+            for (size_t k = 0; k < n_added; k++) {
+                if (server_on(old, added[k]))
+                    weir_server_release_listen(srv, added[k]);
+                else
+                    weir_server_remove_listen(srv, added[k]);
+            }
+            /* Moved addresses go back to their old servers. */
             for (size_t m = 0; m < old->n_servers; m++) {
                 const weir_cfg_server *ox = &old->servers[m];
-                server_app *osa = server_app_for(app, ox, m);
+                server_app *osa = server_app_for(app, ox);
                 for (size_t k = 0; osa && k < ox->n_addrs; k++) {
                     const char *one[1] = {ox->addrs[k]};
                     weir_proxy_options oo = service_opts(osa, ox);
-                    if (!has_addr(server_named(nc, ox->name), ox->addrs[k]))
+                    if (addr_moves(nc, ox, ox->addrs[k]))
                         weir_server_add_proxy(srv, one, 1, &weir__app_ops, osa, &oo);
                 }
             }
@@ -273,14 +313,9 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
             added[n_added++] = addrs[k];
     }
     for (size_t i = 0; i < old->n_servers; i++) {
-        const weir_cfg_server *x = &old->servers[i], *y = server_named(nc, x->name);
+        const weir_cfg_server *x = &old->servers[i];
         for (size_t k = 0; k < x->n_addrs; k++) {
-            if (has_addr(y, x->addrs[k]))
-                continue;
-            bool moved = false; /* released above and listened on again by its new server */
-            for (size_t j = 0; j < nc->n_servers && !moved; j++)
-                moved = has_addr(&nc->servers[j], x->addrs[k]);
-            if (!moved)
+            if (!server_on(nc, x->addrs[k]))
                 weir_server_remove_listen(srv, x->addrs[k]);
         }
     }
@@ -343,6 +378,18 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         weir__metrics_reload(false);
         return WEIR_ERR_INVAL;
     }
+    /* Every server's listener exists before nc is published, so the one
+     * load of a request finds its server (map_servers). */
+    for (size_t i = 0; i < nc->n_servers; i++) {
+        if (!server_app_for(app, &nc->servers[i])) {
+            reload_error(errs_out, "reload failed: cannot set up [servers.%s] (see the log)",
+                         nc->servers[i].name);
+            weir__config_unref(nc);
+            weir__metrics_reload(false);
+            return WEIR_ERR_INVAL;
+        }
+    }
+    map_servers(app, nc, old);
     weir_upstream *ups[1024];
     size_t n = checked_upstreams(nc, ups, 1024);
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {
@@ -356,6 +403,9 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
      * connection on a new address finds its server. */
     atomic_store_explicit(&app->current, nc, memory_order_release);
     if (apply_listeners(app, srv, old, nc, errs_out) != WEIR_OK) {
+        /* Connections the new listeners took meanwhile go on with old's
+         * server of their address. */
+        map_servers(app, old, nc);
         atomic_store_explicit(&app->current, old, memory_order_release);
         weir_upstream *old_ups[1024];
         size_t n_old = checked_upstreams(old, old_ups, 1024);
@@ -437,7 +487,6 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         weir_cfg_server *cs = &cfg->servers[i];
         server_app *sa = &app->servers[atomic_fetch_add(&app->n_servers, 1)];
         sa->app = app;
-        sa->index = i;
         snprintf(sa->name, sizeof(sa->name), "%s", cs->name);
         if (cs->access_log) {
             sa->logger = weir_logger_open(cs->access_log_file ? cs->access_log_file : "-");
@@ -454,6 +503,7 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
             goto fail;
         }
     }
+    map_servers(app, cfg, NULL);
     return app;
 fail:
     weir__app_free(app);

@@ -15,13 +15,12 @@
 #include "app/config/config.h"
 #include "weir/weir.h"
 
-#define MAX_SERVERS 64
+#define MAX_SERVERS WEIR_CFG_MAX_APP_SERVERS
 
 /* One per [servers.NAME]: what its service's phases need. */
 typedef struct server_app {
     weir_app *app;
-    size_t index;         /* of the server in the configuration it was made for */
-    char name[128];       /* the [servers.NAME] it serves, looked up in each snapshot */
+    char name[128];       /* the [servers.NAME] it was made for */
     weir_logger *logger;  /* NULL = no access log */
     weir_tls_server *tls; /* its listeners' TLS (kept across reloads), NULL = plain */
 } server_app;

@@ -35,17 +35,15 @@ weir_phase_result weir__app_answer(weir_session *s, int status, const char *text
     return WEIR_PHASE_ANSWERED;
 }
 
-/* The server of sa in snapshot cfg: by position when nothing moved, else
- * by name; NULL if a reload removed it (its last connections finish). */
+/* The server sa's requests get in snapshot cfg; NULL if a reload removed
+ * it (its last connections finish). */
 static weir_cfg_server *find_server(weir_config *cfg, server_app *sa)
 {
-    if (sa->index < cfg->n_servers && strcmp(cfg->servers[sa->index].name, sa->name) == 0)
-        return &cfg->servers[sa->index];
-    for (size_t i = 0; i < cfg->n_servers; i++) {
-        if (strcmp(cfg->servers[i].name, sa->name) == 0)
-            return &cfg->servers[i];
-    }
-    return NULL;
+    size_t k = (size_t)(sa - sa->app->servers);
+    if (k >= atomic_load_explicit(&cfg->n_app_servers, memory_order_acquire) ||
+        cfg->app_server[k] < 0)
+        return NULL;
+    return &cfg->servers[cfg->app_server[k]];
 }
 
 static void *new_ctx(weir_session *s, void *app)

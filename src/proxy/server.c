@@ -43,8 +43,11 @@ typedef struct listen_addr {
     struct sockaddr_storage ss;
     socklen_t len;
     char text[WEIR_ADDR_STRLEN];
-    weir_service *svc;
-    bool removed; /* weir_server_remove_listen: no longer listened on */
+    /* Whom its new connections go to; weir_server_add_proxy moves a
+     * released address to another service while workers accept on it. */
+    _Atomic(weir_service *) svc;
+    bool removed;  /* weir_server_remove_listen: no longer listened on */
+    bool released; /* weir_server_release_listen: listened on until moved or removed */
 } listen_addr;
 
 typedef struct worker worker;
@@ -424,6 +427,7 @@ int weir_server_remove_listen(weir_server *srv, const char *addr)
         if (la->removed || !weir__addr_equal((struct sockaddr *)&la->ss, (struct sockaddr *)&ss))
             continue;
         la->removed = true;
+        la->released = false;
         for (int k = 0; srv->running && k < srv->n_workers; k++) {
             detach_task *t = malloc(sizeof(*t));
             if (!t)
@@ -436,6 +440,31 @@ int weir_server_remove_listen(weir_server *srv, const char *addr)
         return WEIR_OK;
     }
     return WEIR_ERR_INVAL;
+}
+
+/* The address's entry while it is listened on, or NULL. */
+static listen_addr *live_addr(weir_server *srv, const struct sockaddr_storage *ss)
+{
+    for (size_t i = 0; i < srv->n_addrs; i++) {
+        listen_addr *la = &srv->addrs[i];
+        if (!la->removed &&
+            weir__addr_equal((const struct sockaddr *)&la->ss, (const struct sockaddr *)ss))
+            return la;
+    }
+    return NULL;
+}
+
+int weir_server_release_listen(weir_server *srv, const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (weir__addr_parse(addr, &ss, &len) < 0)
+        return WEIR_ERR_INVAL;
+    listen_addr *la = live_addr(srv, &ss);
+    if (!la)
+        return WEIR_ERR_INVAL;
+    la->released = true;
+    return WEIR_OK;
 }
 
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
@@ -464,29 +493,50 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         .max_headers = svc->opts.max_headers,
         .max_body_bytes = svc->opts.max_body_bytes,
     };
+    /* Addresses another service released move here with their sockets;
+     * the others get entries (and, on a running server, sockets) of their own. */
+    listen_addr *moved[MAX_ADDRS];
+    size_t n_moved = 0, n_new = 0;
     for (size_t i = 0; i < n_addrs; i++) {
-        listen_addr *la = &srv->addrs[srv->n_addrs + i];
+        listen_addr *la = &srv->addrs[srv->n_addrs + n_new];
         if (weir__addr_parse(listen_addrs[i], &la->ss, &la->len) < 0) {
             weir_log_error("invalid listen address '%s' (expected ip:port)", listen_addrs[i]);
             return WEIR_ERR_INVAL;
         }
-        snprintf(la->text, sizeof(la->text), "%s", listen_addrs[i]);
-        la->svc = svc;
-        la->removed = false;
-        for (size_t j = 0; j < srv->n_addrs + i; j++) {
-            if (!srv->addrs[j].removed && weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss,
-                                                           (struct sockaddr *)&la->ss)) {
-                weir_log_error("listen address %s given twice", la->text);
-                return WEIR_ERR_INVAL;
-            }
+        listen_addr *cur = live_addr(srv, &la->ss);
+        bool twice = cur && !cur->released;
+        for (size_t j = 0; j < n_moved && !twice; j++)
+            twice = moved[j] == cur;
+        for (size_t j = srv->n_addrs; j < srv->n_addrs + n_new && !twice; j++)
+            twice =
+                weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss, (struct sockaddr *)&la->ss);
+        if (twice) {
+            weir_log_error("listen address %s given twice", listen_addrs[i]);
+            return WEIR_ERR_INVAL;
         }
+        if (cur) {
+            moved[n_moved++] = cur;
+            continue;
+        }
+        snprintf(la->text, sizeof(la->text), "%s", listen_addrs[i]);
+        atomic_store_explicit(&la->svc, svc, memory_order_relaxed);
+        la->removed = false;
+        la->released = false;
+        n_new++;
     }
-    if (srv->running) {
-        int rc = listen_now(srv, srv->n_addrs, n_addrs);
+    if (srv->running && n_new) {
+        int rc = listen_now(srv, srv->n_addrs, n_new);
         if (rc < 0)
             return rc; /* nothing registered */
     }
-    srv->n_addrs += n_addrs;
+    for (size_t i = 0; i < n_moved; i++) {
+        moved[i]->released = false;
+        /* The service is complete before a worker can see it. */
+        atomic_store_explicit(&moved[i]->svc, svc, memory_order_release);
+        weir_log_info("%s moved to a new service (its sockets and queued connections stay)",
+                      moved[i]->text);
+    }
+    srv->n_addrs += n_new;
     srv->n_services++;
     return WEIR_OK;
 }
@@ -596,7 +646,8 @@ static void accept_ready(listener *l)
         l->pause_ms = 0;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &l->addr->svc->h1, &w->conns);
+        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen,
+                         &atomic_load_explicit(&l->addr->svc, memory_order_acquire)->h1, &w->conns);
     }
     /* Fairness: leave the rest of the backlog for the next round. */
     weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);
@@ -745,6 +796,8 @@ static int open_listeners(weir_server *srv, worker *w)
         const listen_addr *la = &srv->addrs[i];
         size_t k = 0;
         bool got = false;
+        if (la->removed)
+            continue;
         for (size_t j = 0; j < srv->n_inherited; j++) {
             /* The k-th socket of this address goes to worker k mod n; count
              * sockets other workers already took (fd -1) too. */

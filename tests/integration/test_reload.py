@@ -180,6 +180,120 @@ def test_twenty_reloads_under_load_lose_nothing(backend, start_proc, tmp_path):
     assert results and not failed, failed[:5]
 
 
+def renamed(port, addrs, name):
+    return config(port, addrs).replace("[servers.s]", "[servers.%s]" % name)
+
+
+def test_renames_under_load_lose_nothing(backend, start_proc, tmp_path):
+    """A server renamed on the same address keeps its sockets: connections
+    queued in the backlog are not reset, and kept-alive connections
+    accepted under the old name go on under the new one."""
+    import http.client
+    a = backend(B.fixed(b"a\n"))
+    port = free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    results, stop = [], threading.Event()
+
+    def fresh():
+        while not stop.is_set():
+            try:
+                results.append(B.get(port, "/f").status)
+            except Exception as e:  # any failure counts
+                results.append(repr(e))
+
+    def kept():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/k")
+                r = conn.getresponse()
+                r.read()
+                results.append(r.status)
+                if r.getheader("connection", "").lower() == "close":
+                    conn.close()
+            except Exception as e:
+                results.append(repr(e))
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=f) for f in (fresh, fresh, kept, kept)]
+    for t in threads:
+        t.start()
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    taken = '[servers.t]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n' % busy.getsockname()[1]
+    try:
+        done = 0
+        for i in range(24):
+            text = renamed(port, [a.addr], "r%d" % i)
+            if i % 6 == 5:  # the rename with a busy address: undone, nothing lost
+                path.write_text(text + taken)
+                w.signal(signal.SIGHUP)
+                assert wait_log(w, "reload failed", count=i // 6 + 1), w.stderr()
+            else:
+                path.write_text(text)
+                w.signal(signal.SIGHUP)
+                done += 1
+                assert wait_log(w, "reloaded", count=done), w.stderr()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        busy.close()
+    failed = [r for r in results if r != 200]
+    assert len(results) > 100 and not failed, (len(failed), failed[:5])
+    assert "stopped listening" not in w.stderr()
+
+
+def test_two_servers_swap_addresses_under_load(backend, start_proc, tmp_path):
+    """Servers that trade addresses keep the sockets: each address serves
+    the settings of the server that now has it, and nothing fails."""
+    a, b = backend(B.fixed(b"a\n")), backend(B.fixed(b"b\n"))
+    p1, p2 = free_port(), free_port()
+
+    def two(first, second):
+        return ('[servers.x]\naddr = "127.0.0.1:%d"\nlocations = ["la"]\n'
+                '[servers.y]\naddr = "127.0.0.1:%d"\nlocations = ["lb"]\n'
+                '[locations.la]\nupstream = "ua"\n[locations.lb]\nupstream = "ub"\n'
+                '[upstreams.ua]\naddrs = ["%s"]\n[upstreams.ub]\naddrs = ["%s"]\n'
+                % (first, second, a.addr, b.addr))
+    path, w = start(start_proc, tmp_path, two(p1, p2), p1)
+    results, stop = [], threading.Event()
+
+    def client(port):
+        while not stop.is_set():
+            try:
+                results.append(B.get(port).status)
+            except Exception as e:  # any failure counts
+                results.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in (p1, p2, p1, p2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(10):
+            path.write_text(two(p2, p1) if i % 2 == 0 else two(p1, p2))
+            w.signal(signal.SIGHUP)
+            assert wait_log(w, "reloaded", count=i + 1), w.stderr()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    failed = [r for r in results if r != 200]
+    assert len(results) > 100 and not failed, (len(failed), failed[:5])
+    # ten swaps: back where it started
+    assert B.get(p1).body == b"a\n" and B.get(p2).body == b"b\n"
+    path.write_text(two(p2, p1))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded", count=11), w.stderr()
+    assert B.get(p1).body == b"b\n" and B.get(p2).body == b"a\n"
+    assert "stopped listening" not in w.stderr()
+
+
 def test_sigusr1_reopens_the_access_log(backend, start_proc, tmp_path):
     a = backend(B.fixed(b"a\n"))
     port = free_port()

@@ -217,6 +217,8 @@ typedef struct weir_cfg_admin {
     bool persist;     /* write runtime membership changes back to the file */
 } weir_cfg_admin;
 
+#define WEIR_CFG_MAX_APP_SERVERS 64
+
 struct weir_config {
     _Atomic long refs;
     char *file; /* for messages */
@@ -232,6 +234,12 @@ struct weir_config {
     size_t n_certs;
     weir_plugin **plugins; /* [plugins.NAME] */
     size_t n_plugins;
+    /* By the app's listener (server_app, app.c) index: the server whose
+     * settings its requests get in this snapshot, or -1 (removed). Set
+     * before the snapshot is published, so one load gives both; a reload
+     * undone after publishing adds the entries of its new listeners. */
+    int16_t app_server[WEIR_CFG_MAX_APP_SERVERS];
+    _Atomic size_t n_app_servers;
 };
 
 /* The library's spec of a server's TLS settings; the arrays it points to
