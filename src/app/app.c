@@ -192,8 +192,13 @@ static server_app *server_app_for(weir_app *app, const weir_cfg_server *y)
         if (strcmp(app->servers[i].name, y->name) == 0)
             return &app->servers[i];
     }
-    if (app->n_servers == MAX_SERVERS)
+    if (app->n_servers == MAX_SERVERS) {
+        weir_log(WEIR_LEVEL_ERROR,
+                 "[servers.%s]: this process has had %d server names, the most it keeps; "
+                 "an upgrade (weir -u) starts over",
+                 y->name, MAX_SERVERS);
         return NULL;
+    }
     server_app *sa = &app->servers[atomic_load(&app->n_servers)];
     memset(sa, 0, sizeof(*sa));
     sa->app = app;

@@ -470,9 +470,13 @@ int weir_server_release_listen(weir_server *srv, const char *addr)
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
                           const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts)
 {
-    if (!ops || !ops->upstream_peer || n_addrs == 0 || n_addrs > MAX_ADDRS ||
-        srv->n_services == MAX_SERVICES)
+    if (!ops || !ops->upstream_peer || n_addrs == 0 || n_addrs > MAX_ADDRS)
         return WEIR_ERR_INVAL;
+    if (srv->n_services == MAX_SERVICES) {
+        weir_log_error("cannot listen on %s: the server has had %d services, the most it keeps",
+                       listen_addrs[0], MAX_SERVICES);
+        return WEIR_ERR_INVAL;
+    }
     weir_service *svc = &srv->services[srv->n_services];
     memset(svc, 0, sizeof(*svc));
     svc->ops = ops;

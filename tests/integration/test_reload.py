@@ -314,3 +314,24 @@ def test_sigusr1_reopens_the_access_log(backend, start_proc, tmp_path):
         time.sleep(0.02)
     assert "GET /after 200" in log.read_text()
     assert "/after" not in (tmp_path / "access.log.1").read_text()
+
+
+def test_the_65th_server_name_fails_the_reload_and_keeps_serving(backend, start_proc, tmp_path):
+    a = backend(B.fixed(b"a\n"))
+    port = free_port()
+    path, w = start(start_proc, tmp_path, config(port, [a.addr]), port)
+    for i in range(63):  # s and r0..r62: 64 names
+        path.write_text(renamed(port, [a.addr], "r%d" % i))
+        w.signal(signal.SIGHUP)
+        assert wait_log(w, "reloaded", count=i + 1), w.stderr()
+    path.write_text(renamed(port, [a.addr], "one_too_many"))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reload failed"), w.stderr()
+    assert "[servers.one_too_many]: this process has had 64 server names" in w.stderr()
+    r = B.get(port)
+    assert r.status == 200 and r.body == b"a\n"
+    # a name it has had is still fine
+    path.write_text(config(port, [a.addr]))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded", count=64), w.stderr()
+    assert B.get(port).status == 200
