@@ -255,7 +255,8 @@ static void map_servers(const weir_app *app, weir_config *nc, const weir_config 
  * or a move): released, then taken over with its sockets. */
 static bool addr_moves(const weir_config *nc, const weir_cfg_server *x, const char *addr)
 {
-    return !has_addr(server_named(nc, x->name), addr) && server_on(nc, addr);
+    const weir_cfg_server *y = server_on(nc, addr);
+    return y && strcmp(y->name, x->name) != 0;
 }
 
 /*
