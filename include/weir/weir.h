@@ -12,6 +12,7 @@
 #include "weir/proxy.h"
 #include "weir/server.h"
 #include "weir/session.h"
+#include "weir/subrequest.h"
 #include "weir/tls.h"
 #include "weir/types.h"
 

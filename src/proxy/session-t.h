@@ -101,6 +101,7 @@ struct weir_session {
 
     /* the client side */
     weir_stream_origin origin; /* the connection or stream the request came on */
+    struct weir_subrequest *subreqs; /* its sub-requests in flight (subrequest.c) */
     weir_exchange *down;
     const struct sockaddr *client_addr;
     uint8_t client_ip_len; /* of client_ip, below */

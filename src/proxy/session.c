@@ -48,6 +48,7 @@
 #include "proxy/request_gate.h"
 #include "proxy/service.h"
 #include "proxy/session-t.h"
+#include "proxy/subrequest.h"
 
 static const char *state_name(sess_state s)
 {
@@ -1050,8 +1051,13 @@ static void step(weir_session *s)
     for (;;) {
         sess_state before = s->state;
         int sub_before = s->sub;
-        if (s->pending)
+        if (s->pending) {
+            /* A sub-request for a client that left ends now (499): the
+             * phase waiting on it resumes and the session ends. */
+            if (s->subreqs && s->down && s->down->ops->peer_gone(s->down))
+                weir__subreq_client_gone(s);
             return;
+        }
         switch (s->state) {
         case SS_EARLY:
         case SS_REQUEST: {
@@ -1168,6 +1174,7 @@ static void free_session(weir_session *s)
 static void finish(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
+    weir__subreq_session_end(s);
     weir__session_end_splice(s);
     weir__timer_stop(s->loop, &s->up_timer);
     weir__timer_stop(s->loop, &s->client_timer);
@@ -1324,6 +1331,8 @@ static void stream_abort(void *stream)
     s->origin.done = NULL;
     s->down = NULL;
     weir__timer_stop(s->loop, &s->client_timer);
+    if (s->subreqs)
+        weir__subreq_client_gone(s);
     if (s->body_reading) {
         /* A phase waits for the body that will never come: tell it, it
          * resumes and the session ends. */

@@ -25,6 +25,18 @@
  *   that were complete, and the process's open descriptors.
  * - X-Upper: 1 on /stream or /file: a response_body_filter upper-cases the
  *   body (which makes a file go through the pump, not sendfile).
+ * - GET /sub?to=ADDR[&path=P][&n=K][&timeout=MS][&max=N][&method=M][&body=B]
+ *   [&tls=1&ca=FILE[&sni=NAME]][&h2=1|&alpn=1][&ct=MS][&detached=1]: K
+ *   sub-requests (weir_subrequest_start) to ADDR at once; the answer waits
+ *   for all: for one, "status S code C reused R len L\n" and its body (the
+ *   backend's X-Echo field comes back as X-Sub-Echo); for more, "ok O fail
+ *   F\n" (200s and the rest). h2=1 is HTTP/2 prior knowledge (or over TLS
+ *   by ALPN), alpn=1 offers h2 and http/1.1. detached=1 answers at once
+ *   and lets the sub-request outlive the request; forget=1 answers at once
+ *   and leaves it to be cancelled with the session.
+ * - GET /sub-stats: "started S done D cancelled C detached E live L": the
+ *   callbacks so far, those with status 499, the detached ones done, and
+ *   sub-requests in flight on the worker that answers.
  * - anything else is proxied to UPSTREAM_ADDR; the response carries
  *   X-Phases, the phases that ran, in order.
  */
@@ -44,6 +56,8 @@
 typedef struct ctx {
     char phases[512];
     weir_session *s;
+    /* /sub */
+    long sub_left, sub_ok, sub_fail;
     /* /stream */
     long n, piece, pause_ms, fail, made, pos;
     bool woken;
@@ -51,6 +65,7 @@ typedef struct ctx {
 } ctx;
 
 static atomic_long gen_done, gen_complete;
+static atomic_long sub_started, sub_done, sub_cancelled, sub_detached;
 
 static weir_peer upstream;
 
@@ -123,11 +138,12 @@ static void body_read(weir_session *s, void *c, weir_str body, int error)
 static long query_num(weir_session *s, const char *name, long def)
 {
     weir_str q = weir_session_query(s);
-    char buf[256];
+    char buf[1024], *save = NULL;
     size_t len = q.len < sizeof(buf) - 1 ? q.len : sizeof(buf) - 1;
     memcpy(buf, q.ptr, len);
     buf[len] = '\0';
-    for (char *tok = strtok(buf, "&"); tok; tok = strtok(NULL, "&")) {
+    /* strtok_r: the workers parse at once */
+    for (char *tok = strtok_r(buf, "&", &save); tok; tok = strtok_r(NULL, "&", &save)) {
         size_t nl = strlen(name);
         if (strncmp(tok, name, nl) == 0 && tok[nl] == '=')
             return atol(tok + nl + 1);
@@ -143,8 +159,17 @@ static bool query_str(weir_session *s, const char *name, char *out, size_t cap)
         if ((i == 0 || q.ptr[i - 1] == '&') && memcmp(q.ptr + i, name, nl) == 0 &&
             q.ptr[i + nl] == '=') {
             size_t j = i + nl + 1, k = 0;
-            while (j < q.len && q.ptr[j] != '&' && k + 1 < cap)
-                out[k++] = q.ptr[j++];
+            while (j < q.len && q.ptr[j] != '&' && k + 1 < cap) {
+                char hex[3] = {0};
+                if (q.ptr[j] == '%' && j + 2 < q.len) { /* percent-decoded */
+                    memcpy(hex, q.ptr + j + 1, 2);
+                    out[k++] = (char)strtol(hex, NULL, 16);
+                    j += 3;
+                } else {
+                    out[k++] = q.ptr[j] == '+' ? ' ' : q.ptr[j];
+                    j++;
+                }
+            }
             out[k] = '\0';
             return true;
         }
@@ -251,6 +276,133 @@ static weir_phase_result generated(weir_session *s, ctx *c)
     return WEIR_PHASE_CONTINUE;
 }
 
+/* ---- /sub: sub-requests ---- */
+
+static pthread_mutex_t tls_lock = PTHREAD_MUTEX_INITIALIZER;
+static weir_tls_client *tls_clients[3]; /* http/1.1, h2, both */
+
+static const weir_tls_client *tls_client(int kind, const char *ca)
+{
+    static const char *const alpn[] = {"http/1.1", "h2", "h2,http/1.1"};
+    pthread_mutex_lock(&tls_lock);
+    if (!tls_clients[kind]) {
+        char err[256];
+        weir_tls_client_spec spec = {.ca_file = ca, .alpn = alpn[kind]};
+        tls_clients[kind] = weir_tls_client_new(&spec, err, sizeof(err));
+        if (!tls_clients[kind])
+            fprintf(stderr, "tls client: %s\n", err);
+    }
+    pthread_mutex_unlock(&tls_lock);
+    return tls_clients[kind];
+}
+
+static void sub_counted(const weir_subrequest_result *r)
+{
+    atomic_fetch_add(&sub_done, 1);
+    if (r->status == 499)
+        atomic_fetch_add(&sub_cancelled, 1);
+}
+
+static void sub_detached_done(weir_session *s, void *arg, const weir_subrequest_result *r)
+{
+    sub_counted(r);
+    atomic_fetch_add(&sub_detached, 1);
+}
+
+static void sub_done_cb(weir_session *s, void *arg, const weir_subrequest_result *r)
+{
+    ctx *c = arg;
+    sub_counted(r);
+    if (r->status == 200)
+        c->sub_ok++;
+    else
+        c->sub_fail++;
+    if (c->sub_left == 1 && c->sub_ok + c->sub_fail == 1) {
+        /* one sub-request: its result is the answer */
+        char head[160];
+        int n = snprintf(head, sizeof(head), "status %d code %d reused %d len %zu\n", r->status,
+                         r->error_code, r->reused, r->body.len);
+        char *out = weir_session_alloc(s, (size_t)n + r->body.len);
+        memcpy(out, head, (size_t)n);
+        if (r->body.len)
+            memcpy(out + n, r->body.ptr, r->body.len);
+        const weir_str *echo = weir_subrequest_header(r, "x-echo");
+        weir_header h = {WEIR_STR("X-Sub-Echo"), echo ? *echo : WEIR_STR("-")};
+        weir_session_respond(s, 200, &h, 1, out, (size_t)n + r->body.len);
+        weir_session_resume(s, WEIR_PHASE_ANSWERED);
+        return;
+    }
+    if (--c->sub_left > 0)
+        return;
+    char body[64];
+    int n = snprintf(body, sizeof(body), "ok %ld fail %ld\n", c->sub_ok, c->sub_fail);
+    weir_session_respond(s, 200, NULL, 0, body, (size_t)n);
+    weir_session_resume(s, WEIR_PHASE_ANSWERED);
+}
+
+static weir_phase_result sub(weir_session *s, ctx *c)
+{
+    char to[64], path[256] = "/", ca[512] = "", sni[128] = "", method[16] = "", body[256] = "";
+    if (!query_str(s, "to", to, sizeof(to)))
+        return WEIR_PHASE_ERROR;
+    query_str(s, "path", path, sizeof(path));
+    query_str(s, "ca", ca, sizeof(ca));
+    query_str(s, "sni", sni, sizeof(sni));
+    query_str(s, "method", method, sizeof(method));
+    query_str(s, "body", body, sizeof(body));
+    weir_peer peer = {.keepalive = 64, .connect_timeout_ms = (uint32_t)query_num(s, "ct", 0)};
+    if (weir_peer_set_addr(&peer, to) != WEIR_OK)
+        return WEIR_PHASE_ERROR;
+    bool h2 = query_num(s, "h2", 0), alpn = query_num(s, "alpn", 0);
+    peer.h2 = h2;
+    peer.h2_or_h1 = alpn;
+    if (query_num(s, "tls", 0)) {
+        peer.tls = true;
+        snprintf(peer.sni, sizeof(peer.sni), "%s", sni);
+        peer.tls_client = tls_client(alpn ? 2 : h2 ? 1 : 0, ca[0] ? ca : NULL);
+    }
+    weir_header fwd = {WEIR_STR("X-Echo"), weir_headers_get(weir_session_req_headers(s), "x-echo")};
+    weir_subrequest_spec spec = {
+        .method = {method, strlen(method)},
+        .target = {path, strlen(path)},
+        .headers = &fwd,
+        .n_headers = fwd.value.ptr ? 1 : 0,
+        .body = {body, strlen(body)},
+        .max_body = (size_t)query_num(s, "max", 0),
+        .timeout_ms = (uint32_t)query_num(s, "timeout", 0),
+        .detached = query_num(s, "detached", 0),
+    };
+    if (spec.detached) {
+        if (!weir_subrequest_start(s, &peer, &spec, sub_detached_done, NULL))
+            return WEIR_PHASE_ERROR;
+        atomic_fetch_add(&sub_started, 1);
+        static const char started[] = "started\n";
+        weir_session_respond(s, 200, NULL, 0, started, sizeof(started) - 1);
+        return WEIR_PHASE_ANSWERED;
+    }
+    if (query_num(s, "forget", 0)) {
+        /* Started and not waited for: cancelled when the session ends. */
+        if (!weir_subrequest_start(s, &peer, &spec, sub_done_cb, c))
+            return WEIR_PHASE_ERROR;
+        atomic_fetch_add(&sub_started, 1);
+        static const char left[] = "left\n";
+        weir_session_respond(s, 200, NULL, 0, left, sizeof(left) - 1);
+        return WEIR_PHASE_ANSWERED;
+    }
+    long n = query_num(s, "n", 1);
+    c->sub_left = n;
+    for (long i = 0; i < n; i++) {
+        if (!weir_subrequest_start(s, &peer, &spec, sub_done_cb, c)) {
+            if (i == 0)
+                return WEIR_PHASE_ERROR;
+            c->sub_left = i; /* those started answer */
+            break;
+        }
+        atomic_fetch_add(&sub_started, 1);
+    }
+    return WEIR_PHASE_PENDING;
+}
+
 static weir_phase_result request_filter(weir_session *s, void *c)
 {
     note(c, "request_filter");
@@ -268,6 +420,17 @@ static weir_phase_result request_filter(weir_session *s, void *c)
     weir_phase_result g = generated(s, c);
     if (g != WEIR_PHASE_CONTINUE)
         return g;
+    if (path_is(s, "/sub"))
+        return sub(s, c);
+    if (path_is(s, "/sub-stats")) {
+        char body[160];
+        int n = snprintf(
+            body, sizeof(body), "started %ld done %ld cancelled %ld detached %ld live %zu\n",
+            atomic_load(&sub_started), atomic_load(&sub_done), atomic_load(&sub_cancelled),
+            atomic_load(&sub_detached), weir_subrequest_count());
+        weir_session_respond(s, 200, NULL, 0, body, (size_t)n);
+        return WEIR_PHASE_ANSWERED;
+    }
     if (path_is(s, "/read-body")) {
         if (weir_session_read_body(s, 64 * 1024, body_read) != WEIR_OK)
             return WEIR_PHASE_ERROR;
