@@ -1,0 +1,329 @@
+/*
+ * forward_auth.c - asks an auth service about each request (Traefik's
+ * forwardAuth, nginx's auth_request, APISIX's forward-auth).
+ *
+ *     [plugins.auth]
+ *     category = "forward_auth"
+ *     auth_url = "http://127.0.0.1:9091/verify"   # or https://, a name or an IP
+ *     auth_request_headers = ["Authorization", "Cookie"]  # default: all
+ *     auth_response_headers = ["X-User", "X-Groups"]
+ *     timeout = "5s"
+ *     ca_file = "/etc/ssl/auth-ca.pem"            # https: else the system's
+ *
+ * A GET to auth_url (a sub-request, weir/subrequest.h: kept-alive
+ * connections, the worker not blocked) carries the client's fields (all
+ * end-to-end ones, or only those listed) and what weir decided about the
+ * request: X-Forwarded-Method, -Proto, -Host, -Uri and -For. Fields of
+ * those names the client sent are not passed on.
+ *
+ * A 2xx lets the request through: each field of auth_response_headers is
+ * taken off the request first (a client cannot claim "X-User: admin"),
+ * then set from the answer when it has it. Any other status goes back to
+ * the client as the service gave it (its fields but the hop-by-hop and
+ * framing ones, its body): 401 with WWW-Authenticate, a 302 to a login
+ * page. No answer within timeout, or none at all, is a 503.
+ */
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app/config/config.h"
+#include "app/plugin/plugins.h"
+
+#define MAX_AUTH_BODY (64 * 1024)
+
+typedef struct fa_conf {
+    weir_peer peer;
+    weir_tls_client *tls;
+    char *authority; /* host[:port] of auth_url */
+    char *target;    /* its path and query */
+    char **req_names, **resp_names;
+    size_t n_req, n_resp;
+    uint32_t timeout_ms;
+} fa_conf;
+
+static void fa_free(void *conf)
+{
+    fa_conf *c = conf;
+    weir_tls_client_free(c->tls);
+    free(c->authority);
+    free(c->target);
+    weir__cfg_free_list(c->req_names, c->n_req);
+    weir__cfg_free_list(c->resp_names, c->n_resp);
+    free(c);
+}
+
+/* Fields weir writes itself on the sub-request, whatever the client sent. */
+static const char *const own_fields[] = {"x-forwarded-method", "x-forwarded-proto",
+                                         "x-forwarded-host",   "x-forwarded-uri",
+                                         "x-forwarded-for",    NULL};
+
+static bool in_list(const char *const *list, weir_str name)
+{
+    for (size_t i = 0; list[i]; i++) {
+        if (strlen(list[i]) == name.len && strncasecmp(list[i], name.ptr, name.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Hop-by-hop and framing fields: neither sent to the service nor copied
+ * from its answer. */
+static bool not_passed(weir_str name)
+{
+    static const char *const names[] = {
+        "connection", "keep-alive",     "proxy-connection",  "te",     "trailer", "upgrade",
+        "host",       "content-length", "transfer-encoding", "expect", NULL};
+    return in_list(names, name);
+}
+
+/* Reads auth_url into c: scheme, host (resolved now), port, target. */
+static void parse_url(loader *ld, fa_conf *c, const char *url, int line, const char *section)
+{
+    bool tls = strncmp(url, "https://", 8) == 0;
+    if (!tls && strncmp(url, "http://", 7) != 0) {
+        weir__cfg_err_at(ld, line, "'auth_url' in [%s] must start with http:// or https://",
+                         section);
+        return;
+    }
+    const char *host = url + (tls ? 8 : 7);
+    const char *slash = strchr(host, '/');
+    size_t hl = slash ? (size_t)(slash - host) : strlen(host);
+    char hostport[300];
+    if (hl == 0 || hl >= 256 || strpbrk(url, " \t\r\n#") || memchr(host, '@', hl)) {
+        weir__cfg_err_at(ld, line, "'auth_url' in [%s] is not a URL weir can ask", section);
+        return;
+    }
+    memcpy(hostport, host, hl);
+    hostport[hl] = '\0';
+    c->authority = strdup(hostport);
+    c->target = strdup(slash ? slash : "/");
+    char name[256], port[8] = "";
+    snprintf(port, sizeof(port), "%s", tls ? "443" : "80");
+    if (hostport[0] == '[') { /* [v6]:port */
+        char *rb = strchr(hostport, ']');
+        if (!rb || (rb[1] && rb[1] != ':')) {
+            weir__cfg_err_at(ld, line, "'auth_url' in [%s]: bad IPv6 address", section);
+            return;
+        }
+        *rb = '\0';
+        memcpy(name, hostport + 1, strlen(hostport + 1) + 1);
+        if (rb[1] == ':')
+            snprintf(port, sizeof(port), "%s", rb + 2);
+    } else {
+        char *colon = strrchr(hostport, ':');
+        if (colon) {
+            *colon = '\0';
+            snprintf(port, sizeof(port), "%s", colon + 1);
+        }
+        memcpy(name, hostport, strlen(hostport) + 1);
+    }
+    char *end;
+    long pn = strtol(port, &end, 10);
+    if (*end || pn < 1 || pn > 65535 || !name[0]) {
+        weir__cfg_err_at(ld, line, "'auth_url' in [%s]: bad host or port", section);
+        return;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = weir__config_resolve_names ? 0 : AI_NUMERICHOST};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(name, port, &hints, &res);
+    if (rc != 0 || !res) {
+        weir__cfg_err_at(ld, line, "'auth_url' in [%s]: cannot resolve '%s': %s", section, name,
+                         gai_strerror(rc));
+        return;
+    }
+    memcpy(&c->peer.addr, res->ai_addr, res->ai_addrlen);
+    c->peer.addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    c->peer.tls = tls;
+    struct addrinfo nh = {.ai_flags = AI_NUMERICHOST};
+    struct addrinfo *numeric = NULL;
+    if (tls && getaddrinfo(name, NULL, &nh, &numeric) != 0) /* a name: its SNI */
+        memcpy(c->peer.sni, name, strlen(name) + 1);
+    if (numeric)
+        freeaddrinfo(numeric);
+}
+
+static bool fa_parse(loader *ld, const weir_toml_value *t, const char *section, void **conf)
+{
+    fa_conf *c = calloc(1, sizeof(*c));
+    if (!c)
+        return false;
+    *conf = c;
+    int line = weir_toml_line(t);
+    bool present;
+    char *url = weir__cfg_dup_string(ld, t, "auth_url", section, &present);
+    if (!url)
+        weir__cfg_err_at(ld, line, "[%s] needs 'auth_url', the auth service to ask", section);
+    else
+        parse_url(ld, c, url, line, section);
+    free(url);
+    c->req_names =
+        weir__cfg_get_string_list(ld, t, "auth_request_headers", section, &c->n_req, &line);
+    c->resp_names =
+        weir__cfg_get_string_list(ld, t, "auth_response_headers", section, &c->n_resp, &line);
+    for (size_t i = 0; i < c->n_req; i++) {
+        if (!weir__cfg_valid_token(c->req_names[i]))
+            weir__cfg_err_at(ld, line, "'auth_request_headers' in [%s]: '%s' is not a field name",
+                             section, c->req_names[i]);
+    }
+    for (size_t i = 0; i < c->n_resp; i++) {
+        const char *why = weir__cfg_forbidden_field(c->resp_names[i], true);
+        if (!weir__cfg_valid_token(c->resp_names[i]))
+            weir__cfg_err_at(ld, line, "'auth_response_headers' in [%s]: '%s' is not a field name",
+                             section, c->resp_names[i]);
+        else if (why)
+            weir__cfg_err_at(ld, line, "'auth_response_headers' in [%s]: '%s' is %s", section,
+                             c->resp_names[i], why);
+    }
+    c->timeout_ms = 5000;
+    weir__cfg_get_duration(ld, t, "timeout", section, 600000, false, &c->timeout_ms);
+    char *ca = weir__cfg_dup_string(ld, t, "ca_file", section, &present);
+    if (ca && !c->peer.tls)
+        weir__cfg_err_at(ld, line, "'ca_file' in [%s] is for an https auth_url", section);
+    if (c->peer.tls && ld->errs->n == 0) {
+        weir_tls_client_spec spec = {.ca_file = ca};
+        char err[512];
+        c->tls = weir_tls_client_new(&spec, err, sizeof(err));
+        if (!c->tls)
+            weir__cfg_err_at(ld, line, "[%s]: TLS: %s", section, err);
+        c->peer.tls_client = c->tls;
+    }
+    free(ca);
+    c->peer.keepalive = 32;
+    c->peer.idle_timeout_ms = 60000;
+    c->peer.connect_timeout_ms = c->timeout_ms;
+    return true;
+}
+
+/* ---- per request ---- */
+
+static bool listed(char *const *names, size_t n, weir_str name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(names[i]) == name.len && strncasecmp(names[i], name.ptr, name.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A NUL-terminated copy in session memory, or NULL. */
+static char *sdup(weir_session *s, weir_str v)
+{
+    char *p = weir_session_alloc(s, v.len + 1);
+    if (p) {
+        memcpy(p, v.ptr, v.len);
+        p[v.len] = '\0';
+    }
+    return p;
+}
+
+static void answered(weir_session *s, void *arg, const weir_subrequest_result *r)
+{
+    const fa_conf *c = arg;
+    if (r->error_code == WEIR_SUBREQ_CANCELLED) {
+        weir__plugin_resume(s, WEIR_PHASE_ERROR); /* the client left: the session ends */
+        return;
+    }
+    if (r->error_code != WEIR_SUBREQ_OK) {
+        weir_log(WEIR_LEVEL_WARN, "forward_auth: %s %s: %s: 503", c->authority, c->target,
+                 r->error);
+        static const char body[] = "503 Service Unavailable (auth service)\n";
+        weir__plugin_resume(s, weir__plugin_respond_text(s, 503, body, sizeof(body) - 1));
+        return;
+    }
+    if (r->status >= 200 && r->status < 300) {
+        weir_headers *h = weir_session_req_headers(s);
+        for (size_t i = 0; i < c->n_resp; i++) {
+            const weir_str *v = weir_subrequest_header(r, c->resp_names[i]);
+            char *val = v ? sdup(s, *v) : NULL;
+            if (v && (!val || weir_headers_set(h, c->resp_names[i], val) != WEIR_OK)) {
+                weir__plugin_resume(s, WEIR_PHASE_ERROR);
+                return;
+            }
+        }
+        weir__plugin_resume(s, WEIR_PHASE_CONTINUE);
+        return;
+    }
+    /* The service's answer, as it gave it. */
+    weir_header *hs = weir_session_alloc(s, (r->n_headers ? r->n_headers : 1) * sizeof(*hs));
+    size_t n = 0;
+    for (size_t i = 0; hs && i < r->n_headers; i++) {
+        if (not_passed(r->headers[i].name))
+            continue;
+        char *name = sdup(s, r->headers[i].name), *val = sdup(s, r->headers[i].value);
+        if (!name || !val) {
+            hs = NULL;
+            break;
+        }
+        hs[n++] = (weir_header){{name, r->headers[i].name.len}, {val, r->headers[i].value.len}};
+    }
+    int status = r->status < 200 ? 502 : r->status; /* a 1xx or 101 is not an answer */
+    if (!hs || weir_session_respond(s, status, hs, n, r->body.ptr, r->body.len) != WEIR_OK) {
+        weir__plugin_resume(s, WEIR_PHASE_ERROR);
+        return;
+    }
+    weir__plugin_resume(s, WEIR_PHASE_ANSWERED);
+}
+
+static weir_phase_result fa_request(weir_plugin_call *call)
+{
+    const fa_conf *c = call->plugin->conf;
+    weir_session *s = call->s;
+    weir_headers *h = weir_session_req_headers(s);
+    size_t nh = weir_headers_count(h);
+    weir_header *out = weir_session_alloc(s, (nh + 5) * sizeof(*out));
+    if (!out)
+        return WEIR_PHASE_ERROR;
+    size_t n = 0;
+    for (size_t i = 0; i < nh; i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (not_passed(f.name) || in_list(own_fields, f.name))
+            continue;
+        if (c->n_req && !listed(c->req_names, c->n_req, f.name))
+            continue;
+        out[n++] = f;
+    }
+    weir_tls_info tls;
+    bool https = weir_session_tls(s, &tls);
+    weir_str host = weir_headers_get(h, "host");
+    out[n++] = (weir_header){WEIR_STR("X-Forwarded-Method"), weir_session_method(s)};
+    out[n++] =
+        (weir_header){WEIR_STR("X-Forwarded-Proto"), https ? WEIR_STR("https") : WEIR_STR("http")};
+    if (host.ptr)
+        out[n++] = (weir_header){WEIR_STR("X-Forwarded-Host"), host};
+    out[n++] = (weir_header){WEIR_STR("X-Forwarded-Uri"), weir_session_target(s)};
+    out[n++] = (weir_header){WEIR_STR("X-Forwarded-For"), weir_session_client_ip(s)};
+    /* What the service vouches for comes from it alone. */
+    for (size_t i = 0; i < c->n_resp; i++)
+        weir_headers_remove(h, c->resp_names[i]);
+    weir_subrequest_spec spec = {
+        .target = {c->target, strlen(c->target)},
+        .authority = {c->authority, strlen(c->authority)},
+        .headers = out,
+        .n_headers = n,
+        .max_body = MAX_AUTH_BODY,
+        .timeout_ms = c->timeout_ms,
+    };
+    /* The conf outlives the request: its snapshot is pinned until the end. */
+    if (!weir_subrequest_start(s, &c->peer, &spec, answered, (void *)c))
+        return WEIR_PHASE_ERROR;
+    return WEIR_PHASE_PENDING;
+}
+
+static const char *const fa_keys[] = {
+    "auth_url", "auth_request_headers", "auth_response_headers", "timeout", "ca_file", NULL};
+
+const weir_plugin_def weir__plugin_forward_auth = {
+    .category = "forward_auth",
+    .keys = fa_keys,
+    .steps = WEIR_STEPS_REQUEST_SIDE,
+    .default_step = WEIR_STEP_REQUEST,
+    .parse = fa_parse,
+    .free = fa_free,
+    .request = fa_request,
+};
