@@ -44,3 +44,50 @@ weir_str weir__query_param(weir_str q, const char *name)
     }
     return WEIR_STR_NULL;
 }
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+long weir__unescape(weir_str v, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char ch = v.ptr[i];
+        if (ch == '%') {
+            int hi = i + 2 < v.len ? hexval(v.ptr[i + 1]) : -1;
+            int lo = hi >= 0 ? hexval(v.ptr[i + 2]) : -1;
+            if (lo < 0)
+                return -1;
+            ch = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (o == cap)
+            return -1;
+        out[o++] = ch;
+    }
+    return (long)o;
+}
+
+size_t weir__query_params(weir_str q, const char *name, weir_str *first)
+{
+    size_t count = 0;
+    *first = WEIR_STR_NULL;
+    while (q.len) {
+        weir_str v = weir__query_param(q, name);
+        if (!v.ptr)
+            break;
+        if (!count++)
+            *first = v;
+        size_t used = (size_t)(v.ptr + v.len - q.ptr);
+        q = (weir_str){q.ptr + used, q.len - used};
+    }
+    return count;
+}

@@ -13,5 +13,12 @@ weir_str weir__cookie(const weir_headers *h, const char *name);
 /* The value of query parameter `name` ("" for "name" alone); .ptr NULL if
  * there is none. */
 weir_str weir__query_param(weir_str query, const char *name);
+/* How many times parameter `name` is in the query; *first is the first
+ * one's value (.ptr NULL when none). Two are two opinions: callers that
+ * check credentials refuse them. */
+size_t weir__query_params(weir_str query, const char *name, weir_str *first);
+/* Percent-decodes v into out (a '+' stays a '+', RFC 3986); the length,
+ * or -1 for a broken escape or more than cap bytes. */
+long weir__unescape(weir_str v, char *out, size_t cap);
 
 #endif

@@ -95,55 +95,6 @@ static bool key_parse(loader *ld, const weir_toml_value *t, const char *section,
     return c->digests != NULL;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes v into out; the length, or -1 (a bad escape, too long). */
-static long unescape(weir_str v, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < v.len; i++) {
-        char ch = v.ptr[i];
-        if (ch == '%') {
-            int hi = i + 2 < v.len ? hexval(v.ptr[i + 1]) : -1;
-            int lo = hi >= 0 ? hexval(v.ptr[i + 2]) : -1;
-            if (lo < 0)
-                return -1;
-            ch = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        if (o == cap)
-            return -1;
-        out[o++] = ch;
-    }
-    return (long)o;
-}
-
-/* The parameter `name` of the query, and how many times it is there. */
-static size_t query_params(weir_str q, const char *name, weir_str *first)
-{
-    size_t count = 0;
-    *first = WEIR_STR_NULL;
-    while (q.len) {
-        weir_str v = weir__query_param(q, name);
-        if (!v.ptr)
-            break;
-        if (!count++)
-            *first = v;
-        size_t used = (size_t)(v.ptr + v.len - q.ptr);
-        q = (weir_str){q.ptr + used, q.len - used};
-    }
-    return count;
-}
-
 /* The upstream target without the parameter `name` (every occurrence). */
 static int drop_param(weir_session *s, const char *name)
 {
@@ -202,12 +153,12 @@ static weir_phase_result key_request(weir_plugin_call *call)
                 v = f.value;
         }
     } else {
-        count = query_params(weir_session_query(s), c->query, &v);
+        count = weir__query_params(weir_session_query(s), c->query, &v);
     }
     char key[MAX_KEY];
     long n = -1;
     if (count == 1 && c->query) {
-        n = unescape(v, key, sizeof(key));
+        n = weir__unescape(v, key, sizeof(key));
     } else if (count == 1 && v.len <= MAX_KEY) {
         memcpy(key, v.ptr, v.len);
         n = (long)v.len;

@@ -216,6 +216,10 @@ weir_str weir__plugin_field(weir_session *s, const weir_headers *h, const char *
  * changed (compressed, filtered). */
 void weir__plugin_weaken_etag(weir_session *s, weir_headers *h);
 
+/* True if ip (text, v4 or v6) is in one of the n blocks (an IPv4 block
+ * matches an IPv4-mapped IPv6 address). */
+bool weir__plugin_ip_in(const weir_cidr *c, size_t n, weir_str ip);
+
 /* Answers `status` with a text/plain body (copied). */
 weir_phase_result weir__plugin_respond_text(weir_session *s, int status, const char *text,
                                             size_t len);

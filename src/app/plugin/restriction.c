@@ -116,7 +116,7 @@ static bool ua_parse(loader *ld, const weir_toml_value *t, const char *section, 
     return list_parse(ld, t, section, conf, "ua_list");
 }
 
-static bool cidr_match(const weir_cidr *c, size_t n, weir_str ip)
+bool weir__plugin_ip_in(const weir_cidr *c, size_t n, weir_str ip)
 {
     char text[64];
     if (!ip.ptr || ip.len >= sizeof(text))
@@ -160,7 +160,7 @@ static weir_phase_result verdict(weir_plugin_call *c, bool in_list)
 static weir_phase_result ip_request(weir_plugin_call *c)
 {
     const restrict_conf *r = c->plugin->conf;
-    return verdict(c, cidr_match(r->cidrs, r->n_cidrs, weir_session_client_ip(c->s)));
+    return verdict(c, weir__plugin_ip_in(r->cidrs, r->n_cidrs, weir_session_client_ip(c->s)));
 }
 
 /* The host of a Referer URL ("https://a.example.com:8443/x" -> "a.example.com"). */
