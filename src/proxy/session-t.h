@@ -100,7 +100,7 @@ struct weir_session {
     bool running, rerun;
 
     /* the client side */
-    weir_stream_origin origin; /* the connection or stream the request came on */
+    weir_stream_origin origin;       /* the connection or stream the request came on */
     struct weir_subrequest *subreqs; /* its sub-requests in flight (subrequest.c) */
     weir_exchange *down;
     const struct sockaddr *client_addr;
