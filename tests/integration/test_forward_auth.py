@@ -256,7 +256,7 @@ def check(tmp_path, body):
     ('auth_url = "http://127.0.0.1/x"\nauth_request_headers = ["X Y"]', "is not a field name"),
     ('auth_url = "http://127.0.0.1/x"\nauth_response_headers = ["Content-Length"]',
      "'auth_response_headers' in [plugins.auth]: 'Content-Length'"),
-    ('auth_url = "http://127.0.0.1/x"\nca_file = "/x"', "is for an https auth_url"),
+    ('auth_url = "http://127.0.0.1/x"\nca_file = "/x"', "is for an https 'auth_url'"),
     ('auth_url = "http://127.0.0.1/x"\ntimeout = "0s"', "timeout"),
     ('auth_url = "http://127.0.0.1/x"\nauth_ur = "x"', "did you mean 'auth_url'"),
 ])

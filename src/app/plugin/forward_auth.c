@@ -23,22 +23,17 @@
  * framing ones, its body): 401 with WWW-Authenticate, a 302 to a login
  * page. No answer within timeout, or none at all, is a 503.
  */
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "app/config/config.h"
 #include "app/plugin/plugins.h"
 
 #define MAX_AUTH_BODY (64 * 1024)
 
 typedef struct fa_conf {
-    weir_peer peer;
-    weir_tls_client *tls;
-    char *authority; /* host[:port] of auth_url */
-    char *target;    /* its path and query */
+    weir_plugin_url url; /* auth_url */
     char **req_names, **resp_names;
     size_t n_req, n_resp;
     uint32_t timeout_ms;
@@ -47,9 +42,7 @@ typedef struct fa_conf {
 static void fa_free(void *conf)
 {
     fa_conf *c = conf;
-    weir_tls_client_free(c->tls);
-    free(c->authority);
-    free(c->target);
+    weir__plugin_url_free(&c->url);
     weir__cfg_free_list(c->req_names, c->n_req);
     weir__cfg_free_list(c->resp_names, c->n_resp);
     free(c);
@@ -79,75 +72,6 @@ static bool not_passed(weir_str name)
     return in_list(names, name);
 }
 
-/* Reads auth_url into c: scheme, host (resolved now), port, target. */
-static void parse_url(loader *ld, fa_conf *c, const char *url, int line, const char *section)
-{
-    bool tls = strncmp(url, "https://", 8) == 0;
-    if (!tls && strncmp(url, "http://", 7) != 0) {
-        weir__cfg_err_at(ld, line, "'auth_url' in [%s] must start with http:// or https://",
-                         section);
-        return;
-    }
-    const char *host = url + (tls ? 8 : 7);
-    const char *slash = strchr(host, '/');
-    size_t hl = slash ? (size_t)(slash - host) : strlen(host);
-    char hostport[300];
-    if (hl == 0 || hl >= 256 || strpbrk(url, " \t\r\n#") || memchr(host, '@', hl)) {
-        weir__cfg_err_at(ld, line, "'auth_url' in [%s] is not a URL weir can ask", section);
-        return;
-    }
-    memcpy(hostport, host, hl);
-    hostport[hl] = '\0';
-    c->authority = strdup(hostport);
-    c->target = strdup(slash ? slash : "/");
-    char name[256], port[8] = "";
-    snprintf(port, sizeof(port), "%s", tls ? "443" : "80");
-    if (hostport[0] == '[') { /* [v6]:port */
-        char *rb = strchr(hostport, ']');
-        if (!rb || (rb[1] && rb[1] != ':')) {
-            weir__cfg_err_at(ld, line, "'auth_url' in [%s]: bad IPv6 address", section);
-            return;
-        }
-        *rb = '\0';
-        memcpy(name, hostport + 1, strlen(hostport + 1) + 1);
-        if (rb[1] == ':')
-            snprintf(port, sizeof(port), "%s", rb + 2);
-    } else {
-        char *colon = strrchr(hostport, ':');
-        if (colon) {
-            *colon = '\0';
-            snprintf(port, sizeof(port), "%s", colon + 1);
-        }
-        memcpy(name, hostport, strlen(hostport) + 1);
-    }
-    char *end;
-    long pn = strtol(port, &end, 10);
-    if (*end || pn < 1 || pn > 65535 || !name[0]) {
-        weir__cfg_err_at(ld, line, "'auth_url' in [%s]: bad host or port", section);
-        return;
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = weir__config_resolve_names ? 0 : AI_NUMERICHOST};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(name, port, &hints, &res);
-    if (rc != 0 || !res) {
-        weir__cfg_err_at(ld, line, "'auth_url' in [%s]: cannot resolve '%s': %s", section, name,
-                         gai_strerror(rc));
-        return;
-    }
-    memcpy(&c->peer.addr, res->ai_addr, res->ai_addrlen);
-    c->peer.addr_len = res->ai_addrlen;
-    freeaddrinfo(res);
-    c->peer.tls = tls;
-    struct addrinfo nh = {.ai_flags = AI_NUMERICHOST};
-    struct addrinfo *numeric = NULL;
-    if (tls && getaddrinfo(name, NULL, &nh, &numeric) != 0) /* a name: its SNI */
-        memcpy(c->peer.sni, name, strlen(name) + 1);
-    if (numeric)
-        freeaddrinfo(numeric);
-}
-
 static bool fa_parse(loader *ld, const weir_toml_value *t, const char *section, void **conf)
 {
     fa_conf *c = calloc(1, sizeof(*c));
@@ -155,13 +79,8 @@ static bool fa_parse(loader *ld, const weir_toml_value *t, const char *section, 
         return false;
     *conf = c;
     int line = weir_toml_line(t);
-    bool present;
-    char *url = weir__cfg_dup_string(ld, t, "auth_url", section, &present);
-    if (!url)
+    if (!weir__plugin_url(ld, t, "auth_url", section, &c->url))
         weir__cfg_err_at(ld, line, "[%s] needs 'auth_url', the auth service to ask", section);
-    else
-        parse_url(ld, c, url, line, section);
-    free(url);
     c->req_names =
         weir__cfg_get_string_list(ld, t, "auth_request_headers", section, &c->n_req, &line);
     c->resp_names =
@@ -182,21 +101,7 @@ static bool fa_parse(loader *ld, const weir_toml_value *t, const char *section, 
     }
     c->timeout_ms = 5000;
     weir__cfg_get_duration(ld, t, "timeout", section, 600000, false, &c->timeout_ms);
-    char *ca = weir__cfg_dup_string(ld, t, "ca_file", section, &present);
-    if (ca && !c->peer.tls)
-        weir__cfg_err_at(ld, line, "'ca_file' in [%s] is for an https auth_url", section);
-    if (c->peer.tls && ld->errs->n == 0) {
-        weir_tls_client_spec spec = {.ca_file = ca};
-        char err[512];
-        c->tls = weir_tls_client_new(&spec, err, sizeof(err));
-        if (!c->tls)
-            weir__cfg_err_at(ld, line, "[%s]: TLS: %s", section, err);
-        c->peer.tls_client = c->tls;
-    }
-    free(ca);
-    c->peer.keepalive = 32;
-    c->peer.idle_timeout_ms = 60000;
-    c->peer.connect_timeout_ms = c->timeout_ms;
+    c->url.peer.connect_timeout_ms = c->timeout_ms;
     return true;
 }
 
@@ -230,7 +135,7 @@ static void answered(weir_session *s, void *arg, const weir_subrequest_result *r
         return;
     }
     if (r->error_code != WEIR_SUBREQ_OK) {
-        weir_log(WEIR_LEVEL_WARN, "forward_auth: %s %s: %s: 503", c->authority, c->target,
+        weir_log(WEIR_LEVEL_WARN, "forward_auth: %s %s: %s: 503", c->url.authority, c->url.target,
                  r->error);
         static const char body[] = "503 Service Unavailable (auth service)\n";
         weir__plugin_resume(s, weir__plugin_respond_text(s, 503, body, sizeof(body) - 1));
@@ -302,15 +207,15 @@ static weir_phase_result fa_request(weir_plugin_call *call)
     for (size_t i = 0; i < c->n_resp; i++)
         weir_headers_remove(h, c->resp_names[i]);
     weir_subrequest_spec spec = {
-        .target = {c->target, strlen(c->target)},
-        .authority = {c->authority, strlen(c->authority)},
+        .target = {c->url.target, strlen(c->url.target)},
+        .authority = {c->url.authority, strlen(c->url.authority)},
         .headers = out,
         .n_headers = n,
         .max_body = MAX_AUTH_BODY,
         .timeout_ms = c->timeout_ms,
     };
     /* The conf outlives the request: its snapshot is pinned until the end. */
-    if (!weir_subrequest_start(s, &c->peer, &spec, answered, (void *)c))
+    if (!weir_subrequest_start(s, &c->url.peer, &spec, answered, (void *)c))
         return WEIR_PHASE_ERROR;
     return WEIR_PHASE_PENDING;
 }

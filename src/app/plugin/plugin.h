@@ -216,6 +216,20 @@ weir_str weir__plugin_field(weir_session *s, const weir_headers *h, const char *
  * changed (compressed, filtered). */
 void weir__plugin_weaken_etag(weir_session *s, weir_headers *h);
 
+/* An http(s) URL a plugin asks with sub-requests (url.c). */
+typedef struct weir_plugin_url {
+    weir_peer peer;       /* resolved when loaded; TLS for https */
+    weir_tls_client *tls; /* https: the system's CAs, or ca_file's */
+    char *authority;      /* host[:port] as written */
+    char *target;         /* path and query, "/" at least */
+} weir_plugin_url;
+
+/* Reads the URL of key (and the section's ca_file for https) into u,
+ * errors through ld. False if the key is absent. */
+bool weir__plugin_url(loader *ld, const weir_toml_value *t, const char *key, const char *section,
+                      weir_plugin_url *u);
+void weir__plugin_url_free(weir_plugin_url *u);
+
 /* True if ip (text, v4 or v6) is in one of the n blocks (an IPv4 block
  * matches an IPv4-mapped IPv6 address). */
 bool weir__plugin_ip_in(const weir_cidr *c, size_t n, weir_str ip);
