@@ -66,6 +66,7 @@ TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurr
               tests/integration/test_lb.py tests/integration/test_shutdown.py \
               tests/integration/test_api.py tests/integration/test_reload.py \
               tests/integration/test_subrequest.py tests/integration/test_forward_auth.py \
+              tests/integration/test_jwt.py \
               tests/integration/test_admin.py tests/integration/test_metrics.py \
               tests/integration/test_tls.py tests/integration/test_h2.py \
               tests/integration/test_upstream_alpn.py tests/integration/test_grpc.py \

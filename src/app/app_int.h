@@ -63,6 +63,7 @@ typedef struct req_ctx {
     /* plugins (phases.c) */
     void **pctx;                      /* per-request memory by the location's plugin slot */
     const struct weir_plugin *parked; /* the plugin whose hook is PENDING, or NULL */
+    void *parked_ctx;                 /* its per-request memory */
     uint8_t park_chain;               /* where its chain goes on */
     uint16_t park_pos;
     bool body_started; /* a request body piece went through the chain */

@@ -91,3 +91,33 @@ size_t weir__query_params(weir_str q, const char *name, weir_str *first)
     }
     return count;
 }
+
+int weir__drop_query_param(weir_session *s, const char *name)
+{
+    weir_str t = weir_session_upstream_target(s);
+    const char *qm = t.ptr ? memchr(t.ptr, '?', t.len) : NULL;
+    if (!qm)
+        return WEIR_OK;
+    char *out = weir_session_alloc(s, t.len + 1);
+    if (!out)
+        return WEIR_ERR_NOMEM;
+    size_t o = (size_t)(qm - t.ptr), nl = strlen(name);
+    memcpy(out, t.ptr, o);
+    const char *p = qm + 1, *end = t.ptr + t.len;
+    bool first = true;
+    while (p <= end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        size_t l = (size_t)(amp - p);
+        bool match = l >= nl && memcmp(p, name, nl) == 0 && (l == nl || p[nl] == '=');
+        if (!match && l) {
+            out[o++] = first ? '?' : '&';
+            memcpy(out + o, p, l);
+            o += l;
+            first = false;
+        }
+        p = amp + 1;
+    }
+    return weir_session_set_target(s, out, o);
+}

@@ -20,5 +20,7 @@ size_t weir__query_params(weir_str query, const char *name, weir_str *first);
 /* Percent-decodes v into out (a '+' stays a '+', RFC 3986); the length,
  * or -1 for a broken escape or more than cap bytes. */
 long weir__unescape(weir_str v, char *out, size_t cap);
+/* The upstream target without parameter `name` (every occurrence). */
+int weir__drop_query_param(weir_session *s, const char *name);
 
 #endif

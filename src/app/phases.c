@@ -111,6 +111,7 @@ static weir_phase_result run_chain(weir_session *s, req_ctx *c, int k, size_t fr
             c->park_chain = (uint8_t)k;
             c->park_pos = (uint16_t)(i + 1);
             c->parked = r->p;
+            c->parked_ctx = call.ctx;
         }
         return res;
     }
@@ -124,6 +125,8 @@ void weir__plugin_resume(weir_session *s, weir_phase_result result)
         weir_session_resume(s, WEIR_PHASE_ERROR);
         return;
     }
+    if (result == WEIR_PHASE_PENDING)
+        return; /* the hook waits again (a timer, a sub-request): still parked */
     c->parked = NULL;
     if (result == WEIR_PHASE_CONTINUE)
         result = run_chain(s, c, c->park_chain, c->park_pos);
@@ -135,6 +138,12 @@ const weir_plugin *weir__plugin_parked(weir_session *s)
 {
     req_ctx *c = weir_session_ctx(s);
     return c ? c->parked : NULL;
+}
+
+void *weir__plugin_parked_ctx(weir_session *s)
+{
+    req_ctx *c = weir_session_ctx(s);
+    return c && c->parked ? c->parked_ctx : NULL;
 }
 
 /* Runs a server's plugin (redirect_https) before routing. */

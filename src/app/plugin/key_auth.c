@@ -95,37 +95,6 @@ static bool key_parse(loader *ld, const weir_toml_value *t, const char *section,
     return c->digests != NULL;
 }
 
-/* The upstream target without the parameter `name` (every occurrence). */
-static int drop_param(weir_session *s, const char *name)
-{
-    weir_str t = weir_session_upstream_target(s);
-    const char *qm = t.ptr ? memchr(t.ptr, '?', t.len) : NULL;
-    if (!qm)
-        return WEIR_OK;
-    char *out = weir_session_alloc(s, t.len + 1);
-    if (!out)
-        return WEIR_ERR_NOMEM;
-    size_t o = (size_t)(qm - t.ptr), nl = strlen(name);
-    memcpy(out, t.ptr, o);
-    const char *p = qm + 1, *end = t.ptr + t.len;
-    bool first = true;
-    while (p <= end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        if (!amp)
-            amp = end;
-        size_t l = (size_t)(amp - p);
-        bool match = l >= nl && memcmp(p, name, nl) == 0 && (l == nl || p[nl] == '=');
-        if (!match && l) {
-            out[o++] = first ? '?' : '&';
-            memcpy(out + o, p, l);
-            o += l;
-            first = false;
-        }
-        p = amp + 1;
-    }
-    return weir_session_set_target(s, out, o);
-}
-
 static weir_phase_result refuse(weir_session *s)
 {
     static const char body[] = "401 Unauthorized\n";
@@ -187,7 +156,7 @@ static weir_phase_result key_request(weir_plugin_call *call)
     }
     if (c->hide) {
         if (c->query) {
-            if (drop_param(s, c->query) != WEIR_OK)
+            if (weir__drop_query_param(s, c->query) != WEIR_OK)
                 return WEIR_PHASE_ERROR;
         } else if (c->header) {
             weir_headers_remove(h, c->header);

@@ -193,12 +193,16 @@ void weir__plugin_state_unref(weir_plugin_state *st);
 /*
  * Continues a chain parked by a hook that returned PENDING: `result` is
  * what that hook would have returned. On the session's worker (a session
- * timer, a task posted to it); exactly once per PENDING.
+ * timer, a task posted to it); exactly once per PENDING. PENDING again
+ * keeps the chain parked on the same hook (it set another timer or
+ * started another sub-request).
  */
 void weir__plugin_resume(weir_session *s, weir_phase_result result);
 /* The plugin whose hook returned PENDING for this session (for its timer
  * callback), or NULL. */
 const weir_plugin *weir__plugin_parked(weir_session *s);
+/* Its per-request memory (ctx_size), or NULL. */
+void *weir__plugin_parked_ctx(weir_session *s);
 
 /* ---- helpers for categories ---- */
 

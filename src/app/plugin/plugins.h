@@ -30,6 +30,7 @@ extern const weir_plugin_def weir__plugin_basic_auth;
 extern const weir_plugin_def weir__plugin_key_auth;
 extern const weir_plugin_def weir__plugin_forward_auth;
 extern const weir_plugin_def weir__plugin_combined_auth;
+extern const weir_plugin_def weir__plugin_jwt;
 extern const weir_plugin_def weir__plugin_sub_filter;
 extern const weir_plugin_def weir__plugin_compression;
 extern const weir_plugin_def weir__plugin_directory;

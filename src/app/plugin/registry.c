@@ -35,6 +35,7 @@ const weir_plugin_def *const weir__plugin_defs[] = {
     &weir__plugin_basic_auth,
     &weir__plugin_forward_auth,
     &weir__plugin_combined_auth,
+    &weir__plugin_jwt,
     &weir__plugin_key_auth,
     &weir__plugin_sub_filter,
     /* body plugins */
