@@ -3,8 +3,9 @@
 response_headers plugins (each sets a field: the chain and the work), with
 five plugins that let the request pass (ping on other paths: the chain's
 own cost), with a limit plugin (a rate it never reaches), and with
-basic_auth and key_auth letting every request in (each request carries
-its credentials), each proxying to the same nginx backend.
+basic_auth, key_auth and jwt (HS256, and RS256 with a 2048-bit key)
+letting every request in (each request carries its credentials), each
+proxying to the same nginx backend.
 
 Two figures per variant:
   - instructions per request (valgrind callgrind, user space, deterministic
@@ -13,7 +14,7 @@ Two figures per variant:
   - CPU microseconds per request under wrk (one weir thread on CPU 0; wrk
     and the backend on CPU 1), which is noisier (see bench/README.md).
 
-Usage: bench/plugins.py [--duration 10] [--no-wrk] [--no-callgrind]
+Usage: bench/plugins.py [--duration 10] [--no-wrk] [--no-callgrind] [--only NAME,...]
 Prints a table and the overhead of each variant against no plugin.
 """
 import argparse
@@ -55,6 +56,38 @@ VARIANTS = {
                  'keys = ["k-0123456789abcdef", "k-fedcba9876543210"]\n',
                  'plugins = ["keys"]', ["X-API-Key: k-0123456789abcdef"]),
 }
+
+
+def b64url(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def add_jwt_variants(tmp):
+    """jwt with HS256 and with RS256: the key made here by openssl, the
+    tokens signed here (hmac, openssl dgst), valid for a day."""
+    import hashlib
+    import hmac
+    import json
+    secret = "bench-secret-0123456789abcdef0123"
+    body = b64url(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+    head = b64url(b'{"alg":"HS256","typ":"JWT"}')
+    sig = hmac.new(secret.encode(), (head + "." + body).encode(), hashlib.sha256).digest()
+    VARIANTS["jwt HS256"] = ('[plugins.jwt]\ncategory = "jwt"\nsecret = "%s"\n' % secret,
+                             'plugins = ["jwt"]', ["Authorization: Bearer %s.%s.%s"
+                                                   % (head, body, b64url(sig))])
+    key, pub = os.path.join(tmp, "rsa.pem"), os.path.join(tmp, "rsa.pub.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:2048", "-out", key], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True,
+                   capture_output=True)
+    head = b64url(b'{"alg":"RS256","typ":"JWT"}')
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key],
+                         input=(head + "." + body).encode(), check=True,
+                         capture_output=True).stdout
+    VARIANTS["jwt RS256"] = ('[plugins.jwt]\ncategory = "jwt"\npublic_key_file = "%s"\n' % pub,
+                             'plugins = ["jwt"]', ["Authorization: Bearer %s.%s.%s"
+                                                   % (head, body, b64url(sig))])
 
 
 def request_headers(name):
@@ -184,16 +217,19 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--no-wrk", action="store_true")
     ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--only", help="comma-separated variants (none is always run)")
     args = ap.parse_args()
     if not os.access(WEIR, os.X_OK):
         sys.exit("no %s: run make first (or set WEIR_BIN)" % WEIR)
     use_wrk = not args.no_wrk and shutil.which("wrk")
     use_cg = not args.no_callgrind and shutil.which("valgrind")
     tmp = tempfile.mkdtemp(prefix="weir-bench-plugins-")
+    add_jwt_variants(tmp)
+    only = set(args.only.split(",")) | {"none"} if args.only else set(VARIANTS)
     backend, bport = start_backend(tmp)
     rows = {}
     try:
-        for name in VARIANTS:
+        for name in [v for v in VARIANTS if v in only]:
             port = free_port()
             cfg = config(tmp, name, bport, port)
             hs = request_headers(name)

@@ -13,7 +13,6 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
-#include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -104,6 +103,8 @@ void weir__jwt_keyset_unref(jwt_keyset *ks)
         if (ks->keys[i].secret)
             OPENSSL_cleanse(ks->keys[i].secret, ks->keys[i].secret_len);
         free(ks->keys[i].secret);
+        for (int j = 0; j < 3; j++)
+            EVP_MAC_CTX_free(ks->keys[i].hmac[j]);
     }
     free(ks->keys);
     free(ks);
@@ -124,18 +125,60 @@ static jwt_key *push(jwt_keyset *ks)
     return k;
 }
 
-bool weir__jwt_add_secret(jwt_keyset *ks, const void *secret, size_t len)
+static EVP_MAC *hmac_mac;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void fetch_hmac(void)
+{
+    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
+/* k's HMAC contexts, keyed; false on failure. */
+static bool hmac_contexts(jwt_key *k)
+{
+    static const char *const names[3] = {"SHA256", "SHA384", "SHA512"};
+    pthread_once(&hmac_once, fetch_hmac);
+    for (int i = 0; i < 3; i++) {
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)names[i], 0),
+            OSSL_PARAM_construct_end()};
+        k->hmac[i] = hmac_mac ? EVP_MAC_CTX_new(hmac_mac) : NULL;
+        if (!k->hmac[i] || EVP_MAC_init(k->hmac[i], k->secret, k->secret_len, params) != 1)
+            return false;
+    }
+    return true;
+}
+
+/* Takes secret (malloc'd) as an HMAC key of ks; false (secret freed) on
+ * failure. */
+static bool add_hmac(jwt_keyset *ks, unsigned char *secret, size_t len, uint32_t algs, char *kid)
 {
     jwt_key *k = push(ks);
-    unsigned char *copy = k ? malloc(len ? len : 1) : NULL;
+    if (k) {
+        k->secret = secret;
+        k->secret_len = len;
+        k->algs = algs;
+        k->kid = kid;
+        if (hmac_contexts(k)) {
+            ks->n++;
+            return true;
+        }
+        for (int i = 0; i < 3; i++)
+            EVP_MAC_CTX_free(k->hmac[i]);
+    }
+    OPENSSL_cleanse(secret, len);
+    free(secret);
+    free(kid);
+    return false;
+}
+
+bool weir__jwt_add_secret(jwt_keyset *ks, const void *secret, size_t len)
+{
+    unsigned char *copy = malloc(len ? len : 1);
     if (!copy)
         return false;
     memcpy(copy, secret, len);
-    k->secret = copy;
-    k->secret_len = len;
-    k->algs = JWT_HMAC_ALGS;
-    ks->n++;
-    return true;
+    return add_hmac(ks, copy, len, JWT_HMAC_ALGS, NULL);
 }
 
 /* The algorithms a public key may verify, or 0 (with why). */
@@ -367,6 +410,16 @@ static bool add_jwk(jwt_keyset *ks, json_t *jwk)
         algs = algs_of(pkey, &why);
     if (only >= 0)
         algs &= JWT_BIT(only);
+    if (secret) {
+        char *kid_copy = kid ? strdup(kid) : NULL;
+        if (!algs || (kid && !kid_copy)) {
+            OPENSSL_cleanse(secret, secret_len);
+            free(secret);
+            free(kid_copy);
+            return false;
+        }
+        return add_hmac(ks, secret, secret_len, algs, kid_copy);
+    }
     jwt_key *k = algs ? push(ks) : NULL;
     char *kid_copy = k && kid ? strdup(kid) : NULL;
     if (!k || (kid && !kid_copy)) {
@@ -378,8 +431,6 @@ static bool add_jwk(jwt_keyset *ks, json_t *jwk)
         return false;
     }
     k->pkey = pkey;
-    k->secret = secret;
-    k->secret_len = secret_len;
     k->algs = algs;
     k->kid = kid_copy;
     ks->n++;
@@ -445,12 +496,13 @@ bool weir__jwt_verify(const jwt_key *k, int alg, const char *input, size_t input
     const EVP_MD *md = md_of(alg);
     if (alg <= JWT_HS512) {
         unsigned char mac[EVP_MAX_MD_SIZE];
-        unsigned int ml = 0;
-        if (!md || !k->secret ||
-            !HMAC(md, k->secret, (int)k->secret_len, (const unsigned char *)input, input_len, mac,
-                  &ml))
-            return false;
-        return ml == sig_len && CRYPTO_memcmp(mac, sig, ml) == 0;
+        size_t ml = 0;
+        EVP_MAC_CTX *c =
+            k->hmac[alg - JWT_HS256] ? EVP_MAC_CTX_dup(k->hmac[alg - JWT_HS256]) : NULL;
+        bool ok = c && EVP_MAC_update(c, (const unsigned char *)input, input_len) == 1 &&
+                  EVP_MAC_final(c, mac, &ml, sizeof(mac)) == 1;
+        EVP_MAC_CTX_free(c);
+        return ok && ml == sig_len && CRYPTO_memcmp(mac, sig, ml) == 0;
     }
     if (!k->pkey)
         return false;
