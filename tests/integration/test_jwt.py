@@ -476,3 +476,69 @@ def test_short_secret_warns(tmp_path):
     p, r = check(tmp_path, 'secret = "123123"')
     assert r.returncode == 0, r.stderr
     assert "HS256 wants 32 or more" in r.stderr
+
+
+def slow_jwks(backend, doc, delay):
+    state = {"fetches": 0}
+
+    def handler(conn, req):
+        state["fetches"] += 1
+        if conn.wait_peer_close(delay):
+            return "close"
+        body = json.dumps(doc).encode()
+        conn.send(B.response_head(200, [("Content-Length", str(len(body)))]) + body)
+    return backend(handler), state
+
+
+def test_client_leaving_during_the_fetch(start, keys, backend):
+    """The fetch ends with the client (499 inside); the next request can
+    fetch again at once and passes."""
+    jb, st = slow_jwks(backend, {"keys": [jwk(keys["rsa"][0], "k1")]}, 0.8)
+    w, b = start('jwks_url = "http://@J@/jwks.json"', J=jb)
+    t = tok(keys["rsa"][0], "RS256", headers={"kid": "k1"})
+    s = B.connect(w.port)
+    s.sendall(("GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n\r\n" % t).encode())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and st["fetches"] == 0:
+        time.sleep(0.02)
+    s.close()
+    time.sleep(1.2)  # past the second between fetches
+    assert get(w.port, t).status == 200
+    assert st["fetches"] == 2
+
+
+def test_reload_during_the_fetch(keys, backend, start_proc, tmp_path):
+    """A reload while a request waits for the key set: that request ends
+    (on the snapshot it began with), the new configuration's jwks_url
+    gets its own keys, nothing crashes."""
+    import signal
+    from conftest import free_port
+    j1, st1 = slow_jwks(backend, {"keys": [jwk(keys["rsa"][0], "k1")]}, 0.5)
+    j2 = Jwks(backend)
+    j2.set(jwk(keys["rsa2"][0], "k2"))
+    b = backend(B.echo())
+    port = free_port()
+    path = tmp_path / "w.toml"
+
+    def text(j):
+        return (CONF % {"keys": 'jwks_url = "http://%s/jwks.json"' % j.addr}).replace(
+            "@PORT@", str(port)).replace("@B@", b.addr)
+    path.write_text(text(j1))
+    w = start_proc([binary("weir"), "-c", str(path), "--threads", "1"], port, "weir")
+    out = {}
+    t1 = tok(keys["rsa"][0], "RS256", headers={"kid": "k1"})
+    th = threading.Thread(target=lambda: out.update(r=get(port, t1)))
+    th.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and st1["fetches"] == 0:
+        time.sleep(0.02)
+    path.write_text(text(j2.b))
+    w.signal(signal.SIGHUP)
+    th.join(15)
+    assert out["r"].status == 200, "the request in flight ends on its own snapshot"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and w.stderr().count("reloaded") < 1:
+        time.sleep(0.02)
+    time.sleep(1.1)
+    assert get(port, tok(keys["rsa2"][0], "RS256", headers={"kid": "k2"})).status == 200
+    assert get(port, t1).status == 401, "the old provider's keys are gone"

@@ -46,7 +46,6 @@
 #include "app/plugin/jwt_keys.h"
 #include "app/plugin/plugins.h"
 
-#define MAX_TOKEN 8192
 #define MAX_CLAIMS_HEADERS 32
 #define JWKS_MAX_BODY (1024 * 1024)
 #define JWKS_MIN_REFETCH_MS 1000
@@ -303,75 +302,14 @@ static bool find_token(weir_session *s, const jwt_conf *c, weir_str *tok)
     } else if (weir__query_params(weir_session_query(s), c->query, tok) != 1) {
         return false;
     }
-    return tok->ptr && tok->len > 0 && tok->len <= MAX_TOKEN;
+    return tok->ptr && tok->len > 0 && tok->len <= JWT_MAX_TOKEN;
 }
 
 typedef enum { V_OK, V_BAD, V_NO_KEY } verdict;
 
-typedef struct parsed {
-    int alg;
-    char kid[256];
-    bool has_kid;
-    json_t *claims;
-} parsed;
-
-static json_t *part_json(const char *p, size_t len)
-{
-    unsigned char buf[MAX_TOKEN];
-    long n = weir__b64url_decode(p, len, buf, sizeof(buf));
-    if (n <= 0)
-        return NULL;
-    json_t *j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-    if (j && !json_is_object(j)) {
-        json_decref(j);
-        return NULL;
-    }
-    return j;
-}
-
-/* Splits and checks the token's form and header; false with why. */
-static bool parse_token(weir_str tok, parsed *out, const char **dots, const char **why)
-{
-    const char *d1 = memchr(tok.ptr, '.', tok.len);
-    const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(tok.ptr + tok.len - d1 - 1)) : NULL;
-    if (!d1 || !d2 || memchr(d2 + 1, '.', (size_t)(tok.ptr + tok.len - d2 - 1))) {
-        *why = "not a JWS compact token (three parts)";
-        return false;
-    }
-    dots[0] = d1;
-    dots[1] = d2;
-    json_t *hdr = part_json(tok.ptr, (size_t)(d1 - tok.ptr));
-    if (!hdr) {
-        *why = "a malformed token header";
-        return false;
-    }
-    const char *alg = json_string_value(json_object_get(hdr, "alg"));
-    const char *kid = json_string_value(json_object_get(hdr, "kid"));
-    out->alg = alg ? weir__jwt_alg(alg, strlen(alg)) : -1;
-    out->has_kid = kid && strlen(kid) < sizeof(out->kid);
-    if (out->has_kid)
-        memcpy(out->kid, kid, strlen(kid) + 1);
-    bool crit = json_object_get(hdr, "crit") != NULL;
-    json_decref(hdr);
-    if (out->alg < 0) {
-        *why = "an algorithm weir does not verify (or none)";
-        return false;
-    }
-    if (crit) {
-        *why = "a critical header extension weir does not know (crit)";
-        return false;
-    }
-    out->claims = part_json(d1 + 1, (size_t)(d2 - d1 - 1));
-    if (!out->claims) {
-        *why = "malformed claims";
-        return false;
-    }
-    return true;
-}
-
 /* Tries the keys of ks that fit; V_NO_KEY when none has the token's kid
  * and algorithm. */
-static verdict try_keys(const jwt_keyset *ks, const parsed *p, weir_str tok, const char *d2,
+static verdict try_keys(const jwt_keyset *ks, const jwt_parsed *p, weir_str tok, const char *d2,
                         const unsigned char *sig, size_t sig_len)
 {
     bool any = false;
@@ -708,9 +646,9 @@ static weir_phase_result wait_for_keys(weir_session *s, jwt_ctx *x, uint64_t gen
 static weir_phase_result check(weir_session *s, jwt_ctx *x)
 {
     const jwt_conf *c = x->conf;
-    parsed p = {0};
-    const char *dots[2], *why = NULL;
-    if (!parse_token(x->token, &p, dots, &why)) {
+    jwt_parsed p = {0};
+    const char *why = NULL;
+    if (!weir__jwt_parse(x->token.ptr, x->token.len, &p, &why)) {
         json_decref(p.claims);
         return deny(s, x, why);
     }
@@ -721,18 +659,18 @@ static weir_phase_result check(weir_session *s, jwt_ctx *x)
     }
     unsigned char sig[1024];
     const char *end = x->token.ptr + x->token.len;
-    long sl = weir__b64url_decode(dots[1] + 1, (size_t)(end - dots[1] - 1), sig, sizeof(sig));
+    long sl = weir__b64url_decode(p.dot2 + 1, (size_t)(end - p.dot2 - 1), sig, sizeof(sig));
     if (sl <= 0) {
         res = deny(s, x, "a malformed signature");
         goto out;
     }
-    verdict v = try_keys(c->keys, &p, x->token, dots[1], sig, (size_t)sl);
+    verdict v = try_keys(c->keys, &p, x->token, p.dot2, sig, (size_t)sl);
     if (v != V_OK && c->jwks.peer.addr_len) {
         verdict mine = v;
         uint64_t gen, fetched_ms, attempt_ms;
         bool fetching;
         jwt_keyset *ks = jwks_keys(x->st, c, &gen, &fetching, &fetched_ms, &attempt_ms);
-        v = try_keys(ks, &p, x->token, dots[1], sig, (size_t)sl);
+        v = try_keys(ks, &p, x->token, p.dot2, sig, (size_t)sl);
         if (v == V_NO_KEY)
             v = mine; /* a configured key that fits said no */
         weir__jwt_keyset_unref(ks);

@@ -463,6 +463,63 @@ int weir__jwt_add_jwks(jwt_keyset *ks, const char *json, size_t len, size_t *ski
     return added;
 }
 
+/* ---- tokens ---- */
+
+static json_t *part_json(const char *p, size_t len)
+{
+    unsigned char buf[JWT_MAX_TOKEN];
+    long n = weir__b64url_decode(p, len, buf, sizeof(buf));
+    if (n <= 0)
+        return NULL;
+    json_t *j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+bool weir__jwt_parse(const char *tok, size_t len, jwt_parsed *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    out->alg = -1;
+    const char *d1 = len <= JWT_MAX_TOKEN ? memchr(tok, '.', len) : NULL;
+    const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(tok + len - d1 - 1)) : NULL;
+    if (!d1 || !d2 || memchr(d2 + 1, '.', (size_t)(tok + len - d2 - 1))) {
+        *why = "not a JWS compact token (three parts)";
+        return false;
+    }
+    out->dot1 = d1;
+    out->dot2 = d2;
+    json_t *hdr = part_json(tok, (size_t)(d1 - tok));
+    if (!hdr) {
+        *why = "a malformed token header";
+        return false;
+    }
+    const char *alg = json_string_value(json_object_get(hdr, "alg"));
+    const char *kid = json_string_value(json_object_get(hdr, "kid"));
+    out->alg = alg ? weir__jwt_alg(alg, strlen(alg)) : -1;
+    out->has_kid = kid && strlen(kid) < sizeof(out->kid);
+    if (out->has_kid)
+        memcpy(out->kid, kid, strlen(kid) + 1);
+    bool crit = json_object_get(hdr, "crit") != NULL;
+    json_decref(hdr);
+    if (out->alg < 0) {
+        *why = "an algorithm weir does not verify (or none)";
+        return false;
+    }
+    if (crit) {
+        *why = "a critical header extension weir does not know (crit)";
+        return false;
+    }
+    out->claims = part_json(d1 + 1, (size_t)(d2 - d1 - 1));
+    if (!out->claims) {
+        *why = "malformed claims";
+        return false;
+    }
+    return true;
+}
+
 /* ---- signatures ---- */
 
 /* JWS's ECDSA signature is r || s, each n bytes; OpenSSL verifies DER. */

@@ -81,6 +81,26 @@ int weir__jwt_add_jwks(jwt_keyset *ks, const char *json, size_t len, size_t *ski
  * spare bits, more than cap). */
 long weir__b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);
 
+#define JWT_MAX_TOKEN 8192
+
+/* A token's parts: its header read, its claims parsed (json_decref them). */
+typedef struct jwt_parsed {
+    int alg;
+    char kid[256];
+    bool has_kid;
+    struct json_t *claims;   /* an object */
+    const char *dot1, *dot2; /* the two dots of the token */
+} jwt_parsed;
+
+/*
+ * Splits tok (len bytes, at most JWT_MAX_TOKEN) into its three parts and
+ * reads its header and claims: false with why for another form, a header
+ * that is not a JSON object with a known alg (never "none"), a crit
+ * parameter, claims that are not a JSON object, duplicate JSON keys or
+ * non-canonical base64url. The signature is not checked.
+ */
+bool weir__jwt_parse(const char *tok, size_t len, jwt_parsed *out, const char **why);
+
 /* True if sig is k's signature of input under alg (which k->algs has). */
 bool weir__jwt_verify(const jwt_key *k, int alg, const char *input, size_t input_len,
                       const unsigned char *sig, size_t sig_len);
