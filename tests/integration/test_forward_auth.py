@@ -423,3 +423,42 @@ def test_same_answers_as_nginx_auth_request(weir_toml, backend, nginx_auth):
     rw, rn = req(w.port, [("Authorization", "Bearer good")]), req(nport, [("Authorization",
                                                                             "Bearer good")])
     assert (rn.status, rw.status) == DIFFERENCES["down"]
+
+
+def test_http2_stream_reset_while_the_service_thinks(weir_toml, backend):
+    """Over HTTP/2 (h2c) the client resets its stream while the service
+    thinks: the sub-request ends, the connection goes on with a new
+    stream that passes."""
+    import struct
+    import h2util as H
+    calls = []
+
+    def slow_first(conn, req):
+        calls.append(req)
+        if len(calls) == 1:
+            if conn.wait_peer_close(30):
+                with conn.backend.lock:
+                    conn.backend.closed_by_peer.append(conn.id)
+                return "close"
+        conn.send(B.response_head(200, [("X-User", "bob"), ("Content-Length", "0")]))
+    a = backend(slow_first)
+    b = backend(B.echo())
+    w = weir_toml(CONF.replace('locations = ["l"]\n', 'locations = ["l"]\nh2c = true\n', 1)
+                  % {"extra": ""}, threads=1, A=a, B=b)
+    c = H.RawH2(w.port)
+    c.send_headers(1, c.request_headers("/first"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not calls:
+        time.sleep(0.02)
+    assert calls
+    c.send_frame(H.RST_STREAM, 0, 1, struct.pack("!I", H.CANCEL))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not a.closed_by_peer:
+        time.sleep(0.02)
+    assert a.closed_by_peer, "the sub-request went on after the stream was reset"
+    c.send_headers(3, c.request_headers("/second"))
+    headers, body, rst = c.expect_end(3)
+    assert rst is None and dict(headers)[":status"] == "200"
+    assert [r.path for r in b.requests] == ["/second"]
+    assert b.requests[0].headers.get("x-user") == "bob"
+    c.close()
