@@ -6,7 +6,9 @@
 #ifndef WEIR_HEADERS_H
 #define WEIR_HEADERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "weir/types.h"
 
@@ -42,6 +44,27 @@ int weir_headers_set_ref(weir_headers *h, weir_str name, weir_str value);
 int weir_headers_add_ref(weir_headers *h, weir_str name, weir_str value);
 /* Removes every field `name`; returns how many were removed. */
 size_t weir_headers_remove(weir_headers *h, const char *name);
+
+/*
+ * Writes t as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes
+ * and a NUL) into out, without locale or static buffers. Returns 29, or 0
+ * with out "" when the year is outside 0000-9999. Any thread.
+ */
+size_t weir_http_date(time_t t, char out[30]);
+
+/*
+ * Parses an HTTP-date (RFC 9110 5.6.7) in any of its three forms:
+ * IMF-fixdate, the obsolete RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT"; a
+ * two-digit year more than 50 years ahead is taken from the previous
+ * century) and asctime ("Sun Nov  6 08:49:37 1994"). Names are
+ * case-sensitive, as the grammar says; surrounding spaces and tabs are
+ * skipped. The weekday must be a weekday name but is not checked against
+ * the date. A day past the month's end (Feb 29 outside leap years), hour >
+ * 23, minute > 59 or second > 60 (a leap second is allowed and counts as
+ * the next second) is refused. Returns true with *t, false for anything
+ * else; never reads past v.len. Any thread.
+ */
+bool weir_http_date_parse(weir_str v, time_t *t);
 
 #ifdef __cplusplus
 }

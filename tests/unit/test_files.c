@@ -357,7 +357,7 @@ static bool parse_date(const char *s, time_t *t)
     size_t n = strlen(s);
     char *copy = malloc(n ? n : 1);
     memcpy(copy, s, n);
-    bool ok = weir__http_date_parse((weir_str){copy, n}, t);
+    bool ok = weir_http_date_parse((weir_str){copy, n}, t);
     free(copy);
     return ok;
 }
@@ -365,15 +365,15 @@ static bool parse_date(const char *s, time_t *t)
 Test(files_date, formats)
 {
     char out[30];
-    cr_expect_eq(weir__http_date(784111777, out), 29);
+    cr_expect_eq(weir_http_date(784111777, out), 29);
     cr_expect_str_eq(out, "Sun, 06 Nov 1994 08:49:37 GMT");
-    cr_expect_eq(weir__http_date(0, out), 29);
+    cr_expect_eq(weir_http_date(0, out), 29);
     cr_expect_str_eq(out, "Thu, 01 Jan 1970 00:00:00 GMT");
-    cr_expect_eq(weir__http_date(951782400, out), 29);
+    cr_expect_eq(weir_http_date(951782400, out), 29);
     cr_expect_str_eq(out, "Tue, 29 Feb 2000 00:00:00 GMT");
-    cr_expect_eq(weir__http_date(-1, out), 29);
+    cr_expect_eq(weir_http_date(-1, out), 29);
     cr_expect_str_eq(out, "Wed, 31 Dec 1969 23:59:59 GMT");
-    cr_expect_eq(weir__http_date((time_t)253402300800, out), 0, "year 10000");
+    cr_expect_eq(weir_http_date((time_t)253402300800, out), 0, "year 10000");
     cr_expect_str_eq(out, "");
 }
 
@@ -399,9 +399,9 @@ Test(files_date, three_forms)
               "a leap second counts as the next second");
     /* The slice ends before the garbage. */
     static const char longer[] = "Sun, 06 Nov 1994 08:49:37 GMTxyz";
-    cr_expect(weir__http_date_parse((weir_str){longer, 29}, &t) && t == 784111777);
-    cr_expect(!weir__http_date_parse((weir_str){longer, 28}, &t));
-    cr_expect(!weir__http_date_parse(WEIR_STR_NULL, &t));
+    cr_expect(weir_http_date_parse((weir_str){longer, 29}, &t) && t == 784111777);
+    cr_expect(!weir_http_date_parse((weir_str){longer, 28}, &t));
+    cr_expect(!weir_http_date_parse(WEIR_STR_NULL, &t));
 }
 
 Test(files_date, refused)
@@ -447,7 +447,7 @@ Test(files_date, round_trip)
     /* A spread of times from 1900 to 9999, and each second of a day. */
     for (int64_t t = -2208988800; t < 253402300799; t += 7777777) {
         char out[30];
-        cr_assert_eq(weir__http_date((time_t)t, out), 29);
+        cr_assert_eq(weir_http_date((time_t)t, out), 29);
         time_t back;
         cr_assert(parse_date(out, &back), "%s refused", out);
         cr_assert_eq((int64_t)back, t, "%s -> %ld, want %ld", out, (long)back, (long)t);
@@ -455,7 +455,7 @@ Test(files_date, round_trip)
     for (time_t t = 86400 * 10000; t < 86400 * 10001; t += 37) {
         char out[30];
         time_t back;
-        weir__http_date(t, out);
+        weir_http_date(t, out);
         cr_assert(parse_date(out, &back) && back == t);
     }
 }
@@ -494,9 +494,9 @@ typedef struct cond_case {
 Test(files_cond, rfc9110_precedence)
 {
     char same[30], older[30], newer[30];
-    weir__http_date(T0, same);
-    weir__http_date(T0 - 1, older);
-    weir__http_date(T0 + 1, newer);
+    weir_http_date(T0, same);
+    weir_http_date(T0 - 1, older);
+    weir_http_date(T0 + 1, newer);
     const char *E = "\"abc\"";
     const cond_case c[] = {
         {NULL, NULL, NULL, NULL, true, E, 200, "no conditions"},
@@ -552,9 +552,9 @@ Test(files_cond, rfc9110_precedence)
 Test(files_cond, if_range)
 {
     char same[30], older[30], newer[30];
-    weir__http_date(T0, same);
-    weir__http_date(T0 - 1, older);
-    weir__http_date(T0 + 1, newer);
+    weir_http_date(T0, same);
+    weir_http_date(T0 - 1, older);
+    weir_http_date(T0 + 1, newer);
     weir_str E = WEIR_STR("\"abc\"");
     cr_expect(weir__files_if_range(WEIR_STR_NULL, E, T0));
     cr_expect(weir__files_if_range(WEIR_STR("\"abc\""), E, T0));
@@ -910,7 +910,7 @@ Test(files_index, json_is_valid_and_ordered)
         cr_expect_str_eq(type, dir ? "directory" : "file");
         cr_expect_eq(json_object_get(o, "size") != NULL, !dir, "%s: size only for files", name);
         time_t t;
-        cr_expect(weir__http_date_parse((weir_str){mtime, strlen(mtime)}, &t), "%s", mtime);
+        cr_expect(weir_http_date_parse((weir_str){mtime, strlen(mtime)}, &t), "%s", mtime);
         if (strcmp(name, "file.txt") == 0)
             cr_expect_eq(json_integer_value(json_object_get(o, "size")), 10);
     }

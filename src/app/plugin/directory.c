@@ -173,7 +173,7 @@ static void validators(const dir_conf *d, head *h, const struct stat *st, weir_s
 {
     size_t el = weir__files_etag(st, h->etag);
     put(h, "ETag", h->etag, el);
-    size_t dl = weir__http_date(st->st_mtime, h->date);
+    size_t dl = weir_http_date(st->st_mtime, h->date);
     put(h, "Last-Modified", h->date, dl);
     const char *type = weir__mime_type(d->mime, name.ptr, name.len);
     bool is_text = strncmp(type, "text/", 5) == 0;

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "weir/headers.h"
 #include "weir/types.h"
 
 /* ---- opening a file under a root (files.c) ---- */
@@ -118,28 +119,7 @@ const char *weir__mime_type(const weir_mime *m, const char *name, size_t len);
 /* Frees a table from weir__mime_load(); NULL is fine. */
 void weir__mime_free(weir_mime *m);
 
-/* ---- dates and validators (files_http.c) ---- */
-
-/*
- * Writes t as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes
- * and a NUL) into out, without locale or static buffers. Returns 29, or 0
- * with out "" when the year is outside 0000-9999.
- */
-size_t weir__http_date(time_t t, char out[30]);
-
-/*
- * Parses an HTTP-date (RFC 9110 5.6.7) in any of its three forms:
- * IMF-fixdate, the obsolete RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT"; a
- * two-digit year more than 50 years ahead is taken from the previous
- * century) and asctime ("Sun Nov  6 08:49:37 1994"). Names are
- * case-sensitive, as the grammar says; surrounding spaces and tabs are
- * skipped. The weekday must be a weekday name but is not checked against
- * the date. A day past the month's end (Feb 29 outside leap years), hour >
- * 23, minute > 59 or second > 60 (a leap second is allowed and counts as
- * the next second) is refused. Returns true with *t, false for anything
- * else; never reads past v.len.
- */
-bool weir__http_date_parse(weir_str v, time_t *t);
+/* ---- validators (files_http.c); dates: weir_http_date (weir/headers.h) ---- */
 
 /*
  * The strong ETag of a file as nginx makes it: "\"<mtime hex>-<size

@@ -326,7 +326,7 @@ static char *render_json(const entry *v, size_t n)
         buf name = {0};
         put_text(&name, v[i].name, strlen(v[i].name), false);
         char date[30];
-        weir__http_date(v[i].mtime, date);
+        weir_http_date(v[i].mtime, date);
         json_t *o = name.oom ? NULL : json_object();
         bool ok = o && json_array_append_new(a, o) == 0;
         ok =
