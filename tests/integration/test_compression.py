@@ -388,12 +388,16 @@ def test_nghttp_streams_compressed_with_small_windows(weir_toml, backend):
         # (nghttp inflates gzip itself.)
         assert r.returncode == 0 and (r.stdout if enc == "gzip" else decode(enc, r.stdout)) == body
         got, statuses = U.nghttp_streams(url, 10, ["accept-encoding: " + enc])
-        # Each stream is its own encoder, flushed where its backend
-        # paused: sizes differ by a few flushes, not more.
+        # Each stream is its own encoder, flushed where its source paused:
+        # where the backend paused, and where the stream waited for the
+        # client's WINDOW_UPDATE, which depends on how the ten streams
+        # interleave (one run: 889 to 936 bytes, ten flushes apart). The
+        # bound is a few dozen flushes, not one per piece (64 windows of
+        # a megabyte, each flush 5 to 9 bytes).
         sizes = list(got.values())
         assert statuses == ["200"] * 10 and len(sizes) == 10, got
         assert 0 < min(sizes) and max(sizes) < len(body) / 2
-        assert max(sizes) - min(sizes) < min(sizes) / 20, sizes
+        assert max(sizes) - min(sizes) < min(sizes) / 4, sizes
 
 
 def test_304_and_head_match_the_compressed_200(weir_toml, backend):
