@@ -2,14 +2,16 @@
  * cache_fuzz.c - libFuzzer target for the cache's header parsers
  * (cache/policy.c): each line of the input is a field of a response and
  * of a request (Cache-Control, CDN-Cache-Control, Date, Expires, Age,
- * Last-Modified, Pragma by turns); every decision must come out in range,
- * never crash or read past a value.
+ * Last-Modified, Pragma, Vary by turns); every decision and the variant
+ * key (cache/vary.c) must come out in range, never crash or read past a
+ * value.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache/policy.h"
+#include "cache/vary.h"
 #include "core/arena.h"
 #include "http/msg.h"
 
@@ -51,6 +53,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         u != WEIR_CACHE_VALIDATE)
         abort();
     (void)weir__cache_storable("GET", &q, &r, false);
+    /* Vary: the names, and the variant key of the same head as a request */
+    char vary[512], key[2048];
+    long nl = weir__vary_names(&h, vary, sizeof(vary));
+    if (nl >= 0 &&
+        weir__vary_key("k", 1, vary, (size_t)nl, &h, key, sizeof(key)) > (long)sizeof(key))
+        abort();
     (void)weir__cache_stale_on_error(&q, &r, life, age, 60);
     weir__arena_reset(&arena);
     return 0;

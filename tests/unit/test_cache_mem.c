@@ -105,7 +105,7 @@ Test(cache_mem, a_scan_does_not_flush_the_hot_set)
         snprintf(key, sizeof(key), "/scan/%d", i);
         weir__cmem_put(m, obj(key, body, sizeof(body)));
         snprintf(key, sizeof(key), "/hot/%d", i % 20);
-        if (!has(m, key)) { /* a miss refills it, as a cache would */
+        if (!has(m, key)) {         /* a miss refills it, as a cache would */
             hot_misses += i >= 200; /* after the warm-up */
             weir__cmem_put(m, obj(key, body, sizeof(body)));
         }
