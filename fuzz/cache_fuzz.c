@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/entry.h"
 #include "cache/policy.h"
 #include "cache/vary.h"
 #include "core/arena.h"
@@ -60,6 +61,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         weir__vary_key("k", 1, vary, (size_t)nl, &h, key, sizeof(key)) > (long)sizeof(key))
         abort();
     (void)weir__cache_stale_on_error(&q, &r, life, age, 60);
+    /* The input as a stored head (what the disk tier reads back): refused
+     * or read whole; and the heads made and refreshed from the fields. */
+    weir_centry e;
+    if (weir__centry_decode(&e, data, size) == 0)
+        weir__centry_free(&e);
+    if (weir__centry_make(&e, 200, &h, 1, 2) == 0) {
+        weir_centry d;
+        if (weir__centry_decode(&d, e.buf, e.len) != 0)
+            abort(); /* what it writes it reads back */
+        weir__centry_free(&d);
+        (void)weir__centry_update(&e, &h, 3, 4);
+        weir__centry_free(&e);
+    }
     weir__arena_reset(&arena);
     return 0;
 }
