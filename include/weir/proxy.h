@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "weir/cache.h"
 #include "weir/peer.h"
 #include "weir/session.h"
 #include "weir/types.h"
@@ -126,6 +127,36 @@ typedef struct weir_proxy_ops {
                                            const char *reason);
     /* Last phase, always called once per session that ran new_ctx. */
     void (*logging)(weir_session *s, void *ctx, const weir_session_stats *stats);
+
+    /* ---- the HTTP cache (weir/cache.h), Pingora's cache phases ---- */
+    /*
+     * After request_filter: turn caching on for the request with
+     * weir_session_cache_enable (request_filter may do it too). Without
+     * either the request never touches a cache. May pend.
+     */
+    weir_phase_result (*request_cache_filter)(weir_session *s, void *ctx);
+    /*
+     * The key of the request: write at most cap bytes at out and return
+     * the length; 0 (or more than cap) bypasses the cache for it. Default:
+     * weir_session_cache_default_key. Requests whose keys are equal share
+     * stored responses (and their Vary variants).
+     */
+    size_t (*cache_key)(weir_session *s, void *ctx, char *out, size_t cap);
+    /* A stored response was found that weir would answer with; return
+     * true to treat it as stale instead (validated with the origin). */
+    bool (*cache_hit_filter)(weir_session *s, void *ctx, const weir_cache_meta *meta);
+    /* After upstream_response_filter, for a response to a GET: d holds
+     * weir's decision (RFC 9111) on storing it and its lifetime; change
+     * them. What is stored is the head as it is now and the body as the
+     * backend sends it (before response_body_filter). */
+    void (*response_cache_filter)(weir_session *s, void *ctx, weir_cache_decision *d);
+    /*
+     * The origin failed while a stale stored response exists (error: a
+     * negative errno for no connection or a timeout, 0 for a 5xx answer).
+     * `allowed` is what stale-if-error and the configured window say;
+     * return whether the stale response answers instead. Default: allowed.
+     */
+    bool (*should_serve_stale)(weir_session *s, void *ctx, int error, bool allowed);
 } weir_proxy_ops;
 
 /* An address block ("10.0.0.0/8", "::1/128"), for trusted_proxies. */

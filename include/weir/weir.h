@@ -5,6 +5,7 @@
 #define WEIR_WEIR_H
 
 #include "weir/addr.h"
+#include "weir/cache.h"
 #include "weir/headers.h"
 #include "weir/lb.h"
 #include "weir/log.h"

@@ -66,8 +66,9 @@ typedef struct req_ctx {
     void *parked_ctx;                 /* its per-request memory */
     uint8_t park_chain;               /* where its chain goes on */
     uint16_t park_pos;
-    bool body_started; /* a request body piece went through the chain */
-    bool body_restart; /* a new attempt: the next piece starts the body over */
+    bool body_started;      /* a request body piece went through the chain */
+    bool body_restart;      /* a new attempt: the next piece starts the body over */
+    const void *cache_conf; /* the cache plugin that turned caching on, or NULL */
 } req_ctx;
 
 /* The upstream of the request: a plugin's choice, else its location's. */

@@ -15,6 +15,7 @@
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
 #include "app/plugin/plugin.h"
+#include "app/plugin/plugins.h"
 #include "app/route.h"
 
 weir_phase_result weir__app_answer(weir_session *s, int status, const char *text)
@@ -305,6 +306,12 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
     weir_logger_write(c->sa->logger, line, n);
 }
 
+static size_t cache_key(weir_session *s, void *ctx, char *out, size_t cap)
+{
+    req_ctx *c = ctx;
+    return weir__plugin_cache_key(s, c ? c->cache_conf : NULL, out, cap);
+}
+
 const weir_proxy_ops weir__app_ops = {
     .new_ctx = new_ctx,
     .free_ctx = free_ctx,
@@ -319,4 +326,5 @@ const weir_proxy_ops weir__app_ops = {
     .response_filter = response_filter,
     .response_body_filter = response_body_filter,
     .logging = logging,
+    .cache_key = cache_key,
 };

@@ -158,7 +158,7 @@ int weir__centry_make(weir_centry *e, int status, const weir_headers *h, time_t 
                       time_t response_time)
 {
     memset(e, 0, sizeof(*e));
-    size_t n = weir_headers_count(h), k = 0;
+    size_t n = h ? weir_headers_count(h) : 0, k = 0;
     weir_header *f = malloc((n ? n : 1) * sizeof(*f));
     if (!f)
         return WEIR_ERR_NOMEM;

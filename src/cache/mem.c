@@ -74,10 +74,25 @@ weir_cobj *weir__cobj_new(const char *key, size_t key_len, void *head,
                           void (*free_head)(void *head), size_t head_size, const void *body,
                           size_t body_len)
 {
+    char *b = malloc(body_len ? body_len : 1);
+    if (!b) {
+        if (free_head)
+            free_head(head);
+        return NULL;
+    }
+    if (body_len)
+        memcpy(b, body, body_len);
+    return weir__cobj_adopt(key, key_len, head, free_head, head_size, b, body_len);
+}
+
+weir_cobj *weir__cobj_adopt(const char *key, size_t key_len, void *head,
+                            void (*free_head)(void *head), size_t head_size, char *body,
+                            size_t body_len)
+{
     weir_cobj *o = calloc(1, sizeof(*o));
     char *k = o ? malloc(key_len + 1) : NULL;
-    char *b = k ? malloc(body_len ? body_len : 1) : NULL;
-    if (!b || !digest_of(key, key_len, o->digest)) {
+    char *b = body;
+    if (!k || !digest_of(key, key_len, o->digest)) {
         free(o);
         free(k);
         free(b);
@@ -87,8 +102,6 @@ weir_cobj *weir__cobj_new(const char *key, size_t key_len, void *head,
     }
     memcpy(k, key, key_len);
     k[key_len] = '\0';
-    if (body_len)
-        memcpy(b, body, body_len);
     o->key = k;
     o->head = head;
     o->free_head = free_head;

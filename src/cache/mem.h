@@ -53,6 +53,11 @@ typedef struct weir_cobj {
 weir_cobj *weir__cobj_new(const char *key, size_t key_len, void *head,
                           void (*free_head)(void *head), size_t head_size, const void *body,
                           size_t body_len);
+/* The same with a body already in malloc'd memory (taken: freed with the
+ * object, or at once on failure). */
+weir_cobj *weir__cobj_adopt(const char *key, size_t key_len, void *head,
+                            void (*free_head)(void *head), size_t head_size, char *body,
+                            size_t body_len);
 weir_cobj *weir__cobj_ref(weir_cobj *o);
 void weir__cobj_unref(weir_cobj *o);
 

@@ -34,6 +34,7 @@
 #include "net/upool.h"
 #include "proxy/service.h"
 #include "proxy/handoff.h"
+#include "proxy/session-t.h"
 #include "proxy/subrequest.h"
 #include "weir/server.h"
 
@@ -738,6 +739,7 @@ static void *worker_main(void *arg)
     weir__timer_stop(w->loop, &w->drain_check);
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
+    weir__cache_shutdown();
     weir__subreq_shutdown();
     weir__upool_close_all(w->loop);
     weir__h2u_shutdown(w->loop);

@@ -31,6 +31,7 @@
 typedef enum sess_state {
     SS_EARLY,     /* early_request_filter */
     SS_REQUEST,   /* request_filter */
+    SS_CACHE,     /* request_cache_filter, then the cache lookup (session_cache.c) */
     SS_BUFFER,    /* the request body is read into memory before a backend is chosen */
     SS_PEER,      /* upstream_peer */
     SS_CONNECT,   /* TCP connect in progress */
@@ -199,6 +200,10 @@ struct weir_session {
     int64_t t_connect_us, connect_us; /* start of the last connect, its duration */
     uint64_t head_len;
 
+    /* The HTTP cache (session_cache.c), once a phase turned it on */
+    struct sess_cache *cache;
+    bool cache_https; /* a background refresh of an https request */
+
     weir_arena arena;
 
     /* From here on, what is not zeroed on reuse (the pool zeroes what is
@@ -246,6 +251,20 @@ void weir__session_read_whole_body(weir_session *s);
 /* Gives the body buffer and the file back (the session ends). */
 void weir__session_buffer_free(weir_session *s);
 void weir__session_step_tunnel(weir_session *s); /* session_tunnel.c */
+/* The cache (session_cache.c): the CACHE state; the response head after
+ * upstream_response_filter (true: it is answered from the store now);
+ * each piece of the upstream body; its end; a failure before the response
+ * (true: a stale response answers); an abort (false: a wake is on its way,
+ * the session stays pending); the session's end. */
+void weir__session_step_cache(weir_session *s);
+bool weir__cache_response(weir_session *s);
+void weir__cache_tee(weir_session *s, const weir_str *segs, size_t n);
+void weir__cache_body_end(weir_session *s);
+bool weir__cache_on_fail(weir_session *s, int status);
+bool weir__cache_abort(weir_session *s);
+void weir__cache_end(weir_session *s);
+/* The worker stops: its background refreshes end. */
+void weir__cache_shutdown(void);
 void weir__session_end_splice(weir_session *s);
 
 /* The state machine's driver and end (session.c), for the API's use. */

@@ -52,9 +52,9 @@
 
 static const char *state_name(sess_state s)
 {
-    static const char *const names[] = {"early",     "request",   "buffer", "peer",
-                                        "connect",   "up_filter", "proxy",  "resp_head",
-                                        "resp_body", "tunnel",    "flush",  "done"};
+    static const char *const names[] = {"early",   "request",   "cache", "buffer",    "peer",
+                                        "connect", "up_filter", "proxy", "resp_head", "resp_body",
+                                        "tunnel",  "flush",     "done"};
     return names[s];
 }
 
@@ -181,6 +181,7 @@ static char term_when(const weir_session *s)
     switch (s->state) {
     case SS_EARLY:
     case SS_REQUEST:
+    case SS_CACHE:
     case SS_BUFFER:
         return 'R';
     case SS_PEER:
@@ -769,6 +770,8 @@ static void step_resp_head(weir_session *s)
                 return;
             }
         }
+        if (s->cache)
+            weir__cache_response(s); /* may answer from the store instead */
         s->sub = 1;
     }
     if (s->sub == 1) {
@@ -830,6 +833,8 @@ static void step_resp_head(weir_session *s)
     }
     if (s->resp.body == WEIR_BODY_NONE) {
         s->resp_pump.done = true;
+        if (s->cache)
+            weir__cache_body_end(s);
         s->down->ops->write_end(s->down, WEIR_STR_NULL);
         set_state(s, SS_FLUSH);
         return;
@@ -893,6 +898,8 @@ static void step_resp_body(weir_session *s)
         return;
     }
     s->t_up_end_us = now_us(s);
+    if (s->cache)
+        weir__cache_body_end(s); /* the whole body came: stored now */
     /* The upstream exchange is complete: reuse its connection if the
      * request went out whole and the backend keeps it open. */
     release_upstream(s, s->req_pump.done && s->upx.out_keep_alive);
@@ -1072,12 +1079,17 @@ static void step(weir_session *s)
                 set_state(s, SS_RESP_HEAD);
             else if (r == WEIR_PHASE_CONTINUE && s->state == SS_EARLY)
                 set_state(s, SS_REQUEST);
+            else if (r == WEIR_PHASE_CONTINUE && (ops->request_cache_filter || s->cache))
+                set_state(s, SS_CACHE);
             else if (r == WEIR_PHASE_CONTINUE)
                 set_state(s, weir__session_wants_buffer(s) ? SS_BUFFER : SS_PEER);
             else
                 weir__session_fail(s, 500, "request phase failed");
             break;
         }
+        case SS_CACHE:
+            weir__session_step_cache(s);
+            break;
         case SS_BUFFER:
             weir__session_step_buffer(s);
             break;
@@ -1165,6 +1177,7 @@ static void access_log(weir_session *s, const weir_session_stats *st)
 
 static void free_session(weir_session *s)
 {
+    weir__cache_end(s); /* a hit's body was the stored object's: let go now */
     weir__session_buffer_free(s);
     weir__rbuf_free(s->resp_buf, s->resp_buf_cap);
     weir__arena_reset(&s->arena);
@@ -1339,6 +1352,8 @@ static void stream_abort(void *stream)
         s->body_reading = false;
         s->body_cb(s, s->ctx, (weir_str){"", 0}, -ECONNABORTED);
     }
+    if (s->cache)
+        weir__cache_abort(s); /* out of a lock's queue, unless its wake comes */
     if (!s->pending && !s->running)
         finish(s);
 }

@@ -156,6 +156,8 @@ int weir__session_pump_run(weir_session *s, pump *p,
         for (size_t i = 0; i < n; i++)
             p->src_len += p->segs[i].len;
         p->n_avail = n;
+        if (p == &s->resp_pump && s->cache && !s->generated)
+            weir__cache_tee(s, p->segs, n); /* a response being stored */
         if (filter) {
             p->seg_pos = 0; /* one at a time, from the top of the loop */
             continue;

@@ -192,6 +192,10 @@ void weir__session_fail(weir_session *s, int status, const char *reason)
         weir__session_set_state(s, SS_DONE);
         return;
     }
+    if (s->cache && weir__cache_on_fail(s, status)) { /* a stale stored response answers */
+        weir__session_set_state(s, SS_RESP_HEAD);
+        return;
+    }
     s->generated = false;
     if (ops->error_while_proxy &&
         ops->error_while_proxy(s, s->ctx, status, reason) == WEIR_PHASE_ANSWERED && s->generated) {

@@ -55,6 +55,8 @@ typedef enum admin_op {
     OP_BACKEND_ADD,    /* POST /api/upstreams/NAME/backends */
     OP_BACKEND_DELETE, /* DELETE /api/upstreams/NAME/backends/ADDR */
     OP_BACKEND_PATCH,  /* PATCH /api/upstreams/NAME/backends/ADDR */
+    OP_CACHE_GET,      /* GET /api/cache */
+    OP_CACHE_PURGE,    /* DELETE /api/cache?key=K | prefix=P [&storage=NAME] */
 } admin_op;
 
 typedef struct backend_spec {
@@ -279,6 +281,10 @@ static int route(weir_str method, weir_str path, admin_req *r, const char **allo
     } else if (n == 1 && SEG(0, "reload")) {
         post = OP_RELOAD;
         *allow = "POST";
+    } else if (n == 1 && SEG(0, "cache")) {
+        get = OP_CACHE_GET;
+        del = OP_CACHE_PURGE;
+        *allow = "GET, DELETE";
     } else if (n == 1 && SEG(0, "upstreams")) {
         get = OP_UPSTREAMS;
         *allow = "GET";
@@ -871,6 +877,13 @@ static weir_phase_result handle(weir_session *s, admin_req *r, weir_str body, in
         for (size_t i = 0; arr && i < r->cfg->n_upstreams; i++)
             json_array_append_new(arr, upstream_live_json(&r->cfg->upstreams[i]));
         return respond_json(s, 200, json_pack("{s:o}", "upstreams", arr), NULL);
+    }
+    case OP_CACHE_GET:
+        return respond_json(s, 200, weir__admin_cache_json(r->cfg), NULL);
+    case OP_CACHE_PURGE: {
+        json_t *out = NULL;
+        int st = weir__admin_cache_purge(r->cfg, weir_session_query(s), &out);
+        return respond_json(s, st, out, NULL);
     }
     case OP_UPSTREAM_GET: {
         weir_cfg_upstream *u = find_upstream(r->cfg, r->name);

@@ -53,6 +53,12 @@ int weir__admin_rewrite_addrs(const char *text, size_t len, const char *upstream
                               const char *const *addrs, size_t n_addrs, char **out, size_t *out_len,
                               char *err, size_t err_len);
 
+/* cache_api.c: GET /api/cache (every store's figures) and DELETE
+ * /api/cache?key=K|prefix=P[&storage=NAME] (the HTTP status; *out the
+ * JSON answer). */
+json_t *weir__admin_cache_json(const weir_config *c);
+int weir__admin_cache_purge(const weir_config *c, weir_str query, json_t **out);
+
 /* config_json.c: a snapshot as JSON (a new reference, NULL on OOM). */
 json_t *weir__config_to_json(const weir_config *c);
 /* The algo as the file writes it ("round_robin", "hash:header:X"). */

@@ -15,6 +15,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "weir/cache.h"
+
 #define MAX_SERIES 4096 /* per thread */
 #define N_BUCKETS 13
 
@@ -424,6 +426,65 @@ static void emit_backends(out *o, const weir_config *cfg)
     free(rest.p);
 }
 
+static void emit_caches(out *o, const weir_config *cfg)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"weir_cache_lookups_total", "counter",
+         "Cache lookups by result: hit (answered from the store), miss, stale (a hit past "
+         "its freshness: max-stale, stale-while-revalidate, on error)."},
+        {"weir_cache_revalidations_total", "counter",
+         "Conditional requests sent for stored responses, and those answered 304."},
+        {"weir_cache_coalesced_total", "counter", "Requests that waited for another's miss."},
+        {"weir_cache_stored_total", "counter", "Responses stored."},
+        {"weir_cache_invalidations_total", "counter", "Keys removed by unsafe methods and purges."},
+        {"weir_cache_objects", "gauge", "Objects stored, per tier."},
+        {"weir_cache_bytes", "gauge", "Bytes stored, per tier."},
+        {"weir_cache_max_bytes", "gauge", "The bound of each tier."},
+        {"weir_cache_evictions_total", "counter", "Objects evicted, per tier."},
+        {"weir_cache_disk_errors_total", "counter",
+         "Disk tier writes that failed and entries found corrupt."},
+    };
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        emit(o, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (size_t i = 0; i < cfg->n_caches; i++) {
+            const weir_cfg_cache *k = &cfg->caches[i];
+            if (!k->store)
+                continue;
+            weir_cache_stats st;
+            weir_cache_get_stats(k->store->c, &st);
+            char l[160], lv[128];
+            label_value(lv, sizeof(lv), k->name);
+            snprintf(l, sizeof(l), "cache=\"%s\"", lv);
+            unsigned long long v[][2] = {{st.hits - st.stale_served, st.misses},
+                                         {st.revalidations, st.revalidated},
+                                         {st.coalesced, 0},
+                                         {st.stored, 0},
+                                         {st.invalidations, 0},
+                                         {st.mem_objects, st.disk_objects},
+                                         {st.mem_bytes, st.disk_bytes},
+                                         {st.mem_max_bytes, st.disk_max_bytes},
+                                         {st.mem_evictions, st.disk_evictions},
+                                         {st.disk_errors, 0}};
+            if (f == 0)
+                emit(o,
+                     "%s{%s,result=\"hit\"} %llu\n%s{%s,result=\"stale\"} %llu\n"
+                     "%s{%s,result=\"miss\"} %llu\n",
+                     fam[f].name, l, v[0][0], fam[f].name, l, (unsigned long long)st.stale_served,
+                     fam[f].name, l, v[0][1]);
+            else if (f == 1)
+                emit(o, "%s{%s,outcome=\"sent\"} %llu\n%s{%s,outcome=\"not_modified\"} %llu\n",
+                     fam[f].name, l, v[1][0], fam[f].name, l, v[1][1]);
+            else if (f >= 5 && f <= 8)
+                emit(o, "%s{%s,tier=\"memory\"} %llu\n%s{%s,tier=\"disk\"} %llu\n", fam[f].name, l,
+                     v[f][0], fam[f].name, l, v[f][1]);
+            else
+                emit(o, "%s{%s} %llu\n", fam[f].name, l, v[f][0]);
+        }
+    }
+}
+
 char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t log_dropped,
                            size_t *len)
 {
@@ -462,8 +523,10 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
                    K_UP_LATENCY);
     emit_histogram(&o, "weir_upstream_connect_seconds",
                    "TCP connect time of new upstream connections, per upstream.", K_CONNECT);
-    if (cfg)
+    if (cfg) {
         emit_backends(&o, cfg);
+        emit_caches(&o, cfg);
+    }
     if (srv) {
         weir_server_stats st;
         weir_server_get_stats(srv, &st);

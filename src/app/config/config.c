@@ -185,8 +185,9 @@ static void load_admin(loader *ld, const weir_toml_value *t)
 
 /* ---- the document ---- */
 
-static const char *const top_keys[] = {"basic",     "admin",        "servers", "locations",
-                                       "upstreams", "certificates", "plugins", NULL};
+static const char *const top_keys[] = {"basic",     "admin",     "servers",
+                                       "locations", "upstreams", "certificates",
+                                       "plugins",   "caches",    NULL};
 
 /* The named sub-tables of a section like [servers], checked to be tables. */
 static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
@@ -328,6 +329,7 @@ static void free_config(weir_config *c)
     }
     free(c->upstreams);
     weir__cfg_free_plugins(c);
+    weir__cfg_free_caches(c);
     free(c->basic.pid_file);
     free(c->basic.error_log);
     free(c->basic.log_level);
@@ -409,6 +411,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
         }
         weir__cfg_check_unlisted_certs(&ld, weir_toml_table_get(root, "servers"));
     }
+    const weir_toml_value *caches = section_of(&ld, root, "caches");
+    if (caches)
+        weir__cfg_load_caches(&ld, caches);
     const weir_toml_value *plugins = section_of(&ld, root, "plugins");
     if (plugins)
         weir__cfg_load_plugins(&ld, plugins);

@@ -219,6 +219,29 @@ typedef struct weir_cfg_admin {
 
 #define WEIR_CFG_MAX_APP_SERVERS 64
 
+/* A store shared by the snapshots whose [caches.NAME] is the same
+ * (caches.c): made when a snapshot goes live, never in weir -t. */
+typedef struct weir_cache_store {
+    _Atomic long refs;
+    struct weir_cache *c;
+} weir_cache_store;
+
+/* [caches.NAME]: a cache store's sizes (weir/cache.h). */
+typedef struct weir_cfg_cache {
+    char *name;
+    int line;
+    uint64_t memory, disk, max_file;
+    char *directory; /* the disk tier, or NULL */
+    weir_cache_store *store;
+} weir_cfg_cache;
+
+/* The [caches.NAME] of a snapshot, or NULL. */
+weir_cfg_cache *weir__cfg_cache_named(struct weir_config *c, const char *name);
+/* Gives each cache section of cfg its store: old's when the section is
+ * the same there, else a new one (logged on failure: false). Main
+ * thread, before cfg goes live. */
+bool weir__cfg_cache_stores(struct weir_config *cfg, const struct weir_config *old);
+
 struct weir_config {
     _Atomic long refs;
     char *file; /* for messages */
@@ -234,6 +257,8 @@ struct weir_config {
     size_t n_certs;
     weir_plugin **plugins; /* [plugins.NAME] */
     size_t n_plugins;
+    weir_cfg_cache *caches; /* [caches.NAME], and "default" when a plugin needs it */
+    size_t n_caches;
     /* By the app's listener (server_app, app.c) index: the server whose
      * settings its requests get in this snapshot, or -1 (removed). Set
      * before the snapshot is published, so one load gives both; a reload

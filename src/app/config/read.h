@@ -117,4 +117,13 @@ void weir__cfg_location_chains(loader *ld, weir_cfg_location *l, int line);
 void weir__cfg_free_location_chains(weir_cfg_location *l);
 void weir__cfg_free_plugins(weir_config *c);
 
+/* ---- cache stores (caches.c) ---- */
+
+/* [caches.NAME] into cfg->caches (before the plugins). */
+void weir__cfg_load_caches(loader *ld, const weir_toml_value *sec);
+/* The section called name, or for "default" a new one with the defaults;
+ * NULL if there is none. The array may move: keep the name. */
+struct weir_cfg_cache *weir__cfg_cache_find(loader *ld, const char *name);
+void weir__cfg_free_caches(weir_config *c);
+
 #endif

@@ -34,6 +34,7 @@ extern const weir_plugin_def weir__plugin_jwt;
 extern const weir_plugin_def weir__plugin_sub_filter;
 extern const weir_plugin_def weir__plugin_compression;
 extern const weir_plugin_def weir__plugin_directory;
+extern const weir_plugin_def weir__plugin_cache;
 #ifdef WEIR_TEST_PLUGINS
 extern const weir_plugin_def weir__plugin_test_request_body;
 #endif
@@ -41,6 +42,9 @@ extern const weir_plugin_def weir__plugin_test_request_body;
 /* The built-in plugins a location's or a server's own keys make (config
  * loader): each borrows what it needs from the location or server, which
  * outlives it. NULL on out of memory. */
+/* The cache plugin's key of the request (its conf; NULL: the default
+ * key), as weir_proxy_ops.cache_key returns it. */
+size_t weir__plugin_cache_key(weir_session *s, const void *conf, char *out, size_t cap);
 weir_plugin *weir__plugin_builtin(const weir_plugin_def *def, const char *owner, void *conf);
 /* A headers conf over a location's lists (borrowed). */
 void *weir__plugin_headers_borrow(const weir_cfg_headers *remove, const weir_cfg_headers *set,

@@ -38,6 +38,7 @@ const weir_plugin_def *const weir__plugin_defs[] = {
     &weir__plugin_jwt,
     &weir__plugin_key_auth,
     &weir__plugin_sub_filter,
+    &weir__plugin_cache,
     /* body plugins */
     &weir__plugin_compression,
     &weir__plugin_directory,
@@ -78,6 +79,8 @@ const char *weir__plugin_step_name(weir_plugin_step step)
 
 bool weir__plugin_states(weir_config *cfg, const weir_config *old)
 {
+    if (!weir__cfg_cache_stores(cfg, old))
+        return false;
     for (size_t i = 0; i < cfg->n_plugins; i++) {
         weir_plugin *p = cfg->plugins[i];
         if (!p->def || !p->def->state_new || p->state)
