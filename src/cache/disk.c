@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -533,7 +534,13 @@ weir_cdisk *weir__cdisk_open(const char *dir, uint64_t max_bytes, char *err, siz
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->work, NULL);
     pthread_cond_init(&d->idle, NULL);
-    if (pthread_create(&d->thread, NULL, writer, d) != 0) {
+    /* The writer takes no signal: the process's are the main thread's. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&d->thread, NULL, writer, d);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         snprintf(err, err_len, "cannot start the cache writer thread");
         d->started = false;
         weir__cdisk_close(d);
