@@ -37,6 +37,13 @@
  * - GET /sub-stats: "started S done D cancelled C detached E live L": the
  *   callbacks so far, those with status 499, the detached ones done, and
  *   sub-requests in flight on the worker that answers.
+ * - /cached/...: proxied through the cache (weir/cache.h) by the cache
+ *   phases: the key is "app:" and the path (no host, no query);
+ *   X-Force-Miss: 1 makes cache_hit_filter validate a hit; a response with
+ *   X-No-Store: 1 is not stored and X-TTL: N sets its lifetime
+ *   (response_cache_filter); X-No-Stale: 1 makes should_serve_stale
+ *   refuse a stale answer (stale_on_error is 60 s otherwise).
+ * - GET /cache-stats: "hits H misses M stored S stale T"; PURGE /cache-purge?key=K.
  * - anything else is proxied to UPSTREAM_ADDR; the response carries
  *   X-Phases, the phases that ran, in order.
  */
@@ -403,6 +410,8 @@ static weir_phase_result sub(weir_session *s, ctx *c)
     return WEIR_PHASE_PENDING;
 }
 
+static weir_phase_result cache_admin(weir_session *s);
+
 static weir_phase_result request_filter(weir_session *s, void *c)
 {
     note(c, "request_filter");
@@ -422,6 +431,8 @@ static weir_phase_result request_filter(weir_session *s, void *c)
         return g;
     if (path_is(s, "/sub"))
         return sub(s, c);
+    if (path_is(s, "/cache-stats") || path_is(s, "/cache-purge"))
+        return cache_admin(s);
     if (path_is(s, "/sub-stats")) {
         char body[160];
         int n = snprintf(
@@ -500,6 +511,87 @@ static weir_phase_result response_body_filter(weir_session *s, void *arg, weir_s
     return WEIR_PHASE_CONTINUE;
 }
 
+/* ---- the cache phases ---- */
+
+static weir_cache *cache;
+
+static bool under_cached(weir_session *s)
+{
+    weir_str p = weir_session_path(s);
+    return p.len > 8 && memcmp(p.ptr, "/cached/", 8) == 0;
+}
+
+static weir_phase_result request_cache_filter(weir_session *s, void *c)
+{
+    note(c, "request_cache_filter");
+    if (under_cached(s)) {
+        weir_cache_settings st = {.stale_on_error = 60};
+        weir_session_cache_enable(s, cache, &st);
+    }
+    return WEIR_PHASE_CONTINUE;
+}
+
+static size_t cache_key(weir_session *s, void *c, char *out, size_t cap)
+{
+    (void)c;
+    weir_str p = weir_session_path(s);
+    if (p.len + 4 > cap)
+        return p.len + 4;
+    memcpy(out, "app:", 4);
+    memcpy(out + 4, p.ptr, p.len);
+    return p.len + 4;
+}
+
+static bool cache_hit_filter(weir_session *s, void *c, const weir_cache_meta *m)
+{
+    note(c, "cache_hit_filter");
+    return m->status == 200 && weir_headers_get(weir_session_req_headers(s), "x-force-miss").ptr;
+}
+
+static void response_cache_filter(weir_session *s, void *c, weir_cache_decision *d)
+{
+    note(c, "response_cache_filter");
+    weir_headers *h = weir_session_resp_headers(s);
+    if (weir_headers_get(h, "x-no-store").ptr) {
+        d->store = false;
+        d->reason = "app";
+    }
+    weir_str ttl = weir_headers_get(h, "x-ttl");
+    if (ttl.ptr && ttl.len < 10) {
+        char num[16];
+        memcpy(num, ttl.ptr, ttl.len);
+        num[ttl.len] = '\0';
+        d->lifetime = atoi(num);
+    }
+}
+
+static bool should_serve_stale(weir_session *s, void *c, int error, bool allowed)
+{
+    (void)error;
+    note(c, "should_serve_stale");
+    return allowed && !weir_headers_get(weir_session_req_headers(s), "x-no-stale").ptr;
+}
+
+static weir_phase_result cache_admin(weir_session *s)
+{
+    char body[200];
+    int n;
+    if (path_is(s, "/cache-stats")) {
+        weir_cache_stats st;
+        weir_cache_get_stats(cache, &st);
+        n = snprintf(body, sizeof(body), "hits %llu misses %llu stored %llu stale %llu\n",
+                     (unsigned long long)st.hits, (unsigned long long)st.misses,
+                     (unsigned long long)st.stored, (unsigned long long)st.stale_served);
+    } else {
+        weir_str q = weir_session_query(s);
+        bool ok = q.len > 4 && memcmp(q.ptr, "key=", 4) == 0 &&
+                  weir_cache_purge(cache, q.ptr + 4, q.len - 4);
+        n = snprintf(body, sizeof(body), "%s\n", ok ? "purged" : "none");
+    }
+    weir_session_respond(s, 200, NULL, 0, body, (size_t)n);
+    return WEIR_PHASE_ANSWERED;
+}
+
 static const weir_proxy_ops ops = {
     .new_ctx = new_ctx,
     .free_ctx = free_ctx,
@@ -511,6 +603,11 @@ static const weir_proxy_ops ops = {
     .upstream_response_filter = upstream_response_filter,
     .response_filter = response_filter,
     .response_body_filter = response_body_filter,
+    .request_cache_filter = request_cache_filter,
+    .cache_key = cache_key,
+    .cache_hit_filter = cache_hit_filter,
+    .response_cache_filter = response_cache_filter,
+    .should_serve_stale = should_serve_stale,
 };
 
 int main(int argc, char **argv)
@@ -518,6 +615,12 @@ int main(int argc, char **argv)
     if (argc != 3 || weir_peer_set_addr(&upstream, argv[2]) != WEIR_OK) {
         fprintf(stderr, "usage: %s LISTEN_ADDR UPSTREAM_ADDR\n", argv[0]);
         return 2;
+    }
+    char err[128];
+    cache = weir_cache_new(&(weir_cache_options){.memory_bytes = 8 << 20}, err, sizeof(err));
+    if (!cache) {
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+        return 1;
     }
     weir_server_options opts = {.threads = 2, .handle_signals = true};
     weir_server *srv = weir_server_new(&opts);
@@ -529,5 +632,6 @@ int main(int argc, char **argv)
     }
     int rc = weir_server_run(srv);
     weir_server_free(srv);
+    weir_cache_free(cache);
     return rc == WEIR_OK ? 0 : 1;
 }
