@@ -82,7 +82,8 @@ struct sess_cache {
     size_t rl_len;
     bool conditional;
     bool resp_seen, served, stored;
-    weir_str c_inm, c_ims; /* the client's own validators, kept aside */
+    weir_str c_inm, c_ims;        /* the client's own validators, kept aside */
+    weir_str c_range, c_if_range; /* and its Range and If-Range (.ptr NULL: none, or two) */
     /* storing */
     bool tee, tee_over;
     char *tee_buf;
@@ -258,14 +259,13 @@ static bool parse_u64(const char *p, const char *end, uint64_t *v)
  * (no Range, several ranges, another unit, a syntax error, or an If-Range
  * that does not match: each is allowed to get the whole response).
  */
-static int range_of(weir_session *s, const weir_chead *h, uint64_t len, uint64_t *off, uint64_t *n)
+static int range_of(const sess_cache *k, const weir_chead *h, uint64_t len, uint64_t *off,
+                    uint64_t *n)
 {
-    long at = weir__headers_find(&s->req.headers, "range", 0);
-    if (at < 0 || h->e.status != 200 ||
-        weir__headers_find(&s->req.headers, "range", (size_t)at + 1) >= 0)
-        return 0; /* none, or two fields */
-    weir_str r = s->req.headers.v[at].value;
-    weir_str ir = weir_headers_get(&s->req.headers, "if-range");
+    weir_str r = k->c_range;
+    if (!r.ptr || h->e.status != 200)
+        return 0;
+    weir_str ir = k->c_if_range;
     if (ir.ptr) {
         if (ir.len && (ir.ptr[0] == '"')) {
             if (!h->etag.ptr || h->etag.len != ir.len || memcmp(h->etag.ptr, ir.ptr, ir.len) != 0)
@@ -338,7 +338,7 @@ static void serve(weir_session *s, sess_cache *k, int64_t age)
     int rs = 0;
     if (not_modified(k, h))
         status = 304;
-    else if (k->get && (rs = range_of(s, h, o->body_len, &off, &n)) != 0)
+    else if (k->get && (rs = range_of(k, h, o->body_len, &off, &n)) != 0)
         status = rs;
     s->resp.status = status;
     weir__headers_reserve(&s->resp.headers, (uint32_t)h->e.n_fields + 5);
@@ -654,6 +654,11 @@ static void add_validators(weir_session *s, sess_cache *k)
     k->c_ims = weir_headers_get(&s->req.headers, "if-modified-since");
     weir_headers_remove(&s->req.headers, "if-none-match");
     weir_headers_remove(&s->req.headers, "if-modified-since");
+    /* The whole response refreshes the store; the client's range is cut
+     * from it afterwards (or, if it changed, the whole 200 answers, which
+     * RFC 9110 14.2 allows). */
+    weir_headers_remove(&s->req.headers, "range");
+    weir_headers_remove(&s->req.headers, "if-range");
     if (h->etag.ptr)
         weir__headers_push(&s->req.headers, WEIR_STR("If-None-Match"), h->etag);
     if (h->last_modified.ptr)
@@ -686,6 +691,10 @@ static look_result look(weir_session *s, sess_cache *k)
     k->req_time = wall(s);
     k->c_inm = weir_headers_get(&s->req.headers, "if-none-match");
     k->c_ims = weir_headers_get(&s->req.headers, "if-modified-since");
+    long at = weir__headers_find(&s->req.headers, "range", 0);
+    if (at >= 0 && weir__headers_find(&s->req.headers, "range", (size_t)at + 1) < 0)
+        k->c_range = s->req.headers.v[at].value; /* two fields: none (the whole) */
+    k->c_if_range = weir_headers_get(&s->req.headers, "if-range");
     weir_cobj *o = lookup(s, k);
     if (o) {
         const weir_chead *h = weir__chead(o);
@@ -717,7 +726,7 @@ static look_result look(weir_session *s, sess_cache *k)
         k->fwd = asked && age < h->lifetime ? FWD_REQUEST : FWD_STALE;
         if (k->q.cc.flags & WEIR_CC_ONLY_IF_CACHED)
             goto only_if_cached;
-        if (k->get)
+        if (k->get || k->head) /* a 304 to a HEAD refreshes the head too */
             add_validators(s, k);
         return LOOK_UPSTREAM;
     }
@@ -981,7 +990,9 @@ bool weir__cache_response(weir_session *s)
         k->detail = d.reason;
         lock_release(k, false); /* the waiters go upstream themselves */
     }
-    set_status(s, k, d.lifetime, k->stored);
+    /* ttl: what is left of its freshness as it goes out (RFC 9211 2.5),
+     * its age counted as when it is served from the store */
+    set_status(s, k, d.lifetime - weir__cache_age(&r, k->req_time, now, now), k->stored);
     return false;
 }
 

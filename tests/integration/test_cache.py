@@ -841,3 +841,28 @@ def test_config_errors(tmp_path):
     bad = CONF % {"extra": "", "caches": 'directory = "relative"', "rest": ""}
     r = check(tmp_path, bad.replace("@B@", "127.0.0.1:1"))
     assert r.returncode != 0 and "absolute path" in r.stderr
+
+
+def test_a_range_on_a_stale_entry_refreshes_it_whole(cached, origin):
+    origin.routes["/rs"] = validating()
+    w = cached()
+    h1(w.port, "/rs")
+    time.sleep(1.2)
+    r = h1(w.port, "/rs", [("Range", "bytes=0-2")])
+    assert r.status == 206 and r.body == b"the", r
+    up = origin.backend.last()
+    assert up.headers.get("range") is None and up.headers.get("if-none-match") == '"v1"'
+    assert "fwd=stale; fwd-status=304" in status_of(r)
+
+
+def test_a_head_on_a_stale_entry_validates_it(cached, origin):
+    origin.routes["/hs"] = validating()
+    w = cached()
+    h1(w.port, "/hs")
+    time.sleep(1.2)
+    r = h1(w.port, "/hs", method="HEAD")
+    assert r.status == 200 and r.get("content-length") == "8" and r.get("x-version") == "v2"
+    assert origin.backend.last().method == "HEAD"
+    assert origin.backend.last().headers.get("if-none-match") == '"v1"'
+    r = h1(w.port, "/hs")
+    assert "hit" in status_of(r) and r.body == b"the body" and r.get("x-version") == "v2"
