@@ -92,6 +92,8 @@ typedef struct weir_cache_settings {
      * one's response [5000]; no_lock sends each upstream. */
     uint32_t lock_timeout_ms;
     bool no_lock;
+    /* A larger body is passed through, not stored [the store's bound] */
+    uint64_t max_object_bytes;
 } weir_cache_settings;
 
 /*

@@ -317,11 +317,31 @@ static void basic(FILE *o, const doc *d)
                 fprintf(o, "log_level = \"%s\"\n", low);
             } else if (is(&e, "name") || is(&e, "remark")) {
                 skip(o, &e, "a label: weir has none");
+            } else if (is(&e, "cache_directory") || is(&e, "cache_max_size")) {
+                skip(o, &e, "the cache plugin's store: [caches.default] below");
             } else {
                 skip(o, &e, "no weir equivalent");
             }
         }
         fputc('\n', o);
+        /* Pingap's one cache store: a directory (its files), else memory of
+         * cache_max_size. */
+        const weir_toml_value *dir = weir_toml_table_get(t, "cache_directory");
+        const weir_toml_value *max = weir_toml_table_get(t, "cache_max_size");
+        if (dir || max) {
+            fputs("[caches.default]\n", o);
+            if (dir && str(dir)) {
+                fprintf(o, "directory = ");
+                put_value(o, dir);
+                fputc('\n', o);
+            }
+            if (max) {
+                fputs(dir ? "disk_size = " : "memory = ", o);
+                put_value(o, max);
+                fputc('\n', o);
+            }
+            fputc('\n', o);
+        }
     }
 }
 
@@ -586,8 +606,13 @@ static void plugin(FILE *o, const doc *d, const weir_toml_value *t, const char *
         bool known = is(&e, "category") || is(&e, "step");
         for (const char *const *k = def->keys; !known && k && *k; k++)
             known = is(&e, *k);
+        bool cache = strcmp(cat, "cache") == 0;
         if (known) {
             copy_entry(o, &e);
+        } else if (cache && is(&e, "headers")) {
+            put_key(o, "key_headers", e.value); /* Pingap's: key parts */
+        } else if (cache && (is(&e, "eviction") || is(&e, "predictor"))) {
+            skip(o, &e, "weir's store always evicts (S3-FIFO) and locks per key");
         } else if (is(&e, "remark")) {
             skip(o, &e, "a comment");
         } else {

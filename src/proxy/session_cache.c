@@ -138,6 +138,9 @@ int weir_session_cache_enable(weir_session *s, weir_cache *c, const weir_cache_s
         k->set.heuristic_max = 86400;
     if (!k->set.lock_timeout_ms)
         k->set.lock_timeout_ms = 5000;
+    uint64_t max = weir__cstore_max_object(c);
+    if (!k->set.max_object_bytes || k->set.max_object_bytes > max)
+        k->set.max_object_bytes = max;
     return WEIR_OK;
 }
 
@@ -961,7 +964,7 @@ bool weir__cache_response(weir_session *s)
         d.store = false;
         d.reason = "vary";
     }
-    uint64_t max = weir__cstore_max_object(k->c);
+    uint64_t max = k->set.max_object_bytes;
     if (d.store && s->resp.body == WEIR_BODY_KNOWN && s->resp.content_length > max) {
         d.store = false;
         d.reason = "too-large";
@@ -1001,7 +1004,7 @@ void weir__cache_tee(weir_session *s, const weir_str *segs, size_t n)
     sess_cache *k = s->cache;
     if (!k->tee || k->tee_over)
         return;
-    uint64_t max = weir__cstore_max_object(k->c);
+    uint64_t max = k->set.max_object_bytes;
     for (size_t i = 0; i < n; i++) {
         size_t need = k->tee_len + segs[i].len;
         if (need > max) {

@@ -285,3 +285,30 @@ def test_convert_keeps_quoted_names_and_floats(tmp_path):
     t = subprocess.run([binary("weir"), "-t", "-c", str(out)], capture_output=True, text=True,
                        timeout=20)
     assert t.returncode == 0, t.stderr + r.stdout
+
+
+def test_convert_the_cache_plugin(weir_toml, backend, tmp_path):
+    from test_cache import Origin, status_of
+    files = dict(PINGAP)
+    files["basic.toml"] += 'cache_directory = "@TMP@/pcache"\ncache_max_size = "64MB"\n'
+    files["plugins.toml"] += ('[plugins.ca]\ncategory = "cache"\nlock = "2s"\nmax_ttl = "1m"\n'
+                              'namespace = "pingap"\nheaders = ["Accept-Encoding"]\n'
+                              'eviction = true\npredictor = true\nmax_file_size = "100kb"\n')
+    files["locations.toml"] = files["locations.toml"].replace(
+        'plugins = ["pong", "gz", "lim"]', 'plugins = ["pong", "ca"]')
+    files["upstreams.toml"] = files["upstreams.toml"].replace('sni = "api.internal"\n', "") \
+        .replace('verify_cert = false\n', "")  # a plain origin
+    r = convert(write_pingap(tmp_path, files))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for line in ['[caches.default]\ndirectory = "%s/pcache"\ndisk_size = "64MB"' % tmp_path,
+                 'key_headers = ["Accept-Encoding"]', 'max_file_size = "100kb"',
+                 'namespace = "pingap"', '# not converted: eviction = true']:
+        assert line in out, (line, out)
+    o = Origin()
+    o.set("/v1/c", headers=[("Cache-Control", "max-age=60")], body="c")
+    w = weir_toml(out, B=backend(o.handler))
+    B.request(w.port, b"GET /v1/c HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+    r = B.request(w.port, b"GET /v1/c HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+    assert "hit" in r.headers.get("cache-status", ""), r
+    assert o.count("/v1/c") == 1

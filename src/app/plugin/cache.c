@@ -16,6 +16,7 @@
  *     stale_on_error = "10m"       # stale answers when the origin fails
  *     targeted_field = "CDN-Cache-Control"   # RFC 9213; "-" for none
  *     store_cookies = false        # responses with Set-Cookie are not stored
+ *     max_file_size = "1MB"        # a larger body passes through (at most the storage's)
  *     lock = "5s"                  # coalesced misses wait this long; "0s": no lock
  *     bypass_methods = ["HEAD"]    # these requests neither use nor fill the cache
  *     bypass_headers = ["X-No-Cache"]   # ... when one of these is set, not "0"
@@ -106,6 +107,7 @@ static bool cache_parse(loader *ld, const weir_toml_value *t, const char *sectio
         k->set.no_lock = ms == 0;
     }
     weir__cfg_get_bool(ld, t, "store_cookies", section, &k->set.store_cookies);
+    weir__cfg_get_size(ld, t, "max_file_size", section, 1ull << 32, &k->set.max_object_bytes);
     k->key_headers = list(ld, t, "key_headers", section, &k->n_key_headers);
     k->key_cookies = list(ld, t, "key_cookies", section, &k->n_key_cookies);
     k->bypass_methods = list(ld, t, "bypass_methods", section, &k->n_bypass_methods);
@@ -260,7 +262,8 @@ const weir_plugin_def weir__plugin_cache = {
     .keys = (const char *const[]){"storage", "namespace", "key_headers", "key_cookies", "max_ttl",
                                   "max_heuristic_ttl", "stale_on_error", "targeted_field",
                                   "store_cookies", "lock", "bypass_methods", "bypass_headers",
-                                  "bypass_cookies", "purge_ip_list", "purge_token", NULL},
+                                  "bypass_cookies", "purge_ip_list", "purge_token", "max_file_size",
+                                  NULL},
     .steps = WEIR_STEP_BIT(WEIR_STEP_EARLY_REQUEST) | WEIR_STEP_BIT(WEIR_STEP_REQUEST),
     .default_step = WEIR_STEP_REQUEST,
     .parse = cache_parse,
