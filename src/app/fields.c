@@ -28,6 +28,27 @@ weir_str weir__cookie(const weir_headers *h, const char *name)
     return WEIR_STR_NULL;
 }
 
+size_t weir__cookie_count(const weir_headers *h, const char *name)
+{
+    size_t nl = strlen(name), n = 0;
+    for (size_t i = 0; i < weir_headers_count(h); i++) {
+        weir_header f = weir_headers_at(h, i);
+        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
+            continue;
+        const char *p = f.value.ptr, *end = p + f.value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            if (!semi)
+                semi = end;
+            n += (size_t)(semi - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0;
+            p = semi;
+        }
+    }
+    return n;
+}
+
 weir_str weir__query_param(weir_str q, const char *name)
 {
     size_t nl = strlen(name);

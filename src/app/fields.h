@@ -10,6 +10,8 @@
 /* The value of cookie `name` (names are case-sensitive, RFC 6265) in the
  * request's Cookie fields; .ptr NULL if there is none. */
 weir_str weir__cookie(const weir_headers *h, const char *name);
+/* How many times cookie `name` is sent (in every Cookie field). */
+size_t weir__cookie_count(const weir_headers *h, const char *name);
 /* The value of query parameter `name` ("" for "name" alone); .ptr NULL if
  * there is none. */
 weir_str weir__query_param(weir_str query, const char *name);

@@ -143,7 +143,14 @@ static void parse_list(weir_cc *cc, weir_str f)
         }
         if (name.len)
             directive(cc, name, v, vl, has_value);
-        /* Whatever else is here up to the next comma is not ours. */
+        /* Anything but blanks before the next comma ("max-age=60; private",
+         * "max-age=60 no-store") is not the grammar, and may hide a
+         * directive that forbids sharing: nothing of this message is
+         * stored. */
+        while (i < n && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        if (i < n && p[i] != ',')
+            cc->flags |= WEIR_CC_NO_STORE | WEIR_CC_INVALID;
         while (i < n && p[i] != ',')
             i++;
     }

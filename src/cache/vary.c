@@ -119,7 +119,13 @@ static size_t member(const char *s, const char *e, bool lower, char *out)
  * length, -1 when h has no such field, -2 when it does not fit. */
 static long normalized(const weir_headers *h, weir_str name, char *out, size_t cap)
 {
-    bool accept = name.len >= 6 && strncmp(name.ptr, "accept", 6) == 0;
+    /* Only the four whose members are case-insensitive and unordered; an
+     * Accept-Profile or Accept-Tenant keeps its bytes. */
+    static const char *const lists[] = {"accept", "accept-encoding", "accept-language",
+                                        "accept-charset"};
+    bool accept = false;
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && !accept; i++)
+        accept = name.len == strlen(lists[i]) && memcmp(name.ptr, lists[i], name.len) == 0;
     char buf[MAX_VALUE];
     weir_str members[MAX_MEMBERS];
     size_t n = 0, used = 0, o = 0;

@@ -255,13 +255,15 @@ void weir__session_step_tunnel(weir_session *s); /* session_tunnel.c */
  * upstream_response_filter (true: it is answered from the store now);
  * each piece of the upstream body; its end; a failure before the response
  * (true: a stale response answers); an abort (false: a wake is on its way,
- * the session stays pending); the session's end. */
+ * the session stays pending); the client not taking the body as fast as it
+ * comes; the session's end. */
 void weir__session_step_cache(weir_session *s);
 bool weir__cache_response(weir_session *s);
 void weir__cache_tee(weir_session *s, const weir_str *segs, size_t n);
 void weir__cache_body_end(weir_session *s);
 bool weir__cache_on_fail(weir_session *s, int status);
 bool weir__cache_abort(weir_session *s);
+void weir__cache_client_slow(weir_session *s);
 void weir__cache_end(weir_session *s);
 /* The worker stops: its background refreshes end. */
 void weir__cache_shutdown(void);

@@ -850,8 +850,11 @@ static void step_resp_body(weir_session *s)
     if (rc == WEIR_DECLINED)
         rc = weir__session_pump_run(
             s, &s->resp_pump, s->no_resp_body_filter ? NULL : s->svc->ops->response_body_filter);
-    if (rc == WEIR_AGAIN)
+    if (rc == WEIR_AGAIN) {
+        if (s->cache && s->resp_pump.queued && !s->generated)
+            weir__cache_client_slow(s); /* its waiters do not wait on this client */
         return;
+    }
     if (rc < 0 && s->generated) {
         /* A generated body failed (its producer, reading the file) or
          * the client went away: the connection goes with it. */

@@ -152,8 +152,10 @@ size_t weir_session_cache_default_key(weir_session *s, char *out, size_t cap)
     if (qm) /* (the target, when there is no normalized path) */
         path.len = (size_t)(qm - path.ptr);
     weir_str query = weir_session_query(s);
+    /* "/e?" is not "/e" (RFC 3986 6.2.3): the '?' counts even alone */
+    bool has_query = memchr(s->req.target.ptr, '?', s->req.target.len) != NULL;
     const char *scheme = s->down_ssl || s->cache_https ? "https://" : "http://";
-    size_t n = strlen(scheme) + host.len + path.len + (query.len ? query.len + 1 : 0);
+    size_t n = strlen(scheme) + host.len + path.len + (has_query ? query.len + 1 : 0);
     if (n > cap)
         return n;
     char *p = out;
@@ -163,7 +165,7 @@ size_t weir_session_cache_default_key(weir_session *s, char *out, size_t cap)
         *p++ = (char)((host.ptr[i] >= 'A' && host.ptr[i] <= 'Z') ? host.ptr[i] + 32 : host.ptr[i]);
     memcpy(p, path.ptr, path.len);
     p += path.len;
-    if (query.len) {
+    if (has_query) {
         *p++ = '?';
         memcpy(p, query.ptr, query.len);
     }
@@ -235,8 +237,16 @@ static bool not_modified(const sess_cache *k, const weir_chead *h)
 {
     if (h->e.status != 200 || !(k->get || k->head))
         return false;
-    if (k->c_inm.ptr)
+    if (k->c_inm.ptr) {
+        weir_str v = k->c_inm;
+        while (v.len && (v.ptr[0] == ' ' || v.ptr[0] == '\t')) {
+            v.ptr++;
+            v.len--;
+        }
+        if (v.len && v.ptr[0] == '*') /* any current representation (RFC 9110 13.1.2) */
+            return true;
         return h->etag.ptr && etag_listed(k->c_inm, h->etag);
+    }
     time_t ims, lm;
     return k->c_ims.ptr && h->last_modified.ptr && weir_http_date_parse(k->c_ims, &ims) &&
            weir_http_date_parse(h->last_modified, &lm) && lm <= ims;
@@ -347,8 +357,9 @@ static void serve(weir_session *s, sess_cache *k, int64_t age)
     weir__headers_reserve(&s->resp.headers, (uint32_t)h->e.n_fields + 5);
     for (size_t i = 0; i < h->e.n_fields; i++) {
         weir_str name = h->e.fields[i].name;
-        if (name.len == 14 && strncasecmp(name.ptr, "content-length", 14) == 0)
-            continue;
+        if ((name.len == 14 && strncasecmp(name.ptr, "content-length", 14) == 0) ||
+            (name.len == 13 && strncasecmp(name.ptr, "content-range", 13) == 0))
+            continue; /* (a 200's Content-Range means nothing; weir writes its own) */
         if (status == 416 && name.len == 12 && strncasecmp(name.ptr, "content-type", 12) == 0)
             continue;
         weir__headers_push(&s->resp.headers, name, h->e.fields[i].value);
@@ -431,8 +442,10 @@ static void lock_woken(void *arg)
         return;
     }
     weir__cstore_count(k->c, WEIR_CSTAT_COALESCED);
-    if (!k->w.stored)
-        k->no_lock = true; /* not storable: straight upstream */
+    /* Once woken it never waits again: a response that was not storable,
+     * or another variant than its own (Vary), sends it straight upstream
+     * instead of queueing behind the next miss of the same URI. */
+    k->no_lock = true;
     weir__session_run(s);
 }
 
@@ -677,8 +690,9 @@ static look_result look(weir_session *s, sess_cache *k)
     const weir_proxy_ops *ops = s->svc->ops;
     k->get = method_is(s, "GET");
     k->head = method_is(s, "HEAD");
-    k->unsafe = method_is(s, "POST") || method_is(s, "PUT") || method_is(s, "DELETE") ||
-                method_is(s, "PATCH");
+    /* Every method but the safe ones, those of unknown safety included
+     * (RFC 9111 4.4): PROPPATCH, MKCOL, a PURGE the backend answers... */
+    k->unsafe = !k->get && !k->head && !method_is(s, "OPTIONS") && !method_is(s, "TRACE");
     if (!k->get && !k->head) {
         k->fwd = FWD_METHOD;
         if (k->unsafe && !make_key(s, k))
@@ -812,7 +826,12 @@ void weir__session_step_cache(weir_session *s)
 static void invalidate(weir_session *s, sess_cache *k)
 {
     weir_cache *c = k->c;
-    if (weir__cstore_remove(c, k->key, k->key_len))
+    /* The URI's every entry: a key's fields after its first line break are
+     * its variants (Vary, and a program's key fields such as the cache
+     * plugin's key_headers), which all go with it. */
+    const char *nl = memchr(k->key, '\n', k->key_len);
+    size_t base = nl ? (size_t)(nl - k->key) : k->key_len;
+    if (weir__cstore_remove(c, k->key, base))
         weir__cstore_count(c, WEIR_CSTAT_INVALIDATION);
     static const char *const fields[] = {"location", "content-location"};
     weir_str host = weir_headers_get(&s->req.headers, "host");
@@ -869,20 +888,64 @@ static void serve_stale(weir_session *s, sess_cache *k, int status)
     serve(s, k, age);
 }
 
-/* A 304 to weir's validation: the stored head is refreshed (RFC 9111
- * 4.3.4) and the stored body answers. */
+/* The 304's validators name the stored response (RFC 9111 4.3.3): its
+ * ETag is the stored one, or without one its Last-Modified is. */
+static bool same_validators(const weir_headers *h304, const weir_chead *h)
+{
+    weir_str et = weir_headers_get(h304, "etag");
+    if (et.ptr)
+        return h->etag.ptr && h->etag.len == et.len && memcmp(h->etag.ptr, et.ptr, et.len) == 0;
+    weir_str lm = weir_headers_get(h304, "last-modified");
+    time_t a, b;
+    return !lm.ptr || (h->last_modified.ptr && weir_http_date_parse(lm, &a) &&
+                       weir_http_date_parse(h->last_modified, &b) && a == b);
+}
+
+/*
+ * A 304 to weir's validation: the stored head is refreshed (RFC 9111
+ * 4.3.4) and the stored body answers. Three exceptions: a 304 naming
+ * another representation does not touch the stored one (4.3.3: it is
+ * dropped, this answer is the stored response as it was); a 304's
+ * Set-Cookie goes to this client only when cookies are not stored; and a
+ * refreshed head that may not be stored any more (private, no-store) is
+ * dropped from the store and answers this request alone.
+ */
 static void refreshed(weir_session *s, sess_cache *k)
 {
     const weir_chead *h = weir__chead(k->obj);
-    weir_centry e = {0};
     time_t now = wall(s);
     weir__cstore_count(k->c, WEIR_CSTAT_REVALIDATED);
-    weir_cobj *n = NULL;
+    k->fwd = FWD_STALE;
+    k->fwd_status = 304;
+    if (!same_validators(&s->resp.headers, h)) {
+        weir__cstore_remove(k->c, k->obj->key, strlen(k->obj->key));
+        k->detail = "validator-mismatch";
+        serve(s, k, weir__cache_age(&h->r, h->e.request_time, h->e.response_time, now));
+        return;
+    }
+    /* The 304's fields as they update the store, and the cookies it sets
+     * for this client only. */
+    weir_headers up;
+    weir__headers_init(&up, &s->arena);
+    weir_str cookies[16];
+    size_t n_cookies = 0;
+    for (size_t i = 0; i < s->resp.headers.n; i++) {
+        weir_header f = s->resp.headers.v[i];
+        if (!k->set.store_cookies && f.name.len == 10 &&
+            strncasecmp(f.name.ptr, "set-cookie", 10) == 0) {
+            if (n_cookies < 16)
+                cookies[n_cookies++] = f.value;
+            continue;
+        }
+        weir__headers_push(&up, f.name, f.value);
+    }
     weir_cache_resp r304;
-    weir__cache_resp_read(&r304, 304, &s->resp.headers, k->targ, now);
+    weir__cache_resp_read(&r304, 304, &up, k->targ, now);
     time_t asked = k->req_time - (time_t)(r304.age > 0 ? r304.age : 0); /* as when storing */
+    weir_centry e = {0};
+    weir_cobj *n = NULL;
     if (weir__centry_decode(&e, h->e.buf, h->e.len) == 0 &&
-        weir__centry_update(&e, &s->resp.headers, asked, now) == 0) {
+        weir__centry_update(&e, &up, asked, now) == 0) {
         char *body = malloc(k->obj->body_len ? k->obj->body_len : 1);
         if (body) {
             memcpy(body, k->obj->body, k->obj->body_len);
@@ -896,14 +959,21 @@ static void refreshed(weir_session *s, sess_cache *k)
         weir__centry_free(&e);
     }
     if (n) {
-        weir__cstore_put(k->c, weir__cobj_ref(n));
+        weir_cache_nostore why =
+            weir__cache_storable("GET", &k->q, &weir__chead(n)->r, k->set.store_cookies);
+        if (why == WEIR_NOSTORE_NONE) {
+            weir__cstore_put(k->c, weir__cobj_ref(n));
+        } else {
+            weir__cstore_remove(k->c, n->key, strlen(n->key));
+            k->detail = "no-store";
+        }
         weir__cobj_unref(k->obj);
         k->obj = n;
     }
     const weir_chead *nh = weir__chead(k->obj);
-    k->fwd = FWD_STALE;
-    k->fwd_status = 304;
     serve(s, k, weir__cache_age(&nh->r, nh->e.request_time, nh->e.response_time, now));
+    for (size_t i = 0; i < n_cookies; i++)
+        weir__headers_push(&s->resp.headers, WEIR_STR("Set-Cookie"), cookies[i]);
 }
 
 bool weir__cache_response(weir_session *s)
@@ -1075,6 +1145,17 @@ bool weir__cache_on_fail(weir_session *s, int status)
     lock_release(k, false);
     serve_stale(s, k, 0);
     return true;
+}
+
+void weir__cache_client_slow(weir_session *s)
+{
+    /* The body is stored at the pace this client reads it: a client that
+     * stops reading must not keep the others of the key waiting for the
+     * whole lock timeout. They go upstream on their own now; the response
+     * is still stored if it completes. */
+    sess_cache *k = s->cache;
+    if (k->owner)
+        lock_release(k, false);
 }
 
 bool weir__cache_abort(weir_session *s)

@@ -60,6 +60,16 @@ Test(cache_policy, directives)
     cr_assert_eq(cc.stale_if_error, 60);
     cc = cc_of("foo=\"a,b\", max-age=5, bar");
     cr_assert_eq(cc.max_age, 5, "unknown directives (with commas in quotes) are skipped");
+    cr_assert_not(cc.flags & WEIR_CC_NO_STORE);
+    static const char *const hiding[] = {"max-age=60; private", "max-age=60 private",
+                                         "max-age=60;no-store", "public x, max-age=60",
+                                         "max-age=\"60\"x"};
+    for (size_t i = 0; i < sizeof(hiding) / sizeof(hiding[0]); i++) {
+        cc = cc_of(hiding[i]);
+        cr_assert(cc.flags & WEIR_CC_NO_STORE, "%s: not the grammar, may hide private", hiding[i]);
+    }
+    cc = cc_of("max-age=60 , public\t");
+    cr_assert_not(cc.flags & WEIR_CC_NO_STORE, "blanks around the commas are fine");
 }
 
 Test(cache_policy, malformed_and_conflicting_freshness_is_stale)

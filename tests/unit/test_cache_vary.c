@@ -104,6 +104,14 @@ Test(cache_vary, different_meaning_different_variant)
     /* other fields keep their case and order */
     cr_assert_str_neq(key_of("x-tenant", (const char *[]){"X-Tenant", "Acme", NULL}),
                       key_of("x-tenant", (const char *[]){"X-Tenant", "acme", NULL}));
+    /* ...and so does a field whose name only starts like the Accept ones */
+    char profile[1024];
+    strcpy(profile, key_of("accept-profile", (const char *[]){"Accept-Profile", "Tenant", NULL}));
+    cr_assert_str_neq(key_of("accept-profile", (const char *[]){"Accept-Profile", "tenant", NULL}),
+                      profile);
+    strcpy(profile, key_of("accept-profile", (const char *[]){"Accept-Profile", "a, b", NULL}));
+    cr_assert_str_neq(key_of("accept-profile", (const char *[]){"Accept-Profile", "b, a", NULL}),
+                      profile);
     /* a value cannot forge another field's line: names come from Vary,
      * values cannot hold a line break */
     cr_assert_str_eq(

@@ -204,6 +204,21 @@ size_t weir__plugin_cache_key(weir_session *s, const void *conf, char *out, size
         return cap + 1;
     n += d;
     weir_headers *h = weir_session_req_headers(s);
+    /* A key field or cookie sent twice is not cached: the key would hold
+     * one value while the backend may answer for the other (or both). */
+    for (size_t i = 0; k && i < k->n_key_headers; i++) {
+        size_t lines = 0;
+        for (size_t j = 0; j < weir_headers_count(h); j++) {
+            weir_header f = weir_headers_at(h, j);
+            lines += f.name.len == strlen(k->key_headers[i]) &&
+                     strncasecmp(f.name.ptr, k->key_headers[i], f.name.len) == 0;
+        }
+        if (lines > 1)
+            return 0;
+    }
+    for (size_t i = 0; k && i < k->n_key_cookies; i++)
+        if (weir__cookie_count(h, k->key_cookies[i]) > 1)
+            return 0;
     for (size_t i = 0; k && i < k->n_key_headers && n <= cap; i++)
         n = add_part(out, n, cap, 'h', k->key_headers[i], weir_headers_get(h, k->key_headers[i]));
     for (size_t i = 0; k && i < k->n_key_cookies && n <= cap; i++)
@@ -232,6 +247,8 @@ static weir_phase_result purge(weir_plugin_call *c, const cache_conf *k, weir_ca
     size_t n = weir__plugin_cache_key(c->s, k, key, sizeof(key));
     if (n > sizeof(key))
         return weir__plugin_respond_text(c->s, 414, "URI Too Long", 12);
+    if (n == 0) /* a key field sent twice: no key */
+        return weir__plugin_respond_text(c->s, 400, "Bad Request", 11);
     bool any = weir_cache_purge(store, key, n);
     weir_log(WEIR_LEVEL_INFO, "cache: PURGE %.*s from %.*s: %s", (int)n, key,
              (int)weir_session_client_ip(c->s).len, weir_session_client_ip(c->s).ptr,
