@@ -6,9 +6,12 @@
 #include <string.h>
 #include <strings.h>
 
-weir_str weir__cookie(const weir_headers *h, const char *name)
+/* The first value of cookie `name` in every Cookie field; with count, how
+ * many times it is sent (else it stops at the first). */
+static weir_str scan_cookies(const weir_headers *h, const char *name, size_t *count)
 {
     size_t nl = strlen(name);
+    weir_str first = WEIR_STR_NULL;
     for (size_t i = 0; i < weir_headers_count(h); i++) {
         weir_header f = weir_headers_at(h, i);
         if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
@@ -20,32 +23,28 @@ weir_str weir__cookie(const weir_headers *h, const char *name)
             const char *semi = memchr(p, ';', (size_t)(end - p));
             if (!semi)
                 semi = end;
-            if ((size_t)(semi - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0)
-                return (weir_str){p + nl + 1, (size_t)(semi - p - nl - 1)};
+            if ((size_t)(semi - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0) {
+                if (!first.ptr)
+                    first = (weir_str){p + nl + 1, (size_t)(semi - p - nl - 1)};
+                if (!count)
+                    return first;
+                (*count)++;
+            }
             p = semi;
         }
     }
-    return WEIR_STR_NULL;
+    return first;
+}
+
+weir_str weir__cookie(const weir_headers *h, const char *name)
+{
+    return scan_cookies(h, name, NULL);
 }
 
 size_t weir__cookie_count(const weir_headers *h, const char *name)
 {
-    size_t nl = strlen(name), n = 0;
-    for (size_t i = 0; i < weir_headers_count(h); i++) {
-        weir_header f = weir_headers_at(h, i);
-        if (f.name.len != 6 || strncasecmp(f.name.ptr, "cookie", 6) != 0)
-            continue;
-        const char *p = f.value.ptr, *end = p + f.value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            if (!semi)
-                semi = end;
-            n += (size_t)(semi - p) > nl && p[nl] == '=' && memcmp(p, name, nl) == 0;
-            p = semi;
-        }
-    }
+    size_t n = 0;
+    scan_cookies(h, name, &n);
     return n;
 }
 
