@@ -31,8 +31,8 @@ def test_phases_listed_for_proxied_request(test_app):
     r = B.get(p.port, "/plain")
     assert r.status == 200 and r.body == b"proxied\n"
     phases = [x.strip() for x in r.headers.get("X-Phases", "").split(",")]
-    assert phases[:7] == ["early_request_filter", "request_filter", "upstream_peer",
-                          "connected_to_upstream", "upstream_request_filter",
+    assert phases[:8] == ["early_request_filter", "request_filter", "request_cache_filter",
+                          "upstream_peer", "connected_to_upstream", "upstream_request_filter",
                           "upstream_response_filter", "response_filter"], phases
     assert b.request_count() == 1
 
