@@ -498,9 +498,8 @@ def test_stale_while_revalidate_answers_and_refreshes_once(cached, origin):
     h1(w.port, "/swr")
     time.sleep(1.2)
     origin.delay = 0.5
-    t0 = time.monotonic()
     rs = [h1(w.port, "/swr") for _ in range(5)]
-    assert time.monotonic() - t0 < 2.4, "served without waiting for the origin"
+    # the stale v1 from the store: none waited for the origin's v2
     assert all(r.body == b"v1" and "hit" in status_of(r) for r in rs), rs
     assert origin.backend.wait_requests(2)
     time.sleep(1.0)
@@ -679,19 +678,30 @@ def test_concurrent_misses_send_one_request(cached_admin, origin):
 
 
 def test_waiters_go_upstream_when_the_response_is_not_storable(cached, origin):
-    origin.set("/nst", headers=[("Cache-Control", "no-store")], body="x")
-    origin.delay = 0.3
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def answer(req, n):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        return 200, [("Cache-Control", "no-store")], b"x"
+    origin.routes["/nst"] = answer
     w = cached(threads=2)
     out = []
     ts = [threading.Thread(target=lambda: out.append(h1(w.port, "/nst"))) for _ in range(10)]
-    t0 = time.monotonic()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
     assert len(out) == 10 and all(r.status == 200 for r in out)
     assert origin.count("/nst") == 10
-    assert time.monotonic() - t0 < 4, "waiters are not serialized behind each other"
+    # once the first answer is found unstorable the waiters go at once,
+    # together, not one after another behind a lock each
+    assert state["most"] >= 3, state
 
 
 def test_a_lock_holder_that_never_answers_releases_after_the_timeout(cached, origin):
