@@ -200,7 +200,10 @@ typedef struct weir_health_check {
 /*
  * Sets the active check of an upstream (copied). Checks run on the
  * server's control thread once the upstream is attached to a running server
- * with weir_server_add_upstream (weir/server.h). Backends start healthy.
+ * with weir_server_add_upstream (weir/server.h). Members present when the
+ * checks start are healthy; a member that joins while they run (admin
+ * API, discovery, weir_upstream_update) starts unhealthy, is checked at
+ * once, and takes requests after `rise` checks pass.
  * Returns WEIR_OK or WEIR_ERR_INVAL.
  */
 int weir_upstream_set_health_check(weir_upstream *u, const weir_health_check *hc);
@@ -229,6 +232,160 @@ typedef struct weir_backend_info {
 
 /* Copies up to max members' state; returns the number of members. */
 size_t weir_upstream_info(weir_upstream *u, weir_backend_info *out, size_t max);
+
+/* ---- membership from a source: change sets and lookup services ---- */
+
+/* One backend a source names. */
+typedef struct weir_lb_target {
+    char addr[64];   /* "ip:port", numeric ("[v6]:port" for IPv6) */
+    uint32_t weight; /* 1..10000 */
+} weir_lb_target;
+
+/* What one change set did. */
+typedef struct weir_lb_changes {
+    size_t added, removed, reweighted, unchanged;
+} weir_lb_changes;
+
+/*
+ * Makes the members exactly v[0..n) (one entry per address; a repeated
+ * address keeps the first one's weight), as one change set against the
+ * current members: additions and weights first, removals last, so that the
+ * upstream never runs out of members in between. Unchanged members keep
+ * their health state, breaker, counters and pooled connections; removed
+ * ones drain (weir_upstream_remove); added ones start in the health
+ * checker's state machine (see weir_upstream_set_health_check). `out`
+ * (may be NULL) gets the counts. Returns WEIR_OK, WEIR_ERR_INVAL (a target
+ * is not a numeric address or its weight is out of range: nothing changed)
+ * or WEIR_ERR_NOMEM (what was done stays, the rest is not done).
+ */
+int weir_upstream_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb_changes *out);
+
+/*
+ * A lookup service: a source of members that the library asks on an
+ * interval (like ginepro's LookupService), on the server's control thread,
+ * and whose answers it applies with weir_upstream_update. weir's DNS and
+ * SRV discovery is one (weir_lookup_dns_new); a program can plug in its
+ * own (Consul, a file, a registry).
+ *
+ * Rules the library keeps, whatever the source: a failed or empty answer
+ * never changes the members (the last good set stays), is logged and
+ * counted, and the next round comes sooner, after retry_min_ms doubling
+ * up to interval_ms; every change is logged in one line
+ * ("upstream api: +10.0.0.7:80 -10.0.0.3:80 (dns, 3 backends)").
+ */
+typedef struct weir_lookup weir_lookup; /* one round in progress */
+
+typedef struct weir_lookup_service {
+    char kind[16]; /* for logs and weir_discovery_info: "dns", "srv", "consul" */
+    /* Starts a round. Called on the control thread; must not block (start
+     * the work, return). weir_lookup_done must then be called exactly once
+     * for this round, from any thread, now or later. */
+    void (*lookup)(void *ud, weir_lookup *round);
+    /* Optional. Called on the control thread when it stops (shutdown, or
+     * the server's set of upstreams changes) while a round is in flight:
+     * stop the work soon. weir_lookup_done is still owed; its answer is
+     * then dropped. */
+    void (*cancel)(void *ud, weir_lookup *round);
+    /* Optional. Frees ud when the upstream is freed or another service
+     * replaces this one, after the last round is done. */
+    void (*free)(void *ud);
+    void *ud;
+    uint32_t interval_ms;  /* between rounds after a success, unless it says [30000] */
+    uint32_t first_ms;     /* from the control thread's start to the first round [0 = at once] */
+    uint32_t retry_min_ms; /* the first retry after a failure [1000] */
+} weir_lookup_service;
+
+/*
+ * Gives the upstream its lookup service (copied; svc->ud is then owned by
+ * the upstream). Rounds run while the upstream is attached to a running
+ * server (weir_server_add_upstream / weir_server_set_upstreams). NULL
+ * removes it. Returns WEIR_OK or WEIR_ERR_INVAL (no lookup callback).
+ * Not while a server runs rounds for the upstream.
+ */
+int weir_upstream_set_lookup(weir_upstream *u, const weir_lookup_service *svc);
+
+/*
+ * Ends a round. With n > 0 the members become v[0..n) (weir_upstream_update);
+ * with error set as well the round also counts as failed (a partial answer:
+ * some names failed, their last good addresses are in v). With n == 0 the
+ * members stay and the round failed ("empty answer" when error is NULL).
+ * next_ms: when to ask again after a success (0 = interval_ms; e.g. a DNS
+ * record's TTL). Any thread; exactly once per round; round is gone after.
+ */
+void weir_lookup_done(weir_lookup *round, const weir_lb_target *v, size_t n, uint32_t next_ms,
+                      const char *error);
+
+/* A lookup service's record (weir_upstream_discovery_info). */
+typedef struct weir_discovery_info {
+    char kind[16];
+    uint64_t rounds;   /* answered rounds */
+    uint64_t failures; /* failed, empty or partial rounds */
+    uint32_t consecutive_failures;
+    uint64_t changes;        /* rounds that changed the members */
+    uint64_t added, removed; /* backends, over all rounds */
+    int64_t last_success_ms; /* wall clock, ms since the epoch; 0 = never */
+    int64_t last_failure_ms; /* likewise */
+    int64_t next_round_ms;   /* wall clock of the next round; 0 = none planned */
+    char last_error[160];    /* of the last failure ("" if none) */
+} weir_discovery_info;
+
+/* Fills out and returns true if u has a lookup service. */
+bool weir_upstream_discovery_info(weir_upstream *u, weir_discovery_info *out);
+
+/* ---- DNS and SRV discovery (c-ares) ---- */
+
+/* A name to resolve. A/AAAA: host and port (the port of every address)
+ * and the weight of each address. SRV: host is the record's name
+ * ("_http._tcp.api.example"); port and weight come from the records. */
+typedef struct weir_dns_name {
+    const char *host;
+    uint16_t port;
+    uint32_t weight;
+} weir_dns_name;
+
+typedef struct weir_dns_options {
+    const weir_dns_name *names; /* copied */
+    size_t n_names;
+    bool srv;            /* SRV records instead of A/AAAA */
+    const char *servers; /* "ip[:port],ip[:port]" ("[v6]:port"); NULL = /etc/resolv.conf */
+    const char *const
+        *search; /* domains tried for names without enough dots; NULL = resolv.conf's */
+    size_t n_search;
+    int family;            /* AF_UNSPEC (both), AF_INET or AF_INET6 only */
+    uint32_t timeout_ms;   /* per query try [2000] */
+    uint32_t tries;        /* per server [2] */
+    uint32_t min_ttl_ms;   /* a TTL below this counts as this [1000] */
+    uint32_t interval_ms;  /* rounds: at the shortest TTL, at most this apart [30000] */
+    uint32_t retry_min_ms; /* [1000] */
+} weir_dns_options;
+
+/*
+ * Makes a lookup service resolving o's names on every round, for
+ * weir_upstream_set_lookup: asynchronously with c-ares on the control
+ * thread. A round's members are the union over the names; the next round
+ * comes at the shortest TTL of the answers (not before min_ttl_ms, not
+ * after interval_ms). A name whose query fails (timeout, SERVFAIL,
+ * refused, a malformed or truncated answer) keeps its last good addresses
+ * and makes the round partial; a name the server says does not exist or
+ * has no records gives none, unless no name gives any (then the round is
+ * empty and the members stay). SRV: only the targets of the lowest
+ * priority that has addresses are used, SRV weight w as weight
+ * max(1, min(w, 10000)). Returns WEIR_OK, or WEIR_ERR_INVAL with err set
+ * (a bad server address, no names).
+ */
+int weir_lookup_dns_new(const weir_dns_options *o, weir_lookup_service *out, char *err,
+                        size_t err_len);
+
+/*
+ * Resolves o's names once, now, blocking (at most about timeout_ms x tries
+ * x servers): for a program's start-up, before it serves. *v (free() it)
+ * and *n get the targets, *ttl_ms the time until the next round should
+ * be. Returns WEIR_OK (n may be 0: nothing exists), WEIR_ERR with err set
+ * (no answer for some name: *v holds what the others gave), or
+ * WEIR_ERR_INVAL / WEIR_ERR_NOMEM (bad options, OOM: *v is NULL).
+ */
+int weir_lookup_dns_now(const weir_dns_options *o, weir_lb_target **v, size_t *n, uint32_t *ttl_ms,
+                        char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

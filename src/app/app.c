@@ -59,12 +59,13 @@ static void retire(weir_app *app, weir_config *old)
     app->n_retired++;
 }
 
-/* Upstreams with a health check, for the server's control thread. */
+/* Upstreams with a health check or discovery, for the control thread. */
 static size_t checked_upstreams(weir_config *cfg, weir_upstream **out, size_t max)
 {
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_upstreams && n < max; i++) {
-        if (cfg->upstreams[i].lb && cfg->upstreams[i].hc.kind != WEIR_HEALTH_NONE)
+        if (cfg->upstreams[i].lb && (cfg->upstreams[i].hc.kind != WEIR_HEALTH_NONE ||
+                                     cfg->upstreams[i].discovery != WEIR_CFG_DISCOVERY_STATIC))
             out[n++] = cfg->upstreams[i].lb;
     }
     return n;
@@ -352,6 +353,46 @@ static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
     errs->v[errs->n++] = copy;
 }
 
+/*
+ * An upstream that discovers its backends the same way as before, and whose
+ * names did not resolve at this load (DNS down during the reload), starts
+ * from what the running one found: a reload must not empty it.
+ */
+static void seed_discovered(weir_config *nc, const weir_config *old)
+{
+    for (size_t i = 0; i < nc->n_upstreams; i++) {
+        weir_cfg_upstream *u = &nc->upstreams[i];
+        if (!u->discovery_spec || !u->lb || weir_upstream_info(u->lb, NULL, 0) > 0)
+            continue;
+        for (size_t k = 0; k < old->n_upstreams; k++) {
+            const weir_cfg_upstream *o = &old->upstreams[k];
+            if (!o->lb || !o->discovery_spec || strcmp(o->name, u->name) != 0 ||
+                strcmp(o->discovery_spec, u->discovery_spec) != 0)
+                continue;
+            size_t n = weir_upstream_info(o->lb, NULL, 0);
+            weir_backend_info *info = calloc(n ? n : 1, sizeof(*info));
+            weir_lb_target *v = calloc(n ? n : 1, sizeof(*v));
+            if (info && v) {
+                n = weir_upstream_info(o->lb, info, n);
+                size_t m = 0;
+                for (size_t j = 0; j < n; j++) {
+                    if (info[j].draining)
+                        continue;
+                    snprintf(v[m].addr, sizeof(v[m].addr), "%s", info[j].addr);
+                    v[m++].weight = info[j].weight;
+                }
+                if (m && weir_upstream_update(u->lb, v, m, NULL) == WEIR_OK)
+                    weir_log(WEIR_LEVEL_INFO,
+                             "upstream %s: its names did not resolve at reload; it starts with "
+                             "the %zu backends discovered before",
+                             u->name, m);
+            }
+            free(info);
+            free(v);
+        }
+    }
+}
+
 int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
                           weir_cfg_errors *errs_out)
 {
@@ -396,6 +437,7 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         }
     }
     map_servers(app, nc, old);
+    seed_discovered(nc, old);
     weir_upstream *ups[1024];
     size_t n = checked_upstreams(nc, ups, 1024);
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {

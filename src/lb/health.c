@@ -14,6 +14,12 @@
  * healthy again after `rise` consecutive successes; the verdict is an
  * atomic the workers read at selection, and every change is logged.
  *
+ * A member that joins after the check is set starts unhealthy
+ * (upstream.c) and is probed at once (kick), not at the next tick.
+ *
+ * The runner's thread is the server's control thread: it also runs the
+ * upstreams' lookup services (discovery.c, dns.c).
+ *
  * Everything here runs on the control thread; workers are never blocked.
  */
 #include "lb/health.h"
@@ -80,8 +86,11 @@ struct weir_health_runner {
     weir_loop *loop;
     pthread_t thread;
     bool started;
+    bool stopping; /* the loop has returned: start no probe */
     checked *v;
     size_t n;
+    weir_upstream **disc; /* upstreams with a lookup service (discovery.c) */
+    size_t n_disc;
     uint64_t transitions; /* state changes, for tests and metrics */
 };
 
@@ -493,9 +502,9 @@ static void start_probe(checked *c, weir_backend *b)
     weir__timer_start(c->r->loop, &p->timeout, c->hc.timeout_ms, probe_timeout);
 }
 
-static void tick(weir_timer *t)
+/* Probes the members that have no probe in flight. */
+static void probe_members(checked *c)
 {
-    checked *c = weir_container_of(t, checked, tick);
     size_t n;
     weir_backend **v = weir__lb_members(c->u, &n);
     for (size_t i = 0; v && i < n; i++) {
@@ -504,21 +513,60 @@ static void tick(weir_timer *t)
     }
     if (v)
         weir__lb_members_put(v, n);
+}
+
+static void tick(weir_timer *t)
+{
+    checked *c = weir_container_of(t, checked, tick);
+    probe_members(c);
     weir__timer_start(c->r->loop, &c->tick, c->hc.interval_ms, tick);
+}
+
+/* Members joined (upstream.c's kick_checker): their first check now, not
+ * at the next tick, so that they take traffic one interval sooner. */
+static void newcomers_task(void *arg)
+{
+    checked *c = arg;
+    if (!c->r->stopping)
+        probe_members(c);
+}
+
+static void kick(void *arg)
+{
+    checked *c = arg;
+    weir__loop_post(c->r->loop, newcomers_task, c); /* on OOM, the next tick */
+}
+
+/* Tells c's upstream how to reach its checker, or that none runs. */
+static void set_kick(checked *c, bool on)
+{
+    pthread_mutex_lock(&c->u->lock);
+    c->u->hc_kick = on ? kick : NULL;
+    c->u->hc_kick_arg = on ? c : NULL;
+    pthread_mutex_unlock(&c->u->lock);
 }
 
 static void *runner_main(void *arg)
 {
     weir_health_runner *r = arg;
     weir__loop_update_time(r->loop);
-    for (size_t i = 0; i < r->n; i++)
-        tick(&r->v[i].tick); /* first checks at once */
-    weir__loop_run(r->loop);
     for (size_t i = 0; i < r->n; i++) {
+        set_kick(&r->v[i], true);
+        tick(&r->v[i].tick); /* first checks at once */
+    }
+    for (size_t i = 0; i < r->n_disc; i++)
+        weir__discovery_attach(r->disc[i], r->loop);
+    weir__loop_run(r->loop);
+    r->stopping = true;
+    for (size_t i = 0; i < r->n_disc; i++)
+        weir__discovery_detach(r->disc[i]);
+    for (size_t i = 0; i < r->n; i++) {
+        set_kick(&r->v[i], false);
         weir__timer_stop(r->loop, &r->v[i].tick);
         while (r->v[i].probes)
             probe_drop(r->v[i].probes);
     }
+    /* Posted kicks and answers, and the lookups' deferred ends. */
     weir__loop_run_pending(r->loop);
     return NULL;
 }
@@ -529,8 +577,9 @@ weir_health_runner *weir__health_start(weir_upstream *const *ups, size_t n)
     if (!r)
         return NULL;
     r->v = calloc(n ? n : 1, sizeof(*r->v));
+    r->disc = calloc(n ? n : 1, sizeof(*r->disc));
     r->loop = weir__loop_new(-1);
-    if (!r->v || !r->loop)
+    if (!r->v || !r->disc || !r->loop)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         /* The server starts us at start-up and on every change of its
@@ -542,6 +591,8 @@ weir_health_runner *weir__health_start(weir_upstream *const *ups, size_t n)
         bool has = ups[i]->has_hc;
         weir_health_check hc = ups[i]->hc;
         pthread_mutex_unlock(&ups[i]->lock);
+        if (ups[i]->disc)
+            r->disc[r->n_disc++] = ups[i];
         if (!has)
             continue;
         checked *c = &r->v[r->n++];
@@ -549,8 +600,8 @@ weir_health_runner *weir__health_start(weir_upstream *const *ups, size_t n)
         c->hc = hc;
         c->r = r;
     }
-    if (r->n == 0)
-        return r; /* nothing to check: no thread */
+    if (r->n == 0 && r->n_disc == 0)
+        return r; /* nothing to do: no thread */
     if (pthread_create(&r->thread, NULL, runner_main, r) != 0)
         goto fail;
     r->started = true;
@@ -559,6 +610,7 @@ fail:
     if (r->loop)
         weir__loop_free(r->loop);
     free(r->v);
+    free(r->disc);
     free(r);
     return NULL;
 }
@@ -573,5 +625,6 @@ void weir__health_stop(weir_health_runner *r)
     }
     weir__loop_free(r->loop);
     free(r->v);
+    free(r->disc);
     free(r);
 }

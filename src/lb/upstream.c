@@ -259,6 +259,7 @@ void weir_upstream_free(weir_upstream *u)
 {
     if (!u)
         return;
+    weir__discovery_free(u);
     snapshot_free(atomic_load(&u->snap));
     while (u->retired) {
         lb_snapshot *s = u->retired;
@@ -328,6 +329,8 @@ static int member_append(weir_upstream *u, weir_backend *b)
 }
 
 /* Takes b out of the members (the caller gets their reference). */
+static void index_remove(weir_upstream *u, weir_backend *b);
+
 static void member_remove(weir_upstream *u, weir_backend *b)
 {
     size_t i = 0;
@@ -335,6 +338,12 @@ static void member_remove(weir_upstream *u, weir_backend *b)
         i++;
     memmove(&u->members[i], &u->members[i + 1], (u->n_members - i - 1) * sizeof(*u->members));
     u->n_members--;
+    index_remove(u, b);
+}
+
+/* Takes b out of the index only. */
+static void index_remove(weir_upstream *u, weir_backend *b)
+{
     /* Linear probing: shift later entries of the run back over the hole. */
     size_t mask = u->index_mask, hole = home(b->id, mask);
     while (u->index[hole] != b)
@@ -368,40 +377,82 @@ static int canonical(const char *addr, char *canon)
     return 0;
 }
 
-int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
+/* A new member for u at ss (not yet in the members). NULL on OOM. */
+static weir_backend *backend_new(weir_upstream *u, const struct sockaddr_storage *ss, socklen_t len,
+                                 uint32_t weight)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (weight < 1 || weight > 10000 || weir__addr_parse(addr, &ss, &len) < 0)
-        return WEIR_ERR_INVAL;
     weir_backend *b = calloc(1, sizeof(*b));
     if (!b)
-        return WEIR_ERR_NOMEM;
+        return NULL;
     b->refs = 1; /* the members' reference */
-    memcpy(&b->addr, &ss, sizeof(ss));
+    memcpy(&b->addr, ss, sizeof(*ss));
     b->addr_len = len;
     /* Canonical text, so "127.0.0.1:80" added twice is found. */
-    weir__addr_format((struct sockaddr *)&ss, b->text, sizeof(b->text));
+    weir__addr_format((const struct sockaddr *)ss, b->text, sizeof(b->text));
     b->id = weir_lb_hash(b->text, strlen(b->text));
     b->weight = weight;
     b->up = u;
     atomic_store(&b->healthy, true);
     if (u->opts.max_conns && !(b->conn_limit = weir_conn_limit_new(u->opts.max_conns))) {
         free(b);
-        return WEIR_ERR_NOMEM;
+        return NULL;
     }
+    return b;
+}
+
+static void backend_discard(weir_backend *b)
+{
+    weir_conn_limit_free(b->conn_limit);
+    free(b);
+}
+
+/* Appends a new member (u->lock held). While a server checks the
+ * upstream, a newcomer is unhealthy until `rise` checks pass: discovery
+ * must not send traffic to an address before it is known to answer.
+ * Before (a config load), members start healthy. */
+static int member_join(weir_upstream *u, weir_backend *b)
+{
+    int rc = member_append(u, b);
+    if (rc == 0) {
+        if (u->has_hc && u->hc_kick) {
+            atomic_store(&b->healthy, false);
+            u->hc_newcomers = true;
+        }
+        changed(u);
+    }
+    return rc;
+}
+
+/* Asks the health checker to probe newcomers now rather than at its next
+ * tick (u->lock not held). */
+static void kick_checker(weir_upstream *u)
+{
+    pthread_mutex_lock(&u->lock);
+    bool kick = u->hc_newcomers && u->hc_kick;
+    u->hc_newcomers = false;
+    if (kick)
+        u->hc_kick(u->hc_kick_arg);
+    pthread_mutex_unlock(&u->lock);
+}
+
+int weir_upstream_add(weir_upstream *u, const char *addr, uint32_t weight)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (weight < 1 || weight > 10000 || weir__addr_parse(addr, &ss, &len) < 0)
+        return WEIR_ERR_INVAL;
+    weir_backend *b = backend_new(u, &ss, len, weight);
+    if (!b)
+        return WEIR_ERR_NOMEM;
     pthread_mutex_lock(&u->lock);
     int rc = WEIR_ERR_INVAL;
-    if (u->n_members < WEIR_UPSTREAM_MAX_BACKENDS && !member_find(u, b->text)) {
-        rc = member_append(u, b);
-        if (rc == 0)
-            changed(u);
-    }
+    if (u->n_members < WEIR_UPSTREAM_MAX_BACKENDS && !member_find(u, b->text))
+        rc = member_join(u, b);
     pthread_mutex_unlock(&u->lock);
-    if (rc != 0) {
-        weir_conn_limit_free(b->conn_limit);
-        free(b);
-    }
+    if (rc != 0)
+        backend_discard(b);
+    else
+        kick_checker(u);
     return rc;
 }
 
@@ -455,6 +506,136 @@ int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain)
         atomic_store(&b->draining, drain);
     pthread_mutex_unlock(&u->lock);
     return b ? WEIR_OK : WEIR_ERR_INVAL;
+}
+
+/* ---- change sets ---- */
+
+typedef struct target_slot {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64];
+    uint64_t id;
+    uint32_t weight;
+    bool dup; /* a repeat of an earlier target */
+} target_slot;
+
+/* Whether text is one of the targets (set: open addressing on id). */
+static bool in_targets(const target_slot *t, const uint32_t *set, size_t mask, const char *text,
+                       uint64_t id)
+{
+    for (size_t k = home(id, mask); set[k]; k = (k + 1) & mask) {
+        const target_slot *x = &t[set[k] - 1];
+        if (x->id == id && strcmp(x->text, text) == 0)
+            return true;
+    }
+    return false;
+}
+
+int weir__lb_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb_changes *out,
+                    weir__lb_change_cb cb, void *ctx)
+{
+    weir_lb_changes ch = {0};
+    if (out)
+        *out = ch;
+    if (n > WEIR_UPSTREAM_MAX_BACKENDS)
+        return WEIR_ERR_INVAL;
+    target_slot *t = calloc(n ? n : 1, sizeof(*t));
+    size_t mask = table_size(n) - 1;
+    uint32_t *set = calloc(mask + 1, sizeof(*set));
+    weir_backend **gone = NULL;
+    size_t n_gone = 0;
+    int rc = WEIR_ERR_NOMEM;
+    if (!t || !set)
+        goto out;
+    /* Everything is checked before anything changes. */
+    rc = WEIR_ERR_INVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].weight < 1 || v[i].weight > 10000 ||
+            weir__addr_parse(v[i].addr, &t[i].ss, &t[i].len) < 0)
+            goto out;
+        weir__addr_format((struct sockaddr *)&t[i].ss, t[i].text, sizeof(t[i].text));
+        t[i].id = weir_lb_hash(t[i].text, strlen(t[i].text));
+        t[i].weight = v[i].weight;
+        if (in_targets(t, set, mask, t[i].text, t[i].id)) {
+            t[i].dup = true;
+            continue;
+        }
+        size_t k = home(t[i].id, mask);
+        while (set[k])
+            k = (k + 1) & mask;
+        set[k] = (uint32_t)i + 1;
+    }
+    rc = WEIR_OK;
+    pthread_mutex_lock(&u->lock);
+    /* Additions and weights first: the members never run out in between,
+     * whatever a selection on another thread sees. */
+    for (size_t i = 0; i < n && rc == WEIR_OK; i++) {
+        if (t[i].dup)
+            continue;
+        weir_backend *b = member_find(u, t[i].text);
+        if (b) {
+            if (atomic_load(&b->weight) != t[i].weight) {
+                atomic_store(&b->weight, t[i].weight);
+                changed(u);
+                ch.reweighted++;
+            } else {
+                ch.unchanged++;
+            }
+            continue;
+        }
+        b = backend_new(u, &t[i].ss, t[i].len, t[i].weight);
+        if (!b || member_join(u, b) != 0) {
+            if (b)
+                backend_discard(b);
+            rc = WEIR_ERR_NOMEM;
+            break;
+        }
+        ch.added++;
+        if (cb)
+            cb(ctx, true, b->text);
+    }
+    if (rc == WEIR_OK && u->n_members > ch.added + ch.reweighted + ch.unchanged) {
+        gone = malloc(u->n_members * sizeof(*gone));
+        if (!gone)
+            rc = WEIR_ERR_NOMEM;
+        /* One pass, keeping the order of those that stay. */
+        size_t w = 0;
+        for (size_t i = 0; gone && i < u->n_members; i++) {
+            weir_backend *b = u->members[i];
+            if (in_targets(t, set, mask, b->text, b->id)) {
+                u->members[w++] = b;
+                continue;
+            }
+            index_remove(u, b);
+            atomic_store(&b->draining, true);
+            gone[n_gone++] = b;
+            if (cb)
+                cb(ctx, false, b->text);
+        }
+        if (gone) {
+            u->n_members = w;
+            if (n_gone)
+                changed(u);
+        }
+    }
+    pthread_mutex_unlock(&u->lock);
+    ch.removed = n_gone;
+    for (size_t i = 0; i < n_gone; i++)
+        weir__lb_backend_unref(gone[i]); /* in-flight requests keep theirs */
+    if (ch.added)
+        kick_checker(u);
+    if (out)
+        *out = ch;
+out:
+    free(gone);
+    free(set);
+    free(t);
+    return rc;
+}
+
+int weir_upstream_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb_changes *out)
+{
+    return weir__lb_update(u, v, n, out, NULL, NULL);
 }
 
 /* ---- health ---- */

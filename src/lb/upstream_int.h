@@ -92,6 +92,12 @@ struct weir_upstream {
     lb_snapshot *retired;
     weir_health_check hc;
     bool has_hc;
+    /* Members joined since the checker last looked (hc_newcomers), and
+     * how to tell it: set by the control thread while it checks u. */
+    bool hc_newcomers;
+    void (*hc_kick)(void *arg);
+    void *hc_kick_arg;
+    struct lb_discovery *disc; /* the lookup service's state, or NULL */
     /* Written by every round-robin pick: its own cache line. */
     _Alignas(64) _Atomic uint64_t rr_next;
 };
@@ -117,5 +123,19 @@ uint64_t weir__lb_now_ms(void);
 weir_backend **weir__lb_members(weir_upstream *u, size_t *n);
 void weir__lb_members_put(weir_backend **v, size_t n);
 void weir__lb_backend_unref(weir_backend *b);
+
+/* weir_upstream_update, calling cb(ctx, added, text) for each member
+ * added or removed (u->lock held: cb must not call back into u). */
+typedef void (*weir__lb_change_cb)(void *ctx, bool added, const char *text);
+int weir__lb_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb_changes *out,
+                    weir__lb_change_cb cb, void *ctx);
+
+/* discovery.c: the lookup service of an upstream, on the control thread
+ * (health.c's runner): attach starts its rounds on loop, detach cancels
+ * a round in flight and stops them; free is weir_upstream_free's part. */
+struct weir_loop;
+void weir__discovery_attach(weir_upstream *u, struct weir_loop *loop);
+void weir__discovery_detach(weir_upstream *u);
+void weir__discovery_free(weir_upstream *u);
 
 #endif

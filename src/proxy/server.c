@@ -553,15 +553,18 @@ int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_
     if (!nv)
         return WEIR_ERR_NOMEM;
     memcpy(nv, ups, n * sizeof(*nv));
-    weir_health_runner *fresh = NULL;
     if (srv->running) {
-        fresh = weir__health_start(nv, n);
-        if (!fresh) {
+        /* The old runner stops first: an upstream in both sets has one
+         * control thread at a time (its lookup timer lives on that loop).
+         * Health verdicts and discovery schedules live in the upstreams,
+         * so the gap loses nothing. */
+        weir__health_stop(srv->health);
+        srv->health = weir__health_start(nv, n);
+        if (!srv->health) {
+            srv->health = weir__health_start(srv->upstreams, srv->n_upstreams);
             free(nv);
             return WEIR_ERR_NOMEM;
         }
-        weir__health_stop(srv->health);
-        srv->health = fresh;
     }
     free(srv->upstreams);
     srv->upstreams = nv;

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "weir/addr.h"
@@ -542,6 +543,31 @@ static weir_backend_info *members(const weir_cfg_upstream *u, size_t *n)
     return v;
 }
 
+/* A wall-clock ms time as RFC 3339 UTC, or null for 0. */
+static json_t *time_json(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char buf[40];
+    gmtime_r(&t, &tm);
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+    return json_string(buf);
+}
+
+static json_t *discovery_json(const weir_discovery_info *d)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:s}", "kind", d->kind,
+                     "rounds", (json_int_t)d->rounds, "failures", (json_int_t)d->failures,
+                     "consecutive_failures", (json_int_t)d->consecutive_failures, "changes",
+                     (json_int_t)d->changes, "added", (json_int_t)d->added, "removed",
+                     (json_int_t)d->removed, "last_success", time_json(d->last_success_ms),
+                     "last_failure", time_json(d->last_failure_ms), "next_round",
+                     time_json(d->next_round_ms), "last_error", d->last_error);
+}
+
 static json_t *upstream_live_json(const weir_cfg_upstream *u)
 {
     char algo[300];
@@ -561,7 +587,11 @@ static json_t *upstream_live_json(const weir_cfg_upstream *u)
         json_array_append_new(arr, o);
     }
     free(v);
-    return json_pack("{s:s, s:s, s:o}", "name", u->name, "algo", algo, "backends", arr);
+    json_t *o = json_pack("{s:s, s:s, s:o}", "name", u->name, "algo", algo, "backends", arr);
+    weir_discovery_info d;
+    if (o && weir_upstream_discovery_info(u->lb, &d))
+        json_object_set_new(o, "discovery", discovery_json(&d));
+    return o;
 }
 
 static weir_cfg_upstream *find_upstream(weir_config *c, const char *name)
@@ -689,7 +719,7 @@ static void free_strings(char **v, long n)
 }
 
 /* Applies the job to u's members; false (status set) on failure. */
-static bool apply(job *j, weir_cfg_upstream *u, const weir_backend_info *cur, size_t n_cur)
+static bool apply(job *j, weir_cfg_upstream *u)
 {
     weir_upstream *lb = u->lb;
     int rc = WEIR_OK;
@@ -706,27 +736,21 @@ static bool apply(job *j, weir_cfg_upstream *u, const weir_backend_info *cur, si
         if (rc == WEIR_OK && j->has_drain)
             rc = weir_upstream_set_drain(lb, j->addr, j->drain);
         break;
-    case OP_UPSTREAM_PUT:
-        /* Additions and weights first, removals last: the upstream never
-         * runs out of backends in between. */
-        for (size_t i = 0; rc == WEIR_OK && i < j->n_specs; i++) {
-            const backend_spec *b = &j->specs[i];
-            size_t k = 0;
-            while (k < n_cur && strcmp(cur[k].addr, b->addr) != 0)
-                k++;
-            if (k == n_cur)
-                rc = weir_upstream_add(lb, b->addr, b->weight);
-            else if (cur[k].weight != b->weight)
-                rc = weir_upstream_set_weight(lb, b->addr, b->weight);
+    case OP_UPSTREAM_PUT: {
+        /* One change set: additions and weights first, removals last. */
+        weir_lb_target *v = calloc(j->n_specs ? j->n_specs : 1, sizeof(*v));
+        if (!v) {
+            rc = WEIR_ERR_NOMEM;
+            break;
         }
-        for (size_t k = 0; rc == WEIR_OK && k < n_cur; k++) {
-            size_t i = 0;
-            while (i < j->n_specs && strcmp(cur[k].addr, j->specs[i].addr) != 0)
-                i++;
-            if (i == j->n_specs)
-                rc = weir_upstream_remove(lb, cur[k].addr);
+        for (size_t i = 0; i < j->n_specs; i++) {
+            snprintf(v[i].addr, sizeof(v[i].addr), "%s", j->specs[i].addr);
+            v[i].weight = j->specs[i].weight;
         }
+        rc = weir_upstream_update(lb, v, j->n_specs, NULL);
+        free(v);
         break;
+    }
     default:
         break;
     }
@@ -754,6 +778,15 @@ static void do_membership(job *j)
     size_t n_cur = 0;
     if (!u || !u->lb) {
         set_outcome(j, 404, error_json("no upstream '%s'", j->name));
+        goto out;
+    }
+    if (u->discovery != WEIR_CFG_DISCOVERY_STATIC && (j->op != OP_BACKEND_PATCH || j->has_weight)) {
+        /* The next round would undo it. Draining is the operator's. */
+        set_outcome(j, 409,
+                    error_json("upstream '%s' takes its backends from %s discovery: change the "
+                               "records, or set discovery = \"static\" (draining a backend is "
+                               "allowed)",
+                               j->name, u->discovery == WEIR_CFG_DISCOVERY_SRV ? "SRV" : "DNS"));
         goto out;
     }
     cur = members(u, &n_cur);
@@ -787,7 +820,7 @@ static void do_membership(job *j)
         }
         weir__config_unref(check);
     }
-    if (!apply(j, u, cur, n_cur))
+    if (!apply(j, u))
         goto out;
     json_t *body = upstream_live_json(u);
     if (persist && weir__admin_replace_file(adm->config_path, text, text_len, old, old_len, err,

@@ -426,6 +426,46 @@ static void emit_backends(out *o, const weir_config *cfg)
     free(rest.p);
 }
 
+/* Discovery: per upstream with a lookup service. */
+static void emit_discovery(out *o, const weir_config *cfg)
+{
+    out rest = {0};
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const weir_cfg_upstream *u = &cfg->upstreams[i];
+        weir_discovery_info d;
+        if (!u->lb || !weir_upstream_discovery_info(u->lb, &d))
+            continue;
+        char uv[128];
+        label_value(uv, sizeof(uv), u->name);
+        emit(&rest, "weir_discovery_rounds_total{upstream=\"%s\",kind=\"%s\"} %llu\n", uv, d.kind,
+             (unsigned long long)d.rounds);
+        emit(&rest, "weir_discovery_failures_total{upstream=\"%s\",kind=\"%s\"} %llu\n", uv, d.kind,
+             (unsigned long long)d.failures);
+        emit(&rest, "weir_discovery_changes_total{upstream=\"%s\",change=\"added\"} %llu\n", uv,
+             (unsigned long long)d.added);
+        emit(&rest, "weir_discovery_changes_total{upstream=\"%s\",change=\"removed\"} %llu\n", uv,
+             (unsigned long long)d.removed);
+        emit(&rest, "weir_discovery_last_success_seconds{upstream=\"%s\"} %.3f\n", uv,
+             (double)d.last_success_ms / 1000.0);
+    }
+    if (!rest.p)
+        return;
+    emit(o,
+         "# HELP weir_discovery_rounds_total Lookups of an upstream's backends (DNS, SRV).\n"
+         "# TYPE weir_discovery_rounds_total counter\n"
+         "# HELP weir_discovery_failures_total Lookups that failed, came back empty or in "
+         "part (the last good backends stayed).\n"
+         "# TYPE weir_discovery_failures_total counter\n"
+         "# HELP weir_discovery_changes_total Backends added or removed by discovery.\n"
+         "# TYPE weir_discovery_changes_total counter\n"
+         "# HELP weir_discovery_last_success_seconds When a lookup last succeeded (Unix "
+         "time; 0 = never).\n"
+         "# TYPE weir_discovery_last_success_seconds gauge\n"
+         "%s",
+         rest.p);
+    free(rest.p);
+}
+
 static void emit_caches(out *o, const weir_config *cfg)
 {
     static const struct {
@@ -525,6 +565,7 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
                    "TCP connect time of new upstream connections, per upstream.", K_CONNECT);
     if (cfg) {
         emit_backends(&o, cfg);
+        emit_discovery(&o, cfg);
         emit_caches(&o, cfg);
     }
     if (srv) {

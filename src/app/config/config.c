@@ -324,6 +324,14 @@ static void free_config(weir_config *c)
         free(u->hash_name);
         free(u->sticky_cookie);
         free(u->sni);
+        free(u->discovery_spec);
+        for (size_t j = 0; j < u->dns.n_names; j++)
+            free((char *)u->dns.names[j].host);
+        free((void *)u->dns.names);
+        free((char *)u->dns.servers);
+        for (size_t j = 0; j < u->dns.n_search; j++)
+            free((char *)u->dns.search[j]);
+        free((void *)u->dns.search);
         weir_tls_client_free(u->tls_client);
         weir_upstream_free(u->lb);
     }

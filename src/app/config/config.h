@@ -143,7 +143,16 @@ struct weir_cfg_upstream {
     uint32_t write_timeout_ms;
     uint32_t idle_timeout_ms;
     uint32_t keepalive; /* idle pooled connections per backend per worker */
+    /* discovery = "dns" | "srv": addrs are names the control thread
+     * resolves again and again (weir_lookup_dns_new); "static" (0)
+     * resolves them once here. */
+    int discovery;        /* WEIR_CFG_DISCOVERY_* */
+    char *discovery_spec; /* every discovery setting as one string: same = unchanged */
+    weir_dns_options dns; /* names, servers (owned) and the dns_* settings */
+    int discovery_line;
 };
+
+enum { WEIR_CFG_DISCOVERY_STATIC, WEIR_CFG_DISCOVERY_DNS, WEIR_CFG_DISCOVERY_SRV };
 
 struct weir_cfg_location {
     char *name;

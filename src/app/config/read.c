@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "app/config/read.h"
+#include "weir/log.h"
 
 /* ---- errors ---- */
 
@@ -32,6 +33,19 @@ void weir__cfg_err_at(loader *ld, int line, const char *fmt, ...)
     }
     ld->errs->v = nv;
     ld->errs->v[ld->errs->n++] = line_text;
+}
+
+void weir__cfg_warn_at(loader *ld, int line, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        weir_log(WEIR_LEVEL_WARN, "%s:%d: warning: %s", ld->file, line, msg);
+    else
+        weir_log(WEIR_LEVEL_WARN, "%s: warning: %s", ld->file, msg);
 }
 
 void weir__cfg_errors_free(weir_cfg_errors *errs)

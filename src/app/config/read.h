@@ -26,6 +26,11 @@ typedef struct loader {
 void weir__cfg_err_at(loader *ld, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Logs "FILE:LINE: warning: message": something that loads but may not
+ * do what was meant. */
+void weir__cfg_warn_at(loader *ld, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* The known word closest to key (for "did you mean"), or NULL. */
 const char *weir__cfg_suggest(const char *key, const char *const *known);
 
@@ -73,6 +78,16 @@ void weir__cfg_free_list(char **v, size_t n);
 void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_value *t);
 weir_cfg_cert *weir__cfg_find_cert(loader *ld, const char *name, int line, const char *section);
 void weir__cfg_check_unlisted_certs(loader *ld, const weir_toml_value *servers);
+/* discovery.c: discovery, update_frequency and the dns_* keys of
+ * [upstreams.NAME] (read before addrs), and the lookup service built
+ * from addrs (after). */
+void weir__cfg_load_discovery(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                              const char *section);
+bool weir__cfg_discovery_entry(loader *ld, weir_cfg_upstream *u, const char *text, int line,
+                               const char *section);
+void weir__cfg_start_discovery(loader *ld, weir_cfg_upstream *u, const char *section);
+extern const char *const weir__cfg_discovery_keys[];
+
 void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
                                const char *section);
 

@@ -57,6 +57,15 @@ static const char *const upstream_keys[] = {"addrs",
                                             "ca_file",
                                             "client_cert",
                                             "alpn",
+                                            "discovery",
+                                            "update_frequency",
+                                            "dns_server",
+                                            "dns_domain",
+                                            "dns_search",
+                                            "ipv4_only",
+                                            "ipv6_only",
+                                            "dns_min_ttl",
+                                            "dns_timeout",
                                             NULL};
 
 /* retry_on = ["connect", "reset", "timeout", "502", "503", "504",
@@ -157,7 +166,7 @@ static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint
         weir__cfg_err_at(ld, u->line, "[%s]: out of memory", section);
         return;
     }
-    for (size_t i = 0; i < u->n_backends; i++) {
+    for (size_t i = 0; u->discovery == WEIR_CFG_DISCOVERY_STATIC && i < u->n_backends; i++) {
         char addr[64];
         weir_peer_addr_str(&u->backends[i].peer, addr, sizeof(addr));
         if (i >= WEIR_UPSTREAM_MAX_BACKENDS) {
@@ -168,6 +177,9 @@ static void build_lb(loader *ld, weir_cfg_upstream *u, const char *section, uint
         if (weir_upstream_add(u->lb, addr, u->backends[i].weight) == WEIR_ERR_INVAL)
             weir__cfg_err_at(ld, u->line, "[%s] lists backend %s twice", section, addr);
     }
+    /* Before the health check: what is found at load starts healthy, as
+     * static backends do. */
+    weir__cfg_start_discovery(ld, u, section);
     if (u->hc.kind != WEIR_HEALTH_NONE && weir_upstream_set_health_check(u->lb, &u->hc) < 0)
         weir__cfg_err_at(ld, u->line, "[%s]: invalid health check", section);
 }
@@ -360,10 +372,15 @@ void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_v
     char **addrs = weir__cfg_get_string_list(ld, t, "addrs", section, &n, &line);
     if (!addrs && !weir__cfg_entry_of(t, "addrs", &(weir_toml_entry){0}))
         weir__cfg_err_at(ld, u->line, "[%s] needs 'addrs'", section);
+    weir__cfg_load_discovery(ld, u, t, section);
     /* An empty list is valid: the upstream answers 503 until backends are
      * added at runtime. */
-    for (size_t i = 0; addrs && i < n; i++)
-        add_backend(ld, u, addrs[i], line, section);
+    for (size_t i = 0; addrs && i < n; i++) {
+        if (u->discovery == WEIR_CFG_DISCOVERY_STATIC)
+            add_backend(ld, u, addrs[i], line, section);
+        else
+            weir__cfg_discovery_entry(ld, u, addrs[i], line, section);
+    }
     weir__cfg_free_list(addrs, n);
 
     bool present;
