@@ -60,7 +60,8 @@ enum {
  * 6.8's graceful way, as gRPC servers do:
  *
  *   SERVING --reload/drain/age/keepalive_requests--> NOTICE
- *   NOTICE --PING ACK, or NOTICE_MS--> GOAWAY --last stream ends--> closed
+ *   NOTICE --PING ACK and NOTICE_MIN_MS, or NOTICE_MAX_MS--> GOAWAY
+ *   GOAWAY --last stream ends--> closed
  *   GOAWAY (by age) --grace over--> open streams reset, closed
  *
  * NOTICE: a GOAWAY naming the highest stream id (nothing refused yet) and a
@@ -68,11 +69,18 @@ enum {
  * taken. GOAWAY: the final one, naming the last stream taken; later ones
  * are ignored (the client retries them on a new connection, which RFC
  * 9113 6.8 makes safe: they were not processed).
+ *
+ * The PING's ACK alone is not enough: a client (grpcio) may write the ACK
+ * ahead of HEADERS it had queued before it read the notice, and those
+ * would be refused (a failed call for a client without retries). So the
+ * final GOAWAY waits for the ACK and NOTICE_MIN_MS, or NOTICE_MAX_MS for a
+ * client that never answers.
  */
-#define NOTICE_MS 1000 /* a client that does not answer the PING */
+#define NOTICE_MIN_MS 1000
+#define NOTICE_MAX_MS 3000
 typedef enum {
     RETIRE_NONE,   /* serving; age_timer holds the age, if one is set */
-    RETIRE_NOTICE, /* shutdown notice and PING sent; age_timer: NOTICE_MS */
+    RETIRE_NOTICE, /* shutdown notice and PING sent; age_timer: NOTICE_MIN/MAX_MS */
     RETIRE_GOAWAY, /* final GOAWAY sent (c->goaway); age_timer: the grace, if by age */
 } retire_state;
 
@@ -88,6 +96,8 @@ struct weir_h2c {
     weir_timer age_timer; /* retirement: the age, the notice's wait, the grace */
     uint32_t n_opened;    /* streams the client opened (keepalive_requests) */
     retire_state retire;
+    bool ping_acked;   /* NOTICE: the client answered the notice's PING */
+    bool notice_min;   /* NOTICE: NOTICE_MIN_MS passed */
     bool by_age;       /* retired by h2_max_connection_age: the grace bounds it */
     weir_h2s *streams; /* open streams */
     uint32_t n_streams;
@@ -746,8 +756,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
     case NGHTTP2_PING:
         if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
             flooded(c, &c->n_pings, MAX_PINGS, "PING");
-        else if (c->retire == RETIRE_NOTICE)
-            final_goaway(c); /* the only PING we send is the notice's */
+        else if (c->retire == RETIRE_NOTICE && !c->ping_acked) {
+            c->ping_acked = true; /* the only PING we send is the notice's */
+            if (c->notice_min)
+                final_goaway(c);
+        }
         break;
     case NGHTTP2_PRIORITY:
         flooded(c, &c->n_empty, MAX_EMPTY, "PRIORITY");
@@ -1041,7 +1054,13 @@ static void final_goaway(weir_h2c *c)
 
 static void notice_waited(weir_timer *t)
 {
-    final_goaway(weir_container_of(t, weir_h2c, age_timer));
+    weir_h2c *c = weir_container_of(t, weir_h2c, age_timer);
+    if (c->ping_acked || c->notice_min) {
+        final_goaway(c);
+        return;
+    }
+    c->notice_min = true;
+    weir__timer_start(c->conn.loop, &c->age_timer, NOTICE_MAX_MS - NOTICE_MIN_MS, notice_waited);
 }
 
 /* Starts retiring c (once; a later cause changes nothing). */
@@ -1057,7 +1076,7 @@ static void retire(weir_h2c *c, bool by_age)
         final_goaway(c);
         return;
     }
-    weir__timer_start(c->conn.loop, &c->age_timer, NOTICE_MS, notice_waited);
+    weir__timer_start(c->conn.loop, &c->age_timer, NOTICE_MIN_MS, notice_waited);
     kick(c);
 }
 
