@@ -572,6 +572,20 @@ static uint32_t idle_ms(const weir_h1s *h)
     return h->list->draining && ms > DRAIN_IDLE_MS ? DRAIN_IDLE_MS : ms;
 }
 
+/* Bytes the client sent that nobody read: pipelined requests in the
+ * buffer, or in the socket (a peek, only on the way to a close). */
+static bool unread_input(weir_conn *c)
+{
+    if (c->rbuf && c->rend > c->rstart)
+        return true;
+    if (!c->readable)
+        return false;
+    if (c->ssl && SSL_pending(c->ssl) > 0)
+        return true;
+    char b;
+    return recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void weir__h1s_stream_done(weir_h1s *h, bool reuse)
 {
     weir_conn *c = &h->conn;
@@ -597,7 +611,7 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse)
      * its next request at once, so the connection waits for it (and
      * answers it with Connection: close) instead of closing under it. */
     if (h->close_after || !h->x.out_keep_alive || c->eof) {
-        if (!c->eof && (c->readable || (c->rbuf && c->rend > c->rstart))) {
+        if (!c->eof && unread_input(c)) {
             /* Requests pipelined behind the last one (keepalive_requests
              * reached, a drain) are not answered: read and drop them
              * before closing, or the close would reset the connection and
