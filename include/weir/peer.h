@@ -60,6 +60,18 @@ typedef struct weir_peer {
     uint32_t idle_timeout_ms;    /* how long a pooled idle connection is kept */
     uint32_t keepalive;          /* idle connections kept for this peer (shared pool); preset to the
                                     service's upstream_keepalive, 0 = never pool */
+    /*
+     * Connection aging upstream: a connection to this peer older than
+     * max_connection_age_ms (+-10% jitter per connection), or that carried
+     * max_requests requests, is not used for new ones: over HTTP/1 it is
+     * closed instead of going back to the pool; over HTTP/2 it takes no
+     * new streams and closes when its streams end, so requests move to a
+     * new connection (and, behind a load balancer or after a scale-out,
+     * to other backends). 0 = no limit. Fixed for a connection when it is
+     * made, from the peer of the request that made it.
+     */
+    uint32_t max_connection_age_ms;
+    uint32_t max_requests;
     /* Connections to this backend are capped (weir_conn_limit): HTTP/1
      * connections open, in use or pooled; over HTTP/2, streams in flight.
      * NULL = none. Must stay valid while the request runs. */

@@ -218,6 +218,39 @@ typedef struct weir_proxy_options {
      * on a plain listener with prior knowledge (h2c) when this is set. */
     bool h2c;
     uint32_t h2_max_concurrent_streams; /* streams per HTTP/2 connection [128] */
+
+    /*
+     * Connection aging: client connections are retired so that clients
+     * reconnect, and a reconnect is what lets a load balancer in front of
+     * weir (or weir's own workers) spread them again. Each limit below is
+     * taken with +-10% of random jitter per connection, so connections
+     * made together do not retire together. WEIR_UNLIMITED turns a limit
+     * with a default off. HTTP/1 connections read both limits at each
+     * request; HTTP/2 ones the age when they start and the count at each
+     * stream, so weir_server_update_aging changes them for new
+     * connections and for the next request of open ones.
+     *
+     * HTTP/1.1: the request that reaches keepalive_requests, or the first
+     * one starting after keepalive_time, is served normally with
+     * "Connection: close", and the connection closes after it (nginx's
+     * keepalive_requests and keepalive_time). Pipelined requests behind it
+     * are not answered; the client sends them again on a new connection.
+     *
+     * HTTP/2: after h2_max_connection_age, or once keepalive_requests
+     * streams were opened, weir starts a graceful GOAWAY (RFC 9113 6.8: a
+     * shutdown notice and a PING, then, once the client answered the PING
+     * and at least a second passed (3 s at most), the final GOAWAY naming
+     * the last stream it takes). Streams in flight finish; the client
+     * opens new ones on a new connection. After an age GOAWAY, streams
+     * still open after h2_max_connection_age_grace are reset and the
+     * connection closes; after a request-count GOAWAY they may take as
+     * long as they need (the limit says nothing about time). Reloads and
+     * drains retire HTTP/2 connections the same way.
+     */
+    uint32_t keepalive_requests;             /* requests per connection [1000] */
+    uint32_t keepalive_time_ms;              /* HTTP/1 connection lifetime [3600000] */
+    uint32_t h2_max_connection_age_ms;       /* HTTP/2 connection lifetime; 0 = off [0] */
+    uint32_t h2_max_connection_age_grace_ms; /* streams' time after an age GOAWAY [30000] */
 } weir_proxy_options;
 
 /* Replaces each zero field of *o by its default (the values in brackets

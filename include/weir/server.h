@@ -133,6 +133,21 @@ void weir_server_shutdown(weir_server *srv, bool graceful);
  */
 void weir_server_renew_connections(weir_server *srv);
 
+/*
+ * Changes the connection-aging limits of the service listening on
+ * listen_addr ("ip:port", as given to weir_server_add_proxy) to those of
+ * opts (keepalive_requests, keepalive_time_ms, h2_max_connection_age_ms,
+ * h2_max_connection_age_grace_ms; zero fields take their defaults; the
+ * other fields are ignored), without a restart: HTTP/1 connections apply
+ * them from their next request on, HTTP/2 connections the request count
+ * from their next stream and the age when they start (an open one keeps
+ * the age it started with). Returns WEIR_OK, or WEIR_ERR_INVAL if no
+ * service listens there. The thread that adds services (the main thread
+ * of a running server).
+ */
+int weir_server_update_aging(weir_server *srv, const char *listen_addr,
+                             const weir_proxy_options *opts);
+
 /* Live figures of a running server, for metrics. */
 typedef struct weir_server_stats {
     uint64_t client_connections;    /* open HTTP/1 client connections, all workers */

@@ -71,6 +71,10 @@ typedef struct weir_str {
 #define WEIR_STR(lit) ((weir_str){(lit), sizeof(lit) - 1})
 #define WEIR_STR_NULL ((weir_str){NULL, 0})
 
+/* A count or duration limit that is off, where 0 means "the default"
+ * (weir_proxy_options' keepalive_requests, keepalive_time_ms). */
+#define WEIR_UNLIMITED UINT32_MAX
+
 /* One header field: name and value as slices. */
 typedef struct weir_header {
     weir_str name;

@@ -329,6 +329,20 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
     return WEIR_OK;
 }
 
+/* Connection aging changes without a restart: the services of the
+ * addresses that stay with their server take nc's limits (new and moved
+ * addresses got new services with them already). Main thread. */
+static void apply_aging(weir_server *srv, const weir_config *old, const weir_config *nc)
+{
+    for (size_t i = 0; i < nc->n_servers; i++) {
+        const weir_cfg_server *y = &nc->servers[i], *x = server_named(old, y->name);
+        for (size_t k = 0; x && k < y->n_addrs; k++) {
+            if (has_addr(x, y->addrs[k]))
+                weir_server_update_aging(srv, y->addrs[k], &y->opts);
+        }
+    }
+}
+
 /* Logs msg and, when errs is given, appends it there too. */
 static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -472,6 +486,7 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
                              sa->name);
         }
     }
+    apply_aging(srv, old, nc);
     retire(app, old);
     /* Long-lived HTTP/2 connections move on to the new configuration's
      * (GOAWAY: streams in flight finish, new ones use new connections). */

@@ -140,6 +140,8 @@ weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer 
     if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
         peer->connect_timeout_ms = u->total_connection_timeout_ms;
     peer->keepalive = u->keepalive;
+    peer->max_connection_age_ms = u->max_connection_age_ms;
+    peer->max_requests = u->max_requests;
     peer->retry_on = retry_bits(s, u);
     peer->queue_timeout_ms = u->queue_timeout_ms;
     peer->h2 = u->h2;

@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "core/jitter.h"
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
@@ -322,6 +323,25 @@ static void stream_done(void *owner, bool reuse)
     weir__h1s_stream_done(owner, reuse);
 }
 
+/*
+ * Connection aging, at the start of each request: true if this one is the
+ * connection's last (nginx's keepalive_requests and keepalive_time). It is
+ * served normally with Connection: close: ending a connection between
+ * requests would race with the request its client may be sending.
+ */
+static bool last_request(weir_h1s *h)
+{
+    uint32_t max = atomic_load_explicit(&h->cfg->keepalive_requests, memory_order_relaxed);
+    uint32_t time_ms = atomic_load_explicit(&h->cfg->keepalive_time_ms, memory_order_relaxed);
+    h->n_requests++;
+    if (max && max != WEIR_UNLIMITED && h->n_requests >= max)
+        return true;
+    if (!time_ms || time_ms == WEIR_UNLIMITED)
+        return false;
+    uint64_t age = weir__loop_now(h->conn.loop) - h->born_ms;
+    return age >= weir__jitter_ms_with(time_ms, h->jitter);
+}
+
 /* Reads and parses a request head; starts the stream when complete. */
 static void try_head(weir_h1s *h)
 {
@@ -432,7 +452,7 @@ static void try_head(weir_h1s *h)
                     refuse(h, 400, target_err, &r);
                     return;
                 }
-                if (h->list->draining)
+                if (last_request(h) || h->list->draining)
                     f.keep_alive = false;
                 weir__h1x_init_downstream(&h->x, c, m->headers.arena, &f, (uint32_t)rc,
                                           r.minor_version, h->cfg->max_body_bytes);
@@ -506,6 +526,9 @@ int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockl
     h->cfg = cfg;
     h->list = list;
     h->state = WEIR_H1S_IDLE;
+    h->n_requests = 0;
+    h->jitter = weir__rand32();
+    h->born_ms = weir__loop_now(loop);
     if (peer_len <= sizeof(h->peer))
         memcpy(&h->peer, peer, peer_len);
     h->ip_len = (uint8_t)weir__addr_format_ip(&h->peer.sa, h->ip, sizeof(h->ip));
@@ -549,6 +572,20 @@ static uint32_t idle_ms(const weir_h1s *h)
     return h->list->draining && ms > DRAIN_IDLE_MS ? DRAIN_IDLE_MS : ms;
 }
 
+/* Bytes the client sent that nobody read: pipelined requests in the
+ * buffer, or in the socket (a peek, only on the way to a close). */
+static bool unread_input(weir_conn *c)
+{
+    if (c->rbuf && c->rend > c->rstart)
+        return true;
+    if (!c->readable)
+        return false;
+    if (c->ssl && SSL_pending(c->ssl) > 0)
+        return true;
+    char b;
+    return recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void weir__h1s_stream_done(weir_h1s *h, bool reuse)
 {
     weir_conn *c = &h->conn;
@@ -574,6 +611,14 @@ void weir__h1s_stream_done(weir_h1s *h, bool reuse)
      * its next request at once, so the connection waits for it (and
      * answers it with Connection: close) instead of closing under it. */
     if (h->close_after || !h->x.out_keep_alive || c->eof) {
+        if (!c->eof && unread_input(c)) {
+            /* Requests pipelined behind the last one (keepalive_requests
+             * reached, a drain) are not answered: read and drop them
+             * before closing, or the close would reset the connection and
+             * could destroy the response before the client read it. */
+            start_linger(h);
+            return;
+        }
         weir__conn_shutdown(c);
         close_conn(h, false);
         return;

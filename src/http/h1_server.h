@@ -40,6 +40,18 @@ typedef struct weir_h1s_config {
     uint32_t max_header_bytes;
     uint32_t max_headers;
     uint64_t max_body_bytes;
+    /*
+     * Connection aging (weir_proxy_options, defaults filled in;
+     * WEIR_UNLIMITED = off). Written by the main thread while workers read
+     * them (weir_server_update_aging): each is a value on its own, so
+     * relaxed loads. HTTP/1 reads both at each request; HTTP/2 reads the
+     * count at each stream and the age and grace when the connection
+     * starts and when it retires.
+     */
+    _Atomic uint32_t keepalive_requests;
+    _Atomic uint32_t keepalive_time_ms;
+    _Atomic uint32_t h2_max_age_ms; /* 0 = off */
+    _Atomic uint32_t h2_age_grace_ms;
 } weir_h1s_config;
 
 typedef enum weir_h1s_state {
@@ -70,7 +82,10 @@ struct weir_h1s {
     void *stream;  /* current stream, or NULL */
     weir_msg *req; /* its message while the head is read */
     size_t scan;
-    bool close_after; /* close when the current stream is done */
+    bool close_after;    /* close when the current stream is done */
+    uint32_t n_requests; /* requests started on it (keepalive_requests) */
+    uint32_t jitter;     /* random, fixed per connection: spreads keepalive_time */
+    uint64_t born_ms;    /* loop clock at accept (keepalive_time) */
     union {
         struct sockaddr sa;
         struct sockaddr_in v4;

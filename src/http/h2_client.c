@@ -19,6 +19,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "core/jitter.h"
 #include "core/log.h"
 #include "core/pool.h"
 #include "http/h2_common.h"
@@ -44,7 +45,12 @@ struct weir_h2u {
     weir_h2us *streams;
     uint32_t n_streams;
     uint32_t idle_ms;
-    weir_timer timer; /* connect timeout, then idle timeout */
+    /* Aging (weir_peer's max_requests, max_connection_age_ms), fixed when
+     * the connection is made: past either it takes no new streams. */
+    uint32_t n_opened;     /* streams ever attached */
+    uint32_t max_opened;   /* 0 = no limit */
+    uint64_t retire_at_ms; /* loop clock; 0 = no age limit */
+    weir_timer timer;      /* connect timeout, then idle timeout */
     weir_h2_out out;
     int depth;
     bool kick_armed;
@@ -135,6 +141,13 @@ static void mark(weir_h2us *s)
 
 static void close_conn(weir_h2u *c, int err);
 
+/* Past its age: no new streams (the stream count is checked as streams
+ * attach). */
+static bool too_old(const weir_h2u *c, uint64_t now)
+{
+    return c->retire_at_ms && now >= c->retire_at_ms;
+}
+
 static void idle_timeout(weir_timer *t)
 {
     weir_h2u *c = weir_container_of(t, weir_h2u, timer);
@@ -204,11 +217,16 @@ static void stream_left(weir_h2u *c)
     c->n_streams--;
     if (c->n_streams > 0 || c->state == U_DEAD)
         return;
-    if (c->goaway || (home && home->closing)) {
+    uint64_t now = weir__loop_now(c->conn.loop);
+    if (c->goaway || (home && home->closing) || too_old(c, now)) {
         close_conn(c, 0);
         return;
     }
-    weir__timer_start(c->conn.loop, &c->timer, c->idle_ms, idle_timeout);
+    /* Idle no longer than its age left. */
+    uint64_t ms = c->idle_ms;
+    if (c->retire_at_ms && c->retire_at_ms - now < ms)
+        ms = c->retire_at_ms - now;
+    weir__timer_start(c->conn.loop, &c->timer, ms, idle_timeout);
     offer_idle(c);
 }
 
@@ -763,6 +781,9 @@ static weir_h2u *h2u_new(weir_loop *loop, const weir_peer *peer, weir_conn *adop
     c->tls = peer->tls;
     c->tls_key = weir__tls_client_id(peer->tls_client);
     c->idle_ms = peer->idle_timeout_ms ? peer->idle_timeout_ms : 60000;
+    c->max_opened = peer->max_requests;
+    if (peer->max_connection_age_ms)
+        c->retire_at_ms = weir__loop_now(loop) + weir__jitter_ms(peer->max_connection_age_ms);
     nghttp2_session_callbacks *cbs;
     if (nghttp2_session_callbacks_new(&cbs) != 0) {
         weir__conn_close(&c->conn, true);
@@ -818,9 +839,20 @@ static bool same_backend(const weir_h2u *c, const weir_peer *peer)
  * An idle one is taken back from the shared list first. */
 static weir_h2u *find_conn(const weir_peer *peer)
 {
-    for (weir_h2u *c = home ? home->head : NULL; c; c = c->next) {
+    uint64_t now = home && home->head ? weir__loop_now(home->head->conn.loop) : 0;
+    for (weir_h2u *c = home ? home->head : NULL, *next; c; c = next) {
+        next = c->next;
         if (c->goaway || c->state == U_DEAD || atomic_load(&c->migrated) || !same_backend(c, peer))
             continue;
+        if (too_old(c, now)) {
+            /* Aged: its streams finish, new ones go to a new connection, so
+             * that one long-lived connection does not hold every request
+             * to one backend (after a scale-out behind a balancer). */
+            c->goaway = true;
+            if (c->n_streams == 0 && take_own(c))
+                close_conn(c, 0);
+            continue;
+        }
         uint32_t max = c->state == U_READY ? nghttp2_session_get_remote_settings(
                                                  c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
                                            : 100;
@@ -882,6 +914,9 @@ static weir_h2u *migrate(weir_h2u *old, weir_loop *loop)
         c->tls = old->tls;
         c->tls_key = old->tls_key;
         c->idle_ms = old->idle_ms;
+        c->n_opened = old->n_opened;
+        c->max_opened = old->max_opened;
+        c->retire_at_ms = old->retire_at_ms;
         c->next = home->head;
         if (c->next)
             c->next->prev = c;
@@ -904,9 +939,11 @@ static weir_h2u *steal(weir_loop *loop, const weir_peer *peer)
     if (atomic_load_explicit(&n_idle, memory_order_relaxed) == 0)
         return NULL; /* the common case takes no lock */
     weir_h2u *got = NULL;
+    uint64_t now = weir__loop_now(loop);
     pthread_mutex_lock(&idle_lock);
     for (weir_h2u *c = idle_head; c; c = c->inext) {
-        if (c->conn.loop != loop && same_backend(c, peer)) {
+        /* An aged one is left to its home's idle timer, which is due. */
+        if (c->conn.loop != loop && same_backend(c, peer) && !too_old(c, now)) {
             idle_unlink(c);
             atomic_store_explicit(&c->migrated, true, memory_order_release);
             got = migrate(c, loop);
@@ -958,6 +995,8 @@ static weir_h2us *attach(weir_h2u *c, const weir_peer *peer, weir_arena *arena, 
         s->next->prev = s;
     c->streams = s;
     c->n_streams++;
+    if (c->max_opened && ++c->n_opened >= c->max_opened)
+        c->goaway = true; /* the last stream it takes; closes when its streams end */
     if (c->state == U_READY)
         weir__timer_stop(c->conn.loop, &c->timer);
     return s;

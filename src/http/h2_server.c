@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "core/jitter.h"
 #include "core/log.h"
 #include "core/pool.h"
 #include "http/h1_parse.h"
@@ -54,6 +55,35 @@ enum {
     ID_RESET_RECVD = 8, /* the client sent RST_STREAM on it */
 };
 
+/*
+ * Retiring a connection (a reload, a drain, connection aging), RFC 9113
+ * 6.8's graceful way, as gRPC servers do:
+ *
+ *   SERVING --reload/drain/age/keepalive_requests--> NOTICE
+ *   NOTICE --PING ACK and NOTICE_MIN_MS, or NOTICE_MAX_MS--> GOAWAY
+ *   GOAWAY --last stream ends--> closed
+ *   GOAWAY (by age) --grace over--> open streams reset, closed
+ *
+ * NOTICE: a GOAWAY naming the highest stream id (nothing refused yet) and a
+ * PING; streams the client opened before it saw the notice are still
+ * taken. GOAWAY: the final one, naming the last stream taken; later ones
+ * are ignored (the client retries them on a new connection, which RFC
+ * 9113 6.8 makes safe: they were not processed).
+ *
+ * The PING's ACK alone is not enough: a client (grpcio) may write the ACK
+ * ahead of HEADERS it had queued before it read the notice, and those
+ * would be refused (a failed call for a client without retries). So the
+ * final GOAWAY waits for the ACK and NOTICE_MIN_MS, or NOTICE_MAX_MS for a
+ * client that never answers.
+ */
+#define NOTICE_MIN_MS 1000
+#define NOTICE_MAX_MS 3000
+typedef enum {
+    RETIRE_NONE,   /* serving; age_timer holds the age, if one is set */
+    RETIRE_NOTICE, /* shutdown notice and PING sent; age_timer: NOTICE_MIN/MAX_MS */
+    RETIRE_GOAWAY, /* final GOAWAY sent (c->goaway); age_timer: the grace, if by age */
+} retire_state;
+
 typedef struct weir_h2s weir_h2s;
 
 struct weir_h2c {
@@ -62,7 +92,13 @@ struct weir_h2c {
     const weir_h1s_config *cfg;
     weir_h2c_list *list;
     weir_h2c *next, *prev;
-    weir_timer timer;  /* idle: keepalive timeout while no stream is open */
+    weir_timer timer;     /* idle: keepalive timeout while no stream is open */
+    weir_timer age_timer; /* retirement: the age, the notice's wait, the grace */
+    uint32_t n_opened;    /* streams the client opened (keepalive_requests) */
+    retire_state retire;
+    bool ping_acked;   /* NOTICE: the client answered the notice's PING */
+    bool notice_min;   /* NOTICE: NOTICE_MIN_MS passed */
+    bool by_age;       /* retired by h2_max_connection_age: the grace bounds it */
     weir_h2s *streams; /* open streams */
     uint32_t n_streams;
     union {
@@ -121,6 +157,7 @@ __attribute__((constructor)) static void register_classes(void)
 static void kick(weir_h2c *c);
 static bool send_frames(weir_h2c *c);
 static void idle_timeout(weir_timer *t);
+static void retire(weir_h2c *c, bool by_age);
 
 /* ---- streams ---- */
 
@@ -477,6 +514,12 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     c->streams = s;
     c->n_streams++;
     weir__timer_stop(c->conn.loop, &c->timer);
+    /* keepalive_requests on HTTP/2, as nginx: the stream that reaches it
+     * is served, and the connection retires (without a time bound: the
+     * grace is the age's). */
+    uint32_t max = atomic_load_explicit(&c->cfg->keepalive_requests, memory_order_relaxed);
+    if (++c->n_opened >= max && max && max != WEIR_UNLIMITED)
+        retire(c, false);
     return 0;
 }
 
@@ -676,6 +719,8 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
     c->cfg->handler->stream_start(s->stream, &s->x, s->head_bytes, &o);
 }
 
+static void final_goaway(weir_h2c *c);
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
     weir_h2c *c = user;
@@ -711,6 +756,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
     case NGHTTP2_PING:
         if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
             flooded(c, &c->n_pings, MAX_PINGS, "PING");
+        else if (c->retire == RETIRE_NOTICE && !c->ping_acked) {
+            c->ping_acked = true; /* the only PING we send is the notice's */
+            if (c->notice_min)
+                final_goaway(c);
+        }
         break;
     case NGHTTP2_PRIORITY:
         flooded(c, &c->n_empty, MAX_EMPTY, "PRIORITY");
@@ -837,6 +887,7 @@ static void close_h2c(weir_h2c *c)
     }
     c->streams = NULL;
     weir__timer_stop(c->conn.loop, &c->timer);
+    weir__timer_stop(c->conn.loop, &c->age_timer);
     nghttp2_session_del(c->ng);
     c->ng = NULL;
     free(c->out.buf);
@@ -957,6 +1008,86 @@ static void idle_timeout(weir_timer *t)
     close_h2c(c);
 }
 
+/* ---- retiring (see retire_state) ---- */
+
+/* The grace after an age GOAWAY is over: what is still open is reset. */
+static void grace_over(weir_timer *t)
+{
+    weir_h2c *c = weir_container_of(t, weir_h2c, age_timer);
+    if (c->closed)
+        return;
+    uint32_t n = 0;
+    for (weir_h2s *s = c->streams; s; s = s->next) {
+        if (!s->ng_closed) {
+            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            n++;
+        }
+    }
+    const char *ip = c->ip;
+    weir_log_info("client %s: HTTP/2 connection past h2_max_connection_age and its grace: "
+                  "%u streams still open, reset",
+                  ip, n);
+    c->depth++;
+    send_frames(c);
+    c->depth--;
+    weir__conn_shutdown(&c->conn);
+    close_h2c(c);
+}
+
+/* The final GOAWAY: the last stream taken is the highest one nghttp2 has
+ * seen; the connection closes when the streams up to it end. */
+static void final_goaway(weir_h2c *c)
+{
+    if (c->retire != RETIRE_NOTICE || c->closed)
+        return;
+    c->retire = RETIRE_GOAWAY;
+    c->goaway = true;
+    weir__timer_stop(c->conn.loop, &c->age_timer);
+    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (c->by_age) {
+        uint32_t grace = atomic_load_explicit(&c->cfg->h2_age_grace_ms, memory_order_relaxed);
+        weir__timer_start(c->conn.loop, &c->age_timer, grace, grace_over);
+    }
+    kick(c);
+}
+
+static void notice_waited(weir_timer *t)
+{
+    weir_h2c *c = weir_container_of(t, weir_h2c, age_timer);
+    if (c->ping_acked || c->notice_min) {
+        final_goaway(c);
+        return;
+    }
+    c->notice_min = true;
+    weir__timer_start(c->conn.loop, &c->age_timer, NOTICE_MAX_MS - NOTICE_MIN_MS, notice_waited);
+}
+
+/* Starts retiring c (once; a later cause changes nothing). */
+static void retire(weir_h2c *c, bool by_age)
+{
+    if (c->retire != RETIRE_NONE || c->goaway || c->closed)
+        return;
+    c->retire = RETIRE_NOTICE;
+    c->by_age = by_age;
+    static const uint8_t ping[8] = {'w', 'e', 'i', 'r', 'b', 'y', 'e', 0};
+    if (nghttp2_submit_shutdown_notice(c->ng) != 0 ||
+        nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, ping) != 0) {
+        final_goaway(c);
+        return;
+    }
+    weir__timer_start(c->conn.loop, &c->age_timer, NOTICE_MIN_MS, notice_waited);
+    kick(c);
+}
+
+static void age_reached(weir_timer *t)
+{
+    weir_h2c *c = weir_container_of(t, weir_h2c, age_timer);
+    const char *ip = c->ip;
+    weir_log_debug("client %s: HTTP/2 connection reached h2_max_connection_age: GOAWAY", ip);
+    retire(c, true);
+}
+
 int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer_len,
                     const weir_h1s_config *cfg, weir_h2c_list *list)
 {
@@ -1025,6 +1156,9 @@ int weir__h2c_start(weir_conn *from, const struct sockaddr *peer, socklen_t peer
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     weir__timer_start(c->conn.loop, &c->timer, cfg->keepalive_timeout_ms, idle_timeout);
+    uint32_t age = atomic_load_explicit(&cfg->h2_max_age_ms, memory_order_relaxed);
+    if (age)
+        weir__timer_start(c->conn.loop, &c->age_timer, weir__jitter_ms(age), age_reached);
     /* Bytes already read (the preface, maybe more) go to nghttp2 first. A
      * connection error here (a wrong preface on an h2c port, handed over by
      * h1_server.c) sends its GOAWAY at once: the client may have closed its
@@ -1063,13 +1197,7 @@ void weir__h2c_list_goaway(weir_h2c_list *list)
 {
     for (weir_h2c *c = list->head; c;) {
         weir_h2c *next = c->next;
-        if (!c->goaway) {
-            c->goaway = true;
-            nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
-                                  NULL, 0);
-            kick(c);
-        }
+        retire(c, false);
         c = next;
     }
 }

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "core/jitter.h"
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
@@ -212,6 +213,8 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
         nu->tls_key = u->tls_key;
         nu->connected = true;
         nu->n_used = u->n_used;
+        nu->max_uses = u->max_uses;
+        nu->retire_at_ms = u->retire_at_ms;
         nu->limit = u->limit; /* the slot moves with the socket */
         u->limit = NULL;
         if (u->conn.ssl) {
@@ -245,9 +248,11 @@ weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owne
     uint32_t b = addr_bucket(addr);
     uint64_t sh = tls_key(peer);
     weir_upconn *mine = NULL, *other = NULL;
+    uint64_t now = weir__loop_now(loop);
     pthread_mutex_lock(&pool_lock);
     for (weir_upconn *u = buckets[b]; u; u = u->next) {
-        if (!same_key(u, addr, peer->tls, sh))
+        /* One past its age is left to its idle timer, which is due. */
+        if (!same_key(u, addr, peer->tls, sh) || (u->retire_at_ms && now >= u->retire_at_ms))
             continue;
         if (u->home == me) {
             mine = u;
@@ -314,6 +319,9 @@ weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *
         u->limit = peer->conn_limit;
         weir__climit_ref(u->limit);
     }
+    u->max_uses = peer->max_requests;
+    if (peer->max_connection_age_ms)
+        u->retire_at_ms = weir__loop_now(loop) + weir__jitter_ms(peer->max_connection_age_ms);
     return u;
 }
 
@@ -372,13 +380,21 @@ void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle
     u->owner = NULL;
     u->wake = NULL;
     u->n_used++;
+    uint64_t now = weir__loop_now(u->conn.loop);
+    /* Aged: closed, so that the next request makes a new connection (to
+     * whichever backend a load balancer in between picks now). */
+    bool aged =
+        (u->max_uses && u->n_used >= u->max_uses) || (u->retire_at_ms && now >= u->retire_at_ms);
     /* Readable here means bytes or a close came after the response: either
      * way the connection is not clean. */
-    if (!me || idle_timeout_ms == 0 || max_idle == 0 || u->conn.eof || u->conn.error ||
+    if (!me || idle_timeout_ms == 0 || max_idle == 0 || aged || u->conn.eof || u->conn.error ||
         u->conn.hup || (u->conn.readable && !idle_clean(u)) || u->conn.rstart != u->conn.rend) {
         weir__upconn_close(u, false);
         return;
     }
+    /* Idle no longer than its age left. */
+    if (u->retire_at_ms && u->retire_at_ms - now < idle_timeout_ms)
+        idle_timeout_ms = (uint32_t)(u->retire_at_ms - now);
     /* An idle connection holds no buffer. */
     u->conn.rstart = u->conn.rend = 0;
     weir__conn_release_rbuf(&u->conn);

@@ -38,6 +38,11 @@ struct weir_upconn {
     bool connected;                /* the TCP handshake completed */
     struct weir_conn_limit *limit; /* holds one of its slots until closed, or NULL */
     uint32_t n_used;               /* exchanges completed on it */
+    /* Aging (weir_peer's max_requests, max_connection_age_ms), fixed at
+     * connect: not reused after max_uses exchanges or from retire_at_ms
+     * (loop clock) on; 0 = no limit. */
+    uint32_t max_uses;
+    uint64_t retire_at_ms;
 
     /* while in use */
     void *owner;
@@ -65,8 +70,9 @@ weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *
 /* Checks a connect in progress, then runs the TLS handshake for a TLS
  * peer: WEIR_OK (ready), WEIR_AGAIN, or -errno (-EPROTO: TLS failed). */
 int weir__upconn_connect_result(weir_upconn *u);
-/* Gives a connection back after a clean exchange: pooled if there is room
- * and idle_timeout_ms > 0, else closed. */
+/* Gives a connection back after a clean exchange: pooled if there is room,
+ * idle_timeout_ms > 0 and it is not past its aging limits, else closed.
+ * A pooled connection leaves the pool when it reaches its age. */
 void weir__upool_put(weir_upconn *u, uint32_t idle_timeout_ms, uint32_t max_idle);
 /* Closes and frees a connection that is not in the pool. */
 void weir__upconn_close(weir_upconn *u, bool reset);

@@ -222,6 +222,9 @@ void weir__proxy_options_defaults(weir_proxy_options *o)
     DEF(max_uri_bytes, 8192);
     DEF(tls_handshake_timeout_ms, 10000);
     DEF(h2_max_concurrent_streams, 128);
+    DEF(keepalive_requests, 1000);
+    DEF(keepalive_time_ms, 3600000);
+    DEF(h2_max_connection_age_grace_ms, 30000);
 #undef DEF
     if (o->max_headers > WEIR_MAX_HEADERS)
         o->max_headers = WEIR_MAX_HEADERS;
@@ -469,6 +472,32 @@ int weir_server_release_listen(weir_server *srv, const char *addr)
     return WEIR_OK;
 }
 
+/* The aging limits of o (defaults filled in) into what connections read. */
+static void set_aging(weir_h1s_config *h1, const weir_proxy_options *o)
+{
+    atomic_store_explicit(&h1->keepalive_requests, o->keepalive_requests, memory_order_relaxed);
+    atomic_store_explicit(&h1->keepalive_time_ms, o->keepalive_time_ms, memory_order_relaxed);
+    atomic_store_explicit(&h1->h2_max_age_ms, o->h2_max_connection_age_ms, memory_order_relaxed);
+    atomic_store_explicit(&h1->h2_age_grace_ms, o->h2_max_connection_age_grace_ms,
+                          memory_order_relaxed);
+}
+
+int weir_server_update_aging(weir_server *srv, const char *addr, const weir_proxy_options *opts)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (!opts || weir__addr_parse(addr, &ss, &len) < 0)
+        return WEIR_ERR_INVAL;
+    listen_addr *la = live_addr(srv, &ss);
+    if (!la)
+        return WEIR_ERR_INVAL;
+    weir_service *svc = atomic_load_explicit(&la->svc, memory_order_acquire);
+    weir_proxy_options o = *opts;
+    weir__proxy_options_defaults(&o);
+    set_aging(&svc->h1, &o);
+    return WEIR_OK;
+}
+
 int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
                           const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts)
 {
@@ -499,6 +528,7 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         .max_headers = svc->opts.max_headers,
         .max_body_bytes = svc->opts.max_body_bytes,
     };
+    set_aging(&svc->h1, &svc->opts);
     /* Addresses another service released move here with their sockets;
      * the others get entries (and, on a running server, sockets) of their own. */
     listen_addr *moved[MAX_ADDRS];

@@ -142,7 +142,9 @@ struct weir_cfg_upstream {
     uint32_t read_timeout_ms;
     uint32_t write_timeout_ms;
     uint32_t idle_timeout_ms;
-    uint32_t keepalive; /* idle pooled connections per backend per worker */
+    uint32_t keepalive;             /* idle pooled connections per backend per worker */
+    uint32_t max_connection_age_ms; /* a backend connection is not reused past it; 0 = no limit */
+    uint32_t max_requests;          /* requests per backend connection; 0 = no limit */
     /* discovery = "dns" | "srv": addrs are names the control thread
      * resolves again and again (weir_lookup_dns_new); "static" (0)
      * resolves them once here. */

@@ -54,6 +54,10 @@ static const char *const server_keys[] = {"addr",
                                           "merge_slashes",
                                           "underscores_in_headers",
                                           "max_uri_size",
+                                          "keepalive_requests",
+                                          "keepalive_time",
+                                          "h2_max_connection_age",
+                                          "h2_max_connection_age_grace",
                                           NULL};
 
 /* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
@@ -78,6 +82,26 @@ static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_t
             o->n_trusted_proxies++;
     }
     weir__cfg_free_list(items, n);
+}
+
+/*
+ * Connection aging. In the file 0 turns keepalive_requests and
+ * keepalive_time off (nginx's 0); the library's 0 is "the default", so
+ * off is WEIR_UNLIMITED there.
+ */
+static void load_aging(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
+                       const char *section)
+{
+    int64_t v;
+    if (weir__cfg_get_int(ld, t, "keepalive_requests", section, 0, 1000000000, &v))
+        o->keepalive_requests = v ? (uint32_t)v : WEIR_UNLIMITED;
+    uint32_t ms;
+    if (weir__cfg_get_duration(ld, t, "keepalive_time", section, 30 * 86400000ull, true, &ms))
+        o->keepalive_time_ms = ms ? ms : WEIR_UNLIMITED;
+    weir__cfg_get_duration(ld, t, "h2_max_connection_age", section, 30 * 86400000ull, true,
+                           &o->h2_max_connection_age_ms);
+    weir__cfg_get_duration(ld, t, "h2_max_connection_age_grace", section, 86400000, false,
+                           &o->h2_max_connection_age_grace_ms);
 }
 
 void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
@@ -154,5 +178,6 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         o->max_body_bytes = size;
     weir__cfg_get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
                            &o->tls_handshake_timeout_ms);
+    load_aging(ld, o, t, section);
     weir__cfg_load_server_tls(ld, s, t, section);
 }

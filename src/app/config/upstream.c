@@ -36,6 +36,8 @@ static const char *const upstream_keys[] = {"addrs",
                                             "write_timeout",
                                             "idle_timeout",
                                             "keepalive",
+                                            "max_connection_age",
+                                            "max_requests",
                                             "max_retries",
                                             "retry_on",
                                             "retry_timeout",
@@ -428,6 +430,11 @@ void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_v
     u->keepalive = 256;
     if (weir__cfg_get_int(ld, t, "keepalive", section, 0, 100000, &v))
         u->keepalive = (uint32_t)v;
+    /* Connection aging: 0 (the default) is no limit. */
+    weir__cfg_get_duration(ld, t, "max_connection_age", section, 30 * 86400000ull, true,
+                           &u->max_connection_age_ms);
+    if (weir__cfg_get_int(ld, t, "max_requests", section, 0, 1000000000, &v))
+        u->max_requests = (uint32_t)v;
     load_upstream_tls(ld, u, t, section);
 }
 
