@@ -332,6 +332,15 @@ typedef struct weir_discovery_info {
 /* Fills out and returns true if u has a lookup service. */
 bool weir_upstream_discovery_info(weir_upstream *u, weir_discovery_info *out);
 
+/*
+ * Records in u's weir_discovery_info a lookup the program did itself
+ * before the rounds began (weir's config loader resolves the names once,
+ * blocking, so that the upstream serves from its first request, and
+ * applies the answer with weir_upstream_update): one answered round,
+ * failed when error is set. Returns false if u has no lookup service.
+ */
+bool weir_upstream_note_lookup(weir_upstream *u, const char *error);
+
 /* ---- DNS and SRV discovery (c-ares) ---- */
 
 /* A name to resolve. A/AAAA: host and port (the port of every address)
@@ -366,7 +375,8 @@ typedef struct weir_dns_options {
  * comes at the shortest TTL of the answers (not before min_ttl_ms, not
  * after interval_ms). A name whose query fails (timeout, SERVFAIL,
  * refused, a malformed or truncated answer) keeps its last good addresses
- * and makes the round partial; a name the server says does not exist or
+ * and makes the round partial (when every name failed, the round failed
+ * and changes nothing); a name the server says does not exist or
  * has no records gives none, unless no name gives any (then the round is
  * empty and the members stay). SRV: only the targets of the lowest
  * priority that has addresses are used, SRV weight w as weight

@@ -304,3 +304,24 @@ bool weir_upstream_discovery_info(weir_upstream *u, weir_discovery_info *out)
     pthread_mutex_unlock(&d->lock);
     return true;
 }
+
+bool weir_upstream_note_lookup(weir_upstream *u, const char *error)
+{
+    lb_discovery *d = u->disc;
+    if (!d)
+        return false;
+    pthread_mutex_lock(&d->lock);
+    weir_discovery_info *in = &d->info;
+    in->rounds++;
+    if (error) {
+        in->failures++;
+        in->consecutive_failures++;
+        in->last_failure_ms = wall_ms();
+        snprintf(in->last_error, sizeof(in->last_error), "%s", error);
+    } else {
+        in->consecutive_failures = 0;
+        in->last_success_ms = wall_ms();
+    }
+    pthread_mutex_unlock(&d->lock);
+    return true;
+}

@@ -37,6 +37,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "lb/dns.h"
 #include "lb/upstream_int.h"
 #include "net/sock.h"
 
@@ -311,12 +312,9 @@ static bool take_addrs(const dns_opts *o, const struct ares_addrinfo *ai, uint16
     return true;
 }
 
-/*
- * The shortest TTL of the answer records of `type` in a DNS message (0 if
- * none can be read): c-ares 1.18 parses SRV records without their TTL.
- * Reads only within abuf[0..alen).
- */
-static uint32_t answer_ttl(const unsigned char *abuf, int alen, int type)
+/* weir__dns_answer_ttl (dns.h): c-ares 1.18 parses SRV records without
+ * their TTL. */
+uint32_t weir__dns_answer_ttl(const unsigned char *abuf, int alen, int type)
 {
     if (alen < 12)
         return 0;
@@ -470,7 +468,7 @@ static void srv_answer(void *arg, int status, int timeouts, unsigned char *abuf,
     if (status == ARES_SUCCESS)
         status = ares_parse_srv_reply(abuf, alen, &srv);
     if (status == ARES_SUCCESS) {
-        nr->ttl_s = answer_ttl(abuf, alen, T_SRV_TYPE);
+        nr->ttl_s = weir__dns_answer_ttl(abuf, alen, T_SRV_TYPE);
         size_t n = 0;
         for (struct ares_srv_reply *s = srv; s; s = s->next) {
             /* "." as the target: decidedly no service (RFC 2782) */
@@ -625,6 +623,12 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
     }
 }
 
+static bool is_ip(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 /* A name that is an IP address: its one target into nr. False if it is
  * not one. */
 static bool numeric(const weir_dns_name *nm, name_result *nr)
@@ -738,18 +742,20 @@ static void round_free(dns_round *r)
  * *next_ms (0: no TTL seen); what failed into err ("" if nothing). With
  * last (the service's), failed names give their last addresses and
  * answered ones replace theirs; returns false when a failed name has no
- * last answer (the round must then change nothing).
+ * last answer, or when every name looked up failed (the round must then
+ * change nothing, and it is not a success).
  */
 static bool assemble(dns_round *r, last_answer *last, weir_lb_target **v, size_t *n,
                      uint32_t *next_ms, char *err, size_t err_len)
 {
     const dns_opts *o = r->o;
-    size_t total = 0, n_failed = 0;
+    size_t total = 0, n_failed = 0, n_looked_up = 0;
     bool complete = true;
     uint32_t ttl_s = UINT32_MAX;
     err[0] = '\0';
     for (size_t i = 0; i < o->n_names; i++) {
         name_result *nr = &r->res[i];
+        n_looked_up += !is_ip(o->names[i].host);
         if (nr->state == R_OK)
             total += nr->n;
         else if (nr->state != R_NONE && last && last[i].known)
@@ -792,6 +798,8 @@ static bool assemble(dns_round *r, last_answer *last, weir_lb_target **v, size_t
             complete = false;
         }
     }
+    if (n_failed && n_failed == n_looked_up)
+        complete = false;
     if (n_failed > 1) {
         size_t l = strlen(err);
         snprintf(err + l, err_len - l, " (and %zu more names failed)", n_failed - 1);

@@ -429,41 +429,43 @@ static void emit_backends(out *o, const weir_config *cfg)
 /* Discovery: per upstream with a lookup service. */
 static void emit_discovery(out *o, const weir_config *cfg)
 {
-    out rest = {0};
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const weir_cfg_upstream *u = &cfg->upstreams[i];
-        weir_discovery_info d;
-        if (!u->lb || !weir_upstream_discovery_info(u->lb, &d))
-            continue;
-        char uv[128];
-        label_value(uv, sizeof(uv), u->name);
-        emit(&rest, "weir_discovery_rounds_total{upstream=\"%s\",kind=\"%s\"} %llu\n", uv, d.kind,
-             (unsigned long long)d.rounds);
-        emit(&rest, "weir_discovery_failures_total{upstream=\"%s\",kind=\"%s\"} %llu\n", uv, d.kind,
-             (unsigned long long)d.failures);
-        emit(&rest, "weir_discovery_changes_total{upstream=\"%s\",change=\"added\"} %llu\n", uv,
-             (unsigned long long)d.added);
-        emit(&rest, "weir_discovery_changes_total{upstream=\"%s\",change=\"removed\"} %llu\n", uv,
-             (unsigned long long)d.removed);
-        emit(&rest, "weir_discovery_last_success_seconds{upstream=\"%s\"} %.3f\n", uv,
-             (double)d.last_success_ms / 1000.0);
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"weir_discovery_rounds_total", "counter", "Lookups of an upstream's backends (DNS, SRV)."},
+        {"weir_discovery_failures_total", "counter",
+         "Lookups that failed, came back empty or in part (the last good backends stayed)."},
+        {"weir_discovery_changes_total", "counter", "Backends added or removed by discovery."},
+        {"weir_discovery_last_success_seconds", "gauge",
+         "When a lookup last succeeded (Unix time; 0 = never)."},
+    };
+    bool any = false;
+    for (size_t i = 0; i < cfg->n_upstreams && !any; i++)
+        any = cfg->upstreams[i].lb &&
+              weir_upstream_discovery_info(cfg->upstreams[i].lb, &(weir_discovery_info){0});
+    for (size_t f = 0; any && f < sizeof(fam) / sizeof(fam[0]); f++) {
+        emit(o, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (size_t i = 0; i < cfg->n_upstreams; i++) {
+            const weir_cfg_upstream *u = &cfg->upstreams[i];
+            weir_discovery_info d;
+            if (!u->lb || !weir_upstream_discovery_info(u->lb, &d))
+                continue;
+            char uv[128];
+            label_value(uv, sizeof(uv), u->name);
+            if (f == 0 || f == 1)
+                emit(o, "%s{upstream=\"%s\",kind=\"%s\"} %llu\n", fam[f].name, uv, d.kind,
+                     (unsigned long long)(f == 0 ? d.rounds : d.failures));
+            else if (f == 2)
+                emit(o,
+                     "%s{upstream=\"%s\",change=\"added\"} "
+                     "%llu\n%s{upstream=\"%s\",change=\"removed\"} %llu\n",
+                     fam[f].name, uv, (unsigned long long)d.added, fam[f].name, uv,
+                     (unsigned long long)d.removed);
+            else
+                emit(o, "%s{upstream=\"%s\"} %.3f\n", fam[f].name, uv,
+                     (double)d.last_success_ms / 1000.0);
+        }
     }
-    if (!rest.p)
-        return;
-    emit(o,
-         "# HELP weir_discovery_rounds_total Lookups of an upstream's backends (DNS, SRV).\n"
-         "# TYPE weir_discovery_rounds_total counter\n"
-         "# HELP weir_discovery_failures_total Lookups that failed, came back empty or in "
-         "part (the last good backends stayed).\n"
-         "# TYPE weir_discovery_failures_total counter\n"
-         "# HELP weir_discovery_changes_total Backends added or removed by discovery.\n"
-         "# TYPE weir_discovery_changes_total counter\n"
-         "# HELP weir_discovery_last_success_seconds When a lookup last succeeded (Unix "
-         "time; 0 = never).\n"
-         "# TYPE weir_discovery_last_success_seconds gauge\n"
-         "%s",
-         rest.p);
-    free(rest.p);
 }
 
 static void emit_caches(out *o, const weir_config *cfg)

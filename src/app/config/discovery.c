@@ -270,8 +270,9 @@ void weir__cfg_start_discovery(loader *ld, weir_cfg_upstream *u, const char *sec
                               section, err);
         else if (n == 0)
             weir__cfg_warn_at(ld, u->discovery_line,
-                              "[%s]: no name in 'addrs' has an address yet; discovery keeps trying",
-                              section);
+                              "[%s]: no name in 'addrs' has an address yet (%s%s); discovery "
+                              "keeps trying",
+                              section, u->dns.names[0].host, u->dns.n_names > 1 ? ", ..." : "");
     }
     if (n && weir_upstream_update(u->lb, v, n, NULL) != WEIR_OK)
         weir__cfg_err_at(ld, u->discovery_line, "[%s]: out of memory", section);
@@ -282,5 +283,7 @@ void weir__cfg_start_discovery(loader *ld, weir_cfg_upstream *u, const char *sec
     if (weir_upstream_set_lookup(u->lb, &svc) != WEIR_OK) {
         svc.free(svc.ud);
         weir__cfg_err_at(ld, u->discovery_line, "[%s]: out of memory", section);
+    } else if (weir__config_resolve_names && rc != WEIR_ERR_INVAL) {
+        weir_upstream_note_lookup(u->lb, rc != WEIR_OK ? err : n ? NULL : "empty answer");
     }
 }
