@@ -238,7 +238,7 @@ static bool is(const weir_toml_entry *e, const char *key)
 static const char *str(const weir_toml_value *v)
 {
     size_t len;
-    return weir_toml_type_of(v) == WEIR_TOML_STRING ? weir_toml_string(v, &len) : NULL;
+    return v && weir_toml_type_of(v) == WEIR_TOML_STRING ? weir_toml_string(v, &len) : NULL;
 }
 
 /* Keys carried as they are: the same name and meaning in weir. */
@@ -522,6 +522,9 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
                                        "verify_cert",
                                        NULL};
     section_head(o, "upstreams", name);
+    /* Pingap's default is "static": names resolved once, at load. */
+    const char *disc = str(weir_toml_table_get(t, "discovery"));
+    bool dns = disc && strcasecmp(disc, "dns") == 0;
     for (size_t i = 0; i < weir_toml_table_count(t); i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
@@ -539,9 +542,19 @@ static void upstream(FILE *o, const doc *d, const weir_toml_value *t, const char
                             : strcasecmp(s, "h2h1") == 0 ? "h2,h1"
                                                          : "h1";
             fprintf(o, "alpn = \"%s\"\n", a);
-        } else if (is(&e, "discovery") || is(&e, "update_frequency") || is(&e, "dns_server") ||
-                   is(&e, "dns_domain") || is(&e, "dns_search") || is(&e, "ipv4_only")) {
-            skip(o, &e, "service discovery: weir resolves hostnames in addrs at load");
+        } else if (is(&e, "discovery")) {
+            if (dns || (s && (strcasecmp(s, "static") == 0 || strcasecmp(s, "common") == 0)))
+                put_key(o, "discovery", e.value);
+            else
+                skip(o, &e,
+                     "only \"static\" and \"dns\" discovery are in weir: addrs stay as "
+                     "they are");
+        } else if (is(&e, "update_frequency") || is(&e, "dns_server") || is(&e, "dns_domain") ||
+                   is(&e, "dns_search") || is(&e, "ipv4_only")) {
+            if (dns)
+                copy_entry(o, &e);
+            else
+                skip(o, &e, "only with discovery = \"dns\"");
         } else if (strncmp(e.key, "tcp_", 4) == 0) {
             skip(o, &e, "TCP tuning: weir's defaults apply");
         } else {

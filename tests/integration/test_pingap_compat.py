@@ -170,7 +170,10 @@ PINGAP = {
                       '[locations.home]\nupstream = "api"\npath = "= /"\n',
     "upstreams.toml": '[upstreams.api]\naddrs = ["@B@ 5"]\nconnection_timeout = "2s"\n'
                       'health_check = "http://api/ping?check_frequency=100ms&success=1"\n'
-                      'discovery = "dns"\nsni = "api.internal"\nverify_cert = false\n',
+                      'discovery = "dns"\nupdate_frequency = "10s"\nipv4_only = true\n'
+                      'sni = "api.internal"\nverify_cert = false\n'
+                      '[upstreams.dock]\naddrs = ["127.0.0.1:8080"]\ndiscovery = "docker"\n'
+                      'update_frequency = "10s"\n',
     "plugins.toml": '[plugins.pong]\ncategory = "ping"\npath = "/v1/ping"\nremark = "up?"\n'
                     '[plugins.gz]\ncategory = "compression"\ngzip_level = 6\n'
                     '[plugins.lim]\ncategory = "limit"\nmax = 2\ninterval = "1m"\n'
@@ -205,11 +208,14 @@ def test_convert_a_pingap_directory(tmp_path):
                  'host = "api.test,api2.test"', 'plugins = ["pong", "gz", "lim"]',
                  '[plugins.gz]\ncategory = "compression"\ngzip_level = 6',
                  'tls = true', 'sni = "api.internal"', 'verify_cert = false',
-                 'addrs = ["@B@ 5"]']:
+                 'addrs = ["@B@ 5"]', 'discovery = "dns"\nupdate_frequency = "10s"\n'
+                 'ipv4_only = true']:
         assert line in out, (line, out)
     for comment in ['# not converted: name = "edge"', '# not converted: work_stealing = true',
                     '# not converted: prometheus_metrics = "/metrics"',
-                    '# not converted: discovery = "dns"', '# not converted: remark = "up?"',
+                    '# not converted: discovery = "docker"',
+                    '# not converted: update_frequency = "10s"  (only with discovery = "dns")',
+                    '# not converted: remark = "up?"',
                     '# not converted: weird_key = 1',
                     '# not converted: enable_reverse_proxy_headers = true',
                     '# not converted: [storages] of']:
@@ -312,3 +318,12 @@ def test_convert_the_cache_plugin(weir_toml, backend, tmp_path):
     r = B.request(w.port, b"GET /v1/c HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
     assert "hit" in r.headers.get("cache-status", ""), r
     assert o.count("/v1/c") == 1
+
+
+def test_convert_a_plugin_without_category(tmp_path):
+    # str() of a missing key once read through a NULL value.
+    files = dict(PINGAP)
+    files["plugins.toml"] += '[plugins.nocat]\nremark = "x"\n'
+    r = convert(write_pingap(tmp_path, files))
+    assert r.returncode == 0, r.stderr
+    assert '# [plugins.nocat]: category "?" is not in weir yet' in r.stdout, r.stdout
