@@ -74,7 +74,7 @@ TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurr
               tests/integration/test_failover.py tests/integration/test_generated.py \
               tests/integration/test_compression.py tests/integration/test_cache.py \
               tests/integration/test_cache_disk.py tests/integration/test_aging.py \
-              tests/integration/test_aging_h2.py
+              tests/integration/test_aging_h2.py tests/integration/test_discovery.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \

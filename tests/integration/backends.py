@@ -208,10 +208,11 @@ class Backend:
     raise PeerClosed / return "close" to drop it. Records every request
     (method, path, headers, body) and counts accepted TCP connections.
     store_body=False reads request bodies without keeping them (body_len
-    still counts them).
+    still counts them). host and port: where it listens (discovery tests
+    put backends on 127.0.0.N, all on one port, behind one A record set).
     """
 
-    def __init__(self, handler=None, store_body=True, name="backend"):
+    def __init__(self, handler=None, store_body=True, name="backend", host=LOOPBACK, port=0):
         self.handler = handler or fixed(b"hello\n")
         self.store_body = store_body
         self.name = name
@@ -224,10 +225,10 @@ class Backend:
         self.errors = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((LOOPBACK, 0))
+        self.sock.bind((host, port))
         self.sock.listen(1024)
         self.port = self.sock.getsockname()[1]
-        self.addr = "%s:%d" % (LOOPBACK, self.port)
+        self.addr = "%s:%d" % (host, self.port)
         self.stopping = False
         self.conns = set()
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
