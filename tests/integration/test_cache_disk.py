@@ -239,6 +239,10 @@ def test_faults_under_keepalive_load_are_covered_by_stale_answers(run, origin):
             counts[0] += 1
             if r.status != 200 or r.body != b"f%d" % i:
                 bad.append((r.status, r.body[:20]))
+            if r.headers.get("Connection", "").lower() == "close":  # keepalive_requests
+                s.close()
+                s = socket.create_connection(("127.0.0.1", w.port), timeout=10)
+                rd = B.Reader(s)
         s.close()
 
     def flapper():
