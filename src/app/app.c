@@ -372,46 +372,52 @@ static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
  * names did not resolve at this load (DNS down during the reload), starts
  * from what the running one found: a reload must not empty it.
  */
-static void seed_discovered(weir_config *nc, const weir_config *old)
+/* weir__config_discovered during a reload: the members (not draining)
+ * of the running upstream of that name, if it looks for the same
+ * backends. Reloads run one at a time, on the main thread. */
+static const weir_config *reload_old;
+
+static weir_lb_target *discovered_before(const char *name, const char *spec, size_t *n_out)
 {
-    for (size_t i = 0; i < nc->n_upstreams; i++) {
-        weir_cfg_upstream *u = &nc->upstreams[i];
-        if (!u->discovery_spec || !u->lb || weir_upstream_info(u->lb, NULL, 0) > 0)
+    *n_out = 0;
+    for (size_t k = 0; reload_old && k < reload_old->n_upstreams; k++) {
+        const weir_cfg_upstream *o = &reload_old->upstreams[k];
+        if (!o->lb || !o->discovery_spec || strcmp(o->name, name) != 0 ||
+            strcmp(o->discovery_spec, spec) != 0)
             continue;
-        for (size_t k = 0; k < old->n_upstreams; k++) {
-            const weir_cfg_upstream *o = &old->upstreams[k];
-            if (!o->lb || !o->discovery_spec || strcmp(o->name, u->name) != 0 ||
-                strcmp(o->discovery_spec, u->discovery_spec) != 0)
-                continue;
-            size_t n = weir_upstream_info(o->lb, NULL, 0);
-            weir_backend_info *info = calloc(n ? n : 1, sizeof(*info));
-            weir_lb_target *v = calloc(n ? n : 1, sizeof(*v));
-            if (info && v) {
-                n = weir_upstream_info(o->lb, info, n);
-                size_t m = 0;
-                for (size_t j = 0; j < n; j++) {
-                    if (info[j].draining)
-                        continue;
-                    snprintf(v[m].addr, sizeof(v[m].addr), "%s", info[j].addr);
-                    v[m++].weight = info[j].weight;
-                }
-                if (m && weir_upstream_update(u->lb, v, m, NULL) == WEIR_OK)
-                    weir_log(WEIR_LEVEL_INFO,
-                             "upstream %s: its names did not resolve at reload; it starts with "
-                             "the %zu backends discovered before",
-                             u->name, m);
+        size_t n = weir_upstream_info(o->lb, NULL, 0);
+        weir_backend_info *info = calloc(n ? n : 1, sizeof(*info));
+        weir_lb_target *v = calloc(n ? n : 1, sizeof(*v));
+        size_t m = 0;
+        if (info && v) {
+            n = weir_upstream_info(o->lb, info, n);
+            for (size_t j = 0; j < n; j++) {
+                if (info[j].draining)
+                    continue;
+                snprintf(v[m].addr, sizeof(v[m].addr), "%s", info[j].addr);
+                v[m++].weight = info[j].weight;
             }
-            free(info);
-            free(v);
         }
+        free(info);
+        if (!m) {
+            free(v);
+            return NULL;
+        }
+        *n_out = m;
+        return v;
     }
+    return NULL;
 }
 
 int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
                           weir_cfg_errors *errs_out)
 {
     weir_cfg_errors errs = {0};
+    reload_old = atomic_load(&app->current);
+    weir__config_discovered = discovered_before;
     weir_config *nc = weir__config_load_file(path, &errs);
+    weir__config_discovered = NULL;
+    reload_old = NULL;
     if (!nc) {
         for (size_t i = 0; i < errs.n; i++)
             reload_error(errs_out, "%s", errs.v[i]);
@@ -451,7 +457,6 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         }
     }
     map_servers(app, nc, old);
-    seed_discovered(nc, old);
     weir_upstream *ups[1024];
     size_t n = checked_upstreams(nc, ups, 1024);
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {

@@ -233,6 +233,12 @@ void weir_lookup_done(weir_lookup *round, const weir_lb_target *v, size_t n, uin
     int rc = WEIR_OK;
     change_line line = {0};
     weir_lb_changes ch = {0};
+    if (n > WEIR_UPSTREAM_MAX_BACKENDS) {
+        failed = true;
+        n = 0;
+        error = "the answer has more backends than an upstream takes "
+                "(WEIR_UPSTREAM_MAX_BACKENDS)";
+    }
     if (n > 0) {
         rc = weir__lb_update(u, v, n, &ch, note_change, &line);
         if (rc != WEIR_OK) {

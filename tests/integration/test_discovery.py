@@ -465,9 +465,9 @@ def test_admin_api_metrics_and_reload(backend, dnsmasq, start_proc, tmp_path):
         r = adm.call("POST", "/api/reload")
         assert r.status == 200, r.json
         assert set(members(adm)) == {bs[0].addr}
-        # A changed discovery resolves anew.
-        dns.set_hosts({"svc.test": ips})
-        path.write_text(text.replace('update_frequency = "1s"', 'update_frequency = "2s"'))
+        # Other names resolve anew, at the reload.
+        dns.set_hosts({"svc.test": ips[:1], "svc2.test": ips})
+        path.write_text(text.replace("svc.test:", "svc2.test:"))
         r = adm.call("POST", "/api/reload")
         assert r.status == 200, r.json
         wait_members(adm, [b.addr for b in bs])
@@ -536,3 +536,33 @@ def test_grpc_calls_reach_backends_added_while_a_channel_streams(dnsmasq, start_
     finally:
         for b in [first] + added:
             b.stop()
+
+
+def test_reloads_while_lookups_hang(backend, fake_dns, start_proc, tmp_path):
+    """Reloads while rounds wait on a server that never answers: each reload
+    cancels the round in flight (its late answer is dropped), the members
+    stay, and the first answer after the server heals applies once."""
+    b = backend(B.fixed(b"kept"))
+    dns = fake_dns()
+    dns.records[("svc.test", dnsutil.A)] = ["127.0.0.1"]
+    port, aport = free_port(), free_port()
+    text = config(port, aport, ["svc.test:%d" % b.port], dns.port,
+                  extra='dns_timeout = "2s"\n')
+    w, adm, path = start_weir(start_proc, tmp_path, text)
+    assert members(adm) == {b.addr: 1}
+    dns.mode = "silent"
+    for i in range(4):
+        seen = dns.queries()
+        wait_for(lambda: dns.queries() > seen, what="a query in flight")
+        # Alternate the settings so that every other reload starts discovery
+        # anew and the others keep it.
+        path.write_text(text.replace('"2s"', '"3s"') if i % 2 else text)
+        r = adm.call("POST", "/api/reload")
+        assert r.status == 200, r.json
+        assert members(adm) == {b.addr: 1}
+        assert get(port) == (200, b"kept")
+    b2 = backend(B.fixed(b"new"), host="127.0.0.2", port=b.port)
+    dns.records[("svc.test", dnsutil.A)] = ["127.0.0.2"]
+    dns.mode = "ok"
+    wait_members(adm, [b2.addr], timeout=30)
+    assert get(port) == (200, b"new")

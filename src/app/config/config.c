@@ -32,6 +32,7 @@
 #include "weir/addr.h"
 
 bool weir__config_resolve_names = true;
+weir_lb_target *(*weir__config_discovered)(const char *name, const char *spec, size_t *n);
 
 /* ---- [basic] ---- */
 

@@ -149,7 +149,7 @@ struct weir_cfg_upstream {
      * resolves again and again (weir_lookup_dns_new); "static" (0)
      * resolves them once here. */
     int discovery;        /* WEIR_CFG_DISCOVERY_* */
-    char *discovery_spec; /* every discovery setting as one string: same = unchanged */
+    char *discovery_spec; /* what the lookups ask, as one string: same = same backends */
     weir_dns_options dns; /* names, servers (owned) and the dns_* settings */
     int discovery_line;
 };
@@ -310,6 +310,12 @@ void weir__cfg_errors_free(weir_cfg_errors *errs);
 /* When false, hostnames in upstream addresses are an error instead of
  * being resolved (fuzzing must not query DNS). Default true. */
 extern bool weir__config_resolve_names;
+
+/* Set while a reload loads the new file: the backends the running
+ * upstream `name` found with the same discovery_spec (malloc'd, *n of
+ * them; NULL if none), for the new one to start from instead of
+ * resolving at load, blocking, what the running one already knows. */
+extern weir_lb_target *(*weir__config_discovered)(const char *name, const char *spec, size_t *n);
 
 /* The embedded default configuration (TOML text). */
 extern const char weir__default_config[];

@@ -218,9 +218,11 @@ bool weir__cfg_discovery_entry(loader *ld, weir_cfg_upstream *u, const char *tex
     return true;
 }
 
-/* discovery_spec: every setting, so that a reload can tell whether the
- * upstream discovers the same way (and may start from what the running
- * one found). */
+/* discovery_spec: what the lookups ask (the kind, the family, the search
+ * domains and the names), so that a reload can tell whether the upstream
+ * looks for the same backends, and may start from what the running one
+ * found when its names do not resolve. Timeouts, intervals and the
+ * servers asked do not change what is looked for. */
 static char *spec_of(const weir_cfg_upstream *u)
 {
     char *s = NULL;
@@ -229,8 +231,7 @@ static char *spec_of(const weir_cfg_upstream *u)
     if (!f)
         return NULL;
     const weir_dns_options *o = &u->dns;
-    fprintf(f, "%d|%u|%u|%u|%d|%s", u->discovery, o->interval_ms, o->min_ttl_ms, o->timeout_ms,
-            o->family, o->servers ? o->servers : "");
+    fprintf(f, "%d|%d", u->discovery, o->family);
     for (size_t i = 0; i < o->n_search; i++)
         fprintf(f, "|s:%s", o->search[i]);
     for (size_t i = 0; i < o->n_names; i++)
@@ -259,7 +260,14 @@ void weir__cfg_start_discovery(loader *ld, weir_cfg_upstream *u, const char *sec
     size_t n = 0;
     uint32_t ttl_ms = 0;
     int rc = WEIR_ERR;
-    if (weir__config_resolve_names) {
+    bool known = false;
+    if (weir__config_discovered && u->discovery_spec &&
+        (v = weir__config_discovered(u->name, u->discovery_spec, &n)) && n) {
+        /* A reload: start from what the running upstream found; the first
+         * round comes at once, without holding the reload up. */
+        known = true;
+        rc = WEIR_OK;
+    } else if (weir__config_resolve_names) {
         rc = weir_lookup_dns_now(&u->dns, &v, &n, &ttl_ms, err, sizeof(err));
         if (rc == WEIR_ERR_INVAL)
             weir__cfg_err_at(ld, u->discovery_line, "[%s]: discovery: %s", section, err);
@@ -279,11 +287,11 @@ void weir__cfg_start_discovery(loader *ld, weir_cfg_upstream *u, const char *sec
     free(v);
     /* After a full answer the next round is due at its TTL; otherwise as
      * soon as the control thread runs. */
-    svc.first_ms = rc == WEIR_OK && n ? (ttl_ms ? ttl_ms : svc.interval_ms) : 0;
+    svc.first_ms = rc == WEIR_OK && n && !known ? (ttl_ms ? ttl_ms : svc.interval_ms) : 0;
     if (weir_upstream_set_lookup(u->lb, &svc) != WEIR_OK) {
         svc.free(svc.ud);
         weir__cfg_err_at(ld, u->discovery_line, "[%s]: out of memory", section);
-    } else if (weir__config_resolve_names && rc != WEIR_ERR_INVAL) {
+    } else if (weir__config_resolve_names && !known && rc != WEIR_ERR_INVAL) {
         weir_upstream_note_lookup(u->lb, rc != WEIR_OK ? err : n ? NULL : "empty answer");
     }
 }
