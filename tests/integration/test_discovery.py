@@ -9,6 +9,7 @@ truncated or silent answer keeps the last good members (and is counted),
 the admin API refuses edits it would lose, and a reload keeps what was
 found.
 """
+import calendar
 import http.client
 import re
 import subprocess
@@ -566,3 +567,31 @@ def test_reloads_while_lookups_hang(backend, fake_dns, start_proc, tmp_path):
     dns.mode = "ok"
     wait_members(adm, [b2.addr], timeout=30)
     assert get(port) == (200, b"new")
+
+
+def rfc3339_ms(text):
+    t = time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+    return int(calendar.timegm(t)) * 1000 + int(text[20:23])
+
+
+@pytest.mark.parametrize("ttl, extra, want_ms", [
+    (3600, 'update_frequency = "2s"\n', 2000),             # bounded above
+    (1, 'update_frequency = "30s"\n', 1000),               # the TTL, not the interval
+    (0, 'update_frequency = "30s"\n', 1000),               # dns_min_ttl's default
+    (1, 'update_frequency = "30s"\ndns_min_ttl = "3s"\n', 3000),
+])
+def test_the_records_ttl_plans_the_next_round(ttl, extra, want_ms, fake_dns, start_proc,
+                                               tmp_path):
+    dns = fake_dns(ttl=ttl)
+    dns.records[("svc.test", dnsutil.A)] = ["127.0.0.2"]
+    port, aport = free_port(), free_port()
+    text = config(port, aport, ["svc.test:80"], dns.port).replace(
+        'update_frequency = "1s"\n', extra)
+    w, adm, _ = start_weir(start_proc, tmp_path, text)
+    wait_for(lambda: upstream(adm)["discovery"]["rounds"] >= 2, what="a round")
+    d = upstream(adm)["discovery"]
+    assert d["next_round"] and d["last_success"], d
+    gap = rfc3339_ms(d["next_round"]) - rfc3339_ms(d["last_success"])
+    # Both times are taken together when a round ends; the slack is for a
+    # slow (sanitizer) build, far below the differences that matter here.
+    assert want_ms - 900 <= gap <= want_ms + 900, (gap, d)
