@@ -156,6 +156,7 @@ def compression(tmp, n):
                 cfg = os.path.join(tmp, "weir-%s.toml" % enc)
                 with open(cfg, "w") as f:
                     f.write('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n'
+                            'keepalive_requests = 1000000\n'
                             '[locations.l]\nupstream = "u"\nplugins = ["c"]\n'
                             '[upstreams.u]\naddrs = ["127.0.0.1:%d"]\n'
                             '[plugins.c]\ncategory = "compression"\n%s\n' % (port, bport, keys))
@@ -195,6 +196,7 @@ def static(tmp, duration):
             cfg = os.path.join(tmp, "weir-static.toml")
             with open(cfg, "w") as f:
                 f.write('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n'
+                        'keepalive_requests = 1000000\n'
                         '[locations.l]\nplugins = ["d"]\n'
                         '[plugins.d]\ncategory = "directory"\npath = "%s"\n' % (port, site))
             p = start([WEIR, "-c", cfg, "--threads", "1"], port, name)

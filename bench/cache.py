@@ -79,6 +79,7 @@ def conf_weir(d, port, oport, memory):
         f.write("""[servers.s]
 addr = "127.0.0.1:%d"
 locations = ["l"]
+keepalive_requests = 1000000
 [caches.default]
 memory = "%s"
 [plugins.c]

@@ -70,7 +70,7 @@ def conf_weir(d, port, bport, tls):
         srv_cert = 'certificates = ["c"]\n'
     text = ('[basic]\nthreads = 1\nlog_level = "warn"\n\n%s'
             '[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n%s'
-            'keepalive_timeout = "300s"\n\n'
+            'keepalive_timeout = "300s"\nkeepalive_requests = 1000000\n\n'
             '[locations.l]\nupstream = "u"\n\n'
             '[upstreams.u]\naddrs = ["127.0.0.1:%d"]\n' % (cert, port, srv_cert, bport))
     path = os.path.join(d, "weir.toml")

@@ -126,7 +126,9 @@ http { access_log off; keepalive_requests 1000000;
 
 def config(tmp, name, backend_port, port):
     plugins, loc = VARIANTS[name][:2]
-    text = ('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n%s'
+    text = ('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n'
+            'keepalive_requests = 1000000\n'
+            '%s'
             '[locations.l]\nupstream = "u"\n%s\n[upstreams.u]\naddrs = ["127.0.0.1:%d"]\n'
             % (port, plugins, loc, backend_port))
     path = os.path.join(tmp, "weir-%s.toml" % name.replace(" ", "_"))

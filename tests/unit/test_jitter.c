@@ -49,3 +49,22 @@ Test(jitter, random_values_stay_in_bounds_and_spread)
     cr_assert_lt(lo, 9100);
     cr_assert_gt(hi, 10900);
 }
+
+/* The 64-bit path (ms below 2^32) gives exactly what 128-bit math does. */
+Test(jitter, fast_path_matches_exact_math)
+{
+    const uint64_t ms_v[] = {
+        1, 7, 999, 1000, 3600000, 86400000, UINT32_MAX - 1, UINT32_MAX, (uint64_t)UINT32_MAX + 1};
+    const uint32_t rnd_v[] = {0,         1, 12345, UINT32_MAX / 3, UINT32_MAX / 2, UINT32_MAX - 1,
+                              UINT32_MAX};
+    for (size_t i = 0; i < sizeof(ms_v) / sizeof(ms_v[0]); i++) {
+        for (size_t k = 0; k < sizeof(rnd_v) / sizeof(rnd_v[0]); k++) {
+            uint64_t ms = ms_v[i];
+            unsigned __int128 span = (unsigned __int128)ms * 20 / 100;
+            uint64_t want = ms - (uint64_t)((unsigned __int128)ms * 10 / 100) +
+                            (uint64_t)(span * rnd_v[k] / UINT32_MAX);
+            cr_expect_eq(weir__jitter_ms_with(ms, rnd_v[k]), want ? want : 1, "ms %llu rnd %u",
+                         (unsigned long long)ms, rnd_v[k]);
+        }
+    }
+}
