@@ -19,6 +19,7 @@
 #include "http/msg.h"
 #include "net/conn_limit.h"
 #include "net/sock.h"
+#include "net/splice.h"
 #include "net/tls.h"
 #include "net/upool.h"
 #include "proxy/service.h"
@@ -121,14 +122,11 @@ struct weir_session {
     bool up_reused; /* the connection came from the keep-alive pool */
     bool tunnel;    /* a 101 turned the exchange into a byte tunnel */
     /* A tunnel between two plain sockets moves bytes with splice(2)
-     * through a pipe per direction (0: client to backend), never through
-     * user space. */
-    bool splicing;
+     * (direction 0: client to backend), never through user space. */
+    weir_splice sp;
     bool half_closed; /* the client's side of the tunnel ended; the backend's goes on */
-    int pipes[2][2];
-    uint32_t in_pipe[2];
-    char *resp_buf; /* the released upstream's read buffer: the response
-                       head's slices point into it until the session ends */
+    char *resp_buf;   /* the released upstream's read buffer: the response
+                         head's slices point into it until the session ends */
     uint32_t resp_buf_cap;
     bool up_filter_done; /* upstream_request_filter ran and proxy headers were added */
     bool added_set;      /* weir_session_set_added_headers chose `added` */

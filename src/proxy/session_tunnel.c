@@ -2,25 +2,17 @@
  * session_tunnel.c - a session after a 101: bytes both ways until either
  * side closes, with splice(2) between two plain sockets (see session.c).
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <string.h>
-#include <unistd.h>
+#include <sys/socket.h>
 
 #include "core/log.h"
+#include "net/splice.h"
 #include "proxy/session-t.h"
 
 /* Moves bytes both ways; the first side to close (or fail) ends both:
  * the other gets a FIN, not a reset, and neither connection is reused. */
 void weir__session_end_splice(weir_session *s)
 {
-    if (!s->splicing)
-        return;
-    for (int d = 0; d < 2; d++) {
-        close(s->pipes[d][0]);
-        close(s->pipes[d][1]);
-    }
-    s->splicing = false;
+    weir__splice_close(&s->sp);
 }
 
 /* Switches a drained tunnel between plain sockets to splice. */
@@ -31,64 +23,18 @@ static bool try_splice(weir_session *s)
         !weir__conn_queue_empty(a) || !weir__conn_queue_empty(b) || s->req_pump.queued ||
         s->resp_pump.queued)
         return false;
-    if (pipe2(s->pipes[0], O_NONBLOCK | O_CLOEXEC) < 0)
-        return false;
-    if (pipe2(s->pipes[1], O_NONBLOCK | O_CLOEXEC) < 0) {
-        close(s->pipes[0][0]);
-        close(s->pipes[0][1]);
-        return false;
-    }
-    s->in_pipe[0] = s->in_pipe[1] = 0;
-    s->splicing = true;
-    return true;
+    return weir__splice_open(&s->sp) == 0;
 }
 
-/* One direction: src socket -> pipe -> dst socket. WEIR_AGAIN, WEIR_DONE
- * (src closed and all it sent went out) or -errno. */
+/* One direction, counting what the exchange x read. */
 static int splice_dir(weir_session *s, int d, weir_conn *src, weir_conn *dst, weir_exchange *x)
 {
-    const unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-    for (;;) {
-        bool moved = false;
-        if (s->in_pipe[d] > 0 && dst->writable) {
-            ssize_t n = splice(s->pipes[d][0], NULL, dst->io.fd, NULL, s->in_pipe[d], fl);
-            if (n > 0) {
-                s->in_pipe[d] -= (uint32_t)n;
-                dst->bytes_out += (uint64_t)n;
-                moved = true;
-            } else if (n < 0 && errno == EAGAIN) {
-                dst->writable = false;
-            } else if (n < 0 && errno != EINTR) {
-                return -errno;
-            }
-        }
-        if (s->in_pipe[d] == 0 && src->eof)
-            return WEIR_DONE;
-        if (s->in_pipe[d] < 65536 && src->readable) {
-            ssize_t n = splice(src->io.fd, NULL, s->pipes[d][1], NULL, 65536 - s->in_pipe[d], fl);
-            if (n > 0) {
-                s->in_pipe[d] += (uint32_t)n;
-                src->bytes_in += (uint64_t)n;
-                x->bytes_in += (uint64_t)n;
-                moved = true;
-            } else if (n == 0) {
-                src->eof = true;
-                src->readable = false;
-                moved = true;
-            } else if (errno == EAGAIN) {
-                src->readable = false;
-            } else if (errno != EINTR) {
-                return -errno;
-            }
-        }
-        if (!moved)
-            return WEIR_AGAIN;
-    }
+    return weir__splice_dir(&s->sp, d, src, dst, &x->bytes_in);
 }
 
 void weir__session_step_tunnel(weir_session *s)
 {
-    if (s->splicing) {
+    if (s->sp.on) {
         int up =
             s->half_closed ? WEIR_DONE : splice_dir(s, 0, s->origin.conn, &s->up->conn, s->down);
         if (up == WEIR_DONE && !s->half_closed) {

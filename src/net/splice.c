@@ -1,0 +1,79 @@
+/*
+ * splice.c - socket to pipe to socket (see splice.h).
+ */
+#include "net/splice.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "weir/types.h"
+
+int weir__splice_open(weir_splice *sp)
+{
+    if (pipe2(sp->pipes[0], O_NONBLOCK | O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(sp->pipes[1], O_NONBLOCK | O_CLOEXEC) < 0) {
+        int e = errno;
+        close(sp->pipes[0][0]);
+        close(sp->pipes[0][1]);
+        return -e;
+    }
+    sp->in_pipe[0] = sp->in_pipe[1] = 0;
+    sp->on = true;
+    return 0;
+}
+
+void weir__splice_close(weir_splice *sp)
+{
+    if (!sp->on)
+        return;
+    for (int d = 0; d < 2; d++) {
+        close(sp->pipes[d][0]);
+        close(sp->pipes[d][1]);
+    }
+    sp->on = false;
+}
+
+int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uint64_t *moved_in)
+{
+    const unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+    for (;;) {
+        bool moved = false;
+        if (sp->in_pipe[d] > 0 && dst->writable) {
+            ssize_t n = splice(sp->pipes[d][0], NULL, dst->io.fd, NULL, sp->in_pipe[d], fl);
+            if (n > 0) {
+                sp->in_pipe[d] -= (uint32_t)n;
+                dst->bytes_out += (uint64_t)n;
+                moved = true;
+            } else if (n < 0 && errno == EAGAIN) {
+                dst->writable = false;
+            } else if (n < 0 && errno != EINTR) {
+                return -errno;
+            }
+        }
+        if (sp->in_pipe[d] == 0 && src->eof)
+            return WEIR_DONE;
+        if (sp->in_pipe[d] < WEIR_SPLICE_PIPE && src->readable) {
+            ssize_t n = splice(src->io.fd, NULL, sp->pipes[d][1], NULL,
+                               WEIR_SPLICE_PIPE - sp->in_pipe[d], fl);
+            if (n > 0) {
+                sp->in_pipe[d] += (uint32_t)n;
+                src->bytes_in += (uint64_t)n;
+                if (moved_in)
+                    *moved_in += (uint64_t)n;
+                moved = true;
+            } else if (n == 0) {
+                src->eof = true;
+                src->readable = false;
+                moved = true;
+            } else if (errno == EAGAIN) {
+                src->readable = false;
+            } else if (errno != EINTR) {
+                return -errno;
+            }
+        }
+        if (!moved)
+            return WEIR_AGAIN;
+    }
+}
