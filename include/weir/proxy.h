@@ -207,6 +207,18 @@ typedef struct weir_proxy_options {
      */
     weir_cidr trusted_proxies[WEIR_MAX_TRUSTED_PROXIES];
     uint32_t n_trusted_proxies;
+    /*
+     * Every connection starts with a PROXY protocol header (v1 or v2, as
+     * HAProxy's send-proxy / send-proxy-v2 and cloud load balancers send
+     * it), before TLS. Only peers in trusted_proxies may connect; others
+     * are closed at accept. The client address it carries replaces the
+     * peer's for everything after (logs, X-Forwarded-For, X-Real-IP,
+     * hashing, the trusted-proxy check of identity headers); a v2 LOCAL
+     * header (the balancer's own health check) keeps the peer's. A
+     * missing or malformed header closes the connection (the header
+     * timeout bounds the wait).
+     */
+    bool proxy_protocol;
     bool no_forwarded_headers; /* don't add X-Forwarded-For/-Proto, X-Real-IP */
     bool no_via;               /* don't add Via */
     bool no_request_id;        /* don't add X-Request-Id to requests that lack one */

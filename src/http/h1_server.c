@@ -9,9 +9,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/jitter.h"
+#include "net/proxy_proto.h"
 #include "core/log.h"
 #include "core/pool.h"
 #include "net/sock.h"
@@ -28,6 +30,8 @@ __attribute__((constructor)) static void register_class(void)
 static const char *state_name(weir_h1s_state s)
 {
     switch (s) {
+    case WEIR_H1S_PROXY:
+        return "proxy";
     case WEIR_H1S_HANDSHAKE:
         return "handshake";
     case WEIR_H1S_IDLE:
@@ -46,8 +50,8 @@ static const char *state_name(weir_h1s_state s)
 
 static void set_state(weir_h1s *h, weir_h1s_state to)
 {
-    /* Legal moves: handshake->head, idle<->head, head->active, active->idle/head,
-     * any->closed. */
+    /* Legal moves: proxy->handshake/head, handshake->head, idle<->head,
+     * head->active, active->idle/head, any->closed. */
     assert(to == WEIR_H1S_CLOSED || h->state != WEIR_H1S_CLOSED);
     assert(to != WEIR_H1S_ACTIVE || h->state == WEIR_H1S_HEAD);
     weir_log_debug("h1s %p: %s -> %s", (void *)h, state_name(h->state), state_name(to));
@@ -176,7 +180,10 @@ static void handshake_failed(weir_h1s *h, const char *why)
 static void header_timeout(weir_timer *t)
 {
     weir_h1s *h = weir_container_of(t, weir_h1s, timer);
-    if (h->state == WEIR_H1S_HANDSHAKE)
+    if (h->state == WEIR_H1S_PROXY) {
+        weir_log_info("client %s: no PROXY header in time: closed", h->ip);
+        close_conn(h, false);
+    } else if (h->state == WEIR_H1S_HANDSHAKE)
         handshake_failed(h, "timed out");
     else if (h->state == WEIR_H1S_HEAD && h->conn.rend > 0)
         refuse(h, 408, "request head not received in time", NULL);
@@ -202,6 +209,7 @@ static void start_linger(weir_h1s *h)
 }
 
 static void try_head(weir_h1s *h);
+static void try_proxy(weir_h1s *h);
 
 /* The connection goes on as HTTP/2: h2_server takes the socket over. */
 static void switch_to_h2(weir_h1s *h)
@@ -242,7 +250,10 @@ static void io_cb(weir_io *io, uint32_t events)
 {
     weir_h1s *h = weir_container_of(io, weir_h1s, conn.io);
     weir__conn_on_events(&h->conn, events);
-    if (h->state == WEIR_H1S_HANDSHAKE) {
+    if (h->state == WEIR_H1S_PROXY) {
+        if (h->conn.readable || h->conn.eof || h->conn.error)
+            try_proxy(h);
+    } else if (h->state == WEIR_H1S_HANDSHAKE) {
         if (h->conn.readable || h->conn.writable)
             try_handshake(h);
     } else if (h->state == WEIR_H1S_ACTIVE)
@@ -509,6 +520,76 @@ static void try_head(weir_h1s *h)
     }
 }
 
+/* After the accept (and the PROXY header): the TLS handshake, or the
+ * first request head with the header timeout from the accept on. */
+static int start_conn(weir_h1s *h)
+{
+    weir_loop *loop = h->conn.loop;
+    if (h->cfg->tls) {
+        SSL *ssl = weir__tls_server_ssl(h->cfg->tls);
+        if (!ssl) {
+            close_conn(h, true);
+            return -ENOMEM;
+        }
+        weir__conn_set_tls(&h->conn, ssl);
+        h->state = WEIR_H1S_HANDSHAKE;
+        weir__timer_stop(loop, &h->timer);
+        weir__timer_start(loop, &h->timer, h->cfg->handshake_timeout_ms, header_timeout);
+        if (h->conn.readable)
+            try_handshake(h);
+        return 0;
+    }
+    if (h->state == WEIR_H1S_PROXY) {
+        set_state(h, WEIR_H1S_HEAD);
+        if (h->conn.readable)
+            try_head(h);
+        return 0;
+    }
+    set_state(h, WEIR_H1S_HEAD);
+    weir__timer_start(loop, &h->timer, h->cfg->header_timeout_ms, header_timeout);
+    return 0;
+}
+
+/*
+ * The PROXY header, peeked and then consumed exactly (whatever follows is
+ * the client's: TLS or HTTP, read by their own code). Its client address
+ * replaces the peer's for everything after: logs, X-Forwarded-For, hashing.
+ * A connection without a valid one is closed with a log line.
+ */
+static void try_proxy(weir_h1s *h)
+{
+    int fd = h->conn.io.fd;
+    uint8_t buf[WEIR_PP_MAX];
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        h->conn.readable = false;
+        return;
+    }
+    if (n <= 0) {
+        weir_log_debug("client %s: closed before its PROXY header", h->ip);
+        close_conn(h, false);
+        return;
+    }
+    weir_pp_header pp;
+    ssize_t r = weir__pp_parse(buf, (size_t)n, &pp);
+    if (r == 0) {
+        h->conn.readable = false; /* more comes with the next edge */
+        return;
+    }
+    if (r < 0 || pp.transport == SOCK_DGRAM || recv(fd, buf, (size_t)r, 0) != r) {
+        weir_log_info("client %s: %s: closed", h->ip,
+                      r < 0 ? "not a valid PROXY header" : "a PROXY header for a datagram");
+        close_conn(h, false);
+        return;
+    }
+    if (pp.has_addrs) {
+        memcpy(&h->peer, &pp.src, pp.src_len);
+        h->ip_len = (uint8_t)weir__addr_format_ip(&h->peer.sa, h->ip, sizeof(h->ip));
+    }
+    h->conn.readable = n > r;
+    start_conn(h);
+}
+
 int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
                      const weir_h1s_config *cfg, weir_h1s_list *list)
 {
@@ -537,21 +618,16 @@ int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockl
         h->next->prev = h;
     list->head = h;
     list->n++;
-    if (cfg->tls) {
-        SSL *ssl = weir__tls_server_ssl(cfg->tls);
-        if (!ssl) {
-            close_conn(h, true);
-            return -ENOMEM;
-        }
-        weir__conn_set_tls(&h->conn, ssl);
-        h->state = WEIR_H1S_HANDSHAKE;
-        weir__timer_start(loop, &h->timer, cfg->handshake_timeout_ms, header_timeout);
+    if (cfg->proxy_protocol) {
+        /* The PROXY header comes first, before TLS; the header timeout
+         * bounds it. */
+        h->state = WEIR_H1S_PROXY;
+        weir__timer_start(loop, &h->timer, cfg->header_timeout_ms, header_timeout);
+        h->conn.readable = true; /* it may be here already */
+        try_proxy(h);
         return 0;
     }
-    /* The first request gets the header timeout from the accept on. */
-    set_state(h, WEIR_H1S_HEAD);
-    weir__timer_start(loop, &h->timer, cfg->header_timeout_ms, header_timeout);
-    return 0;
+    return start_conn(h);
 }
 
 static void resume_head(void *arg)

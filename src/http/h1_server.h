@@ -34,6 +34,7 @@ typedef struct weir_h1s_config {
     struct weir_tls_server *tls; /* TLS listener; NULL = plain */
     uint32_t handshake_timeout_ms;
     bool h2c;                /* accept HTTP/2 with prior knowledge on a plain listener */
+    bool proxy_protocol;     /* connections start with a PROXY header (v1/v2) */
     uint32_t h2_max_streams; /* concurrent streams per HTTP/2 connection */
     uint32_t header_timeout_ms;
     uint32_t keepalive_timeout_ms;
@@ -55,6 +56,7 @@ typedef struct weir_h1s_config {
 } weir_h1s_config;
 
 typedef enum weir_h1s_state {
+    WEIR_H1S_PROXY,     /* reading the PROXY header: header timer */
     WEIR_H1S_HANDSHAKE, /* TLS handshake in progress: handshake timer */
     WEIR_H1S_IDLE,      /* between requests: no buffer, keep-alive timer */
     WEIR_H1S_HEAD,      /* reading a request head: header timer */

@@ -34,6 +34,7 @@
 #include "net/upool.h"
 #include "proxy/service.h"
 #include "proxy/handoff.h"
+#include "proxy/request_gate.h"
 #include "proxy/session-t.h"
 #include "proxy/subrequest.h"
 #include "weir/server.h"
@@ -521,6 +522,7 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         .tls = svc->opts.tls,
         .handshake_timeout_ms = svc->opts.tls_handshake_timeout_ms,
         .h2c = svc->opts.h2c,
+        .proxy_protocol = svc->opts.proxy_protocol,
         .h2_max_streams = svc->opts.h2_max_concurrent_streams,
         .header_timeout_ms = svc->opts.client_header_timeout_ms,
         .keepalive_timeout_ms = svc->opts.keepalive_timeout_ms,
@@ -683,10 +685,21 @@ static void accept_ready(listener *l)
             return;
         }
         l->pause_ms = 0;
+        weir_service *svc = atomic_load_explicit(&l->addr->svc, memory_order_acquire);
+        if (svc->opts.proxy_protocol &&
+            !weir__cidr_match(svc->opts.trusted_proxies, svc->opts.n_trusted_proxies,
+                              (struct sockaddr *)&peer)) {
+            char ip[WEIR_ADDR_STRLEN];
+            weir__addr_format_ip((struct sockaddr *)&peer, ip, sizeof(ip));
+            weir_log_warn("client %s on %s: not a trusted proxy, and the listener expects the "
+                          "PROXY protocol: closed",
+                          ip, l->addr->text);
+            close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen,
-                         &atomic_load_explicit(&l->addr->svc, memory_order_acquire)->h1, &w->conns);
+        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &svc->h1, &w->conns);
     }
     /* Fairness: leave the rest of the backlog for the next round. */
     weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);

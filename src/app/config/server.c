@@ -58,6 +58,7 @@ static const char *const server_keys[] = {"addr",
                                           "keepalive_time",
                                           "h2_max_connection_age",
                                           "h2_max_connection_age_grace",
+                                          "proxy_protocol",
                                           NULL};
 
 /* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
@@ -171,6 +172,14 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         o->keep_slashes = !merge;
     weir__cfg_get_bool(ld, t, "underscores_in_headers", section, &o->underscores_in_headers);
     load_trusted_proxies(ld, o, t, section);
+    weir_toml_entry pe;
+    if (weir__cfg_get_bool(ld, t, "proxy_protocol", section, &o->proxy_protocol) &&
+        o->proxy_protocol && !o->n_trusted_proxies && weir__cfg_entry_of(t, "proxy_protocol", &pe))
+        weir__cfg_err_at(ld, pe.line,
+                         "'proxy_protocol' in [%s] needs 'trusted_proxies': the addresses of the "
+                         "balancers that send the header (from anyone else it would let a client "
+                         "choose its own address)",
+                         section);
     int64_t v;
     if (weir__cfg_get_int(ld, t, "max_headers", section, 1, 1000, &v))
         o->max_headers = (uint32_t)v;
