@@ -390,7 +390,10 @@ static weir_lb_target *discovered_before(const char *name, const char *spec, siz
         weir_lb_target *v = calloc(n ? n : 1, sizeof(*v));
         size_t m = 0;
         if (info && v) {
-            n = weir_upstream_info(o->lb, info, n);
+            /* The running upstream may have grown since it was counted:
+             * never past what was allocated. */
+            size_t now = weir_upstream_info(o->lb, info, n);
+            n = now < n ? now : n;
             for (size_t j = 0; j < n; j++) {
                 if (info[j].draining)
                     continue;

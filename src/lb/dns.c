@@ -688,6 +688,10 @@ static int round_open(dns_round *r, char *err, size_t err_len)
         snprintf(err, err_len, "DNS servers '%s': %s", o->servers_csv, ares_strerror(rc));
         return -1;
     }
+    /* One count held while asking: c-ares answers some names (the hosts
+     * file, a cache) inside the call, and the round must not end before
+     * every name has been asked. */
+    r->pending++;
     for (size_t i = 0; i < o->n_names; i++) {
         name_result *nr = &r->res[i];
         nr->state = R_PENDING;
@@ -714,6 +718,7 @@ static int round_open(dns_round *r, char *err, size_t err_len)
         if (!ok)
             fail(&r->res[i], o->names[i].host, ARES_ENOMEM);
     }
+    r->pending--; /* the caller finishes the round if all answered at once */
     return 0;
 }
 

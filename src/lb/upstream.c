@@ -516,7 +516,8 @@ typedef struct target_slot {
     char text[64];
     uint64_t id;
     uint32_t weight;
-    bool dup; /* a repeat of an earlier target */
+    bool dup;        /* a repeat of an earlier target */
+    weir_backend *b; /* the member this set added for it, if any */
 } target_slot;
 
 /* Whether text is one of the targets (set: open addressing on id). */
@@ -590,6 +591,7 @@ int weir__lb_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb
             rc = WEIR_ERR_NOMEM;
             break;
         }
+        t[i].b = b;
         ch.added++;
         if (cb)
             cb(ctx, true, b->text);
@@ -617,6 +619,21 @@ int weir__lb_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb
             if (n_gone)
                 changed(u);
         }
+    }
+    /* A set that replaces every healthy member (a rotation of all the
+     * addresses) must not leave the upstream with none that serves until
+     * the newcomers pass `rise` checks: they then serve at once, as
+     * without health checks, and the checks asked for now take out those
+     * that fail. */
+    bool usable = false;
+    for (size_t i = 0; rc == WEIR_OK && ch.added && i < u->n_members && !usable; i++)
+        usable = atomic_load(&u->members[i]->healthy) && !atomic_load(&u->members[i]->draining);
+    if (rc == WEIR_OK && ch.added && !usable) {
+        for (size_t i = 0; i < n; i++) {
+            if (t[i].b)
+                atomic_store(&t[i].b->healthy, true);
+        }
+        changed(u);
     }
     pthread_mutex_unlock(&u->lock);
     ch.removed = n_gone;

@@ -595,3 +595,28 @@ def test_the_records_ttl_plans_the_next_round(ttl, extra, want_ms, fake_dns, sta
     # Both times are taken together when a round ends; the slack is for a
     # slow (sanitizer) build, far below the differences that matter here.
     assert want_ms - 900 <= gap <= want_ms + 900, (gap, d)
+
+
+def test_a_rotation_of_every_address_keeps_serving(backend, dnsmasq, start_proc, tmp_path):
+    """With health checks, newcomers wait for `rise` checks, unless the set
+    replaced every healthy member: then they serve at once (and the checks
+    take out those that fail), or the upstream would answer 503."""
+    ips = ["127.0.0.2", "127.0.0.3"]
+    old, new = same_port_backends(backend, ips)
+    dns = dnsmasq({"svc.test": ips[:1]})
+    port, aport = free_port(), free_port()
+    w, adm, _ = start_weir(start_proc, tmp_path,
+                           config(port, aport, ["svc.test:%d" % old.port], dns.port,
+                                  extra='health_check = "http:///health"\n'
+                                        'health_check_interval = "1s"\n'
+                                        'health_check_rise = 3\n'))
+    wait_for(lambda: all(b["healthy"] for b in upstream(adm)["backends"]), what="healthy")
+    load = Load(port, clients=2)
+    try:
+        wait_for(lambda: old.request_count() > 10, what="traffic")
+        dns.set_hosts({"svc.test": ips[1:]})
+        wait_members(adm, [new.addr])
+        wait_for(lambda: new.request_count() > 20, what="traffic on the new address")
+    finally:
+        statuses, errors = load.stop()
+    assert errors == [] and set(statuses) == {200}, (statuses, errors[:5])
