@@ -452,6 +452,16 @@ static bool lookup_addr(dns_round *r, size_t name, long target, const char *host
         return false;
     *q = (query){.r = r, .name = name, .target = target};
     struct ares_addrinfo_hints h = hints_of(r->o);
+    /* An SRV target is absolute (RFC 2782): with its root dot, no search
+     * domain is tried before it (c-ares strips the dot from the record). */
+    char abs[300];
+    size_t len = strlen(host);
+    if (target >= 0 && len && host[len - 1] != '.' && len + 2 <= sizeof(abs)) {
+        memcpy(abs, host, len);
+        abs[len] = '.';
+        abs[len + 1] = '\0';
+        host = abs;
+    }
     r->pending++;
     ares_getaddrinfo(r->ch, host, NULL, &h, addr_answer, q); /* may answer at once */
     return true;
