@@ -152,6 +152,7 @@ int weir_server_update_aging(weir_server *srv, const char *listen_addr,
 typedef struct weir_server_stats {
     uint64_t client_connections;    /* open HTTP/1 client connections, all workers */
     uint64_t client_connections_h2; /* open HTTP/2 client connections */
+    uint64_t tcp_sessions;          /* open TCP (L4) sessions (weir/l4.h) */
     uint64_t pool_idle;             /* idle upstream connections in the shared pool */
     uint64_t pool_migrations;       /* idle connections taken over by another worker */
     int workers;

@@ -7,6 +7,7 @@
 #include "weir/addr.h"
 #include "weir/cache.h"
 #include "weir/headers.h"
+#include "weir/l4.h"
 #include "weir/lb.h"
 #include "weir/log.h"
 #include "weir/peer.h"

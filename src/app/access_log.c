@@ -50,6 +50,14 @@ enum part_kind {
     P_CONNECT_TIME,
     P_TLS_VERSION,
     P_TLS_CIPHER,
+    /* TCP sessions' (weir/l4.h) */
+    P_UP_BYTES_SENT,
+    P_UP_BYTES_RECEIVED,
+    P_SESSION_TIME,
+    P_SERVER_ADDR,
+    P_SERVER,
+    P_ERROR,
+    P_ATTEMPTS,
 };
 
 typedef struct part {
@@ -61,6 +69,7 @@ typedef struct part {
 struct weir_access_log {
     part *parts;
     size_t n;
+    bool tcp; /* for a TCP server: rendered by weir__access_log_render_tcp */
 };
 
 static const struct {
@@ -126,6 +135,51 @@ static const struct {
     {"tiny", "{method} {uri} {status} {size} - {latency_human}"},
 };
 
+/* A TCP server's variables: nginx stream's names, with the HTTP ones
+ * that mean the same there. */
+static const struct {
+    const char *name;
+    enum part_kind kind;
+} tcp_vars[] = {
+    {"client_ip", P_CLIENT_IP},
+    {"remote_addr", P_CLIENT_IP},
+    {"status", P_STATUS},
+    {"upstream_addr", P_UPSTREAM_ADDR},
+    {"when", P_WHEN},
+    {"when_utc_iso", P_WHEN_ISO},
+    {"when_unix", P_WHEN_UNIX},
+    {"termination", P_TERMINATION},
+    {"protocol", P_PROTOCOL},
+    {"bytes_sent", P_SIZE},
+    {"size", P_SIZE},
+    {"size_human", P_SIZE_HUMAN},
+    {"bytes_received", P_PAYLOAD},
+    {"payload_size", P_PAYLOAD},
+    {"payload_size_human", P_PAYLOAD_HUMAN},
+    {"upstream_bytes_sent", P_UP_BYTES_SENT},
+    {"upstream_bytes_received", P_UP_BYTES_RECEIVED},
+    {"session_time", P_SESSION_TIME},
+    {"latency", P_LATENCY},
+    {"latency_human", P_LATENCY_HUMAN},
+    {"upstream_connect_time", P_CONNECT_TIME},
+    {":upstream_connect_time", P_CONNECT_TIME},
+    {"server_addr", P_SERVER_ADDR},
+    {"server", P_SERVER},
+    {"error", P_ERROR},
+    {"attempts", P_ATTEMPTS},
+};
+
+static const struct {
+    const char *name;
+    const char *format;
+} tcp_presets[] = {
+    /* nginx stream's "basic", with where it went and how it ended */
+    {"basic", "{client_ip} [{when}] {protocol} {status} {bytes_sent} {bytes_received} "
+              "{session_time} \"{upstream_addr}\" {termination}"},
+    {"main", "{client_ip} [{when}] {protocol} {status} {bytes_sent} {bytes_received} "
+             "{session_time} \"{upstream_addr}\" {termination}"},
+};
+
 void weir__access_log_free(weir_access_log *log)
 {
     if (!log)
@@ -156,19 +210,38 @@ static int push(weir_access_log *log, enum part_kind kind, const char *text, siz
     return 0;
 }
 
-weir_access_log *weir__access_log_compile(const char *format, char *err, size_t err_len)
+/* The variable called name[0..len) in the table of the log's kind. */
+static bool push_var(weir_access_log *log, const char *name, size_t len, bool *oom)
+{
+    size_t n = log->tcp ? sizeof(tcp_vars) / sizeof(tcp_vars[0]) : sizeof(vars) / sizeof(vars[0]);
+    for (size_t i = 0; i < n; i++) {
+        const char *vn = log->tcp ? tcp_vars[i].name : vars[i].name;
+        if (strlen(vn) == len && memcmp(vn, name, len) == 0) {
+            *oom = push(log, log->tcp ? tcp_vars[i].kind : vars[i].kind, NULL, 0) < 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static weir_access_log *compile(const char *format, bool tcp, char *err, size_t err_len)
 {
     if (strcmp(format, "off") == 0) {
         snprintf(err, err_len, "off");
         return NULL;
     }
-    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+    for (size_t i = 0; !tcp && i < sizeof(presets) / sizeof(presets[0]); i++) {
         if (strcmp(format, presets[i].name) == 0)
             format = presets[i].format;
+    }
+    for (size_t i = 0; tcp && i < sizeof(tcp_presets) / sizeof(tcp_presets[0]); i++) {
+        if (strcmp(format, tcp_presets[i].name) == 0)
+            format = tcp_presets[i].format;
     }
     weir_access_log *log = calloc(1, sizeof(*log));
     if (!log)
         goto oom;
+    log->tcp = tcp;
     if (strcmp(format, "json") == 0) {
         if (push(log, P_JSON, NULL, 0) < 0)
             goto oom;
@@ -196,16 +269,12 @@ weir_access_log *weir__access_log_compile(const char *format, char *err, size_t 
             }
             const char *name = p + 1;
             size_t len = (size_t)(end - name);
-            bool found = false;
-            for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-                if (strlen(vars[i].name) == len && memcmp(vars[i].name, name, len) == 0) {
-                    if (push(log, vars[i].kind, NULL, 0) < 0)
-                        goto oom;
-                    found = true;
-                }
-            }
+            bool oom = false;
+            bool found = push_var(log, name, len, &oom);
+            if (oom)
+                goto oom;
             /* Pingap's {>name} {<name} {~cookie} {$ENV} */
-            if (!found && len > 1 && (name[0] == '>' || name[0] == '<' || name[0] == '~')) {
+            if (!found && !tcp && len > 1 && (name[0] == '>' || name[0] == '<' || name[0] == '~')) {
                 enum part_kind k = name[0] == '>'   ? P_REQ_HEADER
                                    : name[0] == '<' ? P_RESP_HEADER
                                                     : P_COOKIE;
@@ -228,17 +297,18 @@ weir_access_log *weir__access_log_compile(const char *format, char *err, size_t 
                     goto oom;
                 found = true;
             }
-            if (!found && len > 15 && memcmp(name, "request_header:", 15) == 0) {
+            if (!found && !tcp && len > 15 && memcmp(name, "request_header:", 15) == 0) {
                 if (push(log, P_REQ_HEADER, name + 15, len - 15) < 0)
                     goto oom;
                 found = true;
-            } else if (!found && len > 16 && memcmp(name, "response_header:", 16) == 0) {
+            } else if (!found && !tcp && len > 16 && memcmp(name, "response_header:", 16) == 0) {
                 if (push(log, P_RESP_HEADER, name + 16, len - 16) < 0)
                     goto oom;
                 found = true;
             }
             if (!found) {
-                snprintf(err, err_len, "unknown variable '{%.*s}'", (int)len, name);
+                snprintf(err, err_len, "unknown variable '{%.*s}'%s", (int)len, name,
+                         tcp ? " for a TCP server (it has no request: see docs/config.md)" : "");
                 goto fail;
             }
             p = end + 1;
@@ -261,6 +331,16 @@ oom:
 fail:
     weir__access_log_free(log);
     return NULL;
+}
+
+weir_access_log *weir__access_log_compile(const char *format, char *err, size_t err_len)
+{
+    return compile(format, false, err, err_len);
+}
+
+weir_access_log *weir__access_log_compile_tcp(const char *format, char *err, size_t err_len)
+{
+    return compile(format, true, err, err_len);
 }
 
 typedef struct out {
@@ -355,13 +435,33 @@ static void put_human_time(out *o, int64_t us)
         put_fmt(o, "%.1fs", (double)us / 1e6);
 }
 
+/* The time now: P_WHEN (2026-12-01T10:00:00Z), P_WHEN_ISO (with
+ * milliseconds) or P_WHEN_UNIX (milliseconds since the epoch). */
+static void put_time(out *o, enum part_kind kind)
+{
+    struct timespec ts;
+    struct tm tm;
+    char tmp[64];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (kind == P_WHEN_UNIX) {
+        put_fmt(o, "%.0f", (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000));
+        return;
+    }
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (kind == P_WHEN_ISO)
+        n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    else
+        tmp[n++] = 'Z';
+    put(o, tmp, n);
+}
+
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
                                const weir_session_stats *st, const char *location, char *buf,
                                size_t buf_len)
 {
     weir_str loc = location ? (weir_str){location, strlen(location)} : WEIR_STR("-");
     out o = {buf, 0, buf_len};
-    char tmp[64];
     for (size_t i = 0; i < log->n; i++) {
         const part *p = &log->parts[i];
         switch (p->kind) {
@@ -401,15 +501,11 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
         case P_SIZE:
             put_fmt(&o, "%.0f", (double)st->bytes_sent);
             break;
-        case P_WHEN: {
-            struct timespec ts;
-            struct tm tm;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            gmtime_r(&ts.tv_sec, &tm);
-            size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            put(&o, tmp, n);
+        case P_WHEN:
+        case P_WHEN_ISO:
+        case P_WHEN_UNIX:
+            put_time(&o, p->kind);
             break;
-        }
         case P_PROTOCOL: {
             int v = weir_session_http_version(s);
             if (v == 20)
@@ -434,15 +530,11 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
             put(&o, st->termination, 2);
             break;
         case P_JSON: {
-            struct timespec ts;
-            struct tm tm;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            gmtime_r(&ts.tv_sec, &tm);
-            size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%SZ", &tm);
             weir_headers *rq = weir_session_req_headers(s);
             int v = weir_session_http_version(s);
-            PUT_LIT(&o, "{\"time\":");
-            put_json_str(&o, (weir_str){tmp, n});
+            PUT_LIT(&o, "{\"time\":\"");
+            put_time(&o, P_WHEN);
+            PUT_LIT(&o, "\"");
             PUT_LIT(&o, ",\"client_ip\":");
             put_json_str(&o, weir_session_client_ip(s));
             PUT_LIT(&o, ",\"method\":");
@@ -501,22 +593,6 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
         case P_USER_AGENT:
             put_str(&o, weir_headers_get(weir_session_req_headers(s), "user-agent"));
             break;
-        case P_WHEN_ISO: {
-            struct timespec ts;
-            struct tm tm;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            gmtime_r(&ts.tv_sec, &tm);
-            size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
-            n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
-            put(&o, tmp, n);
-            break;
-        }
-        case P_WHEN_UNIX: {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            put_fmt(&o, "%.0f", (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000));
-            break;
-        }
         case P_SIZE_HUMAN:
             put_human_size(&o, st->bytes_sent);
             break;
@@ -560,6 +636,138 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
             put_str(&o, h ? weir_headers_get(h, p->text) : WEIR_STR_NULL);
             break;
         }
+        default: /* TCP-only kinds: compile never makes them */
+            break;
+        }
+    }
+    buf[o.len] = '\0';
+    return o.len;
+}
+
+/* seconds with milliseconds, as nginx's $session_time */
+static void put_seconds(out *o, int64_t us)
+{
+    if (us < 0)
+        put(o, "-", 1);
+    else
+        put_fmt(o, "%.3f", (double)us / 1e6);
+}
+
+static void put_tcp_json(out *o, weir_tcp_session *s, const weir_tcp_stats *st, const char *server)
+{
+    PUT_LIT(o, "{\"time\":\"");
+    put_time(o, P_WHEN);
+    PUT_LIT(o, "\",\"server\":");
+    put_json_str(o, (weir_str){server, strlen(server)});
+    PUT_LIT(o, ",\"server_addr\":");
+    const char *la = weir_tcp_session_listen_addr(s);
+    put_json_str(o, (weir_str){la, strlen(la)});
+    PUT_LIT(o, ",\"client_ip\":");
+    put_json_str(o, weir_tcp_session_client_ip(s));
+    PUT_LIT(o, ",\"protocol\":\"TCP\"");
+    put_fmt(o, ",\"status\":%.0f", st->status);
+    put_fmt(o, ",\"bytes_sent\":%.0f", (double)st->bytes_sent);
+    put_fmt(o, ",\"bytes_received\":%.0f", (double)st->bytes_received);
+    put_fmt(o, ",\"upstream_bytes_sent\":%.0f", (double)st->upstream_bytes_sent);
+    put_fmt(o, ",\"upstream_bytes_received\":%.0f", (double)st->upstream_bytes_received);
+    PUT_LIT(o, ",\"upstream_addr\":");
+    put_json_str(o, (weir_str){st->upstream_addr, strlen(st->upstream_addr)});
+    put_fmt(o, ",\"session_time\":%.3f", (double)st->session_time_us / 1e6);
+    if (st->connect_time_us >= 0)
+        put_fmt(o, ",\"upstream_connect_time\":%.3f", (double)st->connect_time_us / 1e6);
+    put_fmt(o, ",\"attempts\":%.0f", st->attempts);
+    PUT_LIT(o, ",\"termination\":");
+    put_json_str(o, (weir_str){st->termination, 2});
+    if (st->error) {
+        PUT_LIT(o, ",\"error\":");
+        put_json_str(o, (weir_str){st->error, strlen(st->error)});
+    }
+    PUT_LIT(o, "}");
+}
+
+size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session *s,
+                                   const weir_tcp_stats *st, const char *server, char *buf,
+                                   size_t buf_len)
+{
+    out o = {buf, 0, buf_len};
+    for (size_t i = 0; i < log->n; i++) {
+        const part *p = &log->parts[i];
+        switch (p->kind) {
+        case P_TEXT:
+            put(&o, p->text, p->len);
+            break;
+        case P_CLIENT_IP:
+            put_str(&o, weir_tcp_session_client_ip(s));
+            break;
+        case P_STATUS:
+            put_fmt(&o, "%.0f", st->status);
+            break;
+        case P_UPSTREAM_ADDR:
+            put(&o, st->upstream_addr, strlen(st->upstream_addr));
+            break;
+        case P_WHEN:
+        case P_WHEN_ISO:
+        case P_WHEN_UNIX:
+            put_time(&o, p->kind);
+            break;
+        case P_TERMINATION:
+            put(&o, st->termination, 2);
+            break;
+        case P_PROTOCOL:
+            PUT_LIT(&o, "TCP");
+            break;
+        case P_SIZE:
+            put_fmt(&o, "%.0f", (double)st->bytes_sent);
+            break;
+        case P_SIZE_HUMAN:
+            put_human_size(&o, st->bytes_sent);
+            break;
+        case P_PAYLOAD:
+            put_fmt(&o, "%.0f", (double)st->bytes_received);
+            break;
+        case P_PAYLOAD_HUMAN:
+            put_human_size(&o, st->bytes_received);
+            break;
+        case P_UP_BYTES_SENT:
+            put_fmt(&o, "%.0f", (double)st->upstream_bytes_sent);
+            break;
+        case P_UP_BYTES_RECEIVED:
+            put_fmt(&o, "%.0f", (double)st->upstream_bytes_received);
+            break;
+        case P_SESSION_TIME:
+            put_seconds(&o, st->session_time_us);
+            break;
+        case P_LATENCY:
+            put_fmt(&o, "%.3f", (double)st->session_time_us / 1000.0);
+            break;
+        case P_LATENCY_HUMAN:
+            put_human_time(&o, st->session_time_us);
+            break;
+        case P_CONNECT_TIME:
+            put_seconds(&o, st->connect_time_us);
+            break;
+        case P_SERVER_ADDR: {
+            const char *la = weir_tcp_session_listen_addr(s);
+            put(&o, la, strlen(la));
+            break;
+        }
+        case P_SERVER:
+            put(&o, server, strlen(server));
+            break;
+        case P_ERROR:
+            if (st->error)
+                put_str(&o, (weir_str){st->error, strlen(st->error)});
+            else
+                put(&o, "-", 1);
+            break;
+        case P_ATTEMPTS:
+            put_fmt(&o, "%.0f", st->attempts);
+            break;
+        case P_JSON:
+            put_tcp_json(&o, s, st, server);
+            break;
+        default: /* HTTP-only kinds: compile_tcp never makes them */
+            break;
         }
     }
     buf[o.len] = '\0';

@@ -36,4 +36,11 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
                                const weir_session_stats *st, const char *location, char *buf,
                                size_t buf_len);
 
+/* The same for a TCP server's sessions: its own variables (nginx stream's
+ * names) and presets ("basic", "main", "json"). */
+weir_access_log *weir__access_log_compile_tcp(const char *format, char *err, size_t err_len);
+size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session *s,
+                                   const weir_tcp_stats *st, const char *server, char *buf,
+                                   size_t buf_len);
+
 #endif

@@ -117,6 +117,7 @@ static const char *opts_change(const weir_proxy_options *x, const weir_proxy_opt
     SAME(h2c, "h2c");
     SAME(h2_max_concurrent_streams, "h2_max_concurrent_streams");
     SAME(n_trusted_proxies, "trusted_proxies");
+    SAME(proxy_protocol, "proxy_protocol");
 #undef SAME
     for (uint32_t i = 0; i < x->n_trusted_proxies; i++) {
         const weir_cidr *a = &x->trusted_proxies[i], *b = &y->trusted_proxies[i];
@@ -124,6 +125,23 @@ static const char *opts_change(const weir_proxy_options *x, const weir_proxy_opt
             memcmp(a->addr, b->addr, sizeof(a->addr)) != 0)
             return "trusted_proxies";
     }
+    return NULL;
+}
+
+/* The same for a TCP server's settings, and the protocol itself. */
+static const char *tcp_change(const weir_cfg_server *x, const weir_cfg_server *y)
+{
+    if (x->protocol != y->protocol)
+        return "protocol";
+    const weir_tcp_options *a = &x->tcp, *b = &y->tcp;
+#define SAME(field, key)                                                                           \
+    if (a->field != b->field)                                                                      \
+    return key
+    SAME(idle_timeout_ms, "idle_timeout");
+    SAME(upload_rate, "upload_rate");
+    SAME(download_rate, "download_rate");
+    SAME(handshake_timeout_ms, "proxy_protocol_timeout");
+#undef SAME
     return NULL;
 }
 
@@ -140,6 +158,7 @@ static const char *unsupported_change(const weir_config *a, const weir_config *b
         const char *fy = y->access_log ? (y->access_log_file ? y->access_log_file : "-") : "";
         const char *key = strcmp(fx, fy) != 0               ? "access_log or access_log_file"
                           : opts_change(&x->opts, &y->opts) ? opts_change(&x->opts, &y->opts)
+                          : tcp_change(x, y)                ? tcp_change(x, y)
                           : (x->tls.n_certs > 0) != (y->tls.n_certs > 0)
                               ? "certificates (TLS on or off)"
                               : NULL;
@@ -184,6 +203,17 @@ static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_serv
     weir_proxy_options o = y->opts;
     o.tls = sa->tls;
     return o;
+}
+
+/* Listens on addrs for server y, whose phases get sa: an HTTP or a TCP
+ * service. */
+static int add_service(weir_server *srv, server_app *sa, const weir_cfg_server *y,
+                       const char *const *addrs, size_t n)
+{
+    if (y->protocol == WEIR_CFG_TCP)
+        return weir_server_add_tcp(srv, addrs, n, &weir__app_tcp_ops, sa, &y->tcp);
+    weir_proxy_options o = service_opts(sa, y);
+    return weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o);
 }
 
 /* The server_app of [servers.NAME], made (with its logger) if new. */
@@ -290,8 +320,7 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
         if (n == 0)
             continue;
         server_app *sa = server_app_for(app, y);
-        weir_proxy_options o = sa ? service_opts(sa, y) : y->opts;
-        int rc = sa ? weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o) : WEIR_ERR_NOMEM;
+        int rc = sa ? add_service(srv, sa, y, addrs, n) : WEIR_ERR_NOMEM;
         if (rc != WEIR_OK) {
             reload_error(errs_out,
                          "reload failed: cannot listen on the new addresses of "
@@ -309,9 +338,8 @@ static int apply_listeners(weir_app *app, weir_server *srv, const weir_config *o
                 server_app *osa = server_app_for(app, ox);
                 for (size_t k = 0; osa && k < ox->n_addrs; k++) {
                     const char *one[1] = {ox->addrs[k]};
-                    weir_proxy_options oo = service_opts(osa, ox);
                     if (addr_moves(nc, ox, ox->addrs[k]))
-                        weir_server_add_proxy(srv, one, 1, &weir__app_ops, osa, &oo);
+                        add_service(srv, osa, ox, one, 1);
                 }
             }
             return WEIR_ERR_INVAL;
@@ -566,9 +594,7 @@ weir_app *weir__app_new(weir_config *cfg, weir_server *srv)
         }
         if (server_app_tls(sa, cs) != WEIR_OK)
             goto fail;
-        weir_proxy_options o = service_opts(sa, cs);
-        int rc = weir_server_add_proxy(srv, (const char *const *)cs->addrs, cs->n_addrs,
-                                       &weir__app_ops, sa, &o);
+        int rc = add_service(srv, sa, cs, (const char *const *)cs->addrs, cs->n_addrs);
         if (rc != WEIR_OK) {
             weir_log(WEIR_LEVEL_ERROR, "[servers.%s]: cannot set up its listeners", cs->name);
             goto fail;

@@ -89,5 +89,14 @@ bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer
                                int attempt);
 void weir__app_connected_to_upstream(weir_session *s, void *ctx, const weir_peer *peer,
                                      bool reused);
+/* TLS to the upstream's backends, if it asks for it, into *peer. */
+void weir__app_peer_tls(const weir_cfg_upstream *u, weir_peer *peer);
+
+/* The server sa's sessions get in snapshot cfg; NULL if a reload removed
+ * it (its last connections finish). phases.c. */
+weir_cfg_server *weir__app_find_server(weir_config *cfg, server_app *sa);
+
+/* tcp.c: the phases of protocol = "tcp" servers. */
+extern const weir_tcp_ops weir__app_tcp_ops;
 
 #endif

@@ -146,13 +146,18 @@ weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer 
     peer->queue_timeout_ms = u->queue_timeout_ms;
     peer->h2 = u->h2;
     peer->h2_or_h1 = u->h2_or_h1;
-    if (u->tls) {
-        peer->tls = true;
-        peer->tls_client = u->tls_client;
-        if (u->sni)
-            snprintf(peer->sni, sizeof(peer->sni), "%s", u->sni);
-    }
+    weir__app_peer_tls(u, peer);
     return WEIR_PHASE_CONTINUE;
+}
+
+void weir__app_peer_tls(const weir_cfg_upstream *u, weir_peer *peer)
+{
+    if (!u->tls)
+        return;
+    peer->tls = true;
+    peer->tls_client = u->tls_client;
+    if (u->sni)
+        snprintf(peer->sni, sizeof(peer->sni), "%s", u->sni);
 }
 
 bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer, int error,

@@ -38,7 +38,7 @@ weir_phase_result weir__app_answer(weir_session *s, int status, const char *text
 
 /* The server sa's requests get in snapshot cfg; NULL if a reload removed
  * it (its last connections finish). */
-static weir_cfg_server *find_server(weir_config *cfg, server_app *sa)
+weir_cfg_server *weir__app_find_server(weir_config *cfg, server_app *sa)
 {
     size_t k = (size_t)(sa - sa->app->servers);
     if (k >= atomic_load_explicit(&cfg->n_app_servers, memory_order_acquire) ||
@@ -56,7 +56,7 @@ static void *new_ctx(weir_session *s, void *app)
     memset(c, 0, sizeof(*c));
     c->sa = sa;
     c->cfg = weir__config_ref(atomic_load_explicit(&sa->app->current, memory_order_acquire));
-    c->srv = find_server(c->cfg, sa);
+    c->srv = weir__app_find_server(c->cfg, sa);
     return c;
 }
 

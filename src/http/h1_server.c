@@ -558,27 +558,20 @@ static int start_conn(weir_h1s *h)
  */
 static void try_proxy(weir_h1s *h)
 {
-    int fd = h->conn.io.fd;
-    uint8_t buf[WEIR_PP_MAX];
-    ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        h->conn.readable = false;
+    weir_pp_header pp;
+    bool more = false;
+    int r = weir__pp_take(h->conn.io.fd, &pp, &more);
+    if (r == WEIR_PP_MORE) {
+        h->conn.readable = false; /* more comes with the next edge */
         return;
     }
-    if (n <= 0) {
+    if (r == WEIR_PP_CLOSED) {
         weir_log_debug("client %s: closed before its PROXY header", h->ip);
         close_conn(h, false);
         return;
     }
-    weir_pp_header pp;
-    ssize_t r = weir__pp_parse(buf, (size_t)n, &pp);
-    if (r == 0) {
-        h->conn.readable = false; /* more comes with the next edge */
-        return;
-    }
-    if (r < 0 || pp.transport == SOCK_DGRAM || recv(fd, buf, (size_t)r, 0) != r) {
-        weir_log_info("client %s: %s: closed", h->ip,
-                      r < 0 ? "not a valid PROXY header" : "a PROXY header for a datagram");
+    if (r == WEIR_PP_INVALID) {
+        weir_log_info("client %s: not a valid PROXY header (or one for a datagram): closed", h->ip);
         close_conn(h, false);
         return;
     }
@@ -586,7 +579,7 @@ static void try_proxy(weir_h1s *h)
         memcpy(&h->peer, &pp.src, pp.src_len);
         h->ip_len = (uint8_t)weir__addr_format_ip(&h->peer.sa, h->ip, sizeof(h->ip));
     }
-    h->conn.readable = n > r;
+    h->conn.readable = more;
     start_conn(h);
 }
 

@@ -10,9 +10,11 @@
 #include "net/proxy_proto.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static const uint8_t v2_sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
@@ -315,4 +317,26 @@ size_t weir__pp_write_v2(uint8_t *buf, size_t cap, const struct sockaddr *src,
         memcpy(t + 3, authority, auth);
     }
     return total;
+}
+
+int weir__pp_take(int fd, weir_pp_header *out, bool *more)
+{
+    uint8_t buf[WEIR_PP_MAX];
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return WEIR_PP_MORE;
+    if (n <= 0)
+        return WEIR_PP_CLOSED;
+    ssize_t r = weir__pp_parse(buf, (size_t)n, out);
+    if (r == 0)
+        return WEIR_PP_MORE;
+    if (r < 0 || out->transport == SOCK_DGRAM)
+        return WEIR_PP_INVALID;
+    /* The TLVs point into buf: they do not outlive this call. */
+    out->tlvs = NULL;
+    out->tlvs_len = 0;
+    if (recv(fd, buf, (size_t)r, 0) != r)
+        return WEIR_PP_CLOSED;
+    *more = n > r;
+    return WEIR_PP_TAKEN;
 }

@@ -82,6 +82,21 @@ size_t weir__pp_write_v1(char *buf, size_t cap, const struct sockaddr *src,
 size_t weir__pp_write_v2(uint8_t *buf, size_t cap, const struct sockaddr *src,
                          const struct sockaddr *dst, const char *authority);
 
+/* What weir__pp_take found. */
+enum {
+    WEIR_PP_TAKEN = 1,    /* a header, consumed: *out holds it */
+    WEIR_PP_MORE = 0,     /* not complete yet: call again when readable */
+    WEIR_PP_CLOSED = -1,  /* the peer closed or failed before a whole header */
+    WEIR_PP_INVALID = -2, /* not a valid PROXY header (or one for a datagram) */
+};
+
+/*
+ * Reads a stream's PROXY header from socket fd: peeks, then consumes
+ * exactly its bytes, so what follows stays for its own reader (TLS, HTTP,
+ * a tunnel). *more tells whether bytes followed it in the peek.
+ */
+int weir__pp_take(int fd, weir_pp_header *out, bool *more);
+
 /* CRC-32C (Castagnoli) of data, as the CRC32C TLV carries it. */
 uint32_t weir__crc32c(uint32_t crc, const uint8_t *data, size_t len);
 

@@ -35,7 +35,16 @@ void weir__splice_close(weir_splice *sp)
     sp->on = false;
 }
 
-int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uint64_t *moved_in)
+/* A failed splice(2): the side it failed on is marked (error, last_errno). */
+static int failed(weir_conn *c)
+{
+    c->error = true;
+    c->last_errno = errno;
+    return -errno;
+}
+
+int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uint64_t *moved_in,
+                     uint64_t max_in)
 {
     const unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
     for (;;) {
@@ -49,16 +58,19 @@ int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uin
             } else if (n < 0 && errno == EAGAIN) {
                 dst->writable = false;
             } else if (n < 0 && errno != EINTR) {
-                return -errno;
+                return failed(dst);
             }
         }
         if (sp->in_pipe[d] == 0 && src->eof)
             return WEIR_DONE;
-        if (sp->in_pipe[d] < WEIR_SPLICE_PIPE && src->readable) {
-            ssize_t n = splice(src->io.fd, NULL, sp->pipes[d][1], NULL,
-                               WEIR_SPLICE_PIPE - sp->in_pipe[d], fl);
+        if (sp->in_pipe[d] < WEIR_SPLICE_PIPE && src->readable && max_in > 0) {
+            size_t want = WEIR_SPLICE_PIPE - sp->in_pipe[d];
+            if (want > max_in)
+                want = (size_t)max_in;
+            ssize_t n = splice(src->io.fd, NULL, sp->pipes[d][1], NULL, want, fl);
             if (n > 0) {
                 sp->in_pipe[d] += (uint32_t)n;
+                max_in -= (uint64_t)n;
                 src->bytes_in += (uint64_t)n;
                 if (moved_in)
                     *moved_in += (uint64_t)n;
@@ -70,7 +82,7 @@ int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uin
             } else if (errno == EAGAIN) {
                 src->readable = false;
             } else if (errno != EINTR) {
-                return -errno;
+                return failed(src);
             }
         }
         if (!moved)

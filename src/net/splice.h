@@ -32,10 +32,13 @@ void weir__splice_close(weir_splice *sp);
 
 /*
  * Moves what can move now in direction d (0 or 1) from src to dst, until
- * either side would block. *moved (may be NULL) gets the bytes read from
- * src. Returns WEIR_AGAIN, WEIR_DONE (src closed and everything it sent
- * reached dst) or -errno.
+ * either side would block, reading at most max_in bytes from src (a rate
+ * limit; what the pipe holds still goes out). The bytes read from src are
+ * added to *moved (may be NULL). Returns WEIR_AGAIN, WEIR_DONE (src closed
+ * and everything it sent reached dst) or -errno, with error and
+ * last_errno set on the side that failed.
  */
-int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uint64_t *moved);
+int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uint64_t *moved,
+                     uint64_t max_in);
 
 #endif

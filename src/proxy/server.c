@@ -34,6 +34,7 @@
 #include "net/upool.h"
 #include "proxy/service.h"
 #include "proxy/handoff.h"
+#include "proxy/l4.h"
 #include "proxy/request_gate.h"
 #include "proxy/session-t.h"
 #include "proxy/subrequest.h"
@@ -76,6 +77,7 @@ struct worker {
     size_t n_listeners, cap_listeners;
     weir_h1s_list conns;
     weir_h2c_list h2conns;
+    weir_l4_list l4; /* TCP sessions: they run to their end on a drain */
     weir_timer drain_check;
     weir_timer pool_trim; /* gives idle pooled objects back (weir__pool_trim) */
     int rc;
@@ -166,6 +168,7 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
                 atomic_load_explicit(&srv->workers[i].conns.n, memory_order_relaxed);
             out->client_connections_h2 +=
                 atomic_load_explicit(&srv->workers[i].h2conns.n, memory_order_relaxed);
+            out->tcp_sessions += atomic_load_explicit(&srv->workers[i].l4.n, memory_order_relaxed);
         }
     }
     pthread_mutex_unlock(&srv->calls_lock);
@@ -499,18 +502,33 @@ int weir_server_update_aging(weir_server *srv, const char *addr, const weir_prox
     return WEIR_OK;
 }
 
-int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
-                          const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts)
+/* The next service's slot, zeroed; NULL (logged) when none is left. */
+static weir_service *new_service(weir_server *srv, const char *const *listen_addrs, size_t n_addrs)
 {
-    if (!ops || !ops->upstream_peer || n_addrs == 0 || n_addrs > MAX_ADDRS)
-        return WEIR_ERR_INVAL;
+    if (n_addrs == 0 || n_addrs > MAX_ADDRS)
+        return NULL;
     if (srv->n_services == MAX_SERVICES) {
         weir_log_error("cannot listen on %s: the server has had %d services, the most it keeps",
                        listen_addrs[0], MAX_SERVICES);
-        return WEIR_ERR_INVAL;
+        return NULL;
     }
     weir_service *svc = &srv->services[srv->n_services];
     memset(svc, 0, sizeof(*svc));
+    return svc;
+}
+
+static int attach_service(weir_server *srv, weir_service *svc, const char *const *listen_addrs,
+                          size_t n_addrs);
+
+int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                          const weir_proxy_ops *ops, void *app, const weir_proxy_options *opts)
+{
+    if (!ops || !ops->upstream_peer)
+        return WEIR_ERR_INVAL;
+    weir_service *svc = new_service(srv, listen_addrs, n_addrs);
+    if (!svc)
+        return WEIR_ERR_INVAL;
+    svc->kind = WEIR_SERVICE_HTTP;
     svc->ops = ops;
     svc->app = app;
     if (opts)
@@ -531,8 +549,47 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         .max_body_bytes = svc->opts.max_body_bytes,
     };
     set_aging(&svc->h1, &svc->opts);
-    /* Addresses another service released move here with their sockets;
-     * the others get entries (and, on a running server, sockets) of their own. */
+    return attach_service(srv, svc, listen_addrs, n_addrs);
+}
+
+int weir_server_add_tcp(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                        const weir_tcp_ops *ops, void *app, const weir_tcp_options *opts)
+{
+    if (!ops || !ops->upstream_peer)
+        return WEIR_ERR_INVAL;
+    weir_service *svc = new_service(srv, listen_addrs, n_addrs);
+    if (!svc)
+        return WEIR_ERR_INVAL;
+    svc->kind = WEIR_SERVICE_TCP;
+    svc->tcp_ops = ops;
+    svc->app = app;
+    if (opts)
+        svc->tcp = *opts;
+    weir_tcp_options *o = &svc->tcp;
+    if (!o->connect_timeout_ms)
+        o->connect_timeout_ms = 5000;
+    if (!o->idle_timeout_ms)
+        o->idle_timeout_ms = 600000;
+    if (!o->handshake_timeout_ms)
+        o->handshake_timeout_ms = 10000;
+    if (o->n_trusted_proxies > WEIR_MAX_TRUSTED_PROXIES)
+        return WEIR_ERR_INVAL;
+    /* What the accept checks, as for an HTTP service. */
+    svc->opts.proxy_protocol = o->proxy_protocol;
+    memcpy(svc->opts.trusted_proxies, o->trusted_proxies,
+           o->n_trusted_proxies * sizeof(o->trusted_proxies[0]));
+    svc->opts.n_trusted_proxies = o->n_trusted_proxies;
+    return attach_service(srv, svc, listen_addrs, n_addrs);
+}
+
+/*
+ * Gives the service its addresses and counts it: addresses another
+ * service released move here with their sockets; the others get entries
+ * (and, on a running server, sockets) of their own.
+ */
+static int attach_service(weir_server *srv, weir_service *svc, const char *const *listen_addrs,
+                          size_t n_addrs)
+{
     listen_addr *moved[MAX_ADDRS];
     size_t n_moved = 0, n_new = 0;
     for (size_t i = 0; i < n_addrs; i++) {
@@ -699,7 +756,11 @@ static void accept_ready(listener *l)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &svc->h1, &w->conns);
+        if (svc->kind == WEIR_SERVICE_TCP)
+            weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc, l->addr->text,
+                            &w->l4);
+        else
+            weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &svc->h1, &w->conns);
     }
     /* Fairness: leave the rest of the backlog for the next round. */
     weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);
@@ -729,7 +790,7 @@ static void close_listeners(worker *w)
 static void drain_check(weir_timer *t)
 {
     worker *w = weir_container_of(t, worker, drain_check);
-    if (w->conns.n == 0 && w->h2conns.n == 0) {
+    if (w->conns.n == 0 && w->h2conns.n == 0 && w->l4.n == 0) {
         weir__loop_stop(w->loop);
         return;
     }
@@ -755,6 +816,7 @@ static void task_force(void *arg)
     close_listeners(w);
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
+    weir__l4_list_close_all(&w->l4);
     weir__loop_stop(w->loop);
 }
 
@@ -785,6 +847,7 @@ static void *worker_main(void *arg)
     weir__timer_stop(w->loop, &w->drain_check);
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
+    weir__l4_list_close_all(&w->l4);
     weir__cache_shutdown();
     weir__subreq_shutdown();
     weir__upool_close_all(w->loop);

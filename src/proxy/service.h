@@ -1,20 +1,32 @@
 /*
- * service.h - a proxy service: the application's phases, its options with
- * defaults filled in, and the access log. Shared read-only by all workers.
+ * service.h - a service: an HTTP proxy (the application's phases, its
+ * options with defaults filled in, the access log) or a TCP one
+ * (weir/l4.h). Shared read-only by all workers.
  */
 #ifndef WEIR_PROXY_SERVICE_H
 #define WEIR_PROXY_SERVICE_H
 
 #include "core/log.h"
 #include "http/h1_server.h"
+#include "weir/l4.h"
 #include "weir/proxy.h"
 
+typedef enum weir_service_kind {
+    WEIR_SERVICE_HTTP,
+    WEIR_SERVICE_TCP,
+} weir_service_kind;
+
 typedef struct weir_service {
+    weir_service_kind kind;
     const weir_proxy_ops *ops;
     void *app;
     weir_proxy_options opts;  /* zero fields replaced by defaults */
     weir_h1s_config h1;       /* what HTTP/1 connections of this service use */
     weir_logsink *access_log; /* NULL = off; owned by the server */
+    /* WEIR_SERVICE_TCP: its phases and options (defaults filled in); opts
+     * then holds only proxy_protocol and trusted_proxies, for the accept. */
+    const weir_tcp_ops *tcp_ops;
+    weir_tcp_options tcp;
 } weir_service;
 
 /* Fills the defaults of DESIGN.md into o. */

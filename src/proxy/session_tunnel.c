@@ -2,6 +2,7 @@
  * session_tunnel.c - a session after a 101: bytes both ways until either
  * side closes, with splice(2) between two plain sockets (see session.c).
  */
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "core/log.h"
@@ -29,7 +30,7 @@ static bool try_splice(weir_session *s)
 /* One direction, counting what the exchange x read. */
 static int splice_dir(weir_session *s, int d, weir_conn *src, weir_conn *dst, weir_exchange *x)
 {
-    return weir__splice_dir(&s->sp, d, src, dst, &x->bytes_in);
+    return weir__splice_dir(&s->sp, d, src, dst, &x->bytes_in, UINT64_MAX);
 }
 
 void weir__session_step_tunnel(weir_session *s)

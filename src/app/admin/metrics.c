@@ -34,6 +34,10 @@ enum kind {
     K_CONNECT,     /* histogram: upstream, new connections only */
     K_BYTES,       /* v[0] in, v[1] out: server */
     K_TERM,        /* counter: server, upstream, termination state (not "--") */
+    K_TCP,         /* TCP sessions: server, status */
+    K_TCP_BYTES,   /* v[0] from the client, v[1] to it: server, backend */
+    K_TCP_FAILS,   /* TCP connect failures: server, backend */
+    K_TCP_TERM,    /* TCP sessions that did not end normally: server, termination */
 };
 
 /* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
@@ -239,6 +243,48 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
             observe(cl, st->connect_time_us);
         }
     }
+}
+
+void weir__metrics_tcp(const weir_cfg_server *srv, const char *backend, uint64_t backend_id,
+                       const weir_tcp_stats *st)
+{
+    block *b = my_block();
+    if (!b || !srv)
+        return;
+    char sv[LABEL_CAP], bv[LABEL_CAP];
+    SERIES(n, K_TCP, srv, NULL, (uint32_t)st->status, "server=\"%s\",status=\"%d\"",
+           label(sv, srv->name), st->status);
+    if (n)
+        bump(&n->v[0], 1);
+    if (backend) {
+        SERIES(by, K_TCP_BYTES, srv, (const void *)(uintptr_t)backend_id, 0,
+               "server=\"%s\",backend=\"%s\"", label(sv, srv->name), label(bv, backend));
+        if (by) {
+            bump(&by->v[0], st->bytes_received);
+            bump(&by->v[1], st->bytes_sent);
+        }
+    }
+    if (st->termination[0] != '-') {
+        uint32_t k =
+            (uint32_t)(unsigned char)st->termination[0] << 8 | (unsigned char)st->termination[1];
+        SERIES(t, K_TCP_TERM, srv, NULL, k, "server=\"%s\",termination=\"%.2s\"",
+               label(sv, srv->name), st->termination);
+        if (t)
+            bump(&t->v[0], 1);
+    }
+}
+
+void weir__metrics_tcp_connect_failed(const weir_cfg_server *srv, const char *backend,
+                                      uint64_t backend_id)
+{
+    block *b = my_block();
+    if (!b || !srv)
+        return;
+    char sv[LABEL_CAP], bv[LABEL_CAP];
+    SERIES(f, K_TCP_FAILS, srv, (const void *)(uintptr_t)backend_id, 0,
+           "server=\"%s\",backend=\"%s\"", label(sv, srv->name), label(bv, backend));
+    if (f)
+        bump(&f->v[0], 1);
 }
 
 /* ---- rendering ---- */
@@ -527,6 +573,38 @@ static void emit_caches(out *o, const weir_config *cfg)
     }
 }
 
+/* A counter family of one kind: `value` is v[i]. */
+static void emit_counter(out *o, const char *name, const char *help, uint8_t kind, int i)
+{
+    agg *v;
+    size_t n = gather(kind, &v);
+    emit(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t k = 0; k < n; k++)
+        emit(o, "%s{%s} %llu\n", name, v[k].labels, (unsigned long long)v[k].v[i]);
+    free(v);
+}
+
+static void emit_tcp(out *o)
+{
+    emit_counter(o, "weir_tcp_sessions_total",
+                 "TCP sessions by server and status (200 ran, 502 no backend connected, 503 none "
+                 "usable).",
+                 K_TCP, 0);
+    emit_counter(o, "weir_tcp_received_bytes_total",
+                 "Bytes TCP sessions received from clients, by server and backend (counted when "
+                 "a session ends).",
+                 K_TCP_BYTES, 0);
+    emit_counter(o, "weir_tcp_sent_bytes_total",
+                 "Bytes TCP sessions sent to clients, by server and backend (counted when a "
+                 "session ends).",
+                 K_TCP_BYTES, 1);
+    emit_counter(o, "weir_tcp_connect_failures_total",
+                 "Failed connects of TCP sessions, by server and backend.", K_TCP_FAILS, 0);
+    emit_counter(o, "weir_tcp_sessions_terminated_total",
+                 "TCP sessions that did not end normally, by HAProxy-style termination state.",
+                 K_TCP_TERM, 0);
+}
+
 char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t log_dropped,
                            size_t *len)
 {
@@ -565,6 +643,7 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
                    K_UP_LATENCY);
     emit_histogram(&o, "weir_upstream_connect_seconds",
                    "TCP connect time of new upstream connections, per upstream.", K_CONNECT);
+    emit_tcp(&o);
     if (cfg) {
         emit_backends(&o, cfg);
         emit_discovery(&o, cfg);
@@ -578,13 +657,14 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "# TYPE weir_client_connections gauge\n"
              "weir_client_connections{protocol=\"http1\"} %llu\n"
              "weir_client_connections{protocol=\"http2\"} %llu\n"
+             "weir_client_connections{protocol=\"tcp\"} %llu\n"
              "# HELP weir_pool_idle_connections Idle upstream connections in the shared pool.\n"
              "# TYPE weir_pool_idle_connections gauge\nweir_pool_idle_connections %llu\n"
              "# HELP weir_pool_migrations_total Idle connections taken by another worker.\n"
              "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
              (unsigned long long)st.client_connections,
-             (unsigned long long)st.client_connections_h2, (unsigned long long)st.pool_idle,
-             (unsigned long long)st.pool_migrations);
+             (unsigned long long)st.client_connections_h2, (unsigned long long)st.tcp_sessions,
+             (unsigned long long)st.pool_idle, (unsigned long long)st.pool_migrations);
         const weir_tls_stats *t = &st.tls;
         emit(&o,
              "# HELP weir_tls_handshakes_total TLS handshakes by side (client: with clients, "

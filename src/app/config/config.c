@@ -202,6 +202,48 @@ static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root
     return t;
 }
 
+static weir_cfg_upstream *find_upstream(weir_config *c, const char *name);
+
+/* A TCP session has no request: only an address to hash. */
+static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, int line)
+{
+    const weir_cfg_upstream *u = s->upstream;
+    if (!u)
+        return;
+    if (u->hash_key != WEIR_HASH_NONE && u->hash_key != WEIR_HASH_IP)
+        weir__cfg_err_at(ld, line,
+                         "[servers.%s] (protocol = \"tcp\") uses upstream '%s', which hashes a "
+                         "request's %s: a TCP connection has only its client address (use "
+                         "algo = \"hash:ip\", or another upstream)",
+                         s->name, u->name,
+                         u->hash_key == WEIR_HASH_URI    ? "uri"
+                         : u->hash_key == WEIR_HASH_PATH ? "path"
+                                                         : "header, cookie or query");
+    if (u->sticky_cookie)
+        weir__cfg_err_at(ld, line,
+                         "[servers.%s] (protocol = \"tcp\") uses upstream '%s', which has a "
+                         "sticky_cookie: a TCP connection has no cookies (use "
+                         "algo = \"hash:ip\" for stickiness)",
+                         s->name, u->name);
+}
+
+/* The upstream `name` that [section] refers to; NULL (an error, with a
+ * suggestion) if there is none. */
+static weir_cfg_upstream *upstream_ref(loader *ld, weir_config *c, const char *name, int line,
+                                       const char *section)
+{
+    weir_cfg_upstream *u = find_upstream(c, name);
+    if (u)
+        return u;
+    const char *known[64] = {0};
+    for (size_t k = 0; k < c->n_upstreams && k < 63; k++)
+        known[k] = c->upstreams[k].name;
+    const char *s = weir__cfg_suggest(name, known);
+    weir__cfg_err_at(ld, line, "[%s] refers to undefined upstream '%s'%s%s%s", section, name,
+                     s ? "; did you mean '" : "", s ? s : "", s ? "'?" : "");
+    return NULL;
+}
+
 static weir_cfg_upstream *find_upstream(weir_config *c, const char *name)
 {
     for (size_t i = 0; i < c->n_upstreams; i++) {
@@ -447,17 +489,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             int up_line = 0;
             weir__cfg_load_location(&ld, &c->locations[i], e.value, &up_name, &up_line);
             if (up_name) {
-                c->locations[i].upstream = find_upstream(c, up_name);
-                if (!c->locations[i].upstream) {
-                    const char *known[64] = {0};
-                    for (size_t k = 0; k < c->n_upstreams && k < 63; k++)
-                        known[k] = c->upstreams[k].name;
-                    const char *s = weir__cfg_suggest(up_name, known);
-                    weir__cfg_err_at(&ld, up_line,
-                                     "[locations.%s] refers to undefined upstream '%s'%s%s%s",
-                                     c->locations[i].name, up_name, s ? "; did you mean '" : "",
-                                     s ? s : "", s ? "'?" : "");
-                }
+                char section[300];
+                snprintf(section, sizeof(section), "locations.%s", c->locations[i].name);
+                c->locations[i].upstream = upstream_ref(&ld, c, up_name, up_line, section);
                 free(up_name);
             }
         }
@@ -480,8 +514,17 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             weir_toml_table_entry(srvs, i, &e);
             char **names = NULL;
             size_t n_names = 0;
-            int names_line = s->line;
-            weir__cfg_load_server(&ld, s, e.value, &names, &n_names, &names_line);
+            int names_line = s->line, up_line = s->line;
+            char *up_name = NULL;
+            weir__cfg_load_server(&ld, s, e.value, &names, &n_names, &names_line, &up_name,
+                                  &up_line);
+            if (up_name) {
+                char section[300];
+                snprintf(section, sizeof(section), "servers.%s", s->name);
+                s->upstream = upstream_ref(&ld, c, up_name, up_line, section);
+                check_tcp_upstream(&ld, s, up_line);
+                free(up_name);
+            }
             s->locations = calloc(n_names ? n_names : 1, sizeof(*s->locations));
             for (size_t k = 0; s->locations && k < n_names; k++) {
                 weir_cfg_location *l = find_location(c, names[k]);

@@ -192,9 +192,17 @@ struct weir_cfg_location {
     weir_plugin_chain chains[WEIR_CFG_CHAINS];
 };
 
+typedef enum weir_cfg_protocol {
+    WEIR_CFG_HTTP,
+    WEIR_CFG_TCP, /* an L4 server (weir/l4.h): its upstream, no locations */
+} weir_cfg_protocol;
+
 struct weir_cfg_server {
     char *name;
     int line;
+    weir_cfg_protocol protocol;
+    weir_cfg_upstream *upstream; /* a TCP server's */
+    weir_tcp_options tcp;        /* a TCP server's settings */
     char **addrs;
     size_t n_addrs;
     weir_cfg_location **locations;

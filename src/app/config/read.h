@@ -118,9 +118,11 @@ void weir__cfg_load_headers(loader *ld, const weir_toml_value *t, const char *ke
                             weir_cfg_headers *out);
 /* [upstreams.NAME] into u. upstream.c. */
 void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t);
-/* [servers.NAME] into s; its location names and their line. server.c. */
+/* [servers.NAME] into s; its location names and their line, and a TCP
+ * server's upstream name (the caller frees it) and its line. server.c. */
 void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
-                           char ***loc_names, size_t *n_loc_names, int *loc_line);
+                           char ***loc_names, size_t *n_loc_names, int *loc_line, char **up_name,
+                           int *up_line);
 
 /* ---- plugins (plugins.c) ---- */
 

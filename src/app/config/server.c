@@ -59,7 +59,69 @@ static const char *const server_keys[] = {"addr",
                                           "h2_max_connection_age",
                                           "h2_max_connection_age_grace",
                                           "proxy_protocol",
+                                          "protocol",
+                                          "upstream",
+                                          "idle_timeout",
+                                          "upload_rate",
+                                          "download_rate",
+                                          "proxy_protocol_timeout",
                                           NULL};
+
+/* What a TCP server takes; the rest of server_keys is HTTP's. */
+static const char *const tcp_keys[] = {"addr",
+                                       "protocol",
+                                       "upstream",
+                                       "access_log",
+                                       "access_log_file",
+                                       "idle_timeout",
+                                       "upload_rate",
+                                       "download_rate",
+                                       "trusted_proxies",
+                                       "proxy_protocol",
+                                       "proxy_protocol_timeout",
+                                       NULL};
+
+static bool listed(const char *const *keys, const char *k, size_t len)
+{
+    for (size_t i = 0; keys[i]; i++) {
+        if (strlen(keys[i]) == len && memcmp(keys[i], k, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* protocol = "tcp": its keys, then its settings (the upstream is looked up
+ * by the caller). */
+static void load_tcp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, const char *section,
+                     char **up_name, int *up_line)
+{
+    size_t n = weir_toml_table_count(t);
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(t, i, &e);
+        if (listed(server_keys, e.key, e.key_len) && !listed(tcp_keys, e.key, e.key_len))
+            weir__cfg_err_at(
+                ld, e.line,
+                "'%.*s' in [%s] is for HTTP servers; a protocol = \"tcp\" server takes "
+                "addr, upstream, access_log, access_log_file, idle_timeout, "
+                "upload_rate, download_rate, proxy_protocol, trusted_proxies and "
+                "proxy_protocol_timeout",
+                (int)e.key_len, e.key, section);
+    }
+    bool present;
+    *up_name = weir__cfg_dup_string(ld, t, "upstream", section, &present);
+    weir_toml_entry ue;
+    *up_line = weir__cfg_entry_of(t, "upstream", &ue) ? ue.line : s->line;
+    if (!present)
+        weir__cfg_err_at(ld, s->line, "[%s] (protocol = \"tcp\") needs 'upstream'", section);
+    weir_tcp_options *o = &s->tcp;
+    weir__cfg_get_duration(ld, t, "idle_timeout", section, 7 * 86400000u, false,
+                           &o->idle_timeout_ms);
+    weir__cfg_get_duration(ld, t, "proxy_protocol_timeout", section, 3600000, false,
+                           &o->handshake_timeout_ms);
+    weir__cfg_get_size(ld, t, "upload_rate", section, UINT64_MAX / 2000, &o->upload_rate);
+    weir__cfg_get_size(ld, t, "download_rate", section, UINT64_MAX / 2000, &o->download_rate);
+}
 
 /* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
 static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
@@ -106,7 +168,8 @@ static void load_aging(loader *ld, weir_proxy_options *o, const weir_toml_value 
 }
 
 void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
-                           char ***loc_names, size_t *n_loc_names, int *loc_line)
+                           char ***loc_names, size_t *n_loc_names, int *loc_line, char **up_name,
+                           int *up_line)
 {
     char section[300];
     snprintf(section, sizeof(section), "servers.%s", s->name);
@@ -128,18 +191,45 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
             weir__cfg_err_at(ld, line, "invalid listen address '%s' in [%s]: expected \"ip:port\"",
                              s->addrs[i], section);
     }
-    *loc_line = s->line;
-    *loc_names = weir__cfg_get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
-    if (!*loc_names && !weir__cfg_entry_of(t, "locations", &(weir_toml_entry){0}))
-        weir__cfg_err_at(ld, s->line, "[%s] needs 'locations'", section);
-
     bool present;
+    char *proto = weir__cfg_dup_string(ld, t, "protocol", section, &present);
+    if (proto && strcmp(proto, "tcp") == 0) {
+        s->protocol = WEIR_CFG_TCP;
+    } else if (proto && strcmp(proto, "http") != 0) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "protocol", &e);
+        weir__cfg_err_at(ld, e.line, "'protocol' in [%s] is \"%s\": expected \"http\" or \"tcp\"",
+                         section, proto);
+    }
+    free(proto);
+    if (s->protocol == WEIR_CFG_TCP) {
+        load_tcp(ld, s, t, section, up_name, up_line);
+    } else {
+        static const char *const tcp_only[] = {
+            "upstream",      "idle_timeout",           "upload_rate",
+            "download_rate", "proxy_protocol_timeout", NULL};
+        for (size_t i = 0; tcp_only[i]; i++) {
+            weir_toml_entry e;
+            if (weir__cfg_entry_of(t, tcp_only[i], &e))
+                weir__cfg_err_at(ld, e.line,
+                                 "'%s' in [%s] is for protocol = \"tcp\" servers; an HTTP server "
+                                 "routes by its locations",
+                                 tcp_only[i], section);
+        }
+        *loc_line = s->line;
+        *loc_names = weir__cfg_get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
+        if (!*loc_names && !weir__cfg_entry_of(t, "locations", &(weir_toml_entry){0}))
+            weir__cfg_err_at(ld, s->line, "[%s] needs 'locations'", section);
+    }
+
     char *log = weir__cfg_dup_string(ld, t, "access_log", section, &present);
     if (log) {
         weir_toml_entry e;
         weir__cfg_entry_of(t, "access_log", &e);
         char err[256];
-        s->access_log = weir__access_log_compile(log, err, sizeof(err));
+        s->access_log = s->protocol == WEIR_CFG_TCP
+                            ? weir__access_log_compile_tcp(log, err, sizeof(err))
+                            : weir__access_log_compile(log, err, sizeof(err));
         if (!s->access_log && strcmp(log, "off") != 0)
             weir__cfg_err_at(ld, e.line, "'access_log' in [%s]: %s", section, err);
         free(log);
@@ -180,6 +270,12 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
                          "balancers that send the header (from anyone else it would let a client "
                          "choose its own address)",
                          section);
+    if (s->protocol == WEIR_CFG_TCP) {
+        s->tcp.proxy_protocol = o->proxy_protocol;
+        memcpy(s->tcp.trusted_proxies, o->trusted_proxies, sizeof(o->trusted_proxies));
+        s->tcp.n_trusted_proxies = o->n_trusted_proxies;
+        return;
+    }
     int64_t v;
     if (weir__cfg_get_int(ld, t, "max_headers", section, 1, 1000, &v))
         o->max_headers = (uint32_t)v;

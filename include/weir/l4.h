@@ -1,0 +1,124 @@
+/*
+ * weir/l4.h - TCP (L4) services: every accepted connection is balanced to
+ * a backend and bytes are moved both ways until both sides are done, as
+ * HAProxy's mode tcp and nginx's stream module do.
+ *
+ * A TCP session runs on the worker that accepted its connection: the
+ * optional PROXY header, then upstream_peer (which backend), the connect
+ * (connect_timeout_ms; on failure fail_to_connect decides whether
+ * upstream_peer runs again for another backend), then the tunnel. Between
+ * two plain sockets bytes go through splice(2), never through user space.
+ * A side that finishes sending (a TCP FIN) is passed on as a FIN to the
+ * other, which may go on sending (a half-close); the session ends when
+ * both directions are done, on an error (the other side gets a FIN), or
+ * after idle_timeout_ms without a byte either way.
+ */
+#ifndef WEIR_L4_H
+#define WEIR_L4_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "weir/peer.h"
+#include "weir/proxy.h"
+#include "weir/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weir_server weir_server;
+typedef struct weir_tcp_session weir_tcp_session;
+
+/* Figures handed to the logging phase. Times in microseconds. */
+typedef struct weir_tcp_stats {
+    /*
+     * As nginx's stream $status: 200 the session ran (however it ended),
+     * 400 a bad PROXY header, 403 refused, 500 an internal failure, 502
+     * no backend could be connected, 503 no backend was usable.
+     */
+    int status;
+    uint64_t bytes_received;          /* from the client */
+    uint64_t bytes_sent;              /* to the client */
+    uint64_t upstream_bytes_received; /* from the backend */
+    uint64_t upstream_bytes_sent;     /* to the backend */
+    int64_t session_time_us;          /* accept to the end */
+    int64_t connect_time_us;          /* connect of the attempt that worked; -1 if none did */
+    const char *upstream_addr;        /* "ip:port" of the last backend tried, or "-" */
+    int attempts;                     /* backends tried */
+    const char *error;                /* why it failed, or NULL */
+    /*
+     * How it ended, as HAProxy's termination state: who, then when. Who:
+     * '-' both sides finished normally, 'C' the client reset or failed,
+     * 'c' the idle timeout (or a PROXY header that never came), 'S' the
+     * backend refused, reset or failed, 's' the backend's connect timed
+     * out, 'P' weir refused it or had no backend, 'K' shutdown. When:
+     * 'R' before a backend was chosen, 'C' connecting, 'T' the tunnel.
+     */
+    char termination[3];
+} weir_tcp_stats;
+
+typedef struct weir_tcp_ops {
+    /* Creates the per-session context passed to every phase (may return
+     * NULL). */
+    void *(*new_ctx)(weir_tcp_session *s, void *app);
+    /* Frees it after logging. */
+    void (*free_ctx)(void *app, void *ctx);
+    /*
+     * Chooses the backend: fill *peer (its address, connect_timeout_ms,
+     * conn_limit, queue_timeout_ms, tls/sni/tls_client to originate TLS).
+     * Required; must not pend. Return WEIR_PHASE_CONTINUE, or
+     * WEIR_PHASE_ERROR to close the client's connection (no backend).
+     * Called again for each retry.
+     */
+    weir_phase_result (*upstream_peer)(weir_tcp_session *s, void *ctx, weir_peer *peer);
+    /* Connecting to peer failed with error (-ECONNREFUSED, -ETIMEDOUT,
+     * -EPROTO for a TLS failure...). Return true to try again
+     * (upstream_peer runs again). `attempt` is 1 for the first failure.
+     * Default: no retry. */
+    bool (*fail_to_connect)(weir_tcp_session *s, void *ctx, const weir_peer *peer, int error,
+                            int attempt);
+    /* The backend's connection is ready; the tunnel starts. */
+    void (*connected_to_upstream)(weir_tcp_session *s, void *ctx, const weir_peer *peer);
+    /* Last phase, once per session that ran new_ctx. */
+    void (*logging)(weir_tcp_session *s, void *ctx, const weir_tcp_stats *stats);
+} weir_tcp_ops;
+
+/* Per-service settings; zero fields take the default in brackets. */
+typedef struct weir_tcp_options {
+    uint32_t connect_timeout_ms; /* a peer's default when it gives none [5000] */
+    uint32_t idle_timeout_ms;    /* no byte either way: the session ends [600000] */
+    /* Bytes per second read from the client (upload) and from the backend
+     * (download), per session; 0 = unlimited. A second's worth may come
+     * at once. */
+    uint64_t upload_rate;
+    uint64_t download_rate;
+    /* The PROXY protocol on accepted connections, as for HTTP services
+     * (weir/proxy.h): only from trusted_proxies, others are closed at
+     * accept; its client address is the session's. */
+    bool proxy_protocol;
+    weir_cidr trusted_proxies[WEIR_MAX_TRUSTED_PROXIES];
+    uint32_t n_trusted_proxies;
+    uint32_t handshake_timeout_ms; /* the PROXY header must be complete by then [10000] */
+} weir_tcp_options;
+
+/*
+ * Listens on the addresses for a TCP service (like weir_server_add_proxy,
+ * including taking over addresses another service released). ops and app
+ * must outlive the server.
+ */
+int weir_server_add_tcp(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                        const weir_tcp_ops *ops, void *app, const weir_tcp_options *opts);
+
+/* The client's address (the PROXY header's when there was one). */
+const struct sockaddr *weir_tcp_session_client_addr(const weir_tcp_session *s);
+/* The client's IP as text, valid for the session. */
+weir_str weir_tcp_session_client_ip(const weir_tcp_session *s);
+/* The address of the listener that accepted the connection. */
+const char *weir_tcp_session_listen_addr(const weir_tcp_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,142 @@
+/*
+ * tcp.c - the phases of protocol = "tcp" servers (weir/l4.h): the server's
+ * upstream chooses each connection's backend (every algorithm; hash:ip
+ * hashes the client address), a failed connect goes to another backend as
+ * the upstream's max_retries and retry_timeout allow, and the session ends
+ * in the access log and the metrics.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/access_log.h"
+#include "app/admin/metrics.h"
+#include "app/app_int.h"
+
+typedef struct tcp_ctx {
+    weir_config *cfg; /* pinned for the session */
+    const weir_cfg_server *srv;
+    server_app *sa;
+    weir_backend *backend;     /* the current attempt's (a reference) */
+    uint64_t tried[MAX_TRIED]; /* ids of backends that failed this session */
+    size_t n_tried;
+    uint64_t start_ms;
+    char backend_addr[64]; /* the last backend's, for the metrics after its release */
+    uint64_t backend_id;
+} tcp_ctx;
+
+static void *new_ctx(weir_tcp_session *s, void *app)
+{
+    (void)s;
+    server_app *sa = app;
+    tcp_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->sa = sa;
+    c->cfg = weir__config_ref(atomic_load_explicit(&sa->app->current, memory_order_acquire));
+    c->srv = weir__app_find_server(c->cfg, sa);
+    c->start_ms = weir__app_mono_ms();
+    return c;
+}
+
+static void free_ctx(void *app, void *ctx)
+{
+    (void)app;
+    tcp_ctx *c = ctx;
+    if (!c)
+        return;
+    if (c->backend)
+        weir_backend_done(c->backend, WEIR_BACKEND_NOT_RELEVANT);
+    weir__config_unref(c->cfg);
+    free(c);
+}
+
+static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer *peer)
+{
+    tcp_ctx *c = ctx;
+    /* A reload can turn the server into an HTTP one while its old
+     * listener still hands over connections: those get no backend. */
+    const weir_cfg_upstream *u =
+        c && c->srv && c->srv->protocol == WEIR_CFG_TCP ? c->srv->upstream : NULL;
+    if (!u || !u->lb)
+        return WEIR_PHASE_ERROR;
+    uint64_t key = 0;
+    if (u->hash_key == WEIR_HASH_IP) {
+        weir_str ip = weir_tcp_session_client_ip(s);
+        key = weir_lb_hash(ip.ptr, ip.len);
+    }
+    weir_backend *b = weir_upstream_select(u->lb, key, c->tried, c->n_tried);
+    if (!b)
+        return WEIR_PHASE_ERROR;
+    c->backend = b;
+    weir_backend_peer(b, peer);
+    snprintf(c->backend_addr, sizeof(c->backend_addr), "%s", weir_backend_addr(b));
+    c->backend_id = weir_backend_id(b);
+    if (u->connection_timeout_ms)
+        peer->connect_timeout_ms = u->connection_timeout_ms;
+    if (u->total_connection_timeout_ms &&
+        (!peer->connect_timeout_ms || u->total_connection_timeout_ms < peer->connect_timeout_ms))
+        peer->connect_timeout_ms = u->total_connection_timeout_ms;
+    peer->queue_timeout_ms = u->queue_timeout_ms;
+    peer->keepalive = 0; /* a tunnel's connection is never reused */
+    weir__app_peer_tls(u, peer);
+    return WEIR_PHASE_CONTINUE;
+}
+
+static bool fail_to_connect(weir_tcp_session *s, void *ctx, const weir_peer *peer, int error,
+                            int attempt)
+{
+    (void)s;
+    (void)peer;
+    (void)error;
+    tcp_ctx *c = ctx;
+    if (!c || !c->backend)
+        return false;
+    weir__metrics_tcp_connect_failed(c->srv, c->backend_addr, c->backend_id);
+    if (c->n_tried < MAX_TRIED)
+        c->tried[c->n_tried++] = c->backend_id;
+    weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
+    c->backend = NULL;
+    const weir_cfg_upstream *u = c->srv ? c->srv->upstream : NULL;
+    if (!u || (uint32_t)attempt > u->max_retries || c->n_tried >= MAX_TRIED ||
+        !(u->retry_on & WEIR_CFG_RETRY_CONNECT))
+        return false;
+    return !u->retry_timeout_ms || weir__app_mono_ms() - c->start_ms < u->retry_timeout_ms;
+}
+
+static void connected(weir_tcp_session *s, void *ctx, const weir_peer *peer)
+{
+    (void)s;
+    (void)peer;
+    tcp_ctx *c = ctx;
+    if (c && c->backend)
+        weir_backend_note_connection(c->backend, false);
+}
+
+static void logging(weir_tcp_session *s, void *ctx, const weir_tcp_stats *st)
+{
+    tcp_ctx *c = ctx;
+    if (!c)
+        return;
+    if (c->backend) {
+        /* The tunnel ran: the backend answered, whoever closed it. */
+        weir_backend_done(c->backend, WEIR_BACKEND_OK);
+        c->backend = NULL;
+    }
+    weir__metrics_tcp(c->srv, c->backend_addr[0] ? c->backend_addr : NULL, c->backend_id, st);
+    if (!c->srv || !c->srv->access_log || !c->sa->logger)
+        return;
+    char line[4096];
+    size_t n =
+        weir__access_log_render_tcp(c->srv->access_log, s, st, c->srv->name, line, sizeof(line));
+    weir_logger_write(c->sa->logger, line, n);
+}
+
+const weir_tcp_ops weir__app_tcp_ops = {
+    .new_ctx = new_ctx,
+    .free_ctx = free_ctx,
+    .upstream_peer = upstream_peer,
+    .fail_to_connect = fail_to_connect,
+    .connected_to_upstream = connected,
+    .logging = logging,
+};

@@ -1,0 +1,129 @@
+"""TCP peers for the L4 tests: an echo server, a server that answers with
+its name, and one whose behaviour a test scripts per connection."""
+import socket
+import threading
+
+IO_TIMEOUT = 20.0
+
+
+class TcpServer:
+    """Listens on 127.0.0.1 (a free port); each accepted connection runs
+    handler(conn, server) on its own thread. Counts connections and keeps
+    what each connection received when the handler stores it."""
+
+    def __init__(self, handler, name="tcp", host="127.0.0.1", port=0):
+        self.handler = handler
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.addr = "%s:%d" % (host, self.port)
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.received = []  # bytes per finished connection, for handlers that record
+        self.peers = []
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, peer = self.sock.accept()
+            except OSError:
+                return
+            c.settimeout(IO_TIMEOUT)
+            with self.lock:
+                self.connections += 1
+                self.peers.append(peer)
+                self.conns.append(c)
+            threading.Thread(target=self._run, args=(c,), daemon=True).start()
+
+    def _run(self, c):
+        try:
+            self.handler(c, self)
+        except OSError:
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def close(self):
+        """Stops listening and resets every open connection."""
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                    c.close()
+                except OSError:
+                    pass
+
+
+def echo(c, srv):
+    """Sends back what comes, until the client's FIN; then a FIN."""
+    got = 0
+    while True:
+        d = c.recv(1 << 16)
+        if not d:
+            break
+        got += len(d)
+        c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+    with srv.lock:
+        srv.received.append(got)
+
+
+def name(c, srv):
+    """Answers with its name and closes."""
+    c.sendall(srv.name.encode() + b"\n")
+    c.shutdown(socket.SHUT_WR)
+    while c.recv(4096):
+        pass
+
+
+def read_all(sock, timeout=IO_TIMEOUT):
+    sock.settimeout(timeout)
+    out = bytearray()
+    while True:
+        d = sock.recv(1 << 16)
+        if not d:
+            return bytes(out)
+        out += d
+
+
+def round_trip(port, data, timeout=IO_TIMEOUT):
+    """Connects, sends data, half-closes, reads until EOF."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    def send():
+        try:
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the reader sees what happened
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    try:
+        return read_all(c, timeout)
+    finally:
+        t.join(timeout)
+        c.close()
+
+
+def closed_without_data(sock, timeout=IO_TIMEOUT):
+    """True if the peer closes (FIN, or a reset: a close with the client's
+    bytes unread resets) without sending a byte."""
+    try:
+        return read_all(sock, timeout) == b""
+    except ConnectionResetError:
+        return True
