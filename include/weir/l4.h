@@ -4,7 +4,8 @@
  * HAProxy's mode tcp and nginx's stream module do.
  *
  * A TCP session runs on the worker that accepted its connection: the
- * optional PROXY header, then upstream_peer (which backend), the connect
+ * optional PROXY header, the TLS handshake when the service terminates
+ * TLS, then upstream_peer (which backend), the connect
  * (connect_timeout_ms; on failure fail_to_connect decides whether
  * upstream_peer runs again for another backend), then the tunnel. Between
  * two plain sockets bytes go through splice(2), never through user space.
@@ -22,6 +23,7 @@
 
 #include "weir/peer.h"
 #include "weir/proxy.h"
+#include "weir/session.h"
 #include "weir/types.h"
 
 #ifdef __cplusplus
@@ -101,6 +103,11 @@ typedef struct weir_tcp_options {
     weir_cidr trusted_proxies[WEIR_MAX_TRUSTED_PROXIES];
     uint32_t n_trusted_proxies;
     uint32_t handshake_timeout_ms; /* the PROXY header must be complete by then [10000] */
+    /* TLS on the listeners (weir/tls.h): terminated, the backend gets the
+     * plain bytes (a backend's TLS is the peer's: weir_peer.tls). NULL =
+     * plain TCP. Must outlive the server. */
+    struct weir_tls_server *tls;
+    uint32_t tls_handshake_timeout_ms; /* whole TLS handshake [10000] */
 } weir_tcp_options;
 
 /*
@@ -117,6 +124,9 @@ const struct sockaddr *weir_tcp_session_client_addr(const weir_tcp_session *s);
 weir_str weir_tcp_session_client_ip(const weir_tcp_session *s);
 /* The address of the listener that accepted the connection. */
 const char *weir_tcp_session_listen_addr(const weir_tcp_session *s);
+/* The client's TLS (version, cipher, SNI, ALPN) when the service
+ * terminates it: true with *out filled; false for plain TCP. */
+bool weir_tcp_session_tls(const weir_tcp_session *s, weir_tls_info *out);
 
 #ifdef __cplusplus
 }

@@ -50,7 +50,7 @@ typedef struct weir_tls_server_spec {
     const char *ciphers;         /* TLS 1.2 cipher list; NULL = ECDHE with AES-GCM/ChaCha20 */
     const char *ciphersuites;    /* TLS 1.3 suites; NULL = OpenSSL's default */
     const char *alpn;            /* protocols offered, preferred first, comma-separated,
-                                    e.g. "h2,http/1.1"; NULL = "http/1.1" */
+                                    e.g. "h2,http/1.1"; NULL = "http/1.1", "" = none */
     bool no_tickets;             /* no session tickets (the session cache still resumes) */
     const char *client_ca_file;  /* mTLS: client certificates must chain to these; NULL = off */
     bool client_verify_optional; /* with client_ca_file: a client without a certificate passes */

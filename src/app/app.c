@@ -141,6 +141,7 @@ static const char *tcp_change(const weir_cfg_server *x, const weir_cfg_server *y
     SAME(upload_rate, "upload_rate");
     SAME(download_rate, "download_rate");
     SAME(handshake_timeout_ms, "proxy_protocol_timeout");
+    SAME(tls_handshake_timeout_ms, "tls_handshake_timeout");
 #undef SAME
     return NULL;
 }
@@ -210,8 +211,11 @@ static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_serv
 static int add_service(weir_server *srv, server_app *sa, const weir_cfg_server *y,
                        const char *const *addrs, size_t n)
 {
-    if (y->protocol == WEIR_CFG_TCP)
-        return weir_server_add_tcp(srv, addrs, n, &weir__app_tcp_ops, sa, &y->tcp);
+    if (y->protocol == WEIR_CFG_TCP) {
+        weir_tcp_options t = y->tcp;
+        t.tls = sa->tls;
+        return weir_server_add_tcp(srv, addrs, n, &weir__app_tcp_ops, sa, &t);
+    }
     weir_proxy_options o = service_opts(sa, y);
     return weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o);
 }

@@ -559,8 +559,7 @@ static int start_conn(weir_h1s *h)
 static void try_proxy(weir_h1s *h)
 {
     weir_pp_header pp;
-    bool more = false;
-    int r = weir__pp_take(h->conn.io.fd, &pp, &more);
+    int r = weir__pp_take(h->conn.io.fd, &pp);
     if (r == WEIR_PP_MORE) {
         h->conn.readable = false; /* more comes with the next edge */
         return;
@@ -579,7 +578,10 @@ static void try_proxy(weir_h1s *h)
         memcpy(&h->peer, &pp.src, pp.src_len);
         h->ip_len = (uint8_t)weir__addr_format_ip(&h->peer.sa, h->ip, sizeof(h->ip));
     }
-    h->conn.readable = more;
+    /* What came with the header (bytes, or the FIN, whose edge was
+     * reported with it) is read next: a read that finds nothing costs
+     * one EAGAIN. */
+    h->conn.readable = true;
     start_conn(h);
 }
 

@@ -319,7 +319,7 @@ size_t weir__pp_write_v2(uint8_t *buf, size_t cap, const struct sockaddr *src,
     return total;
 }
 
-int weir__pp_take(int fd, weir_pp_header *out, bool *more)
+int weir__pp_take(int fd, weir_pp_header *out)
 {
     uint8_t buf[WEIR_PP_MAX];
     ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
@@ -337,6 +337,5 @@ int weir__pp_take(int fd, weir_pp_header *out, bool *more)
     out->tlvs_len = 0;
     if (recv(fd, buf, (size_t)r, 0) != r)
         return WEIR_PP_CLOSED;
-    *more = n > r;
     return WEIR_PP_TAKEN;
 }

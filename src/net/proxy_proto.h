@@ -93,9 +93,10 @@ enum {
 /*
  * Reads a stream's PROXY header from socket fd: peeks, then consumes
  * exactly its bytes, so what follows stays for its own reader (TLS, HTTP,
- * a tunnel). *more tells whether bytes followed it in the peek.
+ * a tunnel). The caller reads on at once: bytes or a FIN that came with
+ * the header raise no new edge.
  */
-int weir__pp_take(int fd, weir_pp_header *out, bool *more);
+int weir__pp_take(int fd, weir_pp_header *out);
 
 /* CRC-32C (Castagnoli) of data, as the CRC32C TLV carries it. */
 uint32_t weir__crc32c(uint32_t crc, const uint8_t *data, size_t len);

@@ -79,6 +79,22 @@ weir_str weir__tls_alpn(SSL *ssl)
 
 /* "h2,http/1.1" -> ALPN wire format (length-prefixed). Returns the length
  * or -1 for an empty or over-long protocol name. */
+bool weir__tls_info(SSL *ssl, weir_tls_info *out)
+{
+    if (!ssl) {
+        memset(out, 0, sizeof(*out));
+        return false;
+    }
+    out->version = SSL_get_version(ssl);
+    out->cipher = SSL_get_cipher_name(ssl);
+    out->sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    out->alpn = weir__tls_alpn(ssl);
+    out->resumed = SSL_session_reused(ssl);
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    out->client_verified = peer && SSL_get_verify_result(ssl) == X509_V_OK;
+    return true;
+}
+
 static int alpn_wire(const char *list, unsigned char *out, size_t cap)
 {
     size_t n = 0;
@@ -393,12 +409,16 @@ static SSL_CTX *server_ctx(const weir_tls_server_spec *spec, char *err, size_t e
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
 
-    t->alpn_len = alpn_wire(spec->alpn ? spec->alpn : "http/1.1", t->alpn, sizeof(t->alpn));
+    /* "" offers nothing: a client's ALPN goes unanswered (TCP services). */
+    t->alpn_len = spec->alpn && !spec->alpn[0]
+                      ? 0
+                      : alpn_wire(spec->alpn ? spec->alpn : "http/1.1", t->alpn, sizeof(t->alpn));
     if (t->alpn_len < 0) {
         snprintf(err, err_len, "invalid ALPN protocol list '%s'", spec->alpn);
         goto fail_ctx;
     }
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, t);
+    if (t->alpn_len)
+        SSL_CTX_set_alpn_select_cb(ctx, on_alpn, t);
 
     if (spec->client_ca_file) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(spec->client_ca_file);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "weir/peer.h"
+#include "weir/session.h"
 #include "weir/tls.h"
 
 /* A server-side SSL for a new client connection (current settings of t);
@@ -31,6 +32,9 @@ const char *weir__tls_describe(SSL *ssl, int err, char *buf, size_t len);
 
 /* The negotiated ALPN protocol, or an empty string. */
 weir_str weir__tls_alpn(SSL *ssl);
+
+/* A connection's TLS as weir_tls_info: false (zeroed) when ssl is NULL. */
+bool weir__tls_info(SSL *ssl, weir_tls_info *out);
 
 /* Counters (per thread, summed by weir__tls_stats). */
 typedef enum weir_tls_event {

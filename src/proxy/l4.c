@@ -12,6 +12,7 @@
 #include "proxy/l4.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,12 +25,14 @@
 #include "net/proxy_proto.h"
 #include "net/sock.h"
 #include "net/splice.h"
+#include "net/tls.h"
 #include "net/upool.h"
 #include "proxy/service.h"
 
 typedef enum l4_state {
-    L4_PROXY,   /* waiting for the PROXY header */
-    L4_CONNECT, /* choosing, queueing for a slot, or connecting */
+    L4_PROXY,     /* waiting for the PROXY header */
+    L4_HANDSHAKE, /* terminating the client's TLS */
+    L4_CONNECT,   /* choosing, queueing for a slot, or connecting */
     L4_TUNNEL,
     L4_DONE,
 } l4_state;
@@ -101,6 +104,11 @@ weir_str weir_tcp_session_client_ip(const weir_tcp_session *s)
 const char *weir_tcp_session_listen_addr(const weir_tcp_session *s)
 {
     return s->listen_text;
+}
+
+bool weir_tcp_session_tls(const weir_tcp_session *s, weir_tls_info *out)
+{
+    return weir__tls_info(s->down.ssl, out);
 }
 
 static void free_session(void *arg)
@@ -477,20 +485,70 @@ static void begin(weir_tcp_session *s)
     choose(s);
 }
 
-/* Before the PROXY header is complete the session has no context yet:
- * a connection without a valid one is closed with a log line only, as an
- * HTTP listener does. */
+/* Before the PROXY header and the TLS handshake are done the session has
+ * no context yet: a connection that fails them is closed with a log line
+ * only, as an HTTP listener does. */
 static void drop(weir_tcp_session *s, const char *why)
 {
     weir_log_info("client %s on %s: %s: closed", s->ip, s->listen_text, why);
     end(s, 'c', 'R', 400, why);
 }
 
+static void try_handshake(weir_tcp_session *s)
+{
+    int rc = weir__conn_handshake(&s->down);
+    if (rc == WEIR_AGAIN)
+        return;
+    if (rc < 0) {
+        if (BIO_number_read(SSL_get_rbio(s->down.ssl)) == 0) {
+            /* Connected and closed without a byte: a port check. */
+            weir_log_debug("client %s: closed before the TLS handshake", s->ip);
+            end(s, 'c', 'R', 400, "closed before the TLS handshake");
+            return;
+        }
+        weir__tls_count(WEIR_TLS_FAILURE);
+        char why[300];
+        snprintf(why, sizeof(why), "TLS handshake failed: %s", weir__conn_tls_error());
+        weir_log_info("client %s on %s: %s: closed", s->ip, s->listen_text, why);
+        end(s, 'c', 'R', 400, "TLS handshake failed");
+        return;
+    }
+    weir__tls_count(WEIR_TLS_HANDSHAKE);
+    if (SSL_session_reused(s->down.ssl))
+        weir__tls_count(WEIR_TLS_RESUMED);
+    s->down.readable = true; /* bytes may wait in OpenSSL's buffer */
+    begin(s);
+}
+
+static void handshake_timeout(weir_timer *t)
+{
+    drop(weir_container_of(t, weir_tcp_session, timer), "no TLS handshake within the timeout");
+}
+
+/* After the accept and the PROXY header: TLS when the service terminates
+ * it, then the backend. */
+static void start_client(weir_tcp_session *s)
+{
+    weir__timer_stop(s->loop, &s->timer);
+    if (!s->svc->tcp.tls) {
+        begin(s);
+        return;
+    }
+    SSL *ssl = weir__tls_server_ssl(s->svc->tcp.tls);
+    if (!ssl) {
+        drop(s, "out of memory for TLS");
+        return;
+    }
+    weir__conn_set_tls(&s->down, ssl);
+    s->state = L4_HANDSHAKE;
+    weir__timer_start(s->loop, &s->timer, s->svc->tcp.tls_handshake_timeout_ms, handshake_timeout);
+    try_handshake(s);
+}
+
 static void try_proxy(weir_tcp_session *s)
 {
     weir_pp_header pp;
-    bool more = false;
-    int r = weir__pp_take(s->down.io.fd, &pp, &more);
+    int r = weir__pp_take(s->down.io.fd, &pp);
     if (r == WEIR_PP_MORE) {
         s->down.readable = false;
         return;
@@ -504,8 +562,11 @@ static void try_proxy(weir_tcp_session *s)
         memcpy(&s->client.ss, &pp.src, pp.src_len);
         s->ip_len = weir__addr_format_ip(&s->client.sa, s->ip, sizeof(s->ip));
     }
-    s->down.readable = more;
-    begin(s);
+    /* What came with the header (bytes, or the FIN, whose edge was
+     * reported with it) is read next: a read that finds nothing costs
+     * one EAGAIN. */
+    s->down.readable = true;
+    start_client(s);
 }
 
 static void proxy_timeout(weir_timer *t)
@@ -519,6 +580,8 @@ static void down_cb(weir_io *io, uint32_t events)
     weir__conn_on_events(&s->down, events);
     if (s->state == L4_PROXY)
         try_proxy(s);
+    else if (s->state == L4_HANDSHAKE)
+        try_handshake(s);
     else if (s->state == L4_TUNNEL)
         step_tunnel(s);
     /* While connecting the client's bytes (and FIN) wait in its socket. */
@@ -562,7 +625,7 @@ int weir__l4_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockle
         try_proxy(s);
         return 0;
     }
-    begin(s);
+    start_client(s);
     return 0;
 }
 

@@ -572,6 +572,8 @@ int weir_server_add_tcp(weir_server *srv, const char *const *listen_addrs, size_
         o->idle_timeout_ms = 600000;
     if (!o->handshake_timeout_ms)
         o->handshake_timeout_ms = 10000;
+    if (!o->tls_handshake_timeout_ms)
+        o->tls_handshake_timeout_ms = 10000;
     if (o->n_trusted_proxies > WEIR_MAX_TRUSTED_PROXIES)
         return WEIR_ERR_INVAL;
     /* What the accept checks, as for an HTTP service. */

@@ -149,19 +149,7 @@ void weir_session_set_client_timeout(weir_session *s, uint32_t ms)
 
 bool weir_session_tls(const weir_session *s, weir_tls_info *out)
 {
-    SSL *ssl = s->down_ssl;
-    if (!ssl) {
-        memset(out, 0, sizeof(*out));
-        return false;
-    }
-    out->version = SSL_get_version(ssl);
-    out->cipher = SSL_get_cipher_name(ssl);
-    out->sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    out->alpn = weir__tls_alpn(ssl);
-    out->resumed = SSL_session_reused(ssl);
-    X509 *peer = SSL_get0_peer_certificate(ssl);
-    out->client_verified = peer && SSL_get_verify_result(ssl) == X509_V_OK;
-    return true;
+    return weir__tls_info(s->down_ssl, out);
 }
 
 weir_headers *weir_session_req_headers(weir_session *s)

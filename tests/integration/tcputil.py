@@ -127,3 +127,43 @@ def closed_without_data(sock, timeout=IO_TIMEOUT):
         return read_all(sock, timeout) == b""
     except ConnectionResetError:
         return True
+
+
+class TlsTcpServer(TcpServer):
+    """TcpServer whose connections are TLS (cert/key files); the handler
+    gets the TLS socket. Handshake failures are counted, not raised."""
+
+    def __init__(self, handler, cert, key, name="tls"):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.handshake_failures = 0
+        inner = handler
+
+        def wrapped(c, srv):
+            try:
+                t = self.ctx.wrap_socket(c, server_side=True)
+            except (ssl.SSLError, OSError):
+                with srv.lock:
+                    srv.handshake_failures += 1
+                return
+            inner(t, srv)
+
+        super().__init__(wrapped, name=name)
+
+
+def tls_echo(c, srv):
+    """echo over TLS: a TLS socket has no half-close, so it answers until
+    the peer's close_notify or EOF."""
+    got = 0
+    while True:
+        try:
+            d = c.recv(1 << 16)
+        except OSError:
+            break
+        if not d:
+            break
+        got += len(d)
+        c.sendall(d)
+    with srv.lock:
+        srv.received.append(got)

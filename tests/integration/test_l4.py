@@ -323,6 +323,14 @@ def test_hash_ip_keeps_a_client_on_one_backend(tcp, start_proc, tmp_path):
         c.close()
         return r
 
+    # The header, the client's bytes and its FIN in one segment: the FIN
+    # raises no edge after the header is consumed, and must still end it.
+    for tail in (b"", b"abc"):
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.sendall(b"PROXY TCP4 10.0.0.1 127.0.0.1 4000 80\r\n" + tail)
+        c.shutdown(socket.SHUT_WR)
+        assert T.read_all(c).endswith(b"\n")  # a backend's name, then its FIN
+        c.close()
     seen = {}
     for i in range(30):
         ip = "10.0.%d.%d" % (i % 10, 7)

@@ -65,6 +65,7 @@ static const char *const server_keys[] = {"addr",
                                           "upload_rate",
                                           "download_rate",
                                           "proxy_protocol_timeout",
+                                          "tls",
                                           NULL};
 
 /* What a TCP server takes; the rest of server_keys is HTTP's. */
@@ -79,6 +80,16 @@ static const char *const tcp_keys[] = {"addr",
                                        "trusted_proxies",
                                        "proxy_protocol",
                                        "proxy_protocol_timeout",
+                                       "tls",
+                                       "certificates",
+                                       "tls_min_version",
+                                       "tls_ciphers",
+                                       "tls_ciphersuites",
+                                       "tls_session_tickets",
+                                       "tls_handshake_timeout",
+                                       "client_ca",
+                                       "client_verify",
+                                       "alpn",
                                        NULL};
 
 static bool listed(const char *const *keys, const char *k, size_t len)
@@ -274,6 +285,18 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         s->tcp.proxy_protocol = o->proxy_protocol;
         memcpy(s->tcp.trusted_proxies, o->trusted_proxies, sizeof(o->trusted_proxies));
         s->tcp.n_trusted_proxies = o->n_trusted_proxies;
+        weir__cfg_get_duration(ld, t, "tls_handshake_timeout", section, 3600000, false,
+                               &s->tcp.tls_handshake_timeout_ms);
+        weir__cfg_load_server_tls(ld, s, t, section);
+        bool want = false;
+        weir_toml_entry te;
+        if (weir__cfg_get_bool(ld, t, "tls", section, &want) && weir__cfg_entry_of(t, "tls", &te) &&
+            want != (s->tls.n_certs > 0 || weir__cfg_entry_of(t, "certificates", &pe)))
+            weir__cfg_err_at(ld, te.line,
+                             want ? "'tls = true' in [%s] needs 'certificates' (as an HTTPS "
+                                    "server's)"
+                                  : "'tls = false' in [%s] with 'certificates': remove one",
+                             section);
         return;
     }
     int64_t v;

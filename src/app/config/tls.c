@@ -222,8 +222,14 @@ void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_v
     int alpn_line = s->line;
     char **alpn = weir__cfg_get_string_list(ld, t, "alpn", section, &n_alpn, &alpn_line);
     char buf[128] = "";
+    bool tcp = s->protocol == WEIR_CFG_TCP;
     for (size_t i = 0; i < n_alpn; i++) {
-        if (strcmp(alpn[i], "h2") != 0 && strcmp(alpn[i], "http/1.1") != 0)
+        if (tcp && (alpn[i][0] == '\0' || strlen(alpn[i]) > 64 || strchr(alpn[i], ',')))
+            weir__cfg_err_at(ld, alpn_line,
+                             "'alpn' in [%s] offers '%s': a protocol name of 1 to 64 "
+                             "characters, no commas",
+                             section, alpn[i]);
+        else if (!tcp && strcmp(alpn[i], "h2") != 0 && strcmp(alpn[i], "http/1.1") != 0)
             weir__cfg_err_at(ld, alpn_line,
                              "'alpn' in [%s] offers '%s': expected \"h2\" or \"http/1.1\"", section,
                              alpn[i]);
@@ -234,8 +240,12 @@ void weir__cfg_load_server_tls(loader *ld, weir_cfg_server *s, const weir_toml_v
     if (alpn && n_alpn == 0)
         weir__cfg_err_at(ld, alpn_line, "'alpn' in [%s] is empty", section);
     weir__cfg_free_list(alpn, n_alpn);
-    if (on && !(tls->alpn = strdup(buf[0] ? buf : "h2,http/1.1")))
+    /* A TCP server offers only what it is told to (none by default: the
+     * client's choice goes unanswered). */
+    if (on && !(tls->alpn = strdup(buf[0] || tcp ? buf : "h2,http/1.1")))
         return;
+    if (tcp)
+        return; /* the rest is HTTP's */
     weir__cfg_get_bool(ld, t, "h2c", section, &s->opts.h2c);
     int64_t streams;
     if (weir__cfg_get_int(ld, t, "h2_max_concurrent_streams", section, 1, 10000, &streams))
