@@ -195,6 +195,10 @@ typedef struct weir_health_check {
     bool tls;
     const struct weir_tls_client *tls_client;
     char sni[256];
+    /* 1 or 2: a check starts with a PROXY header of that version naming no
+     * client (v1 "UNKNOWN", v2 LOCAL), for backends that require one (the
+     * upstream's send_proxy), as HAProxy's check-send-proxy. */
+    uint8_t send_proxy;
 } weir_health_check;
 
 /*

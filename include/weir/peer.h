@@ -81,6 +81,14 @@ typedef struct weir_peer {
      * that fail_to_connect is asked about (WEIR_RETRY_* bits; 0 = none).
      * Only while no request body byte has been sent. */
     uint8_t retry_on;
+    /*
+     * New connections start with a PROXY protocol header naming the
+     * client's connection (1: v1, 2: v2 with the client's TLS server
+     * name as AUTHORITY), as HAProxy's send-proxy and send-proxy-v2. A
+     * pooled one is then reused only for the client connection it names.
+     * Not with h2 (an HTTP/2 connection carries many clients).
+     */
+    uint8_t send_proxy;
     void *user; /* the application's own pointer, e.g. its backend */
     /* addr as "ip:port" ("[v6]:port"), if the application keeps it, so logs
      * need not format it per request; NULL = weir formats it when asked.

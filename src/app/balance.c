@@ -147,6 +147,7 @@ weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer 
     peer->h2 = u->h2;
     peer->h2_or_h1 = u->h2_or_h1;
     weir__app_peer_tls(u, peer);
+    peer->send_proxy = u->send_proxy;
     return WEIR_PHASE_CONTINUE;
 }
 

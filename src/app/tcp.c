@@ -80,6 +80,7 @@ static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer
     peer->queue_timeout_ms = u->queue_timeout_ms;
     peer->keepalive = 0; /* a tunnel's connection is never reused */
     weir__app_peer_tls(u, peer);
+    peer->send_proxy = u->send_proxy;
     return WEIR_PHASE_CONTINUE;
 }
 

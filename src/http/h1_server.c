@@ -144,7 +144,8 @@ static void refuse(weir_h1s *h, int status, const char *why, const weir_h1_reque
                             .peer = &h->peer.sa,
                             .peer_ip = {h->ip, h->ip_len},
                             .ssl = c->ssl,
-                            .conn = c->ssl ? NULL : c};
+                            .conn = c->ssl ? NULL : c,
+                            .fd = c->io.fd};
     h->cfg->handler->stream_refuse(h->stream, &h->x.x, status, why, &o);
 }
 
@@ -477,7 +478,8 @@ static void try_head(weir_h1s *h)
                                         .peer = &h->peer.sa,
                                         .peer_ip = {h->ip, h->ip_len},
                                         .ssl = c->ssl,
-                                        .conn = c->ssl ? NULL : c};
+                                        .conn = c->ssl ? NULL : c,
+                                        .fd = c->io.fd};
                 h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc, &o);
                 return;
             }

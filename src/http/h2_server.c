@@ -715,7 +715,8 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
                             .done = stream_done,
                             .peer = &c->peer.sa,
                             .peer_ip = {c->ip, c->ip_len},
-                            .ssl = c->conn.ssl};
+                            .ssl = c->conn.ssl,
+                            .fd = c->conn.io.fd};
     c->cfg->handler->stream_start(s->stream, &s->x, s->head_bytes, &o);
 }
 

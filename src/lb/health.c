@@ -41,6 +41,7 @@
 #include "net/tls.h"
 #include "http/h1_parse.h"
 #include "lb/upstream_int.h"
+#include "net/proxy_proto.h"
 #include "net/sock.h"
 
 #define PROBE_BUF (16 * 1024)
@@ -365,6 +366,21 @@ static ssize_t probe_recv(probe *p)
     return e == SSL_ERROR_ZERO_RETURN ? 0 : -ECONNRESET;
 }
 
+/* The PROXY header a check starts with (no client: v1 UNKNOWN, v2
+ * LOCAL), before TLS. A fresh socket takes its few bytes at once. Returns
+ * false after ending the probe. */
+static bool send_pp(probe *p)
+{
+    uint8_t h[32];
+    size_t n = p->c->hc.send_proxy == 2 ? weir__pp_write_v2(h, sizeof(h), NULL, NULL, NULL)
+                                        : weir__pp_write_v1((char *)h, sizeof(h), NULL, NULL);
+    if (send(p->io.fd, h, n, MSG_NOSIGNAL) != (ssize_t)n) {
+        probe_end(p, false, "cannot send the PROXY header");
+        return false;
+    }
+    return true;
+}
+
 static void probe_io(weir_io *io, uint32_t events)
 {
     probe *p = weir_container_of(io, probe, io);
@@ -382,6 +398,8 @@ static void probe_io(weir_io *io, uint32_t events)
         if (!(events & (EPOLLOUT | EPOLLIN | EPOLLERR | EPOLLHUP)))
             return;
         p->connected = true;
+        if (p->c->hc.send_proxy && !send_pp(p))
+            return;
         if (p->c->hc.kind == WEIR_HEALTH_TCP) {
             probe_end(p, true, NULL);
             return;

@@ -19,6 +19,7 @@
 #include "core/pool.h"
 #include "net/sock.h"
 #include "net/conn_limit.h"
+#include "net/proxy_proto.h"
 #include "net/tls.h"
 #include "weir/types.h"
 
@@ -69,18 +70,35 @@ static uint32_t fnv(const void *p, size_t len, uint32_t h)
 /* The TLS part of the pool key (SNI, ALPN, client certificate) as a 64-bit
  * hash: connections differing in any of them are never mixed (a collision
  * needs 2^32 distinct keys in practice). */
-static uint64_t tls_key(const weir_peer *peer)
+/* The pool key beyond the address: TLS (SNI, client settings) and the
+ * PROXY header a connection started with. */
+static uint64_t tls_key(const weir_peer *peer, const weir_upconn_pp *pp)
 {
-    if (!peer->tls)
+    if (!peer->tls && (!pp || !pp->len))
         return 0;
-    uint64_t h = 1469598103934665603ull ^ weir__tls_client_id(peer->tls_client);
-    size_t n = strnlen(peer->sni, sizeof(peer->sni));
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)peer->sni[i]) * 1099511628211ull;
+    uint64_t h = 1469598103934665603ull;
+    if (peer->tls) {
+        h ^= weir__tls_client_id(peer->tls_client);
+        size_t n = strnlen(peer->sni, sizeof(peer->sni));
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ (unsigned char)peer->sni[i]) * 1099511628211ull;
+    }
+    for (size_t i = 0; pp && i < pp->len; i++)
+        h = (h ^ pp->buf[i]) * 1099511628211ull;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
-    return h;
+    return h ? h : 1;
+}
+
+void weir__upconn_pp(weir_upconn_pp *pp, const weir_peer *peer, const struct sockaddr *src,
+                     const struct sockaddr *dst, const char *authority)
+{
+    pp->len = 0;
+    if (peer->send_proxy == 1)
+        pp->len = (uint16_t)weir__pp_write_v1((char *)pp->buf, sizeof(pp->buf), src, dst);
+    else if (peer->send_proxy == 2)
+        pp->len = (uint16_t)weir__pp_write_v2(pp->buf, sizeof(pp->buf), src, dst, authority);
 }
 
 static uint32_t addr_bucket(const struct sockaddr *sa)
@@ -211,6 +229,8 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
         nu->addr_len = u->addr_len;
         nu->tls = u->tls;
         nu->tls_key = u->tls_key;
+        nu->pp = NULL; /* an idle connection sent its header long ago */
+        nu->pp_len = 0;
         nu->connected = true;
         nu->n_used = u->n_used;
         nu->max_uses = u->max_uses;
@@ -238,15 +258,15 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
     return nu;
 }
 
-weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owner,
-                              weir_upconn_wake_cb wake)
+weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, const weir_upconn_pp *pp,
+                              void *owner, weir_upconn_wake_cb wake)
 {
     if (atomic_load_explicit(&n_idle, memory_order_relaxed) == 0)
         return NULL;
     upool_home *me = home_of(loop);
     const struct sockaddr *addr = (const struct sockaddr *)&peer->addr;
     uint32_t b = addr_bucket(addr);
-    uint64_t sh = tls_key(peer);
+    uint64_t sh = tls_key(peer, pp);
     weir_upconn *mine = NULL, *other = NULL;
     uint64_t now = weir__loop_now(loop);
     pthread_mutex_lock(&pool_lock);
@@ -279,8 +299,8 @@ weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owne
     return got;
 }
 
-weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *owner,
-                                  weir_upconn_wake_cb wake, int *err)
+weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, const weir_upconn_pp *pp,
+                                  void *owner, weir_upconn_wake_cb wake, int *err)
 {
     int fd = weir__connect_start((const struct sockaddr *)&peer->addr, peer->addr_len);
     if (fd < 0) {
@@ -303,9 +323,21 @@ weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *
     memcpy(&u->addr, &peer->addr, sizeof(u->addr));
     u->addr_len = peer->addr_len;
     u->tls = peer->tls;
-    u->tls_key = tls_key(peer);
+    u->tls_key = tls_key(peer, pp);
     u->owner = owner;
     u->wake = wake;
+    u->pp = NULL;
+    u->pp_len = 0;
+    if (pp && pp->len) {
+        u->pp = malloc(pp->len);
+        if (!u->pp) {
+            weir__upconn_close(u, true);
+            *err = -ENOMEM;
+            return NULL;
+        }
+        memcpy(u->pp, pp->buf, pp->len);
+        u->pp_len = pp->len;
+    }
     if (peer->tls) {
         SSL *ssl = weir__tls_client_ssl(peer->tls_client, peer);
         if (!ssl) {
@@ -357,11 +389,25 @@ int weir__upconn_connect_result(weir_upconn *u)
     if (err)
         return -err;
     u->connected = true;
+    if (u->pp) {
+        /* The header comes first, before TLS: a fresh socket's buffer
+         * takes its few hundred bytes at once. */
+        ssize_t n = send(u->conn.io.fd, u->pp, u->pp_len, MSG_NOSIGNAL);
+        int e = n < 0 ? errno : EIO;
+        bool whole = n == (ssize_t)u->pp_len;
+        free(u->pp);
+        u->pp = NULL;
+        if (!whole)
+            return -e;
+        u->conn.bytes_out += u->pp_len;
+    }
     return u->conn.ssl ? handshake(u) : WEIR_OK;
 }
 
 void weir__upconn_close(weir_upconn *u, bool reset)
 {
+    free(u->pp);
+    u->pp = NULL;
     if (u->limit) {
         weir__climit_release(u->limit);
         weir__climit_unref(u->limit);

@@ -44,6 +44,9 @@ struct weir_upconn {
     uint32_t max_uses;
     uint64_t retire_at_ms;
 
+    uint8_t *pp; /* a PROXY header to send once connected (malloc'd), or NULL */
+    uint16_t pp_len;
+
     /* while in use */
     void *owner;
     weir_upconn_wake_cb wake;
@@ -57,16 +60,35 @@ struct weir_upconn {
     weir_timer idle_timer; /* on the home loop */
 };
 
-/* Takes an idle connection for peer from this worker's pool, or NULL. The
- * connection's events go to wake(owner) from now on. */
-weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, void *owner,
-                              weir_upconn_wake_cb wake);
-/* Starts a new connection to peer (non-blocking). Returns NULL and sets
- * *err (-errno) on immediate failure. With peer->conn_limit the caller
- * holds a slot of it, which the connection takes over (released when it
- * closes); on failure the slot stays the caller's. */
-weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, void *owner,
-                                  weir_upconn_wake_cb wake, int *err);
+/*
+ * The PROXY protocol header a connection to a peer with send_proxy starts
+ * with (weir__upconn_pp makes it), before TLS; len 0 = none. Such a
+ * connection is pooled under its header: only the client connection it
+ * names takes it again.
+ */
+typedef struct weir_upconn_pp {
+    uint8_t buf[320]; /* a v2 header with a 255-byte authority fits */
+    uint16_t len;
+} weir_upconn_pp;
+
+/* Fills *pp for peer->send_proxy (1 or 2) and a client's connection from
+ * src to dst (authority: the TLS server name it asked for, or NULL);
+ * len 0 when the peer sends none. */
+void weir__upconn_pp(weir_upconn_pp *pp, const weir_peer *peer, const struct sockaddr *src,
+                     const struct sockaddr *dst, const char *authority);
+
+/* Takes an idle connection for peer (and pp, NULL = none) from this
+ * worker's pool, or NULL. The connection's events go to wake(owner) from
+ * now on. */
+weir_upconn *weir__upool_take(weir_loop *loop, const weir_peer *peer, const weir_upconn_pp *pp,
+                              void *owner, weir_upconn_wake_cb wake);
+/* Starts a new connection to peer (non-blocking), which sends pp's header
+ * first (NULL = none). Returns NULL and sets *err (-errno) on immediate
+ * failure. With peer->conn_limit the caller holds a slot of it, which the
+ * connection takes over (released when it closes); on failure the slot
+ * stays the caller's. */
+weir_upconn *weir__upconn_connect(weir_loop *loop, const weir_peer *peer, const weir_upconn_pp *pp,
+                                  void *owner, weir_upconn_wake_cb wake, int *err);
 /* Checks a connect in progress, then runs the TLS handshake for a TLS
  * peer: WEIR_OK (ready), WEIR_AGAIN, or -errno (-EPROTO: TLS failed). */
 int weir__upconn_connect_result(weir_upconn *u);

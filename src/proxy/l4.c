@@ -395,7 +395,19 @@ static void connect_now(weir_tcp_session *s)
 {
     int err = 0;
     s->t_connect_us = weir__loop_now_us(s->loop);
-    s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
+    weir_upconn_pp pp = {.len = 0};
+    if (s->peer.send_proxy) {
+        /* The client's connection, as the PROXY header names it: from
+         * the client (the one a PROXY header in gave) to our address. */
+        struct sockaddr_storage local;
+        socklen_t llen = sizeof(local);
+        if (getsockname(s->down.io.fd, (struct sockaddr *)&local, &llen) < 0)
+            memset(&local, 0, sizeof(local));
+        weir_tls_info ti;
+        const char *sni = weir__tls_info(s->down.ssl, &ti) ? ti.sni : NULL;
+        weir__upconn_pp(&pp, &s->peer, &s->client.sa, (struct sockaddr *)&local, sni);
+    }
+    s->up = weir__upconn_connect(s->loop, &s->peer, &pp, s, up_wake, &err);
     if (!s->up) {
         if (s->has_slot) {
             weir__climit_release(s->peer.conn_limit);

@@ -427,12 +427,29 @@ static bool take_slot(weir_session *s, bool stream)
     return true;
 }
 
+/* The PROXY header for the peer (send_proxy): the client's connection, as
+ * a PROXY header in named it, to our address. */
+static const weir_upconn_pp *session_pp(weir_session *s, weir_upconn_pp *pp)
+{
+    if (!s->peer.send_proxy)
+        return NULL;
+    struct sockaddr_storage local;
+    socklen_t len = sizeof(local);
+    if (getsockname(s->origin.fd, (struct sockaddr *)&local, &len) < 0)
+        memset(&local, 0, sizeof(local));
+    weir_tls_info ti;
+    const char *sni = weir__tls_info(s->down_ssl, &ti) ? ti.sni : NULL;
+    weir__upconn_pp(pp, &s->peer, s->client_addr, (struct sockaddr *)&local, sni);
+    return pp;
+}
+
 static bool connect_peer(weir_session *s)
 {
     if (!take_slot(s, false))
         return false;
     int err = 0;
-    s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
+    weir_upconn_pp pp;
+    s->up = weir__upconn_connect(s->loop, &s->peer, session_pp(s, &pp), s, up_wake, &err);
     if (!s->up) {
         give_back_slot(s);
         connect_failed(s, err);
@@ -485,7 +502,8 @@ static void step_peer(weir_session *s)
         s->t_up_start_us = now_us(s);
     s->sub = 1;
 connect:
-    if (s->peer.h2 || (s->peer.h2_or_h1 && s->peer.tls && weir__h2u_usable(&s->peer))) {
+    if (!s->peer.send_proxy &&
+        (s->peer.h2 || (s->peer.h2_or_h1 && s->peer.tls && weir__h2u_usable(&s->peer)))) {
         /* Over HTTP/2 a slot is a stream: the session holds it until its
          * stream ends (release_upstream), the connection none. */
         if (!take_slot(s, true))
@@ -507,8 +525,10 @@ connect:
     /* While requests wait for a connection to this backend, a newcomer
      * queues behind them, idle connections included. */
     weir_conn_limit *lim = s->peer.conn_limit;
-    if (!s->has_slot && (!lim || s->queue_woken || !weir__climit_busy(lim)))
-        s->up = weir__upool_take(s->loop, &s->peer, s, up_wake);
+    if (!s->has_slot && (!lim || s->queue_woken || !weir__climit_busy(lim))) {
+        weir_upconn_pp pp;
+        s->up = weir__upool_take(s->loop, &s->peer, session_pp(s, &pp), s, up_wake);
+    }
     if (s->up) {
         s->queue_woken = false;
         s->up_reused = true;
@@ -530,7 +550,7 @@ static void step_connect(weir_session *s)
         connect_failed(s, rc);
         return;
     }
-    if (!s->h2up && s->peer.h2_or_h1 && s->up->conn.ssl) {
+    if (!s->h2up && s->peer.h2_or_h1 && !s->peer.send_proxy && s->up->conn.ssl) {
         weir_str p = weir__tls_alpn(s->up->conn.ssl);
         if (p.len == 2 && memcmp(p.ptr, "h2", 2) == 0) {
             /* The backend chose HTTP/2: the connection becomes the HTTP/2
@@ -594,7 +614,8 @@ static bool retry_stale(weir_session *s)
         s->req_pump.moved = 0;
     }
     int err = 0;
-    s->up = weir__upconn_connect(s->loop, &s->peer, s, up_wake, &err);
+    weir_upconn_pp pp;
+    s->up = weir__upconn_connect(s->loop, &s->peer, session_pp(s, &pp), s, up_wake, &err);
     if (!s->up) {
         give_back_slot(s);
         connect_failed(s, err);

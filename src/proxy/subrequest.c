@@ -237,14 +237,14 @@ static void start_conn(weir_subrequest *r)
         return;
     }
     if (!r->retried) {
-        r->up = weir__upool_take(r->loop, &r->peer, r, wake);
+        r->up = weir__upool_take(r->loop, &r->peer, NULL, r, wake);
         if (r->up) {
             r->reused = true;
             return;
         }
     }
     r->reused = false;
-    r->up = weir__upconn_connect(r->loop, &r->peer, r, wake, &err);
+    r->up = weir__upconn_connect(r->loop, &r->peer, NULL, r, wake, &err);
     if (!r->up)
         connect_failed(r, err);
 }

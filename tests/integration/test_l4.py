@@ -572,3 +572,110 @@ def test_killing_a_backend_under_load_fails_no_new_connection(tcp, start_proc, t
     # rest must be served. Those are bounded by the connections open on b
     # when it died (8 clients, 4 kills).
     assert ok[0] > 500 and len(failed) <= 8 * 4, (ok[0], failed[:10])
+
+
+# ---- PROXY protocol out ----
+
+
+@pytest.fixture
+def haproxy_accept(tmp_path, start_proc):
+    """Factory: an HAProxy listener with accept-proxy that answers every
+    HTTP request with what the PROXY header told it: src src_port dst
+    dst_port. Returns its address."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(haproxy, os.X_OK):
+        pytest.skip("haproxy not installed")
+    made = []
+
+    def make():
+        port = free_port()
+        cfg = tmp_path / ("accept-%d.cfg" % port)
+        cfg.write_text("defaults\n  timeout connect 5s\n  timeout client 10s\n"
+                       "  timeout server 10s\nfrontend f\n  mode http\n"
+                       "  bind 127.0.0.1:%d accept-proxy\n"
+                       "  http-request return status 200 content-type text/plain "
+                       "lf-string \"%%[src] %%[src_port] %%[dst] %%[dst_port]\"\n" % port)
+        h = start_proc([haproxy, "-f", str(cfg), "-db"], port, "haproxy-accept")
+        made.append(h)
+        return "127.0.0.1:%d" % port, h
+
+    yield make
+    for h in made:  # a soft stop (HAProxy exits 0 on SIGUSR1, not on SIGTERM)
+        h.signal(signal.SIGUSR1)
+        try:
+            h.wait(10)
+        except subprocess.TimeoutExpired:
+            h.proc.kill()
+            h.wait(5)
+        h.checked = True
+
+
+def http_get(sock, path="/"):
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = sock.recv(4096)
+        assert d, head
+        head += d
+    h, _, body = head.partition(b"\r\n\r\n")
+    n = int([l.split(b":")[1] for l in h.split(b"\r\n") if l.lower().startswith(
+        b"content-length")][0])
+    while len(body) < n:
+        body += sock.recv(4096)
+    return body.decode()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_tcp_upstream_gets_the_client_in_a_proxy_header(version, haproxy_accept, start_proc,
+                                                          tmp_path):
+    addr, h = haproxy_accept()
+    port = free_port()
+    start(start_proc, tmp_path, tcp_config(port, [addr], "",
+                                           'send_proxy_protocol = "%s"\n' % version), port)
+    c = socket.create_connection(("127.0.0.1", port), timeout=20,
+                                 source_address=("127.0.0.5", 0))
+    body = http_get(c)
+    assert body == "127.0.0.5 %d 127.0.0.1 %d" % (c.getsockname()[1], port), body
+    c.close()
+
+
+def test_an_http_upstream_gets_the_client_and_pools_per_client(haproxy_accept, start_proc,
+                                                               tmp_path):
+    """With send_proxy_protocol a pooled connection serves only the client
+    connection its header names: one client's kept-alive requests reuse
+    it, another client's get their own."""
+    addr, h = haproxy_accept()
+    port = free_port()
+    text = ('[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n'
+            '[locations.l]\nupstream = "u"\n[upstreams.u]\naddrs = ["%s"]\n'
+            'send_proxy_protocol = "v2"\nhealth_check = "http:///"\n'
+            'health_check_interval = "200ms"\n' % (port, addr))
+    start(start_proc, tmp_path, text, port)
+    a = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=("127.0.0.6", 0))
+    b = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=("127.0.0.7", 0))
+    want_a = "127.0.0.6 %d 127.0.0.1 %d" % (a.getsockname()[1], port)
+    want_b = "127.0.0.7 %d 127.0.0.1 %d" % (b.getsockname()[1], port)
+    for i in range(5):
+        assert http_get(a) == want_a
+        assert http_get(b) == want_b
+    a.close()
+    b.close()
+    # The checks send a LOCAL header, which HAProxy takes: the backend
+    # stays up (an unanswered check would take it down within a second).
+    time.sleep(1.0)
+    c = socket.create_connection(("127.0.0.1", port), timeout=20)
+    assert http_get(c).startswith("127.0.0.1 ")
+    c.close()
+
+
+def test_send_proxy_protocol_config_errors(tmp_path):
+    require_binary("weir")
+    for extra, message in (('send_proxy_protocol = "v3"\n', "expected \"v1\" or \"v2\""),
+                           ('send_proxy_protocol = "v2"\nalpn = "h2"\n',
+                            "cannot go with HTTP/2")):
+        path = tmp_path / "bad.toml"
+        path.write_text('[servers.t]\naddr = "127.0.0.1:1"\nprotocol = "tcp"\nupstream = "u"\n'
+                        '[upstreams.u]\naddrs = ["127.0.0.1:2"]\n' + extra)
+        out = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode != 0 and message in out.stderr, out.stderr

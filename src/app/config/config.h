@@ -122,6 +122,7 @@ struct weir_cfg_upstream {
     bool tls;                    /* connect to the backends with TLS */
     bool h2;                     /* HTTP/2 to the backends (alpn = "h2"; h2c without TLS) */
     bool h2_or_h1;               /* alpn = "h2,h1": the backend picks by ALPN (TLS only) */
+    uint8_t send_proxy;          /* send_proxy_protocol: 0 none, 1 "v1", 2 "v2" */
     char *sni;                   /* NULL: a backend named by hostname gets that name */
     weir_tls_client *tls_client; /* verification, CA, client cert, ALPN */
     weir_cfg_backend *backends;

@@ -68,11 +68,14 @@ static const char *const upstream_keys[] = {"addrs",
                                             "ipv6_only",
                                             "dns_min_ttl",
                                             "dns_timeout",
+                                            "send_proxy_protocol",
                                             NULL};
 
 /* retry_on = ["connect", "reset", "timeout", "502", "503", "504",
  * "non_idempotent"]: which failures send a request to another backend
  * (nginx's proxy_next_upstream, HAProxy's retry-on). */
+static void load_send_proxy(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                            const char *section);
 static void load_retry_on(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
                           const char *section)
 {
@@ -418,6 +421,7 @@ void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_v
         max_fails = (uint32_t)iv;
     weir__cfg_get_duration(ld, t, "fail_timeout", section, 3600000, false, &fail_timeout_ms);
     load_health_check(ld, u, t, section);
+    load_send_proxy(ld, u, t, section);
     build_lb(ld, u, section, max_fails, fail_timeout_ms);
     weir__cfg_get_duration(ld, t, "connection_timeout", section, 3600000, false,
                            &u->connection_timeout_ms);
@@ -436,6 +440,37 @@ void weir__cfg_load_upstream(loader *ld, weir_cfg_upstream *u, const weir_toml_v
     if (weir__cfg_get_int(ld, t, "max_requests", section, 0, 1000000000, &v))
         u->max_requests = (uint32_t)v;
     load_upstream_tls(ld, u, t, section);
+    weir_toml_entry e;
+    if (u->send_proxy && (u->h2 || u->h2_or_h1) && weir__cfg_entry_of(t, "send_proxy_protocol", &e))
+        weir__cfg_err_at(ld, e.line,
+                         "'send_proxy_protocol' in [%s] cannot go with HTTP/2 to the backends "
+                         "(alpn): an HTTP/2 connection carries many clients, a PROXY header "
+                         "names one",
+                         section);
+}
+
+/* send_proxy_protocol = "v1" | "v2": every new connection to a backend
+ * starts with a PROXY header naming the client (its checks too, with a
+ * header naming none). */
+static void load_send_proxy(loader *ld, weir_cfg_upstream *u, const weir_toml_value *t,
+                            const char *section)
+{
+    bool present;
+    char *v = weir__cfg_dup_string(ld, t, "send_proxy_protocol", section, &present);
+    if (!v)
+        return;
+    weir_toml_entry e;
+    weir__cfg_entry_of(t, "send_proxy_protocol", &e);
+    if (strcmp(v, "v1") == 0)
+        u->send_proxy = 1;
+    else if (strcmp(v, "v2") == 0)
+        u->send_proxy = 2;
+    else
+        weir__cfg_err_at(ld, e.line,
+                         "'send_proxy_protocol' in [%s] is '%s': expected \"v1\" or \"v2\"",
+                         section, v);
+    free(v);
+    u->hc.send_proxy = u->send_proxy;
 }
 
 /* health_check = "tcp://", "http://HOST/PATH" ("http:///PATH" sends the
