@@ -81,6 +81,14 @@ typedef struct weir_tcp_ops {
      * Default: no retry. */
     bool (*fail_to_connect)(weir_tcp_session *s, void *ctx, const weir_peer *peer, int error,
                             int attempt);
+    /*
+     * TLS passthrough on an HTTPS listener (weir_proxy_options.passthrough_ops):
+     * called once the ClientHello is read (weir_tcp_session_sni), before
+     * new_ctx. Return true to pass this connection through as a TCP
+     * session, false to hand it, untouched, to the HTTP service, which
+     * terminates its TLS. Default: true.
+     */
+    bool (*take)(weir_tcp_session *s, void *app);
     /* The backend's connection is ready; the tunnel starts. */
     void (*connected_to_upstream)(weir_tcp_session *s, void *ctx, const weir_peer *peer);
     /* Last phase, once per session that ran new_ctx. */
@@ -107,7 +115,15 @@ typedef struct weir_tcp_options {
      * plain bytes (a backend's TLS is the peer's: weir_peer.tls). NULL =
      * plain TCP. Must outlive the server. */
     struct weir_tls_server *tls;
-    uint32_t tls_handshake_timeout_ms; /* whole TLS handshake [10000] */
+    uint32_t tls_handshake_timeout_ms; /* whole TLS handshake, or the ClientHello's wait [10000] */
+    /*
+     * TLS passthrough: the client's ClientHello is read before anything
+     * else (at most 16 KB, within tls_handshake_timeout_ms) but not
+     * answered; upstream_peer sees its server name (weir_tcp_session_sni)
+     * and the backend gets every byte as the client sent it. A connection
+     * that does not start with a ClientHello is closed. Not with tls.
+     */
+    bool peek_client_hello;
 } weir_tcp_options;
 
 /*
@@ -124,6 +140,9 @@ const struct sockaddr *weir_tcp_session_client_addr(const weir_tcp_session *s);
 weir_str weir_tcp_session_client_ip(const weir_tcp_session *s);
 /* The address of the listener that accepted the connection. */
 const char *weir_tcp_session_listen_addr(const weir_tcp_session *s);
+/* The server name of the client's ClientHello (peek_client_hello, or the
+ * TLS it terminates), lower case; "" for none, NULL before it is known. */
+const char *weir_tcp_session_sni(const weir_tcp_session *s);
 /* The client's TLS (version, cipher, SNI, ALPN) when the service
  * terminates it: true with *out filled; false for plain TCP. */
 bool weir_tcp_session_tls(const weir_tcp_session *s, weir_tls_info *out);

@@ -230,6 +230,17 @@ typedef struct weir_proxy_options {
      * on a plain listener with prior knowledge (h2c) when this is set. */
     bool h2c;
     uint32_t h2_max_concurrent_streams; /* streams per HTTP/2 connection [128] */
+    /*
+     * TLS passthrough on this service's TLS listeners: each connection's
+     * ClientHello is read first (after the PROXY header, if any) and
+     * offered to passthrough_ops->take (weir/l4.h); a connection it takes
+     * becomes a TCP session of passthrough_ops with passthrough_app
+     * (connect_timeout_ms, tunnel_idle_timeout_ms and
+     * tls_handshake_timeout_ms apply), the rest are terminated here as
+     * usual. Needs tls.
+     */
+    const struct weir_tcp_ops *passthrough_ops;
+    void *passthrough_app;
 
     /*
      * Connection aging: client connections are retired so that clients

@@ -58,6 +58,7 @@ enum part_kind {
     P_SERVER,
     P_ERROR,
     P_ATTEMPTS,
+    P_SNI,
 };
 
 typedef struct part {
@@ -167,6 +168,7 @@ static const struct {
     {"server", P_SERVER},
     {"error", P_ERROR},
     {"attempts", P_ATTEMPTS},
+    {"sni", P_SNI},
 };
 
 static const struct {
@@ -676,6 +678,11 @@ static void put_tcp_json(out *o, weir_tcp_session *s, const weir_tcp_stats *st, 
     if (st->connect_time_us >= 0)
         put_fmt(o, ",\"upstream_connect_time\":%.3f", (double)st->connect_time_us / 1e6);
     put_fmt(o, ",\"attempts\":%.0f", st->attempts);
+    const char *sni = weir_tcp_session_sni(s);
+    if (sni && sni[0]) {
+        PUT_LIT(o, ",\"sni\":");
+        put_json_str(o, (weir_str){sni, strlen(sni)});
+    }
     PUT_LIT(o, ",\"termination\":");
     put_json_str(o, (weir_str){st->termination, 2});
     if (st->error) {
@@ -763,6 +770,14 @@ size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session 
         case P_ATTEMPTS:
             put_fmt(&o, "%.0f", st->attempts);
             break;
+        case P_SNI: {
+            const char *n = weir_tcp_session_sni(s);
+            if (n && n[0])
+                put(&o, n, strlen(n));
+            else
+                put(&o, "-", 1);
+            break;
+        }
         case P_JSON:
             put_tcp_json(&o, s, st, server);
             break;

@@ -143,6 +143,8 @@ static const char *tcp_change(const weir_cfg_server *x, const weir_cfg_server *y
     SAME(handshake_timeout_ms, "proxy_protocol_timeout");
     SAME(tls_handshake_timeout_ms, "tls_handshake_timeout");
 #undef SAME
+    if ((x->n_sni_routes > 0) != (y->n_sni_routes > 0) && x->protocol == WEIR_CFG_HTTP)
+        return "tls_passthrough (on or off)";
     return NULL;
 }
 
@@ -211,12 +213,16 @@ static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_serv
 static int add_service(weir_server *srv, server_app *sa, const weir_cfg_server *y,
                        const char *const *addrs, size_t n)
 {
-    if (y->protocol == WEIR_CFG_TCP) {
+    if (y->protocol != WEIR_CFG_HTTP) {
         weir_tcp_options t = y->tcp;
         t.tls = sa->tls;
         return weir_server_add_tcp(srv, addrs, n, &weir__app_tcp_ops, sa, &t);
     }
     weir_proxy_options o = service_opts(sa, y);
+    if (y->n_sni_routes) { /* tls_passthrough */
+        o.passthrough_ops = &weir__app_tcp_ops;
+        o.passthrough_app = sa;
+    }
     return weir_server_add_proxy(srv, addrs, n, &weir__app_ops, sa, &o);
 }
 

@@ -54,10 +54,11 @@ static void free_ctx(void *app, void *ctx)
 static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer *peer)
 {
     tcp_ctx *c = ctx;
-    /* A reload can turn the server into an HTTP one while its old
-     * listener still hands over connections: those get no backend. */
-    const weir_cfg_upstream *u =
-        c && c->srv && c->srv->protocol == WEIR_CFG_TCP ? c->srv->upstream : NULL;
+    if (!c || !c->srv)
+        return WEIR_PHASE_ERROR;
+    /* Passthrough goes by the ClientHello's name, else to the default. */
+    const weir_cfg_sni_route *r = weir__cfg_sni_route(c->srv, weir_tcp_session_sni(s));
+    const weir_cfg_upstream *u = r ? r->upstream : c->srv->upstream;
     if (!u || !u->lb)
         return WEIR_PHASE_ERROR;
     uint64_t key = 0;
@@ -87,7 +88,6 @@ static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer
 static bool fail_to_connect(weir_tcp_session *s, void *ctx, const weir_peer *peer, int error,
                             int attempt)
 {
-    (void)s;
     (void)peer;
     (void)error;
     tcp_ctx *c = ctx;
@@ -98,7 +98,9 @@ static bool fail_to_connect(weir_tcp_session *s, void *ctx, const weir_peer *pee
         c->tried[c->n_tried++] = c->backend_id;
     weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
     c->backend = NULL;
-    const weir_cfg_upstream *u = c->srv ? c->srv->upstream : NULL;
+    const weir_cfg_sni_route *r =
+        c->srv ? weir__cfg_sni_route(c->srv, weir_tcp_session_sni(s)) : NULL;
+    const weir_cfg_upstream *u = r ? r->upstream : c->srv ? c->srv->upstream : NULL;
     if (!u || (uint32_t)attempt > u->max_retries || c->n_tried >= MAX_TRIED ||
         !(u->retry_on & WEIR_CFG_RETRY_CONNECT))
         return false;
@@ -125,12 +127,29 @@ static void logging(weir_tcp_session *s, void *ctx, const weir_tcp_stats *st)
         c->backend = NULL;
     }
     weir__metrics_tcp(c->srv, c->backend_addr[0] ? c->backend_addr : NULL, c->backend_id, st);
-    if (!c->srv || !c->srv->access_log || !c->sa->logger)
+    /* An HTTPS server's passthrough connections have a TCP log of their own. */
+    const weir_access_log *log = c->srv && c->srv->protocol == WEIR_CFG_HTTP
+                                     ? c->srv->tcp_access_log
+                                 : c->srv ? c->srv->access_log
+                                          : NULL;
+    if (!log || !c->sa->logger)
         return;
     char line[4096];
-    size_t n =
-        weir__access_log_render_tcp(c->srv->access_log, s, st, c->srv->name, line, sizeof(line));
+    size_t n = weir__access_log_render_tcp(log, s, st, c->srv->name, line, sizeof(line));
     weir_logger_write(c->sa->logger, line, n);
+}
+
+/* TLS passthrough on an HTTPS server: its tls_passthrough names pass,
+ * the rest it terminates. */
+static bool take(weir_tcp_session *s, void *app)
+{
+    server_app *sa = app;
+    weir_config *cfg =
+        weir__config_ref(atomic_load_explicit(&sa->app->current, memory_order_acquire));
+    const weir_cfg_server *srv = weir__app_find_server(cfg, sa);
+    bool yes = srv && weir__cfg_sni_route(srv, weir_tcp_session_sni(s)) != NULL;
+    weir__config_unref(cfg);
+    return yes;
 }
 
 const weir_tcp_ops weir__app_tcp_ops = {
@@ -138,6 +157,7 @@ const weir_tcp_ops weir__app_tcp_ops = {
     .free_ctx = free_ctx,
     .upstream_peer = upstream_peer,
     .fail_to_connect = fail_to_connect,
+    .take = take,
     .connected_to_upstream = connected,
     .logging = logging,
 };

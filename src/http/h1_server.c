@@ -587,8 +587,8 @@ static void try_proxy(weir_h1s *h)
     start_conn(h);
 }
 
-int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
-                     const weir_h1s_config *cfg, weir_h1s_list *list)
+int weir__h1s_accept(weir_loop *loop, int fd, bool proxy_done, const struct sockaddr *peer,
+                     socklen_t peer_len, const weir_h1s_config *cfg, weir_h1s_list *list)
 {
     weir_h1s *h = weir__pool_get(h1s_class);
     if (!h) {
@@ -615,7 +615,12 @@ int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockl
         h->next->prev = h;
     list->head = h;
     list->n++;
-    if (cfg->proxy_protocol) {
+    if (proxy_done) {
+        /* Handed over (TLS passthrough declined it): what the client sent
+         * waits in the socket, and its readiness was seen by the owner
+         * before. */
+        h->conn.readable = true;
+    } else if (cfg->proxy_protocol) {
         /* The PROXY header comes first, before TLS; the header timeout
          * bounds it. */
         h->state = WEIR_H1S_PROXY;

@@ -97,9 +97,11 @@ struct weir_h1s {
     uint8_t ip_len;
 };
 
-/* Takes over an accepted socket. Returns 0, or -errno (fd closed). */
-int weir__h1s_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
-                     const weir_h1s_config *cfg, weir_h1s_list *list);
+/* Takes over an accepted socket. proxy_done: the PROXY header, if the
+ * listener expects one, was read already (peer is its client). Returns 0,
+ * or -errno (fd closed). */
+int weir__h1s_accept(weir_loop *loop, int fd, bool proxy_done, const struct sockaddr *peer,
+                     socklen_t peer_len, const weir_h1s_config *cfg, weir_h1s_list *list);
 
 /*
  * The stream is over and will not touch the exchange again. With `reuse`

@@ -245,6 +245,20 @@ void weir__conn_close(weir_conn *c, bool reset)
     free_oq(c);
 }
 
+int weir__conn_detach_fd(weir_conn *c)
+{
+    int fd = c->io.fd;
+    if (fd >= 0)
+        weir__io_del(c->loop, &c->io);
+    c->io.fd = -1;
+    c->io.cb = closed_cb;
+    free_tls(c);
+    free_rbuf(c);
+    free_obuf(c);
+    free_oq(c);
+    return fd;
+}
+
 int weir__conn_need_rbuf(weir_conn *c)
 {
     if (c->rbuf)

@@ -91,6 +91,11 @@ int weir__conn_discard(weir_conn *c);
  * `reset` sends a TCP RST instead of FIN (SO_LINGER 0). */
 void weir__conn_close(weir_conn *c, bool reset);
 
+/* Like weir__conn_close without closing the socket: deregistered and
+ * returned, for another owner to take over (what is buffered is lost:
+ * call it before reading). */
+int weir__conn_detach_fd(weir_conn *c);
+
 /* Makes sure an rbuf exists; returns WEIR_ERR_NOMEM on failure. */
 int weir__conn_need_rbuf(weir_conn *c);
 /* Grows rbuf to at least `cap` bytes (keeps the data). */

@@ -27,11 +27,14 @@
 #include "net/splice.h"
 #include "net/tls.h"
 #include "net/upool.h"
+#include "http/h1_server.h"
+#include "net/client_hello.h"
 #include "proxy/service.h"
 
 typedef enum l4_state {
     L4_PROXY,     /* waiting for the PROXY header */
     L4_HANDSHAKE, /* terminating the client's TLS */
+    L4_HELLO,     /* reading the ClientHello (passthrough) */
     L4_CONNECT,   /* choosing, queueing for a slot, or connecting */
     L4_TUNNEL,
     L4_DONE,
@@ -43,6 +46,9 @@ struct weir_tcp_session {
     const weir_service *svc;
     const char *listen_text;
     weir_l4_list *list;
+    weir_h1s_list *http; /* where a declined passthrough connection goes */
+    char sni[256];
+    bool has_sni; /* sni is known: from the ClientHello, or the TLS terminated */
     weir_tcp_session *prev, *next;
     l4_state state;
     void *ctx;
@@ -104,6 +110,11 @@ weir_str weir_tcp_session_client_ip(const weir_tcp_session *s)
 const char *weir_tcp_session_listen_addr(const weir_tcp_session *s)
 {
     return s->listen_text;
+}
+
+const char *weir_tcp_session_sni(const weir_tcp_session *s)
+{
+    return s->has_sni ? s->sni : NULL;
 }
 
 bool weir_tcp_session_tls(const weir_tcp_session *s, weir_tls_info *out)
@@ -528,20 +539,88 @@ static void try_handshake(weir_tcp_session *s)
     weir__tls_count(WEIR_TLS_HANDSHAKE);
     if (SSL_session_reused(s->down.ssl))
         weir__tls_count(WEIR_TLS_RESUMED);
+    const char *name = SSL_get_servername(s->down.ssl, TLSEXT_NAMETYPE_host_name);
+    snprintf(s->sni, sizeof(s->sni), "%s", name ? name : "");
+    s->has_sni = true;
     s->down.readable = true; /* bytes may wait in OpenSSL's buffer */
+    begin(s);
+}
+
+/* A passthrough connection its HTTP listener terminates after all: the
+ * socket, with every byte the client sent still in it, goes to the HTTP
+ * service; this session ends without a trace (it had no context). */
+static void hand_to_http(weir_tcp_session *s)
+{
+    const weir_service *http = s->svc->fallback;
+    weir__timer_stop(s->loop, &s->timer);
+    int fd = weir__conn_detach_fd(&s->down);
+    s->state = L4_DONE;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->list->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->list->n--;
+    weir__h1s_accept(s->loop, fd, true, &s->client.sa, sizeof(s->client), &http->h1, s->http);
+    weir__loop_defer(s->loop, free_session, s);
+}
+
+/* Passthrough: the ClientHello, peeked (it stays in the socket for the
+ * backend, or for the HTTP service that terminates it). */
+static void try_hello(weir_tcp_session *s)
+{
+    uint8_t buf[WEIR_CH_MAX];
+    ssize_t n = recv(s->down.io.fd, buf, sizeof(buf), MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        s->down.readable = false;
+        return;
+    }
+    int r =
+        n <= 0 ? WEIR_CH_INVALID : weir__client_hello_sni(buf, (size_t)n, s->sni, sizeof(s->sni));
+    if (r == WEIR_CH_MORE) {
+        /* The peek sees everything that came; the next edge brings more. */
+        s->down.readable = false;
+        return;
+    }
+    if (r == WEIR_CH_INVALID) {
+        if (s->svc->fallback && n > 0) {
+            hand_to_http(s); /* its TLS code answers what is not TLS */
+            return;
+        }
+        drop(s, n <= 0 ? "closed before its ClientHello" : "not a TLS ClientHello");
+        return;
+    }
+    s->has_sni = true;
+    const weir_tcp_ops *ops = s->svc->tcp_ops;
+    if (s->svc->fallback && ops->take && !ops->take(s, s->svc->app)) {
+        hand_to_http(s);
+        return;
+    }
+    s->down.readable = true;
     begin(s);
 }
 
 static void handshake_timeout(weir_timer *t)
 {
-    drop(weir_container_of(t, weir_tcp_session, timer), "no TLS handshake within the timeout");
+    weir_tcp_session *s = weir_container_of(t, weir_tcp_session, timer);
+    drop(s, s->state == L4_HELLO ? "no ClientHello within the timeout"
+                                 : "no TLS handshake within the timeout");
 }
 
 /* After the accept and the PROXY header: TLS when the service terminates
- * it, then the backend. */
+ * it, or the ClientHello when it passes TLS through, then the backend. */
 static void start_client(weir_tcp_session *s)
 {
     weir__timer_stop(s->loop, &s->timer);
+    if (s->svc->tcp.peek_client_hello) {
+        s->state = L4_HELLO;
+        weir__timer_start(s->loop, &s->timer, s->svc->tcp.tls_handshake_timeout_ms,
+                          handshake_timeout);
+        s->down.readable = true;
+        try_hello(s);
+        return;
+    }
     if (!s->svc->tcp.tls) {
         begin(s);
         return;
@@ -594,13 +673,16 @@ static void down_cb(weir_io *io, uint32_t events)
         try_proxy(s);
     else if (s->state == L4_HANDSHAKE)
         try_handshake(s);
+    else if (s->state == L4_HELLO)
+        try_hello(s);
     else if (s->state == L4_TUNNEL)
         step_tunnel(s);
     /* While connecting the client's bytes (and FIN) wait in its socket. */
 }
 
 int weir__l4_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
-                    const weir_service *svc, const char *listen_text, weir_l4_list *list)
+                    const weir_service *svc, const char *listen_text, weir_l4_list *list,
+                    weir_h1s_list *http)
 {
     weir_tcp_session *s = weir__pool_get(l4_class);
     if (!s) {
@@ -618,6 +700,7 @@ int weir__l4_accept(weir_loop *loop, int fd, const struct sockaddr *peer, sockle
     s->svc = svc;
     s->listen_text = listen_text;
     s->list = list;
+    s->http = http;
     s->t_start_us = weir__loop_now_us(loop);
     s->connect_us = -1;
     s->status = 200;

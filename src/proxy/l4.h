@@ -14,6 +14,7 @@
 #include "weir/l4.h"
 
 struct weir_service;
+struct weir_h1s_list;
 
 typedef struct weir_l4_list {
     weir_tcp_session *head;
@@ -21,9 +22,12 @@ typedef struct weir_l4_list {
 } weir_l4_list;
 
 /* Starts a session for an accepted socket (which it owns from now on,
- * even on failure). listen_text names the listener. Returns 0 or -errno. */
+ * even on failure). listen_text names the listener. For TLS passthrough on
+ * an HTTP listener (svc->fallback), http is the worker's list the
+ * connections svc declines go to. Returns 0 or -errno. */
 int weir__l4_accept(weir_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
-                    const struct weir_service *svc, const char *listen_text, weir_l4_list *list);
+                    const struct weir_service *svc, const char *listen_text, weir_l4_list *list,
+                    struct weir_h1s_list *http);
 
 /* Ends every session of the list at once (termination 'K'). */
 void weir__l4_list_close_all(weir_l4_list *list);

@@ -549,7 +549,35 @@ int weir_server_add_proxy(weir_server *srv, const char *const *listen_addrs, siz
         .max_body_bytes = svc->opts.max_body_bytes,
     };
     set_aging(&svc->h1, &svc->opts);
-    return attach_service(srv, svc, listen_addrs, n_addrs);
+    if (svc->opts.passthrough_ops && svc->opts.tls) {
+        /* Its ClientHellos go to a TCP service first, made with it (the
+         * next slot; counted once the addresses are taken). */
+        if (srv->n_services + 2 > MAX_SERVICES) {
+            weir_log_error("cannot listen on %s: the server has had %d services, the most it "
+                           "keeps",
+                           listen_addrs[0], MAX_SERVICES);
+            return WEIR_ERR_INVAL;
+        }
+        weir_service *pt = &srv->services[srv->n_services + 1];
+        memset(pt, 0, sizeof(*pt));
+        pt->kind = WEIR_SERVICE_TCP;
+        pt->tcp_ops = svc->opts.passthrough_ops;
+        pt->app = svc->opts.passthrough_app;
+        pt->tcp = (weir_tcp_options){
+            .connect_timeout_ms = svc->opts.connect_timeout_ms,
+            .idle_timeout_ms = svc->opts.tunnel_idle_timeout_ms,
+            .proxy_protocol = svc->opts.proxy_protocol,
+            .handshake_timeout_ms = svc->opts.client_header_timeout_ms,
+            .tls_handshake_timeout_ms = svc->opts.tls_handshake_timeout_ms,
+            .peek_client_hello = true,
+        };
+        pt->fallback = svc;
+        svc->passthrough = pt;
+    }
+    int rc = attach_service(srv, svc, listen_addrs, n_addrs);
+    if (rc == WEIR_OK && svc->passthrough)
+        srv->n_services++;
+    return rc;
 }
 
 int weir_server_add_tcp(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
@@ -759,10 +787,14 @@ static void accept_ready(listener *l)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (svc->kind == WEIR_SERVICE_TCP)
-            weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc, l->addr->text,
-                            &w->l4);
+            weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc, l->addr->text, &w->l4,
+                            NULL);
+        else if (svc->passthrough)
+            weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc->passthrough,
+                            l->addr->text, &w->l4, &w->conns);
         else
-            weir__h1s_accept(w->loop, fd, (struct sockaddr *)&peer, plen, &svc->h1, &w->conns);
+            weir__h1s_accept(w->loop, fd, false, (struct sockaddr *)&peer, plen, &svc->h1,
+                             &w->conns);
     }
     /* Fairness: leave the rest of the backlog for the next round. */
     weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);

@@ -27,6 +27,10 @@ typedef struct weir_service {
      * then holds only proxy_protocol and trusted_proxies, for the accept. */
     const weir_tcp_ops *tcp_ops;
     weir_tcp_options tcp;
+    /* TLS passthrough on an HTTP service's listener: the TCP service its
+     * ClientHellos go to first (passthrough_ops), and back from it the
+     * HTTP service the ones it declines go to; NULL otherwise. */
+    struct weir_service *passthrough, *fallback;
 } weir_service;
 
 /* Fills the defaults of DESIGN.md into o. */

@@ -167,3 +167,18 @@ def tls_echo(c, srv):
         c.sendall(d)
     with srv.lock:
         srv.received.append(got)
+
+
+def client_hello(name):
+    """The bytes of a ClientHello for server name `name` (Python's ssl)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = ctx.wrap_bio(i, o, server_hostname=name)
+    try:
+        s.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return o.read()

@@ -409,7 +409,7 @@ def test_untrusted_or_bad_proxy_headers_never_reach_a_backend(tcp, start_proc, t
     ('protocol = "tcp"\nupstream = "h"\n', "hashes a request's uri"),
     ('protocol = "tcp"\nupstream = "u"\nmax_body_size = "1MB"\n', "'max_body_size' in "
      "[servers.t] is for HTTP servers"),
-    ('protocol = "udpx"\nupstream = "u"\n', "expected \"http\" or \"tcp\""),
+    ('protocol = "udpx"\nupstream = "u"\n', 'expected "http", "tcp" or'),
     ('locations = ["l"]\nidle_timeout = "1s"\n', "'idle_timeout' in [servers.t] is for "
      "protocol = \"tcp\" servers"),
     ('protocol = "tcp"\nupstream = "u"\nproxy_protocol = true\n', "needs 'trusted_proxies'"),

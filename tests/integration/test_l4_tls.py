@@ -6,8 +6,10 @@ and Python's ssl; a client that speaks no TLS never reaches a backend.
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -149,3 +151,141 @@ def test_config_tls_needs_certificates(tmp_path):
     out = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode != 0 and "'tls = true' in [servers.t] needs 'certificates'" in out.stderr
+
+
+# ---- passthrough by server name ----
+
+
+def tls_named(pki, cert, name):
+    """A TLS echo backend serving PKI certificate `cert`, answering with
+    its name first."""
+
+    def handler(c, srv):
+        c.sendall(name.encode() + b"\n")
+        T.tls_echo(c, srv)
+
+    return T.TlsTcpServer(handler, pki.path(cert + ".crt"), pki.path(cert + ".key"), name=name)
+
+
+def hello_through(port, sni, pki):
+    ctx = TL.client_context(pki, alpn=None)
+    s = TL.tls_connect(port, ctx, server_hostname=sni)
+    try:
+        first = s.recv(100)
+        s.sendall(b"ping")
+        assert s.recv(4) == b"ping"
+        return TL.subject_cn(s.getpeercert()), first.decode().strip()
+    finally:
+        s.close()
+
+
+def test_passthrough_routes_by_server_name(pki, start_proc, tmp_path):
+    a, w, d = tls_named(pki, "a", "A"), tls_named(pki, "wild", "W"), tls_named(pki, "default", "D")
+    try:
+        port = free_port()
+        text = ('[servers.p]\naddr = "127.0.0.1:%d"\nprotocol = "tls_passthrough"\n'
+                'upstream = "d"\naccess_log = "{sni} {upstream_addr} {status}"\n'
+                'sni_routes = { "a.test" = "a", "*.wild.test" = "w" }\n'
+                '[upstreams.a]\naddrs = ["%s"]\n[upstreams.w]\naddrs = ["%s"]\n'
+                '[upstreams.d]\naddrs = ["%s"]\n' % (port, a.addr, w.addr, d.addr))
+        _, proc = start(start_proc, tmp_path, text, port)
+        # The backends terminate TLS: their certificates reach the client.
+        assert hello_through(port, "a.test", pki) == ("a.test", "A")
+        assert hello_through(port, "A.Test", pki) == ("a.test", "A")
+        assert hello_through(port, "x.wild.test", pki) == ("*.wild.test", "W")
+        assert hello_through(port, "deep.x.wild.test", pki) == ("*.wild.test", "W")
+        assert hello_through(port, "other.test", pki) == ("default.test", "D")
+        assert hello_through(port, None, pki) == ("default.test", "D")
+        lines = wait_lines(proc, 6, needle=" 200")
+        assert "a.test %s 200" % a.addr in lines and "- %s 200" % d.addr in lines, lines
+        # Not TLS: closed, no backend sees it.
+        before = a.connections + w.connections + d.connections
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        assert T.closed_without_data(c)
+        c.close()
+        assert a.connections + w.connections + d.connections == before
+        assert "not a TLS ClientHello" in proc.stderr()
+    finally:
+        for b in (a, w, d):
+            b.close()
+
+
+def test_passthrough_without_a_default_closes_unknown_names(pki, start_proc, tmp_path):
+    a = tls_named(pki, "a", "A")
+    try:
+        port = free_port()
+        text = ('[servers.p]\naddr = "127.0.0.1:%d"\nprotocol = "tls_passthrough"\n'
+                'access_log = "{sni} {status} {termination}"\n'
+                'sni_routes = { "a.test" = "a" }\n[upstreams.a]\naddrs = ["%s"]\n'
+                % (port, a.addr))
+        _, proc = start(start_proc, tmp_path, text, port)
+        with pytest.raises((ssl.SSLError, OSError)):
+            hello_through(port, "b.test", pki)
+        assert "b.test 503 PR" in wait_lines(proc, 1, needle="503"), proc.stdout()
+        # A ClientHello sent a byte at a time still gets through.
+        raw = T.client_hello("a.test")
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(raw), 7):
+            c.sendall(raw[i:i + 7])
+            time.sleep(0.002)
+        assert c.recv(5)[:1] == b"\x16"  # the backend's ServerHello
+        c.close()
+    finally:
+        a.close()
+
+
+def test_an_https_server_passes_some_names_and_terminates_the_rest(pki, tcp, start_proc,
+                                                                    tmp_path):
+    import backends as B
+    p = tls_named(pki, "b", "P")
+    web = B.Backend(B.fixed(b"terminated by weir\n"))
+    try:
+        port = free_port()
+        text = (cert_section(pki, "a") +
+                '[servers.web]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\ncertificates = ["a"]\n'
+                'access_log = "main"\ntls_passthrough = { "b.test" = "p" }\n'
+                '[locations.l]\nupstream = "web"\n[upstreams.web]\naddrs = ["%s"]\n'
+                '[upstreams.p]\naddrs = ["%s"]\n' % (port, web.addr, p.addr))
+        _, proc = start(start_proc, tmp_path, text, port)
+        assert hello_through(port, "b.test", pki) == ("b.test", "P")
+        # a.test: weir's own certificate, and the HTTP location.
+        ctx = TL.client_context(pki)
+        s = TL.tls_connect(port, ctx, server_hostname="a.test")
+        assert TL.subject_cn(s.getpeercert()) == "a.test"
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        assert T.read_all(s).endswith(b"terminated by weir\n")
+        s.close()
+        # Plain HTTP on the TLS port: weir's HTTPS side answers it, as
+        # without passthrough.
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        got = T.read_all(c)
+        c.close()
+        assert got.startswith(b"HTTP/1.1 400"), got
+        assert "passthrough=b.test" in "\n".join(wait_lines(proc, 1, needle="passthrough="))
+    finally:
+        p.close()
+        web.close()
+
+
+@pytest.mark.parametrize("body, message", [
+    ('protocol = "tls_passthrough"\n', "needs 'sni_routes' or 'upstream'"),
+    ('protocol = "tls_passthrough"\nupstream = "u"\ncertificates = ["a"]\n',
+     "does not terminate TLS"),
+    ('protocol = "tls_passthrough"\nsni_routes = { "a b" = "u" }\n', "must name a server"),
+    ('protocol = "tls_passthrough"\nsni_routes = { "a.test" = "nope" }\n',
+     "refers to undefined upstream 'nope'"),
+    ('protocol = "tcp"\nupstream = "u"\nsni_routes = { "a.test" = "u" }\n',
+     "'sni_routes' in [servers.t] is for protocol = \"tls_passthrough\""),
+    ('locations = ["l"]\ntls_passthrough = { "a.test" = "u" }\n', "needs 'certificates'"),
+])
+def test_passthrough_config_errors(tmp_path, body, message):
+    require_binary("weir")
+    path = tmp_path / "bad.toml"
+    path.write_text('[servers.t]\naddr = "127.0.0.1:1"\n' + body +
+                    '[locations.l]\nupstream = "u"\n[upstreams.u]\naddrs = ["127.0.0.1:2"]\n')
+    out = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0 and message in out.stderr, out.stderr

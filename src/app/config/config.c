@@ -205,14 +205,14 @@ static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root
 static weir_cfg_upstream *find_upstream(weir_config *c, const char *name);
 
 /* A TCP session has no request: only an address to hash. */
-static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, int line)
+static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, const weir_cfg_upstream *u,
+                               int line)
 {
-    const weir_cfg_upstream *u = s->upstream;
     if (!u)
         return;
     if (u->hash_key != WEIR_HASH_NONE && u->hash_key != WEIR_HASH_IP)
         weir__cfg_err_at(ld, line,
-                         "[servers.%s] (protocol = \"tcp\") uses upstream '%s', which hashes a "
+                         "[servers.%s] passes connections to upstream '%s', which hashes a "
                          "request's %s: a TCP connection has only its client address (use "
                          "algo = \"hash:ip\", or another upstream)",
                          s->name, u->name,
@@ -221,7 +221,7 @@ static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, int line)
                                                          : "header, cookie or query");
     if (u->sticky_cookie)
         weir__cfg_err_at(ld, line,
-                         "[servers.%s] (protocol = \"tcp\") uses upstream '%s', which has a "
+                         "[servers.%s] passes connections to upstream '%s', which has a "
                          "sticky_cookie: a TCP connection has no cookies (use "
                          "algo = \"hash:ip\" for stickiness)",
                          s->name, u->name);
@@ -323,6 +323,12 @@ static void free_config(weir_config *c)
         free(s->locations);
         weir__router_free(s->router);
         weir__access_log_free(s->access_log);
+        weir__access_log_free(s->tcp_access_log);
+        for (size_t k = 0; k < s->n_sni_routes; k++) {
+            free(s->sni_routes[k].name);
+            free(s->sni_routes[k].upstream_name);
+        }
+        free(s->sni_routes);
         free(s->access_log_file);
         free(s->tls.certs);
         free(s->tls.ciphers);
@@ -518,12 +524,17 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             char *up_name = NULL;
             weir__cfg_load_server(&ld, s, e.value, &names, &n_names, &names_line, &up_name,
                                   &up_line);
+            char section[300];
+            snprintf(section, sizeof(section), "servers.%s", s->name);
             if (up_name) {
-                char section[300];
-                snprintf(section, sizeof(section), "servers.%s", s->name);
                 s->upstream = upstream_ref(&ld, c, up_name, up_line, section);
-                check_tcp_upstream(&ld, s, up_line);
+                check_tcp_upstream(&ld, s, s->upstream, up_line);
                 free(up_name);
+            }
+            for (size_t k = 0; k < s->n_sni_routes; k++) {
+                weir_cfg_sni_route *r = &s->sni_routes[k];
+                r->upstream = upstream_ref(&ld, c, r->upstream_name, r->line, section);
+                check_tcp_upstream(&ld, s, r->upstream, r->line);
             }
             s->locations = calloc(n_names ? n_names : 1, sizeof(*s->locations));
             for (size_t k = 0; s->locations && k < n_names; k++) {

@@ -195,15 +195,31 @@ struct weir_cfg_location {
 
 typedef enum weir_cfg_protocol {
     WEIR_CFG_HTTP,
-    WEIR_CFG_TCP, /* an L4 server (weir/l4.h): its upstream, no locations */
+    WEIR_CFG_TCP,             /* an L4 server (weir/l4.h): its upstream, no locations */
+    WEIR_CFG_TLS_PASSTHROUGH, /* L4, routed by the ClientHello's server name */
 } weir_cfg_protocol;
+
+/* sni_routes / tls_passthrough: a server name ("a.example.com", or
+ * "*.example.com" for any name under it) and where its connections go. */
+typedef struct weir_cfg_sni_route {
+    char *name; /* lower case; a wildcard keeps its dot: ".example.com" */
+    bool wild;
+    weir_cfg_upstream *upstream;
+    char *upstream_name; /* until the upstreams are looked up */
+    int line;
+} weir_cfg_sni_route;
 
 struct weir_cfg_server {
     char *name;
     int line;
     weir_cfg_protocol protocol;
-    weir_cfg_upstream *upstream; /* a TCP server's */
+    weir_cfg_upstream *upstream; /* a TCP server's; a passthrough server's default */
     weir_tcp_options tcp;        /* a TCP server's settings */
+    /* Passthrough by server name: a tls_passthrough server's sni_routes,
+     * an HTTPS server's tls_passthrough (the rest it terminates). */
+    weir_cfg_sni_route *sni_routes;
+    size_t n_sni_routes;
+    weir_access_log *tcp_access_log; /* an HTTPS server's, for the connections it passes */
     char **addrs;
     size_t n_addrs;
     weir_cfg_location **locations;
@@ -238,6 +254,10 @@ typedef struct weir_cfg_admin {
 } weir_cfg_admin;
 
 #define WEIR_CFG_MAX_APP_SERVERS 64
+
+/* The route of a server name (lower case, "" for none): exact, else the
+ * longest wildcard suffix; NULL if none. */
+const weir_cfg_sni_route *weir__cfg_sni_route(const weir_cfg_server *s, const char *sni);
 
 /* A store shared by the snapshots whose [caches.NAME] is the same
  * (caches.c): made when a snapshot goes live, never in weir -t. */

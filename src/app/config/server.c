@@ -66,6 +66,8 @@ static const char *const server_keys[] = {"addr",
                                           "download_rate",
                                           "proxy_protocol_timeout",
                                           "tls",
+                                          "tls_passthrough",
+                                          "sni_routes",
                                           NULL};
 
 /* What a TCP server takes; the rest of server_keys is HTTP's. */
@@ -90,7 +92,99 @@ static const char *const tcp_keys[] = {"addr",
                                        "client_ca",
                                        "client_verify",
                                        "alpn",
+                                       "sni_routes",
                                        NULL};
+
+/* The TLS keys a tls_passthrough server has no use for. */
+static const char *const termination_keys[] = {
+    "tls",         "certificates",     "tls_min_version",
+    "tls_ciphers", "tls_ciphersuites", "tls_session_tickets",
+    "client_ca",   "client_verify",    "alpn",
+    NULL};
+
+/* name = "upstream" pairs of a table (sni_routes, tls_passthrough): the
+ * upstream names are looked up by the caller. */
+static void load_sni_routes(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                            const char *key, const char *section)
+{
+    const weir_toml_value *v = weir_toml_table_get(t, key);
+    if (!v)
+        return;
+    weir_toml_entry ke;
+    weir__cfg_entry_of(t, key, &ke);
+    if (weir_toml_type_of(v) != WEIR_TOML_TABLE) {
+        weir__cfg_err_at(ld, ke.line,
+                         "'%s' in [%s] must be a table of server names and upstreams, e.g. "
+                         "{ \"a.example.com\" = \"a\", \"*.example.org\" = \"b\" }",
+                         key, section);
+        return;
+    }
+    size_t n = weir_toml_table_count(v);
+    s->sni_routes = calloc(n ? n : 1, sizeof(*s->sni_routes));
+    if (!s->sni_routes)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(v, i, &e);
+        weir_cfg_sni_route *r = &s->sni_routes[s->n_sni_routes];
+        r->line = e.line ? e.line : ke.line;
+        const char *up =
+            weir_toml_type_of(e.value) == WEIR_TOML_STRING ? weir_toml_string(e.value, NULL) : NULL;
+        bool wild = e.key_len > 2 && e.key[0] == '*' && e.key[1] == '.';
+        const char *name = wild ? e.key + 1 : e.key;
+        size_t len = wild ? e.key_len - 1 : e.key_len;
+        bool ok = len > 0 && len <= 253 && up;
+        for (size_t k = wild ? 1 : 0; ok && k < len; k++) {
+            char c = name[k];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_' || (c == '.' && k + 1 < len && name[k + 1] != '.');
+        }
+        if (!ok) {
+            weir__cfg_err_at(ld, r->line,
+                             "'%s' in [%s]: '%.*s' = ... must name a server (\"a.example.com\" "
+                             "or \"*.example.com\") and an upstream (a string)",
+                             key, section, (int)e.key_len, e.key);
+            continue;
+        }
+        r->name = malloc(len + 1);
+        r->upstream_name = strdup(up);
+        if (!r->name || !r->upstream_name) {
+            free(r->name);
+            free(r->upstream_name);
+            continue;
+        }
+        for (size_t k = 0; k < len; k++)
+            r->name[k] = (char)(name[k] >= 'A' && name[k] <= 'Z' ? name[k] - 'A' + 'a' : name[k]);
+        r->name[len] = '\0';
+        r->wild = wild;
+        for (size_t j = 0; j < s->n_sni_routes; j++) {
+            if (strcmp(s->sni_routes[j].name, r->name) == 0 && s->sni_routes[j].wild == wild)
+                weir__cfg_err_at(ld, r->line, "'%s' in [%s] names '%.*s' twice", key, section,
+                                 (int)e.key_len, e.key);
+        }
+        s->n_sni_routes++;
+    }
+    if (n == 0)
+        weir__cfg_err_at(ld, ke.line, "'%s' in [%s] is empty", key, section);
+}
+
+const weir_cfg_sni_route *weir__cfg_sni_route(const weir_cfg_server *s, const char *sni)
+{
+    const weir_cfg_sni_route *best = NULL;
+    size_t best_len = 0, n = sni ? strlen(sni) : 0;
+    for (size_t i = 0; sni && i < s->n_sni_routes; i++) {
+        const weir_cfg_sni_route *r = &s->sni_routes[i];
+        size_t len = strlen(r->name);
+        if (!r->wild && strcmp(r->name, sni) == 0)
+            return r;
+        /* ".example.com" takes any name under it, the longest suffix first. */
+        if (r->wild && n > len && strcmp(sni + n - len, r->name) == 0 && len > best_len) {
+            best = r;
+            best_len = len;
+        }
+    }
+    return best;
+}
 
 static bool listed(const char *const *keys, const char *k, size_t len)
 {
@@ -123,8 +217,28 @@ static void load_tcp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, c
     *up_name = weir__cfg_dup_string(ld, t, "upstream", section, &present);
     weir_toml_entry ue;
     *up_line = weir__cfg_entry_of(t, "upstream", &ue) ? ue.line : s->line;
-    if (!present)
+    if (s->protocol == WEIR_CFG_TLS_PASSTHROUGH) {
+        for (size_t i = 0; termination_keys[i]; i++) {
+            weir_toml_entry e;
+            if (weir__cfg_entry_of(t, termination_keys[i], &e))
+                weir__cfg_err_at(ld, e.line,
+                                 "'%s' in [%s]: a tls_passthrough server does not terminate TLS "
+                                 "(its backends do)",
+                                 termination_keys[i], section);
+        }
+        load_sni_routes(ld, s, t, "sni_routes", section);
+        if (!present && !weir__cfg_entry_of(t, "sni_routes", &ue))
+            weir__cfg_err_at(ld, s->line,
+                             "[%s] (protocol = \"tls_passthrough\") needs 'sni_routes' or "
+                             "'upstream' (the default)",
+                             section);
+    } else if (!present) {
         weir__cfg_err_at(ld, s->line, "[%s] (protocol = \"tcp\") needs 'upstream'", section);
+    }
+    if (s->protocol == WEIR_CFG_TCP && weir__cfg_entry_of(t, "sni_routes", &ue))
+        weir__cfg_err_at(ld, ue.line,
+                         "'sni_routes' in [%s] is for protocol = \"tls_passthrough\" servers",
+                         section);
     weir_tcp_options *o = &s->tcp;
     weir__cfg_get_duration(ld, t, "idle_timeout", section, 7 * 86400000u, false,
                            &o->idle_timeout_ms);
@@ -206,14 +320,19 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
     char *proto = weir__cfg_dup_string(ld, t, "protocol", section, &present);
     if (proto && strcmp(proto, "tcp") == 0) {
         s->protocol = WEIR_CFG_TCP;
+    } else if (proto && strcmp(proto, "tls_passthrough") == 0) {
+        s->protocol = WEIR_CFG_TLS_PASSTHROUGH;
+        s->tcp.peek_client_hello = true;
     } else if (proto && strcmp(proto, "http") != 0) {
         weir_toml_entry e;
         weir__cfg_entry_of(t, "protocol", &e);
-        weir__cfg_err_at(ld, e.line, "'protocol' in [%s] is \"%s\": expected \"http\" or \"tcp\"",
+        weir__cfg_err_at(ld, e.line,
+                         "'protocol' in [%s] is \"%s\": expected \"http\", \"tcp\" or "
+                         "\"tls_passthrough\"",
                          section, proto);
     }
     free(proto);
-    if (s->protocol == WEIR_CFG_TCP) {
+    if (s->protocol != WEIR_CFG_HTTP) {
         load_tcp(ld, s, t, section, up_name, up_line);
     } else {
         static const char *const tcp_only[] = {
@@ -238,7 +357,7 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         weir_toml_entry e;
         weir__cfg_entry_of(t, "access_log", &e);
         char err[256];
-        s->access_log = s->protocol == WEIR_CFG_TCP
+        s->access_log = s->protocol != WEIR_CFG_HTTP
                             ? weir__access_log_compile_tcp(log, err, sizeof(err))
                             : weir__access_log_compile(log, err, sizeof(err));
         if (!s->access_log && strcmp(log, "off") != 0)
@@ -281,7 +400,7 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
                          "balancers that send the header (from anyone else it would let a client "
                          "choose its own address)",
                          section);
-    if (s->protocol == WEIR_CFG_TCP) {
+    if (s->protocol != WEIR_CFG_HTTP) {
         s->tcp.proxy_protocol = o->proxy_protocol;
         memcpy(s->tcp.trusted_proxies, o->trusted_proxies, sizeof(o->trusted_proxies));
         s->tcp.n_trusted_proxies = o->n_trusted_proxies;
@@ -308,4 +427,21 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
                            &o->tls_handshake_timeout_ms);
     load_aging(ld, o, t, section);
     weir__cfg_load_server_tls(ld, s, t, section);
+    weir_toml_entry te;
+    if (weir__cfg_entry_of(t, "tls_passthrough", &te)) {
+        if (s->tls.n_certs == 0 && !weir__cfg_entry_of(t, "certificates", &pe))
+            weir__cfg_err_at(ld, te.line,
+                             "'tls_passthrough' in [%s] needs 'certificates': the names it does "
+                             "not pass through are terminated here",
+                             section);
+        load_sni_routes(ld, s, t, "tls_passthrough", section);
+        /* The connections it passes are logged as TCP sessions. */
+        char err[256];
+        if (s->access_log && !(s->tcp_access_log = weir__access_log_compile_tcp(
+                                   "{client_ip} [{when}] {protocol} {status} {bytes_sent} "
+                                   "{bytes_received} {session_time} \"{upstream_addr}\" "
+                                   "{termination} passthrough={sni}",
+                                   err, sizeof(err))))
+            weir__cfg_err_at(ld, te.line, "out of memory");
+    }
 }
