@@ -73,7 +73,8 @@ struct weir_tcp_session {
 
     /* the tunnel */
     weir_splice sp;
-    bool buffered;   /* through user space (TLS on a side, or no pipes) */
+    bool buffered;   /* through user space (TLS on a side, no pipes, or not yet) */
+    bool can_splice; /* both sides plain: splice(2) once SPLICE_AFTER bytes moved */
     bool pending[2]; /* buffered: the source's read buffer is queued on the other side */
     bool done[2];    /* direction finished: its FIN was passed on */
     int64_t tokens[2];
@@ -89,6 +90,10 @@ struct weir_tcp_session {
     char term[3];
     const char *error;
 };
+
+/* Bytes a session moves through memory before it opens its pipes: most
+ * short sessions (a request and its answer) are over by then. */
+#define SPLICE_AFTER (64 * 1024)
 
 static weir_pool_class l4_class;
 
@@ -249,10 +254,16 @@ static int relay(weir_tcp_session *s, int d, weir_conn *src, weir_conn *dst, uin
         }
         if (weir__conn_need_rbuf(src) < 0)
             return -ENOMEM;
+        uint32_t room = src->rcap - src->rend;
         int rc = weir__conn_read(src);
         if (rc == WEIR_OK) {
             uint32_t n = src->rend - src->rstart;
             *moved += n;
+            /* A short read of a plain socket emptied it: the next byte
+             * raises a new edge, so there is no point asking again (unless
+             * the peer's FIN came in the same event). */
+            if (!src->ssl && n < room && !src->hup)
+                src->readable = false;
             if (weir__conn_queue(dst, src->rbuf + src->rstart, n) < 0)
                 return -ENOMEM;
             s->pending[d] = true;
@@ -293,34 +304,64 @@ static void step_tunnel(weir_tcp_session *s)
     if (s->state != L4_TUNNEL)
         return;
     uint64_t before = moved_total(s);
-    for (int d = 0; d < 2; d++) {
-        if (s->done[d])
-            continue;
-        int rc = step_dir(s, d);
-        if (rc == WEIR_DONE) {
-            /* The source finished sending and all of it arrived: a FIN to
-             * the other side, which may go on sending (a half-close). */
-            s->done[d] = true;
-            weir__conn_shutdown(d ? &s->down : &s->up->conn);
-        } else if (rc < 0) {
-            if (rc == -ENOMEM || rc == -ENOBUFS) {
+    /* A failure can end one direction and let the other flush: a second
+     * pass at most. */
+    for (int pass = 0, again = 1; again && pass < 3; pass++) {
+        again = 0;
+        for (int d = 0; d < 2; d++) {
+            if (s->done[d])
+                continue;
+            weir_conn *src = d ? &s->up->conn : &s->down, *dst = d ? &s->down : &s->up->conn;
+            int rc = step_dir(s, d);
+            if (rc == WEIR_DONE) {
+                /* The source finished sending and all of it arrived: a FIN
+                 * to the other side, which may go on sending (a
+                 * half-close). When the other way is done too, the close
+                 * sends that FIN. */
+                s->done[d] = true;
+                if (!dst->error && (!s->done[!d] || dst->ssl))
+                    weir__conn_shutdown(dst);
+            } else if (rc == -ENOMEM || rc == -ENOBUFS) {
                 end(s, 'P', 'T', 200, "out of memory in the tunnel");
                 return;
+            } else if (rc < 0) {
+                weir_log_debug("client %s, backend %s: %s failed the tunnel: %s", s->ip, s->up_addr,
+                               s->down.error ? "the client" : "the backend", strerror(-rc));
+                if (src->error && !dst->error) {
+                    /* The source failed (a reset): what it sent before
+                     * still goes out (the pipe, the buffer), then a FIN. */
+                    src->eof = true;
+                    src->readable = false;
+                } else {
+                    /* The destination failed: this way is over, and the
+                     * other one, from it, ends once it has flushed. */
+                    s->done[d] = true;
+                    dst->eof = true;
+                    dst->readable = false;
+                }
+                again = 1;
             }
-            bool client = s->down.error;
-            weir_log_debug("client %s, backend %s: tunnel ended: %s", s->ip, s->up_addr,
-                           strerror(-rc));
-            end(s, client ? 'C' : 'S', 'T', 200,
-                client ? "the client failed the tunnel" : "the backend failed the tunnel");
-            return;
         }
     }
     if (s->done[0] && s->done[1]) {
-        end(s, '-', '-', 200, NULL);
+        if (s->down.error || s->up->conn.error) {
+            bool client = s->down.error;
+            end(s, client ? 'C' : 'S', 'T', 200,
+                client ? "the client failed the tunnel" : "the backend failed the tunnel");
+        } else {
+            end(s, '-', '-', 200, NULL);
+        }
         return;
     }
-    if (moved_total(s) != before)
+    uint64_t moved = moved_total(s);
+    if (moved != before)
         s->last_active_ms = weir__loop_now(s->loop);
+    if (s->buffered && s->can_splice && moved >= SPLICE_AFTER && !s->pending[0] && !s->pending[1] &&
+        weir__splice_open(&s->sp) == 0) {
+        /* Nothing is held in memory: from here the kernel moves it. */
+        s->buffered = false;
+        step_tunnel(s); /* what is readable now goes the new way */
+    }
 }
 
 static void idle_check(weir_timer *t)
@@ -341,7 +382,9 @@ static void start_tunnel(weir_tcp_session *s)
     if (s->svc->tcp_ops->connected_to_upstream)
         s->svc->tcp_ops->connected_to_upstream(s, s->ctx, &s->peer);
     s->state = L4_TUNNEL;
-    s->buffered = s->down.ssl || s->up->conn.ssl || weir__splice_open(&s->sp) < 0;
+    /* Through memory first: a short session never pays for the pipes. */
+    s->buffered = true;
+    s->can_splice = !s->down.ssl && !s->up->conn.ssl;
     uint64_t now = weir__loop_now(s->loop);
     for (int d = 0; d < 2; d++) {
         s->tokens[d] = (int64_t)rate_of(s, d);
