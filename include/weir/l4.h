@@ -55,8 +55,10 @@ typedef struct weir_tcp_stats {
      * '-' both sides finished normally, 'C' the client reset or failed,
      * 'c' the idle timeout (or a PROXY header that never came), 'S' the
      * backend refused, reset or failed, 's' the backend's connect timed
-     * out, 'P' weir refused it or had no backend, 'K' shutdown. When:
-     * 'R' before a backend was chosen, 'C' connecting, 'T' the tunnel.
+     * out (or no slot under its conn_limit within queue_timeout_ms:
+     * "sQ", status 503), 'P' weir refused it or had no backend, 'K'
+     * shutdown. When: 'R' before a backend was chosen, 'C' connecting,
+     * 'Q' queued, 'T' the tunnel.
      */
     char termination[3];
 } weir_tcp_stats;

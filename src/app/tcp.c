@@ -122,8 +122,11 @@ static void logging(weir_tcp_session *s, void *ctx, const weir_tcp_stats *st)
     if (!c)
         return;
     if (c->backend) {
-        /* The tunnel ran: the backend answered, whoever closed it. */
-        weir_backend_done(c->backend, WEIR_BACKEND_OK);
+        /* The tunnel ran: the backend answered, whoever closed it. One
+         * that never connected (its queue timed out, shutdown) says
+         * nothing of the backend. */
+        weir_backend_done(c->backend,
+                          st->connect_time_us >= 0 ? WEIR_BACKEND_OK : WEIR_BACKEND_NOT_RELEVANT);
         c->backend = NULL;
     }
     weir__metrics_tcp(c->srv, c->backend_addr[0] ? c->backend_addr : NULL, c->backend_id, st);

@@ -447,7 +447,7 @@ static void addr_answer(void *arg, int status, int timeouts, struct ares_addrinf
 
 static bool lookup_addr(dns_round *r, size_t name, long target, const char *host)
 {
-    query *q = malloc(sizeof(*q));
+    query *q = host ? malloc(sizeof(*q)) : NULL;
     if (!q)
         return false;
     *q = (query){.r = r, .name = name, .target = target};

@@ -80,7 +80,11 @@ int weir__splice_dir(weir_splice *sp, int d, weir_conn *src, weir_conn *dst, uin
                 src->readable = false;
                 moved = true;
             } else if (errno == EAGAIN) {
-                src->readable = false;
+                /* With bytes in the pipe, EAGAIN may mean its slots are
+                 * used up (each splice takes one), not that the socket is
+                 * empty: it is asked again once the pipe drained. */
+                if (sp->in_pipe[d] == 0)
+                    src->readable = false;
             } else if (errno != EINTR) {
                 return failed(src);
             }

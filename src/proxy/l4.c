@@ -254,8 +254,13 @@ static int relay(weir_tcp_session *s, int d, weir_conn *src, weir_conn *dst, uin
         }
         if (weir__conn_need_rbuf(src) < 0)
             return -ENOMEM;
+        /* Under a rate limit a read takes no more than allowed. */
+        uint32_t cap = src->rcap;
+        if (max - *moved < cap - src->rend)
+            src->rcap = src->rend + (uint32_t)(max - *moved);
         uint32_t room = src->rcap - src->rend;
         int rc = weir__conn_read(src);
+        src->rcap = cap;
         if (rc == WEIR_OK) {
             uint32_t n = src->rend - src->rstart;
             *moved += n;
@@ -499,7 +504,8 @@ static void queue_timeout(weir_timer *t)
     if (!weir__climit_cancel(s->peer.conn_limit, &s->waiter))
         return; /* its wake is on the way and decides */
     s->queued = false;
-    connect_failed(s, -ETIMEDOUT);
+    /* The backend is busy, not failing: no connect was tried. */
+    end(s, 's', 'Q', 503, "no connection to the backend within queue_timeout");
 }
 
 /* upstream_peer, then a slot under the backend's cap (or a place in its
