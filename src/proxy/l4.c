@@ -134,6 +134,17 @@ static void free_session(void *arg)
 
 /* ---- the end ---- */
 
+static void unlink_session(weir_tcp_session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->list->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->list->n--;
+}
+
 static void finish(weir_tcp_session *s)
 {
     weir__timer_stop(s->loop, &s->timer);
@@ -163,13 +174,7 @@ static void finish(weir_tcp_session *s)
     };
     memcpy(st.termination, s->term, sizeof(st.termination));
     weir__conn_close(&s->down, false);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        s->list->head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->list->n--;
+    unlink_session(s);
     const weir_tcp_ops *ops = s->svc->tcp_ops;
     if (s->has_ctx) {
         if (ops->logging)
@@ -604,14 +609,10 @@ static void hand_to_http(weir_tcp_session *s)
     weir__timer_stop(s->loop, &s->timer);
     int fd = weir__conn_detach_fd(&s->down);
     s->state = L4_DONE;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        s->list->head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->list->n--;
-    weir__h1s_accept(s->loop, fd, true, &s->client.sa, sizeof(s->client), &http->h1, s->http);
+    unlink_session(s);
+    socklen_t len = s->client.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                       : sizeof(struct sockaddr_in);
+    weir__h1s_accept(s->loop, fd, true, &s->client.sa, len, &http->h1, s->http);
     weir__loop_defer(s->loop, free_session, s);
 }
 

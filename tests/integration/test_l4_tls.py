@@ -17,21 +17,8 @@ import tcputil as T
 import tlsutil as TL
 from conftest import binary, free_port, require_binary
 from test_l4 import start, wait_lines
+from test_l4 import tcp  # noqa: F401 (the TcpServer fixture)
 from test_tls import cert_section, pki  # noqa: F401 (the session PKI fixture)
-
-
-@pytest.fixture
-def tcp():
-    made = []
-
-    def make(handler=T.echo, name="tcp"):
-        s = T.TcpServer(handler, name=name)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def tls_server(port, up, pki, extra=""):
@@ -257,6 +244,8 @@ def test_an_https_server_passes_some_names_and_terminates_the_rest(pki, tcp, sta
         s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
         assert T.read_all(s).endswith(b"terminated by weir\n")
         s.close()
+        # The connection handed over keeps its client's address.
+        assert web.last().headers.get("x-real-ip") == "127.0.0.1", web.last().headers
         # Plain HTTP on the TLS port: weir's HTTPS side answers it, as
         # without passthrough.
         c = socket.create_connection(("127.0.0.1", port), timeout=20)
