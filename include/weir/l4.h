@@ -33,23 +33,29 @@ extern "C" {
 typedef struct weir_server weir_server;
 typedef struct weir_tcp_session weir_tcp_session;
 
-/* Figures handed to the logging phase. Times in microseconds. */
-typedef struct weir_tcp_stats {
+/* Figures handed to the logging phase of a TCP or a UDP session. Times
+ * in microseconds. */
+typedef struct weir_l4_stats {
     /*
      * As nginx's stream $status: 200 the session ran (however it ended),
-     * 400 a bad PROXY header, 403 refused, 500 an internal failure, 502
-     * no backend could be connected, 503 no backend was usable.
+     * 400 a bad PROXY header, 403 refused, 499 the client reset while
+     * its backend was queued for or connecting ("CQ", "CC"), 500 an
+     * internal failure, 502 no backend could be connected, 503 no
+     * backend was usable.
      */
     int status;
     uint64_t bytes_received;          /* from the client */
     uint64_t bytes_sent;              /* to the client */
     uint64_t upstream_bytes_received; /* from the backend */
     uint64_t upstream_bytes_sent;     /* to the backend */
-    int64_t session_time_us;          /* accept to the end */
-    int64_t connect_time_us;          /* connect of the attempt that worked; -1 if none did */
-    const char *upstream_addr;        /* "ip:port" of the last backend tried, or "-" */
-    int attempts;                     /* backends tried */
-    const char *error;                /* why it failed, or NULL */
+    /* UDP: datagrams from the client and to it (0 for TCP). */
+    uint64_t datagrams_received;
+    uint64_t datagrams_sent;
+    int64_t session_time_us;   /* accept (a UDP session's first datagram) to the end */
+    int64_t connect_time_us;   /* connect of the attempt that worked; -1 if none did */
+    const char *upstream_addr; /* "ip:port" of the last backend tried, or "-" */
+    int attempts;              /* backends tried */
+    const char *error;         /* why it failed, or NULL */
     /*
      * How it ended, as HAProxy's termination state: who, then when. Who:
      * '-' both sides finished normally, 'C' the client reset or failed,
@@ -61,7 +67,7 @@ typedef struct weir_tcp_stats {
      * 'Q' queued, 'T' the tunnel.
      */
     char termination[3];
-} weir_tcp_stats;
+} weir_l4_stats;
 
 typedef struct weir_tcp_ops {
     /* Creates the per-session context passed to every phase (may return
@@ -94,7 +100,7 @@ typedef struct weir_tcp_ops {
     /* The backend's connection is ready; the tunnel starts. */
     void (*connected_to_upstream)(weir_tcp_session *s, void *ctx, const weir_peer *peer);
     /* Last phase, once per session that ran new_ctx. */
-    void (*logging)(weir_tcp_session *s, void *ctx, const weir_tcp_stats *stats);
+    void (*logging)(weir_tcp_session *s, void *ctx, const weir_l4_stats *stats);
 } weir_tcp_ops;
 
 /* Per-service settings; zero fields take the default in brackets. */
@@ -148,6 +154,68 @@ const char *weir_tcp_session_sni(const weir_tcp_session *s);
 /* The client's TLS (version, cipher, SNI, ALPN) when the service
  * terminates it: true with *out filled; false for plain TCP. */
 bool weir_tcp_session_tls(const weir_tcp_session *s, weir_tls_info *out);
+
+/*
+ * ---- UDP services ----
+ *
+ * Datagrams are balanced per client address (its IP and port): the first
+ * datagram from a client starts a session, which chooses a backend
+ * (upstream_peer) and gets a socket of its own connected to it; the
+ * client's later datagrams go the same way, and every datagram the
+ * backend sends back goes to the client from the address the client sent
+ * to (a wildcard listener answers from the right local address). A
+ * session ends after idle_timeout_ms without a datagram either way, or
+ * once the backend sent `responses` datagrams for each of the client's
+ * (DNS: 1), so the client's next datagram is balanced anew.
+ *
+ * Each worker has its own SO_REUSEPORT socket per address; the kernel
+ * sends one client's datagrams to one of them, so a session lives on one
+ * worker. A backend that answers with ICMP port unreachable before its
+ * first reply fails the attempt: fail_to_connect decides whether the
+ * session's first datagram goes to another backend. Datagrams are never
+ * queued: one that cannot be sent at once (a full socket buffer, or the
+ * worker's max_sessions reached) is dropped, as the network may do.
+ *
+ * The session's stats (weir_l4_stats) count bytes and datagrams; status
+ * is 200 when a backend was used, 502 when every backend tried refused,
+ * 503 when none was usable; termination is "-T" (the responses came),
+ * "cT" (idle), "ST"/"SC" (the backend refused after/before replying),
+ * "PR" (no backend), or "KT" (shutdown).
+ */
+typedef struct weir_udp_session weir_udp_session;
+
+typedef struct weir_udp_ops {
+    /* As weir_tcp_ops: the per-session context, and its release. */
+    void *(*new_ctx)(weir_udp_session *s, void *app);
+    void (*free_ctx)(void *app, void *ctx);
+    /* Chooses the backend: fill peer->addr (the rest of *peer is unused).
+     * Required; must not pend. WEIR_PHASE_ERROR drops the datagram. */
+    weir_phase_result (*upstream_peer)(weir_udp_session *s, void *ctx, weir_peer *peer);
+    /* The backend refused (error -ECONNREFUSED) before it replied; return
+     * true to send the first datagram to another backend (upstream_peer
+     * runs again). attempt is 1 for the first failure. Default: no. */
+    bool (*fail_to_connect)(weir_udp_session *s, void *ctx, const weir_peer *peer, int error,
+                            int attempt);
+    /* Last phase, once per session that ran new_ctx. */
+    void (*logging)(weir_udp_session *s, void *ctx, const weir_l4_stats *stats);
+} weir_udp_ops;
+
+typedef struct weir_udp_options {
+    uint32_t idle_timeout_ms; /* no datagram either way: the session ends [30000] */
+    uint32_t responses;       /* backend datagrams per client datagram that end it; 0 = none */
+    uint32_t max_sessions;    /* per worker; datagrams that would start more are dropped [4096] */
+} weir_udp_options;
+
+/* Listens on the addresses (UDP; "*:53" may also be a TCP service's) for
+ * a UDP service. ops and app must outlive the server. */
+int weir_server_add_udp(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                        const weir_udp_ops *ops, void *app, const weir_udp_options *opts);
+
+/* The client's address and IP (as text, valid for the session). */
+const struct sockaddr *weir_udp_session_client_addr(const weir_udp_session *s);
+weir_str weir_udp_session_client_ip(const weir_udp_session *s);
+/* The address of the listener the client sent to. */
+const char *weir_udp_session_listen_addr(const weir_udp_session *s);
 
 #ifdef __cplusplus
 }

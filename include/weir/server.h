@@ -71,6 +71,8 @@ int weir_server_add_upstream(weir_server *srv, weir_upstream *u);
  * Stops listening on addr (a reload that dropped it): every worker closes
  * its socket; connections already accepted finish normally. The address
  * may be added again later. Main thread. WEIR_ERR_INVAL if not listened on.
+ * A UDP service's address is named "udp://ip:port" here and in
+ * weir_server_release_listen; its sessions end at their next reply.
  */
 int weir_server_remove_listen(weir_server *srv, const char *addr);
 
@@ -153,6 +155,7 @@ typedef struct weir_server_stats {
     uint64_t client_connections;    /* open HTTP/1 client connections, all workers */
     uint64_t client_connections_h2; /* open HTTP/2 client connections */
     uint64_t tcp_sessions;          /* open TCP (L4) sessions (weir/l4.h) */
+    uint64_t udp_sessions;          /* open UDP sessions (weir/l4.h) */
     uint64_t pool_idle;             /* idle upstream connections in the shared pool */
     uint64_t pool_migrations;       /* idle connections taken over by another worker */
     int workers;

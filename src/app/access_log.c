@@ -403,12 +403,13 @@ static void put_json_str(out *o, weir_str s)
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+/* fmt is a literal of at most 40 characters around one number. */
 static void put_fmt(out *o, const char *fmt, double v)
 {
-    char tmp[32];
+    char tmp[96];
     int n = snprintf(tmp, sizeof(tmp), fmt, v);
     if (n > 0)
-        put(o, tmp, (size_t)n);
+        put(o, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
 /* 1.5KB, 12.3MB (as Pingap writes sizes). */
@@ -655,18 +656,18 @@ static void put_seconds(out *o, int64_t us)
         put_fmt(o, "%.3f", (double)us / 1e6);
 }
 
-static void put_tcp_json(out *o, weir_tcp_session *s, const weir_tcp_stats *st, const char *server)
+static void put_tcp_json(out *o, const weir_l4_who *s, const weir_l4_stats *st, const char *server)
 {
     PUT_LIT(o, "{\"time\":\"");
     put_time(o, P_WHEN);
     PUT_LIT(o, "\",\"server\":");
     put_json_str(o, (weir_str){server, strlen(server)});
     PUT_LIT(o, ",\"server_addr\":");
-    const char *la = weir_tcp_session_listen_addr(s);
-    put_json_str(o, (weir_str){la, strlen(la)});
+    put_json_str(o, (weir_str){s->listen_addr, strlen(s->listen_addr)});
     PUT_LIT(o, ",\"client_ip\":");
-    put_json_str(o, weir_tcp_session_client_ip(s));
-    PUT_LIT(o, ",\"protocol\":\"TCP\"");
+    put_json_str(o, s->client_ip);
+    PUT_LIT(o, ",\"protocol\":");
+    put_json_str(o, (weir_str){s->protocol, strlen(s->protocol)});
     put_fmt(o, ",\"status\":%.0f", st->status);
     put_fmt(o, ",\"bytes_sent\":%.0f", (double)st->bytes_sent);
     put_fmt(o, ",\"bytes_received\":%.0f", (double)st->bytes_received);
@@ -678,7 +679,11 @@ static void put_tcp_json(out *o, weir_tcp_session *s, const weir_tcp_stats *st, 
     if (st->connect_time_us >= 0)
         put_fmt(o, ",\"upstream_connect_time\":%.3f", (double)st->connect_time_us / 1e6);
     put_fmt(o, ",\"attempts\":%.0f", st->attempts);
-    const char *sni = weir_tcp_session_sni(s);
+    if (st->datagrams_received || st->datagrams_sent) {
+        put_fmt(o, ",\"datagrams_received\":%.0f", (double)st->datagrams_received);
+        put_fmt(o, ",\"datagrams_sent\":%.0f", (double)st->datagrams_sent);
+    }
+    const char *sni = s->sni;
     if (sni && sni[0]) {
         PUT_LIT(o, ",\"sni\":");
         put_json_str(o, (weir_str){sni, strlen(sni)});
@@ -692,8 +697,8 @@ static void put_tcp_json(out *o, weir_tcp_session *s, const weir_tcp_stats *st, 
     PUT_LIT(o, "}");
 }
 
-size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session *s,
-                                   const weir_tcp_stats *st, const char *server, char *buf,
+size_t weir__access_log_render_tcp(const weir_access_log *log, const weir_l4_who *s,
+                                   const weir_l4_stats *st, const char *server, char *buf,
                                    size_t buf_len)
 {
     out o = {buf, 0, buf_len};
@@ -704,7 +709,7 @@ size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session 
             put(&o, p->text, p->len);
             break;
         case P_CLIENT_IP:
-            put_str(&o, weir_tcp_session_client_ip(s));
+            put_str(&o, s->client_ip);
             break;
         case P_STATUS:
             put_fmt(&o, "%.0f", st->status);
@@ -721,7 +726,7 @@ size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session 
             put(&o, st->termination, 2);
             break;
         case P_PROTOCOL:
-            PUT_LIT(&o, "TCP");
+            put(&o, s->protocol, strlen(s->protocol));
             break;
         case P_SIZE:
             put_fmt(&o, "%.0f", (double)st->bytes_sent);
@@ -753,11 +758,9 @@ size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session 
         case P_CONNECT_TIME:
             put_seconds(&o, st->connect_time_us);
             break;
-        case P_SERVER_ADDR: {
-            const char *la = weir_tcp_session_listen_addr(s);
-            put(&o, la, strlen(la));
+        case P_SERVER_ADDR:
+            put(&o, s->listen_addr, strlen(s->listen_addr));
             break;
-        }
         case P_SERVER:
             put(&o, server, strlen(server));
             break;
@@ -771,7 +774,7 @@ size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session 
             put_fmt(&o, "%.0f", st->attempts);
             break;
         case P_SNI: {
-            const char *n = weir_tcp_session_sni(s);
+            const char *n = s->sni;
             if (n && n[0])
                 put(&o, n, strlen(n));
             else

@@ -36,11 +36,19 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
                                const weir_session_stats *st, const char *location, char *buf,
                                size_t buf_len);
 
-/* The same for a TCP server's sessions: its own variables (nginx stream's
- * names) and presets ("basic", "main", "json"). */
+/* Who an L4 session's line is about. */
+typedef struct weir_l4_who {
+    weir_str client_ip;
+    const char *listen_addr;
+    const char *sni;      /* NULL or "" for none */
+    const char *protocol; /* "TCP" or "UDP" */
+} weir_l4_who;
+
+/* The same for a TCP or UDP server's sessions: its own variables (nginx
+ * stream's names) and presets ("basic", "main", "json"). */
 weir_access_log *weir__access_log_compile_tcp(const char *format, char *err, size_t err_len);
-size_t weir__access_log_render_tcp(const weir_access_log *log, weir_tcp_session *s,
-                                   const weir_tcp_stats *st, const char *server, char *buf,
+size_t weir__access_log_render_tcp(const weir_access_log *log, const weir_l4_who *who,
+                                   const weir_l4_stats *st, const char *server, char *buf,
                                    size_t buf_len);
 
 #endif

@@ -143,6 +143,12 @@ static const char *tcp_change(const weir_cfg_server *x, const weir_cfg_server *y
     SAME(handshake_timeout_ms, "proxy_protocol_timeout");
     SAME(tls_handshake_timeout_ms, "tls_handshake_timeout");
 #undef SAME
+    if (x->udp.idle_timeout_ms != y->udp.idle_timeout_ms)
+        return "idle_timeout";
+    if (x->udp.responses != y->udp.responses)
+        return "responses";
+    if (x->udp.max_sessions != y->udp.max_sessions)
+        return "max_sessions";
     if ((x->n_sni_routes > 0) != (y->n_sni_routes > 0) && x->protocol == WEIR_CFG_HTTP)
         return "tls_passthrough (on or off)";
     return NULL;
@@ -208,11 +214,13 @@ static weir_proxy_options service_opts(const server_app *sa, const weir_cfg_serv
     return o;
 }
 
-/* Listens on addrs for server y, whose phases get sa: an HTTP or a TCP
- * service. */
+/* Listens on addrs for server y, whose phases get sa: an HTTP, a TCP or a
+ * UDP service. */
 static int add_service(weir_server *srv, server_app *sa, const weir_cfg_server *y,
                        const char *const *addrs, size_t n)
 {
+    if (y->protocol == WEIR_CFG_UDP)
+        return weir_server_add_udp(srv, addrs, n, &weir__app_udp_ops, sa, &y->udp);
     if (y->protocol != WEIR_CFG_HTTP) {
         weir_tcp_options t = y->tcp;
         t.tls = sa->tls;

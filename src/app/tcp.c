@@ -1,9 +1,10 @@
 /*
- * tcp.c - the phases of protocol = "tcp" servers (weir/l4.h): the server's
- * upstream chooses each connection's backend (every algorithm; hash:ip
- * hashes the client address), a failed connect goes to another backend as
- * the upstream's max_retries and retry_timeout allow, and the session ends
- * in the access log and the metrics.
+ * tcp.c - the phases of protocol = "tcp" and "udp" servers (weir/l4.h):
+ * the server's upstream chooses each session's backend (every algorithm;
+ * hash:ip hashes the client address), a failed connect (for UDP: a
+ * backend that refused) goes to another backend as the upstream's
+ * max_retries and retry_timeout allow, and the session ends in the access
+ * log and the metrics.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +26,8 @@ typedef struct tcp_ctx {
     uint64_t backend_id;
 } tcp_ctx;
 
-static void *new_ctx(weir_tcp_session *s, void *app)
+static void *l4_new_ctx(void *app)
 {
-    (void)s;
     server_app *sa = app;
     tcp_ctx *c = calloc(1, sizeof(*c));
     if (!c)
@@ -37,6 +37,12 @@ static void *new_ctx(weir_tcp_session *s, void *app)
     c->srv = weir__app_find_server(c->cfg, sa);
     c->start_ms = weir__app_mono_ms();
     return c;
+}
+
+static void *new_ctx(weir_tcp_session *s, void *app)
+{
+    (void)s;
+    return l4_new_ctx(app);
 }
 
 static void free_ctx(void *app, void *ctx)
@@ -51,21 +57,14 @@ static void free_ctx(void *app, void *ctx)
     free(c);
 }
 
-static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer *peer)
+/* The backend for a client of IP ip from upstream u. */
+static weir_phase_result pick(tcp_ctx *c, const weir_cfg_upstream *u, weir_str ip, weir_peer *peer)
 {
-    tcp_ctx *c = ctx;
-    if (!c || !c->srv)
-        return WEIR_PHASE_ERROR;
-    /* Passthrough goes by the ClientHello's name, else to the default. */
-    const weir_cfg_sni_route *r = weir__cfg_sni_route(c->srv, weir_tcp_session_sni(s));
-    const weir_cfg_upstream *u = r ? r->upstream : c->srv->upstream;
     if (!u || !u->lb)
         return WEIR_PHASE_ERROR;
     uint64_t key = 0;
-    if (u->hash_key == WEIR_HASH_IP) {
-        weir_str ip = weir_tcp_session_client_ip(s);
+    if (u->hash_key == WEIR_HASH_IP)
         key = weir_lb_hash(ip.ptr, ip.len);
-    }
     weir_backend *b = weir_upstream_select(u->lb, key, c->tried, c->n_tried);
     if (!b)
         return WEIR_PHASE_ERROR;
@@ -85,6 +84,30 @@ static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer
     return WEIR_PHASE_CONTINUE;
 }
 
+static weir_phase_result upstream_peer(weir_tcp_session *s, void *ctx, weir_peer *peer)
+{
+    tcp_ctx *c = ctx;
+    if (!c || !c->srv)
+        return WEIR_PHASE_ERROR;
+    /* Passthrough goes by the ClientHello's name, else to the default. */
+    const weir_cfg_sni_route *r = weir__cfg_sni_route(c->srv, weir_tcp_session_sni(s));
+    return pick(c, r ? r->upstream : c->srv->upstream, weir_tcp_session_client_ip(s), peer);
+}
+
+/* The attempt on c's backend failed: true to try another of u's. */
+static bool failed(tcp_ctx *c, const weir_cfg_upstream *u, int attempt)
+{
+    weir__metrics_tcp_connect_failed(c->srv, c->backend_addr, c->backend_id);
+    if (c->n_tried < MAX_TRIED)
+        c->tried[c->n_tried++] = c->backend_id;
+    weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
+    c->backend = NULL;
+    if (!u || (uint32_t)attempt > u->max_retries || c->n_tried >= MAX_TRIED ||
+        !(u->retry_on & WEIR_CFG_RETRY_CONNECT))
+        return false;
+    return !u->retry_timeout_ms || weir__app_mono_ms() - c->start_ms < u->retry_timeout_ms;
+}
+
 static bool fail_to_connect(weir_tcp_session *s, void *ctx, const weir_peer *peer, int error,
                             int attempt)
 {
@@ -93,18 +116,9 @@ static bool fail_to_connect(weir_tcp_session *s, void *ctx, const weir_peer *pee
     tcp_ctx *c = ctx;
     if (!c || !c->backend)
         return false;
-    weir__metrics_tcp_connect_failed(c->srv, c->backend_addr, c->backend_id);
-    if (c->n_tried < MAX_TRIED)
-        c->tried[c->n_tried++] = c->backend_id;
-    weir_backend_done(c->backend, WEIR_BACKEND_FAILED);
-    c->backend = NULL;
     const weir_cfg_sni_route *r =
         c->srv ? weir__cfg_sni_route(c->srv, weir_tcp_session_sni(s)) : NULL;
-    const weir_cfg_upstream *u = r ? r->upstream : c->srv ? c->srv->upstream : NULL;
-    if (!u || (uint32_t)attempt > u->max_retries || c->n_tried >= MAX_TRIED ||
-        !(u->retry_on & WEIR_CFG_RETRY_CONNECT))
-        return false;
-    return !u->retry_timeout_ms || weir__app_mono_ms() - c->start_ms < u->retry_timeout_ms;
+    return failed(c, r ? r->upstream : c->srv ? c->srv->upstream : NULL, attempt);
 }
 
 static void connected(weir_tcp_session *s, void *ctx, const weir_peer *peer)
@@ -116,17 +130,12 @@ static void connected(weir_tcp_session *s, void *ctx, const weir_peer *peer)
         weir_backend_note_connection(c->backend, false);
 }
 
-static void logging(weir_tcp_session *s, void *ctx, const weir_tcp_stats *st)
+/* The session's end: the backend's verdict, the metrics, the log line. */
+static void ended(tcp_ctx *c, const weir_l4_who *who, const weir_l4_stats *st,
+                  weir_backend_outcome verdict)
 {
-    tcp_ctx *c = ctx;
-    if (!c)
-        return;
     if (c->backend) {
-        /* The tunnel ran: the backend answered, whoever closed it. One
-         * that never connected (its queue timed out, shutdown) says
-         * nothing of the backend. */
-        weir_backend_done(c->backend,
-                          st->connect_time_us >= 0 ? WEIR_BACKEND_OK : WEIR_BACKEND_NOT_RELEVANT);
+        weir_backend_done(c->backend, verdict);
         c->backend = NULL;
     }
     weir__metrics_tcp(c->srv, c->backend_addr[0] ? c->backend_addr : NULL, c->backend_id, st);
@@ -138,8 +147,21 @@ static void logging(weir_tcp_session *s, void *ctx, const weir_tcp_stats *st)
     if (!log || !c->sa->logger)
         return;
     char line[4096];
-    size_t n = weir__access_log_render_tcp(log, s, st, c->srv->name, line, sizeof(line));
+    size_t n = weir__access_log_render_tcp(log, who, st, c->srv->name, line, sizeof(line));
     weir_logger_write(c->sa->logger, line, n);
+}
+
+static void logging(weir_tcp_session *s, void *ctx, const weir_l4_stats *st)
+{
+    tcp_ctx *c = ctx;
+    if (!c)
+        return;
+    weir_l4_who who = {weir_tcp_session_client_ip(s), weir_tcp_session_listen_addr(s),
+                       weir_tcp_session_sni(s), "TCP"};
+    /* The tunnel ran: the backend answered, whoever closed it. One that
+     * never connected (its queue timed out, shutdown) says nothing of
+     * the backend. */
+    ended(c, &who, st, st->connect_time_us >= 0 ? WEIR_BACKEND_OK : WEIR_BACKEND_NOT_RELEVANT);
 }
 
 /* TLS passthrough on an HTTPS server: its tls_passthrough names pass,
@@ -163,4 +185,56 @@ const weir_tcp_ops weir__app_tcp_ops = {
     .take = take,
     .connected_to_upstream = connected,
     .logging = logging,
+};
+
+/* ---- protocol = "udp" ---- */
+
+static void *udp_new_ctx(weir_udp_session *s, void *app)
+{
+    (void)s;
+    return l4_new_ctx(app);
+}
+
+static weir_phase_result udp_upstream_peer(weir_udp_session *s, void *ctx, weir_peer *peer)
+{
+    tcp_ctx *c = ctx;
+    if (!c || !c->srv)
+        return WEIR_PHASE_ERROR;
+    return pick(c, c->srv->upstream, weir_udp_session_client_ip(s), peer);
+}
+
+static bool udp_refused(weir_udp_session *s, void *ctx, const weir_peer *peer, int error,
+                        int attempt)
+{
+    (void)s;
+    (void)peer;
+    (void)error;
+    tcp_ctx *c = ctx;
+    if (!c || !c->backend)
+        return false;
+    return failed(c, c->srv ? c->srv->upstream : NULL, attempt);
+}
+
+static void udp_logging(weir_udp_session *s, void *ctx, const weir_l4_stats *st)
+{
+    tcp_ctx *c = ctx;
+    if (!c)
+        return;
+    weir_l4_who who = {weir_udp_session_client_ip(s), weir_udp_session_listen_addr(s), NULL, "UDP"};
+    /* A backend that answered did its part. One that never did is only at
+     * fault when replies were expected (responses set): a syslog server
+     * never answers. */
+    weir_backend_outcome verdict = st->datagrams_sent ? WEIR_BACKEND_OK
+                                   : c->srv && c->srv->udp.responses && st->status == 200
+                                       ? WEIR_BACKEND_FAILED
+                                       : WEIR_BACKEND_NOT_RELEVANT;
+    ended(c, &who, st, verdict);
+}
+
+const weir_udp_ops weir__app_udp_ops = {
+    .new_ctx = udp_new_ctx,
+    .free_ctx = free_ctx,
+    .upstream_peer = udp_upstream_peer,
+    .fail_to_connect = udp_refused,
+    .logging = udp_logging,
 };

@@ -127,14 +127,20 @@ bool weir__addr_equal(const struct sockaddr *a, const struct sockaddr *b)
     return false;
 }
 
-/* A TCP socket with the options a listener has before bind; -errno. */
-static int bindable_socket(const struct sockaddr *sa, bool reuseport)
+/*
+ * A socket of type with the options a listener has before bind; -errno.
+ * SO_REUSEADDR only for TCP, where it lets a restart bind past TIME_WAIT:
+ * on UDP it would let any socket with it share the port (and take its
+ * datagrams), which is what the probe must find.
+ */
+static int bindable_socket(const struct sockaddr *sa, int type, bool reuseport)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(sa->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
         int err = errno;
         close(fd);
@@ -147,12 +153,22 @@ static int bindable_socket(const struct sockaddr *sa, bool reuseport)
     return fd;
 }
 
-int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog)
+int weir__listen_socket(const struct sockaddr *sa, socklen_t len, int type, bool reuseport,
+                        int backlog)
 {
-    int fd = bindable_socket(sa, reuseport);
+    int fd = bindable_socket(sa, type, reuseport);
     if (fd < 0)
         return fd;
-    if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0) {
+    if (type == SOCK_DGRAM && weir__addr_is_wildcard(sa)) {
+        /* Each datagram says which local address it came to: the reply
+         * must leave from there. */
+        int one = 1;
+        if (sa->sa_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+        else
+            setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    }
+    if (bind(fd, sa, len) < 0 || (type == SOCK_STREAM && listen(fd, backlog) < 0)) {
         int err = errno;
         close(fd);
         return -err;
@@ -160,9 +176,16 @@ int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport
     return fd;
 }
 
-int weir__listen_addr_free(const struct sockaddr *sa, socklen_t len)
+bool weir__addr_is_wildcard(const struct sockaddr *sa)
 {
-    int fd = bindable_socket(sa, false);
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+int weir__listen_addr_free(const struct sockaddr *sa, socklen_t len, int type)
+{
+    int fd = bindable_socket(sa, type, false);
     if (fd < 0)
         return fd;
     int rc = bind(fd, sa, len) < 0 ? -errno : 0;

@@ -20,20 +20,25 @@ void weir__addr_format(const struct sockaddr *sa, char *buf, size_t buf_len);
 size_t weir__addr_format_ip(const struct sockaddr *sa, char *buf, size_t buf_len);
 bool weir__addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 
-/* A non-blocking listening socket with SO_REUSEADDR and, if reuseport,
+/* A non-blocking listening socket of type (SOCK_STREAM: with
+ * SO_REUSEADDR; SOCK_DGRAM: bound only, with IP_PKTINFO or
+ * IPV6_RECVPKTINFO on a wildcard address) and, if reuseport,
  * SO_REUSEPORT. Returns the fd or -errno. */
-int weir__listen_socket(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog);
+int weir__listen_socket(const struct sockaddr *sa, socklen_t len, int type, bool reuseport,
+                        int backlog);
+/* Whether sa is 0.0.0.0 or [::]. */
+bool weir__addr_is_wildcard(const struct sockaddr *sa);
 
 /*
  * Whether another socket already listens on sa. SO_REUSEPORT lets every
  * process of our user join a listening address, so a second weir (or an
  * nginx with reuseport) would silently share its connections: before its
  * first socket on an address, weir binds a probe there without
- * SO_REUSEPORT (SO_REUSEADDR kept, so TIME_WAIT does not count), which any
- * listener refuses, and closes it at once. Returns 0 (free),
+ * SO_REUSEPORT (SO_REUSEADDR kept for TCP, so TIME_WAIT does not count),
+ * which any listener of that type refuses, and closes it at once. Returns 0 (free),
  * -EADDRINUSE, or another -errno from the probe.
  */
-int weir__listen_addr_free(const struct sockaddr *sa, socklen_t len);
+int weir__listen_addr_free(const struct sockaddr *sa, socklen_t len, int type);
 
 /* Starts a non-blocking connect with TCP_NODELAY. Returns the fd (the
  * connection may still be in progress) or -errno. */

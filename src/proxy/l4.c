@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -81,8 +82,8 @@ struct weir_tcp_session {
     uint64_t refill_ms[2];
     uint64_t last_active_ms;
 
-    weir_timer timer;      /* PROXY header, queue and connect deadlines, then idle */
-    weir_timer rate_timer; /* a rate limit's pause */
+    weir_timer timer;         /* PROXY header, queue and connect deadlines, then idle */
+    weir_timer rate_timer[2]; /* a rate limit's pause, per direction */
 
     uint64_t t_start_us, t_connect_us;
     int64_t connect_us;
@@ -148,7 +149,8 @@ static void unlink_session(weir_tcp_session *s)
 static void finish(weir_tcp_session *s)
 {
     weir__timer_stop(s->loop, &s->timer);
-    weir__timer_stop(s->loop, &s->rate_timer);
+    weir__timer_stop(s->loop, &s->rate_timer[0]);
+    weir__timer_stop(s->loop, &s->rate_timer[1]);
     if (s->has_slot) {
         weir__climit_release(s->peer.conn_limit);
         s->has_slot = false;
@@ -160,7 +162,7 @@ static void finish(weir_tcp_session *s)
         weir__upconn_close(s->up, false);
         s->up = NULL;
     }
-    weir_tcp_stats st = {
+    weir_l4_stats st = {
         .status = s->status,
         .bytes_received = s->down.bytes_in,
         .bytes_sent = s->down.bytes_out,
@@ -185,7 +187,7 @@ static void finish(weir_tcp_session *s)
     weir__loop_defer(s->loop, free_session, s);
 }
 
-/* Ends the session: who and when as in weir_tcp_stats.termination. */
+/* Ends the session: who and when as in weir_l4_stats.termination. */
 static void end(weir_tcp_session *s, char who, char when, int status, const char *error)
 {
     if (s->state == L4_DONE)
@@ -235,9 +237,14 @@ static uint64_t allowance(weir_tcp_session *s, int d)
 
 static void step_tunnel(weir_tcp_session *s);
 
-static void rate_resume(weir_timer *t)
+static void rate_resume_up(weir_timer *t)
 {
-    step_tunnel(weir_container_of(t, weir_tcp_session, rate_timer));
+    step_tunnel(weir_container_of(t, weir_tcp_session, rate_timer[0]));
+}
+
+static void rate_resume_down(weir_timer *t)
+{
+    step_tunnel(weir_container_of(t, weir_tcp_session, rate_timer[1]));
 }
 
 /* Direction d through user space: the source's read buffer is queued on
@@ -296,10 +303,11 @@ static int step_dir(weir_tcp_session *s, int d)
     if (!rate)
         return rc;
     s->tokens[d] -= (int64_t)moved;
-    if (rc == WEIR_AGAIN && s->tokens[d] <= 0 && !weir__timer_armed(&s->rate_timer)) {
+    if (rc == WEIR_AGAIN && s->tokens[d] <= 0 && !weir__timer_armed(&s->rate_timer[d])) {
         /* Until the bucket holds a byte again. */
         uint64_t wait = ((uint64_t)(1 - s->tokens[d]) * 1000 + rate - 1) / rate;
-        weir__timer_start(s->loop, &s->rate_timer, wait ? wait : 1, rate_resume);
+        weir__timer_start(s->loop, &s->rate_timer[d], wait ? wait : 1,
+                          d ? rate_resume_down : rate_resume_up);
     }
     return rc;
 }
@@ -628,6 +636,11 @@ static void try_hello(weir_tcp_session *s)
     }
     int r =
         n <= 0 ? WEIR_CH_INVALID : weir__client_hello_sni(buf, (size_t)n, s->sni, sizeof(s->sni));
+    if (r == WEIR_CH_MORE && s->down.hup) {
+        /* Its FIN came after all it sent: the rest never will. */
+        drop(s, "closed before a whole ClientHello");
+        return;
+    }
     if (r == WEIR_CH_MORE) {
         /* The peek sees everything that came; the next edge brings more. */
         s->down.readable = false;
@@ -690,6 +703,10 @@ static void try_proxy(weir_tcp_session *s)
 {
     weir_pp_header pp;
     int r = weir__pp_take(s->down.io.fd, &pp);
+    if (r == WEIR_PP_MORE && s->down.hup) {
+        drop(s, "closed before a whole PROXY header");
+        return;
+    }
     if (r == WEIR_PP_MORE) {
         s->down.readable = false;
         return;
@@ -727,6 +744,12 @@ static void down_cb(weir_io *io, uint32_t events)
         try_hello(s);
     else if (s->state == L4_TUNNEL)
         step_tunnel(s);
+    else if (s->state == L4_CONNECT && (events & (EPOLLERR | EPOLLHUP)))
+        /* A reset (or a close of both directions) while queued or
+         * connecting: nobody is left to answer, so its place in the queue
+         * and the backend's connect go (HAProxy's abortonclose). A FIN
+         * alone is a half-close: the request may be whole, it waits. */
+        end(s, 'C', s->queued ? 'Q' : 'C', 499, "client went away before the backend answered");
     /* While connecting the client's bytes (and FIN) wait in its socket. */
 }
 

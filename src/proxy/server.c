@@ -1,6 +1,7 @@
 /*
- * server.c - the server: worker threads with their loops and listeners,
+ * server.c - the server: its services, worker threads with their loops,
  * signal handling on the main thread, graceful and immediate shutdown.
+ * The listening sockets are listen.c's.
  *
  * Each worker owns one listening socket per service address (SO_REUSEPORT,
  * so the kernel spreads connections) and every connection it accepts.
@@ -14,100 +15,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/loop.h"
 #include "core/pool.h"
-#include "http/h1_server.h"
 #include "http/h2_client.h"
-#include "http/h2_server.h"
-#include "lb/health.h"
 #include "net/sock.h"
 #include "net/tls.h"
 #include "net/upool.h"
-#include "proxy/service.h"
-#include "proxy/handoff.h"
-#include "proxy/l4.h"
 #include "proxy/request_gate.h"
+#include "proxy/server-int.h"
 #include "proxy/session-t.h"
 #include "proxy/subrequest.h"
-#include "weir/server.h"
-
-#define MAX_SERVICES 256
-#define MAX_ADDRS 16
-
-typedef struct listen_addr {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    char text[WEIR_ADDR_STRLEN];
-    /* Whom its new connections go to; weir_server_add_proxy moves a
-     * released address to another service while workers accept on it. */
-    _Atomic(weir_service *) svc;
-    bool removed;  /* weir_server_remove_listen: no longer listened on */
-    bool released; /* weir_server_release_listen: listened on until moved or removed */
-} listen_addr;
-
-typedef struct worker worker;
-
-typedef struct listener {
-    weir_io io;
-    worker *w;
-    const listen_addr *addr;
-    weir_timer retry;    /* resumes accepting after a pause (EMFILE/ENFILE) */
-    unsigned pause_ms;   /* the last pause; doubles while the shortage lasts, 0 after an accept */
-    bool paused;         /* out of descriptors: readiness is ignored until retry fires */
-    _Atomic int live_fd; /* io.fd for other threads (upgrade hand-off); -1 once closed */
-} listener;
-
-struct worker {
-    int id;
-    weir_server *srv;
-    weir_loop *loop;
-    pthread_t thread;
-    bool started;
-    listener **listeners; /* each allocated once, freed with the worker: a closed
-                             one stays (fd -1) so no queued event can dangle */
-    size_t n_listeners, cap_listeners;
-    weir_h1s_list conns;
-    weir_h2c_list h2conns;
-    weir_l4_list l4; /* TCP sessions: they run to their end on a drain */
-    weir_timer drain_check;
-    weir_timer pool_trim; /* gives idle pooled objects back (weir__pool_trim) */
-    int rc;
-};
-
-struct weir_server {
-    weir_server_options opts;
-    weir_service services[MAX_SERVICES];
-    size_t n_services;
-    listen_addr addrs[MAX_SERVICES * MAX_ADDRS];
-    size_t n_addrs;
-    worker *workers;
-    int n_workers;
-    int wake_fd;              /* eventfd: weir_server_shutdown() */
-    int sig_fd;               /* signalfd while running with handle_signals, else -1 */
-    _Atomic int shutdown_req; /* 0 none, 1 graceful, 2 immediate */
-    weir_logsink *access_log;
-    weir_upstream **upstreams; /* checked by the control thread */
-    size_t n_upstreams;
-    bool running;
-    weir_health_runner *health;  /* main thread only */
-    pthread_mutex_t calls_lock;  /* guards calls */
-    pthread_mutex_t listen_lock; /* guards the workers' listener arrays */
-    struct main_call *calls;     /* weir_server_call_main queue */
-    /* zero-downtime upgrade */
-    weir_handoff_fd *inherited; /* sockets taken over from the old server */
-    size_t n_inherited;
-    int upgrade_conn;   /* to the old server until READY, else -1 */
-    int upgrade_listen; /* our own upgrade socket, else -1 */
-};
 
 typedef struct main_call {
     void (*fn)(void *arg);
@@ -169,6 +90,7 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
             out->client_connections_h2 +=
                 atomic_load_explicit(&srv->workers[i].h2conns.n, memory_order_relaxed);
             out->tcp_sessions += atomic_load_explicit(&srv->workers[i].l4.n, memory_order_relaxed);
+            out->udp_sessions += atomic_load_explicit(&srv->workers[i].udp.n, memory_order_relaxed);
         }
     }
     pthread_mutex_unlock(&srv->calls_lock);
@@ -263,219 +185,6 @@ weir_server *weir_server_new(const weir_server_options *opts)
     return srv;
 }
 
-static int add_listener(worker *w, const listen_addr *la, int fd);
-
-static void log_listen_error(const listen_addr *la, int err)
-{
-    if (err == -EADDRINUSE)
-        weir_log_error("listen on %s: address already in use", la->text);
-    else
-        weir_log_error("listen on %s: %s", la->text, strerror(-err));
-}
-
-/* Same family and port, and the same address or a wildcard on one side:
- * the kernel sees the two as one binding. */
-static bool addrs_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port &&
-               (x->sin_addr.s_addr == y->sin_addr.s_addr || x->sin_addr.s_addr == INADDR_ANY ||
-                y->sin_addr.s_addr == INADDR_ANY);
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port &&
-           (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) ||
-            IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
-}
-
-/* Whether a socket of ours still listens where la would: the probe would
- * only find it. A reload that moves an address to another server (or gives
- * it back after a failure) closes the old sockets on the workers' loops,
- * maybe not yet; "*:80" and "127.0.0.1:80" may be two servers' addresses. */
-static bool own_socket_on(weir_server *srv, const listen_addr *la)
-{
-    bool found = false;
-    pthread_mutex_lock(&srv->listen_lock);
-    for (int i = 0; srv->workers && i < srv->n_workers && !found; i++) {
-        worker *w = &srv->workers[i];
-        for (size_t k = 0; k < w->n_listeners && !found; k++) {
-            const listener *l = w->listeners[k];
-            found = atomic_load(&l->live_fd) >= 0 && addrs_overlap(&l->addr->ss, &la->ss);
-        }
-    }
-    pthread_mutex_unlock(&srv->listen_lock);
-    return found;
-}
-
-/*
- * Before its first socket on an address weir checks that no other process
- * listens there (weir__listen_addr_free): SO_REUSEPORT would otherwise let
- * a second weir, or an nginx with reuseport, share the port and take part
- * of its connections. Exempt: addresses served by sockets taken over from
- * the old process (weir -u), or by a socket of our own. The check and the
- * bind are two steps; a listener appearing in between is not seen.
- */
-static int check_addrs_free(weir_server *srv, size_t first, size_t n)
-{
-    for (size_t i = first; i < first + n; i++) {
-        const listen_addr *la = &srv->addrs[i];
-        bool inherited = false;
-        for (size_t j = 0; j < srv->n_inherited && !inherited; j++)
-            inherited = srv->inherited[j].addr_ix == (long)i;
-        if (la->removed || inherited || own_socket_on(srv, la))
-            continue;
-        /* Other probe errors (EACCES, EADDRNOTAVAIL) are the bind's to report. */
-        int rc = weir__listen_addr_free((const struct sockaddr *)&la->ss, la->len);
-        if (rc == -EADDRINUSE) {
-            log_listen_error(la, rc);
-            return rc;
-        }
-    }
-    return 0;
-}
-
-typedef struct attach_task {
-    worker *w;
-    const listen_addr *la;
-    int fd;
-} attach_task;
-
-static void attach_listener(void *arg)
-{
-    attach_task *t = arg;
-    if (add_listener(t->w, t->la, t->fd) < 0) {
-        weir_log_error("listen on %s: cannot attach to worker %d", t->la->text, t->w->id);
-        close(t->fd);
-    }
-    free(t);
-}
-
-/*
- * A running server starts listening on addrs[first .. first+n): one
- * SO_REUSEPORT socket per worker is bound here (so a bind error fails the
- * call with nothing changed) and handed to the worker's loop.
- */
-static int listen_now(weir_server *srv, size_t first, size_t n)
-{
-    int nw = srv->n_workers;
-    int *fds = malloc(n * (size_t)nw * sizeof(*fds));
-    attach_task *tasks = calloc(n * (size_t)nw, sizeof(*tasks));
-    if (!fds || !tasks) {
-        free(fds);
-        free(tasks);
-        return WEIR_ERR_NOMEM;
-    }
-    size_t made = 0;
-    int rc = check_addrs_free(srv, first, n);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        listen_addr *la = &srv->addrs[first + i];
-        for (int k = 0; k < nw; k++) {
-            int fd = weir__listen_socket((struct sockaddr *)&la->ss, la->len, true, 4096);
-            if (fd < 0) {
-                log_listen_error(la, fd);
-                rc = fd;
-                break;
-            }
-            fds[made] = fd;
-            tasks[made] = (attach_task){&srv->workers[k], la, fd};
-            made++;
-        }
-    }
-    for (size_t j = 0; j < made; j++) {
-        attach_task *t = rc == 0 ? malloc(sizeof(*t)) : NULL;
-        if (t) {
-            *t = tasks[j];
-            if (weir__loop_post(t->w->loop, attach_listener, t) == 0)
-                continue;
-            free(t);
-        }
-        close(fds[j]);
-    }
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++)
-            weir_log_info("listening on %s (%d workers)", srv->addrs[first + i].text, nw);
-    }
-    free(fds);
-    free(tasks);
-    return rc;
-}
-
-typedef struct detach_task {
-    worker *w;
-    const listen_addr *la;
-} detach_task;
-
-static void detach_listener(void *arg)
-{
-    detach_task *t = arg;
-    worker *w = t->w;
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        listener *l = w->listeners[i];
-        if (l->addr == t->la && l->io.fd >= 0) {
-            weir__timer_stop(w->loop, &l->retry);
-            atomic_store(&l->live_fd, -1);
-            weir__io_del(w->loop, &l->io);
-            close(l->io.fd);
-            l->io.fd = -1;
-        }
-    }
-    free(t);
-}
-
-int weir_server_remove_listen(weir_server *srv, const char *addr)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (weir__addr_parse(addr, &ss, &len) < 0)
-        return WEIR_ERR_INVAL;
-    for (size_t i = 0; i < srv->n_addrs; i++) {
-        listen_addr *la = &srv->addrs[i];
-        if (la->removed || !weir__addr_equal((struct sockaddr *)&la->ss, (struct sockaddr *)&ss))
-            continue;
-        la->removed = true;
-        la->released = false;
-        for (int k = 0; srv->running && k < srv->n_workers; k++) {
-            detach_task *t = malloc(sizeof(*t));
-            if (!t)
-                continue;
-            *t = (detach_task){&srv->workers[k], la};
-            if (weir__loop_post(srv->workers[k].loop, detach_listener, t) != 0)
-                free(t);
-        }
-        weir_log_info("stopped listening on %s (its connections finish)", la->text);
-        return WEIR_OK;
-    }
-    return WEIR_ERR_INVAL;
-}
-
-/* The address's entry while it is listened on, or NULL. */
-static listen_addr *live_addr(weir_server *srv, const struct sockaddr_storage *ss)
-{
-    for (size_t i = 0; i < srv->n_addrs; i++) {
-        listen_addr *la = &srv->addrs[i];
-        if (!la->removed &&
-            weir__addr_equal((const struct sockaddr *)&la->ss, (const struct sockaddr *)ss))
-            return la;
-    }
-    return NULL;
-}
-
-int weir_server_release_listen(weir_server *srv, const char *addr)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (weir__addr_parse(addr, &ss, &len) < 0)
-        return WEIR_ERR_INVAL;
-    listen_addr *la = live_addr(srv, &ss);
-    if (!la)
-        return WEIR_ERR_INVAL;
-    la->released = true;
-    return WEIR_OK;
-}
-
 /* The aging limits of o (defaults filled in) into what connections read. */
 static void set_aging(weir_h1s_config *h1, const weir_proxy_options *o)
 {
@@ -492,7 +201,7 @@ int weir_server_update_aging(weir_server *srv, const char *addr, const weir_prox
     socklen_t len;
     if (!opts || weir__addr_parse(addr, &ss, &len) < 0)
         return WEIR_ERR_INVAL;
-    listen_addr *la = live_addr(srv, &ss);
+    listen_addr *la = weir__srv_live_addr(srv, &ss, SOCK_STREAM);
     if (!la)
         return WEIR_ERR_INVAL;
     weir_service *svc = atomic_load_explicit(&la->svc, memory_order_acquire);
@@ -612,6 +321,26 @@ int weir_server_add_tcp(weir_server *srv, const char *const *listen_addrs, size_
     return attach_service(srv, svc, listen_addrs, n_addrs);
 }
 
+int weir_server_add_udp(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                        const weir_udp_ops *ops, void *app, const weir_udp_options *opts)
+{
+    if (!ops || !ops->upstream_peer)
+        return WEIR_ERR_INVAL;
+    weir_service *svc = new_service(srv, listen_addrs, n_addrs);
+    if (!svc)
+        return WEIR_ERR_INVAL;
+    svc->kind = WEIR_SERVICE_UDP;
+    svc->udp_ops = ops;
+    svc->app = app;
+    if (opts)
+        svc->udp = *opts;
+    if (!svc->udp.idle_timeout_ms)
+        svc->udp.idle_timeout_ms = 30000;
+    if (!svc->udp.max_sessions)
+        svc->udp.max_sessions = 4096;
+    return attach_service(srv, svc, listen_addrs, n_addrs);
+}
+
 /*
  * Gives the service its addresses and counts it: addresses another
  * service released move here with their sockets; the others get entries
@@ -622,18 +351,24 @@ static int attach_service(weir_server *srv, weir_service *svc, const char *const
 {
     listen_addr *moved[MAX_ADDRS];
     size_t n_moved = 0, n_new = 0;
+    int type = svc->kind == WEIR_SERVICE_UDP ? SOCK_DGRAM : SOCK_STREAM;
     for (size_t i = 0; i < n_addrs; i++) {
         listen_addr *la = &srv->addrs[srv->n_addrs + n_new];
-        if (weir__addr_parse(listen_addrs[i], &la->ss, &la->len) < 0) {
+        const char *text = listen_addrs[i];
+        if (type == SOCK_DGRAM && strncmp(text, "udp://", 6) == 0)
+            text += 6; /* the name weir_server_remove_listen knows it by */
+        if (weir__addr_parse(text, &la->ss, &la->len) < 0) {
             weir_log_error("invalid listen address '%s' (expected ip:port)", listen_addrs[i]);
             return WEIR_ERR_INVAL;
         }
-        listen_addr *cur = live_addr(srv, &la->ss);
+        la->type = type;
+        listen_addr *cur = weir__srv_live_addr(srv, &la->ss, type);
         bool twice = cur && !cur->released;
         for (size_t j = 0; j < n_moved && !twice; j++)
             twice = moved[j] == cur;
         for (size_t j = srv->n_addrs; j < srv->n_addrs + n_new && !twice; j++)
             twice =
+                srv->addrs[j].type == type &&
                 weir__addr_equal((struct sockaddr *)&srv->addrs[j].ss, (struct sockaddr *)&la->ss);
         if (twice) {
             weir_log_error("listen address %s given twice", listen_addrs[i]);
@@ -643,14 +378,14 @@ static int attach_service(weir_server *srv, weir_service *svc, const char *const
             moved[n_moved++] = cur;
             continue;
         }
-        snprintf(la->text, sizeof(la->text), "%s", listen_addrs[i]);
+        snprintf(la->text, sizeof(la->text), "%s", text);
         atomic_store_explicit(&la->svc, svc, memory_order_relaxed);
         la->removed = false;
         la->released = false;
         n_new++;
     }
     if (srv->running && n_new) {
-        int rc = listen_now(srv, srv->n_addrs, n_new);
+        int rc = weir__srv_listen_now(srv, srv->n_addrs, n_new);
         if (rc < 0)
             return rc; /* nothing registered */
     }
@@ -691,140 +426,12 @@ int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_
     return WEIR_OK;
 }
 
-/* ---- accepting ---- */
-
-#define ACCEPT_PAUSE_MIN_MS 100
-#define ACCEPT_PAUSE_MAX_MS 1000
-
-static void accept_ready(listener *l);
-
-static void resume_accept(weir_timer *t)
-{
-    listener *l = weir_container_of(t, listener, retry);
-    l->paused = false;
-    accept_ready(l);
-}
-
-/*
- * Out of descriptors (or kernel memory) the connection stays in the
- * backlog, and the listener is still readable: edge-triggered, every new
- * connection reports it again, and retrying at once spins on EMFILE with a
- * log line each time (3,864 lines in 3 s). So, as nginx does, the listener
- * stops accepting for a while (100 ms, doubling to 1 s while the shortage
- * lasts), then the timer drains the backlog: the readiness ignored
- * meanwhile is not needed again.
- */
-static void pause_accept(listener *l, int err)
-{
-    l->pause_ms = l->pause_ms ? l->pause_ms * 2 : ACCEPT_PAUSE_MIN_MS;
-    if (l->pause_ms > ACCEPT_PAUSE_MAX_MS)
-        l->pause_ms = ACCEPT_PAUSE_MAX_MS;
-    l->paused = true;
-    weir_log_error("accept on %s: %s; not accepting for %u ms", l->addr->text, strerror(err),
-                   l->pause_ms);
-    weir__timer_start(l->w->loop, &l->retry, l->pause_ms, resume_accept);
-}
-
-/* A connection that failed in the backlog, or a firewall's verdict on
- * one: the next may be fine. accept(2) asks to treat these like EAGAIN and
- * retry; returning instead would leave the backlog unread until a new
- * connection makes the (edge-triggered) listener readable again. */
-static bool accept_error_is_one_connections(int err)
-{
-    switch (err) {
-    case EINTR:
-    case ECONNABORTED:
-    case EPROTO:
-    case EPERM:
-    case ENETDOWN:
-    case ENETUNREACH:
-    case EHOSTDOWN:
-    case EHOSTUNREACH:
-    case ENONET:
-    case ENOPROTOOPT:
-    case EOPNOTSUPP:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static void accept_ready(listener *l)
-{
-    if (l->io.fd < 0 || l->paused)
-        return; /* closed meanwhile (a deferred round), or pausing */
-    worker *w = l->w;
-    for (int i = 0; i < 256; i++) {
-        struct sockaddr_storage peer;
-        socklen_t plen = sizeof(peer);
-        int fd = accept4(l->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
-            if (err == EAGAIN)
-                return;
-            if (accept_error_is_one_connections(err))
-                continue;
-            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-                pause_accept(l, err);
-                return;
-            }
-            weir_log_error("accept on %s: %s", l->addr->text, strerror(err));
-            return;
-        }
-        l->pause_ms = 0;
-        weir_service *svc = atomic_load_explicit(&l->addr->svc, memory_order_acquire);
-        if (svc->opts.proxy_protocol &&
-            !weir__cidr_match(svc->opts.trusted_proxies, svc->opts.n_trusted_proxies,
-                              (struct sockaddr *)&peer)) {
-            char ip[WEIR_ADDR_STRLEN];
-            weir__addr_format_ip((struct sockaddr *)&peer, ip, sizeof(ip));
-            weir_log_warn("client %s on %s: not a trusted proxy, and the listener expects the "
-                          "PROXY protocol: closed",
-                          ip, l->addr->text);
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (svc->kind == WEIR_SERVICE_TCP)
-            weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc, l->addr->text, &w->l4,
-                            NULL);
-        else if (svc->passthrough)
-            weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc->passthrough,
-                            l->addr->text, &w->l4, &w->conns);
-        else
-            weir__h1s_accept(w->loop, fd, false, (struct sockaddr *)&peer, plen, &svc->h1,
-                             &w->conns);
-    }
-    /* Fairness: leave the rest of the backlog for the next round. */
-    weir__loop_defer(w->loop, (weir_task_cb)accept_ready, l);
-}
-
-static void listener_cb(weir_io *io, uint32_t events)
-{
-    accept_ready(weir_container_of(io, listener, io));
-}
-
-static void close_listeners(worker *w)
-{
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        listener *l = w->listeners[i];
-        weir__timer_stop(w->loop, &l->retry);
-        if (l->io.fd >= 0) {
-            atomic_store(&l->live_fd, -1);
-            weir__io_del(w->loop, &l->io);
-            close(l->io.fd);
-            l->io.fd = -1;
-        }
-    }
-}
-
 /* ---- worker ---- */
 
 static void drain_check(weir_timer *t)
 {
     worker *w = weir_container_of(t, worker, drain_check);
-    if (w->conns.n == 0 && w->h2conns.n == 0 && w->l4.n == 0) {
+    if (w->conns.n == 0 && w->h2conns.n == 0 && w->l4.n == 0 && w->udp.n == 0) {
         weir__loop_stop(w->loop);
         return;
     }
@@ -836,7 +443,8 @@ static void drain_check(weir_timer *t)
 static void task_drain(void *arg)
 {
     worker *w = arg;
-    close_listeners(w);
+    weir__srv_close_listeners(w, true);
+    weir__udp_drain(&w->udp);
     weir__h1s_list_drain(&w->conns);
     weir__h2c_list_drain(&w->h2conns);
     weir__upool_close_all(w->loop);
@@ -847,7 +455,8 @@ static void task_drain(void *arg)
 static void task_force(void *arg)
 {
     worker *w = arg;
-    close_listeners(w);
+    weir__udp_close_all(&w->udp);
+    weir__srv_close_listeners(w, false);
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
     weir__l4_list_close_all(&w->l4);
@@ -882,6 +491,7 @@ static void *worker_main(void *arg)
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
     weir__l4_list_close_all(&w->l4);
+    weir__udp_close_all(&w->udp);
     weir__cache_shutdown();
     weir__subreq_shutdown();
     weir__upool_close_all(w->loop);
@@ -891,144 +501,6 @@ static void *worker_main(void *arg)
     weir__h2u_thread_exit();
     weir__pool_thread_release();
     return NULL;
-}
-
-/* Index of the configured address a socket is bound to, or -1. */
-static long inherited_addr(weir_server *srv, int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return -1;
-    for (size_t i = 0; i < srv->n_addrs; i++) {
-        if (weir__addr_equal((struct sockaddr *)&ss, (struct sockaddr *)&srv->addrs[i].ss))
-            return (long)i;
-    }
-    return -1;
-}
-
-static int add_listener(worker *w, const listen_addr *la, int fd)
-{
-    if (w->n_listeners == w->cap_listeners) {
-        size_t cap = w->cap_listeners ? w->cap_listeners * 2 : 8;
-        pthread_mutex_lock(&w->srv->listen_lock);
-        listener **nv = realloc(w->listeners, cap * sizeof(*nv));
-        if (nv) {
-            w->listeners = nv;
-            w->cap_listeners = cap;
-        }
-        pthread_mutex_unlock(&w->srv->listen_lock);
-        if (!nv)
-            return WEIR_ERR_NOMEM;
-    }
-    listener *l = calloc(1, sizeof(*l));
-    if (!l)
-        return WEIR_ERR_NOMEM;
-    pthread_mutex_lock(&w->srv->listen_lock);
-    w->listeners[w->n_listeners++] = l;
-    pthread_mutex_unlock(&w->srv->listen_lock);
-    l->io.fd = fd;
-    atomic_store(&l->live_fd, fd);
-    l->io.cb = listener_cb;
-    l->w = w;
-    l->addr = la;
-    return weir__io_add(w->loop, &l->io, EPOLLIN);
-}
-
-/*
- * Worker w's listening sockets: per address, the inherited sockets whose
- * index is w's modulo the worker count (so every inherited socket, with
- * the connections queued on it, is served), or a new SO_REUSEPORT socket
- * when none falls to w.
- */
-static int open_listeners(weir_server *srv, worker *w)
-{
-    for (size_t i = 0; i < srv->n_addrs; i++) {
-        const listen_addr *la = &srv->addrs[i];
-        size_t k = 0;
-        bool got = false;
-        if (la->removed)
-            continue;
-        for (size_t j = 0; j < srv->n_inherited; j++) {
-            /* The k-th socket of this address goes to worker k mod n; count
-             * sockets other workers already took (fd -1) too. */
-            if (srv->inherited[j].addr_ix != (long)i)
-                continue;
-            if (k++ % (size_t)srv->n_workers != (size_t)w->id || srv->inherited[j].fd < 0)
-                continue;
-            int fd = srv->inherited[j].fd;
-            srv->inherited[j].fd = -1; /* the worker owns it now */
-            int rc = add_listener(w, la, fd);
-            if (rc < 0)
-                return rc;
-            got = true;
-        }
-        if (got)
-            continue;
-        int fd = weir__listen_socket((struct sockaddr *)&la->ss, la->len, true, 4096);
-        if (fd < 0) {
-            log_listen_error(la, fd);
-            return fd;
-        }
-        int rc = add_listener(w, la, fd);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-int weir_server_take_over(weir_server *srv, const char *upgrade_sock)
-{
-    int rc =
-        weir__handoff_receive(upgrade_sock, &srv->inherited, &srv->n_inherited, &srv->upgrade_conn);
-    if (rc < 0) {
-        weir_log_error("upgrade: no running weir answered on %s: %s", upgrade_sock,
-                       rc > -4096 ? strerror(-rc) : "protocol error");
-        return rc;
-    }
-    /* Which configured address each socket serves (-1: none, closed at run). */
-    for (size_t j = 0; j < srv->n_inherited; j++)
-        srv->inherited[j].addr_ix = inherited_addr(srv, srv->inherited[j].fd);
-    weir_log_info("upgrade: took over %zu listening sockets", srv->n_inherited);
-    return WEIR_OK;
-}
-
-/* Old side: a successor connected to the upgrade socket. */
-static void serve_upgrade(weir_server *srv)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&srv->listen_lock);
-    for (int i = 0; i < srv->n_workers; i++)
-        n += srv->workers[i].n_listeners;
-    weir_handoff_fd *v = calloc(n ? n : 1, sizeof(*v));
-    if (!v) {
-        pthread_mutex_unlock(&srv->listen_lock);
-        return;
-    }
-    n = 0;
-    /* The fds are only closed by their workers at drain, which this thread
-     * starts; reading them here races with nothing. */
-    for (int i = 0; i < srv->n_workers; i++) {
-        worker *w = &srv->workers[i];
-        for (size_t k = 0; k < w->n_listeners; k++) {
-            int fd = atomic_load_explicit(&w->listeners[k]->live_fd, memory_order_relaxed);
-            if (fd < 0)
-                continue;
-            v[n].fd = fd;
-            snprintf(v[n].addr, sizeof(v[n].addr), "%s", w->listeners[k]->addr->text);
-            n++;
-        }
-    }
-    pthread_mutex_unlock(&srv->listen_lock);
-    int rc = weir__handoff_serve(srv->upgrade_listen, v, n);
-    free(v);
-    if (rc == WEIR_OK) {
-        weir_log_info("upgrade: the new process is serving; draining and exiting");
-        /* Not unlinked: the path now belongs to the new process's socket. */
-        close(srv->upgrade_listen);
-        srv->upgrade_listen = -1;
-        weir_server_shutdown(srv, true);
-    }
 }
 
 static void task_renew(void *arg)
@@ -1108,7 +580,7 @@ static int wait_events(weir_server *srv, int timeout_ms)
     if (n > 0) {
         if (srv->upgrade_listen >= 0 && (pfd[2].revents & POLLIN) &&
             !atomic_load(&srv->shutdown_req))
-            serve_upgrade(srv);
+            weir__srv_serve_upgrade(srv);
         if (pfd[0].revents & POLLIN) {
             uint64_t v;
             ssize_t r = read(srv->wake_fd, &v, sizeof(v));
@@ -1177,7 +649,7 @@ int weir_server_run(weir_server *srv)
         for (size_t i = 0; i < srv->n_services; i++)
             srv->services[i].access_log = srv->access_log;
     }
-    rc = check_addrs_free(srv, 0, srv->n_addrs);
+    rc = weir__srv_check_addrs_free(srv, 0, srv->n_addrs);
     if (rc < 0)
         goto out;
     worker *ws = calloc((size_t)srv->opts.threads, sizeof(worker));
@@ -1199,7 +671,7 @@ int weir_server_run(weir_server *srv)
             rc = WEIR_ERR_NOMEM;
             goto stop;
         }
-        rc = open_listeners(srv, w);
+        rc = weir__srv_open_listeners(srv, w);
         if (rc < 0)
             goto stop;
     }
@@ -1212,7 +684,8 @@ int weir_server_run(weir_server *srv)
         w->started = true;
     }
     for (size_t i = 0; i < srv->n_addrs; i++)
-        weir_log_info("listening on %s (%d workers)", srv->addrs[i].text, srv->n_workers);
+        weir_log_info("listening on %s%s (%d workers)", srv->addrs[i].text,
+                      srv->addrs[i].type == SOCK_DGRAM ? " (udp)" : "", srv->n_workers);
     /* Sockets the old server had that no address here uses. */
     for (size_t j = 0; j < srv->n_inherited; j++) {
         if (srv->inherited[j].fd >= 0) {
@@ -1269,7 +742,8 @@ stop:
             w->started = false;
         }
         if (w->loop) {
-            close_listeners(w);
+            weir__srv_close_listeners(w, false);
+            weir__udp_table_free(&w->udp);
             weir__loop_free(w->loop);
         }
         for (size_t k = 0; k < w->n_listeners; k++)

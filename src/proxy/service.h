@@ -1,10 +1,12 @@
 /*
  * service.h - a service: an HTTP proxy (the application's phases, its
- * options with defaults filled in, the access log) or a TCP one
+ * options with defaults filled in, the access log), a TCP or a UDP one
  * (weir/l4.h). Shared read-only by all workers.
  */
 #ifndef WEIR_PROXY_SERVICE_H
 #define WEIR_PROXY_SERVICE_H
+
+#include <stdatomic.h>
 
 #include "core/log.h"
 #include "http/h1_server.h"
@@ -14,6 +16,7 @@
 typedef enum weir_service_kind {
     WEIR_SERVICE_HTTP,
     WEIR_SERVICE_TCP,
+    WEIR_SERVICE_UDP,
 } weir_service_kind;
 
 typedef struct weir_service {
@@ -27,6 +30,10 @@ typedef struct weir_service {
      * then holds only proxy_protocol and trusted_proxies, for the accept. */
     const weir_tcp_ops *tcp_ops;
     weir_tcp_options tcp;
+    /* WEIR_SERVICE_UDP: its phases and options (defaults filled in). */
+    const weir_udp_ops *udp_ops;
+    weir_udp_options udp;
+    _Atomic uint32_t udp_sessions; /* open, all workers: against udp.max_sessions */
     /* TLS passthrough on an HTTP service's listener: the TCP service its
      * ClientHellos go to first (passthrough_ops), and back from it the
      * HTTP service the ones it declines go to; NULL otherwise. */

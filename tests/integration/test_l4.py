@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -398,6 +399,85 @@ def test_untrusted_or_bad_proxy_headers_never_reach_a_backend(tcp, start_proc, t
     assert "no PROXY header within the timeout" in w.stderr()
 
 
+def test_half_a_proxy_header_then_a_fin_is_dropped_at_once(tcp, start_proc, tmp_path):
+    e = tcp()
+    port = free_port()
+    text = ('[servers.v]\naddr = "127.0.0.1:%d"\nprotocol = "tcp"\nupstream = "u"\n'
+            'proxy_protocol = true\ntrusted_proxies = ["127.0.0.1"]\n'
+            'proxy_protocol_timeout = "30s"\n[upstreams.u]\naddrs = ["%s"]\n' % (port, e.addr))
+    _, w = start(start_proc, tmp_path, text, port)
+    for half in (b"PROXY TCP4 1.2.3.4 127.0.0.1 1", b"\r\n\r\n\0\r\nQUIT\n\x21\x11"):
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.sendall(half)
+        c.shutdown(socket.SHUT_WR)
+        assert T.closed_without_data(c)  # well before the 30 s timeout
+        c.close()
+    assert wait_log(w, "closed before a whole PROXY header", count=2), w.stderr()
+    assert "within the timeout" not in w.stderr()
+    assert e.connections == 0
+
+
+def reset(c):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def test_a_client_that_resets_while_queued_gives_up_its_place(tcp, start_proc, tmp_path):
+    """max_conns = 1: one tunnel holds the slot, a second client waits in
+    the queue and resets; a third queued behind it gets the slot when the
+    first ends, and the reset one never reaches the backend."""
+    e = tcp()
+    port = free_port()
+    _, w = start(start_proc, tmp_path,
+                 tcp_config(port, [e.addr], 'access_log = "{status} {termination}"\n',
+                            'max_conns = 1\nqueue_timeout = "30s"\n'), port)
+    assert wait_lines(w, 1, needle=" --") == ["200 --"], w.stdout()  # start-up probe
+    holder = socket.create_connection(("127.0.0.1", port), timeout=20)
+    holder.sendall(b"1")
+    assert holder.recv(1) == b"1"
+    quitter = socket.create_connection(("127.0.0.1", port), timeout=20)
+    quitter.sendall(b"never")
+    time.sleep(0.3)
+    reset(quitter)
+    assert wait_lines(w, 1, needle="499") == ["499 CQ"], w.stdout()
+    third = socket.create_connection(("127.0.0.1", port), timeout=20)
+    third.sendall(b"3")
+    time.sleep(0.3)
+    holder.close()
+    assert third.recv(1) == b"3"
+    third.close()
+    assert e.connections == 3  # the probe, the holder, the third
+
+
+def test_a_client_that_resets_while_connecting_ends_the_connect(start_proc, tmp_path):
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(8):  # a full backlog: the connect hangs
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(full.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    port = free_port()
+    _, w = start(start_proc, tmp_path,
+                 tcp_config(port, ["127.0.0.1:%d" % full.getsockname()[1]],
+                            'access_log = "{status} {termination}"\n',
+                            'connection_timeout = "30s"\nmax_retries = 0\n'), port, threads=1)
+    c = socket.create_connection(("127.0.0.1", port), timeout=20)
+    c.sendall(b"x")
+    time.sleep(0.3)
+    reset(c)
+    lines = wait_lines(w, 1, needle="499")
+    assert lines == ["499 CC"], w.stdout()
+    full.close()
+    for f in fillers:
+        f.close()
+
+
 # ---- config ----
 
 
@@ -409,9 +489,9 @@ def test_untrusted_or_bad_proxy_headers_never_reach_a_backend(tcp, start_proc, t
     ('protocol = "tcp"\nupstream = "h"\n', "hashes a request's uri"),
     ('protocol = "tcp"\nupstream = "u"\nmax_body_size = "1MB"\n', "'max_body_size' in "
      "[servers.t] is for HTTP servers"),
-    ('protocol = "udpx"\nupstream = "u"\n', 'expected "http", "tcp" or'),
+    ('protocol = "udpx"\nupstream = "u"\n', 'expected "http", "tcp", "udp" or'),
     ('locations = ["l"]\nidle_timeout = "1s"\n', "'idle_timeout' in [servers.t] is for "
-     "protocol = \"tcp\" servers"),
+     "protocol = \"tcp\" or \"udp\" servers"),
     ('protocol = "tcp"\nupstream = "u"\nproxy_protocol = true\n', "needs 'trusted_proxies'"),
     ('protocol = "tcp"\nupstream = "u"\naccess_log = "{method}"\n', "unknown variable "
      "'{method}' for a TCP server"),

@@ -17,6 +17,7 @@ import tcputil as T
 import tlsutil as TL
 from conftest import binary, free_port, require_binary
 from test_l4 import start, wait_lines
+from test_reload import wait_log
 from test_l4 import tcp  # noqa: F401 (the TcpServer fixture)
 from test_tls import cert_section, pki  # noqa: F401 (the session PKI fixture)
 
@@ -219,6 +220,15 @@ def test_passthrough_without_a_default_closes_unknown_names(pki, start_proc, tmp
             time.sleep(0.002)
         assert c.recv(5)[:1] == b"\x16"  # the backend's ServerHello
         c.close()
+        # Half a ClientHello, then the FIN: the rest can never come, so it
+        # is dropped at once (the timeout is 10 s and says otherwise).
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.sendall(raw[:len(raw) // 2])
+        c.shutdown(socket.SHUT_WR)
+        assert T.closed_without_data(c)
+        c.close()
+        assert wait_log(proc, "closed before a whole ClientHello"), proc.stderr()
+        assert "no ClientHello within the timeout" not in proc.stderr()
     finally:
         a.close()
 

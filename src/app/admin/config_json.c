@@ -218,9 +218,17 @@ static json_t *server_json(const weir_cfg_server *s)
     weir_proxy_options eff = s->opts; /* with the defaults the server fills in */
     weir_proxy_options_defaults(&eff);
     const weir_proxy_options *p = &eff;
+    /* A UDP server's addresses as the file gives them (the "udp://" is
+     * the library's name for them), with its protocol. */
+    json_t *addrs = json_array();
+    for (size_t i = 0; addrs && i < s->n_addrs; i++) {
+        const char *a = s->addrs[i];
+        json_array_append_new(addrs, json_string(strncmp(a, "udp://", 6) == 0 ? a + 6 : a));
+    }
+    static const char *const protocols[] = {"http", "tcp", "tls_passthrough", "udp"};
     json_t *o = json_pack(
-        "{s:s, s:o, s:o, s:b, s:o}", "name", s->name, "addr", string_array(s->addrs, s->n_addrs),
-        "locations", locs, "access_log", s->access_log != NULL, "access_log_file",
+        "{s:s, s:s, s:o, s:o, s:b, s:o}", "name", s->name, "protocol", protocols[s->protocol],
+        "addr", addrs, "locations", locs, "access_log", s->access_log != NULL, "access_log_file",
         str_or_null(s->access_log ? (s->access_log_file ? s->access_log_file : "-") : NULL));
     if (!o)
         return NULL;

@@ -38,6 +38,10 @@ enum kind {
     K_TCP_BYTES,   /* v[0] from the client, v[1] to it: server, backend */
     K_TCP_FAILS,   /* TCP connect failures: server, backend */
     K_TCP_TERM,    /* TCP sessions that did not end normally: server, termination */
+    K_UDP,         /* UDP sessions: server, status */
+    K_UDP_BYTES,   /* v[0..1] bytes from/to the client, v[2..3] datagrams: server, backend */
+    K_UDP_FAILS,   /* backends that refused a UDP session: server, backend */
+    K_UDP_TERM,    /* UDP sessions by termination: server, termination */
 };
 
 /* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
@@ -245,29 +249,34 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
     }
 }
 
+/* A TCP or a UDP server's session (each has series of its own). */
 void weir__metrics_tcp(const weir_cfg_server *srv, const char *backend, uint64_t backend_id,
-                       const weir_tcp_stats *st)
+                       const weir_l4_stats *st)
 {
     block *b = my_block();
     if (!b || !srv)
         return;
+    bool udp = srv->protocol == WEIR_CFG_UDP;
     char sv[LABEL_CAP], bv[LABEL_CAP];
-    SERIES(n, K_TCP, srv, NULL, (uint32_t)st->status, "server=\"%s\",status=\"%d\"",
+    SERIES(n, udp ? K_UDP : K_TCP, srv, NULL, (uint32_t)st->status, "server=\"%s\",status=\"%d\"",
            label(sv, srv->name), st->status);
     if (n)
         bump(&n->v[0], 1);
     if (backend) {
-        SERIES(by, K_TCP_BYTES, srv, (const void *)(uintptr_t)backend_id, 0,
+        SERIES(by, udp ? K_UDP_BYTES : K_TCP_BYTES, srv, (const void *)(uintptr_t)backend_id, 0,
                "server=\"%s\",backend=\"%s\"", label(sv, srv->name), label(bv, backend));
         if (by) {
             bump(&by->v[0], st->bytes_received);
             bump(&by->v[1], st->bytes_sent);
+            bump(&by->v[2], st->datagrams_received);
+            bump(&by->v[3], st->datagrams_sent);
         }
     }
-    if (st->termination[0] != '-') {
+    /* TCP: the abnormal ends; UDP: every end (idle is its normal one). */
+    if (udp || st->termination[0] != '-') {
         uint32_t k =
             (uint32_t)(unsigned char)st->termination[0] << 8 | (unsigned char)st->termination[1];
-        SERIES(t, K_TCP_TERM, srv, NULL, k, "server=\"%s\",termination=\"%.2s\"",
+        SERIES(t, udp ? K_UDP_TERM : K_TCP_TERM, srv, NULL, k, "server=\"%s\",termination=\"%.2s\"",
                label(sv, srv->name), st->termination);
         if (t)
             bump(&t->v[0], 1);
@@ -281,8 +290,9 @@ void weir__metrics_tcp_connect_failed(const weir_cfg_server *srv, const char *ba
     if (!b || !srv)
         return;
     char sv[LABEL_CAP], bv[LABEL_CAP];
-    SERIES(f, K_TCP_FAILS, srv, (const void *)(uintptr_t)backend_id, 0,
-           "server=\"%s\",backend=\"%s\"", label(sv, srv->name), label(bv, backend));
+    SERIES(f, srv->protocol == WEIR_CFG_UDP ? K_UDP_FAILS : K_TCP_FAILS, srv,
+           (const void *)(uintptr_t)backend_id, 0, "server=\"%s\",backend=\"%s\"",
+           label(sv, srv->name), label(bv, backend));
     if (f)
         bump(&f->v[0], 1);
 }
@@ -603,6 +613,30 @@ static void emit_tcp(out *o)
     emit_counter(o, "weir_tcp_sessions_terminated_total",
                  "TCP sessions that did not end normally, by HAProxy-style termination state.",
                  K_TCP_TERM, 0);
+    emit_counter(o, "weir_udp_sessions_total",
+                 "UDP sessions by server and status (200 ran, 502 every backend refused, 503 "
+                 "none usable).",
+                 K_UDP, 0);
+    emit_counter(o, "weir_udp_received_bytes_total",
+                 "Bytes of datagrams UDP sessions received from clients, by server and backend "
+                 "(counted when a session ends).",
+                 K_UDP_BYTES, 0);
+    emit_counter(o, "weir_udp_sent_bytes_total",
+                 "Bytes of datagrams UDP sessions sent to clients, by server and backend.",
+                 K_UDP_BYTES, 1);
+    emit_counter(o, "weir_udp_received_datagrams_total",
+                 "Datagrams UDP sessions received from clients, by server and backend.",
+                 K_UDP_BYTES, 2);
+    emit_counter(o, "weir_udp_sent_datagrams_total",
+                 "Datagrams UDP sessions sent to clients, by server and backend.", K_UDP_BYTES, 3);
+    emit_counter(o, "weir_udp_refused_total",
+                 "Backends that refused a UDP session (ICMP port unreachable), by server and "
+                 "backend.",
+                 K_UDP_FAILS, 0);
+    emit_counter(o, "weir_udp_sessions_ended_total",
+                 "UDP sessions by how they ended (-T the responses came, cT idle, ST/SC the "
+                 "backend refused, PR no backend, KT shutdown).",
+                 K_UDP_TERM, 0);
 }
 
 char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t log_dropped,
@@ -658,13 +692,15 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "weir_client_connections{protocol=\"http1\"} %llu\n"
              "weir_client_connections{protocol=\"http2\"} %llu\n"
              "weir_client_connections{protocol=\"tcp\"} %llu\n"
+             "weir_client_connections{protocol=\"udp\"} %llu\n"
              "# HELP weir_pool_idle_connections Idle upstream connections in the shared pool.\n"
              "# TYPE weir_pool_idle_connections gauge\nweir_pool_idle_connections %llu\n"
              "# HELP weir_pool_migrations_total Idle connections taken by another worker.\n"
              "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
              (unsigned long long)st.client_connections,
              (unsigned long long)st.client_connections_h2, (unsigned long long)st.tcp_sessions,
-             (unsigned long long)st.pool_idle, (unsigned long long)st.pool_migrations);
+             (unsigned long long)st.udp_sessions, (unsigned long long)st.pool_idle,
+             (unsigned long long)st.pool_migrations);
         const weir_tls_stats *t = &st.tls;
         emit(&o,
              "# HELP weir_tls_handshakes_total TLS handshakes by side (client: with clients, "

@@ -24,7 +24,7 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
 /* Counts one finished TCP session, with the backend it used (NULL if
  * none), and one failed connect of a TCP session. Worker threads. */
 void weir__metrics_tcp(const weir_cfg_server *srv, const char *backend, uint64_t backend_id,
-                       const weir_tcp_stats *st);
+                       const weir_l4_stats *st);
 void weir__metrics_tcp_connect_failed(const weir_cfg_server *srv, const char *backend,
                                       uint64_t backend_id);
 

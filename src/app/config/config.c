@@ -225,6 +225,16 @@ static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, const weir_
                          "sticky_cookie: a TCP connection has no cookies (use "
                          "algo = \"hash:ip\" for stickiness)",
                          s->name, u->name);
+    if (s->protocol == WEIR_CFG_UDP && u->tls)
+        weir__cfg_err_at(ld, line,
+                         "[servers.%s] sends datagrams to upstream '%s', which has tls = true: "
+                         "weir speaks no DTLS",
+                         s->name, u->name);
+    if (s->protocol == WEIR_CFG_UDP && u->send_proxy)
+        weir__cfg_err_at(ld, line,
+                         "[servers.%s] sends datagrams to upstream '%s', which has "
+                         "send_proxy_protocol: a datagram has no connection to name",
+                         s->name, u->name);
 }
 
 /* The upstream `name` that [section] refers to; NULL (an error, with a
@@ -278,6 +288,12 @@ static bool addrs_overlap(const struct sockaddr_storage *a, const struct sockadd
     const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
     return x->sin6_port == y->sin6_port &&
            (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
+/* A server's address without the "udp://" of a UDP server's. */
+static const char *listen_ip_port(const char *addr)
+{
+    return strncmp(addr, "udp://", 6) == 0 ? addr + 6 : addr;
 }
 
 static void build_router(loader *ld, weir_cfg_server *s)
@@ -554,16 +570,20 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
             }
             weir__cfg_free_list(names, n_names);
         }
-        /* Listen addresses are unique across all servers. */
+        /* Listen addresses are unique across all servers (a UDP
+         * server's only among UDP servers). */
         for (size_t i = 0; i < c->n_servers; i++) {
+            bool udp = c->servers[i].protocol == WEIR_CFG_UDP;
             for (size_t a = 0; a < c->servers[i].n_addrs; a++) {
                 struct sockaddr_storage x, y;
                 socklen_t xl, yl;
-                if (weir_addr_parse(c->servers[i].addrs[a], &x, &xl) < 0)
+                if (weir_addr_parse(listen_ip_port(c->servers[i].addrs[a]), &x, &xl) < 0)
                     continue;
                 for (size_t j = 0; j <= i; j++) {
+                    if ((c->servers[j].protocol == WEIR_CFG_UDP) != udp)
+                        continue;
                     for (size_t b = 0; b < (j == i ? a : c->servers[j].n_addrs); b++) {
-                        if (weir_addr_parse(c->servers[j].addrs[b], &y, &yl) == 0 &&
+                        if (weir_addr_parse(listen_ip_port(c->servers[j].addrs[b]), &y, &yl) == 0 &&
                             addrs_overlap(&x, &y))
                             weir__cfg_err_at(&ld, c->servers[i].line,
                                              "listen address %s of [servers.%s] is also used by "

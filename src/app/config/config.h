@@ -197,6 +197,7 @@ typedef enum weir_cfg_protocol {
     WEIR_CFG_HTTP,
     WEIR_CFG_TCP,             /* an L4 server (weir/l4.h): its upstream, no locations */
     WEIR_CFG_TLS_PASSTHROUGH, /* L4, routed by the ClientHello's server name */
+    WEIR_CFG_UDP,             /* datagrams balanced per client address */
 } weir_cfg_protocol;
 
 /* sni_routes / tls_passthrough: a server name ("a.example.com", or
@@ -215,11 +216,14 @@ struct weir_cfg_server {
     weir_cfg_protocol protocol;
     weir_cfg_upstream *upstream; /* a TCP server's; a passthrough server's default */
     weir_tcp_options tcp;        /* a TCP server's settings */
+    weir_udp_options udp;        /* a UDP server's */
     /* Passthrough by server name: a tls_passthrough server's sni_routes,
      * an HTTPS server's tls_passthrough (the rest it terminates). */
     weir_cfg_sni_route *sni_routes;
     size_t n_sni_routes;
     weir_access_log *tcp_access_log; /* an HTTPS server's, for the connections it passes */
+    /* As in the file, but a UDP server's are "udp://ip:port": the name
+     * the library gives them, so a TCP and a UDP server may share one. */
     char **addrs;
     size_t n_addrs;
     weir_cfg_location **locations;

@@ -68,7 +68,14 @@ static const char *const server_keys[] = {"addr",
                                           "tls",
                                           "tls_passthrough",
                                           "sni_routes",
+                                          "responses",
+                                          "max_sessions",
                                           NULL};
+
+/* What a UDP server takes. */
+static const char *const udp_keys[] = {"addr",       "protocol",        "upstream",
+                                       "access_log", "access_log_file", "idle_timeout",
+                                       "responses",  "max_sessions",    NULL};
 
 /* What a TCP server takes; the rest of server_keys is HTTP's. */
 static const char *const tcp_keys[] = {"addr",
@@ -248,6 +255,48 @@ static void load_tcp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, c
     weir__cfg_get_size(ld, t, "download_rate", section, UINT64_MAX / 2000, &o->download_rate);
 }
 
+/* protocol = "udp": only its keys, its upstream (looked up by the
+ * caller) and its settings; its addresses take their "udp://" names. */
+static void load_udp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, const char *section,
+                     char **up_name, int *up_line)
+{
+    size_t n = weir_toml_table_count(t);
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(t, i, &e);
+        if (listed(server_keys, e.key, e.key_len) && !listed(udp_keys, e.key, e.key_len))
+            weir__cfg_err_at(ld, e.line,
+                             "'%.*s' in [%s] is not for a protocol = \"udp\" server, which takes "
+                             "addr, upstream, access_log, access_log_file, idle_timeout, "
+                             "responses and max_sessions",
+                             (int)e.key_len, e.key, section);
+    }
+    bool present;
+    *up_name = weir__cfg_dup_string(ld, t, "upstream", section, &present);
+    weir_toml_entry ue;
+    *up_line = weir__cfg_entry_of(t, "upstream", &ue) ? ue.line : s->line;
+    if (!present)
+        weir__cfg_err_at(ld, s->line, "[%s] (protocol = \"udp\") needs 'upstream'", section);
+    weir_udp_options *o = &s->udp;
+    weir__cfg_get_duration(ld, t, "idle_timeout", section, 7 * 86400000u, false,
+                           &o->idle_timeout_ms);
+    int64_t v;
+    if (weir__cfg_get_int(ld, t, "responses", section, 0, 1000000, &v))
+        o->responses = (uint32_t)v;
+    if (weir__cfg_get_int(ld, t, "max_sessions", section, 1, 10000000, &v))
+        o->max_sessions = (uint32_t)v;
+    for (size_t i = 0; s->addrs && i < s->n_addrs; i++) {
+        size_t len = strlen(s->addrs[i]);
+        char *a = malloc(len + 7);
+        if (!a)
+            continue;
+        memcpy(a, "udp://", 6);
+        memcpy(a + 6, s->addrs[i], len + 1);
+        free(s->addrs[i]);
+        s->addrs[i] = a;
+    }
+}
+
 /* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
 static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
                                  const char *section)
@@ -320,6 +369,8 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
     char *proto = weir__cfg_dup_string(ld, t, "protocol", section, &present);
     if (proto && strcmp(proto, "tcp") == 0) {
         s->protocol = WEIR_CFG_TCP;
+    } else if (proto && strcmp(proto, "udp") == 0) {
+        s->protocol = WEIR_CFG_UDP;
     } else if (proto && strcmp(proto, "tls_passthrough") == 0) {
         s->protocol = WEIR_CFG_TLS_PASSTHROUGH;
         s->tcp.peek_client_hello = true;
@@ -327,24 +378,27 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         weir_toml_entry e;
         weir__cfg_entry_of(t, "protocol", &e);
         weir__cfg_err_at(ld, e.line,
-                         "'protocol' in [%s] is \"%s\": expected \"http\", \"tcp\" or "
-                         "\"tls_passthrough\"",
+                         "'protocol' in [%s] is \"%s\": expected \"http\", \"tcp\", "
+                         "\"udp\" or \"tls_passthrough\"",
                          section, proto);
     }
     free(proto);
-    if (s->protocol != WEIR_CFG_HTTP) {
+    if (s->protocol == WEIR_CFG_UDP) {
+        load_udp(ld, s, t, section, up_name, up_line);
+    } else if (s->protocol != WEIR_CFG_HTTP) {
         load_tcp(ld, s, t, section, up_name, up_line);
     } else {
         static const char *const tcp_only[] = {
-            "upstream",      "idle_timeout",           "upload_rate",
-            "download_rate", "proxy_protocol_timeout", NULL};
+            "upstream",  "idle_timeout", "upload_rate", "download_rate", "proxy_protocol_timeout",
+            "responses", "max_sessions", NULL};
         for (size_t i = 0; tcp_only[i]; i++) {
             weir_toml_entry e;
             if (weir__cfg_entry_of(t, tcp_only[i], &e))
-                weir__cfg_err_at(ld, e.line,
-                                 "'%s' in [%s] is for protocol = \"tcp\" servers; an HTTP server "
-                                 "routes by its locations",
-                                 tcp_only[i], section);
+                weir__cfg_err_at(
+                    ld, e.line,
+                    "'%s' in [%s] is for protocol = \"tcp\" or \"udp\" servers; an HTTP server "
+                    "routes by its locations",
+                    tcp_only[i], section);
         }
         *loc_line = s->line;
         *loc_names = weir__cfg_get_string_list(ld, t, "locations", section, n_loc_names, loc_line);
@@ -365,6 +419,8 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         free(log);
     }
     s->access_log_file = weir__cfg_dup_string(ld, t, "access_log_file", section, &present);
+    if (s->protocol == WEIR_CFG_UDP)
+        return;
     weir_proxy_options *o = &s->opts;
     weir__cfg_get_duration(ld, t, "client_header_timeout", section, 3600000, false,
                            &o->client_header_timeout_ms);
