@@ -13,14 +13,18 @@ the first connection (and TLS handshake) and shut-down cancel out. It does not
 depend on the machine's speed or load, unlike the CPU time of bench/run.
 The backend and the client are not under valgrind.
 
-Two protocols:
+Three protocols:
   h1  keep-alive HTTP/1.1 over plain TCP: one client connection sending GET /
       in sequence (the next request after the whole response), body checked;
   h2  TLS 1.3 HTTP/2: h2load -n N -c 1 -m 10 (one connection, 10 concurrent
-      streams), self-signed ECDSA P-256 certificate made with openssl.
+      streams), self-signed ECDSA P-256 certificate made with openssl;
+  tcp L4 (weir protocol = "tcp", HAProxy mode tcp, nginx stream; H2O has
+      none): short connections in sequence, each an HTTP/1.0 GET tunnelled to
+      the backend, read to the backend's close; the figure is per connection.
 
-Usage: bench/callgrind.py [--only h1|h2] [--n1 2000] [--n2 20000]
+Usage: bench/callgrind.py [--only h1|h2|tcp] [--n1 2000] [--n2 20000]
                           [--h2-n1 N] [--h2-n2 N]   (TLS h2; default --n1/--n2)
+                          [--tcp-n1 200] [--tcp-n2 2000]
                           [--proxies "weir haproxy nginx h2o"] [--keep]
 WEIR_BIN overrides build/bin/weir. See bench/README.md.
 """
@@ -218,6 +222,70 @@ def conf_h2o(d, port, bport, tls):
 CONF = {"weir": conf_weir, "haproxy": conf_haproxy, "nginx": conf_nginx, "h2o": conf_h2o}
 
 
+# ---- L4 configurations (proto "tcp"): one worker, no log, the defaults ----
+
+def conf_weir_l4(d, port, bport, tls):
+    text = ('[basic]\nthreads = 1\nlog_level = "warn"\n\n'
+            '[servers.s]\naddr = "127.0.0.1:%d"\nprotocol = "tcp"\nupstream = "u"\n\n'
+            '[upstreams.u]\naddrs = ["127.0.0.1:%d"]\n' % (port, bport))
+    path = os.path.join(d, "weir.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return [WEIR, "-c", path, "--threads", "1"], path
+
+
+def conf_haproxy_l4(d, port, bport, tls):
+    text = """global
+    nbthread 1
+    maxconn 20000
+    no strict-limits
+
+defaults
+    mode tcp
+    maxconn 20000
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+
+listen l4
+    bind 127.0.0.1:%d
+    server backend 127.0.0.1:%d
+""" % (port, bport)
+    path = os.path.join(d, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    return ["haproxy", "-db", "-f", path], path
+
+
+NGINX_STREAM_SO = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def conf_nginx_l4(d, port, bport, tls):
+    # proxy_half_close on: the same tunnel as weir's and HAProxy's.
+    text = """load_module {so};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 20000; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_pass 127.0.0.1:{bport};
+        proxy_half_close on;
+    }}
+}}
+""".format(so=NGINX_STREAM_SO, d=d, port=port, bport=bport)
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return ["nginx", "-p", d, "-e", os.path.join(d, "error.log"), "-c", path], path
+
+
+CONF_L4 = {"weir": conf_weir_l4, "haproxy": conf_haproxy_l4, "nginx": conf_nginx_l4}
+
+
 # ---- clients (not measured) -------------------------------------------------
 
 def drive_h1(port, n):
@@ -248,6 +316,24 @@ def drive_h1(port, n):
     s.close()
 
 
+def drive_tcp(port, n):
+    """n short connections in sequence through the tunnel: an HTTP/1.0 GET
+    (the backend answers and closes), read to EOF, the body checked."""
+    req = b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=120)
+        s.sendall(req)
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        if not buf.startswith(b"HTTP/1.1 200") or not buf.endswith(BODY):
+            raise RuntimeError("bad response on connection %d: %r" % (i, buf[:200]))
+
+
 def drive_h2(port, n):
     """h2load -n n -c 1 -m 10 over TLS; every request must succeed with 2xx
     over h2."""
@@ -275,7 +361,10 @@ def callgrind_total(tmp, name, proto, n, bport, tls):
     out = os.path.join(d, "cg")
     os.makedirs(out)
     port = free_port()
-    argv, _ = CONF[name](d, port, bport, tls if proto == "h2" else None)
+    if proto == "tcp" and name not in CONF_L4:
+        raise RuntimeError("%s has no L4 proxy" % name)
+    conf = CONF_L4[name] if proto == "tcp" else CONF[name]
+    argv, _ = conf(d, port, bport, tls if proto == "h2" else None)
     # --trace-children: a proxy that forks or execs is counted whole; %p
     # gives each process its file, and the Ir of all files are summed. The
     # one helper skipped: H2O starts /usr/share/h2o/annotate-backtrace-symbols
@@ -298,6 +387,8 @@ def callgrind_total(tmp, name, proto, n, bport, tls):
         t0 = time.monotonic()
         if proto == "h1":
             drive_h1(port, n)
+        elif proto == "tcp":
+            drive_tcp(port, n)
         else:
             cipher = drive_h2(port, n)
         log("%s %s: %d requests in %.1f s under callgrind" % (name, proto, n,
@@ -374,18 +465,21 @@ def make_cert(tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["h1", "h2"])
+    ap.add_argument("--only", choices=["h1", "h2", "tcp"])
     ap.add_argument("--n1", type=int, default=2000, help="smaller run, HTTP/1.1 (default 2000)")
     ap.add_argument("--n2", type=int, default=20000, help="larger run, HTTP/1.1 (default 20000)")
     ap.add_argument("--h2-n1", type=int, help="smaller run, TLS HTTP/2 (default: --n1)")
     ap.add_argument("--h2-n2", type=int, help="larger run, TLS HTTP/2 (default: --n2)")
+    ap.add_argument("--tcp-n1", type=int, default=200, help="smaller run, L4 (default 200)")
+    ap.add_argument("--tcp-n2", type=int, default=2000, help="larger run, L4 (default 2000)")
     ap.add_argument("--proxies", default=" ".join(PROXIES),
                     help="space-separated subset of: " + " ".join(PROXIES))
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, profiles)")
     args = ap.parse_args()
-    protos = [args.only] if args.only else ["h1", "h2"]
+    protos = [args.only] if args.only else ["h1", "h2", "tcp"]
     ns = {"h1": (args.n1, args.n2),
-          "h2": (args.h2_n1 or args.n1, args.h2_n2 or args.n2)}
+          "h2": (args.h2_n1 or args.n1, args.h2_n2 or args.n2),
+          "tcp": (args.tcp_n1, args.tcp_n2)}
     proxies = args.proxies.split()
     for name in proxies:
         if name not in CONF:
@@ -440,6 +534,9 @@ def main():
         parts.append("h1 = keep-alive HTTP/1.1, one connection, N1=%d N2=%d" % ns["h1"])
     if "h2" in protos:
         parts.append("h2 = TLS 1.3 HTTP/2, h2load -c 1 -m 10, N1=%d N2=%d" % ns["h2"])
+    if "tcp" in protos:
+        parts.append("tcp = L4, per short connection (HTTP/1.0 GET tunnelled), N1=%d N2=%d"
+                     % ns["tcp"])
     print("; ".join(parts) + ". Lower is better.")
     if ciphers:
         kinds = set(ciphers.values())
@@ -449,8 +546,9 @@ def main():
     print()
     head = "%-9s" % "proxy"
     for proto in protos:
-        label = "h1" if proto == "h1" else "TLS h2"
-        head += " %15s %9s" % (label + " instr/req", "x weir")
+        label = {"h1": "h1", "h2": "TLS h2", "tcp": "tcp"}[proto]
+        head += " %15s %9s" % (label + (" instr/conn" if proto == "tcp" else " instr/req"),
+                               "x weir")
     print(head)
     print("-" * len(head))
 
@@ -474,7 +572,8 @@ def main():
     if "weir" in proxies and others:
         print()
         print("Ratios weir/other (< 1 = weir executes fewer instructions per request)")
-        print("%-12s" % "" + "".join(" %10s" % ("h1" if p == "h1" else "TLS h2") for p in protos))
+        print("%-12s" % "" + "".join(" %10s" % {"h1": "h1", "h2": "TLS h2", "tcp": "tcp"}[p]
+                                     for p in protos))
         for o in others:
             cells = []
             for proto in protos:

@@ -27,7 +27,7 @@
 #define UDP_MAX_DATAGRAM 65536
 #define UDP_ROUND 64        /* datagrams read per socket and round, for fairness */
 #define UDP_MAX_ATTEMPTS 16 /* backends one session may try */
-#define UDP_DRAIN_QUIET_MS 2000
+#define UDP_DRAIN_QUIET_MS 1000
 #define UDP_FIRST_BUCKETS 256
 
 struct weir_udp_session {
