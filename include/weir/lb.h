@@ -175,6 +175,10 @@ typedef enum weir_health_kind {
     WEIR_HEALTH_HTTP, /* GET path answers an expected status (and body substring) */
     WEIR_HEALTH_GRPC, /* grpc.health.v1.Health/Check (h2c) answers SERVING for `path`
                          (the service name; empty = the whole server) */
+    WEIR_HEALTH_UDP,  /* a datagram (payload) gets any datagram back (holding
+                         expect_body, if set); ICMP port unreachable or silence fail */
+    WEIR_HEALTH_DNS,  /* a DNS query for `host` (type A) gets an answer with its id
+                         and rcode NOERROR or NXDOMAIN (over UDP) */
 } weir_health_kind;
 
 typedef struct weir_health_check {
@@ -199,6 +203,9 @@ typedef struct weir_health_check {
      * client (v1 "UNKNOWN", v2 LOCAL), for backends that require one (the
      * upstream's send_proxy), as HAProxy's check-send-proxy. */
     uint8_t send_proxy;
+    /* WEIR_HEALTH_UDP: the datagram sent (may be empty). */
+    uint8_t payload[512];
+    size_t payload_len;
 } weir_health_check;
 
 /*

@@ -8,7 +8,9 @@
  * when a body substring is expected, until the body holds it or the
  * connection closes (16 KiB at most); gRPC checks send one
  * grpc.health.v1.Health/Check call over h2c (nghttp2) and want the answer
- * SERVING with grpc-status 0. Every probe has the check's timeout.
+ * SERVING with grpc-status 0. UDP checks send one datagram (the payload,
+ * or a DNS query) on a connected socket and want a datagram back: an ICMP
+ * port unreachable fails them at once. Every probe has the check's timeout.
  *
  * A backend turns unhealthy after `fall` consecutive failed probes and
  * healthy again after `rise` consecutive successes; the verdict is an
@@ -36,6 +38,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "core/jitter.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "net/tls.h"
@@ -65,6 +68,7 @@ struct probe {
     weir_backend *b; /* a reference */
     probe *next;
     bool connected;
+    bool dgram_sent; /* a UDP check's datagram went out */
     size_t sent, req_len;
     char req[1400];
     size_t got;
@@ -381,11 +385,97 @@ static bool send_pp(probe *p)
     return true;
 }
 
+static bool is_dgram(const weir_health_check *hc)
+{
+    return hc->kind == WEIR_HEALTH_UDP || hc->kind == WEIR_HEALTH_DNS;
+}
+
+/* A UDP check's reply: 1 pass, 0 fail, -1 not for this probe (a stray
+ * datagram, or a DNS answer to another query). */
+static int judge_dgram(const probe *p, const uint8_t *d, size_t n, const char **why)
+{
+    const weir_health_check *hc = &p->c->hc;
+    if (hc->kind == WEIR_HEALTH_DNS) {
+        if (n < 12 || memcmp(d, p->req, 2) != 0 || !(d[2] & 0x80))
+            return -1;
+        unsigned rcode = d[3] & 0x0f;
+        if (rcode == 0 || rcode == 3) /* NOERROR, NXDOMAIN: it answers */
+            return 1;
+        *why = rcode == 2 ? "answered SERVFAIL" : rcode == 5 ? "answered REFUSED" : "DNS error";
+        return 0;
+    }
+    if (!hc->expect_body[0] || memmem(d, n, hc->expect_body, strlen(hc->expect_body)))
+        return 1;
+    *why = "expected text not in the reply";
+    return 0;
+}
+
+static void probe_dgram(probe *p)
+{
+    if (!p->dgram_sent) {
+        ssize_t n = send(p->io.fd, p->req, p->req_len, 0);
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n < 0) {
+            probe_end(p, false,
+                      errno == ECONNREFUSED ? "refused (port unreachable)" : strerror(errno));
+            return;
+        }
+        p->dgram_sent = true;
+    }
+    for (;;) {
+        ssize_t n = recv(p->io.fd, p->buf, sizeof(p->buf), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n < 0) {
+            probe_end(p, false,
+                      errno == ECONNREFUSED ? "refused (port unreachable)" : strerror(errno));
+            return;
+        }
+        const char *why = "";
+        int v = judge_dgram(p, (const uint8_t *)p->buf, (size_t)n, &why);
+        if (v >= 0) {
+            probe_end(p, v == 1, why);
+            return;
+        }
+    }
+}
+
+/* A DNS query for name (type A, recursion desired) into p->req. */
+static bool dns_query(probe *p, const char *name)
+{
+    uint8_t *q = (uint8_t *)p->req;
+    uint16_t id = (uint16_t)weir__rand32();
+    uint8_t head[12] = {(uint8_t)(id >> 8), (uint8_t)id, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    memcpy(q, head, sizeof(head));
+    size_t n = sizeof(head);
+    for (const char *l = name; *l;) {
+        const char *dot = strchr(l, '.');
+        size_t len = dot ? (size_t)(dot - l) : strlen(l);
+        if (len == 0 || len > 63 || n + len + 6 > sizeof(p->req))
+            return false;
+        q[n++] = (uint8_t)len;
+        memcpy(q + n, l, len);
+        n += len;
+        l += len + (dot ? 1 : 0);
+    }
+    const uint8_t tail[5] = {0, 0, 1, 0, 1}; /* root, type A, class IN */
+    memcpy(q + n, tail, sizeof(tail));
+    p->req_len = n + sizeof(tail);
+    return true;
+}
+
 static void probe_io(weir_io *io, uint32_t events)
 {
     probe *p = weir_container_of(io, probe, io);
     if (io->fd < 0)
         return;
+    if (is_dgram(&p->c->hc)) {
+        probe_dgram(p);
+        return;
+    }
     if (!p->connected) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -494,14 +584,35 @@ static void start_probe(checked *c, weir_backend *b)
     }
     p->next = c->probes;
     c->probes = p;
-    int fd = weir__connect_start((struct sockaddr *)&b->addr, b->addr_len);
+    int fd;
+    if (is_dgram(&c->hc)) {
+        p->io.fd = -1;
+        if (c->hc.kind == WEIR_HEALTH_DNS && !dns_query(p, c->hc.host)) {
+            probe_end(p, false, "cannot build the DNS query");
+            return;
+        }
+        if (c->hc.kind == WEIR_HEALTH_UDP) {
+            memcpy(p->req, c->hc.payload, c->hc.payload_len);
+            p->req_len = c->hc.payload_len;
+        }
+        fd = socket(b->addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&b->addr, b->addr_len) < 0) {
+            int err = errno;
+            close(fd);
+            fd = -err;
+        } else if (fd < 0) {
+            fd = -errno;
+        }
+    } else {
+        fd = weir__connect_start((struct sockaddr *)&b->addr, b->addr_len);
+    }
     p->io.fd = fd;
     p->io.cb = probe_io;
     if (fd < 0) {
         probe_end(p, false, strerror(-fd));
         return;
     }
-    if (c->hc.tls && c->hc.kind != WEIR_HEALTH_TCP) {
+    if (c->hc.tls && c->hc.kind != WEIR_HEALTH_TCP && !is_dgram(&c->hc)) {
         weir_peer peer;
         weir_backend_peer(b, &peer);
         if (c->hc.sni[0])

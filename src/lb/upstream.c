@@ -1016,7 +1016,8 @@ size_t weir_upstream_info(weir_upstream *u, weir_backend_info *out, size_t max)
 
 int weir_upstream_set_health_check(weir_upstream *u, const weir_health_check *hc)
 {
-    if (!hc || (hc->kind == WEIR_HEALTH_HTTP && hc->path[0] != '/'))
+    if (!hc || (hc->kind == WEIR_HEALTH_HTTP && hc->path[0] != '/') ||
+        (hc->kind == WEIR_HEALTH_DNS && !hc->host[0]) || hc->payload_len > sizeof(hc->payload))
         return WEIR_ERR_INVAL;
     pthread_mutex_lock(&u->lock);
     u->hc = *hc;

@@ -219,6 +219,32 @@ def test_wildcard_listener_replies_from_the_address_the_client_used(udp, start_p
         assert ask(c, b"hi " + host.encode()) == b"e:hi " + host.encode()
 
 
+def has_ipv6():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["[::1]", "[::]"])
+def test_ipv6_clients_on_a_v6_and_a_wildcard_v6_listener(udp, start_proc, tmp_path, host):
+    if not has_ipv6():
+        pytest.skip("no IPv6 loopback")
+    e = udp("e")
+    port = free_udp_port()
+    text, admin = config(port, [e.addr], host=host, extra='idle_timeout = "300ms"\n')
+    _, w = start(start_proc, tmp_path, text, admin)
+    c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    c.settimeout(2)
+    c.connect(("::1", port))
+    assert ask(c, b"six") == b"e:six"
+    recs = wait_records(w, 1)
+    assert recs and recs[0]["client_ip"] == "::1", recs
+
+
 def test_responses_ends_each_session_so_every_query_is_balanced(udp, start_proc, tmp_path):
     a, b = udp("a"), udp("b")
     port = free_udp_port()
@@ -355,6 +381,92 @@ def test_dig_through_weir_to_dnsmasq_over_udp_and_tcp_on_one_port(start_proc, tm
         assert all(r["termination"] == "-T" for r in recs), recs[:3]
     finally:
         dns.stop()
+
+
+# ---- active health checks over UDP ----
+
+
+def wait_up(admin, backend, want, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, _, m = scrape(admin, TOKEN)
+        if value(m, "weir_backend_up", backend=backend) == want:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_dns_health_check_finds_the_server_that_fails_its_queries(udp, start_proc, tmp_path):
+    """dns://NAME asks each backend for NAME: dnsmasq answers and stays up;
+    a server that answers SERVFAIL, one that is not there (ICMP) and one
+    that never answers go down, and queries avoid them."""
+    if not shutil.which("dnsmasq") or not shutil.which("dig"):
+        pytest.skip("dnsmasq or dig not installed")
+    dns = D.Dnsmasq(str(tmp_path / "dnsmasq")).start()
+    try:
+        dns.set_hosts({"health.test": ["10.0.0.1"], "www.test": ["10.1.2.3"]})
+
+        def servfail(d):
+            return [d[:2] + b"\x81\x82" + d[4:12] + d[12:]]  # QR, RD, RA, rcode 2
+
+        bad = udp("bad", handler=servfail)
+        mute = udp("mute", handler=lambda d: None)
+        gone = "127.0.0.1:%d" % free_udp_port()
+        good = "127.0.0.1:%d" % dns.port
+        port = free_udp_port()
+        text, admin = config(port, [good, bad.addr, mute.addr, gone], extra="responses = 1\n",
+                             up_extra='health_check = "dns://health.test"\n'
+                                      'health_check_interval = "200ms"\n'
+                                      'health_check_timeout = "300ms"\n'
+                                      'health_check_fall = 1\nhealth_check_rise = 1\n')
+        _, w = start(start_proc, tmp_path, text, admin)
+        for b in (bad.addr, mute.addr, gone):
+            assert wait_up(admin, b, 0), (b, scrape(admin, TOKEN)[2])
+        assert wait_up(admin, good, 1)
+        for _ in range(12):
+            assert dig(port, "www.test") == ["10.1.2.3"]
+        assert "answered SERVFAIL" in w.stderr() and "refused" in w.stderr()
+        assert len(bad.got) > 0 and all(d[12:] == bad.got[0][0][12:] for d, _ in bad.got)
+    finally:
+        dns.stop()
+
+
+def test_udp_health_check_sends_its_payload_and_wants_the_text(udp, start_proc, tmp_path):
+    pong = udp("pong", handler=lambda d: [b"PONG " + d] if d == b"PING" else None)
+    other = udp("other", handler=lambda d: [b"WHAT"])
+    port = free_udp_port()
+    text, admin = config(port, [pong.addr, other.addr],
+                         up_extra='health_check = "udp://"\nhealth_check_send = "PING"\n'
+                                  'health_check_body = "PONG"\n'
+                                  'health_check_interval = "200ms"\n'
+                                  'health_check_fall = 1\nhealth_check_rise = 1\n')
+    _, w = start(start_proc, tmp_path, text, admin)
+    assert wait_up(admin, other.addr, 0)
+    assert wait_up(admin, pong.addr, 1)
+    assert pong.got[0][0] == b"PING"
+    assert "expected text not in the reply" in w.stderr()
+    # Every client now goes to the one that passes.
+    for _ in range(6):
+        assert ask(client(("127.0.0.1", port)), b"PING") == b"PONG PING"
+
+
+@pytest.mark.parametrize("up,message", [
+    ('health_check = "dns://"\n', "takes the name to ask for"),
+    ('health_check = "dns://a..b"\n', "takes the name to ask for"),
+    ('health_check = "tcp://"\nhealth_check_send = "x"\n', "is for health_check = \"udp://\""),
+    ('health_check = "udp://"\nhealth_check_send = "%s"\n' % ("x" * 513), "is over 512 bytes"),
+    ('health_check = "dns://a.test"\nhealth_check_status = [200]\n', "is for HTTP checks"),
+    ('health_check = "udp:"\n', "\"udp://\" or \"dns://NAME\""),
+])
+def test_udp_health_check_config_errors(tmp_path, up, message):
+    require_binary("weir")
+    text = ('[servers.d]\naddr = "127.0.0.1:5353"\nprotocol = "udp"\nupstream = "u"\n'
+            '[upstreams.u]\naddrs = ["127.0.0.1:53"]\n' + up)
+    path = tmp_path / "w.toml"
+    path.write_text(text)
+    r = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
 # ---- configuration ----

@@ -53,6 +53,7 @@ static const char *const upstream_keys[] = {"addrs",
                                             "health_check_fall",
                                             "health_check_status",
                                             "health_check_body",
+                                            "health_check_send",
                                             "tls",
                                             "sni",
                                             "verify_cert",
@@ -550,6 +551,25 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
         /* "tcp://NAME" (Pingap names the upstream): the backends' ports. */
         if (strcmp(url, "tcp") == 0 || strncmp(url, "tcp://", 6) == 0) {
             hc->kind = WEIR_HEALTH_TCP;
+        } else if (strcmp(url, "udp://") == 0) {
+            hc->kind = WEIR_HEALTH_UDP;
+        } else if (strncmp(url, "dns://", 6) == 0) {
+            const char *name = url + 6;
+            size_t len = strlen(name);
+            bool ok =
+                len > 0 && len < sizeof(hc->host) - 1 && name[0] != '.' && !strstr(name, "..");
+            for (const char *q = name; ok && *q; q++)
+                ok = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '/';
+            if (!ok)
+                weir__cfg_err_at(ld, line,
+                                 "'health_check' in [%s]: \"dns://NAME\" takes the name to ask "
+                                 "for (\"dns://health.example.com\")",
+                                 section);
+            else {
+                hc->kind = WEIR_HEALTH_DNS;
+                snprintf(hc->host, sizeof(hc->host), "%.*s", (int)(len - (name[len - 1] == '.')),
+                         name);
+            }
         } else if (strncmp(url, "grpc://", 7) == 0) {
             const char *svc = url + 7;
             bool ok = strlen(svc) <= 200;
@@ -570,7 +590,8 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
                 (size_t)(slash - host) >= sizeof(hc->host)) {
                 weir__cfg_err_at(ld, line,
                                  "'health_check' in [%s] must be \"tcp://\", "
-                                 "\"http://HOST/PATH\" or \"grpc://[SERVICE]\"",
+                                 "\"http://HOST/PATH\", \"grpc://[SERVICE]\", \"udp://\" or "
+                                 "\"dns://NAME\"",
                                  section);
             } else {
                 hc->kind = WEIR_HEALTH_HTTP;
@@ -590,8 +611,8 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
             }
         } else {
             weir__cfg_err_at(ld, line,
-                             "'health_check' in [%s] must be \"tcp://\", \"http://HOST/PATH\" or "
-                             "\"grpc://[SERVICE]\"",
+                             "'health_check' in [%s] must be \"tcp://\", \"http://HOST/PATH\", "
+                             "\"grpc://[SERVICE]\", \"udp://\" or \"dns://NAME\"",
                              section);
         }
         free(url);
@@ -631,6 +652,28 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
             snprintf(hc->expect_body, sizeof(hc->expect_body), "%s", body);
         free(body);
     }
+    char *send = weir__cfg_dup_string(ld, t, "health_check_send", section, &present);
+    if (send) {
+        size_t n = strlen(send);
+        if (hc->kind != WEIR_HEALTH_UDP)
+            weir__cfg_err_at(ld, line,
+                             "'health_check_send' in [%s] is for health_check = "
+                             "\"udp://\"",
+                             section);
+        else if (n > sizeof(hc->payload))
+            weir__cfg_err_at(ld, line, "'health_check_send' in [%s] is over %zu bytes", section,
+                             sizeof(hc->payload));
+        else {
+            memcpy(hc->payload, send, n);
+            hc->payload_len = n;
+        }
+        free(send);
+    }
+    if ((hc->kind == WEIR_HEALTH_UDP || hc->kind == WEIR_HEALTH_DNS) && hc->n_expect_status)
+        weir__cfg_err_at(ld, line, "'health_check_status' in [%s] is for HTTP checks", section);
+    if (hc->kind == WEIR_HEALTH_DNS && hc->expect_body[0])
+        weir__cfg_err_at(ld, line, "'health_check_body' in [%s] is not for a dns:// check",
+                         section);
     if (hc->kind == WEIR_HEALTH_NONE && (hc->interval_ms || hc->timeout_ms || hc->rise ||
                                          hc->fall || hc->n_expect_status || hc->expect_body[0]))
         weir__cfg_err_at(ld, line, "health_check_* settings in [%s] need 'health_check'", section);
