@@ -231,11 +231,7 @@ void weir__conn_close(weir_conn *c, bool reset)
 {
     free_tls(c);
     if (c->io.fd >= 0) {
-        /* No EPOLL_CTL_DEL: close() takes the socket out of the epoll set
-         * when no other descriptor holds its file, one syscall less per
-         * connection. The one dup (a pooled connection another worker
-         * takes, upool.c) deletes first; so does weir__conn_detach_fd,
-         * which hands the descriptor on. */
+        weir__io_del(c->loop, &c->io);
         if (reset) {
             struct linger lg = {1, 0};
             setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));

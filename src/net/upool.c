@@ -210,11 +210,6 @@ static void release_migrated(void *arg)
 {
     weir_upconn *u = arg;
     weir__timer_stop(u->conn.loop, &u->idle_timer);
-    /* The taker's descriptor keeps the socket's file open, so closing ours
-     * would not take it out of this loop's epoll set (weir__conn_close
-     * counts on that): out first. */
-    if (u->conn.io.fd >= 0)
-        weir__io_del(u->conn.loop, &u->conn.io);
     weir__upconn_close(u, false);
 }
 
