@@ -48,9 +48,11 @@ typedef struct weir_l4_stats {
     uint64_t bytes_sent;              /* to the client */
     uint64_t upstream_bytes_received; /* from the backend */
     uint64_t upstream_bytes_sent;     /* to the backend */
-    /* UDP: datagrams from the client and to it (0 for TCP). */
+    /* UDP: datagrams from the client and to it, and from the backend (0
+     * for TCP). */
     uint64_t datagrams_received;
     uint64_t datagrams_sent;
+    uint64_t upstream_datagrams_received;
     int64_t session_time_us;   /* accept (a UDP session's first datagram) to the end */
     int64_t connect_time_us;   /* connect of the attempt that worked; -1 if none did */
     const char *upstream_addr; /* "ip:port" of the last backend tried, or "-" */
@@ -172,15 +174,21 @@ bool weir_tcp_session_tls(const weir_tcp_session *s, weir_tls_info *out);
  * sends one client's datagrams to one of them, so a session lives on one
  * worker. A backend that answers with ICMP port unreachable before its
  * first reply fails the attempt: fail_to_connect decides whether the
- * session's first datagram goes to another backend. Datagrams are never
- * queued: one that cannot be sent at once (a full socket buffer, or the
- * worker's max_sessions reached) is dropped, as the network may do.
+ * client's last datagram (up to 4 KB) goes to another backend. A session
+ * whose backend left or turned unusable (ops->stale, asked at most once a
+ * second) ends at the client's next datagram, which starts a new one.
+ * Datagrams are never queued: one that cannot be sent at once (a full
+ * socket buffer, the service's max_sessions reached, no descriptor left)
+ * is dropped, as the network may do, and counted
+ * (weir_server_stats.udp_dropped).
  *
  * The session's stats (weir_l4_stats) count bytes and datagrams; status
  * is 200 when a backend was used, 502 when every backend tried refused,
- * 503 when none was usable; termination is "-T" (the responses came),
- * "cT" (idle), "ST"/"SC" (the backend refused after/before replying),
- * "PR" (no backend), or "KT" (shutdown).
+ * 503 when none was usable, 500 when weir had no socket for it;
+ * termination is "-T" (the responses came), "cT" (idle), "ST"/"SC" (the
+ * backend refused after/before replying), "PR" (no backend, or no
+ * socket), or "KT" (shutdown or a drain's shorter quiet, the listener
+ * removed, the backend gone: stale).
  */
 typedef struct weir_udp_session weir_udp_session;
 
@@ -189,13 +197,20 @@ typedef struct weir_udp_ops {
     void *(*new_ctx)(weir_udp_session *s, void *app);
     void (*free_ctx)(void *app, void *ctx);
     /* Chooses the backend: fill peer->addr (the rest of *peer is unused).
-     * Required; must not pend. WEIR_PHASE_ERROR drops the datagram. */
+     * Required; must not pend. WEIR_PHASE_ERROR ends the session at once
+     * (status 503, logged) and drops the datagram. */
     weir_phase_result (*upstream_peer)(weir_udp_session *s, void *ctx, weir_peer *peer);
-    /* The backend refused (error -ECONNREFUSED) before it replied; return
-     * true to send the first datagram to another backend (upstream_peer
-     * runs again). attempt is 1 for the first failure. Default: no. */
+    /* The backend refused (error -ECONNREFUSED, or -EHOSTUNREACH...)
+     * before it replied; return true to send the client's last datagram
+     * (if at most 4 KB) to another backend (upstream_peer runs again).
+     * attempt is 1 for the first failure. Default: no. */
     bool (*fail_to_connect)(weir_udp_session *s, void *ctx, const weir_peer *peer, int error,
                             int attempt);
+    /* Whether the session's backend is gone (removed by a reload or
+     * discovery, unhealthy, draining): true ends the session and the
+     * client's datagram starts a new one. Optional; at most once a second
+     * per session, on a client datagram. */
+    bool (*stale)(weir_udp_session *s, void *ctx);
     /* Last phase, once per session that ran new_ctx. */
     void (*logging)(weir_udp_session *s, void *ctx, const weir_l4_stats *stats);
 } weir_udp_ops;
@@ -203,7 +218,8 @@ typedef struct weir_udp_ops {
 typedef struct weir_udp_options {
     uint32_t idle_timeout_ms; /* no datagram either way: the session ends [30000] */
     uint32_t responses;       /* backend datagrams per client datagram that end it; 0 = none */
-    uint32_t max_sessions;    /* per worker; datagrams that would start more are dropped [4096] */
+    uint32_t max_sessions;    /* open at once, all workers together; a datagram that would
+                                 start one more is dropped [4096] */
 } weir_udp_options;
 
 /* Listens on the addresses (UDP; "*:53" may also be a TCP service's) for

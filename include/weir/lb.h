@@ -140,6 +140,10 @@ weir_backend *weir_upstream_select(weir_upstream *u, uint64_t key, const uint64_
 /* The member with this id (weir_backend_id) if it is usable, as a
  * reference like weir_upstream_select's; NULL otherwise (sticky sessions). */
 weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id);
+/* Whether the member with this id is there and would take requests now:
+ * 1 usable, 0 a member that would not (unhealthy, draining, breaker
+ * open), -1 none. No reference, nothing counted, no breaker probe. */
+int weir_upstream_member(weir_upstream *u, uint64_t id);
 
 /* How a request to a backend went (passive health). */
 typedef enum weir_backend_outcome {

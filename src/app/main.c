@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "app/admin/admin.h"
@@ -517,6 +518,24 @@ static void on_reopen_logs(void *arg)
         weir__app_reopen_logs(r->app);
 }
 
+/*
+ * Every connection, tunnel and UDP session holds descriptors; the usual
+ * soft limit (1024) would run out long before the defaults do (UDP
+ * max_sessions alone is 4096). As HAProxy does, the soft limit goes up to
+ * the hard one (at most 1M); a failure keeps the old limit.
+ */
+static void raise_fd_limit(void)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0)
+        return;
+    rlim_t want = r.rlim_max == RLIM_INFINITY || r.rlim_max > (1u << 20) ? (1u << 20) : r.rlim_max;
+    if (r.rlim_cur < want) {
+        r.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "convert") == 0) {
@@ -555,6 +574,7 @@ int main(int argc, char **argv)
         weir__config_unref(cfg);
         return 2;
     }
+    raise_fd_limit();
     if (apply_basic(cfg, &c) < 0) {
         weir__config_unref(cfg);
         return 1;

@@ -195,12 +195,46 @@ static void *udp_new_ctx(weir_udp_session *s, void *app)
     return l4_new_ctx(app);
 }
 
+/* Whether addr (as "ip:port") is one of u's backends (a backend's id is
+ * the hash of that text: one lookup). */
+static bool is_member(const weir_cfg_upstream *u, const char *addr)
+{
+    return u && u->lb && weir_upstream_member(u->lb, weir_lb_hash(addr, strlen(addr))) >= 0;
+}
+
 static weir_phase_result udp_upstream_peer(weir_udp_session *s, void *ctx, weir_peer *peer)
 {
     tcp_ctx *c = ctx;
     if (!c || !c->srv)
         return WEIR_PHASE_ERROR;
+    /* A datagram from a backend's own address (spoofed, or a backend that
+     * answers to the listener) would start a session to the backends,
+     * whose answers go back to it, and so on forever: refused. */
+    char from[WEIR_ADDR_STRLEN];
+    weir_addr_format(weir_udp_session_client_addr(s), from, sizeof(from));
+    if (is_member(c->srv->upstream, from)) {
+        weir_log(WEIR_LEVEL_WARN, "[servers.%s]: a datagram from backend %s: dropped (a loop)",
+                 c->srv->name, from);
+        return WEIR_PHASE_ERROR;
+    }
     return pick(c, c->srv->upstream, weir_udp_session_client_ip(s), peer);
+}
+
+/* The session's backend is no longer a usable member of the server's
+ * upstream in the running configuration. */
+static bool udp_stale(weir_udp_session *s, void *ctx)
+{
+    (void)s;
+    tcp_ctx *c = ctx;
+    if (!c || !c->backend_addr[0])
+        return false;
+    weir_config *cur =
+        weir__config_ref(atomic_load_explicit(&c->sa->app->current, memory_order_acquire));
+    const weir_cfg_server *srv = weir__app_find_server(cur, c->sa);
+    bool gone = !srv || !srv->upstream || !srv->upstream->lb ||
+                weir_upstream_member(srv->upstream->lb, c->backend_id) != 1;
+    weir__config_unref(cur);
+    return gone;
 }
 
 static bool udp_refused(weir_udp_session *s, void *ctx, const weir_peer *peer, int error,
@@ -222,12 +256,14 @@ static void udp_logging(weir_udp_session *s, void *ctx, const weir_l4_stats *st)
         return;
     weir_l4_who who = {weir_udp_session_client_ip(s), weir_udp_session_listen_addr(s), NULL, "UDP"};
     /* A backend that answered did its part. One that never did is only at
-     * fault when replies were expected (responses set): a syslog server
-     * never answers. */
-    weir_backend_outcome verdict = st->datagrams_sent ? WEIR_BACKEND_OK
-                                   : c->srv && c->srv->udp.responses && st->status == 200
-                                       ? WEIR_BACKEND_FAILED
-                                       : WEIR_BACKEND_NOT_RELEVANT;
+     * fault when replies were expected (responses set) and the session
+     * ran its course: a syslog server never answers, and a shutdown or a
+     * removed listener ('K') says nothing of it. */
+    weir_backend_outcome verdict =
+        st->upstream_datagrams_received ? WEIR_BACKEND_OK
+        : c->srv && c->srv->udp.responses && st->status == 200 && st->termination[0] == 'c'
+            ? WEIR_BACKEND_FAILED
+            : WEIR_BACKEND_NOT_RELEVANT;
     ended(c, &who, st, verdict);
 }
 
@@ -236,5 +272,6 @@ const weir_udp_ops weir__app_udp_ops = {
     .free_ctx = free_ctx,
     .upstream_peer = udp_upstream_peer,
     .fail_to_connect = udp_refused,
+    .stale = udp_stale,
     .logging = udp_logging,
 };

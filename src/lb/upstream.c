@@ -895,6 +895,17 @@ weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id)
     return NULL;
 }
 
+int weir_upstream_member(weir_upstream *u, uint64_t id)
+{
+    lb_snapshot *s = current(u);
+    for (size_t k = home(id, s->by_id_mask); s->by_id[k]; k = (k + 1) & s->by_id_mask) {
+        weir_backend *b = s->v[s->by_id[k] - 1];
+        if (b->id == id)
+            return usable(b, false) == NOT_USABLE ? 0 : 1;
+    }
+    return -1;
+}
+
 void weir_backend_done(weir_backend *b, weir_backend_outcome outcome)
 {
     weir_backend *probe = NULL;

@@ -91,6 +91,8 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
                 atomic_load_explicit(&srv->workers[i].h2conns.n, memory_order_relaxed);
             out->tcp_sessions += atomic_load_explicit(&srv->workers[i].l4.n, memory_order_relaxed);
             out->udp_sessions += atomic_load_explicit(&srv->workers[i].udp.n, memory_order_relaxed);
+            out->udp_dropped +=
+                atomic_load_explicit(&srv->workers[i].udp.dropped_total, memory_order_relaxed);
         }
     }
     pthread_mutex_unlock(&srv->calls_lock);

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/jitter.h"
 #include "core/log.h"
 #include "net/sock.h"
 #include "proxy/service.h"
@@ -29,6 +30,17 @@
 #define UDP_MAX_ATTEMPTS 16 /* backends one session may try */
 #define UDP_DRAIN_QUIET_MS 1000
 #define UDP_FIRST_BUCKETS 256
+#define UDP_PENDING_MAX 4096 /* a larger datagram is not kept for a resend */
+#define UDP_RECHECK_MS 1000  /* how often a session asks whether its backend is still good */
+
+typedef struct udp_local {
+    union {
+        struct in_pktinfo v4;
+        struct in6_pktinfo v6;
+    } pi;
+    bool set;
+    bool v6;
+} udp_local;
 
 struct weir_udp_session {
     weir_udp_table *t;
@@ -46,12 +58,8 @@ struct weir_udp_session {
     } client;
     socklen_t client_len;
     /* The local address the client sent to, when the listener is a
-     * wildcard: the replies leave from it. */
-    union {
-        struct in_pktinfo v4;
-        struct in6_pktinfo v6;
-    } local;
-    bool has_local;
+     * wildcard: the replies leave from it, and it is part of the key. */
+    udp_local local;
     char ip[WEIR_ADDR_STRLEN];
     size_t ip_len;
     void *ctx;
@@ -69,6 +77,8 @@ struct weir_udp_session {
      * goes to the next backend when this one refuses. */
     uint8_t *pending;
     size_t pending_len, pending_cap;
+    bool has_pending;
+    uint64_t checked_ms; /* when ops->stale last ran */
     uint64_t dg_in, dg_out, dg_up_in;
     uint64_t bytes_in, bytes_out, up_bytes_in, up_bytes_out;
     int attempts; /* failed ones */
@@ -94,37 +104,62 @@ const char *weir_udp_session_listen_addr(const weir_udp_session *s)
 
 /* ---- the table ---- */
 
-static uint64_t mix(uint64_t h, uint64_t v)
+/* murmur3's finalizer: every input bit reaches every output bit, so the
+ * bucket (the low bits) depends on the whole address, not its port only. */
+static uint64_t fmix(uint64_t h)
 {
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    return h * 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
 }
 
-static uint64_t client_hash(const struct sockaddr *sa, const weir_udp_port *port)
+static uint64_t mix(uint64_t h, uint64_t v)
 {
-    uint64_t h = mix((uint64_t)(uintptr_t)port, sa->sa_family);
+    return fmix(h ^ (v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2)));
+}
+
+/* Keyed with the table's random seed: a client cannot choose addresses
+ * that share a chain. */
+static uint64_t client_hash(const weir_udp_table *t, const struct sockaddr *sa,
+                            const weir_udp_port *port, const udp_local *local)
+{
+    uint64_t h = mix(t->seed ^ (uint64_t)(uintptr_t)port, sa->sa_family);
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const void *)sa;
         uint64_t w[2];
         memcpy(w, &a->sin6_addr, sizeof(w));
-        h = mix(mix(h, w[0]), w[1]);
-        return mix(h, a->sin6_port);
+        h = mix(mix(mix(h, w[0]), w[1]), a->sin6_port);
+        if (local->set) {
+            memcpy(w, &local->pi.v6.ipi6_addr, sizeof(w));
+            h = mix(mix(h, w[0]), w[1]);
+        }
+        return h;
     }
     const struct sockaddr_in *a = (const void *)sa;
-    return mix(h, ((uint64_t)a->sin_addr.s_addr << 16) | a->sin_port);
+    h = mix(h, ((uint64_t)a->sin_addr.s_addr << 16) | a->sin_port);
+    return local->set ? mix(h, local->pi.v4.ipi_spec_dst.s_addr) : h;
 }
 
-static bool same_client(const weir_udp_session *s, const struct sockaddr *sa,
-                        const weir_udp_port *port)
+static bool same_local(const udp_local *a, const udp_local *b)
 {
-    return s->port == port && weir__addr_equal(&s->client.sa, sa);
+    if (a->set != b->set || a->v6 != b->v6)
+        return false;
+    if (!a->set)
+        return true;
+    if (a->v6)
+        return IN6_ARE_ADDR_EQUAL(&a->pi.v6.ipi6_addr, &b->pi.v6.ipi6_addr) &&
+               a->pi.v6.ipi6_ifindex == b->pi.v6.ipi6_ifindex;
+    return a->pi.v4.ipi_spec_dst.s_addr == b->pi.v4.ipi_spec_dst.s_addr;
 }
 
 static weir_udp_session *find(const weir_udp_table *t, const struct sockaddr *sa,
-                              const weir_udp_port *port, uint64_t h)
+                              const weir_udp_port *port, const udp_local *local, uint64_t h)
 {
     for (weir_udp_session *s = t->buckets[h & (t->n_buckets - 1)]; s; s = s->hnext) {
-        if (s->hash == h && same_client(s, sa, port))
+        if (s->hash == h && s->port == port && weir__addr_equal(&s->client.sa, sa) &&
+            same_local(&s->local, local))
             return s;
     }
     return NULL;
@@ -183,6 +218,9 @@ static void unlink_session(weir_udp_table *t, weir_udp_session *s)
 static void dropped(weir_udp_table *t, weir_loop *loop, const char *where, const char *why)
 {
     t->dropped++;
+    atomic_store_explicit(&t->dropped_total,
+                          atomic_load_explicit(&t->dropped_total, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     uint64_t now = weir__loop_now(loop);
     if (t->dropped_log_ms && now - t->dropped_log_ms < 1000)
         return;
@@ -233,6 +271,7 @@ static void end(weir_udp_session *s, char who, char when, int status, const char
         .upstream_bytes_sent = s->up_bytes_out,
         .datagrams_received = s->dg_in,
         .datagrams_sent = s->dg_out,
+        .upstream_datagrams_received = s->dg_up_in,
         .session_time_us = (int64_t)(weir__loop_now_us(s->loop) - s->t_start_us),
         .connect_time_us = s->up_addr[0] && s->status == 200 ? 0 : -1,
         .upstream_addr = s->up_addr[0] ? s->up_addr : "-",
@@ -306,6 +345,12 @@ static bool choose(weir_udp_session *s, int error)
         error = open_upstream(s);
         if (!error)
             return true;
+        if (error == -EMFILE || error == -ENFILE || error == -ENOBUFS || error == -ENOMEM) {
+            /* Ours, not the backend's: its health is not touched. */
+            dropped(s->t, s->loop, s->port->text, strerror(-error));
+            end(s, 'P', 'R', 500, "no socket for the backend");
+            return false;
+        }
     }
 }
 
@@ -321,8 +366,12 @@ static void upstream_failed(weir_udp_session *s, int error)
         end(s, 'S', 'T', 200, "backend refused");
         return;
     }
-    if (choose(s, error) && s->pending_len)
-        send_up(s, s->pending, s->pending_len);
+    if (!choose(s, error) || !s->has_pending)
+        return;
+    /* Only the datagram kept goes to the next backend: it is the one
+     * `responses` now waits for. */
+    s->dg_in = 1;
+    send_up(s, s->pending, s->pending_len);
 }
 
 static void send_up(weir_udp_session *s, const uint8_t *data, size_t len)
@@ -359,7 +408,7 @@ static void reply(weir_udp_session *s, const uint8_t *data, size_t len)
         char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
         struct cmsghdr align;
     } ctl;
-    if (s->has_local) {
+    if (s->local.set) {
         memset(&ctl, 0, sizeof(ctl));
         m.msg_control = ctl.buf;
         struct cmsghdr *c = (struct cmsghdr *)ctl.buf;
@@ -368,13 +417,13 @@ static void reply(weir_udp_session *s, const uint8_t *data, size_t len)
             c->cmsg_level = IPPROTO_IPV6;
             c->cmsg_type = IPV6_PKTINFO;
             c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
-            memcpy(CMSG_DATA(c), &s->local.v6, sizeof(s->local.v6));
+            memcpy(CMSG_DATA(c), &s->local.pi.v6, sizeof(s->local.pi.v6));
         } else {
             m.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
             c->cmsg_level = IPPROTO_IP;
             c->cmsg_type = IP_PKTINFO;
             c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-            memcpy(CMSG_DATA(c), &s->local.v4, sizeof(s->local.v4));
+            memcpy(CMSG_DATA(c), &s->local.pi.v4, sizeof(s->local.pi.v4));
         }
     }
     ssize_t n = sendmsg(s->port->fd, &m, 0);
@@ -407,7 +456,10 @@ static void read_upstream(weir_udp_session *s)
         s->last_ms = weir__loop_now(s->loop);
         if (!s->replied) {
             s->replied = true;
-            s->pending_len = 0;
+            s->has_pending = false;
+            free(s->pending);
+            s->pending = NULL;
+            s->pending_cap = 0;
         }
         reply(s, buf, (size_t)n);
         if (s->done)
@@ -451,6 +503,10 @@ static void idle_cb(weir_timer *t)
         weir__timer_start(s->loop, &s->idle, s->last_ms + limit - now, idle_cb);
         return;
     }
+    if (s->t->draining && now - s->last_ms < s->svc->udp.idle_timeout_ms) {
+        end(s, 'K', 'T', 200, "shutdown"); /* the drain's shorter quiet */
+        return;
+    }
     bool short_of = s->svc->udp.responses && !s->replied;
     end(s, 'c', 'T', 200, short_of ? "no reply" : NULL);
 }
@@ -462,17 +518,19 @@ static void forward(weir_udp_session *s, const uint8_t *data, size_t len)
     s->bytes_in += len;
     s->last_ms = weir__loop_now(s->loop);
     if (!s->replied && s->svc->udp_ops->fail_to_connect) {
-        if (len > s->pending_cap) {
+        s->has_pending = false;
+        if (len > s->pending_cap && len <= UDP_PENDING_MAX) {
             uint8_t *p = realloc(s->pending, len);
             if (p) {
                 s->pending = p;
                 s->pending_cap = len;
             }
         }
-        if (len <= s->pending_cap) {
+        if (len <= s->pending_cap || len == 0) {
             if (len)
                 memcpy(s->pending, data, len);
             s->pending_len = len;
+            s->has_pending = true;
         }
     }
     send_up(s, data, len);
@@ -480,7 +538,7 @@ static void forward(weir_udp_session *s, const uint8_t *data, size_t len)
 
 static weir_udp_session *start(weir_loop *loop, weir_udp_table *t, weir_udp_port *port,
                                const weir_service *svc, const struct sockaddr *client,
-                               socklen_t client_len, uint64_t h)
+                               socklen_t client_len, const udp_local *local, uint64_t h)
 {
     weir_service *msvc = (weir_service *)svc;
     if (atomic_fetch_add_explicit(&msvc->udp_sessions, 1, memory_order_relaxed) >=
@@ -500,12 +558,14 @@ static weir_udp_session *start(weir_loop *loop, weir_udp_table *t, weir_udp_port
     s->svc = svc;
     s->port = port;
     s->hash = h;
+    s->local = *local;
     s->up.fd = -1;
     memcpy(&s->client, client, client_len);
     s->client_len = client_len;
     s->ip_len = weir__addr_format_ip(client, s->ip, sizeof(s->ip));
     s->t_start_us = weir__loop_now_us(loop);
     s->last_ms = weir__loop_now(loop);
+    s->checked_ms = s->last_ms;
     insert(t, s);
     const weir_udp_ops *ops = svc->udp_ops;
     s->ctx = ops->new_ctx ? ops->new_ctx(s, svc->app) : NULL;
@@ -517,25 +577,40 @@ static weir_udp_session *start(weir_loop *loop, weir_udp_table *t, weir_udp_port
 }
 
 /* The local address a datagram came to, from its control messages. */
-static void take_local(weir_udp_session *s, struct msghdr *m)
+static void take_local(udp_local *l, struct msghdr *m)
 {
+    memset(l, 0, sizeof(*l));
     for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
             struct in_pktinfo pi;
             memcpy(&pi, CMSG_DATA(c), sizeof(pi));
-            s->local.v4 = (struct in_pktinfo){.ipi_spec_dst = pi.ipi_spec_dst};
-            s->has_local = true;
+            l->pi.v4.ipi_spec_dst = pi.ipi_spec_dst;
+            l->set = true;
         } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
             struct in6_pktinfo pi;
             memcpy(&pi, CMSG_DATA(c), sizeof(pi));
             /* The interface only matters (and is kept) for a link-local one. */
-            s->local.v6 = (struct in6_pktinfo){
-                .ipi6_addr = pi.ipi6_addr,
-                .ipi6_ifindex = IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr) ? pi.ipi6_ifindex : 0,
-            };
-            s->has_local = true;
+            l->pi.v6.ipi6_addr = pi.ipi6_addr;
+            l->pi.v6.ipi6_ifindex = IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr) ? pi.ipi6_ifindex : 0;
+            l->set = true;
+            l->v6 = true;
         }
     }
+}
+
+/* A session whose backend went (reload, discovery, health): it ends, and
+ * the datagram starts a new one. Asked at most once a second. */
+static bool stale(weir_udp_session *s)
+{
+    const weir_udp_ops *ops = s->svc->udp_ops;
+    uint64_t now = weir__loop_now(s->loop);
+    if (!ops->stale || now - s->checked_ms < UDP_RECHECK_MS)
+        return false;
+    s->checked_ms = now;
+    if (!ops->stale(s, s->ctx))
+        return false;
+    end(s, 'K', 'T', 200, "backend left or unusable");
+    return true;
 }
 
 bool weir__udp_read(weir_loop *loop, weir_udp_table *t, weir_udp_port *port,
@@ -552,6 +627,7 @@ bool weir__udp_read(weir_loop *loop, weir_udp_table *t, weir_udp_port *port,
             return false; /* tried again at the next datagram's edge */
         }
         t->n_buckets = UDP_FIRST_BUCKETS;
+        t->seed = (uint64_t)weir__rand32() << 32 | weir__rand32();
     }
     for (int i = 0; i < UDP_ROUND; i++) {
         union {
@@ -587,14 +663,17 @@ bool weir__udp_read(weir_loop *loop, weir_udp_table *t, weir_udp_port *port,
         if (m.msg_namelen < sizeof(struct sockaddr_in) ||
             (client.sa.sa_family != AF_INET && client.sa.sa_family != AF_INET6))
             continue;
-        uint64_t h = client_hash(&client.sa, port);
-        weir_udp_session *s = find(t, &client.sa, port, h);
+        udp_local local = {0};
+        if (port->pktinfo)
+            take_local(&local, &m);
+        uint64_t h = client_hash(t, &client.sa, port, &local);
+        weir_udp_session *s = find(t, &client.sa, port, &local, h);
+        if (s && stale(s))
+            s = NULL;
         if (!s) {
-            s = start(loop, t, port, svc, &client.sa, m.msg_namelen, h);
+            s = start(loop, t, port, svc, &client.sa, m.msg_namelen, &local, h);
             if (!s)
                 continue;
-            if (port->pktinfo)
-                take_local(s, &m);
         }
         forward(s, t->buf, (size_t)n);
     }

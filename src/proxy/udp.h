@@ -28,12 +28,14 @@ typedef struct weir_udp_port {
 typedef struct weir_udp_table {
     weir_udp_session **buckets; /* chained by client address and port */
     size_t n_buckets;
-    weir_udp_session *head;  /* every session, for a drain or a close */
-    _Atomic uint32_t n;      /* written by the owner, read by stats from any thread */
-    bool draining;           /* sessions end after a short quiet */
-    uint8_t *buf;            /* one datagram, read or replied */
-    uint64_t dropped_log_ms; /* rate limit of the "dropped" log line */
-    uint64_t dropped;        /* datagrams dropped since that line */
+    weir_udp_session *head;         /* every session, for a drain or a close */
+    _Atomic uint32_t n;             /* written by the owner, read by stats from any thread */
+    bool draining;                  /* sessions end after a short quiet */
+    uint8_t *buf;                   /* one datagram, read or replied */
+    uint64_t dropped_log_ms;        /* rate limit of the "dropped" log line */
+    uint64_t dropped;               /* datagrams dropped since that line */
+    _Atomic uint64_t dropped_total; /* all of them, for the stats */
+    uint64_t seed;                  /* keys the hash */
 } weir_udp_table;
 
 /*

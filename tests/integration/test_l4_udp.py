@@ -123,12 +123,12 @@ def config(port, addrs, extra="", up_extra="", admin=None, basic="", host="127.0
     return text, admin
 
 
-def start(start_proc, tmp_path, text, admin, threads=2, name="weir", argv=()):
+def start(start_proc, tmp_path, text, admin, threads=2, name="weir", argv=(), prefix=()):
     require_binary("weir")
     path = tmp_path / ("%s.toml" % name)
     path.write_text(text)
-    w = start_proc([binary("weir"), *argv, "-c", str(path), "--threads", str(threads)], admin,
-                   name)
+    w = start_proc([*prefix, binary("weir"), *argv, "-c", str(path), "--threads", str(threads)],
+                   admin, name)
     return path, w
 
 
@@ -293,6 +293,97 @@ def test_a_refusing_backend_fails_over_with_the_first_datagram(udp, start_proc, 
         assert ask(c, b"q%d" % i) == b"live:q%d" % i
     status, _, m = scrape(admin, TOKEN)
     assert value(m, "weir_udp_refused_total", server="d", backend="127.0.0.1:%d" % dead) >= 1
+
+
+def test_failover_answers_the_empty_datagram_and_ends_on_its_answer(udp, start_proc, tmp_path):
+    live = udp("live")
+    dead = free_udp_port()
+    port = free_udp_port()
+    text, admin = config(port, ["127.0.0.1:%d" % dead, live.addr], extra="responses = 1\n",
+                         up_extra="max_retries = 2\n")
+    _, w = start(start_proc, tmp_path, text, admin, threads=1)
+    for msg in (b"", b"q"):
+        for _ in range(2):  # round robin: one of the two starts at the dead one
+            assert ask(client(("127.0.0.1", port)), msg) == b"live:" + msg
+    # Each ended on its answer, the failed attempt's datagram not awaited.
+    recs = wait_records(w, 4)
+    assert [r["termination"] for r in recs] == ["-T"] * 4, recs
+    assert any(r["attempts"] == 2 for r in recs), recs
+
+
+def test_a_datagram_from_a_backend_starts_no_loop(udp, start_proc, tmp_path):
+    """An echo backend that sends to the listener from its own address
+    would have its echo proxied back to it, for ever."""
+    e = udp("e", handler=lambda d: [d])
+    port = free_udp_port()
+    text, admin = config(port, [e.addr])
+    _, w = start(start_proc, tmp_path, text, admin)
+    e.sock.sendto(b"ping", ("127.0.0.1", port))
+    assert wait_log(w, "a datagram from backend %s: dropped (a loop)" % e.addr), w.stderr()
+    time.sleep(0.5)
+    assert len(e.got) == 0, len(e.got)
+    assert ask(client(("127.0.0.1", port)), b"x") == b"x"  # others are served
+
+
+def test_out_of_descriptors_drops_datagrams_and_spares_the_backends(udp, start_proc, tmp_path):
+    """With no descriptor left a session cannot get its socket: that is
+    weir's shortage, not the backend's, whose health must not change."""
+    if not shutil.which("prlimit"):
+        pytest.skip("no prlimit")
+    mute = udp("mute", handler=lambda d: None)
+    port = free_udp_port()
+    text, admin = config(port, [mute.addr], extra='idle_timeout = "1s"\n',
+                         up_extra="max_fails = 2\n")
+    _, w = start(start_proc, tmp_path, text, admin, name="weir",
+                 prefix=["prlimit", "--nofile=96:96"])
+    clients = [client(("127.0.0.1", port)) for _ in range(150)]
+    for c in clients:
+        c.send(b"x")
+    assert wait_log(w, "Too many open files"), w.stderr()
+    time.sleep(2)  # the sessions idle out: descriptors for the admin API again
+    _, _, m = scrape(admin, TOKEN)
+    assert value(m, "weir_udp_dropped_datagrams_total") > 0, m
+    assert value(m, "weir_backend_up", backend=mute.addr) == 1
+    assert "ejected" not in w.stderr()
+
+
+def test_a_steady_sender_moves_off_a_backend_a_reload_removed(udp, start_proc, tmp_path):
+    a, b = udp("a"), udp("b")
+    port = free_udp_port()
+    text, admin = config(port, [a.addr])
+    path, w = start(start_proc, tmp_path, text, admin)
+    c = client(("127.0.0.1", port))
+    assert ask(c, b"1") == b"a:1"
+    path.write_text(text.replace(a.addr, b.addr))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded", timeout=10), w.stderr()
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # one datagram every 100 ms, as syslog
+        got.append(ask(c, b"n"))
+        if got[-1] == b"b:n":
+            break
+        time.sleep(0.1)
+    assert got[-1] == b"b:n", got[-5:]
+    recs = wait_records(w, 1, pred=lambda r: r["error"] == "backend left or unusable"
+                        if "error" in r else False)
+    assert recs and recs[0]["termination"] == "KT", log_records(w)
+
+
+def test_a_wildcard_listener_keys_sessions_by_the_address_sent_to(udp, start_proc, tmp_path):
+    e = udp("e", handler=lambda d: (time.sleep(0.05), [d])[1])
+    port = free_udp_port()
+    text, admin = config(port, [e.addr], host="0.0.0.0")
+    start(start_proc, tmp_path, text, admin)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not connected: one port, two addresses
+    c.settimeout(2)
+    c.sendto(b"one", ("127.0.0.1", port))
+    c.sendto(b"two", ("127.0.0.2", port))
+    got = {}
+    for _ in range(2):
+        d, src = c.recvfrom(100)
+        got[d] = src[0]
+    assert got == {b"one": "127.0.0.1", b"two": "127.0.0.2"}, got
 
 
 def test_every_backend_dead_logs_502_and_weir_keeps_serving(udp, start_proc, tmp_path):
@@ -495,6 +586,9 @@ def test_config_errors_name_the_line(tmp_path, body, message):
     ("tls = true\n", "weir speaks no DTLS"),
     ('send_proxy_protocol = "v2"\n', "a datagram has no connection"),
     ('algo = "hash:uri"\n', "hashes a request's uri"),
+    ('health_check = "http:///healthz"\n', "whose health_check speaks HTTP"),
+    ("max_conns = 10\n", "UDP sessions are not capped per backend"),
+    ('health_check = "dns://%s.test"\n' % ("a" * 64), "labels of at most 63"),
 ])
 def test_an_upstream_a_udp_server_cannot_use_is_refused(tmp_path, up, message):
     require_binary("weir")

@@ -693,14 +693,18 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "weir_client_connections{protocol=\"http2\"} %llu\n"
              "weir_client_connections{protocol=\"tcp\"} %llu\n"
              "weir_client_connections{protocol=\"udp\"} %llu\n"
+             "# HELP weir_udp_dropped_datagrams_total UDP datagrams dropped (a full socket "
+             "buffer, max_sessions, no descriptor left).\n"
+             "# TYPE weir_udp_dropped_datagrams_total counter\n"
+             "weir_udp_dropped_datagrams_total %llu\n"
              "# HELP weir_pool_idle_connections Idle upstream connections in the shared pool.\n"
              "# TYPE weir_pool_idle_connections gauge\nweir_pool_idle_connections %llu\n"
              "# HELP weir_pool_migrations_total Idle connections taken by another worker.\n"
              "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
              (unsigned long long)st.client_connections,
              (unsigned long long)st.client_connections_h2, (unsigned long long)st.tcp_sessions,
-             (unsigned long long)st.udp_sessions, (unsigned long long)st.pool_idle,
-             (unsigned long long)st.pool_migrations);
+             (unsigned long long)st.udp_sessions, (unsigned long long)st.udp_dropped,
+             (unsigned long long)st.pool_idle, (unsigned long long)st.pool_migrations);
         const weir_tls_stats *t = &st.tls;
         emit(&o,
              "# HELP weir_tls_handshakes_total TLS handshakes by side (client: with clients, "

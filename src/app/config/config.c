@@ -230,6 +230,19 @@ static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, const weir_
                          "[servers.%s] sends datagrams to upstream '%s', which has tls = true: "
                          "weir speaks no DTLS",
                          s->name, u->name);
+    if (s->protocol == WEIR_CFG_UDP &&
+        (u->hc.kind == WEIR_HEALTH_HTTP || u->hc.kind == WEIR_HEALTH_GRPC))
+        weir__cfg_err_at(ld, line,
+                         "[servers.%s] sends datagrams to upstream '%s', whose health_check "
+                         "speaks HTTP: a UDP backend takes \"dns://NAME\", \"udp://\" or "
+                         "\"tcp://\" (its TCP port)",
+                         s->name, u->name);
+    if (s->protocol == WEIR_CFG_UDP && u->max_conns)
+        weir__cfg_err_at(ld, line,
+                         "[servers.%s] sends datagrams to upstream '%s', which has max_conns: "
+                         "UDP sessions are not capped per backend (max_sessions on the server "
+                         "caps them all)",
+                         s->name, u->name);
     if (s->protocol == WEIR_CFG_UDP && u->send_proxy)
         weir__cfg_err_at(ld, line,
                          "[servers.%s] sends datagrams to upstream '%s', which has "

@@ -556,14 +556,20 @@ static void load_health_check(loader *ld, weir_cfg_upstream *u, const weir_toml_
         } else if (strncmp(url, "dns://", 6) == 0) {
             const char *name = url + 6;
             size_t len = strlen(name);
-            bool ok =
-                len > 0 && len < sizeof(hc->host) - 1 && name[0] != '.' && !strstr(name, "..");
+            bool ok = len > 0 && len <= 254 && name[0] != '.' && !strstr(name, "..");
+            for (const char *l = name; ok && *l;) { /* labels of 1..63 bytes */
+                const char *dot = strchr(l, '.');
+                size_t ll = dot ? (size_t)(dot - l) : strlen(l);
+                ok = ll <= 63;
+                l += ll + (dot ? 1 : 0);
+            }
             for (const char *q = name; ok && *q; q++)
                 ok = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '/';
             if (!ok)
                 weir__cfg_err_at(ld, line,
                                  "'health_check' in [%s]: \"dns://NAME\" takes the name to ask "
-                                 "for (\"dns://health.example.com\")",
+                                 "for (\"dns://health.example.com\"; labels of at most 63 "
+                                 "characters, 253 in all)",
                                  section);
             else {
                 hc->kind = WEIR_HEALTH_DNS;
