@@ -889,6 +889,7 @@ static void release_shell(void *arg)
 static weir_h2u *migrate(weir_h2u *old, weir_loop *loop)
 {
     int fd = fcntl(old->conn.io.fd, F_DUPFD_CLOEXEC, 0);
+    old->conn.shared = fd >= 0; /* its home loop's registration must go at its close */
     weir_h2u *c = fd >= 0 ? weir__pool_get(h2u_class) : NULL;
     if (c) {
         memset(c, 0, sizeof(*c));
@@ -900,6 +901,7 @@ static weir_h2u *migrate(weir_h2u *old, weir_loop *loop)
     if (!c && fd >= 0)
         close(fd);
     if (c) {
+        c->conn.shared = true; /* until the home closes its descriptor: either may go first */
         c->ng = old->ng;
         nghttp2_session_set_user_data(c->ng, c);
         old->ng = NULL;

@@ -34,8 +34,13 @@ typedef struct weir_conn {
     weir_loop *loop;
     bool readable;
     bool writable;
-    bool eof;       /* the peer closed its side (read returned 0) */
-    bool hup;       /* epoll reported EPOLLRDHUP/EPOLLHUP: a close is pending */
+    bool eof; /* the peer closed its side (read returned 0) */
+    bool hup; /* epoll reported EPOLLRDHUP/EPOLLHUP: a close is pending */
+    /* Its socket is also another descriptor's (a pooled connection one
+     * worker dup()ed from another; both sides are marked): its close must
+     * take it out of the epoll set, which close() alone does only once no
+     * descriptor holds the socket. */
+    bool shared;
     bool error;     /* a fatal socket error happened */
     int last_errno; /* errno of that error */
 

@@ -217,6 +217,7 @@ static void release_migrated(void *arg)
 static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
 {
     int fd = fcntl(u->conn.io.fd, F_DUPFD_CLOEXEC, 0);
+    u->conn.shared = fd >= 0; /* its home loop's registration must go at its close */
     weir_upconn *nu = fd >= 0 ? weir__pool_get(upconn_class) : NULL;
     if (nu && weir__conn_init(&nu->conn, loop, fd, io_cb) < 0) {
         weir__pool_put(upconn_class, nu);
@@ -225,6 +226,7 @@ static weir_upconn *migrate(weir_upconn *u, weir_loop *loop)
     if (!nu && fd >= 0)
         close(fd);
     if (nu) {
+        nu->conn.shared = true; /* until the home closes its descriptor: either may go first */
         memcpy(&nu->addr, &u->addr, sizeof(nu->addr));
         nu->addr_len = u->addr_len;
         nu->tls = u->tls;
@@ -382,9 +384,11 @@ int weir__upconn_connect_result(weir_upconn *u)
         return u->conn.ssl && !u->conn.tls_ready ? handshake(u) : WEIR_OK;
     if (!u->conn.writable)
         return WEIR_AGAIN;
+    /* EPOLLOUT alone is a connect that worked; a failed one also reports
+     * EPOLLERR or EPOLLHUP (hup): only then is its error asked for. */
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(u->conn.io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    if (u->conn.hup && getsockopt(u->conn.io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err)
         return -err;

@@ -242,8 +242,7 @@ static void close_upstream(weir_udp_session *s)
 {
     if (s->up.fd < 0)
         return;
-    weir__io_del(s->loop, &s->up);
-    close(s->up.fd);
+    close(s->up.fd); /* never shared: close() leaves the epoll set too */
     s->up.fd = -1;
 }
 
