@@ -671,6 +671,26 @@ def test_reload_moves_new_sessions_adds_and_removes_udp_servers(udp, start_proc,
     assert not udp_busy(port2)
 
 
+def test_a_reload_that_renames_the_server_moves_its_socket(udp, start_proc, tmp_path):
+    """The address goes to the renamed server with its sockets (a rebind
+    would fail: they are still open), and a TCP server on the same port
+    is another address that stays where it is."""
+    a, b = udp("a"), udp("b")
+    port = free_udp_port()
+    text, admin = config(port, [a.addr])
+    text += ('[servers.t]\naddr = "127.0.0.1:%d"\nprotocol = "tcp"\nupstream = "u"\n' % port)
+    path, w = start(start_proc, tmp_path, text, admin)
+    assert ask(client(("127.0.0.1", port)), b"1") == b"a:1"
+    path.write_text(text.replace("[servers.d]", "[servers.renamed]").replace(a.addr, b.addr))
+    w.signal(signal.SIGHUP)
+    assert wait_log(w, "reloaded", timeout=10), w.stderr()
+    assert "moved to a new service" in w.stderr()
+    assert "already in use" not in w.stderr()
+    assert ask(client(("127.0.0.1", port)), b"2") == b"b:2"
+    status, _, m = scrape(admin, TOKEN)
+    assert value(m, "weir_udp_sessions_total", server="renamed", status="200") == 0  # open
+
+
 def test_graceful_stop_delivers_replies_on_their_way(udp, start_proc, tmp_path):
     slow = udp("slow", handler=lambda d: (time.sleep(0.5), [d])[1])
     port = free_udp_port()
@@ -695,6 +715,9 @@ def test_upgrade_keeps_answering_every_query(udp, start_proc, tmp_path):
     sock = tmp_path / "up.sock"
     text, admin = config(port, [a.addr, b.addr], extra="responses = 1\n",
                          basic='upgrade_sock = "%s"\ngrace_period = "10s"\n' % sock)
+    # A TCP server on the same port: the new process must tell the two
+    # sockets of one address apart (SO_TYPE).
+    text += ('[servers.t]\naddr = "127.0.0.1:%d"\nprotocol = "tcp"\nupstream = "u"\n' % port)
     path, old = start(start_proc, tmp_path, text, admin, name="old")
     deadline = time.monotonic() + 5
     while not sock.exists() and time.monotonic() < deadline:
@@ -734,7 +757,10 @@ def test_upgrade_keeps_answering_every_query(udp, start_proc, tmp_path):
     for t in threads:
         t.join(30)
     assert done[0] > 100 and not lost, (done[0], lost[:5])
-    assert "took over" in new.stderr()
+    # Two workers, three addresses (admin, UDP, TCP): six sockets, all served.
+    assert "took over 6 listening sockets" in new.stderr(), new.stderr()
+    assert "not in this configuration" not in new.stderr()
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 # ---- faults under load ----
