@@ -1,0 +1,325 @@
+/*
+ * resp.c - the Redis protocol's framing (resp.h): commands as
+ * redis-server reads them (its multibulk and inline forms, with
+ * redis-cli's quoting), replies as a client reads them (RESP2 and RESP3).
+ */
+#include "net/resp.h"
+
+#include <string.h>
+
+#define DEFAULT_MAX_ARGS 1024
+#define DEFAULT_MAX_BULK (1u << 20)
+#define DEFAULT_MAX_INLINE (64u * 1024)
+#define MAX_BULK_EVER (512ull << 20) /* redis-server's proto-max-bulk-len */
+#define MAX_NUMBER_LINE 32           /* "*1048576\r\n" and friends */
+#define MAX_DEPTH 32
+#define MAX_ELEMENTS (1l << 30)
+
+/* A decimal in [p, e): an optional '-' and 1..19 digits, no '+', no
+ * spaces. */
+static bool parse_int(const char *p, const char *e, int64_t *out)
+{
+    bool neg = p < e && *p == '-';
+    if (neg)
+        p++;
+    if (p == e || e - p > 18)
+        return false;
+    int64_t v = 0;
+    for (; p < e; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    *out = neg ? -v : v;
+    return true;
+}
+
+/*
+ * The line that starts at buf[pos]: returns the index of its '\r' (the
+ * "\r\n" is there), -1 (WEIR_RESP_BAD) for a '\r' not followed by '\n'
+ * or no end within max bytes, or -2 for MORE.
+ */
+static long line_at(const char *buf, size_t len, size_t pos, size_t max)
+{
+    size_t room = len - pos, look = room < max ? room : max;
+    const char *cr = memchr(buf + pos, '\r', look);
+    if (!cr)
+        return room < max ? -2 : -1;
+    size_t at = (size_t)(cr - buf);
+    if (at + 1 >= len)
+        return -2;
+    return buf[at + 1] == '\n' ? (long)at : -1;
+}
+
+/* ---- commands ---- */
+
+static long bad(const char **why, const char *text, long rc)
+{
+    *why = text;
+    return rc;
+}
+
+static long multibulk(const char *buf, size_t len, const weir_resp_limits *lim, weir_resp_arg *args,
+                      size_t *argc, const char **why)
+{
+    long cr = line_at(buf, len, 1, MAX_NUMBER_LINE);
+    if (cr == -2)
+        return WEIR_RESP_MORE;
+    int64_t n;
+    if (cr < 0 || !parse_int(buf + 1, buf + cr, &n))
+        return bad(why, "Protocol error: invalid multibulk length", WEIR_RESP_BAD);
+    size_t pos = (size_t)cr + 2;
+    if (n <= 0) {
+        *argc = 0;
+        return (long)pos;
+    }
+    if ((uint64_t)n > lim->max_args)
+        return bad(why, "Protocol error: too many arguments", WEIR_RESP_TOO_BIG);
+    for (int64_t i = 0; i < n; i++) {
+        if (pos >= len)
+            return WEIR_RESP_MORE;
+        if (buf[pos] != '$')
+            return bad(why, "Protocol error: expected '$'", WEIR_RESP_BAD);
+        cr = line_at(buf, len, pos + 1, MAX_NUMBER_LINE);
+        if (cr == -2)
+            return WEIR_RESP_MORE;
+        int64_t bl;
+        if (cr < 0 || !parse_int(buf + pos + 1, buf + cr, &bl) || bl < 0)
+            return bad(why, "Protocol error: invalid bulk length", WEIR_RESP_BAD);
+        if ((uint64_t)bl > lim->max_bulk)
+            return bad(why, "Protocol error: argument too long", WEIR_RESP_TOO_BIG);
+        size_t data = (size_t)cr + 2;
+        if (len - data < (uint64_t)bl + 2)
+            return WEIR_RESP_MORE;
+        if (buf[data + (size_t)bl] != '\r' || buf[data + (size_t)bl + 1] != '\n')
+            return bad(why, "Protocol error: expected CRLF after a bulk string", WEIR_RESP_BAD);
+        args[i] = (weir_resp_arg){buf + data, (size_t)bl};
+        pos = data + (size_t)bl + 2;
+    }
+    *argc = (size_t)n;
+    return (long)pos;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Splits an inline line as redis-server does (sdssplitargs): arguments
+ * apart by white space, "double quoted" with \n \r \t \b \a \xHH and \c
+ * escapes, 'single quoted' with \' only; a closing quote must be followed
+ * by a space or the end.
+ */
+static long split(const char *p, const char *e, const weir_resp_limits *lim, weir_resp_arg *args,
+                  size_t *argc, char *out, const char **why)
+{
+    size_t n = 0, o = 0;
+    for (;;) {
+        while (p < e && is_space(*p))
+            p++;
+        if (p == e)
+            break;
+        if (n == lim->max_args)
+            return bad(why, "Protocol error: too many arguments", WEIR_RESP_TOO_BIG);
+        size_t start = o;
+        char quote = 0;
+        for (;;) {
+            if (p == e) {
+                if (quote)
+                    return bad(why, "Protocol error: unbalanced quotes in request", WEIR_RESP_BAD);
+                break;
+            }
+            char c = *p;
+            if (quote == '"' && c == '\\' && e - p >= 4 && p[1] == 'x' && hex(p[2]) >= 0 &&
+                hex(p[3]) >= 0) {
+                out[o++] = (char)(hex(p[2]) * 16 + hex(p[3]));
+                p += 4;
+            } else if (quote == '"' && c == '\\' && e - p >= 2) {
+                char x = p[1];
+                out[o++] = x == 'n'   ? '\n'
+                           : x == 'r' ? '\r'
+                           : x == 't' ? '\t'
+                           : x == 'b' ? '\b'
+                           : x == 'a' ? '\a'
+                                      : x;
+                p += 2;
+            } else if (quote == '\'' && c == '\\' && e - p >= 2 && p[1] == '\'') {
+                out[o++] = '\'';
+                p += 2;
+            } else if (quote && c == quote) {
+                p++;
+                if (p < e && !is_space(*p))
+                    return bad(why, "Protocol error: unbalanced quotes in request", WEIR_RESP_BAD);
+                quote = 0;
+                break;
+            } else if (!quote && is_space(c)) {
+                break;
+            } else if (!quote && (c == '"' || c == '\'')) {
+                quote = c;
+                p++;
+            } else {
+                out[o++] = c;
+                p++;
+            }
+        }
+        args[n++] = (weir_resp_arg){out + start, o - start};
+    }
+    *argc = n;
+    return 0;
+}
+
+long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim,
+                        weir_resp_arg *args, size_t *argc, char *scratch, size_t scratch_len,
+                        const char **why)
+{
+    static const weir_resp_limits defaults = {DEFAULT_MAX_ARGS, DEFAULT_MAX_BULK,
+                                              DEFAULT_MAX_INLINE};
+    weir_resp_limits l = lim ? *lim : defaults;
+    if (!l.max_args)
+        l.max_args = DEFAULT_MAX_ARGS;
+    if (!l.max_bulk || l.max_bulk > MAX_BULK_EVER)
+        l.max_bulk = l.max_bulk ? MAX_BULK_EVER : DEFAULT_MAX_BULK;
+    if (!l.max_inline)
+        l.max_inline = DEFAULT_MAX_INLINE;
+    *argc = 0;
+    *why = NULL;
+    if (len == 0)
+        return WEIR_RESP_MORE;
+    if (buf[0] == '*')
+        return multibulk(buf, len, &l, args, argc, why);
+    size_t look = len < (size_t)l.max_inline + 1 ? len : (size_t)l.max_inline + 1;
+    const char *nl = memchr(buf, '\n', look);
+    if (!nl)
+        return len > l.max_inline
+                   ? bad(why, "Protocol error: too big inline request", WEIR_RESP_TOO_BIG)
+                   : WEIR_RESP_MORE;
+    const char *e = nl;
+    if (e > buf && e[-1] == '\r')
+        e--;
+    if ((size_t)(e - buf) > scratch_len)
+        return bad(why, "Protocol error: too big inline request", WEIR_RESP_TOO_BIG);
+    long rc = split(buf, e, &l, args, argc, scratch, why);
+    if (rc < 0) {
+        *argc = 0;
+        return rc;
+    }
+    return (long)(nl - buf) + 1;
+}
+
+/* ---- replies ---- */
+
+/* The value at buf[pos]: the index after it, WEIR_RESP_MORE (0) or
+ * WEIR_RESP_BAD. top, when given, gets the top level. */
+static long value(const char *buf, size_t len, size_t pos, int depth, uint64_t max_bulk,
+                  weir_resp_value *top)
+{
+    if (pos >= len)
+        return WEIR_RESP_MORE;
+    char c = buf[pos];
+    bool number_line = c == ':' || c == '$' || c == '!' || c == '=' || c == '*' || c == '%' ||
+                       c == '~' || c == '>' || c == '|' || c == '#' || c == '_';
+    long cr = line_at(buf, len, pos + 1, number_line ? MAX_NUMBER_LINE : len - pos);
+    if (cr == -2)
+        return WEIR_RESP_MORE;
+    if (cr < 0)
+        return WEIR_RESP_BAD;
+    const char *l = buf + pos + 1, *le = buf + cr;
+    size_t after = (size_t)cr + 2;
+    weir_resp_value v = {.p = l, .n = (size_t)(le - l)};
+    int64_t n = 0;
+    switch (c) {
+    case '+':
+    case '-':
+        v.type = c == '+' ? WEIR_RESP_SIMPLE : WEIR_RESP_ERROR;
+        break;
+    case ':':
+        if (!parse_int(l, le, &v.i))
+            return WEIR_RESP_BAD;
+        v.type = WEIR_RESP_INTEGER;
+        break;
+    case '_':
+        if (le != l)
+            return WEIR_RESP_BAD;
+        v.type = WEIR_RESP_NIL;
+        break;
+    case '#':
+        if (le - l != 1 || (*l != 't' && *l != 'f'))
+            return WEIR_RESP_BAD;
+        v.type = WEIR_RESP_OTHER;
+        break;
+    case ',':
+    case '(':
+        if (le == l)
+            return WEIR_RESP_BAD;
+        v.type = WEIR_RESP_OTHER;
+        break;
+    case '$':
+    case '!':
+    case '=':
+        if (!parse_int(l, le, &n) || n < -1 || (n == -1 && c != '$'))
+            return WEIR_RESP_BAD;
+        if (n == -1) {
+            v.type = WEIR_RESP_NIL;
+            break;
+        }
+        if ((uint64_t)n > (max_bulk ? max_bulk : MAX_BULK_EVER))
+            return WEIR_RESP_BAD;
+        if (len - after < (uint64_t)n + 2)
+            return WEIR_RESP_MORE;
+        if (buf[after + (size_t)n] != '\r' || buf[after + (size_t)n + 1] != '\n')
+            return WEIR_RESP_BAD;
+        v = (weir_resp_value){
+            .type = c == '!' ? WEIR_RESP_ERROR : WEIR_RESP_BULK, .p = buf + after, .n = (size_t)n};
+        after += (size_t)n + 2;
+        break;
+    case '*':
+    case '%':
+    case '~':
+    case '>':
+    case '|':
+        if (!parse_int(l, le, &n) || n < -1 || (n == -1 && c != '*') || n > MAX_ELEMENTS)
+            return WEIR_RESP_BAD;
+        if (n == -1) {
+            v.type = WEIR_RESP_NIL;
+            break;
+        }
+        if (depth >= MAX_DEPTH)
+            return WEIR_RESP_BAD;
+        for (int64_t k = 0; k < (c == '%' || c == '|' ? 2 * n : n); k++) {
+            long r = value(buf, len, after, depth + 1, max_bulk, NULL);
+            if (r <= 0)
+                return r;
+            after = (size_t)r;
+        }
+        if (c == '|') /* attributes, then the value they describe */
+            return value(buf, len, after, depth, max_bulk, top);
+        v = (weir_resp_value){.type = WEIR_RESP_ARRAY, .i = n};
+        break;
+    default:
+        return WEIR_RESP_BAD;
+    }
+    if (top)
+        *top = v;
+    return (long)after;
+}
+
+long weir__resp_reply(const char *buf, size_t len, uint64_t max_bulk, weir_resp_value *top)
+{
+    weir_resp_value v;
+    long r = value(buf, len, 0, 0, max_bulk, &v);
+    if (r > 0 && top)
+        *top = v;
+    return r;
+}

@@ -1,0 +1,75 @@
+/*
+ * resp.h - the Redis protocol (RESP2, and RESP3's reply types): commands
+ * as a server reads them (an array of bulk strings, or an inline command
+ * line), and replies as a client reads them. Pure functions over a
+ * buffer; nothing is copied (arguments point into the buffer).
+ *
+ * Limits follow redis-server's where it has them: at most 1024*1024
+ * arguments, a bulk string of at most 512 MB, an inline line of at most
+ * 64 KB; a caller sets tighter ones (weir_resp_limits).
+ */
+#ifndef WEIR_NET_RESP_H
+#define WEIR_NET_RESP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WEIR_RESP_MORE 0       /* not complete yet: read more */
+#define WEIR_RESP_BAD (-1)     /* malformed: answer an error and close */
+#define WEIR_RESP_TOO_BIG (-2) /* over a limit: the same */
+
+typedef struct weir_resp_limits {
+    uint32_t max_args;   /* arguments in one command [1024] */
+    uint64_t max_bulk;   /* bytes in one argument [1 MB] */
+    uint32_t max_inline; /* bytes in an inline command's line [64 KB] */
+} weir_resp_limits;
+
+typedef struct weir_resp_arg {
+    const char *p;
+    size_t n;
+} weir_resp_arg;
+
+/*
+ * One command from buf[0..len). Returns the bytes it took (> 0) with
+ * args[0..*argc) filled; WEIR_RESP_MORE; WEIR_RESP_BAD or
+ * WEIR_RESP_TOO_BIG, with *why saying what (as redis-server words it).
+ * An empty command (an empty inline line, "*0") takes its bytes with
+ * *argc 0: the caller skips it. args must hold lim->max_args entries
+ * (lim NULL: the defaults, and 1024 entries). A multibulk command's
+ * arguments point into buf. An inline command's are unescaped into
+ * scratch (which must hold the line: max_inline bytes), quoted as
+ * redis-cli writes them ("a b", 'c', "\x00\n").
+ */
+long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim,
+                        weir_resp_arg *args, size_t *argc, char *scratch, size_t scratch_len,
+                        const char **why);
+
+typedef enum weir_resp_type {
+    WEIR_RESP_SIMPLE,  /* +OK */
+    WEIR_RESP_ERROR,   /* -ERR ..., and RESP3's !blob error */
+    WEIR_RESP_INTEGER, /* :1 */
+    WEIR_RESP_BULK,    /* $3 abc, and RESP3's =verbatim (its "txt:" kept) */
+    WEIR_RESP_NIL,     /* $-1, *-1, RESP3's _ */
+    WEIR_RESP_ARRAY,   /* *, and RESP3's map, set and push */
+    WEIR_RESP_OTHER,   /* RESP3's boolean, double, big number */
+} weir_resp_type;
+
+/* A reply's top level: its type, and its text (SIMPLE, ERROR, BULK, and
+ * OTHER's line) or its integer or element count. */
+typedef struct weir_resp_value {
+    weir_resp_type type;
+    const char *p;
+    size_t n;
+    int64_t i;
+} weir_resp_value;
+
+/*
+ * One whole reply from buf[0..len), nested values included (at most 32
+ * deep; RESP3 attributes before a value are skipped). Returns its length
+ * (> 0) with *top filled, WEIR_RESP_MORE or WEIR_RESP_BAD. max_bulk
+ * bounds every bulk string (0: 512 MB).
+ */
+long weir__resp_reply(const char *buf, size_t len, uint64_t max_bulk, weir_resp_value *top);
+
+#endif
