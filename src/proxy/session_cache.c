@@ -748,8 +748,11 @@ static look_result look(weir_session *s, sess_cache *k)
         return LOOK_UPSTREAM;
     }
     weir__cstore_count(k->c, WEIR_CSTAT_MISS);
-    if (k->q.cc.flags & WEIR_CC_ONLY_IF_CACHED)
-        goto only_if_cached;
+    /* only-if-cached never goes to the origin, but a fill of this key in
+     * flight (its body still coming, or just sent to its client) is as
+     * good as stored: it waits for it as a miss would, then looks once
+     * more. */
+    bool only = k->q.cc.flags & WEIR_CC_ONLY_IF_CACHED;
     if (k->get && !k->no_lock && !k->set.no_lock && !k->rl_c) {
         k->w.loop = s->loop;
         k->w.wake = lock_woken;
@@ -761,8 +764,14 @@ static look_result look(weir_session *s, sess_cache *k)
             weir__timer_start(s->loop, &k->timer, k->set.lock_timeout_ms, lock_timeout);
             return LOOK_WAIT;
         }
+        if (only) { /* nobody is filling it */
+            weir__clock_release(k->c, k->key, k->key_len, false);
+            goto only_if_cached;
+        }
         k->owner = true;
     }
+    if (only)
+        goto only_if_cached;
     return LOOK_UPSTREAM;
 only_if_cached:
     /* RFC 9111 5.2.1.7: nothing usable stored, and the client wants no

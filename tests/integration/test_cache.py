@@ -392,6 +392,25 @@ def test_request_no_store_is_answered_but_not_stored(cached, origin):
     assert "hit" in status_of(h1(w.port, "/ns", [("Cache-Control", "no-store")]))
 
 
+def test_only_if_cached_waits_for_a_fill_in_flight(cached, origin):
+    """A fill of the key in flight is as good as stored: only-if-cached
+    waits for it (as a miss would) instead of answering 504 while the
+    first response is still on its way (a race seen under TSan, where the
+    client of the fill had its last byte before the store)."""
+    origin.set("/w", headers=[("Cache-Control", "max-age=60")])
+    origin.delay = 0.5
+    w = cached()
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=h1(w.port, "/w")))
+    t.start()
+    time.sleep(0.2)  # the first request holds the fill's lock
+    r = h1(w.port, "/w", [("Cache-Control", "only-if-cached")])
+    t.join(10)
+    assert first["r"].status == 200
+    assert r.status == 200 and "hit" in status_of(r), r
+    assert origin.count("/w") == 1
+
+
 def test_only_if_cached(cached, origin, fetch):
     origin.set("/o", headers=[("Cache-Control", "max-age=60")])
     w = cached()
