@@ -84,4 +84,16 @@ static inline size_t weir__put_dec(char *p, uint64_t v)
     return n;
 }
 
+/* The value of a hex digit ('0'..'9', 'a'..'f', 'A'..'F'), or -1. */
+static inline int weir__hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #endif

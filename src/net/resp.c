@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#include "core/ascii.h"
+
 #define DEFAULT_MAX_ARGS 1024
 #define DEFAULT_MAX_BULK (1u << 20)
 #define DEFAULT_MAX_INLINE (64u * 1024)
@@ -105,17 +107,6 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-static int hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Splits an inline line as redis-server does (sdssplitargs): arguments
  * apart by white space, "double quoted" with \n \r \t \b \a \xHH and \c
@@ -142,9 +133,9 @@ static long split(const char *p, const char *e, const weir_resp_limits *lim, wei
                 break;
             }
             char c = *p;
-            if (quote == '"' && c == '\\' && e - p >= 4 && p[1] == 'x' && hex(p[2]) >= 0 &&
-                hex(p[3]) >= 0) {
-                out[o++] = (char)(hex(p[2]) * 16 + hex(p[3]));
+            if (quote == '"' && c == '\\' && e - p >= 4 && p[1] == 'x' &&
+                weir__hex_digit(p[2]) >= 0 && weir__hex_digit(p[3]) >= 0) {
+                out[o++] = (char)(weir__hex_digit(p[2]) * 16 + weir__hex_digit(p[3]));
                 p += 4;
             } else if (quote == '"' && c == '\\' && e - p >= 2) {
                 char x = p[1];

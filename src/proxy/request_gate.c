@@ -17,18 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/ascii.h"
 #include "http/h1_parse.h"
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* RFC 3986 2.3: decoding these never changes what a path means. */
 static bool unreserved(unsigned char c)
@@ -105,8 +95,8 @@ size_t weir__path_normalize(weir_str in, bool merge_slashes, char *out, const ch
     for (size_t i = 0; i < in.len; i++) {
         unsigned char ch = (unsigned char)in.ptr[i];
         if (ch == '%') {
-            int hi = i + 2 < in.len ? hexval((unsigned char)in.ptr[i + 1]) : -1;
-            int lo = i + 2 < in.len ? hexval((unsigned char)in.ptr[i + 2]) : -1;
+            int hi = i + 2 < in.len ? weir__hex_digit((unsigned char)in.ptr[i + 1]) : -1;
+            int lo = i + 2 < in.len ? weir__hex_digit((unsigned char)in.ptr[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 *why = "invalid percent-encoding in the path";
                 return 0;
