@@ -410,6 +410,12 @@ static int judge_dgram(const probe *p, const uint8_t *d, size_t n, const char **
     return 0;
 }
 
+/* A UDP check's send or receive failed with errno err. */
+static void dgram_failed(probe *p, int err)
+{
+    probe_end(p, false, err == ECONNREFUSED ? "refused (port unreachable)" : strerror(err));
+}
+
 static void probe_dgram(probe *p)
 {
     if (!p->dgram_sent) {
@@ -417,8 +423,7 @@ static void probe_dgram(probe *p)
         if (n < 0 && errno == EAGAIN)
             return;
         if (n < 0) {
-            probe_end(p, false,
-                      errno == ECONNREFUSED ? "refused (port unreachable)" : strerror(errno));
+            dgram_failed(p, errno);
             return;
         }
         p->dgram_sent = true;
@@ -430,8 +435,7 @@ static void probe_dgram(probe *p)
         if (n < 0 && errno == EAGAIN)
             return;
         if (n < 0) {
-            probe_end(p, false,
-                      errno == ECONNREFUSED ? "refused (port unreachable)" : strerror(errno));
+            dgram_failed(p, errno);
             return;
         }
         const char *why = "";
