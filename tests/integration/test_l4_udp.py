@@ -162,6 +162,15 @@ def wait_records(w, n, timeout=10.0, pred=lambda r: True):
     return [r for r in log_records(w) if pred(r)]
 
 
+def weir_check(tmp_path, text):
+    """weir -t on text: the finished process (its stderr has the errors)."""
+    require_binary("weir")
+    path = tmp_path / "w.toml"
+    path.write_text(text)
+    return subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True,
+                          text=True, timeout=20)
+
+
 # ---- datagrams both ways ----
 
 
@@ -553,10 +562,7 @@ def test_udp_health_check_config_errors(tmp_path, up, message):
     require_binary("weir")
     text = ('[servers.d]\naddr = "127.0.0.1:5353"\nprotocol = "udp"\nupstream = "u"\n'
             '[upstreams.u]\naddrs = ["127.0.0.1:53"]\n' + up)
-    path = tmp_path / "w.toml"
-    path.write_text(text)
-    r = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=20)
+    r = weir_check(tmp_path, text)
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
@@ -574,10 +580,7 @@ def test_udp_health_check_config_errors(tmp_path, up, message):
 def test_config_errors_name_the_line(tmp_path, body, message):
     require_binary("weir")
     text, _ = config(free_udp_port(), ["127.0.0.1:1"], extra=body)
-    path = tmp_path / "w.toml"
-    path.write_text(text)
-    r = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=20)
+    r = weir_check(tmp_path, text)
     assert r.returncode != 0 and message in r.stderr, r.stderr
     assert "w.toml:" in r.stderr
 
@@ -594,10 +597,7 @@ def test_an_upstream_a_udp_server_cannot_use_is_refused(tmp_path, up, message):
     require_binary("weir")
     text = ('[servers.d]\naddr = "127.0.0.1:5353"\nprotocol = "udp"\nupstream = "u"\n'
             '[upstreams.u]\naddrs = ["127.0.0.1:53"]\n' + up)
-    path = tmp_path / "w.toml"
-    path.write_text(text)
-    r = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=20)
+    r = weir_check(tmp_path, text)
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
@@ -607,16 +607,11 @@ def test_two_udp_servers_may_not_share_an_address_but_tcp_and_udp_may(tmp_path):
     two_udp = base + "".join(
         '[servers.%s]\naddr = "%s:5353"\nprotocol = "udp"\nupstream = "u"\n' % (n, h)
         for n, h in (("a", "127.0.0.1"), ("b", "0.0.0.0")))
-    path = tmp_path / "w.toml"
-    path.write_text(two_udp)
-    r = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=20)
+    r = weir_check(tmp_path, two_udp)
     assert r.returncode != 0 and "is also used by [servers.a]" in r.stderr, r.stderr
     mixed = base + ('[servers.a]\naddr = "127.0.0.1:5353"\nprotocol = "udp"\nupstream = "u"\n'
                     '[servers.b]\naddr = "127.0.0.1:5353"\nprotocol = "tcp"\nupstream = "u"\n')
-    path.write_text(mixed)
-    r = subprocess.run([binary("weir"), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=20)
+    r = weir_check(tmp_path, mixed)
     assert r.returncode == 0, r.stderr
 
 
