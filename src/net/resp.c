@@ -5,6 +5,7 @@
  */
 #include "net/resp.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/ascii.h"
@@ -17,22 +18,27 @@
 #define MAX_DEPTH 32
 #define MAX_ELEMENTS (1l << 30)
 
-/* A decimal in [p, e): an optional '-' and 1..19 digits, no '+', no
- * spaces. */
+/* A decimal in [p, e): an optional '-' and 1..19 digits within int64_t,
+ * no '+', no spaces. */
 static bool parse_int(const char *p, const char *e, int64_t *out)
 {
     bool neg = p < e && *p == '-';
     if (neg)
         p++;
-    if (p == e || e - p > 18)
+    if (p == e || e - p > 19)
         return false;
-    int64_t v = 0;
+    uint64_t v = 0;
     for (; p < e; p++) {
         if (*p < '0' || *p > '9')
             return false;
-        v = v * 10 + (*p - '0');
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
     }
-    *out = neg ? -v : v;
+    if (v > (neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
+        return false;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return true;
 }
 
@@ -313,4 +319,116 @@ long weir__resp_reply(const char *buf, size_t len, uint64_t max_bulk, weir_resp_
     if (r > 0 && top)
         *top = v;
     return r;
+}
+
+/* ---- writing replies ---- */
+
+static bool reserve(weir_resp_out *o, size_t n)
+{
+    if (o->oom)
+        return false;
+    if (o->cap - o->len >= n)
+        return true;
+    size_t cap = o->cap ? o->cap : 256;
+    while (cap - o->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            o->oom = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(o->p, cap);
+    if (!p) {
+        o->oom = true;
+        return false;
+    }
+    o->p = p;
+    o->cap = cap;
+    return true;
+}
+
+static void put(weir_resp_out *o, const void *p, size_t n)
+{
+    if (n && reserve(o, n)) {
+        memcpy(o->p + o->len, p, n);
+        o->len += n;
+    }
+}
+
+/* A type byte, a number, CRLF. */
+static void head(weir_resp_out *o, char type, int64_t v)
+{
+    char b[24];
+    char *e = b + sizeof(b), *q = e;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--q = '-';
+    put(o, &type, 1);
+    put(o, q, (size_t)(e - q));
+    put(o, "\r\n", 2);
+}
+
+static void line(weir_resp_out *o, char type, const char *s)
+{
+    size_t n = strlen(s);
+    if (!reserve(o, n + 3))
+        return;
+    o->p[o->len++] = type;
+    for (size_t i = 0; i < n; i++)
+        o->p[o->len++] = s[i] == '\r' || s[i] == '\n' ? ' ' : s[i];
+    o->p[o->len++] = '\r';
+    o->p[o->len++] = '\n';
+}
+
+void weir__resp_simple(weir_resp_out *o, const char *s)
+{
+    line(o, '+', s);
+}
+
+void weir__resp_error(weir_resp_out *o, const char *s)
+{
+    line(o, '-', s);
+}
+
+void weir__resp_int(weir_resp_out *o, int64_t v)
+{
+    head(o, ':', v);
+}
+
+void weir__resp_bulk(weir_resp_out *o, const void *p, size_t n)
+{
+    head(o, '$', (int64_t)n);
+    put(o, p, n);
+    put(o, "\r\n", 2);
+}
+
+void weir__resp_nil(weir_resp_out *o)
+{
+    if (o->resp3)
+        put(o, "_\r\n", 3);
+    else
+        put(o, "$-1\r\n", 5);
+}
+
+void weir__resp_array(weir_resp_out *o, size_t n)
+{
+    head(o, '*', (int64_t)n);
+}
+
+void weir__resp_map(weir_resp_out *o, size_t n)
+{
+    if (o->resp3)
+        head(o, '%', (int64_t)n);
+    else
+        head(o, '*', (int64_t)(2 * n));
+}
+
+void weir__resp_out_free(weir_resp_out *o)
+{
+    free(o->p);
+    *o = (weir_resp_out){0};
 }

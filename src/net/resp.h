@@ -72,4 +72,27 @@ typedef struct weir_resp_value {
  */
 long weir__resp_reply(const char *buf, size_t len, uint64_t max_bulk, weir_resp_value *top);
 
+/*
+ * Replies, written into a growing buffer: o->oom is set (and the rest
+ * dropped) if memory runs out. resp3 picks RESP3's null and map types;
+ * RESP2 gets $-1 and a flat array. Simple strings and errors are one line:
+ * a CR or LF in them is written as a space.
+ */
+typedef struct weir_resp_out {
+    char *p;
+    size_t len, cap;
+    bool oom;
+    bool resp3;
+} weir_resp_out;
+
+void weir__resp_simple(weir_resp_out *o, const char *s);
+void weir__resp_error(weir_resp_out *o, const char *s);
+void weir__resp_int(weir_resp_out *o, int64_t v);
+void weir__resp_bulk(weir_resp_out *o, const void *p, size_t n);
+void weir__resp_nil(weir_resp_out *o);
+void weir__resp_array(weir_resp_out *o, size_t n);
+/* A map of n pairs (RESP3 %n; RESP2 *2n): 2n values follow. */
+void weir__resp_map(weir_resp_out *o, size_t n);
+void weir__resp_out_free(weir_resp_out *o);
+
 #endif

@@ -207,3 +207,47 @@ Test(resp, malformed_replies)
     cr_assert_eq(reply(deep, &v), WEIR_RESP_BAD);
     cr_assert_eq(weir__resp_reply("$10\r\n", 5, 4, &v), WEIR_RESP_BAD); /* over max_bulk */
 }
+
+Test(resp, writers_round_trip)
+{
+    weir_resp_out o = {0};
+    weir__resp_array(&o, 6);
+    weir__resp_simple(&o, "OK");
+    weir__resp_error(&o, "ERR a\r\nb");
+    weir__resp_int(&o, -9223372036854775807 - 1);
+    weir__resp_bulk(&o, "10.0.0.5:23453", 14);
+    weir__resp_nil(&o);
+    weir__resp_map(&o, 1);
+    weir__resp_bulk(&o, "", 0);
+    weir__resp_int(&o, 0);
+    cr_assert_not(o.oom);
+    const char *want = "*6\r\n+OK\r\n-ERR a  b\r\n:-9223372036854775808\r\n$14\r\n"
+                       "10.0.0.5:23453\r\n$-1\r\n*2\r\n$0\r\n\r\n:0\r\n";
+    cr_assert_eq(o.len, strlen(want));
+    cr_assert_eq(memcmp(o.p, want, o.len), 0);
+    weir_resp_value v;
+    cr_assert_eq(weir__resp_reply(o.p, o.len, 0, &v), (long)o.len);
+    cr_assert(v.type == WEIR_RESP_ARRAY && v.i == 6);
+    cr_assert_eq(weir__resp_reply(":9223372036854775808\r\n", 22, 0, &v), WEIR_RESP_BAD);
+    cr_assert_eq(weir__resp_reply(":-9223372036854775809\r\n", 23, 0, &v), WEIR_RESP_BAD);
+    weir__resp_out_free(&o);
+    o.resp3 = true;
+    weir__resp_map(&o, 2);
+    weir__resp_nil(&o);
+    cr_assert_eq(o.len, 7);
+    cr_assert_eq(memcmp(o.p, "%2\r\n_\r\n", 7), 0);
+    weir__resp_out_free(&o);
+}
+
+Test(resp, a_large_bulk_grows_the_buffer)
+{
+    static char big[300000];
+    memset(big, 'x', sizeof(big));
+    weir_resp_out o = {0};
+    weir__resp_bulk(&o, big, sizeof(big));
+    cr_assert_not(o.oom);
+    weir_resp_value v;
+    cr_assert_eq(weir__resp_reply(o.p, o.len, 0, &v), (long)o.len);
+    cr_assert(v.type == WEIR_RESP_BULK && v.n == sizeof(big));
+    weir__resp_out_free(&o);
+}
