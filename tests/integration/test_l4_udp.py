@@ -52,11 +52,11 @@ class UdpServer:
     datagram (or what handler(data) returns: None for no reply, a list for
     several), and remembers what it received and from where."""
 
-    def __init__(self, name="u", handler=None, host="127.0.0.1"):
+    def __init__(self, name="u", handler=None, host="127.0.0.1", port=0):
         self.name = name.encode()
         self.handler = handler
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
         self.addr = "%s:%d" % (host, self.port)
         self.got = []  # (data, (ip, port))
@@ -799,13 +799,7 @@ def test_killing_a_backend_under_load_loses_no_query(udp, start_proc, tmp_path):
     end = time.monotonic() + 15
     b = None
     while time.monotonic() < end:
-        b = UdpServer.__new__(UdpServer)
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", port_b))
-        b.name, b.handler, b.sock, b.port = b"b", None, s, port_b
-        b.got, b.lock, b.closed = [], threading.Lock(), False
-        b.thread = threading.Thread(target=b._run, daemon=True)
-        b.thread.start()
+        b = UdpServer("b", port=port_b)  # back on the same port
         time.sleep(1.0)
         b.close()
         time.sleep(1.0)
