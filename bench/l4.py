@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib import free_port, tree_cpu_us, wait_port  # noqa: E402
+from lib import free_port, pinned, tree_cpu_us, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECS = float(os.environ.get("SECS", "5"))
@@ -34,10 +34,6 @@ PROXIES = os.environ.get("PROXIES", "weir haproxy haproxy-splice nginx").split()
 WEIR = os.environ.get("WEIR_BIN", os.path.join(ROOT, "build", "bin", "weir"))
 LOAD = os.environ.get("L4_LOAD", os.path.join(ROOT, "build", "bin", "l4_load"))
 NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
-
-
-def pinned(cpu, argv, **kw):
-    return subprocess.Popen(["taskset", "-c", str(cpu)] + argv, **kw)
 
 
 def start_proxy(name, port, backend, tmp):

@@ -25,6 +25,7 @@ single-process weir and HAProxy (the idle master adds ~nothing to the deltas).
 import os
 import re
 import socket
+import subprocess
 import sys
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -544,3 +545,8 @@ def main(argv):
 
 if __name__ == "__main__":
     main(sys.argv)
+
+
+def pinned(cpu, argv, **kw):
+    """argv started on CPU cpu only (taskset)."""
+    return subprocess.Popen(["taskset", "-c", str(cpu)] + argv, **kw)

@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib import tree_cpu_us  # noqa: E402
+from lib import pinned, tree_cpu_us  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECS = float(os.environ.get("SECS", "5"))
@@ -54,10 +54,6 @@ def udp_bound(port):
         return True
     finally:
         s.close()
-
-
-def pinned(cpu, argv, **kw):
-    return subprocess.Popen(["taskset", "-c", str(cpu)] + argv, **kw)
 
 
 def start_proxy(name, port, backend, tmp, per_query):
