@@ -60,7 +60,7 @@ integration:
 # ThreadSanitizer over the multi-threaded paths (shared upstream pool,
 # load balancer, health checker, shutdown, TLS contexts and sessions shared
 # by the workers, HTTP/2, per-backend connection limits and their queues,
-# failover under load, UDP sessions): the weir binaries built with
+# failover under load, UDP sessions, RESP rings): the weir binaries built with
 # TSan, driven by the integration tests that use several workers.
 TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurrency.py \
               tests/integration/test_lb.py tests/integration/test_shutdown.py \
@@ -75,7 +75,7 @@ TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurr
               tests/integration/test_compression.py tests/integration/test_cache.py \
               tests/integration/test_cache_disk.py tests/integration/test_aging.py \
               tests/integration/test_aging_h2.py tests/integration/test_discovery.py \
-              tests/integration/test_l4_udp.py
+              tests/integration/test_l4_udp.py tests/integration/test_ring.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \

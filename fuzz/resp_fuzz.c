@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(b, data, size);
     weir_resp_limits lim = {.max_args = 16, .max_bulk = 4096, .max_inline = 1024};
-    weir_resp_arg args[16];
+    weir_str args[16];
     static char scratch[1024];
     size_t off = 0;
     while (off < size) {
@@ -49,8 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         CHECK((size_t)r <= size - off && argc <= lim.max_args);
         for (size_t i = 0; i < argc; i++)
-            CHECK(inside(args[i].p, args[i].n, b + off, (size_t)r) ||
-                  inside(args[i].p, args[i].n, scratch, sizeof(scratch)));
+            CHECK(inside(args[i].ptr, args[i].len, b + off, (size_t)r) ||
+                  inside(args[i].ptr, args[i].len, scratch, sizeof(scratch)));
         for (size_t k = 0; k < (size_t)r; k += 1 + (size_t)r / 8) {
             size_t c2;
             const char *w2;

@@ -145,6 +145,22 @@ weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id);
  * open), -1 none. No reference, nothing counted, no breaker probe. */
 int weir_upstream_member(weir_upstream *u, uint64_t id);
 
+/*
+ * The backend weir_upstream_select would choose for key now, without
+ * taking it: no reference, nothing counted, no breaker probe claimed (a
+ * backend whose breaker would let a probe through counts as usable). Its
+ * "ip:port" goes into addr[cap]; returns its length, or 0 if no backend
+ * is usable. A ring service answers with it (weir/resp.h).
+ */
+size_t weir_upstream_owner(weir_upstream *u, uint64_t key, char *addr, size_t cap);
+/*
+ * How many times who takes requests has changed (a member added, removed,
+ * re-weighted or drained, a health verdict, a breaker that opened or
+ * closed), and when the last change was (Unix ms, 0 for never) into
+ * *last_unix_ms (may be NULL).
+ */
+uint64_t weir_upstream_changes(weir_upstream *u, uint64_t *last_unix_ms);
+
 /* How a request to a backend went (passive health). */
 typedef enum weir_backend_outcome {
     WEIR_BACKEND_OK,           /* a response came back (any status not counted as failure) */

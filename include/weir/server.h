@@ -157,6 +157,7 @@ typedef struct weir_server_stats {
     uint64_t tcp_sessions;          /* open TCP (L4) sessions (weir/l4.h) */
     uint64_t udp_sessions;          /* open UDP sessions (weir/l4.h) */
     uint64_t udp_dropped;           /* UDP datagrams dropped since the start */
+    uint64_t resp_connections;      /* open RESP client connections (weir/resp.h) */
     uint64_t pool_idle;             /* idle upstream connections in the shared pool */
     uint64_t pool_migrations;       /* idle connections taken over by another worker */
     int workers;

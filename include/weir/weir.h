@@ -12,6 +12,7 @@
 #include "weir/log.h"
 #include "weir/peer.h"
 #include "weir/proxy.h"
+#include "weir/resp.h"
 #include "weir/server.h"
 #include "weir/session.h"
 #include "weir/subrequest.h"

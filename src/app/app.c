@@ -149,6 +149,10 @@ static const char *tcp_change(const weir_cfg_server *x, const weir_cfg_server *y
         return "responses";
     if (x->udp.max_sessions != y->udp.max_sessions)
         return "max_sessions";
+    if (x->resp.idle_timeout_ms != y->resp.idle_timeout_ms)
+        return "idle_timeout";
+    if (x->resp.max_command != y->resp.max_command)
+        return "max_command_size";
     if ((x->n_sni_routes > 0) != (y->n_sni_routes > 0) && x->protocol == WEIR_CFG_HTTP)
         return "tls_passthrough (on or off)";
     return NULL;
@@ -221,6 +225,8 @@ static int add_service(weir_server *srv, server_app *sa, const weir_cfg_server *
 {
     if (y->protocol == WEIR_CFG_UDP)
         return weir_server_add_udp(srv, addrs, n, &weir__app_udp_ops, sa, &y->udp);
+    if (y->protocol == WEIR_CFG_RESP)
+        return weir_server_add_resp(srv, addrs, n, &weir__app_resp_ops, sa, &y->resp);
     if (y->protocol != WEIR_CFG_HTTP) {
         weir_tcp_options t = y->tcp;
         t.tls = sa->tls;
@@ -506,6 +512,7 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
         }
     }
     map_servers(app, nc, old);
+    nc->revision = old->revision + 1;
     weir_upstream *ups[1024];
     size_t n = checked_upstreams(nc, ups, 1024);
     if (weir_server_set_upstreams(srv, ups, n) != WEIR_OK) {

@@ -99,5 +99,7 @@ weir_cfg_server *weir__app_find_server(weir_config *cfg, server_app *sa);
 /* tcp.c: the phases of protocol = "tcp" servers. */
 extern const weir_tcp_ops weir__app_tcp_ops;
 extern const weir_udp_ops weir__app_udp_ops;
+/* ring.c: the commands of protocol = "resp" servers. */
+extern const weir_resp_ops weir__app_resp_ops;
 
 #endif

@@ -108,6 +108,7 @@ static void set_verdict(checked *c, weir_backend *b, bool ok, const char *why)
         if (!healthy && ++b->hc_rise >= hc->rise) {
             atomic_store(&b->healthy, true);
             atomic_fetch_add(&b->health_changes, 1);
+            weir__lb_note_change(c->u);
             b->hc_rise = 0;
             c->r->transitions++;
             weir_log_info("upstream %s: backend %s is healthy again (%u checks passed)", c->u->name,
@@ -118,6 +119,7 @@ static void set_verdict(checked *c, weir_backend *b, bool ok, const char *why)
         if (healthy && ++b->hc_fall >= hc->fall) {
             atomic_store(&b->healthy, false);
             atomic_fetch_add(&b->health_changes, 1);
+            weir__lb_note_change(c->u);
             b->hc_fall = 0;
             c->r->transitions++;
             weir_log_warn("upstream %s: backend %s is unhealthy after %u failed checks: %s",

@@ -364,6 +364,25 @@ static void index_remove(weir_upstream *u, weir_backend *b)
 static void changed(weir_upstream *u)
 {
     atomic_fetch_add_explicit(&u->version, 1, memory_order_release);
+    weir__lb_note_change(u);
+}
+
+void weir__lb_note_change(weir_upstream *u)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_store_explicit(&u->changed_unix_ms,
+                          (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
+                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&u->changes, 1, memory_order_release);
+}
+
+uint64_t weir_upstream_changes(weir_upstream *u, uint64_t *last_unix_ms)
+{
+    uint64_t n = atomic_load_explicit(&u->changes, memory_order_acquire);
+    if (last_unix_ms)
+        *last_unix_ms = atomic_load_explicit(&u->changed_unix_ms, memory_order_relaxed);
+    return n;
 }
 
 /* The canonical text of addr into canon[64]; -1 if it is not an address. */
@@ -502,8 +521,8 @@ int weir_upstream_set_drain(weir_upstream *u, const char *addr, bool drain)
     /* A flag every snapshot sees: no rebuild. */
     pthread_mutex_lock(&u->lock);
     weir_backend *b = member_find(u, canon);
-    if (b)
-        atomic_store(&b->draining, drain);
+    if (b && atomic_exchange(&b->draining, drain) != drain)
+        weir__lb_note_change(u);
     pthread_mutex_unlock(&u->lock);
     return b ? WEIR_OK : WEIR_ERR_INVAL;
 }
@@ -895,6 +914,26 @@ weir_backend *weir_upstream_find(weir_upstream *u, uint64_t id)
     return NULL;
 }
 
+size_t weir_upstream_owner(weir_upstream *u, uint64_t key, char *addr, size_t cap)
+{
+    lb_snapshot *s = current(u);
+    long i = -1;
+    if (s->n == 1 && u->opts.keep_sole_backend) {
+        weir_backend *b = s->v[0];
+        i = atomic_load(&b->draining) || !atomic_load(&b->healthy) ? -1 : 0;
+    } else if (s->n) {
+        i = pick(u, s, key, NULL, 0);
+    }
+    if (i < 0 || cap == 0)
+        return 0;
+    /* A retired snapshot outlives any reader by seconds: copy now. */
+    size_t n = strlen(s->v[i]->text);
+    if (n >= cap)
+        return 0;
+    memcpy(addr, s->v[i]->text, n + 1);
+    return n;
+}
+
 int weir_upstream_member(weir_upstream *u, uint64_t id)
 {
     lb_snapshot *s = current(u);
@@ -924,6 +963,7 @@ void weir_backend_done(weir_backend *b, weir_backend_outcome outcome)
         if (outcome == WEIR_BACKEND_OK) {
             atomic_store(&b->consecutive_fails, 0);
             atomic_store(&b->breaker, WEIR_BREAKER_CLOSED);
+            weir__lb_note_change(u);
             weir_log_info("upstream %s: backend %s recovered (breaker closed)", u->name, b->text);
         } else {
             if (outcome == WEIR_BACKEND_FAILED)
@@ -941,10 +981,12 @@ void weir_backend_done(weir_backend *b, weir_backend_outcome outcome)
             int st = WEIR_BREAKER_CLOSED;
             if (u->opts.max_fails && n >= u->opts.max_fails) {
                 atomic_store(&b->opened_at_ms, weir__lb_now_ms());
-                if (atomic_compare_exchange_strong(&b->breaker, &st, WEIR_BREAKER_OPEN))
+                if (atomic_compare_exchange_strong(&b->breaker, &st, WEIR_BREAKER_OPEN)) {
+                    weir__lb_note_change(u);
                     weir_log_warn("upstream %s: backend %s ejected after %u consecutive "
                                   "failures (breaker open for %u ms)",
                                   u->name, b->text, n, u->opts.fail_timeout_ms);
+                }
             }
         }
     }

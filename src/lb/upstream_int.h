@@ -83,8 +83,11 @@ struct weir_upstream {
     weir_upstream_options opts;
     _Atomic(lb_snapshot *) snap;
     _Atomic uint64_t version; /* of the membership; written under lock */
-    pthread_mutex_t lock;     /* members, their index, version, hc */
-    weir_backend **members;   /* insertion order; one reference each */
+    /* Changes to who takes requests (weir_upstream_changes), and when the
+     * last was (wall clock, ms). */
+    _Atomic uint64_t changes, changed_unix_ms;
+    pthread_mutex_t lock;   /* members, their index, version, hc */
+    weir_backend **members; /* insertion order; one reference each */
     size_t n_members, cap_members;
     weir_backend **index; /* open addressing on id: the members, NULL = free */
     size_t index_mask;
@@ -104,6 +107,9 @@ struct weir_upstream {
 
 /* Builds the algorithm tables of s (rr.c, hash.c) from s->v, s->w, s->n
  * and s->total_weight. Returns 0 or WEIR_ERR_NOMEM. */
+/* Counts a change to who takes requests (weir_upstream_changes). */
+void weir__lb_note_change(weir_upstream *u);
+
 int weir__lb_build_ketama(lb_snapshot *s);
 int weir__lb_build_maglev(lb_snapshot *s);
 int weir__lb_build_rr(lb_snapshot *s);

@@ -67,7 +67,7 @@ static long bad(const char **why, const char *text, long rc)
     return rc;
 }
 
-static long multibulk(const char *buf, size_t len, const weir_resp_limits *lim, weir_resp_arg *args,
+static long multibulk(const char *buf, size_t len, const weir_resp_limits *lim, weir_str *args,
                       size_t *argc, const char **why)
 {
     long cr = line_at(buf, len, 1, MAX_NUMBER_LINE);
@@ -101,7 +101,7 @@ static long multibulk(const char *buf, size_t len, const weir_resp_limits *lim, 
             return WEIR_RESP_MORE;
         if (buf[data + (size_t)bl] != '\r' || buf[data + (size_t)bl + 1] != '\n')
             return bad(why, "Protocol error: expected CRLF after a bulk string", WEIR_RESP_BAD);
-        args[i] = (weir_resp_arg){buf + data, (size_t)bl};
+        args[i] = (weir_str){buf + data, (size_t)bl};
         pos = data + (size_t)bl + 2;
     }
     *argc = (size_t)n;
@@ -119,7 +119,7 @@ static bool is_space(char c)
  * escapes, 'single quoted' with \' only; a closing quote must be followed
  * by a space or the end.
  */
-static long split(const char *p, const char *e, const weir_resp_limits *lim, weir_resp_arg *args,
+static long split(const char *p, const char *e, const weir_resp_limits *lim, weir_str *args,
                   size_t *argc, char *out, const char **why)
 {
     size_t n = 0, o = 0;
@@ -171,15 +171,14 @@ static long split(const char *p, const char *e, const weir_resp_limits *lim, wei
                 p++;
             }
         }
-        args[n++] = (weir_resp_arg){out + start, o - start};
+        args[n++] = (weir_str){out + start, o - start};
     }
     *argc = n;
     return 0;
 }
 
-long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim,
-                        weir_resp_arg *args, size_t *argc, char *scratch, size_t scratch_len,
-                        const char **why)
+long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim, weir_str *args,
+                        size_t *argc, char *scratch, size_t scratch_len, const char **why)
 {
     static const weir_resp_limits defaults = {DEFAULT_MAX_ARGS, DEFAULT_MAX_BULK,
                                               DEFAULT_MAX_INLINE};

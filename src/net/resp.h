@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "weir/types.h"
+
 #define WEIR_RESP_MORE 0       /* not complete yet: read more */
 #define WEIR_RESP_BAD (-1)     /* malformed: answer an error and close */
 #define WEIR_RESP_TOO_BIG (-2) /* over a limit: the same */
@@ -24,11 +26,6 @@ typedef struct weir_resp_limits {
     uint64_t max_bulk;   /* bytes in one argument [1 MB] */
     uint32_t max_inline; /* bytes in an inline command's line [64 KB] */
 } weir_resp_limits;
-
-typedef struct weir_resp_arg {
-    const char *p;
-    size_t n;
-} weir_resp_arg;
 
 /*
  * One command from buf[0..len). Returns the bytes it took (> 0) with
@@ -41,9 +38,8 @@ typedef struct weir_resp_arg {
  * scratch (which must hold the line: max_inline bytes), quoted as
  * redis-cli writes them ("a b", 'c', "\x00\n").
  */
-long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim,
-                        weir_resp_arg *args, size_t *argc, char *scratch, size_t scratch_len,
-                        const char **why);
+long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim, weir_str *args,
+                        size_t *argc, char *scratch, size_t scratch_len, const char **why);
 
 typedef enum weir_resp_type {
     WEIR_RESP_SIMPLE,  /* +OK */

@@ -351,7 +351,10 @@ static void accept_ready(listener *l)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (svc->kind == WEIR_SERVICE_TCP)
+        if (svc->kind == WEIR_SERVICE_RESP)
+            weir__resp_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc, l->addr->text,
+                              &w->resp);
+        else if (svc->kind == WEIR_SERVICE_TCP)
             weir__l4_accept(w->loop, fd, (struct sockaddr *)&peer, plen, svc, l->addr->text, &w->l4,
                             NULL);
         else if (svc->passthrough)

@@ -18,6 +18,7 @@
 #include "lb/health.h"
 #include "proxy/handoff.h"
 #include "proxy/l4.h"
+#include "proxy/resp_server.h"
 #include "proxy/service.h"
 #include "proxy/udp.h"
 #include "weir/server.h"
@@ -61,8 +62,9 @@ struct worker {
     size_t n_listeners, cap_listeners;
     weir_h1s_list conns;
     weir_h2c_list h2conns;
-    weir_l4_list l4;    /* TCP sessions: they run to their end on a drain */
-    weir_udp_table udp; /* UDP sessions: they end once quiet on a drain */
+    weir_l4_list l4;     /* TCP sessions: they run to their end on a drain */
+    weir_udp_table udp;  /* UDP sessions: they end once quiet on a drain */
+    weir_resp_list resp; /* RESP connections: they close between commands on a drain */
     weir_timer drain_check;
     weir_timer pool_trim; /* gives idle pooled objects back (weir__pool_trim) */
     int rc;

@@ -91,6 +91,8 @@ void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
                 atomic_load_explicit(&srv->workers[i].h2conns.n, memory_order_relaxed);
             out->tcp_sessions += atomic_load_explicit(&srv->workers[i].l4.n, memory_order_relaxed);
             out->udp_sessions += atomic_load_explicit(&srv->workers[i].udp.n, memory_order_relaxed);
+            out->resp_connections +=
+                atomic_load_explicit(&srv->workers[i].resp.n, memory_order_relaxed);
             out->udp_dropped +=
                 atomic_load_explicit(&srv->workers[i].udp.dropped_total, memory_order_relaxed);
         }
@@ -343,6 +345,40 @@ int weir_server_add_udp(weir_server *srv, const char *const *listen_addrs, size_
     return attach_service(srv, svc, listen_addrs, n_addrs);
 }
 
+int weir_server_add_resp(weir_server *srv, const char *const *listen_addrs, size_t n_addrs,
+                         const weir_resp_ops *ops, void *app, const weir_resp_options *opts)
+{
+    if (!ops)
+        return WEIR_ERR_INVAL;
+    weir_service *svc = new_service(srv, listen_addrs, n_addrs);
+    if (!svc)
+        return WEIR_ERR_INVAL;
+    svc->kind = WEIR_SERVICE_RESP;
+    svc->resp_ops = ops;
+    svc->app = app;
+    if (opts)
+        svc->resp = *opts;
+    weir_resp_options *o = &svc->resp;
+    if (!o->max_args)
+        o->max_args = 1024;
+    if (!o->max_bulk)
+        o->max_bulk = 512 * 1024;
+    if (!o->max_inline)
+        o->max_inline = 64 * 1024;
+    if (!o->max_command)
+        o->max_command = 1024 * 1024;
+    if (!o->max_pending_output)
+        o->max_pending_output = 1024 * 1024;
+    if (!o->name)
+        o->name = "weir";
+    if (!o->version)
+        o->version = weir_version();
+    if (o->max_command > 512u * 1024 * 1024 || o->max_bulk > o->max_command ||
+        o->max_inline > o->max_command)
+        return WEIR_ERR_INVAL;
+    return attach_service(srv, svc, listen_addrs, n_addrs);
+}
+
 /*
  * Gives the service its addresses and counts it: addresses another
  * service released move here with their sockets; the others get entries
@@ -433,7 +469,7 @@ int weir_server_set_upstreams(weir_server *srv, weir_upstream *const *ups, size_
 static void drain_check(weir_timer *t)
 {
     worker *w = weir_container_of(t, worker, drain_check);
-    if (w->conns.n == 0 && w->h2conns.n == 0 && w->l4.n == 0 && w->udp.n == 0) {
+    if (w->conns.n == 0 && w->h2conns.n == 0 && w->l4.n == 0 && w->udp.n == 0 && w->resp.n == 0) {
         weir__loop_stop(w->loop);
         return;
     }
@@ -447,6 +483,7 @@ static void task_drain(void *arg)
     worker *w = arg;
     weir__srv_close_listeners(w, true);
     weir__udp_drain(&w->udp);
+    weir__resp_list_drain(&w->resp);
     weir__h1s_list_drain(&w->conns);
     weir__h2c_list_drain(&w->h2conns);
     weir__upool_close_all(w->loop);
@@ -462,6 +499,7 @@ static void task_force(void *arg)
     weir__h1s_list_close_all(&w->conns);
     weir__h2c_list_close_all(&w->h2conns);
     weir__l4_list_close_all(&w->l4);
+    weir__resp_list_close_all(&w->resp);
     weir__loop_stop(w->loop);
 }
 
@@ -494,6 +532,7 @@ static void *worker_main(void *arg)
     weir__h2c_list_close_all(&w->h2conns);
     weir__l4_list_close_all(&w->l4);
     weir__udp_close_all(&w->udp);
+    weir__resp_list_close_all(&w->resp);
     weir__cache_shutdown();
     weir__subreq_shutdown();
     weir__upool_close_all(w->loop);
@@ -501,6 +540,7 @@ static void *worker_main(void *arg)
     weir__loop_run_pending(w->loop);
     weir__upool_thread_exit();
     weir__h2u_thread_exit();
+    weir__resp_thread_exit();
     weir__pool_thread_release();
     return NULL;
 }

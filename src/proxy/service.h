@@ -1,7 +1,7 @@
 /*
  * service.h - a service: an HTTP proxy (the application's phases, its
  * options with defaults filled in, the access log), a TCP or a UDP one
- * (weir/l4.h). Shared read-only by all workers.
+ * (weir/l4.h), or a RESP one (weir/resp.h). Shared read-only by all workers.
  */
 #ifndef WEIR_PROXY_SERVICE_H
 #define WEIR_PROXY_SERVICE_H
@@ -12,11 +12,13 @@
 #include "http/h1_server.h"
 #include "weir/l4.h"
 #include "weir/proxy.h"
+#include "weir/resp.h"
 
 typedef enum weir_service_kind {
     WEIR_SERVICE_HTTP,
     WEIR_SERVICE_TCP,
     WEIR_SERVICE_UDP,
+    WEIR_SERVICE_RESP,
 } weir_service_kind;
 
 typedef struct weir_service {
@@ -33,6 +35,9 @@ typedef struct weir_service {
     /* WEIR_SERVICE_UDP: its phases and options (defaults filled in). */
     const weir_udp_ops *udp_ops;
     weir_udp_options udp;
+    /* WEIR_SERVICE_RESP: its commands and options (defaults filled in). */
+    const weir_resp_ops *resp_ops;
+    weir_resp_options resp;
     _Atomic uint32_t udp_sessions; /* open, all workers: against udp.max_sessions */
     /* TLS passthrough on an HTTP service's listener: the TCP service its
      * ClientHellos go to first (passthrough_ops), and back from it the

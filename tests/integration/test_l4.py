@@ -489,7 +489,7 @@ def test_a_client_that_resets_while_connecting_ends_the_connect(start_proc, tmp_
     ('protocol = "tcp"\nupstream = "h"\n', "hashes a request's uri"),
     ('protocol = "tcp"\nupstream = "u"\nmax_body_size = "1MB"\n', "'max_body_size' in "
      "[servers.t] is for HTTP servers"),
-    ('protocol = "udpx"\nupstream = "u"\n', 'expected "http", "tcp", "udp" or'),
+    ('protocol = "udpx"\nupstream = "u"\n', 'expected "http", "tcp", "udp", "tls_passthrough" or "resp"'),
     ('locations = ["l"]\nidle_timeout = "1s"\n', "'idle_timeout' in [servers.t] is for "
      "protocol = \"tcp\" or \"udp\" servers"),
     ('protocol = "tcp"\nupstream = "u"\nproxy_protocol = true\n', "needs 'trusted_proxies'"),

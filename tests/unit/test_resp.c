@@ -10,7 +10,7 @@
 
 #include "net/resp.h"
 
-static weir_resp_arg args[1024];
+static weir_str args[1024];
 static char scratch[70000];
 
 static long cmd(const char *s, size_t *argc, const char **why)
@@ -20,7 +20,7 @@ static long cmd(const char *s, size_t *argc, const char **why)
 
 static bool arg_is(size_t i, const char *want)
 {
-    return args[i].n == strlen(want) && memcmp(args[i].p, want, args[i].n) == 0;
+    return args[i].len == strlen(want) && memcmp(args[i].ptr, want, args[i].len) == 0;
 }
 
 Test(resp, multibulk_command_and_every_prefix)
@@ -60,8 +60,8 @@ Test(resp, binary_arguments)
     size_t argc;
     const char *why;
     cr_assert_eq(weir__resp_command(s, 14, NULL, args, &argc, scratch, sizeof(scratch), &why), 14);
-    cr_assert_eq(args[0].n, 4);
-    cr_assert_eq(memcmp(args[0].p, "\0\r\n\xff", 4), 0);
+    cr_assert_eq(args[0].len, 4);
+    cr_assert_eq(memcmp(args[0].ptr, "\0\r\n\xff", 4), 0);
 }
 
 Test(resp, empty_commands_are_taken)

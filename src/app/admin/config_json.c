@@ -225,7 +225,7 @@ static json_t *server_json(const weir_cfg_server *s)
         const char *a = s->addrs[i];
         json_array_append_new(addrs, json_string(strncmp(a, "udp://", 6) == 0 ? a + 6 : a));
     }
-    static const char *const protocols[] = {"http", "tcp", "tls_passthrough", "udp"};
+    static const char *const protocols[] = {"http", "tcp", "tls_passthrough", "udp", "resp"};
     json_t *o = json_pack(
         "{s:s, s:s, s:o, s:o, s:b, s:o}", "name", s->name, "protocol", protocols[s->protocol],
         "addr", addrs, "locations", locs, "access_log", s->access_log != NULL, "access_log_file",

@@ -42,6 +42,8 @@ enum kind {
     K_UDP_BYTES,   /* v[0..1] bytes from/to the client, v[2..3] datagrams: server, backend */
     K_UDP_FAILS,   /* backends that refused a UDP session: server, backend */
     K_UDP_TERM,    /* UDP sessions by termination: server, termination */
+    K_RESP,        /* RESP commands: server, command */
+    K_RING,        /* v[0] keys a ring answered with a backend, v[1] with nil: server */
 };
 
 /* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
@@ -280,6 +282,27 @@ void weir__metrics_tcp(const weir_cfg_server *srv, const char *backend, uint64_t
                label(sv, srv->name), st->termination);
         if (t)
             bump(&t->v[0], 1);
+    }
+}
+
+void weir__metrics_resp(const weir_cfg_server *srv, weir_metrics_resp_cmd cmd, uint64_t owned,
+                        uint64_t unowned)
+{
+    block *b = my_block();
+    if (!b || !srv)
+        return;
+    static const char *const names[] = {"get", "mget", "info", "other"};
+    char sv[LABEL_CAP];
+    SERIES(n, K_RESP, srv, NULL, (uint32_t)cmd, "server=\"%s\",command=\"%s\"",
+           label(sv, srv->name), names[cmd]);
+    if (n)
+        bump(&n->v[0], 1);
+    if (owned || unowned) {
+        SERIES(r, K_RING, srv, NULL, 0, "server=\"%s\"", label(sv, srv->name));
+        if (r) {
+            bump(&r->v[0], owned);
+            bump(&r->v[1], unowned);
+        }
     }
 }
 
@@ -637,6 +660,12 @@ static void emit_tcp(out *o)
                  "UDP sessions by how they ended (-T the responses came, cT idle, ST/SC the "
                  "backend refused, PR no backend, KT shutdown).",
                  K_UDP_TERM, 0);
+    emit_counter(o, "weir_resp_commands_total",
+                 "Commands RESP (ring) servers answered, by server and command.", K_RESP, 0);
+    emit_counter(o, "weir_ring_owned_keys_total",
+                 "Keys a ring server answered with a backend (GET, MGET), by server.", K_RING, 0);
+    emit_counter(o, "weir_ring_unowned_keys_total",
+                 "Keys a ring server answered with nil (no usable backend), by server.", K_RING, 1);
 }
 
 char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t log_dropped,
@@ -693,6 +722,7 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "weir_client_connections{protocol=\"http2\"} %llu\n"
              "weir_client_connections{protocol=\"tcp\"} %llu\n"
              "weir_client_connections{protocol=\"udp\"} %llu\n"
+             "weir_client_connections{protocol=\"resp\"} %llu\n"
              "# HELP weir_udp_dropped_datagrams_total UDP datagrams dropped (a full socket "
              "buffer, max_sessions, no descriptor left).\n"
              "# TYPE weir_udp_dropped_datagrams_total counter\n"
@@ -703,8 +733,9 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              "# TYPE weir_pool_migrations_total counter\nweir_pool_migrations_total %llu\n",
              (unsigned long long)st.client_connections,
              (unsigned long long)st.client_connections_h2, (unsigned long long)st.tcp_sessions,
-             (unsigned long long)st.udp_sessions, (unsigned long long)st.udp_dropped,
-             (unsigned long long)st.pool_idle, (unsigned long long)st.pool_migrations);
+             (unsigned long long)st.udp_sessions, (unsigned long long)st.resp_connections,
+             (unsigned long long)st.udp_dropped, (unsigned long long)st.pool_idle,
+             (unsigned long long)st.pool_migrations);
         const weir_tls_stats *t = &st.tls;
         emit(&o,
              "# HELP weir_tls_handshakes_total TLS handshakes by side (client: with clients, "

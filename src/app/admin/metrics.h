@@ -28,6 +28,17 @@ void weir__metrics_tcp(const weir_cfg_server *srv, const char *backend, uint64_t
 void weir__metrics_tcp_connect_failed(const weir_cfg_server *srv, const char *backend,
                                       uint64_t backend_id);
 
+/* Counts one command of a RESP (ring) server, and the keys it answered
+ * with a backend and with nil. Worker threads. */
+typedef enum weir_metrics_resp_cmd {
+    WEIR_METRICS_RESP_GET,
+    WEIR_METRICS_RESP_MGET,
+    WEIR_METRICS_RESP_INFO,
+    WEIR_METRICS_RESP_OTHER,
+} weir_metrics_resp_cmd;
+void weir__metrics_resp(const weir_cfg_server *srv, weir_metrics_resp_cmd cmd, uint64_t owned,
+                        uint64_t unowned);
+
 /* Counts a reload and its outcome. Any thread. */
 void weir__metrics_reload(bool ok);
 

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app/access_log.h"
@@ -210,6 +211,16 @@ static void check_tcp_upstream(loader *ld, const weir_cfg_server *s, const weir_
 {
     if (!u)
         return;
+    if (s->protocol == WEIR_CFG_RESP) {
+        /* A ring: any hash key, for GET's key takes the request's place. */
+        if (u->algo != WEIR_LB_KETAMA && u->algo != WEIR_LB_MAGLEV)
+            weir__cfg_err_at(ld, line,
+                             "[servers.%s] (protocol = \"resp\") answers for upstream '%s', whose "
+                             "algo is \"%s\": a ring needs algo = \"hash:KEY\" or "
+                             "\"maglev:KEY\" (the KEY the proxies that share it hash by)",
+                             s->name, u->name, weir_lb_algo_name(u->algo));
+        return;
+    }
     if (u->hash_key != WEIR_HASH_NONE && u->hash_key != WEIR_HASH_IP)
         weir__cfg_err_at(ld, line,
                          "[servers.%s] passes connections to upstream '%s', which hashes a "
@@ -483,6 +494,9 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
     ld.cfg = c;
     c->refs = 1;
     c->file = strdup(file);
+    c->revision = 1;
+    c->loaded_unix = (int64_t)time(NULL);
+    c->digest = weir_lb_hash(text, len);
     weir__cfg_check_keys(&ld, root, "top level", top_keys);
     load_basic(&ld, section_of(&ld, root, "basic"));
     load_admin(&ld, weir_toml_table_get(root, "admin"));

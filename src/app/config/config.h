@@ -198,6 +198,7 @@ typedef enum weir_cfg_protocol {
     WEIR_CFG_TCP,             /* an L4 server (weir/l4.h): its upstream, no locations */
     WEIR_CFG_TLS_PASSTHROUGH, /* L4, routed by the ClientHello's server name */
     WEIR_CFG_UDP,             /* datagrams balanced per client address */
+    WEIR_CFG_RESP,            /* a ring service: GET key answers its backend (weir/resp.h) */
 } weir_cfg_protocol;
 
 /* sni_routes / tls_passthrough: a server name ("a.example.com", or
@@ -217,6 +218,7 @@ struct weir_cfg_server {
     weir_cfg_upstream *upstream; /* a TCP server's; a passthrough server's default */
     weir_tcp_options tcp;        /* a TCP server's settings */
     weir_udp_options udp;        /* a UDP server's */
+    weir_resp_options resp;      /* a RESP server's */
     /* Passthrough by server name: a tls_passthrough server's sni_routes,
      * an HTTPS server's tls_passthrough (the rest it terminates). */
     weir_cfg_sni_route *sni_routes;
@@ -289,6 +291,12 @@ bool weir__cfg_cache_stores(struct weir_config *cfg, const struct weir_config *o
 struct weir_config {
     _Atomic long refs;
     char *file; /* for messages */
+    /* Which load this is: 1 at the start, one more for each reload that
+     * took (app.c); when it took (Unix seconds); and a hash of its text,
+     * the same for the same file on every instance. */
+    uint64_t revision;
+    int64_t loaded_unix;
+    uint64_t digest;
     weir_cfg_basic basic;
     weir_cfg_admin admin;
     weir_cfg_server *servers;

@@ -70,12 +70,17 @@ static const char *const server_keys[] = {"addr",
                                           "sni_routes",
                                           "responses",
                                           "max_sessions",
+                                          "max_command_size",
                                           NULL};
 
 /* What a UDP server takes. */
 static const char *const udp_keys[] = {"addr",       "protocol",        "upstream",
                                        "access_log", "access_log_file", "idle_timeout",
                                        "responses",  "max_sessions",    NULL};
+
+/* What a RESP (ring) server takes. */
+static const char *const resp_keys[] = {"addr",         "protocol",         "upstream",
+                                        "idle_timeout", "max_command_size", NULL};
 
 /* What a TCP server takes; the rest of server_keys is HTTP's. */
 static const char *const tcp_keys[] = {"addr",
@@ -297,6 +302,44 @@ static void load_udp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, c
     }
 }
 
+/* protocol = "resp": only its keys, its upstream (looked up and checked
+ * by the caller) and its settings. */
+static void load_resp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, const char *section,
+                      char **up_name, int *up_line)
+{
+    size_t n = weir_toml_table_count(t);
+    for (size_t i = 0; i < n; i++) {
+        weir_toml_entry e;
+        weir_toml_table_entry(t, i, &e);
+        if (listed(server_keys, e.key, e.key_len) && !listed(resp_keys, e.key, e.key_len))
+            weir__cfg_err_at(ld, e.line,
+                             "'%.*s' in [%s] is not for a protocol = \"resp\" server, which takes "
+                             "addr, upstream, idle_timeout and max_command_size",
+                             (int)e.key_len, e.key, section);
+    }
+    bool present;
+    *up_name = weir__cfg_dup_string(ld, t, "upstream", section, &present);
+    weir_toml_entry ue;
+    *up_line = weir__cfg_entry_of(t, "upstream", &ue) ? ue.line : s->line;
+    if (!present)
+        weir__cfg_err_at(ld, s->line,
+                         "[%s] (protocol = \"resp\") needs 'upstream': the ring it answers for",
+                         section);
+    weir_resp_options *o = &s->resp;
+    weir__cfg_get_duration(ld, t, "idle_timeout", section, 7 * 86400000u, false,
+                           &o->idle_timeout_ms);
+    uint64_t size;
+    if (weir__cfg_get_size(ld, t, "max_command_size", section, 512ull * 1024 * 1024, &size)) {
+        if (size < 1024)
+            weir__cfg_err_at(ld, ue.line, "'max_command_size' in [%s] must be at least 1KB",
+                             section);
+        o->max_command = (uint32_t)size;
+        /* One argument may be as long as the command allows. */
+        o->max_bulk = o->max_command < 512 * 1024 ? o->max_command : 512 * 1024;
+        o->max_inline = o->max_command < 64 * 1024 ? o->max_command : 64 * 1024;
+    }
+}
+
 /* trusted_proxies = ["10.0.0.0/8", "::1"]: whose identity headers count. */
 static void load_trusted_proxies(loader *ld, weir_proxy_options *o, const weir_toml_value *t,
                                  const char *section)
@@ -371,6 +414,8 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         s->protocol = WEIR_CFG_TCP;
     } else if (proto && strcmp(proto, "udp") == 0) {
         s->protocol = WEIR_CFG_UDP;
+    } else if (proto && strcmp(proto, "resp") == 0) {
+        s->protocol = WEIR_CFG_RESP;
     } else if (proto && strcmp(proto, "tls_passthrough") == 0) {
         s->protocol = WEIR_CFG_TLS_PASSTHROUGH;
         s->tcp.peek_client_hello = true;
@@ -379,18 +424,22 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         weir__cfg_entry_of(t, "protocol", &e);
         weir__cfg_err_at(ld, e.line,
                          "'protocol' in [%s] is \"%s\": expected \"http\", \"tcp\", "
-                         "\"udp\" or \"tls_passthrough\"",
+                         "\"udp\", \"tls_passthrough\" or \"resp\"",
                          section, proto);
     }
     free(proto);
     if (s->protocol == WEIR_CFG_UDP) {
         load_udp(ld, s, t, section, up_name, up_line);
+    } else if (s->protocol == WEIR_CFG_RESP) {
+        load_resp(ld, s, t, section, up_name, up_line);
+        return;
     } else if (s->protocol != WEIR_CFG_HTTP) {
         load_tcp(ld, s, t, section, up_name, up_line);
     } else {
         static const char *const tcp_only[] = {
-            "upstream",  "idle_timeout", "upload_rate", "download_rate", "proxy_protocol_timeout",
-            "responses", "max_sessions", NULL};
+            "upstream",      "idle_timeout",           "upload_rate",
+            "download_rate", "proxy_protocol_timeout", "responses",
+            "max_sessions",  "max_command_size",       NULL};
         for (size_t i = 0; tcp_only[i]; i++) {
             weir_toml_entry e;
             if (weir__cfg_entry_of(t, tcp_only[i], &e))
