@@ -1,6 +1,7 @@
 /*
  * weir/resp.h - services that answer the Redis protocol (RESP2, and RESP3
- * after HELLO 3) on the runtime's workers, as redis-server does.
+ * after HELLO 3) on the runtime's workers, as redis-server does; and (at
+ * the end) a client that asks a RESP server from any phase.
  *
  * A connection reads commands (arrays of bulk strings, or inline lines as
  * a person types them into telnet) and answers each in order; a client
@@ -35,6 +36,26 @@ extern "C" {
 
 typedef struct weir_server weir_server;
 typedef struct weir_resp_conn weir_resp_conn;
+
+typedef enum weir_resp_type {
+    WEIR_RESP_SIMPLE,  /* +OK */
+    WEIR_RESP_ERROR,   /* -ERR ..., and RESP3's !blob error */
+    WEIR_RESP_INTEGER, /* :1 */
+    WEIR_RESP_BULK,    /* $3 abc, and RESP3's =verbatim (its "txt:" kept) */
+    WEIR_RESP_NIL,     /* $-1, *-1, RESP3's _ */
+    WEIR_RESP_ARRAY,   /* *, and RESP3's map, set and push */
+    WEIR_RESP_OTHER,   /* RESP3's boolean, double, big number */
+} weir_resp_type;
+
+/* A reply's top level (what weir_resp_client's callback gets): its type,
+ * and its text (SIMPLE, ERROR, BULK, and OTHER's line) or its integer or
+ * element count. */
+typedef struct weir_resp_value {
+    weir_resp_type type;
+    const char *p;
+    size_t n;
+    int64_t i;
+} weir_resp_value;
 
 /* A command for COMMAND's answers, as redis-server describes its own
  * (https://redis.io/commands/command/): arity counts the name (negative:
@@ -119,6 +140,59 @@ weir_str weir_resp_conn_client_ip(const weir_resp_conn *c);
 const char *weir_resp_conn_listen_addr(const weir_resp_conn *c);
 /* A number for the connection, unique in the process (CLIENT ID). */
 uint64_t weir_resp_conn_id(const weir_resp_conn *c);
+
+/*
+ * ---- the client: commands to a RESP server from any phase ----
+ *
+ * A weir_resp_client names a server (redis-server, a weir ring, anything
+ * that speaks RESP2) and its timeouts. Calls go over one connection per
+ * worker and server address, opened at the first call, pipelined (many
+ * commands in flight, answered in order) and closed once unused for
+ * idle_timeout_ms: the pooling rules of upstream connections. Nothing
+ * blocks the worker: the callback runs on the worker's loop when the
+ * reply comes, the call times out, or the connection fails.
+ *
+ * After a failure (refused, reset, a connect or a reply that took too
+ * long, a malformed reply) the worker's calls to that address fail at
+ * once for down_ms, then the next call connects again: a dead server
+ * costs a request nothing more than the check.
+ */
+typedef struct weir_resp_client weir_resp_client;
+
+typedef struct weir_resp_client_options {
+    const char *addr;            /* "ip:port" of the server (copied) */
+    uint32_t timeout_ms;         /* from the call to its reply [50] */
+    uint32_t connect_timeout_ms; /* [1000] */
+    uint32_t idle_timeout_ms;    /* a worker's connection unused this long closes [60000] */
+    uint32_t max_pending;        /* commands in flight on a worker's connection [1024] */
+    uint32_t down_ms;            /* after a failure, calls fail at once for this long [1000] */
+} weir_resp_client_options;
+
+/* NULL with err filled on a bad address. Any thread. Free it only when no
+ * call is in flight (their callbacks ran); a worker's connection outlives
+ * it, for the next client of the same address. */
+weir_resp_client *weir_resp_client_new(const weir_resp_client_options *o, char *err,
+                                       size_t err_len);
+void weir_resp_client_free(weir_resp_client *c);
+
+/*
+ * The callback of a call: error 0 with the reply in *v (its text points
+ * into a buffer valid for the callback only; an error reply is a value of
+ * type WEIR_RESP_ERROR, not an error), or error < 0 (-ETIMEDOUT, -ECONNREFUSED,
+ * -ECONNRESET, -EPROTO for a malformed reply, -ESHUTDOWN as the worker
+ * stops) with v NULL.
+ */
+typedef void (*weir_resp_client_cb)(void *arg, int error, const weir_resp_value *v);
+
+/*
+ * Sends argv[0..argc) on the calling worker's connection (a worker's
+ * thread only: a phase, a timer). Returns WEIR_OK, and cb runs later,
+ * exactly once, never inside this call; or a negative error without a
+ * callback: WEIR_ERR_INVAL (not on a worker, argc 0), -EAGAIN (the
+ * address is down, or max_pending calls are in flight), WEIR_ERR_NOMEM.
+ */
+int weir_resp_client_call(weir_resp_client *c, const weir_str *argv, size_t argc,
+                          weir_resp_client_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

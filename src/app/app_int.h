@@ -69,6 +69,15 @@ typedef struct req_ctx {
     bool body_started;      /* a request body piece went through the chain */
     bool body_restart;      /* a new attempt: the next piece starts the body over */
     const void *cache_conf; /* the cache plugin that turned caching on, or NULL */
+    /* The location's router (balance.c): asked once per request. */
+    bool routed;           /* asked (or skipped: down, busy) */
+    bool route_ok;         /* it named a backend: route_ss */
+    bool route_used;       /* the first attempt went there */
+    weir_peer *route_peer; /* upstream_peer's, while the router's answer is awaited */
+    weir_session *route_s;
+    struct sockaddr_storage route_ss;
+    socklen_t route_len;
+    char route_text[64];
 } req_ctx;
 
 /* The upstream of the request: a plugin's choice, else its location's. */

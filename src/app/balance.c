@@ -1,15 +1,19 @@
 /*
  * balance.c - choosing the backend of each request: the location's
  * upstream, hash keys (ip, header, cookie, query, uri), sticky cookies,
- * and which failures are retried on another backend.
+ * a router that names the backend (router = "resp://..."), and which
+ * failures are retried on another backend.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "app/admin/metrics.h"
 #include "app/app_int.h"
 #include "app/fields.h"
+#include "app/vars.h"
 
 /* The consistent-hash key of the request. */
 static uint64_t hash_key(weir_session *s, const weir_cfg_upstream *u)
@@ -88,13 +92,136 @@ static uint8_t retry_bits(weir_session *s, const weir_cfg_upstream *u)
     return r;
 }
 
+/* The location's and upstream's settings for the attempt into *peer:
+ * the location's win over the upstream's, which win over the server's
+ * defaults already there. u may be NULL (a router's backend without an
+ * upstream). */
+static void peer_settings(weir_session *s, const req_ctx *c, const weir_cfg_upstream *u,
+                          weir_peer *peer)
+{
+    const weir_cfg_location *l = c->loc;
+    if (u && u->connection_timeout_ms)
+        peer->connect_timeout_ms = u->connection_timeout_ms;
+    if (l->connect_timeout_ms)
+        peer->connect_timeout_ms = l->connect_timeout_ms;
+    if (u && u->read_timeout_ms)
+        peer->read_timeout_ms = u->read_timeout_ms;
+    if (l->read_timeout_ms)
+        peer->read_timeout_ms = l->read_timeout_ms;
+    if (u && u->write_timeout_ms)
+        peer->write_timeout_ms = u->write_timeout_ms;
+    if (l->write_timeout_ms)
+        peer->write_timeout_ms = l->write_timeout_ms;
+    if (u && u->idle_timeout_ms)
+        peer->idle_timeout_ms = u->idle_timeout_ms;
+    if (c->grpc)
+        peer->read_timeout_ms = peer->write_timeout_ms = l->grpc_idle_timeout_ms;
+    if (!u)
+        return;
+    /* total_connection_timeout bounds the whole connection set-up (TCP and
+     * the TLS handshake), as in Pingora. */
+    if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
+        peer->connect_timeout_ms = u->total_connection_timeout_ms;
+    peer->keepalive = u->keepalive;
+    peer->max_connection_age_ms = u->max_connection_age_ms;
+    peer->max_requests = u->max_requests;
+    peer->retry_on = retry_bits(s, u);
+    peer->queue_timeout_ms = u->queue_timeout_ms;
+    peer->h2 = u->h2;
+    peer->h2_or_h1 = u->h2_or_h1;
+    weir__app_peer_tls(u, peer);
+    peer->send_proxy = u->send_proxy;
+}
+
+/* ---- router = "resp://..." ---- */
+
+static weir_phase_result select_peer(weir_session *s, req_ctx *c, weir_peer *peer);
+
+/* The router did not name a backend: the upstream, or an error. */
+static weir_phase_result route_missed(weir_session *s, req_ctx *c, weir_peer *peer, int status)
+{
+    weir__metrics_router(c->loc, status == 200   ? WEIR_METRICS_ROUTER_NIL
+                                 : status == 504 ? WEIR_METRICS_ROUTER_TIMEOUT
+                                                 : WEIR_METRICS_ROUTER_ERROR);
+    if (c->loc->router_fallback_error || !weir__app_upstream(c))
+        return status == 504   ? weir__app_answer(s, 504, "Gateway Timeout")
+               : status == 200 ? weir__app_answer(s, 503, "Service Unavailable")
+                               : weir__app_answer(s, 502, "Bad Gateway");
+    return select_peer(s, c, peer);
+}
+
+static void router_answered(void *arg, int error, const weir_resp_value *v)
+{
+    req_ctx *c = arg;
+    weir_session *s = c->route_s;
+    weir_peer *peer = c->route_peer;
+    c->route_peer = NULL;
+    weir_phase_result r;
+    if (error < 0) {
+        r = route_missed(s, c, peer, error == -ETIMEDOUT ? 504 : 502);
+    } else if (v->type == WEIR_RESP_NIL) {
+        r = route_missed(s, c, peer, 200);
+    } else if (v->type == WEIR_RESP_BULK && v->n < sizeof(c->route_text)) {
+        memcpy(c->route_text, v->p, v->n);
+        c->route_text[v->n] = '\0';
+        if (weir_addr_parse(c->route_text, &c->route_ss, &c->route_len) == 0) {
+            c->route_ok = true;
+            weir__metrics_router(c->loc, WEIR_METRICS_ROUTER_ROUTED);
+            r = select_peer(s, c, peer);
+        } else {
+            weir_log(WEIR_LEVEL_DEBUG, "router %s answered '%s', not an ip:port",
+                     c->loc->router_text, c->route_text);
+            r = route_missed(s, c, peer, 502);
+        }
+    } else {
+        r = route_missed(s, c, peer, 502); /* an error reply, or not a string */
+    }
+    weir_session_resume(s, r);
+}
+
+/* Asks the router for the request's backend: PENDING until it answers. */
+static weir_phase_result ask_router(weir_session *s, req_ctx *c, weir_peer *peer)
+{
+    const weir_cfg_location *l = c->loc;
+    weir_str key = l->router_key ? weir__tmpl_render(l->router_key, s)
+                                 : (weir_str){l->router_key_text, strlen(l->router_key_text)};
+    if (!key.ptr)
+        return route_missed(s, c, peer, 502);
+    weir_str argv[2] = {WEIR_STR("GET"), key};
+    c->route_s = s;
+    c->route_peer = peer;
+    if (weir_resp_client_call(l->router, argv, 2, router_answered, c) != WEIR_OK) {
+        c->route_peer = NULL;
+        return route_missed(s, c, peer, 502); /* down or busy: at once */
+    }
+    return WEIR_PHASE_PENDING;
+}
+
 weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer *peer)
 {
     req_ctx *c = ctx;
-    const weir_cfg_location *l = c->loc;
+    if (c->loc->router && !c->routed && !c->upstream) {
+        c->routed = true;
+        return ask_router(s, c, peer);
+    }
+    return select_peer(s, c, peer);
+}
+
+static weir_phase_result select_peer(weir_session *s, req_ctx *c, weir_peer *peer)
+{
+    if (c->route_ok && !c->route_used) {
+        /* The router's backend, once: a retry goes to the upstream. */
+        c->route_used = true;
+        memcpy(&peer->addr, &c->route_ss, sizeof(peer->addr));
+        peer->addr_len = c->route_len;
+        peer->addr_text = c->route_text;
+        peer_settings(s, c, weir__app_upstream(c), peer);
+        return WEIR_PHASE_CONTINUE;
+    }
     const weir_cfg_upstream *u = weir__app_upstream(c);
     if (!u || !u->lb)
-        return weir__app_answer(s, 503, "Service Unavailable");
+        return weir__app_answer(s, c->route_used ? 502 : 503,
+                                c->route_used ? "Bad Gateway" : "Service Unavailable");
     weir_backend *b = c->next; /* a retry after a 5xx status chose it already */
     c->next = NULL;
     bool from_cookie = false;
@@ -117,37 +244,7 @@ weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer 
     }
     c->backend = b;
     weir_backend_peer(b, peer);
-    /* Location settings win over the upstream's, which win over the
-     * server's defaults already in *peer. */
-    if (u->connection_timeout_ms)
-        peer->connect_timeout_ms = u->connection_timeout_ms;
-    if (l->connect_timeout_ms)
-        peer->connect_timeout_ms = l->connect_timeout_ms;
-    if (u->read_timeout_ms)
-        peer->read_timeout_ms = u->read_timeout_ms;
-    if (l->read_timeout_ms)
-        peer->read_timeout_ms = l->read_timeout_ms;
-    if (u->write_timeout_ms)
-        peer->write_timeout_ms = u->write_timeout_ms;
-    if (l->write_timeout_ms)
-        peer->write_timeout_ms = l->write_timeout_ms;
-    if (u->idle_timeout_ms)
-        peer->idle_timeout_ms = u->idle_timeout_ms;
-    if (c->grpc)
-        peer->read_timeout_ms = peer->write_timeout_ms = l->grpc_idle_timeout_ms;
-    /* total_connection_timeout bounds the whole connection set-up (TCP and
-     * the TLS handshake), as in Pingora. */
-    if (u->total_connection_timeout_ms && u->total_connection_timeout_ms < peer->connect_timeout_ms)
-        peer->connect_timeout_ms = u->total_connection_timeout_ms;
-    peer->keepalive = u->keepalive;
-    peer->max_connection_age_ms = u->max_connection_age_ms;
-    peer->max_requests = u->max_requests;
-    peer->retry_on = retry_bits(s, u);
-    peer->queue_timeout_ms = u->queue_timeout_ms;
-    peer->h2 = u->h2;
-    peer->h2_or_h1 = u->h2_or_h1;
-    weir__app_peer_tls(u, peer);
-    peer->send_proxy = u->send_proxy;
+    peer_settings(s, c, u, peer);
     return WEIR_PHASE_CONTINUE;
 }
 

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/fields.h"
+
 typedef enum var {
     V_TEXT,
     V_REMOTE_ADDR,
@@ -19,6 +21,8 @@ typedef enum var {
     V_QUERY,
     V_REQUEST_ID,
     V_UPSTREAM_ADDR,
+    V_HTTP,   /* $http_NAME: a request header (text: its name) */
+    V_COOKIE, /* $cookie_NAME: a cookie of the request (text: its name) */
 } var;
 
 typedef struct seg {
@@ -76,7 +80,7 @@ static bool push(weir_tmpl *t, var v, const char *text, size_t len)
     t->v = nv;
     seg *s = &t->v[t->n++];
     *s = (seg){v, NULL, 0};
-    if (v == V_TEXT) {
+    if (v == V_TEXT || v == V_HTTP || v == V_COOKIE) {
         if (!(s->text = malloc(len + 1))) {
             t->n--;
             return false;
@@ -130,6 +134,25 @@ weir_tmpl *weir__tmpl_compile(const char *text, bool *oom)
             char host[256] = "";
             gethostname(host, sizeof(host) - 1);
             ok = push(t, V_TEXT, lit, (size_t)(p - lit)) && push(t, V_TEXT, host, strlen(host));
+            any = true;
+            p = lit = p + 1 + nl;
+            continue;
+        }
+        if (v == V_TEXT && ((nl > 5 && memcmp(p + 1, "http_", 5) == 0) ||
+                            (nl > 7 && memcmp(p + 1, "cookie_", 7) == 0))) {
+            /* nginx's $http_x_api_key (the header X-Api-Key) and
+             * $cookie_session. */
+            bool header = p[1] == 'h';
+            size_t skip = header ? 5 : 7;
+            ok = push(t, V_TEXT, lit, (size_t)(p - lit)) &&
+                 push(t, header ? V_HTTP : V_COOKIE, p + 1 + skip, nl - skip);
+            if (ok && header) {
+                char *h = t->v[t->n - 1].text;
+                for (size_t i = 0; h[i]; i++)
+                    h[i] = h[i] == '_'                  ? '-'
+                           : h[i] >= 'A' && h[i] <= 'Z' ? (char)(h[i] + 32)
+                                                        : h[i];
+            }
             any = true;
             p = lit = p + 1 + nl;
             continue;
@@ -189,6 +212,10 @@ static weir_str value_of(const seg *g, weir_session *s)
         return weir_session_request_id(s);
     case V_UPSTREAM_ADDR:
         return weir_session_upstream_addr(s);
+    case V_HTTP:
+        return weir_headers_get(weir_session_req_headers(s), g->text);
+    case V_COOKIE:
+        return weir__cookie(weir_session_req_headers(s), g->text);
     }
     return WEIR_STR_NULL;
 }

@@ -7,7 +7,9 @@
  * $client_ip), $peer_addr (the connection's address), $host, $scheme,
  * $method, $path, $uri (path and query), $query, $request_id,
  * $upstream_addr (the backend of the last attempt, "-" before one),
- * $hostname (this machine's), and ${NAME}, the environment variable NAME
+ * $hostname (this machine's), $http_NAME (the request header NAME, with
+ * "_" for "-": $http_x_api_key), $cookie_NAME (a request cookie), and
+ * ${NAME}, the environment variable NAME
  * when weir loaded the configuration. A "$" that starts none of these is
  * kept as written.
  */

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "weir/resp.h"
 #include "weir/types.h"
 
 #define WEIR_RESP_MORE 0       /* not complete yet: read more */
@@ -40,25 +41,6 @@ typedef struct weir_resp_limits {
  */
 long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim, weir_str *args,
                         size_t *argc, char *scratch, size_t scratch_len, const char **why);
-
-typedef enum weir_resp_type {
-    WEIR_RESP_SIMPLE,  /* +OK */
-    WEIR_RESP_ERROR,   /* -ERR ..., and RESP3's !blob error */
-    WEIR_RESP_INTEGER, /* :1 */
-    WEIR_RESP_BULK,    /* $3 abc, and RESP3's =verbatim (its "txt:" kept) */
-    WEIR_RESP_NIL,     /* $-1, *-1, RESP3's _ */
-    WEIR_RESP_ARRAY,   /* *, and RESP3's map, set and push */
-    WEIR_RESP_OTHER,   /* RESP3's boolean, double, big number */
-} weir_resp_type;
-
-/* A reply's top level: its type, and its text (SIMPLE, ERROR, BULK, and
- * OTHER's line) or its integer or element count. */
-typedef struct weir_resp_value {
-    weir_resp_type type;
-    const char *p;
-    size_t n;
-    int64_t i;
-} weir_resp_value;
 
 /*
  * One whole reply from buf[0..len), nested values included (at most 32

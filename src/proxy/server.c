@@ -22,6 +22,7 @@
 
 #include "core/pool.h"
 #include "http/h2_client.h"
+#include "net/resp_client.h"
 #include "net/sock.h"
 #include "net/tls.h"
 #include "net/upool.h"
@@ -535,12 +536,14 @@ static void *worker_main(void *arg)
     weir__resp_list_close_all(&w->resp);
     weir__cache_shutdown();
     weir__subreq_shutdown();
+    weir__respc_shutdown();
     weir__upool_close_all(w->loop);
     weir__h2u_shutdown(w->loop);
     weir__loop_run_pending(w->loop);
     weir__upool_thread_exit();
     weir__h2u_thread_exit();
     weir__resp_thread_exit();
+    weir__respc_thread_exit();
     weir__pool_thread_release();
     return NULL;
 }

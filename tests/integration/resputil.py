@@ -99,3 +99,98 @@ def encode(*args):
             a = str(a).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(a), a))
     return b"".join(out)
+
+
+class FakeServer:
+    """A RESP server on loopback answering GET key with answer(key): a str
+    (a bulk string), None (nil), an Error (an error reply), or "hang" (no
+    reply ever). Remembers the keys it was asked, in order; pipelining
+    works (replies in order)."""
+
+    def __init__(self, answer, port=0):
+        import threading
+        self.answer = answer
+        self.keys = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+                out = b""
+                while True:
+                    cmd, buf = _take(buf)
+                    if cmd is None:
+                        break
+                    key = cmd[1].decode() if len(cmd) > 1 else ""
+                    with self.lock:
+                        self.keys.append(key)
+                    a = self.answer(key)
+                    if a == "hang":
+                        continue
+                    if a is None:
+                        out += b"$-1\r\n"
+                    elif isinstance(a, Error):
+                        out += b"-" + a.encode() + b"\r\n"
+                    else:
+                        b = a.encode()
+                        out += b"$%d\r\n%s\r\n" % (len(b), b)
+                if out:
+                    c.sendall(out)
+        except OSError:
+            return
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+def _take(buf):
+    """One multibulk command off buf: ([args], rest) or (None, buf)."""
+    if not buf.startswith(b"*"):
+        return None, buf
+    pos = buf.find(b"\r\n")
+    if pos < 0:
+        return None, buf
+    n = int(buf[1:pos])
+    pos += 2
+    args = []
+    for _ in range(n):
+        e = buf.find(b"\r\n", pos)
+        if e < 0:
+            return None, buf
+        ln = int(buf[pos + 1:e])
+        if len(buf) < e + 2 + ln + 2:
+            return None, buf
+        args.append(buf[e + 2:e + 2 + ln])
+        pos = e + 2 + ln + 2
+    return args, buf[pos:]

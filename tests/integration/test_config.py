@@ -18,7 +18,7 @@ import backends as B
 from conftest import REPO, free_port, require_binary, wait_port
 
 EXAMPLES = os.path.join(REPO, "examples")
-EXAMPLE_FILES = ["quickstart.toml", "multi-site.toml", "api-gateway.toml"]
+EXAMPLE_FILES = ["quickstart.toml", "multi-site.toml", "api-gateway.toml", "two-tier.toml"]
 MARK = "# <-"
 
 

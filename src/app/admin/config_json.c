@@ -170,6 +170,13 @@ static json_t *location_json(const weir_cfg_location *l)
     json_object_set_new(o, "response_add_headers", headers_json(&l->resp_add, true));
     json_object_set_new(o, "response_remove_headers", headers_json(&l->resp_remove, false));
     json_object_set_new(o, "rewrite", str_or_null(l->rewrite_re ? l->rewrite_text : NULL));
+    json_object_set_new(o, "router", str_or_null(l->router ? l->router_text : NULL));
+    if (l->router) {
+        json_object_set_new(o, "router_key", json_string(l->router_key_text));
+        json_object_set_new(o, "router_timeout_ms", json_integer(l->router_timeout_ms));
+        json_object_set_new(o, "router_fallback",
+                            json_string(l->router_fallback_error ? "error" : "upstream"));
+    }
     json_object_set_new(o, "client_max_body_size",
                         l->has_max_body ? json_integer((json_int_t)l->client_max_body_size)
                                         : json_null());

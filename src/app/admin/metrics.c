@@ -44,6 +44,7 @@ enum kind {
     K_UDP_TERM,    /* UDP sessions by termination: server, termination */
     K_RESP,        /* RESP commands: server, command */
     K_RING,        /* v[0] keys a ring answered with a backend, v[1] with nil: server */
+    K_ROUTER,      /* a location's router questions: location, result */
 };
 
 /* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
@@ -304,6 +305,19 @@ void weir__metrics_resp(const weir_cfg_server *srv, weir_metrics_resp_cmd cmd, u
             bump(&r->v[1], unowned);
         }
     }
+}
+
+void weir__metrics_router(const weir_cfg_location *loc, weir_metrics_router_result r)
+{
+    block *b = my_block();
+    if (!b || !loc)
+        return;
+    static const char *const names[] = {"routed", "nil", "timeout", "error"};
+    char lv[LABEL_CAP];
+    SERIES(n, K_ROUTER, loc, NULL, (uint32_t)r, "location=\"%s\",result=\"%s\"",
+           label(lv, loc->name), names[r]);
+    if (n)
+        bump(&n->v[0], 1);
 }
 
 void weir__metrics_tcp_connect_failed(const weir_cfg_server *srv, const char *backend,
@@ -664,6 +678,10 @@ static void emit_tcp(out *o)
                  "Commands RESP (ring) servers answered, by server and command.", K_RESP, 0);
     emit_counter(o, "weir_ring_owned_keys_total",
                  "Keys a ring server answered with a backend (GET, MGET), by server.", K_RING, 0);
+    emit_counter(o, "weir_router_lookups_total",
+                 "Questions locations asked their router, by location and result (routed, nil, "
+                 "timeout, error: down, refused, busy or a bad answer).",
+                 K_ROUTER, 0);
     emit_counter(o, "weir_ring_unowned_keys_total",
                  "Keys a ring server answered with nil (no usable backend), by server.", K_RING, 1);
 }

@@ -39,6 +39,16 @@ typedef enum weir_metrics_resp_cmd {
 void weir__metrics_resp(const weir_cfg_server *srv, weir_metrics_resp_cmd cmd, uint64_t owned,
                         uint64_t unowned);
 
+/* Counts one question of a location's router and how it went. Worker
+ * threads. */
+typedef enum weir_metrics_router_result {
+    WEIR_METRICS_ROUTER_ROUTED,  /* it named a backend */
+    WEIR_METRICS_ROUTER_NIL,     /* it knew none */
+    WEIR_METRICS_ROUTER_TIMEOUT, /* no answer within router_timeout */
+    WEIR_METRICS_ROUTER_ERROR,   /* down, refused, busy, or a bad answer */
+} weir_metrics_router_result;
+void weir__metrics_router(const weir_cfg_location *loc, weir_metrics_router_result r);
+
 /* Counts a reload and its outcome. Any thread. */
 void weir__metrics_reload(bool ok);
 

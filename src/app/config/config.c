@@ -30,6 +30,7 @@
 #include "app/config/read.h"
 #include "app/plugin/plugin.h"
 #include "app/toml/toml.h"
+#include "app/vars.h"
 #include "weir/addr.h"
 
 bool weir__config_resolve_names = true;
@@ -402,6 +403,10 @@ static void free_config(weir_config *c)
         weir__cfg_free_headers(&l->resp_add);
         weir__cfg_free_headers(&l->resp_remove);
         weir__cfg_free_location_chains(l);
+        weir_resp_client_free(l->router);
+        free(l->router_text);
+        weir__tmpl_free(l->router_key);
+        free(l->router_key_text);
     }
     free(c->locations);
     for (size_t i = 0; i < c->n_upstreams; i++) {

@@ -182,6 +182,14 @@ struct weir_cfg_location {
     uint64_t
         request_buffer_bytes; /* request_buffering: bodies up to this are read first; 0 = off */
     uint64_t request_buffer_file_bytes; /* past that, up to this, into a temp file; 0 = off */
+    /* router = "resp://HOST:PORT": a RESP server (a weir ring, or
+     * redis-server) names each request's backend (balance.c). */
+    weir_resp_client *router; /* NULL = none */
+    char *router_text;        /* as written */
+    weir_tmpl *router_key;    /* the key's variables; NULL: router_key_text as it is */
+    char *router_key_text;
+    uint32_t router_timeout_ms;
+    bool router_fallback_error; /* router_fallback = "error": no upstream after a miss */
     /* Plugins: the built-in ones this location's own keys make (owned),
      * then those its `plugins` names, in order; and the chains by step. */
     weir_plugin **plugins;

@@ -48,7 +48,88 @@ static const char *const location_keys[] = {"host",
                                             "request_buffer_file_size",
                                             "plugins",
                                             "proxy_added_headers",
+                                            "router",
+                                            "router_key",
+                                            "router_timeout",
+                                            "router_fallback",
                                             NULL};
+
+/*
+ * router = "resp://HOST:PORT" (HOST an address, or a name resolved now),
+ * router_key (a value with variables, "$uri" by default), router_timeout
+ * (50ms) and router_fallback ("upstream" or "error").
+ */
+static void load_router(loader *ld, weir_cfg_location *l, const weir_toml_value *t,
+                        const char *section)
+{
+    bool present;
+    weir_toml_entry e;
+    char *r = weir__cfg_dup_string(ld, t, "router", section, &present);
+    if (!r) {
+        static const char *const deps[] = {"router_key", "router_timeout", "router_fallback", NULL};
+        for (size_t i = 0; deps[i]; i++) {
+            if (weir__cfg_entry_of(t, deps[i], &e))
+                weir__cfg_err_at(ld, e.line, "'%s' in [%s] needs 'router'", deps[i], section);
+        }
+        return;
+    }
+    weir__cfg_entry_of(t, "router", &e);
+    l->router_text = r;
+    const char *hp = strncmp(r, "resp://", 7) == 0 ? r + 7 : NULL;
+    const char *colon = hp ? strrchr(hp, ':') : NULL;
+    char host[256], addr[300];
+    if (!hp || !colon || colon == hp || (size_t)(colon - hp) >= sizeof(host) || !colon[1]) {
+        weir__cfg_err_at(ld, e.line, "'router' in [%s] is \"%s\": expected \"resp://HOST:PORT\"",
+                         section, r);
+        return;
+    }
+    memcpy(host, hp, (size_t)(colon - hp));
+    host[colon - hp] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
+    int gai = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (gai != 0 || !ai) {
+        weir__cfg_err_at(ld, e.line, "'router' in [%s]: cannot resolve '%s': %s", section, host,
+                         gai ? gai_strerror(gai) : "no address");
+        return;
+    }
+    weir_addr_format(ai->ai_addr, addr, sizeof(addr));
+    freeaddrinfo(ai);
+    uint32_t ms = 50;
+    weir__cfg_get_duration(ld, t, "router_timeout", section, 60000, false, &ms);
+    if (!ms) {
+        weir__cfg_entry_of(t, "router_timeout", &e);
+        weir__cfg_err_at(ld, e.line, "'router_timeout' in [%s] must be more than 0", section);
+    }
+    l->router_timeout_ms = ms ? ms : 50;
+    char err[256];
+    l->router = weir_resp_client_new(
+        &(weir_resp_client_options){.addr = addr, .timeout_ms = l->router_timeout_ms}, err,
+        sizeof(err));
+    if (!l->router)
+        weir__cfg_err_at(ld, e.line, "'router' in [%s]: %s", section, err);
+    char *key = weir__cfg_dup_string(ld, t, "router_key", section, &present);
+    l->router_key_text = key ? key : strdup("$uri");
+    bool oom = false;
+    if (l->router_key_text)
+        l->router_key = weir__tmpl_compile(l->router_key_text, &oom);
+    if (oom || !l->router_key_text)
+        weir__cfg_err_at(ld, l->line, "[%s]: out of memory", section);
+    char *fb = weir__cfg_dup_string(ld, t, "router_fallback", section, &present);
+    if (fb && strcmp(fb, "error") == 0) {
+        l->router_fallback_error = true;
+    } else if (fb && strcmp(fb, "upstream") != 0) {
+        weir__cfg_entry_of(t, "router_fallback", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'router_fallback' in [%s] is \"%s\": expected \"upstream\" or "
+                         "\"error\"",
+                         section, fb);
+    }
+    free(fb);
+}
 
 bool weir__cfg_valid_token(const char *s)
 {
@@ -263,11 +344,19 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
     weir__cfg_get_bool(ld, t, "echo", section, &l->echo);
     /* Without either, a plugin must answer every request (the chains
      * check it: weir__cfg_location_chains). */
-    if (!*upstream_name && !l->echo) {
+    load_router(ld, l, t, section);
+    if (!*upstream_name && !l->echo && !(l->router && l->router_fallback_error)) {
         l->no_upstream = weir__cfg_entry_of(t, "plugins", &(weir_toml_entry){0});
-        if (!l->no_upstream)
+        if (!l->no_upstream && l->router)
+            weir__cfg_err_at(ld, l->line,
+                             "[%s] has a router but no 'upstream' to fall back to (set "
+                             "'upstream', or router_fallback = \"error\")",
+                             section);
+        else if (!l->no_upstream)
             weir__cfg_err_at(ld, l->line, "[%s] needs 'upstream' (or echo = true)", section);
     }
+    if (l->router && l->echo)
+        weir__cfg_err_at(ld, l->line, "[%s] has both a router and echo = true", section);
     if (*upstream_name && l->echo)
         weir__cfg_err_at(ld, *upstream_line, "[%s] has both 'upstream' and echo = true", section);
 
