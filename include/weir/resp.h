@@ -140,6 +140,9 @@ weir_str weir_resp_conn_client_ip(const weir_resp_conn *c);
 const char *weir_resp_conn_listen_addr(const weir_resp_conn *c);
 /* A number for the connection, unique in the process (CLIENT ID). */
 uint64_t weir_resp_conn_id(const weir_resp_conn *c);
+/* From ops->command: close the connection once this command's reply is
+ * out, as QUIT does (no further command is read). */
+void weir_resp_conn_quit(weir_resp_conn *c);
 
 /*
  * ---- the client: commands to a RESP server from any phase ----

@@ -208,6 +208,12 @@ static bool ring_command(weir_resp_conn *c, void *ctx, const weir_str *argv, siz
         return true;
     }
     const weir_cfg_server *srv = ring_server(r);
+    if (!srv && !is(argv[0], "quit")) {
+        /* A reload removed this server: its clients go elsewhere. */
+        weir_resp_reply_error(c, "ERR this ring server was removed from the configuration");
+        weir_resp_conn_quit(c);
+        return true;
+    }
     uint64_t owned = 0, keys = 0;
     weir_metrics_resp_cmd m = WEIR_METRICS_RESP_OTHER;
     bool mine = true;

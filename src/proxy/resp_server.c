@@ -77,6 +77,11 @@ uint64_t weir_resp_conn_id(const weir_resp_conn *c)
     return c->id;
 }
 
+void weir_resp_conn_quit(weir_resp_conn *c)
+{
+    c->quit = true;
+}
+
 /* ---- the end ---- */
 
 static void free_conn(void *arg)

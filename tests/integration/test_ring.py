@@ -527,3 +527,19 @@ def test_upgrade_under_load(start_proc, tmp_path):
     failed = [r for r in results if r != "ok"]
     assert len(results) > 300 and not failed, (len(results), failed[:5])
     assert "took over" in new.stderr(), new.stderr()
+
+
+def test_a_reload_that_removes_the_server_closes_its_connections(start_proc, tmp_path):
+    port, other = free_port(), free_port()
+    w, path = start(start_proc, tmp_path, config(port, addrs_of(2)), port)
+    r = R.Raw(port)
+    assert r.command("PING") == b"PONG"
+    # The ring moves to another address under another name.
+    path.write_text(config(other, addrs_of(2)).replace("[servers.ring]", "[servers.ring2]"))
+    w.signal(signal.SIGHUP)
+    assert wait_port(other)
+    reply = r.command("GET", "/a")
+    assert isinstance(reply, R.Error) and "removed" in reply, reply
+    data, eof = r.read_all(5)
+    assert eof is True and data == b""
+    assert redis.Redis(port=other).get("/a").decode() in addrs_of(2)
