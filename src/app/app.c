@@ -464,13 +464,24 @@ static weir_lb_target *discovered_before(const char *name, const char *spec, siz
     return NULL;
 }
 
+static weir_config *load_file(void *path, weir_cfg_errors *errs)
+{
+    return weir__config_load_file(path, errs);
+}
+
 int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
                           weir_cfg_errors *errs_out)
+{
+    return weir__app_reload_from(app, load_file, (void *)path, path, srv, errs_out);
+}
+
+int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
+                          weir_server *srv, weir_cfg_errors *errs_out)
 {
     weir_cfg_errors errs = {0};
     reload_old = atomic_load(&app->current);
     weir__config_discovered = discovered_before;
-    weir_config *nc = weir__config_load_file(path, &errs);
+    weir_config *nc = load(arg, &errs);
     weir__config_discovered = NULL;
     reload_old = NULL;
     if (!nc) {

@@ -37,6 +37,13 @@ int weir__app_reload(weir_app *app, const char *path, weir_server *srv);
  * appended to it ("FILE:LINE: message" lines; the caller frees them). */
 int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv, weir_cfg_errors *errs);
 
+/* The same with the configuration from load(arg, errs) (a snapshot, or
+ * NULL with every error appended), path naming it in messages: a config
+ * from etcd (app/etcd/source.h). */
+typedef weir_config *(*weir_app_load_fn)(void *arg, weir_cfg_errors *errs);
+int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
+                          weir_server *srv, weir_cfg_errors *errs);
+
 /* The current snapshot, with a reference for the caller to drop
  * (weir__config_unref). Any thread. */
 weir_config *weir__app_config(weir_app *app);

@@ -25,6 +25,8 @@
 #include "app/config/config.h"
 #include "app/app.h"
 #include "app/convert.h"
+#include "app/etcd/cli.h"
+#include "app/etcd/source.h"
 #include "weir/weir.h"
 
 #define MAX_CLI_ADDRS 64
@@ -42,8 +44,15 @@ static void usage(FILE *f)
                "\n"
                "Configuration:\n"
                "  -c, --config FILE            run the TOML configuration in FILE\n"
+               "  -c etcd://HOST:PORT[,HOST:PORT]/PREFIX[?user=U&password=P]\n"
+               "                               run the configuration stored in etcd under\n"
+               "                               PREFIX, watching it (etcds:// for TLS)\n"
+               "      --local FILE             with etcd: this instance's own sections,\n"
+               "                               in place of etcd's of the same name\n"
                "  -t, --test                   check the configuration and exit (0 = valid)\n"
                "      --print-default-config   print the embedded default configuration\n"
+               "  config push FILE URL         store FILE in etcd at URL, a key per section\n"
+               "  config pull URL              print the configuration stored in etcd\n"
                "  convert --from pingap PATH   print the weir configuration for a Pingap one\n"
                "                               (a TOML file or a directory of them)\n"
                "\n"
@@ -91,6 +100,7 @@ enum {
     OPT_MAX_BODY,
     OPT_LOG_LEVEL,
     OPT_PRINT_DEFAULT,
+    OPT_LOCAL,
 };
 
 /* A growing string for the synthesized configuration. */
@@ -165,6 +175,7 @@ static bool host_port_ok(const char *s)
 
 typedef struct cli {
     const char *config;
+    const char *local; /* --local: the instance's own sections over etcd's */
     bool test;
     bool upgrade;
     bool daemon;
@@ -229,6 +240,7 @@ static int parse_args(int argc, char **argv, cli *c)
         {"upgrade", no_argument, NULL, 'U'},
         {"daemon", no_argument, NULL, 'd'},
         {"print-default-config", no_argument, NULL, OPT_PRINT_DEFAULT},
+        {"local", required_argument, NULL, OPT_LOCAL},
         {"listen", required_argument, NULL, 'l'},
         {"upstream", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 'n'},
@@ -255,6 +267,9 @@ static int parse_args(int argc, char **argv, cli *c)
             break;
         case 't':
             c->test = true;
+            break;
+        case OPT_LOCAL:
+            c->local = optarg;
             break;
         case 'u':
         case 'U':
@@ -360,11 +375,23 @@ static int parse_args(int argc, char **argv, cli *c)
                         "--listen/--upstream; set them in the configuration file otherwise\n");
         return 2;
     }
+    if (c->local && !(c->config && weir__is_etcd_url(c->config))) {
+        fprintf(stderr, "weir: --local goes with -c etcd://...: a file configuration has no "
+                        "other source to add to\n");
+        return 2;
+    }
     return -1; /* go on */
 }
 
+static weir_etcd_source *etcd_source;
+
 static weir_config *load(const cli *c, weir_cfg_errors *errs)
 {
+    if (c->config && weir__is_etcd_url(c->config)) {
+        weir_config *cfg = NULL;
+        etcd_source = weir__etcd_source_open(c->config, c->local, &cfg, errs);
+        return cfg;
+    }
     if (c->config)
         return weir__config_load_file(c->config, errs);
     if (c->n_listen) {
@@ -486,6 +513,8 @@ typedef struct running {
 static void on_started(void *arg)
 {
     running *r = arg;
+    if (etcd_source && r->app && weir__etcd_source_start(etcd_source, r->app, r->srv) != WEIR_OK)
+        weir_log(WEIR_LEVEL_ERROR, "etcd: not watching: changes in etcd are not served");
     report_ready(r->ready_fd);
     r->ready_fd = -1;
 }
@@ -495,6 +524,10 @@ static void on_reload(void *arg)
     running *r = arg;
     if (!r->app)
         return;
+    if (etcd_source) {
+        weir__etcd_source_reload(etcd_source, NULL);
+        return;
+    }
     if (!r->config_path) {
         weir_log(WEIR_LEVEL_WARN, "reload: weir runs without a configuration file (-c)");
         return;
@@ -544,6 +577,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: weir convert --from pingap FILE|DIR\n");
         return 2;
     }
+    if (argc >= 2 && strcmp(argv[1], "config") == 0) {
+        if (argc == 5 && strcmp(argv[2], "push") == 0)
+            return weir__config_push(argv[3], argv[4], stdout, stderr);
+        if (argc == 4 && strcmp(argv[2], "pull") == 0)
+            return weir__config_pull(argv[3], stdout, stderr);
+        fprintf(stderr, "usage: weir config push FILE etcd://HOST:PORT/PREFIX\n"
+                        "       weir config pull etcd://HOST:PORT/PREFIX\n");
+        return 2;
+    }
     cli c = {0};
     int rc = parse_args(argc, argv, &c);
     if (rc >= 0)
@@ -566,6 +608,7 @@ int main(int argc, char **argv)
                                                     : c.n_listen ? "(command line)"
                                                                  : "(default)");
         weir__config_unref(cfg);
+        weir__etcd_source_free(etcd_source);
         return 0;
     }
     if (c.upgrade && !cfg->basic.upgrade_sock) {
@@ -618,18 +661,22 @@ int main(int argc, char **argv)
         admin = weir__admin_start(app, srv, c.config);
         if (!admin)
             rc = WEIR_ERR_INVAL;
+        else if (etcd_source)
+            weir__admin_set_etcd(admin, etcd_source);
     }
     if (rc == WEIR_OK && c.upgrade)
         rc = weir_server_take_over(srv, cfg->basic.upgrade_sock);
     if (rc == WEIR_OK)
         rc = weir_server_run(srv);
     run_state.app = NULL;
+    weir__etcd_source_stop(etcd_source);
     weir__admin_free(admin);
     weir__app_free(app);
     weir_server_free(srv);
     if (cfg->basic.pid_file)
         remove_pid_file(cfg->basic.pid_file);
     weir__config_unref(cfg);
+    weir__etcd_source_free(etcd_source);
     if (rc != WEIR_OK) {
         fprintf(stderr, "weir: cannot start: %s\n",
                 rc == WEIR_ERR_INVAL ? "invalid setup (see above)"

@@ -18,6 +18,7 @@
 #include "app/admin/admin.h"
 #include "app/admin/metrics.h"
 #include "app/admin/toml_edit.h"
+#include "app/etcd/source.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +43,7 @@ struct weir_admin {
     weir_app *app;
     weir_server *srv;
     const char *config_path; /* NULL: no -c, nothing to reload or persist */
+    weir_etcd_source *etcd;  /* the config is etcd's: reloads and writes go there */
 };
 
 typedef enum admin_op {
@@ -58,6 +60,7 @@ typedef enum admin_op {
     OP_BACKEND_PATCH,  /* PATCH /api/upstreams/NAME/backends/ADDR */
     OP_CACHE_GET,      /* GET /api/cache */
     OP_CACHE_PURGE,    /* DELETE /api/cache?key=K | prefix=P [&storage=NAME] */
+    OP_FLEET,          /* GET /api/fleet */
 } admin_op;
 
 typedef struct backend_spec {
@@ -282,6 +285,9 @@ static int route(weir_str method, weir_str path, admin_req *r, const char **allo
     } else if (n == 1 && SEG(0, "reload")) {
         post = OP_RELOAD;
         *allow = "POST";
+    } else if (n == 1 && SEG(0, "fleet")) {
+        get = OP_FLEET;
+        *allow = "GET";
     } else if (n == 1 && SEG(0, "cache")) {
         get = OP_CACHE_GET;
         del = OP_CACHE_PURGE;
@@ -444,6 +450,8 @@ static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t e
         }
     }
     /* Body-less operations take no body, or an empty object. */
+    if (j->op == OP_FLEET)
+        return true;
     if ((j->op == OP_RELOAD || j->op == OP_BACKEND_DELETE) && body.len == 0)
         return true;
     json_t *o = parse_object(body, err, err_len);
@@ -614,6 +622,20 @@ static void set_outcome(job *j, int status, json_t *body)
 static void do_reload(job *j)
 {
     weir_admin *adm = j->adm;
+    if (adm->etcd) {
+        weir_cfg_errors errs = {0};
+        if (weir__etcd_source_reload(adm->etcd, &errs) == WEIR_OK)
+            set_outcome(j, 200,
+                        json_pack("{s:b, s:s}", "reloaded", 1, "source",
+                                  weir__etcd_source_name(adm->etcd)));
+        else
+            set_outcome(j, 409,
+                        json_pack("{s:s, s:o}", "error",
+                                  "reload failed: the running configuration stays", "errors",
+                                  errors_array(&errs)));
+        weir__cfg_errors_free(&errs);
+        return;
+    }
     if (!adm->config_path) {
         set_outcome(j, 409,
                     error_json("weir runs without a configuration file (-c): nothing to reload"));
@@ -794,6 +816,11 @@ static void do_membership(job *j)
     if (n_addrs < 0)
         goto out;
     /* Draining is runtime state: only membership and weights are written. */
+    if (adm->etcd && (j->op != OP_BACKEND_PATCH || j->has_weight)) {
+        weir__admin_etcd_write(adm->etcd, j->name, (const char *const *)addrs, (size_t)n_addrs,
+                               &j->status, &j->body);
+        goto out;
+    }
     bool persist =
         cfg->admin.persist && adm->config_path && (j->op != OP_BACKEND_PATCH || j->has_weight);
     char err[600];
@@ -861,6 +888,13 @@ static void job_main(void *arg)
         break;
     case OP_VALIDATE:
         do_validate(j);
+        break;
+    case OP_FLEET:
+        if (j->adm->etcd)
+            set_outcome(j, 200, weir__etcd_fleet_json(j->adm->etcd));
+        else
+            set_outcome(j, 404,
+                        error_json("weir runs a configuration file, not one from etcd: no fleet"));
         break;
     default:
         do_membership(j);
@@ -1031,6 +1065,11 @@ static const weir_proxy_ops admin_ops = {
     .upstream_peer = upstream_peer,
     .error_while_proxy = error_while_proxy,
 };
+
+void weir__admin_set_etcd(weir_admin *adm, weir_etcd_source *src)
+{
+    adm->etcd = src;
+}
 
 weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *config_path)
 {

@@ -31,6 +31,16 @@ typedef struct weir_admin weir_admin;
 weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *config_path);
 /* Frees it, after the server stopped. NULL is fine. */
 void weir__admin_free(weir_admin *adm);
+/* The config is etcd's: POST /api/reload reloads from it, membership
+ * writes go to it (compare-and-swap), GET /api/fleet answers. */
+typedef struct weir_etcd_source weir_etcd_source;
+void weir__admin_set_etcd(weir_admin *adm, weir_etcd_source *src);
+/* etcd_write.c: upstream `name`'s addrs = addrs written to its etcd key,
+ * if that key did not change since the running snapshot read it: 200,
+ * 409 (another write came first, or the upstream is not in etcd), 400
+ * (the result would not load), 503 (etcd away); *body the JSON answer. */
+void weir__admin_etcd_write(weir_etcd_source *src, const char *name, const char *const *addrs,
+                            size_t n_addrs, int *status, char **body);
 
 /*
  * Compares a presented token with the expected one in time that depends

@@ -38,13 +38,16 @@ weir_lb_target *(*weir__config_discovered)(const char *name, const char *spec, s
 
 /* ---- [basic] ---- */
 
-static const char *const basic_keys[] = {"threads",      "pid_file",     "error_log", "log_level",
-                                         "grace_period", "upgrade_sock", "temp_dir",  NULL};
+static const char *const basic_keys[] = {
+    "threads",      "pid_file",    "error_log",    "log_level",   "grace_period",
+    "upgrade_sock", "temp_dir",    "config_cache", "etcd_cacert", "etcd_cert",
+    "etcd_key",     "instance_id", "instance_ttl", NULL};
 
 static void load_basic(loader *ld, const weir_toml_value *t)
 {
     weir_cfg_basic *b = &ld->cfg->basic;
     b->grace_period_ms = 10000;
+    b->instance_ttl_ms = 10000;
     if (!t)
         goto temp_dir;
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
@@ -69,6 +72,17 @@ static void load_basic(loader *ld, const weir_toml_value *t)
                          b->log_level);
     }
     weir__cfg_get_duration(ld, t, "grace_period", "basic", 3600000, false, &b->grace_period_ms);
+    b->config_cache = weir__cfg_dup_string(ld, t, "config_cache", "basic", &present);
+    b->etcd_cacert = weir__cfg_dup_string(ld, t, "etcd_cacert", "basic", &present);
+    b->etcd_cert = weir__cfg_dup_string(ld, t, "etcd_cert", "basic", &present);
+    b->etcd_key = weir__cfg_dup_string(ld, t, "etcd_key", "basic", &present);
+    b->instance_id = weir__cfg_dup_string(ld, t, "instance_id", "basic", &present);
+    weir__cfg_get_duration(ld, t, "instance_ttl", "basic", 3600000, false, &b->instance_ttl_ms);
+    if (b->instance_ttl_ms < 2000) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "instance_ttl", &e);
+        weir__cfg_err_at(ld, e.line, "'instance_ttl' in [basic] must be at least 2s");
+    }
     b->temp_dir = weir__cfg_dup_string(ld, t, "temp_dir", "basic", &present);
     if (b->temp_dir) {
         weir_toml_entry e;
@@ -437,6 +451,11 @@ static void free_config(weir_config *c)
     free(c->basic.log_level);
     free(c->basic.upgrade_sock);
     free(c->basic.temp_dir);
+    free(c->basic.config_cache);
+    free(c->basic.etcd_cacert);
+    free(c->basic.etcd_cert);
+    free(c->basic.etcd_key);
+    free(c->basic.instance_id);
     free(c->admin.addr);
     if (c->admin.token) /* a secret: do not leave it in freed memory */
         explicit_bzero(c->admin.token, strlen(c->admin.token));

@@ -256,6 +256,12 @@ typedef struct weir_cfg_basic {
     uint32_t grace_period_ms;
     char *upgrade_sock;
     char *temp_dir; /* request bodies spilled to files (request_buffer_file_size) */
+    /* A config from etcd (app/etcd/source.h): read from the instance's
+     * --local file before etcd is reached; checked, not used, elsewhere. */
+    char *config_cache;                       /* the last good snapshot, or NULL */
+    char *etcd_cacert, *etcd_cert, *etcd_key; /* TLS to etcd */
+    char *instance_id;                        /* in /PREFIX/instances/ID [hostname-pid] */
+    uint32_t instance_ttl_ms;                 /* its lease [10 s] */
 } weir_cfg_basic;
 
 /* [admin]: the admin API (src/app/admin.h); addr NULL = off. */

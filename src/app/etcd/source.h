@@ -1,0 +1,116 @@
+/*
+ * source.h - the configuration from etcd: `weir -c etcd://HOST:PORT,HOST:PORT/PREFIX`.
+ *
+ * The config is the keys under /PREFIX/: servers/NAME, locations/NAME,
+ * upstreams/NAME, certificates/NAME, plugins/NAME, caches/NAME, basic and
+ * admin, each value the body of that section as the file would have it
+ * (its keys, no header). instances/ and locks/ are the fleet's (fleet.h).
+ * An instance's own --local file adds sections and replaces those of
+ * etcd of the same name (its listeners, [admin], [basic] with the keys
+ * that reach etcd: etcd_cacert, etcd_cert, etcd_key, config_cache,
+ * instance_id, instance_ttl).
+ *
+ * Threads: open, the loads, reload and status on the main thread; one
+ * thread of its own watches etcd and hands each new set of keys to the
+ * main thread (weir_server_call_main), which builds and swaps the
+ * snapshot exactly as SIGHUP does. A set that does not load is rejected
+ * (logged, counted, in GET /api/fleet) and the running config stays.
+ */
+#ifndef WEIR_APP_ETCD_SOURCE_H
+#define WEIR_APP_ETCD_SOURCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "app/app.h"
+#include "app/config/config.h"
+#include "app/etcd/etcd.h"
+
+typedef struct weir_etcd_source weir_etcd_source;
+
+/* "etcd://..." or "etcds://..." (https to the endpoints). */
+bool weir__is_etcd_url(const char *s);
+
+/* The parts of an etcd URL. */
+typedef struct weir_etcd_url {
+    char **endpoints; /* "http://host:port" */
+    size_t n_endpoints;
+    char *prefix; /* "/PREFIX", no trailing slash */
+    char *user, *password;
+} weir_etcd_url;
+int weir__etcd_url_parse(const char *url, weir_etcd_url *u, char *err, size_t err_len);
+void weir__etcd_url_free(weir_etcd_url *u);
+/* A client for u with the TLS files given (may be NULL). */
+weir_etcd *weir__etcd_connect(const weir_etcd_url *u, const char *cacert, const char *cert,
+                              const char *key, uint32_t timeout_ms, char *err, size_t err_len);
+
+/*
+ * The configuration text of a set of keys (kvs, the keys under prefix
+ * "/PREFIX"), with local_text's sections first and in place of etcd's of
+ * the same name; with header, a first comment line naming the URL and
+ * revision (a cache file, `weir config pull`). Returns it malloc'd (*len),
+ * or NULL with every error appended ("KEY:LINE: message"). *map (may be
+ * NULL) receives what weir__etcd_map_errors needs.
+ */
+typedef struct weir_etcd_map weir_etcd_map;
+char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const char *url,
+                          const char *local_path, const char *local_text, size_t local_len,
+                          bool header, size_t *len, weir_etcd_map **map, weir_cfg_errors *errs);
+/* Rewrites the errors of a load of that text ("<etcd>:LINE: ...") to
+ * name the key and the line in its value. */
+void weir__etcd_map_errors(const weir_etcd_map *map, weir_cfg_errors *errs);
+void weir__etcd_map_free(weir_etcd_map *map);
+/* The file name the assembled text is loaded as. */
+#define WEIR_ETCD_TEXT_NAME "<etcd>"
+
+/* A cache file (or `pull` output) back into keys under prefix. */
+int weir__etcd_read_cache(const char *path, const char *prefix, weir_etcd_kvs *out, char *err,
+                          size_t err_len);
+
+/*
+ * Opens the source: reads the --local file (local_path may be NULL),
+ * reads every key under the prefix at one revision and loads them, or,
+ * when etcd cannot be reached and [basic] config_cache names a cache,
+ * loads that. Returns the source with *cfg the first snapshot, or NULL
+ * with every error in errs. Main thread.
+ */
+weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path, weir_config **cfg,
+                                         weir_cfg_errors *errs);
+/* Starts watching (and the fleet: instance key, lock). Main thread, once
+ * srv runs. */
+int weir__etcd_source_start(weir_etcd_source *s, weir_app *app, weir_server *srv);
+/* SIGHUP and POST /api/reload: the keys held, with the local file read
+ * again. errs may be NULL. */
+int weir__etcd_source_reload(weir_etcd_source *s, weir_cfg_errors *errs);
+/* Stops the threads (the instance key goes with its lease). Main thread. */
+void weir__etcd_source_stop(weir_etcd_source *s);
+void weir__etcd_source_free(weir_etcd_source *s);
+
+/* The URL as given (password masked). */
+const char *weir__etcd_source_name(const weir_etcd_source *s);
+/* The state for GET /api/fleet: revisions seen and served, rejected
+ * changes with their errors, whether etcd is reachable. */
+json_t *weir__etcd_source_status(weir_etcd_source *s);
+
+/* The value and mod revision of the key /PREFIX/section/name in the keys
+ * the running snapshot was built from (*mod_revision 0: absent). Main
+ * thread. Returns a malloc'd copy, NULL when absent. */
+char *weir__etcd_source_value(weir_etcd_source *s, const char *section, const char *name,
+                              int64_t *mod_revision, bool *from_local);
+/* Writes that key when its mod revision is still mod_revision: 0, or
+ * WEIR_ETCD_FAILED (another write came first), or -1. Main thread
+ * (blocks up to a second). */
+int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *name,
+                          const char *value, size_t len, int64_t mod_revision, int64_t *revision,
+                          char *err, size_t err_len);
+/* Whether the keys of the running snapshot with section/name = value
+ * load: 0, or -1 with every error. Main thread. */
+int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
+                            const char *value, size_t len, weir_cfg_errors *errs);
+/* GET /api/fleet: the live instances, the lock, and the status above.
+ * Main thread (reads etcd, up to a second). */
+json_t *weir__etcd_fleet_json(weir_etcd_source *s);
+
+#endif
