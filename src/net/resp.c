@@ -19,13 +19,13 @@
 #define MAX_ELEMENTS (1l << 30)
 
 /* A decimal in [p, e): an optional '-' and 1..19 digits within int64_t,
- * no '+', no spaces. */
+ * no '+', no spaces, no leading zero and no "-0" (redis' string2ll). */
 static bool parse_int(const char *p, const char *e, int64_t *out)
 {
     bool neg = p < e && *p == '-';
     if (neg)
         p++;
-    if (p == e || e - p > 19)
+    if (p == e || e - p > 19 || (*p == '0' && (neg || e - p > 1)))
         return false;
     uint64_t v = 0;
     for (; p < e; p++) {
@@ -113,6 +113,13 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
+/* What ends an unquoted inline argument: as redis' sdssplitargs, fewer
+ * bytes than separate arguments (\v and \f stay in the argument). */
+static bool ends_arg(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 /*
  * Splits an inline line as redis-server does (sdssplitargs): arguments
  * apart by white space, "double quoted" with \n \r \t \b \a \xHH and \c
@@ -161,7 +168,7 @@ static long split(const char *p, const char *e, const weir_resp_limits *lim, wei
                     return bad(why, "Protocol error: unbalanced quotes in request", WEIR_RESP_BAD);
                 quote = 0;
                 break;
-            } else if (!quote && is_space(c)) {
+            } else if (!quote && ends_arg(c)) {
                 break;
             } else if (!quote && (c == '"' || c == '\'')) {
                 quote = c;
@@ -195,16 +202,17 @@ long weir__resp_command(const char *buf, size_t len, const weir_resp_limits *lim
         return WEIR_RESP_MORE;
     if (buf[0] == '*')
         return multibulk(buf, len, &l, args, argc, why);
-    size_t look = len < (size_t)l.max_inline + 1 ? len : (size_t)l.max_inline + 1;
+    /* A line of up to max_inline bytes, then CRLF or LF. */
+    size_t look = len < (size_t)l.max_inline + 2 ? len : (size_t)l.max_inline + 2;
     const char *nl = memchr(buf, '\n', look);
     if (!nl)
-        return len > l.max_inline
+        return len > (size_t)l.max_inline + 1
                    ? bad(why, "Protocol error: too big inline request", WEIR_RESP_TOO_BIG)
                    : WEIR_RESP_MORE;
     const char *e = nl;
     if (e > buf && e[-1] == '\r')
         e--;
-    if ((size_t)(e - buf) > scratch_len)
+    if ((size_t)(e - buf) > l.max_inline || (size_t)(e - buf) > scratch_len)
         return bad(why, "Protocol error: too big inline request", WEIR_RESP_TOO_BIG);
     long rc = split(buf, e, &l, args, argc, scratch, why);
     if (rc < 0) {

@@ -4,6 +4,8 @@
  * HELLO, RESET, COMMAND, CLIENT and CONFIG GET, with redis-server's replies and error
  * texts (clients and redis-cli depend on both).
  */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,8 +122,10 @@ static bool integer(weir_str a, long long *out)
     memcpy(b, a.ptr, a.len);
     b[a.len] = '\0';
     char *end;
+    errno = 0;
     long long v = strtoll(b, &end, 10);
-    if (*end || (b[0] == '0' && a.len > 1) || b[0] == '+' || b[0] == ' ')
+    if (*end || errno == ERANGE || !isdigit((unsigned char)b[b[0] == '-']) ||
+        (b[b[0] == '-'] == '0' && a.len > 1))
         return false;
     *out = v;
     return true;
@@ -250,6 +254,9 @@ static void hello(weir_resp_conn *c, const weir_str *argv, size_t argc)
         } else {
             char b[200] = "ERR Syntax error in HELLO option ";
             quoted(b, sizeof(b), argv[i], 64);
+            size_t bn = strlen(b);
+            if (b[bn - 1] == ' ')
+                b[bn - 1] = '\0'; /* no trailing space, as redis-server's */
             weir_resp_reply_error(c, b);
             return;
         }

@@ -6,8 +6,8 @@ whether the connection closes.
 weir must equal redis-server where they agree; where weir differs on
 purpose the test asserts weir's documented behaviour (docs/config.md,
 "Ring servers") and says in a comment how redis-server differs. The
-xfail(strict=True) tests are divergences found here, described in their
-reasons. Attacks: inline commands with odd white space and quotes, empty
+"divergences" below were found here and fixed (number syntax, inline
+separators, the inline limit, SELECT's integers, HELLO's error). Attacks: inline commands with odd white space and quotes, empty
 commands, negative, huge and mismatched lengths, bare CR and LF, a client
 that sends a byte at a time or a frame split at every position, a partial
 frame then a close, 10,000 pipelined commands read at the end, replies far
@@ -324,12 +324,9 @@ def test_a_nul_in_an_inline_command_is_a_byte(pair):
     assert (got, closed) == (bulk(b"a\x00b") + b"+PONG\r\n", False)
 
 
-# ---- divergences ----
+# ---- divergences found here, now as redis-server ----
 
 
-@pytest.mark.xfail(strict=True, reason="weir's frame parser (parse_int in src/net/resp.c) takes "
-                   "leading zeros and -0 in *N and $N: *01, $04, *-0 and $-0 are commands; "
-                   "redis-server (string2ll) answers -ERR Protocol error and closes")
 @pytest.mark.parametrize("data", [b"*01\r\n$4\r\nPING\r\n", b"*1\r\n$04\r\nPING\r\n",
                                   b"*-0\r\nPING\r\n", b"*2\r\n$4\r\nECHO\r\n$-0\r\n\r\n"],
                          ids=["*01", "$04", "*-0", "$-0"])
@@ -340,10 +337,6 @@ def test_frame_numbers_as_redis_reads_them(pair, data):
     assert shapes(got) == shapes(want) and closed is True, got
 
 
-@pytest.mark.xfail(strict=True, reason="weir splits inline arguments at \\v and \\f "
-                   "(is_space in src/net/resp.c); redis-server's sdssplitargs ends an "
-                   "unquoted argument only at space, \\t, \\r, \\n: 'PING\\vx' is one "
-                   "(unknown) command there, PING x in weir")
 @pytest.mark.parametrize("sep", [b"\x0b", b"\x0c"], ids=["vt", "ff"])
 def test_inline_vertical_tab_and_form_feed_stay_in_the_argument(pair, sep):
     data = b"ECHO a" + sep + b"b\r\n"
@@ -353,10 +346,6 @@ def test_inline_vertical_tab_and_form_feed_stay_in_the_argument(pair, sep):
     assert (got, closed) == (want, False)
 
 
-@pytest.mark.xfail(strict=True, reason="an inline line of exactly 64 KB (65536 bytes) is "
-                   "'too big' when it ends with CRLF but answered when it ends with LF: "
-                   "weir__resp_command looks for the LF within max_inline + 1 bytes, and "
-                   "the CR takes the last one; docs/config.md says 'up to 64KB'")
 def test_an_inline_line_of_64kb_with_crlf(pair):
     line = b"ECHO " + b"x" * (65536 - 5)
     got, closed = talk(pair.weir, line + b"\n")
@@ -365,10 +354,6 @@ def test_an_inline_line_of_64kb_with_crlf(pair):
     assert got == bulk(b"x" * (65536 - 5)) and closed is False, got[:60]
 
 
-@pytest.mark.xfail(strict=True, reason="SELECT's integer() (src/proxy/resp_cmds.c) takes -0 "
-                   "and lets strtoll saturate 20 digits: SELECT -0 answers +OK and SELECT "
-                   "99999999999999999999 'DB index is out of range'; redis-server answers "
-                   "'ERR value is not an integer or out of range' to both")
 @pytest.mark.parametrize("arg", [b"-0", b"99999999999999999999"])
 def test_select_integers_as_redis(pair, arg):
     data = b"SELECT " + arg + b"\r\n"
@@ -378,8 +363,6 @@ def test_select_integers_as_redis(pair, arg):
     assert got == want
 
 
-@pytest.mark.xfail(strict=True, reason="HELLO's syntax error ends with a space that "
-                   "redis-server's does not have: \"-ERR Syntax error in HELLO option 'FOO' \"")
 def test_hello_syntax_error_text_as_redis(pair):
     want, _ = talk(pair.redis, b"HELLO 3 FOO\r\n")
     assert want == b"-ERR Syntax error in HELLO option 'FOO'\r\n", want

@@ -99,14 +99,11 @@ Test(resp, malformed_multibulk)
 {
     size_t argc;
     const char *why;
-    const char *bad[] = {"*x\r\n",
-                         "*1\r\n#3\r\nGET\r\n",
-                         "*1\r\n$-3\r\n",
-                         "*1\r\n$3\r\nGETXX",
-                         "*1\r\n$3\nGET\r\n",
-                         "*+1\r\n$1\r\na\r\n",
-                         "*1\r\n$ 1\r\na\r\n",
-                         "*1\r\n$99999999999999999999\r\n"};
+    const char *bad[] = {"*x\r\n", "*1\r\n#3\r\nGET\r\n", "*1\r\n$-3\r\n", "*1\r\n$3\r\nGETXX",
+                         "*1\r\n$3\nGET\r\n", "*+1\r\n$1\r\na\r\n", "*1\r\n$ 1\r\na\r\n",
+                         "*1\r\n$99999999999999999999\r\n",
+                         /* redis' string2ll: no leading zero, no -0 */
+                         "*01\r\n$1\r\na\r\n", "*1\r\n$01\r\na\r\n", "*-0\r\n", "*1\r\n$-0\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         long r = cmd(bad[i], &argc, &why);
         cr_assert_eq(r, WEIR_RESP_BAD, "%s: %ld", bad[i], r);
@@ -143,6 +140,29 @@ Test(resp, limits)
                                     sizeof(scratch), &why),
                  WEIR_RESP_TOO_BIG);
     cr_assert_str_eq(why, "Protocol error: too big inline request");
+    /* An inline line of exactly max_inline bytes, ended by LF or CRLF. */
+    const char *edge[] = {"GET aaaaaaaaaaaa\n", "GET aaaaaaaaaaaa\r\n"};
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(weir__resp_command(edge[i], strlen(edge[i]), &lim, args, &argc, scratch,
+                                        sizeof(scratch), &why),
+                     (long)strlen(edge[i]), "%zu", i);
+        cr_assert(argc == 2 && args[1].len == 12);
+    }
+    const char *over = "GET aaaaaaaaaaaaa\r\n";
+    cr_assert_eq(
+        weir__resp_command(over, strlen(over), &lim, args, &argc, scratch, sizeof(scratch), &why),
+        WEIR_RESP_TOO_BIG);
+}
+
+Test(resp, inline_vt_and_ff_stay_in_the_argument)
+{
+    size_t argc;
+    const char *why;
+    cr_assert_eq(cmd("ECHO a\vb\fc\r\n", &argc, &why), 12);
+    cr_assert(argc == 2 && arg_is(1, "a\vb\fc"));
+    /* before an argument they are blanks, as isspace() */
+    cr_assert_eq(cmd("\vECHO \f\fx\r\n", &argc, &why), 11);
+    cr_assert(argc == 2 && arg_is(0, "ECHO") && arg_is(1, "x"));
 }
 
 static long reply(const char *s, weir_resp_value *v)
