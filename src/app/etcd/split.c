@@ -7,6 +7,7 @@
  */
 #include "app/etcd/split.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,9 @@ int weir__cfg_split(const char *text, size_t len, bool fragment, weir_cfg_sectio
             fail(err_line, line, err, err_len, msg);
             goto fail;
         }
+        /* Any header ends the body before it ([servers] too). */
+        if (nv && v[nv - 1].body_len == SIZE_MAX)
+            v[nv - 1].body_len = (size_t)(text + line_start - v[nv - 1].body);
         in_bare = np == 1 && weir__cfg_section_named(parts[0]);
         if (in_bare) {
             free(parts[0]);
@@ -298,12 +302,11 @@ int weir__cfg_split(const char *text, size_t len, bool fragment, weir_cfg_sectio
         v[nv] = (weir_cfg_section){.section = parts[0],
                                    .name = np == 2 ? parts[1] : NULL,
                                    .body = text + s.i,
+                                   .body_len = SIZE_MAX,
                                    .line = line};
-        if (nv)
-            v[nv - 1].body_len = (size_t)(text + line_start - v[nv - 1].body);
         nv++;
     }
-    if (nv)
+    if (nv && v[nv - 1].body_len == SIZE_MAX)
         v[nv - 1].body_len = (size_t)(text + s.len - v[nv - 1].body);
     /* The blank lines between sections are nobody's. */
     for (size_t k = 0; k < nv; k++) {
