@@ -295,10 +295,15 @@ def test_etcd_stopped_under_load_fails_nothing_and_the_watch_resumes(etcd, backe
     try:
         time.sleep(1)
         e.stop()
-        time.sleep(8)  # across several reconnect rounds and a lease TTL
+        # Past 15 s: reconnect rounds at the 5 s cap, and the 3 s lease
+        # expired several times over.
+        time.sleep(16)
         f = ws[0].fleet()
         assert f["config"]["connected"] is False and f["config"]["error"], f
         assert f["instances"] is None and f["error"]
+        # A write has nowhere to go: 503, and nothing changes.
+        r = ws[0].admin.call("POST", "/api/upstreams/u/backends", {"addr": "127.0.0.1:9"})
+        assert r.status == 503 and "etcd cannot be written" in r.json["error"], r.json
         e.restart()
         e.put("/p/locations/all", LOCATION % 2)
         for w in ws:
