@@ -407,16 +407,8 @@ static void reload_error(weir_cfg_errors *errs, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     weir_log(WEIR_LEVEL_ERROR, "%s", msg);
-    if (!errs)
-        return;
-    char *copy = strdup(msg);
-    char **nv = copy ? realloc(errs->v, (errs->n + 1) * sizeof(*nv)) : NULL;
-    if (!nv) {
-        free(copy);
-        return;
-    }
-    errs->v = nv;
-    errs->v[errs->n++] = copy;
+    if (errs)
+        weir__cfg_errors_add(errs, "%s", msg);
 }
 
 /*

@@ -114,9 +114,22 @@ class Etcd:
             raise RuntimeError("etcdctl %s: %s" % (" ".join(args), r.stderr.decode()))
         return r.stdout.decode()
 
+    TRANSIENT = ("leader changed", "no leader", "context deadline exceeded",
+                 "request timed out")
+
     def put(self, key, value, members=None):
-        # etcdctl put KEY reads the value from stdin when it is not given.
-        self.ctl("put", key, input=value.encode(), members=members)
+        """etcdctl put KEY (the value from stdin). Retried while the
+        cluster is between leaders (etcd fails a proposal whose leader
+        changed); a value put twice is the same value."""
+        deadline = time.time() + 30
+        while True:
+            try:
+                self.ctl("put", key, input=value.encode(), members=members)
+                return
+            except RuntimeError as e:
+                if time.time() > deadline or not any(t in str(e) for t in self.TRANSIENT):
+                    raise
+            time.sleep(0.1)
 
     def get(self, key, members=None):
         out = self.ctl("get", key, "--print-value-only", members=members)

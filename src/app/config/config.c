@@ -498,16 +498,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
     if (!root) {
         char buf[512];
         weir_toml_error_format(&terr, file, buf, sizeof(buf));
-        char *copy = strdup(buf);
-        char **nv = realloc(errs->v, (errs->n + 1) * sizeof(*nv));
-        if (copy && nv) {
-            errs->v = nv;
-            errs->v[errs->n++] = copy;
-        } else {
-            free(copy);
-            if (nv)
-                errs->v = nv;
-        }
+        weir__cfg_errors_add(errs, "%s", buf);
         return NULL;
     }
     weir_config *c = calloc(1, sizeof(*c));

@@ -361,6 +361,10 @@ weir_config *weir__config_ref(weir_config *c);
 void weir__config_unref(weir_config *c);
 
 void weir__cfg_errors_free(weir_cfg_errors *errs);
+/* Appends a message (a printf format) to errs; nothing when memory runs
+ * out. */
+void weir__cfg_errors_add(weir_cfg_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* When false, hostnames in upstream addresses are an error instead of
  * being resolved (fuzzing must not query DNS). Default true. */

@@ -21,18 +21,10 @@ void weir__cfg_err_at(loader *ld, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    char *line_text = NULL;
-    int n = line > 0 ? asprintf(&line_text, "%s:%d: %s", ld->file, line, msg)
-                     : asprintf(&line_text, "%s: %s", ld->file, msg);
-    if (n < 0)
-        return;
-    char **nv = realloc(ld->errs->v, (ld->errs->n + 1) * sizeof(*nv));
-    if (!nv) {
-        free(line_text);
-        return;
-    }
-    ld->errs->v = nv;
-    ld->errs->v[ld->errs->n++] = line_text;
+    if (line > 0)
+        weir__cfg_errors_add(ld->errs, "%s:%d: %s", ld->file, line, msg);
+    else
+        weir__cfg_errors_add(ld->errs, "%s: %s", ld->file, msg);
 }
 
 void weir__cfg_warn_at(loader *ld, int line, const char *fmt, ...)
@@ -46,6 +38,24 @@ void weir__cfg_warn_at(loader *ld, int line, const char *fmt, ...)
         weir_log(WEIR_LEVEL_WARN, "%s:%d: warning: %s", ld->file, line, msg);
     else
         weir_log(WEIR_LEVEL_WARN, "%s: warning: %s", ld->file, msg);
+}
+
+void weir__cfg_errors_add(weir_cfg_errors *errs, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    char **nv = realloc(errs->v, (errs->n + 1) * sizeof(*nv));
+    if (!nv) {
+        free(msg);
+        return;
+    }
+    errs->v = nv;
+    errs->v[errs->n++] = msg;
 }
 
 void weir__cfg_errors_free(weir_cfg_errors *errs)

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "app/etcd/split.h"
+#include "app/strbuf.h"
 #include "app/toml/toml.h"
 
 bool weir__is_etcd_url(const char *s)
@@ -186,71 +187,12 @@ void weir__etcd_map_free(weir_etcd_map *m)
     free(m);
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sb_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
 static int count_lines(const char *s, size_t n)
 {
     int k = 0;
     for (size_t i = 0; i < n; i++)
         k += s[i] == '\n';
     return k;
-}
-
-static void add_error(weir_cfg_errors *errs, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void add_error(weir_cfg_errors *errs, const char *fmt, ...)
-{
-    char *msg = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&msg, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    char **nv = realloc(errs->v, (errs->n + 1) * sizeof(*nv));
-    if (!nv) {
-        free(msg);
-        return;
-    }
-    errs->v = nv;
-    errs->v[errs->n++] = msg;
 }
 
 static bool map_add(weir_etcd_map *m, int first, int last, const char *where, bool local)
@@ -302,14 +244,14 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
 {
     size_t errs_before = errs->n;
     weir_etcd_map *m = calloc(1, sizeof(*m));
-    sbuf b = {0};
+    weir_strbuf b = {0};
     weir_cfg_section *loc = NULL;
     size_t n_loc = 0;
     if (!m || !(m->name = strdup(url)))
         goto oom;
     int line = 1;
     if (header) {
-        sb_printf(&b, "# weir config from %s at revision %" PRId64 "\n", url, kvs->revision);
+        weir__sb_printf(&b, "# weir config from %s at revision %" PRId64 "\n", url, kvs->revision);
         line++;
     }
     if (local_text) {
@@ -317,12 +259,12 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
         char msg[200];
         if (weir__cfg_split(local_text, local_len, false, &loc, &n_loc, &el, msg, sizeof(msg)) !=
             0) {
-            add_error(errs, "%s:%d: %s", local_path, el, msg);
+            weir__cfg_errors_add(errs, "%s:%d: %s", local_path, el, msg);
         } else {
             int nl = count_lines(local_text, local_len);
-            sb_put(&b, local_text, local_len);
+            weir__sb_put(&b, local_text, local_len);
             if (local_len && local_text[local_len - 1] != '\n') {
-                sb_put(&b, "\n", 1);
+                weir__sb_put(&b, "\n", 1);
                 nl++;
             }
             if (!map_add(m, line, line + nl - 1, local_path, true))
@@ -346,27 +288,29 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
         const char *name = slash ? slash + 1 : NULL;
         size_t name_len = slash ? rlen - slen - 1 : 0;
         if (slen >= sizeof(section)) {
-            add_error(errs, "%s: not a configuration key", kv->key);
+            weir__cfg_errors_add(errs, "%s: not a configuration key", kv->key);
             continue;
         }
         memcpy(section, rest, slen);
         section[slen] = '\0';
         bool named = weir__cfg_section_named(section), single = weir__cfg_section_single(section);
         if ((named && !name) || (single && name) || (!named && !single)) {
-            add_error(errs,
-                      "%s: not a configuration key (under %s/: servers/NAME, locations/NAME, "
-                      "upstreams/NAME, certificates/NAME, plugins/NAME, caches/NAME, basic, "
-                      "admin; instances/ and locks/ are the fleet's)",
-                      kv->key, prefix);
+            weir__cfg_errors_add(
+                errs,
+                "%s: not a configuration key (under %s/: servers/NAME, locations/NAME, "
+                "upstreams/NAME, certificates/NAME, plugins/NAME, caches/NAME, basic, "
+                "admin; instances/ and locks/ are the fleet's)",
+                kv->key, prefix);
             continue;
         }
         if (name && !name_ok(name, name_len)) {
-            add_error(errs, "%s: a section name has no '/', quote, backslash or control character",
-                      kv->key);
+            weir__cfg_errors_add(
+                errs, "%s: a section name has no '/', quote, backslash or control character",
+                kv->key);
             continue;
         }
         if (memchr(kv->value, '\0', kv->value_len)) {
-            add_error(errs, "%s: the value holds a NUL byte", kv->key);
+            weir__cfg_errors_add(errs, "%s: the value holds a NUL byte", kv->key);
             continue;
         }
         if (local_has(loc, n_loc, section, name, name_len))
@@ -379,23 +323,24 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
         size_t n_none = 0;
         if (weir__cfg_split(kv->value, kv->value_len, true, &none, &n_none, &el, msg,
                             sizeof(msg)) != 0) {
-            add_error(errs, "%s:%d: %s", kv->key, el, msg);
+            weir__cfg_errors_add(errs, "%s:%d: %s", kv->key, el, msg);
             continue;
         }
         weir_toml_error te;
         weir_toml_value *doc = weir_toml_parse(kv->value, kv->value_len, &te);
         if (!doc) {
-            add_error(errs, "%s:%d:%d: %s", kv->key, te.line, te.column, te.message);
+            weir__cfg_errors_add(errs, "%s:%d:%d: %s", kv->key, te.line, te.column, te.message);
             continue;
         }
         if (strcmp(section, "basic") == 0) {
             for (size_t k = 0; local_only[k]; k++) {
                 weir_toml_entry e;
                 if (weir_toml_table_getn(doc, local_only[k], strlen(local_only[k]), &e))
-                    add_error(errs,
-                              "%s:%d: '%s' is the instance's own: set it in [basic] of its "
-                              "--local file",
-                              kv->key, e.line, local_only[k]);
+                    weir__cfg_errors_add(
+                        errs,
+                        "%s:%d: '%s' is the instance's own: set it in [basic] of its "
+                        "--local file",
+                        kv->key, e.line, local_only[k]);
             }
         }
         weir_toml_free(doc);
@@ -406,18 +351,19 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
                             (ch >= '0' && ch <= '9') || ch == '_' || ch == '-');
         }
         if (name)
-            sb_printf(&b, bare ? "[%s.%.*s]\n" : "[%s.\"%.*s\"]\n", section, (int)name_len, name);
+            weir__sb_printf(&b, bare ? "[%s.%.*s]\n" : "[%s.\"%.*s\"]\n", section, (int)name_len,
+                            name);
         else
-            sb_printf(&b, "[%s]\n", section);
+            weir__sb_printf(&b, "[%s]\n", section);
         int nl = count_lines(kv->value, kv->value_len);
-        sb_put(&b, kv->value, kv->value_len);
+        weir__sb_put(&b, kv->value, kv->value_len);
         if (kv->value_len && kv->value[kv->value_len - 1] != '\n') {
-            sb_put(&b, "\n", 1);
+            weir__sb_put(&b, "\n", 1);
             nl++;
         }
         if (!map_add(m, line, line + nl, kv->key, false))
             goto oom;
-        sb_put(&b, "\n", 1);
+        weir__sb_put(&b, "\n", 1);
         line += nl + 2;
     }
     if (b.oom)
@@ -429,7 +375,7 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
         return NULL;
     }
     if (!b.p)
-        sb_put(&b, "", 0);
+        weir__sb_put(&b, "", 0);
     if (b.oom)
         goto oom;
     *len = b.len;
@@ -439,7 +385,7 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
         weir__etcd_map_free(m);
     return b.p;
 oom:
-    add_error(errs, "out of memory");
+    weir__cfg_errors_add(errs, "out of memory");
     weir__cfg_sections_free(loc, n_loc);
     free(b.p);
     weir__etcd_map_free(m);

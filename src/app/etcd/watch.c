@@ -59,18 +59,6 @@ struct weir_etcd_source {
     uint32_t backoff_ms;
 };
 
-static void add_error_text(weir_cfg_errors *errs, const char *msg)
-{
-    char *copy = strdup(msg);
-    char **nv = copy ? realloc(errs->v, (errs->n + 1) * sizeof(*nv)) : NULL;
-    if (!nv) {
-        free(copy);
-        return;
-    }
-    errs->v = nv;
-    errs->v[errs->n++] = copy;
-}
-
 static void kvs_copy(const weir_etcd_kvs *from, weir_etcd_kvs *to)
 {
     memset(to, 0, sizeof(*to));
@@ -264,7 +252,7 @@ int weir__etcd_source_reload(weir_etcd_source *s, weir_cfg_errors *errs)
         if (!text) {
             weir_log(WEIR_LEVEL_ERROR, "reload: %s; the running configuration stays", err);
             if (errs)
-                add_error_text(errs, err);
+                weir__cfg_errors_add(errs, "%s", err);
             return WEIR_ERR_INVAL;
         }
         s->local_text = text;
@@ -524,7 +512,7 @@ weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path
     pthread_mutex_init(&s->mu, NULL);
     s->name = mask_password(url);
     if (weir__etcd_url_parse(url, &s->url, err, sizeof(err)) != 0) {
-        add_error_text(errs, err);
+        weir__cfg_errors_add(errs, "%s", err);
         goto fail;
     }
     if (asprintf(&s->prefix_dir, "%s/", s->url.prefix) < 0) {
@@ -535,14 +523,14 @@ weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path
         s->local_path = strdup(local_path);
         s->local_text = weir__admin_read_file(local_path, &s->local_len, err, sizeof(err));
         if (!s->local_text) {
-            add_error_text(errs, err);
+            weir__cfg_errors_add(errs, "%s", err);
             goto fail;
         }
         weir_toml_error te;
         weir_toml_value *doc = weir_toml_parse(s->local_text, s->local_len, &te);
         if (!doc) {
             weir_toml_error_format(&te, local_path, err, sizeof(err));
-            add_error_text(errs, err);
+            weir__cfg_errors_add(errs, "%s", err);
             goto fail;
         }
         s->cacert = local_basic_string(doc, "etcd_cacert");
@@ -555,7 +543,7 @@ weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path
     s->main_e = weir__etcd_connect(&s->url, s->cacert, s->cert, s->key, 2000, err, sizeof(err));
     s->watch_e = weir__etcd_connect(&s->url, s->cacert, s->cert, s->key, 3000, err, sizeof(err));
     if (!s->main_e || !s->watch_e) {
-        add_error_text(errs, err);
+        weir__cfg_errors_add(errs, "%s", err);
         goto fail;
     }
     weir_etcd_kvs k;
@@ -566,7 +554,7 @@ weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path
                      "%s: etcd cannot be read: %s (a [basic] config_cache in the --local file "
                      "lets weir start from the last good configuration)",
                      s->name, err);
-            add_error_text(errs, msg);
+            weir__cfg_errors_add(errs, "%s", msg);
             goto fail;
         }
         char cerr[600];
@@ -574,7 +562,7 @@ weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path
             char msg[1300];
             snprintf(msg, sizeof(msg), "%s: etcd cannot be read: %s; nor the config_cache: %s",
                      s->name, err, cerr);
-            add_error_text(errs, msg);
+            weir__cfg_errors_add(errs, "%s", msg);
             goto fail;
         }
         weir_log(WEIR_LEVEL_WARN,

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "app/plugin/files.h"
+#include "app/strbuf.h"
 
 typedef struct entry {
     char *name; /* owned */
@@ -28,38 +29,6 @@ typedef struct entry {
     uint64_t size;
     time_t mtime;
 } entry;
-
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf;
-
-static void put(buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(buf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
 
 /* The length of the valid UTF-8 sequence at s (n bytes left), or 0
  * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
@@ -100,55 +69,55 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 
 /* name as valid UTF-8: bytes outside a valid sequence become U+FFFD,
  * and so do C0 controls and DEL when html. */
-static void put_text(buf *b, const char *name, size_t n, bool html)
+static void put_text(weir_strbuf *b, const char *name, size_t n, bool html)
 {
     const unsigned char *s = (const unsigned char *)name;
     for (size_t i = 0; i < n;) {
         size_t k = utf8_len(s + i, n - i);
         if (k == 0 || (html && k == 1 && (s[i] < 0x20 || s[i] == 0x7f))) {
-            puts_(b, REPLACEMENT);
+            weir__sb_puts(b, REPLACEMENT);
             i++;
             continue;
         }
         if (html && k == 1) {
             switch (s[i]) {
             case '&':
-                puts_(b, "&amp;");
+                weir__sb_puts(b, "&amp;");
                 break;
             case '<':
-                puts_(b, "&lt;");
+                weir__sb_puts(b, "&lt;");
                 break;
             case '>':
-                puts_(b, "&gt;");
+                weir__sb_puts(b, "&gt;");
                 break;
             case '"':
-                puts_(b, "&quot;");
+                weir__sb_puts(b, "&quot;");
                 break;
             case '\'':
-                puts_(b, "&#39;");
+                weir__sb_puts(b, "&#39;");
                 break;
             default:
-                put(b, name + i, 1);
+                weir__sb_put(b, name + i, 1);
             }
         } else {
-            put(b, name + i, k);
+            weir__sb_put(b, name + i, k);
         }
         i += k;
     }
 }
 
 /* Everything but unreserved characters (RFC 3986 2.3) as %XX. */
-static void put_href(buf *b, const char *name, size_t n)
+static void put_href(weir_strbuf *b, const char *name, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
             c == '-' || c == '.' || c == '_' || c == '~') {
-            put(b, name + i, 1);
+            weir__sb_put(b, name + i, 1);
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            put(b, e, 3);
+            weir__sb_put(b, e, 3);
         }
     }
 }
@@ -251,67 +220,67 @@ static int read_entries(int dir_fd, bool hidden, entry **out, size_t *out_n)
 }
 
 /* nginx's listing date, "%d-%b-%Y %H:%M" in UTC, without the locale. */
-static void put_list_date(buf *b, time_t t)
+static void put_list_date(weir_strbuf *b, time_t t)
 {
     static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
     char s[32];
     if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900) {
-        puts_(b, "-");
+        weir__sb_puts(b, "-");
         return;
     }
     snprintf(s, sizeof(s), "%02d-%s-%04d %02d:%02d", tm.tm_mday, mon[tm.tm_mon], tm.tm_year + 1900,
              tm.tm_hour, tm.tm_min);
-    puts_(b, s);
+    weir__sb_puts(b, s);
 }
 
-static void render_html(buf *b, const char *path, size_t len, const entry *v, size_t n)
+static void render_html(weir_strbuf *b, const char *path, size_t len, const entry *v, size_t n)
 {
     bool slash = len > 0 && path[len - 1] == '/';
     bool root = len == 0 || (len == 1 && path[0] == '/');
-    buf title = {0};
+    weir_strbuf title = {0};
     if (len == 0 || path[0] != '/')
-        puts_(&title, "/");
+        weir__sb_puts(&title, "/");
     put_text(&title, path, len, true);
     if (!slash && !root)
-        puts_(&title, "/");
+        weir__sb_puts(&title, "/");
     if (title.oom) {
         b->oom = true;
         return;
     }
-    puts_(b, "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>Index of ");
-    puts_(b, title.p);
-    puts_(b, "</title></head>\n<body>\n<h1>Index of ");
-    puts_(b, title.p);
-    puts_(b, "</h1>\n<hr>\n<table>\n"
-             "<tr><th>Name</th><th>Last modified</th><th>Size</th></tr>\n");
+    weir__sb_puts(b, "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>Index of ");
+    weir__sb_puts(b, title.p);
+    weir__sb_puts(b, "</title></head>\n<body>\n<h1>Index of ");
+    weir__sb_puts(b, title.p);
+    weir__sb_puts(b, "</h1>\n<hr>\n<table>\n"
+                     "<tr><th>Name</th><th>Last modified</th><th>Size</th></tr>\n");
     free(title.p);
     if (!root)
-        puts_(b, "<tr><td><a href=\"../\">../</a></td><td></td><td>-</td></tr>\n");
+        weir__sb_puts(b, "<tr><td><a href=\"../\">../</a></td><td></td><td>-</td></tr>\n");
     for (size_t i = 0; i < n; i++) {
         size_t nl = strlen(v[i].name);
-        puts_(b, "<tr><td><a href=\"");
+        weir__sb_puts(b, "<tr><td><a href=\"");
         put_href(b, v[i].name, nl);
         if (v[i].dir)
-            puts_(b, "/");
-        puts_(b, "\">");
+            weir__sb_puts(b, "/");
+        weir__sb_puts(b, "\">");
         put_text(b, v[i].name, nl, true);
         if (v[i].dir)
-            puts_(b, "/");
-        puts_(b, "</a></td><td>");
+            weir__sb_puts(b, "/");
+        weir__sb_puts(b, "</a></td><td>");
         put_list_date(b, v[i].mtime);
-        puts_(b, "</td><td>");
+        weir__sb_puts(b, "</td><td>");
         if (v[i].dir) {
-            puts_(b, "-");
+            weir__sb_puts(b, "-");
         } else {
             char s[24];
             snprintf(s, sizeof(s), "%" PRIu64, v[i].size);
-            puts_(b, s);
+            weir__sb_puts(b, s);
         }
-        puts_(b, "</td></tr>\n");
+        weir__sb_puts(b, "</td></tr>\n");
     }
-    puts_(b, "</table>\n<hr>\n</body>\n</html>\n");
+    weir__sb_puts(b, "</table>\n<hr>\n</body>\n</html>\n");
 }
 
 /* The JSON text, malloc'd by jansson (free()), or NULL when out of
@@ -323,7 +292,7 @@ static char *render_json(const entry *v, size_t n)
     if (!a)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        buf name = {0};
+        weir_strbuf name = {0};
         put_text(&name, v[i].name, strlen(v[i].name), false);
         char date[30];
         weir_http_date(v[i].mtime, date);
@@ -363,7 +332,7 @@ int weir__autoindex(int dir_fd, const char *url_path, size_t len, bool json, boo
         *out_len = strlen(text);
         return 0;
     }
-    buf b = {0};
+    weir_strbuf b = {0};
     render_html(&b, url_path, len, v, n);
     free_entries(v, n);
     if (b.oom || !b.p) {

@@ -1,0 +1,23 @@
+/*
+ * strbuf.h - a growing, NUL-terminated text buffer for the program's
+ * generated text (directory listings, assembled configurations). Out of
+ * memory sets oom and makes every later write a no-op, so a writer checks
+ * once at the end.
+ */
+#ifndef WEIR_APP_STRBUF_H
+#define WEIR_APP_STRBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct weir_strbuf {
+    char *p; /* malloc'd, NUL-terminated; NULL until the first write */
+    size_t len, cap;
+    bool oom;
+} weir_strbuf;
+
+void weir__sb_put(weir_strbuf *b, const char *s, size_t n);
+void weir__sb_puts(weir_strbuf *b, const char *s);
+void weir__sb_printf(weir_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
