@@ -598,15 +598,19 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", errs.v[i]);
         if (errs.n == 0)
             fprintf(stderr, "weir: cannot load the configuration: out of memory\n");
-        fprintf(stderr, "weir: configuration %s has %zu error%s\n", c.config ? c.config : "",
-                errs.n, errs.n == 1 ? "" : "s");
+        char *shown = c.config ? weir__etcd_url_masked(c.config) : NULL;
+        fprintf(stderr, "weir: configuration %s has %zu error%s\n", shown ? shown : "", errs.n,
+                errs.n == 1 ? "" : "s");
+        free(shown);
         weir__cfg_errors_free(&errs);
         return 1;
     }
     if (c.test) {
-        printf("weir: configuration %s is valid\n", c.config     ? c.config
+        char *shown = c.config ? weir__etcd_url_masked(c.config) : NULL;
+        printf("weir: configuration %s is valid\n", shown        ? shown
                                                     : c.n_listen ? "(command line)"
                                                                  : "(default)");
+        free(shown);
         weir__config_unref(cfg);
         weir__etcd_source_free(etcd_source);
         return 0;
@@ -658,7 +662,7 @@ int main(int argc, char **argv)
     /* The admin API: one more service, on its own listener. */
     weir_admin *admin = NULL;
     if (rc == WEIR_OK && cfg->admin.addr) {
-        admin = weir__admin_start(app, srv, c.config);
+        admin = weir__admin_start(app, srv, etcd_source ? NULL : c.config);
         if (!admin)
             rc = WEIR_ERR_INVAL;
         else if (etcd_source)

@@ -536,6 +536,12 @@ def test_etcd_with_authentication(etcd, backend, instances, tmp_path):
     e.ctl("--user", "root:rootpw", "put", "/p/locations/all", LOCATION % 2)
     assert wait_for(lambda: w.rev() == "2")
     assert "rootpw" not in w.fleet()["config"]["source"]
+    # A password shorter than its mask, not last in the query.
+    e.ctl("--user", "root:rootpw", "user", "add", "w:x")
+    e.ctl("--user", "root:rootpw", "user", "grant-role", "w", "root")
+    [w2] = instances(e.url("p", query="?password=x&user=w"))
+    assert w2.rev() == "2"
+    assert w2.fleet()["config"]["source"].endswith("/p?password=***&user=w")
 
 
 def test_sighup_and_api_reload_read_the_local_file_again(etcd, backend, instances):

@@ -226,8 +226,22 @@ Test(etcd_split, urls)
     cr_assert_str_eq(u.endpoints[0], "https://a:1");
     cr_assert_str_eq(u.prefix, "/p");
     weir__etcd_url_free(&u);
-    const char *bad[] = {"etcd://a:1",       "etcd://a:1/",         "etcd://a/p",       "etcd:///p",
-                         "etcd://a:1/p?x=1", "etcd://a:1/p?user=u", "etcd://a:1/p?user"};
+    const char *bad[] = {
+        "etcd://a:1",        "etcd://a:1/",      "etcd://a/p",
+        "etcd:///p",         "etcd://a:1/p?x=1", "etcd://a:1/p?user=u",
+        "etcd://a:1/p?user", "etcd://a:1,/p",    "etcd://a:1/p?user=u&password=a&password=b"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(weir__etcd_url_parse(bad[i], &u, e, sizeof(e)), -1, "%s", bad[i]);
+    /* Every password masked, whatever its length; nothing else. */
+    const char *masks[][2] = {
+        {"etcd://a:1/p", "etcd://a:1/p"},
+        {"etcd://a:1/p?password=", "etcd://a:1/p?password=***"},
+        {"etcd://a:1/p?user=u&password=x", "etcd://a:1/p?user=u&password=***"},
+        {"etcd://a:1/p?password=long&user=mypassword=x&password=z",
+         "etcd://a:1/p?password=***&user=mypassword=x&password=***"}};
+    for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++) {
+        char *m = weir__etcd_url_masked(masks[i][0]);
+        cr_assert_str_eq(m, masks[i][1]);
+        free(m);
+    }
 }

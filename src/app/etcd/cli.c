@@ -21,6 +21,7 @@
 #include "app/etcd/split.h"
 
 #define MAX_TXN_OPS 128
+#define MAX_DIR 300 /* a prefix (at most 256 bytes) and "/" */
 
 static weir_etcd *open_url(const char *url, weir_etcd_url *u, FILE *err)
 {
@@ -43,17 +44,18 @@ int weir__config_pull(const char *url, FILE *out, FILE *err)
     weir_etcd *e = open_url(url, &u, err);
     if (!e)
         return 1;
-    char dir[600], msg[600];
+    char dir[MAX_DIR], msg[600];
     snprintf(dir, sizeof(dir), "%s/", u.prefix);
+    char *shown = weir__etcd_url_masked(url);
     weir_etcd_kvs k;
     int rc = 1;
-    if (weir__etcd_range(e, dir, 0, &k, msg, sizeof(msg)) != 0) {
-        fprintf(err, "weir: %s: %s\n", url, msg);
+    if (!shown || weir__etcd_range(e, dir, 0, &k, msg, sizeof(msg)) != 0) {
+        fprintf(err, "weir: %s: %s\n", shown ? shown : "etcd", shown ? msg : "out of memory");
         goto out;
     }
     weir_cfg_errors errs = {0};
     size_t len;
-    char *text = weir__etcd_assemble(&k, u.prefix, url, NULL, NULL, 0, true, &len, NULL, &errs);
+    char *text = weir__etcd_assemble(&k, u.prefix, shown, NULL, NULL, 0, true, &len, NULL, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(err, "%s\n", errs.v[i]);
     weir__cfg_errors_free(&errs);
@@ -62,6 +64,7 @@ int weir__config_pull(const char *url, FILE *out, FILE *err)
         rc = 0;
     free(text);
 out:
+    free(shown);
     weir__etcd_free(e);
     weir__etcd_url_free(&u);
     return rc;
@@ -96,17 +99,34 @@ int weir__config_push(const char *file, const char *url, FILE *out, FILE *err)
         free(text);
         return 1;
     }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].name && !weir__etcd_name_ok(v[i].name, strlen(v[i].name))) {
+            fprintf(err,
+                    "%s:%d: [%s.\"%s\"]: a name in etcd has no '/', quote, backslash or control "
+                    "character and at most 200 bytes: nothing pushed\n",
+                    file, v[i].line, v[i].section, v[i].name);
+            weir__cfg_sections_free(v, n);
+            free(text);
+            return 1;
+        }
+    }
     weir_etcd_url u;
     weir_etcd *e = open_url(url, &u, err);
     int rc = 1;
     weir_etcd_kvs old = {0};
+    char *shown = NULL;
     json_t *ops = json_array();
     if (!e)
         goto out;
-    char dir[600];
+    char dir[MAX_DIR];
     snprintf(dir, sizeof(dir), "%s/", u.prefix);
+    shown = weir__etcd_url_masked(url);
+    if (!shown) {
+        fprintf(err, "weir: out of memory\n");
+        goto out;
+    }
     if (weir__etcd_range(e, dir, 0, &old, msg, sizeof(msg)) != 0) {
-        fprintf(err, "weir: %s: %s\n", url, msg);
+        fprintf(err, "weir: %s: %s\n", shown, msg);
         goto out;
     }
     char **keys = calloc(n ? n : 1, sizeof(char *));
@@ -145,12 +165,12 @@ int weir__config_push(const char *file, const char *url, FILE *out, FILE *err)
     int64_t rev = 0;
     if (weir__etcd_txn(e, NULL, ops, &rev, msg, sizeof(msg)) != 0) {
         ops = NULL;
-        fprintf(err, "weir: %s: %s: nothing pushed\n", url, msg);
+        fprintf(err, "weir: %s: %s: nothing pushed\n", shown, msg);
         goto out;
     }
     ops = NULL;
     fprintf(out, "weir: pushed %zu sections of %s to %s (%zu keys deleted), revision %" PRId64 "\n",
-            n, file, url, deleted, rev);
+            n, file, shown, deleted, rev);
     rc = 0;
 out:
     json_decref(ops);
@@ -160,6 +180,7 @@ out:
         weir__etcd_free(e);
         weir__etcd_url_free(&u);
     }
+    free(shown);
     free(text);
     return rc;
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RESPONSE_MAX (64u << 20) /* a range of a whole prefix of configuration */
 #define GRPC_UNAVAILABLE 14
@@ -282,8 +283,9 @@ static int call_one(weir_etcd *e, const char *endpoint, const char *path, const 
     json_t *j = b.p ? json_loads(b.p, 0, &je) : NULL;
     free(b.p);
     if (!j) {
+        /* Not etcd's gateway (or not this version's): another endpoint may be. */
         snprintf(err, err_len, "%s%s: HTTP %ld, not JSON", endpoint, path, status);
-        return status == 404 ? -2 : -1;
+        return -1;
     }
     int code = answer_error(j, err, err_len);
     if (code) {
@@ -575,6 +577,8 @@ typedef struct watch_state {
     char *err;
     size_t err_len;
     bool stop_cb;
+    bool is_created;      /* etcd confirmed the watch */
+    bool unauthenticated; /* the token expired: authenticate again */
 } watch_state;
 
 /* One JSON line of the stream. Returns false to end the watch. */
@@ -587,15 +591,20 @@ static bool watch_line(watch_state *w, const char *line, size_t len)
         w->rc = -1;
         return false;
     }
-    if (answer_error(j, w->err, w->err_len)) {
+    int code = answer_error(j, w->err, w->err_len);
+    if (code) {
         json_decref(j);
+        w->unauthenticated = code == GRPC_UNAUTHENTICATED;
         w->rc = -1;
         return false;
     }
     const json_t *r = json_object_get(j, "result");
     int64_t rev = int64_field(json_object_get(r, "header"), "revision");
-    if (json_is_true(json_object_get(r, "created")) && w->created)
-        w->created(w->arg);
+    if (json_is_true(json_object_get(r, "created"))) {
+        w->is_created = true;
+        if (w->created)
+            w->created(w->arg);
+    }
     int64_t compact = int64_field(r, "compact_revision");
     if (compact || json_is_true(json_object_get(r, "canceled"))) {
         w->compact_revision = compact;
@@ -682,6 +691,7 @@ int weir__etcd_watch(weir_etcd *e, const char *prefix, int64_t start_revision,
     /* A token for the stream, like any call (the range before ensured one
      * unless etcd restarted; a refusal then ends this watch). */
     if (e->user && !e->token && authenticate(e, e->endpoints[e->current], err, err_len) != 0) {
+        e->current = (e->current + 1) % e->n_endpoints;
         free(text);
         return -1;
     }
@@ -697,6 +707,11 @@ int weir__etcd_watch(weir_etcd *e, const char *prefix, int64_t start_revision,
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_watch_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &w);
     curl_multi_add_handle(m, c);
+    /* etcd confirms a watch at once: an endpoint that has not within the
+     * timeout is not etcd, or is stuck; the next one is tried. */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool timed_out = false;
     for (;;) {
         int running = 0;
         curl_multi_perform(m, &running);
@@ -706,6 +721,15 @@ int weir__etcd_watch(weir_etcd *e, const char *prefix, int64_t start_revision,
             rc = 0;
             goto out;
         }
+        if (!w.is_created) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            int64_t ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+            if (ms > (int64_t)e->timeout_ms) {
+                timed_out = true;
+                break;
+            }
+        }
         curl_multi_poll(m, NULL, 0, 200, NULL);
     }
     CURLMsg *msg;
@@ -714,19 +738,29 @@ int weir__etcd_watch(weir_etcd *e, const char *prefix, int64_t start_revision,
     while ((msg = curl_multi_info_read(m, &left)))
         if (msg->msg == CURLMSG_DONE)
             res = msg->data.result;
-    if (w.rc) {
+    if (timed_out) {
+        snprintf(err, err_len, "%s: no answer to the watch within %u ms", e->endpoints[e->current],
+                 e->timeout_ms);
+        rc = -1;
+    } else if (w.rc) {
         rc = w.rc;
         if (compact_revision)
             *compact_revision = w.compact_revision;
+        if (w.unauthenticated && e->token) {
+            free(e->token);
+            e->token = NULL;
+        }
     } else if (w.stop_cb) {
         rc = 0;
     } else {
         snprintf(err, err_len, "%s: watch ended: %s", e->endpoints[e->current],
                  res == CURLE_OK ? "the stream closed" : curl_easy_strerror(res));
-        /* Next time, another member. */
-        e->current = (e->current + 1) % e->n_endpoints;
         rc = -1;
     }
+    /* After a failure, another member next time (a compaction is no
+     * failure of this one). */
+    if (rc == -1)
+        e->current = (e->current + 1) % e->n_endpoints;
 out:
     if (m && c)
         curl_multi_remove_handle(m, c);

@@ -44,22 +44,53 @@ static void pause_ms(weir_fleet *f, int64_t ms)
         usleep(50000);
 }
 
-static bool put_instance(weir_fleet *f, int64_t lease, char *err, size_t err_len)
+/*
+ * Keeps the instance key: created when absent, rewritten (compare-and-
+ * swap) when it is on our lease and says an old revision, left alone
+ * when another live instance holds the same id. Returns true when the
+ * key is ours and current, false with err set otherwise.
+ */
+static bool keep_instance(weir_fleet *f, int64_t lease, char *err, size_t err_len)
 {
     pthread_mutex_lock(&f->mu);
     int64_t rev = f->revision;
     pthread_mutex_unlock(&f->mu);
+    weir_etcd_kvs k = {0};
+    if (weir__etcd_get(f->e, f->key, &k, err, err_len) != 0)
+        return false;
+    int64_t expect = 0; /* absent */
+    bool other = false;
+    if (k.n == 1) {
+        other = k.v[0].lease != lease;
+        expect = k.v[0].mod_revision;
+    }
+    int64_t other_lease = other ? k.v[0].lease : 0;
+    weir__etcd_kvs_free(&k);
+    if (other) {
+        snprintf(err, err_len,
+                 "instance_id '%s' is registered by another live instance (lease %" PRId64
+                 "): this one registers when that key is gone",
+                 f->id, other_lease);
+        return false;
+    }
+    if (expect != 0 && f->put_revision == rev)
+        return true;
     json_t *v = json_deep_copy(f->info);
     json_object_set_new(v, "revision", json_integer((json_int_t)rev));
     char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
-    if (!text)
+    if (!text) {
+        snprintf(err, err_len, "out of memory");
         return false;
-    int rc = weir__etcd_put_if(f->e, f->key, text, strlen(text), -1, lease, NULL, err, err_len);
+    }
+    int rc = weir__etcd_put_if(f->e, f->key, text, strlen(text), expect, lease, NULL, err, err_len);
     free(text);
-    if (rc == 0)
-        f->put_revision = rev;
-    return rc == 0;
+    if (rc == WEIR_ETCD_FAILED)
+        snprintf(err, err_len, "%s changed while it was written; trying again", f->key);
+    if (rc != 0)
+        return false;
+    f->put_revision = rev;
+    return true;
 }
 
 /* Takes the lock if nobody holds it, else reads who does. */
@@ -113,12 +144,13 @@ static void *fleet_main(void *arg)
         bool ok = true;
         if (f->lease == 0) {
             int64_t id = 0;
-            ok = weir__etcd_lease_grant(f->e, f->ttl_s, &id, err, sizeof(err)) == 0 &&
-                 put_instance(f, id, err, sizeof(err));
+            ok = weir__etcd_lease_grant(f->e, f->ttl_s, &id, err, sizeof(err)) == 0;
             if (ok) {
                 pthread_mutex_lock(&f->mu);
                 f->lease = id;
                 pthread_mutex_unlock(&f->mu);
+                f->put_revision = -1;
+                ok = keep_instance(f, id, err, sizeof(err));
             }
         } else {
             int64_t ttl = 0;
@@ -130,11 +162,8 @@ static void *fleet_main(void *arg)
                 pthread_mutex_unlock(&f->mu);
                 ok = false;
             }
-            pthread_mutex_lock(&f->mu);
-            bool stale = f->revision != f->put_revision;
-            pthread_mutex_unlock(&f->mu);
-            if (ok && stale)
-                ok = put_instance(f, f->lease, err, sizeof(err));
+            if (ok)
+                ok = keep_instance(f, f->lease, err, sizeof(err));
         }
         if (!ok) {
             drop_lock(f);

@@ -63,11 +63,37 @@ static char *unescape(const char *s, size_t n)
     return out;
 }
 
-int weir__etcd_url_parse(const char *url, weir_etcd_url *u, char *err, size_t err_len)
+char *weir__etcd_url_masked(const char *url)
 {
-    memset(u, 0, sizeof(*u));
-    bool tls = strncmp(url, "etcds://", 8) == 0;
-    const char *p = url + (tls ? 8 : 7);
+    weir_strbuf b = {0};
+    const char *q = strchr(url, '?');
+    weir__sb_put(&b, url, q ? (size_t)(q - url) : strlen(url));
+    for (const char *a = q; a && *a;) {
+        const char *amp = strchr(a + 1, '&');
+        size_t n = amp ? (size_t)(amp - a) : strlen(a);
+        if (n >= 10 && strncmp(a + 1, "password=", 9) == 0) {
+            weir__sb_put(&b, a, 10);
+            weir__sb_puts(&b, "***");
+        } else {
+            weir__sb_put(&b, a, n);
+        }
+        a = amp;
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p ? b.p : strdup("");
+}
+
+#define MAX_PREFIX 256   /* keys stay short: a prefix, a section, a name of 200 */
+#define MAX_ENDPOINT 256 /* host:port */
+
+/* Parses in; messages name url (in with its password masked). */
+static int url_parse(const char *in, const char *url, weir_etcd_url *u, char *err, size_t err_len)
+{
+    bool tls = strncmp(in, "etcds://", 8) == 0;
+    const char *p = in + (tls ? 8 : 7);
     const char *slash = strchr(p, '/');
     const char *q = strchr(p, '?');
     if (!slash || (q && q < slash)) {
@@ -82,13 +108,21 @@ int weir__etcd_url_parse(const char *url, weir_etcd_url *u, char *err, size_t er
         snprintf(err, err_len, "%s: the prefix is empty", url);
         return -1;
     }
+    if (plen > MAX_PREFIX) {
+        snprintf(err, err_len, "%.60s...: the prefix is longer than %d bytes", url, MAX_PREFIX);
+        return -1;
+    }
+    if (slash > p && slash[-1] == ',') {
+        snprintf(err, err_len, "%s: an empty endpoint after ','", url);
+        return -1;
+    }
     u->prefix = strndup(slash, plen);
     for (const char *h = p; h < slash;) {
         const char *comma = memchr(h, ',', (size_t)(slash - h));
         const char *end = comma ? comma : slash;
         size_t n = (size_t)(end - h);
         const char *colon = memchr(h, ':', n);
-        if (n == 0 || !colon || colon == h || colon + 1 == end) {
+        if (n == 0 || n > MAX_ENDPOINT || !colon || colon == h || colon + 1 == end) {
             snprintf(err, err_len, "%s: each endpoint is HOST:PORT", url);
             goto fail;
         }
@@ -117,11 +151,16 @@ int weir__etcd_url_parse(const char *url, weir_etcd_url *u, char *err, size_t er
         char *v = unescape(eq + 1, (size_t)(a + n - eq - 1));
         if (!v)
             goto oom;
-        if ((size_t)(eq - a) == 4 && strncmp(a, "user", 4) == 0) {
-            free(u->user);
+        bool is_user = (size_t)(eq - a) == 4 && strncmp(a, "user", 4) == 0;
+        bool is_password = (size_t)(eq - a) == 8 && strncmp(a, "password", 8) == 0;
+        if ((is_user && u->user) || (is_password && u->password)) {
+            free(v);
+            snprintf(err, err_len, "%s: '%.*s' is given twice", url, (int)(eq - a), a);
+            goto fail;
+        }
+        if (is_user) {
             u->user = v;
-        } else if ((size_t)(eq - a) == 8 && strncmp(a, "password", 8) == 0) {
-            free(u->password);
+        } else if (is_password) {
             u->password = v;
         } else {
             free(v);
@@ -141,6 +180,19 @@ oom:
 fail:
     weir__etcd_url_free(u);
     return -1;
+}
+
+int weir__etcd_url_parse(const char *url, weir_etcd_url *u, char *err, size_t err_len)
+{
+    memset(u, 0, sizeof(*u));
+    char *masked = weir__etcd_url_masked(url);
+    if (!masked) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    int rc = url_parse(url, masked, u, err, err_len);
+    free(masked);
+    return rc;
 }
 
 weir_etcd *weir__etcd_connect(const weir_etcd_url *u, const char *cacert, const char *cert,
@@ -206,7 +258,7 @@ static bool map_add(weir_etcd_map *m, int first, int last, const char *where, bo
 }
 
 /* A section name as a TOML key: quoted, or NULL when it cannot be one. */
-static bool name_ok(const char *s, size_t n)
+bool weir__etcd_name_ok(const char *s, size_t n)
 {
     if (n == 0 || n > 200)
         return false;
@@ -287,6 +339,11 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
         size_t slen = slash ? (size_t)(slash - rest) : rlen;
         const char *name = slash ? slash + 1 : NULL;
         size_t name_len = slash ? rlen - slen - 1 : 0;
+        if (memchr(rest, '\0', slen)) {
+            weir__cfg_errors_add(errs, "%s...: not a configuration key (it holds a NUL byte)",
+                                 kv->key);
+            continue;
+        }
         if (slen >= sizeof(section)) {
             weir__cfg_errors_add(errs, "%s: not a configuration key", kv->key);
             continue;
@@ -303,7 +360,7 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
                 kv->key, prefix);
             continue;
         }
-        if (name && !name_ok(name, name_len)) {
+        if (name && !weir__etcd_name_ok(name, name_len)) {
             weir__cfg_errors_add(
                 errs, "%s: a section name has no '/', quote, backslash or control character",
                 kv->key);

@@ -40,7 +40,12 @@ typedef struct weir_etcd_url {
     char *prefix; /* "/PREFIX", no trailing slash */
     char *user, *password;
 } weir_etcd_url;
+/* Messages name the URL with its password masked. The prefix is at most
+ * 256 bytes, an endpoint at most 256. */
 int weir__etcd_url_parse(const char *url, weir_etcd_url *u, char *err, size_t err_len);
+/* The URL with every password's value as "***", malloc'd (NULL: out of
+ * memory): what logs, messages and the admin API show. */
+char *weir__etcd_url_masked(const char *url);
 void weir__etcd_url_free(weir_etcd_url *u);
 /* A client for u with the TLS files given (may be NULL). */
 weir_etcd *weir__etcd_connect(const weir_etcd_url *u, const char *cacert, const char *cert,
@@ -62,6 +67,9 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
  * name the key and the line in its value. */
 void weir__etcd_map_errors(const weir_etcd_map *map, weir_cfg_errors *errs);
 void weir__etcd_map_free(weir_etcd_map *map);
+/* Whether a section name can be the last part of a key: 1 to 200 bytes,
+ * no '/', quote, backslash or control character. */
+bool weir__etcd_name_ok(const char *name, size_t len);
 /* The file name the assembled text is loaded as. */
 #define WEIR_ETCD_TEXT_NAME "<etcd>"
 

@@ -149,13 +149,31 @@ static void write_cache(weir_etcd_source *s, const weir_etcd_kvs *kvs)
     weir__cfg_errors_free(&errs);
 }
 
+/* A JSON string of text, its bytes that are not UTF-8 (a key's name
+ * may hold any) as '?'. */
+static json_t *json_text(const char *text)
+{
+    json_t *j = json_string(text);
+    if (j)
+        return j;
+    char *copy = strdup(text);
+    if (!copy)
+        return NULL;
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
 static void reject(weir_etcd_source *s, int64_t revision, const weir_cfg_errors *errs, bool log)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < errs->n; i++) {
         if (log)
             weir_log(WEIR_LEVEL_ERROR, "%s", errs->v[i]);
-        json_array_append_new(a, json_string(errs->v[i]));
+        json_array_append_new(a, json_text(errs->v[i]));
     }
     pthread_mutex_lock(&s->mu);
     s->rejected++;
@@ -408,7 +426,9 @@ static int on_events(void *arg, const weir_etcd_event *ev, size_t n, int64_t rev
     return 0;
 }
 
-/* Whether a and b hold the same config keys at the same mod revisions. */
+/* Whether a and b hold the same config keys at the same mod revisions
+ * (keys read from the cache have none: the admin API's compare-and-swap
+ * needs etcd's, so they count as a change). */
 static bool same_keys(const weir_etcd_source *s, const weir_etcd_kvs *a, const weir_etcd_kvs *b)
 {
     size_t i = 0, k = 0;
@@ -421,6 +441,7 @@ static bool same_keys(const weir_etcd_source *s, const weir_etcd_kvs *a, const w
             return i == a->n && k == b->n;
         if (a->v[i].key_len != b->v[k].key_len ||
             memcmp(a->v[i].key, b->v[k].key, a->v[i].key_len) != 0 ||
+            a->v[i].mod_revision != b->v[k].mod_revision ||
             a->v[i].value_len != b->v[k].value_len ||
             memcmp(a->v[i].value, b->v[k].value, a->v[i].value_len) != 0)
             return false;
@@ -488,19 +509,6 @@ static char *local_basic_string(const weir_toml_value *doc, const char *key)
     return v ? strdup(v) : NULL;
 }
 
-static char *mask_password(const char *url)
-{
-    char *m = strdup(url);
-    char *p = m ? strstr(m, "password=") : NULL;
-    if (p) {
-        char *end = strchr(p, '&');
-        size_t tail = end ? strlen(end) : 0;
-        memcpy(p + 9, "***", 3);
-        memmove(p + 12, end ? end : "", tail + 1);
-    }
-    return m;
-}
-
 weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path, weir_config **cfg,
                                          weir_cfg_errors *errs)
 {
@@ -510,7 +518,9 @@ weir_etcd_source *weir__etcd_source_open(const char *url, const char *local_path
     if (!s)
         return NULL;
     pthread_mutex_init(&s->mu, NULL);
-    s->name = mask_password(url);
+    s->name = weir__etcd_url_masked(url);
+    if (!s->name)
+        goto fail;
     if (weir__etcd_url_parse(url, &s->url, err, sizeof(err)) != 0) {
         weir__cfg_errors_add(errs, "%s", err);
         goto fail;
@@ -682,32 +692,45 @@ json_t *weir__etcd_source_status(weir_etcd_source *s)
     return j;
 }
 
+/* "/PREFIX/section[/name]", malloc'd. */
+static char *key_of(const weir_etcd_source *s, const char *section, const char *name)
+{
+    char *key = NULL;
+    if (asprintf(&key, "%s%s%s%s", s->prefix_dir, section, name ? "/" : "", name ? name : "") < 0)
+        return NULL;
+    return key;
+}
+
 char *weir__etcd_source_value(weir_etcd_source *s, const char *section, const char *name,
                               int64_t *mod_revision, bool *from_local)
 {
-    char key[600];
-    snprintf(key, sizeof(key), "%s%s%s%s", s->prefix_dir, section, name ? "/" : "",
-             name ? name : "");
+    char *key = key_of(s, section, name);
     *mod_revision = 0;
     *from_local = false;
     (void)from_local;
-    for (size_t i = 0; i < s->served.n; i++) {
+    char *v = NULL;
+    for (size_t i = 0; key && !v && i < s->served.n; i++) {
         if (strcmp(s->served.v[i].key, key) == 0) {
             *mod_revision = s->served.v[i].mod_revision;
-            return strdup(s->served.v[i].value);
+            v = strdup(s->served.v[i].value);
         }
     }
-    return NULL;
+    free(key);
+    return v;
 }
 
 int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *name,
                           const char *value, size_t len, int64_t mod_revision, int64_t *revision,
                           char *err, size_t err_len)
 {
-    char key[600];
-    snprintf(key, sizeof(key), "%s%s%s%s", s->prefix_dir, section, name ? "/" : "",
-             name ? name : "");
-    return weir__etcd_put_if(s->main_e, key, value, len, mod_revision, 0, revision, err, err_len);
+    char *key = key_of(s, section, name);
+    if (!key) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    int rc = weir__etcd_put_if(s->main_e, key, value, len, mod_revision, 0, revision, err, err_len);
+    free(key);
+    return rc;
 }
 
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
@@ -715,13 +738,14 @@ int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char
 {
     weir_etcd_kvs k;
     kvs_copy(&s->served, &k);
-    char key[600];
-    snprintf(key, sizeof(key), "%s%s/%s", s->prefix_dir, section, name);
-    weir_etcd_event ev = {
-        .kv = {.key = key, .key_len = strlen(key), .value = (char *)value, .value_len = len}};
+    char *key = key_of(s, section, name);
+    weir_etcd_event ev = {.kv = {.key = key,
+                                 .key_len = key ? strlen(key) : 0,
+                                 .value = (char *)value,
+                                 .value_len = len}};
     char *v0 = malloc(len + 1); /* kvs_change copies NUL-terminated values */
     int rc = -1;
-    if (v0) {
+    if (v0 && key) {
         memcpy(v0, value, len);
         v0[len] = '\0';
         ev.kv.value = v0;
@@ -741,6 +765,7 @@ int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char
         }
     }
     free(v0);
+    free(key);
     weir__etcd_kvs_free(&k);
     return rc;
 }
