@@ -35,6 +35,9 @@ typedef struct weir_tls_cert_spec {
     const char *cert_file;  /* PEM: the leaf, optionally followed by its chain */
     const char *key_file;   /* PEM private key matching the leaf */
     const char *chain_file; /* extra PEM chain certificates; NULL = none */
+    /* Instead of the files (cert_file NULL): the leaf (and chain) and key
+     * as PEM text, e.g. a certificate made in memory. */
+    const char *cert_pem, *key_pem;
     /* Names this certificate is served for: exact ("a.example") or one
      * wildcard label ("*.example", matching "x.example" only). n_names 0 =
      * the certificate's DNS subjectAltNames, or its CN when it has none. */

@@ -560,6 +560,22 @@ int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const
     return WEIR_OK;
 }
 
+int weir__app_refresh_tls(weir_app *app)
+{
+    weir_config *cfg = weir__app_config(app);
+    int failed = 0;
+    for (size_t i = 0; cfg && i < cfg->n_servers; i++) {
+        for (size_t k = 0; k < atomic_load(&app->n_servers); k++) {
+            server_app *sa = &app->servers[k];
+            if (sa->tls && strcmp(sa->name, cfg->servers[i].name) == 0 &&
+                server_app_tls(sa, &cfg->servers[i]) != WEIR_OK)
+                failed++;
+        }
+    }
+    weir__config_unref(cfg);
+    return failed;
+}
+
 int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
 {
     return weir__app_reload_errs(app, path, srv, NULL);

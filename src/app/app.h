@@ -44,6 +44,11 @@ typedef weir_config *(*weir_app_load_fn)(void *arg, weir_cfg_errors *errs);
 int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
                           weir_server *srv, weir_cfg_errors *errs);
 
+/* Builds every TLS server's settings again from the running snapshot (a
+ * certificate file changed: new handshakes use it, no reload). Returns
+ * how many failed (they keep what they had). Main thread. */
+int weir__app_refresh_tls(weir_app *app);
+
 /* The current snapshot, with a reference for the caller to drop
  * (weir__config_unref). Any thread. */
 weir_config *weir__app_config(weir_app *app);

@@ -25,6 +25,7 @@
 #include "app/config/config.h"
 #include "app/app.h"
 #include "app/convert.h"
+#include "app/acme/manager.h"
 #include "app/etcd/cli.h"
 #include "app/etcd/source.h"
 #include "weir/weir.h"
@@ -384,6 +385,7 @@ static int parse_args(int argc, char **argv, cli *c)
 }
 
 static weir_etcd_source *etcd_source;
+static weir_acme_manager *acme_manager; /* certificates with acme */
 
 static weir_config *load(const cli *c, weir_cfg_errors *errs)
 {
@@ -515,6 +517,8 @@ static void on_started(void *arg)
     running *r = arg;
     if (etcd_source && r->app && weir__etcd_source_start(etcd_source, r->app, r->srv) != WEIR_OK)
         weir_log(WEIR_LEVEL_ERROR, "etcd: not watching: changes in etcd are not served");
+    if (r->app && !(acme_manager = weir__acme_manager_start(r->app, r->srv)))
+        weir_log(WEIR_LEVEL_ERROR, "acme: cannot start: no certificate will be ordered");
     report_ready(r->ready_fd);
     r->ready_fd = -1;
 }
@@ -673,6 +677,8 @@ int main(int argc, char **argv)
     if (rc == WEIR_OK)
         rc = weir_server_run(srv);
     run_state.app = NULL;
+    weir__acme_manager_stop(acme_manager);
+    acme_manager = NULL;
     weir__etcd_source_stop(etcd_source);
     weir__admin_free(admin);
     weir__app_free(app);

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "app/access_log.h"
+#include "app/acme/manager.h"
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
 #include "app/plugin/plugin.h"
@@ -147,6 +148,9 @@ void *weir__plugin_parked_ctx(weir_session *s)
     return c && c->parked ? c->parked_ctx : NULL;
 }
 
+#define ACME_PREFIX "/.well-known/acme-challenge/"
+#define ACME_PREFIX_LEN (sizeof(ACME_PREFIX) - 1)
+
 /* Runs a server's plugin (redirect_https) before routing. */
 static weir_phase_result run_one(weir_session *s, req_ctx *c, const weir_plugin *p)
 {
@@ -161,6 +165,19 @@ static weir_phase_result early_request_filter(weir_session *s, void *ctx)
         return WEIR_PHASE_ERROR;
     if (!c->srv)
         return weir__app_answer(s, 503, "Service Unavailable"); /* server removed by a reload */
+    /* ACME HTTP-01 answers come before anything a server or location
+     * does (a redirect to https included), as the CA asks on port 80. */
+    weir_str path = weir_session_path(s);
+    if (path.len > ACME_PREFIX_LEN && memcmp(path.ptr, ACME_PREFIX, ACME_PREFIX_LEN) == 0) {
+        char ka[256];
+        if (weir__acme_http01(path.ptr + ACME_PREFIX_LEN, path.len - ACME_PREFIX_LEN, ka,
+                              sizeof(ka))) {
+            weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("application/octet-stream")};
+            return weir_session_respond(s, 200, &h, 1, ka, strlen(ka)) == WEIR_OK
+                       ? WEIR_PHASE_ANSWERED
+                       : WEIR_PHASE_ERROR;
+        }
+    }
     if (c->srv->redirect) {
         weir_phase_result r = run_one(s, c, c->srv->redirect);
         if (r != WEIR_PHASE_CONTINUE)

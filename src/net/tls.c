@@ -216,10 +216,12 @@ static int names_from_cert(cert *c)
 
 /* Reads every certificate of a PEM file: the first into *leaf (if leaf is
  * not NULL), the rest onto chain. */
-static int read_certs(const char *file, X509 **leaf, STACK_OF(X509) * chain, char *err,
-                      size_t err_len)
+static int read_certs(const char *file, const char *pem, X509 **leaf, STACK_OF(X509) * chain,
+                      char *err, size_t err_len)
 {
-    BIO *b = BIO_new_file(file, "r");
+    BIO *b = file ? BIO_new_file(file, "r") : BIO_new_mem_buf(pem, -1);
+    if (!file)
+        file = "(in memory)";
     if (!b) {
         set_err(err, err_len, "cannot read certificate file %s", file);
         return -1;
@@ -247,23 +249,24 @@ static int read_certs(const char *file, X509 **leaf, STACK_OF(X509) * chain, cha
 static int load_cert(cert *c, const weir_tls_cert_spec *s, char *err, size_t err_len)
 {
     c->chain = sk_X509_new_null();
-    if (!c->chain || read_certs(s->cert_file, &c->x509, c->chain, err, err_len) < 0)
+    if (!c->chain || read_certs(s->cert_file, s->cert_pem, &c->x509, c->chain, err, err_len) < 0)
         return -1;
-    if (s->chain_file && read_certs(s->chain_file, NULL, c->chain, err, err_len) < 0)
+    if (s->chain_file && read_certs(s->chain_file, NULL, NULL, c->chain, err, err_len) < 0)
         return -1;
-    BIO *b = BIO_new_file(s->key_file, "r");
+    const char *key_name = s->cert_file ? s->key_file : "(in memory)";
+    BIO *b = s->cert_file ? BIO_new_file(s->key_file, "r") : BIO_new_mem_buf(s->key_pem, -1);
     if (!b) {
-        set_err(err, err_len, "cannot read key file %s", s->key_file);
+        set_err(err, err_len, "cannot read key file %s", key_name);
         return -1;
     }
     c->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!c->key) {
-        set_err(err, err_len, "no valid PEM private key in %s", s->key_file);
+        set_err(err, err_len, "no valid PEM private key in %s", key_name);
         return -1;
     }
     if (!X509_check_private_key(c->x509, c->key)) {
-        set_err(err, err_len, "the key in %s does not match its certificate", s->key_file);
+        set_err(err, err_len, "the key in %s does not match its certificate", key_name);
         return -1;
     }
     int rc = 0;

@@ -11,11 +11,13 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int weir__acme_key_type(const char *name, weir_acme_key_type *out)
@@ -329,6 +331,91 @@ out:
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_NAME_free(name);
     X509_REQ_free(req);
+    ERR_clear_error();
+    return out;
+}
+
+/* The text a memory BIO holds, malloc'd. */
+static char *bio_text(BIO *b)
+{
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+    char *out = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (out) {
+        memcpy(out, p, (size_t)n);
+        out[n] = '\0';
+    }
+    return out;
+}
+
+bool weir__acme_placeholder(const char *const *domains, size_t n, char **cert_pem, char **key_pem)
+{
+    *cert_pem = *key_pem = NULL;
+    EVP_PKEY *key = n ? weir__acme_key_new(WEIR_ACME_EC256) : NULL;
+    X509 *x = X509_new();
+    BIO *cb = BIO_new(BIO_s_mem()), *kb = BIO_new(BIO_s_mem());
+    bool ok = false;
+    size_t cap = 1;
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(domains[i]) + 5;
+    char *san = malloc(cap);
+    if (!key || !x || !cb || !kb || !san)
+        goto out;
+    san[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        strcat(san, i ? ",DNS:" : "DNS:");
+        strcat(san, domains[i]);
+    }
+    unsigned char serial[16];
+    if (RAND_bytes(serial, sizeof(serial)) != 1)
+        goto out;
+    serial[0] &= 0x7f;
+    BIGNUM *bn = BN_bin2bn(serial, sizeof(serial), NULL);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) && X509_set_version(x, 2) == 1 &&
+         X509_gmtime_adj(X509_getm_notBefore(x), -3600) &&
+         X509_gmtime_adj(X509_getm_notAfter(x), 90L * 24 * 3600) &&
+         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)domains[0],
+                                    -1, -1, 0) == 1 &&
+         X509_set_issuer_name(x, name) == 1 && X509_set_pubkey(x, key) == 1 && ext &&
+         X509_add_ext(x, ext, -1) == 1 && X509_sign(x, key, EVP_sha256()) > 0 &&
+         PEM_write_bio_X509(cb, x) == 1 &&
+         PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1;
+    X509_EXTENSION_free(ext);
+    BN_free(bn);
+    if (ok) {
+        *cert_pem = bio_text(cb);
+        *key_pem = bio_text(kb);
+        ok = *cert_pem && *key_pem;
+        if (!ok) {
+            free(*cert_pem);
+            free(*key_pem);
+            *cert_pem = *key_pem = NULL;
+        }
+    }
+out:
+    free(san);
+    BIO_free(cb);
+    BIO_free(kb);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    return ok;
+}
+
+int64_t weir__acme_cert_not_after(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    struct tm t;
+    int64_t out = x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &t) == 1 ? (int64_t)timegm(&t) : 0;
+    X509_free(x);
     ERR_clear_error();
     return out;
 }

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum weir_acme_key_type {
     WEIR_ACME_EC256,
@@ -51,5 +52,14 @@ char *weir__acme_jws(EVP_PKEY *key, const char *kid, const char *nonce, const ch
 /* A DER certificate signing request for domains (the first also the CN),
  * base64url, malloc'd; NULL on failure. */
 char *weir__acme_csr(EVP_PKEY *key, const char *const *domains, size_t n);
+
+/* A self-signed certificate for domains (EC P-256, 90 days): what a TLS
+ * listener serves for them until the real one is obtained. PEM text of
+ * the certificate and the key, malloc'd; false on failure. */
+bool weir__acme_placeholder(const char *const *domains, size_t n, char **cert_pem, char **key_pem);
+
+/* The expiry (Unix time) of the first certificate in a PEM file; 0 when
+ * it cannot be read. */
+int64_t weir__acme_cert_not_after(const char *path);
 
 #endif

@@ -4,6 +4,8 @@
  */
 #include "app/admin/metrics.h"
 
+#include "app/acme/manager.h"
+
 #include <dirent.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "weir/cache.h"
@@ -621,6 +624,43 @@ static void emit_caches(out *o, const weir_config *cfg)
 }
 
 /* A counter family of one kind: `value` is v[i]. */
+/* Certificate expiry (files: read at load; acme: the one served) and the
+ * ACME orders. */
+static void emit_certificates(out *o, const weir_config *cfg)
+{
+    weir_acme_manager *m = weir__acme_manager_running();
+    json_t *st = m ? weir__acme_status(m) : NULL;
+    int64_t now = (int64_t)time(NULL);
+    emit(o, "# HELP weir_certificate_expiry_seconds Seconds until a certificate expires "
+            "(negative: expired), by [certificates.NAME].\n"
+            "# TYPE weir_certificate_expiry_seconds gauge\n");
+    char lb[LABEL_CAP];
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        const weir_cfg_cert *c = &cfg->certs[i];
+        int64_t na = c->not_after;
+        const json_t *x;
+        size_t k;
+        json_array_foreach(json_object_get(st, "certificates"), k, x)
+        {
+            const char *n = json_string_value(json_object_get(x, "name"));
+            if (c->acme && n && strcmp(n, c->name) == 0)
+                na = (int64_t)json_integer_value(json_object_get(x, "not_after"));
+        }
+        if (na)
+            emit(o, "weir_certificate_expiry_seconds{name=\"%s\"} %lld\n", label(lb, c->name),
+                 (long long)(na - now));
+    }
+    emit(o, "# HELP weir_acme_orders_total ACME certificate orders by result.\n"
+            "# TYPE weir_acme_orders_total counter\n");
+    static const char *const results[][2] = {{"started", "orders_started"},
+                                             {"succeeded", "orders_succeeded"},
+                                             {"failed", "orders_failed"}};
+    for (size_t i = 0; i < 3; i++)
+        emit(o, "weir_acme_orders_total{result=\"%s\"} %lld\n", results[i][0],
+             (long long)json_integer_value(json_object_get(st, results[i][1])));
+    json_decref(st);
+}
+
 static void emit_counter(out *o, const char *name, const char *help, uint8_t kind, int i)
 {
     agg *v;
@@ -781,6 +821,7 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
          "# HELP weir_access_log_dropped_total Access-log lines dropped (writer queue full).\n"
          "# TYPE weir_access_log_dropped_total counter\nweir_access_log_dropped_total %llu\n",
          (unsigned long long)log_dropped);
+    emit_certificates(&o, cfg);
     emit_process(&o);
     if (o.oom) {
         free(o.p);

@@ -400,6 +400,14 @@ static void free_config(weir_config *c)
         free(x->key);
         free(x->chain);
         weir__cfg_free_list(x->domains, x->n_domains);
+        free(x->acme);
+        free(x->email);
+        free(x->storage);
+        free(x->acme_ca);
+        free(x->acme_cert);
+        free(x->acme_key);
+        free(x->placeholder_cert);
+        free(x->placeholder_key);
     }
     free(c->certs);
     for (size_t i = 0; i < c->n_locations; i++) {

@@ -6,14 +6,90 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
+#include "app/acme/jws.h"
 #include "app/config/read.h"
 #include "app/plugin/plugins.h"
 #include "weir/tls.h"
 
 /* ---- [certificates.NAME] ---- */
 
-static const char *const cert_keys[] = {"cert", "key", "chain", "domains", "default", NULL};
+static const char *const cert_keys[] = {"cert",    "key",     "chain",        "domains",
+                                        "default", "acme",    "email",        "key_type",
+                                        "storage", "acme_ca", "renew_before", NULL};
+
+#define LETSENCRYPT "https://acme-v02.api.letsencrypt.org/directory"
+#define LETSENCRYPT_STAGING "https://acme-staging-v02.api.letsencrypt.org/directory"
+#define DEFAULT_ACME_STORAGE "/var/lib/weir/acme"
+
+static bool file_exists(const char *path)
+{
+    return path && access(path, R_OK) == 0;
+}
+
+/* The acme keys of [certificates.NAME]: what the certificate will be, and
+ * the self-signed one served until then. */
+static void load_acme(loader *ld, weir_cfg_cert *c, const weir_toml_value *t, const char *section)
+{
+    weir_toml_entry e;
+    int at = weir__cfg_entry_of(t, "acme", &e) ? e.line : c->line;
+    if (strcmp(c->acme, "letsencrypt") == 0 || strcmp(c->acme, "letsencrypt-staging") == 0) {
+        char *u = strdup(strcmp(c->acme, "letsencrypt") == 0 ? LETSENCRYPT : LETSENCRYPT_STAGING);
+        free(c->acme);
+        c->acme = u;
+    } else if (strncmp(c->acme, "https://", 8) != 0) {
+        weir__cfg_err_at(ld, at,
+                         "[%s] acme is \"letsencrypt\", \"letsencrypt-staging\" or an https:// "
+                         "directory URL",
+                         section);
+    }
+    if (c->cert || c->key)
+        weir__cfg_err_at(ld, c->cert ? c->cert_line : c->key_line,
+                         "[%s]: 'acme' certificates are obtained by weir: no 'cert' or 'key'",
+                         section);
+    if (c->n_domains == 0)
+        weir__cfg_err_at(ld, at, "[%s]: 'acme' needs 'domains' (the names to order)", section);
+    for (size_t i = 0; i < c->n_domains; i++) {
+        const char *d = c->domains[i];
+        bool ok = d[0] && strlen(d) <= 253 && !strchr(d, '*');
+        for (const char *p = d; ok && *p; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+                 (*p >= 'A' && *p <= 'Z');
+        if (!ok)
+            weir__cfg_err_at(ld, at,
+                             "[%s]: domain '%s' cannot be ordered with HTTP-01 (a DNS name, no "
+                             "wildcard)",
+                             section, d);
+    }
+    bool present;
+    c->email = weir__cfg_dup_string(ld, t, "email", section, &present);
+    c->storage = weir__cfg_dup_string(ld, t, "storage", section, &present);
+    if (!c->storage)
+        c->storage = strdup(DEFAULT_ACME_STORAGE);
+    c->acme_ca = weir__cfg_dup_string(ld, t, "acme_ca", section, &present);
+    if (c->acme_ca && !file_exists(c->acme_ca))
+        weir__cfg_err_at(ld, weir__cfg_entry_of(t, "acme_ca", &e) ? e.line : at,
+                         "[%s]: acme_ca %s cannot be read", section, c->acme_ca);
+    char *kt = weir__cfg_dup_string(ld, t, "key_type", section, &present);
+    weir_acme_key_type type = WEIR_ACME_EC256;
+    if (kt && weir__acme_key_type(kt, &type) != 0)
+        weir__cfg_err_at(ld, weir__cfg_entry_of(t, "key_type", &e) ? e.line : at,
+                         "[%s]: key_type is \"ec256\", \"ec384\", \"rsa2048\" or \"rsa4096\"",
+                         section);
+    free(kt);
+    c->key_type = (int)type;
+    weir__cfg_get_duration(ld, t, "renew_before", section, 49ull * 24 * 3600 * 1000, false,
+                           &c->renew_before_ms);
+    if (!c->storage || asprintf(&c->acme_cert, "%s/%s.crt", c->storage, c->name) < 0 ||
+        asprintf(&c->acme_key, "%s/%s.key", c->storage, c->name) < 0) {
+        weir__cfg_err_at(ld, at, "out of memory");
+        return;
+    }
+    if (c->n_domains && !weir__acme_placeholder((const char *const *)c->domains, c->n_domains,
+                                                &c->placeholder_cert, &c->placeholder_key))
+        weir__cfg_err_at(ld, at, "[%s]: cannot make its temporary certificate", section);
+}
 
 void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_value *t)
 {
@@ -26,11 +102,7 @@ void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_v
     weir__cfg_check_keys(ld, t, section, cert_keys);
     bool present;
     c->cert = weir__cfg_dup_string(ld, t, "cert", section, &present);
-    if (!present)
-        weir__cfg_err_at(ld, c->line, "[%s] needs 'cert' (a PEM certificate file)", section);
     c->key = weir__cfg_dup_string(ld, t, "key", section, &present);
-    if (!present)
-        weir__cfg_err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file)", section);
     c->chain = weir__cfg_dup_string(ld, t, "chain", section, &present);
     weir_toml_entry e;
     c->cert_line = weir__cfg_entry_of(t, "cert", &e) ? e.line : c->line;
@@ -41,6 +113,19 @@ void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_v
     if (c->domains && !weir__cfg_split_commas(&c->domains, &c->n_domains))
         weir__cfg_err_at(ld, line, "out of memory");
     weir__cfg_get_bool(ld, t, "default", section, &c->is_default);
+    c->acme = weir__cfg_dup_string(ld, t, "acme", section, &present);
+    if (c->acme) {
+        load_acme(ld, c, t, section);
+        return;
+    }
+    if (c->cert)
+        c->not_after = weir__acme_cert_not_after(c->cert);
+    if (!c->cert)
+        weir__cfg_err_at(ld, c->line, "[%s] needs 'cert' (a PEM certificate file) or 'acme'",
+                         section);
+    if (!c->key)
+        weir__cfg_err_at(ld, c->line, "[%s] needs 'key' (a PEM private key file) or 'acme'",
+                         section);
 }
 
 weir_cfg_cert *weir__cfg_find_cert(loader *ld, const char *name, int line, const char *section)
@@ -117,11 +202,18 @@ int weir__cfg_tls_spec(const weir_cfg_tls *t, weir_tls_server_spec *out)
         return WEIR_ERR_NOMEM;
     for (size_t i = 0; i < t->n_certs; i++) {
         const weir_cfg_cert *c = t->certs[i];
-        certs[i] = (weir_tls_cert_spec){.cert_file = c->cert,
-                                        .key_file = c->key,
-                                        .chain_file = c->chain,
-                                        .names = (const char *const *)c->domains,
-                                        .n_names = c->n_domains};
+        /* An acme certificate: its files once obtained, else the
+         * temporary one (decided at each build: a new certificate is
+         * picked up by rebuilding the servers' TLS). */
+        bool obtained = c->acme && file_exists(c->acme_cert) && file_exists(c->acme_key);
+        certs[i] =
+            (weir_tls_cert_spec){.cert_file = c->acme ? (obtained ? c->acme_cert : NULL) : c->cert,
+                                 .key_file = c->acme ? (obtained ? c->acme_key : NULL) : c->key,
+                                 .cert_pem = c->acme && !obtained ? c->placeholder_cert : NULL,
+                                 .key_pem = c->acme && !obtained ? c->placeholder_key : NULL,
+                                 .chain_file = c->chain,
+                                 .names = (const char *const *)c->domains,
+                                 .n_names = c->n_domains};
     }
     *out = (weir_tls_server_spec){.certs = certs,
                                   .n_certs = t->n_certs,

@@ -1,0 +1,482 @@
+/*
+ * manager.c - ordering, storing, renewing and swapping the certificates of
+ * [certificates.NAME] with acme (manager.h).
+ */
+#include "app/acme/manager.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/acme/client.h"
+#include "app/acme/jws.h"
+#include "app/config/config.h"
+#include "weir/log.h"
+#include "weir/server.h"
+
+#define MAX_TOKENS 32
+#define BACKOFF_FIRST_S 5
+#define BACKOFF_MAX_S 3600
+#define CHECK_EVERY_S 3600
+
+/* ---- HTTP-01 answers, read by the workers ---- */
+
+static pthread_mutex_t tok_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char token[129];
+    char key_auth[256];
+} toks[MAX_TOKENS];
+static size_t n_toks;
+
+bool weir__acme_http01(const char *token, size_t len, char *buf, size_t cap)
+{
+    bool found = false;
+    pthread_mutex_lock(&tok_mu);
+    for (size_t i = 0; i < n_toks && !found; i++) {
+        if (strlen(toks[i].token) == len && memcmp(toks[i].token, token, len) == 0 &&
+            strlen(toks[i].key_auth) < cap) {
+            strcpy(buf, toks[i].key_auth);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&tok_mu);
+    return found;
+}
+
+static int present(void *arg, const char *domain, const char *token, const char *key_auth,
+                   char *err, size_t err_len)
+{
+    (void)arg;
+    (void)domain;
+    int rc = -1;
+    pthread_mutex_lock(&tok_mu);
+    if (n_toks == MAX_TOKENS)
+        snprintf(err, err_len, "too many challenges at once");
+    else if (strlen(token) >= sizeof(toks[0].token) || strlen(key_auth) >= sizeof(toks[0].key_auth))
+        snprintf(err, err_len, "a token of %zu bytes", strlen(token));
+    else {
+        snprintf(toks[n_toks].token, sizeof(toks[0].token), "%s", token);
+        snprintf(toks[n_toks].key_auth, sizeof(toks[0].key_auth), "%s", key_auth);
+        n_toks++;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&tok_mu);
+    return rc;
+}
+
+static void cleanup(void *arg, const char *domain, const char *token)
+{
+    (void)arg;
+    (void)domain;
+    pthread_mutex_lock(&tok_mu);
+    for (size_t i = 0; i < n_toks; i++) {
+        if (strcmp(toks[i].token, token) == 0) {
+            toks[i] = toks[--n_toks];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tok_mu);
+}
+
+/* ---- the manager ---- */
+
+typedef enum item_state { ST_CHECKING, ST_VALID, ST_ORDERING, ST_FAILED } item_state;
+
+typedef struct item {
+    char *name;
+    char *sig; /* what the certificate is: directory, domains, key type, storage */
+    item_state state;
+    int64_t next_s;     /* wall clock of the next look */
+    uint32_t backoff_s; /* after a failure */
+    int64_t not_after;  /* of the certificate served, 0: none */
+    char *error;        /* the last failure */
+    bool seen;          /* still configured (this round) */
+} item;
+
+struct weir_acme_manager {
+    weir_app *app;
+    weir_server *srv;
+    pthread_t thread;
+    _Atomic bool stop;
+    pthread_mutex_t mu; /* items, for the status */
+    item *items;
+    size_t n;
+    _Atomic uint64_t started, succeeded, failed;
+};
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static char *signature(const weir_cfg_cert *c)
+{
+    size_t cap = strlen(c->acme) + strlen(c->storage) + 32;
+    for (size_t i = 0; i < c->n_domains; i++)
+        cap += strlen(c->domains[i]) + 1;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    int n = snprintf(s, cap, "%s|%s|%d|", c->acme, c->storage, c->key_type);
+    for (size_t i = 0; i < c->n_domains && n > 0; i++)
+        n += snprintf(s + n, cap - (size_t)n, "%s,", c->domains[i]);
+    return s;
+}
+
+/* The certificate in path: whether it covers every domain, and its
+ * validity. False when there is none to use. */
+static bool cert_state(const char *path, const weir_cfg_cert *c, int64_t *not_before,
+                       int64_t *not_after)
+{
+    FILE *f = fopen(path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (!x)
+        return false;
+    bool ok = true;
+    for (size_t i = 0; ok && i < c->n_domains; i++)
+        ok = X509_check_host(x, c->domains[i], 0, 0, NULL) == 1;
+    struct tm b, a;
+    ok = ok && ASN1_TIME_to_tm(X509_get0_notBefore(x), &b) == 1 &&
+         ASN1_TIME_to_tm(X509_get0_notAfter(x), &a) == 1;
+    if (ok) {
+        *not_before = (int64_t)timegm(&b);
+        *not_after = (int64_t)timegm(&a);
+    }
+    X509_free(x);
+    return ok;
+}
+
+static int64_t renew_at(const weir_cfg_cert *c, int64_t nb, int64_t na)
+{
+    if (c->renew_before_ms)
+        return na - (int64_t)(c->renew_before_ms / 1000);
+    return nb + (na - nb) * 2 / 3;
+}
+
+static int mkdirs(const char *dir)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *s = '/';
+        }
+    }
+    return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Writes data to path: PATH.tmp (0600, fsynced) renamed over PATH. */
+static int write_atomic(const char *path, const char *data, size_t len)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static char *key_pem(EVP_PKEY *k)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *out = NULL, *p = NULL;
+    if (b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) == 1) {
+        long n = BIO_get_mem_data(b, &p);
+        out = n > 0 ? strndup(p, (size_t)n) : NULL;
+    }
+    BIO_free(b);
+    return out;
+}
+
+static void refresh_main(void *arg)
+{
+    weir_acme_manager *m = arg;
+    if (weir__app_refresh_tls(m->app) != 0)
+        weir_log(WEIR_LEVEL_ERROR, "acme: a new certificate could not be put into service (see "
+                                   "above); the servers keep what they served");
+}
+
+/* One order for c; 0, or -1 with *retry_s (a rate limit's wait, or 0). */
+static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t err_len,
+                 int64_t *retry_s)
+{
+    *retry_s = 0;
+    if (mkdirs(c->storage) != 0) {
+        snprintf(err, err_len, "cannot make the storage directory %s: %s", c->storage,
+                 strerror(errno));
+        return -1;
+    }
+    unsigned char md[32];
+    unsigned int mdn = 0;
+    EVP_Digest(c->acme, strlen(c->acme), md, &mdn, EVP_sha256(), NULL);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/account-%02x%02x%02x%02x%02x%02x.key", c->storage, md[0],
+             md[1], md[2], md[3], md[4], md[5]);
+    EVP_PKEY *account = weir__acme_key_load_or_create(path, WEIR_ACME_EC256, err, err_len);
+    if (!account)
+        return -1;
+    EVP_PKEY *key = weir__acme_key_new((weir_acme_key_type)c->key_type);
+    weir_acme_options o = {
+        .directory = c->acme, .ca_file = c->acme_ca, .account_key = account, .email = c->email};
+    weir_acme *a = key ? weir__acme_new(&o) : NULL;
+    weir_acme_challenge_ops ops = {"http-01", present, cleanup, m};
+    char *chain = NULL, *kp = NULL;
+    int rc = -1;
+    atomic_fetch_add(&m->started, 1);
+    if (!a) {
+        snprintf(err, err_len, "out of memory");
+    } else if (weir__acme_order(a, (const char *const *)c->domains, c->n_domains, key, &ops, &chain,
+                                retry_s, err, err_len) == WEIR_ACME_OK) {
+        kp = key_pem(key);
+        /* The key first: the certificate's rename makes the pair current. */
+        if (!kp || write_atomic(c->acme_key, kp, strlen(kp)) != 0 ||
+            write_atomic(c->acme_cert, chain, strlen(chain)) != 0)
+            snprintf(err, err_len, "cannot write %s: %s", c->acme_cert, strerror(errno));
+        else
+            rc = 0;
+    }
+    if (kp)
+        OPENSSL_cleanse(kp, strlen(kp));
+    free(kp);
+    free(chain);
+    weir__acme_free(a);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(account);
+    atomic_fetch_add(rc == 0 ? &m->succeeded : &m->failed, 1);
+    return rc;
+}
+
+static item *find(weir_acme_manager *m, const char *name)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->items[i].name, name) == 0)
+            return &m->items[i];
+    return NULL;
+}
+
+static void item_free(item *it)
+{
+    free(it->name);
+    free(it->sig);
+    free(it->error);
+}
+
+/* Follows the configuration: new or changed certificates are looked at
+ * now, removed ones forgotten. Returns the certificates' snapshot. */
+static weir_config *sync_items(weir_acme_manager *m)
+{
+    weir_config *cfg = weir__app_config(m->app);
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n; i++)
+        m->items[i].seen = false;
+    for (size_t i = 0; cfg && i < cfg->n_certs; i++) {
+        const weir_cfg_cert *c = &cfg->certs[i];
+        if (!c->acme)
+            continue;
+        char *sig = signature(c);
+        item *it = find(m, c->name);
+        if (!it) {
+            item *nv = realloc(m->items, (m->n + 1) * sizeof(*nv));
+            if (!nv) {
+                free(sig);
+                continue;
+            }
+            m->items = nv;
+            it = &m->items[m->n++];
+            *it = (item){.name = strdup(c->name)};
+        }
+        if (!it->sig || !sig || strcmp(it->sig, sig) != 0) {
+            free(it->sig);
+            it->sig = sig;
+            it->state = ST_CHECKING;
+            it->next_s = 0;
+            it->backoff_s = 0;
+        } else {
+            free(sig);
+        }
+        it->seen = true;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->items[i].seen)
+            m->items[kept++] = m->items[i];
+        else
+            item_free(&m->items[i]);
+    }
+    m->n = kept;
+    pthread_mutex_unlock(&m->mu);
+    return cfg;
+}
+
+static void set_state(weir_acme_manager *m, item *it, item_state st, int64_t next, const char *err)
+{
+    pthread_mutex_lock(&m->mu);
+    it->state = st;
+    it->next_s = next;
+    if (err) {
+        free(it->error);
+        it->error = strdup(err);
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
+{
+    int64_t now = now_s(), nb = 0, na = 0;
+    bool have = cert_state(c->acme_cert, c, &nb, &na) && access(c->acme_key, R_OK) == 0;
+    if (have) {
+        pthread_mutex_lock(&m->mu);
+        it->not_after = na;
+        pthread_mutex_unlock(&m->mu);
+    }
+    int64_t due = have ? renew_at(c, nb, na) : now;
+    if (have && now < due) {
+        set_state(m, it, ST_VALID, due < now + CHECK_EVERY_S ? due : now + CHECK_EVERY_S, NULL);
+        return;
+    }
+    weir_log(WEIR_LEVEL_INFO, "acme: [certificates.%s]: %s %s for %s", c->name,
+             have ? "renewing" : "ordering", "a certificate", c->domains[0]);
+    set_state(m, it, ST_ORDERING, now, NULL);
+    char err[1024] = "";
+    int64_t retry = 0;
+    if (order(m, c, err, sizeof(err), &retry) == 0) {
+        cert_state(c->acme_cert, c, &nb, &na);
+        pthread_mutex_lock(&m->mu);
+        it->not_after = na;
+        it->backoff_s = 0;
+        pthread_mutex_unlock(&m->mu);
+        int64_t next = renew_at(c, nb, na);
+        set_state(m, it, ST_VALID, next < now_s() + CHECK_EVERY_S ? next : now_s() + CHECK_EVERY_S,
+                  NULL);
+        weir_log(WEIR_LEVEL_INFO,
+                 "acme: [certificates.%s]: certificate obtained for %s (expires in %" PRId64
+                 " s), now served",
+                 c->name, c->domains[0], na - now_s());
+        weir_server_call_main(m->srv, refresh_main, m);
+        return;
+    }
+    uint32_t b = it->backoff_s ? it->backoff_s * 2 : BACKOFF_FIRST_S;
+    if (b > BACKOFF_MAX_S)
+        b = BACKOFF_MAX_S;
+    int64_t wait = retry > b ? retry : b;
+    pthread_mutex_lock(&m->mu);
+    it->backoff_s = b;
+    pthread_mutex_unlock(&m->mu);
+    set_state(m, it, ST_FAILED, now_s() + wait, err);
+    weir_log(WEIR_LEVEL_ERROR, "acme: [certificates.%s]: %s; %s, trying again in %" PRId64 " s",
+             c->name, err, have ? "the current certificate stays" : "still serving a temporary one",
+             wait);
+}
+
+static void *manager_main(void *arg)
+{
+    weir_acme_manager *m = arg;
+    while (!atomic_load(&m->stop)) {
+        weir_config *cfg = sync_items(m);
+        for (size_t i = 0; cfg && i < cfg->n_certs && !atomic_load(&m->stop); i++) {
+            const weir_cfg_cert *c = &cfg->certs[i];
+            if (!c->acme)
+                continue;
+            pthread_mutex_lock(&m->mu);
+            item *it = find(m, c->name);
+            bool due = it && it->next_s <= now_s();
+            pthread_mutex_unlock(&m->mu);
+            if (due)
+                look_at(m, c, it); /* items change only on this thread */
+        }
+        weir__config_unref(cfg);
+        for (int t = 0; t < 10 && !atomic_load(&m->stop); t++)
+            usleep(100000);
+    }
+    return NULL;
+}
+
+static _Atomic(weir_acme_manager *) running;
+
+weir_acme_manager *weir__acme_manager_running(void)
+{
+    return atomic_load(&running);
+}
+
+weir_acme_manager *weir__acme_manager_start(weir_app *app, weir_server *srv)
+{
+    weir_acme_manager *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->app = app;
+    m->srv = srv;
+    pthread_mutex_init(&m->mu, NULL);
+    if (pthread_create(&m->thread, NULL, manager_main, m) != 0) {
+        pthread_mutex_destroy(&m->mu);
+        free(m);
+        return NULL;
+    }
+    atomic_store(&running, m);
+    return m;
+}
+
+void weir__acme_manager_stop(weir_acme_manager *m)
+{
+    if (!m)
+        return;
+    weir_acme_manager *me = m;
+    atomic_compare_exchange_strong(&running, &me, NULL);
+    atomic_store(&m->stop, true);
+    pthread_join(m->thread, NULL);
+    for (size_t i = 0; i < m->n; i++)
+        item_free(&m->items[i]);
+    free(m->items);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+json_t *weir__acme_status(weir_acme_manager *m)
+{
+    static const char *const names[] = {"checking", "valid", "ordering", "failed"};
+    json_t *certs = json_array();
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; certs && i < m->n; i++) {
+        const item *it = &m->items[i];
+        json_array_append_new(certs,
+                              json_pack("{s:s, s:s, s:I, s:I, s:s?}", "name", it->name, "state",
+                                        names[it->state], "not_after", (json_int_t)it->not_after,
+                                        "next_check", (json_int_t)it->next_s, "error", it->error));
+    }
+    pthread_mutex_unlock(&m->mu);
+    return json_pack("{s:o, s:I, s:I, s:I}", "certificates", certs, "orders_started",
+                     (json_int_t)atomic_load(&m->started), "orders_succeeded",
+                     (json_int_t)atomic_load(&m->succeeded), "orders_failed",
+                     (json_int_t)atomic_load(&m->failed));
+}

@@ -1,0 +1,44 @@
+/*
+ * manager.h - the certificates weir obtains itself: every
+ * [certificates.NAME] with `acme` is ordered when its files are missing,
+ * do not cover its domains or are due for renewal, on a thread of its own
+ * (the ACME exchanges block; no worker waits for them). A new certificate
+ * is written to the storage directory (0600, atomically) and swapped into
+ * the running TLS listeners without a reload: new handshakes use it,
+ * established connections keep theirs. A failure keeps what is served and
+ * tries again with backoff (5 s doubling to an hour; a rate limit's
+ * Retry-After when longer).
+ *
+ * HTTP-01 answers: while an order runs, weir__acme_http01 gives the key
+ * authorization of each token it presented; the phases answer
+ * /.well-known/acme-challenge/TOKEN with it before any location.
+ */
+#ifndef WEIR_APP_ACME_MANAGER_H
+#define WEIR_APP_ACME_MANAGER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "app/app.h"
+
+typedef struct weir_acme_manager weir_acme_manager;
+
+/* Starts the thread; it reads the running configuration's certificates
+ * each round, so reloads that add or change them are followed. Main
+ * thread, once srv runs. NULL on failure. */
+weir_acme_manager *weir__acme_manager_start(weir_app *app, weir_server *srv);
+/* Stops the thread (an order in flight ends at its next exchange). */
+void weir__acme_manager_stop(weir_acme_manager *m);
+
+/* The key authorization for token[0..len) when an order presented it:
+ * copied into buf (NUL-terminated); false when unknown or too long. Any
+ * thread. */
+bool weir__acme_http01(const char *token, size_t len, char *buf, size_t cap);
+
+/* Per certificate: state, expiry, last error; orders counted. Any thread. */
+json_t *weir__acme_status(weir_acme_manager *m);
+/* The running manager (the last started and not stopped), or NULL. */
+weir_acme_manager *weir__acme_manager_running(void);
+
+#endif

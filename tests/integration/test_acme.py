@@ -1,0 +1,264 @@
+"""[certificates.NAME] acme: weir orders its certificates from a real ACME
+server (Debian's pebble), answers HTTP-01 on its plain listener before any
+location (a redirect to https included), and swaps each new certificate
+into its TLS listener without a reload: new handshakes get it, a
+connection opened before keeps working. Also: the stored certificate is
+used after a restart without a new order, a renewal of a short-lived
+certificate, a challenge that fails (retried with backoff, then met), and
+the ACME server down while a renewal is due."""
+import json
+import os
+import socket
+import ssl
+import time
+import urllib.request
+
+import pytest
+from cryptography import x509
+
+from acmeutil import PEBBLE, Pebble
+from conftest import free_port
+
+pytestmark = [pytest.mark.skipif(not os.access(PEBBLE, os.X_OK), reason="pebble not installed"),
+              pytest.mark.deadline(150)]
+
+CONFIG = """
+[admin]
+addr = "127.0.0.1:@ADMIN@"
+
+[servers.http]
+addr = "127.0.0.1:@HTTP@"
+locations = ["all"]
+redirect_https = true
+https_port = @PORT@
+
+[servers.https]
+addr = "127.0.0.1:@PORT@"
+locations = ["all"]
+certificates = ["site"]
+
+[certificates.site]
+acme = "@DIR@"
+acme_ca = "@CA@"
+domains = ["a.weir.test", "b.weir.test"]
+email = "ops@example.com"
+storage = "@TMP@/acme"
+%s
+[locations.all]
+echo = true
+"""
+
+
+def peer_cert(port, name="a.weir.test"):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname=name) as t:
+            return x509.load_der_x509_certificate(t.getpeercert(binary_form=True))
+
+
+def self_signed(cert):
+    return cert.issuer == cert.subject
+
+
+def wait_for(pred, timeout=30.0, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def challtest(pb, path, body):
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (pb.chall_mgmt, path),
+                                 data=json.dumps(body).encode(), method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+class Acme:
+    def __init__(self, tmp_path, weir_toml):
+        self.tmp, self.weir_toml, self.pebbles = tmp_path, weir_toml, []
+        self.http_port = free_port()
+        self.admin_port = free_port()
+
+    def pebble(self, validity=None):
+        pb = Pebble(self.tmp, self.http_port, validity=validity).start()
+        self.pebbles.append(pb)
+        return pb
+
+    def weir(self, pb, extra=""):
+        text = (CONFIG % extra).replace("@HTTP@", str(self.http_port)).replace(
+            "@ADMIN@", str(self.admin_port)).replace(
+            "@DIR@", pb.directory).replace("@CA@", pb.ca)
+        return self.weir_toml(text)
+
+
+@pytest.fixture
+def acme(tmp_path, weir_toml):
+    a = Acme(tmp_path, weir_toml)
+    yield a
+    for pb in a.pebbles:
+        pb.close()
+
+
+@pytest.fixture
+def setup(acme):
+    def make(validity=None):
+        pb = acme.pebble(validity)
+        return pb, acme.weir(pb), acme.http_port
+    return make
+
+
+def test_a_certificate_is_ordered_and_swapped_in_without_a_reload(acme, tmp_path):
+    pb = acme.pebble()
+    w, http_port = acme.weir(pb), acme.http_port
+    # Until it is obtained: a temporary self-signed certificate, and the
+    # old connection opened with it keeps working after the swap.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    early = ctx.wrap_socket(socket.create_connection(("127.0.0.1", w.port), timeout=5),
+                            server_hostname="a.weir.test")
+    first = x509.load_der_x509_certificate(early.getpeercert(binary_form=True))
+    assert self_signed(first)
+    got = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
+    assert got, w.describe()
+    names = got.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert sorted(names.value.get_values_for_type(x509.DNSName)) == ["a.weir.test",
+                                                                     "b.weir.test"]
+    # The chain verifies against pebble's root, for both names.
+    roots = tmp_path / "roots.pem"
+    roots.write_text(pb.roots())
+    vctx = ssl.create_default_context(cafile=str(roots))
+    for name in ("a.weir.test", "b.weir.test"):
+        vctx.check_hostname = False
+        with socket.create_connection(("127.0.0.1", w.port), timeout=5) as s:
+            with vctx.wrap_socket(s, server_hostname=name) as t:
+                assert t.version()
+    early.sendall(b"GET /old HTTP/1.1\r\nHost: a.weir.test\r\n\r\n")
+    assert b"echo from" in early.recv(4096)
+    early.close()
+    err = w.stderr()
+    assert "certificate obtained for a.weir.test" in err, err
+    assert "reloaded" not in err
+    # Metrics: its expiry, the order.
+    m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % acme.admin_port, timeout=5)
+    text = m.read().decode()
+    import re
+    exp = re.search(r'weir_certificate_expiry_seconds\{name="site"\} (\d+)', text)
+    assert exp and int(exp.group(1)) > 86400, text
+    assert 'weir_acme_orders_total{result="succeeded"} 1' in text, text
+    assert 'weir_acme_orders_total{result="failed"} 0' in text, text
+    # The files: 0600, in the storage directory.
+    for f in ("site.crt", "site.key"):
+        assert (tmp_path / "acme" / f).stat().st_mode & 0o777 == 0o600
+    # The challenge answers do not outlive the order; other paths route.
+    c = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+    c.sendall(b"GET /.well-known/acme-challenge/nosuch HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 301")  # the redirect, as any path
+    c.close()
+
+
+def test_a_restart_serves_the_stored_certificate_without_ordering(setup, weir_toml, tmp_path):
+    pb, w, http_port = setup()
+    got = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
+    assert got, w.describe()
+    w.stop()
+    w.checked = True
+    text = sorted(tmp_path.glob("weir-*.toml"))[-1].read_text()
+    w2 = weir_toml(text.replace(str(w.port), "@PORT@"))
+    again = peer_cert(w2.port)
+    assert again.serial_number == got.serial_number
+    time.sleep(1.5)
+    assert "ordering" not in w2.stderr() and "renewing" not in w2.stderr()
+
+
+def test_a_short_lived_certificate_is_renewed(setup):
+    # Valid 15 s: renewed at 2/3 of its life, about 10 s after it was issued.
+    pb, w, _ = setup(validity=15)
+    first = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
+    assert first, w.describe()
+    second = wait_for(lambda: peer_cert(w.port).serial_number != first.serial_number and
+                      peer_cert(w.port), timeout=40)
+    assert second and not self_signed(second), w.describe()
+    assert "renewing a certificate for a.weir.test" in w.stderr()
+
+
+def test_a_failed_challenge_is_retried_and_then_met(acme):
+    pb = acme.pebble()
+    # b.weir.test points where nothing listens: its challenge fails.
+    challtest(pb, "/add-a", {"host": "b.weir.test", "addresses": ["127.0.0.2"]})
+    w = acme.weir(pb)
+    assert wait_for(lambda: "trying again in 5 s" in w.stderr()), w.describe()
+    assert "still serving a temporary one" in w.stderr()
+    assert self_signed(peer_cert(w.port))
+    challtest(pb, "/clear-a", {"host": "b.weir.test"})
+    got = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port), timeout=40)
+    assert got, w.describe()
+
+
+def test_the_acme_server_down_when_a_renewal_is_due(acme):
+    pb = acme.pebble(validity=12)
+    w = acme.weir(pb)
+    first = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
+    assert first, w.describe()
+    pb.close()
+    # Due at 2/3 of its life: the renewal fails, the certificate stays.
+    assert wait_for(lambda: "the current certificate stays" in w.stderr(), timeout=30), \
+        w.describe()
+    assert peer_cert(w.port).serial_number == first.serial_number
+    # A new ACME server on the same address: the next try renews.
+    pb2 = Pebble(acme.tmp, acme.http_port, validity=3600)
+    pb2.port, pb2.mgmt_port = pb.port, pb.mgmt_port
+    pb2.dir = acme.tmp / "pebble2"
+    pb2.dir.mkdir()
+    acme.pebbles.append(pb2.start())
+    # pebble2's own TLS certificate is signed by a new CA: weir was told to
+    # trust pebble's; point the file at the new one (read at each order).
+    (acme.tmp / "pebble" / "ca.crt").write_text((pb2.dir / "ca.crt").read_text())
+    second = wait_for(lambda: peer_cert(w.port).serial_number != first.serial_number and
+                      peer_cert(w.port), timeout=60)
+    assert second and not self_signed(second), w.describe()
+
+
+@pytest.mark.parametrize("body,expect", [
+    ('acme = "letsencrypt"\ncert = "/x.pem"\ndomains = ["a.test"]\n',
+     ":3: [certificates.site]: 'acme' certificates are obtained by weir: no 'cert' or 'key'"),
+    ('acme = "letsencrypt"\n', ":2: [certificates.site]: 'acme' needs 'domains'"),
+    ('acme = "http://ca/dir"\ndomains = ["a.test"]\n', ":2: [certificates.site] acme is"),
+    ('acme = "letsencrypt"\ndomains = ["*.a.test"]\n',
+     "domain '*.a.test' cannot be ordered with HTTP-01"),
+    ('acme = "letsencrypt"\ndomains = ["a.test"]\nkey_type = "dsa"\n',
+     ":4: [certificates.site]: key_type is"),
+    ('acme = "letsencrypt"\ndomains = ["a.test"]\nacme_ca = "/nonexistent.pem"\n',
+     ":4: [certificates.site]: acme_ca /nonexistent.pem cannot be read"),
+    ('domains = ["a.test"]\n', "needs 'cert' (a PEM certificate file) or 'acme'"),
+])
+def test_acme_settings_are_checked(tmp_path, body, expect):
+    import subprocess
+    from conftest import binary, require_binary
+    require_binary("weir")
+    f = tmp_path / "w.toml"
+    f.write_text("[certificates.site]\n" + body + '\n[servers.s]\naddr = "127.0.0.1:%d"\n'
+                 'locations = ["l"]\ncertificates = ["site"]\n\n[locations.l]\necho = true\n'
+                 % free_port())
+    r = subprocess.run([binary("weir"), "-t", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1 and expect in r.stderr, r.stderr
+
+
+def test_letsencrypt_names_and_a_valid_acme_config(tmp_path):
+    import subprocess
+    from conftest import binary
+    f = tmp_path / "w.toml"
+    f.write_text('[certificates.site]\nacme = "letsencrypt-staging"\ndomains = ["a.test"]\n'
+                 'storage = "%s"\nrenew_before = "720h"\n\n[servers.s]\naddr = "127.0.0.1:%d"\n'
+                 'locations = ["l"]\ncertificates = ["site"]\n\n[locations.l]\necho = true\n'
+                 % (tmp_path / "st", free_port()))
+    r = subprocess.run([binary("weir"), "-t", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "st").exists()  # -t writes nothing
