@@ -262,3 +262,39 @@ def test_letsencrypt_names_and_a_valid_acme_config(tmp_path):
                        timeout=30)
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "st").exists()  # -t writes nothing
+
+
+def test_a_reload_that_adds_a_domain_orders_again(acme, tmp_path):
+    import signal
+    pb = acme.pebble()
+    w = acme.weir(pb)
+    first = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
+    assert first, w.describe()
+    conf = sorted(tmp_path.glob("weir-*.toml"))[-1]
+    conf.write_text(conf.read_text().replace('"b.weir.test"]', '"b.weir.test", "c.weir.test"]'))
+    w.signal(signal.SIGHUP)
+
+    def covers_c():
+        c = peer_cert(w.port, "c.weir.test")
+        names = c.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return "c.weir.test" in names.value.get_values_for_type(x509.DNSName) and c
+    got = wait_for(covers_c, timeout=40)
+    assert got and not self_signed(got), w.describe()
+    # Meanwhile and after, the old names kept a valid certificate.
+    assert not self_signed(peer_cert(w.port, "a.weir.test"))
+
+
+def test_storage_that_cannot_be_written(acme, tmp_path):
+    pb = acme.pebble()
+    w = acme.weir(pb, extra="")
+    conf = sorted(tmp_path.glob("weir-*.toml"))[-1]
+    w.stop()
+    w.checked = True
+    text = conf.read_text().replace('storage = "%s/acme"' % tmp_path,
+                                    'storage = "/proc/weir-acme-test"')
+    w2 = acme.weir_toml(text.replace(str(w.port), "@PORT@"))
+    assert wait_for(lambda: "cannot make the storage directory /proc/weir-acme-test" in
+                    w2.stderr()), w2.describe()
+    assert self_signed(peer_cert(w2.port))  # still serving, the temporary one
+    c = socket.create_connection(("127.0.0.1", w2.port), timeout=5)
+    c.close()

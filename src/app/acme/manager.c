@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -228,6 +229,26 @@ static void refresh_main(void *arg)
                                    "above); the servers keep what they served");
 }
 
+/* Whether the CA's chain is one to serve: its leaf for key, covering
+ * every domain. */
+static bool chain_fits(const char *chain, EVP_PKEY *key, const weir_cfg_cert *c, char *err,
+                       size_t err_len)
+{
+    BIO *b = BIO_new_mem_buf(chain, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    bool ok = x && X509_check_private_key(x, key) == 1;
+    for (size_t i = 0; ok && i < c->n_domains; i++)
+        ok = X509_check_host(x, c->domains[i], 0, 0, NULL) == 1;
+    X509_free(x);
+    ERR_clear_error();
+    if (!ok)
+        snprintf(err, err_len,
+                 "the CA's certificate does not fit (not for this key or not "
+                 "every domain): not stored");
+    return ok;
+}
+
 /* One order for c; 0, or -1 with *retry_s (a rate limit's wait, or 0). */
 static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t err_len,
                  int64_t *retry_s)
@@ -261,8 +282,10 @@ static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t
                                 retry_s, err, err_len) == WEIR_ACME_OK) {
         kp = key_pem(key);
         /* The key first: the certificate's rename makes the pair current. */
-        if (!kp || write_atomic(c->acme_key, kp, strlen(kp)) != 0 ||
-            write_atomic(c->acme_cert, chain, strlen(chain)) != 0)
+        if (!chain_fits(chain, key, c, err, err_len)) {
+            /* written nowhere: a certificate that would not load */
+        } else if (!kp || write_atomic(c->acme_key, kp, strlen(kp)) != 0 ||
+                   write_atomic(c->acme_cert, chain, strlen(chain)) != 0)
             snprintf(err, err_len, "cannot write %s: %s", c->acme_cert, strerror(errno));
         else
             rc = 0;
