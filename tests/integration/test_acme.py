@@ -89,8 +89,12 @@ class Acme:
         self.pebbles.append(pb)
         return pb
 
-    def weir(self, pb, extra=""):
-        text = (CONFIG % extra).replace("@HTTP@", str(self.http_port)).replace(
+    def weir(self, pb, extra="", domains=None):
+        text = CONFIG % extra
+        if domains:
+            text = text.replace('domains = ["a.weir.test", "b.weir.test"]',
+                                "domains = %s" % json.dumps(domains))
+        text = text.replace("@HTTP@", str(self.http_port)).replace(
             "@ADMIN@", str(self.admin_port)).replace(
             "@DIR@", pb.directory).replace("@CA@", pb.ca)
         return self.weir_toml(text)
@@ -230,7 +234,7 @@ def test_the_acme_server_down_when_a_renewal_is_due(acme):
     ('acme = "letsencrypt"\n', ":2: [certificates.site]: 'acme' needs 'domains'"),
     ('acme = "http://ca/dir"\ndomains = ["a.test"]\n', ":2: [certificates.site] acme is"),
     ('acme = "letsencrypt"\ndomains = ["*.a.test"]\n',
-     "domain '*.a.test' cannot be ordered with HTTP-01"),
+     "domain '*.a.test' cannot be ordered (a DNS name; a wildcard"),
     ('acme = "letsencrypt"\ndomains = ["a.test"]\nkey_type = "dsa"\n',
      ":4: [certificates.site]: key_type is"),
     ('acme = "letsencrypt"\ndomains = ["a.test"]\nacme_ca = "/nonexistent.pem"\n',
@@ -298,3 +302,52 @@ def test_storage_that_cannot_be_written(acme, tmp_path):
     assert self_signed(peer_cert(w2.port))  # still serving, the temporary one
     c = socket.create_connection(("127.0.0.1", w2.port), timeout=5)
     c.close()
+
+
+HOOK = """#!/usr/bin/python3
+import json, sys, urllib.request
+op, name, value = sys.argv[1:4]
+open(%(log)r, "a").write("%%s %%s %%s\\n" %% (op, name, value))
+if %(fail)r:
+    sys.exit(3)
+path, body = ("/set-txt", {"host": name + ".", "value": value}) if op == "add" else \\
+    ("/clear-txt", {"host": name + "."})
+req = urllib.request.Request("http://127.0.0.1:%(port)d" + path, data=json.dumps(body).encode(),
+                             method="POST")
+urllib.request.urlopen(req, timeout=5).read()
+"""
+
+
+def hook(tmp_path, pb, fail=False):
+    h = tmp_path / "dns-hook"
+    h.write_text(HOOK % {"log": str(tmp_path / "hook.log"), "fail": fail,
+                         "port": pb.chall_mgmt})
+    h.chmod(0o755)
+    return h
+
+
+def test_dns01_through_a_hook_orders_a_wildcard(acme, tmp_path):
+    pb = acme.pebble()
+    h = hook(tmp_path, pb)
+    # A wildcard and its base name: HTTP-01 could prove neither.
+    w = acme.weir(pb, extra='dns_hook = "%s"\n' % h, domains=["*.w.weir.test", "w.weir.test"])
+    got = wait_for(lambda: not self_signed(peer_cert(w.port, "x.w.weir.test")) and
+                   peer_cert(w.port, "x.w.weir.test"), timeout=40)
+    assert got, w.describe()
+    names = got.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert sorted(names.value.get_values_for_type(x509.DNSName)) == ["*.w.weir.test",
+                                                                     "w.weir.test"]
+    log = (tmp_path / "hook.log").read_text().split("\n")
+    adds = [l for l in log if l.startswith("add ")]
+    removes = [l for l in log if l.startswith("remove ")]
+    assert sorted(l.split()[1] for l in adds) == ["_acme-challenge.w.weir.test"] * 2, log
+    assert len(removes) == 2, log
+
+
+def test_a_failing_dns_hook_fails_the_order(acme, tmp_path):
+    pb = acme.pebble()
+    h = hook(tmp_path, pb, fail=True)
+    w = acme.weir(pb, extra='dns_hook = "%s"\n' % h)
+    assert wait_for(lambda: "exited 3" in w.stderr()), w.describe()
+    assert "trying again in 5 s" in w.stderr()
+    assert self_signed(peer_cert(w.port))

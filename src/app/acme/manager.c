@@ -12,13 +12,18 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "app/acme/client.h"
 #include "app/acme/jws.h"
@@ -90,6 +95,93 @@ static void cleanup(void *arg, const char *domain, const char *token)
     pthread_mutex_unlock(&tok_mu);
 }
 
+/* ---- DNS-01: the dns_hook command ---- */
+
+/* Runs HOOK add|remove _acme-challenge.DOMAIN VALUE and waits for it (at
+ * most 120 s): 0 when it exits 0. */
+static int run_hook(const char *hook, const char *op, const char *domain, const char *key_auth,
+                    char *err, size_t err_len)
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_Digest(key_auth, strlen(key_auth), md, &n, EVP_sha256(), NULL);
+    char *value = weir__b64url(md, n);
+    char name[300];
+    snprintf(name, sizeof(name), "_acme-challenge.%s", domain);
+    char *const argv[] = {(char *)hook, (char *)op, name, value, NULL};
+    pid_t pid;
+    int rc = value ? posix_spawn(&pid, hook, NULL, NULL, argv, environ) : ENOMEM;
+    free(value);
+    if (rc != 0) {
+        snprintf(err, err_len, "dns_hook %s: %s", hook, strerror(rc));
+        return -1;
+    }
+    int status = 0;
+    for (int waited = 0;; waited += 100) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR) {
+            snprintf(err, err_len, "dns_hook %s: %s", hook, strerror(errno));
+            return -1;
+        }
+        if (waited > 120000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            snprintf(err, err_len, "dns_hook %s %s %s: no exit within 120 s", hook, op, name);
+            return -1;
+        }
+        usleep(100000);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(err, err_len, "dns_hook %s %s %s: %s %d", hook, op, name,
+                 WIFEXITED(status) ? "exited" : "killed by signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct dns_arg {
+    const char *hook;
+    char *token[MAX_TOKENS]; /* presented, with their key authorizations for the removal */
+    char *key_auth[MAX_TOKENS];
+} dns_arg;
+
+static int dns_present(void *arg, const char *domain, const char *token, const char *key_auth,
+                       char *err, size_t err_len)
+{
+    dns_arg *d = arg;
+    size_t i = 0;
+    while (i < MAX_TOKENS && d->token[i])
+        i++;
+    if (i == MAX_TOKENS) {
+        snprintf(err, err_len, "too many challenges at once");
+        return -1;
+    }
+    if (run_hook(d->hook, "add", domain, key_auth, err, err_len) != 0)
+        return -1;
+    d->token[i] = strdup(token);
+    d->key_auth[i] = strdup(key_auth);
+    return 0;
+}
+
+static void dns_cleanup(void *arg, const char *domain, const char *token)
+{
+    dns_arg *d = arg;
+    for (size_t i = 0; i < MAX_TOKENS; i++) {
+        if (d->token[i] && strcmp(d->token[i], token) == 0) {
+            char err[512];
+            if (d->key_auth[i] &&
+                run_hook(d->hook, "remove", domain, d->key_auth[i], err, sizeof(err)) != 0)
+                weir_log(WEIR_LEVEL_WARN, "acme: %s", err);
+            free(d->token[i]);
+            free(d->key_auth[i]);
+            d->token[i] = d->key_auth[i] = NULL;
+        }
+    }
+}
+
 /* ---- the manager ---- */
 
 typedef enum item_state { ST_CHECKING, ST_VALID, ST_ORDERING, ST_FAILED } item_state;
@@ -123,16 +215,28 @@ static int64_t now_s(void)
 
 static char *signature(const weir_cfg_cert *c)
 {
-    size_t cap = strlen(c->acme) + strlen(c->storage) + 32;
+    size_t cap =
+        strlen(c->acme) + strlen(c->storage) + 32 + (c->dns_hook ? strlen(c->dns_hook) : 0);
     for (size_t i = 0; i < c->n_domains; i++)
         cap += strlen(c->domains[i]) + 1;
     char *s = malloc(cap);
     if (!s)
         return NULL;
-    int n = snprintf(s, cap, "%s|%s|%d|", c->acme, c->storage, c->key_type);
+    int n = snprintf(s, cap, "%s|%s|%d|%s|", c->acme, c->storage, c->key_type,
+                     c->dns_hook ? c->dns_hook : "");
     for (size_t i = 0; i < c->n_domains && n > 0; i++)
         n += snprintf(s + n, cap - (size_t)n, "%s,", c->domains[i]);
     return s;
+}
+
+/* Whether x is served for d ("*.NAME": its wildcard). */
+static bool covers(X509 *x, const char *d)
+{
+    if (strncmp(d, "*.", 2) != 0)
+        return X509_check_host(x, d, 0, 0, NULL) == 1;
+    char probe[300];
+    snprintf(probe, sizeof(probe), "weir-wildcard-probe.%s", d + 2);
+    return X509_check_host(x, probe, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
 }
 
 /* The certificate in path: whether it covers every domain, and its
@@ -148,7 +252,7 @@ static bool cert_state(const char *path, const weir_cfg_cert *c, int64_t *not_be
         return false;
     bool ok = true;
     for (size_t i = 0; ok && i < c->n_domains; i++)
-        ok = X509_check_host(x, c->domains[i], 0, 0, NULL) == 1;
+        ok = covers(x, c->domains[i]);
     struct tm b, a;
     ok = ok && ASN1_TIME_to_tm(X509_get0_notBefore(x), &b) == 1 &&
          ASN1_TIME_to_tm(X509_get0_notAfter(x), &a) == 1;
@@ -239,7 +343,7 @@ static bool chain_fits(const char *chain, EVP_PKEY *key, const weir_cfg_cert *c,
     BIO_free(b);
     bool ok = x && X509_check_private_key(x, key) == 1;
     for (size_t i = 0; ok && i < c->n_domains; i++)
-        ok = X509_check_host(x, c->domains[i], 0, 0, NULL) == 1;
+        ok = covers(x, c->domains[i]);
     X509_free(x);
     ERR_clear_error();
     if (!ok)
@@ -272,13 +376,16 @@ static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t
     weir_acme_options o = {
         .directory = c->acme, .ca_file = c->acme_ca, .account_key = account, .email = c->email};
     weir_acme *a = key ? weir__acme_new(&o) : NULL;
-    weir_acme_challenge_ops ops = {"http-01", present, cleanup, m};
+    dns_arg dns = {.hook = c->dns_hook};
+    weir_acme_challenge_ops http = {"http-01", present, cleanup, m};
+    weir_acme_challenge_ops dns01 = {"dns-01", dns_present, dns_cleanup, &dns};
+    const weir_acme_challenge_ops *ops = c->dns_hook ? &dns01 : &http;
     char *chain = NULL, *kp = NULL;
     int rc = -1;
     atomic_fetch_add(&m->started, 1);
     if (!a) {
         snprintf(err, err_len, "out of memory");
-    } else if (weir__acme_order(a, (const char *const *)c->domains, c->n_domains, key, &ops, &chain,
+    } else if (weir__acme_order(a, (const char *const *)c->domains, c->n_domains, key, ops, &chain,
                                 retry_s, err, err_len) == WEIR_ACME_OK) {
         kp = key_pem(key);
         /* The key first: the certificate's rename makes the pair current. */

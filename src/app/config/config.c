@@ -404,6 +404,7 @@ static void free_config(weir_config *c)
         free(x->email);
         free(x->storage);
         free(x->acme_ca);
+        free(x->dns_hook);
         free(x->acme_cert);
         free(x->acme_key);
         free(x->placeholder_cert);

@@ -92,9 +92,10 @@ typedef struct weir_cfg_cert {
     /* acme: weir obtains and renews the certificate (src/app/acme/). */
     char *acme;                      /* the directory URL; NULL = files */
     char *email, *storage, *acme_ca; /* contact; the directory of the files; the server's CA */
-    int key_type;                    /* weir_acme_key_type */
-    uint32_t renew_before_ms;        /* 0: at 2/3 of the lifetime */
-    char *acme_cert, *acme_key;      /* STORAGE/NAME.crt, .key */
+    char *dns_hook; /* DNS-01: the command that adds and removes the TXT records; NULL: HTTP-01 */
+    int key_type;   /* weir_acme_key_type */
+    uint32_t renew_before_ms;                 /* 0: at 2/3 of the lifetime */
+    char *acme_cert, *acme_key;               /* STORAGE/NAME.crt, .key */
     char *placeholder_cert, *placeholder_key; /* PEM served until the first certificate */
     int64_t not_after; /* a file certificate's expiry (Unix time), 0: unknown */
 } weir_cfg_cert;

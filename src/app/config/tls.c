@@ -15,9 +15,9 @@
 
 /* ---- [certificates.NAME] ---- */
 
-static const char *const cert_keys[] = {"cert",    "key",     "chain",        "domains",
-                                        "default", "acme",    "email",        "key_type",
-                                        "storage", "acme_ca", "renew_before", NULL};
+static const char *const cert_keys[] = {
+    "cert",     "key",     "chain",   "domains",      "default",  "acme", "email",
+    "key_type", "storage", "acme_ca", "renew_before", "dns_hook", NULL};
 
 #define LETSENCRYPT "https://acme-v02.api.letsencrypt.org/directory"
 #define LETSENCRYPT_STAGING "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -50,19 +50,25 @@ static void load_acme(loader *ld, weir_cfg_cert *c, const weir_toml_value *t, co
                          section);
     if (c->n_domains == 0)
         weir__cfg_err_at(ld, at, "[%s]: 'acme' needs 'domains' (the names to order)", section);
+    bool present;
+    c->dns_hook = weir__cfg_dup_string(ld, t, "dns_hook", section, &present);
+    if (c->dns_hook && access(c->dns_hook, X_OK) != 0)
+        weir__cfg_err_at(ld, weir__cfg_entry_of(t, "dns_hook", &e) ? e.line : at,
+                         "[%s]: dns_hook %s is not an executable file", section, c->dns_hook);
     for (size_t i = 0; i < c->n_domains; i++) {
         const char *d = c->domains[i];
-        bool ok = d[0] && strlen(d) <= 253 && !strchr(d, '*');
-        for (const char *p = d; ok && *p; p++)
+        /* A wildcard needs DNS-01: one leading "*." label. */
+        const char *base = c->dns_hook && strncmp(d, "*.", 2) == 0 ? d + 2 : d;
+        bool ok = base[0] && strlen(d) <= 253 && !strchr(base, '*');
+        for (const char *p = base; ok && *p; p++)
             ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
                  (*p >= 'A' && *p <= 'Z');
         if (!ok)
             weir__cfg_err_at(ld, at,
-                             "[%s]: domain '%s' cannot be ordered with HTTP-01 (a DNS name, no "
-                             "wildcard)",
+                             "[%s]: domain '%s' cannot be ordered (a DNS name; a wildcard "
+                             "\"*.NAME\" only with dns_hook)",
                              section, d);
     }
-    bool present;
     c->email = weir__cfg_dup_string(ld, t, "email", section, &present);
     c->storage = weir__cfg_dup_string(ld, t, "storage", section, &present);
     if (!c->storage)
