@@ -77,6 +77,16 @@ int weir_tls_server_update(weir_tls_server *t, const weir_tls_server_spec *spec,
 /* Frees t once no listener uses it (connections keep what they need). */
 void weir_tls_server_free(weir_tls_server *t);
 
+/*
+ * TLS-ALPN-01 (RFC 8737), for an ACME client: while a challenge is set for
+ * name, a handshake on any TLS server for that name that offers the
+ * "acme-tls/1" protocol gets cert_pem/key_pem (the challenge certificate)
+ * and that protocol; other handshakes are untouched. cert_pem NULL removes
+ * it. WEIR_OK, WEIR_ERR_INVAL (unreadable PEM) or WEIR_ERR_NOMEM (16 at
+ * once). Any thread.
+ */
+int weir_tls_set_acme_challenge(const char *name, const char *cert_pem, const char *key_pem);
+
 typedef struct weir_tls_client_spec {
     bool no_verify;         /* accept any backend certificate (not recommended) */
     const char *ca_file;    /* trusted CAs (PEM); NULL = the system's */

@@ -310,8 +310,8 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     const cert_table *t = arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!name)
-        return SSL_TLSEXT_ERR_OK;
+    if (!name || weir__tls_alpn01_marked(ssl))
+        return SSL_TLSEXT_ERR_OK; /* a TLS-ALPN-01 check has its certificate */
     const cert *c = lookup(t, name);
     if (c && c != &t->v[t->def] && !SSL_use_cert_and_key(ssl, c->x509, c->key, c->chain, 1)) {
         *alert = SSL_AD_INTERNAL_ERROR;
@@ -325,6 +325,17 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 {
     const cert_table *t = arg;
     unsigned char *sel;
+    if (weir__tls_alpn01_marked(ssl)) {
+        static const unsigned char acme[] = "\x0a"
+                                            "acme-tls/1";
+        if (SSL_select_next_proto(&sel, outlen, acme, sizeof(acme) - 1, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED)
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (!t->alpn_len)
+        return SSL_TLSEXT_ERR_NOACK;
     if (SSL_select_next_proto(&sel, outlen, t->alpn, (unsigned)t->alpn_len, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* no common protocol: go on without ALPN */
@@ -420,8 +431,8 @@ static SSL_CTX *server_ctx(const weir_tls_server_spec *spec, char *err, size_t e
         snprintf(err, err_len, "invalid ALPN protocol list '%s'", spec->alpn);
         goto fail_ctx;
     }
-    if (t->alpn_len)
-        SSL_CTX_set_alpn_select_cb(ctx, on_alpn, t);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, t); /* acme-tls/1 too, with no ALPN list */
+    SSL_CTX_set_client_hello_cb(ctx, weir__tls_alpn01_hello, NULL);
 
     if (spec->client_ca_file) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(spec->client_ca_file);

@@ -47,6 +47,11 @@ typedef enum weir_tls_event {
     WEIR_TLS_N_EVENTS,
 } weir_tls_event;
 void weir__tls_count(weir_tls_event ev);
+
+/* TLS-ALPN-01 (tls_alpn01.c): the client-hello callback of every server
+ * context, and whether it gave ssl a challenge certificate. */
+int weir__tls_alpn01_hello(SSL *ssl, int *alert, void *arg);
+bool weir__tls_alpn01_marked(SSL *ssl);
 void weir__tls_stats(weir_tls_stats *out);
 
 #endif

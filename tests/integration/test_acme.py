@@ -351,3 +351,49 @@ def test_a_failing_dns_hook_fails_the_order(acme, tmp_path):
     assert wait_for(lambda: "exited 3" in w.stderr()), w.describe()
     assert "trying again in 5 s" in w.stderr()
     assert self_signed(peer_cert(w.port))
+
+
+def test_tls_alpn01_on_the_tls_listener(acme, tmp_path):
+    """challenge = "tls-alpn-01": pebble checks on weir's TLS port (no
+    plain listener needed); other handshakes meanwhile get the usual
+    certificate and protocols."""
+    tls_port = free_port()
+    pb = Pebble(acme.tmp, acme.http_port, tls_port=tls_port).start()
+    acme.pebbles.append(pb)
+    text = CONFIG % 'challenge = "tls-alpn-01"\n'
+    # No plain server: HTTP-01 could not work; the admin API is the port
+    # the harness waits for.
+    text = text[:text.index("[servers.http]")] + text[text.index("[servers.https]"):]
+    text = text.replace('addr = "127.0.0.1:@ADMIN@"', 'addr = "127.0.0.1:@PORT@"').replace(
+        'addr = "127.0.0.1:@PORT@"\nlocations = ["all"]\ncertificates',
+        'addr = "127.0.0.1:%d"\nlocations = ["all"]\ncertificates' % tls_port)
+    text = text.replace("@DIR@", pb.directory).replace("@CA@", pb.ca)
+    w = acme.weir_toml(text)
+    got = wait_for(lambda: not self_signed(peer_cert(tls_port)) and peer_cert(tls_port),
+                   timeout=40)
+    assert got, w.describe()
+    assert "certificate obtained" in w.stderr()
+    # Normal clients get http/1.1 (or h2), never acme-tls/1.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["acme-tls/1", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="a.weir.test") as t:
+            assert t.selected_alpn_protocol() == "http/1.1"
+
+
+@pytest.mark.parametrize("body,expect", [
+    ('challenge = "dns-01"\n', "challenge is \"http-01\" (default)"),
+    ('challenge = "bogus"\n', "challenge is \"http-01\" (default)"),
+])
+def test_challenge_settings(tmp_path, body, expect):
+    import subprocess
+    from conftest import binary
+    f = tmp_path / "w.toml"
+    f.write_text('[certificates.site]\nacme = "letsencrypt"\ndomains = ["a.test"]\n' + body +
+                 '\n[servers.s]\naddr = "127.0.0.1:%d"\nlocations = ["l"]\n'
+                 'certificates = ["site"]\n\n[locations.l]\necho = true\n' % free_port())
+    r = subprocess.run([binary("weir"), "-t", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1 and expect in r.stderr, r.stderr

@@ -348,7 +348,28 @@ static char *bio_text(BIO *b)
     return out;
 }
 
-bool weir__acme_placeholder(const char *const *domains, size_t n, char **cert_pem, char **key_pem)
+/* The acmeIdentifier extension (RFC 8737 3): critical, an OCTET STRING
+ * holding the DER OCTET STRING of SHA-256(key authorization). */
+static X509_EXTENSION *acme_identifier(const char *key_auth)
+{
+    unsigned char der[34] = {0x04, 0x20};
+    unsigned int n = 0;
+    if (EVP_Digest(key_auth, strlen(key_auth), der + 2, &n, EVP_sha256(), NULL) != 1 || n != 32)
+        return NULL;
+    ASN1_OBJECT *obj = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+    ASN1_OCTET_STRING *v = ASN1_OCTET_STRING_new();
+    X509_EXTENSION *ext = NULL;
+    if (obj && v && ASN1_OCTET_STRING_set(v, der, sizeof(der)) == 1)
+        ext = X509_EXTENSION_create_by_OBJ(NULL, obj, 1, v);
+    ASN1_OBJECT_free(obj);
+    ASN1_OCTET_STRING_free(v);
+    return ext;
+}
+
+/* A self-signed certificate for domains, with the acmeIdentifier of
+ * key_auth when it is not NULL. */
+static bool self_signed(const char *const *domains, size_t n, const char *key_auth, char **cert_pem,
+                        char **key_pem)
 {
     *cert_pem = *key_pem = NULL;
     EVP_PKEY *key = n ? weir__acme_key_new(WEIR_ACME_EC256) : NULL;
@@ -376,16 +397,19 @@ bool weir__acme_placeholder(const char *const *domains, size_t n, char **cert_pe
     X509V3_set_ctx_nodb(&v3);
     X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
     X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    X509_EXTENSION *ident = key_auth ? acme_identifier(key_auth) : NULL;
     ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) && X509_set_version(x, 2) == 1 &&
          X509_gmtime_adj(X509_getm_notBefore(x), -3600) &&
          X509_gmtime_adj(X509_getm_notAfter(x), 90L * 24 * 3600) &&
          X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)domains[0],
                                     -1, -1, 0) == 1 &&
          X509_set_issuer_name(x, name) == 1 && X509_set_pubkey(x, key) == 1 && ext &&
-         X509_add_ext(x, ext, -1) == 1 && X509_sign(x, key, EVP_sha256()) > 0 &&
-         PEM_write_bio_X509(cb, x) == 1 &&
+         X509_add_ext(x, ext, -1) == 1 &&
+         (!key_auth || (ident && X509_add_ext(x, ident, -1) == 1)) &&
+         X509_sign(x, key, EVP_sha256()) > 0 && PEM_write_bio_X509(cb, x) == 1 &&
          PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1;
     X509_EXTENSION_free(ext);
+    X509_EXTENSION_free(ident);
     BN_free(bn);
     if (ok) {
         *cert_pem = bio_text(cb);
@@ -418,4 +442,14 @@ int64_t weir__acme_cert_not_after(const char *path)
     X509_free(x);
     ERR_clear_error();
     return out;
+}
+
+bool weir__acme_placeholder(const char *const *domains, size_t n, char **cert_pem, char **key_pem)
+{
+    return self_signed(domains, n, NULL, cert_pem, key_pem);
+}
+
+bool weir__acme_alpn_cert(const char *domain, const char *key_auth, char **cert_pem, char **key_pem)
+{
+    return self_signed(&domain, 1, key_auth, cert_pem, key_pem);
 }

@@ -58,6 +58,11 @@ char *weir__acme_csr(EVP_PKEY *key, const char *const *domains, size_t n);
  * the certificate and the key, malloc'd; false on failure. */
 bool weir__acme_placeholder(const char *const *domains, size_t n, char **cert_pem, char **key_pem);
 
+/* The TLS-ALPN-01 challenge certificate of domain (RFC 8737 3): its
+ * acmeIdentifier holds SHA-256(key_auth). PEM text, malloc'd. */
+bool weir__acme_alpn_cert(const char *domain, const char *key_auth, char **cert_pem,
+                          char **key_pem);
+
 /* The expiry (Unix time) of the first certificate in a PEM file; 0 when
  * it cannot be read. */
 int64_t weir__acme_cert_not_after(const char *path);

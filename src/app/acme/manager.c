@@ -30,6 +30,7 @@ extern char **environ;
 #include "app/config/config.h"
 #include "weir/log.h"
 #include "weir/server.h"
+#include "weir/tls.h"
 
 #define MAX_TOKENS 32
 #define BACKOFF_FIRST_S 5
@@ -93,6 +94,34 @@ static void cleanup(void *arg, const char *domain, const char *token)
         }
     }
     pthread_mutex_unlock(&tok_mu);
+}
+
+/* ---- TLS-ALPN-01: a certificate for the TLS listeners ---- */
+
+static int alpn_present(void *arg, const char *domain, const char *token, const char *key_auth,
+                        char *err, size_t err_len)
+{
+    (void)arg;
+    (void)token;
+    char *cert = NULL, *key = NULL;
+    int rc = weir__acme_alpn_cert(domain, key_auth, &cert, &key) &&
+                     weir_tls_set_acme_challenge(domain, cert, key) == WEIR_OK
+                 ? 0
+                 : -1;
+    if (rc != 0)
+        snprintf(err, err_len, "cannot set up the TLS-ALPN-01 certificate for %s", domain);
+    if (key)
+        OPENSSL_cleanse(key, strlen(key));
+    free(cert);
+    free(key);
+    return rc;
+}
+
+static void alpn_cleanup(void *arg, const char *domain, const char *token)
+{
+    (void)arg;
+    (void)token;
+    weir_tls_set_acme_challenge(domain, NULL, NULL);
 }
 
 /* ---- DNS-01: the dns_hook command ---- */
@@ -222,8 +251,8 @@ static char *signature(const weir_cfg_cert *c)
     char *s = malloc(cap);
     if (!s)
         return NULL;
-    int n = snprintf(s, cap, "%s|%s|%d|%s|", c->acme, c->storage, c->key_type,
-                     c->dns_hook ? c->dns_hook : "");
+    int n = snprintf(s, cap, "%s|%s|%d|%s|%d|", c->acme, c->storage, c->key_type,
+                     c->dns_hook ? c->dns_hook : "", c->tls_alpn);
     for (size_t i = 0; i < c->n_domains && n > 0; i++)
         n += snprintf(s + n, cap - (size_t)n, "%s,", c->domains[i]);
     return s;
@@ -379,7 +408,8 @@ static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t
     dns_arg dns = {.hook = c->dns_hook};
     weir_acme_challenge_ops http = {"http-01", present, cleanup, m};
     weir_acme_challenge_ops dns01 = {"dns-01", dns_present, dns_cleanup, &dns};
-    const weir_acme_challenge_ops *ops = c->dns_hook ? &dns01 : &http;
+    weir_acme_challenge_ops alpn = {"tls-alpn-01", alpn_present, alpn_cleanup, NULL};
+    const weir_acme_challenge_ops *ops = c->dns_hook ? &dns01 : c->tls_alpn ? &alpn : &http;
     char *chain = NULL, *kp = NULL;
     int rc = -1;
     atomic_fetch_add(&m->started, 1);

@@ -93,6 +93,7 @@ typedef struct weir_cfg_cert {
     char *acme;                      /* the directory URL; NULL = files */
     char *email, *storage, *acme_ca; /* contact; the directory of the files; the server's CA */
     char *dns_hook; /* DNS-01: the command that adds and removes the TXT records; NULL: HTTP-01 */
+    bool tls_alpn;  /* challenge = "tls-alpn-01" */
     int key_type;   /* weir_acme_key_type */
     uint32_t renew_before_ms;                 /* 0: at 2/3 of the lifetime */
     char *acme_cert, *acme_key;               /* STORAGE/NAME.crt, .key */

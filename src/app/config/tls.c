@@ -16,8 +16,8 @@
 /* ---- [certificates.NAME] ---- */
 
 static const char *const cert_keys[] = {
-    "cert",     "key",     "chain",   "domains",      "default",  "acme", "email",
-    "key_type", "storage", "acme_ca", "renew_before", "dns_hook", NULL};
+    "cert",     "key",     "chain",   "domains",      "default",  "acme",      "email",
+    "key_type", "storage", "acme_ca", "renew_before", "dns_hook", "challenge", NULL};
 
 #define LETSENCRYPT "https://acme-v02.api.letsencrypt.org/directory"
 #define LETSENCRYPT_STAGING "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -52,6 +52,19 @@ static void load_acme(loader *ld, weir_cfg_cert *c, const weir_toml_value *t, co
         weir__cfg_err_at(ld, at, "[%s]: 'acme' needs 'domains' (the names to order)", section);
     bool present;
     c->dns_hook = weir__cfg_dup_string(ld, t, "dns_hook", section, &present);
+    char *ch = weir__cfg_dup_string(ld, t, "challenge", section, &present);
+    int ch_line = weir__cfg_entry_of(t, "challenge", &e) ? e.line : at;
+    if (ch && strcmp(ch, "tls-alpn-01") == 0)
+        c->tls_alpn = true;
+    else if (ch && strcmp(ch, c->dns_hook ? "dns-01" : "http-01") != 0)
+        weir__cfg_err_at(ld, ch_line,
+                         c->dns_hook ? "[%s]: with dns_hook the challenge is \"dns-01\""
+                                     : "[%s]: challenge is \"http-01\" (default), "
+                                       "\"tls-alpn-01\" or, with dns_hook, \"dns-01\"",
+                         section);
+    if (c->tls_alpn && c->dns_hook)
+        weir__cfg_err_at(ld, ch_line, "[%s]: with dns_hook the challenge is \"dns-01\"", section);
+    free(ch);
     if (c->dns_hook && access(c->dns_hook, X_OK) != 0)
         weir__cfg_err_at(ld, weir__cfg_entry_of(t, "dns_hook", &e) ? e.line : at,
                          "[%s]: dns_hook %s is not an executable file", section, c->dns_hook);
