@@ -494,26 +494,32 @@ def test_quit_behind_a_long_pipeline(pair):
     end; nothing after."""
     cmds, want = big_pipeline(3000, 1024)
     data = cmds + b"QUIT\r\n" + b"PING\r\n" * 1000
+    # Only weir's replies are compared: redis-server closes at once with the
+    # PINGs unread, so its kernel sends a reset, which can drop replies the
+    # client has not read yet (a race). weir shuts its side and reads on
+    # until the client's FIN (or 2 s) before it closes.
     for port in (pair.redis, pair.weir):
         s = connect(port, timeout=20)
         threading.Thread(target=lambda: s.sendall(data), daemon=True).start()
         time.sleep(0.5)
         got, closed = read_until(s, lambda b: False, timeout=20)
         assert closed is True, port
-        assert got == want + b"+OK\r\n", (port, len(got), got[-40:])
+        if port == pair.weir:
+            assert got == want + b"+OK\r\n", (len(got), got[-40:])
         s.close()
 
 
 def test_protocol_error_behind_a_long_pipeline(pair):
     cmds, want = big_pipeline(3000, 1024)
     data = cmds + b"*1\r\n$-5\r\n" + b"PING\r\n" * 1000
-    for port in (pair.redis, pair.weir):
+    for port in (pair.redis, pair.weir):  # as above: weir's replies only
         s = connect(port, timeout=20)
         threading.Thread(target=lambda: s.sendall(data), daemon=True).start()
         time.sleep(0.5)
         got, closed = read_until(s, lambda b: False, timeout=20)
         assert closed is True, port
-        assert got == want + b"-ERR Protocol error: invalid bulk length\r\n", (port, got[-60:])
+        if port == pair.weir:
+            assert got == want + b"-ERR Protocol error: invalid bulk length\r\n", got[-60:]
         s.close()
 
 
