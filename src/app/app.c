@@ -15,6 +15,7 @@
 #include "app/access_log.h"
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
+#include "app/webhook.h"
 #include "app/plugin/plugin.h"
 
 uint64_t weir__app_mono_ms(void)
@@ -467,8 +468,26 @@ int weir__app_reload_errs(weir_app *app, const char *path, weir_server *srv,
     return weir__app_reload_from(app, load_file, (void *)path, path, srv, errs_out);
 }
 
+static int reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
+                       weir_server *srv, weir_cfg_errors *errs_out);
+
 int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
                           weir_server *srv, weir_cfg_errors *errs_out)
+{
+    weir_cfg_errors mine = {0};
+    weir_cfg_errors *errs = errs_out ? errs_out : &mine;
+    size_t before = errs->n;
+    int rc = reload_from(app, load, arg, path, srv, errs);
+    if (rc != WEIR_OK)
+        weir__webhook_emit(WEIR_EV_RELOAD_FAIL, "reload of %s refused (%zu errors)%s%s", path,
+                           errs->n - before, errs->n > before ? ": " : "",
+                           errs->n > before ? errs->v[before] : "");
+    weir__cfg_errors_free(&mine);
+    return rc;
+}
+
+static int reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
+                       weir_server *srv, weir_cfg_errors *errs_out)
 {
     weir_cfg_errors errs = {0};
     reload_old = atomic_load(&app->current);
@@ -557,6 +576,7 @@ int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const
     weir_server_renew_connections(srv);
     weir__metrics_reload(true);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
+    weir__webhook_reloaded(old, nc);
     return WEIR_OK;
 }
 

@@ -26,6 +26,7 @@
 #include "app/app.h"
 #include "app/convert.h"
 #include "app/acme/manager.h"
+#include "app/webhook.h"
 #include "app/etcd/cli.h"
 #include "app/etcd/source.h"
 #include "weir/weir.h"
@@ -517,6 +518,11 @@ static void on_started(void *arg)
     running *r = arg;
     if (etcd_source && r->app && weir__etcd_source_start(etcd_source, r->app, r->srv) != WEIR_OK)
         weir_log(WEIR_LEVEL_ERROR, "etcd: not watching: changes in etcd are not served");
+    if (r->app) {
+        weir_config *cfg = weir__app_config(r->app);
+        weir__webhook_start(r->app, r->srv, cfg);
+        weir__config_unref(cfg);
+    }
     if (r->app && !(acme_manager = weir__acme_manager_start(r->app, r->srv)))
         weir_log(WEIR_LEVEL_ERROR, "acme: cannot start: no certificate will be ordered");
     report_ready(r->ready_fd);
@@ -677,6 +683,8 @@ int main(int argc, char **argv)
     if (rc == WEIR_OK)
         rc = weir_server_run(srv);
     run_state.app = NULL;
+    weir__webhook_emit(WEIR_EV_STOP, "weir stopped (pid %d)", (int)getpid());
+    weir__webhook_stop(2000);
     weir__acme_manager_stop(acme_manager);
     acme_manager = NULL;
     weir__etcd_source_stop(etcd_source);

@@ -28,6 +28,7 @@ extern char **environ;
 #include "app/acme/client.h"
 #include "app/acme/jws.h"
 #include "app/config/config.h"
+#include "app/webhook.h"
 #include "weir/log.h"
 #include "weir/server.h"
 #include "weir/tls.h"
@@ -544,6 +545,8 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
                  "acme: [certificates.%s]: certificate obtained for %s (expires in %" PRId64
                  " s), now served",
                  c->name, c->domains[0], na - now_s());
+        weir__webhook_emit(WEIR_EV_CERT, "certificate %s %s for %s (expires in %lld s)", c->name,
+                           have ? "renewed" : "obtained", c->domains[0], (long long)(na - now_s()));
         weir_server_call_main(m->srv, refresh_main, m);
         return;
     }
@@ -555,6 +558,8 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
     it->backoff_s = b;
     pthread_mutex_unlock(&m->mu);
     set_state(m, it, ST_FAILED, now_s() + wait, err);
+    weir__webhook_emit(WEIR_EV_CERT_FAIL, "certificate %s: %s (trying again in %lld s)", c->name,
+                       err, (long long)wait);
     weir_log(WEIR_LEVEL_ERROR, "acme: [certificates.%s]: %s; %s, trying again in %" PRId64 " s",
              c->name, err, have ? "the current certificate stays" : "still serving a temporary one",
              wait);

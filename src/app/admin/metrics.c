@@ -5,6 +5,7 @@
 #include "app/admin/metrics.h"
 
 #include "app/acme/manager.h"
+#include "app/webhook.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -635,7 +636,7 @@ static void emit_certificates(out *o, const weir_config *cfg)
             "(negative: expired), by [certificates.NAME].\n"
             "# TYPE weir_certificate_expiry_seconds gauge\n");
     char lb[LABEL_CAP];
-    for (size_t i = 0; i < cfg->n_certs; i++) {
+    for (size_t i = 0; cfg && i < cfg->n_certs; i++) {
         const weir_cfg_cert *c = &cfg->certs[i];
         int64_t na = c->not_after;
         const json_t *x;
@@ -659,6 +660,15 @@ static void emit_certificates(out *o, const weir_config *cfg)
         emit(o, "weir_acme_orders_total{result=\"%s\"} %lld\n", results[i][0],
              (long long)json_integer_value(json_object_get(st, results[i][1])));
     json_decref(st);
+    uint64_t sent, failed, dropped;
+    weir__webhook_counts(&sent, &failed, &dropped);
+    emit(o,
+         "# HELP weir_webhook_events_total Webhook events by outcome.\n"
+         "# TYPE weir_webhook_events_total counter\n"
+         "weir_webhook_events_total{result=\"sent\"} %llu\n"
+         "weir_webhook_events_total{result=\"failed\"} %llu\n"
+         "weir_webhook_events_total{result=\"dropped\"} %llu\n",
+         (unsigned long long)sent, (unsigned long long)failed, (unsigned long long)dropped);
 }
 
 static void emit_counter(out *o, const char *name, const char *help, uint8_t kind, int i)

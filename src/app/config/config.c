@@ -9,6 +9,8 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "app/config/config.h"
+#include "app/etcd/split.h"
+#include "app/webhook.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,12 +38,82 @@
 bool weir__config_resolve_names = true;
 weir_lb_target *(*weir__config_discovered)(const char *name, const char *spec, size_t *n);
 
+/* Each section's text, hashed: what a reload's diff compares. */
+static void hash_sections(weir_config *c, const char *text, size_t len)
+{
+    weir_cfg_section *v = NULL;
+    size_t n = 0;
+    int el;
+    char err[200];
+    if (weir__cfg_split(text, len, false, &v, &n, &el, err, sizeof(err)) != 0)
+        return;
+    c->section_hashes = calloc(n ? n : 1, sizeof(*c->section_hashes));
+    for (size_t i = 0; c->section_hashes && i < n; i++) {
+        char *key = NULL;
+        if (v[i].name ? asprintf(&key, "%s.%s", v[i].section, v[i].name) < 0
+                      : asprintf(&key, "%s", v[i].section) < 0)
+            break;
+        c->section_hashes[c->n_section_hashes++] =
+            (struct weir_cfg_section_hash){key, weir_lb_hash(v[i].body, v[i].body_len)};
+    }
+    weir__cfg_sections_free(v, n);
+}
+
 /* ---- [basic] ---- */
 
-static const char *const basic_keys[] = {
-    "threads",      "pid_file",    "error_log",    "log_level",   "grace_period",
-    "upgrade_sock", "temp_dir",    "config_cache", "etcd_cacert", "etcd_cert",
-    "etcd_key",     "instance_id", "instance_ttl", NULL};
+static const char *const basic_keys[] = {"threads",
+                                         "pid_file",
+                                         "error_log",
+                                         "log_level",
+                                         "grace_period",
+                                         "upgrade_sock",
+                                         "temp_dir",
+                                         "config_cache",
+                                         "etcd_cacert",
+                                         "etcd_cert",
+                                         "etcd_key",
+                                         "instance_id",
+                                         "instance_ttl",
+                                         "webhook",
+                                         "webhook_type",
+                                         "webhook_notifications",
+                                         NULL};
+
+static void load_webhook(loader *ld, weir_cfg_basic *b, const weir_toml_value *t)
+{
+    bool present;
+    weir_toml_entry e;
+    b->webhook = weir__cfg_dup_string(ld, t, "webhook", "basic", &present);
+    if (b->webhook && strncmp(b->webhook, "http://", 7) != 0 &&
+        strncmp(b->webhook, "https://", 8) != 0) {
+        weir__cfg_entry_of(t, "webhook", &e);
+        weir__cfg_err_at(ld, e.line, "'webhook' in [basic] is an http:// or https:// URL");
+    }
+    char *type = weir__cfg_dup_string(ld, t, "webhook_type", "basic", &present);
+    if (type && (b->webhook_type = weir__webhook_type(type)) < 0) {
+        weir__cfg_entry_of(t, "webhook_type", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'webhook_type' in [basic] is \"normal\", \"slack\", \"wecom\" or "
+                         "\"dingtalk\", not '%s'",
+                         type);
+    }
+    free(type);
+    if (b->webhook_type < 0)
+        b->webhook_type = 0;
+    size_t n = 0;
+    int line = 0;
+    char **kinds = weir__cfg_get_string_list(ld, t, "webhook_notifications", "basic", &n, &line);
+    for (size_t i = 0; i < n; i++) {
+        int k = weir__event_by_name(kinds[i]);
+        if (k < 0)
+            weir__cfg_err_at(ld, line,
+                             "'webhook_notifications' in [basic]: unknown event '%s' (%s)",
+                             kinds[i], weir__event_names());
+        else
+            b->webhook_events |= 1u << k;
+    }
+    weir__cfg_free_list(kinds, n);
+}
 
 static void load_basic(loader *ld, const weir_toml_value *t)
 {
@@ -83,6 +155,7 @@ static void load_basic(loader *ld, const weir_toml_value *t)
         weir__cfg_entry_of(t, "instance_ttl", &e);
         weir__cfg_err_at(ld, e.line, "'instance_ttl' in [basic] must be at least 2s");
     }
+    load_webhook(ld, b, t);
     b->temp_dir = weir__cfg_dup_string(ld, t, "temp_dir", "basic", &present);
     if (b->temp_dir) {
         weir_toml_entry e;
@@ -465,6 +538,10 @@ static void free_config(weir_config *c)
     free(c->basic.etcd_cert);
     free(c->basic.etcd_key);
     free(c->basic.instance_id);
+    free(c->basic.webhook);
+    for (size_t i = 0; i < c->n_section_hashes; i++)
+        free(c->section_hashes[i].key);
+    free(c->section_hashes);
     free(c->admin.addr);
     if (c->admin.token) /* a secret: do not leave it in freed memory */
         explicit_bzero(c->admin.token, strlen(c->admin.token));
@@ -669,6 +746,7 @@ weir_config *weir__config_load(const char *text, size_t len, const char *file,
         free_config(c);
         return NULL;
     }
+    hash_sections(c, text, len);
     return c;
 }
 

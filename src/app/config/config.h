@@ -272,6 +272,10 @@ typedef struct weir_cfg_basic {
     char *etcd_cacert, *etcd_cert, *etcd_key; /* TLS to etcd */
     char *instance_id;                        /* in /PREFIX/instances/ID [hostname-pid] */
     uint32_t instance_ttl_ms;                 /* its lease [10 s] */
+    /* Event notifications (app/webhook.h). */
+    char *webhook;           /* URL, or NULL */
+    int webhook_type;        /* weir_webhook_type */
+    uint32_t webhook_events; /* bits of weir_event; all when none are listed */
 } weir_cfg_basic;
 
 /* [admin]: the admin API (src/app/admin.h); addr NULL = off. */
@@ -321,6 +325,13 @@ struct weir_config {
     uint64_t revision;
     int64_t loaded_unix;
     uint64_t digest;
+    /* Each section's text hashed ("upstreams.api" -> hash), for the
+     * sections a reload changed; none when the text did not cut cleanly. */
+    struct weir_cfg_section_hash {
+        char *key;
+        uint64_t hash;
+    } * section_hashes;
+    size_t n_section_hashes;
     weir_cfg_basic basic;
     weir_cfg_admin admin;
     weir_cfg_server *servers;

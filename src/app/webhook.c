@@ -1,0 +1,453 @@
+/*
+ * webhook.c - event notifications (webhook.h).
+ */
+#include "app/webhook.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/acme/manager.h"
+#include "app/app.h"
+#include "app/config/config.h"
+#include "weir/lb.h"
+#include "weir/log.h"
+#include "weir/server.h"
+
+#define QUEUE_MAX 256
+#define ATTEMPTS 3
+#define EXPIRY_WARN_S (7 * 86400)
+
+static const char *const names[WEIR_EV_N] = {"backend_status",
+                                             "upstream_down",
+                                             "reload_config",
+                                             "reload_config_fail",
+                                             "diff_config",
+                                             "certificate",
+                                             "certificate_fail",
+                                             "certificate_expiry",
+                                             "discovery_fail",
+                                             "start",
+                                             "stop"};
+static const char *const types[] = {"normal", "slack", "wecom", "dingtalk", NULL};
+
+int weir__event_by_name(const char *name)
+{
+    for (int i = 0; i < WEIR_EV_N; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+const char *weir__event_names(void)
+{
+    return "backend_status, upstream_down, reload_config, reload_config_fail, diff_config, "
+           "certificate, certificate_fail, certificate_expiry, discovery_fail, start, stop";
+}
+
+int weir__webhook_type(const char *name)
+{
+    for (int i = 0; types[i]; i++)
+        if (strcmp(types[i], name) == 0)
+            return i;
+    return -1;
+}
+
+typedef struct event {
+    weir_event ev;
+    char *msg;
+    int64_t unix_ms;
+} event;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *url; /* NULL: off */
+    int type;
+    uint32_t mask;
+    event q[QUEUE_MAX];
+    size_t head, n;
+    bool running, stopping;
+    int64_t stop_deadline_ms;
+    pthread_t thread;
+    weir_app *app;
+    weir_server *srv;
+    _Atomic uint64_t sent, failed, dropped;
+} W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static int64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void weir__webhook_counts(uint64_t *sent, uint64_t *failed, uint64_t *dropped)
+{
+    *sent = atomic_load(&W.sent);
+    *failed = atomic_load(&W.failed);
+    *dropped = atomic_load(&W.dropped);
+}
+
+static bool wanted(weir_event ev)
+{
+    return W.url && (!W.mask || (W.mask & (1u << ev)));
+}
+
+void weir__webhook_emit(weir_event ev, const char *fmt, ...)
+{
+    pthread_mutex_lock(&W.mu);
+    bool want = W.running && !W.stopping && wanted(ev);
+    pthread_mutex_unlock(&W.mu);
+    if (!want && ev != WEIR_EV_STOP)
+        return;
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    pthread_mutex_lock(&W.mu);
+    if (!W.running || !wanted(ev)) {
+        free(msg);
+    } else if (W.n == QUEUE_MAX) {
+        free(msg);
+        atomic_fetch_add(&W.dropped, 1);
+    } else {
+        W.q[(W.head + W.n) % QUEUE_MAX] = (event){ev, msg, wall_ms()};
+        W.n++;
+        pthread_cond_signal(&W.cv);
+    }
+    pthread_mutex_unlock(&W.mu);
+}
+
+/* The body for the webhook's type. */
+static char *payload(int type, const event *e)
+{
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    time_t t = (time_t)(e->unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char when[40];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char text[2048];
+    snprintf(text, sizeof(text), "weir %s on %s: %s", names[e->ev], host, e->msg);
+    json_t *j;
+    switch (type) {
+    case WEIR_WEBHOOK_SLACK:
+        j = json_pack("{s:s}", "text", text);
+        break;
+    case WEIR_WEBHOOK_WECOM:
+        j = json_pack("{s:s, s:{s:s}}", "msgtype", "markdown", "markdown", "content", text);
+        break;
+    case WEIR_WEBHOOK_DINGTALK:
+        j = json_pack("{s:s, s:{s:s, s:s}}", "msgtype", "markdown", "markdown", "title",
+                      names[e->ev], "text", text);
+        break;
+    default:
+        j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "event", names[e->ev], "message", e->msg,
+                      "hostname", host, "pid", (json_int_t)getpid(), "time", when, "version",
+                      weir_version());
+        break;
+    }
+    char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return out;
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+static bool post(const char *url, const char *body, long timeout_ms, char *err, size_t err_len)
+{
+    CURL *c = curl_easy_init();
+    if (!c)
+        return false;
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 3000 ? timeout_ms : 3000L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK)
+        snprintf(err, err_len, "%s", curl_easy_strerror(rc));
+    else if (status < 200 || status > 299)
+        snprintf(err, err_len, "HTTP %ld", status);
+    return rc == CURLE_OK && status >= 200 && status <= 299;
+}
+
+static void poll_main(void *arg);
+
+static void *sender_main(void *arg)
+{
+    (void)arg;
+    int64_t next_poll = 0;
+    pthread_mutex_lock(&W.mu);
+    for (;;) {
+        if (W.stopping && (W.n == 0 || wall_ms() >= W.stop_deadline_ms))
+            break;
+        if (W.n == 0) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&W.cv, &W.mu, &until);
+        }
+        if (!W.stopping && wall_ms() >= next_poll) {
+            next_poll = wall_ms() + 1000;
+            if (W.url)
+                weir_server_call_main(W.srv, poll_main, NULL);
+        }
+        if (W.n == 0)
+            continue;
+        event e = W.q[W.head];
+        W.head = (W.head + 1) % QUEUE_MAX;
+        W.n--;
+        char *url = W.url ? strdup(W.url) : NULL;
+        int type = W.type;
+        pthread_mutex_unlock(&W.mu);
+        char *body = url ? payload(type, &e) : NULL;
+        bool ok = false;
+        char err[256] = "";
+        for (int a = 0; body && a < ATTEMPTS && !ok; a++) {
+            pthread_mutex_lock(&W.mu);
+            bool stopping = W.stopping;
+            int64_t left = W.stop_deadline_ms - wall_ms();
+            pthread_mutex_unlock(&W.mu);
+            if (stopping && left <= 0)
+                break;
+            if (a) /* 1 s, then 2 s */
+                usleep((useconds_t)(1000000u << (a - 1)));
+            ok = post(url, body, stopping && left < 5000 ? (long)left : 5000L, err, sizeof(err));
+        }
+        if (ok) {
+            atomic_fetch_add(&W.sent, 1);
+        } else {
+            atomic_fetch_add(&W.failed, 1);
+            weir_log(WEIR_LEVEL_WARN, "webhook: %s event not delivered: %s", names[e.ev], err);
+        }
+        free(body);
+        free(url);
+        free(e.msg);
+        pthread_mutex_lock(&W.mu);
+    }
+    /* What is left when the time is up is dropped. */
+    while (W.n) {
+        free(W.q[W.head].msg);
+        W.head = (W.head + 1) % QUEUE_MAX;
+        W.n--;
+        atomic_fetch_add(&W.dropped, 1);
+    }
+    pthread_mutex_unlock(&W.mu);
+    return NULL;
+}
+
+static void set_settings(const weir_cfg_basic *b)
+{
+    pthread_mutex_lock(&W.mu);
+    free(W.url);
+    W.url = b->webhook ? strdup(b->webhook) : NULL;
+    W.type = b->webhook_type;
+    W.mask = b->webhook_events;
+    pthread_mutex_unlock(&W.mu);
+}
+
+void weir__webhook_start(weir_app *app, weir_server *srv, const weir_config *cfg)
+{
+    set_settings(&cfg->basic);
+    pthread_mutex_lock(&W.mu);
+    W.app = app;
+    W.srv = srv;
+    W.stopping = false;
+    W.running = pthread_create(&W.thread, NULL, sender_main, NULL) == 0;
+    pthread_mutex_unlock(&W.mu);
+    weir__webhook_emit(WEIR_EV_START, "weir %s serves (pid %d, configuration %s)", weir_version(),
+                       (int)getpid(), cfg->file);
+}
+
+void weir__webhook_stop(uint32_t ms)
+{
+    pthread_mutex_lock(&W.mu);
+    bool running = W.running;
+    W.stopping = true;
+    W.stop_deadline_ms = wall_ms() + ms;
+    pthread_cond_signal(&W.cv);
+    pthread_mutex_unlock(&W.mu);
+    if (running)
+        pthread_join(W.thread, NULL);
+    pthread_mutex_lock(&W.mu);
+    W.running = false;
+    free(W.url);
+    W.url = NULL;
+    pthread_mutex_unlock(&W.mu);
+}
+
+/* ---- the reload's diff ---- */
+
+static uint64_t hash_of(const weir_config *c, const char *key, bool *found)
+{
+    for (size_t i = 0; i < c->n_section_hashes; i++) {
+        if (strcmp(c->section_hashes[i].key, key) == 0) {
+            *found = true;
+            return c->section_hashes[i].hash;
+        }
+    }
+    *found = false;
+    return 0;
+}
+
+void weir__webhook_reloaded(const weir_config *old, const weir_config *cfg)
+{
+    set_settings(&cfg->basic);
+    weir__webhook_emit(WEIR_EV_RELOAD, "configuration %s reloaded (load %llu)", cfg->file,
+                       (unsigned long long)cfg->revision);
+    if (!old->n_section_hashes || !cfg->n_section_hashes) {
+        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "the configuration changed");
+        return;
+    }
+    char text[1800] = "";
+    size_t len = 0;
+    for (int pass = 0; pass < 3; pass++) { /* added, changed, removed */
+        const weir_config *a = pass == 2 ? old : cfg, *b = pass == 2 ? cfg : old;
+        for (size_t i = 0; i < a->n_section_hashes && len + 80 < sizeof(text); i++) {
+            bool found;
+            uint64_t h = hash_of(b, a->section_hashes[i].key, &found);
+            bool show = pass == 1 ? found && h != a->section_hashes[i].hash : !found;
+            if (show)
+                len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s [%s]", len ? "," : "",
+                                        pass == 0   ? " added"
+                                        : pass == 1 ? " changed"
+                                                    : " removed",
+                                        a->section_hashes[i].key);
+        }
+    }
+    if (len)
+        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "sections%s", text);
+}
+
+/* ---- the poll (main thread) ---- */
+
+typedef struct kv {
+    char *key;
+    int64_t v;
+} kv;
+
+static struct {
+    kv *v;
+    size_t n;
+    bool primed; /* the first poll only records */
+} seen;
+
+/* The previous value of key (v_prev) and the new one recorded; false when
+ * key is new. */
+static bool record(const char *key, int64_t v, int64_t *prev)
+{
+    for (size_t i = 0; i < seen.n; i++) {
+        if (strcmp(seen.v[i].key, key) == 0) {
+            *prev = seen.v[i].v;
+            seen.v[i].v = v;
+            return true;
+        }
+    }
+    kv *nv = realloc(seen.v, (seen.n + 1) * sizeof(*nv));
+    if (nv) {
+        seen.v = nv;
+        seen.v[seen.n++] = (kv){strdup(key), v};
+    }
+    return false;
+}
+
+static void poll_upstream(const weir_cfg_upstream *u, bool emit)
+{
+    size_t want = weir_upstream_info(u->lb, NULL, 0) + 16;
+    weir_backend_info *v = calloc(want, sizeof(*v));
+    size_t n = v ? weir_upstream_info(u->lb, v, want) : 0;
+    if (n > want)
+        n = want;
+    size_t healthy = 0;
+    char key[400];
+    int64_t prev;
+    for (size_t i = 0; i < n; i++) {
+        healthy += v[i].healthy && !v[i].draining;
+        snprintf(key, sizeof(key), "b|%s|%s", u->name, v[i].addr);
+        if (record(key, v[i].healthy, &prev) && emit && prev != v[i].healthy)
+            weir__webhook_emit(WEIR_EV_BACKEND_STATUS, "upstream %s: backend %s is %s", u->name,
+                               v[i].addr, v[i].healthy ? "healthy" : "unhealthy");
+    }
+    free(v);
+    snprintf(key, sizeof(key), "u|%s", u->name);
+    bool down = n > 0 && healthy == 0;
+    if (record(key, down, &prev) && emit && prev != down)
+        weir__webhook_emit(WEIR_EV_UPSTREAM_DOWN, "upstream %s %s", u->name,
+                           down ? "has no healthy backend" : "has a healthy backend again");
+    weir_discovery_info d;
+    snprintf(key, sizeof(key), "d|%s", u->name);
+    if (weir_upstream_discovery_info(u->lb, &d) && record(key, (int64_t)d.failures, &prev) &&
+        emit && (uint64_t)prev < d.failures)
+        weir__webhook_emit(WEIR_EV_DISCOVERY_FAIL, "upstream %s: %s discovery failed: %s", u->name,
+                           d.kind, d.last_error[0] ? d.last_error : "no answer");
+}
+
+static void poll_main(void *arg)
+{
+    (void)arg;
+    if (!W.app)
+        return;
+    weir_config *cfg = weir__app_config(W.app);
+    if (!cfg)
+        return;
+    bool emit = seen.primed;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (cfg->upstreams[i].lb)
+            poll_upstream(&cfg->upstreams[i], emit);
+    /* Certificates near their end: once a day each. */
+    weir_acme_manager *m = weir__acme_manager_running();
+    json_t *st = m ? weir__acme_status(m) : NULL;
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        const weir_cfg_cert *c = &cfg->certs[i];
+        int64_t na = c->not_after;
+        const json_t *x;
+        size_t k;
+        json_array_foreach(json_object_get(st, "certificates"), k, x)
+        {
+            const char *n = json_string_value(json_object_get(x, "name"));
+            if (c->acme && n && strcmp(n, c->name) == 0)
+                na = (int64_t)json_integer_value(json_object_get(x, "not_after"));
+        }
+        char key[300];
+        snprintf(key, sizeof(key), "c|%s", c->name);
+        int64_t prev = 0;
+        bool known = record(key, 0, &prev);
+        if (na && na - now < EXPIRY_WARN_S && (!known || prev < now - 86400)) {
+            record(key, now, &prev);
+            weir__webhook_emit(WEIR_EV_CERT_EXPIRY, "certificate %s expires in %lld s (%s)",
+                               c->name, (long long)(na - now), na < now ? "expired" : "renew it");
+        } else if (known) {
+            record(key, prev, &prev); /* keep when it was last said */
+        }
+    }
+    json_decref(st);
+    seen.primed = true;
+    weir__config_unref(cfg);
+}
