@@ -87,6 +87,15 @@ void weir_tls_server_free(weir_tls_server *t);
  */
 int weir_tls_set_acme_challenge(const char *name, const char *cert_pem, const char *key_pem);
 
+/*
+ * OCSP stapling: der (len bytes, a DER OCSPResponse) is stapled to every
+ * handshake, on any TLS server, that serves the certificate whose SHA-256
+ * fingerprint is given and whose client asks for it; len 0 removes it.
+ * The caller fetches, checks and refreshes the responses (weir's do:
+ * src/app/ocsp.c). WEIR_OK or WEIR_ERR_NOMEM (256 at most). Any thread.
+ */
+int weir_tls_set_ocsp(const unsigned char fingerprint[32], const unsigned char *der, size_t len);
+
 typedef struct weir_tls_client_spec {
     bool no_verify;         /* accept any backend certificate (not recommended) */
     const char *ca_file;    /* trusted CAs (PEM); NULL = the system's */

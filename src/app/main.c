@@ -26,6 +26,7 @@
 #include "app/app.h"
 #include "app/convert.h"
 #include "app/acme/manager.h"
+#include "app/ocsp.h"
 #include "app/webhook.h"
 #include "app/etcd/cli.h"
 #include "app/etcd/source.h"
@@ -523,6 +524,8 @@ static void on_started(void *arg)
         weir__webhook_start(r->app, r->srv, cfg);
         weir__config_unref(cfg);
     }
+    if (r->app)
+        weir__ocsp_start(r->app);
     if (r->app && !(acme_manager = weir__acme_manager_start(r->app, r->srv)))
         weir_log(WEIR_LEVEL_ERROR, "acme: cannot start: no certificate will be ordered");
     report_ready(r->ready_fd);
@@ -687,6 +690,7 @@ int main(int argc, char **argv)
     weir__webhook_stop(2000);
     weir__acme_manager_stop(acme_manager);
     acme_manager = NULL;
+    weir__ocsp_stop();
     weir__etcd_source_stop(etcd_source);
     weir__admin_free(admin);
     weir__app_free(app);

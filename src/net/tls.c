@@ -433,6 +433,7 @@ static SSL_CTX *server_ctx(const weir_tls_server_spec *spec, char *err, size_t e
     }
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, t); /* acme-tls/1 too, with no ALPN list */
     SSL_CTX_set_client_hello_cb(ctx, weir__tls_alpn01_hello, NULL);
+    SSL_CTX_set_tlsext_status_cb(ctx, weir__tls_ocsp_status);
 
     if (spec->client_ca_file) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(spec->client_ca_file);

@@ -52,6 +52,9 @@ void weir__tls_count(weir_tls_event ev);
  * context, and whether it gave ssl a challenge certificate. */
 int weir__tls_alpn01_hello(SSL *ssl, int *alert, void *arg);
 bool weir__tls_alpn01_marked(SSL *ssl);
+
+/* OCSP stapling (tls_ocsp.c): the status callback of every server context. */
+int weir__tls_ocsp_status(SSL *ssl, void *arg);
 void weir__tls_stats(weir_tls_stats *out);
 
 #endif

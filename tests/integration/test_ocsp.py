@@ -1,0 +1,127 @@
+"""OCSP stapling: weir asks the responder a certificate names (openssl's
+own `openssl ocsp` responder, on loopback), checks the answer and staples
+it to the handshakes of clients that ask (openssl s_client -status); a
+revoked certificate gets nothing stapled; a responder that is down never
+holds a handshake up."""
+import datetime
+import subprocess
+import time
+
+import pytest
+
+from conftest import free_port
+
+pytestmark = pytest.mark.deadline(90)
+
+
+def openssl(*a, cwd=None):
+    return subprocess.run(["openssl"] + list(a), check=True, capture_output=True, timeout=60,
+                          cwd=cwd).stdout.decode()
+
+
+def make_pki(d, ocsp_port, revoked=False):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
+            "-subj", "/CN=weir ocsp test CA")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(d / "leaf.key"), "-out", str(d / "leaf.csr"),
+            "-subj", "/CN=ocsp.weir.test")
+    (d / "leaf.ext").write_text("subjectAltName=DNS:ocsp.weir.test\n"
+                                "authorityInfoAccess=OCSP;URI:http://127.0.0.1:%d\n" % ocsp_port)
+    openssl("x509", "-req", "-in", str(d / "leaf.csr"), "-CA", str(d / "ca.crt"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "leaf.crt"),
+            "-days", "2", "-extfile", str(d / "leaf.ext"))
+    serial = openssl("x509", "-in", str(d / "leaf.crt"), "-noout", "-serial").split("=")[1]
+    end = openssl("x509", "-in", str(d / "leaf.crt"), "-noout", "-enddate").split("=", 1)[1]
+    end = datetime.datetime.strptime(end.strip(), "%b %d %H:%M:%S %Y %Z")
+    when = end.strftime("%y%m%d%H%M%SZ")
+    now = datetime.datetime.utcnow().strftime("%y%m%d%H%M%SZ")
+    line = ("R\t%s\t%s\t%s\tunknown\t/CN=ocsp.weir.test\n" % (when, now, serial.strip())
+            if revoked else "V\t%s\t\t%s\tunknown\t/CN=ocsp.weir.test\n" % (when, serial.strip()))
+    (d / "index.txt").write_text(line)
+    # The served file: the leaf, then its issuer.
+    (d / "served.crt").write_text((d / "leaf.crt").read_text() + (d / "ca.crt").read_text())
+
+
+def responder(d, port):
+    log = open(d / "ocsp.log", "ab")
+    p = subprocess.Popen(["openssl", "ocsp", "-index", str(d / "index.txt"),
+                             "-port", str(port), "-rsigner", str(d / "ca.crt"),
+                             "-rkey", str(d / "ca.key"), "-CA", str(d / "ca.crt"),
+                             "-nmin", "5"], stdout=log, stderr=log)
+    # It answers one connection at a time: no probe connection, its log.
+    assert wait_for(lambda: "waiting for OCSP client" in (d / "ocsp.log").read_text(),
+                    timeout=10), (d / "ocsp.log").read_text()
+    return p
+
+
+CONFIG = """
+[servers.tls]
+addr = "127.0.0.1:@PORT@"
+locations = ["all"]
+certificates = ["c"]
+
+[certificates.c]
+cert = "@TMP@/served.crt"
+key = "@TMP@/leaf.key"
+
+[locations.all]
+echo = true
+"""
+
+
+def status(port):
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                        "-servername", "ocsp.weir.test", "-status"], input=b"",
+                       capture_output=True, timeout=20)
+    return r.stdout.decode(errors="replace")
+
+
+def wait_for(pred, timeout=20.0, step=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def test_a_good_response_is_stapled(tmp_path, weir_toml):
+    port = free_port()
+    make_pki(tmp_path, port)
+    r = responder(tmp_path, port)
+    try:
+        w = weir_toml(CONFIG)
+        out = wait_for(lambda: "OCSP Response Status: successful" in status(w.port) and
+                       status(w.port))
+        assert out, w.describe()
+        assert "Cert Status: good" in out, out
+        assert "response stapled" in w.stderr()
+    finally:
+        r.terminate()
+        r.wait(timeout=10)
+
+
+def test_a_revoked_certificate_gets_nothing_stapled(tmp_path, weir_toml):
+    port = free_port()
+    make_pki(tmp_path, port, revoked=True)
+    r = responder(tmp_path, port)
+    try:
+        w = weir_toml(CONFIG)
+        assert wait_for(lambda: "certificate status revoked" in w.stderr()), w.describe()
+        assert "OCSP response: no response sent" in status(w.port)
+    finally:
+        r.terminate()
+        r.wait(timeout=10)
+
+
+def test_a_responder_down_holds_no_handshake(tmp_path, weir_toml):
+    port = free_port()
+    make_pki(tmp_path, port)  # and no responder
+    w = weir_toml(CONFIG)
+    assert wait_for(lambda: "trying again in 5 s" in w.stderr()), w.describe()
+    t0 = time.time()
+    for _ in range(5):
+        assert "OCSP response: no response sent" in status(w.port)
+    assert time.time() - t0 < 10
