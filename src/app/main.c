@@ -526,7 +526,7 @@ static void on_started(void *arg)
     }
     if (r->app)
         weir__ocsp_start(r->app);
-    if (r->app && !(acme_manager = weir__acme_manager_start(r->app, r->srv)))
+    if (r->app && !(acme_manager = weir__acme_manager_start(r->app, r->srv, etcd_source)))
         weir_log(WEIR_LEVEL_ERROR, "acme: cannot start: no certificate will be ordered");
     report_ready(r->ready_fd);
     r->ready_fd = -1;

@@ -397,3 +397,60 @@ def test_challenge_settings(tmp_path, body, expect):
     r = subprocess.run([binary("weir"), "-t", "-c", str(f)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 1 and expect in r.stderr, r.stderr
+
+
+def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc):
+    """Two instances on one etcd prefix: the lock holder orders; its
+    HTTP-01 answer is in etcd, so the other instance answers the CA (pebble
+    asks the other one here); the certificate reaches both through etcd."""
+    from conftest import binary, require_binary, wait_port
+    from etcdutil import Etcd
+    require_binary("weir")
+    e = Etcd(tmp_path).start()
+    try:
+        ports = {k: free_port() for k in ("ha", "sa", "aa", "hb", "sb", "ab")}
+        pb = Pebble(tmp_path, ports["hb"]).start()  # the CA asks instance b
+        try:
+            e.put("/p/locations/all", "echo = true\n")
+            ws = []
+            for x in ("a", "b"):
+                local = tmp_path / ("local-%s.toml" % x)
+                local.write_text(
+                    '[basic]\ninstance_id = "%s"\ninstance_ttl = "3s"\n\n'
+                    '[admin]\naddr = "127.0.0.1:%d"\n\n'
+                    '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
+                    '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
+                    'certificates = ["site"]\n\n'
+                    '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
+                    'domains = ["fleet.weir.test"]\nstorage = "%s"\n'
+                    % (x, ports["a" + x], ports["h" + x], ports["s" + x], pb.directory, pb.ca,
+                       tmp_path / ("acme-" + x)))
+                p = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)],
+                               ports["s" + x], "weir-" + x)
+                ws.append(p)
+                if x == "a":  # a holds the lock before b starts
+                    import urllib.request
+
+                    def holds():
+                        u = "http://127.0.0.1:%d/api/fleet" % ports["aa"]
+                        return json.loads(urllib.request.urlopen(u, timeout=5).read())[
+                            "lock"]["held"]
+                    assert wait_for(holds, timeout=15), p.describe()
+            a, b = ws
+            ca = wait_for(lambda: not self_signed(peer_cert(ports["sa"], "fleet.weir.test")) and
+                          peer_cert(ports["sa"], "fleet.weir.test"), timeout=40)
+            assert ca, a.describe() + b.describe()
+            cb = wait_for(lambda: peer_cert(ports["sb"], "fleet.weir.test").serial_number ==
+                          ca.serial_number, timeout=20)
+            assert cb, b.describe()
+            assert "ordering a certificate" in a.stderr()
+            assert "ordering a certificate" not in b.stderr(), b.stderr()
+            assert "the fleet's lock holder orders it" in b.stderr()
+            assert "the fleet's certificate loaded from etcd" in b.stderr()
+            # The challenge keys are gone; the certificate stays in etcd.
+            keys = e.ctl("get", "--prefix", "/p/acme/", "--keys-only").split()
+            assert keys == ["/p/acme/site"], keys
+        finally:
+            pb.close()
+    finally:
+        e.close()

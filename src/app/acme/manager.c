@@ -28,6 +28,7 @@ extern char **environ;
 #include "app/acme/client.h"
 #include "app/acme/jws.h"
 #include "app/config/config.h"
+#include "app/etcd/source.h"
 #include "app/webhook.h"
 #include "weir/log.h"
 #include "weir/server.h"
@@ -37,6 +38,7 @@ extern char **environ;
 #define BACKOFF_FIRST_S 5
 #define BACKOFF_MAX_S 3600
 #define CHECK_EVERY_S 3600
+#define FLEET_CHECK_EVERY_S 5 /* a fleet member looks for the holder's certificate */
 
 /* ---- HTTP-01 answers, read by the workers ---- */
 
@@ -62,13 +64,28 @@ bool weir__acme_http01(const char *token, size_t len, char *buf, size_t cap)
     return found;
 }
 
-static int present(void *arg, const char *domain, const char *token, const char *key_auth,
-                   char *err, size_t err_len)
+static int table_add(const char *token, const char *key_auth, char *err, size_t err_len);
+static void table_remove(const char *token);
+
+void weir__acme_http01_set(const char *token, const char *key_auth)
 {
-    (void)arg;
-    (void)domain;
+    char err[100];
+    if (key_auth)
+        table_add(token, key_auth, err, sizeof(err));
+    else
+        table_remove(token);
+}
+
+static int table_add(const char *token, const char *key_auth, char *err, size_t err_len)
+{
     int rc = -1;
     pthread_mutex_lock(&tok_mu);
+    for (size_t i = 0; i < n_toks; i++) { /* the same token again (a fleet's echo) */
+        if (strcmp(toks[i].token, token) == 0) {
+            toks[i] = toks[--n_toks];
+            break;
+        }
+    }
     if (n_toks == MAX_TOKENS)
         snprintf(err, err_len, "too many challenges at once");
     else if (strlen(token) >= sizeof(toks[0].token) || strlen(key_auth) >= sizeof(toks[0].key_auth))
@@ -83,10 +100,8 @@ static int present(void *arg, const char *domain, const char *token, const char 
     return rc;
 }
 
-static void cleanup(void *arg, const char *domain, const char *token)
+static void table_remove(const char *token)
 {
-    (void)arg;
-    (void)domain;
     pthread_mutex_lock(&tok_mu);
     for (size_t i = 0; i < n_toks; i++) {
         if (strcmp(toks[i].token, token) == 0) {
@@ -214,7 +229,7 @@ static void dns_cleanup(void *arg, const char *domain, const char *token)
 
 /* ---- the manager ---- */
 
-typedef enum item_state { ST_CHECKING, ST_VALID, ST_ORDERING, ST_FAILED } item_state;
+typedef enum item_state { ST_CHECKING, ST_VALID, ST_ORDERING, ST_FAILED, ST_WAITING } item_state;
 
 typedef struct item {
     char *name;
@@ -236,7 +251,48 @@ struct weir_acme_manager {
     item *items;
     size_t n;
     _Atomic uint64_t started, succeeded, failed;
+    weir_etcd_source *fleet; /* the config is etcd's: the lock holder orders for all */
+    weir_etcd *e;            /* this thread's client of it */
 };
+
+static char *challenge_key(weir_acme_manager *m, const char *token);
+
+/* HTTP-01: the token in this instance's table and, in a fleet, under
+ * /PREFIX/acme/http-01/TOKEN for the others to answer too (the CA may
+ * ask any of them). */
+static int present(void *arg, const char *domain, const char *token, const char *key_auth,
+                   char *err, size_t err_len)
+{
+    weir_acme_manager *m = arg;
+    (void)domain;
+    if (table_add(token, key_auth, err, err_len) != 0)
+        return -1;
+    char *k = m->e ? challenge_key(m, token) : NULL;
+    if (k) {
+        char perr[300];
+        if (weir__etcd_put_if(m->e, k, key_auth, strlen(key_auth), -1, 0, NULL, perr,
+                              sizeof(perr)) != 0)
+            weir_log(WEIR_LEVEL_WARN,
+                     "acme: the challenge is not in etcd (%s): only this instance "
+                     "answers it",
+                     perr);
+        free(k);
+    }
+    return 0;
+}
+
+static void cleanup(void *arg, const char *domain, const char *token)
+{
+    weir_acme_manager *m = arg;
+    (void)domain;
+    table_remove(token);
+    char *k = m->e ? challenge_key(m, token) : NULL;
+    if (k) {
+        char perr[300];
+        weir__etcd_delete_if(m->e, k, false, -1, perr, sizeof(perr));
+        free(k);
+    }
+}
 
 static int64_t now_s(void)
 {
@@ -252,8 +308,10 @@ static char *signature(const weir_cfg_cert *c)
     char *s = malloc(cap);
     if (!s)
         return NULL;
-    int n = snprintf(s, cap, "%s|%s|%d|%s|%d|", c->acme, c->storage, c->key_type,
-                     c->dns_hook ? c->dns_hook : "", c->tls_alpn);
+    /* Not the storage: the same certificate wherever an instance keeps it
+     * (a fleet's instances compare this). */
+    int n = snprintf(s, cap, "%s|%d|%s|%d|", c->acme, c->key_type, c->dns_hook ? c->dns_hook : "",
+                     c->tls_alpn);
     for (size_t i = 0; i < c->n_domains && n > 0; i++)
         n += snprintf(s + n, cap - (size_t)n, "%s,", c->domains[i]);
     return s;
@@ -513,18 +571,156 @@ static void set_state(weir_acme_manager *m, item *it, item_state st, int64_t nex
     pthread_mutex_unlock(&m->mu);
 }
 
+/* ---- a fleet on etcd: the lock holder orders, everyone loads ---- */
+
+static char *challenge_key(weir_acme_manager *m, const char *token)
+{
+    char *k = NULL;
+    if (asprintf(&k, "%s/acme/http-01/%s", weir__etcd_source_prefix(m->fleet), token) < 0)
+        return NULL;
+    return k;
+}
+
+static char *fleet_key(weir_acme_manager *m, const char *name)
+{
+    char *k = NULL;
+    if (asprintf(&k, "%s/acme/%s", weir__etcd_source_prefix(m->fleet), name) < 0)
+        return NULL;
+    return k;
+}
+
+/* Stores the certificate and key just written under /PREFIX/acme/NAME,
+ * if this instance still holds the lock with that fencing token. */
+static void fleet_push(weir_acme_manager *m, const weir_cfg_cert *c, const char *sig,
+                       int64_t fencing)
+{
+    FILE *f;
+    char *cert = NULL, *key = NULL;
+    size_t n = 0;
+    if ((f = fopen(c->acme_cert, "r"))) {
+        cert = malloc(1 << 20);
+        n = cert ? fread(cert, 1, (1 << 20) - 1, f) : 0;
+        if (cert)
+            cert[n] = '\0';
+        fclose(f);
+    }
+    if ((f = fopen(c->acme_key, "r"))) {
+        key = malloc(1 << 16);
+        n = key ? fread(key, 1, (1 << 16) - 1, f) : 0;
+        if (key)
+            key[n] = '\0';
+        fclose(f);
+    }
+    char *k = fleet_key(m, c->name), *lock = NULL;
+    json_t *v =
+        cert && key ? json_pack("{s:s, s:s, s:s}", "sig", sig, "cert", cert, "key", key) : NULL;
+    char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    char err[512] = "";
+    int rc = -1;
+    if (text && k &&
+        asprintf(&lock, "%s/locks/singleton", weir__etcd_source_prefix(m->fleet)) >= 0) {
+        json_t *cmp = json_pack("[o]", weir__etcd_cmp_create(lock, fencing));
+        json_t *ops = json_pack("[o]", weir__etcd_op_put(k, text, strlen(text), 0));
+        rc = weir__etcd_txn(m->e, cmp, ops, NULL, err, sizeof(err));
+    } else {
+        lock = NULL;
+    }
+    if (rc == WEIR_ETCD_FAILED)
+        weir_log(WEIR_LEVEL_WARN,
+                 "acme: [certificates.%s]: the fleet lock changed hands (fencing token %lld): "
+                 "the certificate is not stored in etcd",
+                 c->name, (long long)fencing);
+    else if (rc != 0)
+        weir_log(WEIR_LEVEL_WARN, "acme: [certificates.%s]: not stored in etcd: %s", c->name,
+                 err[0] ? err : "out of memory");
+    if (key)
+        OPENSSL_cleanse(key, strlen(key));
+    if (text)
+        OPENSSL_cleanse(text, strlen(text));
+    free(cert);
+    free(key);
+    free(text);
+    free(k);
+    free(lock);
+    json_decref(v);
+}
+
+/* Loads the fleet's certificate for c when it is newer than the local
+ * one (na: its expiry, 0 for none); true when it did. */
+static bool fleet_pull(weir_acme_manager *m, const weir_cfg_cert *c, const char *sig, int64_t na)
+{
+    char *k = fleet_key(m, c->name);
+    weir_etcd_kvs kv = {0};
+    char err[512];
+    bool done = false;
+    if (!k || weir__etcd_get(m->e, k, &kv, err, sizeof(err)) != 0 || kv.n != 1) {
+        free(k);
+        weir__etcd_kvs_free(&kv);
+        return false;
+    }
+    json_error_t je;
+    json_t *v = json_loadb(kv.v[0].value, kv.v[0].value_len, 0, &je);
+    const char *vs = json_string_value(json_object_get(v, "sig"));
+    const char *cert = json_string_value(json_object_get(v, "cert"));
+    const char *key = json_string_value(json_object_get(v, "key"));
+    if (vs && cert && key && strcmp(vs, sig) == 0 && mkdirs(c->storage) == 0) {
+        BIO *b = BIO_new_mem_buf(cert, -1);
+        X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+        b = BIO_new_mem_buf(key, -1);
+        EVP_PKEY *pk = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+        struct tm t;
+        int64_t their =
+            x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &t) == 1 ? (int64_t)timegm(&t) : 0;
+        char ferr[256];
+        if (x && pk && their > na && chain_fits(cert, pk, c, ferr, sizeof(ferr)) &&
+            write_atomic(c->acme_key, key, strlen(key)) == 0 &&
+            write_atomic(c->acme_cert, cert, strlen(cert)) == 0) {
+            done = true;
+            weir_log(WEIR_LEVEL_INFO,
+                     "acme: [certificates.%s]: the fleet's certificate loaded from etcd, now "
+                     "served",
+                     c->name);
+            weir_server_call_main(m->srv, refresh_main, m);
+        }
+        X509_free(x);
+        EVP_PKEY_free(pk);
+        ERR_clear_error();
+    }
+    json_decref(v);
+    weir__etcd_kvs_free(&kv);
+    free(k);
+    return done;
+}
+
 static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
 {
     int64_t now = now_s(), nb = 0, na = 0;
     bool have = cert_state(c->acme_cert, c, &nb, &na) && access(c->acme_key, R_OK) == 0;
+    if (m->e && fleet_pull(m, c, it->sig, have ? na : 0))
+        have = cert_state(c->acme_cert, c, &nb, &na);
     if (have) {
         pthread_mutex_lock(&m->mu);
         it->not_after = na;
         pthread_mutex_unlock(&m->mu);
     }
     int64_t due = have ? renew_at(c, nb, na) : now;
+    int64_t every = m->e ? FLEET_CHECK_EVERY_S : CHECK_EVERY_S;
     if (have && now < due) {
-        set_state(m, it, ST_VALID, due < now + CHECK_EVERY_S ? due : now + CHECK_EVERY_S, NULL);
+        set_state(m, it, ST_VALID, due < now + every ? due : now + every, NULL);
+        return;
+    }
+    int64_t fencing = 0;
+    if (m->e && !weir__etcd_source_lock(m->fleet, &fencing)) {
+        /* Another instance orders for the fleet; its certificate comes
+         * through etcd. */
+        if (it->state != ST_WAITING)
+            weir_log(WEIR_LEVEL_INFO,
+                     "acme: [certificates.%s]: the fleet's lock holder orders it; waiting for "
+                     "its certificate in etcd",
+                     c->name);
+        set_state(m, it, ST_WAITING, now + FLEET_CHECK_EVERY_S, NULL);
         return;
     }
     weir_log(WEIR_LEVEL_INFO, "acme: [certificates.%s]: %s %s for %s", c->name,
@@ -547,6 +743,8 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
                  c->name, c->domains[0], na - now_s());
         weir__webhook_emit(WEIR_EV_CERT, "certificate %s %s for %s (expires in %lld s)", c->name,
                            have ? "renewed" : "obtained", c->domains[0], (long long)(na - now_s()));
+        if (m->e)
+            fleet_push(m, c, it->sig, fencing);
         weir_server_call_main(m->srv, refresh_main, m);
         return;
     }
@@ -595,13 +793,21 @@ weir_acme_manager *weir__acme_manager_running(void)
     return atomic_load(&running);
 }
 
-weir_acme_manager *weir__acme_manager_start(weir_app *app, weir_server *srv)
+weir_acme_manager *weir__acme_manager_start(weir_app *app, weir_server *srv,
+                                            weir_etcd_source *fleet)
 {
     weir_acme_manager *m = calloc(1, sizeof(*m));
     if (!m)
         return NULL;
     m->app = app;
     m->srv = srv;
+    m->fleet = fleet;
+    if (fleet) {
+        char err[512];
+        m->e = weir__etcd_source_client(fleet, err, sizeof(err));
+        if (!m->e)
+            weir_log(WEIR_LEVEL_ERROR, "acme: %s: each instance orders for itself", err);
+    }
     pthread_mutex_init(&m->mu, NULL);
     if (pthread_create(&m->thread, NULL, manager_main, m) != 0) {
         pthread_mutex_destroy(&m->mu);
@@ -623,13 +829,14 @@ void weir__acme_manager_stop(weir_acme_manager *m)
     for (size_t i = 0; i < m->n; i++)
         item_free(&m->items[i]);
     free(m->items);
+    weir__etcd_free(m->e);
     pthread_mutex_destroy(&m->mu);
     free(m);
 }
 
 json_t *weir__acme_status(weir_acme_manager *m)
 {
-    static const char *const names[] = {"checking", "valid", "ordering", "failed"};
+    static const char *const names[] = {"checking", "valid", "ordering", "failed", "waiting"};
     json_t *certs = json_array();
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; certs && i < m->n; i++) {

@@ -9,6 +9,11 @@
  * tries again with backoff (5 s doubling to an hour; a rate limit's
  * Retry-After when longer).
  *
+ * With the config in etcd (fleet not NULL), only the instance holding the
+ * fleet's singleton lock orders; it stores the certificate and key under
+ * /PREFIX/acme/NAME with a compare on the lock's fencing token, and every
+ * instance loads what is there when it is newer than its own.
+ *
  * HTTP-01 answers: while an order runs, weir__acme_http01 gives the key
  * authorization of each token it presented; the phases answer
  * /.well-known/acme-challenge/TOKEN with it before any location.
@@ -23,11 +28,13 @@
 #include "app/app.h"
 
 typedef struct weir_acme_manager weir_acme_manager;
+struct weir_etcd_source;
 
 /* Starts the thread; it reads the running configuration's certificates
  * each round, so reloads that add or change them are followed. Main
  * thread, once srv runs. NULL on failure. */
-weir_acme_manager *weir__acme_manager_start(weir_app *app, weir_server *srv);
+weir_acme_manager *weir__acme_manager_start(weir_app *app, weir_server *srv,
+                                            struct weir_etcd_source *fleet);
 /* Stops the thread (an order in flight ends at its next exchange). */
 void weir__acme_manager_stop(weir_acme_manager *m);
 
@@ -35,6 +42,10 @@ void weir__acme_manager_stop(weir_acme_manager *m);
  * copied into buf (NUL-terminated); false when unknown or too long. Any
  * thread. */
 bool weir__acme_http01(const char *token, size_t len, char *buf, size_t cap);
+
+/* An HTTP-01 answer another instance of the fleet presented (from etcd's
+ * /PREFIX/acme/http-01/TOKEN), or its removal (key_auth NULL). Any thread. */
+void weir__acme_http01_set(const char *token, const char *key_auth);
 
 /* Per certificate: state, expiry, last error; orders counted. Any thread. */
 json_t *weir__acme_status(weir_acme_manager *m);

@@ -142,7 +142,7 @@ int weir__config_push(const char *file, const char *url, FILE *out, FILE *err)
     size_t deleted = 0;
     for (size_t i = 0; keys && i < old.n; i++) {
         const char *rest = old.v[i].key + strlen(dir);
-        if (strncmp(rest, "instances/", 10) == 0 || strncmp(rest, "locks/", 6) == 0)
+        if (weir__etcd_fleet_key(rest, strlen(rest)))
             continue;
         bool kept = false;
         for (size_t k = 0; k < n && !kept; k++)

@@ -472,6 +472,18 @@ json_t *weir__etcd_cmp_mod(const char *key, int64_t mod_revision)
     return c;
 }
 
+json_t *weir__etcd_cmp_create(const char *key, int64_t create_revision)
+{
+    char *k = weir__etcd_b64(key, strlen(key));
+    char r[24];
+    snprintf(r, sizeof(r), "%" PRId64, create_revision);
+    json_t *c = k ? json_pack("{s:s, s:s, s:s, s:s}", "key", k, "target", "CREATE", "result",
+                              "EQUAL", "create_revision", r)
+                  : NULL;
+    free(k);
+    return c;
+}
+
 int weir__etcd_txn(weir_etcd *e, json_t *compare, json_t *ops, int64_t *revision, char *err,
                    size_t err_len)
 {

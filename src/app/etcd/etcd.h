@@ -84,6 +84,8 @@ int weir__etcd_txn(weir_etcd *e, json_t *compare, json_t *ops, int64_t *revision
 json_t *weir__etcd_op_put(const char *key, const char *value, size_t value_len, int64_t lease);
 json_t *weir__etcd_op_delete(const char *key, bool prefix);
 json_t *weir__etcd_cmp_mod(const char *key, int64_t mod_revision);
+/* "key's create revision is create_revision": a fencing token's check. */
+json_t *weir__etcd_cmp_create(const char *key, int64_t create_revision);
 
 /* Leases: grant (*id, of ttl_s seconds), keep alive (*ttl_s left, 0 when
  * it expired), revoke (its keys go). */

@@ -258,6 +258,17 @@ static bool map_add(weir_etcd_map *m, int first, int last, const char *where, bo
 }
 
 /* A section name as a TOML key: quoted, or NULL when it cannot be one. */
+bool weir__etcd_fleet_key(const char *rest, size_t len)
+{
+    static const char *const dirs[] = {"instances/", "locks/", "acme/", NULL};
+    for (size_t i = 0; dirs[i]; i++) {
+        size_t n = strlen(dirs[i]);
+        if (len > n && memcmp(rest, dirs[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
 bool weir__etcd_name_ok(const char *s, size_t n)
 {
     if (n == 0 || n > 200)
@@ -331,8 +342,7 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
             continue;
         const char *rest = kv->key + plen + 1;
         size_t rlen = kv->key_len - plen - 1;
-        if ((rlen > 10 && memcmp(rest, "instances/", 10) == 0) ||
-            (rlen > 6 && memcmp(rest, "locks/", 6) == 0))
+        if (weir__etcd_fleet_key(rest, rlen))
             continue; /* the fleet's */
         const char *slash = memchr(rest, '/', rlen);
         char section[32];
@@ -356,7 +366,7 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
                 errs,
                 "%s: not a configuration key (under %s/: servers/NAME, locations/NAME, "
                 "upstreams/NAME, certificates/NAME, plugins/NAME, caches/NAME, basic, "
-                "admin; instances/ and locks/ are the fleet's)",
+                "admin; instances/, locks/ and acme/ are the fleet's)",
                 kv->key, prefix);
             continue;
         }

@@ -67,6 +67,9 @@ char *weir__etcd_assemble(const weir_etcd_kvs *kvs, const char *prefix, const ch
  * name the key and the line in its value. */
 void weir__etcd_map_errors(const weir_etcd_map *map, weir_cfg_errors *errs);
 void weir__etcd_map_free(weir_etcd_map *map);
+/* Whether a key's part after "/PREFIX/" is the fleet's, not configuration:
+ * instances/ID, locks/NAME, acme/NAME (the fleet's certificates). */
+bool weir__etcd_fleet_key(const char *rest, size_t len);
 /* Whether a section name can be the last part of a key: 1 to 200 bytes,
  * no '/', quote, backslash or control character. */
 bool weir__etcd_name_ok(const char *name, size_t len);
@@ -117,6 +120,14 @@ int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *
  * load: 0, or -1 with every error. Main thread. */
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
                             const char *value, size_t len, weir_cfg_errors *errs);
+/* For work of the fleet on another thread: a client of its own (free it),
+ * the prefix ("/PREFIX"), and whether this instance holds the singleton
+ * lock (*fencing: the lock key's create revision, for a compare). Any
+ * thread. */
+weir_etcd *weir__etcd_source_client(weir_etcd_source *s, char *err, size_t err_len);
+const char *weir__etcd_source_prefix(const weir_etcd_source *s);
+bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing);
+
 /* GET /api/fleet: the live instances, the lock, and the status above.
  * Main thread (reads etcd, up to a second). */
 json_t *weir__etcd_fleet_json(weir_etcd_source *s);

@@ -22,6 +22,8 @@
 #include "app/admin/toml_edit.h"
 #include "app/etcd/fleet.h"
 #include "app/etcd/source.h"
+
+#include "app/acme/manager.h"
 #include "app/toml/toml.h"
 #include "weir/log.h"
 
@@ -86,8 +88,7 @@ static bool config_key(const weir_etcd_source *s, const char *key, size_t len)
     size_t p = strlen(s->prefix_dir);
     if (len <= p || memcmp(key, s->prefix_dir, p) != 0)
         return false;
-    return !(len > p + 10 && memcmp(key + p, "instances/", 10) == 0) &&
-           !(len > p + 6 && memcmp(key + p, "locks/", 6) == 0);
+    return !weir__etcd_fleet_key(key + p, len - p);
 }
 
 /* ---- applying a set (main thread) ---- */
@@ -405,11 +406,24 @@ static bool kvs_change(weir_etcd_kvs *k, const weir_etcd_event *ev)
     return true;
 }
 
+/* /PREFIX/acme/http-01/TOKEN: another instance's HTTP-01 answer, which
+ * this one gives too. */
+static bool challenge_event(const weir_etcd_source *s, const weir_etcd_kv *kv, bool deleted)
+{
+    size_t p = strlen(s->prefix_dir), n = strlen("acme/http-01/");
+    if (kv->key_len <= p + n || memcmp(kv->key + p, "acme/http-01/", n) != 0)
+        return false;
+    weir__acme_http01_set(kv->key + p + n, deleted ? NULL : kv->value);
+    return true;
+}
+
 static int on_events(void *arg, const weir_etcd_event *ev, size_t n, int64_t revision)
 {
     weir_etcd_source *s = arg;
     bool changed = false;
     for (size_t i = 0; i < n; i++) {
+        if (challenge_event(s, &ev[i].kv, ev[i].deleted))
+            continue;
         if (!config_key(s, ev[i].kv.key, ev[i].kv.key_len))
             continue;
         if (!kvs_change(&s->wkvs, &ev[i]))
@@ -785,4 +799,19 @@ json_t *weir__etcd_fleet_json(weir_etcd_source *s)
     if (s->fleet)
         json_object_set_new(j, "id", json_string(weir__fleet_id(s->fleet)));
     return j;
+}
+
+weir_etcd *weir__etcd_source_client(weir_etcd_source *s, char *err, size_t err_len)
+{
+    return weir__etcd_connect(&s->url, s->cacert, s->cert, s->key, 3000, err, err_len);
+}
+
+const char *weir__etcd_source_prefix(const weir_etcd_source *s)
+{
+    return s->url.prefix;
+}
+
+bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing)
+{
+    return s->fleet && weir__fleet_lock_held(s->fleet, fencing);
 }
