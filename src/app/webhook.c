@@ -421,20 +421,10 @@ static void poll_main(void *arg)
         if (cfg->upstreams[i].lb)
             poll_upstream(&cfg->upstreams[i], emit);
     /* Certificates near their end: once a day each. */
-    weir_acme_manager *m = weir__acme_manager_running();
-    json_t *st = m ? weir__acme_status(m) : NULL;
     int64_t now = (int64_t)time(NULL);
     for (size_t i = 0; i < cfg->n_certs; i++) {
         const weir_cfg_cert *c = &cfg->certs[i];
-        int64_t na = c->not_after;
-        const json_t *x;
-        size_t k;
-        json_array_foreach(json_object_get(st, "certificates"), k, x)
-        {
-            const char *n = json_string_value(json_object_get(x, "name"));
-            if (c->acme && n && strcmp(n, c->name) == 0)
-                na = (int64_t)json_integer_value(json_object_get(x, "not_after"));
-        }
+        int64_t na = weir__acme_not_after(c);
         char key[300];
         snprintf(key, sizeof(key), "c|%s", c->name);
         int64_t prev = 0;
@@ -447,7 +437,6 @@ static void poll_main(void *arg)
             record(key, prev, &prev); /* keep when it was last said */
         }
     }
-    json_decref(st);
     seen.primed = true;
     weir__config_unref(cfg);
 }

@@ -107,6 +107,17 @@ def port_busy(port):
         s.close()
 
 
+def wait_for(pred, timeout=10.0, step=0.05):
+    """pred() until it is truthy (its value) or timeout s pass (its last)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def wait_port(port, proc=None, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,6 +14,8 @@ import time
 import urllib.request
 
 import pytest
+
+import conftest
 from cryptography import x509
 
 from acmeutil import PEBBLE, Pebble
@@ -62,14 +64,9 @@ def self_signed(cert):
     return cert.issuer == cert.subject
 
 
-def wait_for(pred, timeout=30.0, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+
+def wait_for(pred, timeout=30.0, step=0.05):
+    return conftest.wait_for(pred, timeout, step)
 
 
 def challtest(pb, path, body):

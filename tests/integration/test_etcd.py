@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+import conftest
+
 import backends as B
 from conftest import binary, free_port, require_binary, wait_port
 from etcdutil import Etcd
@@ -109,14 +111,9 @@ def instances(tmp_path, start_proc):
     return make
 
 
-def wait_for(pred, timeout=10.0, step=0.01):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+
+def wait_for(pred, timeout=10.0, step=0.05):
+    return conftest.wait_for(pred, timeout, step)
 
 
 # ---- config in etcd ----

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import conftest
+
 from conftest import free_port
 
 pytestmark = pytest.mark.deadline(90)
@@ -77,14 +79,9 @@ def status(port):
     return r.stdout.decode(errors="replace")
 
 
-def wait_for(pred, timeout=20.0, step=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+
+def wait_for(pred, timeout=20.0, step=0.05):
+    return conftest.wait_for(pred, timeout, step)
 
 
 def test_a_good_response_is_stapled(tmp_path, weir_toml):

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import conftest
+
 import backends as B
 import dnsutil
 from conftest import binary, free_port, require_binary
@@ -86,14 +88,9 @@ def receiver():
         r.close()
 
 
+
 def wait_for(pred, timeout=20.0, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+    return conftest.wait_for(pred, timeout, step)
 
 
 def config(hook, b1, b2, dns_port, cert, extra=""):

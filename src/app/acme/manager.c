@@ -852,3 +852,17 @@ json_t *weir__acme_status(weir_acme_manager *m)
                      (json_int_t)atomic_load(&m->succeeded), "orders_failed",
                      (json_int_t)atomic_load(&m->failed));
 }
+
+int64_t weir__acme_not_after(const weir_cfg_cert *c)
+{
+    weir_acme_manager *m = c->acme ? weir__acme_manager_running() : NULL;
+    if (!m)
+        return c->acme ? 0 : c->not_after;
+    int64_t na = 0;
+    pthread_mutex_lock(&m->mu);
+    item *it = find(m, c->name);
+    if (it)
+        na = it->not_after;
+    pthread_mutex_unlock(&m->mu);
+    return na;
+}

@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "app/app.h"
 
@@ -49,6 +50,11 @@ void weir__acme_http01_set(const char *token, const char *key_auth);
 
 /* Per certificate: state, expiry, last error; orders counted. Any thread. */
 json_t *weir__acme_status(weir_acme_manager *m);
+/* When c's certificate expires (Unix time; 0: unknown): a file's as read
+ * at load, an acme one's as served. Any thread. */
+struct weir_cfg_cert;
+int64_t weir__acme_not_after(const struct weir_cfg_cert *c);
+
 /* The running manager (the last started and not stopped), or NULL. */
 weir_acme_manager *weir__acme_manager_running(void);
 

@@ -629,8 +629,6 @@ static void emit_caches(out *o, const weir_config *cfg)
  * ACME orders. */
 static void emit_certificates(out *o, const weir_config *cfg)
 {
-    weir_acme_manager *m = weir__acme_manager_running();
-    json_t *st = m ? weir__acme_status(m) : NULL;
     int64_t now = (int64_t)time(NULL);
     emit(o, "# HELP weir_certificate_expiry_seconds Seconds until a certificate expires "
             "(negative: expired), by [certificates.NAME].\n"
@@ -638,19 +636,13 @@ static void emit_certificates(out *o, const weir_config *cfg)
     char lb[LABEL_CAP];
     for (size_t i = 0; cfg && i < cfg->n_certs; i++) {
         const weir_cfg_cert *c = &cfg->certs[i];
-        int64_t na = c->not_after;
-        const json_t *x;
-        size_t k;
-        json_array_foreach(json_object_get(st, "certificates"), k, x)
-        {
-            const char *n = json_string_value(json_object_get(x, "name"));
-            if (c->acme && n && strcmp(n, c->name) == 0)
-                na = (int64_t)json_integer_value(json_object_get(x, "not_after"));
-        }
+        int64_t na = weir__acme_not_after(c);
         if (na)
             emit(o, "weir_certificate_expiry_seconds{name=\"%s\"} %lld\n", label(lb, c->name),
                  (long long)(na - now));
     }
+    weir_acme_manager *m = weir__acme_manager_running();
+    json_t *st = m ? weir__acme_status(m) : NULL;
     emit(o, "# HELP weir_acme_orders_total ACME certificate orders by result.\n"
             "# TYPE weir_acme_orders_total counter\n");
     static const char *const results[][2] = {{"started", "orders_started"},
