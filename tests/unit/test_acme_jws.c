@@ -8,10 +8,12 @@
 #include <openssl/core_names.h>
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/acme/client.h"
 #include "app/acme/jws.h"
 #include "app/plugin/jwt_keys.h"
 
@@ -162,5 +164,39 @@ Test(acme_jws, csr_names_every_domain)
     X509_REQ_free(req);
     free(csr);
     cr_assert_null(weir__acme_csr(key, domains, 0));
+    EVP_PKEY_free(key);
+}
+
+/* RFC 9773 4.1's example: AKI 69:88:5B:...:D4, serial 00:87:65:43:21. */
+Test(acme_jws, ari_certificate_identifier)
+{
+    EVP_PKEY *key = weir__acme_key_new(WEIR_ACME_EC256);
+    X509 *x = X509_new();
+    BIGNUM *bn = NULL;
+    BN_hex2bn(&bn, "87654321");
+    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
+    static const unsigned char kid[] = {0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3,
+                                        0x7B, 0x84, 0x7B, 0xA0, 0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4};
+    AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+    akid->keyid = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(akid->keyid, kid, sizeof(kid));
+    X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, 0);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    cr_assert_gt(X509_sign(x, key, EVP_sha256()), 0);
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(b, x);
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+    char *pem = strndup(p, (size_t)n);
+    char *id = weir__acme_cert_id(pem);
+    cr_assert_str_eq(id, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+    free(id);
+    free(pem);
+    BIO_free(b);
+    AUTHORITY_KEYID_free(akid);
+    BN_free(bn);
+    X509_free(x);
     EVP_PKEY_free(key);
 }

@@ -5,6 +5,9 @@
 #include "app/acme/client.h"
 
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@ struct weir_acme {
     EVP_PKEY *key;
     uint32_t timeout_ms, max_wait_ms;
     char *new_nonce, *new_account, *new_order; /* from the directory */
+    char *renewal_info;                        /* ARI, when the CA offers it */
     char *kid;                                 /* the account URL */
     char *nonce;                               /* the next request's */
     uint64_t bad_nonces;
@@ -75,6 +79,7 @@ void weir__acme_free(weir_acme *a)
     free(a->new_nonce);
     free(a->new_account);
     free(a->new_order);
+    free(a->renewal_info);
     free(a->kid);
     free(a->nonce);
     free(a);
@@ -241,6 +246,8 @@ static int directory(weir_acme *a, char *err, size_t err_len)
         a->new_nonce = strdup(nn);
         a->new_account = strdup(na);
         a->new_order = strdup(no);
+        const char *ri = json_string_value(json_object_get(j, "renewalInfo"));
+        a->renewal_info = ri ? strdup(ri) : NULL;
     }
     json_decref(j);
     if (!a->new_order) {
@@ -586,5 +593,84 @@ int weir__acme_order(weir_acme *a, const char *const *domains, size_t n, EVP_PKE
         free(done[k].token);
     }
     free(done);
+    return rc;
+}
+
+char *weir__acme_cert_id(const char *cert_pem)
+{
+    BIO *b = BIO_new_mem_buf(cert_pem, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    const ASN1_OCTET_STRING *aki = x ? X509_get0_authority_key_id(x) : NULL;
+    unsigned char *der = NULL;
+    int n = x ? i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &der) : -1;
+    char *out = NULL;
+    /* The serial's DER content octets: past its tag and (short) length. */
+    if (aki && n > 2 && der[1] < 0x80 && der[1] == n - 2) {
+        char *k = weir__b64url(ASN1_STRING_get0_data(aki), (size_t)ASN1_STRING_length(aki));
+        char *sn = weir__b64url(der + 2, (size_t)n - 2);
+        if (k && sn && asprintf(&out, "%s.%s", k, sn) < 0)
+            out = NULL;
+        free(k);
+        free(sn);
+    }
+    OPENSSL_free(der);
+    X509_free(x);
+    ERR_clear_error();
+    return out;
+}
+
+/* "2026-12-06T21:00:00Z" (fractions and offsets "+00:00" allowed) as Unix time. */
+static int64_t rfc3339(const char *s)
+{
+    struct tm tm = {0};
+    const char *e = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!e)
+        return 0;
+    if (*e == '.')
+        while (*++e >= '0' && *e <= '9')
+            ;
+    int64_t t = (int64_t)timegm(&tm);
+    if ((e[0] == '+' || e[0] == '-') && strlen(e) == 6) {
+        int64_t off =
+            ((e[1] - '0') * 10 + (e[2] - '0')) * 3600 + ((e[4] - '0') * 10 + (e[5] - '0')) * 60;
+        t += e[0] == '+' ? -off : off;
+    } else if (e[0] != 'Z' || e[1]) {
+        return 0;
+    }
+    return t;
+}
+
+int weir__acme_renewal_window(weir_acme *a, const char *cert_pem, int64_t *start, int64_t *end,
+                              char *err, size_t err_len)
+{
+    int rc = directory(a, err, err_len);
+    if (rc != WEIR_ACME_OK)
+        return rc;
+    if (!a->renewal_info)
+        return 1;
+    char *id = weir__acme_cert_id(cert_pem);
+    char *url = NULL;
+    if (!id || asprintf(&url, "%s/%s", a->renewal_info, id) < 0) {
+        free(id);
+        snprintf(err, err_len, "the certificate has no authority key identifier");
+        return WEIR_ACME_ERR;
+    }
+    free(id);
+    resp r;
+    rc = http(a, url, NULL, false, NULL, &r, err, err_len);
+    if (rc == WEIR_ACME_OK) {
+        json_t *j = r.status == 200 ? body_json(&r) : NULL;
+        const json_t *w = json_object_get(j, "suggestedWindow");
+        *start = rfc3339(json_string_value(json_object_get(w, "start")));
+        *end = rfc3339(json_string_value(json_object_get(w, "end")));
+        if (!*start || *end < *start) {
+            snprintf(err, err_len, "%s: HTTP %ld: no suggested window", url, r.status);
+            rc = WEIR_ACME_ERR;
+        }
+        json_decref(j);
+    }
+    resp_free(&r);
+    free(url);
     return rc;
 }

@@ -66,6 +66,15 @@ int weir__acme_order(weir_acme *a, const char *const *domains, size_t n, EVP_PKE
                      const weir_acme_challenge_ops *ops, char **chain_pem, int64_t *retry_after_s,
                      char *err, size_t err_len);
 
+/* ACME Renewal Information (RFC 9773): the CA's suggested window to renew
+ * cert_pem's leaf in (Unix times). 0, 1 when the CA offers no ARI, or an
+ * error. Needs no account. */
+int weir__acme_renewal_window(weir_acme *a, const char *cert_pem, int64_t *start, int64_t *end,
+                              char *err, size_t err_len);
+/* Its certificate identifier: base64url(authority key id) "."
+ * base64url(serial's DER content); NULL without an AKI. */
+char *weir__acme_cert_id(const char *cert_pem);
+
 /* The account URL once registered (NULL before). */
 const char *weir__acme_account_url(const weir_acme *a);
 /* How many badNonce refusals were retried (for tests and metrics). */

@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
@@ -232,6 +233,8 @@ static void dns_cleanup(void *arg, const char *domain, const char *token)
 typedef enum item_state { ST_CHECKING, ST_VALID, ST_ORDERING, ST_FAILED, ST_WAITING } item_state;
 
 typedef struct item {
+    int64_t ari_due;     /* the CA's suggested renewal time, 0: none */
+    int64_t ari_asked_s; /* when it was last asked */
     char *name;
     char *sig; /* what the certificate is: directory, domains, key type, storage */
     item_state state;
@@ -694,18 +697,60 @@ static bool fleet_pull(weir_acme_manager *m, const weir_cfg_cert *c, const char 
     return done;
 }
 
+/* The CA's suggested renewal time for the stored certificate (ARI, RFC
+ * 9773), asked at most hourly; 0 when it offers none or cannot say. */
+static int64_t ari_due(weir_acme_manager *m, const weir_cfg_cert *c, item *it, int64_t now)
+{
+    if (it->ari_asked_s && now - it->ari_asked_s < CHECK_EVERY_S)
+        return it->ari_due;
+    it->ari_asked_s = now;
+    it->ari_due = 0;
+    FILE *f = fopen(c->acme_cert, "r");
+    char *pem = f ? malloc(1 << 20) : NULL;
+    size_t n = pem ? fread(pem, 1, (1 << 20) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    if (!pem)
+        return 0;
+    pem[n] = '\0';
+    weir_acme_options o = {.directory = c->acme, .ca_file = c->acme_ca};
+    weir_acme *a = weir__acme_new(&o);
+    int64_t start = 0, end = 0;
+    char err[512];
+    int rc = a ? weir__acme_renewal_window(a, pem, &start, &end, err, sizeof(err)) : -1;
+    if (rc == WEIR_ACME_OK) {
+        uint32_t r = 0;
+        RAND_bytes((unsigned char *)&r, sizeof(r));
+        /* A random time in the window, as RFC 9773 4.2 asks. */
+        it->ari_due = start + (end > start ? (int64_t)(r % (uint32_t)(end - start)) : 0);
+    } else if (rc != 1) {
+        weir_log(WEIR_LEVEL_WARN, "acme: [certificates.%s]: no renewal information: %s", c->name,
+                 err);
+    }
+    weir__acme_free(a);
+    free(pem);
+    return it->ari_due;
+}
+
 static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
 {
     int64_t now = now_s(), nb = 0, na = 0;
     bool have = cert_state(c->acme_cert, c, &nb, &na) && access(c->acme_key, R_OK) == 0;
-    if (m->e && fleet_pull(m, c, it->sig, have ? na : 0))
+    if (m->e && fleet_pull(m, c, it->sig, have ? na : 0)) {
         have = cert_state(c->acme_cert, c, &nb, &na);
+        it->ari_asked_s = 0;
+    }
     if (have) {
         pthread_mutex_lock(&m->mu);
         it->not_after = na;
         pthread_mutex_unlock(&m->mu);
     }
     int64_t due = have ? renew_at(c, nb, na) : now;
+    if (have && !c->renew_before_ms) {
+        int64_t ari = ari_due(m, c, it, now);
+        if (ari)
+            due = ari;
+    }
     int64_t every = m->e ? FLEET_CHECK_EVERY_S : CHECK_EVERY_S;
     if (have && now < due) {
         set_state(m, it, ST_VALID, due < now + every ? due : now + every, NULL);
@@ -734,6 +779,7 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
         it->not_after = na;
         it->backoff_s = 0;
         pthread_mutex_unlock(&m->mu);
+        it->ari_asked_s = 0; /* a new certificate: its own window */
         int64_t next = renew_at(c, nb, na);
         set_state(m, it, ST_VALID, next < now_s() + CHECK_EVERY_S ? next : now_s() + CHECK_EVERY_S,
                   NULL);
