@@ -451,3 +451,24 @@ def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc):
             pb.close()
     finally:
         e.close()
+
+
+def test_certificate_events_reach_the_webhook(acme, tmp_path):
+    from test_webhook import Receiver
+    r = Receiver()
+    try:
+        pb = acme.pebble()
+        challtest(pb, "/add-a", {"host": "b.weir.test", "addresses": ["127.0.0.2"]})
+        text = (CONFIG % "").replace("@HTTP@", str(acme.http_port)).replace(
+            "@ADMIN@", str(acme.admin_port)).replace("@DIR@", pb.directory).replace(
+            "@CA@", pb.ca)
+        w = acme.weir_toml('[basic]\nwebhook = "%s"\n' % r.url + text)
+        fail = wait_for(lambda: r.events("certificate_fail"))
+        assert fail and "certificate site:" in fail[0]["message"], r.bodies
+        assert "trying again in 5 s" in fail[0]["message"]
+        challtest(pb, "/clear-a", {"host": "b.weir.test"})
+        ok = wait_for(lambda: r.events("certificate"), timeout=40)
+        assert ok and "certificate site obtained for a.weir.test" in ok[0]["message"], r.bodies
+        assert w.port
+    finally:
+        r.close()
