@@ -615,6 +615,26 @@ int weir__lb_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb
         if (cb)
             cb(ctx, true, b->text);
     }
+    /* A set that replaces every healthy member (a rotation of all the
+     * addresses) must not leave the upstream with none that serves until
+     * the newcomers pass `rise` checks: they then serve at once, as
+     * without health checks, and the checks asked for now take out those
+     * that fail. Decided, and done, before any member that goes is marked
+     * draining: workers read the flags as they change, and a moment with
+     * the old members draining and the new ones not yet healthy is a 503. */
+    bool usable = false;
+    for (size_t i = 0; rc == WEIR_OK && ch.added && i < u->n_members && !usable; i++) {
+        weir_backend *b = u->members[i];
+        usable = in_targets(t, set, mask, b->text, b->id) && atomic_load(&b->healthy) &&
+                 !atomic_load(&b->draining);
+    }
+    if (rc == WEIR_OK && ch.added && !usable) {
+        for (size_t i = 0; i < n; i++) {
+            if (t[i].b)
+                atomic_store(&t[i].b->healthy, true);
+        }
+        changed(u);
+    }
     if (rc == WEIR_OK && u->n_members > ch.added + ch.reweighted + ch.unchanged) {
         gone = malloc(u->n_members * sizeof(*gone));
         if (!gone)
@@ -638,21 +658,6 @@ int weir__lb_update(weir_upstream *u, const weir_lb_target *v, size_t n, weir_lb
             if (n_gone)
                 changed(u);
         }
-    }
-    /* A set that replaces every healthy member (a rotation of all the
-     * addresses) must not leave the upstream with none that serves until
-     * the newcomers pass `rise` checks: they then serve at once, as
-     * without health checks, and the checks asked for now take out those
-     * that fail. */
-    bool usable = false;
-    for (size_t i = 0; rc == WEIR_OK && ch.added && i < u->n_members && !usable; i++)
-        usable = atomic_load(&u->members[i]->healthy) && !atomic_load(&u->members[i]->draining);
-    if (rc == WEIR_OK && ch.added && !usable) {
-        for (size_t i = 0; i < n; i++) {
-            if (t[i].b)
-                atomic_store(&t[i].b->healthy, true);
-        }
-        changed(u);
     }
     pthread_mutex_unlock(&u->lock);
     ch.removed = n_gone;
