@@ -3,6 +3,8 @@
  */
 #include "app/acme/jws.h"
 
+#include "app/admin/toml_edit.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -83,23 +85,30 @@ EVP_PKEY *weir__acme_key_load_or_create(const char *path, weir_acme_key_type typ
         ssl_error(err, err_len, "cannot make a key for", path);
         return NULL;
     }
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    bool ok = f && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1 && fflush(f) == 0 &&
-              fsync(fileno(f)) == 0;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    else if (fd >= 0)
-        close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, err_len, "cannot write %s: %s", path, strerror(errno ? errno : EIO));
-        unlink(tmp);
+    char *pem = weir__acme_key_pem(k);
+    if (!pem || weir__admin_write_file(path, pem, strlen(pem), 0600) != 0) {
+        snprintf(err, err_len, "cannot write %s: %s", path, pem ? strerror(errno) : "no memory");
+        if (pem)
+            OPENSSL_cleanse(pem, strlen(pem));
+        free(pem);
         EVP_PKEY_free(k);
         return NULL;
     }
+    OPENSSL_cleanse(pem, strlen(pem));
+    free(pem);
     return k;
+}
+
+char *weir__acme_key_pem(EVP_PKEY *k)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *out = NULL, *p = NULL;
+    if (b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) == 1) {
+        long n = BIO_get_mem_data(b, &p);
+        out = n > 0 ? strndup(p, (size_t)n) : NULL;
+    }
+    BIO_free(b);
+    return out;
 }
 
 char *weir__b64url(const void *p, size_t len)

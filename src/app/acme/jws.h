@@ -29,6 +29,9 @@ EVP_PKEY *weir__acme_key_new(weir_acme_key_type type);
 EVP_PKEY *weir__acme_key_load_or_create(const char *path, weir_acme_key_type type, char *err,
                                         size_t err_len);
 
+/* The private key as PEM text, malloc'd (cleanse it before free). */
+char *weir__acme_key_pem(EVP_PKEY *k);
+
 /* base64url without padding of len bytes, malloc'd. */
 char *weir__b64url(const void *p, size_t len);
 

@@ -28,6 +28,7 @@ extern char **environ;
 
 #include "app/acme/client.h"
 #include "app/acme/jws.h"
+#include "app/admin/toml_edit.h"
 #include "app/config/config.h"
 #include "app/etcd/source.h"
 #include "app/webhook.h"
@@ -377,45 +378,6 @@ static int mkdirs(const char *dir)
     return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* Writes data to path: PATH.tmp (0600, fsynced) renamed over PATH. */
-static int write_atomic(const char *path, const char *data, size_t len)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
-static char *key_pem(EVP_PKEY *k)
-{
-    BIO *b = BIO_new(BIO_s_mem());
-    char *out = NULL, *p = NULL;
-    if (b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) == 1) {
-        long n = BIO_get_mem_data(b, &p);
-        out = n > 0 ? strndup(p, (size_t)n) : NULL;
-    }
-    BIO_free(b);
-    return out;
-}
-
 static void refresh_main(void *arg)
 {
     weir_acme_manager *m = arg;
@@ -479,12 +441,12 @@ static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t
         snprintf(err, err_len, "out of memory");
     } else if (weir__acme_order(a, (const char *const *)c->domains, c->n_domains, key, ops, &chain,
                                 retry_s, err, err_len) == WEIR_ACME_OK) {
-        kp = key_pem(key);
+        kp = weir__acme_key_pem(key);
         /* The key first: the certificate's rename makes the pair current. */
         if (!chain_fits(chain, key, c, err, err_len)) {
             /* written nowhere: a certificate that would not load */
-        } else if (!kp || write_atomic(c->acme_key, kp, strlen(kp)) != 0 ||
-                   write_atomic(c->acme_cert, chain, strlen(chain)) != 0)
+        } else if (!kp || weir__admin_write_file(c->acme_key, kp, strlen(kp), 0600) != 0 ||
+                   weir__admin_write_file(c->acme_cert, chain, strlen(chain), 0600) != 0)
             snprintf(err, err_len, "cannot write %s: %s", c->acme_cert, strerror(errno));
         else
             rc = 0;
@@ -597,23 +559,10 @@ static char *fleet_key(weir_acme_manager *m, const char *name)
 static void fleet_push(weir_acme_manager *m, const weir_cfg_cert *c, const char *sig,
                        int64_t fencing)
 {
-    FILE *f;
-    char *cert = NULL, *key = NULL;
     size_t n = 0;
-    if ((f = fopen(c->acme_cert, "r"))) {
-        cert = malloc(1 << 20);
-        n = cert ? fread(cert, 1, (1 << 20) - 1, f) : 0;
-        if (cert)
-            cert[n] = '\0';
-        fclose(f);
-    }
-    if ((f = fopen(c->acme_key, "r"))) {
-        key = malloc(1 << 16);
-        n = key ? fread(key, 1, (1 << 16) - 1, f) : 0;
-        if (key)
-            key[n] = '\0';
-        fclose(f);
-    }
+    char rerr[300];
+    char *cert = weir__admin_read_file(c->acme_cert, &n, rerr, sizeof(rerr));
+    char *key = weir__admin_read_file(c->acme_key, &n, rerr, sizeof(rerr));
     char *k = fleet_key(m, c->name), *lock = NULL;
     json_t *v =
         cert && key ? json_pack("{s:s, s:s, s:s}", "sig", sig, "cert", cert, "key", key) : NULL;
@@ -678,8 +627,8 @@ static bool fleet_pull(weir_acme_manager *m, const weir_cfg_cert *c, const char 
             x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &t) == 1 ? (int64_t)timegm(&t) : 0;
         char ferr[256];
         if (x && pk && their > na && chain_fits(cert, pk, c, ferr, sizeof(ferr)) &&
-            write_atomic(c->acme_key, key, strlen(key)) == 0 &&
-            write_atomic(c->acme_cert, cert, strlen(cert)) == 0) {
+            weir__admin_write_file(c->acme_key, key, strlen(key), 0600) == 0 &&
+            weir__admin_write_file(c->acme_cert, cert, strlen(cert), 0600) == 0) {
             done = true;
             weir_log(WEIR_LEVEL_INFO,
                      "acme: [certificates.%s]: the fleet's certificate loaded from etcd, now "
@@ -705,14 +654,11 @@ static int64_t ari_due(weir_acme_manager *m, const weir_cfg_cert *c, item *it, i
         return it->ari_due;
     it->ari_asked_s = now;
     it->ari_due = 0;
-    FILE *f = fopen(c->acme_cert, "r");
-    char *pem = f ? malloc(1 << 20) : NULL;
-    size_t n = pem ? fread(pem, 1, (1 << 20) - 1, f) : 0;
-    if (f)
-        fclose(f);
+    size_t n = 0;
+    char rerr[300];
+    char *pem = weir__admin_read_file(c->acme_cert, &n, rerr, sizeof(rerr));
     if (!pem)
         return 0;
-    pem[n] = '\0';
     weir_acme_options o = {.directory = c->acme, .ca_file = c->acme_ca};
     weir_acme *a = weir__acme_new(&o);
     int64_t start = 0, end = 0;

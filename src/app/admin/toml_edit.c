@@ -86,6 +86,25 @@ static int write_synced(const char *path, const char *data, size_t len, mode_t m
     return rc;
 }
 
+int weir__admin_write_file(const char *path, const char *text, size_t len, unsigned mode)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int rc = write_synced(tmp, text, len, (mode_t)mode);
+    if (rc == 0 && rename(tmp, path) < 0) {
+        rc = -errno;
+        unlink(tmp);
+    }
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
 /* path <- text, keeping the old text as path.prev: both written to
  * temporary files first and renamed into place. */
 int weir__admin_replace_file(const char *path, const char *text, size_t len, const char *old,

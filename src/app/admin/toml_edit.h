@@ -2,7 +2,8 @@
  * toml_edit.h - the admin API's writes to the configuration file: the
  * file read and replaced atomically (persistence), and the TOML text of an
  * upstream's addrs rewritten in place (weir__admin_rewrite_addrs in
- * admin.h). Main thread. Private to src/app/admin.
+ * admin.h). The file helpers serve the rest of src/app too (the etcd
+ * cache, the ACME storage); any thread.
  */
 #ifndef WEIR_APP_ADMIN_TOML_EDIT_H
 #define WEIR_APP_ADMIN_TOML_EDIT_H
@@ -11,6 +12,9 @@
 
 /* The whole file (NUL-terminated, *len bytes), or NULL with err set. */
 char *weir__admin_read_file(const char *path, size_t *len, char *err, size_t err_len);
+/* Writes text to path atomically: a synced PATH.tmp.PID (mode) renamed
+ * over it. 0, or -1 with errno set. */
+int weir__admin_write_file(const char *path, const char *text, size_t len, unsigned mode);
 /* Writes text over path atomically (a synced temporary file renamed over
  * it), keeping the old contents (old, old_len) as PATH.prev. Returns 0, or
  * -1 with err set. */

@@ -116,24 +116,6 @@ static weir_config *load_text(void *arg, weir_cfg_errors *errs)
 }
 
 /* Writes text over path: a synced temporary file renamed over it. */
-static int write_atomic(const char *path, const char *text, size_t len)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return -1;
-    bool ok = fwrite(text, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
-
 /* The keys as `weir config pull` prints them, over the cache file. */
 static void write_cache(weir_etcd_source *s, const weir_etcd_kvs *kvs)
 {
@@ -143,7 +125,7 @@ static void write_cache(weir_etcd_source *s, const weir_etcd_kvs *kvs)
     size_t len;
     char *text =
         weir__etcd_assemble(kvs, s->url.prefix, s->name, NULL, NULL, 0, true, &len, NULL, &errs);
-    if (!text || write_atomic(s->cache_path, text, len) != 0)
+    if (!text || weir__admin_write_file(s->cache_path, text, len, 0600) != 0)
         weir_log(WEIR_LEVEL_ERROR, "config_cache %s: not written: %s", s->cache_path,
                  text ? strerror(errno) : "the keys do not assemble");
     free(text);
