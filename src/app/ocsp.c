@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "app/config/config.h"
+#include "app/http_body.h"
 #include "weir/log.h"
 #include "weir/tls.h"
 
@@ -48,29 +49,6 @@ static struct {
     entry *v;
     size_t n;
 } O;
-
-typedef struct body {
-    unsigned char *p;
-    size_t len;
-    bool too_big;
-} body;
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    body *b = arg;
-    size_t add = size * n;
-    if (b->len + add > MAX_ANSWER) {
-        b->too_big = true;
-        return 0;
-    }
-    unsigned char *np = realloc(b->p, b->len + add);
-    if (!np)
-        return 0;
-    memcpy(np + b->len, p, add);
-    b->p = np;
-    b->len += add;
-    return add;
-}
 
 /* Every certificate in the PEM file path, appended to sk. */
 static void read_pem(const char *path, STACK_OF(X509) * sk)
@@ -117,7 +95,7 @@ static int fetch(entry *e, const char *cert_path, const char *chain_path, int64_
     X509_STORE *store = NULL;
     STACK_OF(X509) *signers = NULL;
     unsigned char *reqder = NULL;
-    body b = {0};
+    weir_http_body b = {.max = MAX_ANSWER};
     if (!leaf) {
         snprintf(err, err_len, "%s: no certificate", cert_path);
         goto out;
@@ -152,7 +130,7 @@ static int fetch(entry *e, const char *cert_path, const char *chain_path, int64_
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, weir__http_body_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     CURLcode crc = curl_easy_perform(c);
     long status = 0;
@@ -164,7 +142,7 @@ static int fetch(entry *e, const char *cert_path, const char *chain_path, int64_
                  crc != CURLE_OK ? curl_easy_strerror(crc) : "not HTTP 200");
         goto out;
     }
-    const unsigned char *p = b.p;
+    const unsigned char *p = (const unsigned char *)b.p;
     resp = b.p ? d2i_OCSP_RESPONSE(NULL, &p, (long)b.len) : NULL;
     if (!resp || OCSP_response_status(resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL ||
         !(bs = OCSP_response_get1_basic(resp))) {
@@ -196,7 +174,7 @@ static int fetch(entry *e, const char *cert_path, const char *chain_path, int64_
     }
     unsigned int n = 0;
     if (X509_digest(leaf, EVP_sha256(), e->fp, &n) != 1 ||
-        weir_tls_set_ocsp(e->fp, b.p, b.len) != WEIR_OK) {
+        weir_tls_set_ocsp(e->fp, (const unsigned char *)b.p, b.len) != WEIR_OK) {
         snprintf(err, err_len, "cannot keep the response");
         goto out;
     }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "app/acme/jws.h"
+#include "app/http_body.h"
 #include "weir/server.h"
 
 #define MAX_BODY (4u << 20)
@@ -35,16 +36,14 @@ struct weir_acme {
 
 typedef struct resp {
     long status;
-    char *body;
-    size_t len;
+    weir_http_body b; /* b.p: the body */
     char *location, *nonce, *content_type;
     int64_t retry_after; /* seconds; -1: none */
-    bool too_big;
 } resp;
 
 static void resp_free(resp *r)
 {
-    free(r->body);
+    free(r->b.p);
     free(r->location);
     free(r->nonce);
     free(r->content_type);
@@ -97,24 +96,6 @@ uint64_t weir__acme_bad_nonces(const weir_acme *a)
 
 /* ---- HTTP ---- */
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    resp *r = arg;
-    size_t add = size * n;
-    if (r->len + add > MAX_BODY) {
-        r->too_big = true;
-        return 0;
-    }
-    char *nb = realloc(r->body, r->len + add + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + r->len, p, add);
-    r->body = nb;
-    r->len += add;
-    r->body[r->len] = '\0';
-    return add;
-}
-
 /* The value of header line h (n bytes) when it is name's, trimmed,
  * malloc'd; else NULL. */
 static char *header_value(const char *h, size_t n, const char *name)
@@ -159,6 +140,7 @@ static int http(weir_acme *a, const char *url, const char *body, bool head, cons
 {
     memset(r, 0, sizeof(*r));
     r->retry_after = -1;
+    r->b.max = MAX_BODY;
     CURL *c = curl_easy_init();
     if (!c) {
         snprintf(err, err_len, "out of memory");
@@ -181,8 +163,8 @@ static int http(weir_acme *a, const char *url, const char *body, bool head, cons
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(a->timeout_ms < 5000 ? a->timeout_ms : 5000));
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, weir__http_body_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->b);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
     if (a->ca_file)
@@ -197,7 +179,7 @@ static int http(weir_acme *a, const char *url, const char *body, bool head, cons
     curl_slist_free_all(h);
     if (rc != CURLE_OK) {
         snprintf(err, err_len, "%s: %s", url,
-                 r->too_big ? "an answer over 4 MiB" : curl_easy_strerror(rc));
+                 r->b.too_big ? "an answer over 4 MiB" : curl_easy_strerror(rc));
         return WEIR_ACME_UNREACHABLE;
     }
     return WEIR_ACME_OK;
@@ -206,7 +188,7 @@ static int http(weir_acme *a, const char *url, const char *body, bool head, cons
 static json_t *body_json(const resp *r)
 {
     json_error_t je;
-    return r->body ? json_loadb(r->body, r->len, 0, &je) : NULL;
+    return r->b.p ? json_loadb(r->b.p, r->b.len, 0, &je) : NULL;
 }
 
 /* The problem document of an error answer as err; its kind. */
@@ -294,8 +276,8 @@ static int post(weir_acme *a, const char *url, const char *payload, bool jwk, co
             return rc;
         a->nonce = r->nonce; /* the next request's */
         r->nonce = NULL;
-        if (r->status == 400 && attempt < NONCE_RETRIES && r->body &&
-            strstr(r->body, "urn:ietf:params:acme:error:badNonce")) {
+        if (r->status == 400 && attempt < NONCE_RETRIES && r->b.p &&
+            strstr(r->b.p, "urn:ietf:params:acme:error:badNonce")) {
             a->bad_nonces++;
             resp_free(r);
             continue;
@@ -576,10 +558,10 @@ int weir__acme_order(weir_acme *a, const char *const *domains, size_t n, EVP_PKE
         resp r;
         rc = post(a, cert_url, "", false, "Accept: application/pem-certificate-chain", &r, err,
                   err_len);
-        if (rc == WEIR_ACME_OK && r.status == 200 && r.body &&
-            strstr(r.body, "-----BEGIN CERTIFICATE-----")) {
-            *chain_pem = r.body;
-            r.body = NULL;
+        if (rc == WEIR_ACME_OK && r.status == 200 && r.b.p &&
+            strstr(r.b.p, "-----BEGIN CERTIFICATE-----")) {
+            *chain_pem = r.b.p;
+            r.b.p = NULL;
         } else if (rc == WEIR_ACME_OK) {
             rc = problem(&r, cert_url, err, err_len, NULL);
         }

@@ -10,6 +10,8 @@
  */
 #include "app/etcd/etcd.h"
 
+#include "app/http_body.h"
+
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
@@ -173,33 +175,9 @@ void weir__etcd_kvs_free(weir_etcd_kvs *kvs)
 
 /* ---- one call ---- */
 
-typedef struct body {
-    char *p;
-    size_t len;
-    bool too_big;
-} body;
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    body *b = arg;
-    size_t add = size * n;
-    if (b->len + add > RESPONSE_MAX) {
-        b->too_big = true;
-        return 0;
-    }
-    char *np = realloc(b->p, b->len + add + 1);
-    if (!np)
-        return 0;
-    memcpy(np + b->len, p, add);
-    b->p = np;
-    b->len += add;
-    b->p[b->len] = '\0';
-    return add;
-}
-
 /* An easy handle for POST url+path with the handle's TLS and token. */
 static CURL *request(weir_etcd *e, const char *endpoint, const char *path, const char *json,
-                     struct curl_slist **hdrs, body *b, bool stream)
+                     struct curl_slist **hdrs, weir_http_body *b, bool stream)
 {
     CURL *c = curl_easy_init();
     if (!c)
@@ -217,7 +195,7 @@ static CURL *request(weir_etcd *e, const char *endpoint, const char *path, const
     curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 5L);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 2L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, weir__http_body_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
     if (e->cacert)
         curl_easy_setopt(c, CURLOPT_CAINFO, e->cacert);
@@ -261,7 +239,7 @@ static int authenticate(weir_etcd *e, const char *endpoint, char *err, size_t er
 static int call_one(weir_etcd *e, const char *endpoint, const char *path, const char *json,
                     json_t **out, char *err, size_t err_len)
 {
-    body b = {0};
+    weir_http_body b = {.max = RESPONSE_MAX};
     struct curl_slist *hdrs = NULL;
     CURL *c = request(e, endpoint, path, json, &hdrs, &b, false);
     if (!c) {
@@ -579,7 +557,7 @@ int weir__etcd_lease_revoke(weir_etcd *e, int64_t id, char *err, size_t err_len)
 /* ---- watch ---- */
 
 typedef struct watch_state {
-    body b;
+    weir_http_body b;
     size_t used; /* bytes of b handled */
     weir_etcd_watch_cb cb;
     void (*created)(void *arg);
@@ -660,7 +638,7 @@ static bool watch_line(watch_state *w, const char *line, size_t len)
 static size_t on_watch_data(char *p, size_t size, size_t n, void *arg)
 {
     watch_state *w = arg;
-    size_t got = on_data(p, size, n, &w->b);
+    size_t got = weir__http_body_write(p, size, n, &w->b);
     if (got != size * n)
         return 0;
     for (;;) {
@@ -707,7 +685,12 @@ int weir__etcd_watch(weir_etcd *e, const char *prefix, int64_t start_revision,
         free(text);
         return -1;
     }
-    watch_state w = {.cb = cb, .created = created, .arg = arg, .err = err, .err_len = err_len};
+    watch_state w = {.b = {.max = RESPONSE_MAX},
+                     .cb = cb,
+                     .created = created,
+                     .arg = arg,
+                     .err = err,
+                     .err_len = err_len};
     struct curl_slist *hdrs = NULL;
     CURL *c = request(e, e->endpoints[e->current], "/v3/watch", text, &hdrs, &w.b, true);
     CURLM *m = curl_multi_init();
