@@ -80,6 +80,7 @@ static struct {
     weir_app *app;
     weir_server *srv;
     _Atomic uint64_t sent, failed, dropped;
+    _Atomic bool poll_posted; /* one poll queued on the main thread at most */
 } W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static int64_t wall_ms(void)
@@ -215,8 +216,10 @@ static void *sender_main(void *arg)
         }
         if (!W.stopping && wall_ms() >= next_poll) {
             next_poll = wall_ms() + 1000;
-            if (W.url)
-                weir_server_call_main(W.srv, poll_main, NULL);
+            /* At most one queued: a busy main thread does not pile them up. */
+            if (W.url && !atomic_exchange(&W.poll_posted, true) &&
+                weir_server_call_main(W.srv, poll_main, NULL) != WEIR_OK)
+                atomic_store(&W.poll_posted, false);
         }
         if (W.n == 0)
             continue;
@@ -411,6 +414,7 @@ static void poll_upstream(const weir_cfg_upstream *u, bool emit)
 static void poll_main(void *arg)
 {
     (void)arg;
+    atomic_store(&W.poll_posted, false);
     if (!W.app)
         return;
     weir_config *cfg = weir__app_config(W.app);
