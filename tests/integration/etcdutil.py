@@ -148,9 +148,11 @@ class Etcd:
                 st = [e["Status"] for e in json.loads(r)]
             except ValueError:
                 st = []
-            ids = {s["header"]["member_id"] for s in st}
-            leaders = {s["leader"] for s in st}
-            if len(st) == len(live) and len(leaders) == 1 and leaders <= ids:
+            # Mid-election a member reports no leader (0, left out of the JSON).
+            ids = {s["header"].get("member_id") for s in st}
+            leaders = {s.get("leader", 0) for s in st}
+            if len(st) == len(live) and len(leaders) == 1 and 0 not in leaders and \
+                    leaders <= ids:
                 return
             time.sleep(0.1)
         raise RuntimeError("etcd: no leader among %s in %d s" % (self.endpoints(live), timeout))
