@@ -128,3 +128,131 @@ class Pebble:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(timeout=5)
+
+
+class FaultProxy:
+    """An HTTPS proxy in front of a Pebble that can change what it answers,
+    for the answers pebble never gives (rateLimited, ARI, hostile
+    documents). The Host header is passed through, so pebble signs its
+    URLs and checks the JWS "url" against the proxy's address.
+
+    .rules: a list of functions (method, path, body) -> None (forward) or
+    (status, headers dict, body bytes). .renewal_info(cert_id) -> (status,
+    body) makes the directory offer ARI at /ari/. .log: (time, method,
+    path, status) per request."""
+
+    def __init__(self, tmp, pebble):
+        import http.server
+        import threading
+        self.pebble = pebble
+        self.dir = tmp / "proxy"
+        self.dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.rules, self.log, self.renewal_info = [], [], None
+        self.ari_asked = []
+        d = self.dir
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
+                "-subj", "/CN=proxy test CA")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
+                "-subj", "/CN=proxy")
+        (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
+                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.crt"),
+                "-days", "2", "-extfile", str(d / "server.ext"))
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                proxy._handle(self)
+
+            do_HEAD = do_POST = do_GET
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sctx.load_cert_chain(str(d / "server.crt"), str(d / "server.key"))
+        self.server.socket = sctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def directory(self):
+        return "https://127.0.0.1:%d/dir" % self.port
+
+    @property
+    def ca(self):
+        return str(self.dir / "ca.crt")
+
+    def requests(self, method, path_part):
+        return [e for e in self.log if e[1] == method and path_part in e[2]]
+
+    def _reply(self, h, status, headers, body):
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            try:
+                h.wfile.write(body)
+            except OSError:  # the client gave up (an answer too big for it)
+                h.close_connection = True
+        self.log.append((time.monotonic(), h.command, h.path, status))
+
+    def _handle(self, h):
+        import http.client
+        n = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(n) if n else b""
+        if h.path.startswith("/ari/") and self.renewal_info:
+            self.ari_asked.append(h.path[len("/ari/"):])
+            status, out = self.renewal_info(h.path[len("/ari/"):])
+            return self._reply(h, status, {"Content-Type": "application/json"}, out)
+        for rule in self.rules:
+            got = rule(h.command, h.path, body)
+            if got:
+                status, headers, out = got
+                # A refusal still carries a fresh nonce, as a CA's does.
+                headers = dict(headers)
+                headers.setdefault("Replay-Nonce", self._nonce())
+                return self._reply(h, status, headers, out)
+        ctx = ssl.create_default_context(cafile=self.pebble.ca)
+        c = http.client.HTTPSConnection("127.0.0.1", self.pebble.port, context=ctx, timeout=10)
+        fwd = {k: v for k, v in h.headers.items()
+               if k.lower() in ("content-type", "accept", "user-agent")}
+        fwd["Host"] = "127.0.0.1:%d" % self.port
+        c.request(h.command, h.path, body=body if h.command == "POST" else None, headers=fwd)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        if h.path == "/dir" and self.renewal_info and r.status == 200:
+            doc = json.loads(out)
+            doc["renewalInfo"] = "https://127.0.0.1:%d/ari" % self.port
+            out = json.dumps(doc).encode()
+        mine, theirs = ("127.0.0.1:%d" % self.port).encode(), (
+            "127.0.0.1:%d" % self.pebble.port).encode()
+        out = out.replace(theirs, mine)
+        headers = {k: v.replace(theirs.decode(), mine.decode()) for k, v in r.getheaders()
+                   if k.lower() in ("content-type", "location", "link", "replay-nonce",
+                                    "retry-after")}
+        self._reply(h, r.status, headers, out)
+
+    def _nonce(self):
+        import http.client
+        ctx = ssl.create_default_context(cafile=self.pebble.ca)
+        c = http.client.HTTPSConnection("127.0.0.1", self.pebble.port, context=ctx, timeout=10)
+        c.request("HEAD", "/nonce-plz", headers={"Host": "127.0.0.1:%d" % self.port})
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.getheader("Replay-Nonce") or ""
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

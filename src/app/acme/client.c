@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/acme/answer.h"
 #include "app/acme/jws.h"
 #include "app/http_body.h"
 #include "weir/server.h"
@@ -126,15 +127,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
         free(r->content_type);
         r->content_type = v;
     } else if ((v = header_value(p, len, "Retry-After"))) {
-        char *end;
-        long s = strtol(v, &end, 10);
-        r->retry_after = *end == '\0' && s >= 0 ? s : 1; /* an HTTP date: soon */
+        r->retry_after = weir__acme_retry_after(v, strlen(v));
         free(v);
     }
     return len;
 }
 
-/* One exchange: GET (body NULL), HEAD (head), or POST of a JWS. */
+/* One exchange: GET (body NULL), HEAD (head), or POST of a JWS. *r is the
+ * answer (resp_free it); on an error it is empty. */
 static int http(weir_acme *a, const char *url, const char *body, bool head, const char *accept,
                 resp *r, char *err, size_t err_len)
 {
@@ -180,35 +180,23 @@ static int http(weir_acme *a, const char *url, const char *body, bool head, cons
     if (rc != CURLE_OK) {
         snprintf(err, err_len, "%s: %s", url,
                  r->b.too_big ? "an answer over 4 MiB" : curl_easy_strerror(rc));
+        resp_free(r);
         return WEIR_ACME_UNREACHABLE;
     }
     return WEIR_ACME_OK;
-}
-
-static json_t *body_json(const resp *r)
-{
-    json_error_t je;
-    return r->b.p ? json_loadb(r->b.p, r->b.len, 0, &je) : NULL;
 }
 
 /* The problem document of an error answer as err; its kind. */
 static int problem(const resp *r, const char *url, char *err, size_t err_len,
                    int64_t *retry_after_s)
 {
-    json_t *j = body_json(r);
-    const char *type = json_string_value(json_object_get(j, "type"));
-    const char *detail = json_string_value(json_object_get(j, "detail"));
-    snprintf(err, err_len, "%s: HTTP %ld%s%s%s%s", url, r->status, type ? ": " : "",
-             type ? type : "", detail ? ": " : "", detail ? detail : "");
-    int kind = WEIR_ACME_ERR;
-    if (type && strstr(type, ":rateLimited")) {
-        kind = WEIR_ACME_RATE_LIMITED;
-        if (retry_after_s)
-            *retry_after_s = r->retry_after > 0 ? r->retry_after : 0;
-    } else if (!j || r->status >= 500) {
-        kind = WEIR_ACME_UNREACHABLE;
-    }
-    json_decref(j);
+    char type[200], detail[600];
+    int kind = weir__acme_problem_kind(r->status, r->b.p, r->b.len, type, sizeof(type), detail,
+                                       sizeof(detail));
+    snprintf(err, err_len, "%s: HTTP %ld%s%s%s%s", url, r->status, *type ? ": " : "", type,
+             *detail ? ": " : "", detail);
+    if (kind == WEIR_ACME_RATE_LIMITED && retry_after_s)
+        *retry_after_s = r->retry_after > 0 ? r->retry_after : 0;
     return kind;
 }
 
@@ -220,19 +208,20 @@ static int directory(weir_acme *a, char *err, size_t err_len)
     int rc = http(a, a->directory, NULL, false, NULL, &r, err, err_len);
     if (rc != WEIR_ACME_OK)
         return rc;
-    json_t *j = r.status == 200 ? body_json(&r) : NULL;
-    const char *nn = json_string_value(json_object_get(j, "newNonce"));
-    const char *na = json_string_value(json_object_get(j, "newAccount"));
-    const char *no = json_string_value(json_object_get(j, "newOrder"));
-    if (nn && na && no) {
-        a->new_nonce = strdup(nn);
-        a->new_account = strdup(na);
-        a->new_order = strdup(no);
-        const char *ri = json_string_value(json_object_get(j, "renewalInfo"));
-        a->renewal_info = ri ? strdup(ri) : NULL;
+    weir_acme_dir d;
+    if (r.status == 200 && weir__acme_parse_directory(r.b.p, r.b.len, &d) == 0) {
+        a->new_nonce = strdup(d.new_nonce);
+        a->new_account = strdup(d.new_account);
+        a->new_order = strdup(d.new_order);
+        a->renewal_info = d.renewal_info ? strdup(d.renewal_info) : NULL;
+        weir__acme_dir_free(&d);
     }
-    json_decref(j);
-    if (!a->new_order) {
+    if (!a->new_nonce || !a->new_account || !a->new_order) {
+        free(a->new_nonce);
+        free(a->new_account);
+        free(a->new_order);
+        free(a->renewal_info);
+        a->new_nonce = a->new_account = a->new_order = a->renewal_info = NULL;
         snprintf(err, err_len, "%s: HTTP %ld: not an ACME directory", a->directory, r.status);
         rc = WEIR_ACME_UNREACHABLE;
     }
@@ -244,11 +233,13 @@ static int directory(weir_acme *a, char *err, size_t err_len)
  * POSTs payload (JSON text; "" = POST-as-GET) to url as a JWS, with the
  * account's kid or (new account) its jwk. A badNonce refusal is retried
  * with the nonce it brought. *r holds the answer on WEIR_ACME_OK, which
- * may still be an HTTP error: the caller reads r->status.
+ * may still be an HTTP error: the caller reads r->status. On an error *r
+ * is empty.
  */
 static int post(weir_acme *a, const char *url, const char *payload, bool jwk, const char *accept,
                 resp *r, char *err, size_t err_len)
 {
+    memset(r, 0, sizeof(*r));
     for (int attempt = 0;; attempt++) {
         if (!a->nonce) {
             resp n;
@@ -276,8 +267,7 @@ static int post(weir_acme *a, const char *url, const char *payload, bool jwk, co
             return rc;
         a->nonce = r->nonce; /* the next request's */
         r->nonce = NULL;
-        if (r->status == 400 && attempt < NONCE_RETRIES && r->b.p &&
-            strstr(r->b.p, "urn:ietf:params:acme:error:badNonce")) {
+        if (attempt < NONCE_RETRIES && weir__acme_is_bad_nonce(r->status, r->b.p, r->b.len)) {
             a->bad_nonces++;
             resp_free(r);
             continue;
@@ -286,33 +276,29 @@ static int post(weir_acme *a, const char *url, const char *payload, bool jwk, co
     }
 }
 
-/* post() whose answer must be 2xx JSON: *out (json_decref it). */
-static int post_json(weir_acme *a, const char *url, const char *payload, bool jwk, json_t **out,
-                     char **location, int64_t *retry_after, char *err, size_t err_len)
+/* post() whose answer must be 2xx: *r (resp_free it); a problem
+ * document is the error. */
+static int post_ok(weir_acme *a, const char *url, const char *payload, bool jwk, resp *r,
+                   int64_t *retry_after, char *err, size_t err_len)
 {
-    resp r;
-    int rc = post(a, url, payload, jwk, NULL, &r, err, err_len);
+    int rc = post(a, url, payload, jwk, NULL, r, err, err_len);
     if (rc != WEIR_ACME_OK)
         return rc;
-    if (r.status < 200 || r.status > 299) {
-        rc = problem(&r, url, err, err_len, retry_after);
-        resp_free(&r);
+    if (r->status < 200 || r->status > 299) {
+        rc = problem(r, url, err, err_len, retry_after);
+        resp_free(r);
         return rc;
     }
-    *out = body_json(&r);
-    if (!*out) {
-        snprintf(err, err_len, "%s: HTTP %ld: the answer is not JSON", url, r.status);
-        resp_free(&r);
-        return WEIR_ACME_UNREACHABLE;
-    }
-    if (location) {
-        *location = r.location;
-        r.location = NULL;
-    }
     if (retry_after)
-        *retry_after = r.retry_after;
-    resp_free(&r);
+        *retry_after = r->retry_after;
     return WEIR_ACME_OK;
+}
+
+/* A 2xx answer that is not the JSON object it should be. */
+static int not_json(const resp *r, const char *url, char *err, size_t err_len)
+{
+    snprintf(err, err_len, "%s: HTTP %ld: the answer is not a JSON object", url, r->status);
+    return WEIR_ACME_UNREACHABLE;
 }
 
 static int account(weir_acme *a, int64_t *retry_after_s, char *err, size_t err_len)
@@ -331,25 +317,28 @@ static int account(weir_acme *a, int64_t *retry_after_s, char *err, size_t err_l
         snprintf(err, err_len, "out of memory");
         return WEIR_ACME_ERR;
     }
-    json_t *acct = NULL;
-    char *loc = NULL;
+    resp r;
     int64_t ra = -1;
-    int rc = post_json(a, a->new_account, payload, true, &acct, &loc, &ra, err, err_len);
+    int rc = post_ok(a, a->new_account, payload, true, &r, &ra, err, err_len);
     free(payload);
     if (rc == WEIR_ACME_RATE_LIMITED)
         *retry_after_s = ra > 0 ? ra : 0;
     if (rc != WEIR_ACME_OK)
         return rc;
-    const char *status = json_string_value(json_object_get(acct, "status"));
-    if (!loc || (status && strcmp(status, "valid") != 0)) {
+    void *doc;
+    const char *status;
+    if (weir__acme_parse_status(r.b.p, r.b.len, &doc, &status) != 0) {
+        rc = not_json(&r, a->new_account, err, err_len);
+    } else if (!r.location || (status && strcmp(status, "valid") != 0)) {
         snprintf(err, err_len, "%s: the account is %s", a->new_account,
-                 loc ? status : "without a Location");
+                 r.location ? status : "without a Location");
         rc = WEIR_ACME_ERR;
-        free(loc);
     } else {
-        a->kid = loc;
+        a->kid = r.location;
+        r.location = NULL;
     }
-    json_decref(acct);
+    weir__acme_doc_free(doc);
+    resp_free(&r);
     return rc;
 }
 
@@ -361,31 +350,35 @@ static int64_t now_ms(void)
 }
 
 /* Polls url (POST-as-GET) until its status is none of the pending ones;
- * *out the last object. */
-static int poll_status(weir_acme *a, const char *url, const char *const *pending, json_t **out,
+ * *r the last answer, a JSON object. */
+static int poll_status(weir_acme *a, const char *url, const char *const *pending, resp *r,
                        char *err, size_t err_len)
 {
     int64_t deadline = now_ms() + a->max_wait_ms;
     for (;;) {
-        json_t *j = NULL;
         int64_t ra = -1;
-        int rc = post_json(a, url, "", false, &j, NULL, &ra, err, err_len);
+        int rc = post_ok(a, url, "", false, r, &ra, err, err_len);
         if (rc != WEIR_ACME_OK)
             return rc;
-        const char *st = json_string_value(json_object_get(j, "status"));
+        void *doc;
+        const char *st;
+        if (weir__acme_parse_status(r->b.p, r->b.len, &doc, &st) != 0) {
+            rc = not_json(r, url, err, err_len);
+            resp_free(r);
+            return rc;
+        }
         bool wait = false;
         for (size_t i = 0; st && pending[i]; i++)
             wait = wait || strcmp(st, pending[i]) == 0;
-        if (!wait) {
-            *out = j;
+        char was[32];
+        snprintf(was, sizeof(was), "%s", st ? st : "");
+        weir__acme_doc_free(doc);
+        if (!wait)
             return WEIR_ACME_OK;
-        }
-        json_decref(j);
-        int64_t pause = ra > 0 ? ra * 1000 : 500;
-        if (pause > 10000)
-            pause = 10000;
+        resp_free(r);
+        int64_t pause = ra > 0 ? (ra < 10 ? ra : 10) * 1000 : 500;
         if (now_ms() + pause > deadline) {
-            snprintf(err, err_len, "%s: still %s after %u ms", url, st, a->max_wait_ms);
+            snprintf(err, err_len, "%s: still %s after %u ms", url, was, a->max_wait_ms);
             return WEIR_ACME_ERR;
         }
         usleep((useconds_t)pause * 1000);
@@ -401,75 +394,116 @@ typedef struct presented {
 static int authorize(weir_acme *a, const char *url, const weir_acme_challenge_ops *ops,
                      presented *done, char *err, size_t err_len)
 {
-    json_t *az = NULL;
-    int rc = post_json(a, url, "", false, &az, NULL, NULL, err, err_len);
+    resp r;
+    int rc = post_ok(a, url, "", false, &r, NULL, err, err_len);
     if (rc != WEIR_ACME_OK)
         return rc;
-    const char *st = json_string_value(json_object_get(az, "status"));
-    const char *domain =
-        json_string_value(json_object_get(json_object_get(az, "identifier"), "value"));
-    if (st && strcmp(st, "valid") == 0) {
-        json_decref(az);
+    weir_acme_authz z;
+    if (weir__acme_parse_authz(r.b.p, r.b.len, ops->type, &z) != 0) {
+        rc = not_json(&r, url, err, err_len);
+        resp_free(&r);
+        return rc;
+    }
+    resp_free(&r);
+    if (z.status && strcmp(z.status, "valid") == 0) {
+        weir__acme_authz_free(&z);
         return WEIR_ACME_OK;
     }
-    const json_t *ch = NULL, *x;
-    size_t i;
-    json_array_foreach(json_object_get(az, "challenges"), i, x)
-    {
-        const char *t = json_string_value(json_object_get(x, "type"));
-        if (!ch && t && strcmp(t, ops->type) == 0)
-            ch = x;
-    }
-    const char *token = json_string_value(json_object_get(ch, "token"));
-    const char *curl_ = json_string_value(json_object_get(ch, "url"));
-    if (!domain || !token || !curl_ ||
-        strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                      "0123456789-_") != strlen(token)) {
+    if (!z.domain || !z.token) {
         snprintf(err, err_len, "%s: no usable %s challenge for %s", url, ops->type,
-                 domain ? domain : "its identifier");
-        json_decref(az);
+                 z.domain ? z.domain : "its identifier");
+        weir__acme_authz_free(&z);
         return WEIR_ACME_ERR;
     }
-    char *ka = weir__acme_key_authorization(token, a->key);
+    char *ka = weir__acme_key_authorization(z.token, a->key);
     char perr[300] = "";
-    if (!ka || ops->present(ops->arg, domain, token, ka, perr, sizeof(perr)) != 0) {
-        snprintf(err, err_len, "%s: cannot present the %s challenge: %s", domain, ops->type,
+    if (!ka || ops->present(ops->arg, z.domain, z.token, ka, perr, sizeof(perr)) != 0) {
+        snprintf(err, err_len, "%s: cannot present the %s challenge: %s", z.domain, ops->type,
                  ka ? perr : "out of memory");
         free(ka);
-        json_decref(az);
+        weir__acme_authz_free(&z);
         return WEIR_ACME_ERR;
     }
     free(ka);
-    done->domain = strdup(domain);
-    done->token = strdup(token);
-    char *chal_url = strdup(curl_);
-    json_decref(az);
-    json_t *answer = NULL;
-    rc = chal_url ? post_json(a, chal_url, "{}", false, &answer, NULL, NULL, err, err_len)
-                  : WEIR_ACME_ERR;
+    done->domain = strdup(z.domain);
+    done->token = strdup(z.token);
+    char *chal_url = strdup(z.url);
+    weir__acme_authz_free(&z);
+    rc = chal_url ? post_ok(a, chal_url, "{}", false, &r, NULL, err, err_len) : WEIR_ACME_ERR;
     free(chal_url);
-    json_decref(answer);
     if (rc != WEIR_ACME_OK)
         return rc;
+    resp_free(&r);
     static const char *const pending[] = {"pending", "processing", NULL};
-    rc = poll_status(a, url, pending, &az, err, err_len);
+    rc = poll_status(a, url, pending, &r, err, err_len);
     if (rc != WEIR_ACME_OK)
         return rc;
-    st = json_string_value(json_object_get(az, "status"));
-    if (!st || strcmp(st, "valid") != 0) {
+    if (weir__acme_parse_authz(r.b.p, r.b.len, ops->type, &z) != 0)
+        rc = not_json(&r, url, err, err_len);
+    else if (!z.status || strcmp(z.status, "valid") != 0) {
         /* The failed challenge's error says why. */
-        const char *why = NULL;
-        json_array_foreach(json_object_get(az, "challenges"), i, x)
-        {
-            const json_t *e = json_object_get(x, "error");
-            if (!why && e)
-                why = json_string_value(json_object_get(e, "detail"));
-        }
-        snprintf(err, err_len, "%s: authorization %s: %s", done->domain, st ? st : "unknown",
-                 why ? why : "no detail");
+        snprintf(err, err_len, "%s: authorization %s: %s", done->domain ? done->domain : url,
+                 z.status ? z.status : "unknown", z.why ? z.why : "no detail");
         rc = WEIR_ACME_CHALLENGE;
     }
-    json_decref(az);
+    weir__acme_authz_free(&z);
+    resp_free(&r);
+    return rc;
+}
+
+/* Finalizes the order with a CSR for cert_key, waits until it is valid,
+ * and downloads the chain. */
+static int finalize(weir_acme *a, const char *fin, const char *order_url,
+                    const char *const *domains, size_t n, EVP_PKEY *cert_key, char **chain_pem,
+                    char *err, size_t err_len)
+{
+    char *csr = weir__acme_csr(cert_key, domains, n);
+    json_t *f = csr ? json_pack("{s:s}", "csr", csr) : NULL;
+    char *fp = f ? json_dumps(f, JSON_COMPACT) : NULL;
+    json_decref(f);
+    free(csr);
+    if (!fp) {
+        snprintf(err, err_len, "cannot make the certificate request");
+        return WEIR_ACME_ERR;
+    }
+    resp r;
+    int rc = post_ok(a, fin, fp, false, &r, NULL, err, err_len);
+    free(fp);
+    if (rc != WEIR_ACME_OK)
+        return rc;
+    resp_free(&r);
+    static const char *const pending[] = {"pending", "ready", "processing", NULL};
+    rc = poll_status(a, order_url, pending, &r, err, err_len);
+    if (rc != WEIR_ACME_OK)
+        return rc;
+    weir_acme_order_doc o;
+    bool bad;
+    char *cert_url = NULL;
+    if (weir__acme_parse_order(r.b.p, r.b.len, &o, &bad) != 0) {
+        rc = not_json(&r, order_url, err, err_len);
+    } else if (!o.status || strcmp(o.status, "valid") != 0 || !o.certificate) {
+        snprintf(err, err_len, "%s: the order is %s", order_url,
+                 o.status ? o.status : "without a status");
+        rc = WEIR_ACME_ERR;
+    } else if (!(cert_url = strdup(o.certificate))) {
+        snprintf(err, err_len, "out of memory");
+        rc = WEIR_ACME_ERR;
+    }
+    weir__acme_order_free(&o);
+    resp_free(&r);
+    if (rc != WEIR_ACME_OK)
+        return rc;
+    rc =
+        post(a, cert_url, "", false, "Accept: application/pem-certificate-chain", &r, err, err_len);
+    if (rc == WEIR_ACME_OK && r.status == 200 && r.b.p &&
+        strstr(r.b.p, "-----BEGIN CERTIFICATE-----")) {
+        *chain_pem = r.b.p;
+        r.b.p = NULL;
+    } else if (rc == WEIR_ACME_OK) {
+        rc = problem(&r, cert_url, err, err_len, NULL);
+    }
+    resp_free(&r);
+    free(cert_url);
     return rc;
 }
 
@@ -493,81 +527,46 @@ int weir__acme_order(weir_acme *a, const char *const *domains, size_t n, EVP_PKE
     json_t *req = json_pack("{s:o}", "identifiers", ids);
     char *payload = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
-    json_t *order = NULL;
-    char *order_url = NULL;
+    resp r;
     int64_t ra = -1;
-    rc = payload ? post_json(a, a->new_order, payload, false, &order, &order_url, &ra, err, err_len)
-                 : WEIR_ACME_ERR;
+    rc = payload ? post_ok(a, a->new_order, payload, false, &r, &ra, err, err_len) : WEIR_ACME_ERR;
     free(payload);
     if (rc == WEIR_ACME_RATE_LIMITED)
         *retry_after_s = ra > 0 ? ra : 0;
     if (rc != WEIR_ACME_OK)
         return rc;
-    presented *done =
-        calloc(json_array_size(json_object_get(order, "authorizations")) + 1, sizeof(*done));
+    weir_acme_order_doc o;
+    bool bad = false;
+    if (weir__acme_parse_order(r.b.p, r.b.len, &o, &bad) != 0) {
+        rc = not_json(&r, a->new_order, err, err_len);
+        resp_free(&r);
+        return rc;
+    }
+    char *order_url = r.location;
+    r.location = NULL;
+    resp_free(&r);
+    if (bad || !o.n_authz || !o.finalize || !order_url) {
+        snprintf(err, err_len, "%s: an order without %s", a->new_order,
+                 !order_url    ? "a Location"
+                 : !o.finalize ? "a finalize URL"
+                               : "a list of authorization URLs");
+        rc = WEIR_ACME_ERR;
+    }
+    presented *done = calloc(o.n_authz + 1, sizeof(*done));
     size_t n_done = 0;
-    const json_t *x;
-    size_t i;
-    json_array_foreach(json_object_get(order, "authorizations"), i, x)
-    {
-        if (rc != WEIR_ACME_OK || !done)
-            break;
-        const char *u = json_string_value(x);
-        rc = u ? authorize(a, u, ops, &done[n_done], err, err_len) : WEIR_ACME_ERR;
+    if (!done)
+        rc = WEIR_ACME_ERR;
+    for (size_t i = 0; rc == WEIR_ACME_OK && i < o.n_authz; i++) {
+        rc = authorize(a, o.authz[i], ops, &done[n_done], err, err_len);
         if (done[n_done].token)
             n_done++;
     }
-    if (!done)
-        rc = WEIR_ACME_ERR;
-    char *fin = rc == WEIR_ACME_OK && json_string_value(json_object_get(order, "finalize"))
-                    ? strdup(json_string_value(json_object_get(order, "finalize")))
-                    : NULL;
-    json_decref(order);
-    order = NULL;
-    if (rc == WEIR_ACME_OK && (!fin || !order_url)) {
-        snprintf(err, err_len, "%s: an order without finalize URL or Location", a->new_order);
-        rc = WEIR_ACME_ERR;
-    }
-    /* Finalize with the CSR, then wait for the certificate. */
-    char *csr = rc == WEIR_ACME_OK ? weir__acme_csr(cert_key, domains, n) : NULL;
-    if (rc == WEIR_ACME_OK && csr) {
-        json_t *f = json_pack("{s:s}", "csr", csr);
-        char *fp = f ? json_dumps(f, JSON_COMPACT) : NULL;
-        json_decref(f);
-        json_t *ans = NULL;
-        rc = fp ? post_json(a, fin, fp, false, &ans, NULL, NULL, err, err_len) : WEIR_ACME_ERR;
-        free(fp);
-        json_decref(ans);
-    } else if (rc == WEIR_ACME_OK) {
-        snprintf(err, err_len, "cannot make the certificate request");
-        rc = WEIR_ACME_ERR;
-    }
-    free(csr);
+    char *fin = rc == WEIR_ACME_OK ? strdup(o.finalize) : NULL;
+    weir__acme_order_free(&o);
+    if (rc == WEIR_ACME_OK)
+        rc = fin ? finalize(a, fin, order_url, domains, n, cert_key, chain_pem, err, err_len)
+                 : WEIR_ACME_ERR;
     free(fin);
-    if (rc == WEIR_ACME_OK) {
-        static const char *const pending[] = {"pending", "ready", "processing", NULL};
-        rc = poll_status(a, order_url, pending, &order, err, err_len);
-    }
-    const char *st = order ? json_string_value(json_object_get(order, "status")) : NULL;
-    const char *cert_url = order ? json_string_value(json_object_get(order, "certificate")) : NULL;
-    if (rc == WEIR_ACME_OK && (!st || strcmp(st, "valid") != 0 || !cert_url)) {
-        snprintf(err, err_len, "%s: the order is %s", order_url, st ? st : "without a status");
-        rc = WEIR_ACME_ERR;
-    }
-    if (rc == WEIR_ACME_OK) {
-        resp r;
-        rc = post(a, cert_url, "", false, "Accept: application/pem-certificate-chain", &r, err,
-                  err_len);
-        if (rc == WEIR_ACME_OK && r.status == 200 && r.b.p &&
-            strstr(r.b.p, "-----BEGIN CERTIFICATE-----")) {
-            *chain_pem = r.b.p;
-            r.b.p = NULL;
-        } else if (rc == WEIR_ACME_OK) {
-            rc = problem(&r, cert_url, err, err_len, NULL);
-        }
-        resp_free(&r);
-    }
-    json_decref(order);
     free(order_url);
     for (size_t k = 0; done && k < n_done; k++) {
         ops->cleanup(ops->arg, done[k].domain, done[k].token);
@@ -602,27 +601,6 @@ char *weir__acme_cert_id(const char *cert_pem)
     return out;
 }
 
-/* "2026-12-06T21:00:00Z" (fractions and offsets "+00:00" allowed) as Unix time. */
-static int64_t rfc3339(const char *s)
-{
-    struct tm tm = {0};
-    const char *e = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-    if (!e)
-        return 0;
-    if (*e == '.')
-        while (*++e >= '0' && *e <= '9')
-            ;
-    int64_t t = (int64_t)timegm(&tm);
-    if ((e[0] == '+' || e[0] == '-') && strlen(e) == 6) {
-        int64_t off =
-            ((e[1] - '0') * 10 + (e[2] - '0')) * 3600 + ((e[4] - '0') * 10 + (e[5] - '0')) * 60;
-        t += e[0] == '+' ? -off : off;
-    } else if (e[0] != 'Z' || e[1]) {
-        return 0;
-    }
-    return t;
-}
-
 int weir__acme_renewal_window(weir_acme *a, const char *cert_pem, int64_t *start, int64_t *end,
                               char *err, size_t err_len)
 {
@@ -642,15 +620,10 @@ int weir__acme_renewal_window(weir_acme *a, const char *cert_pem, int64_t *start
     resp r;
     rc = http(a, url, NULL, false, NULL, &r, err, err_len);
     if (rc == WEIR_ACME_OK) {
-        json_t *j = r.status == 200 ? body_json(&r) : NULL;
-        const json_t *w = json_object_get(j, "suggestedWindow");
-        *start = rfc3339(json_string_value(json_object_get(w, "start")));
-        *end = rfc3339(json_string_value(json_object_get(w, "end")));
-        if (!*start || *end < *start) {
+        if (r.status != 200 || weir__acme_parse_window(r.b.p, r.b.len, start, end) != 0) {
             snprintf(err, err_len, "%s: HTTP %ld: no suggested window", url, r.status);
             rc = WEIR_ACME_ERR;
         }
-        json_decref(j);
     }
     resp_free(&r);
     free(url);
