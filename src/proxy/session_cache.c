@@ -88,6 +88,7 @@ struct sess_cache {
     bool tee, tee_over;
     char *tee_buf;
     size_t tee_len, tee_cap;
+    size_t tee_want;   /* the body's Content-Length; 0: unknown */
     weir_centry shead; /* the head to store */
     int64_t lifetime;
     char *vary;
@@ -1064,7 +1065,7 @@ bool weir__cache_response(weir_session *s)
         k->stored = k->vary != NULL;
         k->tee = k->stored;
         if (s->resp.body == WEIR_BODY_KNOWN && s->resp.content_length) {
-            k->tee_cap = (size_t)s->resp.content_length;
+            k->tee_cap = k->tee_want = (size_t)s->resp.content_length;
             k->tee_buf = malloc(k->tee_cap);
             k->tee = k->tee_buf != NULL;
         }
@@ -1113,6 +1114,10 @@ void weir__cache_tee(weir_session *s, const weir_str *segs, size_t n)
         memcpy(k->tee_buf + k->tee_len, segs[i].ptr, segs[i].len);
         k->tee_len = need;
     }
+    /* The whole body is here: stored before its last bytes go to the
+     * client, so a request the client sends once it has them finds it. */
+    if (k->tee_want && k->tee_len == k->tee_want)
+        weir__cache_body_end(s);
 }
 
 void weir__cache_body_end(weir_session *s)
