@@ -54,8 +54,14 @@ fuzz-replay:
 	    $$t fuzz/corpus/$${name%_fuzz}/* || exit 1; \
 	done
 
+# The integration tests wait on peers more than they compute: several at
+# once (pytest-xdist; each worker hands out ports from its own range)
+# keep both cores busy. TEST_WORKERS=0 runs them one by one.
+TEST_WORKERS ?= 3
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+
 integration:
-	WEIR_BUILD=$(abspath $(TEST_BUILD)) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+	WEIR_BUILD=$(abspath $(TEST_BUILD)) $(PYTHON) -m pytest -q $(XDIST) tests/integration $(PYTEST_ARGS)
 
 # ThreadSanitizer over the multi-threaded paths (shared upstream pool,
 # load balancer, health checker, shutdown, TLS contexts and sessions shared
@@ -85,7 +91,7 @@ tsan:
 	      -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread $(CMAKE_EXTRA) >/dev/null
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target weir weir-lb-app weir-test-app round_robin
 	WEIR_BUILD=$(abspath $(TSAN_BUILD)) TSAN_OPTIONS=halt_on_error=0 \
-	    $(PYTHON) -m pytest -q $(TSAN_TESTS) $(PYTEST_ARGS)
+	    $(PYTHON) -m pytest -q $(XDIST) $(TSAN_TESTS) $(PYTEST_ARGS)
 
 # libFuzzer builds with clang: build-fuzz/bin/<parser>_fuzz.
 fuzz:

@@ -76,18 +76,41 @@ def pytest_runtest_call(item):
 _given_ports = set()
 
 
-def free_port():
-    """A loopback port that was free a moment ago, never one this run handed
-    out before (two calls in a row may otherwise get the same port)."""
-    for _ in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind((backends.LOOPBACK, 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _given_ports:
-            _given_ports.add(port)
-            return port
-    return port
+def _port_range():
+    """This process's own port range, below the kernel's ephemeral ports
+    (32768 and up): a port handed out here is never taken meanwhile by
+    another pytest-xdist worker, nor as the source port of an outgoing
+    connection."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker[2:]) if worker[2:].isdigit() else 0
+    lo = 10000 + (n % 4) * 5000
+    return lo, lo + 5000
+
+
+def free_port(udp=False):
+    """A loopback port that was free a moment ago (for UDP too when asked),
+    never one this run handed out before."""
+    import random
+    lo, hi = _port_range()
+    for _ in range(1000):
+        port = random.randrange(lo, hi)
+        if port in _given_ports:
+            continue
+        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+        socks = []
+        try:
+            for k in kinds:
+                s = socket.socket(socket.AF_INET, k)
+                socks.append(s)
+                s.bind((backends.LOOPBACK, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        _given_ports.add(port)
+        return port
+    raise RuntimeError("no free port in %d-%d" % (lo, hi))
 
 
 def closed_port():

@@ -28,20 +28,8 @@ NOERROR, SERVFAIL, NXDOMAIN = 0, 2, 3
 
 def free_dns_port():
     """A loopback port free for both UDP and TCP."""
-    for _ in range(100):
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind((LOOPBACK, 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind((LOOPBACK, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    raise RuntimeError("no free port for DNS")
+    from conftest import free_port
+    return free_port(udp=True)
 
 
 # ---------------------------------------------------------------------------
