@@ -84,7 +84,7 @@ TSAN_TESTS ?= tests/integration/test_keepalive.py tests/integration/test_concurr
               tests/integration/test_l4_udp.py tests/integration/test_ring.py \
               tests/integration/test_router.py tests/integration/test_etcd.py \
               tests/integration/test_acme.py tests/integration/test_webhook.py \
-              tests/integration/test_ocsp.py
+              tests/integration/test_ocsp.py tests/integration/test_otel.py
 tsan:
 	@scripts/install-deps build test
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-fsanitize=thread \

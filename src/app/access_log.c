@@ -59,6 +59,8 @@ enum part_kind {
     P_ERROR,
     P_ATTEMPTS,
     P_SNI,
+    P_TRACE_ID,
+    P_SPAN_ID,
 };
 
 typedef struct part {
@@ -94,6 +96,8 @@ static const struct {
     {"location", P_LOCATION},
     {"peer_ip", P_PEER_IP},
     {"termination", P_TERMINATION},
+    {"trace_id", P_TRACE_ID},
+    {"span_id", P_SPAN_ID},
     /* Pingap's names for the same, and what it has besides */
     {"remote", P_PEER_IP},
     {"proto", P_PROTOCOL},
@@ -460,8 +464,8 @@ static void put_time(out *o, enum part_kind kind)
 }
 
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
-                               const weir_session_stats *st, const char *location, char *buf,
-                               size_t buf_len)
+                               const weir_session_stats *st, const char *location,
+                               const char *trace_id, const char *span_id, char *buf, size_t buf_len)
 {
     weir_str loc = location ? (weir_str){location, strlen(location)} : WEIR_STR("-");
     out o = {buf, 0, buf_len};
@@ -532,6 +536,12 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
         case P_TERMINATION:
             put(&o, st->termination, 2);
             break;
+        case P_TRACE_ID:
+        case P_SPAN_ID: {
+            const char *id = p->kind == P_TRACE_ID ? trace_id : span_id;
+            put(&o, id ? id : "-", id ? strlen(id) : 1);
+            break;
+        }
         case P_JSON: {
             weir_headers *rq = weir_session_req_headers(s);
             int v = weir_session_http_version(s);
@@ -572,6 +582,12 @@ size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
             if (st->error) {
                 PUT_LIT(&o, ",\"error\":");
                 put_json_str(&o, (weir_str){st->error, strlen(st->error)});
+            }
+            if (trace_id && span_id) {
+                PUT_LIT(&o, ",\"trace_id\":");
+                put_json_str(&o, (weir_str){trace_id, strlen(trace_id)});
+                PUT_LIT(&o, ",\"span_id\":");
+                put_json_str(&o, (weir_str){span_id, strlen(span_id)});
             }
             PUT_LIT(&o, "}");
             break;

@@ -30,10 +30,12 @@ typedef struct weir_access_log weir_access_log;
 weir_access_log *weir__access_log_compile(const char *format, char *err, size_t err_len);
 void weir__access_log_free(weir_access_log *log);
 
-/* Renders one line for the session (routed to `location`, NULL if none)
- * into buf; returns its length. */
+/* Renders one line for the session (routed to `location`, NULL if none;
+ * its trace and span ids in hex, NULL when it has none) into buf;
+ * returns its length. */
 size_t weir__access_log_render(const weir_access_log *log, weir_session *s,
-                               const weir_session_stats *st, const char *location, char *buf,
+                               const weir_session_stats *st, const char *location,
+                               const char *trace_id, const char *span_id, char *buf,
                                size_t buf_len);
 
 /* Who an L4 session's line is about. */

@@ -15,6 +15,7 @@
 #include "app/access_log.h"
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
+#include "app/otel/request.h"
 #include "app/webhook.h"
 #include "app/plugin/plugin.h"
 
@@ -577,6 +578,7 @@ static int reload_from(weir_app *app, weir_app_load_fn load, void *arg, const ch
     weir__metrics_reload(true);
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
     weir__webhook_reloaded(old, nc);
+    weir__trace_configure(nc);
     return WEIR_OK;
 }
 

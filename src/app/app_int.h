@@ -45,6 +45,8 @@ struct weir_app {
 
 #define MAX_TRIED 16
 
+typedef struct weir_req_trace weir_req_trace; /* app/otel/request.h */
+
 typedef struct req_ctx {
     weir_config *cfg; /* pinned for the request */
     weir_cfg_server *srv;
@@ -78,6 +80,7 @@ typedef struct req_ctx {
     struct sockaddr_storage route_ss;
     socklen_t route_len;
     char route_text[64];
+    weir_req_trace *trace; /* its trace and Server-Timing, or NULL (app/otel/request.h) */
 } req_ctx;
 
 /* The upstream of the request: a plugin's choice, else its location's. */

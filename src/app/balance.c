@@ -13,6 +13,7 @@
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
 #include "app/fields.h"
+#include "app/otel/request.h"
 #include "app/vars.h"
 
 /* The consistent-hash key of the request. */
@@ -207,7 +208,18 @@ weir_phase_result weir__app_upstream_peer(weir_session *s, void *ctx, weir_peer 
     return select_peer(s, c, peer);
 }
 
+static weir_phase_result choose_peer(weir_session *s, req_ctx *c, weir_peer *peer);
+
+/* The attempt's backend; a chosen one starts the attempt's span. */
 static weir_phase_result select_peer(weir_session *s, req_ctx *c, weir_peer *peer)
+{
+    weir_phase_result r = choose_peer(s, c, peer);
+    if (r == WEIR_PHASE_CONTINUE)
+        weir__trace_attempt(s, c);
+    return r;
+}
+
+static weir_phase_result choose_peer(weir_session *s, req_ctx *c, weir_peer *peer)
 {
     if (c->route_ok && !c->route_used) {
         /* The router's backend, once: a retry goes to the upstream. */
@@ -263,6 +275,7 @@ bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer
 {
     req_ctx *c = ctx;
     const weir_cfg_upstream *u = weir__app_upstream(c);
+    weir__trace_failed(s, c);
     if (c->backend) {
         if (c->n_tried < MAX_TRIED)
             c->tried[c->n_tried++] = weir_backend_id(c->backend);
@@ -300,6 +313,8 @@ bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer
 void weir__app_connected_to_upstream(weir_session *s, void *ctx, const weir_peer *peer, bool reused)
 {
     req_ctx *c = ctx;
+    if (c)
+        weir__trace_connected(s, c, reused);
     if (c && c->backend)
         weir_backend_note_connection(c->backend, reused);
     if (c && c->body_started) /* a retry: the body goes again from its start */

@@ -27,6 +27,8 @@
 #include "app/convert.h"
 #include "app/acme/manager.h"
 #include "app/ocsp.h"
+#include "app/otel/export.h"
+#include "app/otel/request.h"
 #include "app/webhook.h"
 #include "app/etcd/cli.h"
 #include "app/etcd/source.h"
@@ -522,6 +524,7 @@ static void on_started(void *arg)
     if (r->app) {
         weir_config *cfg = weir__app_config(r->app);
         weir__webhook_start(r->app, r->srv, cfg);
+        weir__trace_configure(cfg);
         weir__config_unref(cfg);
     }
     if (r->app)
@@ -688,6 +691,7 @@ int main(int argc, char **argv)
     run_state.app = NULL;
     weir__webhook_emit(WEIR_EV_STOP, "weir stopped (pid %d)", (int)getpid());
     weir__webhook_stop(2000);
+    weir__otlp_stop(2000);
     weir__acme_manager_stop(acme_manager);
     acme_manager = NULL;
     weir__ocsp_stop();

@@ -15,6 +15,7 @@
 #include "app/acme/manager.h"
 #include "app/admin/metrics.h"
 #include "app/app_int.h"
+#include "app/otel/request.h"
 #include "app/plugin/plugin.h"
 #include "app/plugin/plugins.h"
 #include "app/route.h"
@@ -165,6 +166,7 @@ static weir_phase_result early_request_filter(weir_session *s, void *ctx)
         return WEIR_PHASE_ERROR;
     if (!c->srv)
         return weir__app_answer(s, 503, "Service Unavailable"); /* server removed by a reload */
+    weir__trace_begin(s, c);
     /* ACME HTTP-01 answers come before anything a server or location
      * does (a redirect to https included), as the CA asks on port 80. */
     weir_str path = weir_session_path(s);
@@ -226,12 +228,16 @@ static weir_phase_result request_filter(weir_session *s, void *ctx)
 static weir_phase_result upstream_request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
+    if (c)
+        weir__trace_upstream_request(s, c);
     return c && c->loc ? run_chain(s, c, WEIR_STEP_PROXY_UPSTREAM, 0) : WEIR_PHASE_CONTINUE;
 }
 
 static weir_phase_result upstream_response_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
+    if (c)
+        weir__trace_upstream_response(s, c);
     return c && c->loc ? run_chain(s, c, WEIR_STEP_UPSTREAM_RESPONSE, 0) : WEIR_PHASE_CONTINUE;
 }
 
@@ -246,6 +252,8 @@ static weir_phase_result response_filter(weir_session *s, void *ctx)
                  (unsigned long long)weir_backend_id(c->backend));
         weir_headers_add(h, "Set-Cookie", cookie);
     }
+    if (c)
+        weir__trace_response(s, c);
     if (!c || !c->loc || !c->loc->chains[WEIR_CFG_CHAIN_RESPONSE_BODY].n)
         weir_session_skip_response_body_filter(s);
     return c && c->loc && h ? run_chain(s, c, WEIR_STEP_RESPONSE, 0) : WEIR_PHASE_CONTINUE;
@@ -315,11 +323,15 @@ static void logging(weir_session *s, void *ctx, const weir_session_stats *st)
     }
     if (c && c->srv)
         weir__metrics_request(s, c->srv, c->loc, st);
+    if (c)
+        weir__trace_end(s, c, st);
     if (!c || !c->srv || !c->srv->access_log || !c->sa->logger)
         return;
-    char line[4096];
+    char line[4096], trace_id[33], span_id[17];
+    bool traced = weir__trace_ids(c, trace_id, span_id);
     size_t n = weir__access_log_render(c->srv->access_log, s, st, c->loc ? c->loc->name : NULL,
-                                       line, sizeof(line));
+                                       traced ? trace_id : NULL, traced ? span_id : NULL, line,
+                                       sizeof(line));
     weir_logger_write(c->sa->logger, line, n);
 }
 

@@ -60,6 +60,8 @@ class _Handler(grpc.GenericRpcHandler):
         if not m.startswith(SVC):
             return None
         name = m[len(SVC):]
+        with b.lock:
+            b.metadata.append(dict(details.invocation_metadata))
         kinds = {
             "Unary": grpc.unary_unary_rpc_method_handler,
             "Sleep": grpc.unary_unary_rpc_method_handler,
@@ -87,6 +89,7 @@ class GrpcBackend:
         self.lock = threading.Lock()
         self.counts = collections.Counter()  # method -> calls
         self.health_requests = []
+        self.metadata = []  # each call's invocation metadata, as a dict
         self.slow_started = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                   options=MSG_OPTIONS + [("grpc.so_reuseport", 0)])

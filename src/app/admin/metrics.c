@@ -5,6 +5,7 @@
 #include "app/admin/metrics.h"
 
 #include "app/acme/manager.h"
+#include "app/otel/export.h"
 #include "app/webhook.h"
 
 #include <dirent.h>
@@ -661,6 +662,19 @@ static void emit_certificates(out *o, const weir_config *cfg)
          "weir_webhook_events_total{result=\"failed\"} %llu\n"
          "weir_webhook_events_total{result=\"dropped\"} %llu\n",
          (unsigned long long)sent, (unsigned long long)failed, (unsigned long long)dropped);
+    weir_otlp_counts oc;
+    weir__otlp_counts(&oc);
+    emit(o,
+         "# HELP weir_otlp_spans_total Trace spans (requests) by what became of them.\n"
+         "# TYPE weir_otlp_spans_total counter\n"
+         "weir_otlp_spans_total{result=\"exported\"} %llu\n"
+         "weir_otlp_spans_total{result=\"dropped_queue\"} %llu\n"
+         "weir_otlp_spans_total{result=\"dropped_export\"} %llu\n"
+         "# HELP weir_otlp_export_failures_total Exports to the collector that failed.\n"
+         "# TYPE weir_otlp_export_failures_total counter\n"
+         "weir_otlp_export_failures_total %llu\n",
+         (unsigned long long)oc.exported, (unsigned long long)oc.dropped_queue,
+         (unsigned long long)oc.dropped_export, (unsigned long long)oc.export_failures);
 }
 
 static void emit_counter(out *o, const char *name, const char *help, uint8_t kind, int i)

@@ -77,6 +77,11 @@ static const char *const basic_keys[] = {"threads",
                                          "webhook",
                                          "webhook_type",
                                          "webhook_notifications",
+                                         "otlp_service_name",
+                                         "otlp_headers",
+                                         "otlp_sampler",
+                                         "otlp_batch_size",
+                                         "otlp_flush_interval",
                                          NULL};
 
 static void load_webhook(loader *ld, weir_cfg_basic *b, const weir_toml_value *t)
@@ -115,11 +120,53 @@ static void load_webhook(loader *ld, weir_cfg_basic *b, const weir_toml_value *t
     weir__cfg_free_list(kinds, n);
 }
 
+/* The exporter's settings (app/otel/export.h); servers choose the
+ * collector with otlp_exporter. */
+static void load_otlp(loader *ld, weir_cfg_basic *b, const weir_toml_value *t)
+{
+    bool present;
+    weir_toml_entry e;
+    b->otlp_service_name = weir__cfg_dup_string(ld, t, "otlp_service_name", "basic", &present);
+    char *sampler = weir__cfg_dup_string(ld, t, "otlp_sampler", "basic", &present);
+    if (sampler && weir__sampler_parse(sampler, &b->otlp_sampler) != 0) {
+        weir__cfg_entry_of(t, "otlp_sampler", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'otlp_sampler' in [basic] is \"always_on\", \"always_off\", "
+                         "\"ratio:R\" (R from 0 to 1), or one of them after \"parentbased_\", "
+                         "not '%s'",
+                         sampler);
+    }
+    free(sampler);
+    int64_t v;
+    if (weir__cfg_get_int(ld, t, "otlp_batch_size", "basic", 1, 8192, &v))
+        b->otlp_batch_size = (uint32_t)v;
+    weir__cfg_get_duration(ld, t, "otlp_flush_interval", "basic", 3600000, false,
+                           &b->otlp_flush_interval_ms);
+    int line = 0;
+    b->otlp_headers =
+        weir__cfg_get_string_list(ld, t, "otlp_headers", "basic", &b->n_otlp_headers, &line);
+    for (size_t i = 0; i < b->n_otlp_headers; i++) {
+        const char *h = b->otlp_headers[i], *colon = strchr(h, ':');
+        char name[128];
+        size_t nl = colon ? (size_t)(colon - h) : 0;
+        if (nl && nl < sizeof(name)) {
+            memcpy(name, h, nl);
+            name[nl] = '\0';
+        }
+        if (!nl || nl >= sizeof(name) || !weir__cfg_valid_token(name) || strpbrk(h, "\r\n"))
+            weir__cfg_err_at(ld, line,
+                             "'otlp_headers' in [basic]: '%s' is not \"Name: value\" (a field "
+                             "name, a colon, a value on one line)",
+                             h);
+    }
+}
+
 static void load_basic(loader *ld, const weir_toml_value *t)
 {
     weir_cfg_basic *b = &ld->cfg->basic;
     b->grace_period_ms = 10000;
     b->instance_ttl_ms = 10000;
+    b->otlp_sampler = (weir_sampler){.kind = WEIR_SAMPLER_ALWAYS_ON, .parent_based = true};
     if (!t)
         goto temp_dir;
     if (weir_toml_type_of(t) != WEIR_TOML_TABLE) {
@@ -156,6 +203,7 @@ static void load_basic(loader *ld, const weir_toml_value *t)
         weir__cfg_err_at(ld, e.line, "'instance_ttl' in [basic] must be at least 2s");
     }
     load_webhook(ld, b, t);
+    load_otlp(ld, b, t);
     b->temp_dir = weir__cfg_dup_string(ld, t, "temp_dir", "basic", &present);
     if (b->temp_dir) {
         weir_toml_entry e;
@@ -539,6 +587,8 @@ static void free_config(weir_config *c)
     free(c->basic.etcd_key);
     free(c->basic.instance_id);
     free(c->basic.webhook);
+    free(c->basic.otlp_service_name);
+    weir__cfg_free_list(c->basic.otlp_headers, c->basic.n_otlp_headers);
     for (size_t i = 0; i < c->n_section_hashes; i++)
         free(c->section_hashes[i].key);
     free(c->section_hashes);

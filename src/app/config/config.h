@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "app/otel/trace.h"
 #include "app/route.h"
 #include "weir/weir.h"
 
@@ -256,6 +257,8 @@ struct weir_cfg_server {
     bool redirect_https;         /* answer everything with a redirect to https */
     uint32_t https_port;         /* port in that redirect (443 = none) */
     weir_plugin *redirect;       /* redirect_https as a built-in plugin, run before routing */
+    const char *otlp_endpoint;   /* traces go there (app/otel/export.h), or NULL */
+    bool server_timing;          /* responses carry a Server-Timing header */
 };
 
 typedef struct weir_cfg_basic {
@@ -276,6 +279,13 @@ typedef struct weir_cfg_basic {
     char *webhook;           /* URL, or NULL */
     int webhook_type;        /* weir_webhook_type */
     uint32_t webhook_events; /* bits of weir_event; all when none are listed */
+    /* Traces (app/otel/): for servers with otlp_exporter. */
+    char *otlp_service_name; /* NULL: "weir" */
+    char **otlp_headers;     /* "Name: value" sent with each export */
+    size_t n_otlp_headers;
+    weir_sampler otlp_sampler;       /* [parentbased_always_on] */
+    uint32_t otlp_batch_size;        /* [512] */
+    uint32_t otlp_flush_interval_ms; /* [5 s] */
 } weir_cfg_basic;
 
 /* [admin]: the admin API (src/app/admin.h); addr NULL = off. */

@@ -20,6 +20,7 @@
 
 #include "app/access_log.h"
 #include "app/config/read.h"
+#include "app/otel/export.h"
 #include "app/toml/toml.h"
 #include "weir/addr.h"
 
@@ -71,6 +72,8 @@ static const char *const server_keys[] = {"addr",
                                           "responses",
                                           "max_sessions",
                                           "max_command_size",
+                                          "otlp_exporter",
+                                          "server_timing",
                                           NULL};
 
 /* What a UDP server takes. */
@@ -384,6 +387,28 @@ static void load_aging(loader *ld, weir_proxy_options *o, const weir_toml_value 
                            &o->h2_max_connection_age_grace_ms);
 }
 
+/* otlp_exporter and server_timing (HTTP servers). */
+static void load_tracing(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
+                         const char *section)
+{
+    bool present;
+    char *url = weir__cfg_dup_string(ld, t, "otlp_exporter", section, &present);
+    if (url) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "otlp_exporter", &e);
+        if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+            weir__cfg_err_at(ld, e.line,
+                             "'otlp_exporter' in [%s] is the http:// or https:// URL of an "
+                             "OTLP/HTTP collector (\"http://HOST:4318\"), not '%s'",
+                             section, url);
+        else if (!(s->otlp_endpoint = weir__otlp_endpoint(url)))
+            weir__cfg_err_at(ld, e.line, "'otlp_exporter' in [%s]: more than 64 collectors",
+                             section);
+        free(url);
+    }
+    weir__cfg_get_bool(ld, t, "server_timing", section, &s->server_timing);
+}
+
 void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
                            char ***loc_names, size_t *n_loc_names, int *loc_line, char **up_name,
                            int *up_line)
@@ -454,6 +479,7 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         if (!*loc_names && !weir__cfg_entry_of(t, "locations", &(weir_toml_entry){0}))
             weir__cfg_err_at(ld, s->line, "[%s] needs 'locations'", section);
     }
+    load_tracing(ld, s, t, section);
 
     char *log = weir__cfg_dup_string(ld, t, "access_log", section, &present);
     if (log) {

@@ -1,0 +1,604 @@
+/*
+ * export.c - spans to an OTLP/HTTP collector (export.h).
+ */
+#include "app/otel/export.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/otel/trace.h"
+#include "app/strbuf.h"
+#include "weir/log.h"
+#include "weir/server.h"
+
+#define RING 1024 /* spans a worker may have waiting */
+#define MAX_ENDPOINTS 64
+#define PENDING_BATCHES 4 /* batches kept per endpoint while the collector is away */
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 30000
+#define POST_TIMEOUT_MS 5000
+#define TICK_MS 50
+
+typedef struct ring {
+    _Atomic size_t head, tail; /* consumer, producer */
+    struct ring *next;
+    weir_span v[RING];
+} ring;
+
+/* Spans of one endpoint waiting for their POST: a circular buffer. */
+typedef struct pending {
+    weir_span *v;
+    size_t cap, head, n;
+    int64_t retry_at_ms; /* backoff: not before */
+    uint32_t backoff_ms;
+    int64_t oldest_ms; /* when the first waiting span came */
+} pending;
+
+static struct {
+    pthread_mutex_t mu; /* rings list, endpoints, settings, running */
+    pthread_cond_t cv;
+    ring *rings;
+    char *endpoints[MAX_ENDPOINTS];
+    size_t n_endpoints;
+    char *service_name;
+    char **headers;
+    size_t n_headers;
+    uint32_t batch, flush_ms;
+    bool running, stopping;
+    int64_t stop_deadline_ms;
+    pthread_t thread;
+    _Atomic uint64_t exported, dropped_queue, dropped_export, failures;
+} O = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .cv = PTHREAD_COND_INITIALIZER,
+       .batch = 512,
+       .flush_ms = 5000};
+
+static _Thread_local ring *mine;
+
+int64_t weir__otlp_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+const char *weir__otlp_endpoint(const char *url)
+{
+    size_t n = strlen(url);
+    while (n && url[n - 1] == '/')
+        n--;
+    char *want = NULL;
+    static const char tail[] = "/v1/traces";
+    bool has_tail =
+        n >= sizeof(tail) - 1 && strncmp(url + n - (sizeof(tail) - 1), tail, sizeof(tail) - 1) == 0;
+    if (asprintf(&want, "%.*s%s", (int)n, url, has_tail ? "" : tail) < 0)
+        return NULL;
+    const char *out = NULL;
+    pthread_mutex_lock(&O.mu);
+    for (size_t i = 0; i < O.n_endpoints && !out; i++)
+        if (strcmp(O.endpoints[i], want) == 0)
+            out = O.endpoints[i];
+    if (!out && O.n_endpoints < MAX_ENDPOINTS) {
+        O.endpoints[O.n_endpoints] = want;
+        out = O.endpoints[O.n_endpoints++];
+        want = NULL;
+    }
+    pthread_mutex_unlock(&O.mu);
+    free(want);
+    return out;
+}
+
+void weir__otlp_configure(const weir_otlp_settings *o)
+{
+    pthread_mutex_lock(&O.mu);
+    free(O.service_name);
+    O.service_name = strdup(o->service_name ? o->service_name : "weir");
+    for (size_t i = 0; i < O.n_headers; i++)
+        free(O.headers[i]);
+    free(O.headers);
+    O.headers = o->n_headers ? calloc(o->n_headers, sizeof(*O.headers)) : NULL;
+    O.n_headers = 0;
+    for (size_t i = 0; O.headers && i < o->n_headers; i++)
+        if ((O.headers[O.n_headers] = strdup(o->headers[i])))
+            O.n_headers++;
+    O.batch = o->batch_size ? o->batch_size : 512;
+    O.flush_ms = o->flush_interval_ms ? o->flush_interval_ms : 5000;
+    pthread_mutex_unlock(&O.mu);
+}
+
+void weir__otlp_submit(const weir_span *s)
+{
+    ring *r = mine;
+    if (!r) {
+        /* A worker's first span: its ring, for the life of the process
+         * (workers live as long). */
+        r = calloc(1, sizeof(*r));
+        if (!r) {
+            atomic_fetch_add(&O.dropped_queue, 1);
+            return;
+        }
+        pthread_mutex_lock(&O.mu);
+        r->next = O.rings;
+        O.rings = r;
+        pthread_mutex_unlock(&O.mu);
+        mine = r;
+    }
+    size_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    size_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (t - h >= RING) {
+        atomic_fetch_add(&O.dropped_queue, 1);
+        return;
+    }
+    r->v[t % RING] = *s;
+    atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+}
+
+void weir__otlp_counts(weir_otlp_counts *out)
+{
+    out->exported = atomic_load(&O.exported);
+    out->dropped_queue = atomic_load(&O.dropped_queue);
+    out->dropped_export = atomic_load(&O.dropped_export);
+    out->export_failures = atomic_load(&O.failures);
+}
+
+/* ---- the JSON encoding ---- */
+
+/* The length of the well-formed UTF-8 sequence at p (NUL-terminated),
+ * or 0: no overlong forms, surrogates or code points past U+10FFFF. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    if (c >= 0xc2 && c <= 0xdf)
+        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+static void put_json_str(weir_strbuf *b, const char *s)
+{
+    weir__sb_put(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            char e[2] = {'\\', (char)*p};
+            weir__sb_put(b, e, 2);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            weir__sb_printf(b, "\\u%04x", *p);
+        } else if (*p >= 0x80) {
+            /* Only valid UTF-8 goes out as it is (a collector may refuse
+             * the batch otherwise): other bytes become U+FFFD. */
+            size_t len = utf8_len(p);
+            if (len) {
+                weir__sb_put(b, (const char *)p, len);
+                p += len - 1;
+            } else {
+                weir__sb_puts(b, "\\ufffd");
+            }
+        } else {
+            weir__sb_put(b, (const char *)p, 1);
+        }
+    }
+    weir__sb_put(b, "\"", 1);
+}
+
+static void attr_str(weir_strbuf *b, bool *first, const char *key, const char *v)
+{
+    if (!v || !*v)
+        return;
+    weir__sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"stringValue\":", *first ? "" : ",", key);
+    put_json_str(b, v);
+    weir__sb_puts(b, "}}");
+    *first = false;
+}
+
+static void attr_int(weir_strbuf *b, bool *first, const char *key, int64_t v)
+{
+    weir__sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"intValue\":\"%" PRId64 "\"}}",
+                    *first ? "" : ",", key, v);
+    *first = false;
+}
+
+static void attr_bool(weir_strbuf *b, bool *first, const char *key, bool v)
+{
+    weir__sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"boolValue\":%s}}", *first ? "" : ",", key,
+                    v ? "true" : "false");
+    *first = false;
+}
+
+static void ids(weir_strbuf *b, const uint8_t trace_id[16], const uint8_t span_id[8],
+                const uint8_t *parent)
+{
+    char t[33], s[17], p[17];
+    weir__trace_hex(trace_id, 16, t);
+    weir__trace_hex(span_id, 8, s);
+    weir__sb_printf(b, "\"traceId\":\"%s\",\"spanId\":\"%s\"", t, s);
+    if (parent) {
+        weir__trace_hex(parent, 8, p);
+        weir__sb_printf(b, ",\"parentSpanId\":\"%s\"", p);
+    }
+}
+
+static void server_span(weir_strbuf *b, const weir_span *s)
+{
+    weir__sb_puts(b, "{");
+    ids(b, s->trace_id, s->span_id, s->has_parent ? s->parent_id : NULL);
+    weir__sb_puts(b, ",\"name\":");
+    put_json_str(b, s->name);
+    weir__sb_printf(b,
+                    ",\"kind\":2,\"startTimeUnixNano\":\"%" PRId64
+                    "\",\"endTimeUnixNano\":\"%" PRId64 "\","
+                    "\"attributes\":[",
+                    s->start_ns, s->end_ns);
+    bool f = true;
+    attr_str(b, &f, "http.request.method", s->method);
+    attr_str(b, &f, "url.path", s->path);
+    attr_str(b, &f, "http.route", s->route);
+    if (s->status)
+        attr_int(b, &f, "http.response.status_code", s->status);
+    attr_str(b, &f, "client.address", s->client);
+    attr_str(b, &f, "network.protocol.name", "http");
+    attr_str(b, &f, "network.protocol.version", s->protocol);
+    attr_str(b, &f, "tls.protocol.version", s->tls);
+    attr_int(b, &f, "http.request.size", s->request_bytes);
+    attr_int(b, &f, "http.response.size", s->response_bytes);
+    attr_str(b, &f, "weir.server", s->server);
+    attr_str(b, &f, "weir.upstream", s->upstream);
+    attr_str(b, &f, "weir.termination", s->termination);
+    if (s->retries)
+        attr_int(b, &f, "weir.retries", s->retries);
+    attr_str(b, &f, "error.type", s->error);
+    weir__sb_puts(b, "]");
+    if (s->status >= 500 || (!s->status && s->error[0])) {
+        weir__sb_puts(b, ",\"status\":{\"code\":2,\"message\":");
+        put_json_str(b, s->error[0] ? s->error : "server error");
+        weir__sb_puts(b, "}");
+    }
+    weir__sb_puts(b, "}");
+}
+
+static void attempt_span(weir_strbuf *b, const weir_span *s, const weir_span_attempt *a, int k)
+{
+    weir__sb_puts(b, ",{");
+    ids(b, s->trace_id, a->span_id, s->span_id);
+    weir__sb_puts(b, ",\"name\":");
+    put_json_str(b, s->method);
+    int64_t end = a->end_ns ? a->end_ns : s->end_ns;
+    weir__sb_printf(b,
+                    ",\"kind\":3,\"startTimeUnixNano\":\"%" PRId64
+                    "\",\"endTimeUnixNano\":\"%" PRId64 "\","
+                    "\"attributes\":[",
+                    a->start_ns, end > a->start_ns ? end : a->start_ns);
+    bool f = true;
+    attr_str(b, &f, "http.request.method", s->method);
+    /* "ip:port" or "[ip6]:port" */
+    char host[48];
+    snprintf(host, sizeof(host), "%s", a->addr);
+    char *colon = strrchr(host, ':');
+    if (colon && colon != host) {
+        *colon = '\0';
+        int port = atoi(colon + 1);
+        char *h = host;
+        size_t hl = strlen(h);
+        if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
+            h[hl - 1] = '\0';
+            h++;
+        }
+        attr_str(b, &f, "server.address", h);
+        attr_int(b, &f, "server.port", port);
+    }
+    attr_str(b, &f, "network.peer.address", a->addr);
+    if (a->status)
+        attr_int(b, &f, "http.response.status_code", a->status);
+    attr_int(b, &f, "weir.attempt", k + 1);
+    attr_bool(b, &f, "weir.connection.reused", a->reused);
+    if (a->connect_ns >= 0)
+        attr_int(b, &f, "weir.connect_time_us", a->connect_ns / 1000);
+    attr_str(b, &f, "weir.upstream", s->upstream);
+    attr_str(b, &f, "error.type", a->error);
+    weir__sb_puts(b, "]");
+    if (a->connect_ns >= 0 && !a->reused)
+        weir__sb_printf(b,
+                        ",\"events\":[{\"name\":\"connected\",\"timeUnixNano\":\"%" PRId64 "\","
+                        "\"attributes\":[{\"key\":\"weir.connection.reused\",\"value\":{"
+                        "\"boolValue\":false}}]}]",
+                        a->start_ns + a->connect_ns);
+    if (a->error || a->status >= 400) {
+        weir__sb_puts(b, ",\"status\":{\"code\":2,\"message\":");
+        put_json_str(b, a->error ? a->error : "error status");
+        weir__sb_puts(b, "}");
+    }
+    weir__sb_puts(b, "}");
+}
+
+char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name)
+{
+    weir_strbuf b = {0};
+    weir__sb_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
+                      "\"service.name\",\"value\":{\"stringValue\":");
+    put_json_str(&b, service_name);
+    weir__sb_printf(&b,
+                    "}},{\"key\":\"service.version\",\"value\":{\"stringValue\":\"%s\"}},"
+                    "{\"key\":\"telemetry.sdk.name\",\"value\":{\"stringValue\":\"weir\"}}]},"
+                    "\"scopeSpans\":[{\"scope\":{\"name\":\"weir\",\"version\":\"%s\"},"
+                    "\"spans\":[",
+                    weir_version(), weir_version());
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            weir__sb_puts(&b, ",");
+        server_span(&b, &v[i]);
+        for (int k = 0; k < v[i].n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
+            attempt_span(&b, &v[i], &v[i].at[k], k);
+    }
+    weir__sb_puts(&b, "]}]}]}");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---- the exporter thread ---- */
+
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+/* POSTs body: 0 taken, 1 to retry (the collector is away, busy or
+ * failing), -1 refused (it will never take it). */
+static int post(const char *url, const char *body, char *const *headers, size_t n_headers,
+                long timeout_ms, char *err, size_t err_len)
+{
+    CURL *c = curl_easy_init();
+    if (!c) {
+        snprintf(err, err_len, "out of memory");
+        return 1;
+    }
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    for (size_t i = 0; h && i < n_headers; i++) {
+        struct curl_slist *nh = curl_slist_append(h, headers[i]);
+        if (nh)
+            h = nh;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK) {
+        snprintf(err, err_len, "%s", curl_easy_strerror(rc));
+        return 1;
+    }
+    if (status >= 200 && status <= 299)
+        return 0;
+    snprintf(err, err_len, "HTTP %ld", status);
+    /* OTLP/HTTP: these are worth another try, other errors are not. */
+    return status == 429 || status == 502 || status == 503 || status == 504 ? 1 : -1;
+}
+
+typedef struct exporter {
+    pending p[MAX_ENDPOINTS];
+    const char *ep[MAX_ENDPOINTS]; /* p[k]'s endpoint */
+    size_t n;
+    size_t batch;
+    weir_span *out; /* one batch, contiguous */
+} exporter;
+
+static pending *pending_of(exporter *x, const char *endpoint)
+{
+    for (size_t k = 0; k < x->n; k++)
+        if (x->ep[k] == endpoint)
+            return &x->p[k];
+    if (x->n == MAX_ENDPOINTS)
+        return NULL;
+    x->ep[x->n] = endpoint;
+    return &x->p[x->n++];
+}
+
+/* Moves what the rings hold into the pending buffers; a full buffer
+ * gives up its oldest span. */
+static void drain(exporter *x, ring *rings, size_t cap)
+{
+    int64_t now = mono_ms();
+    for (ring *r = rings; r; r = r->next) {
+        size_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+        size_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+        for (; h != t; h++) {
+            const weir_span *s = &r->v[h % RING];
+            pending *p = pending_of(x, s->endpoint);
+            if (p && p->cap != cap) {
+                /* The first span, or a reload changed otlp_batch_size:
+                 * what waited in the old size is given up. */
+                atomic_fetch_add(&O.dropped_export, p->n);
+                free(p->v);
+                p->v = malloc(cap * sizeof(*p->v));
+                p->cap = p->v ? cap : 0;
+                p->head = p->n = 0;
+            }
+            if (!p || !p->cap) {
+                atomic_fetch_add(&O.dropped_export, 1);
+                continue;
+            }
+            if (p->n == p->cap) {
+                p->head = (p->head + 1) % p->cap;
+                p->n--;
+                atomic_fetch_add(&O.dropped_export, 1);
+            }
+            if (!p->n)
+                p->oldest_ms = now;
+            p->v[(p->head + p->n) % p->cap] = *s;
+            p->n++;
+        }
+        atomic_store_explicit(&r->head, h, memory_order_release);
+    }
+}
+
+/* Sends what is due of p: a full batch, or what waited flush_ms, or
+ * everything when stopping. */
+static void send_due(exporter *x, size_t k, uint32_t flush_ms, bool stopping, long timeout_ms)
+{
+    pending *p = &x->p[k];
+    int64_t now = mono_ms();
+    while (p->n && now >= p->retry_at_ms &&
+           (p->n >= x->batch || now - p->oldest_ms >= flush_ms || stopping)) {
+        size_t n = p->n < x->batch ? p->n : x->batch;
+        for (size_t i = 0; i < n; i++)
+            x->out[i] = p->v[(p->head + i) % p->cap];
+        pthread_mutex_lock(&O.mu);
+        char *service = strdup(O.service_name ? O.service_name : "weir");
+        size_t nh = O.n_headers;
+        char **hs = nh ? calloc(nh, sizeof(*hs)) : NULL;
+        for (size_t i = 0; hs && i < nh; i++)
+            hs[i] = strdup(O.headers[i]);
+        pthread_mutex_unlock(&O.mu);
+        char *body = service ? weir__otlp_json(x->out, n, service) : NULL;
+        char err[256] = "";
+        int rc = body ? post(x->ep[k], body, hs, hs ? nh : 0, timeout_ms, err, sizeof(err)) : -1;
+        free(body);
+        free(service);
+        for (size_t i = 0; hs && i < nh; i++)
+            free(hs[i]);
+        free(hs);
+        if (rc == 1) {
+            atomic_fetch_add(&O.failures, 1);
+            p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : BACKOFF_FIRST_MS;
+            if (p->backoff_ms > BACKOFF_MAX_MS)
+                p->backoff_ms = BACKOFF_MAX_MS;
+            p->retry_at_ms = mono_ms() + p->backoff_ms;
+            if (p->backoff_ms == BACKOFF_FIRST_MS)
+                weir_log(WEIR_LEVEL_WARN, "otlp: %s: %s; %zu spans wait, sent again with backoff",
+                         x->ep[k], err, p->n);
+            return;
+        }
+        if (rc == 0) {
+            atomic_fetch_add(&O.exported, n);
+            if (p->backoff_ms)
+                weir_log(WEIR_LEVEL_INFO, "otlp: %s takes spans again", x->ep[k]);
+        } else {
+            atomic_fetch_add(&O.failures, 1);
+            atomic_fetch_add(&O.dropped_export, n);
+            weir_log(WEIR_LEVEL_WARN, "otlp: %s refused %zu spans: %s", x->ep[k], n,
+                     body ? err : "out of memory");
+        }
+        p->backoff_ms = 0;
+        p->head = (p->head + n) % p->cap;
+        p->n -= n;
+        p->oldest_ms = now;
+        now = mono_ms();
+    }
+}
+
+static void *exporter_main(void *arg)
+{
+    (void)arg;
+    exporter *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    pthread_mutex_lock(&O.mu);
+    for (;;) {
+        bool stopping = O.stopping;
+        int64_t left = O.stop_deadline_ms - mono_ms();
+        if (stopping && left <= 0)
+            break;
+        size_t batch = O.batch;
+        uint32_t flush_ms = O.flush_ms;
+        ring *rings = O.rings;
+        pthread_mutex_unlock(&O.mu);
+        if (batch != x->batch) {
+            weir_span *out = realloc(x->out, batch * sizeof(*out));
+            if (out) {
+                x->out = out;
+                x->batch = batch;
+            }
+        }
+        if (x->batch) {
+            drain(x, rings, x->batch * PENDING_BATCHES);
+            long timeout = stopping && left < POST_TIMEOUT_MS ? (long)left : POST_TIMEOUT_MS;
+            for (size_t k = 0; k < x->n; k++)
+                send_due(x, k, flush_ms, stopping, timeout);
+        }
+        bool empty = true;
+        for (size_t k = 0; k < x->n; k++)
+            empty = empty && (x->p[k].n == 0 || (stopping && x->p[k].retry_at_ms > mono_ms()));
+        pthread_mutex_lock(&O.mu);
+        if (stopping && empty) {
+            bool rings_empty = true;
+            for (ring *r = O.rings; r; r = r->next)
+                rings_empty = rings_empty && atomic_load(&r->head) == atomic_load(&r->tail);
+            if (rings_empty)
+                break;
+        }
+        if (!O.stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += TICK_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&O.cv, &O.mu, &until);
+        }
+    }
+    pthread_mutex_unlock(&O.mu);
+    for (size_t k = 0; k < x->n; k++) {
+        atomic_fetch_add(&O.dropped_export, x->p[k].n);
+        free(x->p[k].v);
+    }
+    free(x->out);
+    free(x);
+    return NULL;
+}
+
+void weir__otlp_start(void)
+{
+    pthread_mutex_lock(&O.mu);
+    if (!O.running) {
+        O.stopping = false;
+        O.running = pthread_create(&O.thread, NULL, exporter_main, NULL) == 0;
+    }
+    pthread_mutex_unlock(&O.mu);
+}
+
+void weir__otlp_stop(uint32_t ms)
+{
+    pthread_mutex_lock(&O.mu);
+    bool running = O.running;
+    O.stopping = true;
+    O.stop_deadline_ms = mono_ms() + ms;
+    pthread_cond_signal(&O.cv);
+    pthread_mutex_unlock(&O.mu);
+    if (running)
+        pthread_join(O.thread, NULL);
+    pthread_mutex_lock(&O.mu);
+    O.running = false;
+    pthread_mutex_unlock(&O.mu);
+}

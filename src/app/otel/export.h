@@ -1,0 +1,96 @@
+/*
+ * export.h - OpenTelemetry spans of proxied requests, exported over
+ * OTLP/HTTP with the JSON encoding (POST ENDPOINT/v1/traces).
+ *
+ * A worker fills a weir_span on the request's arena and hands it to
+ * weir__otlp_submit, which copies it into the worker's own ring (one
+ * producer, one consumer: no lock, no system call). The exporter thread
+ * drains the rings, batches (otlp_batch_size spans, or what is there
+ * every otlp_flush_interval) and POSTs with libcurl. A full ring drops
+ * the span; a collector that is down or slow keeps at most four batches
+ * waiting (older ones are dropped), retried with backoff (1 s doubling
+ * to 30 s): memory stays bounded and no worker ever waits. Every drop is
+ * counted (weir__otlp_counts, metrics).
+ */
+#ifndef WEIR_APP_OTEL_EXPORT_H
+#define WEIR_APP_OTEL_EXPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WEIR_SPAN_ATTEMPTS 4 /* upstream attempts recorded per request (the first ones) */
+
+typedef struct weir_span_attempt {
+    uint8_t span_id[8];
+    int64_t start_ns, end_ns; /* Unix nanoseconds; end 0: the request's end */
+    int64_t connect_ns;       /* the TCP (and TLS) connect; -1: reused or none */
+    char addr[48];            /* "ip:port" */
+    bool reused;              /* a pooled connection */
+    int status;               /* the backend's status; 0: none */
+    const char *error;        /* why it failed (static text), or NULL */
+} weir_span_attempt;
+
+typedef struct weir_span {
+    const char *endpoint; /* from weir__otlp_endpoint */
+    uint8_t trace_id[16], span_id[8], parent_id[8];
+    bool has_parent;
+    uint8_t flags;
+    int64_t start_ns, end_ns;
+    char name[96]; /* "GET location" */
+    char method[16];
+    char path[256];    /* url.path */
+    char route[64];    /* the location's name */
+    char server[64];   /* the server's name */
+    char upstream[64]; /* the upstream's name */
+    char client[48];   /* client.address */
+    char protocol[8];  /* network.protocol.version: "1.0", "1.1", "2" */
+    char tls[16];      /* tls.protocol.version, "" for plain */
+    char error[96];    /* why it failed, or "" */
+    char termination[3];
+    int status;
+    int64_t request_bytes, response_bytes;
+    uint8_t n_attempts;
+    uint16_t retries; /* attempts after the first, recorded or not */
+    weir_span_attempt at[WEIR_SPAN_ATTEMPTS];
+} weir_span;
+
+/* The exporter's copy of an endpoint URL ("http://host:4318", with
+ * "/v1/traces" added unless it ends so): lives until the process ends;
+ * NULL when 64 distinct ones were given already. Main thread (config). */
+const char *weir__otlp_endpoint(const char *url);
+
+/* Exporter settings ([basic] otlp_*): copied. Main thread. */
+typedef struct weir_otlp_settings {
+    const char *service_name;   /* "weir" when NULL */
+    const char *const *headers; /* "Name: value" lines */
+    size_t n_headers;
+    uint32_t batch_size;        /* spans per POST [512] */
+    uint32_t flush_interval_ms; /* [5000] */
+} weir_otlp_settings;
+void weir__otlp_configure(const weir_otlp_settings *o);
+
+/* Starts and stops the exporter thread (stop: sends what is queued for at
+ * most ms). Main thread. */
+void weir__otlp_start(void);
+void weir__otlp_stop(uint32_t ms);
+
+/* Queues a finished span (copied). Any worker thread; never blocks. */
+void weir__otlp_submit(const weir_span *s);
+
+/* Unix time in nanoseconds (CLOCK_REALTIME). */
+int64_t weir__otlp_now_ns(void);
+
+typedef struct weir_otlp_counts {
+    uint64_t exported;        /* spans the collector took */
+    uint64_t dropped_queue;   /* a worker's ring was full */
+    uint64_t dropped_export;  /* the collector could not take them in time */
+    uint64_t export_failures; /* POSTs that failed (each retried) */
+} weir_otlp_counts;
+void weir__otlp_counts(weir_otlp_counts *out);
+
+/* The JSON of an OTLP ExportTraceServiceRequest for n spans (one
+ * resource, one scope), malloc'd; NULL when out of memory. */
+char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name);
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * request.c - a request's trace and Server-Timing (request.h).
+ */
+#include "app/otel/request.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/otel/export.h"
+#include "app/otel/trace.h"
+#include "weir/cache.h"
+
+struct weir_req_trace {
+    weir_span span;
+    bool tracing; /* the server exports: the trace context is weir's to carry */
+    bool sampled;
+    uint16_t attempts;      /* all of them, recorded or not */
+    weir_span_attempt *cur; /* the attempt in progress, or NULL */
+    int64_t t0_mono_ns, t0_unix_ns;
+    /* The current attempt, for Server-Timing (monotonic ns; 0: not yet). */
+    int64_t attempt_ns, connected_ns, head_ns;
+};
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Unix nanoseconds of a monotonic time of the request. */
+static int64_t unix_ns(const weir_req_trace *t, int64_t mono)
+{
+    return t->t0_unix_ns + (mono - t->t0_mono_ns);
+}
+
+static void copy(char *dst, size_t cap, weir_str v)
+{
+    size_t n = v.len < cap - 1 ? v.len : cap - 1;
+    memcpy(dst, v.ptr ? v.ptr : "", v.ptr ? n : 0);
+    dst[v.ptr ? n : 0] = '\0';
+}
+
+void weir__trace_begin(weir_session *s, req_ctx *c)
+{
+    const weir_cfg_server *srv = c->srv;
+    if (!srv->otlp_endpoint && !srv->server_timing)
+        return;
+    weir_req_trace *t = weir_session_alloc(s, sizeof(*t));
+    if (!t)
+        return;
+    memset(t, 0, sizeof(*t));
+    c->trace = t;
+    t->t0_mono_ns = mono_ns();
+    t->t0_unix_ns = weir__otlp_now_ns();
+    if (!srv->otlp_endpoint)
+        return;
+    t->tracing = true;
+    weir_span *sp = &t->span;
+    weir_headers *h = weir_session_req_headers(s);
+    weir_str tp = weir_headers_get(h, "traceparent");
+    weir_trace_ctx in;
+    bool has = tp.ptr && weir__traceparent_parse(tp.ptr, tp.len, &in) == 0;
+    if (has) {
+        memcpy(sp->trace_id, in.trace_id, 16);
+        memcpy(sp->parent_id, in.span_id, 8);
+        sp->has_parent = true;
+        weir_str ts = weir_headers_get(h, "tracestate");
+        if (ts.ptr && !weir__tracestate_ok(ts.ptr, ts.len))
+            weir_headers_remove(h, "tracestate");
+    } else {
+        weir__trace_new_id(sp->trace_id, 16);
+        /* A new trace has no state of another's. */
+        weir_headers_remove(h, "tracestate");
+    }
+    weir__trace_new_id(sp->span_id, 8);
+    t->sampled = weir__sampler_sample(&c->cfg->basic.otlp_sampler, has ? &in : NULL, sp->trace_id);
+    sp->flags = t->sampled ? 1 : 0;
+    sp->endpoint = srv->otlp_endpoint;
+    sp->start_ns = t->t0_unix_ns;
+}
+
+void weir__trace_attempt(weir_session *s, req_ctx *c)
+{
+    (void)s;
+    weir_req_trace *t = c->trace;
+    if (!t)
+        return;
+    int64_t now = mono_ns();
+    if (t->cur && !t->cur->end_ns)
+        t->cur->end_ns = unix_ns(t, now);
+    t->attempts++;
+    t->attempt_ns = now;
+    t->connected_ns = t->head_ns = 0;
+    t->cur = NULL;
+    if (!t->tracing || t->span.n_attempts >= WEIR_SPAN_ATTEMPTS)
+        return;
+    weir_span_attempt *a = &t->span.at[t->span.n_attempts++];
+    memset(a, 0, sizeof(*a));
+    weir__trace_new_id(a->span_id, 8);
+    a->start_ns = unix_ns(t, now);
+    a->connect_ns = -1;
+    t->cur = a;
+}
+
+void weir__trace_connected(weir_session *s, req_ctx *c, bool reused)
+{
+    weir_req_trace *t = c->trace;
+    if (!t)
+        return;
+    if (!t->attempt_ns) /* a router's pick resumed without upstream_peer's note */
+        weir__trace_attempt(s, c);
+    int64_t now = mono_ns();
+    t->connected_ns = now;
+    weir_span_attempt *a = t->cur;
+    if (!a)
+        return;
+    a->reused = reused;
+    a->connect_ns = reused ? -1 : now - t->attempt_ns;
+    copy(a->addr, sizeof(a->addr), weir_session_upstream_addr(s));
+}
+
+void weir__trace_failed(weir_session *s, req_ctx *c)
+{
+    weir_req_trace *t = c->trace;
+    weir_span_attempt *a = t ? t->cur : NULL;
+    if (!a)
+        return;
+    weir_failure f = weir_session_failure(s);
+    a->error = f == WEIR_FAILURE_CONNECT   ? "connect"
+               : f == WEIR_FAILURE_RESET   ? "reset"
+               : f == WEIR_FAILURE_TIMEOUT ? "timeout"
+               : f == WEIR_FAILURE_STATUS  ? "status"
+                                           : "failed";
+    a->end_ns = unix_ns(t, mono_ns());
+    if (!a->addr[0])
+        copy(a->addr, sizeof(a->addr), weir_session_upstream_addr(s));
+    t->cur = NULL;
+}
+
+void weir__trace_upstream_request(weir_session *s, req_ctx *c)
+{
+    weir_req_trace *t = c->trace;
+    if (!t || !t->tracing)
+        return;
+    char tp[WEIR_TRACEPARENT_LEN + 1];
+    /* The attempt's span is the backend's parent; past the recorded
+     * attempts, the request's. */
+    weir__traceparent_format(t->span.trace_id, t->cur ? t->cur->span_id : t->span.span_id,
+                             t->span.flags, tp);
+    weir_headers_set(weir_session_req_headers(s), "traceparent", tp);
+}
+
+void weir__trace_upstream_response(weir_session *s, req_ctx *c)
+{
+    weir_req_trace *t = c->trace;
+    if (!t)
+        return;
+    t->head_ns = mono_ns();
+    if (t->cur)
+        t->cur->status = weir_session_resp_status(s);
+}
+
+/* The Cache-Status's verdict ("hit", "uri-miss", "stale"...) in out. */
+static void cache_verdict(weir_str cs, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i + 1 < cs.len; i++) {
+        if (cs.ptr[i] != ';')
+            continue;
+        size_t j = i + 1;
+        while (j < cs.len && cs.ptr[j] == ' ')
+            j++;
+        size_t k = j;
+        while (k < cs.len && cs.ptr[k] != ';')
+            k++;
+        weir_str item = {cs.ptr + j, k - j};
+        if (item.len == 3 && memcmp(item.ptr, "hit", 3) == 0) {
+            snprintf(out, cap, "hit");
+            return;
+        }
+        if (item.len > 4 && memcmp(item.ptr, "fwd=", 4) == 0) {
+            size_t n = item.len - 4 < cap - 1 ? item.len - 4 : cap - 1;
+            size_t m = 0;
+            for (size_t x = 0; x < n; x++) /* a token: safe in the quoted desc */
+                if (item.ptr[4 + x] != '"' && item.ptr[4 + x] != '\\')
+                    out[m++] = item.ptr[4 + x];
+            out[m] = '\0';
+            return;
+        }
+        i = k - 1;
+    }
+}
+
+void weir__trace_response(weir_session *s, req_ctx *c)
+{
+    weir_req_trace *t = c->trace;
+    if (!t || !c->srv->server_timing)
+        return;
+    weir_headers *h = weir_session_resp_headers(s);
+    if (!h)
+        return;
+    int64_t now = mono_ns();
+    char v[256];
+    size_t n = 0;
+    if (t->attempt_ns && t->connected_ns)
+        n += (size_t)snprintf(v + n, sizeof(v) - n, "upstream-connect;dur=%.3f, ",
+                              (double)(t->connected_ns - t->attempt_ns) / 1e6);
+    if (t->connected_ns && t->head_ns)
+        n += (size_t)snprintf(v + n, sizeof(v) - n, "upstream-response;dur=%.3f, ",
+                              (double)(t->head_ns - t->connected_ns) / 1e6);
+    char verdict[32];
+    cache_verdict(weir_session_cache_status(s), verdict, sizeof(verdict));
+    if (verdict[0])
+        n += (size_t)snprintf(v + n, sizeof(v) - n, "cache;desc=\"%s\", ", verdict);
+    snprintf(v + n, sizeof(v) - n, "total;dur=%.3f", (double)(now - t->t0_mono_ns) / 1e6);
+    weir_headers_add(h, "Server-Timing", v);
+}
+
+void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
+{
+    weir_req_trace *t = c->trace;
+    if (!t || !t->tracing || !t->sampled)
+        return;
+    weir_span *sp = &t->span;
+    int64_t now = mono_ns();
+    sp->end_ns = unix_ns(t, now);
+    if (t->cur && !t->cur->end_ns)
+        t->cur->end_ns = sp->end_ns;
+    copy(sp->method, sizeof(sp->method), weir_session_method(s));
+    copy(sp->path, sizeof(sp->path), weir_session_path(s));
+    snprintf(sp->route, sizeof(sp->route), "%s", c->loc ? c->loc->name : "");
+    snprintf(sp->name, sizeof(sp->name), "%s%s%s", sp->method, sp->route[0] ? " " : "", sp->route);
+    snprintf(sp->server, sizeof(sp->server), "%s", c->srv->name);
+    const weir_cfg_upstream *u = c->loc ? weir__app_upstream(c) : NULL;
+    snprintf(sp->upstream, sizeof(sp->upstream), "%s", u && t->attempts ? u->name : "");
+    copy(sp->client, sizeof(sp->client), weir_session_client_ip(s));
+    int hv = weir_session_http_version(s);
+    snprintf(sp->protocol, sizeof(sp->protocol), "%s", hv == 20 ? "2" : hv == 10 ? "1.0" : "1.1");
+    weir_tls_info tls;
+    if (weir_session_tls(s, &tls) && tls.version)
+        snprintf(sp->tls, sizeof(sp->tls), "%s",
+                 strncmp(tls.version, "TLSv", 4) == 0 ? tls.version + 4 : tls.version);
+    snprintf(sp->error, sizeof(sp->error), "%s", st->error ? st->error : "");
+    memcpy(sp->termination, st->termination, 3);
+    sp->status = st->status;
+    sp->request_bytes = (int64_t)st->bytes_received;
+    sp->response_bytes = (int64_t)st->bytes_sent;
+    sp->retries = t->attempts ? (uint16_t)(t->attempts - 1) : 0;
+    weir__otlp_submit(sp);
+}
+
+void weir__trace_configure(const weir_config *cfg)
+{
+    const weir_cfg_basic *b = &cfg->basic;
+    weir_otlp_settings o = {
+        .service_name = b->otlp_service_name,
+        .headers = (const char *const *)b->otlp_headers,
+        .n_headers = b->n_otlp_headers,
+        .batch_size = b->otlp_batch_size,
+        .flush_interval_ms = b->otlp_flush_interval_ms,
+    };
+    weir__otlp_configure(&o);
+    for (size_t i = 0; i < cfg->n_servers; i++)
+        if (cfg->servers[i].otlp_endpoint) {
+            weir__otlp_start(); /* once; it stays for later reloads */
+            return;
+        }
+}
+
+bool weir__trace_ids(const req_ctx *c, char trace_id[33], char span_id[17])
+{
+    const weir_req_trace *t = c ? c->trace : NULL;
+    if (!t || !t->tracing)
+        return false;
+    weir__trace_hex(t->span.trace_id, 16, trace_id);
+    weir__trace_hex(t->span.span_id, 8, span_id);
+    return true;
+}

@@ -1,0 +1,438 @@
+"""OpenTelemetry traces (otlp_exporter) and Server-Timing, against a
+Python OTLP/HTTP collector (otlputil.Collector): a proxied request is a
+server span with one client span per upstream attempt, the backend gets
+weir's attempt span as its parent, a client's traceparent is continued
+(and a malformed one starts a new trace, its tracestate dropped), the
+sampler's ratio holds over 1,000 requests, retries are spans with their
+cause, h2 and gRPC are traced too, and a collector that is down or hangs
+under 15 s of keep-alive load fails no request, keeps memory bounded and
+counts what it dropped."""
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import backends as B
+import conftest
+import grpcutil as G
+from conftest import closed_port, free_port
+from otlputil import Collector
+from test_failover import Load
+
+CONFIG = """
+[basic]
+otlp_flush_interval = "100ms"
+otlp_service_name = "edge"
+%(basic)s
+
+[admin]
+addr = "127.0.0.1:@ADMIN@"
+
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+otlp_exporter = "@OTLP@"
+access_log = "{trace_id} {span_id} {status} {uri}"
+access_log_file = "@TMP@/access.log"
+%(server)s
+
+[locations.l]
+upstream = "u"
+
+[upstreams.u]
+addrs = [%(addrs)s]
+%(upstream)s
+"""
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@pytest.fixture
+def collector():
+    made = []
+
+    def make(**kw):
+        c = Collector(**kw)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def traced(weir_toml, backend, collector):
+    def start(basic="", server="", upstream="", addrs=None, otlp=None, handler=None):
+        b = backend(handler or B.fixed(b"hello\n"))
+        c = otlp if otlp is not None else collector()
+        admin = free_port()
+        text = CONFIG % {"basic": basic, "server": server, "upstream": upstream,
+                         "addrs": ", ".join('"%s"' % a for a in (addrs or ["@B@"]))}
+        text = text.replace("@OTLP@", c.url if isinstance(c, Collector) else c).replace(
+            "@ADMIN@", str(admin))
+        w = weir_toml(text, B=b)
+        w.admin_port, w.backend, w.collector = admin, b, c
+        return w
+    return start
+
+
+def metric(w, name):
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % w.admin_port,
+                                  timeout=5).read().decode()
+    m = re.search(re.escape(name) + r" (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def one_server_span(c, trace_id=None, timeout=10):
+    def find():
+        ss = [s for s in c.server_spans() if trace_id is None or s["traceId"] == trace_id]
+        return ss[0] if ss else None
+    return conftest.wait_for(find, timeout)
+
+
+def test_a_proxied_request_is_a_server_span_with_its_attempt(traced, tmp_path):
+    w = traced()
+    r = B.get(w.port, "/a/b?q=1")
+    assert r.status == 200
+    sp = one_server_span(w.collector)
+    assert sp, w.describe()
+    assert sp["name"] == "GET l" and sp["kind"] == 2 and "parentSpanId" not in sp
+    a = sp["attrs"]
+    assert a["http.request.method"] == "GET" and a["url.path"] == "/a/b"
+    assert a["http.route"] == "l" and a["http.response.status_code"] == 200
+    assert a["client.address"] == "127.0.0.1" and a["network.protocol.version"] == "1.1"
+    assert a["weir.server"] == "s" and a["weir.upstream"] == "u"
+    assert a["http.response.size"] > 0 and a["http.request.size"] > 0
+    assert sp["resource"]["service.name"] == "edge"
+    assert int(sp["endTimeUnixNano"]) >= int(sp["startTimeUnixNano"]) > (time.time() - 60) * 1e9
+    kids = w.collector.children(sp)
+    assert len(kids) == 1, kids
+    k = kids[0]
+    assert k["kind"] == 3 and k["name"] == "GET"
+    ka = k["attrs"]
+    assert ka["server.address"] == "127.0.0.1" and ka["server.port"] == w.backend.port
+    assert ka["weir.attempt"] == 1 and ka["http.response.status_code"] == 200
+    assert ka["weir.connection.reused"] is False and "weir.connect_time_us" in ka
+    assert int(sp["startTimeUnixNano"]) <= int(k["startTimeUnixNano"])
+    assert int(k["endTimeUnixNano"]) <= int(sp["endTimeUnixNano"])
+    # The backend's parent is the attempt's span; the trace is the request's.
+    got = TP_RE.match(w.backend.last().headers.get("traceparent"))
+    assert got and got.groups() == (sp["traceId"], k["spanId"], "01")
+    # The access log names the same trace and span.
+    line = conftest.wait_for(lambda: (tmp_path / "access.log").exists() and
+                             (tmp_path / "access.log").read_text().strip())
+    assert line == "%s %s 200 /a/b?q=1" % (sp["traceId"], sp["spanId"]), line
+    # A later request may reuse the pooled connection: its attempt says so.
+    for _ in range(5):
+        assert B.get(w.port, "/again").status == 200
+    assert conftest.wait_for(lambda: any(
+        s["attrs"].get("weir.connection.reused") for s in w.collector.spans()
+        if s["kind"] == 3)), w.collector.spans()
+
+
+def test_an_incoming_traceparent_is_continued(traced):
+    w = traced()
+    r = B.get(w.port, "/", headers=[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")])
+    assert r.status == 200
+    sp = one_server_span(w.collector, "0af7651916cd43dd8448eb211c80319c")
+    assert sp, w.collector.spans()
+    assert sp["parentSpanId"] == "b7ad6b7169203331"
+    seen = w.backend.last().headers
+    trace, parent, flags = TP_RE.match(seen.get("traceparent")).groups()
+    assert trace == "0af7651916cd43dd8448eb211c80319c" and flags == "01"
+    assert parent == w.collector.children(sp)[0]["spanId"] != "b7ad6b7169203331"
+    assert seen.get("tracestate") == "congo=t61rcWkgMzE"
+    assert len(seen.get_all("traceparent")) == 1
+
+
+def test_an_unsampled_parent_is_carried_not_recorded(traced):
+    w = traced()
+    unsampled = "00-11111111111111111111111111111111-2222222222222222-00"
+    assert B.get(w.port, "/u", headers=[("traceparent", unsampled)]).status == 200
+    seen = TP_RE.match(w.backend.last().headers.get("traceparent")).groups()
+    assert seen[0] == "1" * 32 and seen[1] != "2" * 16 and seen[2] == "00"
+    assert B.get(w.port, "/later").status == 200
+    assert one_server_span(w.collector), w.describe()
+    time.sleep(0.3)
+    assert all(s["traceId"] != "1" * 32 for s in w.collector.spans())
+
+
+@pytest.mark.parametrize("bad", [
+    TP.upper().replace("00-", "00-", 1),  # upper-case hex
+    "ff" + TP[2:],  # version ff is invalid
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # zero span id
+    TP + "-extra",  # version 00 is exactly 55 characters
+    TP[:-1],  # short
+    "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",  # not hex
+    "00_0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331_01",  # separators
+    "",
+])
+def test_a_malformed_traceparent_starts_a_new_trace(traced, bad):
+    w = traced()
+    assert B.get(w.port, "/", headers=[("traceparent", bad),
+                                       ("tracestate", "congo=t61rcWkgMzE")]).status == 200
+    sp = one_server_span(w.collector)
+    assert sp, w.describe()
+    assert "parentSpanId" not in sp and sp["traceId"] != "0af7651916cd43dd8448eb211c80319c"
+    seen = w.backend.last().headers
+    assert TP_RE.match(seen.get("traceparent")).group(1) == sp["traceId"]
+    assert seen.get("tracestate") is None  # another trace's state is not carried into a new one
+
+
+def test_a_later_version_is_read_as_version_00(traced):
+    w = traced()
+    later = "cc" + TP[2:] + "-what-the-future-adds"
+    assert B.get(w.port, "/", headers=[("traceparent", later)]).status == 200
+    sp = one_server_span(w.collector, "0af7651916cd43dd8448eb211c80319c")
+    assert sp and sp["parentSpanId"] == "b7ad6b7169203331", w.collector.spans()
+    assert w.backend.last().headers.get("traceparent").startswith("00-0af76519")
+
+
+def test_a_server_without_an_exporter_passes_traceparent_through(weir_toml, backend):
+    b = backend(B.fixed(b"hi\n"))
+    w = weir_toml("""
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+[locations.l]
+upstream = "u"
+[upstreams.u]
+addrs = ["@B@"]
+""", B=b)
+    for tp in (TP, "garbage"):
+        assert B.get(w.port, "/", headers=[("traceparent", tp)]).status == 200
+        assert b.last().headers.get("traceparent") == tp
+
+
+def test_retries_are_attempt_spans_with_their_cause(traced):
+    dead = closed_port()
+    w = traced(addrs=["127.0.0.1:%d" % dead, "@B@"], upstream="max_fails = 0\n")
+    for _ in range(6):
+        assert B.get(w.port, "/r").status == 200
+
+    def retried():
+        return [s for s in w.collector.server_spans() if s["attrs"].get("weir.retries")]
+    got = conftest.wait_for(retried)
+    assert got, w.collector.spans()
+    sp = got[0]
+    assert sp["attrs"]["weir.retries"] == 1
+    kids = sorted(w.collector.children(sp), key=lambda k: k["attrs"]["weir.attempt"])
+    assert [k["attrs"]["weir.attempt"] for k in kids] == [1, 2]
+    first, second = kids
+    assert first["attrs"]["error.type"] == "connect" and first["status"]["code"] == 2
+    assert first["attrs"]["server.port"] == dead
+    assert second["attrs"]["http.response.status_code"] == 200 and "status" not in second
+    assert int(first["endTimeUnixNano"]) <= int(second["startTimeUnixNano"])
+    # The backend's parent is the attempt that reached it.
+    tps = [r.headers.get("traceparent") for r in w.backend.requests]
+    assert "00-%s-%s-01" % (sp["traceId"], second["spanId"]) in tps
+
+
+def test_the_sampling_ratio_holds_over_a_thousand_requests(traced):
+    w = traced(basic='otlp_sampler = "ratio:0.25"\notlp_batch_size = 200\n')
+    s = B.connect(w.port)
+    rd = B.Reader(s)
+    flags = {"00": 0, "01": 0}
+    for i in range(1000):
+        s.sendall(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        assert B.read_response(rd).status == 200
+    s.close()
+    for r in w.backend.requests:
+        flags[TP_RE.match(r.headers.get("traceparent")).group(3)] += 1
+    assert sum(flags.values()) == 1000
+    # Binomial(1000, 0.25): mean 250, sd 13.7; 5 sd either way.
+    assert 181 <= flags["01"] <= 319, flags
+    assert conftest.wait_for(lambda: len(w.collector.server_spans()) == flags["01"], 15), (
+        len(w.collector.server_spans()), flags)
+    # parentbased is the default: a sampled parent is always recorded.
+    w2 = traced(basic='otlp_sampler = "parentbased_ratio:0"\n')
+    for i in range(20):
+        tid = "%032x" % (i + 1)
+        assert B.get(w2.port, "/", headers=[("traceparent", "00-%s-%016x-01" % (tid, i + 1))]
+                     ).status == 200
+        assert B.get(w2.port, "/").status == 200  # no parent: ratio 0
+    assert conftest.wait_for(lambda: len(w2.collector.server_spans()) == 20)
+    time.sleep(0.3)
+    assert len(w2.collector.server_spans()) == 20
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.deadline(120)
+def test_a_collector_down_under_load_fails_nothing_and_memory_stays_bounded(traced, collector):
+    port = free_port()
+    w = traced(otlp="http://127.0.0.1:%d" % port, basic="otlp_batch_size = 256\n")
+    load = Load(w.port, n=4).start()
+    time.sleep(3)
+    rss_early = rss_kb(w.proc.pid)
+    time.sleep(12)
+    load.finish()
+    rss_late = rss_kb(w.proc.pid)
+    bad, errors = load.failures()
+    assert not bad and not errors, (bad, errors[:5])
+    assert load.total() > 1000
+    # Four batches of 256 wait at most; the rest is dropped and counted.
+    assert rss_late - rss_early < 64 * 1024, (rss_early, rss_late)
+    assert metric(w, 'weir_otlp_spans_total{result="dropped_export"}') > 0
+    # Backoff (1 s doubling): a handful of tries in 15 s, not one per tick.
+    assert 0 < metric(w, "weir_otlp_export_failures_total") <= 12
+    assert w.stderr().count("sent again with backoff") == 1
+    # The collector comes up: what waited, and what comes, is exported.
+    c = collector(port=port)
+    assert B.get(w.port, "/after").status == 200
+    assert conftest.wait_for(lambda: any(s["attrs"].get("url.path") == "/after"
+                                         for s in c.server_spans()), 40), w.describe()
+    assert metric(w, 'weir_otlp_spans_total{result="exported"}') > 0
+
+
+@pytest.mark.deadline(120)
+def test_a_hanging_collector_never_slows_requests(traced, collector):
+    c = collector(delay=8.0)
+    w = traced(otlp=c, basic="otlp_batch_size = 64\n")
+    load = Load(w.port, n=4).start()
+    time.sleep(15)
+    load.finish()
+    bad, errors = load.failures()
+    assert not bad and not errors, (bad, errors[:5])
+    assert load.total() > 1000
+    assert c.posts >= 1
+    assert conftest.wait_for(lambda: metric(w, "weir_otlp_export_failures_total") > 0, 10)
+    assert metric(w, 'weir_otlp_spans_total{result="dropped_export"}') > 0
+
+
+def test_export_headers_and_h2(traced):
+    w = traced(basic='otlp_headers = ["Authorization: Bearer s3cret", "X-Tenant: a"]\n',
+               server="h2c = true\n")
+    r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                        "%{http_code} %{http_version}", "http://127.0.0.1:%d/h2" % w.port],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout == "200 2", r
+    sp = one_server_span(w.collector)
+    assert sp and sp["attrs"]["network.protocol.version"] == "2", w.collector.spans()
+    headers = w.collector.exports[0][0]
+    assert headers["authorization"] == "Bearer s3cret" and headers["x-tenant"] == "a"
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_grpc_call_is_traced_and_the_backend_gets_its_parent(tmp_path, weir_toml, collector):
+    c = collector()
+    b = G.GrpcBackend("A")
+    try:
+        port = free_port()
+        text = G.config(port, [b], server={"otlp_exporter": c.url},
+                        extra='[basic]\notlp_flush_interval = "100ms"\n')
+        w = weir_toml(text.replace("127.0.0.1:%d" % port, "127.0.0.1:@PORT@"))
+        ch = G.channel(w.port)
+        assert G.unary(ch, b"hi") == b"A:hi"
+        ch.close()
+        sp = one_server_span(c)
+        assert sp, w.describe()
+        a = sp["attrs"]
+        assert a["url.path"] == "/weir.test.Svc/Unary" and a["network.protocol.version"] == "2"
+        assert a["http.response.status_code"] == 200
+        kid = c.children(sp)[0]
+        assert b.metadata[-1]["traceparent"] == "00-%s-%s-01" % (sp["traceId"], kid["spanId"])
+    finally:
+        b.stop()
+
+
+# ---- Server-Timing ----
+
+SERVER_TIMING = re.compile(r"^upstream-connect;dur=[0-9.]+, upstream-response;dur=[0-9.]+, "
+                           r"(cache;desc=\"([a-z-]+)\", )?total;dur=([0-9.]+)$")
+
+
+def test_server_timing(weir_toml, backend):
+    b = backend(B.fixed(b"hi\n", headers=[("Server-Timing", "db;dur=53")]))
+    off = free_port()
+    w = weir_toml("""
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l", "local"]
+server_timing = true
+[servers.off]
+addr = "127.0.0.1:%d"
+locations = ["l"]
+[locations.l]
+upstream = "u"
+[locations.local]
+path = "/local"
+echo = true
+[upstreams.u]
+addrs = ["@B@"]
+""" % off, B=b)
+    r = B.get(w.port, "/")
+    values = r.headers.get_all("server-timing")
+    assert "db;dur=53" in values  # the backend's own stays
+    mine = [v for v in values if v != "db;dur=53"]
+    assert len(mine) == 1 and SERVER_TIMING.match(mine[0]), values
+    # Answered by weir itself: the total only.
+    r = B.get(w.port, "/local")
+    assert re.match(r"^total;dur=[0-9.]+$", r.headers.get("server-timing")), r.headers
+    # Off unless asked: the backend's header only.
+    conftest.wait_port(off)
+    assert B.get(off, "/").headers.get_all("server-timing") == ["db;dur=53"]
+
+
+def test_server_timing_says_a_cache_hit(weir_toml, backend):
+    b = backend(B.fixed(b"cached\n", headers=[("Cache-Control", "max-age=60")]))
+    w = weir_toml("""
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+server_timing = true
+[caches.default]
+memory = "8MB"
+[plugins.c]
+category = "cache"
+[locations.l]
+upstream = "u"
+plugins = ["c"]
+[upstreams.u]
+addrs = ["@B@"]
+""", B=b)
+    first = SERVER_TIMING.match(B.get(w.port, "/x").headers.get("server-timing"))
+    assert first and first.group(2) == "uri-miss", first
+    hit = B.get(w.port, "/x").headers.get("server-timing")
+    assert re.match(r'^cache;desc="hit", total;dur=[0-9.]+$', hit), hit
+
+
+@pytest.mark.parametrize("basic,server,expect", [
+    ('otlp_sampler = "sometimes"\n', "", ":2: 'otlp_sampler' in [basic] is \"always_on\""),
+    ('otlp_sampler = "ratio:1.5"\n', "", "'otlp_sampler' in [basic]"),
+    ('otlp_headers = ["Bad Name: x"]\n', "", "'otlp_headers' in [basic]: 'Bad Name: x' is not"),
+    ('otlp_headers = ["NoColon"]\n', "", "'otlp_headers' in [basic]: 'NoColon' is not"),
+    ('otlp_batch_size = 0\n', "", "otlp_batch_size"),
+    ('otlp_flush_interval = "soon"\n', "", "otlp_flush_interval"),
+    ("", 'otlp_exporter = "grpc://h:4317"\n', "'otlp_exporter' in [servers.s] is the http://"),
+    ("", "server_timing = 1\n", "server_timing"),
+])
+def test_tracing_settings_are_checked(tmp_path, basic, server, expect):
+    conf = tmp_path / "w.toml"
+    conf.write_text("[basic]\n%s\n[servers.s]\naddr = \"127.0.0.1:1\"\nlocations = [\"l\"]\n%s"
+                    "[locations.l]\necho = true\n" % (basic, server))
+    r = subprocess.run([conftest.binary("weir"), "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0 and expect in r.stderr, r.stderr
+
+
+def test_a_tcp_server_takes_no_otlp_exporter(tmp_path):
+    conf = tmp_path / "w.toml"
+    conf.write_text('[servers.t]\naddr = "127.0.0.1:1"\nprotocol = "tcp"\nupstream = "u"\n'
+                    'otlp_exporter = "http://127.0.0.1:4318"\n'
+                    '[upstreams.u]\naddrs = ["127.0.0.1:2"]\n')
+    r = subprocess.run([conftest.binary("weir"), "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0 and "otlp_exporter" in r.stderr, r.stderr
