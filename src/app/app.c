@@ -14,6 +14,7 @@
 
 #include "app/access_log.h"
 #include "app/admin/metrics.h"
+#include "app/admin/prom_push.h"
 #include "app/app_int.h"
 #include "app/otel/request.h"
 #include "app/webhook.h"
@@ -579,6 +580,7 @@ static int reload_from(weir_app *app, weir_app_load_fn load, void *arg, const ch
     weir_log(WEIR_LEVEL_INFO, "configuration %s reloaded", path);
     weir__webhook_reloaded(old, nc);
     weir__trace_configure(nc);
+    weir__prom_push_configure(app);
     return WEIR_OK;
 }
 
@@ -624,6 +626,11 @@ void weir__app_reopen_logs(weir_app *app)
 {
     for (size_t i = 0; i < app->n_servers; i++)
         weir_logger_reopen(app->servers[i].logger);
+}
+
+weir_server *weir__app_server(weir_app *app)
+{
+    return app->srv;
 }
 
 weir_app *weir__app_new(weir_config *cfg, weir_server *srv)

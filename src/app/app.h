@@ -53,6 +53,9 @@ int weir__app_refresh_tls(weir_app *app);
  * (weir__config_unref). Any thread. */
 weir_config *weir__app_config(weir_app *app);
 
+/* The server the app runs on (its stats). */
+weir_server *weir__app_server(weir_app *app);
+
 /* Access-log lines dropped because a writer queue was full, all servers. */
 uint64_t weir__app_log_dropped(weir_app *app);
 

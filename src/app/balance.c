@@ -304,9 +304,12 @@ bool weir__app_fail_to_connect(weir_session *s, void *ctx, const weir_peer *peer
         /* The backend's answer is dropped only if another backend takes
          * the request; else the client gets that answer. */
         c->next = weir_upstream_select(u->lb, hash_key(s, u), c->tried, c->n_tried);
+        if (c->next)
+            weir__metrics_retry(u, kind);
         return c->next != NULL;
     }
     /* upstream_peer picks another backend, each at most once. */
+    weir__metrics_retry(u, kind);
     return true;
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "app/admin/admin.h"
+#include "app/admin/prom_push.h"
 #include "app/config/config.h"
 #include "app/app.h"
 #include "app/convert.h"
@@ -526,6 +527,7 @@ static void on_started(void *arg)
         weir__webhook_start(r->app, r->srv, cfg);
         weir__trace_configure(cfg);
         weir__config_unref(cfg);
+        weir__prom_push_configure(r->app);
     }
     if (r->app)
         weir__ocsp_start(r->app);
@@ -692,6 +694,7 @@ int main(int argc, char **argv)
     weir__webhook_emit(WEIR_EV_STOP, "weir stopped (pid %d)", (int)getpid());
     weir__webhook_stop(2000);
     weir__otlp_stop(2000);
+    weir__prom_push_stop();
     weir__acme_manager_stop(acme_manager);
     acme_manager = NULL;
     weir__ocsp_stop();

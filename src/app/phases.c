@@ -159,6 +159,25 @@ static weir_phase_result run_one(weir_session *s, req_ctx *c, const weir_plugin 
     return p->def->request(&call);
 }
 
+/* The metrics text, for clients of the allow-list (403 for others). */
+static weir_phase_result metrics(weir_session *s, req_ctx *c)
+{
+    if (!weir__plugin_ip_in(c->srv->prometheus_allow, c->srv->n_prometheus_allow,
+                            weir_session_client_ip(s)))
+        return weir__app_answer(s, 403, "Forbidden");
+    weir_app *app = c->sa->app;
+    size_t len = 0;
+    char *text =
+        weir__metrics_render(c->cfg, weir__app_server(app), weir__app_log_dropped(app), &len);
+    if (!text)
+        return weir__app_answer(s, 500, "Internal Server Error");
+    weir_header h[] = {{WEIR_STR("Content-Type"), WEIR_STR("text/plain; version=0.0.4")},
+                       {WEIR_STR("Cache-Control"), WEIR_STR("no-store")}};
+    int rc = weir_session_respond(s, 200, h, 2, text, len);
+    free(text);
+    return rc == WEIR_OK ? WEIR_PHASE_ANSWERED : WEIR_PHASE_ERROR;
+}
+
 static weir_phase_result early_request_filter(weir_session *s, void *ctx)
 {
     req_ctx *c = ctx;
@@ -180,6 +199,11 @@ static weir_phase_result early_request_filter(weir_session *s, void *ctx)
                        : WEIR_PHASE_ERROR;
         }
     }
+    /* prometheus_metrics: before the server's own rules too (a redirect
+     * to https would lose a scraper that does not follow it). */
+    if (c->srv->prometheus_path && path.len == strlen(c->srv->prometheus_path) &&
+        memcmp(path.ptr, c->srv->prometheus_path, path.len) == 0)
+        return metrics(s, c);
     if (c->srv->redirect) {
         weir_phase_result r = run_one(s, c, c->srv->redirect);
         if (r != WEIR_PHASE_CONTINUE)

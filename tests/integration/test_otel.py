@@ -232,6 +232,10 @@ def test_retries_are_attempt_spans_with_their_cause(traced):
     # The backend's parent is the attempt that reached it.
     tps = [r.headers.get("traceparent") for r in w.backend.requests]
     assert "00-%s-%s-01" % (sp["traceId"], second["spanId"]) in tps
+    # The metrics count the retry by its cause, and the time per backend.
+    assert metric(w, 'weir_upstream_retries_total{upstream="u",cause="connect"}') >= 1
+    assert metric(w, 'weir_backend_duration_seconds_count{upstream="u",backend="127.0.0.1:%d"}'
+                  % w.backend.port) >= 1
 
 
 def test_the_sampling_ratio_holds_over_a_thousand_requests(traced):

@@ -5,6 +5,7 @@
 #include "app/admin/metrics.h"
 
 #include "app/acme/manager.h"
+#include "app/admin/prom_push.h"
 #include "app/otel/export.h"
 #include "app/webhook.h"
 
@@ -50,6 +51,8 @@ enum kind {
     K_RESP,        /* RESP commands: server, command */
     K_RING,        /* v[0] keys a ring answered with a backend, v[1] with nil: server */
     K_ROUTER,      /* a location's router questions: location, result */
+    K_BACKEND,     /* histogram: upstream, backend address */
+    K_RETRY,       /* counter: upstream, cause */
 };
 
 /* Values: histogram buckets 0..12, sum (us) at 13, count at 14. */
@@ -250,6 +253,14 @@ void weir__metrics_request(weir_session *s, const weir_cfg_server *srv,
     if (u && st->upstream_time_us >= 0) {
         SERIES(ul, K_UP_LATENCY, u, NULL, 0, "upstream=\"%s\"", label(uv, u->name));
         observe(ul, st->upstream_time_us);
+        if (st->upstream_addr && st->upstream_addr[0] != '-') {
+            char bv[LABEL_CAP];
+            const void *bk =
+                (const void *)(uintptr_t)weir_lb_hash(st->upstream_addr, strlen(st->upstream_addr));
+            SERIES(bl, K_BACKEND, u, bk, 0, "upstream=\"%s\",backend=\"%s\"", label(uv, u->name),
+                   label(bv, st->upstream_addr));
+            observe(bl, st->upstream_time_us);
+        }
         if (st->connect_time_us > 0) {
             SERIES(cl, K_CONNECT, u, NULL, 0, "upstream=\"%s\"", label(uv, u->name));
             observe(cl, st->connect_time_us);
@@ -323,6 +334,19 @@ void weir__metrics_router(const weir_cfg_location *loc, weir_metrics_router_resu
            label(lv, loc->name), names[r]);
     if (n)
         bump(&n->v[0], 1);
+}
+
+void weir__metrics_retry(const weir_cfg_upstream *u, weir_failure cause)
+{
+    block *b = my_block();
+    if (!b || !u)
+        return;
+    static const char *const names[] = {"other", "connect", "reset", "timeout", "status"};
+    unsigned k = (unsigned)cause < 5 ? (unsigned)cause : 0;
+    char uv[LABEL_CAP];
+    SERIES(r, K_RETRY, u, NULL, k, "upstream=\"%s\",cause=\"%s\"", label(uv, u->name), names[k]);
+    if (r)
+        bump(&r->v[0], 1);
 }
 
 void weir__metrics_tcp_connect_failed(const weir_cfg_server *srv, const char *backend,
@@ -662,6 +686,14 @@ static void emit_certificates(out *o, const weir_config *cfg)
          "weir_webhook_events_total{result=\"failed\"} %llu\n"
          "weir_webhook_events_total{result=\"dropped\"} %llu\n",
          (unsigned long long)sent, (unsigned long long)failed, (unsigned long long)dropped);
+    uint64_t pushed, push_failed;
+    weir__prom_push_counts(&pushed, &push_failed);
+    emit(o,
+         "# HELP weir_prometheus_pushes_total Pushes to the Pushgateway by result.\n"
+         "# TYPE weir_prometheus_pushes_total counter\n"
+         "weir_prometheus_pushes_total{result=\"ok\"} %llu\n"
+         "weir_prometheus_pushes_total{result=\"failed\"} %llu\n",
+         (unsigned long long)pushed, (unsigned long long)push_failed);
     weir_otlp_counts oc;
     weir__otlp_counts(&oc);
     emit(o,
@@ -780,6 +812,12 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
                    K_UP_LATENCY);
     emit_histogram(&o, "weir_upstream_connect_seconds",
                    "TCP connect time of new upstream connections, per upstream.", K_CONNECT);
+    emit_histogram(&o, "weir_backend_duration_seconds",
+                   "Time from connecting to the end of the response, per backend of an "
+                   "upstream (the last attempt's).",
+                   K_BACKEND);
+    emit_counter(&o, "weir_upstream_retries_total",
+                 "Requests sent to another backend after a failed attempt, by cause.", K_RETRY, 0);
     emit_tcp(&o);
     if (cfg) {
         emit_backends(&o, cfg);

@@ -49,6 +49,10 @@ typedef enum weir_metrics_router_result {
 } weir_metrics_router_result;
 void weir__metrics_router(const weir_cfg_location *loc, weir_metrics_router_result r);
 
+/* Counts one retry of a request on another backend, by what failed.
+ * Worker threads. */
+void weir__metrics_retry(const weir_cfg_upstream *u, weir_failure cause);
+
 /* Counts a reload and its outcome. Any thread. */
 void weir__metrics_reload(bool ok);
 

@@ -82,6 +82,8 @@ static const char *const basic_keys[] = {"threads",
                                          "otlp_sampler",
                                          "otlp_batch_size",
                                          "otlp_flush_interval",
+                                         "prometheus_push",
+                                         "prometheus_push_interval",
                                          NULL};
 
 static void load_webhook(loader *ld, weir_cfg_basic *b, const weir_toml_value *t)
@@ -204,6 +206,23 @@ static void load_basic(loader *ld, const weir_toml_value *t)
     }
     load_webhook(ld, b, t);
     load_otlp(ld, b, t);
+    b->prometheus_push = weir__cfg_dup_string(ld, t, "prometheus_push", "basic", &present);
+    if (b->prometheus_push && strncmp(b->prometheus_push, "http://", 7) != 0 &&
+        strncmp(b->prometheus_push, "https://", 8) != 0) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "prometheus_push", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'prometheus_push' in [basic] is the http:// or https:// URL of a "
+                         "Pushgateway, not '%s'",
+                         b->prometheus_push);
+    }
+    weir__cfg_get_duration(ld, t, "prometheus_push_interval", "basic", 86400000, false,
+                           &b->prometheus_push_interval_ms);
+    if (b->prometheus_push_interval_ms && b->prometheus_push_interval_ms < 1000) {
+        weir_toml_entry e;
+        weir__cfg_entry_of(t, "prometheus_push_interval", &e);
+        weir__cfg_err_at(ld, e.line, "'prometheus_push_interval' in [basic] is at least \"1s\"");
+    }
     b->temp_dir = weir__cfg_dup_string(ld, t, "temp_dir", "basic", &present);
     if (b->temp_dir) {
         weir_toml_entry e;
@@ -506,6 +525,8 @@ static void free_config(weir_config *c)
         }
         free(s->sni_routes);
         free(s->access_log_file);
+        free(s->prometheus_path);
+        free(s->prometheus_allow);
         free(s->tls.certs);
         free(s->tls.ciphers);
         free(s->tls.ciphersuites);
@@ -589,6 +610,7 @@ static void free_config(weir_config *c)
     free(c->basic.webhook);
     free(c->basic.otlp_service_name);
     weir__cfg_free_list(c->basic.otlp_headers, c->basic.n_otlp_headers);
+    free(c->basic.prometheus_push);
     for (size_t i = 0; i < c->n_section_hashes; i++)
         free(c->section_hashes[i].key);
     free(c->section_hashes);

@@ -258,7 +258,10 @@ struct weir_cfg_server {
     uint32_t https_port;         /* port in that redirect (443 = none) */
     weir_plugin *redirect;       /* redirect_https as a built-in plugin, run before routing */
     const char *otlp_endpoint;   /* traces go there (app/otel/export.h), or NULL */
-    bool server_timing;          /* responses carry a Server-Timing header */
+    char *prometheus_path;       /* the metrics answered on this path, or NULL */
+    weir_cidr *prometheus_allow; /* to these clients (loopback when none were listed) */
+    size_t n_prometheus_allow;
+    bool server_timing; /* responses carry a Server-Timing header */
 };
 
 typedef struct weir_cfg_basic {
@@ -286,6 +289,9 @@ typedef struct weir_cfg_basic {
     weir_sampler otlp_sampler;       /* [parentbased_always_on] */
     uint32_t otlp_batch_size;        /* [512] */
     uint32_t otlp_flush_interval_ms; /* [5 s] */
+    /* Metrics pushed to a Pushgateway (app/admin/prom_push.h). */
+    char *prometheus_push;                /* URL, or NULL */
+    uint32_t prometheus_push_interval_ms; /* [15 s] */
 } weir_cfg_basic;
 
 /* [admin]: the admin API (src/app/admin.h); addr NULL = off. */

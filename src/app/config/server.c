@@ -74,6 +74,8 @@ static const char *const server_keys[] = {"addr",
                                           "max_command_size",
                                           "otlp_exporter",
                                           "server_timing",
+                                          "prometheus_metrics",
+                                          "prometheus_allow",
                                           NULL};
 
 /* What a UDP server takes. */
@@ -407,6 +409,33 @@ static void load_tracing(loader *ld, weir_cfg_server *s, const weir_toml_value *
         free(url);
     }
     weir__cfg_get_bool(ld, t, "server_timing", section, &s->server_timing);
+    weir_toml_entry e;
+    s->prometheus_path = weir__cfg_dup_string(ld, t, "prometheus_metrics", section, &present);
+    if (s->prometheus_path && s->prometheus_path[0] != '/') {
+        weir__cfg_entry_of(t, "prometheus_metrics", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'prometheus_metrics' in [%s] is a path (\"/metrics\"), not '%s'", section,
+                         s->prometheus_path);
+    }
+    size_t n = 0;
+    int line = 0;
+    char **allow = weir__cfg_get_string_list(ld, t, "prometheus_allow", section, &n, &line);
+    if (allow && !s->prometheus_path)
+        weir__cfg_err_at(ld, line, "'prometheus_allow' in [%s] needs 'prometheus_metrics'",
+                         section);
+    static const char *const loopback[] = {"127.0.0.0/8", "::1"};
+    const char *const *v = allow ? (const char *const *)allow : loopback;
+    size_t nv = allow ? n : 2;
+    s->prometheus_allow = s->prometheus_path ? calloc(nv ? nv : 1, sizeof(weir_cidr)) : NULL;
+    for (size_t i = 0; s->prometheus_allow && i < nv; i++) {
+        if (weir_cidr_parse(v[i], &s->prometheus_allow[s->n_prometheus_allow]) != WEIR_OK)
+            weir__cfg_err_at(ld, line,
+                             "'prometheus_allow' in [%s]: '%s' is not an address or CIDR block",
+                             section, v[i]);
+        else
+            s->n_prometheus_allow++;
+    }
+    weir__cfg_free_list(allow, n);
 }
 
 void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value *t,
