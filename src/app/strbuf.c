@@ -27,6 +27,11 @@ static bool reserve(weir_strbuf *b, size_t n)
     return true;
 }
 
+char *weir__sb_room(weir_strbuf *b, size_t n)
+{
+    return reserve(b, n) ? b->p + b->len : NULL;
+}
+
 void weir__sb_put(weir_strbuf *b, const char *s, size_t n)
 {
     if (!reserve(b, n))

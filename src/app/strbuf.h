@@ -19,5 +19,8 @@ typedef struct weir_strbuf {
 void weir__sb_put(weir_strbuf *b, const char *s, size_t n);
 void weir__sb_puts(weir_strbuf *b, const char *s);
 void weir__sb_printf(weir_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Room for n more bytes (and a NUL) at p + len: the place to write them
+ * (the writer then sets len), or NULL when out of memory (oom is set). */
+char *weir__sb_room(weir_strbuf *b, size_t n);
 
 #endif

@@ -4,7 +4,6 @@
 #include "app/otel/export.h"
 
 #include <curl/curl.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,13 +16,13 @@
 #include "weir/log.h"
 #include "weir/server.h"
 
-#define RING 1024 /* spans a worker may have waiting */
+#define RING 2048 /* spans a worker may have waiting */
 #define MAX_ENDPOINTS 64
 #define PENDING_BATCHES 4 /* batches kept per endpoint while the collector is away */
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 30000
 #define POST_TIMEOUT_MS 5000
-#define TICK_MS 50
+#define TICK_MS 20
 
 typedef struct ring {
     _Atomic size_t head, tail; /* consumer, producer */
@@ -174,80 +173,164 @@ static size_t utf8_len(const unsigned char *p)
     return 0;
 }
 
-static void put_json_str(weir_strbuf *b, const char *s)
+/* The encoder runs for every span: no printf (it was most of a span's
+ * cost), only copies. */
+/* A cursor into room reserved for one span (SPAN_MAX): writes need no
+ * check. */
+typedef struct jw {
+    char *w;
+} jw;
+
+/* More than one span (and its attempts) can take: a text may appear
+ * several times (the method in every attempt), each byte at most six
+ * (\u00XX), and the fixed parts. */
+#define SPAN_MAX (12 * sizeof(weir_span) + 16384)
+
+static void put_n(jw *b, const char *s, size_t n)
 {
-    weir__sb_put(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    memcpy(b->w, s, n);
+    b->w += n;
+}
+
+static void weir_puts(jw *b, const char *s)
+{
+    put_n(b, s, strlen(s));
+}
+
+#define LIT(b, s) put_n(b, s, sizeof(s) - 1)
+
+static void put_i64(jw *b, int64_t v)
+{
+    char t[24];
+    size_t i = sizeof(t);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        t[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        t[--i] = '-';
+    put_n(b, t + i, sizeof(t) - i);
+}
+
+static void put_json_str(jw *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    LIT(b, "\"");
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+    for (; *p; p++) {
+        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+            continue; /* plain ASCII: copied with its run */
+        put_n(b, (const char *)run, (size_t)(p - run));
         if (*p == '"' || *p == '\\') {
             char e[2] = {'\\', (char)*p};
-            weir__sb_put(b, e, 2);
+            put_n(b, e, 2);
         } else if (*p < 0x20 || *p == 0x7f) {
-            weir__sb_printf(b, "\\u%04x", *p);
-        } else if (*p >= 0x80) {
+            char e[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
+            put_n(b, e, 6);
+        } else {
             /* Only valid UTF-8 goes out as it is (a collector may refuse
              * the batch otherwise): other bytes become U+FFFD. */
             size_t len = utf8_len(p);
             if (len) {
-                weir__sb_put(b, (const char *)p, len);
+                put_n(b, (const char *)p, len);
                 p += len - 1;
             } else {
-                weir__sb_puts(b, "\\ufffd");
+                LIT(b, "\\ufffd");
             }
-        } else {
-            weir__sb_put(b, (const char *)p, 1);
         }
+        run = p + 1;
     }
-    weir__sb_put(b, "\"", 1);
+    put_n(b, (const char *)run, (size_t)(p - run));
+    LIT(b, "\"");
 }
 
-static void attr_str(weir_strbuf *b, bool *first, const char *key, const char *v)
+/* `,{"key":"KEY","value":{` (KEY: weir's own, plain ASCII). */
+static void attr_head(jw *b, bool *first, const char *key)
+{
+    if (!*first)
+        LIT(b, ",");
+    *first = false;
+    LIT(b, "{\"key\":\"");
+    weir_puts(b, key);
+    LIT(b, "\",\"value\":{");
+}
+
+static void attr_str(jw *b, bool *first, const char *key, const char *v)
 {
     if (!v || !*v)
         return;
-    weir__sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"stringValue\":", *first ? "" : ",", key);
+    attr_head(b, first, key);
+    LIT(b, "\"stringValue\":");
     put_json_str(b, v);
-    weir__sb_puts(b, "}}");
-    *first = false;
+    LIT(b, "}}");
 }
 
-static void attr_int(weir_strbuf *b, bool *first, const char *key, int64_t v)
+static void attr_int(jw *b, bool *first, const char *key, int64_t v)
 {
-    weir__sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"intValue\":\"%" PRId64 "\"}}",
-                    *first ? "" : ",", key, v);
-    *first = false;
+    attr_head(b, first, key);
+    LIT(b, "\"intValue\":\"");
+    put_i64(b, v);
+    LIT(b, "\"}}");
 }
 
-static void attr_bool(weir_strbuf *b, bool *first, const char *key, bool v)
+static void attr_bool(jw *b, bool *first, const char *key, bool v)
 {
-    weir__sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"boolValue\":%s}}", *first ? "" : ",", key,
-                    v ? "true" : "false");
-    *first = false;
+    attr_head(b, first, key);
+    if (v)
+        LIT(b, "\"boolValue\":true}}");
+    else
+        LIT(b, "\"boolValue\":false}}");
 }
 
-static void ids(weir_strbuf *b, const uint8_t trace_id[16], const uint8_t span_id[8],
-                const uint8_t *parent)
+static void put_hex(jw *b, const uint8_t *id, size_t len)
 {
-    char t[33], s[17], p[17];
-    weir__trace_hex(trace_id, 16, t);
-    weir__trace_hex(span_id, 8, s);
-    weir__sb_printf(b, "\"traceId\":\"%s\",\"spanId\":\"%s\"", t, s);
+    char t[33];
+    weir__trace_hex(id, len, t);
+    put_n(b, t, 2 * len);
+}
+
+static void ids(jw *b, const uint8_t trace_id[16], const uint8_t span_id[8], const uint8_t *parent)
+{
+    LIT(b, "\"traceId\":\"");
+    put_hex(b, trace_id, 16);
+    LIT(b, "\",\"spanId\":\"");
+    put_hex(b, span_id, 8);
+    LIT(b, "\"");
     if (parent) {
-        weir__trace_hex(parent, 8, p);
-        weir__sb_printf(b, ",\"parentSpanId\":\"%s\"", p);
+        LIT(b, ",\"parentSpanId\":\"");
+        put_hex(b, parent, 8);
+        LIT(b, "\"");
     }
 }
 
-static void server_span(weir_strbuf *b, const weir_span *s)
+/* `,"kind":K,"startTimeUnixNano":"S","endTimeUnixNano":"E","attributes":[` */
+static void times(jw *b, int kind, int64_t start, int64_t end)
 {
-    weir__sb_puts(b, "{");
+    if (kind == 2)
+        LIT(b, ",\"kind\":2,\"startTimeUnixNano\":\"");
+    else
+        LIT(b, ",\"kind\":3,\"startTimeUnixNano\":\"");
+    put_i64(b, start);
+    LIT(b, "\",\"endTimeUnixNano\":\"");
+    put_i64(b, end);
+    LIT(b, "\",\"attributes\":[");
+}
+
+static void error_status(jw *b, const char *message)
+{
+    LIT(b, ",\"status\":{\"code\":2,\"message\":");
+    put_json_str(b, message);
+    LIT(b, "}");
+}
+
+static void server_span(jw *b, const weir_span *s)
+{
+    LIT(b, "{");
     ids(b, s->trace_id, s->span_id, s->has_parent ? s->parent_id : NULL);
-    weir__sb_puts(b, ",\"name\":");
+    LIT(b, ",\"name\":");
     put_json_str(b, s->name);
-    weir__sb_printf(b,
-                    ",\"kind\":2,\"startTimeUnixNano\":\"%" PRId64
-                    "\",\"endTimeUnixNano\":\"%" PRId64 "\","
-                    "\"attributes\":[",
-                    s->start_ns, s->end_ns);
+    times(b, 2, s->start_ns, s->end_ns);
     bool f = true;
     attr_str(b, &f, "http.request.method", s->method);
     attr_str(b, &f, "url.path", s->path);
@@ -266,40 +349,35 @@ static void server_span(weir_strbuf *b, const weir_span *s)
     if (s->retries)
         attr_int(b, &f, "weir.retries", s->retries);
     attr_str(b, &f, "error.type", s->error);
-    weir__sb_puts(b, "]");
-    if (s->status >= 500 || (!s->status && s->error[0])) {
-        weir__sb_puts(b, ",\"status\":{\"code\":2,\"message\":");
-        put_json_str(b, s->error[0] ? s->error : "server error");
-        weir__sb_puts(b, "}");
-    }
-    weir__sb_puts(b, "}");
+    LIT(b, "]");
+    if (s->status >= 500 || (!s->status && s->error[0]))
+        error_status(b, s->error[0] ? s->error : "server error");
+    LIT(b, "}");
 }
 
-static void attempt_span(weir_strbuf *b, const weir_span *s, const weir_span_attempt *a, int k)
+static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, int k)
 {
-    weir__sb_puts(b, ",{");
+    LIT(b, ",{");
     ids(b, s->trace_id, a->span_id, s->span_id);
-    weir__sb_puts(b, ",\"name\":");
+    LIT(b, ",\"name\":");
     put_json_str(b, s->method);
     int64_t end = a->end_ns ? a->end_ns : s->end_ns;
-    weir__sb_printf(b,
-                    ",\"kind\":3,\"startTimeUnixNano\":\"%" PRId64
-                    "\",\"endTimeUnixNano\":\"%" PRId64 "\","
-                    "\"attributes\":[",
-                    a->start_ns, end > a->start_ns ? end : a->start_ns);
+    times(b, 3, a->start_ns, end > a->start_ns ? end : a->start_ns);
     bool f = true;
     attr_str(b, &f, "http.request.method", s->method);
     /* "ip:port" or "[ip6]:port" */
     char host[48];
-    snprintf(host, sizeof(host), "%s", a->addr);
+    size_t hl = strnlen(a->addr, sizeof(a->addr) - 1);
+    memcpy(host, a->addr, hl);
+    host[hl] = '\0';
     char *colon = strrchr(host, ':');
     if (colon && colon != host) {
         *colon = '\0';
         int port = atoi(colon + 1);
         char *h = host;
-        size_t hl = strlen(h);
-        if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
-            h[hl - 1] = '\0';
+        size_t n = strlen(h);
+        if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
+            h[n - 1] = '\0';
             h++;
         }
         attr_str(b, &f, "server.address", h);
@@ -314,46 +392,55 @@ static void attempt_span(weir_strbuf *b, const weir_span *s, const weir_span_att
         attr_int(b, &f, "weir.connect_time_us", a->connect_ns / 1000);
     attr_str(b, &f, "weir.upstream", s->upstream);
     attr_str(b, &f, "error.type", a->error);
-    weir__sb_puts(b, "]");
-    if (a->connect_ns >= 0 && !a->reused)
-        weir__sb_printf(b,
-                        ",\"events\":[{\"name\":\"connected\",\"timeUnixNano\":\"%" PRId64 "\","
-                        "\"attributes\":[{\"key\":\"weir.connection.reused\",\"value\":{"
-                        "\"boolValue\":false}}]}]",
-                        a->start_ns + a->connect_ns);
-    if (a->error || a->status >= 400) {
-        weir__sb_puts(b, ",\"status\":{\"code\":2,\"message\":");
-        put_json_str(b, a->error ? a->error : "error status");
-        weir__sb_puts(b, "}");
+    LIT(b, "]");
+    if (a->connect_ns >= 0 && !a->reused) {
+        LIT(b, ",\"events\":[{\"name\":\"connected\",\"timeUnixNano\":\"");
+        put_i64(b, a->start_ns + a->connect_ns);
+        LIT(b, "\",\"attributes\":[{\"key\":\"weir.connection.reused\",\"value\":{"
+               "\"boolValue\":false}}]}]");
     }
-    weir__sb_puts(b, "}");
+    if (a->error || a->status >= 400)
+        error_status(b, a->error ? a->error : "error status");
+    LIT(b, "}");
 }
 
 char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name)
 {
-    weir_strbuf b = {0};
-    weir__sb_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
-                      "\"service.name\",\"value\":{\"stringValue\":");
-    put_json_str(&b, service_name);
-    weir__sb_printf(&b,
-                    "}},{\"key\":\"service.version\",\"value\":{\"stringValue\":\"%s\"}},"
-                    "{\"key\":\"telemetry.sdk.name\",\"value\":{\"stringValue\":\"weir\"}}]},"
-                    "\"scopeSpans\":[{\"scope\":{\"name\":\"weir\",\"version\":\"%s\"},"
-                    "\"spans\":[",
-                    weir_version(), weir_version());
+    weir_strbuf out = {0};
+    size_t head = 6 * (strlen(service_name) + 2 * strlen(weir_version())) + 512;
+    char *room = weir__sb_room(&out, head);
+    if (!room)
+        return NULL;
+    jw j = {room}, *b = &j;
+    LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
+           "\"service.name\",\"value\":{\"stringValue\":");
+    put_json_str(b, service_name);
+    LIT(b, "}},{\"key\":\"service.version\",\"value\":{\"stringValue\":");
+    put_json_str(b, weir_version());
+    LIT(b, "}},{\"key\":\"telemetry.sdk.name\",\"value\":{\"stringValue\":\"weir\"}}]},"
+           "\"scopeSpans\":[{\"scope\":{\"name\":\"weir\",\"version\":");
+    put_json_str(b, weir_version());
+    LIT(b, "},\"spans\":[");
+    out.len = (size_t)(b->w - out.p);
     for (size_t i = 0; i < n; i++) {
+        /* Room for the worst this span can be, then plain writes. */
+        if (!(b->w = weir__sb_room(&out, SPAN_MAX))) {
+            free(out.p);
+            return NULL;
+        }
         if (i)
-            weir__sb_puts(&b, ",");
-        server_span(&b, &v[i]);
+            LIT(b, ",");
+        server_span(b, &v[i]);
         for (int k = 0; k < v[i].n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
-            attempt_span(&b, &v[i], &v[i].at[k], k);
+            attempt_span(b, &v[i], &v[i].at[k], k);
+        out.len = (size_t)(b->w - out.p);
     }
-    weir__sb_puts(&b, "]}]}]}");
-    if (b.oom) {
-        free(b.p);
+    weir__sb_puts(&out, "]}]}]}");
+    if (out.oom) {
+        free(out.p);
         return NULL;
     }
-    return b.p;
+    return out.p;
 }
 
 /* ---- the exporter thread ---- */
@@ -367,14 +454,12 @@ static size_t discard(char *p, size_t size, size_t n, void *arg)
 
 /* POSTs body: 0 taken, 1 to retry (the collector is away, busy or
  * failing), -1 refused (it will never take it). */
-static int post(const char *url, const char *body, char *const *headers, size_t n_headers,
+static int post(CURL *c, const char *url, const char *body, char *const *headers, size_t n_headers,
                 long timeout_ms, char *err, size_t err_len)
 {
-    CURL *c = curl_easy_init();
-    if (!c) {
-        snprintf(err, err_len, "out of memory");
-        return 1;
-    }
+    /* One handle for the thread: its connection to the collector stays
+     * open between exports. */
+    curl_easy_reset(c);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     for (size_t i = 0; h && i < n_headers; i++) {
         struct curl_slist *nh = curl_slist_append(h, headers[i]);
@@ -392,7 +477,6 @@ static int post(const char *url, const char *body, char *const *headers, size_t 
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
     curl_slist_free_all(h);
     if (rc != CURLE_OK) {
         snprintf(err, err_len, "%s", curl_easy_strerror(rc));
@@ -411,6 +495,7 @@ typedef struct exporter {
     size_t n;
     size_t batch;
     weir_span *out; /* one batch, contiguous */
+    CURL *curl;
 } exporter;
 
 static pending *pending_of(exporter *x, const char *endpoint)
@@ -425,13 +510,16 @@ static pending *pending_of(exporter *x, const char *endpoint)
 }
 
 /* Moves what the rings hold into the pending buffers; a full buffer
- * gives up its oldest span. */
-static void drain(exporter *x, ring *rings, size_t cap)
+ * gives up its oldest span. Returns the most one ring held. */
+static size_t drain(exporter *x, ring *rings, size_t cap)
 {
     int64_t now = mono_ms();
+    size_t most = 0;
     for (ring *r = rings; r; r = r->next) {
         size_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
         size_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (t - h > most)
+            most = t - h;
         for (; h != t; h++) {
             const weir_span *s = &r->v[h % RING];
             pending *p = pending_of(x, s->endpoint);
@@ -460,6 +548,7 @@ static void drain(exporter *x, ring *rings, size_t cap)
         }
         atomic_store_explicit(&r->head, h, memory_order_release);
     }
+    return most;
 }
 
 /* Sends what is due of p: a full batch, or what waited flush_ms, or
@@ -482,7 +571,11 @@ static void send_due(exporter *x, size_t k, uint32_t flush_ms, bool stopping, lo
         pthread_mutex_unlock(&O.mu);
         char *body = service ? weir__otlp_json(x->out, n, service) : NULL;
         char err[256] = "";
-        int rc = body ? post(x->ep[k], body, hs, hs ? nh : 0, timeout_ms, err, sizeof(err)) : -1;
+        if (!x->curl)
+            snprintf(err, sizeof(err), "no libcurl handle");
+        int rc = body && x->curl
+                     ? post(x->curl, x->ep[k], body, hs, hs ? nh : 0, timeout_ms, err, sizeof(err))
+                     : -1;
         free(body);
         free(service);
         for (size_t i = 0; hs && i < nh; i++)
@@ -523,6 +616,7 @@ static void *exporter_main(void *arg)
     exporter *x = calloc(1, sizeof(*x));
     if (!x)
         return NULL;
+    x->curl = curl_easy_init();
     pthread_mutex_lock(&O.mu);
     for (;;) {
         bool stopping = O.stopping;
@@ -540,8 +634,11 @@ static void *exporter_main(void *arg)
                 x->batch = batch;
             }
         }
+        bool busy = false;
         if (x->batch) {
-            drain(x, rings, x->batch * PENDING_BATCHES);
+            /* A ring a quarter full: drained again at once, not after a
+             * tick (a busy worker fills one in tens of milliseconds). */
+            busy = drain(x, rings, x->batch * PENDING_BATCHES) >= RING / 4;
             long timeout = stopping && left < POST_TIMEOUT_MS ? (long)left : POST_TIMEOUT_MS;
             for (size_t k = 0; k < x->n; k++)
                 send_due(x, k, flush_ms, stopping, timeout);
@@ -557,7 +654,7 @@ static void *exporter_main(void *arg)
             if (rings_empty)
                 break;
         }
-        if (!O.stopping) {
+        if (!O.stopping && !busy) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += TICK_MS * 1000000L;
@@ -574,6 +671,8 @@ static void *exporter_main(void *arg)
         free(x->p[k].v);
     }
     free(x->out);
+    if (x->curl)
+        curl_easy_cleanup(x->curl);
     free(x);
     return NULL;
 }

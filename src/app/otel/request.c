@@ -3,6 +3,7 @@
  */
 #include "app/otel/request.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -12,7 +13,6 @@
 #include "weir/cache.h"
 
 struct weir_req_trace {
-    weir_span span;
     bool tracing; /* the server exports: the trace context is weir's to carry */
     bool sampled;
     uint16_t attempts;      /* all of them, recorded or not */
@@ -20,6 +20,10 @@ struct weir_req_trace {
     int64_t t0_mono_ns, t0_unix_ns;
     /* The current attempt, for Server-Timing (monotonic ns; 0: not yet). */
     int64_t attempt_ns, connected_ns, head_ns;
+    bool tp_sent; /* tp is in the upstream request (by reference) */
+    char tp[WEIR_TRACEPARENT_LEN + 1];
+    char timing[192]; /* the Server-Timing value (by reference) */
+    weir_span span;   /* last: only its head is zeroed at the start */
 };
 
 static int64_t mono_ns(void)
@@ -42,6 +46,17 @@ static void copy(char *dst, size_t cap, weir_str v)
     dst[v.ptr ? n : 0] = '\0';
 }
 
+/* src (NULL: "") at dst, up to end (where the NUL goes); the new end. */
+static char *put(char *dst, const char *end, const char *src)
+{
+    while (src && *src && dst < end)
+        *dst++ = *src++;
+    *dst = '\0';
+    return dst;
+}
+
+#define PUT(field, src) put((field), (field) + sizeof(field) - 1, (src))
+
 void weir__trace_begin(weir_session *s, req_ctx *c)
 {
     const weir_cfg_server *srv = c->srv;
@@ -50,7 +65,11 @@ void weir__trace_begin(weir_session *s, req_ctx *c)
     weir_req_trace *t = weir_session_alloc(s, sizeof(*t));
     if (!t)
         return;
-    memset(t, 0, sizeof(*t));
+    /* The span's texts are written at the end: only what is read
+     * before then is zeroed (1 KB less to clear per request). */
+    memset(t, 0, offsetof(weir_req_trace, span));
+    t->span.n_attempts = 0;
+    t->span.has_parent = false;
     c->trace = t;
     t->t0_mono_ns = mono_ns();
     t->t0_unix_ns = weir__otlp_now_ns();
@@ -144,12 +163,17 @@ void weir__trace_upstream_request(weir_session *s, req_ctx *c)
     weir_req_trace *t = c->trace;
     if (!t || !t->tracing)
         return;
-    char tp[WEIR_TRACEPARENT_LEN + 1];
     /* The attempt's span is the backend's parent; past the recorded
-     * attempts, the request's. */
+     * attempts, the request's. The field refers to t->tp: a retry
+     * rewrites it in place (same length). */
     weir__traceparent_format(t->span.trace_id, t->cur ? t->cur->span_id : t->span.span_id,
-                             t->span.flags, tp);
-    weir_headers_set(weir_session_req_headers(s), "traceparent", tp);
+                             t->span.flags, t->tp);
+    if (!t->tp_sent) {
+        weir_headers *h = weir_session_req_headers(s);
+        weir_headers_remove(h, "traceparent"); /* the client's, if it sent one */
+        t->tp_sent = weir_headers_add_ref(h, WEIR_STR("traceparent"),
+                                          (weir_str){t->tp, WEIR_TRACEPARENT_LEN}) == WEIR_OK;
+    }
 }
 
 void weir__trace_upstream_response(weir_session *s, req_ctx *c)
@@ -193,6 +217,28 @@ static void cache_verdict(weir_str cs, char *out, size_t cap)
     }
 }
 
+/* "NAME;dur=MS.mmm" (ns as milliseconds, three decimals) at p, up to
+ * end; the new end. */
+static char *timing(char *p, const char *end, const char *name, int64_t ns)
+{
+    char t[32];
+    size_t i = sizeof(t);
+    uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
+    for (int k = 0; k < 3; k++, us /= 10)
+        t[--i] = (char)('0' + us % 10);
+    t[--i] = '.';
+    do {
+        t[--i] = (char)('0' + us % 10);
+        us /= 10;
+    } while (us && i > 0);
+    p = put(p, end, name);
+    p = put(p, end, ";dur=");
+    for (; i < sizeof(t) && p < end; i++)
+        *p++ = t[i];
+    *p = '\0';
+    return p;
+}
+
 void weir__trace_response(weir_session *s, req_ctx *c)
 {
     weir_req_trace *t = c->trace;
@@ -202,20 +248,19 @@ void weir__trace_response(weir_session *s, req_ctx *c)
     if (!h)
         return;
     int64_t now = mono_ns();
-    char v[256];
-    size_t n = 0;
+    char *v = t->timing;
+    const char *end = v + sizeof(t->timing) - 1;
+    char *p = v;
     if (t->attempt_ns && t->connected_ns)
-        n += (size_t)snprintf(v + n, sizeof(v) - n, "upstream-connect;dur=%.3f, ",
-                              (double)(t->connected_ns - t->attempt_ns) / 1e6);
+        p = put(timing(p, end, "upstream-connect", t->connected_ns - t->attempt_ns), end, ", ");
     if (t->connected_ns && t->head_ns)
-        n += (size_t)snprintf(v + n, sizeof(v) - n, "upstream-response;dur=%.3f, ",
-                              (double)(t->head_ns - t->connected_ns) / 1e6);
+        p = put(timing(p, end, "upstream-response", t->head_ns - t->connected_ns), end, ", ");
     char verdict[32];
     cache_verdict(weir_session_cache_status(s), verdict, sizeof(verdict));
     if (verdict[0])
-        n += (size_t)snprintf(v + n, sizeof(v) - n, "cache;desc=\"%s\", ", verdict);
-    snprintf(v + n, sizeof(v) - n, "total;dur=%.3f", (double)(now - t->t0_mono_ns) / 1e6);
-    weir_headers_add(h, "Server-Timing", v);
+        p = put(put(put(p, end, "cache;desc=\""), end, verdict), end, "\", ");
+    p = timing(p, end, "total", now - t->t0_mono_ns);
+    weir_headers_add_ref(h, WEIR_STR("Server-Timing"), (weir_str){v, (size_t)(p - v)});
 }
 
 void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
@@ -230,19 +275,22 @@ void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
         t->cur->end_ns = sp->end_ns;
     copy(sp->method, sizeof(sp->method), weir_session_method(s));
     copy(sp->path, sizeof(sp->path), weir_session_path(s));
-    snprintf(sp->route, sizeof(sp->route), "%s", c->loc ? c->loc->name : "");
-    snprintf(sp->name, sizeof(sp->name), "%s%s%s", sp->method, sp->route[0] ? " " : "", sp->route);
-    snprintf(sp->server, sizeof(sp->server), "%s", c->srv->name);
+    PUT(sp->route, c->loc ? c->loc->name : "");
+    char *e = PUT(sp->name, sp->method);
+    if (sp->route[0])
+        put(put(e, sp->name + sizeof(sp->name) - 1, " "), sp->name + sizeof(sp->name) - 1,
+            sp->route);
+    PUT(sp->server, c->srv->name);
     const weir_cfg_upstream *u = c->loc ? weir__app_upstream(c) : NULL;
-    snprintf(sp->upstream, sizeof(sp->upstream), "%s", u && t->attempts ? u->name : "");
+    PUT(sp->upstream, u && t->attempts ? u->name : "");
     copy(sp->client, sizeof(sp->client), weir_session_client_ip(s));
     int hv = weir_session_http_version(s);
-    snprintf(sp->protocol, sizeof(sp->protocol), "%s", hv == 20 ? "2" : hv == 10 ? "1.0" : "1.1");
+    PUT(sp->protocol, hv == 20 ? "2" : hv == 10 ? "1.0" : "1.1");
     weir_tls_info tls;
+    sp->tls[0] = '\0';
     if (weir_session_tls(s, &tls) && tls.version)
-        snprintf(sp->tls, sizeof(sp->tls), "%s",
-                 strncmp(tls.version, "TLSv", 4) == 0 ? tls.version + 4 : tls.version);
-    snprintf(sp->error, sizeof(sp->error), "%s", st->error ? st->error : "");
+        PUT(sp->tls, strncmp(tls.version, "TLSv", 4) == 0 ? tls.version + 4 : tls.version);
+    PUT(sp->error, st->error);
     memcpy(sp->termination, st->termination, 3);
     sp->status = st->status;
     sp->request_bytes = (int64_t)st->bytes_received;
