@@ -2,8 +2,8 @@
  * webhook.c - event notifications (webhook.h).
  */
 #include "app/webhook.h"
+#include "app/http_body.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -165,37 +165,11 @@ static char *payload(int type, const event *e)
     return out;
 }
 
-static size_t discard(char *p, size_t size, size_t n, void *arg)
-{
-    (void)p;
-    (void)arg;
-    return size * n;
-}
-
 static bool post(const char *url, const char *body, long timeout_ms, char *err, size_t err_len)
 {
-    CURL *c = curl_easy_init();
-    if (!c)
-        return false;
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 3000 ? timeout_ms : 3000L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK)
-        snprintf(err, err_len, "%s", curl_easy_strerror(rc));
-    else if (status < 200 || status > 299)
-        snprintf(err, err_len, "HTTP %ld", status);
-    return rc == CURLE_OK && status >= 200 && status <= 299;
+    long st = weir__http_send(NULL, "POST", url, "application/json", body, strlen(body), NULL, 0,
+                              timeout_ms, err, err_len);
+    return st >= 200 && st <= 299;
 }
 
 static void poll_main(void *arg);

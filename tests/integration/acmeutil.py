@@ -20,6 +20,21 @@ def openssl(*a):
     subprocess.run(["openssl"] + list(a), check=True, capture_output=True, timeout=60)
 
 
+def ca_and_server_cert(d, name, san):
+    """A throw-away CA (d/ca.crt, d/ca.key) and a server certificate it
+    signs (d/server.crt, d/server.key) for the subjectAltName san."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
+            "-subj", "/CN=%s test CA" % name)
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
+            "-subj", "/CN=%s" % name)
+    (d / "server.ext").write_text("subjectAltName=%s\n" % san)
+    openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.crt"),
+            "-days", "2", "-extfile", str(d / "server.ext"))
+
+
 class Pebble:
     """Pebble(tmp, http_port, nonce_reject=0, env=None).start(); .directory,
     .ca (the CA file of pebble's own HTTPS), .roots() (the PEM of the CA
@@ -45,17 +60,7 @@ class Pebble:
         return str(self.dir / "ca.crt")
 
     def _certs(self):
-        d = self.dir
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
-                "-subj", "/CN=pebble test CA")
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
-                "-subj", "/CN=pebble")
-        (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
-                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.crt"),
-                "-days", "2", "-extfile", str(d / "server.ext"))
+        ca_and_server_cert(self.dir, "pebble", "IP:127.0.0.1,DNS:localhost")
 
     def start(self):
         self._certs()
@@ -151,16 +156,7 @@ class FaultProxy:
         self.rules, self.log, self.renewal_info = [], [], None
         self.ari_asked = []
         d = self.dir
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
-                "-subj", "/CN=proxy test CA")
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
-                "-subj", "/CN=proxy")
-        (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-        openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
-                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.crt"),
-                "-days", "2", "-extfile", str(d / "server.ext"))
+        ca_and_server_cert(d, "proxy", "IP:127.0.0.1")
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):

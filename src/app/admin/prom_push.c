@@ -3,7 +3,6 @@
  */
 #include "app/admin/prom_push.h"
 
-#include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -15,6 +14,7 @@
 
 #include "app/admin/metrics.h"
 #include "app/app.h"
+#include "app/http_body.h"
 #include "weir/log.h"
 
 #define PUSH_TIMEOUT_MS 5000
@@ -34,63 +34,6 @@ void weir__prom_push_counts(uint64_t *ok, uint64_t *failed)
 {
     *ok = atomic_load(&G.ok);
     *failed = atomic_load(&G.failed);
-}
-
-static size_t discard(char *p, size_t size, size_t n, void *arg)
-{
-    (void)p;
-    (void)arg;
-    return size * n;
-}
-
-static size_t read_body(char *dst, size_t size, size_t n, void *arg)
-{
-    struct {
-        const char *p;
-        size_t left;
-    } *src = arg;
-    size_t k = size * n < src->left ? size * n : src->left;
-    memcpy(dst, src->p, k);
-    src->p += k;
-    src->left -= k;
-    return k;
-}
-
-/* PUTs text (n bytes) to url: true when the gateway took it. */
-static bool put(const char *url, const char *text, size_t n, char *err, size_t err_len)
-{
-    CURL *c = curl_easy_init();
-    if (!c) {
-        snprintf(err, err_len, "out of memory");
-        return false;
-    }
-    struct {
-        const char *p;
-        size_t left;
-    } src = {text, n};
-    struct curl_slist *h =
-        curl_slist_append(NULL, "Content-Type: text/plain; version=0.0.4; charset=utf-8");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_body);
-    curl_easy_setopt(c, CURLOPT_READDATA, &src);
-    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)n);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)PUSH_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK)
-        snprintf(err, err_len, "%s", curl_easy_strerror(rc));
-    else if (status < 200 || status > 299)
-        snprintf(err, err_len, "HTTP %ld", status);
-    return rc == CURLE_OK && status >= 200 && status <= 299;
 }
 
 static void *push_main(void *arg)
@@ -119,7 +62,11 @@ static void *push_main(void *arg)
                          : NULL;
         weir__config_unref(cfg);
         char err[256] = "out of memory";
-        bool ok = url && text && put(url, text, len, err, sizeof(err));
+        long st = url && text ? weir__http_send(NULL, "PUT", url,
+                                                "text/plain; version=0.0.4; charset=utf-8", text,
+                                                len, NULL, 0, PUSH_TIMEOUT_MS, err, sizeof(err))
+                              : 0;
+        bool ok = st >= 200 && st <= 299;
         atomic_fetch_add(ok ? &G.ok : &G.failed, 1);
         if (!ok && !warned)
             weir_log(WEIR_LEVEL_WARN, "prometheus_push: %s: %s; trying again every interval",

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/http_body.h"
 #include "app/otel/trace.h"
 #include "app/strbuf.h"
 #include "weir/log.h"
@@ -445,48 +446,19 @@ char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name)
 
 /* ---- the exporter thread ---- */
 
-static size_t discard(char *p, size_t size, size_t n, void *arg)
-{
-    (void)p;
-    (void)arg;
-    return size * n;
-}
-
 /* POSTs body: 0 taken, 1 to retry (the collector is away, busy or
- * failing), -1 refused (it will never take it). */
+ * failing), -1 refused (it will never take it). One handle for the
+ * thread: its connection to the collector stays open between exports. */
 static int post(CURL *c, const char *url, const char *body, char *const *headers, size_t n_headers,
                 long timeout_ms, char *err, size_t err_len)
 {
-    /* One handle for the thread: its connection to the collector stays
-     * open between exports. */
-    curl_easy_reset(c);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    for (size_t i = 0; h && i < n_headers; i++) {
-        struct curl_slist *nh = curl_slist_append(h, headers[i]);
-        if (nh)
-            h = nh;
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK) {
-        snprintf(err, err_len, "%s", curl_easy_strerror(rc));
-        return 1;
-    }
+    long status =
+        weir__http_send(c, "POST", url, "application/json", body, strlen(body),
+                        (const char *const *)headers, n_headers, timeout_ms, err, err_len);
     if (status >= 200 && status <= 299)
         return 0;
-    snprintf(err, err_len, "HTTP %ld", status);
     /* OTLP/HTTP: these are worth another try, other errors are not. */
-    return status == 429 || status == 502 || status == 503 || status == 504 ? 1 : -1;
+    return !status || status == 429 || status == 502 || status == 503 || status == 504 ? 1 : -1;
 }
 
 typedef struct exporter {
