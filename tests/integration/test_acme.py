@@ -396,17 +396,21 @@ def test_challenge_settings(tmp_path, body, expect):
     assert r.returncode == 1 and expect in r.stderr, r.stderr
 
 
-def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc):
+@pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
+def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc, challenge):
     """Two instances on one etcd prefix: the lock holder orders; its
-    HTTP-01 answer is in etcd, so the other instance answers the CA (pebble
-    asks the other one here); the certificate reaches both through etcd."""
+    HTTP-01 answer, or its TLS-ALPN-01 key authorization, is in etcd, so
+    the other instance answers the CA (pebble asks the other one here, on
+    its plain or its TLS port); the certificate reaches both through
+    etcd."""
     from conftest import binary, require_binary, wait_port
     from etcdutil import Etcd
     require_binary("weir")
     e = Etcd(tmp_path).start()
     try:
         ports = {k: free_port() for k in ("ha", "sa", "aa", "hb", "sb", "ab")}
-        pb = Pebble(tmp_path, ports["hb"]).start()  # the CA asks instance b
+        # The CA asks instance b.
+        pb = Pebble(tmp_path, ports["hb"], tls_port=ports["sb"]).start()
         try:
             e.put("/p/locations/all", "echo = true\n")
             ws = []
@@ -419,9 +423,9 @@ def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc):
                     '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
                     'certificates = ["site"]\n\n'
                     '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
-                    'domains = ["fleet.weir.test"]\nstorage = "%s"\n'
+                    'domains = ["fleet.weir.test"]\nstorage = "%s"\nchallenge = "%s"\n'
                     % (x, ports["a" + x], ports["h" + x], ports["s" + x], pb.directory, pb.ca,
-                       tmp_path / ("acme-" + x)))
+                       tmp_path / ("acme-" + x), challenge))
                 p = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)],
                                ports["s" + x], "weir-" + x)
                 ws.append(p)

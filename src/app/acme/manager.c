@@ -116,11 +116,9 @@ static void table_remove(const char *token)
 
 /* ---- TLS-ALPN-01: a certificate for the TLS listeners ---- */
 
-static int alpn_present(void *arg, const char *domain, const char *token, const char *key_auth,
-                        char *err, size_t err_len)
+/* The challenge certificate for domain made and served: 0, or -1. */
+static int alpn_serve(const char *domain, const char *key_auth, char *err, size_t err_len)
 {
-    (void)arg;
-    (void)token;
     char *cert = NULL, *key = NULL;
     int rc = weir__acme_alpn_cert(domain, key_auth, &cert, &key) &&
                      weir_tls_set_acme_challenge(domain, cert, key) == WEIR_OK
@@ -135,11 +133,24 @@ static int alpn_present(void *arg, const char *domain, const char *token, const 
     return rc;
 }
 
-static void alpn_cleanup(void *arg, const char *domain, const char *token)
+void weir__acme_alpn_set(const char *domain, const char *key_auth)
 {
-    (void)arg;
-    (void)token;
-    weir_tls_set_acme_challenge(domain, NULL, NULL);
+    /* From etcd: a DNS name (no wildcard: RFC 8737), and a key
+     * authorization of base64url and one dot. */
+    size_t n = strlen(domain);
+    if (!n || n > 253 || strspn(domain, "abcdefghijklmnopqrstuvwxyz0123456789.-") != n)
+        return;
+    if (!key_auth) {
+        weir_tls_set_acme_challenge(domain, NULL, NULL);
+        return;
+    }
+    size_t k = strlen(key_auth);
+    if (!k || k > 255 ||
+        strspn(key_auth, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") != k)
+        return;
+    char err[200];
+    if (alpn_serve(domain, key_auth, err, sizeof(err)) != 0)
+        weir_log(WEIR_LEVEL_WARN, "acme: %s", err);
 }
 
 /* ---- DNS-01: the dns_hook command ---- */
@@ -260,6 +271,52 @@ struct weir_acme_manager {
 };
 
 static char *challenge_key(weir_acme_manager *m, const char *token);
+static char *alpn_key(weir_acme_manager *m, const char *domain);
+
+/* ---- a challenge shared with the fleet through etcd ---- */
+
+/* key (malloc'd, freed here; NULL: out of memory) = key_auth in etcd. */
+static void fleet_share(weir_acme_manager *m, char *key, const char *key_auth)
+{
+    char perr[300];
+    if (key && weir__etcd_put_if(m->e, key, key_auth, strlen(key_auth), -1, 0, NULL, perr,
+                                 sizeof(perr)) != 0)
+        weir_log(WEIR_LEVEL_WARN,
+                 "acme: the challenge is not in etcd (%s): only this instance answers it", perr);
+    free(key);
+}
+
+static void fleet_unshare(weir_acme_manager *m, char *key)
+{
+    char perr[300];
+    if (key)
+        weir__etcd_delete_if(m->e, key, false, -1, perr, sizeof(perr));
+    free(key);
+}
+
+/* In a fleet, the key authorization also goes under
+ * /PREFIX/acme/tls-alpn-01/DOMAIN: every instance serves the challenge
+ * certificate (the CA may reach any one behind a balancer). */
+static int alpn_present(void *arg, const char *domain, const char *token, const char *key_auth,
+                        char *err, size_t err_len)
+{
+    weir_acme_manager *m = arg;
+    (void)token;
+    if (alpn_serve(domain, key_auth, err, err_len) != 0)
+        return -1;
+    if (m->e)
+        fleet_share(m, alpn_key(m, domain), key_auth);
+    return 0;
+}
+
+static void alpn_cleanup(void *arg, const char *domain, const char *token)
+{
+    weir_acme_manager *m = arg;
+    (void)token;
+    weir_tls_set_acme_challenge(domain, NULL, NULL);
+    if (m->e)
+        fleet_unshare(m, alpn_key(m, domain));
+}
 
 /* HTTP-01: the token in this instance's table and, in a fleet, under
  * /PREFIX/acme/http-01/TOKEN for the others to answer too (the CA may
@@ -271,17 +328,8 @@ static int present(void *arg, const char *domain, const char *token, const char 
     (void)domain;
     if (table_add(token, key_auth, err, err_len) != 0)
         return -1;
-    char *k = m->e ? challenge_key(m, token) : NULL;
-    if (k) {
-        char perr[300];
-        if (weir__etcd_put_if(m->e, k, key_auth, strlen(key_auth), -1, 0, NULL, perr,
-                              sizeof(perr)) != 0)
-            weir_log(WEIR_LEVEL_WARN,
-                     "acme: the challenge is not in etcd (%s): only this instance "
-                     "answers it",
-                     perr);
-        free(k);
-    }
+    if (m->e)
+        fleet_share(m, challenge_key(m, token), key_auth);
     return 0;
 }
 
@@ -290,12 +338,8 @@ static void cleanup(void *arg, const char *domain, const char *token)
     weir_acme_manager *m = arg;
     (void)domain;
     table_remove(token);
-    char *k = m->e ? challenge_key(m, token) : NULL;
-    if (k) {
-        char perr[300];
-        weir__etcd_delete_if(m->e, k, false, -1, perr, sizeof(perr));
-        free(k);
-    }
+    if (m->e)
+        fleet_unshare(m, challenge_key(m, token));
 }
 
 static int64_t now_s(void)
@@ -432,7 +476,7 @@ static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t
     dns_arg dns = {.hook = c->dns_hook};
     weir_acme_challenge_ops http = {"http-01", present, cleanup, m};
     weir_acme_challenge_ops dns01 = {"dns-01", dns_present, dns_cleanup, &dns};
-    weir_acme_challenge_ops alpn = {"tls-alpn-01", alpn_present, alpn_cleanup, NULL};
+    weir_acme_challenge_ops alpn = {"tls-alpn-01", alpn_present, alpn_cleanup, m};
     const weir_acme_challenge_ops *ops = c->dns_hook ? &dns01 : c->tls_alpn ? &alpn : &http;
     char *chain = NULL, *kp = NULL;
     int rc = -1;
@@ -542,6 +586,14 @@ static char *challenge_key(weir_acme_manager *m, const char *token)
 {
     char *k = NULL;
     if (asprintf(&k, "%s/acme/http-01/%s", weir__etcd_source_prefix(m->fleet), token) < 0)
+        return NULL;
+    return k;
+}
+
+static char *alpn_key(weir_acme_manager *m, const char *domain)
+{
+    char *k = NULL;
+    if (asprintf(&k, "%s/acme/tls-alpn-01/%s", weir__etcd_source_prefix(m->fleet), domain) < 0)
         return NULL;
     return k;
 }

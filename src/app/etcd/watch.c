@@ -388,15 +388,21 @@ static bool kvs_change(weir_etcd_kvs *k, const weir_etcd_event *ev)
     return true;
 }
 
-/* /PREFIX/acme/http-01/TOKEN: another instance's HTTP-01 answer, which
- * this one gives too. */
+/* /PREFIX/acme/http-01/TOKEN and /PREFIX/acme/tls-alpn-01/DOMAIN:
+ * another instance's challenge answer, which this one gives too. */
 static bool challenge_event(const weir_etcd_source *s, const weir_etcd_kv *kv, bool deleted)
 {
     size_t p = strlen(s->prefix_dir), n = strlen("acme/http-01/");
-    if (kv->key_len <= p + n || memcmp(kv->key + p, "acme/http-01/", n) != 0)
-        return false;
-    weir__acme_http01_set(kv->key + p + n, deleted ? NULL : kv->value);
-    return true;
+    if (kv->key_len > p + n && memcmp(kv->key + p, "acme/http-01/", n) == 0) {
+        weir__acme_http01_set(kv->key + p + n, deleted ? NULL : kv->value);
+        return true;
+    }
+    n = strlen("acme/tls-alpn-01/");
+    if (kv->key_len > p + n && memcmp(kv->key + p, "acme/tls-alpn-01/", n) == 0) {
+        weir__acme_alpn_set(kv->key + p + n, deleted ? NULL : kv->value);
+        return true;
+    }
+    return false;
 }
 
 static int on_events(void *arg, const weir_etcd_event *ev, size_t n, int64_t revision)
