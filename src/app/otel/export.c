@@ -193,22 +193,29 @@ static void put_n(jw *b, const char *s, size_t n)
     b->w += n;
 }
 
-static void weir_puts(jw *b, const char *s)
-{
-    put_n(b, s, strlen(s));
-}
-
 #define LIT(b, s) put_n(b, s, sizeof(s) - 1)
 
 static void put_i64(jw *b, int64_t v)
 {
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
     char t[24];
     size_t i = sizeof(t);
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        t[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) { /* two digits a division */
+        size_t d = (size_t)(u % 100) * 2;
+        u /= 100;
+        t[--i] = pairs[d + 1];
+        t[--i] = pairs[d];
+    }
+    if (u >= 10) {
+        t[--i] = pairs[u * 2 + 1];
+        t[--i] = pairs[u * 2];
+    } else {
+        t[--i] = (char)('0' + u);
+    }
     if (v < 0)
         t[--i] = '-';
     put_n(b, t + i, sizeof(t) - i);
@@ -246,42 +253,47 @@ static void put_json_str(jw *b, const char *s)
     LIT(b, "\"");
 }
 
-/* `,{"key":"KEY","value":{` (KEY: weir's own, plain ASCII). */
-static void attr_head(jw *b, bool *first, const char *key)
+/* An attribute's head, `{"key":"KEY","value":{"stringValue":` and the
+ * like, is one literal made at compile time (KEY: weir's own, plain
+ * ASCII). */
+#define SKEY(k) "{\"key\":\"" k "\",\"value\":{\"stringValue\":"
+#define IKEY(k) "{\"key\":\"" k "\",\"value\":{\"intValue\":\""
+#define BKEY(k) "{\"key\":\"" k "\",\"value\":{\"boolValue\":"
+#define ATTR_STR(b, f, k, v) attr_str(b, f, SKEY(k), sizeof(SKEY(k)) - 1, v)
+#define ATTR_INT(b, f, k, v) attr_int(b, f, IKEY(k), sizeof(IKEY(k)) - 1, v)
+#define ATTR_BOOL(b, f, k, v) attr_bool(b, f, BKEY(k), sizeof(BKEY(k)) - 1, v)
+
+static void attr_head(jw *b, bool *first, const char *head, size_t n)
 {
     if (!*first)
         LIT(b, ",");
     *first = false;
-    LIT(b, "{\"key\":\"");
-    weir_puts(b, key);
-    LIT(b, "\",\"value\":{");
+    put_n(b, head, n);
 }
 
-static void attr_str(jw *b, bool *first, const char *key, const char *v)
+static void attr_str(jw *b, bool *first, const char *head, size_t n, const char *v)
 {
     if (!v || !*v)
         return;
-    attr_head(b, first, key);
-    LIT(b, "\"stringValue\":");
+    attr_head(b, first, head, n);
     put_json_str(b, v);
     LIT(b, "}}");
 }
 
-static void attr_int(jw *b, bool *first, const char *key, int64_t v)
+static void attr_int(jw *b, bool *first, const char *head, size_t n, int64_t v)
 {
-    attr_head(b, first, key);
-    LIT(b, "\"intValue\":\"");
+    attr_head(b, first, head, n);
     put_i64(b, v);
     LIT(b, "\"}}");
 }
 
-static void attr_bool(jw *b, bool *first, const char *key, bool v)
+static void attr_bool(jw *b, bool *first, const char *head, size_t n, bool v)
 {
-    attr_head(b, first, key);
+    attr_head(b, first, head, n);
     if (v)
-        LIT(b, "\"boolValue\":true}}");
+        LIT(b, "true}}");
     else
-        LIT(b, "\"boolValue\":false}}");
+        LIT(b, "false}}");
 }
 
 static void put_hex(jw *b, const uint8_t *id, size_t len)
@@ -333,23 +345,23 @@ static void server_span(jw *b, const weir_span *s)
     put_json_str(b, s->name);
     times(b, 2, s->start_ns, s->end_ns);
     bool f = true;
-    attr_str(b, &f, "http.request.method", s->method);
-    attr_str(b, &f, "url.path", s->path);
-    attr_str(b, &f, "http.route", s->route);
+    ATTR_STR(b, &f, "http.request.method", s->method);
+    ATTR_STR(b, &f, "url.path", s->path);
+    ATTR_STR(b, &f, "http.route", s->route);
     if (s->status)
-        attr_int(b, &f, "http.response.status_code", s->status);
-    attr_str(b, &f, "client.address", s->client);
-    attr_str(b, &f, "network.protocol.name", "http");
-    attr_str(b, &f, "network.protocol.version", s->protocol);
-    attr_str(b, &f, "tls.protocol.version", s->tls);
-    attr_int(b, &f, "http.request.size", s->request_bytes);
-    attr_int(b, &f, "http.response.size", s->response_bytes);
-    attr_str(b, &f, "weir.server", s->server);
-    attr_str(b, &f, "weir.upstream", s->upstream);
-    attr_str(b, &f, "weir.termination", s->termination);
+        ATTR_INT(b, &f, "http.response.status_code", s->status);
+    ATTR_STR(b, &f, "client.address", s->client);
+    ATTR_STR(b, &f, "network.protocol.name", "http");
+    ATTR_STR(b, &f, "network.protocol.version", s->protocol);
+    ATTR_STR(b, &f, "tls.protocol.version", s->tls);
+    ATTR_INT(b, &f, "http.request.size", s->request_bytes);
+    ATTR_INT(b, &f, "http.response.size", s->response_bytes);
+    ATTR_STR(b, &f, "weir.server", s->server);
+    ATTR_STR(b, &f, "weir.upstream", s->upstream);
+    ATTR_STR(b, &f, "weir.termination", s->termination);
     if (s->retries)
-        attr_int(b, &f, "weir.retries", s->retries);
-    attr_str(b, &f, "error.type", s->error);
+        ATTR_INT(b, &f, "weir.retries", s->retries);
+    ATTR_STR(b, &f, "error.type", s->error);
     LIT(b, "]");
     if (s->status >= 500 || (!s->status && s->error[0]))
         error_status(b, s->error[0] ? s->error : "server error");
@@ -365,7 +377,7 @@ static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, 
     int64_t end = a->end_ns ? a->end_ns : s->end_ns;
     times(b, 3, a->start_ns, end > a->start_ns ? end : a->start_ns);
     bool f = true;
-    attr_str(b, &f, "http.request.method", s->method);
+    ATTR_STR(b, &f, "http.request.method", s->method);
     /* "ip:port" or "[ip6]:port" */
     char host[48];
     size_t hl = strnlen(a->addr, sizeof(a->addr) - 1);
@@ -381,18 +393,18 @@ static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, 
             h[n - 1] = '\0';
             h++;
         }
-        attr_str(b, &f, "server.address", h);
-        attr_int(b, &f, "server.port", port);
+        ATTR_STR(b, &f, "server.address", h);
+        ATTR_INT(b, &f, "server.port", port);
     }
-    attr_str(b, &f, "network.peer.address", a->addr);
+    ATTR_STR(b, &f, "network.peer.address", a->addr);
     if (a->status)
-        attr_int(b, &f, "http.response.status_code", a->status);
-    attr_int(b, &f, "weir.attempt", k + 1);
-    attr_bool(b, &f, "weir.connection.reused", a->reused);
+        ATTR_INT(b, &f, "http.response.status_code", a->status);
+    ATTR_INT(b, &f, "weir.attempt", k + 1);
+    ATTR_BOOL(b, &f, "weir.connection.reused", a->reused);
     if (a->connect_ns >= 0)
-        attr_int(b, &f, "weir.connect_time_us", a->connect_ns / 1000);
-    attr_str(b, &f, "weir.upstream", s->upstream);
-    attr_str(b, &f, "error.type", a->error);
+        ATTR_INT(b, &f, "weir.connect_time_us", a->connect_ns / 1000);
+    ATTR_STR(b, &f, "weir.upstream", s->upstream);
+    ATTR_STR(b, &f, "error.type", a->error);
     LIT(b, "]");
     if (a->connect_ns >= 0 && !a->reused) {
         LIT(b, ",\"events\":[{\"name\":\"connected\",\"timeUnixNano\":\"");
