@@ -119,6 +119,11 @@ weir_tls_client *weir_tls_client_new(const weir_tls_client_spec *spec, char *err
 void weir_tls_client_free(weir_tls_client *c);
 
 /* TLS counters of a running server (see weir_server_get_stats). */
+/* Handshake durations are counted in these buckets: at most 1, 5, 10,
+ * 25, 50, 100, 250, 500, 1,000, 2,500 ms, and more. */
+#define WEIR_TLS_BUCKETS 11
+extern const uint32_t weir_tls_bucket_us[WEIR_TLS_BUCKETS - 1];
+
 typedef struct weir_tls_stats {
     uint64_t handshakes;    /* completed client handshakes */
     uint64_t resumed;       /* of which resumed a session */
@@ -126,6 +131,11 @@ typedef struct weir_tls_stats {
     uint64_t up_handshakes; /* completed handshakes with backends */
     uint64_t up_resumed;    /* of which resumed */
     uint64_t up_failures;   /* failed handshakes with backends */
+    /* Durations of completed handshakes, from the first step to the end
+     * (round trips included): [0] with clients, [1] with backends; per
+     * bucket (not cumulative), and their sum in microseconds. */
+    uint64_t duration[2][WEIR_TLS_BUCKETS];
+    uint64_t duration_sum_us[2];
 } weir_tls_stats;
 
 #ifdef __cplusplus

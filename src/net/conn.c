@@ -94,9 +94,14 @@ static int tls_fail(weir_conn *c, int r, bool reading)
 int weir__conn_handshake(weir_conn *c)
 {
     ERR_clear_error();
+    if (!c->tls_start_us)
+        c->tls_start_us = weir__loop_now_us(c->loop);
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->tls_ready = true;
+        /* From its first step to its end: round trips included. */
+        weir__tls_observe_handshake(SSL_is_server(c->ssl),
+                                    weir__loop_now_us(c->loop) - c->tls_start_us);
         return WEIR_OK;
     }
     int rc = tls_fail(c, r, !SSL_want_write(c->ssl));

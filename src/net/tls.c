@@ -760,41 +760,80 @@ fail:
 
 typedef struct counters {
     _Atomic uint64_t v[WEIR_TLS_N_EVENTS];
+    _Atomic uint64_t dur[2][WEIR_TLS_BUCKETS], dur_sum[2];
     struct counters *next;
 } counters;
+
+const uint32_t weir_tls_bucket_us[WEIR_TLS_BUCKETS - 1] = {
+    1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
 
 static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
 static counters *all_counters;
 static __thread counters *my_counters;
 
+static counters *my_block(void);
+
+/* Only this thread writes its block: no read-modify-write needed. */
+static void bump(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
 void weir__tls_count(weir_tls_event ev)
+{
+    counters *c = my_block();
+    if (c)
+        bump(&c->v[ev], 1);
+}
+
+void weir__tls_observe_handshake(bool with_client, uint64_t us)
+{
+    counters *c = my_block();
+    if (!c)
+        return;
+    int side = with_client ? 0 : 1, b = 0;
+    while (b < WEIR_TLS_BUCKETS - 1 && us > weir_tls_bucket_us[b])
+        b++;
+    bump(&c->dur[side][b], 1);
+    bump(&c->dur_sum[side], us);
+}
+
+static counters *my_block(void)
 {
     counters *c = my_counters;
     if (!c) {
         /* One block per thread for the life of the process (threads are
          * few and long-lived: workers, the control thread). */
         if (!(c = calloc(1, sizeof(*c))))
-            return;
+            return NULL;
         pthread_mutex_lock(&counters_lock);
         c->next = all_counters;
         all_counters = c;
         pthread_mutex_unlock(&counters_lock);
         my_counters = c;
     }
-    /* Only this thread writes its block: no read-modify-write needed. */
-    atomic_store_explicit(&c->v[ev], atomic_load_explicit(&c->v[ev], memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    return c;
 }
 
 void weir__tls_stats(weir_tls_stats *out)
 {
     uint64_t v[WEIR_TLS_N_EVENTS] = {0};
+    memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&counters_lock);
     for (counters *c = all_counters; c; c = c->next) {
         for (int i = 0; i < WEIR_TLS_N_EVENTS; i++)
             v[i] += atomic_load_explicit(&c->v[i], memory_order_relaxed);
+        for (int side = 0; side < 2; side++) {
+            for (int b = 0; b < WEIR_TLS_BUCKETS; b++)
+                out->duration[side][b] +=
+                    atomic_load_explicit(&c->dur[side][b], memory_order_relaxed);
+            out->duration_sum_us[side] +=
+                atomic_load_explicit(&c->dur_sum[side], memory_order_relaxed);
+        }
     }
     pthread_mutex_unlock(&counters_lock);
+    weir_tls_stats d = *out;
     *out = (weir_tls_stats){
         .handshakes = v[WEIR_TLS_HANDSHAKE],
         .resumed = v[WEIR_TLS_RESUMED],
@@ -803,4 +842,6 @@ void weir__tls_stats(weir_tls_stats *out)
         .up_resumed = v[WEIR_TLS_UP_RESUMED],
         .up_failures = v[WEIR_TLS_UP_FAILURE],
     };
+    memcpy(out->duration, d.duration, sizeof(d.duration));
+    memcpy(out->duration_sum_us, d.duration_sum_us, sizeof(d.duration_sum_us));
 }

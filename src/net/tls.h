@@ -47,6 +47,9 @@ typedef enum weir_tls_event {
     WEIR_TLS_N_EVENTS,
 } weir_tls_event;
 void weir__tls_count(weir_tls_event ev);
+/* One completed handshake's duration, with a client (server side) or a
+ * backend, into this thread's histogram. */
+void weir__tls_observe_handshake(bool with_client, uint64_t us);
 
 /* TLS-ALPN-01 (tls_alpn01.c): the client-hello callback of every server
  * context, and whether it gave ssl a challenge certificate. */

@@ -156,3 +156,56 @@ def test_pushed_to_a_pushgateway_which_may_go_away(start, tmp_path):
         assert conftest.wait_for(lambda: "takes pushes again" in w.stderr(), 5)
     finally:
         gw.stop()
+
+
+def test_tls_handshake_durations(weir_toml, backend, tmp_path):
+    """weir_tls_handshake_seconds counts each completed handshake once
+    (not per request), in the bucket of its duration."""
+    import ssl
+    from acmeutil import ca_and_server_cert
+    ca_and_server_cert(tmp_path, "localhost", "DNS:localhost")
+    b = backend(B.fixed(b"hi\n"))
+    w = weir_toml("""
+[certificates.c]
+cert = "%s"
+key = "%s"
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+certificates = ["c"]
+prometheus_metrics = "/metrics"
+[locations.l]
+upstream = "u"
+[upstreams.u]
+addrs = ["@B@"]
+""" % (tmp_path / "server.crt", tmp_path / "server.key"), B=b)
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", w.port), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                for _ in range(2):  # two requests, one handshake
+                    t.sendall(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    assert b"200" in t.recv(4096).split(b"\r\n")[0]
+    with socket.create_connection(("127.0.0.1", w.port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            text = b""
+            while True:
+                chunk = t.recv(65536)
+                if not chunk:
+                    break
+                text += chunk
+    text = text.decode()
+    count = int(re.search(r'weir_tls_handshake_seconds_count\{side="client"\} (\d+)',
+                          text).group(1))
+    inf = int(re.search(r'weir_tls_handshake_seconds_bucket\{side="client",le="\+Inf"\} (\d+)',
+                        text).group(1))
+    assert count == inf == 4, text  # three, and the one asking for the metrics
+    total = int(re.search(r'weir_tls_handshakes_total\{side="client",result="ok"\} (\d+)',
+                          text).group(1))
+    assert total == count
+    assert 'weir_tls_handshake_seconds_count{side="upstream"} 0' in text
+    s = float(re.search(r'weir_tls_handshake_seconds_sum\{side="client"\} ([0-9.]+)',
+                        text).group(1))
+    assert 0 < s < 10

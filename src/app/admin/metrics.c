@@ -864,6 +864,24 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              (unsigned long long)t->handshakes, (unsigned long long)t->failures,
              (unsigned long long)t->up_handshakes, (unsigned long long)t->up_failures,
              (unsigned long long)t->resumed, (unsigned long long)t->up_resumed);
+        static const char *const le[WEIR_TLS_BUCKETS] = {
+            "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"};
+        emit(&o, "# HELP weir_tls_handshake_seconds Completed TLS handshakes by duration (first "
+                 "step to end, round trips included), by side.\n"
+                 "# TYPE weir_tls_handshake_seconds histogram\n");
+        for (int side = 0; side < 2; side++) {
+            const char *sv = side ? "upstream" : "client";
+            uint64_t cum = 0;
+            for (int b = 0; b < WEIR_TLS_BUCKETS; b++) {
+                cum += t->duration[side][b];
+                emit(&o, "weir_tls_handshake_seconds_bucket{side=\"%s\",le=\"%s\"} %llu\n", sv,
+                     le[b], (unsigned long long)cum);
+            }
+            emit(&o,
+                 "weir_tls_handshake_seconds_sum{side=\"%s\"} %.6f\n"
+                 "weir_tls_handshake_seconds_count{side=\"%s\"} %llu\n",
+                 sv, (double)t->duration_sum_us[side] / 1e6, sv, (unsigned long long)cum);
+        }
     }
     emit(&o,
          "# HELP weir_reloads_total Configuration reloads by outcome.\n"
