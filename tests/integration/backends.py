@@ -192,6 +192,28 @@ class Conn:
             self.reader.buf += data
 
 
+def listen_socket(host=LOOPBACK, port=0, backlog=1024, rcvbuf=0):
+    """A TCP socket listening on host:port. Port 0 is one from this pytest
+    worker's own range (conftest.free_port), not an ephemeral one: a port
+    the kernel hands out may have been another worker's backend a moment
+    ago, and that worker's weir may still probe or retry it."""
+    from conftest import free_port
+    for attempt in range(20):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        try:
+            s.bind((host, port or free_port()))
+        except OSError as e:
+            s.close()
+            if port or e.errno != errno.EADDRINUSE or attempt == 19:
+                raise
+            continue
+        s.listen(backlog)
+        return s
+
+
 def response_head(status, headers=(), reason=None):
     reasons = {100: "Continue", 103: "Early Hints", 200: "OK", 204: "No Content",
                304: "Not Modified", 404: "Not Found", 500: "Internal Server Error"}
@@ -223,10 +245,7 @@ class Backend:
         self.heads = 0  # request heads seen (complete requests or not)
         self.bad_framing = []  # requests whose body framing the backend rejected
         self.errors = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(1024)
+        self.sock = listen_socket(host, port)
         self.port = self.sock.getsockname()[1]
         self.addr = "%s:%d" % (host, self.port)
         self.stopping = False

@@ -73,7 +73,11 @@ def pytest_runtest_call(item):
 # Ports
 
 
-_given_ports = set()
+# Ports handed out, oldest first. A run hands out more than a worker's
+# range holds once backends take theirs from it too: the oldest are given
+# again, a thousand tests later, when nothing can still be talking to them.
+_given_ports = {}
+_GIVEN_KEEP = 3500
 
 
 def _port_range():
@@ -89,7 +93,7 @@ def _port_range():
 
 def free_port(udp=False):
     """A loopback port that was free a moment ago (for UDP too when asked),
-    never one this run handed out before."""
+    not one of the last few thousand this worker handed out."""
     import random
     lo, hi = _port_range()
     for _ in range(1000):
@@ -108,7 +112,10 @@ def free_port(udp=False):
         finally:
             for s in socks:
                 s.close()
-        _given_ports.add(port)
+        _given_ports[port] = True
+        if len(_given_ports) > _GIVEN_KEEP:
+            for old in list(_given_ports)[:1000]:
+                del _given_ports[old]
         return port
     raise RuntimeError("no free port in %d-%d" % (lo, hi))
 

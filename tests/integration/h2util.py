@@ -707,11 +707,7 @@ class StreamBackend:
         self.conns = set()
         self.stopping = False
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.listen(256)
+        self.sock = B.listen_socket(LOOPBACK, 0, 256, rcvbuf)
         self.port = self.sock.getsockname()[1]
         self.addr = "%s:%d" % (LOOPBACK, self.port)
         self.n_conns = 0

@@ -96,9 +96,7 @@ class CountingRelay:
         self.lock = threading.Lock()
         self.accepted = 0
         self.socks = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
+        self.sock = B.listen_socket(backlog=128)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -40,10 +40,7 @@ class PreforkBackend:
     connections being served at once."""
 
     def __init__(self, workers, delay=0.0, backlog=8):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(backlog)
+        self.sock = B.listen_socket(backlog=backlog)
         self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.delay = delay
         self.lock = threading.Lock()

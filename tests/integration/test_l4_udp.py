@@ -50,13 +50,19 @@ def udp_busy(port, host="127.0.0.1"):
 class UdpServer:
     """A UDP backend on loopback: replies name + b":" + datagram to each
     datagram (or what handler(data) returns: None for no reply, a list for
-    several), and remembers what it received and from where."""
+    several), and remembers what it received and from where.
+
+    Its port is from this pytest worker's own range, never an ephemeral
+    one: a port the kernel hands out (bind to 0) may have been another
+    test's a moment ago, and datagrams still on their way to it (a weir
+    of another pytest-xdist worker sending to its old backend) would be
+    counted here."""
 
     def __init__(self, name="u", handler=None, host="127.0.0.1", port=0):
         self.name = name.encode()
         self.handler = handler
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, port))
+        self.sock.bind((host, port or free_udp_port()))
         self.port = self.sock.getsockname()[1]
         self.addr = "%s:%d" % (host, self.port)
         self.got = []  # (data, (ip, port))
@@ -385,6 +391,7 @@ def test_a_wildcard_listener_keys_sessions_by_the_address_sent_to(udp, start_pro
     text, admin = config(port, [e.addr], host="0.0.0.0")
     start(start_proc, tmp_path, text, admin)
     c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not connected: one port, two addresses
+    c.bind(("127.0.0.1", free_udp_port()))  # not an ephemeral port: no stray datagrams
     c.settimeout(2)
     c.sendto(b"one", ("127.0.0.1", port))
     c.sendto(b"two", ("127.0.0.2", port))

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+import backends as B
 from conftest import binary, free_port, require_binary, wait_port
 from test_admin import Admin, config as admin_config, start as admin_start
 
@@ -28,10 +29,7 @@ class Sink:
     address of its connection, then closes."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("0.0.0.0", 0))
-        self.sock.listen(4096)
+        self.sock = B.listen_socket("0.0.0.0", 0, 4096)
         self.port = self.sock.getsockname()[1]
         self.errors = []
         self.thread = threading.Thread(target=self._accept, daemon=True)

@@ -13,9 +13,7 @@ class UpgradeBackend:
     upper-cased; records the request head."""
 
     def __init__(self, answer_101=True):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock = B.listen_socket(backlog=16)
         self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.heads = []
         self.closed = threading.Event()
