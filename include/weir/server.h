@@ -167,6 +167,12 @@ typedef struct weir_server_stats {
 /* Fills *out. Any thread, while the server runs (zeroes otherwise). */
 void weir_server_get_stats(weir_server *srv, weir_server_stats *out);
 
+/* The shared pool's idle connections per backend: cb(addr ("ip:port"),
+ * how many, arg) once per backend with any, in address order. Any thread;
+ * cb runs outside the pool's lock. */
+typedef void (*weir_pool_idle_cb)(const char *addr, uint64_t idle, void *arg);
+void weir_server_pool_idle_each(weir_pool_idle_cb cb, void *arg);
+
 /* Frees a server that is not running. */
 void weir_server_free(weir_server *srv);
 

@@ -54,6 +54,24 @@ uint64_t weir__upool_idle(void)
     return atomic_load_explicit(&n_idle, memory_order_relaxed);
 }
 
+size_t weir__upool_idle_addrs(struct sockaddr_storage **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&pool_lock);
+    size_t n = 0, cap = atomic_load_explicit(&n_idle, memory_order_relaxed);
+    struct sockaddr_storage *v = cap ? malloc(cap * sizeof(*v)) : NULL;
+    for (size_t b = 0; v && b < N_BUCKETS; b++)
+        for (weir_upconn *u = buckets[b]; u && n < cap; u = u->next)
+            v[n++] = u->addr;
+    pthread_mutex_unlock(&pool_lock);
+    if (!n) {
+        free(v);
+        return 0;
+    }
+    *out = v;
+    return n;
+}
+
 uint64_t weir__upool_migrations(void)
 {
     return atomic_load(&migrations);

@@ -109,5 +109,9 @@ void weir__upool_thread_exit(void);
 uint64_t weir__upool_migrations(void);
 /* Idle connections in the pool now. */
 uint64_t weir__upool_idle(void);
+/* The addresses of the idle connections (one entry each, in no order):
+ * *out malloc'd (free it), their number returned; 0 and NULL when none or
+ * out of memory. Any thread (a walk under the pool lock). */
+size_t weir__upool_idle_addrs(struct sockaddr_storage **out);
 
 #endif

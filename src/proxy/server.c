@@ -30,6 +30,7 @@
 #include "proxy/server-int.h"
 #include "proxy/session-t.h"
 #include "proxy/subrequest.h"
+#include "weir/addr.h"
 
 typedef struct main_call {
     void (*fn)(void *arg);
@@ -78,6 +79,34 @@ static void run_main_calls(weir_server *srv)
 }
 
 #define MAX_UPSTREAMS 1024
+
+typedef struct idle_entry {
+    char addr[WEIR_ADDR_STRLEN];
+} idle_entry;
+
+static int by_addr(const void *a, const void *b)
+{
+    return strcmp(((const idle_entry *)a)->addr, ((const idle_entry *)b)->addr);
+}
+
+void weir_server_pool_idle_each(weir_pool_idle_cb cb, void *arg)
+{
+    struct sockaddr_storage *v;
+    size_t n = weir__upool_idle_addrs(&v);
+    idle_entry *e = n ? malloc(n * sizeof(*e)) : NULL;
+    for (size_t i = 0; e && i < n; i++)
+        weir_addr_format((const struct sockaddr *)&v[i], e[i].addr, sizeof(e[i].addr));
+    free(v);
+    if (!e)
+        return;
+    qsort(e, n, sizeof(*e), by_addr);
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && strcmp(e[j].addr, e[i].addr) == 0; j++)
+            ;
+        cb(e[i].addr, j - i, arg);
+    }
+    free(e);
+}
 
 void weir_server_get_stats(weir_server *srv, weir_server_stats *out)
 {

@@ -66,6 +66,27 @@ def test_metrics_on_a_server_path(start):
     assert w.backend.request_count() == 4
 
 
+def test_idle_pooled_connections_per_backend(start):
+    w = start()
+    # Requests at once leave several idle connections to the backend.
+    import threading
+    ts = [threading.Thread(target=B.get, args=(w.port, "/p%d" % i)) for i in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+
+    def figures():
+        text = B.get(w.port, "/metrics").body.decode()
+        per = re.search(r'weir_pool_idle_backend_connections\{backend="127.0.0.1:%d"\} (\d+)'
+                        % w.backend.port, text)
+        total = re.search(r"weir_pool_idle_connections (\d+)", text)
+        return per and total and int(per.group(1)) >= 1 and (int(per.group(1)),
+                                                               int(total.group(1)))
+    got = conftest.wait_for(figures, 10)
+    assert got and got[0] == got[1], got  # one backend: all of the pool
+
+
 def test_the_allow_list_and_who_the_client_is(start):
     w = start(server='prometheus_allow = ["10.0.0.0/8"]\n')
     assert B.get(w.port, "/metrics").status == 403  # loopback is not listed

@@ -709,6 +709,13 @@ static void emit_certificates(out *o, const weir_config *cfg)
          (unsigned long long)oc.dropped_export, (unsigned long long)oc.export_failures);
 }
 
+static void emit_idle(const char *addr, uint64_t idle, void *arg)
+{
+    char v[LABEL_CAP];
+    emit(arg, "weir_pool_idle_backend_connections{backend=\"%s\"} %llu\n", label(v, addr),
+         (unsigned long long)idle);
+}
+
 static void emit_counter(out *o, const char *name, const char *help, uint8_t kind, int i)
 {
     agg *v;
@@ -848,6 +855,10 @@ char *weir__metrics_render(const weir_config *cfg, weir_server *srv, uint64_t lo
              (unsigned long long)st.udp_sessions, (unsigned long long)st.resp_connections,
              (unsigned long long)st.udp_dropped, (unsigned long long)st.pool_idle,
              (unsigned long long)st.pool_migrations);
+        emit(&o, "# HELP weir_pool_idle_backend_connections Idle upstream connections in the "
+                 "shared pool, per backend.\n"
+                 "# TYPE weir_pool_idle_backend_connections gauge\n");
+        weir_server_pool_idle_each(emit_idle, &o);
         const weir_tls_stats *t = &st.tls;
         emit(&o,
              "# HELP weir_tls_handshakes_total TLS handshakes by side (client: with clients, "
