@@ -3,6 +3,8 @@ its name, and one whose behaviour a test scripts per connection."""
 import socket
 import threading
 
+import backends as B
+
 IO_TIMEOUT = 20.0
 
 
@@ -14,10 +16,7 @@ class TcpServer:
     def __init__(self, handler, name="tcp", host="127.0.0.1", port=0):
         self.handler = handler
         self.name = name
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(512)
+        self.sock = B.listen_socket(host, port, 512)  # the worker's own port range
         self.port = self.sock.getsockname()[1]
         self.addr = "%s:%d" % (host, self.port)
         self.lock = threading.Lock()
