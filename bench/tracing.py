@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """What tracing costs per request: weir proxying to an nginx backend with
 no tracing, with otlp_exporter recording every request (always_on: the
-span, its attempt, the export's JSON and POST all counted; the backend's
-nginx stands in for a collector that keeps up), with otlp_exporter and nothing sampled (always_off: the trace
-context only), and with server_timing.
+span, its attempt, the export's protobuf, or JSON, and POST all counted;
+the backend's nginx stands in for a collector that keeps up), with
+otlp_exporter and nothing sampled (always_off: the trace context only),
+and with server_timing.
 
 Figures as bench/plugins.py's: instructions per request (valgrind
 callgrind, every thread, deterministic across machines; N2 - N1 requests
@@ -28,6 +29,8 @@ def variants(collector_port):
         "off": ("", ""),
         "otlp, all sampled": ('otlp_sampler = "always_on"\n',
                               'otlp_exporter = "%s"\n' % url),
+        "otlp json, all sampled": ('otlp_sampler = "always_on"\notlp_protocol = "http/json"\n',
+                                   'otlp_exporter = "%s"\n' % url),
         "otlp, none sampled": ('otlp_sampler = "always_off"\n',
                                'otlp_exporter = "%s"\n' % url),
         "server_timing": ("", "server_timing = true\n"),

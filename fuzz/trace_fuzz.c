@@ -1,11 +1,12 @@
 /*
  * trace_fuzz.c - libFuzzer target for tracing's inputs: a client's
  * traceparent and tracestate (src/app/otel/trace.c), the sampler setting,
- * and the OTLP JSON of spans whose texts come from requests
- * (src/app/otel/export.c). Invariants: a traceparent that parses formats
- * back to one that parses to the same context; the JSON of spans with any
- * bytes in their texts is valid JSON (jansson, which checks UTF-8, reads
- * it) and holds the span.
+ * and the OTLP JSON and protobuf of spans whose texts come from requests
+ * (src/app/otel/export.c, protobuf.c). Invariants: a traceparent that
+ * parses formats back to one that parses to the same context; the JSON of
+ * spans with any bytes in their texts is valid JSON (jansson, which checks
+ * UTF-8, reads it) and holds the span; the protobuf is well-formed
+ * (otlp_pb_walk.h) and carries the same url.path as the JSON.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include "app/otel/export.h"
 #include "app/otel/trace.h"
 #include "fuzz_check.h"
+#include "otlp_pb_walk.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -58,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(sp.at[0].addr, text, n < sizeof(sp.at[0].addr) - 1 ? n : sizeof(sp.at[0].addr) - 1);
     sp.at[0].connect_ns = 5;
     sp.status = 502;
-    char *json = weir__otlp_json(&sp, 1, text);
+    const weir_span *one = &sp;
+    char *json = weir__otlp_json(&one, 1, text);
     CHECK(json != NULL);
     json_error_t je;
     json_t *j = json_loads(json, 0, &je);
@@ -73,6 +76,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             "spans"),
         0);
     CHECK(span0 != NULL);
+    const char *jpath = "";
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(span0, "attributes"), i, a)
+    {
+        if (strcmp(json_string_value(json_object_get(a, "key")), "url.path") == 0)
+            jpath = json_string_value(json_object_get(json_object_get(a, "value"), "stringValue"));
+    }
+    size_t off = 0, len = 0;
+    char *pb = weir__otlp_protobuf(&one, 1, text, &off, &len);
+    CHECK(pb != NULL);
+    pb_walk w = {.want_key = "url.path"};
+    bool ok = pbw_request(&w, (const uint8_t *)pb + off, len);
+    if (!ok)
+        fprintf(stderr, "protobuf: %s\n", w.err);
+    CHECK(ok && w.spans == 2);
+    CHECK(strcmp(w.found ? w.value : "", jpath) == 0);
+    free(pb);
     json_decref(j);
     free(json);
     free(text);

@@ -1,11 +1,13 @@
-"""A Python OTLP/HTTP collector for the tests: POST /v1/traces with the
-JSON encoding, recording each export's body and headers. It can answer a
+"""A Python OTLP/HTTP collector for the tests: POST /v1/traces in the
+protobuf encoding (decoded by the protobuf library, otlp_pb) or the JSON
+one, recording each export's document and headers. It can answer a
 status of the test's choice, or hang (a slow collector)."""
 import http.server
 import json
 import threading
 import time
 
+import otlp_pb
 from conftest import free_port
 
 
@@ -13,6 +15,8 @@ class Collector:
     def __init__(self, status=200, delay=0.0, port=None):
         self.status, self.delay = status, delay
         self.exports = []  # (headers dict, document)
+        self.encodings = []  # the Content-Type of each export taken
+        self.errors = []  # bodies that did not decode
         self.posts = 0
         self.lock = threading.Lock()
         self.port = port or free_port()
@@ -33,9 +37,23 @@ class Collector:
                     time.sleep(me.delay)
                 status = me.status
                 if status == 200 and self.path == "/v1/traces":
-                    doc = json.loads(body)
-                    with me.lock:
-                        me.exports.append(({k.lower(): v for k, v in self.headers.items()}, doc))
+                    ctype = self.headers.get("Content-Type", "")
+                    try:
+                        if ctype == "application/x-protobuf":
+                            doc = otlp_pb.decode(body)
+                        elif ctype == "application/json":
+                            doc = json.loads(body)
+                        else:
+                            raise ValueError("Content-Type %r" % ctype)
+                    except Exception as e:  # the test fails on it: recorded
+                        with me.lock:
+                            me.errors.append("%s: %r" % (e, body[:200]))
+                        status = 400
+                    else:
+                        with me.lock:
+                            me.exports.append(
+                                ({k.lower(): v for k, v in self.headers.items()}, doc))
+                            me.encodings.append(ctype)
                 out = b"{}"
                 try:
                     self.send_response(status)

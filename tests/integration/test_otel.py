@@ -63,6 +63,8 @@ def collector():
     yield make
     for c in made:
         c.close()
+    for c in made:  # every export decoded (protobuf by the protobuf library)
+        assert not c.errors, c.errors
 
 
 @pytest.fixture
@@ -95,8 +97,9 @@ def one_server_span(c, trace_id=None, timeout=10):
     return conftest.wait_for(find, timeout)
 
 
-def test_a_proxied_request_is_a_server_span_with_its_attempt(traced, tmp_path):
-    w = traced()
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json", None])
+def test_a_proxied_request_is_a_server_span_with_its_attempt(traced, tmp_path, protocol):
+    w = traced(basic='otlp_protocol = "%s"\n' % protocol if protocol else "")
     r = B.get(w.port, "/a/b?q=1")
     assert r.status == 200
     sp = one_server_span(w.collector)
@@ -133,6 +136,43 @@ def test_a_proxied_request_is_a_server_span_with_its_attempt(traced, tmp_path):
     assert conftest.wait_for(lambda: any(
         s["attrs"].get("weir.connection.reused") for s in w.collector.spans()
         if s["kind"] == 3)), w.collector.spans()
+    # protobuf unless asked otherwise, as OpenTelemetry's exporters do
+    want = "application/json" if protocol == "http/json" else "application/x-protobuf"
+    assert set(w.collector.encodings) == {want}, w.collector.encodings
+
+
+# Texts a client controls: percent-encoded bytes that are not UTF-8,
+# controls, quotes, a path long enough for two-byte lengths. (An encoded
+# NUL is refused with a 400 before the request has a span.)
+HOSTILE_PATHS = ["/caf%C3%A9/%FF%FE/x", "/%00nul/%01%1f%7f", '/q"uo\\te', "/" + "p" * 300,
+                 "/%E2%82" + "%AC" * 3 + "/%ED%A0%80/%F4%90%80%80/%C0%AF"]
+
+
+def test_both_encodings_carry_the_same_hostile_texts(traced):
+    """The same requests through weir with each encoding: the collector
+    decodes every protobuf export with the protobuf library (which
+    refuses a string that is not UTF-8), and both say the same."""
+    seen = {}
+    for protocol in ("http/protobuf", "http/json"):
+        w = traced(basic='otlp_protocol = "%s"\n' % protocol, server="h2c = true\n")
+        for path in HOSTILE_PATHS:
+            B.get(w.port, path)
+        # Raw bytes past ASCII in the request line (nginx takes them too).
+        raw = B.request(w.port, b"GET /raw\xff\xc3\xa9\xc0\xaf\xed\xa0\x80 HTTP/1.1\r\n"
+                                b"Host: x\r\nConnection: close\r\n\r\n")
+        h2 = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                             "http://127.0.0.1:%d/h2%%FF%%C3%%A9" % w.port], timeout=30)
+        assert h2.returncode == 0, h2
+        assert conftest.wait_for(
+            lambda: len(w.collector.server_spans()) >= len(HOSTILE_PATHS) + (raw.status == 200),
+            10), w.describe()
+        seen[protocol] = sorted(
+            (s["attrs"].get("url.path"), s["attrs"].get("http.response.status_code"), s["name"])
+            for s in w.collector.server_spans())
+        assert not w.collector.errors, w.collector.errors
+        w.stop()
+    assert seen["http/protobuf"] == seen["http/json"], seen
+    assert any("\ufffd" in (p or "") for p, _, _ in seen["http/json"]), seen
 
 
 def test_an_incoming_traceparent_is_continued(traced):
@@ -327,7 +367,7 @@ def test_export_headers_and_h2(traced):
     assert sp and sp["attrs"]["network.protocol.version"] == "2", w.collector.spans()
     headers = w.collector.exports[0][0]
     assert headers["authorization"] == "Bearer s3cret" and headers["x-tenant"] == "a"
-    assert headers["content-type"] == "application/json"
+    assert headers["content-type"] == "application/x-protobuf"
 
 
 def test_a_grpc_call_is_traced_and_the_backend_gets_its_parent(tmp_path, weir_toml, collector):
@@ -420,6 +460,8 @@ addrs = ["@B@"]
     ('otlp_headers = ["NoColon"]\n', "", "'otlp_headers' in [basic]: 'NoColon' is not"),
     ('otlp_batch_size = 0\n', "", "otlp_batch_size"),
     ('otlp_flush_interval = "soon"\n', "", "otlp_flush_interval"),
+    ('otlp_protocol = "grpc"\n', "", ":2: 'otlp_protocol' in [basic] is \"http/protobuf\" or "
+     "\"http/json\", not 'grpc'"),
     ("", 'otlp_exporter = "grpc://h:4317"\n', "'otlp_exporter' in [servers.s] is the http://"),
     ("", "server_timing = 1\n", "server_timing"),
 ])

@@ -2,7 +2,9 @@
  * test_trace.c - W3C Trace Context and samplers (src/app/otel/trace.c) and
  * the OTLP JSON of a span (src/app/otel/export.c): the specification's
  * example, the invalid forms it lists, a later version, sampler settings
- * and their ratio, and texts a client controls escaped into valid JSON.
+ * and their ratio, and texts a client controls escaped into valid JSON;
+ * the protobuf of the same spans well-formed (fuzz/otlp_pb_walk.h), with
+ * the texts as the JSON has them, lengths of one, two and three bytes.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -10,6 +12,7 @@
 
 #include "app/otel/export.h"
 #include "app/otel/trace.h"
+#include "../../fuzz/otlp_pb_walk.h"
 
 #define TP "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -134,7 +137,8 @@ Test(trace, otlp_json_escapes_what_clients_send)
     strcpy(sp.at[0].addr, "[::1]:8080");
     sp.at[0].connect_ns = -1;
     sp.at[0].error = "connect";
-    char *j = weir__otlp_json(&sp, 1, "svc\"x");
+    const weir_span *one = &sp;
+    char *j = weir__otlp_json(&one, 1, "svc\"x");
     cr_assert_not_null(j);
     json_error_t e;
     json_t *doc = json_loads(j, 0, &e);
@@ -167,4 +171,84 @@ Test(trace, otlp_json_escapes_what_clients_send)
     cr_assert_str_eq(addr, "::1");
     json_decref(doc);
     free(j);
+}
+
+static void hostile_span(weir_span *sp)
+{
+    memset(sp, 0, sizeof(*sp));
+    sp->trace_id[0] = sp->span_id[0] = 1;
+    strcpy(sp->name, "GET l");
+    strcpy(sp->method, "GET");
+    strcpy(sp->path, "/a\"b\\c\x01\xc3\xa9\xff");
+    strcpy(sp->client, "127.0.0.1");
+    sp->status = 503;
+    sp->n_attempts = 1;
+    strcpy(sp->at[0].addr, "[::1]:8080");
+    sp->at[0].connect_ns = -1;
+    sp->at[0].error = "connect";
+}
+
+Test(trace, otlp_protobuf_is_well_formed_and_says_what_the_json_says)
+{
+    weir_span sp;
+    hostile_span(&sp);
+    size_t len = 0;
+    const weir_span *one = &sp;
+    size_t off = 0;
+    char *pb = weir__otlp_protobuf(&one, 1, "svc\"x", &off, &len);
+    cr_assert_not_null(pb);
+    pb_walk w = {.want_key = "url.path"};
+    cr_assert(pbw_request(&w, (const uint8_t *)pb + off, len), "%s", w.err);
+    cr_assert_eq(w.spans, 2);
+    cr_assert(w.found);
+    cr_assert_str_eq(w.value, "/a\"b\\c\x01\xc3\xa9\xef\xbf\xbd"); /* as the JSON has it */
+    free(pb);
+}
+
+Test(trace, otlp_protobuf_lengths_of_every_size)
+{
+    /* Paths long enough for a two-byte length (and attempts, events and
+     * statuses in every span), and a batch whose length takes three. */
+    enum { N = 300 };
+    weir_span *v = calloc(N, sizeof(*v));
+    cr_assert_not_null(v);
+    for (size_t i = 0; i < N; i++) {
+        weir_span *sp = &v[i];
+        sp->trace_id[0] = sp->span_id[0] = 1;
+        strcpy(sp->method, "POST");
+        strcpy(sp->name, "POST l");
+        size_t n = i % (sizeof(sp->path) - 1);
+        for (size_t k = 0; k < n; k++)
+            sp->path[k] = (char)(k % 3 == 0 ? 0xe2 : k % 3 == 1 ? 0x82 : 0xac); /* U+20AC */
+        strcpy(sp->error, i % 2 ? "upstream timed out" : "");
+        sp->status = i % 2 ? 504 : 200;
+        sp->retries = (uint16_t)(i % 5);
+        sp->n_attempts = (uint8_t)(1 + i % WEIR_SPAN_ATTEMPTS);
+        for (int k = 0; k < sp->n_attempts; k++) {
+            sp->at[k].span_id[0] = (uint8_t)(k + 2);
+            snprintf(sp->at[k].addr, sizeof(sp->at[k].addr), "10.0.0.%d:%d", k, 8000 + k);
+            sp->at[k].connect_ns = k % 2 ? -1 : 1234567;
+            sp->at[k].start_ns = 1700000000000000000 + k;
+            sp->at[k].status = k + 1 < sp->n_attempts ? 502 : 200;
+            sp->at[k].error = k + 1 < sp->n_attempts ? "status" : NULL;
+        }
+        sp->start_ns = 1700000000000000000;
+        sp->end_ns = sp->start_ns + 1000;
+    }
+    size_t len = 0;
+    const weir_span *ptrs[N];
+    for (size_t i = 0; i < N; i++)
+        ptrs[i] = &v[i];
+    size_t off = 0;
+    char *pb = weir__otlp_protobuf(ptrs, N, "weir", &off, &len);
+    cr_assert_not_null(pb);
+    cr_assert_gt(len, 1u << 14);
+    pb_walk w = {.want_key = "url.path"};
+    cr_assert(pbw_request(&w, (const uint8_t *)pb + off, len), "%s", w.err);
+    size_t spans = 0;
+    for (size_t i = 0; i < N; i++)
+        spans += 1 + v[i].n_attempts;
+    cr_assert_eq(w.spans, spans);
+    free(pb);
+    free(v);
 }

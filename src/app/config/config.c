@@ -82,6 +82,7 @@ static const char *const basic_keys[] = {"threads",
                                          "otlp_sampler",
                                          "otlp_batch_size",
                                          "otlp_flush_interval",
+                                         "otlp_protocol",
                                          "prometheus_push",
                                          "prometheus_push_interval",
                                          NULL};
@@ -139,6 +140,16 @@ static void load_otlp(loader *ld, weir_cfg_basic *b, const weir_toml_value *t)
                          sampler);
     }
     free(sampler);
+    char *proto = weir__cfg_dup_string(ld, t, "otlp_protocol", "basic", &present);
+    if (proto && strcmp(proto, "http/json") != 0 && strcmp(proto, "http/protobuf") != 0) {
+        weir__cfg_entry_of(t, "otlp_protocol", &e);
+        weir__cfg_err_at(ld, e.line,
+                         "'otlp_protocol' in [basic] is \"http/protobuf\" or \"http/json\", "
+                         "not '%s'",
+                         proto);
+    }
+    b->otlp_json = proto && strcmp(proto, "http/json") == 0;
+    free(proto);
     int64_t v;
     if (weir__cfg_get_int(ld, t, "otlp_batch_size", "basic", 1, 8192, &v))
         b->otlp_batch_size = (uint32_t)v;

@@ -289,6 +289,7 @@ typedef struct weir_cfg_basic {
     weir_sampler otlp_sampler;       /* [parentbased_always_on] */
     uint32_t otlp_batch_size;        /* [512] */
     uint32_t otlp_flush_interval_ms; /* [5 s] */
+    bool otlp_json;                  /* otlp_protocol = "http/json" [http/protobuf] */
     /* Metrics pushed to a Pushgateway (app/admin/prom_push.h). */
     char *prometheus_push;                /* URL, or NULL */
     uint32_t prometheus_push_interval_ms; /* [15 s] */

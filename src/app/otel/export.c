@@ -50,6 +50,7 @@ static struct {
     char **headers;
     size_t n_headers;
     uint32_t batch, flush_ms;
+    bool json;
     bool running, stopping;
     int64_t stop_deadline_ms;
     pthread_t thread;
@@ -116,10 +117,18 @@ void weir__otlp_configure(const weir_otlp_settings *o)
             O.n_headers++;
     O.batch = o->batch_size ? o->batch_size : 512;
     O.flush_ms = o->flush_interval_ms ? o->flush_interval_ms : 5000;
+    O.json = o->json;
     pthread_mutex_unlock(&O.mu);
 }
 
-void weir__otlp_submit(const weir_span *s)
+/* The part of s that is set: its attempts past n_attempts are not. */
+static size_t span_size(const weir_span *s)
+{
+    size_t n = s->n_attempts < WEIR_SPAN_ATTEMPTS ? s->n_attempts : WEIR_SPAN_ATTEMPTS;
+    return offsetof(weir_span, at) + n * sizeof(s->at[0]);
+}
+
+weir_span *weir__otlp_reserve(void)
 {
     ring *r = mine;
     if (!r) {
@@ -128,7 +137,7 @@ void weir__otlp_submit(const weir_span *s)
         r = calloc(1, sizeof(*r));
         if (!r) {
             atomic_fetch_add(&O.dropped_queue, 1);
-            return;
+            return NULL;
         }
         pthread_mutex_lock(&O.mu);
         r->next = O.rings;
@@ -140,9 +149,15 @@ void weir__otlp_submit(const weir_span *s)
     size_t h = atomic_load_explicit(&r->head, memory_order_acquire);
     if (t - h >= RING) {
         atomic_fetch_add(&O.dropped_queue, 1);
-        return;
+        return NULL;
     }
-    r->v[t % RING] = *s;
+    return &r->v[t % RING];
+}
+
+void weir__otlp_commit(void)
+{
+    ring *r = mine;
+    size_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
     atomic_store_explicit(&r->tail, t + 1, memory_order_release);
 }
 
@@ -368,6 +383,27 @@ static void server_span(jw *b, const weir_span *s)
     LIT(b, "}");
 }
 
+bool weir__otlp_split_addr(const char *addr, char *host, int *port)
+{
+    size_t n = strnlen(addr, sizeof(((weir_span_attempt *)0)->addr) - 1);
+    const char *colon = memrchr(addr, ':', n);
+    if (!colon || colon == addr)
+        return false;
+    int v = 0;
+    for (const char *d = colon + 1; d < addr + n && *d >= '0' && *d <= '9' && v < 65536; d++)
+        v = v * 10 + (*d - '0');
+    *port = v;
+    const char *h = addr;
+    size_t hl = (size_t)(colon - addr);
+    if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    return true;
+}
+
 static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, int k)
 {
     LIT(b, ",{");
@@ -378,22 +414,10 @@ static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, 
     times(b, 3, a->start_ns, end > a->start_ns ? end : a->start_ns);
     bool f = true;
     ATTR_STR(b, &f, "http.request.method", s->method);
-    /* "ip:port" or "[ip6]:port" */
-    char host[48];
-    size_t hl = strnlen(a->addr, sizeof(a->addr) - 1);
-    memcpy(host, a->addr, hl);
-    host[hl] = '\0';
-    char *colon = strrchr(host, ':');
-    if (colon && colon != host) {
-        *colon = '\0';
-        int port = atoi(colon + 1);
-        char *h = host;
-        size_t n = strlen(h);
-        if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
-            h[n - 1] = '\0';
-            h++;
-        }
-        ATTR_STR(b, &f, "server.address", h);
+    char host[sizeof(a->addr)];
+    int port;
+    if (weir__otlp_split_addr(a->addr, host, &port)) {
+        ATTR_STR(b, &f, "server.address", host);
         ATTR_INT(b, &f, "server.port", port);
     }
     ATTR_STR(b, &f, "network.peer.address", a->addr);
@@ -417,7 +441,7 @@ static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, 
     LIT(b, "}");
 }
 
-char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name)
+char *weir__otlp_json(const weir_span *const *v, size_t n, const char *service_name)
 {
     weir_strbuf out = {0};
     size_t head = 6 * (strlen(service_name) + 2 * strlen(weir_version())) + 512;
@@ -443,9 +467,9 @@ char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name)
         }
         if (i)
             LIT(b, ",");
-        server_span(b, &v[i]);
-        for (int k = 0; k < v[i].n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
-            attempt_span(b, &v[i], &v[i].at[k], k);
+        server_span(b, v[i]);
+        for (int k = 0; k < v[i]->n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
+            attempt_span(b, v[i], &v[i]->at[k], k);
         out.len = (size_t)(b->w - out.p);
     }
     weir__sb_puts(&out, "]}]}]}");
@@ -461,12 +485,12 @@ char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name)
 /* POSTs body: 0 taken, 1 to retry (the collector is away, busy or
  * failing), -1 refused (it will never take it). One handle for the
  * thread: its connection to the collector stays open between exports. */
-static int post(CURL *c, const char *url, const char *body, char *const *headers, size_t n_headers,
-                long timeout_ms, char *err, size_t err_len)
+static int post(CURL *c, const char *url, bool json, const char *body, size_t len,
+                char *const *headers, size_t n_headers, long timeout_ms, char *err, size_t err_len)
 {
     long status =
-        weir__http_send(c, "POST", url, "application/json", body, strlen(body),
-                        (const char *const *)headers, n_headers, timeout_ms, err, err_len);
+        weir__http_send(c, "POST", url, json ? "application/json" : "application/x-protobuf", body,
+                        len, (const char *const *)headers, n_headers, timeout_ms, err, err_len);
     if (status >= 200 && status <= 299)
         return 0;
     /* OTLP/HTTP: these are worth another try, other errors are not. */
@@ -478,7 +502,7 @@ typedef struct exporter {
     const char *ep[MAX_ENDPOINTS]; /* p[k]'s endpoint */
     size_t n;
     size_t batch;
-    weir_span *out; /* one batch, contiguous */
+    const weir_span **out; /* one batch, in order */
     CURL *curl;
 } exporter;
 
@@ -527,7 +551,7 @@ static size_t drain(exporter *x, ring *rings, size_t cap)
             }
             if (!p->n)
                 p->oldest_ms = now;
-            p->v[(p->head + p->n) % p->cap] = *s;
+            memcpy(&p->v[(p->head + p->n) % p->cap], s, span_size(s));
             p->n++;
         }
         atomic_store_explicit(&r->head, h, memory_order_release);
@@ -545,21 +569,27 @@ static void send_due(exporter *x, size_t k, uint32_t flush_ms, bool stopping, lo
            (p->n >= x->batch || now - p->oldest_ms >= flush_ms || stopping)) {
         size_t n = p->n < x->batch ? p->n : x->batch;
         for (size_t i = 0; i < n; i++)
-            x->out[i] = p->v[(p->head + i) % p->cap];
+            x->out[i] = &p->v[(p->head + i) % p->cap];
         pthread_mutex_lock(&O.mu);
         char *service = strdup(O.service_name ? O.service_name : "weir");
+        bool json = O.json;
         size_t nh = O.n_headers;
         char **hs = nh ? calloc(nh, sizeof(*hs)) : NULL;
         for (size_t i = 0; hs && i < nh; i++)
             hs[i] = strdup(O.headers[i]);
         pthread_mutex_unlock(&O.mu);
-        char *body = service ? weir__otlp_json(x->out, n, service) : NULL;
+        size_t off = 0, len = 0;
+        char *body = !service ? NULL
+                     : json   ? weir__otlp_json(x->out, n, service)
+                              : weir__otlp_protobuf(x->out, n, service, &off, &len);
+        if (body && json)
+            len = strlen(body);
         char err[256] = "";
         if (!x->curl)
             snprintf(err, sizeof(err), "no libcurl handle");
-        int rc = body && x->curl
-                     ? post(x->curl, x->ep[k], body, hs, hs ? nh : 0, timeout_ms, err, sizeof(err))
-                     : -1;
+        int rc = body && x->curl ? post(x->curl, x->ep[k], json, body + off, len, hs, hs ? nh : 0,
+                                        timeout_ms, err, sizeof(err))
+                                 : -1;
         free(body);
         free(service);
         for (size_t i = 0; hs && i < nh; i++)
@@ -612,7 +642,7 @@ static void *exporter_main(void *arg)
         ring *rings = O.rings;
         pthread_mutex_unlock(&O.mu);
         if (batch != x->batch) {
-            weir_span *out = realloc(x->out, batch * sizeof(*out));
+            const weir_span **out = realloc(x->out, batch * sizeof(*out));
             if (out) {
                 x->out = out;
                 x->batch = batch;

@@ -1,12 +1,12 @@
 /*
  * export.h - OpenTelemetry spans of proxied requests, exported over
- * OTLP/HTTP with the JSON encoding (POST ENDPOINT/v1/traces).
+ * OTLP/HTTP (POST ENDPOINT/v1/traces).
  *
- * A worker fills a weir_span on the request's arena and hands it to
- * weir__otlp_submit, which copies it into the worker's own ring (one
- * producer, one consumer: no lock, no system call). The exporter thread
+ * A worker writes a finished request's weir_span straight into its own
+ * ring (one producer, one consumer: no lock, no system call). The exporter thread
  * drains the rings, batches (otlp_batch_size spans, or what is there
- * every otlp_flush_interval) and POSTs with libcurl. A full ring drops
+ * every otlp_flush_interval) and POSTs with libcurl, in the protobuf
+ * encoding (protobuf.c) or the JSON one (otlp_protocol). A full ring drops
  * the span; a collector that is down or slow keeps at most four batches
  * waiting (older ones are dropped), retried with backoff (1 s doubling
  * to 30 s): memory stays bounded and no worker ever waits. Every drop is
@@ -51,8 +51,8 @@ typedef struct weir_span {
     int status;
     int64_t request_bytes, response_bytes;
     uint8_t n_attempts;
-    uint16_t retries; /* attempts after the first, recorded or not */
-    weir_span_attempt at[WEIR_SPAN_ATTEMPTS];
+    uint16_t retries;                         /* attempts after the first, recorded or not */
+    weir_span_attempt at[WEIR_SPAN_ATTEMPTS]; /* last: only n_attempts are copied */
 } weir_span;
 
 /* The exporter's copy of an endpoint URL ("http://host:4318", with
@@ -67,6 +67,7 @@ typedef struct weir_otlp_settings {
     size_t n_headers;
     uint32_t batch_size;        /* spans per POST [512] */
     uint32_t flush_interval_ms; /* [5000] */
+    bool json;                  /* http/json, not http/protobuf */
 } weir_otlp_settings;
 void weir__otlp_configure(const weir_otlp_settings *o);
 
@@ -75,8 +76,13 @@ void weir__otlp_configure(const weir_otlp_settings *o);
 void weir__otlp_start(void);
 void weir__otlp_stop(uint32_t ms);
 
-/* Queues a finished span (copied). Any worker thread; never blocks. */
-void weir__otlp_submit(const weir_span *s);
+/* A finished span is written in place: weir__otlp_reserve gives the
+ * calling thread's next free slot (NULL when its ring is full: the span
+ * is dropped, and counted), weir__otlp_commit hands it to the exporter.
+ * Any worker thread, one span at a time; never blocks. Attempts past
+ * n_attempts are not read. */
+weir_span *weir__otlp_reserve(void);
+void weir__otlp_commit(void);
 
 /* Unix time in nanoseconds (CLOCK_REALTIME). */
 int64_t weir__otlp_now_ns(void);
@@ -89,8 +95,17 @@ typedef struct weir_otlp_counts {
 } weir_otlp_counts;
 void weir__otlp_counts(weir_otlp_counts *out);
 
-/* The JSON of an OTLP ExportTraceServiceRequest for n spans (one
- * resource, one scope), malloc'd; NULL when out of memory. */
-char *weir__otlp_json(const weir_span *v, size_t n, const char *service_name);
+/* The JSON of an OTLP ExportTraceServiceRequest for the n spans *v[i]
+ * (one resource, one scope), malloc'd; NULL when out of memory. */
+char *weir__otlp_json(const weir_span *const *v, size_t n, const char *service_name);
+
+/* The same in the protobuf encoding: a malloc'd buffer whose body starts
+ * *off bytes in and is *len bytes long. */
+char *weir__otlp_protobuf(const weir_span *const *v, size_t n, const char *service_name,
+                          size_t *off, size_t *len);
+
+/* An attempt's "ip:port" or "[ip6]:port" as server.address (host, of
+ * addr's size) and server.port; false when addr has no port. */
+bool weir__otlp_split_addr(const char *addr, char *host, int *port);
 
 #endif

@@ -12,19 +12,33 @@
 #include "app/otel/trace.h"
 #include "weir/cache.h"
 
+/*
+ * What a request keeps while it runs: small, so that it fits the
+ * session's arena with the rest (no allocation per request). The span's
+ * texts are written at the end straight into the exporter's queue
+ * (weir__otlp_reserve); an attempt after the first takes room from the
+ * arena then, Server-Timing's text at the response.
+ */
 struct weir_req_trace {
     bool tracing; /* the server exports: the trace context is weir's to carry */
     bool sampled;
+    bool tp_sent; /* tp is in the upstream request (by reference) */
+    bool has_parent;
+    uint8_t flags;
+    uint8_t n_attempts;     /* recorded: first, then more[] */
     uint16_t attempts;      /* all of them, recorded or not */
     weir_span_attempt *cur; /* the attempt in progress, or NULL */
     int64_t t0_mono_ns, t0_unix_ns;
     /* The current attempt, for Server-Timing (monotonic ns; 0: not yet). */
     int64_t attempt_ns, connected_ns, head_ns;
-    bool tp_sent; /* tp is in the upstream request (by reference) */
+    uint8_t trace_id[16], span_id[8], parent_id[8];
+    const char *endpoint;
+    weir_span_attempt first;
+    weir_span_attempt *more; /* attempts 2 to WEIR_SPAN_ATTEMPTS, or NULL */
     char tp[WEIR_TRACEPARENT_LEN + 1];
-    char timing[192]; /* the Server-Timing value (by reference) */
-    weir_span span;   /* last: only its head is zeroed at the start */
 };
+
+#define TIMING_CAP 192 /* the Server-Timing value */
 
 static int64_t mono_ns(void)
 {
@@ -65,18 +79,16 @@ void weir__trace_begin(weir_session *s, req_ctx *c)
     weir_req_trace *t = weir_session_alloc(s, sizeof(*t));
     if (!t)
         return;
-    /* The span's texts are written at the end: only what is read
-     * before then is zeroed (1 KB less to clear per request). */
-    memset(t, 0, offsetof(weir_req_trace, span));
-    t->span.n_attempts = 0;
-    t->span.has_parent = false;
+    /* What is written before it is read is not cleared. */
+    memset(t, 0, offsetof(weir_req_trace, trace_id));
+    t->more = NULL;
     c->trace = t;
     t->t0_mono_ns = mono_ns();
     t->t0_unix_ns = weir__otlp_now_ns();
     if (!srv->otlp_endpoint)
         return;
     t->tracing = true;
-    weir_span *sp = &t->span;
+    weir_req_trace *sp = t;
     weir_headers *h = weir_session_req_headers(s);
     weir_str tp = weir_headers_get(h, "traceparent");
     weir_trace_ctx in;
@@ -97,12 +109,10 @@ void weir__trace_begin(weir_session *s, req_ctx *c)
     t->sampled = weir__sampler_sample(&c->cfg->basic.otlp_sampler, has ? &in : NULL, sp->trace_id);
     sp->flags = t->sampled ? 1 : 0;
     sp->endpoint = srv->otlp_endpoint;
-    sp->start_ns = t->t0_unix_ns;
 }
 
 void weir__trace_attempt(weir_session *s, req_ctx *c)
 {
-    (void)s;
     weir_req_trace *t = c->trace;
     if (!t)
         return;
@@ -113,9 +123,13 @@ void weir__trace_attempt(weir_session *s, req_ctx *c)
     t->attempt_ns = now;
     t->connected_ns = t->head_ns = 0;
     t->cur = NULL;
-    if (!t->tracing || t->span.n_attempts >= WEIR_SPAN_ATTEMPTS)
+    if (!t->tracing || !t->sampled || t->n_attempts >= WEIR_SPAN_ATTEMPTS)
         return;
-    weir_span_attempt *a = &t->span.at[t->span.n_attempts++];
+    if (t->n_attempts == 1 && !t->more &&
+        !(t->more = weir_session_alloc(s, (WEIR_SPAN_ATTEMPTS - 1) * sizeof(*t->more))))
+        return;
+    weir_span_attempt *a = t->n_attempts ? &t->more[t->n_attempts - 1] : &t->first;
+    t->n_attempts++;
     memset(a, 0, sizeof(*a));
     weir__trace_new_id(a->span_id, 8);
     a->start_ns = unix_ns(t, now);
@@ -166,8 +180,7 @@ void weir__trace_upstream_request(weir_session *s, req_ctx *c)
     /* The attempt's span is the backend's parent; past the recorded
      * attempts, the request's. The field refers to t->tp: a retry
      * rewrites it in place (same length). */
-    weir__traceparent_format(t->span.trace_id, t->cur ? t->cur->span_id : t->span.span_id,
-                             t->span.flags, t->tp);
+    weir__traceparent_format(t->trace_id, t->cur ? t->cur->span_id : t->span_id, t->flags, t->tp);
     if (!t->tp_sent) {
         weir_headers *h = weir_session_req_headers(s);
         weir_headers_remove(h, "traceparent"); /* the client's, if it sent one */
@@ -247,9 +260,11 @@ void weir__trace_response(weir_session *s, req_ctx *c)
     weir_headers *h = weir_session_resp_headers(s);
     if (!h)
         return;
+    char *v = weir_session_alloc(s, TIMING_CAP);
+    if (!v)
+        return;
     int64_t now = mono_ns();
-    char *v = t->timing;
-    const char *end = v + sizeof(t->timing) - 1;
+    const char *end = v + TIMING_CAP - 1;
     char *p = v;
     if (t->attempt_ns && t->connected_ns)
         p = put(timing(p, end, "upstream-connect", t->connected_ns - t->attempt_ns), end, ", ");
@@ -268,11 +283,24 @@ void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
     weir_req_trace *t = c->trace;
     if (!t || !t->tracing || !t->sampled)
         return;
-    weir_span *sp = &t->span;
     int64_t now = mono_ns();
-    sp->end_ns = unix_ns(t, now);
     if (t->cur && !t->cur->end_ns)
-        t->cur->end_ns = sp->end_ns;
+        t->cur->end_ns = unix_ns(t, now);
+    /* Written where the exporter reads it: a full queue drops it. */
+    weir_span *sp = weir__otlp_reserve();
+    if (!sp)
+        return;
+    sp->endpoint = t->endpoint;
+    memcpy(sp->trace_id, t->trace_id, 16);
+    memcpy(sp->span_id, t->span_id, 8);
+    memcpy(sp->parent_id, t->parent_id, 8);
+    sp->has_parent = t->has_parent;
+    sp->flags = t->flags;
+    sp->start_ns = t->t0_unix_ns;
+    sp->end_ns = unix_ns(t, now);
+    sp->n_attempts = t->n_attempts;
+    for (int k = 0; k < t->n_attempts; k++)
+        sp->at[k] = k ? t->more[k - 1] : t->first;
     copy(sp->method, sizeof(sp->method), weir_session_method(s));
     copy(sp->path, sizeof(sp->path), weir_session_path(s));
     PUT(sp->route, c->loc ? c->loc->name : "");
@@ -296,7 +324,7 @@ void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
     sp->request_bytes = (int64_t)st->bytes_received;
     sp->response_bytes = (int64_t)st->bytes_sent;
     sp->retries = t->attempts ? (uint16_t)(t->attempts - 1) : 0;
-    weir__otlp_submit(sp);
+    weir__otlp_commit();
 }
 
 void weir__trace_configure(const weir_config *cfg)
@@ -308,6 +336,7 @@ void weir__trace_configure(const weir_config *cfg)
         .n_headers = b->n_otlp_headers,
         .batch_size = b->otlp_batch_size,
         .flush_interval_ms = b->otlp_flush_interval_ms,
+        .json = b->otlp_json,
     };
     weir__otlp_configure(&o);
     for (size_t i = 0; i < cfg->n_servers; i++)
@@ -322,7 +351,7 @@ bool weir__trace_ids(const req_ctx *c, char trace_id[33], char span_id[17])
     const weir_req_trace *t = c ? c->trace : NULL;
     if (!t || !t->tracing)
         return false;
-    weir__trace_hex(t->span.trace_id, 16, trace_id);
-    weir__trace_hex(t->span.span_id, 8, span_id);
+    weir__trace_hex(t->trace_id, 16, trace_id);
+    weir__trace_hex(t->span_id, 8, span_id);
     return true;
 }

@@ -62,13 +62,17 @@ int weir__traceparent_parse(const char *p, size_t n, weir_trace_ctx *out)
     return 0;
 }
 
+/* "00" to "ff": two digits a byte, one load (ids are formatted for
+ * every traced request). */
+#define H4(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7"
+#define H8(x) H4(x) #x "8" #x "9" #x "a" #x "b" #x "c" #x "d" #x "e" #x "f"
+static const char hex_pairs[513] =
+    H8(0) H8(1) H8(2) H8(3) H8(4) H8(5) H8(6) H8(7) H8(8) H8(9) H8(a) H8(b) H8(c) H8(d) H8(e) H8(f);
+
 void weir__trace_hex(const uint8_t *id, size_t len, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 15];
-    }
+    for (size_t i = 0; i < len; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * id[i], 2);
     out[2 * len] = '\0';
 }
 
@@ -123,12 +127,21 @@ static uint64_t next64(void)
 
 void weir__trace_new_id(uint8_t *id, size_t len)
 {
+    /* Whole words (ids are 8 or 16 bytes); all zero is never one. */
+    uint64_t any;
     do {
-        for (size_t i = 0; i < len; i += 8) {
+        any = 0;
+        for (size_t i = 0; i + 8 <= len; i += 8) {
             uint64_t r = next64();
-            memcpy(id + i, &r, len - i < 8 ? len - i : 8);
+            memcpy(id + i, &r, 8);
+            any |= r;
         }
-    } while (all_zero(id, len));
+        if (len % 8) {
+            uint64_t r = next64();
+            memcpy(id + len - len % 8, &r, len % 8);
+            any |= r & ((1ull << (8 * (len % 8))) - 1);
+        }
+    } while (!any);
 }
 
 int weir__sampler_parse(const char *text, weir_sampler *out)
