@@ -31,13 +31,26 @@ typedef struct ring {
     weir_span v[RING];
 } ring;
 
-/* Spans of one endpoint waiting for their POST: a circular buffer. */
+/* Spans encoded as they are drained, up to a batch: the POST's body but
+ * for its head (protobuf) or its end (JSON). */
+typedef struct batch {
+    struct batch *next;
+    weir_strbuf body;
+    size_t spans;
+    size_t room;   /* protobuf: bytes kept for the head */
+    bool json;     /* the encoding it was begun in */
+    bool closed;   /* sent once (a retry waits): it takes no more spans */
+    char *service; /* the service name it was begun with */
+    int64_t first_ms;
+} batch;
+
+/* One endpoint's batches waiting for their POST, oldest first; the last
+ * one takes the spans that come. */
 typedef struct pending {
-    weir_span *v;
-    size_t cap, head, n;
+    batch *head, *tail;
+    size_t n_batches;
     int64_t retry_at_ms; /* backoff: not before */
     uint32_t backoff_ms;
-    int64_t oldest_ms; /* when the first waiting span came */
 } pending;
 
 static struct {
@@ -121,13 +134,6 @@ void weir__otlp_configure(const weir_otlp_settings *o)
     pthread_mutex_unlock(&O.mu);
 }
 
-/* The part of s that is set: its attempts past n_attempts are not. */
-static size_t span_size(const weir_span *s)
-{
-    size_t n = s->n_attempts < WEIR_SPAN_ATTEMPTS ? s->n_attempts : WEIR_SPAN_ATTEMPTS;
-    return offsetof(weir_span, at) + n * sizeof(s->at[0]);
-}
-
 weir_span *weir__otlp_reserve(void)
 {
     ring *r = mine;
@@ -169,317 +175,6 @@ void weir__otlp_counts(weir_otlp_counts *out)
     out->export_failures = atomic_load(&O.failures);
 }
 
-/* ---- the JSON encoding ---- */
-
-/* The length of the well-formed UTF-8 sequence at p (NUL-terminated),
- * or 0: no overlong forms, surrogates or code points past U+10FFFF. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    if (c >= 0xc2 && c <= 0xdf)
-        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
-    }
-    return 0;
-}
-
-/* The encoder runs for every span: no printf (it was most of a span's
- * cost), only copies. */
-/* A cursor into room reserved for one span (SPAN_MAX): writes need no
- * check. */
-typedef struct jw {
-    char *w;
-} jw;
-
-/* More than one span (and its attempts) can take: a text may appear
- * several times (the method in every attempt), each byte at most six
- * (\u00XX), and the fixed parts. */
-#define SPAN_MAX (12 * sizeof(weir_span) + 16384)
-
-static void put_n(jw *b, const char *s, size_t n)
-{
-    memcpy(b->w, s, n);
-    b->w += n;
-}
-
-#define LIT(b, s) put_n(b, s, sizeof(s) - 1)
-
-static void put_i64(jw *b, int64_t v)
-{
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-                                "25262728293031323334353637383940414243444546474849"
-                                "50515253545556575859606162636465666768697071727374"
-                                "75767778798081828384858687888990919293949596979899";
-    char t[24];
-    size_t i = sizeof(t);
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    while (u >= 100) { /* two digits a division */
-        size_t d = (size_t)(u % 100) * 2;
-        u /= 100;
-        t[--i] = pairs[d + 1];
-        t[--i] = pairs[d];
-    }
-    if (u >= 10) {
-        t[--i] = pairs[u * 2 + 1];
-        t[--i] = pairs[u * 2];
-    } else {
-        t[--i] = (char)('0' + u);
-    }
-    if (v < 0)
-        t[--i] = '-';
-    put_n(b, t + i, sizeof(t) - i);
-}
-
-static void put_json_str(jw *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    LIT(b, "\"");
-    const unsigned char *p = (const unsigned char *)s, *run = p;
-    for (; *p; p++) {
-        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
-            continue; /* plain ASCII: copied with its run */
-        put_n(b, (const char *)run, (size_t)(p - run));
-        if (*p == '"' || *p == '\\') {
-            char e[2] = {'\\', (char)*p};
-            put_n(b, e, 2);
-        } else if (*p < 0x20 || *p == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
-            put_n(b, e, 6);
-        } else {
-            /* Only valid UTF-8 goes out as it is (a collector may refuse
-             * the batch otherwise): other bytes become U+FFFD. */
-            size_t len = utf8_len(p);
-            if (len) {
-                put_n(b, (const char *)p, len);
-                p += len - 1;
-            } else {
-                LIT(b, "\\ufffd");
-            }
-        }
-        run = p + 1;
-    }
-    put_n(b, (const char *)run, (size_t)(p - run));
-    LIT(b, "\"");
-}
-
-/* An attribute's head, `{"key":"KEY","value":{"stringValue":` and the
- * like, is one literal made at compile time (KEY: weir's own, plain
- * ASCII). */
-#define SKEY(k) "{\"key\":\"" k "\",\"value\":{\"stringValue\":"
-#define IKEY(k) "{\"key\":\"" k "\",\"value\":{\"intValue\":\""
-#define BKEY(k) "{\"key\":\"" k "\",\"value\":{\"boolValue\":"
-#define ATTR_STR(b, f, k, v) attr_str(b, f, SKEY(k), sizeof(SKEY(k)) - 1, v)
-#define ATTR_INT(b, f, k, v) attr_int(b, f, IKEY(k), sizeof(IKEY(k)) - 1, v)
-#define ATTR_BOOL(b, f, k, v) attr_bool(b, f, BKEY(k), sizeof(BKEY(k)) - 1, v)
-
-static void attr_head(jw *b, bool *first, const char *head, size_t n)
-{
-    if (!*first)
-        LIT(b, ",");
-    *first = false;
-    put_n(b, head, n);
-}
-
-static void attr_str(jw *b, bool *first, const char *head, size_t n, const char *v)
-{
-    if (!v || !*v)
-        return;
-    attr_head(b, first, head, n);
-    put_json_str(b, v);
-    LIT(b, "}}");
-}
-
-static void attr_int(jw *b, bool *first, const char *head, size_t n, int64_t v)
-{
-    attr_head(b, first, head, n);
-    put_i64(b, v);
-    LIT(b, "\"}}");
-}
-
-static void attr_bool(jw *b, bool *first, const char *head, size_t n, bool v)
-{
-    attr_head(b, first, head, n);
-    if (v)
-        LIT(b, "true}}");
-    else
-        LIT(b, "false}}");
-}
-
-static void put_hex(jw *b, const uint8_t *id, size_t len)
-{
-    char t[33];
-    weir__trace_hex(id, len, t);
-    put_n(b, t, 2 * len);
-}
-
-static void ids(jw *b, const uint8_t trace_id[16], const uint8_t span_id[8], const uint8_t *parent)
-{
-    LIT(b, "\"traceId\":\"");
-    put_hex(b, trace_id, 16);
-    LIT(b, "\",\"spanId\":\"");
-    put_hex(b, span_id, 8);
-    LIT(b, "\"");
-    if (parent) {
-        LIT(b, ",\"parentSpanId\":\"");
-        put_hex(b, parent, 8);
-        LIT(b, "\"");
-    }
-}
-
-/* `,"kind":K,"startTimeUnixNano":"S","endTimeUnixNano":"E","attributes":[` */
-static void times(jw *b, int kind, int64_t start, int64_t end)
-{
-    if (kind == 2)
-        LIT(b, ",\"kind\":2,\"startTimeUnixNano\":\"");
-    else
-        LIT(b, ",\"kind\":3,\"startTimeUnixNano\":\"");
-    put_i64(b, start);
-    LIT(b, "\",\"endTimeUnixNano\":\"");
-    put_i64(b, end);
-    LIT(b, "\",\"attributes\":[");
-}
-
-static void error_status(jw *b, const char *message)
-{
-    LIT(b, ",\"status\":{\"code\":2,\"message\":");
-    put_json_str(b, message);
-    LIT(b, "}");
-}
-
-static void server_span(jw *b, const weir_span *s)
-{
-    LIT(b, "{");
-    ids(b, s->trace_id, s->span_id, s->has_parent ? s->parent_id : NULL);
-    LIT(b, ",\"name\":");
-    put_json_str(b, s->name);
-    times(b, 2, s->start_ns, s->end_ns);
-    bool f = true;
-    ATTR_STR(b, &f, "http.request.method", s->method);
-    ATTR_STR(b, &f, "url.path", s->path);
-    ATTR_STR(b, &f, "http.route", s->route);
-    if (s->status)
-        ATTR_INT(b, &f, "http.response.status_code", s->status);
-    ATTR_STR(b, &f, "client.address", s->client);
-    ATTR_STR(b, &f, "network.protocol.name", "http");
-    ATTR_STR(b, &f, "network.protocol.version", s->protocol);
-    ATTR_STR(b, &f, "tls.protocol.version", s->tls);
-    ATTR_INT(b, &f, "http.request.size", s->request_bytes);
-    ATTR_INT(b, &f, "http.response.size", s->response_bytes);
-    ATTR_STR(b, &f, "weir.server", s->server);
-    ATTR_STR(b, &f, "weir.upstream", s->upstream);
-    ATTR_STR(b, &f, "weir.termination", s->termination);
-    if (s->retries)
-        ATTR_INT(b, &f, "weir.retries", s->retries);
-    ATTR_STR(b, &f, "error.type", s->error);
-    LIT(b, "]");
-    if (s->status >= 500 || (!s->status && s->error[0]))
-        error_status(b, s->error[0] ? s->error : "server error");
-    LIT(b, "}");
-}
-
-bool weir__otlp_split_addr(const char *addr, char *host, int *port)
-{
-    size_t n = strnlen(addr, sizeof(((weir_span_attempt *)0)->addr) - 1);
-    const char *colon = memrchr(addr, ':', n);
-    if (!colon || colon == addr)
-        return false;
-    int v = 0;
-    for (const char *d = colon + 1; d < addr + n && *d >= '0' && *d <= '9' && v < 65536; d++)
-        v = v * 10 + (*d - '0');
-    *port = v;
-    const char *h = addr;
-    size_t hl = (size_t)(colon - addr);
-    if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    return true;
-}
-
-static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, int k)
-{
-    LIT(b, ",{");
-    ids(b, s->trace_id, a->span_id, s->span_id);
-    LIT(b, ",\"name\":");
-    put_json_str(b, s->method);
-    int64_t end = a->end_ns ? a->end_ns : s->end_ns;
-    times(b, 3, a->start_ns, end > a->start_ns ? end : a->start_ns);
-    bool f = true;
-    ATTR_STR(b, &f, "http.request.method", s->method);
-    char host[sizeof(a->addr)];
-    int port;
-    if (weir__otlp_split_addr(a->addr, host, &port)) {
-        ATTR_STR(b, &f, "server.address", host);
-        ATTR_INT(b, &f, "server.port", port);
-    }
-    ATTR_STR(b, &f, "network.peer.address", a->addr);
-    if (a->status)
-        ATTR_INT(b, &f, "http.response.status_code", a->status);
-    ATTR_INT(b, &f, "weir.attempt", k + 1);
-    ATTR_BOOL(b, &f, "weir.connection.reused", a->reused);
-    if (a->connect_ns >= 0)
-        ATTR_INT(b, &f, "weir.connect_time_us", a->connect_ns / 1000);
-    ATTR_STR(b, &f, "weir.upstream", s->upstream);
-    ATTR_STR(b, &f, "error.type", a->error);
-    LIT(b, "]");
-    if (a->connect_ns >= 0 && !a->reused) {
-        LIT(b, ",\"events\":[{\"name\":\"connected\",\"timeUnixNano\":\"");
-        put_i64(b, a->start_ns + a->connect_ns);
-        LIT(b, "\",\"attributes\":[{\"key\":\"weir.connection.reused\",\"value\":{"
-               "\"boolValue\":false}}]}]");
-    }
-    if (a->error || a->status >= 400)
-        error_status(b, a->error ? a->error : "error status");
-    LIT(b, "}");
-}
-
-char *weir__otlp_json(const weir_span *const *v, size_t n, const char *service_name)
-{
-    weir_strbuf out = {0};
-    size_t head = 6 * (strlen(service_name) + 2 * strlen(weir_version())) + 512;
-    char *room = weir__sb_room(&out, head);
-    if (!room)
-        return NULL;
-    jw j = {room}, *b = &j;
-    LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
-           "\"service.name\",\"value\":{\"stringValue\":");
-    put_json_str(b, service_name);
-    LIT(b, "}},{\"key\":\"service.version\",\"value\":{\"stringValue\":");
-    put_json_str(b, weir_version());
-    LIT(b, "}},{\"key\":\"telemetry.sdk.name\",\"value\":{\"stringValue\":\"weir\"}}]},"
-           "\"scopeSpans\":[{\"scope\":{\"name\":\"weir\",\"version\":");
-    put_json_str(b, weir_version());
-    LIT(b, "},\"spans\":[");
-    out.len = (size_t)(b->w - out.p);
-    for (size_t i = 0; i < n; i++) {
-        /* Room for the worst this span can be, then plain writes. */
-        if (!(b->w = weir__sb_room(&out, SPAN_MAX))) {
-            free(out.p);
-            return NULL;
-        }
-        if (i)
-            LIT(b, ",");
-        server_span(b, v[i]);
-        for (int k = 0; k < v[i]->n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
-            attempt_span(b, v[i], &v[i]->at[k], k);
-        out.len = (size_t)(b->w - out.p);
-    }
-    weir__sb_puts(&out, "]}]}]}");
-    if (out.oom) {
-        free(out.p);
-        return NULL;
-    }
-    return out.p;
-}
-
 /* ---- the exporter thread ---- */
 
 /* POSTs body: 0 taken, 1 to retry (the collector is away, busy or
@@ -501,8 +196,6 @@ typedef struct exporter {
     pending p[MAX_ENDPOINTS];
     const char *ep[MAX_ENDPOINTS]; /* p[k]'s endpoint */
     size_t n;
-    size_t batch;
-    const weir_span **out; /* one batch, in order */
     CURL *curl;
 } exporter;
 
@@ -517,9 +210,66 @@ static pending *pending_of(exporter *x, const char *endpoint)
     return &x->p[x->n++];
 }
 
-/* Moves what the rings hold into the pending buffers; a full buffer
- * gives up its oldest span. Returns the most one ring held. */
-static size_t drain(exporter *x, ring *rings, size_t cap)
+static void batch_free(batch *b)
+{
+    free(b->body.p);
+    free(b->service);
+    free(b);
+}
+
+static void drop_oldest(pending *p)
+{
+    batch *b = p->head;
+    p->head = b->next;
+    if (!p->head)
+        p->tail = NULL;
+    p->n_batches--;
+    atomic_fetch_add(&O.dropped_export, b->spans);
+    batch_free(b);
+}
+
+/* The batch the next span of p goes in: the last, or a new one when that
+ * is full, was sent, or is in the other encoding. At most
+ * PENDING_BATCHES wait: a new one past them gives up the oldest. */
+static batch *open_batch(pending *p, size_t max, bool json, const char *service, int64_t now)
+{
+    batch *t = p->tail;
+    if (t && !t->closed && t->spans < max && t->json == json)
+        return t;
+    batch *b = calloc(1, sizeof(*b));
+    if (!b || !(b->service = strdup(service))) {
+        free(b);
+        return NULL;
+    }
+    b->json = json;
+    b->first_ms = now;
+    if (json) {
+        if (!weir__otlp_json_begin(&b->body, service)) {
+            batch_free(b);
+            return NULL;
+        }
+    } else {
+        b->room = weir__otlp_pb_room(service);
+        if (!weir__sb_room(&b->body, b->room)) {
+            batch_free(b);
+            return NULL;
+        }
+        b->body.len = b->room;
+    }
+    if (t)
+        t->next = b;
+    else
+        p->head = b;
+    p->tail = b;
+    if (++p->n_batches > PENDING_BATCHES)
+        drop_oldest(p);
+    return b;
+}
+
+/* Encodes what the rings hold into the endpoints' batches (the spans
+ * are read in place, and their slots given back). Returns the most one
+ * ring held. */
+static size_t drain(exporter *x, ring *rings, size_t max, bool json, const char *service)
 {
     int64_t now = mono_ms();
     size_t most = 0;
@@ -531,67 +281,63 @@ static size_t drain(exporter *x, ring *rings, size_t cap)
         for (; h != t; h++) {
             const weir_span *s = &r->v[h % RING];
             pending *p = pending_of(x, s->endpoint);
-            if (p && p->cap != cap) {
-                /* The first span, or a reload changed otlp_batch_size:
-                 * what waited in the old size is given up. */
-                atomic_fetch_add(&O.dropped_export, p->n);
-                free(p->v);
-                p->v = malloc(cap * sizeof(*p->v));
-                p->cap = p->v ? cap : 0;
-                p->head = p->n = 0;
-            }
-            if (!p || !p->cap) {
+            batch *b = p ? open_batch(p, max, json, service, now) : NULL;
+            bool ok = b && (json ? weir__otlp_json_span(&b->body, s, b->spans == 0)
+                                 : weir__otlp_pb_span(&b->body, s));
+            if (!ok) {
                 atomic_fetch_add(&O.dropped_export, 1);
                 continue;
             }
-            if (p->n == p->cap) {
-                p->head = (p->head + 1) % p->cap;
-                p->n--;
-                atomic_fetch_add(&O.dropped_export, 1);
-            }
-            if (!p->n)
-                p->oldest_ms = now;
-            memcpy(&p->v[(p->head + p->n) % p->cap], s, span_size(s));
-            p->n++;
+            b->spans++;
         }
         atomic_store_explicit(&r->head, h, memory_order_release);
     }
     return most;
 }
 
-/* Sends what is due of p: a full batch, or what waited flush_ms, or
- * everything when stopping. */
-static void send_due(exporter *x, size_t k, uint32_t flush_ms, bool stopping, long timeout_ms)
+/* The POST's body of b: its head (protobuf) or its end (JSON) written. */
+static const char *finish(batch *b, size_t *len)
+{
+    if (!b->json)
+        return weir__otlp_pb_finish(&b->body, b->room, b->service, len);
+    if (!b->closed && !weir__otlp_json_end(&b->body))
+        return NULL;
+    *len = b->body.len;
+    return b->body.p;
+}
+
+/* Sends what is due of p: a full batch, one a newer follows, one that
+ * waited flush_ms, or everything when stopping. */
+static void send_due(exporter *x, size_t k, size_t max, uint32_t flush_ms, bool stopping,
+                     long timeout_ms)
 {
     pending *p = &x->p[k];
     int64_t now = mono_ms();
-    while (p->n && now >= p->retry_at_ms &&
-           (p->n >= x->batch || now - p->oldest_ms >= flush_ms || stopping)) {
-        size_t n = p->n < x->batch ? p->n : x->batch;
-        for (size_t i = 0; i < n; i++)
-            x->out[i] = &p->v[(p->head + i) % p->cap];
+    for (batch *b; (b = p->head) && now >= p->retry_at_ms &&
+                   (b->spans >= max || b->next || now - b->first_ms >= flush_ms || stopping);) {
+        if (!b->spans) { /* none could be encoded into it */
+            p->head = b->next;
+            if (!p->head)
+                p->tail = NULL;
+            p->n_batches--;
+            batch_free(b);
+            continue;
+        }
         pthread_mutex_lock(&O.mu);
-        char *service = strdup(O.service_name ? O.service_name : "weir");
-        bool json = O.json;
         size_t nh = O.n_headers;
         char **hs = nh ? calloc(nh, sizeof(*hs)) : NULL;
         for (size_t i = 0; hs && i < nh; i++)
             hs[i] = strdup(O.headers[i]);
         pthread_mutex_unlock(&O.mu);
-        size_t off = 0, len = 0;
-        char *body = !service ? NULL
-                     : json   ? weir__otlp_json(x->out, n, service)
-                              : weir__otlp_protobuf(x->out, n, service, &off, &len);
-        if (body && json)
-            len = strlen(body);
+        size_t len = 0;
+        const char *body = finish(b, &len);
+        b->closed = true;
         char err[256] = "";
         if (!x->curl)
             snprintf(err, sizeof(err), "no libcurl handle");
-        int rc = body && x->curl ? post(x->curl, x->ep[k], json, body + off, len, hs, hs ? nh : 0,
+        int rc = body && x->curl ? post(x->curl, x->ep[k], b->json, body, len, hs, hs ? nh : 0,
                                         timeout_ms, err, sizeof(err))
                                  : -1;
-        free(body);
-        free(service);
         for (size_t i = 0; hs && i < nh; i++)
             free(hs[i]);
         free(hs);
@@ -602,24 +348,26 @@ static void send_due(exporter *x, size_t k, uint32_t flush_ms, bool stopping, lo
                 p->backoff_ms = BACKOFF_MAX_MS;
             p->retry_at_ms = mono_ms() + p->backoff_ms;
             if (p->backoff_ms == BACKOFF_FIRST_MS)
-                weir_log(WEIR_LEVEL_WARN, "otlp: %s: %s; %zu spans wait, sent again with backoff",
-                         x->ep[k], err, p->n);
+                weir_log(WEIR_LEVEL_WARN, "otlp: %s: %s; %zu batches wait, sent again with backoff",
+                         x->ep[k], err, p->n_batches);
             return;
         }
         if (rc == 0) {
-            atomic_fetch_add(&O.exported, n);
+            atomic_fetch_add(&O.exported, b->spans);
             if (p->backoff_ms)
                 weir_log(WEIR_LEVEL_INFO, "otlp: %s takes spans again", x->ep[k]);
         } else {
             atomic_fetch_add(&O.failures, 1);
-            atomic_fetch_add(&O.dropped_export, n);
-            weir_log(WEIR_LEVEL_WARN, "otlp: %s refused %zu spans: %s", x->ep[k], n,
+            atomic_fetch_add(&O.dropped_export, b->spans);
+            weir_log(WEIR_LEVEL_WARN, "otlp: %s refused %zu spans: %s", x->ep[k], b->spans,
                      body ? err : "out of memory");
         }
         p->backoff_ms = 0;
-        p->head = (p->head + n) % p->cap;
-        p->n -= n;
-        p->oldest_ms = now;
+        p->head = b->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->n_batches--;
+        batch_free(b);
         now = mono_ms();
     }
 }
@@ -637,29 +385,25 @@ static void *exporter_main(void *arg)
         int64_t left = O.stop_deadline_ms - mono_ms();
         if (stopping && left <= 0)
             break;
-        size_t batch = O.batch;
+        size_t max = O.batch;
         uint32_t flush_ms = O.flush_ms;
+        bool json = O.json;
         ring *rings = O.rings;
+        char *service = strdup(O.service_name ? O.service_name : "weir");
         pthread_mutex_unlock(&O.mu);
-        if (batch != x->batch) {
-            const weir_span **out = realloc(x->out, batch * sizeof(*out));
-            if (out) {
-                x->out = out;
-                x->batch = batch;
-            }
-        }
         bool busy = false;
-        if (x->batch) {
+        if (service) {
             /* A ring a quarter full: drained again at once, not after a
              * tick (a busy worker fills one in tens of milliseconds). */
-            busy = drain(x, rings, x->batch * PENDING_BATCHES) >= RING / 4;
+            busy = drain(x, rings, max, json, service) >= RING / 4;
             long timeout = stopping && left < POST_TIMEOUT_MS ? (long)left : POST_TIMEOUT_MS;
             for (size_t k = 0; k < x->n; k++)
-                send_due(x, k, flush_ms, stopping, timeout);
+                send_due(x, k, max, flush_ms, stopping, timeout);
+            free(service);
         }
         bool empty = true;
         for (size_t k = 0; k < x->n; k++)
-            empty = empty && (x->p[k].n == 0 || (stopping && x->p[k].retry_at_ms > mono_ms()));
+            empty = empty && (!x->p[k].head || (stopping && x->p[k].retry_at_ms > mono_ms()));
         pthread_mutex_lock(&O.mu);
         if (stopping && empty) {
             bool rings_empty = true;
@@ -680,11 +424,9 @@ static void *exporter_main(void *arg)
         }
     }
     pthread_mutex_unlock(&O.mu);
-    for (size_t k = 0; k < x->n; k++) {
-        atomic_fetch_add(&O.dropped_export, x->p[k].n);
-        free(x->p[k].v);
-    }
-    free(x->out);
+    for (size_t k = 0; k < x->n; k++)
+        while (x->p[k].head)
+            drop_oldest(&x->p[k]);
     if (x->curl)
         curl_easy_cleanup(x->curl);
     free(x);

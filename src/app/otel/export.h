@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "app/strbuf.h"
+
 #define WEIR_SPAN_ATTEMPTS 4 /* upstream attempts recorded per request (the first ones) */
 
 typedef struct weir_span_attempt {
@@ -94,6 +96,25 @@ typedef struct weir_otlp_counts {
     uint64_t export_failures; /* POSTs that failed (each retried) */
 } weir_otlp_counts;
 void weir__otlp_counts(weir_otlp_counts *out);
+
+/* The encodings, a span at a time into a weir_strbuf (false: out of
+ * memory). JSON (json.c): begin writes the head, each span follows (first
+ * when it is the batch's first), end closes it. Protobuf (protobuf.c):
+ * the buffer starts with weir__otlp_pb_room bytes kept for the head, the
+ * spans follow, and finish writes the head just before them and returns
+ * where the body starts (NULL when out of memory); finish may be called
+ * again (a retry). */
+bool weir__otlp_json_begin(weir_strbuf *out, const char *service_name);
+bool weir__otlp_json_span(weir_strbuf *out, const weir_span *s, bool first);
+bool weir__otlp_json_end(weir_strbuf *out);
+size_t weir__otlp_pb_room(const char *service_name);
+bool weir__otlp_pb_span(weir_strbuf *out, const weir_span *s);
+const char *weir__otlp_pb_finish(weir_strbuf *out, size_t room, const char *service_name,
+                                 size_t *len);
+
+/* The length of the well-formed UTF-8 sequence at p (NUL-terminated), or
+ * 0: no overlong forms, surrogates or code points past U+10FFFF. */
+size_t weir__otlp_utf8_len(const unsigned char *p);
 
 /* The JSON of an OTLP ExportTraceServiceRequest for the n spans *v[i]
  * (one resource, one scope), malloc'd; NULL when out of memory. */

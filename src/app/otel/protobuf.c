@@ -9,10 +9,10 @@
  * tests decode the result with the protobuf library itself.
  *
  * A nested message's length comes before it. An attribute's is known
- * before it is written (its texts are ASCII, nearly always); a span's
- * and the batch's are not: the writer keeps room for the length it
- * expects (two bytes for a span) and moves the message when it came out
- * longer or shorter.
+ * before it is written (its texts are ASCII, nearly always); a span's is
+ * not: the writer keeps room for the length it expects (two bytes) and
+ * moves the span when it came out longer or shorter. The batch's head
+ * is written last, in room kept before the spans (weir__otlp_pb_room).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -133,24 +133,6 @@ static void close_msg(pw *b, nest n)
     put_varint(&at, len);
 }
 
-/* The length of the well-formed UTF-8 sequence at p (NUL-terminated),
- * or 0: no overlong forms, surrogates or code points past U+10FFFF. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    if (c >= 0xc2 && c <= 0xdf)
-        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
-    }
-    return 0;
-}
-
 /* The length of s when it is all ASCII (nearly always: weir's own texts,
  * and what clients send), else SIZE_MAX. Eight bytes a step. */
 static size_t ascii_len(const char *s)
@@ -174,7 +156,7 @@ static void put_str_slow(pw *b, int field, const char *s)
     const unsigned char *p = (const unsigned char *)s;
     nest m = open_msg(b, field, varint_len(strlen(s)));
     while (*p) {
-        size_t len = *p < 0x80 ? 1 : utf8_len(p);
+        size_t len = *p < 0x80 ? 1 : weir__otlp_utf8_len(p);
         if (len) {
             put_n(b, p, len);
             p += len;
@@ -356,54 +338,63 @@ static void resource_attr(pw *b, const char *key, const char *v)
     attr_str(b, RES_ATTRIBUTES, key, strlen(key), v);
 }
 
-char *weir__otlp_protobuf(const weir_span *const *v, size_t n, const char *service_name,
-                          size_t *off, size_t *len)
+/* The resource and the scope, in parts (of weir__otlp_pb_room's size);
+ * their two lengths in *res_len and *scope_len. */
+static void resource_and_scope(uint8_t *parts, const char *service_name, size_t *res_len,
+                               size_t *scope_len)
 {
-    /* The resource and the scope, whose lengths are known, in their own
-     * buffer first. */
-    size_t fixed = 3 * (strlen(service_name) + 2 * strlen(weir_version())) + 256;
-    uint8_t *parts = malloc(fixed);
-    if (!parts)
-        return NULL;
     pw p = {parts}, *b = &p;
     nest res = open_msg(b, RS_RESOURCE, 2);
     resource_attr(b, "service.name", service_name);
     resource_attr(b, "service.version", weir_version());
     resource_attr(b, "telemetry.sdk.name", "weir");
     close_msg(b, res);
-    size_t res_len = (size_t)(b->w - parts);
+    *res_len = (size_t)(b->w - parts);
     nest scope = open_msg(b, SS_SCOPE, 1);
     put_str(b, SCOPE_NAME, "weir");
     put_str(b, SCOPE_VERSION, weir_version());
     close_msg(b, scope);
-    size_t scope_len = (size_t)(b->w - parts) - res_len;
-    /* The spans after room for all that and the two lengths around it,
-     * which depend on the spans': the head is written last, just before
-     * them, and the body starts where it does (*off). */
-    size_t room = res_len + scope_len + 2 * (1 + 10);
-    weir_strbuf out = {0};
-    if (!weir__sb_room(&out, room)) {
+    *scope_len = (size_t)(b->w - parts) - *res_len;
+}
+
+size_t weir__otlp_pb_room(const char *service_name)
+{
+    /* The resource and the scope (each text at most thrice its size as
+     * UTF-8), and the two lengths around them. */
+    return 3 * (strlen(service_name) + 2 * strlen(weir_version())) + 256;
+}
+
+bool weir__otlp_pb_span(weir_strbuf *out, const weir_span *s)
+{
+    pw p = {(uint8_t *)weir__sb_room(out, SPAN_MAX)}, *b = &p;
+    if (!b->w)
+        return false;
+    server_span(b, s);
+    for (int k = 0; k < s->n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
+        attempt_span(b, s, &s->at[k], k);
+    out->len = (size_t)(b->w - (uint8_t *)out->p);
+    return true;
+}
+
+const char *weir__otlp_pb_finish(weir_strbuf *out, size_t room, const char *service_name,
+                                 size_t *len)
+{
+    uint8_t *parts = malloc(room);
+    if (!parts || out->oom || out->len < room) {
         free(parts);
         return NULL;
     }
-    out.len = room;
-    for (size_t i = 0; i < n; i++) {
-        if (!(b->w = (uint8_t *)weir__sb_room(&out, SPAN_MAX))) {
-            free(out.p);
-            free(parts);
-            return NULL;
-        }
-        server_span(b, v[i]);
-        for (int k = 0; k < v[i]->n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
-            attempt_span(b, v[i], &v[i]->at[k], k);
-        out.len = (size_t)(b->w - (uint8_t *)out.p);
-    }
-    size_t spans_len = out.len - room;
+    size_t res_len, scope_len;
+    resource_and_scope(parts, service_name, &res_len, &scope_len);
+    size_t spans_len = out->len - room;
     size_t ss_len = scope_len + spans_len;
     size_t rs_len = res_len + 1 + varint_len(ss_len) + ss_len;
     size_t head = 1 + varint_len(rs_len) + res_len + 1 + varint_len(ss_len) + scope_len;
-    uint8_t *base = (uint8_t *)out.p;
-    p.w = base + room - head;
+    if (head > room) { /* not with weir__otlp_pb_room's */
+        free(parts);
+        return NULL;
+    }
+    pw p = {(uint8_t *)out->p + room - head}, *b = &p;
     *b->w++ = TAG(REQ_RESOURCE_SPANS, WT_LEN);
     put_varint(b, rs_len);
     put_n(b, parts, res_len);
@@ -411,7 +402,24 @@ char *weir__otlp_protobuf(const weir_span *const *v, size_t n, const char *servi
     put_varint(b, ss_len);
     put_n(b, parts + res_len, scope_len);
     free(parts);
-    *off = room - head;
     *len = head + spans_len;
+    return out->p + room - head;
+}
+
+char *weir__otlp_protobuf(const weir_span *const *v, size_t n, const char *service_name,
+                          size_t *off, size_t *len)
+{
+    weir_strbuf out = {0};
+    size_t room = weir__otlp_pb_room(service_name);
+    bool ok = weir__sb_room(&out, room) != NULL;
+    out.len = ok ? room : 0;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = weir__otlp_pb_span(&out, v[i]);
+    const char *body = ok ? weir__otlp_pb_finish(&out, room, service_name, len) : NULL;
+    if (!body) {
+        free(out.p);
+        return NULL;
+    }
+    *off = (size_t)(body - out.p);
     return out.p;
 }
