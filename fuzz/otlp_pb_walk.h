@@ -215,8 +215,8 @@ static bool pbw_span(pb_walk *w, const pb_field *sp)
                 return false;
             break;
         case 6:
-            if (f.wt != 0 || (f.v != 2 && f.v != 3))
-                return pbw_fail(w, "kind is not SERVER or CLIENT");
+            if (f.wt != 0 || f.v < 1 || f.v > 3)
+                return pbw_fail(w, "kind is not INTERNAL, SERVER or CLIENT");
             break;
         case 7:
         case 8:

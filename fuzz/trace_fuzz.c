@@ -59,6 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sp.n_attempts = 1;
     memcpy(sp.at[0].addr, text, n < sizeof(sp.at[0].addr) - 1 ? n : sizeof(sp.at[0].addr) - 1);
     sp.at[0].connect_ns = 5;
+    sp.n_waits = 1;
+    memcpy(sp.waits[0].plugin, text,
+           n < sizeof(sp.waits[0].plugin) - 1 ? n : sizeof(sp.waits[0].plugin) - 1);
+    sp.waits[0].category = "forward_auth";
+    sp.waits[0].result = "continue";
     sp.status = 502;
     const weir_span *one = &sp;
     char *json = weir__otlp_json(&one, 1, text);
@@ -91,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool ok = pbw_request(&w, (const uint8_t *)pb + off, len);
     if (!ok)
         fprintf(stderr, "protobuf: %s\n", w.err);
-    CHECK(ok && w.spans == 2);
+    CHECK(ok && w.spans == 3);
     CHECK(strcmp(w.found ? w.value : "", jpath) == 0);
     free(pb);
     json_decref(j);

@@ -111,6 +111,7 @@ static weir_phase_result run_chain(weir_session *s, req_ctx *c, int k, size_t fr
         if (res == WEIR_PHASE_CONTINUE)
             continue;
         if (res == WEIR_PHASE_PENDING) {
+            weir__trace_plugin_wait(s, c, r->p->name, r->p->def->category);
             c->park_chain = (uint8_t)k;
             c->park_pos = (uint16_t)(i + 1);
             c->parked = r->p;
@@ -131,6 +132,7 @@ void weir__plugin_resume(weir_session *s, weir_phase_result result)
     if (result == WEIR_PHASE_PENDING)
         return; /* the hook waits again (a timer, a sub-request): still parked */
     c->parked = NULL;
+    weir__trace_plugin_done(s, c, result);
     if (result == WEIR_PHASE_CONTINUE)
         result = run_chain(s, c, c->park_chain, c->park_pos);
     if (result != WEIR_PHASE_PENDING)

@@ -370,6 +370,61 @@ def test_export_headers_and_h2(traced):
     assert headers["content-type"] == "application/x-protobuf"
 
 
+AUTH_CONF = """
+[basic]
+otlp_flush_interval = "100ms"
+
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+otlp_exporter = "@OTLP@"
+
+[plugins.auth]
+category = "forward_auth"
+auth_url = "http://@A@/verify"
+
+[locations.l]
+upstream = "u"
+plugins = ["auth"]
+
+[upstreams.u]
+addrs = ["@B@"]
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_a_plugin_that_waits_is_a_child_span(weir_toml, backend, collector, protocol):
+    """forward_auth waits for its sub-request: that wait is an internal
+    span under the request's, as long as the auth service took, with the
+    plugin's name and how it ended (a refusal too)."""
+    def slow_auth(conn, req):
+        time.sleep(0.2)
+        status = 200 if req.headers.get("authorization") == "Bearer ok" else 403
+        conn.send(B.response_head(status, [("Content-Length", "0")]))
+    a, b, c = backend(slow_auth), backend(B.fixed(b"in\n")), collector()
+    text = AUTH_CONF.replace("@OTLP@", c.url).replace(
+        "[basic]\n", '[basic]\notlp_protocol = "%s"\n' % protocol)
+    w = weir_toml(text, A=a, B=b)
+    assert B.get(w.port, "/p", headers=[("Authorization", "Bearer ok")]).status == 200
+    assert B.get(w.port, "/q").status == 403
+    assert conftest.wait_for(lambda: len(c.server_spans()) >= 2, 10), w.describe()
+    by_path = {s["attrs"]["url.path"]: s for s in c.server_spans()}
+    for path, result in (("/p", "continue"), ("/q", "answered")):
+        sp = by_path[path]
+        waits = [k for k in c.children(sp) if k["kind"] == 1]
+        assert len(waits) == 1, c.children(sp)
+        k = waits[0]
+        assert k["name"] == "plugin auth", k
+        assert k["attrs"]["weir.plugin"] == "auth"
+        assert k["attrs"]["weir.plugin.category"] == "forward_auth"
+        assert k["attrs"]["weir.plugin.result"] == result, k
+        took = int(k["endTimeUnixNano"]) - int(k["startTimeUnixNano"])
+        assert 0.15e9 < took < int(sp["endTimeUnixNano"]) - int(sp["startTimeUnixNano"]) + 1
+        assert int(sp["startTimeUnixNano"]) <= int(k["startTimeUnixNano"])
+    # The refused request never reached the backend: no attempt span.
+    assert [k["kind"] for k in c.children(by_path["/q"])] == [1]
+
+
 def test_a_grpc_call_is_traced_and_the_backend_gets_its_parent(tmp_path, weir_toml, collector):
     c = collector()
     b = G.GrpcBackend("A")

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "app/otel/export.h"
@@ -234,6 +235,15 @@ Test(trace, otlp_protobuf_lengths_of_every_size)
         }
         sp->start_ns = 1700000000000000000;
         sp->end_ns = sp->start_ns + 1000;
+        sp->n_waits = (uint8_t)(i % (WEIR_SPAN_WAITS + 1));
+        for (int k = 0; k < sp->n_waits; k++) {
+            sp->waits[k].span_id[0] = (uint8_t)(k + 9);
+            snprintf(sp->waits[k].plugin, sizeof(sp->waits[k].plugin), "auth-%zu", i);
+            sp->waits[k].category = "forward_auth";
+            sp->waits[k].result = k ? "error" : "continue";
+            sp->waits[k].start_ns = sp->start_ns + 10;
+            sp->waits[k].end_ns = sp->start_ns + 20;
+        }
     }
     size_t len = 0;
     const weir_span *ptrs[N];
@@ -247,7 +257,7 @@ Test(trace, otlp_protobuf_lengths_of_every_size)
     cr_assert(pbw_request(&w, (const uint8_t *)pb + off, len), "%s", w.err);
     size_t spans = 0;
     for (size_t i = 0; i < N; i++)
-        spans += 1 + v[i].n_attempts;
+        spans += 1 + v[i].n_attempts + v[i].n_waits;
     cr_assert_eq(w.spans, spans);
     free(pb);
     free(v);

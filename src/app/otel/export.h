@@ -22,6 +22,7 @@
 #include "app/strbuf.h"
 
 #define WEIR_SPAN_ATTEMPTS 4 /* upstream attempts recorded per request (the first ones) */
+#define WEIR_SPAN_WAITS 2    /* plugin waits recorded per request (the first ones) */
 
 typedef struct weir_span_attempt {
     uint8_t span_id[8];
@@ -32,6 +33,16 @@ typedef struct weir_span_attempt {
     int status;               /* the backend's status; 0: none */
     const char *error;        /* why it failed (static text), or NULL */
 } weir_span_attempt;
+
+/* A plugin whose hook waited (PENDING: a sub-request, a cache lock) until
+ * the request went on: an internal child span. */
+typedef struct weir_span_wait {
+    uint8_t span_id[8];
+    int64_t start_ns, end_ns; /* Unix nanoseconds */
+    char plugin[48];          /* its [plugins.NAME], as far as it fits */
+    const char *category;     /* static text */
+    const char *result;       /* "continue", "answered", "error", "aborted" (static) */
+} weir_span_wait;
 
 typedef struct weir_span {
     const char *endpoint; /* from weir__otlp_endpoint */
@@ -53,8 +64,10 @@ typedef struct weir_span {
     int status;
     int64_t request_bytes, response_bytes;
     uint8_t n_attempts;
-    uint16_t retries;                         /* attempts after the first, recorded or not */
-    weir_span_attempt at[WEIR_SPAN_ATTEMPTS]; /* last: only n_attempts are copied */
+    uint16_t retries; /* attempts after the first, recorded or not */
+    uint8_t n_waits;
+    weir_span_wait waits[WEIR_SPAN_WAITS];
+    weir_span_attempt at[WEIR_SPAN_ATTEMPTS];
 } weir_span;
 
 /* The exporter's copy of an endpoint URL ("http://host:4318", with

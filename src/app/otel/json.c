@@ -4,6 +4,7 @@
  * it was most of a span's cost).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,8 +179,10 @@ static void times(jw *b, int kind, int64_t start, int64_t end)
 {
     if (kind == 2)
         LIT(b, ",\"kind\":2,\"startTimeUnixNano\":\"");
-    else
+    else if (kind == 3)
         LIT(b, ",\"kind\":3,\"startTimeUnixNano\":\"");
+    else
+        LIT(b, ",\"kind\":1,\"startTimeUnixNano\":\"");
     put_i64(b, start);
     LIT(b, "\",\"endTimeUnixNano\":\"");
     put_i64(b, end);
@@ -282,6 +285,25 @@ static void attempt_span(jw *b, const weir_span *s, const weir_span_attempt *a, 
     LIT(b, "}");
 }
 
+static void wait_span(jw *b, const weir_span *s, const weir_span_wait *w)
+{
+    LIT(b, ",{");
+    ids(b, s->trace_id, w->span_id, s->span_id);
+    LIT(b, ",\"name\":");
+    char name[sizeof(w->plugin) + 8];
+    snprintf(name, sizeof(name), "plugin %s", w->plugin);
+    put_json_str(b, name);
+    times(b, 1, w->start_ns, w->end_ns > w->start_ns ? w->end_ns : w->start_ns);
+    bool f = true;
+    ATTR_STR(b, &f, "weir.plugin", w->plugin);
+    ATTR_STR(b, &f, "weir.plugin.category", w->category);
+    ATTR_STR(b, &f, "weir.plugin.result", w->result);
+    LIT(b, "]");
+    if (strcmp(w->result, "error") == 0 || strcmp(w->result, "aborted") == 0)
+        error_status(b, w->result);
+    LIT(b, "}");
+}
+
 bool weir__otlp_json_begin(weir_strbuf *out, const char *service_name)
 {
     size_t head = 6 * (strlen(service_name) + 2 * strlen(weir_version())) + 512;
@@ -313,6 +335,8 @@ bool weir__otlp_json_span(weir_strbuf *out, const weir_span *s, bool first)
     server_span(b, s);
     for (int k = 0; k < s->n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
         attempt_span(b, s, &s->at[k], k);
+    for (int k = 0; k < s->n_waits && k < WEIR_SPAN_WAITS; k++)
+        wait_span(b, s, &s->waits[k]);
     out->len = (size_t)(b->w - out->p);
     return true;
 }

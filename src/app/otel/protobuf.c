@@ -15,6 +15,7 @@
  * is written last, in room kept before the spans (weir__otlp_pb_room).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -333,6 +334,21 @@ static void attempt_span(pw *b, const weir_span *s, const weir_span_attempt *a, 
     close_msg(b, sp);
 }
 
+static void wait_span(pw *b, const weir_span *s, const weir_span_wait *w)
+{
+    nest sp = open_msg(b, SS_SPANS, 2);
+    char name[sizeof(w->plugin) + 8];
+    snprintf(name, sizeof(name), "plugin %s", w->plugin);
+    head(b, s, w->span_id, s->span_id, name, 1, w->start_ns,
+         w->end_ns > w->start_ns ? w->end_ns : w->start_ns);
+    ATTR_STR(b, "weir.plugin", w->plugin);
+    ATTR_STR(b, "weir.plugin.category", w->category);
+    ATTR_STR(b, "weir.plugin.result", w->result);
+    if (strcmp(w->result, "error") == 0 || strcmp(w->result, "aborted") == 0)
+        error_status(b, w->result);
+    close_msg(b, sp);
+}
+
 static void resource_attr(pw *b, const char *key, const char *v)
 {
     attr_str(b, RES_ATTRIBUTES, key, strlen(key), v);
@@ -372,6 +388,8 @@ bool weir__otlp_pb_span(weir_strbuf *out, const weir_span *s)
     server_span(b, s);
     for (int k = 0; k < s->n_attempts && k < WEIR_SPAN_ATTEMPTS; k++)
         attempt_span(b, s, &s->at[k], k);
+    for (int k = 0; k < s->n_waits && k < WEIR_SPAN_WAITS; k++)
+        wait_span(b, s, &s->waits[k]);
     out->len = (size_t)(b->w - (uint8_t *)out->p);
     return true;
 }

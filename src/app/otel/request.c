@@ -26,6 +26,8 @@ struct weir_req_trace {
     bool has_parent;
     uint8_t flags;
     uint8_t n_attempts;     /* recorded: first, then more[] */
+    uint8_t n_waits;        /* recorded in waits[] */
+    bool waiting;           /* waits[n_waits - 1] has not ended */
     uint16_t attempts;      /* all of them, recorded or not */
     weir_span_attempt *cur; /* the attempt in progress, or NULL */
     int64_t t0_mono_ns, t0_unix_ns;
@@ -35,6 +37,7 @@ struct weir_req_trace {
     const char *endpoint;
     weir_span_attempt first;
     weir_span_attempt *more; /* attempts 2 to WEIR_SPAN_ATTEMPTS, or NULL */
+    weir_span_wait *waits;   /* WEIR_SPAN_WAITS of them from the first, or NULL */
     char tp[WEIR_TRACEPARENT_LEN + 1];
 };
 
@@ -82,6 +85,7 @@ void weir__trace_begin(weir_session *s, req_ctx *c)
     /* What is written before it is read is not cleared. */
     memset(t, 0, offsetof(weir_req_trace, trace_id));
     t->more = NULL;
+    t->waits = NULL;
     c->trace = t;
     t->t0_mono_ns = mono_ns();
     t->t0_unix_ns = weir__otlp_now_ns();
@@ -109,6 +113,37 @@ void weir__trace_begin(weir_session *s, req_ctx *c)
     t->sampled = weir__sampler_sample(&c->cfg->basic.otlp_sampler, has ? &in : NULL, sp->trace_id);
     sp->flags = t->sampled ? 1 : 0;
     sp->endpoint = srv->otlp_endpoint;
+}
+
+void weir__trace_plugin_wait(weir_session *s, req_ctx *c, const char *plugin, const char *category)
+{
+    weir_req_trace *t = c->trace;
+    if (!t || !t->tracing || !t->sampled || t->waiting || t->n_waits >= WEIR_SPAN_WAITS)
+        return;
+    if (!t->waits && !(t->waits = weir_session_alloc(s, WEIR_SPAN_WAITS * sizeof(*t->waits))))
+        return;
+    weir_span_wait *w = &t->waits[t->n_waits++];
+    weir__trace_new_id(w->span_id, 8);
+    w->start_ns = unix_ns(t, mono_ns());
+    w->end_ns = 0;
+    PUT(w->plugin, plugin);
+    w->category = category;
+    w->result = "aborted"; /* until it ends */
+    t->waiting = true;
+}
+
+void weir__trace_plugin_done(weir_session *s, req_ctx *c, weir_phase_result result)
+{
+    (void)s;
+    weir_req_trace *t = c->trace;
+    if (!t || !t->waiting)
+        return;
+    weir_span_wait *w = &t->waits[t->n_waits - 1];
+    w->end_ns = unix_ns(t, mono_ns());
+    w->result = result == WEIR_PHASE_CONTINUE   ? "continue"
+                : result == WEIR_PHASE_ANSWERED ? "answered"
+                                                : "error";
+    t->waiting = false;
 }
 
 void weir__trace_attempt(weir_session *s, req_ctx *c)
@@ -301,6 +336,12 @@ void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
     sp->n_attempts = t->n_attempts;
     for (int k = 0; k < t->n_attempts; k++)
         sp->at[k] = k ? t->more[k - 1] : t->first;
+    sp->n_waits = t->n_waits;
+    for (int k = 0; k < t->n_waits; k++) {
+        sp->waits[k] = t->waits[k];
+        if (!sp->waits[k].end_ns) /* the request ended while it waited */
+            sp->waits[k].end_ns = sp->end_ns;
+    }
     copy(sp->method, sizeof(sp->method), weir_session_method(s));
     copy(sp->path, sizeof(sp->path), weir_session_path(s));
     PUT(sp->route, c->loc ? c->loc->name : "");

@@ -19,6 +19,11 @@
 
 /* early_request_filter: the trace of a request on such a server. */
 void weir__trace_begin(weir_session *s, req_ctx *c);
+/* A plugin's hook returned PENDING (category: static text), and the
+ * request went on after it (result: the hook's last, or ERROR when the
+ * wait ended otherwise). */
+void weir__trace_plugin_wait(weir_session *s, req_ctx *c, const char *plugin, const char *category);
+void weir__trace_plugin_done(weir_session *s, req_ctx *c, weir_phase_result result);
 /* upstream_peer chose a backend: an attempt starts. */
 void weir__trace_attempt(weir_session *s, req_ctx *c);
 /* connected_to_upstream. */
