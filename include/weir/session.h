@@ -182,6 +182,12 @@ typedef struct weir_tls_info {
  * zeroes) for plain TCP. The strings live as long as the session. */
 bool weir_session_tls(const weir_session *s, weir_tls_info *out);
 
+/* The client connection's TLS handshake, told to the first request on the
+ * connection only (so a trace shows it once): true, its start on the
+ * monotonic clock (microseconds, CLOCK_MONOTONIC) and how long it took;
+ * false for later requests and plain TCP. */
+bool weir_session_tls_handshake(const weir_session *s, uint64_t *start_us, uint64_t *took_us);
+
 /* The request headers; modifications are what the upstream receives. */
 weir_headers *weir_session_req_headers(weir_session *s);
 /* The response headers; valid from upstream_response_filter on, or after

@@ -479,6 +479,7 @@ static void try_head(weir_h1s *h)
                                         .peer_ip = {h->ip, h->ip_len},
                                         .ssl = c->ssl,
                                         .conn = c->ssl ? NULL : c,
+                                        .tls_conn = c->ssl ? c : NULL,
                                         .fd = c->io.fd};
                 h->cfg->handler->stream_start(h->stream, &h->x.x, (uint32_t)rc, &o);
                 return;

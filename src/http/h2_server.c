@@ -716,6 +716,7 @@ static void start_stream(weir_h2c *c, weir_h2s *s, bool end_stream)
                             .peer = &c->peer.sa,
                             .peer_ip = {c->ip, c->ip_len},
                             .ssl = c->conn.ssl,
+                            .tls_conn = c->conn.ssl ? &c->conn : NULL,
                             .fd = c->conn.io.fd};
     c->cfg->handler->stream_start(s->stream, &s->x, s->head_bytes, &o);
 }

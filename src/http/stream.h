@@ -23,6 +23,7 @@ typedef struct weir_stream_origin {
     weir_str peer_ip;            /* it as text, formatted once per connection */
     struct ssl_st *ssl;          /* the client connection's TLS, or NULL */
     struct weir_conn *conn;      /* a plain HTTP/1 client socket (tunnels may splice), or NULL */
+    struct weir_conn *tls_conn;  /* the client connection when it is TLS (during stream_start) */
     int fd;                      /* the client's socket (its local address), any protocol */
 } weir_stream_origin;
 

@@ -100,8 +100,9 @@ int weir__conn_handshake(weir_conn *c)
     if (r == 1) {
         c->tls_ready = true;
         /* From its first step to its end: round trips included. */
-        weir__tls_observe_handshake(SSL_is_server(c->ssl),
-                                    weir__loop_now_us(c->loop) - c->tls_start_us);
+        uint64_t took = weir__loop_now_us(c->loop) - c->tls_start_us;
+        c->tls_handshake_us = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
+        weir__tls_observe_handshake(SSL_is_server(c->ssl), took);
         return WEIR_OK;
     }
     int rc = tls_fail(c, r, !SSL_want_write(c->ssl));

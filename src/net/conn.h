@@ -65,6 +65,8 @@ typedef struct weir_conn {
     uint32_t tls_wlen, tls_woff; /* staged bytes tls_wbuf[tls_woff .. tls_wlen) */
     bool tls_ready;              /* handshake done */
     uint64_t tls_start_us;       /* the handshake's first step (loop clock); 0: not yet */
+    uint32_t tls_handshake_us;   /* how long it took, once done */
+    bool tls_handshake_told;     /* a request on the connection took it (its trace) */
     bool tls_failed;             /* a fatal TLS error: no close_notify */
     bool tls_read_needs_out;     /* a read wants the socket writable */
     bool tls_write_needs_in;     /* a write wants the socket readable */

@@ -108,9 +108,13 @@ struct weir_session {
     const struct sockaddr *client_addr;
     uint8_t client_ip_len; /* of client_ip, below */
     uint8_t peer_ip_len;
-    weir_str path;           /* the normalised path (request_gate.h) */
-    bool close_after;        /* neither connection carries another request */
-    SSL *down_ssl;           /* the client connection's TLS, or NULL */
+    weir_str path;    /* the normalised path (request_gate.h) */
+    bool close_after; /* neither connection carries another request */
+    SSL *down_ssl;    /* the client connection's TLS, or NULL */
+    /* Its handshake (loop clock), for the first request on the connection
+     * only; 0: none. */
+    uint64_t tls_hs_start_us;
+    uint32_t tls_hs_us;
     uint32_t client_idle_ms; /* weir_session_set_client_timeout; 0 = the service's */
 
     /* the upstream side (the peer itself is below) */

@@ -1294,6 +1294,12 @@ static bool begin(weir_session *s, weir_exchange *x, uint32_t head_len, const we
     s->origin = *o;
     s->client_addr = o->peer;
     s->down_ssl = o->ssl;
+    s->tls_hs_start_us = 0;
+    if (o->tls_conn && o->tls_conn->tls_ready && !o->tls_conn->tls_handshake_told) {
+        o->tls_conn->tls_handshake_told = true;
+        s->tls_hs_start_us = o->tls_conn->tls_start_us;
+        s->tls_hs_us = o->tls_conn->tls_handshake_us;
+    }
     const weir_proxy_options *opts = &s->svc->opts;
     s->peer_ip_len = (uint8_t)o->peer_ip.len;
     memcpy(s->peer_ip, o->peer_ip.ptr, o->peer_ip.len);

@@ -152,6 +152,15 @@ bool weir_session_tls(const weir_session *s, weir_tls_info *out)
     return weir__tls_info(s->down_ssl, out);
 }
 
+bool weir_session_tls_handshake(const weir_session *s, uint64_t *start_us, uint64_t *took_us)
+{
+    if (!s->tls_hs_start_us)
+        return false;
+    *start_us = s->tls_hs_start_us;
+    *took_us = s->tls_hs_us;
+    return true;
+}
+
 weir_headers *weir_session_req_headers(weir_session *s)
 {
     return &s->req.headers;

@@ -19,9 +19,11 @@ import pytest
 import backends as B
 import conftest
 import grpcutil as G
+import tlsutil as TL
 from conftest import closed_port, free_port
 from otlputil import Collector
 from test_failover import Load
+from test_tls import cert_section, pki  # noqa: F401 (the session PKI fixture)
 
 CONFIG = """
 [basic]
@@ -368,6 +370,32 @@ def test_export_headers_and_h2(traced):
     headers = w.collector.exports[0][0]
     assert headers["authorization"] == "Bearer s3cret" and headers["x-tenant"] == "a"
     assert headers["content-type"] == "application/x-protobuf"
+
+
+def test_the_tls_handshake_is_a_span_of_the_connections_first_request(traced, pki):  # noqa: F811
+    import http.client
+    w = traced(server='certificates = ["a"]\n', upstream="\n" + cert_section(pki, "a"))
+    conn = http.client.HTTPSConnection("127.0.0.1", w.port, context=TL.client_context(pki),
+                                       timeout=10)
+    for path in ("/one", "/two"):  # one keep-alive connection
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    conn.close()
+    assert conftest.wait_for(lambda: len(w.collector.server_spans()) >= 2, 10), w.describe()
+    by_path = {s["attrs"]["url.path"]: s for s in w.collector.server_spans()}
+    one, two = by_path["/one"], by_path["/two"]
+    hs = [k for k in w.collector.children(one) if k["name"] == "tls handshake"]
+    assert len(hs) == 1, w.collector.children(one)
+    h = hs[0]
+    assert h["kind"] == 1 and h["attrs"]["tls.protocol.version"] == "1.3", h
+    assert h["attrs"]["tls.cipher"] and h["attrs"]["tls.resumed"] is False, h
+    start, end = int(h["startTimeUnixNano"]), int(h["endTimeUnixNano"])
+    assert start < end <= int(one["startTimeUnixNano"]), (h, one)
+    assert int(one["startTimeUnixNano"]) - start < 10e9  # the same clock, not an epoch off
+    # The connection's later requests do not tell it again.
+    assert not [k for k in w.collector.children(two) if k["name"] == "tls handshake"]
 
 
 AUTH_CONF = """

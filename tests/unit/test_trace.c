@@ -235,6 +235,13 @@ Test(trace, otlp_protobuf_lengths_of_every_size)
         }
         sp->start_ns = 1700000000000000000;
         sp->end_ns = sp->start_ns + 1000;
+        if (i % 3 == 0) { /* the connection's first request: its handshake */
+            sp->tls_start_ns = sp->start_ns - 5000;
+            sp->tls_end_ns = sp->start_ns - 10;
+            sp->tls_span_id[0] = 7;
+            strcpy(sp->tls, "1.3");
+            strcpy(sp->tls_cipher, "TLS_AES_256_GCM_SHA384");
+        }
         sp->n_waits = (uint8_t)(i % (WEIR_SPAN_WAITS + 1));
         for (int k = 0; k < sp->n_waits; k++) {
             sp->waits[k].span_id[0] = (uint8_t)(k + 9);
@@ -257,7 +264,7 @@ Test(trace, otlp_protobuf_lengths_of_every_size)
     cr_assert(pbw_request(&w, (const uint8_t *)pb + off, len), "%s", w.err);
     size_t spans = 0;
     for (size_t i = 0; i < N; i++)
-        spans += 1 + v[i].n_attempts + v[i].n_waits;
+        spans += 1 + v[i].n_attempts + v[i].n_waits + (v[i].tls_start_ns != 0);
     cr_assert_eq(w.spans, spans);
     free(pb);
     free(v);

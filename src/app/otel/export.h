@@ -65,6 +65,12 @@ typedef struct weir_span {
     int64_t request_bytes, response_bytes;
     uint8_t n_attempts;
     uint16_t retries; /* attempts after the first, recorded or not */
+    /* The client connection's TLS handshake, on its first request: an
+     * internal child span; start 0: none. */
+    int64_t tls_start_ns, tls_end_ns;
+    uint8_t tls_span_id[8];
+    bool tls_resumed;
+    char tls_cipher[48];
     uint8_t n_waits;
     weir_span_wait waits[WEIR_SPAN_WAITS];
     weir_span_attempt at[WEIR_SPAN_ATTEMPTS];

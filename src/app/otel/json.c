@@ -304,6 +304,19 @@ static void wait_span(jw *b, const weir_span *s, const weir_span_wait *w)
     LIT(b, "}");
 }
 
+static void tls_span(jw *b, const weir_span *s)
+{
+    LIT(b, ",{");
+    ids(b, s->trace_id, s->tls_span_id, s->span_id);
+    LIT(b, ",\"name\":\"tls handshake\"");
+    times(b, 1, s->tls_start_ns, s->tls_end_ns);
+    bool f = true;
+    ATTR_STR(b, &f, "tls.protocol.version", s->tls);
+    ATTR_STR(b, &f, "tls.cipher", s->tls_cipher);
+    ATTR_BOOL(b, &f, "tls.resumed", s->tls_resumed);
+    LIT(b, "]}");
+}
+
 bool weir__otlp_json_begin(weir_strbuf *out, const char *service_name)
 {
     size_t head = 6 * (strlen(service_name) + 2 * strlen(weir_version())) + 512;
@@ -337,6 +350,8 @@ bool weir__otlp_json_span(weir_strbuf *out, const weir_span *s, bool first)
         attempt_span(b, s, &s->at[k], k);
     for (int k = 0; k < s->n_waits && k < WEIR_SPAN_WAITS; k++)
         wait_span(b, s, &s->waits[k]);
+    if (s->tls_start_ns)
+        tls_span(b, s);
     out->len = (size_t)(b->w - out->p);
     return true;
 }

@@ -349,6 +349,16 @@ static void wait_span(pw *b, const weir_span *s, const weir_span_wait *w)
     close_msg(b, sp);
 }
 
+static void tls_span(pw *b, const weir_span *s)
+{
+    nest sp = open_msg(b, SS_SPANS, 2);
+    head(b, s, s->tls_span_id, s->span_id, "tls handshake", 1, s->tls_start_ns, s->tls_end_ns);
+    ATTR_STR(b, "tls.protocol.version", s->tls);
+    ATTR_STR(b, "tls.cipher", s->tls_cipher);
+    ATTR_BOOL(b, "tls.resumed", s->tls_resumed);
+    close_msg(b, sp);
+}
+
 static void resource_attr(pw *b, const char *key, const char *v)
 {
     attr_str(b, RES_ATTRIBUTES, key, strlen(key), v);
@@ -390,6 +400,8 @@ bool weir__otlp_pb_span(weir_strbuf *out, const weir_span *s)
         attempt_span(b, s, &s->at[k], k);
     for (int k = 0; k < s->n_waits && k < WEIR_SPAN_WAITS; k++)
         wait_span(b, s, &s->waits[k]);
+    if (s->tls_start_ns)
+        tls_span(b, s);
     out->len = (size_t)(b->w - (uint8_t *)out->p);
     return true;
 }

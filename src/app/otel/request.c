@@ -35,6 +35,7 @@ struct weir_req_trace {
     int64_t attempt_ns, connected_ns, head_ns;
     uint8_t trace_id[16], span_id[8], parent_id[8];
     const char *endpoint;
+    int64_t tls_start_ns, tls_end_ns; /* the connection's handshake; 0: not this request's */
     weir_span_attempt first;
     weir_span_attempt *more; /* attempts 2 to WEIR_SPAN_ATTEMPTS, or NULL */
     weir_span_wait *waits;   /* WEIR_SPAN_WAITS of them from the first, or NULL */
@@ -113,6 +114,13 @@ void weir__trace_begin(weir_session *s, req_ctx *c)
     t->sampled = weir__sampler_sample(&c->cfg->basic.otlp_sampler, has ? &in : NULL, sp->trace_id);
     sp->flags = t->sampled ? 1 : 0;
     sp->endpoint = srv->otlp_endpoint;
+    uint64_t hs_start, hs_took;
+    t->tls_start_ns = 0;
+    if (t->sampled && weir_session_tls_handshake(s, &hs_start, &hs_took)) {
+        /* The loop's clock is CLOCK_MONOTONIC, as t0_mono_ns. */
+        t->tls_start_ns = unix_ns(t, (int64_t)hs_start * 1000);
+        t->tls_end_ns = t->tls_start_ns + (int64_t)hs_took * 1000;
+    }
 }
 
 void weir__trace_plugin_wait(weir_session *s, req_ctx *c, const char *plugin, const char *category)
@@ -357,8 +365,17 @@ void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
     PUT(sp->protocol, hv == 20 ? "2" : hv == 10 ? "1.0" : "1.1");
     weir_tls_info tls;
     sp->tls[0] = '\0';
-    if (weir_session_tls(s, &tls) && tls.version)
+    sp->tls_start_ns = 0;
+    if (weir_session_tls(s, &tls) && tls.version) {
         PUT(sp->tls, strncmp(tls.version, "TLSv", 4) == 0 ? tls.version + 4 : tls.version);
+        if (t->tls_start_ns) {
+            sp->tls_start_ns = t->tls_start_ns;
+            sp->tls_end_ns = t->tls_end_ns;
+            weir__trace_new_id(sp->tls_span_id, 8);
+            sp->tls_resumed = tls.resumed;
+            PUT(sp->tls_cipher, tls.cipher);
+        }
+    }
     PUT(sp->error, st->error);
     memcpy(sp->termination, st->termination, 3);
     sp->status = st->status;
