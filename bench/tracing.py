@@ -11,7 +11,7 @@ callgrind, every thread, deterministic across machines; N2 - N1 requests
 so start-up and shut-down cancel out) and CPU microseconds per request
 under wrk (noisier).
 
-Usage: bench/tracing.py [--duration 10] [--no-wrk] [--no-callgrind]
+Usage: bench/tracing.py [--duration 10] [--repeat 3] [--no-wrk] [--no-callgrind]
 """
 import argparse
 import os
@@ -55,6 +55,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--no-wrk", action="store_true")
     ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="wrk runs per variant, interleaved; the median is shown")
     args = ap.parse_args()
     if not os.access(P.WEIR, os.X_OK):
         sys.exit("no %s: run make first (or set WEIR_BIN)" % P.WEIR)
@@ -67,27 +69,40 @@ def main():
         # The backend's nginx is the collector too: it answers any POST
         # 200 (reading and dropping the body) at once, as a collector
         # that keeps up would.
+        irs, cpus = {}, {}
         for name, (basic, server) in variants(bport).items():
             port = P.free_port()
             cfg = config(tmp, name, basic, server, bport, port)
-            ir = P.instructions_per_request(tmp, cfg, port) if use_cg else None
-            admin = P.free_port()
-            cfg = config(tmp, name, basic, server, bport, port, admin)
-            got = {}
-            cpu = P.cpu_per_request(cfg, port, args.duration,
-                                    before_stop=lambda: got.update(spans(admin))) \
-                if use_wrk else (None, None)
-            rows[name] = (ir, cpu[0], cpu[1])
-            if got.get("exported") or got.get("dropped_queue") or got.get("dropped_export"):
-                spans_seen[name] = got
-            print("[bench] %s: %s instr/req, %s us/req" % (name, ir, cpu[0]), file=sys.stderr)
+            irs[name] = P.instructions_per_request(tmp, cfg, port) if use_cg else None
+        # wrk's CPU figures move by ±10% from run to run on a small
+        # machine: each variant runs --repeat times, the variants
+        # interleaved so a slow spell does not fall on one of them.
+        for r in range(args.repeat if use_wrk else 0):
+            for name, (basic, server) in variants(bport).items():
+                port, admin = P.free_port(), P.free_port()
+                cfg = config(tmp, name, basic, server, bport, port, admin)
+                got = {}
+                cpu = P.cpu_per_request(cfg, port, args.duration,
+                                        before_stop=lambda: got.update(spans(admin)))
+                cpus.setdefault(name, []).append(cpu)
+                if got.get("exported") or got.get("dropped_queue") or got.get("dropped_export"):
+                    spans_seen[name] = got
+                print("[bench] %s run %d: %.2f us/req" % (name, r + 1, cpu[0]), file=sys.stderr)
+        for name in variants(bport):
+            runs = sorted(cpus.get(name, []), key=lambda c: c[0])
+            cpu = runs[len(runs) // 2] if runs else (None, None)
+            rows[name] = (irs[name], cpu[0], cpu[1])
+            if runs:
+                print("[bench] %s: us/req runs %s" % (
+                    name, ", ".join("%.2f" % c[0] for c in cpus[name])), file=sys.stderr)
     finally:
         backend.terminate()
         backend.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows["off"]
     print("weir tracing cost: one thread (its exporter thread on the same CPU); wrk -t1 -c50 "
-          "-d%ds; callgrind over 2,000 keep-alive requests" % args.duration)
+          "-d%ds, median of %d runs; callgrind over 2,000 keep-alive requests"
+          % (args.duration, args.repeat))
     print("%-19s %12s %8s %12s %8s %10s" % ("variant", "instr/req", "vs off", "CPU us/req",
                                            "vs off", "req/s"))
     for name, (ir, cpu, rps) in rows.items():
