@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -23,6 +24,7 @@ import tlsutil as TL
 from conftest import closed_port, free_port
 from otlputil import Collector
 from test_failover import Load
+from test_reload import wait_log
 from test_tls import cert_section, pki  # noqa: F401 (the session PKI fixture)
 
 CONFIG = """
@@ -396,6 +398,59 @@ def test_the_tls_handshake_is_a_span_of_the_connections_first_request(traced, pk
     assert int(one["startTimeUnixNano"]) - start < 10e9  # the same clock, not an epoch off
     # The connection's later requests do not tell it again.
     assert not [k for k in w.collector.children(two) if k["name"] == "tls handshake"]
+
+
+def test_reloads_that_switch_the_encoding_lose_no_span(weir_toml, backend, collector, tmp_path):
+    """Requests keep coming while reloads switch otlp_protocol and the
+    service name: every request is a span, every export decodes, and each
+    batch says the encoding and the name it was begun with."""
+    import signal
+    b, c = backend(B.fixed(b"ok\n")), collector()
+    base = CONFIG % {"basic": "", "server": "", "upstream": "", "addrs": '"@B@"'}
+    base = base.replace("@OTLP@", c.url).replace("@ADMIN@", str(free_port()))
+
+    def text(src, protocol, name):
+        return src.replace('otlp_service_name = "edge"',
+                           'otlp_service_name = "%s"\notlp_protocol = "%s"' % (name, protocol))
+    w = weir_toml(text(base, "http/protobuf", "edge"), B=b)
+    path = tmp_path / "weir-1.toml"
+    first = path.read_text().replace('otlp_service_name = "edge"\notlp_protocol = "http/protobuf"',
+                                     'otlp_service_name = "edge"')
+    sent, bad, stop = [0], [], [False]
+
+    def load():
+        while not stop[0]:
+            r = B.get(w.port, "/r%d" % sent[0])
+            sent[0] += 1
+            if r.status != 200:
+                bad.append(r.status)
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        for i, (protocol, name) in enumerate([("http/json", "edge-json"),
+                                              ("http/protobuf", "edge-pb"),
+                                              ("http/json", "edge-json2")]):
+            time.sleep(0.7)
+            path.write_text(text(first, protocol, name))
+            w.signal(signal.SIGHUP)
+            assert wait_log(w, "reloaded", i + 1), w.describe()
+        time.sleep(0.7)
+    finally:
+        stop[0] = True
+        t.join(30)
+    assert not bad and sent[0] > 50, (bad, sent[0])
+    assert conftest.wait_for(lambda: len(c.server_spans()) >= sent[0], 10), (
+        len(c.server_spans()), sent[0])
+    assert len(c.server_spans()) == sent[0]
+    assert set(c.encodings) == {"application/json", "application/x-protobuf"}
+    names = {"application/json": {"edge-json", "edge-json2"},
+             "application/x-protobuf": {"edge", "edge-pb"}}
+    with c.lock:
+        exports = list(zip(c.encodings, c.exports))
+    for ctype, (_, doc) in exports:
+        for rs in doc["resourceSpans"]:
+            attrs = {a["key"]: a["value"].get("stringValue") for a in rs["resource"]["attributes"]}
+            assert attrs["service.name"] in names[ctype], (ctype, attrs)
 
 
 AUTH_CONF = """
