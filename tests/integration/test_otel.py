@@ -400,6 +400,32 @@ def test_the_tls_handshake_is_a_span_of_the_connections_first_request(traced, pk
     assert not [k for k in w.collector.children(two) if k["name"] == "tls handshake"]
 
 
+def test_a_collector_that_refuses_is_not_retried_one_that_is_busy_is(traced, collector):
+    """OTLP/HTTP: a 400 will never be taken (the batch is dropped and
+    counted, sent once); a 503 is sent again with backoff until the
+    collector takes it, and then nothing is lost."""
+    refusing = collector(status=400)
+    w = traced(otlp=refusing)
+    for i in range(20):
+        assert B.get(w.port, "/x%d" % i).status == 200
+    assert conftest.wait_for(
+        lambda: metric(w, 'weir_otlp_spans_total{result="dropped_export"}') == 20, 10), \
+        w.describe()
+    time.sleep(1.5)  # a retry would have come by now (backoff starts at 1 s)
+    assert refusing.posts == metric(w, "weir_otlp_export_failures_total") <= 20
+    assert not refusing.exports
+
+    busy = collector(status=503)
+    w2 = traced(otlp=busy)
+    for i in range(10):
+        assert B.get(w2.port, "/y%d" % i).status == 200
+    assert conftest.wait_for(lambda: busy.posts >= 2, 10), w2.describe()  # sent again
+    assert metric(w2, 'weir_otlp_spans_total{result="exported"}') == 0
+    busy.status = 200
+    assert conftest.wait_for(lambda: len(busy.server_spans()) == 10, 15), w2.describe()
+    assert metric(w2, 'weir_otlp_spans_total{result="dropped_export"}') in (0, None)
+
+
 def test_reloads_that_switch_the_encoding_lose_no_span(weir_toml, backend, collector, tmp_path):
     """Requests keep coming while reloads switch otlp_protocol and the
     service name: every request is a span, every export decodes, and each
