@@ -1074,6 +1074,18 @@ static void arm_timers(weir_session *s)
 
 /* ---- the driver ---- */
 
+/* A phase gave up because the client went away (a plugin's sub-request is
+ * cancelled then): nginx's 499 and a client termination, not a 500 that
+ * would count against weir. */
+static void client_left(weir_session *s)
+{
+    terminate(s, 'C');
+    s->client_aborted = true;
+    s->failed = true;
+    s->error = "the client went away";
+    set_state(s, SS_DONE);
+}
+
 static void step(weir_session *s)
 {
     const weir_proxy_ops *ops = s->svc->ops;
@@ -1107,6 +1119,8 @@ static void step(weir_session *s)
                 set_state(s, SS_CACHE);
             else if (r == WEIR_PHASE_CONTINUE)
                 set_state(s, weir__session_wants_buffer(s) ? SS_BUFFER : SS_PEER);
+            else if (s->down && s->down->ops->peer_gone(s->down))
+                client_left(s); /* its sub-request was cancelled for that */
             else
                 weir__session_fail(s, 500, "request phase failed");
             break;

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import backends as B
+import conftest
 from conftest import binary, free_port, require_binary
 
 CONF = """
@@ -211,7 +212,9 @@ def test_keeps_the_connection_to_the_service(start):
     assert a.connections == 1 and a.request_count() == 5
 
 
-def test_client_leaving_while_the_service_thinks(start):
+def test_client_leaving_while_the_service_thinks(weir_toml, backend, tmp_path):
+    """The sub-request ends when the client leaves, and the request is the
+    client's 499 (termination CR), not a 500 counted against weir."""
     first = []
 
     def slow(conn, req):
@@ -222,7 +225,11 @@ def test_client_leaving_while_the_service_thinks(start):
                     conn.backend.closed_by_peer.append(conn.id)
                 return "close"
         conn.send(B.response_head(200, [("Content-Length", "0")]))
-    w, a, b = start(handler=slow)
+    a, b = backend(slow), backend(B.echo())
+    w = weir_toml(CONF.replace('locations = ["l"]\n', 'locations = ["l"]\n'
+                               'access_log = "{status} {termination} {uri}"\n'
+                               'access_log_file = "@TMP@/access.log"\n', 1) % {"extra": ""},
+                  A=a, B=b)
     s = B.connect(w.port)
     s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
     deadline = time.monotonic() + 5
@@ -235,6 +242,11 @@ def test_client_leaving_while_the_service_thinks(start):
     assert a.closed_by_peer, "the sub-request went on after the client left"
     assert b.request_count() == 0
     assert req(w.port, [("Authorization", "Bearer good")]).status == 200
+    log = tmp_path / "access.log"
+    assert conftest.wait_for(lambda: log.exists() and "/x" in log.read_text(), 5)
+    line = [ln for ln in log.read_text().splitlines() if ln.endswith(" /x")][0]
+    assert line == "499 CR /x", line
+    assert "request phase failed" not in w.stderr()
 
 
 def check(tmp_path, body):
@@ -462,3 +474,4 @@ def test_http2_stream_reset_while_the_service_thinks(weir_toml, backend):
     assert [r.path for r in b.requests] == ["/second"]
     assert b.requests[0].headers.get("x-user") == "bob"
     c.close()
+    assert "request phase failed" not in w.stderr()  # the client's doing: a 499
