@@ -130,6 +130,13 @@ typedef struct weir_cache_decision {
 /* Cache-Status of this request so far ("weir; hit; ttl=12"), or empty. */
 weir_str weir_session_cache_status(const weir_session *s);
 
+/* The request waited for another request's fill of its key (a cache
+ * lock): true, the wait's start and end on the monotonic clock
+ * (microseconds, CLOCK_MONOTONIC; end 0: it still waits) and how it ended
+ * ("filled", "timeout", "aborted"). False when it did not wait. */
+bool weir_session_cache_lock_wait(const weir_session *s, uint64_t *start_us, uint64_t *end_us,
+                                  const char **how);
+
 #ifdef __cplusplus
 }
 #endif

@@ -97,6 +97,8 @@ struct sess_cache {
     weir_cwaiter w;
     weir_timer timer;
     bool waiting;
+    uint64_t wait_start_us, wait_end_us; /* the wait (loop clock); 0: none */
+    const char *wait_end;                /* how it ended: "filled", "timeout" */
     char status[STATUS_MAX];
     size_t status_len;
 };
@@ -171,6 +173,18 @@ size_t weir_session_cache_default_key(weir_session *s, char *out, size_t cap)
         memcpy(p, query.ptr, query.len);
     }
     return n;
+}
+
+bool weir_session_cache_lock_wait(const weir_session *s, uint64_t *start_us, uint64_t *end_us,
+                                  const char **how)
+{
+    const sess_cache *k = s->cache;
+    if (!k || !k->wait_start_us)
+        return false;
+    *start_us = k->wait_start_us;
+    *end_us = k->wait_end_us;
+    *how = k->wait_end_us ? k->wait_end : "aborted";
+    return true;
 }
 
 weir_str weir_session_cache_status(const weir_session *s)
@@ -436,6 +450,8 @@ static void lock_woken(void *arg)
     weir__timer_stop(s->loop, &k->timer);
     k->w.state = WEIR_CWAIT_IDLE;
     k->waiting = false;
+    k->wait_end_us = weir__loop_now_us(s->loop);
+    k->wait_end = "filled";
     s->pending = false;
     if (s->state == SS_DONE) { /* aborted while it waited */
         if (!s->running)
@@ -457,6 +473,8 @@ static void lock_timeout(weir_timer *t)
         return; /* the wake is on its way */
     weir_session *s = k->w.arg;
     k->waiting = false;
+    k->wait_end_us = weir__loop_now_us(s->loop);
+    k->wait_end = "timeout";
     k->no_lock = true;
     s->pending = false;
     weir__session_run(s);
@@ -761,6 +779,8 @@ static look_result look(weir_session *s, sess_cache *k)
         weir_clock_result r = weir__clock_acquire(k->c, k->key, k->key_len, &k->w);
         if (r == WEIR_CLOCK_WAIT) {
             k->waiting = true;
+            k->wait_start_us = weir__loop_now_us(s->loop);
+            k->wait_end_us = 0;
             s->pending = true;
             weir__timer_start(s->loop, &k->timer, k->set.lock_timeout_ms, lock_timeout);
             return LOOK_WAIT;

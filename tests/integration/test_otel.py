@@ -617,6 +617,48 @@ addrs = ["@B@"]
     assert re.match(r'^cache;desc="hit", total;dur=[0-9.]+$', hit), hit
 
 
+def test_a_wait_for_the_cache_lock_is_a_child_span(weir_toml, backend, collector):
+    """Two misses of one key at once: the second waits for the first's
+    fill (the cache's lock), and that wait is a span of its request."""
+    def slow_cacheable(conn, req):
+        time.sleep(0.5)
+        body = b"filled\n"
+        conn.send(B.response_head(200, [("Cache-Control", "max-age=60"),
+                                        ("Content-Length", str(len(body)))]) + body)
+    b, c = backend(slow_cacheable), collector()
+    w = weir_toml("""
+[basic]
+otlp_flush_interval = "100ms"
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["l"]
+otlp_exporter = "%s"
+[caches.default]
+memory = "8MB"
+[plugins.c]
+category = "cache"
+[locations.l]
+upstream = "u"
+plugins = ["c"]
+[upstreams.u]
+addrs = ["@B@"]
+""" % c.url, B=b)
+    got = []
+    first = threading.Thread(target=lambda: got.append(B.get(w.port, "/k").status))
+    first.start()
+    time.sleep(0.15)  # the first holds the lock, waiting on the backend
+    assert B.get(w.port, "/k").status == 200
+    first.join(10)
+    assert got == [200] and b.request_count() == 1
+    assert conftest.wait_for(lambda: len(c.server_spans()) == 2, 10), w.describe()
+    waits = [k for s in c.server_spans() for k in c.children(s) if k["kind"] == 1]
+    assert len(waits) == 1, [c.children(s) for s in c.server_spans()]
+    k = waits[0]
+    assert k["name"] == "plugin cache" and k["attrs"]["weir.plugin.category"] == "cache"
+    assert k["attrs"]["weir.plugin.result"] == "filled", k
+    assert int(k["endTimeUnixNano"]) - int(k["startTimeUnixNano"]) > 0.2e9
+
+
 @pytest.mark.parametrize("basic,server,expect", [
     ('otlp_sampler = "sometimes"\n', "", ":2: 'otlp_sampler' in [basic] is \"always_on\""),
     ('otlp_sampler = "ratio:1.5"\n', "", "'otlp_sampler' in [basic]"),

@@ -41,7 +41,8 @@ typedef struct weir_span_wait {
     int64_t start_ns, end_ns; /* Unix nanoseconds */
     char plugin[48];          /* its [plugins.NAME], as far as it fits */
     const char *category;     /* static text */
-    const char *result;       /* "continue", "answered", "error", "aborted" (static) */
+    const char *result;       /* "continue", "answered", "error", "aborted"; for the
+                               * cache's lock "filled", "timeout" (static) */
 } weir_span_wait;
 
 typedef struct weir_span {

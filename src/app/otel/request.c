@@ -350,6 +350,19 @@ void weir__trace_end(weir_session *s, req_ctx *c, const weir_session_stats *st)
         if (!sp->waits[k].end_ns) /* the request ended while it waited */
             sp->waits[k].end_ns = sp->end_ns;
     }
+    /* The cache's wait for another request's fill of the same key. */
+    uint64_t cw_start, cw_end;
+    const char *how;
+    if (sp->n_waits < WEIR_SPAN_WAITS &&
+        weir_session_cache_lock_wait(s, &cw_start, &cw_end, &how)) {
+        weir_span_wait *w = &sp->waits[sp->n_waits++];
+        weir__trace_new_id(w->span_id, 8);
+        w->start_ns = unix_ns(t, (int64_t)cw_start * 1000);
+        w->end_ns = cw_end ? unix_ns(t, (int64_t)cw_end * 1000) : sp->end_ns;
+        PUT(w->plugin, "cache");
+        w->category = "cache";
+        w->result = how;
+    }
     copy(sp->method, sizeof(sp->method), weir_session_method(s));
     copy(sp->path, sizeof(sp->path), weir_session_path(s));
     PUT(sp->route, c->loc ? c->loc->name : "");
