@@ -394,7 +394,9 @@ def test_the_tls_handshake_is_a_span_of_the_connections_first_request(traced, pk
     assert h["kind"] == 1 and h["attrs"]["tls.protocol.version"] == "1.3", h
     assert h["attrs"]["tls.cipher"] and h["attrs"]["tls.resumed"] is False, h
     start, end = int(h["startTimeUnixNano"]), int(h["endTimeUnixNano"])
-    assert start < end <= int(one["startTimeUnixNano"]), (h, one)
+    # The loop's clock, read once a round: a handshake within one round
+    # (a loaded machine, TSan) takes 0.
+    assert 0 < start <= end <= int(one["startTimeUnixNano"]), (h, one)
     assert int(one["startTimeUnixNano"]) - start < 10e9  # the same clock, not an epoch off
     # The connection's later requests do not tell it again.
     assert not [k for k in w.collector.children(two) if k["name"] == "tls handshake"]
