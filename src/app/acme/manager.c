@@ -799,7 +799,9 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
     pthread_mutex_lock(&m->mu);
     it->backoff_s = b;
     pthread_mutex_unlock(&m->mu);
-    set_state(m, it, ST_FAILED, now_s() + wait, err);
+    /* now_s() is whole seconds, up to one behind the real time: one more
+     * makes the wait at least what the CA asked for (RFC 8555 7.6). */
+    set_state(m, it, ST_FAILED, now_s() + wait + 1, err);
     weir__webhook_emit(WEIR_EV_CERT_FAIL, "certificate %s: %s (trying again in %lld s)", c->name,
                        err, (long long)wait);
     weir_log(WEIR_LEVEL_ERROR, "acme: [certificates.%s]: %s; %s, trying again in %" PRId64 " s",
