@@ -781,6 +781,7 @@ static look_result look(weir_session *s, sess_cache *k)
             k->waiting = true;
             k->wait_start_us = weir__loop_now_us(s->loop);
             k->wait_end_us = 0;
+            weir_log_debug("cache: %.*s waits for another request's fill", (int)k->key_len, k->key);
             s->pending = true;
             weir__timer_start(s->loop, &k->timer, k->set.lock_timeout_ms, lock_timeout);
             return LOOK_WAIT;

@@ -620,20 +620,22 @@ addrs = ["@B@"]
     assert re.match(r'^cache;desc="hit", total;dur=[0-9.]+$', hit), hit
 
 
-@pytest.mark.skipif("tsan" in os.environ.get("WEIR_BUILD", ""),
-                    reason="needs the second miss inside the first's fill; TSan's slowdown misses "
-                           "it (under investigation)")
 def test_a_wait_for_the_cache_lock_is_a_child_span(weir_toml, backend, collector):
     """Two misses of one key at once: the second waits for the first's
-    fill (the cache's lock), and that wait is a span of its request."""
-    def slow_cacheable(conn, req):
-        time.sleep(1.0)  # the second request comes well inside it, even on a loaded machine
+    fill (the cache's lock), and that wait is a span of its request. No
+    step rests on timing: the backend holds the fill until weir says the
+    second waits."""
+    release = threading.Event()
+
+    def held_cacheable(conn, req):
+        release.wait(30)
         body = b"filled\n"
         conn.send(B.response_head(200, [("Cache-Control", "max-age=60"),
                                         ("Content-Length", str(len(body)))]) + body)
-    b, c = backend(slow_cacheable), collector()
+    b, c = backend(held_cacheable), collector()
     w = weir_toml("""
 [basic]
+log_level = "debug"
 otlp_flush_interval = "100ms"
 [servers.s]
 addr = "127.0.0.1:@PORT@"
@@ -652,17 +654,23 @@ addrs = ["@B@"]
     got = []
     first = threading.Thread(target=lambda: got.append(B.get(w.port, "/k").status))
     first.start()
-    time.sleep(0.15)  # the first holds the lock, waiting on the backend
-    assert B.get(w.port, "/k").status == 200
-    first.join(10)
-    assert got == [200] and b.request_count() == 1
+    assert conftest.wait_for(lambda: b.request_count() == 1, 20)  # it holds the lock
+    second = threading.Thread(target=lambda: got.append(B.get(w.port, "/k").status))
+    second.start()
+    assert conftest.wait_for(lambda: "waits for another request's fill" in w.stderr(), 20), \
+        w.describe()
+    time.sleep(0.4)  # a wait of some length, to see in its span
+    release.set()
+    first.join(20)
+    second.join(20)
+    assert got == [200, 200] and b.request_count() == 1
     assert conftest.wait_for(lambda: len(c.server_spans()) == 2, 10), w.describe()
     waits = [k for s in c.server_spans() for k in c.children(s) if k["kind"] == 1]
     assert len(waits) == 1, [c.children(s) for s in c.server_spans()]
     k = waits[0]
     assert k["name"] == "plugin cache" and k["attrs"]["weir.plugin.category"] == "cache"
     assert k["attrs"]["weir.plugin.result"] == "filled", k
-    assert int(k["endTimeUnixNano"]) - int(k["startTimeUnixNano"]) > 0.3e9
+    assert int(k["endTimeUnixNano"]) - int(k["startTimeUnixNano"]) >= 0.4e9
 
 
 @pytest.mark.parametrize("basic,server,expect", [
