@@ -617,8 +617,8 @@ static void plugin(FILE *o, const doc *d, const weir_toml_value *t, const char *
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
         bool known = is(&e, "category") || is(&e, "step");
-        for (const char *const *k = def->keys; !known && k && *k; k++)
-            known = is(&e, *k);
+        for (const weir_cfg_key *k = def->keys; !known && k && k->name; k++)
+            known = is(&e, k->name);
         bool cache = strcmp(cat, "cache") == 0;
         if (known) {
             copy_entry(o, &e);

@@ -281,16 +281,17 @@ void weir__webhook_stop(uint32_t ms)
 
 /* ---- the reload's diff ---- */
 
-static uint64_t hash_of(const weir_config *c, const char *key, bool *found)
+typedef struct diff_text {
+    char text[1800];
+    size_t len;
+} diff_text;
+
+static void add_section(void *arg, const char *change, const char *section)
 {
-    for (size_t i = 0; i < c->n_section_hashes; i++) {
-        if (strcmp(c->section_hashes[i].key, key) == 0) {
-            *found = true;
-            return c->section_hashes[i].hash;
-        }
-    }
-    *found = false;
-    return 0;
+    diff_text *d = arg;
+    if (d->len + 80 < sizeof(d->text))
+        d->len += (size_t)snprintf(d->text + d->len, sizeof(d->text) - d->len, "%s %s [%s]",
+                                   d->len ? "," : "", change, section);
 }
 
 void weir__webhook_reloaded(const weir_config *old, const weir_config *cfg)
@@ -298,28 +299,11 @@ void weir__webhook_reloaded(const weir_config *old, const weir_config *cfg)
     set_settings(&cfg->basic);
     weir__webhook_emit(WEIR_EV_RELOAD, "configuration %s reloaded (load %llu)", cfg->file,
                        (unsigned long long)cfg->revision);
-    if (!old->n_section_hashes || !cfg->n_section_hashes) {
+    diff_text d = {.len = 0};
+    if (!weir__config_diff(old, cfg, add_section, &d))
         weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "the configuration changed");
-        return;
-    }
-    char text[1800] = "";
-    size_t len = 0;
-    for (int pass = 0; pass < 3; pass++) { /* added, changed, removed */
-        const weir_config *a = pass == 2 ? old : cfg, *b = pass == 2 ? cfg : old;
-        for (size_t i = 0; i < a->n_section_hashes && len + 80 < sizeof(text); i++) {
-            bool found;
-            uint64_t h = hash_of(b, a->section_hashes[i].key, &found);
-            bool show = pass == 1 ? found && h != a->section_hashes[i].hash : !found;
-            if (show)
-                len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s [%s]", len ? "," : "",
-                                        pass == 0   ? " added"
-                                        : pass == 1 ? " changed"
-                                                    : " removed",
-                                        a->section_hashes[i].key);
-        }
-    }
-    if (len)
-        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "sections%s", text);
+    else if (d.len)
+        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "sections%s", d.text);
 }
 
 /* ---- the poll (main thread) ---- */

@@ -233,7 +233,7 @@ def test_the_acme_server_down_when_a_renewal_is_due(acme):
     ('acme = "letsencrypt"\ndomains = ["*.a.test"]\n',
      "domain '*.a.test' cannot be ordered (a DNS name; a wildcard"),
     ('acme = "letsencrypt"\ndomains = ["a.test"]\nkey_type = "dsa"\n',
-     ":4: [certificates.site]: key_type is"),
+     ":4: 'key_type' in [certificates.site] is 'dsa': expected \"ec256\""),
     ('acme = "letsencrypt"\ndomains = ["a.test"]\nacme_ca = "/nonexistent.pem"\n',
      ":4: [certificates.site]: acme_ca /nonexistent.pem cannot be read"),
     ('domains = ["a.test"]\n', "needs 'cert' (a PEM certificate file) or 'acme'"),
@@ -381,8 +381,9 @@ def test_tls_alpn01_on_the_tls_listener(acme, tmp_path):
 
 
 @pytest.mark.parametrize("body,expect", [
-    ('challenge = "dns-01"\n', "challenge is \"http-01\" (default)"),
-    ('challenge = "bogus"\n', "challenge is \"http-01\" (default)"),
+    ('challenge = "dns-01"\n', "'challenge' in [certificates.site] is 'dns-01': expected "
+     "\"http-01\" (default)"),
+    ('challenge = "bogus"\n', "is 'bogus': expected \"http-01\" (default)"),
 ])
 def test_challenge_settings(tmp_path, body, expect):
     import subprocess

@@ -50,6 +50,7 @@ typedef enum admin_op {
     OP_NONE,
     OP_HEALTH,         /* GET /api/health */
     OP_CONFIG,         /* GET /api/config */
+    OP_SCHEMA,         /* GET /api/schema */
     OP_VALIDATE,       /* POST /api/config/validate */
     OP_RELOAD,         /* POST /api/reload */
     OP_UPSTREAMS,      /* GET /api/upstreams */
@@ -61,6 +62,12 @@ typedef enum admin_op {
     OP_CACHE_GET,      /* GET /api/cache */
     OP_CACHE_PURGE,    /* DELETE /api/cache?key=K | prefix=P [&storage=NAME] */
     OP_FLEET,          /* GET /api/fleet */
+    OP_FILE_GET,       /* GET /api/config/file */
+    OP_FILE_PUT,       /* PUT /api/config/file */
+    OP_DIFF,           /* POST /api/config/diff */
+    OP_HISTORY,        /* GET /api/config/history */
+    OP_HISTORY_GET,    /* GET /api/config/history/ID */
+    OP_ROLLBACK,       /* POST /api/config/history/ID/rollback */
 } admin_op;
 
 typedef struct backend_spec {
@@ -83,8 +90,10 @@ typedef struct job {
     size_t n_specs;
     bool has_weight, has_drain, drain;
     uint32_t weight;
-    char *text; /* validate: the TOML */
+    char *text; /* validate, file PUT, diff: the TOML */
     size_t text_len;
+    char base[65]; /* file PUT, rollback: the sha256 the file must have ("": any) */
+    long id;       /* a history entry */
     /* the outcome */
     int status;
     char *body; /* JSON text */
@@ -279,9 +288,32 @@ static int route(weir_str method, weir_str path, admin_req *r, const char **allo
     } else if (n == 1 && SEG(0, "config")) {
         get = OP_CONFIG;
         *allow = "GET";
+    } else if (n == 1 && SEG(0, "schema")) {
+        get = OP_SCHEMA;
+        *allow = "GET";
     } else if (n == 2 && SEG(0, "config") && SEG(1, "validate")) {
         post = OP_VALIDATE;
         *allow = "POST";
+    } else if (n == 2 && SEG(0, "config") && SEG(1, "file")) {
+        get = OP_FILE_GET;
+        put = OP_FILE_PUT;
+        *allow = "GET, PUT";
+    } else if (n == 2 && SEG(0, "config") && SEG(1, "diff")) {
+        post = OP_DIFF;
+        *allow = "POST";
+    } else if (n == 2 && SEG(0, "config") && SEG(1, "history")) {
+        get = OP_HISTORY;
+        *allow = "GET";
+    } else if ((n == 3 || (n == 4 && SEG(3, "rollback"))) && SEG(0, "config") &&
+               SEG(1, "history")) {
+        if (seg[2].len == 0 || seg[2].len >= 12 || strspn(seg[2].ptr, "0123456789") < seg[2].len ||
+            seg[2].ptr[0] == '0')
+            return 404;
+        memcpy(r->name, seg[2].ptr, seg[2].len);
+        r->name[seg[2].len] = '\0';
+        get = n == 3 ? OP_HISTORY_GET : OP_NONE;
+        post = n == 4 ? OP_ROLLBACK : OP_NONE;
+        *allow = n == 3 ? "GET" : "POST";
     } else if (n == 1 && SEG(0, "reload")) {
         post = OP_RELOAD;
         *allow = "POST";
@@ -424,6 +456,42 @@ static bool parse_spec(json_t *o, backend_spec *b, char *err, size_t err_len)
     return get_weight(o, &b->weight, &present, err, err_len);
 }
 
+/* {"text": TOML, "base": sha256} of a file PUT (text required, base not),
+ * a diff (text only) or a rollback (base only). */
+static bool parse_text(job *j, json_t *o, char *err, size_t err_len)
+{
+    static const char *const put[] = {"text", "base", NULL}, *const diff[] = {"text", NULL},
+                             *const rollback[] = {"base", NULL};
+    if (!only_fields(o,
+                     j->op == OP_FILE_PUT ? put
+                     : j->op == OP_DIFF   ? diff
+                                          : rollback,
+                     err, err_len))
+        return false;
+    json_t *b = json_object_get(o, "base");
+    if (b && (!json_is_string(b) || json_string_length(b) != 64 ||
+              strspn(json_string_value(b), "0123456789abcdef") != 64)) {
+        snprintf(err, err_len, "'base' must be the file's sha256 (64 hex digits, lower case)");
+        return false;
+    }
+    if (b)
+        memcpy(j->base, json_string_value(b), 65);
+    if (j->op == OP_ROLLBACK)
+        return true;
+    json_t *t = json_object_get(o, "text");
+    if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t)) {
+        snprintf(err, err_len, "'text' must be the configuration's TOML, a string without NUL");
+        return false;
+    }
+    j->text_len = json_string_length(t);
+    j->text = strdup(json_string_value(t));
+    if (!j->text) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    return true;
+}
+
 /* Fills the job from the request body; false with err (a 400). */
 static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t err_len)
 {
@@ -449,10 +517,11 @@ static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t e
             return false;
         }
     }
+    j->id = strtol(j->name, NULL, 10);
     /* Body-less operations take no body, or an empty object. */
-    if (j->op == OP_FLEET)
+    if (j->op == OP_FLEET || j->op == OP_FILE_GET || j->op == OP_HISTORY || j->op == OP_HISTORY_GET)
         return true;
-    if ((j->op == OP_RELOAD || j->op == OP_BACKEND_DELETE) && body.len == 0)
+    if ((j->op == OP_RELOAD || j->op == OP_BACKEND_DELETE || j->op == OP_ROLLBACK) && body.len == 0)
         return true;
     json_t *o = parse_object(body, err, err_len);
     if (!o)
@@ -462,6 +531,11 @@ static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t e
     case OP_RELOAD:
     case OP_BACKEND_DELETE:
         ok = only_fields(o, none, err, err_len);
+        break;
+    case OP_FILE_PUT:
+    case OP_DIFF:
+    case OP_ROLLBACK:
+        ok = parse_text(j, o, err, err_len);
         break;
     case OP_BACKEND_ADD:
         j->specs = calloc(1, sizeof(*j->specs));
@@ -643,6 +717,10 @@ static void do_reload(job *j)
     }
     weir_cfg_errors errs = {0};
     if (weir__app_reload_errs(adm->app, adm->config_path, adm->srv, &errs) == WEIR_OK) {
+        weir_config *now = weir__app_config(adm->app);
+        if (now)
+            weir__admin_history_note(now, adm->config_path, "reload");
+        weir__config_unref(now);
         set_outcome(j, 200, json_pack("{s:b, s:s}", "reloaded", 1, "file", adm->config_path));
     } else {
         set_outcome(j, 409,
@@ -872,6 +950,50 @@ out:
     weir__config_unref(cfg);
 }
 
+/* The configuration file through the API (config_api.c). */
+static void do_file(job *j)
+{
+    weir_admin *adm = j->adm;
+    if (adm->etcd && j->op != OP_DIFF) {
+        set_outcome(j, 409,
+                    error_json("the configuration is in etcd (%s): change its keys there",
+                               weir__etcd_source_name(adm->etcd)));
+        return;
+    }
+    weir_config *cfg = weir__app_config(adm->app);
+    if (!cfg || (!adm->config_path && j->op != OP_DIFF)) {
+        set_outcome(j, 409, error_json("weir runs without a configuration file (-c)"));
+        weir__config_unref(cfg);
+        return;
+    }
+    const char *path = adm->config_path, *base = j->base[0] ? j->base : NULL;
+    json_t *out = NULL;
+    int st = 500;
+    switch (j->op) {
+    case OP_FILE_GET:
+        st = weir__admin_file_get(path, &out);
+        break;
+    case OP_FILE_PUT:
+        st = weir__admin_apply(adm->app, adm->srv, path, j->text, j->text_len, base, "apply", 0,
+                               &out);
+        break;
+    case OP_DIFF:
+        st = weir__admin_diff(cfg, j->text, j->text_len, &out);
+        break;
+    case OP_HISTORY:
+        st = weir__admin_history_list(cfg, path, &out);
+        break;
+    case OP_HISTORY_GET:
+        st = weir__admin_history_get(cfg, path, j->id, &out);
+        break;
+    default:
+        st = weir__admin_rollback(adm->app, adm->srv, path, j->id, base, &out);
+        break;
+    }
+    weir__config_unref(cfg);
+    set_outcome(j, out ? st : 500, out ? out : error_json("out of memory"));
+}
+
 static void noop(void *arg) {}
 
 static void job_main(void *arg)
@@ -888,6 +1010,14 @@ static void job_main(void *arg)
         break;
     case OP_VALIDATE:
         do_validate(j);
+        break;
+    case OP_FILE_GET:
+    case OP_FILE_PUT:
+    case OP_DIFF:
+    case OP_HISTORY:
+    case OP_HISTORY_GET:
+    case OP_ROLLBACK:
+        do_file(j);
         break;
     case OP_FLEET:
         if (j->adm->etcd)
@@ -939,6 +1069,8 @@ static weir_phase_result handle(weir_session *s, admin_req *r, weir_str body, in
     switch (r->op) {
     case OP_CONFIG:
         return respond_json(s, 200, weir__config_to_json(r->cfg), NULL);
+    case OP_SCHEMA:
+        return respond_json(s, 200, weir__schema_json(), NULL);
     case OP_UPSTREAMS: {
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < r->cfg->n_upstreams; i++)
@@ -1099,6 +1231,8 @@ weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *confi
     }
     weir_log(WEIR_LEVEL_INFO, "admin API on %s%s", cfg->admin.addr,
              cfg->admin.token ? "" : " (no token: loopback only)");
+    if (config_path) /* what runs now can be rolled back to */
+        weir__admin_history_note(cfg, config_path, "start");
 out:
     weir__config_unref(cfg);
     return adm;

@@ -71,6 +71,32 @@ int weir__admin_cache_purge(const weir_config *c, weir_str query, json_t **out);
 
 /* config_json.c: a snapshot as JSON (a new reference, NULL on OOM). */
 json_t *weir__config_to_json(const weir_config *c);
+/* GET /api/schema: every kind of section's keys and their types, and each
+ * plugin category's (schema_json.c). */
+json_t *weir__schema_json(void);
+/*
+ * config_api.c, on the main thread: the file weir runs (path). Each
+ * returns the HTTP status and sets *out to the JSON answer.
+ *   file_get: {"file", "text", "sha256"}.
+ *   apply: text checked (errors named as path), written atomically with
+ *     FILE.prev, reloaded; a failed reload puts the old file back. base,
+ *     if not NULL, must be the sha256 of the file now (else 409).
+ *     action ("apply", "rollback") and rollback_of go in the history.
+ *   diff: the sections text adds, changes and removes against running.
+ *   history_*: [admin] history_dir (else FILE.history), newest first.
+ */
+int weir__admin_file_get(const char *path, json_t **out);
+int weir__admin_apply(weir_app *app, weir_server *srv, const char *path, const char *text,
+                      size_t len, const char *base, const char *action, long rollback_of,
+                      json_t **out);
+int weir__admin_diff(const weir_config *running, const char *text, size_t len, json_t **out);
+int weir__admin_history_list(const weir_config *cfg, const char *path, json_t **out);
+int weir__admin_history_get(const weir_config *cfg, const char *path, long id, json_t **out);
+int weir__admin_rollback(weir_app *app, weir_server *srv, const char *path, long id,
+                         const char *base, json_t **out);
+/* Records the file as it is now in the history, if it differs from the
+ * newest entry (at start, and after a reload through the API). */
+void weir__admin_history_note(const weir_config *cfg, const char *path, const char *action);
 /* The algo as the file writes it ("round_robin", "hash:header:X"). */
 size_t weir__admin_algo_text(const weir_cfg_upstream *u, char *buf, size_t buf_len);
 

@@ -23,7 +23,11 @@
 #include "app/config/read.h"
 #include "weir/cache.h"
 
-static const char *const cache_keys[] = {"memory", "directory", "disk_size", "max_file_size", NULL};
+const weir_cfg_key weir__cfg_keys_cache[] = {{"memory", WEIR_CT_SIZE, NULL},
+                                             {"directory", WEIR_CT_STRING, NULL},
+                                             {"disk_size", WEIR_CT_SIZE, NULL},
+                                             {"max_file_size", WEIR_CT_SIZE, NULL},
+                                             {NULL, 0, NULL}};
 
 void weir__cfg_load_caches(loader *ld, const weir_toml_value *sec)
 {
@@ -44,7 +48,7 @@ void weir__cfg_load_caches(loader *ld, const weir_toml_value *sec)
             weir__cfg_err_at(ld, e.line, "[%s] must be a table", section);
             continue;
         }
-        weir__cfg_check_keys(ld, e.value, section, cache_keys);
+        weir__cfg_check_keys(ld, e.value, section, weir__cfg_keys_cache);
         weir__cfg_get_size(ld, e.value, "memory", section, 1ull << 40, &k->memory);
         weir__cfg_get_size(ld, e.value, "disk_size", section, 1ull << 50, &k->disk);
         weir__cfg_get_size(ld, e.value, "max_file_size", section, 1ull << 32, &k->max_file);

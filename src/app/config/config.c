@@ -61,31 +61,32 @@ static void hash_sections(weir_config *c, const char *text, size_t len)
 
 /* ---- [basic] ---- */
 
-static const char *const basic_keys[] = {"threads",
-                                         "pid_file",
-                                         "error_log",
-                                         "log_level",
-                                         "grace_period",
-                                         "upgrade_sock",
-                                         "temp_dir",
-                                         "config_cache",
-                                         "etcd_cacert",
-                                         "etcd_cert",
-                                         "etcd_key",
-                                         "instance_id",
-                                         "instance_ttl",
-                                         "webhook",
-                                         "webhook_type",
-                                         "webhook_notifications",
-                                         "otlp_service_name",
-                                         "otlp_headers",
-                                         "otlp_sampler",
-                                         "otlp_batch_size",
-                                         "otlp_flush_interval",
-                                         "otlp_protocol",
-                                         "prometheus_push",
-                                         "prometheus_push_interval",
-                                         NULL};
+const weir_cfg_key weir__cfg_keys_basic[] = {
+    {"threads", WEIR_CT_INTEGER, NULL},
+    {"pid_file", WEIR_CT_STRING, NULL},
+    {"error_log", WEIR_CT_STRING, NULL},
+    {"log_level", WEIR_CT_STRING, "error|warn|info|debug"},
+    {"grace_period", WEIR_CT_DURATION, NULL},
+    {"upgrade_sock", WEIR_CT_STRING, NULL},
+    {"temp_dir", WEIR_CT_STRING, NULL},
+    {"config_cache", WEIR_CT_STRING, NULL},
+    {"etcd_cacert", WEIR_CT_STRING, NULL},
+    {"etcd_cert", WEIR_CT_STRING, NULL},
+    {"etcd_key", WEIR_CT_STRING, NULL},
+    {"instance_id", WEIR_CT_STRING, NULL},
+    {"instance_ttl", WEIR_CT_DURATION, NULL},
+    {"webhook", WEIR_CT_STRING, NULL},
+    {"webhook_type", WEIR_CT_STRING, "normal|slack|wecom|dingtalk"},
+    {"webhook_notifications", WEIR_CT_STRINGS, NULL},
+    {"otlp_service_name", WEIR_CT_STRING, NULL},
+    {"otlp_headers", WEIR_CT_STRINGS, NULL},
+    {"otlp_sampler", WEIR_CT_STRING, NULL},
+    {"otlp_batch_size", WEIR_CT_INTEGER, NULL},
+    {"otlp_flush_interval", WEIR_CT_DURATION, NULL},
+    {"otlp_protocol", WEIR_CT_STRING, "http/protobuf|http/json"},
+    {"prometheus_push", WEIR_CT_STRING, NULL},
+    {"prometheus_push_interval", WEIR_CT_DURATION, NULL},
+    {NULL, 0, NULL}};
 
 static void load_webhook(loader *ld, weir_cfg_basic *b, const weir_toml_value *t)
 {
@@ -186,7 +187,7 @@ static void load_basic(loader *ld, const weir_toml_value *t)
         weir__cfg_err_at(ld, weir_toml_line(t), "[basic] must be a table");
         return;
     }
-    weir__cfg_check_keys(ld, t, "basic", basic_keys);
+    weir__cfg_check_keys(ld, t, "basic", weir__cfg_keys_basic);
     int64_t v;
     bool present;
     if (weir__cfg_get_int(ld, t, "threads", "basic", 0, 1024, &v))
@@ -264,7 +265,13 @@ void weir__cfg_check_temp_dir(loader *ld, int line)
 
 /* ---- [admin] ---- */
 
-static const char *const admin_keys[] = {"addr", "token", "token_file", "persist", NULL};
+const weir_cfg_key weir__cfg_keys_admin[] = {{"addr", WEIR_CT_STRING, NULL},
+                                             {"token", WEIR_CT_STRING, NULL},
+                                             {"token_file", WEIR_CT_STRING, NULL},
+                                             {"persist", WEIR_CT_BOOLEAN, NULL},
+                                             {"history", WEIR_CT_INTEGER, NULL},
+                                             {"history_dir", WEIR_CT_STRING, NULL},
+                                             {NULL, 0, NULL}};
 
 /* 127.0.0.0/8 or ::1 (also as ::ffff:127.x.y.z). */
 static bool is_loopback(const struct sockaddr_storage *ss)
@@ -315,7 +322,7 @@ static void load_admin(loader *ld, const weir_toml_value *t)
         weir__cfg_err_at(ld, weir_toml_line(t), "[admin] must be a table");
         return;
     }
-    weir__cfg_check_keys(ld, t, "admin", admin_keys);
+    weir__cfg_check_keys(ld, t, "admin", weir__cfg_keys_admin);
     bool present;
     weir_toml_entry e;
     a->line = weir_toml_line(t);
@@ -339,6 +346,10 @@ static void load_admin(loader *ld, const weir_toml_value *t)
         a->token = read_token_file(ld, a->token_file, e.line);
     }
     weir__cfg_get_bool(ld, t, "persist", "admin", &a->persist);
+    int64_t keep = 20;
+    weir__cfg_get_int(ld, t, "history", "admin", 0, 1000, &keep);
+    a->history = (uint32_t)keep;
+    a->history_dir = weir__cfg_dup_string(ld, t, "history_dir", "admin", &present);
     struct sockaddr_storage ss;
     socklen_t len;
     if (!a->addr)
@@ -353,9 +364,41 @@ static void load_admin(loader *ld, const weir_toml_value *t)
 
 /* ---- the document ---- */
 
-static const char *const top_keys[] = {"basic",     "admin",     "servers",
-                                       "locations", "upstreams", "certificates",
-                                       "plugins",   "caches",    NULL};
+static const weir_cfg_key top_keys[] = {{"basic", WEIR_CT_TABLE, NULL},
+                                        {"admin", WEIR_CT_TABLE, NULL},
+                                        {"servers", WEIR_CT_TABLE, NULL},
+                                        {"locations", WEIR_CT_TABLE, NULL},
+                                        {"upstreams", WEIR_CT_TABLE, NULL},
+                                        {"certificates", WEIR_CT_TABLE, NULL},
+                                        {"plugins", WEIR_CT_TABLE, NULL},
+                                        {"caches", WEIR_CT_TABLE, NULL},
+                                        {NULL, 0, NULL}};
+
+const weir_cfg_section_schema weir__cfg_schema[] = {
+    {"basic", NULL, weir__cfg_keys_basic, NULL},
+    {"admin", NULL, weir__cfg_keys_admin, NULL},
+    {"servers", "http", weir__cfg_keys_server, weir__cfg_keys_server_l4_only},
+    {"servers", "tcp", weir__cfg_keys_tcp, NULL},
+    {"servers", "tls_passthrough", weir__cfg_keys_tcp, weir__cfg_keys_termination},
+    {"servers", "udp", weir__cfg_keys_udp, NULL},
+    {"servers", "resp", weir__cfg_keys_resp, NULL},
+    {"locations", NULL, weir__cfg_keys_location, NULL},
+    {"upstreams", NULL, weir__cfg_keys_upstream, NULL},
+    {"certificates", NULL, weir__cfg_keys_cert, NULL},
+    {"caches", NULL, weir__cfg_keys_cache, NULL},
+    {NULL, NULL, NULL, NULL}};
+
+const char *weir__cfg_type_name(weir_cfg_type t)
+{
+    static const char *const names[] = {
+        [WEIR_CT_STRING] = "string",   [WEIR_CT_STRINGS] = "strings",
+        [WEIR_CT_INTEGER] = "integer", [WEIR_CT_INTEGERS] = "integers",
+        [WEIR_CT_BOOLEAN] = "boolean", [WEIR_CT_DURATION] = "duration",
+        [WEIR_CT_SIZE] = "size",       [WEIR_CT_TABLE] = "table",
+        [WEIR_CT_ARRAY] = "array",
+    };
+    return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "string";
+}
 
 /* The named sub-tables of a section like [servers], checked to be tables. */
 static const weir_toml_value *section_of(loader *ld, const weir_toml_value *root, const char *name)
@@ -630,6 +673,7 @@ static void free_config(weir_config *c)
         explicit_bzero(c->admin.token, strlen(c->admin.token));
     free(c->admin.token);
     free(c->admin.token_file);
+    free(c->admin.history_dir);
     free(c->file);
     free(c);
 }
@@ -887,4 +931,30 @@ void weir__config_unref(weir_config *c)
 {
     if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
         free_config(c);
+}
+
+static const uint64_t *hash_of(const weir_config *c, const char *key)
+{
+    for (size_t i = 0; i < c->n_section_hashes; i++) {
+        if (strcmp(c->section_hashes[i].key, key) == 0)
+            return &c->section_hashes[i].hash;
+    }
+    return NULL;
+}
+
+bool weir__config_diff(const weir_config *old, const weir_config *cfg,
+                       void (*fn)(void *arg, const char *change, const char *section), void *arg)
+{
+    if (!old->n_section_hashes || !cfg->n_section_hashes)
+        return false;
+    static const char *const changes[] = {"added", "changed", "removed"};
+    for (int pass = 0; pass < 3; pass++) {
+        const weir_config *a = pass == 2 ? old : cfg, *b = pass == 2 ? cfg : old;
+        for (size_t i = 0; i < a->n_section_hashes; i++) {
+            const uint64_t *h = hash_of(b, a->section_hashes[i].key);
+            if (pass == 1 ? h && *h != a->section_hashes[i].hash : !h)
+                fn(arg, changes[pass], a->section_hashes[i].key);
+        }
+    }
+    return true;
 }

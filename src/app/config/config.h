@@ -297,11 +297,13 @@ typedef struct weir_cfg_basic {
 
 /* [admin]: the admin API (src/app/admin.h); addr NULL = off. */
 typedef struct weir_cfg_admin {
-    char *addr;       /* listen "ip:port", or NULL */
-    int line;         /* of 'addr' (or the section), for messages */
-    char *token;      /* bearer token (from 'token' or read from 'token_file'), or NULL */
-    char *token_file; /* where the token came from, or NULL */
-    bool persist;     /* write runtime membership changes back to the file */
+    char *addr;        /* listen "ip:port", or NULL */
+    int line;          /* of 'addr' (or the section), for messages */
+    char *token;       /* bearer token (from 'token' or read from 'token_file'), or NULL */
+    char *token_file;  /* where the token came from, or NULL */
+    bool persist;      /* write runtime membership changes back to the file */
+    uint32_t history;  /* configurations applied through the API to keep (0: none) */
+    char *history_dir; /* where; NULL: FILE.history next to the file */
 } weir_cfg_admin;
 
 #define WEIR_CFG_MAX_APP_SERVERS 64
@@ -391,6 +393,12 @@ typedef struct weir_cfg_errors {
  */
 weir_config *weir__config_load(const char *text, size_t len, const char *file,
                                weir_cfg_errors *errs);
+/* The sections ("upstreams.api", "basic") that cfg adds to old, then those
+ * it changes, then those it removes: fn(arg, "added" | "changed" |
+ * "removed", section) for each. False (nothing called) when a snapshot
+ * has no section hashes (one not loaded from TOML). */
+bool weir__config_diff(const weir_config *old, const weir_config *cfg,
+                       void (*fn)(void *arg, const char *change, const char *section), void *arg);
 /* Reads the file and loads it. */
 weir_config *weir__config_load_file(const char *path, weir_cfg_errors *errs);
 

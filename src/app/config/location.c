@@ -26,33 +26,34 @@
 
 /* ---- [locations.NAME] ---- */
 
-static const char *const location_keys[] = {"host",
-                                            "path",
-                                            "weight",
-                                            "upstream",
-                                            "rewrite",
-                                            "proxy_set_headers",
-                                            "proxy_add_headers",
-                                            "proxy_remove_headers",
-                                            "response_set_headers",
-                                            "response_add_headers",
-                                            "response_remove_headers",
-                                            "client_max_body_size",
-                                            "connection_timeout",
-                                            "read_timeout",
-                                            "write_timeout",
-                                            "echo",
-                                            "grpc_idle_timeout",
-                                            "request_buffering",
-                                            "request_buffer_size",
-                                            "request_buffer_file_size",
-                                            "plugins",
-                                            "proxy_added_headers",
-                                            "router",
-                                            "router_key",
-                                            "router_timeout",
-                                            "router_fallback",
-                                            NULL};
+const weir_cfg_key weir__cfg_keys_location[] = {
+    {"host", WEIR_CT_STRINGS, NULL},
+    {"path", WEIR_CT_STRING, NULL},
+    {"weight", WEIR_CT_INTEGER, NULL},
+    {"upstream", WEIR_CT_STRING, NULL},
+    {"rewrite", WEIR_CT_STRING, NULL},
+    {"proxy_set_headers", WEIR_CT_STRINGS, NULL},
+    {"proxy_add_headers", WEIR_CT_STRINGS, NULL},
+    {"proxy_remove_headers", WEIR_CT_STRINGS, NULL},
+    {"response_set_headers", WEIR_CT_STRINGS, NULL},
+    {"response_add_headers", WEIR_CT_STRINGS, NULL},
+    {"response_remove_headers", WEIR_CT_STRINGS, NULL},
+    {"client_max_body_size", WEIR_CT_SIZE, NULL},
+    {"connection_timeout", WEIR_CT_DURATION, NULL},
+    {"read_timeout", WEIR_CT_DURATION, NULL},
+    {"write_timeout", WEIR_CT_DURATION, NULL},
+    {"echo", WEIR_CT_BOOLEAN, NULL},
+    {"grpc_idle_timeout", WEIR_CT_DURATION, NULL},
+    {"request_buffering", WEIR_CT_BOOLEAN, NULL},
+    {"request_buffer_size", WEIR_CT_SIZE, NULL},
+    {"request_buffer_file_size", WEIR_CT_SIZE, NULL},
+    {"plugins", WEIR_CT_STRINGS, NULL},
+    {"proxy_added_headers", WEIR_CT_STRINGS, NULL},
+    {"router", WEIR_CT_STRING, NULL},
+    {"router_key", WEIR_CT_STRING, NULL},
+    {"router_timeout", WEIR_CT_DURATION, NULL},
+    {"router_fallback", WEIR_CT_STRING, "upstream|error"},
+    {NULL, 0, NULL}};
 
 /*
  * router = "resp://HOST:PORT" (HOST an address, or a name resolved now),
@@ -301,7 +302,7 @@ void weir__cfg_load_location(loader *ld, weir_cfg_location *l, const weir_toml_v
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    weir__cfg_check_keys(ld, t, section, location_keys);
+    weir__cfg_check_keys(ld, t, section, weir__cfg_keys_location);
     int line = 0;
     l->hosts = weir__cfg_get_string_list(ld, t, "host", section, &l->n_hosts, &line);
     if (l->hosts && !weir__cfg_split_commas(&l->hosts, &l->n_hosts))

@@ -48,11 +48,12 @@ static void load_one(loader *ld, weir_plugin *p, const weir_toml_value *t)
     free(category);
     p->def = def;
     p->step = def->default_step;
-    const char *keys[MAX_KEYS] = {"category", "step"};
+    weir_cfg_key keys[MAX_KEYS] = {{"category", WEIR_CT_STRING, NULL},
+                                   {"step", WEIR_CT_STRING, NULL}};
     size_t nk = 2;
-    for (const char *const *k = def->keys; k && *k && nk < MAX_KEYS - 1; k++)
+    for (const weir_cfg_key *k = def->keys; k && k->name && nk < MAX_KEYS - 1; k++)
         keys[nk++] = *k;
-    keys[nk] = NULL;
+    keys[nk] = (weir_cfg_key){0};
     weir__cfg_check_keys(ld, t, section, keys);
     char *step = weir__cfg_dup_string(ld, t, "step", section, &present);
     if (step) {

@@ -95,41 +95,52 @@ static size_t distance(const char *a, const char *b)
     return d[la][lb];
 }
 
+/* name when it is closer to key than *best_d (which becomes its distance),
+ * else best. */
+static const char *closer(const char *key, const char *name, const char *best, size_t *best_d)
+{
+    size_t d = distance(key, name);
+    if (d >= *best_d)
+        return best;
+    *best_d = d;
+    return name;
+}
+
 const char *weir__cfg_suggest(const char *key, const char *const *known)
 {
     const char *best = NULL;
     size_t best_d = 3; /* only close matches are useful */
-    for (size_t i = 0; known[i]; i++) {
-        size_t d = distance(key, known[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = known[i];
-        }
-    }
+    for (size_t i = 0; known[i]; i++)
+        best = closer(key, known[i], best, &best_d);
     return best;
+}
+
+static bool known_key(const weir_cfg_key *known, const weir_toml_entry *e)
+{
+    for (size_t k = 0; known[k].name; k++) {
+        if (strlen(known[k].name) == e->key_len && memcmp(known[k].name, e->key, e->key_len) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Reports entries of table t whose key is not in known. */
 void weir__cfg_check_keys(loader *ld, const weir_toml_value *t, const char *section,
-                          const char *const *known)
+                          const weir_cfg_key *known)
 {
     size_t n = weir_toml_table_count(t);
     for (size_t i = 0; i < n; i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
-        bool ok = false;
-        for (size_t k = 0; known[k]; k++) {
-            if (strlen(known[k]) == e.key_len && memcmp(known[k], e.key, e.key_len) == 0) {
-                ok = true;
-                break;
-            }
-        }
-        if (ok)
+        if (known_key(known, &e))
             continue;
-        const char *s = weir__cfg_suggest(e.key, known);
-        if (s)
+        const char *best = NULL;
+        size_t best_d = 3;
+        for (size_t k = 0; known[k].name; k++)
+            best = closer(e.key, known[k].name, best, &best_d);
+        if (best)
             weir__cfg_err_at(ld, e.line, "unknown key '%s' in [%s]; did you mean '%s'?", e.key,
-                             section, s);
+                             section, best);
         else
             weir__cfg_err_at(ld, e.line, "unknown key '%s' in [%s]", e.key, section);
     }

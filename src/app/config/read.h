@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "app/config/config.h"
+#include "app/config/schema.h"
 #include "app/toml/toml.h"
 
 /* One load in progress: where errors go. */
@@ -34,9 +35,10 @@ void weir__cfg_warn_at(loader *ld, int line, const char *fmt, ...)
 /* The known word closest to key (for "did you mean"), or NULL. */
 const char *weir__cfg_suggest(const char *key, const char *const *known);
 
-/* Reports entries of table t whose key is not in known. */
+/* Reports entries of table t whose key is not in known (a table ending
+ * with a NULL name). */
 void weir__cfg_check_keys(loader *ld, const weir_toml_value *t, const char *section,
-                          const char *const *known);
+                          const weir_cfg_key *known);
 
 /* The typed getters below report their own errors and return false when
  * the key is absent or invalid. */

@@ -26,94 +26,114 @@
 
 /* ---- [servers.NAME] ---- */
 
-static const char *const server_keys[] = {"addr",
-                                          "locations",
-                                          "access_log",
-                                          "access_log_file",
-                                          "client_header_timeout",
-                                          "client_body_timeout",
-                                          "keepalive_timeout",
-                                          "send_timeout",
-                                          "max_header_size",
-                                          "max_headers",
-                                          "max_body_size",
-                                          "certificates",
-                                          "tls_min_version",
-                                          "tls_ciphers",
-                                          "tls_ciphersuites",
-                                          "tls_session_tickets",
-                                          "tls_handshake_timeout",
-                                          "client_ca",
-                                          "client_verify",
-                                          "alpn",
-                                          "redirect_https",
-                                          "https_port",
-                                          "h2c",
-                                          "h2_max_concurrent_streams",
-                                          "tunnel_idle_timeout",
-                                          "trusted_proxies",
-                                          "merge_slashes",
-                                          "underscores_in_headers",
-                                          "max_uri_size",
-                                          "keepalive_requests",
-                                          "keepalive_time",
-                                          "h2_max_connection_age",
-                                          "h2_max_connection_age_grace",
-                                          "proxy_protocol",
-                                          "protocol",
-                                          "upstream",
-                                          "idle_timeout",
-                                          "upload_rate",
-                                          "download_rate",
-                                          "proxy_protocol_timeout",
-                                          "tls",
-                                          "tls_passthrough",
-                                          "sni_routes",
-                                          "responses",
-                                          "max_sessions",
-                                          "max_command_size",
-                                          "otlp_exporter",
-                                          "server_timing",
-                                          "prometheus_metrics",
-                                          "prometheus_allow",
-                                          NULL};
+const weir_cfg_key weir__cfg_keys_server[] = {
+    {"addr", WEIR_CT_STRINGS, NULL},
+    {"locations", WEIR_CT_STRINGS, NULL},
+    {"access_log", WEIR_CT_STRING, NULL},
+    {"access_log_file", WEIR_CT_STRING, NULL},
+    {"client_header_timeout", WEIR_CT_DURATION, NULL},
+    {"client_body_timeout", WEIR_CT_DURATION, NULL},
+    {"keepalive_timeout", WEIR_CT_DURATION, NULL},
+    {"send_timeout", WEIR_CT_DURATION, NULL},
+    {"max_header_size", WEIR_CT_SIZE, NULL},
+    {"max_headers", WEIR_CT_INTEGER, NULL},
+    {"max_body_size", WEIR_CT_SIZE, NULL},
+    {"certificates", WEIR_CT_STRINGS, NULL},
+    {"tls_min_version", WEIR_CT_STRING, "1.2|1.3"},
+    {"tls_ciphers", WEIR_CT_STRING, NULL},
+    {"tls_ciphersuites", WEIR_CT_STRING, NULL},
+    {"tls_session_tickets", WEIR_CT_BOOLEAN, NULL},
+    {"tls_handshake_timeout", WEIR_CT_DURATION, NULL},
+    {"client_ca", WEIR_CT_STRING, NULL},
+    {"client_verify", WEIR_CT_STRING, "require|optional"},
+    {"alpn", WEIR_CT_STRINGS, NULL},
+    {"redirect_https", WEIR_CT_BOOLEAN, NULL},
+    {"https_port", WEIR_CT_INTEGER, NULL},
+    {"h2c", WEIR_CT_BOOLEAN, NULL},
+    {"h2_max_concurrent_streams", WEIR_CT_INTEGER, NULL},
+    {"tunnel_idle_timeout", WEIR_CT_DURATION, NULL},
+    {"trusted_proxies", WEIR_CT_STRINGS, NULL},
+    {"merge_slashes", WEIR_CT_BOOLEAN, NULL},
+    {"underscores_in_headers", WEIR_CT_BOOLEAN, NULL},
+    {"max_uri_size", WEIR_CT_SIZE, NULL},
+    {"keepalive_requests", WEIR_CT_INTEGER, NULL},
+    {"keepalive_time", WEIR_CT_DURATION, NULL},
+    {"h2_max_connection_age", WEIR_CT_DURATION, NULL},
+    {"h2_max_connection_age_grace", WEIR_CT_DURATION, NULL},
+    {"proxy_protocol", WEIR_CT_BOOLEAN, NULL},
+    {"protocol", WEIR_CT_STRING, "http|tcp|udp|tls_passthrough|resp"},
+    {"upstream", WEIR_CT_STRING, NULL},
+    {"idle_timeout", WEIR_CT_DURATION, NULL},
+    {"upload_rate", WEIR_CT_SIZE, NULL},
+    {"download_rate", WEIR_CT_SIZE, NULL},
+    {"proxy_protocol_timeout", WEIR_CT_DURATION, NULL},
+    {"tls", WEIR_CT_BOOLEAN, NULL},
+    {"tls_passthrough", WEIR_CT_TABLE, NULL},
+    {"sni_routes", WEIR_CT_TABLE, NULL},
+    {"responses", WEIR_CT_INTEGER, NULL},
+    {"max_sessions", WEIR_CT_INTEGER, NULL},
+    {"max_command_size", WEIR_CT_SIZE, NULL},
+    {"otlp_exporter", WEIR_CT_STRING, NULL},
+    {"server_timing", WEIR_CT_BOOLEAN, NULL},
+    {"prometheus_metrics", WEIR_CT_STRING, NULL},
+    {"prometheus_allow", WEIR_CT_STRINGS, NULL},
+    {NULL, 0, NULL}};
 
 /* What a UDP server takes. */
-static const char *const udp_keys[] = {"addr",       "protocol",        "upstream",
-                                       "access_log", "access_log_file", "idle_timeout",
-                                       "responses",  "max_sessions",    NULL};
+const weir_cfg_key weir__cfg_keys_udp[] = {
+    {"addr", WEIR_CT_STRINGS, NULL},
+    {"protocol", WEIR_CT_STRING, "http|tcp|udp|tls_passthrough|resp"},
+    {"upstream", WEIR_CT_STRING, NULL},
+    {"access_log", WEIR_CT_STRING, NULL},
+    {"access_log_file", WEIR_CT_STRING, NULL},
+    {"idle_timeout", WEIR_CT_DURATION, NULL},
+    {"responses", WEIR_CT_INTEGER, NULL},
+    {"max_sessions", WEIR_CT_INTEGER, NULL},
+    {NULL, 0, NULL}};
 
 /* What a RESP (ring) server takes. */
-static const char *const resp_keys[] = {"addr",         "protocol",         "upstream",
-                                        "idle_timeout", "max_command_size", NULL};
+const weir_cfg_key weir__cfg_keys_resp[] = {
+    {"addr", WEIR_CT_STRINGS, NULL},
+    {"protocol", WEIR_CT_STRING, "http|tcp|udp|tls_passthrough|resp"},
+    {"upstream", WEIR_CT_STRING, NULL},
+    {"idle_timeout", WEIR_CT_DURATION, NULL},
+    {"max_command_size", WEIR_CT_SIZE, NULL},
+    {NULL, 0, NULL}};
 
-/* What a TCP server takes; the rest of server_keys is HTTP's. */
-static const char *const tcp_keys[] = {"addr",
-                                       "protocol",
-                                       "upstream",
-                                       "access_log",
-                                       "access_log_file",
-                                       "idle_timeout",
-                                       "upload_rate",
-                                       "download_rate",
-                                       "trusted_proxies",
-                                       "proxy_protocol",
-                                       "proxy_protocol_timeout",
-                                       "tls",
-                                       "certificates",
-                                       "tls_min_version",
-                                       "tls_ciphers",
-                                       "tls_ciphersuites",
-                                       "tls_session_tickets",
-                                       "tls_handshake_timeout",
-                                       "client_ca",
-                                       "client_verify",
-                                       "alpn",
-                                       "sni_routes",
-                                       NULL};
+/* What a TCP server takes; the rest of weir__cfg_keys_server is HTTP's. */
+const weir_cfg_key weir__cfg_keys_tcp[] = {
+    {"addr", WEIR_CT_STRINGS, NULL},
+    {"protocol", WEIR_CT_STRING, "http|tcp|udp|tls_passthrough|resp"},
+    {"upstream", WEIR_CT_STRING, NULL},
+    {"access_log", WEIR_CT_STRING, NULL},
+    {"access_log_file", WEIR_CT_STRING, NULL},
+    {"idle_timeout", WEIR_CT_DURATION, NULL},
+    {"upload_rate", WEIR_CT_SIZE, NULL},
+    {"download_rate", WEIR_CT_SIZE, NULL},
+    {"trusted_proxies", WEIR_CT_STRINGS, NULL},
+    {"proxy_protocol", WEIR_CT_BOOLEAN, NULL},
+    {"proxy_protocol_timeout", WEIR_CT_DURATION, NULL},
+    {"tls", WEIR_CT_BOOLEAN, NULL},
+    {"certificates", WEIR_CT_STRINGS, NULL},
+    {"tls_min_version", WEIR_CT_STRING, "1.2|1.3"},
+    {"tls_ciphers", WEIR_CT_STRING, NULL},
+    {"tls_ciphersuites", WEIR_CT_STRING, NULL},
+    {"tls_session_tickets", WEIR_CT_BOOLEAN, NULL},
+    {"tls_handshake_timeout", WEIR_CT_DURATION, NULL},
+    {"client_ca", WEIR_CT_STRING, NULL},
+    {"client_verify", WEIR_CT_STRING, "require|optional"},
+    {"alpn", WEIR_CT_STRINGS, NULL},
+    {"sni_routes", WEIR_CT_TABLE, NULL},
+    {NULL, 0, NULL}};
+
+/* What an HTTP server refuses of weir__cfg_keys_server. */
+const char *const weir__cfg_keys_server_l4_only[] = {
+    "upstream",  "idle_timeout", "upload_rate",      "download_rate", "proxy_protocol_timeout",
+    "responses", "max_sessions", "max_command_size", "tls",           "sni_routes",
+    NULL};
 
 /* The TLS keys a tls_passthrough server has no use for. */
-static const char *const termination_keys[] = {
+const char *const weir__cfg_keys_termination[] = {
     "tls",         "certificates",     "tls_min_version",
     "tls_ciphers", "tls_ciphersuites", "tls_session_tickets",
     "client_ca",   "client_verify",    "alpn",
@@ -203,10 +223,10 @@ const weir_cfg_sni_route *weir__cfg_sni_route(const weir_cfg_server *s, const ch
     return best;
 }
 
-static bool listed(const char *const *keys, const char *k, size_t len)
+static bool listed(const weir_cfg_key *keys, const char *k, size_t len)
 {
-    for (size_t i = 0; keys[i]; i++) {
-        if (strlen(keys[i]) == len && memcmp(keys[i], k, len) == 0)
+    for (size_t i = 0; keys[i].name; i++) {
+        if (strlen(keys[i].name) == len && memcmp(keys[i].name, k, len) == 0)
             return true;
     }
     return false;
@@ -221,7 +241,8 @@ static void load_tcp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, c
     for (size_t i = 0; i < n; i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
-        if (listed(server_keys, e.key, e.key_len) && !listed(tcp_keys, e.key, e.key_len))
+        if (listed(weir__cfg_keys_server, e.key, e.key_len) &&
+            !listed(weir__cfg_keys_tcp, e.key, e.key_len))
             weir__cfg_err_at(
                 ld, e.line,
                 "'%.*s' in [%s] is for HTTP servers; a protocol = \"tcp\" server takes "
@@ -235,13 +256,13 @@ static void load_tcp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, c
     weir_toml_entry ue;
     *up_line = weir__cfg_entry_of(t, "upstream", &ue) ? ue.line : s->line;
     if (s->protocol == WEIR_CFG_TLS_PASSTHROUGH) {
-        for (size_t i = 0; termination_keys[i]; i++) {
+        for (size_t i = 0; weir__cfg_keys_termination[i]; i++) {
             weir_toml_entry e;
-            if (weir__cfg_entry_of(t, termination_keys[i], &e))
+            if (weir__cfg_entry_of(t, weir__cfg_keys_termination[i], &e))
                 weir__cfg_err_at(ld, e.line,
                                  "'%s' in [%s]: a tls_passthrough server does not terminate TLS "
                                  "(its backends do)",
-                                 termination_keys[i], section);
+                                 weir__cfg_keys_termination[i], section);
         }
         load_sni_routes(ld, s, t, "sni_routes", section);
         if (!present && !weir__cfg_entry_of(t, "sni_routes", &ue))
@@ -274,7 +295,8 @@ static void load_udp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, c
     for (size_t i = 0; i < n; i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
-        if (listed(server_keys, e.key, e.key_len) && !listed(udp_keys, e.key, e.key_len))
+        if (listed(weir__cfg_keys_server, e.key, e.key_len) &&
+            !listed(weir__cfg_keys_udp, e.key, e.key_len))
             weir__cfg_err_at(ld, e.line,
                              "'%.*s' in [%s] is not for a protocol = \"udp\" server, which takes "
                              "addr, upstream, access_log, access_log_file, idle_timeout, "
@@ -316,7 +338,8 @@ static void load_resp(loader *ld, weir_cfg_server *s, const weir_toml_value *t, 
     for (size_t i = 0; i < n; i++) {
         weir_toml_entry e;
         weir_toml_table_entry(t, i, &e);
-        if (listed(server_keys, e.key, e.key_len) && !listed(resp_keys, e.key, e.key_len))
+        if (listed(weir__cfg_keys_server, e.key, e.key_len) &&
+            !listed(weir__cfg_keys_resp, e.key, e.key_len))
             weir__cfg_err_at(ld, e.line,
                              "'%.*s' in [%s] is not for a protocol = \"resp\" server, which takes "
                              "addr, upstream, idle_timeout and max_command_size",
@@ -448,7 +471,7 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    weir__cfg_check_keys(ld, t, section, server_keys);
+    weir__cfg_check_keys(ld, t, section, weir__cfg_keys_server);
     int line = s->line;
     s->addrs = weir__cfg_get_string_list(ld, t, "addr", section, &s->n_addrs, &line);
     if (!s->addrs && !weir__cfg_entry_of(t, "addr", &(weir_toml_entry){0}))
@@ -490,18 +513,15 @@ void weir__cfg_load_server(loader *ld, weir_cfg_server *s, const weir_toml_value
     } else if (s->protocol != WEIR_CFG_HTTP) {
         load_tcp(ld, s, t, section, up_name, up_line);
     } else {
-        static const char *const tcp_only[] = {
-            "upstream",      "idle_timeout",           "upload_rate",
-            "download_rate", "proxy_protocol_timeout", "responses",
-            "max_sessions",  "max_command_size",       NULL};
-        for (size_t i = 0; tcp_only[i]; i++) {
+        for (size_t i = 0; weir__cfg_keys_server_l4_only[i]; i++) {
+            const char *k = weir__cfg_keys_server_l4_only[i];
             weir_toml_entry e;
-            if (weir__cfg_entry_of(t, tcp_only[i], &e))
+            if (weir__cfg_entry_of(t, k, &e))
                 weir__cfg_err_at(
-                    ld, e.line,
-                    "'%s' in [%s] is for protocol = \"tcp\" or \"udp\" servers; an HTTP server "
-                    "routes by its locations",
-                    tcp_only[i], section);
+                    ld, e.line, "'%s' in [%s] is for protocol = \"tcp\" or \"udp\" servers; %s", k,
+                    section,
+                    strcmp(k, "tls") == 0 ? "an HTTP server has TLS when it lists 'certificates'"
+                                          : "an HTTP server routes by its locations");
         }
         *loc_line = s->line;
         *loc_names = weir__cfg_get_string_list(ld, t, "locations", section, n_loc_names, loc_line);

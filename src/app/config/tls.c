@@ -15,9 +15,21 @@
 
 /* ---- [certificates.NAME] ---- */
 
-static const char *const cert_keys[] = {
-    "cert",     "key",     "chain",   "domains",      "default",  "acme",      "email",
-    "key_type", "storage", "acme_ca", "renew_before", "dns_hook", "challenge", NULL};
+const weir_cfg_key weir__cfg_keys_cert[] = {
+    {"cert", WEIR_CT_STRING, NULL},
+    {"key", WEIR_CT_STRING, NULL},
+    {"chain", WEIR_CT_STRING, NULL},
+    {"domains", WEIR_CT_STRINGS, NULL},
+    {"default", WEIR_CT_BOOLEAN, NULL},
+    {"acme", WEIR_CT_STRING, NULL},
+    {"email", WEIR_CT_STRING, NULL},
+    {"key_type", WEIR_CT_STRING, "ec256|ec384|rsa2048|rsa4096"},
+    {"storage", WEIR_CT_STRING, NULL},
+    {"acme_ca", WEIR_CT_STRING, NULL},
+    {"renew_before", WEIR_CT_DURATION, NULL},
+    {"dns_hook", WEIR_CT_STRING, NULL},
+    {"challenge", WEIR_CT_STRING, "http-01|tls-alpn-01|dns-01"},
+    {NULL, 0, NULL}};
 
 #define LETSENCRYPT "https://acme-v02.api.letsencrypt.org/directory"
 #define LETSENCRYPT_STAGING "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -58,10 +70,11 @@ static void load_acme(loader *ld, weir_cfg_cert *c, const weir_toml_value *t, co
         c->tls_alpn = true;
     else if (ch && strcmp(ch, c->dns_hook ? "dns-01" : "http-01") != 0)
         weir__cfg_err_at(ld, ch_line,
-                         c->dns_hook ? "[%s]: with dns_hook the challenge is \"dns-01\""
-                                     : "[%s]: challenge is \"http-01\" (default), "
-                                       "\"tls-alpn-01\" or, with dns_hook, \"dns-01\"",
-                         section);
+                         c->dns_hook ? "'challenge' in [%s] is '%s': with dns_hook the challenge "
+                                       "is \"dns-01\""
+                                     : "'challenge' in [%s] is '%s': expected \"http-01\" "
+                                       "(default), \"tls-alpn-01\" or, with dns_hook, \"dns-01\"",
+                         section, ch);
     if (c->tls_alpn && c->dns_hook)
         weir__cfg_err_at(ld, ch_line, "[%s]: with dns_hook the challenge is \"dns-01\"", section);
     free(ch);
@@ -94,8 +107,9 @@ static void load_acme(loader *ld, weir_cfg_cert *c, const weir_toml_value *t, co
     weir_acme_key_type type = WEIR_ACME_EC256;
     if (kt && weir__acme_key_type(kt, &type) != 0)
         weir__cfg_err_at(ld, weir__cfg_entry_of(t, "key_type", &e) ? e.line : at,
-                         "[%s]: key_type is \"ec256\", \"ec384\", \"rsa2048\" or \"rsa4096\"",
-                         section);
+                         "'key_type' in [%s] is '%s': expected \"ec256\", \"ec384\", \"rsa2048\" "
+                         "or \"rsa4096\"",
+                         section, kt);
     free(kt);
     c->key_type = (int)type;
     weir__cfg_get_duration(ld, t, "renew_before", section, 49ull * 24 * 3600 * 1000, false,
@@ -118,7 +132,7 @@ void weir__cfg_load_cert_section(loader *ld, weir_cfg_cert *c, const weir_toml_v
         weir__cfg_err_at(ld, weir_toml_line(t), "[%s] must be a table", section);
         return;
     }
-    weir__cfg_check_keys(ld, t, section, cert_keys);
+    weir__cfg_check_keys(ld, t, section, weir__cfg_keys_cert);
     bool present;
     c->cert = weir__cfg_dup_string(ld, t, "cert", section, &present);
     c->key = weir__cfg_dup_string(ld, t, "key", section, &present);

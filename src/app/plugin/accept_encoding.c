@@ -160,7 +160,9 @@ static weir_phase_result ae_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_accept_encoding = {
     .category = "accept_encoding",
-    .keys = (const char *const[]){"encodings", "only_one_encoding", NULL},
+    .keys = (const weir_cfg_key[]){{"encodings", WEIR_CT_STRINGS, NULL},
+                                   {"only_one_encoding", WEIR_CT_BOOLEAN, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_EARLY_REQUEST,
     .parse = ae_parse,

@@ -312,7 +312,11 @@ static weir_phase_result basic_request(weir_plugin_call *call)
 
 const weir_plugin_def weir__plugin_basic_auth = {
     .category = "basic_auth",
-    .keys = (const char *const[]){"authorizations", "realm", "hide_credentials", "delay", NULL},
+    .keys = (const weir_cfg_key[]){{"authorizations", WEIR_CT_STRINGS, NULL},
+                                   {"realm", WEIR_CT_STRING, NULL},
+                                   {"hide_credentials", WEIR_CT_BOOLEAN, NULL},
+                                   {"delay", WEIR_CT_DURATION, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = basic_parse,

@@ -62,7 +62,7 @@ static bool no_keys(loader *ld, const weir_toml_value *t, const char *section, v
 
 const weir_plugin_def weir__plugin_echo = {
     .category = "echo",
-    .keys = (const char *const[]){NULL},
+    .keys = (const weir_cfg_key[]){{NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = no_keys,
@@ -95,7 +95,7 @@ static weir_phase_result body_limit_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_body_limit = {
     .category = "body_limit",
-    .keys = (const char *const[]){"max_size", NULL},
+    .keys = (const weir_cfg_key[]){{"max_size", WEIR_CT_SIZE, NULL}, {NULL, 0, NULL}},
     .steps = WEIR_STEP_BIT(WEIR_STEP_EARLY_REQUEST) | WEIR_STEP_BIT(WEIR_STEP_REQUEST),
     .default_step = WEIR_STEP_REQUEST,
     .parse = body_limit_parse,
@@ -327,7 +327,12 @@ static weir_phase_result redirect_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_redirect = {
     .category = "redirect",
-    .keys = (const char *const[]){"http_to_https", "https_port", "prefix", "status", "code", NULL},
+    .keys = (const weir_cfg_key[]){{"http_to_https", WEIR_CT_BOOLEAN, NULL},
+                                   {"https_port", WEIR_CT_INTEGER, NULL},
+                                   {"prefix", WEIR_CT_STRING, NULL},
+                                   {"status", WEIR_CT_INTEGER, NULL},
+                                   {"code", WEIR_CT_INTEGER, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = redirect_parse,

@@ -66,7 +66,11 @@ static void parse_app(loader *ld, ca_conf *c, const weir_toml_value *t, const ch
     int line = weir_toml_line(t);
     app_auth *a = &c->apps[c->n];
     memset(a, 0, sizeof(*a));
-    static const char *const keys[] = {"app_id", "secret", "deviation", "ip_list", NULL};
+    static const weir_cfg_key keys[] = {{"app_id", WEIR_CT_STRING, NULL},
+                                        {"secret", WEIR_CT_STRING, NULL},
+                                        {"deviation", WEIR_CT_INTEGER, NULL},
+                                        {"ip_list", WEIR_CT_STRINGS, NULL},
+                                        {NULL, 0, NULL}};
     weir__cfg_check_keys(ld, t, section, keys);
     bool present;
     a->app_id = weir__cfg_dup_string(ld, t, "app_id", section, &present);
@@ -231,7 +235,7 @@ static weir_phase_result ca_request(weir_plugin_call *call)
     return WEIR_PHASE_CONTINUE;
 }
 
-static const char *const ca_keys[] = {"authorizations", NULL};
+static const weir_cfg_key ca_keys[] = {{"authorizations", WEIR_CT_TABLE, NULL}, {NULL, 0, NULL}};
 
 const weir_plugin_def weir__plugin_combined_auth = {
     .category = "combined_auth",

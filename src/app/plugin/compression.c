@@ -370,8 +370,15 @@ static void comp_logging(weir_plugin_call *call, const weir_session_stats *st)
 
 const weir_plugin_def weir__plugin_compression = {
     .category = "compression",
-    .keys = (const char *const[]){"gzip_level", "br_level", "zstd_level", "encodings", "min_length",
-                                  "types", "decompression", "mode", NULL},
+    .keys = (const weir_cfg_key[]){{"gzip_level", WEIR_CT_INTEGER, NULL},
+                                   {"br_level", WEIR_CT_INTEGER, NULL},
+                                   {"zstd_level", WEIR_CT_INTEGER, NULL},
+                                   {"encodings", WEIR_CT_STRINGS, NULL},
+                                   {"min_length", WEIR_CT_SIZE, NULL},
+                                   {"types", WEIR_CT_STRINGS, NULL},
+                                   {"decompression", WEIR_CT_BOOLEAN, NULL},
+                                   {"mode", WEIR_CT_STRING, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEP_BIT(WEIR_STEP_EARLY_REQUEST),
     .default_step = WEIR_STEP_EARLY_REQUEST,
     .parse = comp_parse,

@@ -214,8 +214,13 @@ static weir_phase_result cors_response(weir_plugin_call *call)
 
 const weir_plugin_def weir__plugin_cors = {
     .category = "cors",
-    .keys = (const char *const[]){"allow_origins", "allow_methods", "allow_headers",
-                                  "allow_credentials", "expose_headers", "max_age", NULL},
+    .keys = (const weir_cfg_key[]){{"allow_origins", WEIR_CT_STRINGS, NULL},
+                                   {"allow_methods", WEIR_CT_STRING, NULL},
+                                   {"allow_headers", WEIR_CT_STRING, NULL},
+                                   {"allow_credentials", WEIR_CT_BOOLEAN, NULL},
+                                   {"expose_headers", WEIR_CT_STRING, NULL},
+                                   {"max_age", WEIR_CT_DURATION, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEP_BIT(WEIR_STEP_EARLY_REQUEST) | WEIR_STEP_BIT(WEIR_STEP_REQUEST),
     .default_step = WEIR_STEP_REQUEST,
     .parse = cors_parse,

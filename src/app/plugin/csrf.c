@@ -183,7 +183,11 @@ static weir_phase_result csrf_request(weir_plugin_call *call)
 
 const weir_plugin_def weir__plugin_csrf = {
     .category = "csrf",
-    .keys = (const char *const[]){"token_path", "name", "key", "ttl", NULL},
+    .keys = (const weir_cfg_key[]){{"token_path", WEIR_CT_STRING, NULL},
+                                   {"name", WEIR_CT_STRING, NULL},
+                                   {"key", WEIR_CT_STRING, NULL},
+                                   {"ttl", WEIR_CT_DURATION, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = csrf_parse,

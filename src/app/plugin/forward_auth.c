@@ -220,8 +220,12 @@ static weir_phase_result fa_request(weir_plugin_call *call)
     return WEIR_PHASE_PENDING;
 }
 
-static const char *const fa_keys[] = {
-    "auth_url", "auth_request_headers", "auth_response_headers", "timeout", "ca_file", NULL};
+static const weir_cfg_key fa_keys[] = {{"auth_url", WEIR_CT_STRING, NULL},
+                                       {"auth_request_headers", WEIR_CT_STRINGS, NULL},
+                                       {"auth_response_headers", WEIR_CT_STRINGS, NULL},
+                                       {"timeout", WEIR_CT_DURATION, NULL},
+                                       {"ca_file", WEIR_CT_STRING, NULL},
+                                       {NULL, 0, NULL}};
 
 const weir_plugin_def weir__plugin_forward_auth = {
     .category = "forward_auth",

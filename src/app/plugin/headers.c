@@ -39,8 +39,10 @@ typedef struct headers_conf {
     header_op *ops;
 } headers_conf;
 
-static const char *const keys[] = {"remove_headers",         "rename_headers", "set_headers",
-                                   "set_headers_not_exists", "add_headers",    NULL};
+static const weir_cfg_key keys[] = {
+    {"remove_headers", WEIR_CT_STRINGS, NULL}, {"rename_headers", WEIR_CT_STRINGS, NULL},
+    {"set_headers", WEIR_CT_STRINGS, NULL},    {"set_headers_not_exists", WEIR_CT_STRINGS, NULL},
+    {"add_headers", WEIR_CT_STRINGS, NULL},    {NULL, 0, NULL}};
 
 static void headers_free(void *conf)
 {
@@ -81,7 +83,7 @@ static bool parse(loader *ld, const weir_toml_value *t, const char *section, voi
     if (!h)
         return false;
     for (int i = 0; i < H_LISTS; i++) {
-        weir__cfg_load_headers(ld, t, keys[i], section, i != H_REMOVE, request && i == H_SET,
+        weir__cfg_load_headers(ld, t, keys[i].name, section, i != H_REMOVE, request && i == H_SET,
                                &h->own[i]);
         h->lists[i] = h->own[i].n ? &h->own[i] : NULL;
     }

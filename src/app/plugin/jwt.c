@@ -247,8 +247,9 @@ static bool jwt_parse(loader *ld, const weir_toml_value *t, const char *section,
     weir__cfg_get_bool(ld, t, "hide_credentials", section, &c->hide);
     weir__cfg_get_duration(ld, t, "delay", section, 60000, true, &c->delay_ms);
     parse_claims_headers(ld, c, t, section);
-    if (weir__cfg_entry_of(t, "auth_path", &(weir_toml_entry){0}))
-        weir__cfg_err_at(ld, line,
+    weir_toml_entry ap;
+    if (weir__cfg_entry_of(t, "auth_path", &ap))
+        weir__cfg_err_at(ld, ap.line,
                          "'auth_path' in [%s]: Pingap's token signing endpoint is not in weir; "
                          "sign tokens in the application that logs users in",
                          section);
@@ -718,11 +719,26 @@ static weir_phase_result jwt_request(weir_plugin_call *call)
     return check(call->s, x);
 }
 
-static const char *const jwt_keys[] = {
-    "header",         "cookie",           "query",        "secret",    "public_key_file",
-    "jwks_url",       "jwks_refresh",     "jwks_timeout", "ca_file",   "algorithms",
-    "algorithm",      "issuer",           "audience",     "leeway",    "require_exp",
-    "claims_headers", "hide_credentials", "delay",        "auth_path", NULL};
+static const weir_cfg_key jwt_keys[] = {{"header", WEIR_CT_STRING, NULL},
+                                        {"cookie", WEIR_CT_STRING, NULL},
+                                        {"query", WEIR_CT_STRING, NULL},
+                                        {"secret", WEIR_CT_STRING, NULL},
+                                        {"public_key_file", WEIR_CT_STRING, NULL},
+                                        {"jwks_url", WEIR_CT_STRING, NULL},
+                                        {"jwks_refresh", WEIR_CT_DURATION, NULL},
+                                        {"jwks_timeout", WEIR_CT_DURATION, NULL},
+                                        {"ca_file", WEIR_CT_STRING, NULL},
+                                        {"algorithms", WEIR_CT_STRINGS, NULL},
+                                        {"algorithm", WEIR_CT_STRING, NULL},
+                                        {"issuer", WEIR_CT_STRING, NULL},
+                                        {"audience", WEIR_CT_STRINGS, NULL},
+                                        {"leeway", WEIR_CT_DURATION, NULL},
+                                        {"require_exp", WEIR_CT_BOOLEAN, NULL},
+                                        {"claims_headers", WEIR_CT_STRINGS, NULL},
+                                        {"hide_credentials", WEIR_CT_BOOLEAN, NULL},
+                                        {"delay", WEIR_CT_DURATION, NULL},
+                                        {"auth_path", WEIR_CT_REFUSED, NULL},
+                                        {NULL, 0, NULL}};
 
 const weir_plugin_def weir__plugin_jwt = {
     .category = "jwt",

@@ -167,7 +167,12 @@ static weir_phase_result key_request(weir_plugin_call *call)
 
 const weir_plugin_def weir__plugin_key_auth = {
     .category = "key_auth",
-    .keys = (const char *const[]){"header", "query", "keys", "hide_credentials", "delay", NULL},
+    .keys = (const weir_cfg_key[]){{"header", WEIR_CT_STRING, NULL},
+                                   {"query", WEIR_CT_STRING, NULL},
+                                   {"keys", WEIR_CT_STRINGS, NULL},
+                                   {"hide_credentials", WEIR_CT_BOOLEAN, NULL},
+                                   {"delay", WEIR_CT_DURATION, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = key_parse,

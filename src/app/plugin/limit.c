@@ -267,7 +267,12 @@ static void limit_logging(weir_plugin_call *c, const weir_session_stats *st)
 
 const weir_plugin_def weir__plugin_limit = {
     .category = "limit",
-    .keys = (const char *const[]){"type", "tag", "key", "max", "interval", NULL},
+    .keys = (const weir_cfg_key[]){{"type", WEIR_CT_STRING, NULL},
+                                   {"tag", WEIR_CT_STRING, NULL},
+                                   {"key", WEIR_CT_STRING, NULL},
+                                   {"max", WEIR_CT_INTEGER, NULL},
+                                   {"interval", WEIR_CT_DURATION, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = limit_parse,

@@ -103,7 +103,12 @@ static weir_phase_result mock_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_mock = {
     .category = "mock",
-    .keys = (const char *const[]){"status", "headers", "data", "path", "delay", NULL},
+    .keys = (const weir_cfg_key[]){{"status", WEIR_CT_INTEGER, NULL},
+                                   {"headers", WEIR_CT_STRINGS, NULL},
+                                   {"data", WEIR_CT_STRING, NULL},
+                                   {"path", WEIR_CT_STRING, NULL},
+                                   {"delay", WEIR_CT_DURATION, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = mock_parse,

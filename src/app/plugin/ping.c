@@ -22,7 +22,7 @@ static weir_phase_result ping_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_ping = {
     .category = "ping",
-    .keys = (const char *const[]){"path", NULL},
+    .keys = (const weir_cfg_key[]){{"path", WEIR_CT_STRING, NULL}, {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_EARLY_REQUEST,
     .parse = weir__plugin_parse_path,

@@ -94,8 +94,8 @@ typedef weir_phase_result (*weir_plugin_hook)(weir_plugin_call *c);
 
 typedef struct weir_plugin_def {
     const char *category;
-    /* Keys of [plugins.NAME] besides category and step; NULL-terminated. */
-    const char *const *keys;
+    /* Keys of [plugins.NAME] besides category and step; a NULL name ends it. */
+    const weir_cfg_key *keys;
     /* Steps the request hook may run at, and where it runs by default. */
     uint32_t steps;
     weir_plugin_step default_step;

@@ -160,7 +160,11 @@ static weir_phase_result rid_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_request_id = {
     .category = "request_id",
-    .keys = (const char *const[]){"algorithm", "size", "header_name", "use_existing", NULL},
+    .keys = (const weir_cfg_key[]){{"algorithm", WEIR_CT_STRING, NULL},
+                                   {"size", WEIR_CT_INTEGER, NULL},
+                                   {"header_name", WEIR_CT_STRING, NULL},
+                                   {"use_existing", WEIR_CT_BOOLEAN, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_EARLY_REQUEST,
     .parse = rid_parse,

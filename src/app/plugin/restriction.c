@@ -206,7 +206,10 @@ static weir_phase_result ua_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_ip_restriction = {
     .category = "ip_restriction",
-    .keys = (const char *const[]){"type", "ip_list", "message", NULL},
+    .keys = (const weir_cfg_key[]){{"type", WEIR_CT_STRING, NULL},
+                                   {"ip_list", WEIR_CT_STRINGS, NULL},
+                                   {"message", WEIR_CT_STRING, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = ip_parse,
@@ -216,7 +219,10 @@ const weir_plugin_def weir__plugin_ip_restriction = {
 
 const weir_plugin_def weir__plugin_referer_restriction = {
     .category = "referer_restriction",
-    .keys = (const char *const[]){"type", "referer_list", "message", NULL},
+    .keys = (const weir_cfg_key[]){{"type", WEIR_CT_STRING, NULL},
+                                   {"referer_list", WEIR_CT_STRINGS, NULL},
+                                   {"message", WEIR_CT_STRING, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = referer_parse,
@@ -226,7 +232,10 @@ const weir_plugin_def weir__plugin_referer_restriction = {
 
 const weir_plugin_def weir__plugin_ua_restriction = {
     .category = "ua_restriction",
-    .keys = (const char *const[]){"type", "ua_list", "message", NULL},
+    .keys = (const weir_cfg_key[]){{"type", WEIR_CT_STRING, NULL},
+                                   {"ua_list", WEIR_CT_STRINGS, NULL},
+                                   {"message", WEIR_CT_STRING, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = ua_parse,

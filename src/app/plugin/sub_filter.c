@@ -476,7 +476,11 @@ static void sub_logging(weir_plugin_call *call, const weir_session_stats *st)
 
 const weir_plugin_def weir__plugin_sub_filter = {
     .category = "sub_filter",
-    .keys = (const char *const[]){"filters", "once", "ignore_case", "types", NULL},
+    .keys = (const weir_cfg_key[]){{"filters", WEIR_CT_ARRAY, NULL},
+                                   {"once", WEIR_CT_BOOLEAN, NULL},
+                                   {"ignore_case", WEIR_CT_BOOLEAN, NULL},
+                                   {"types", WEIR_CT_STRINGS, NULL},
+                                   {NULL, 0, NULL}},
     .steps = 0,
     .default_step = WEIR_STEP_RESPONSE,
     .parse = sub_parse,

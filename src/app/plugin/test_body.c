@@ -102,7 +102,9 @@ static weir_phase_result test_body(weir_plugin_call *c, weir_str *chunk, bool en
 
 const weir_plugin_def weir__plugin_test_request_body = {
     .category = "test_request_body",
-    .keys = (const char *const[]){"mode", "fail_after", NULL},
+    .keys = (const weir_cfg_key[]){{"mode", WEIR_CT_STRING, NULL},
+                                   {"fail_after", WEIR_CT_INTEGER, NULL},
+                                   {NULL, 0, NULL}},
     .steps = WEIR_STEPS_REQUEST_SIDE,
     .default_step = WEIR_STEP_REQUEST,
     .parse = test_parse,

@@ -148,7 +148,11 @@ static weir_phase_result split_request(weir_plugin_call *c)
 
 const weir_plugin_def weir__plugin_traffic_splitting = {
     .category = "traffic_splitting",
-    .keys = (const char *const[]){"upstream", "weight", "stickiness", "sticky_key", NULL},
+    .keys = (const weir_cfg_key[]){{"upstream", WEIR_CT_STRING, NULL},
+                                   {"weight", WEIR_CT_INTEGER, NULL},
+                                   {"stickiness", WEIR_CT_STRING, NULL},
+                                   {"sticky_key", WEIR_CT_STRING, NULL},
+                                   {NULL, 0, NULL}},
     /* before the backend is chosen */
     .steps = WEIR_STEP_BIT(WEIR_STEP_EARLY_REQUEST) | WEIR_STEP_BIT(WEIR_STEP_REQUEST),
     .default_step = WEIR_STEP_REQUEST,
