@@ -10,10 +10,11 @@ ifeq ($(CI),true)
   CMAKE_EXTRA += -DWEIR_WERROR=ON
 endif
 
-.PHONY: all deps run test unit integration fuzz-replay tsan fuzz bench format lint clean
+.PHONY: all deps run test unit ui ui-check integration fuzz-replay tsan fuzz bench format lint clean
 
 all:
 	@scripts/install-deps build
+	@scripts/build-ui
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_EXTRA) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
@@ -33,7 +34,7 @@ FORCE:
 # things -O0 does not, and `make run` must build.
 test: $(TEST_BUILD)/.built
 	$(MAKE) --no-print-directory all
-	$(MAKE) --no-print-directory lint unit fuzz-replay integration tsan
+	$(MAKE) --no-print-directory lint unit ui-check fuzz-replay integration tsan
 
 # The include layers (scripts/check-layers), every tracked C file
 # clang-format clean, and clang-tidy's bug finders
@@ -42,6 +43,16 @@ lint: $(TEST_BUILD)/.built
 	scripts/check-layers
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 	git ls-files 'src/*.c' | xargs -P $(JOBS) -n 4 clang-tidy -p $(TEST_BUILD) --quiet
+
+# The web UI's front end (ui/): rebuilt into ui/dist when its sources
+# changed (the binary embeds ui/dist); checked by make test: types, the
+# Vitest unit tests, and ui/dist being what the sources build. The browser
+# tests are tests/integration/test_ui.py.
+ui:
+	scripts/build-ui
+
+ui-check:
+	scripts/build-ui check
 
 unit:
 	ASAN_OPTIONS=detect_leaks=1 $(abspath $(TEST_BUILD))/bin/unit_tests --jobs 2

@@ -480,6 +480,10 @@ int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const
     weir_cfg_errors *errs = errs_out ? errs_out : &mine;
     size_t before = errs->n;
     int rc = reload_from(app, load, arg, path, srv, errs);
+    app->last_reload.at = (int64_t)time(NULL);
+    app->last_reload.ok = rc == WEIR_OK;
+    snprintf(app->last_reload.error, sizeof(app->last_reload.error), "%s",
+             rc != WEIR_OK && errs->n > before ? errs->v[before] : "");
     if (rc != WEIR_OK)
         weir__webhook_emit(WEIR_EV_RELOAD_FAIL, "reload of %s refused (%zu errors)%s%s", path,
                            errs->n - before, errs->n > before ? ": " : "",
@@ -603,6 +607,12 @@ int weir__app_refresh_tls(weir_app *app)
 int weir__app_reload(weir_app *app, const char *path, weir_server *srv)
 {
     return weir__app_reload_errs(app, path, srv, NULL);
+}
+
+void weir__app_reload_info(const weir_app *app, weir_app_reload_info *out)
+{
+    *out = app->last_reload;
+    out->started = (int64_t)app->started_at;
 }
 
 weir_config *weir__app_config(weir_app *app)

@@ -44,6 +44,15 @@ typedef weir_config *(*weir_app_load_fn)(void *arg, weir_cfg_errors *errs);
 int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const char *path,
                           weir_server *srv, weir_cfg_errors *errs);
 
+/* What the last reload did (main thread). */
+typedef struct weir_app_reload_info {
+    int64_t started; /* Unix time the process started */
+    int64_t at;      /* Unix time of the last reload; 0: none yet */
+    bool ok;
+    char error[512]; /* its first error ("" when ok) */
+} weir_app_reload_info;
+void weir__app_reload_info(const weir_app *app, weir_app_reload_info *out);
+
 /* Builds every TLS server's settings again from the running snapshot (a
  * certificate file changed: new handshakes use it, no reload). Returns
  * how many failed (they keep what they had). Main thread. */

@@ -30,8 +30,9 @@ typedef struct server_app {
 
 struct weir_app {
     _Atomic(weir_config *) current;
-    weir_server *srv;  /* the server it runs on (stats) */
-    time_t started_at; /* wall clock, for stats */
+    weir_server *srv;                 /* the server it runs on (stats) */
+    time_t started_at;                /* wall clock, for stats */
+    weir_app_reload_info last_reload; /* main thread */
     server_app servers[MAX_SERVERS];
     _Atomic size_t n_servers; /* grows on reloads (main thread); read anywhere */
     /* Snapshots replaced by reloads keep the app's reference for a grace

@@ -196,7 +196,7 @@ def test_get_config_shape(backend, start_proc, tmp_path):
 
 def test_unknown_endpoints_and_methods(backend, start_proc, tmp_path):
     _, _, adm, _, _ = start_admin(backend, start_proc, tmp_path)
-    for path in ["/", "/api", "/api/", "/api/nothing", "/api/upstreams/u/x",
+    for path in ["/api", "/api/", "/api/nothing", "/api/upstreams/u/x",
                  "/api/upstreams/u/backends/a/b", "/api/config/x"]:
         r = adm.call("GET", path)
         assert r.status == 404 and r.json["error"] == "no such endpoint", path

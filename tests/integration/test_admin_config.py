@@ -107,6 +107,15 @@ def test_a_refused_reload_puts_the_old_file_back(start_proc, tmp_path):
     assert path.read_text() == old
     assert status_of(port, "/") == 200
     assert len(adm.call("GET", "/api/config/history").json["entries"]) == 1
+    st = adm.call("GET", "/api/status").json
+    assert st["revision"] == 1 and st["source"] == "file" and st["config"] == str(path), st
+    assert st["last_reload"]["ok"] is False and "client_header_timeout" in \
+        st["last_reload"]["error"], st
+    r = adm.call("PUT", "/api/config/file", {"text": text_of(port, aport, extra=V2)})
+    assert r.status == 200, r.json
+    st = adm.call("GET", "/api/status").json
+    assert st["revision"] == 2 and st["last_reload"]["ok"] is True and \
+        st["last_reload"]["error"] is None, st
 
 
 def test_rollback_and_the_history_bound(start_proc, tmp_path):

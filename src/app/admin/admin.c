@@ -18,6 +18,7 @@
 #include "app/admin/admin.h"
 #include "app/admin/metrics.h"
 #include "app/admin/toml_edit.h"
+#include "app/admin/ui.h"
 #include "app/etcd/source.h"
 
 #include <arpa/inet.h>
@@ -51,6 +52,7 @@ typedef enum admin_op {
     OP_HEALTH,         /* GET /api/health */
     OP_CONFIG,         /* GET /api/config */
     OP_SCHEMA,         /* GET /api/schema */
+    OP_STATUS,         /* GET /api/status */
     OP_VALIDATE,       /* POST /api/config/validate */
     OP_RELOAD,         /* POST /api/reload */
     OP_UPSTREAMS,      /* GET /api/upstreams */
@@ -168,9 +170,11 @@ static weir_phase_result respond_text(weir_session *s, int status, const char *t
         status = 500;
         text = oom;
     }
-    weir_header h[3] = {{WEIR_STR("Content-Type"), WEIR_STR("application/json")},
-                        {WEIR_STR("Cache-Control"), WEIR_STR("no-store")}};
-    size_t n = 2;
+    weir_header h[WEIR_ADMIN_N_SECURITY_HEADERS + 3] = {
+        WEIR_ADMIN_SECURITY_HEADERS,
+        {WEIR_STR("Content-Type"), WEIR_STR("application/json")},
+        {WEIR_STR("Cache-Control"), WEIR_STR("no-store")}};
+    size_t n = WEIR_ADMIN_N_SECURITY_HEADERS + 2;
     if (status == 401)
         h[n++] = (weir_header){WEIR_STR("WWW-Authenticate"), WEIR_STR("Bearer")};
     else if (status == 405 && allow)
@@ -287,6 +291,9 @@ static int route(weir_str method, weir_str path, admin_req *r, const char **allo
         *allow = "GET";
     } else if (n == 1 && SEG(0, "config")) {
         get = OP_CONFIG;
+        *allow = "GET";
+    } else if (n == 1 && SEG(0, "status")) {
+        get = OP_STATUS;
         *allow = "GET";
     } else if (n == 1 && SEG(0, "schema")) {
         get = OP_SCHEMA;
@@ -519,7 +526,8 @@ static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t e
     }
     j->id = strtol(j->name, NULL, 10);
     /* Body-less operations take no body, or an empty object. */
-    if (j->op == OP_FLEET || j->op == OP_FILE_GET || j->op == OP_HISTORY || j->op == OP_HISTORY_GET)
+    if (j->op == OP_FLEET || j->op == OP_FILE_GET || j->op == OP_HISTORY ||
+        j->op == OP_HISTORY_GET || j->op == OP_STATUS)
         return true;
     if ((j->op == OP_RELOAD || j->op == OP_BACKEND_DELETE || j->op == OP_ROLLBACK) && body.len == 0)
         return true;
@@ -1011,6 +1019,12 @@ static void job_main(void *arg)
     case OP_VALIDATE:
         do_validate(j);
         break;
+    case OP_STATUS:
+        set_outcome(
+            j, 200,
+            weir__admin_status_json(j->adm->app, j->adm->config_path,
+                                    j->adm->etcd ? weir__etcd_source_name(j->adm->etcd) : NULL));
+        break;
     case OP_FILE_GET:
     case OP_FILE_PUT:
     case OP_DIFF:
@@ -1128,8 +1142,10 @@ static weir_phase_result metrics(weir_session *s, admin_req *r)
         weir__metrics_render(r->cfg, r->adm->srv, weir__app_log_dropped(r->adm->app), &len);
     if (!text)
         return respond_json(s, 500, error_json("out of memory"), NULL);
-    weir_header h = {WEIR_STR("Content-Type"), WEIR_STR("text/plain; version=0.0.4")};
-    int rc = weir_session_respond(s, 200, &h, 1, text, len);
+    weir_header h[] = {WEIR_ADMIN_SECURITY_HEADERS,
+                       {WEIR_STR("Content-Type"), WEIR_STR("text/plain; version=0.0.4")},
+                       {WEIR_STR("Cache-Control"), WEIR_STR("no-store")}};
+    int rc = weir_session_respond(s, 200, h, sizeof(h) / sizeof(h[0]), text, len);
     free(text);
     return rc == WEIR_OK ? WEIR_PHASE_ANSWERED : WEIR_PHASE_ERROR;
 }
@@ -1139,6 +1155,9 @@ static weir_phase_result early_request_filter(weir_session *s, void *ctx)
     admin_req *r = ctx;
     if (!r)
         return WEIR_PHASE_ERROR;
+    weir_phase_result ui;
+    if (weir__admin_ui(s, &ui)) /* the page and its files: no token, no data */
+        return ui;
     const char *allow = NULL;
     int st = route(weir_session_method(s), weir_session_path(s), r, &allow);
     if (st == 0 && r->op == OP_HEALTH)

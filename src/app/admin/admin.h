@@ -94,6 +94,9 @@ int weir__admin_history_list(const weir_config *cfg, const char *path, json_t **
 int weir__admin_history_get(const weir_config *cfg, const char *path, long id, json_t **out);
 int weir__admin_rollback(weir_app *app, weir_server *srv, const char *path, long id,
                          const char *base, json_t **out);
+/* GET /api/status (main thread): version, pid, start, the running
+ * snapshot's revision and source, the last reload's outcome. */
+json_t *weir__admin_status_json(weir_app *app, const char *path, const char *etcd_source);
 /* Records the file as it is now in the history, if it differs from the
  * newest entry (at start, and after a reload through the API). */
 void weir__admin_history_note(const weir_config *cfg, const char *path, const char *action);

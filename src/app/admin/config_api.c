@@ -365,3 +365,28 @@ int weir__admin_diff(const weir_config *running, const char *text, size_t len, j
     weir__config_unref(c);
     return 200;
 }
+
+/* ---- status ---- */
+
+json_t *weir__admin_status_json(weir_app *app, const char *path, const char *etcd_source)
+{
+    weir_app_reload_info r;
+    weir__app_reload_info(app, &r);
+    weir_config *cfg = weir__app_config(app);
+    json_t *last = r.at ? json_pack("{s:I, s:b, s:o}", "time", (json_int_t)r.at, "ok", (int)r.ok,
+                                    "error", r.ok ? json_null() : json_string(r.error))
+                        : json_null();
+    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:o}", "version", weir_version(), "pid",
+                          (json_int_t)getpid(), "started", (json_int_t)r.started, "revision",
+                          (json_int_t)(cfg ? cfg->revision : 0), "source",
+                          etcd_source ? "etcd"
+                          : path      ? "file"
+                                      : "embedded",
+                          "config",
+                          etcd_source ? etcd_source
+                          : path      ? path
+                                      : "",
+                          "last_reload", last);
+    weir__config_unref(cfg);
+    return o;
+}

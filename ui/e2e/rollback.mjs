@@ -1,0 +1,16 @@
+// The history page: roll back to the configuration weir started with.
+import { login, run, shot } from './lib.mjs';
+
+await run(async (page, done) => {
+  await login(page);
+  await page.click('a[href="#/history"]');
+  await page.waitForSelector('[data-testid=history] tbody tr');
+  const actions = await page.$$eval('[data-testid=history] tbody tr td:nth-child(3)', (t) => t.map((x) => x.textContent));
+  const start = await page.$eval('[data-testid=history] tbody tr:last-child', (r) => r.getAttribute('data-entry'));
+  await page.click(`tr[data-entry="${start}"] button:text-is("Show")`);
+  await page.waitForSelector('pre.diff');
+  await shot(page, 'history');
+  await page.click(`tr[data-entry="${start}"] button:text-is("Roll back")`);
+  const message = await page.textContent('[data-testid=history-message]', { timeout: 15000 });
+  await done({ actions, start: Number(start), message });
+});
