@@ -22,7 +22,9 @@
 #include "weir/server.h"
 
 #define MAX_BODY (4u << 20)
-#define NONCE_RETRIES 5
+/* A CA may refuse any nonce (RFC 8555 6.5: badNonce, retried with the
+ * fresh one it sent); pebble's test mode refuses them at random. */
+#define NONCE_RETRIES 10
 
 struct weir_acme {
     char *directory, *ca_file, *email;
