@@ -63,3 +63,53 @@ void weir__sb_printf(weir_strbuf *b, const char *fmt, ...)
     va_end(ap);
     b->len += (size_t)n;
 }
+
+/* The length of the valid UTF-8 sequence at s (n bytes left), or 0
+ * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+size_t weir__utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++) {
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    }
+    return len;
+}
+
+void weir__sb_put_utf8(weir_strbuf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t k = weir__utf8_len(u + i, n - i);
+        if (k == 0) {
+            weir__sb_put(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+            i++;
+        } else {
+            weir__sb_put(b, s + i, k);
+            i += k;
+        }
+    }
+}

@@ -23,4 +23,10 @@ void weir__sb_printf(weir_strbuf *b, const char *fmt, ...) __attribute__((format
  * (the writer then sets len), or NULL when out of memory (oom is set). */
 char *weir__sb_room(weir_strbuf *b, size_t n);
 
+/* The length of the valid UTF-8 sequence at s (n bytes left, n > 0), or
+ * 0 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+size_t weir__utf8_len(const unsigned char *s, size_t n);
+/* s with every byte outside a valid UTF-8 sequence as U+FFFD. */
+void weir__sb_put_utf8(weir_strbuf *b, const char *s, size_t n);
+
 #endif

@@ -5,6 +5,7 @@ configuration as they were.
 """
 import hashlib
 import json
+import os
 import threading
 
 import backends as B
@@ -204,3 +205,120 @@ def test_two_applies_from_one_read_one_wins(start_proc, tmp_path):
         t.join(60)
     assert sorted(got) == [200, 409], got
     assert path.read_text() == texts[got.index(200)]
+
+
+# ---------------------------------------------------------------------------
+# What a hostile page, a damaged file or an odd file system does
+
+
+def raw(aport, method, path, headers, body=b""):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", aport, timeout=10)
+    try:
+        c.putrequest(method, path, skip_host=True)
+        for k, v in headers.items():
+            c.putheader(k, v)
+        c.putheader("Content-Length", str(len(body)))
+        c.endheaders(body)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_a_page_of_another_site_cannot_use_the_api(start_proc, tmp_path):
+    """Without a token (loopback only) a browser on any site can reach
+    127.0.0.1: a cross-site POST (no preflight) or a DNS-rebound name must
+    not get through. With a token, a cross-site Origin is refused too."""
+    port, aport = free_port(), free_port()
+    text = text_of(port, aport).replace('token = "t0ken-for-tests"\n', "")
+    path, w = start(start_proc, tmp_path, text, port, aport)
+    host = "127.0.0.1:%d" % aport
+    for method, p, hs in [
+            ("POST", "/api/reload", {"Host": host, "Origin": "http://evil.example",
+                                     "Content-Type": "text/plain"}),
+            ("POST", "/api/config/history/1/rollback", {"Host": host, "Origin": "null"}),
+            ("GET", "/api/config/file", {"Host": "evil.example:%d" % aport}),
+            ("GET", "/metrics", {"Host": "rebound.example"}),
+            ("PUT", "/api/config/file", {"Host": host, "Origin": "http://127.0.0.1:1"})]:
+        st, body = raw(aport, method, p, hs, b"{}" if method != "GET" else b"")
+        assert st == 403, (method, p, hs, st, body)
+    for hs in [{"Host": host}, {"Host": "localhost:%d" % aport},
+               {"Host": host, "Origin": "http://" + host}, {"Host": "[::1]:%d" % aport}]:
+        st, body = raw(aport, "GET", "/api/config/file", hs)
+        assert st == 200, (hs, st, body)
+    assert path.read_text() == text
+
+
+def test_a_file_that_is_not_utf8_and_errors_cut_in_a_character(start_proc, tmp_path):
+    port, aport, adm, path, w = running(start_proc, tmp_path)
+    good = path.read_text()
+    path.write_bytes(good.encode() + b"# caf\xe9\n")
+    r = adm.call("GET", "/api/config/file")
+    assert r.status == 422 and "UTF-8" in r.json["error"], r.json
+    # An apply records the file as it was: an entry that cannot be used.
+    r = adm.call("PUT", "/api/config/file", {"text": good})
+    assert r.status == 200, r.json
+    entries = adm.call("GET", "/api/config/history").json["entries"]
+    damaged = [e for e in entries if e.get("damaged")]
+    assert len(damaged) == 1 and "sha256" not in damaged[0], entries
+    assert adm.call("POST", "/api/config/history/%d/rollback" % damaged[0]["id"]).status == 404
+    # A reload error naming a long key of non-ASCII letters, cut at the
+    # message's bound inside a character: still answered as text.
+    path.write_text(good.replace("[servers.s]", '[basic]\n"%s" = 1\n\n[servers.s]' % ("\u00e9" * 400)))
+    assert adm.call("POST", "/api/reload").status == 409
+    st = adm.call("GET", "/api/status")
+    assert st.status == 200 and st.json["last_reload"]["ok"] is False, st.json
+    r = adm.call("PUT", "/api/config/file", {"text": path.read_text()})
+    assert r.status == 400 and r.json["errors"] and all(r.json["errors"]), r.json
+
+
+def test_odd_history_files_and_directories(start_proc, tmp_path):
+    port, aport, adm, path, w = running(start_proc, tmp_path)
+    hist = tmp_path / "weir.toml.history"
+    for name in ["9223372036854775807.json", "012.json", "+5.json", " 7.json", "1x.json"]:
+        (hist / name).write_text('{"id": 5}')
+    (hist / "1.json").write_text('[1, 2]')  # the start entry, tampered
+    r = adm.call("PUT", "/api/config/file", {"text": text_of(port, aport, extra=V2)})
+    # The newest entry is not usable: the file as it was is recorded again.
+    assert r.status == 200 and r.json["history_id"] == 3, r.json
+    entries = adm.call("GET", "/api/config/history").json["entries"]
+    assert [(e["id"], bool(e.get("damaged"))) for e in entries] == \
+        [(3, False), (2, False), (1, True)], entries
+    assert entries[1]["action"] == "file"
+    # A history_dir that is a file, or that others may write: applied, and
+    # the answer says nothing was recorded.
+    bad = tmp_path / "shared"
+    bad.mkdir()
+    bad.chmod(0o777)
+    for where in [tmp_path / "weir.toml.prev", bad]:
+        t = text_of(port, aport, extra=V2, admin_extra='history_dir = "%s"\n' % where)
+        r = adm.call("PUT", "/api/config/file", {"text": t})
+        assert r.status == 200 and "history_error" in r.json, (where, r.json)
+        assert "history_id" not in r.json
+    assert list(bad.iterdir()) == []
+
+
+def test_the_file_keeps_its_link_mode_and_prev(start_proc, tmp_path):
+    port, aport, adm, path, w = running(start_proc, tmp_path)
+    old = path.read_text()
+    target = tmp_path / "real.toml"
+    target.write_text(old)
+    target.chmod(0o640)
+    if os.geteuid() == 0:  # weir as root keeps the file's owner
+        os.chown(target, 65534, 65534)
+    path.unlink()
+    path.symlink_to(target)
+    r = adm.call("PUT", "/api/config/file", {"text": text_of(port, aport, extra=V2)})
+    assert r.status == 200, r.json
+    assert path.is_symlink() and target.read_text() == text_of(port, aport, extra=V2)
+    assert (target.stat().st_mode & 0o777) == 0o640
+    if os.geteuid() == 0:
+        assert (target.stat().st_uid, target.stat().st_gid) == (65534, 65534)
+    assert (tmp_path / "real.toml.prev").read_text() == old
+    # A refused reload leaves FILE.prev as it was.
+    r = adm.call("PUT", "/api/config/file",
+                 {"text": text_of(port, aport, timeout='client_header_timeout = "3s"\n')})
+    assert r.status == 409, r.json
+    assert target.read_text() == text_of(port, aport, extra=V2)
+    assert (tmp_path / "real.toml.prev").read_text() == old

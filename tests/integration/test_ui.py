@@ -18,6 +18,7 @@ import pytest
 import backends as B
 from conftest import REPO, free_port, wait_for
 from test_admin import Admin, start
+from test_etcd import etcd, instances  # noqa: F401 (fixtures)
 
 TOKEN = "t0ken-for-tests"
 UI = os.path.join(REPO, "ui")
@@ -201,3 +202,19 @@ def test_the_page_headers_and_the_token(site):
     r, _ = get("/api/status", headers={"Authorization": "Bearer " + TOKEN,
                                        "Origin": "http://evil.example"})
     assert r.getheader("Access-Control-Allow-Origin") is None
+
+
+def test_a_fleet_on_etcd(etcd, backend, instances):  # noqa: F811
+    from test_etcd import seed
+    e = etcd()
+    one, two = backend(B.fixed(b"one\n")), backend(B.fixed(b"two\n"))
+    seed(e, "p", one.addr)
+    w1, w2 = instances(e.url("p"), 2)
+    assert wait_for(lambda: B.get(w2.port).body == b"one\n", 10)
+    out = browse("etcd.mjs", w1.admin.port, "u", two.addr)
+    assert sorted(out["instances"]) == ["w0", "w1"], out
+    assert "changed: upstreams.u" in out["changed"], out
+    assert out["applied"].startswith("written to etcd"), out
+    assert out["rawEditor"] is False, out  # no file to edit
+    assert e.get("/p/upstreams/u") == 'addrs = ["%s"]\n' % two.addr
+    assert wait_for(lambda: B.get(w1.port).body == b"two\n" and B.get(w2.port).body == b"two\n", 10)

@@ -25,7 +25,7 @@ export function whenUnauthorized(f: () => void) {
 
 async function call(method: string, path: string, body?: unknown, raw?: string): Promise<Response> {
   const headers: Record<string, string> = { Authorization: 'Bearer ' + (token.get() ?? '') };
-  if (body !== undefined || raw !== undefined) headers['Content-Type'] = raw !== undefined ? 'text/plain' : 'application/json';
+  if (body !== undefined || raw !== undefined) headers['Content-Type'] = raw !== undefined ? 'application/toml' : 'application/json';
   const r = await fetch(path, {
     method,
     headers,

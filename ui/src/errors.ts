@@ -22,9 +22,3 @@ export function parseError(e: string): ConfigError {
   if (s) out.section = s[1];
   return out;
 }
-
-// The section a line of the text is in (its header's name), or undefined.
-export function sectionAt(sections: { name: string; start: number; end: number }[], line: number): string | undefined {
-  const i = line - 1;
-  return sections.find((s) => i >= s.start && i < s.end)?.name;
-}

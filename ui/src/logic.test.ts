@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { hunks, lineDiff } from './diff';
-import { parseError, sectionAt } from './errors';
-import { sections } from './toml_edit';
+import { parseError } from './errors';
 
 describe('errors', () => {
   it('reads the line, the key and the section', () => {
@@ -14,12 +13,6 @@ describe('errors', () => {
     });
     expect(parseError('out of memory')).toEqual({ line: 0, message: 'out of memory' });
     expect(parseError('C:\\x:1: odd').line).toBe(1);
-  });
-  it('finds the section of a line', () => {
-    const s = sections('[basic]\nthreads = 1\n[locations.l]\necho = 3\n');
-    expect(sectionAt(s, 4)).toBe('locations.l');
-    expect(sectionAt(s, 2)).toBe('basic');
-    expect(sectionAt(s, 9)).toBeUndefined();
   });
 });
 

@@ -70,6 +70,10 @@ typedef enum admin_op {
     OP_HISTORY,        /* GET /api/config/history */
     OP_HISTORY_GET,    /* GET /api/config/history/ID */
     OP_ROLLBACK,       /* POST /api/config/history/ID/rollback */
+    OP_SECTIONS,       /* GET /api/config/sections */
+    OP_SECTION_GET,    /* GET /api/config/sections/KIND[/NAME] */
+    OP_SECTION_PUT,    /* PUT ... */
+    OP_SECTION_DELETE, /* DELETE ... */
 } admin_op;
 
 typedef struct backend_spec {
@@ -96,6 +100,12 @@ typedef struct job {
     size_t text_len;
     char base[65]; /* file PUT, rollback: the sha256 the file must have ("": any) */
     long id;       /* a history entry */
+    /* a section: its kind, its name ("" for basic and admin), the new
+     * values (PUT) and the base its answer must match (either: NULL) */
+    char kind[16];
+    char sect[NAME_MAX_LEN];
+    json_t *values, *sect_base;
+    bool dry_run;
     /* the outcome */
     int status;
     char *body; /* JSON text */
@@ -108,6 +118,7 @@ typedef struct admin_req {
     admin_op op;
     char name[NAME_MAX_LEN];
     char addr[NAME_MAX_LEN];
+    char kind[16]; /* a section's */
     job *job;
 } admin_req;
 
@@ -118,6 +129,8 @@ static void job_free(job *j)
     free(j->specs);
     free(j->text);
     free(j->body);
+    json_decref(j->values);
+    json_decref(j->sect_base);
     free(j);
 }
 
@@ -132,15 +145,7 @@ static json_t *error_json(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return json_pack("{s:s}", "error", msg);
-}
-
-static json_t *errors_array(const weir_cfg_errors *errs)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < errs->n; i++)
-        json_array_append_new(a, json_string(errs->v[i]));
-    return a;
+    return json_pack("{s:o}", "error", weir__admin_text_json(msg, strlen(msg)));
 }
 
 /* Serializes j (reference stolen) with a trailing newline; NULL on OOM. */
@@ -219,6 +224,53 @@ static bool authorized(weir_session *s, const char *token)
     while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
     return weir__admin_token_equal(p, (size_t)(end - p), token, strlen(token));
+}
+
+/* Host is an address literal (or localhost), with or without a port. */
+static bool host_is_literal(weir_str h)
+{
+    char buf[80];
+    if (h.len == 0 || h.len >= sizeof(buf))
+        return false;
+    memcpy(buf, h.ptr, h.len);
+    buf[h.len] = '\0';
+    char *host = buf, *end;
+    if (buf[0] == '[') {
+        end = strchr(buf, ']');
+        if (!end || (end[1] && end[1] != ':'))
+            return false;
+        *end = '\0';
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, buf + 1, &a6) == 1;
+    }
+    if ((end = strrchr(buf, ':')))
+        *end = '\0';
+    struct in_addr a4;
+    return strcasecmp(host, "localhost") == 0 || inet_pton(AF_INET, host, &a4) == 1;
+}
+
+/*
+ * What a browser can be made to send: a page of another site posting to
+ * this listener (its Origin is not this listener's), or, with no token
+ * (loopback only), reading it through a name that resolves to 127.0.0.1
+ * (DNS rebinding: the Host is that name). NULL, or why it is refused.
+ */
+static const char *browser_refusal(weir_session *s, const char *token)
+{
+    const weir_headers *h = weir_session_req_headers(s);
+    weir_str host = weir_headers_get(h, "host"), origin = weir_headers_get(h, "origin");
+    if (origin.ptr) {
+        bool same = host.ptr && origin.len == 7 + host.len &&
+                    strncasecmp(origin.ptr, "http://", 7) == 0 &&
+                    strncasecmp(origin.ptr + 7, host.ptr, host.len) == 0;
+        if (!same)
+            return "a request from another site's page (its Origin is not this listener) is "
+                   "refused";
+    }
+    if (!token && !host_is_literal(host))
+        return "without a token only an address (or localhost) may name this listener in Host: "
+               "another name may be a page's DNS rebinding";
+    return NULL;
 }
 
 /* ---- routing ---- */
@@ -313,14 +365,33 @@ static int route(weir_str method, weir_str path, admin_req *r, const char **allo
         *allow = "GET";
     } else if ((n == 3 || (n == 4 && SEG(3, "rollback"))) && SEG(0, "config") &&
                SEG(1, "history")) {
-        if (seg[2].len == 0 || seg[2].len >= 12 || strspn(seg[2].ptr, "0123456789") < seg[2].len ||
-            seg[2].ptr[0] == '0')
+        bool digits = seg[2].len > 0 && seg[2].len < 12 && seg[2].ptr[0] != '0';
+        for (size_t k = 0; digits && k < seg[2].len; k++)
+            digits = seg[2].ptr[k] >= '0' && seg[2].ptr[k] <= '9';
+        if (!digits)
             return 404;
         memcpy(r->name, seg[2].ptr, seg[2].len);
         r->name[seg[2].len] = '\0';
         get = n == 3 ? OP_HISTORY_GET : OP_NONE;
         post = n == 4 ? OP_ROLLBACK : OP_NONE;
         *allow = n == 3 ? "GET" : "POST";
+    } else if (n == 2 && SEG(0, "config") && SEG(1, "sections")) {
+        get = OP_SECTIONS;
+        *allow = "GET";
+    } else if ((n == 3 || n == 4) && SEG(0, "config") && SEG(1, "sections")) {
+        bool has_name;
+        if (seg[2].len >= sizeof(r->kind))
+            return 404;
+        memcpy(r->kind, seg[2].ptr, seg[2].len);
+        r->kind[seg[2].len] = '\0';
+        if (!weir__admin_section_kind(r->kind, &has_name) || has_name != (n == 4))
+            return 404;
+        if (n == 4 && !decode_segment(seg[3].ptr, seg[3].len, r->addr, sizeof(r->addr)))
+            return seg[3].len ? 400 : 404;
+        get = OP_SECTION_GET;
+        put = OP_SECTION_PUT;
+        del = OP_SECTION_DELETE;
+        *allow = "GET, PUT, DELETE";
     } else if (n == 1 && SEG(0, "reload")) {
         post = OP_RELOAD;
         *allow = "POST";
@@ -525,9 +596,15 @@ static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t e
         }
     }
     j->id = strtol(j->name, NULL, 10);
+    if (j->op == OP_SECTION_GET || j->op == OP_SECTION_PUT || j->op == OP_SECTION_DELETE) {
+        memcpy(j->kind, r->kind, sizeof(j->kind));
+        memcpy(j->sect, r->addr, sizeof(j->sect));
+        if (j->op == OP_SECTION_GET || (j->op == OP_SECTION_DELETE && body.len == 0))
+            return true;
+    }
     /* Body-less operations take no body, or an empty object. */
     if (j->op == OP_FLEET || j->op == OP_FILE_GET || j->op == OP_HISTORY ||
-        j->op == OP_HISTORY_GET || j->op == OP_STATUS)
+        j->op == OP_HISTORY_GET || j->op == OP_STATUS || j->op == OP_SECTIONS)
         return true;
     if ((j->op == OP_RELOAD || j->op == OP_BACKEND_DELETE || j->op == OP_ROLLBACK) && body.len == 0)
         return true;
@@ -545,6 +622,28 @@ static bool parse_input(job *j, admin_req *r, weir_str body, char *err, size_t e
     case OP_ROLLBACK:
         ok = parse_text(j, o, err, err_len);
         break;
+    case OP_SECTION_PUT:
+    case OP_SECTION_DELETE: {
+        static const char *const put[] = {"values", "base", "dry_run", NULL}, *const del[] = {
+                                                                                  "base", "dry_run",
+                                                                                  NULL};
+        if (!only_fields(o, j->op == OP_SECTION_PUT ? put : del, err, err_len))
+            break;
+        j->values = json_incref(json_object_get(o, "values"));
+        j->sect_base = json_incref(json_object_get(o, "base"));
+        json_t *dry = json_object_get(o, "dry_run");
+        if (dry && !json_is_boolean(dry)) {
+            snprintf(err, err_len, "'dry_run' must be true or false");
+            break;
+        }
+        j->dry_run = json_is_true(dry);
+        if (j->op == OP_SECTION_PUT && !json_is_object(j->values)) {
+            snprintf(err, err_len, "'values' must be an object of the section's keys");
+            break;
+        }
+        ok = true;
+        break;
+    }
     case OP_BACKEND_ADD:
         j->specs = calloc(1, sizeof(*j->specs));
         if (!j->specs) {
@@ -714,7 +813,7 @@ static void do_reload(job *j)
             set_outcome(j, 409,
                         json_pack("{s:s, s:o}", "error",
                                   "reload failed: the running configuration stays", "errors",
-                                  errors_array(&errs)));
+                                  weir__admin_errors_json(&errs)));
         weir__cfg_errors_free(&errs);
         return;
     }
@@ -734,7 +833,7 @@ static void do_reload(job *j)
         set_outcome(j, 409,
                     json_pack("{s:s, s:o}", "error",
                               "reload failed: the running configuration stays", "errors",
-                              errors_array(&errs)));
+                              weir__admin_errors_json(&errs)));
     }
     weir__cfg_errors_free(&errs);
 }
@@ -748,7 +847,8 @@ static void do_validate(job *j)
     else if (errs.n == 0)
         set_outcome(j, 500, error_json("out of memory"));
     else
-        set_outcome(j, 200, json_pack("{s:b, s:o}", "valid", 0, "errors", errors_array(&errs)));
+        set_outcome(j, 200,
+                    json_pack("{s:b, s:o}", "valid", 0, "errors", weir__admin_errors_json(&errs)));
     weir__config_unref(c);
     weir__cfg_errors_free(&errs);
 }
@@ -927,7 +1027,7 @@ static void do_membership(job *j)
             set_outcome(j, 500,
                         json_pack("{s:s, s:o}", "error",
                                   "the rewritten configuration does not load; nothing was changed",
-                                  "errors", errors_array(&errs)));
+                                  "errors", weir__admin_errors_json(&errs)));
             weir__cfg_errors_free(&errs);
             goto out;
         }
@@ -956,6 +1056,28 @@ out:
     free(text);
     free(cur);
     weir__config_unref(cfg);
+}
+
+/* One section (sections_api.c): of the file, or etcd's key. */
+static void do_section(job *j)
+{
+    weir_admin *adm = j->adm;
+    if (!adm->etcd && !adm->config_path) {
+        set_outcome(j, 409, error_json("weir runs without a configuration file (-c)"));
+        return;
+    }
+    const char *name = j->sect[0] ? j->sect : NULL;
+    json_t *out = NULL;
+    int st;
+    if (j->op == OP_SECTIONS)
+        st = weir__admin_section_list(adm->app, adm->etcd, &out);
+    else if (j->op == OP_SECTION_GET)
+        st = weir__admin_section_get(adm->config_path, adm->etcd, j->kind, name, &out);
+    else
+        st = weir__admin_section_change(adm->app, adm->srv, adm->config_path, adm->etcd, j->kind,
+                                        name, j->op == OP_SECTION_PUT ? j->values : NULL,
+                                        j->sect_base, j->dry_run, &out);
+    set_outcome(j, out ? st : 500, out ? out : error_json("out of memory"));
 }
 
 /* The configuration file through the API (config_api.c). */
@@ -1032,6 +1154,12 @@ static void job_main(void *arg)
     case OP_HISTORY_GET:
     case OP_ROLLBACK:
         do_file(j);
+        break;
+    case OP_SECTIONS:
+    case OP_SECTION_GET:
+    case OP_SECTION_PUT:
+    case OP_SECTION_DELETE:
+        do_section(j);
         break;
     case OP_FLEET:
         if (j->adm->etcd)
@@ -1162,6 +1290,9 @@ static weir_phase_result early_request_filter(weir_session *s, void *ctx)
     int st = route(weir_session_method(s), weir_session_path(s), r, &allow);
     if (st == 0 && r->op == OP_HEALTH)
         return respond_json(s, 200, json_pack("{s:s}", "status", "ok"), NULL);
+    const char *why = browser_refusal(s, r->cfg->admin.token);
+    if (why)
+        return respond_json(s, 403, error_json("%s", why), NULL);
     if (!authorized(s, r->cfg->admin.token))
         return respond_json(s, 401, error_json("missing or wrong bearer token"), NULL);
     weir_str path = weir_session_path(s);

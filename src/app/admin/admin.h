@@ -94,6 +94,32 @@ int weir__admin_history_list(const weir_config *cfg, const char *path, json_t **
 int weir__admin_history_get(const weir_config *cfg, const char *path, long id, json_t **out);
 int weir__admin_rollback(weir_app *app, weir_server *srv, const char *path, long id,
                          const char *base, json_t **out);
+/*
+ * sections_api.c, on the main thread: one section, [kind.name] (name NULL
+ * for basic and admin), of the file at path or, with etcd, its key. get:
+ * {"kind", "name", "values", "text"[, "mod_revision", "local"]}. change:
+ * values (an object; NULL deletes) written, with base (the file's
+ * sha256, or the key's mod_revision with etcd; NULL: any).
+ */
+bool weir__admin_section_kind(const char *kind, bool *has_name);
+int weir__admin_section_get(const char *path, weir_etcd_source *etcd, const char *kind,
+                            const char *name, json_t **out);
+int weir__admin_section_change(weir_app *app, weir_server *srv, const char *path,
+                               weir_etcd_source *etcd, const char *kind, const char *name,
+                               json_t *values, json_t *base, bool dry_run, json_t **out);
+/* GET /api/config/sections: every section of the running snapshot. */
+int weir__admin_section_list(weir_app *app, weir_etcd_source *etcd, json_t **out);
+/* s as a JSON string, bytes that are not UTF-8 as U+FFFD (jansson takes
+ * only UTF-8; an error message may hold a file's bytes, or be cut inside
+ * a character). */
+json_t *weir__admin_text_json(const char *s, size_t n);
+/* The errors as a JSON array of such strings. */
+json_t *weir__admin_errors_json(const weir_cfg_errors *errs);
+/* The configuration file's text for the API (at most 1 MiB, its body
+ * limit), or NULL with *why (if not NULL) the JSON error. */
+char *weir__admin_read_config(const char *path, size_t *len, json_t **why);
+/* The sha256 of text as 64 lower-case hex digits. */
+void weir__admin_sha256_hex(const char *text, size_t len, char out[65]);
 /* GET /api/status (main thread): version, pid, start, the running
  * snapshot's revision and source, the last reload's outcome. */
 json_t *weir__admin_status_json(weir_app *app, const char *path, const char *etcd_source);

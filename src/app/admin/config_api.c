@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,31 +26,27 @@
 
 #include "app/admin/admin.h"
 #include "app/admin/toml_edit.h"
+#include "app/strbuf.h"
 #include "weir/log.h"
 
 #define TEXT_MAX (1024 * 1024)
 
-/* The file's text (NUL-terminated), or NULL with errno. */
-static char *read_all(const char *path, size_t *len)
+char *weir__admin_read_config(const char *path, size_t *len, json_t **why)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = malloc(TEXT_MAX + 1);
-    size_t n = buf ? fread(buf, 1, TEXT_MAX + 1, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad || n > TEXT_MAX) {
-        free(buf);
-        errno = !buf ? ENOMEM : bad ? EIO : EFBIG;
-        return NULL;
+    char err[600];
+    char *text = weir__admin_read_file(path, len, err, sizeof(err));
+    if (text && *len > TEXT_MAX) {
+        free(text);
+        text = NULL;
+        snprintf(err, sizeof(err), "%s is larger than 1 MiB, the API's limit: edit it on disk",
+                 path);
     }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
+    if (!text && why)
+        *why = json_pack("{s:o}", "error", weir__admin_text_json(err, strlen(err)));
+    return text;
 }
 
-static void sha256_hex(const char *text, size_t len, char out[65])
+void weir__admin_sha256_hex(const char *text, size_t len, char out[65])
 {
     unsigned char md[32];
     size_t n = 0;
@@ -59,6 +56,28 @@ static void sha256_hex(const char *text, size_t len, char out[65])
     }
     for (size_t i = 0; i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* ---- JSON text ---- */
+
+json_t *weir__admin_text_json(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    if (j || !s)
+        return j;
+    weir_strbuf b = {0};
+    weir__sb_put_utf8(&b, s, n);
+    j = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.len);
+    free(b.p);
+    return j;
+}
+
+json_t *weir__admin_errors_json(const weir_cfg_errors *errs)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < errs->n; i++)
+        json_array_append_new(a, weir__admin_text_json(errs->v[i], strlen(errs->v[i])));
+    return a;
 }
 
 /* ---- the history ---- */
@@ -82,10 +101,12 @@ static long *history_ids(const char *dir, size_t *n)
     size_t cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        char *end;
-        long id = strtol(e->d_name, &end, 10);
-        if (id <= 0 || strcmp(end, ".json") != 0)
+        /* ID.json: digits, no sign or leading zero, far from overflow. */
+        const char *nm = e->d_name;
+        size_t digits = strspn(nm, "0123456789");
+        if (digits == 0 || digits > 15 || nm[0] == '0' || strcmp(nm + digits, ".json") != 0)
             continue;
+        long id = strtol(nm, NULL, 10);
         if (*n == cap) {
             cap = cap ? cap * 2 : 32;
             long *nv = realloc(ids, cap * sizeof(*nv));
@@ -112,18 +133,41 @@ static json_t *entry_meta(const char *dir, long id)
     return json_load_file(p, JSON_REJECT_DUPLICATES, NULL);
 }
 
+/* The history directory is weir's own: a directory (not a link to one),
+ * of this user, that no one else may write (its files are rewritten and
+ * deleted by name). Made (0700) when missing. */
+static bool dir_ok(const char *dir, char *err, size_t err_len)
+{
+    struct stat st;
+    if (lstat(dir, &st) < 0 && errno == ENOENT && mkdir(dir, 0700) == 0)
+        return true;
+    if (lstat(dir, &st) < 0) {
+        snprintf(err, err_len, "history %s: %s", dir, strerror(errno));
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022)) {
+        snprintf(err, err_len,
+                 "history %s is not a directory of weir's user that only it may write; nothing "
+                 "recorded",
+                 dir);
+        return false;
+    }
+    return true;
+}
+
 /* Records text as the newest entry, unless it is the newest already;
- * returns its ID (0: history off; -1: could not write, logged). */
+ * returns its ID (0: history off; -1: not recorded, err says why, and
+ * the log). */
 static long history_add(const weir_config *cfg, const char *path, const char *text, size_t len,
-                        const char *action, long rollback_of)
+                        const char *action, long rollback_of, char *err, size_t err_len)
 {
     if (!cfg->admin.history)
         return 0;
     char dir[4096], sha[65];
     history_dir(cfg, path, dir, sizeof(dir));
-    sha256_hex(text, len, sha);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-        weir_log(WEIR_LEVEL_ERROR, "admin: history %s: %s", dir, strerror(errno));
+    weir__admin_sha256_hex(text, len, sha);
+    if (!dir_ok(dir, err, err_len)) {
+        weir_log(WEIR_LEVEL_ERROR, "admin: %s", err);
         return -1;
     }
     size_t n;
@@ -153,7 +197,8 @@ static long history_add(const weir_config *cfg, const char *path, const char *te
     }
     free(m);
     if (!ok) {
-        weir_log(WEIR_LEVEL_ERROR, "admin: cannot record history entry %s: %s", p, strerror(errno));
+        snprintf(err, err_len, "cannot record history entry %s: %s", p, strerror(errno));
+        weir_log(WEIR_LEVEL_ERROR, "admin: %s", err);
         free(ids);
         return -1;
     }
@@ -171,10 +216,43 @@ static long history_add(const weir_config *cfg, const char *path, const char *te
 void weir__admin_history_note(const weir_config *cfg, const char *path, const char *action)
 {
     size_t len;
-    char *text = path ? read_all(path, &len) : NULL;
+    char *text = path ? weir__admin_read_config(path, &len, NULL) : NULL;
+    char err[600];
     if (text)
-        history_add(cfg, path, text, len, action, 0);
+        history_add(cfg, path, text, len, action, 0, err, sizeof(err));
     free(text);
+}
+
+/* Entry id's meta with its "text"; NULL when there is none. */
+static json_t *history_entry(const weir_config *cfg, const char *path, long id)
+{
+    char dir[4096], p[4200];
+    history_dir(cfg, path, dir, sizeof(dir));
+    json_t *m = entry_meta(dir, id);
+    if (!json_is_object(m) || json_integer_value(json_object_get(m, "id")) != id) {
+        json_decref(m);
+        return NULL;
+    }
+    snprintf(p, sizeof(p), "%s/%ld.toml", dir, id);
+    size_t len;
+    char *text = weir__admin_read_config(p, &len, NULL);
+    char sha[65] = "";
+    if (text)
+        weir__admin_sha256_hex(text, len, sha);
+    const char *want = json_string_value(json_object_get(m, "sha256"));
+    if (!text || !want || strcmp(want, sha) != 0) { /* damaged: not offered */
+        free(text);
+        json_decref(m);
+        return NULL;
+    }
+    json_t *t = json_stringn(text, len); /* NULL: not UTF-8, as no loadable file is */
+    free(text);
+    if (!t) {
+        json_decref(m);
+        return NULL;
+    }
+    json_object_set_new(m, "text", t);
+    return m;
 }
 
 int weir__admin_history_list(const weir_config *cfg, const char *path, json_t **out)
@@ -185,39 +263,19 @@ int weir__admin_history_list(const weir_config *cfg, const char *path, json_t **
     long *ids = history_ids(dir, &n);
     json_t *arr = json_array();
     for (size_t i = n; arr && i-- > 0;) {
-        json_t *m = entry_meta(dir, ids[i]);
-        if (m)
-            json_array_append_new(arr, m);
+        /* Listed as it is checked to be used: its text has its sha256. */
+        json_t *m = history_entry(cfg, path, ids[i]);
+        if (m) {
+            json_object_del(m, "text");
+        } else {
+            m = json_pack("{s:I, s:b}", "id", (json_int_t)ids[i], "damaged", 1);
+        }
+        json_array_append_new(arr, m);
     }
     free(ids);
     *out = json_pack("{s:o, s:s, s:I}", "entries", arr, "dir", dir, "keep",
                      (json_int_t)cfg->admin.history);
     return 200;
-}
-
-/* Entry id's meta with its "text"; NULL when there is none. */
-static json_t *history_entry(const weir_config *cfg, const char *path, long id)
-{
-    char dir[4096], p[4200];
-    history_dir(cfg, path, dir, sizeof(dir));
-    json_t *m = entry_meta(dir, id);
-    if (!m)
-        return NULL;
-    snprintf(p, sizeof(p), "%s/%ld.toml", dir, id);
-    size_t len;
-    char *text = read_all(p, &len);
-    char sha[65] = "";
-    if (text)
-        sha256_hex(text, len, sha);
-    const char *want = json_string_value(json_object_get(m, "sha256"));
-    if (!text || !want || strcmp(want, sha) != 0) { /* damaged: not offered */
-        free(text);
-        json_decref(m);
-        return NULL;
-    }
-    json_object_set_new(m, "text", json_stringn(text, len));
-    free(text);
-    return m;
 }
 
 int weir__admin_history_get(const weir_config *cfg, const char *path, long id, json_t **out)
@@ -229,28 +287,19 @@ int weir__admin_history_get(const weir_config *cfg, const char *path, long id, j
 
 /* ---- apply ---- */
 
-static json_t *errors_json(const weir_cfg_errors *errs)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < errs->n; i++)
-        json_array_append_new(a, json_string(errs->v[i]));
-    return a;
-}
-
 int weir__admin_apply(weir_app *app, weir_server *srv, const char *path, const char *text,
                       size_t len, const char *base, const char *action, long rollback_of,
                       json_t **out)
 {
     *out = NULL;
-    size_t old_len = 0;
-    char *old = read_all(path, &old_len);
-    if (!old) {
-        *out = json_pack("{s:s}", "error", "cannot read the configuration file; nothing changed");
+    size_t old_len = 0, prev_len = 0;
+    char *prev = NULL;
+    char *old = weir__admin_read_config(path, &old_len, out);
+    if (!old)
         return 500;
-    }
     char sha[65], new_sha[65];
-    sha256_hex(old, old_len, sha);
-    sha256_hex(text, len, new_sha);
+    weir__admin_sha256_hex(old, old_len, sha);
+    weir__admin_sha256_hex(text, len, new_sha);
     int status = 200;
     weir_cfg_errors errs = {0};
     weir_config *cur = weir__app_config(app);
@@ -273,41 +322,50 @@ int weir__admin_apply(weir_app *app, weir_server *srv, const char *path, const c
     weir__config_unref(c);
     if (!c) {
         *out = json_pack("{s:s, s:o}", "error", "the configuration would not load; nothing changed",
-                         "errors", errors_json(&errs));
+                         "errors", weir__admin_errors_json(&errs));
         status = errs.n ? 400 : 500;
         goto done;
     }
     /* The file as it is (edited by hand since?) can be rolled back to. */
-    history_add(cur, path, old, old_len, "file", 0);
-    char err[600];
+    char herr[600] = "";
+    history_add(cur, path, old, old_len, "file", 0, herr, sizeof(herr));
+    char err[600], prev_path[4200];
+    char real[PATH_MAX]; /* FILE.prev is next to the file a link names */
+    snprintf(prev_path, sizeof(prev_path), "%s.prev", realpath(path, real) ? real : path);
+    prev = weir__admin_read_config(prev_path, &prev_len, NULL);
     if (weir__admin_replace_file(path, text, len, old, old_len, err, sizeof(err)) != 0) {
         *out = json_pack("{s:s}", "error", err);
         status = 500;
         goto done;
     }
     if (weir__app_reload_errs(app, path, srv, &errs) != WEIR_OK) {
-        /* The file must say what runs: the old text goes back. */
-        bool back =
-            weir__admin_replace_file(path, old, old_len, old, old_len, err, sizeof(err)) == 0;
+        /* The file must say what runs: the old text goes back, and so does
+         * the FILE.prev the write replaced. */
+        bool back = weir__admin_replace_file(path, old, old_len, prev ? prev : old,
+                                             prev ? prev_len : old_len, err, sizeof(err)) == 0;
         *out = json_pack("{s:s, s:o}", "error",
                          back ? "reload failed: the file is restored and the running "
                                 "configuration stays"
                               : "reload failed and the old file could not be put back: the "
                                 "running configuration stays",
-                         "errors", errors_json(&errs));
+                         "errors", weir__admin_errors_json(&errs));
         status = 409;
         goto done;
     }
     weir_config *now = weir__app_config(app);
-    long id = history_add(now ? now : cur, path, text, len, action, rollback_of);
+    long id =
+        history_add(now ? now : cur, path, text, len, action, rollback_of, herr, sizeof(herr));
     weir__config_unref(now);
     *out = json_pack("{s:b, s:s, s:s}", "applied", 1, "file", path, "sha256", new_sha);
     if (id > 0)
         json_object_set_new(*out, "history_id", json_integer(id));
+    if (herr[0]) /* applied all the same */
+        json_object_set_new(*out, "history_error", weir__admin_text_json(herr, strlen(herr)));
 done:
     weir__config_unref(cur);
     weir__cfg_errors_free(&errs);
     free(old);
+    free(prev);
     return status;
 }
 
@@ -315,7 +373,11 @@ int weir__admin_rollback(weir_app *app, weir_server *srv, const char *path, long
                          const char *base, json_t **out)
 {
     weir_config *cur = weir__app_config(app);
-    json_t *m = cur ? history_entry(cur, path, id) : NULL;
+    if (!cur) {
+        *out = json_pack("{s:s}", "error", "the server is stopping");
+        return 503;
+    }
+    json_t *m = history_entry(cur, path, id);
     weir__config_unref(cur);
     if (!m) {
         *out = json_pack("{s:s}", "error", "no such history entry (or it is damaged)");
@@ -331,15 +393,19 @@ int weir__admin_rollback(weir_app *app, weir_server *srv, const char *path, long
 int weir__admin_file_get(const char *path, json_t **out)
 {
     size_t len;
-    char *text = read_all(path, &len);
-    if (!text) {
-        *out = json_pack("{s:s}", "error", "cannot read the configuration file");
+    char *text = weir__admin_read_config(path, &len, out);
+    if (!text)
         return 500;
-    }
     char sha[65];
-    sha256_hex(text, len, sha);
-    *out = json_pack("{s:s, s:s%, s:s}", "file", path, "text", text, len, "sha256", sha);
+    weir__admin_sha256_hex(text, len, sha);
+    json_t *t = json_stringn(text, len);
     free(text);
+    if (!t) {
+        *out = json_pack("{s:s}", "error",
+                         "the configuration file is not UTF-8 text (weir would not load it)");
+        return 422;
+    }
+    *out = json_pack("{s:s, s:o, s:s}", "file", path, "text", t, "sha256", sha);
     return 200;
 }
 
@@ -355,7 +421,7 @@ int weir__admin_diff(const weir_config *running, const char *text, size_t len, j
     weir_cfg_errors errs = {0};
     weir_config *c = weir__config_load(text, len, running->file ? running->file : "request", &errs);
     if (!c) {
-        *out = json_pack("{s:b, s:o}", "valid", 0, "errors", errors_json(&errs));
+        *out = json_pack("{s:b, s:o}", "valid", 0, "errors", weir__admin_errors_json(&errs));
         weir__cfg_errors_free(&errs);
         return 200;
     }
@@ -373,9 +439,10 @@ json_t *weir__admin_status_json(weir_app *app, const char *path, const char *etc
     weir_app_reload_info r;
     weir__app_reload_info(app, &r);
     weir_config *cfg = weir__app_config(app);
-    json_t *last = r.at ? json_pack("{s:I, s:b, s:o}", "time", (json_int_t)r.at, "ok", (int)r.ok,
-                                    "error", r.ok ? json_null() : json_string(r.error))
-                        : json_null();
+    json_t *last =
+        r.at ? json_pack("{s:I, s:b, s:o}", "time", (json_int_t)r.at, "ok", (int)r.ok, "error",
+                         r.ok ? json_null() : weir__admin_text_json(r.error, strlen(r.error)))
+             : json_null();
     json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:o}", "version", weir_version(), "pid",
                           (json_int_t)getpid(), "started", (json_int_t)r.started, "revision",
                           (json_int_t)(cfg ? cfg->revision : 0), "source",

@@ -56,9 +56,7 @@ void weir__admin_etcd_write(weir_etcd_source *src, const char *name, const char 
     size_t nv_len = (size_t)(out + out_len - nv);
     weir_cfg_errors errs = {0};
     if (weir__etcd_source_check(src, "upstreams", name, nv, nv_len, &errs) != 0) {
-        json_t *a = json_array();
-        for (size_t i = 0; i < errs.n; i++)
-            json_array_append_new(a, json_string(errs.v[i]));
+        json_t *a = weir__admin_errors_json(&errs);
         json_t *j = json_pack("{s:s, s:o}", "error",
                               "the change would not load; nothing was written", "errors", a);
         weir__cfg_errors_free(&errs);

@@ -7,6 +7,7 @@
 #include "app/admin/toml_edit.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdbool.h>
@@ -59,13 +60,20 @@ char *weir__admin_read_file(const char *path, size_t *len, char *err, size_t err
     return buf;
 }
 
-/* Writes path with data and fsyncs it. Returns 0 or -errno. */
-static int write_synced(const char *path, const char *data, size_t len, mode_t mode)
+/* Writes a new file path with data, mode (whatever the umask) and, when
+ * like is not NULL, like's owner, and fsyncs it. A file or link already
+ * at path is removed first and never followed. Returns 0 or -errno. */
+static int write_synced(const char *path, const char *data, size_t len, mode_t mode,
+                        const struct stat *like)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    unlink(path); /* a temporary file a crash left */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return -errno;
-    int rc = 0;
+    int rc = fchmod(fd, mode) < 0 ? -errno : 0;
+    if (rc == 0 && like && (like->st_uid != geteuid() || like->st_gid != getegid()) &&
+        fchown(fd, like->st_uid, like->st_gid) < 0 && errno != EPERM)
+        rc = -errno; /* not allowed to: the file is weir's user's then */
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, data + off, len - off);
@@ -93,7 +101,7 @@ int weir__admin_write_file(const char *path, const char *text, size_t len, unsig
         errno = ENAMETOOLONG;
         return -1;
     }
-    int rc = write_synced(tmp, text, len, (mode_t)mode);
+    int rc = write_synced(tmp, text, len, (mode_t)mode, NULL);
     if (rc == 0 && rename(tmp, path) < 0) {
         rc = -errno;
         unlink(tmp);
@@ -107,9 +115,13 @@ int weir__admin_write_file(const char *path, const char *text, size_t len, unsig
 
 /* path <- text, keeping the old text as path.prev: both written to
  * temporary files first and renamed into place. */
-int weir__admin_replace_file(const char *path, const char *text, size_t len, const char *old,
+int weir__admin_replace_file(const char *path_given, const char *text, size_t len, const char *old,
                              size_t old_len, char *err, size_t err_len)
 {
+    /* A link (/etc/weir/weir.toml -> a checkout) stays one: its target is
+     * what is written. */
+    char real[PATH_MAX];
+    const char *path = realpath(path_given, real) ? real : path_given;
     char tmp[4200], prev[4200], prev_tmp[4200];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp) ||
         snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev) ||
@@ -118,12 +130,13 @@ int weir__admin_replace_file(const char *path, const char *text, size_t len, con
         return -1;
     }
     struct stat st;
-    mode_t mode = stat(path, &st) == 0 ? (st.st_mode & 07777) : 0644;
-    int rc = write_synced(tmp, text, len, mode);
+    bool have = stat(path, &st) == 0;
+    mode_t mode = have ? (st.st_mode & 07777) : 0644;
+    int rc = write_synced(tmp, text, len, mode, have ? &st : NULL);
     const char *what = tmp;
     if (rc == 0) {
         what = prev_tmp;
-        rc = write_synced(prev_tmp, old, old_len, mode);
+        rc = write_synced(prev_tmp, old, old_len, mode, have ? &st : NULL);
     }
     if (rc == 0) {
         what = prev;
@@ -297,15 +310,23 @@ static long parse_key(const char *t, size_t len, size_t i, char stop, key_part *
     }
 }
 
-int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
-                              const char *const *addrs, size_t n_addrs, char **out, size_t *out_len,
-                              char *err, size_t err_len)
+/* One header or key of the text (scan). */
+typedef struct scan_item {
+    bool header;       /* [a.b] or [[a.b]]; else a key = value line */
+    key_part parts[4]; /* the dotted key's first parts */
+    size_t np;         /* how many it has */
+    size_t at;         /* where the header's '[' or the key starts */
+    size_t value;      /* a key's value: where it starts (after '=') */
+    size_t value_last; /* ... and its last significant byte + 1 */
+} scan_item;
+
+/* Calls fn for each header and key of the TOML text t, in order, until fn
+ * returns false. Returns 0, or -1 with err when the text is not well
+ * formed. */
+static int scan(const char *t, size_t len, bool (*fn)(void *arg, const scan_item *it), void *arg,
+                char *err, size_t err_len)
 {
     size_t i = 0;
-    bool in_target = false, seen = false;
-    long key_start = -1;
-    size_t val_end = 0;
-    *out = NULL;
     while (i < len) {
         while (i < len && (t[i] == ' ' || t[i] == '\t'))
             i++;
@@ -317,18 +338,15 @@ int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
             i++;
             continue;
         }
-        key_part parts[4];
-        size_t np;
+        scan_item it = {.at = i};
         if (t[i] == '[') {
             bool aot = i + 1 < len && t[i + 1] == '[';
-            long e = parse_key(t, len, i + (aot ? 2 : 1), ']', parts, &np);
+            long e = parse_key(t, len, i + (aot ? 2 : 1), ']', it.parts, &it.np);
             if (e < 0 || (aot && ((size_t)e + 1 >= len || t[e + 1] != ']'))) {
                 snprintf(err, err_len, "cannot parse the table header on line %zu", line_of(t, i));
                 return -1;
             }
-            in_target =
-                !aot && np == 2 && part_is(&parts[0], "upstreams") && part_is(&parts[1], upstream);
-            seen = seen || in_target;
+            it.header = true;
             i = (size_t)e + (aot ? 2 : 1);
             size_t last;
             long end = skip_value(t, len, i, &last); /* a trailing comment */
@@ -338,45 +356,83 @@ int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
                 return -1;
             }
             i = (size_t)end + 1;
-            continue;
-        }
-        size_t ks = i;
-        long e = parse_key(t, len, i, '=', parts, &np);
-        if (e < 0) {
-            snprintf(err, err_len, "cannot parse line %zu", line_of(t, i));
-            return -1;
-        }
-        size_t last;
-        long ve = skip_value(t, len, (size_t)e + 1, &last);
-        if (ve < 0) {
-            snprintf(err, err_len, "unterminated value on line %zu", line_of(t, ks));
-            return -1;
-        }
-        if (in_target && part_is(&parts[0], "addrs")) {
-            size_t v = (size_t)e + 1;
-            while (v < len && (t[v] == ' ' || t[v] == '\t'))
-                v++;
-            if (np != 1 || v >= len || t[v] != '[' || key_start >= 0) {
-                snprintf(err, err_len,
-                         "'addrs' of [upstreams.%s] on line %zu is not a plain array that can "
-                         "be rewritten",
-                         upstream, line_of(t, ks));
+        } else {
+            long e = parse_key(t, len, i, '=', it.parts, &it.np);
+            if (e < 0) {
+                snprintf(err, err_len, "cannot parse line %zu", line_of(t, it.at));
                 return -1;
             }
-            key_start = (long)ks;
-            val_end = last;
+            it.value = (size_t)e + 1;
+            long ve = skip_value(t, len, it.value, &it.value_last);
+            if (ve < 0) {
+                snprintf(err, err_len, "unterminated value on line %zu", line_of(t, it.at));
+                return -1;
+            }
+            i = (size_t)ve + 1;
         }
-        i = (size_t)ve + 1;
+        if (!fn(arg, &it))
+            break;
     }
-    if (!seen) {
+    return 0;
+}
+
+typedef struct addrs_scan {
+    const char *t, *upstream;
+    size_t len;
+    bool in_target, seen, bad;
+    long key_start;
+    size_t val_end, bad_line;
+} addrs_scan;
+
+static bool addrs_item(void *arg, const scan_item *it)
+{
+    addrs_scan *a = arg;
+    if (it->header) {
+        a->in_target = it->np == 2 && a->t[it->at + 1] != '[' &&
+                       part_is(&it->parts[0], "upstreams") && part_is(&it->parts[1], a->upstream);
+        a->seen = a->seen || a->in_target;
+        return true;
+    }
+    if (!a->in_target || !part_is(&it->parts[0], "addrs"))
+        return true;
+    size_t v = it->value;
+    while (v < a->len && (a->t[v] == ' ' || a->t[v] == '\t'))
+        v++;
+    if (it->np != 1 || v >= a->len || a->t[v] != '[' || a->key_start >= 0) {
+        a->bad = true;
+        a->bad_line = line_of(a->t, it->at);
+        return false;
+    }
+    a->key_start = (long)it->at;
+    a->val_end = it->value_last;
+    return true;
+}
+
+int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
+                              const char *const *addrs, size_t n_addrs, char **out, size_t *out_len,
+                              char *err, size_t err_len)
+{
+    *out = NULL;
+    addrs_scan a = {.t = t, .upstream = upstream, .len = len, .key_start = -1};
+    if (scan(t, len, addrs_item, &a, err, err_len) < 0)
+        return -1;
+    if (a.bad) {
+        snprintf(err, err_len,
+                 "'addrs' of [upstreams.%s] on line %zu is not a plain array that can be "
+                 "rewritten",
+                 upstream, a.bad_line);
+        return -1;
+    }
+    if (!a.seen) {
         snprintf(err, err_len, "no [upstreams.%s] section in the file", upstream);
         return -1;
     }
-    if (key_start < 0) {
+    if (a.key_start < 0) {
         snprintf(err, err_len, "[upstreams.%s] has no 'addrs' key in the file", upstream);
         return -1;
     }
-    size_t need = (size_t)key_start + 16 + (len - val_end);
+    size_t key_start = (size_t)a.key_start, val_end = a.val_end;
+    size_t need = key_start + 16 + (len - val_end);
     for (size_t k = 0; k < n_addrs; k++)
         need += strlen(addrs[k]) + 4;
     char *o = malloc(need + 1);
@@ -385,8 +441,8 @@ int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
         return -1;
     }
     size_t n = 0;
-    memcpy(o, t, (size_t)key_start);
-    n += (size_t)key_start;
+    memcpy(o, t, key_start);
+    n += key_start;
     n += (size_t)sprintf(o + n, "addrs = [");
     for (size_t k = 0; k < n_addrs; k++)
         n += (size_t)sprintf(o + n, "%s\"%s\"", k ? ", " : "", addrs[k]);
@@ -397,4 +453,87 @@ int weir__admin_rewrite_addrs(const char *t, size_t len, const char *upstream,
     *out = o;
     *out_len = n;
     return 0;
+}
+
+/* ---- a whole section ---- */
+
+/* The start of the line t[i] is on. */
+static size_t line_start(const char *t, size_t i)
+{
+    while (i > 0 && t[i - 1] != '\n')
+        i--;
+    return i;
+}
+
+/* Back from the start of a line over the blank and comment lines before
+ * it (they belong to what follows). */
+static size_t before_comments(const char *t, size_t from, size_t floor)
+{
+    size_t at = from;
+    while (at > floor) {
+        size_t ls = line_start(t, at - 1);
+        size_t k = ls;
+        while (k < at && (t[k] == ' ' || t[k] == '\t' || t[k] == '\r'))
+            k++;
+        if (k < at && t[k] != '\n' && t[k] != '#')
+            break;
+        at = ls;
+    }
+    return at;
+}
+
+typedef struct span_scan {
+    const char *t, *kind, *name;
+    int state; /* 0: not seen, 1: in it, 2: past it */
+    bool any_header;
+    size_t start, end, bad_line;
+    const char *bad; /* why it is not rewritten, or NULL */
+} span_scan;
+
+static bool span_item(void *arg, const scan_item *it)
+{
+    span_scan *sp = arg;
+    bool mine = part_is(&it->parts[0], sp->kind) &&
+                (sp->name ? it->np >= 2 && part_is(&it->parts[1], sp->name) : it->np >= 1);
+    if (!it->header) {
+        /* At the top: `upstreams.api.addrs = ...` or `upstreams = {...}`. */
+        if (!sp->any_header && part_is(&it->parts[0], sp->kind)) {
+            sp->bad = "is written as a dotted key or inline table";
+            sp->bad_line = line_of(sp->t, it->at);
+            return false;
+        }
+        return true;
+    }
+    sp->any_header = true;
+    if (mine && sp->state == 2) {
+        sp->bad = "is written in several places";
+        sp->bad_line = line_of(sp->t, it->at);
+        return false;
+    }
+    if (mine && sp->state == 0) {
+        sp->start = line_start(sp->t, it->at);
+        sp->state = 1;
+    } else if (!mine && sp->state == 1) {
+        sp->end = before_comments(sp->t, line_start(sp->t, it->at), sp->start);
+        sp->state = 2;
+    }
+    return true;
+}
+
+int weir__admin_section_span(const char *t, size_t len, const char *kind, const char *name,
+                             size_t *start, size_t *end, char *err, size_t err_len)
+{
+    span_scan sp = {.t = t, .kind = kind, .name = name, .start = len, .end = len};
+    if (scan(t, len, span_item, &sp, err, err_len) < 0)
+        return -1;
+    if (sp.bad) {
+        snprintf(err, err_len, "[%s%s%s] %s (line %zu): edit the file", kind, name ? "." : "",
+                 name ? name : "", sp.bad, sp.bad_line);
+        return -1;
+    }
+    if (sp.state == 1) /* the file's last section: its trailing comments stay */
+        sp.end = before_comments(t, len, sp.start);
+    *start = sp.start;
+    *end = sp.end;
+    return sp.state ? 1 : 0;
 }

@@ -21,4 +21,14 @@ int weir__admin_write_file(const char *path, const char *text, size_t len, unsig
 int weir__admin_replace_file(const char *path, const char *text, size_t len, const char *old,
                              size_t old_len, char *err, size_t err_len);
 
+/* Where section [kind.name] (name NULL: [kind], for basic and admin) is in
+ * the TOML text: from its header line to the next header of another
+ * section (its sub-tables included; the blank and comment lines before
+ * that header are left to it). 1 with [*start, *end), 0 when it is not
+ * there, -1 with err when the text is not well formed or the section is
+ * written in a form a rewrite must not touch (in several places, as
+ * dotted keys or an inline table at the top). */
+int weir__admin_section_span(const char *t, size_t len, const char *kind, const char *name,
+                             size_t *start, size_t *end, char *err, size_t err_len);
+
 #endif

@@ -116,8 +116,12 @@ char *weir__etcd_source_value(weir_etcd_source *s, const char *section, const ch
 int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *name,
                           const char *value, size_t len, int64_t mod_revision, int64_t *revision,
                           char *err, size_t err_len);
+/* Deletes that key when its mod revision is still mod_revision: 0,
+ * WEIR_ETCD_FAILED, or -1. Main thread. */
+int weir__etcd_source_delete(weir_etcd_source *s, const char *section, const char *name,
+                             int64_t mod_revision, char *err, size_t err_len);
 /* Whether the keys of the running snapshot with section/name = value
- * load: 0, or -1 with every error. Main thread. */
+ * (NULL: without that key) load: 0, or -1 with every error. Main thread. */
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
                             const char *value, size_t len, weir_cfg_errors *errs);
 /* For work of the fleet on another thread: a client of its own (free it),

@@ -22,6 +22,7 @@
 #include "app/admin/toml_edit.h"
 #include "app/etcd/fleet.h"
 #include "app/etcd/source.h"
+#include "app/etcd/split.h"
 
 #include "app/acme/manager.h"
 #include "app/toml/toml.h"
@@ -709,7 +710,18 @@ char *weir__etcd_source_value(weir_etcd_source *s, const char *section, const ch
     char *key = key_of(s, section, name);
     *mod_revision = 0;
     *from_local = false;
-    (void)from_local;
+    /* The --local file's sections replace etcd's keys. */
+    weir_cfg_section *secs = NULL;
+    size_t n_secs = 0;
+    int el;
+    char err[200];
+    if (s->local_text && weir__cfg_split(s->local_text, s->local_len, false, &secs, &n_secs, &el,
+                                         err, sizeof(err)) == 0) {
+        for (size_t i = 0; i < n_secs && !*from_local; i++)
+            *from_local = strcmp(secs[i].section, section) == 0 &&
+                          (name ? secs[i].name && strcmp(secs[i].name, name) == 0 : !secs[i].name);
+        weir__cfg_sections_free(secs, n_secs);
+    }
     char *v = NULL;
     for (size_t i = 0; key && !v && i < s->served.n; i++) {
         if (strcmp(s->served.v[i].key, key) == 0) {
@@ -735,20 +747,35 @@ int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *
     return rc;
 }
 
+int weir__etcd_source_delete(weir_etcd_source *s, const char *section, const char *name,
+                             int64_t mod_revision, char *err, size_t err_len)
+{
+    char *key = key_of(s, section, name);
+    if (!key) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    int rc = weir__etcd_delete_if(s->main_e, key, false, mod_revision, err, err_len);
+    free(key);
+    return rc;
+}
+
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
                             const char *value, size_t len, weir_cfg_errors *errs)
 {
     weir_etcd_kvs k;
     kvs_copy(&s->served, &k);
     char *key = key_of(s, section, name);
-    weir_etcd_event ev = {.kv = {.key = key,
+    weir_etcd_event ev = {.deleted = value == NULL,
+                          .kv = {.key = key,
                                  .key_len = key ? strlen(key) : 0,
                                  .value = (char *)value,
                                  .value_len = len}};
     char *v0 = malloc(len + 1); /* kvs_change copies NUL-terminated values */
     int rc = -1;
     if (v0 && key) {
-        memcpy(v0, value, len);
+        if (value)
+            memcpy(v0, value, len);
         v0[len] = '\0';
         ev.kv.value = v0;
         if (kvs_change(&k, &ev)) {

@@ -30,41 +30,6 @@ typedef struct entry {
     time_t mtime;
 } entry;
 
-/* The length of the valid UTF-8 sequence at s (n bytes left), or 0
- * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++) {
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    }
-    return len;
-}
-
 #define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
 
 /* name as valid UTF-8: bytes outside a valid sequence become U+FFFD,
@@ -73,7 +38,7 @@ static void put_text(weir_strbuf *b, const char *name, size_t n, bool html)
 {
     const unsigned char *s = (const unsigned char *)name;
     for (size_t i = 0; i < n;) {
-        size_t k = utf8_len(s + i, n - i);
+        size_t k = weir__utf8_len(s + i, n - i);
         if (k == 0 || (html && k == 1 && (s[i] < 0x20 || s[i] == 0x7f))) {
             weir__sb_puts(b, REPLACEMENT);
             i++;

@@ -1,9 +1,8 @@
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, validate } from '../api';
 import { hunks, lineDiff } from '../diff';
 import { ConfigError, parseError } from '../errors';
 import { fromField, Key, placeholder, toField } from '../form';
-import { renderSection, replaceSection, sections, values } from '../toml_edit';
 
 const KINDS = ['servers', 'locations', 'upstreams', 'plugins', 'certificates', 'caches', 'basic', 'admin'];
 const SINGLE = new Set(['basic', 'admin']);
@@ -14,10 +13,17 @@ interface FileState {
   file: string;
 }
 
+interface SectionRef {
+  kind: string;
+  name: string | null;
+}
+
 interface Check {
-  text: string;
+  text: string; // after
+  old: string; // before
   errors: ConfigError[];
   sections?: { added: string[]; changed: string[]; removed: string[] };
+  base?: string | number;
 }
 
 // The keys a section takes: its kind's, a server's by its protocol, a
@@ -37,6 +43,7 @@ function keysOf(schema: any, kind: string, fields: Record<string, string>): Key[
 }
 
 export function Config() {
+  const [list, setList] = useState<{ sections: SectionRef[]; source: string } | null>(null);
   const [file, setFile] = useState<FileState | null>(null);
   const [schema, setSchema] = useState<any>(null);
   const [sel, setSel] = useState<{ kind: string; id: string; isNew: boolean } | null>(null);
@@ -50,25 +57,28 @@ export function Config() {
   const [setAtOpen, setSetAtOpen] = useState<Set<string>>(new Set());
 
   const load = async () => {
-    const [f, s] = await Promise.all([api<FileState>('GET', '/api/config/file'), schema ?? api('GET', '/api/schema')]);
-    setFile(f);
+    const [l, s] = await Promise.all([api('GET', '/api/config/sections'), schema ?? api('GET', '/api/schema')]);
+    setList(l);
     setSchema(s);
-    return f;
+    if (l.source === 'file') setFile(await api<FileState>('GET', '/api/config/file'));
   };
   useEffect(() => {
     load().catch((e) => setMsg({ ok: false, text: e.message }));
   }, []);
-  const secs = useMemo(() => (file ? sections(file.text) : []), [file?.text]);
-  const vals = useMemo(() => {
-    try {
-      return file ? values(file.text) : {};
-    } catch {
-      return {};
-    }
-  }, [file?.text]);
+  const secs = list?.sections ?? [];
+  const path = (kind: string, id: string) => '/api/config/sections/' + kind + (SINGLE.has(kind) ? '' : '/' + encodeURIComponent(id));
 
-  const open = (kind: string, id: string, isNew = false) => {
-    const v = isNew ? {} : SINGLE.has(kind) ? vals[kind] ?? {} : vals[kind]?.[id] ?? {};
+  const open = async (kind: string, id: string, isNew = false) => {
+    let v: Record<string, any> = {};
+    setMsg(null);
+    if (!isNew) {
+      try {
+        v = (await api('GET', path(kind, id))).values;
+      } catch (e) {
+        setMsg({ ok: false, text: (e as Error).message });
+        return;
+      }
+    }
     const f: Record<string, string> = {};
     if (kind === 'plugins') {
       f.category = v.category ?? '';
@@ -81,50 +91,60 @@ export function Config() {
     setFields(f);
     setRaw(null);
     setCheck(null);
-    setMsg(null);
   };
 
-  // The whole file with the form's section in it (or without it).
-  const candidate = (remove = false): { text: string; errors: ConfigError[] } => {
-    if (raw !== null) return { text: raw, errors: [] };
-    if (!file || !sel) return { text: file?.text ?? '', errors: [] };
-    const name = SINGLE.has(sel.kind) ? sel.kind : secs.find((s) => s.kind === sel.kind && s.id === sel.id)?.name ?? sel.kind + '.' + sel.id;
-    if (remove) return { text: replaceSection(file.text, name, null), errors: [] };
-    const out: Record<string, unknown> = {};
+  // The form's values, or the fields that are not of their type.
+  const formValues = (): { values: Record<string, unknown>; errors: ConfigError[] } => {
+    const values: Record<string, unknown> = {};
     const errors: ConfigError[] = [];
+    if (!sel) return { values, errors };
     const section = SINGLE.has(sel.kind) ? sel.kind : sel.kind + '.' + sel.id;
     if (sel.kind === 'plugins') {
-      out.category = fields.category || undefined;
-      out.step = fields.step || undefined;
+      if (fields.category) values.category = fields.category;
+      if (fields.step) values.step = fields.step;
     }
-    if (sel.kind === 'servers') out.protocol = fields.protocol || undefined;
+    if (sel.kind === 'servers' && fields.protocol) values.protocol = fields.protocol;
     for (const k of keysOf(schema, sel.kind, fields)) {
       const v = fromField(k, fields[k.name] ?? '');
       if (v instanceof Error) errors.push({ line: 0, key: k.name, section, message: 'must be ' + v.message });
-      else out[k.name] = v;
+      else if (v !== undefined) values[k.name] = v;
     }
-    return { text: replaceSection(file.text, name, renderSection(sel.kind, SINGLE.has(sel.kind) ? '' : sel.id, out)), errors };
+    return { values, errors };
   };
 
+  // Check (dry run) then, with apply, write with the base the check saw.
   const run = async (apply: boolean, remove = false) => {
-    if (!file) return;
     setBusy(true);
     setMsg(null);
     try {
-      const c = candidate(remove);
-      if (c.errors.length) {
-        setCheck({ text: c.text, errors: c.errors });
+      let c: Check;
+      let write: () => Promise<any>;
+      if (raw !== null) {
+        if (!file) return;
+        const v = await validate(raw);
+        const d = v.valid ? await api('POST', '/api/config/diff', { text: raw }) : null;
+        c = { text: raw, old: file.text, errors: (v.errors ?? []).map(parseError), sections: d ?? undefined, base: file.sha256 };
+        write = () => api('PUT', '/api/config/file', { text: raw, base: file.sha256 });
+      } else if (sel) {
+        const f = formValues();
+        if (f.errors.length) {
+          setCheck({ text: '', old: '', errors: f.errors });
+          return;
+        }
+        const body = remove ? {} : { values: f.values };
+        const d = await api(remove ? 'DELETE' : 'PUT', path(sel.kind, sel.id), { ...body, dry_run: true });
+        c = { text: d.text, old: d.old_text, errors: (d.errors ?? []).map(parseError), base: d.base,
+          sections: d.valid ? { added: d.added, changed: d.changed, removed: d.removed } : undefined };
+        write = () => api(remove ? 'DELETE' : 'PUT', path(sel.kind, sel.id), { ...body, base: d.base });
+      } else {
         return;
       }
-      const v = await validate(c.text);
-      const errors = (v.errors ?? []).map(parseError);
-      const d = v.valid ? await api('POST', '/api/config/diff', { text: c.text }) : null;
-      setCheck({ text: c.text, errors, sections: d ?? undefined });
-      if (!apply || !v.valid) return;
+      setCheck(c);
+      if (!apply || c.errors.length) return;
       try {
-        const r = await api('PUT', '/api/config/file', { text: c.text, base: file.sha256 });
+        const r = await write();
         await load();
-        setMsg({ ok: true, text: 'applied and reloaded' + (r.history_id ? ' (history entry ' + r.history_id + ')' : '') });
+        setMsg({ ok: true, text: r.written === 'etcd' ? 'written to etcd (revision ' + r.revision + '); every instance applies it' : 'applied and reloaded' + (r.history_id ? ' (history entry ' + r.history_id + ')' : '') });
         setCheck(null);
         if (remove) setSel(null);
         else if (sel?.isNew) setSel({ ...sel, isNew: false });
@@ -132,7 +152,7 @@ export function Config() {
       } catch (e) {
         const body = e instanceof ApiError ? e.body : null;
         setMsg({ ok: false, text: (e as Error).message });
-        if (body?.errors) setCheck({ text: c.text, errors: body.errors.map(parseError) });
+        if (body?.errors) setCheck({ ...c, errors: body.errors.map(parseError) });
       }
     } catch (e) {
       setMsg({ ok: false, text: (e as Error).message });
@@ -141,7 +161,7 @@ export function Config() {
     }
   };
 
-  if (!file || !schema) return <div>{msg ? <p class="error">{msg.text}</p> : <p>Loading…</p>}</div>;
+  if (!list || !schema) return <div>{msg ? <p class="error">{msg.text}</p> : <p>Loading…</p>}</div>;
   const section = sel ? (SINGLE.has(sel.kind) ? sel.kind : sel.kind + '.' + sel.id) : '';
   const fieldError = (key: string) => check?.errors.filter((e) => e.key === key && (!e.section || e.section === section));
   const otherErrors = check?.errors.filter((e) => !(sel && raw === null && e.key && (!e.section || e.section === section) && keysOf(schema, sel.kind, fields).concat([{ name: 'category', type: 'string' }, { name: 'step', type: 'string' }, { name: 'protocol', type: 'string' }]).some((k) => k.name === e.key)));
@@ -183,13 +203,13 @@ export function Config() {
     <div class="config">
       <nav class="sections">
         {KINDS.map((kind) => {
-          const list = secs.filter((s) => s.kind === kind);
+          const mine = secs.filter((s) => s.kind === kind);
           return (
             <div>
               <h3>{kind}</h3>
               <ul>
-                {list.map((s) => (
-                  <li><a href="#/config" class={sel && sel.kind === kind && sel.id === s.id ? 'current' : ''} onClick={(e) => { e.preventDefault(); open(kind, s.id); }}>{s.id || kind}</a></li>
+                {mine.map((s) => (
+                  <li><a href="#/config" class={sel && sel.kind === kind && sel.id === (s.name ?? '') ? 'current' : ''} onClick={(e) => { e.preventDefault(); open(kind, s.name ?? ''); }}>{s.name ?? kind}</a></li>
                 ))}
               </ul>
               {!SINGLE.has(kind) ? (
@@ -197,21 +217,22 @@ export function Config() {
                   e.preventDefault();
                   const input = e.currentTarget.elements.namedItem('name') as HTMLInputElement;
                   const id = input.value.trim();
-                  if (id) open(kind, id, !list.some((s) => s.id === id));
+                  if (id) open(kind, id, !mine.some((s) => s.name === id));
                   input.value = '';
                 }}>
                   <input name="name" placeholder={'new ' + kind.replace(/s$/, '')} aria-label={'new ' + kind} />
                   <button type="submit">+</button>
                 </form>
-              ) : !list.length && <button onClick={() => open(kind, '', true)}>+ {kind}</button>}
+              ) : !mine.length && <button onClick={() => open(kind, '', true)}>+ {kind}</button>}
             </div>
           );
         })}
-        <p><button onClick={() => { setSel(null); setRaw(file.text); setCheck(null); }}>Edit the whole file</button></p>
+        {file && <p><button onClick={() => { setSel(null); setRaw(file.text); setCheck(null); }}>Edit the whole file</button></p>}
+        {list.source === 'etcd' && <p class="hint">The configuration is in etcd: each section is a key, written with a compare-and-swap.</p>}
       </nav>
       <div class="editor">
         {msg && <p class={msg.ok ? 'notice' : 'error'} data-testid="config-message">{msg.text}</p>}
-        {raw !== null ? (
+        {raw !== null && file ? (
           <div>
             <h2><code>{file.file}</code></h2>
             <textarea class="raw" aria-label="configuration text" value={raw} onInput={(e) => setRaw(e.currentTarget.value)} spellcheck={false} />
@@ -281,9 +302,9 @@ export function Config() {
                 {!check.sections.added.length && !check.sections.changed.length && !check.sections.removed.length && 'No section changes.'}
               </p>
             )}
-            <pre class="diff" data-testid="diff">
-              {hunks(lineDiff(file.text, check.text)).map((l) => (l ? <span class={'d' + (l.op === '+' ? 'add' : l.op === '-' ? 'del' : 'same')}>{l.op + ' ' + l.text + '\n'}</span> : <span class="dgap">…{'\n'}</span>))}
-            </pre>
+            {(check.text || check.old) && <pre class="diff" data-testid="diff">
+              {hunks(lineDiff(check.old, check.text)).map((l) => (l ? <span class={'d' + (l.op === '+' ? 'add' : l.op === '-' ? 'del' : 'same')}>{l.op + ' ' + l.text + '\n'}</span> : <span class="dgap">…{'\n'}</span>))}
+            </pre>}
           </div>
         )}
       </div>

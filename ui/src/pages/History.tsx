@@ -43,7 +43,9 @@ export function History() {
         <table data-testid="history">
           <thead><tr><th>entry</th><th>when</th><th>what</th><th>sha256</th><th /></tr></thead>
           <tbody>
-            {h.entries.map((e: any) => (
+            {h.entries.map((e: any) => e.damaged ? (
+              <tr data-entry={e.id} class="bad"><td>{e.id}</td><td colSpan={4}>damaged (its text is missing or changed): not offered</td></tr>
+            ) : (
               <tr data-entry={e.id}>
                 <td>{e.id}</td><td>{when(e.time)}</td>
                 <td>{e.action}{e.rollback_of ? ' of ' + e.rollback_of : ''}{current && e.sha256 === current.sha256 ? ' (the file now)' : ''}</td>
