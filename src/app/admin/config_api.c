@@ -142,12 +142,12 @@ static bool dir_ok(const char *dir, char *err, size_t err_len)
     if (lstat(dir, &st) < 0 && errno == ENOENT && mkdir(dir, 0700) == 0)
         return true;
     if (lstat(dir, &st) < 0) {
-        snprintf(err, err_len, "history %s: %s", dir, strerror(errno));
+        snprintf(err, err_len, "history %.400s: %s", dir, strerror(errno));
         return false;
     }
     if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022)) {
         snprintf(err, err_len,
-                 "history %s is not a directory of weir's user that only it may write; nothing "
+                 "history %.400s is not a directory of weir's user that only it may write; nothing "
                  "recorded",
                  dir);
         return false;
@@ -197,7 +197,7 @@ static long history_add(const weir_config *cfg, const char *path, const char *te
     }
     free(m);
     if (!ok) {
-        snprintf(err, err_len, "cannot record history entry %s: %s", p, strerror(errno));
+        snprintf(err, err_len, "cannot record history entry %.400s: %s", p, strerror(errno));
         weir_log(WEIR_LEVEL_ERROR, "admin: %s", err);
         free(ids);
         return -1;

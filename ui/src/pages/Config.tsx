@@ -3,6 +3,8 @@ import { api, ApiError, validate } from '../api';
 import { hunks, lineDiff } from '../diff';
 import { ConfigError, parseError } from '../errors';
 import { fromField, Key, placeholder, toField } from '../form';
+import { plain } from '../help';
+import HELP from 'virtual:help';
 
 const KINDS = ['servers', 'locations', 'upstreams', 'plugins', 'certificates', 'caches', 'basic', 'admin'];
 const SINGLE = new Set(['basic', 'admin']);
@@ -190,10 +192,12 @@ export function Config() {
     } else {
       input = <input id={id} type={k.type === 'integer' ? 'number' : 'text'} placeholder={placeholder(k)} value={v} onInput={(e) => set(e.currentTarget.value)} />;
     }
+    const help = sel ? HELP[sel.kind === 'plugins' ? 'plugin:' + fields.category : sel.kind]?.[k.name] : undefined;
     return (
       <div class={'field' + (errs.length ? ' invalid' : '')} data-key={k.name}>
-        <label for={id}>{k.name} <small>{k.type}</small></label>
+        <label for={id}>{k.name} <small>{k.type}{help?.dflt ? ', default ' + plain(help.dflt) : ''}</small></label>
         {input}
+        {help && <small class="help">{plain(help.text)}</small>}
         {errs.map((e) => <p class="field-error" role="alert">{e.line ? 'line ' + e.line + ': ' : ''}{e.message}</p>)}
       </div>
     );
