@@ -149,3 +149,35 @@ def test_sections_in_etcd_are_written_with_compare_and_swap(etcd, backend, insta
     # The server is in the --local file: not etcd's to change.
     r = w1.admin.call("PUT", sec("servers/main"), {"values": {"addr": "127.0.0.1:1"}})
     assert r.status == 409 and "--local" in r.json["error"], r.json
+
+
+def test_the_history_of_a_fleet_is_in_etcd(etcd, backend, instances):  # noqa: F811
+    e = etcd()
+    b1, b2 = backend(B.fixed(b"one\n")), backend(B.fixed(b"two\n"))
+    seed(e, "p", b1.addr)
+    w1, w2 = instances(e.url("p"), 2)
+    assert wait_for(lambda: B.get(w2.port).body == b"one\n", 10)
+    r = w1.admin.call("PUT", sec("upstreams/u"), {"values": {"addrs": [b2.addr]}})
+    assert r.status == 200 and r.json["history_id"] == r.json["revision"], r.json
+    assert wait_for(lambda: B.get(w2.port).body == b"two\n", 10)
+    # Both instances see one history: the state as found, then the change.
+    h = w2.admin.call("GET", "/api/config/history").json
+    assert [x["action"] for x in h["entries"]] == ["section", "etcd"], h
+    assert h["dir"] == "etcd:/p/history/" and "text" not in h["entries"][0]
+    first = h["entries"][1]["id"]
+    got = w2.admin.call("GET", "/api/config/history/%d" % first).json
+    assert 'addrs = ["%s"]' % b1.addr in got["text"], got
+    # The history is not configuration: no instance reads it as such.
+    assert e.get("/p/history/%020d" % first).startswith("{")
+    # A rollback from the other instance: one transaction, applied by both.
+    r = w2.admin.call("POST", "/api/config/history/%d/rollback" % first)
+    assert r.status == 200 and r.json["written"] == "etcd", r.json
+    assert e.get("/p/upstreams/u") == 'addrs = ["%s"]\n' % b1.addr
+    assert wait_for(lambda: B.get(w1.port).body == b"one\n" and
+                    B.get(w2.port).body == b"one\n", 10)
+    top = w1.admin.call("GET", "/api/config/history").json["entries"][0]
+    assert top["action"] == "rollback" and top["rollback_of"] == first, top
+    assert w1.admin.call("GET", "/api/config/history/12345").status == 404
+    # Rolling back to what runs changes nothing and still answers.
+    r = w1.admin.call("POST", "/api/config/history/%d/rollback" % first)
+    assert r.status == 200, r.json

@@ -218,3 +218,9 @@ def test_a_fleet_on_etcd(etcd, backend, instances):  # noqa: F811
     assert out["rawEditor"] is False, out  # no file to edit
     assert e.get("/p/upstreams/u") == 'addrs = ["%s"]\n' % two.addr
     assert wait_for(lambda: B.get(w1.port).body == b"two\n" and B.get(w2.port).body == b"two\n", 10)
+    # The fleet's history, in etcd: back to the state as it was found.
+    out = browse("etcd_history.mjs", w2.admin.port)
+    assert out["actions"][0].startswith("section") and "(what runs)" in out["actions"][0], out
+    assert out["actions"][-1].startswith("etcd"), out
+    assert "rolled back to entry %d" % out["oldest"] in out["message"], out
+    assert wait_for(lambda: B.get(w1.port).body == b"one\n" and B.get(w2.port).body == b"one\n", 10)

@@ -1084,6 +1084,17 @@ static void do_section(job *j)
 static void do_file(job *j)
 {
     weir_admin *adm = j->adm;
+    if (adm->etcd && (j->op == OP_HISTORY || j->op == OP_HISTORY_GET || j->op == OP_ROLLBACK)) {
+        weir_config *cfg = weir__app_config(adm->app);
+        json_t *out = NULL;
+        int st = !cfg                      ? (out = error_json("the server is stopping"), 503)
+                 : j->op == OP_HISTORY     ? weir__admin_etcd_history_list(adm->etcd, cfg, &out)
+                 : j->op == OP_HISTORY_GET ? weir__admin_etcd_history_get(adm->etcd, j->id, &out)
+                                           : weir__admin_etcd_rollback(adm->etcd, cfg, j->id, &out);
+        weir__config_unref(cfg);
+        set_outcome(j, out ? st : 500, out ? out : error_json("out of memory"));
+        return;
+    }
     if (adm->etcd && j->op != OP_DIFF) {
         set_outcome(j, 409,
                     error_json("the configuration is in etcd (%s): change its keys there",
@@ -1351,6 +1362,10 @@ static const weir_proxy_ops admin_ops = {
 void weir__admin_set_etcd(weir_admin *adm, weir_etcd_source *src)
 {
     adm->etcd = src;
+    weir_config *cfg = weir__app_config(adm->app);
+    if (cfg && src) /* what runs now can be rolled back to */
+        weir__admin_etcd_history_before(src, cfg);
+    weir__config_unref(cfg);
 }
 
 weir_admin *weir__admin_start(weir_app *app, weir_server *srv, const char *config_path)

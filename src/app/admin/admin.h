@@ -120,6 +120,20 @@ json_t *weir__admin_errors_json(const weir_cfg_errors *errs);
 char *weir__admin_read_config(const char *path, size_t *len, json_t **why);
 /* The sha256 of text as 64 lower-case hex digits. */
 void weir__admin_sha256_hex(const char *text, size_t len, char out[65]);
+/* The answer to a write to etcd that returned rc (sections_api.c): 200
+ * when it took, else 409 (lost, the message: another write came first)
+ * or 503 (etcd away) with *out set. */
+int weir__admin_etcd_refusal(int rc, const char *err, const char *lost, json_t **out);
+/* etcd_history.c: the history of a configuration in etcd (main thread):
+ * before/after record the state before a change (when the newest entry
+ * is not it) and after it (at revision rev). */
+void weir__admin_etcd_history_before(weir_etcd_source *src, const weir_config *cfg);
+void weir__admin_etcd_history_after(weir_etcd_source *src, const weir_config *cfg, int64_t rev,
+                                    const char *action, int64_t rollback_of);
+int weir__admin_etcd_history_list(weir_etcd_source *src, const weir_config *cfg, json_t **out);
+int weir__admin_etcd_history_get(weir_etcd_source *src, int64_t id, json_t **out);
+int weir__admin_etcd_rollback(weir_etcd_source *src, const weir_config *cfg, int64_t id,
+                              json_t **out);
 /* GET /api/status (main thread): version, pid, start, the running
  * snapshot's revision and source, the last reload's outcome. */
 json_t *weir__admin_status_json(weir_app *app, const char *path, const char *etcd_source);

@@ -391,8 +391,23 @@ static int file_change(weir_app *app, weir_server *srv, const char *path, const 
 
 /* ---- with etcd ---- */
 
-static int etcd_change(weir_etcd_source *etcd, const char *kind, const char *name, const char *body,
-                       bool has_base, int64_t base, bool dry, json_t **out)
+int weir__admin_etcd_refusal(int rc, const char *err, const char *lost, json_t **out)
+{
+    if (rc == WEIR_ETCD_FAILED) {
+        *out = err_json(lost);
+        return 409;
+    }
+    if (rc != 0) {
+        char msg[800];
+        snprintf(msg, sizeof(msg), "etcd cannot be written (%s); nothing was changed", err);
+        *out = err_json(msg);
+        return 503;
+    }
+    return 200;
+}
+
+static int etcd_change(weir_app *app, weir_etcd_source *etcd, const char *kind, const char *name,
+                       const char *body, bool has_base, int64_t base, bool dry, json_t **out)
 {
     int64_t mod = 0;
     bool local = false;
@@ -436,22 +451,26 @@ static int etcd_change(weir_etcd_source *etcd, const char *kind, const char *nam
     } else {
         char err[600];
         int64_t rev = 0;
+        weir_config *cfg = weir__app_config(app);
+        if (cfg) /* what ran can be rolled back to */
+            weir__admin_etcd_history_before(etcd, cfg);
         int rc = body ? weir__etcd_source_put(etcd, kind, name, body, strlen(body), mod, &rev, err,
                                               sizeof(err))
                       : weir__etcd_source_delete(etcd, kind, name, mod, err, sizeof(err));
-        if (rc == WEIR_ETCD_FAILED) {
-            *out = err_json("the section changed in etcd since this instance read it (another "
-                            "write came first): nothing was written; read it again and retry");
-            st = 409;
-        } else if (rc != 0) {
-            char msg[800];
-            snprintf(msg, sizeof(msg), "etcd cannot be written (%s); nothing was changed", err);
-            *out = err_json(msg);
-            st = 503;
-        } else {
+        st = weir__admin_etcd_refusal(rc, err,
+                                      "the section changed in etcd since this instance read it "
+                                      "(another write came first): nothing was written; read it "
+                                      "again and retry",
+                                      out);
+        if (st == 200) {
             *out = json_pack("{s:s, s:I, s:I}", "written", "etcd", "revision", (json_int_t)rev,
                              "previous_mod_revision", (json_int_t)mod);
+            if (cfg && cfg->admin.history) {
+                weir__admin_etcd_history_after(etcd, cfg, rev, "section", 0);
+                json_object_set_new(*out, "history_id", json_integer(rev));
+            }
         }
+        weir__config_unref(cfg);
     }
     weir__cfg_errors_free(&errs);
     free(old);
@@ -474,7 +493,7 @@ int weir__admin_section_change(weir_app *app, weir_server *srv, const char *path
             *out = err_json("'base' is the section's mod_revision (an integer) with etcd");
             st = 400;
         } else {
-            st = etcd_change(etcd, kind, name, body, base != NULL,
+            st = etcd_change(app, etcd, kind, name, body, base != NULL,
                              base ? (int64_t)json_integer_value(base) : 0, dry, out);
         }
     } else if (base && !(json_is_string(base) && json_string_length(base) == 64 &&

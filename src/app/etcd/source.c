@@ -260,7 +260,7 @@ static bool map_add(weir_etcd_map *m, int first, int last, const char *where, bo
 /* A section name as a TOML key: quoted, or NULL when it cannot be one. */
 bool weir__etcd_fleet_key(const char *rest, size_t len)
 {
-    static const char *const dirs[] = {"instances/", "locks/", "acme/", NULL};
+    static const char *const dirs[] = {"instances/", "locks/", "acme/", "history/", NULL};
     for (size_t i = 0; dirs[i]; i++) {
         size_t n = strlen(dirs[i]);
         if (len > n && memcmp(rest, dirs[i], n) == 0)

@@ -124,6 +124,27 @@ int weir__etcd_source_delete(weir_etcd_source *s, const char *section, const cha
  * (NULL: without that key) load: 0, or -1 with every error. Main thread. */
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
                             const char *value, size_t len, weir_cfg_errors *errs);
+/* The main thread's client (main thread only). */
+weir_etcd *weir__etcd_source_main(weir_etcd_source *s);
+/* "/PREFIX/". */
+const char *weir__etcd_source_dir(const weir_etcd_source *s);
+/* The configuration keys of kvs (NULL: those the running snapshot was
+ * built from) as one TOML text ([section.name] and each key's value, in
+ * key order; the --local file's sections are not in it), and the newest
+ * mod revision among them. malloc'd, NULL on OOM. */
+char *weir__etcd_source_text(weir_etcd_source *s, const weir_etcd_kvs *kvs, size_t *len,
+                             int64_t *last_mod);
+/* Makes the configuration keys what text says (its sections' keys
+ * written, the other configuration keys deleted), in one transaction
+ * that holds only if no key changed since the running snapshot read it:
+ * 0 (*revision the store's after it), WEIR_ETCD_FAILED (a change came
+ * first: nothing written), or -1 (err). Main thread. */
+int weir__etcd_source_replace(weir_etcd_source *s, const char *text, size_t len, int64_t *revision,
+                              char *err, size_t err_len);
+/* Whether a whole configuration of etcd's (such a text) loads with this
+ * instance's --local file: 0, or -1 with every error. Main thread. */
+int weir__etcd_source_check_text(weir_etcd_source *s, const char *text, size_t len,
+                                 weir_cfg_errors *errs);
 /* For work of the fleet on another thread: a client of its own (free it),
  * the prefix ("/PREFIX"), and whether this instance holds the singleton
  * lock (*fencing: the lock key's create revision, for a compare). Any

@@ -23,6 +23,7 @@
 #include "app/etcd/fleet.h"
 #include "app/etcd/source.h"
 #include "app/etcd/split.h"
+#include "app/strbuf.h"
 
 #include "app/acme/manager.h"
 #include "app/toml/toml.h"
@@ -829,4 +830,172 @@ const char *weir__etcd_source_prefix(const weir_etcd_source *s)
 bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing)
 {
     return s->fleet && weir__fleet_lock_held(s->fleet, fencing);
+}
+
+/* ---- the whole configuration (the admin API's history) ---- */
+
+weir_etcd *weir__etcd_source_main(weir_etcd_source *s)
+{
+    return s->main_e;
+}
+
+const char *weir__etcd_source_dir(const weir_etcd_source *s)
+{
+    return s->prefix_dir;
+}
+
+static bool bare_name(const char *n)
+{
+    for (const char *p = n; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return false;
+    }
+    return *n != '\0';
+}
+
+char *weir__etcd_source_text(weir_etcd_source *s, const weir_etcd_kvs *kvs, size_t *len,
+                             int64_t *last_mod)
+{
+    weir_strbuf b = {0};
+    weir__sb_puts(&b, "");
+    size_t p = strlen(s->prefix_dir);
+    if (!kvs)
+        kvs = &s->served;
+    *last_mod = 0;
+    for (size_t i = 0; i < kvs->n; i++) {
+        const weir_etcd_kv *kv = &kvs->v[i];
+        if (!config_key(s, kv->key, kv->key_len))
+            continue;
+        const char *rest = kv->key + p, *slash = strchr(rest, '/');
+        if (slash)
+            weir__sb_printf(&b, bare_name(slash + 1) ? "[%.*s.%s]\n" : "[%.*s.\"%s\"]\n",
+                            (int)(slash - rest), rest, slash + 1);
+        else
+            weir__sb_printf(&b, "[%s]\n", rest);
+        weir__sb_put(&b, kv->value, kv->value_len);
+        if (kv->value_len && kv->value[kv->value_len - 1] != '\n')
+            weir__sb_put(&b, "\n", 1);
+        if (kv->mod_revision > *last_mod)
+            *last_mod = kv->mod_revision;
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+int weir__etcd_source_replace(weir_etcd_source *s, const char *text, size_t len, int64_t *revision,
+                              char *err, size_t err_len)
+{
+    weir_cfg_section *v = NULL;
+    size_t n = 0;
+    int el;
+    if (weir__cfg_split(text, len, false, &v, &n, &el, err, err_len) != 0)
+        return -1;
+    json_t *cmp = json_array(), *ops = json_array();
+    bool oom = !cmp || !ops;
+    char **keys = calloc(n ? n : 1, sizeof(char *));
+    oom = oom || !keys;
+    /* Every key the entry has is written, unless it holds that already;
+     * every key it lacks is deleted. Each compares the mod revision this
+     * instance runs on: a change made meanwhile fails it all. */
+    for (size_t i = 0; !oom && i < n; i++) {
+        keys[i] = key_of(s, v[i].section, v[i].name);
+        if (!keys[i]) {
+            oom = true;
+            break;
+        }
+        const weir_etcd_kv *cur = NULL;
+        for (size_t k = 0; k < s->served.n && !cur; k++)
+            if (strcmp(s->served.v[k].key, keys[i]) == 0)
+                cur = &s->served.v[k];
+        json_array_append_new(cmp, weir__etcd_cmp_mod(keys[i], cur ? cur->mod_revision : 0));
+        if (!cur || cur->value_len != v[i].body_len || memcmp(cur->value, v[i].body, v[i].body_len))
+            json_array_append_new(ops, weir__etcd_op_put(keys[i], v[i].body, v[i].body_len, 0));
+    }
+    for (size_t k = 0; !oom && k < s->served.n; k++) {
+        const weir_etcd_kv *kv = &s->served.v[k];
+        if (!config_key(s, kv->key, kv->key_len))
+            continue;
+        bool kept = false;
+        for (size_t i = 0; i < n && !kept; i++)
+            kept = strcmp(keys[i], kv->key) == 0;
+        if (!kept) {
+            json_array_append_new(cmp, weir__etcd_cmp_mod(kv->key, kv->mod_revision));
+            json_array_append_new(ops, weir__etcd_op_delete(kv->key, false));
+        }
+    }
+    for (size_t i = 0; keys && i < n; i++)
+        free(keys[i]);
+    free(keys);
+    weir__cfg_sections_free(v, n);
+    if (oom) {
+        json_decref(cmp);
+        json_decref(ops);
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    if (json_array_size(ops) == 0) { /* it is what runs */
+        json_decref(cmp);
+        json_decref(ops);
+        *revision = s->served.revision;
+        return 0;
+    }
+    if (json_array_size(ops) > 128 || json_array_size(cmp) > 128) {
+        json_decref(cmp);
+        json_decref(ops);
+        snprintf(err, err_len,
+                 "more than 128 keys to compare or change: over etcd's limit of "
+                 "one transaction");
+        return -1;
+    }
+    return weir__etcd_txn(s->main_e, cmp, ops, revision, err, err_len);
+}
+
+int weir__etcd_source_check_text(weir_etcd_source *s, const char *text, size_t len,
+                                 weir_cfg_errors *errs)
+{
+    weir_cfg_section *v = NULL;
+    size_t n = 0;
+    int el;
+    char err[300];
+    if (weir__cfg_split(text, len, false, &v, &n, &el, err, sizeof(err)) != 0) {
+        weir__cfg_errors_add(errs, "the entry:%d: %s", el, err);
+        return -1;
+    }
+    weir_etcd_kvs k = {.v = calloc(n ? n : 1, sizeof(weir_etcd_kv)), .n = 0};
+    int rc = -1;
+    for (size_t i = 0; k.v && i < n; i++) {
+        weir_etcd_kv *kv = &k.v[k.n];
+        kv->key = key_of(s, v[i].section, v[i].name);
+        kv->value = malloc(v[i].body_len + 1);
+        k.n++;
+        if (!kv->key || !kv->value)
+            goto out;
+        kv->key_len = strlen(kv->key);
+        memcpy(kv->value, v[i].body, v[i].body_len);
+        kv->value[v[i].body_len] = '\0';
+        kv->value_len = v[i].body_len;
+    }
+    if (k.v) {
+        weir_etcd_map *map = NULL;
+        size_t tlen = 0;
+        char *t = weir__etcd_assemble(&k, s->url.prefix, s->name, s->local_path, s->local_text,
+                                      s->local_len, false, &tlen, &map, errs);
+        if (t) {
+            load_arg a = {t, tlen, map, s->name};
+            weir_config *c = load_text(&a, errs);
+            rc = c ? 0 : -1;
+            weir__config_unref(c);
+        }
+        free(t);
+        weir__etcd_map_free(map);
+    }
+out:
+    weir__etcd_kvs_free(&k);
+    weir__cfg_sections_free(v, n);
+    return rc;
 }

@@ -9,9 +9,15 @@ export function History() {
   const [shown, setShown] = useState<any>(null);
   const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
   const load = async () => {
-    const [list, f] = await Promise.all([api('GET', '/api/config/history'), api('GET', '/api/config/file')]);
+    const list = await api('GET', '/api/config/history');
     setH(list);
-    setCurrent(f);
+    if (String(list.dir).startsWith('etcd:')) {
+      // etcd's: what runs is the newest entry (each change records it).
+      const top = list.entries.find((e: any) => !e.damaged);
+      setCurrent(top ? { text: (await api('GET', '/api/config/history/' + top.id)).text, sha256: top.sha256 } : null);
+    } else {
+      setCurrent(await api('GET', '/api/config/file'));
+    }
   };
   useEffect(() => {
     load().catch((e) => setMsg({ ok: false, text: e.message }));
@@ -26,7 +32,8 @@ export function History() {
   const rollback = async (id: number) => {
     if (!current || !confirm('Roll back to entry ' + id + '? It is applied and reloaded.')) return;
     try {
-      const r = await api('POST', '/api/config/history/' + id + '/rollback', { base: current.sha256 });
+      const etcd = String(h.dir).startsWith('etcd:');
+      const r = await api('POST', '/api/config/history/' + id + '/rollback', etcd ? {} : { base: current.sha256 });
       setMsg({ ok: true, text: 'rolled back to entry ' + id + ' (now entry ' + r.history_id + ')' });
       setShown(null);
       await load();
@@ -48,7 +55,7 @@ export function History() {
             ) : (
               <tr data-entry={e.id}>
                 <td>{e.id}</td><td>{when(e.time)}</td>
-                <td>{e.action}{e.rollback_of ? ' of ' + e.rollback_of : ''}{current && e.sha256 === current.sha256 ? ' (the file now)' : ''}</td>
+                <td>{e.action}{e.rollback_of ? ' of ' + e.rollback_of : ''}{current && e.sha256 === current.sha256 ? ' (what runs)' : ''}</td>
                 <td><code>{e.sha256.slice(0, 12)}</code></td>
                 <td class="actions">
                   <button onClick={() => show(e.id)}>Show</button>
