@@ -181,3 +181,75 @@ def test_the_history_of_a_fleet_is_in_etcd(etcd, backend, instances):  # noqa: F
     # Rolling back to what runs changes nothing and still answers.
     r = w1.admin.call("POST", "/api/config/history/%d/rollback" % first)
     assert r.status == 200, r.json
+
+
+def test_a_rollback_undoes_what_the_fleet_refused_and_hostile_entries_are_not_used(
+        etcd, backend, instances):  # noqa: F811
+    e = etcd()
+    b1, b2 = backend(B.fixed(b"one\n")), backend(B.fixed(b"two\n"))
+    seed(e, "p", b1.addr)
+    w1, w2 = instances(e.url("p"), 2)
+    assert wait_for(lambda: B.get(w2.port).body == b"one\n", 10)
+    good = w1.admin.call("GET", "/api/config/history").json["entries"][0]["id"]
+    # Changes made with etcdctl that every instance refuses: the running
+    # configuration stays, etcd holds the bad keys.
+    e.put("/p/upstreams/u", 'adrs = ["%s"]\n' % b2.addr)
+    e.put("/p/caches/bad", "memory = true\n")
+    assert wait_for(lambda: w1.admin.call("GET", "/api/fleet").json["config"]["rejected"] >= 1,
+                    10)
+    assert B.get(w1.port).body == b"one\n"
+    # What GET shows is what etcd holds (to be fixed), and a write from it
+    # is not refused for ever by a stale mod revision.
+    r = w1.admin.call("GET", sec("upstreams/u"))
+    assert r.json["values"] == {"adrs": [b2.addr]}, r.json
+    # The rollback makes every configuration key what the entry says: the
+    # refused value replaced, the refused key deleted, nothing else touched.
+    r = w2.admin.call("POST", "/api/config/history/%d/rollback" % good)
+    assert r.status == 200, r.json
+    assert e.get("/p/upstreams/u") == 'addrs = ["%s"]\n' % b1.addr
+    assert e.get("/p/caches/bad") == ""
+    assert e.ctl("get", "--prefix", "/p/instances/", "--keys-only").strip()
+    assert B.get(w1.port).body == b"one\n"
+    # Hostile entries, put with etcdctl: listed as damaged, never used.
+    for key, value in [("/p/history/00000000000000000002", '{"sha256": ""}'),
+                       ("/p/history/00000000000000000003", "not json"),
+                       ("/p/history/00000000000000000004",
+                        '{"id": "../../reload#", "sha256": "x", "text": ""}'),
+                       ("/p/history/5", '{"id": 5}')]:
+        e.put(key, value)
+    h = w1.admin.call("GET", "/api/config/history").json["entries"]
+    damaged = sorted(x["id"] for x in h if x.get("damaged"))
+    assert damaged == [0, 2, 3, 4], h  # /p/history/5 has no id of twenty digits
+    assert all(set(x) <= {"id", "time", "action", "instance", "sha256", "size", "rollback_of"}
+               for x in h if not x.get("damaged")), h
+    for i in (2, 3, 4):
+        assert w1.admin.call("GET", "/api/config/history/%d" % i).status == 404
+        assert w1.admin.call("POST", "/api/config/history/%d/rollback" % i).status == 404
+    assert e.get("/p/upstreams/u") == 'addrs = ["%s"]\n' % b1.addr
+    # A delete is recorded at its own revision.
+    assert w1.admin.call("PUT", sec("caches/c"), {"values": {"memory": "1MB"}}).status == 200
+    r = w1.admin.call("DELETE", sec("caches/c"))
+    assert r.status == 200 and r.json["history_id"] == r.json["revision"] > 0, r.json
+
+
+def test_names_and_layouts_a_rewrite_must_keep(backend, start_proc, tmp_path):
+    a, b, port, adm, path = running(backend, start_proc, tmp_path)
+    for name in ['a%22b', 'a%5Cb', '%01x', 'x' * 201]:
+        r = adm.call("PUT", sec("caches/" + name), {"values": {"memory": "1MB"}})
+        assert r.status == 400, (name, r.json)
+    # A multi-line string whose last lines look like comments is the section's.
+    text = path.read_text().replace(
+        '[locations.l]\nupstream = "u"\n',
+        '[locations.l]\nupstream = "u"\nresponse_set_headers = ["X-A: 1"]\n'
+        '[plugins.m]\ncategory = "mock"\ndata = """\nbody\n# not a comment\n"""\n\n# a comment\n')
+    r = adm.call("PUT", "/api/config/file", {"text": text})
+    assert r.status == 200, r.json
+    r = adm.call("GET", sec("plugins/m"))
+    assert r.status == 200 and r.json["values"]["data"] == "body\n# not a comment\n", r.json
+    r = adm.call("PUT", sec("plugins/m"), {"values": {"category": "mock", "data": "x"}})
+    assert r.status == 200, r.json
+    assert "# not a comment" not in path.read_text() and "# a comment\n" in path.read_text()
+    # A dry run with a stale base says so.
+    r = adm.call("PUT", sec("plugins/m"), {"values": {"category": "mock"}, "dry_run": True,
+                                           "base": hashlib.sha256(b"x").hexdigest()})
+    assert r.status == 409, r.json

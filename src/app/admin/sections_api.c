@@ -41,7 +41,27 @@ bool weir__admin_section_kind(const char *kind, bool *has_name)
 
 static json_t *err_json(const char *msg)
 {
-    return json_pack("{s:s}", "error", msg);
+    return json_pack("{s:o}", "error", weir__admin_text_json(msg, strlen(msg)));
+}
+
+/* With etcd: the key's value and mod revision as etcd holds them now (a
+ * change this instance refused is what the caller must see to fix it),
+ * and whether the --local file has the section. -1 with *out set when
+ * etcd cannot be read. */
+static int etcd_value(weir_etcd_source *etcd, const char *kind, const char *name, char **value,
+                      int64_t *mod, bool *local, json_t **out)
+{
+    int64_t running_mod;
+    free(weir__etcd_source_value(etcd, kind, name, &running_mod, local));
+    char err[600];
+    *value = weir__etcd_source_fresh(etcd, kind, name, mod, err, sizeof(err));
+    if (!*value && err[0]) {
+        char msg[800];
+        snprintf(msg, sizeof(msg), "etcd cannot be read (%s)", err);
+        *out = err_json(msg);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- TOML <-> JSON ---- */
@@ -288,7 +308,9 @@ int weir__admin_section_get(const char *path, weir_etcd_source *etcd, const char
     if (etcd) {
         int64_t mod = 0;
         bool local = false;
-        char *v = weir__etcd_source_value(etcd, kind, name, &mod, &local);
+        char *v = NULL;
+        if (etcd_value(etcd, kind, name, &v, &mod, &local, out) < 0)
+            return 503;
         if (!v) {
             *out = err_json("no such section in etcd");
             return 404;
@@ -376,6 +398,16 @@ static int file_change(weir_app *app, weir_server *srv, const char *path, const 
         *out = err_json("out of memory");
         return 500;
     }
+    char sha[65];
+    weir__admin_sha256_hex(text, len, sha);
+    if (dry && base && strcmp(base, sha) != 0) {
+        *out = json_pack("{s:s, s:s}", "error",
+                         "the file changed since it was read (its sha256 is not 'base')", "sha256",
+                         sha);
+        free(text);
+        free(b.p);
+        return 409;
+    }
     if (dry) {
         st = dry_run(app, b.p ? b.p : "", b.len, text, len, out);
         free(text);
@@ -411,7 +443,9 @@ static int etcd_change(weir_app *app, weir_etcd_source *etcd, const char *kind, 
 {
     int64_t mod = 0;
     bool local = false;
-    char *old = weir__etcd_source_value(etcd, kind, name, &mod, &local);
+    char *old = NULL;
+    if (etcd_value(etcd, kind, name, &old, &mod, &local, out) < 0)
+        return 503;
     bool exists = old != NULL;
     int st = 200;
     weir_cfg_errors errs = {0};
@@ -456,7 +490,7 @@ static int etcd_change(weir_app *app, weir_etcd_source *etcd, const char *kind, 
             weir__admin_etcd_history_before(etcd, cfg);
         int rc = body ? weir__etcd_source_put(etcd, kind, name, body, strlen(body), mod, &rev, err,
                                               sizeof(err))
-                      : weir__etcd_source_delete(etcd, kind, name, mod, err, sizeof(err));
+                      : weir__etcd_source_delete(etcd, kind, name, mod, &rev, err, sizeof(err));
         st = weir__admin_etcd_refusal(rc, err,
                                       "the section changed in etcd since this instance read it "
                                       "(another write came first): nothing was written; read it "
@@ -483,6 +517,11 @@ int weir__admin_section_change(weir_app *app, weir_server *srv, const char *path
 {
     char err[600];
     char *body = NULL;
+    if (name && !weir__etcd_name_ok(name, strlen(name))) {
+        *out = err_json("a section's name has no '/', quote, backslash or control character and "
+                        "at most 200 bytes");
+        return 400;
+    }
     if (values && !(body = render(values, err, sizeof(err)))) {
         *out = err_json(err);
         return 400;

@@ -466,12 +466,14 @@ static size_t line_start(const char *t, size_t i)
 }
 
 /* Back from the start of a line over the blank and comment lines before
- * it (they belong to what follows). */
+ * it (they belong to what follows), not past the line floor is on. */
 static size_t before_comments(const char *t, size_t from, size_t floor)
 {
     size_t at = from;
     while (at > floor) {
         size_t ls = line_start(t, at - 1);
+        if (ls < floor) /* the line a value of the section ends on */
+            break;
         size_t k = ls;
         while (k < at && (t[k] == ' ' || t[k] == '\t' || t[k] == '\r'))
             k++;
@@ -487,6 +489,7 @@ typedef struct span_scan {
     int state; /* 0: not seen, 1: in it, 2: past it */
     bool any_header;
     size_t start, end, bad_line;
+    size_t floor;    /* past the last value of the section seen so far */
     const char *bad; /* why it is not rewritten, or NULL */
 } span_scan;
 
@@ -502,6 +505,8 @@ static bool span_item(void *arg, const scan_item *it)
             sp->bad_line = line_of(sp->t, it->at);
             return false;
         }
+        if (sp->state == 1) /* a multi-line value's last lines are no comments */
+            sp->floor = it->value_last;
         return true;
     }
     sp->any_header = true;
@@ -511,10 +516,10 @@ static bool span_item(void *arg, const scan_item *it)
         return false;
     }
     if (mine && sp->state == 0) {
-        sp->start = line_start(sp->t, it->at);
+        sp->start = sp->floor = line_start(sp->t, it->at);
         sp->state = 1;
     } else if (!mine && sp->state == 1) {
-        sp->end = before_comments(sp->t, line_start(sp->t, it->at), sp->start);
+        sp->end = before_comments(sp->t, line_start(sp->t, it->at), sp->floor);
         sp->state = 2;
     }
     return true;
@@ -532,7 +537,7 @@ int weir__admin_section_span(const char *t, size_t len, const char *kind, const 
         return -1;
     }
     if (sp.state == 1) /* the file's last section: its trailing comments stay */
-        sp.end = before_comments(t, len, sp.start);
+        sp.end = before_comments(t, len, sp.floor);
     *start = sp.start;
     *end = sp.end;
     return sp.state ? 1 : 0;

@@ -450,6 +450,22 @@ json_t *weir__etcd_cmp_mod(const char *key, int64_t mod_revision)
     return c;
 }
 
+json_t *weir__etcd_cmp_unchanged_since(const char *key, bool prefix, int64_t revision)
+{
+    char *k = weir__etcd_b64(key, strlen(key));
+    char *end = prefix ? range_end_b64(key) : NULL;
+    char r[24];
+    snprintf(r, sizeof(r), "%" PRId64, revision + 1);
+    json_t *c = k && (!prefix || end) ? json_pack("{s:s, s:s, s:s, s:s}", "key", k, "target", "MOD",
+                                                  "result", "LESS", "mod_revision", r)
+                                      : NULL;
+    if (c && end)
+        json_object_set_new(c, "range_end", json_string(end));
+    free(k);
+    free(end);
+    return c;
+}
+
 json_t *weir__etcd_cmp_create(const char *key, int64_t create_revision)
 {
     char *k = weir__etcd_b64(key, strlen(key));

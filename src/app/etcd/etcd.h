@@ -84,6 +84,9 @@ int weir__etcd_txn(weir_etcd *e, json_t *compare, json_t *ops, int64_t *revision
 json_t *weir__etcd_op_put(const char *key, const char *value, size_t value_len, int64_t lease);
 json_t *weir__etcd_op_delete(const char *key, bool prefix);
 json_t *weir__etcd_cmp_mod(const char *key, int64_t mod_revision);
+/* "key (with prefix: every key under it) was not written after revision"
+ * (a key created or changed since fails it; one deleted does not). */
+json_t *weir__etcd_cmp_unchanged_since(const char *key, bool prefix, int64_t revision);
 /* "key's create revision is create_revision": a fencing token's check. */
 json_t *weir__etcd_cmp_create(const char *key, int64_t create_revision);
 

@@ -119,7 +119,12 @@ int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *
 /* Deletes that key when its mod revision is still mod_revision: 0,
  * WEIR_ETCD_FAILED, or -1. Main thread. */
 int weir__etcd_source_delete(weir_etcd_source *s, const char *section, const char *name,
-                             int64_t mod_revision, char *err, size_t err_len);
+                             int64_t mod_revision, int64_t *revision, char *err, size_t err_len);
+/* The key's value and mod revision as etcd holds them now (a read;
+ * NULL with err "" when absent, with err set when etcd cannot be read).
+ * Main thread. */
+char *weir__etcd_source_fresh(weir_etcd_source *s, const char *section, const char *name,
+                              int64_t *mod_revision, char *err, size_t err_len);
 /* Whether the keys of the running snapshot with section/name = value
  * (NULL: without that key) load: 0, or -1 with every error. Main thread. */
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
@@ -136,7 +141,7 @@ char *weir__etcd_source_text(weir_etcd_source *s, const weir_etcd_kvs *kvs, size
                              int64_t *last_mod);
 /* Makes the configuration keys what text says (its sections' keys
  * written, the other configuration keys deleted), in one transaction
- * that holds only if no key changed since the running snapshot read it:
+ * that holds only if no configuration key was written since it read them:
  * 0 (*revision the store's after it), WEIR_ETCD_FAILED (a change came
  * first: nothing written), or -1 (err). Main thread. */
 int weir__etcd_source_replace(weir_etcd_source *s, const char *text, size_t len, int64_t *revision,

@@ -749,16 +749,19 @@ int weir__etcd_source_put(weir_etcd_source *s, const char *section, const char *
 }
 
 int weir__etcd_source_delete(weir_etcd_source *s, const char *section, const char *name,
-                             int64_t mod_revision, char *err, size_t err_len)
+                             int64_t mod_revision, int64_t *revision, char *err, size_t err_len)
 {
     char *key = key_of(s, section, name);
-    if (!key) {
+    json_t *cmp = key ? json_pack("[o]", weir__etcd_cmp_mod(key, mod_revision)) : NULL;
+    json_t *ops = key ? json_pack("[o]", weir__etcd_op_delete(key, false)) : NULL;
+    free(key);
+    if (!cmp || !ops) {
+        json_decref(cmp);
+        json_decref(ops);
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    int rc = weir__etcd_delete_if(s->main_e, key, false, mod_revision, err, err_len);
-    free(key);
-    return rc;
+    return weir__etcd_txn(s->main_e, cmp, ops, revision, err, err_len);
 }
 
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
@@ -868,6 +871,8 @@ char *weir__etcd_source_text(weir_etcd_source *s, const weir_etcd_kvs *kvs, size
         if (!config_key(s, kv->key, kv->key_len))
             continue;
         const char *rest = kv->key + p, *slash = strchr(rest, '/');
+        if (slash && !weir__etcd_name_ok(slash + 1, strlen(slash + 1)))
+            continue; /* no section of a configuration (the loader refuses it too) */
         if (slash)
             weir__sb_printf(&b, bare_name(slash + 1) ? "[%.*s.%s]\n" : "[%.*s.\"%s\"]\n",
                             (int)(slash - rest), rest, slash + 1);
@@ -887,6 +892,9 @@ char *weir__etcd_source_text(weir_etcd_source *s, const weir_etcd_kvs *kvs, size
     return b.p;
 }
 
+static const char *const config_kinds[] = {"servers",      "locations", "upstreams", "plugins",
+                                           "certificates", "caches",    "basic",     "admin"};
+
 int weir__etcd_source_replace(weir_etcd_source *s, const char *text, size_t len, int64_t *revision,
                               char *err, size_t err_len)
 {
@@ -895,64 +903,101 @@ int weir__etcd_source_replace(weir_etcd_source *s, const char *text, size_t len,
     int el;
     if (weir__cfg_split(text, len, false, &v, &n, &el, err, err_len) != 0)
         return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].name && !weir__etcd_name_ok(v[i].name, strlen(v[i].name))) {
+            snprintf(err, err_len, "[%s.%.100s]: not a name etcd's keys can hold", v[i].section,
+                     v[i].name);
+            weir__cfg_sections_free(v, n);
+            return -1;
+        }
+    }
+    /* What etcd holds now (not what this instance runs: a change it
+     * refused is what a rollback must undo). */
+    weir_etcd_kvs now = {0};
+    if (weir__etcd_range(s->main_e, s->prefix_dir, 0, &now, err, err_len) != 0) {
+        weir__cfg_sections_free(v, n);
+        return -1;
+    }
     json_t *cmp = json_array(), *ops = json_array();
     bool oom = !cmp || !ops;
-    char **keys = calloc(n ? n : 1, sizeof(char *));
-    oom = oom || !keys;
-    /* Every key the entry has is written, unless it holds that already;
-     * every key it lacks is deleted. Each compares the mod revision this
-     * instance runs on: a change made meanwhile fails it all. */
-    for (size_t i = 0; !oom && i < n; i++) {
-        keys[i] = key_of(s, v[i].section, v[i].name);
-        if (!keys[i]) {
+    /* Nothing of the configuration written since that read: one compare
+     * per kind, so the fleet's own keys may change meanwhile. */
+    for (size_t k = 0; !oom && k < sizeof(config_kinds) / sizeof(config_kinds[0]); k++) {
+        bool dir = k < 6;
+        char *key = NULL;
+        if (asprintf(&key, "%s%s%s", s->prefix_dir, config_kinds[k], dir ? "/" : "") < 0) {
             oom = true;
             break;
         }
-        const weir_etcd_kv *cur = NULL;
-        for (size_t k = 0; k < s->served.n && !cur; k++)
-            if (strcmp(s->served.v[k].key, keys[i]) == 0)
-                cur = &s->served.v[k];
-        json_array_append_new(cmp, weir__etcd_cmp_mod(keys[i], cur ? cur->mod_revision : 0));
-        if (!cur || cur->value_len != v[i].body_len || memcmp(cur->value, v[i].body, v[i].body_len))
-            json_array_append_new(ops, weir__etcd_op_put(keys[i], v[i].body, v[i].body_len, 0));
+        json_t *c = weir__etcd_cmp_unchanged_since(key, dir, now.revision);
+        free(key);
+        oom = !c || json_array_append_new(cmp, c) != 0;
     }
-    for (size_t k = 0; !oom && k < s->served.n; k++) {
-        const weir_etcd_kv *kv = &s->served.v[k];
+    /* Every key of the entry written (one deleted meanwhile comes back),
+     * every other configuration key deleted. */
+    char **keys = calloc(n ? n : 1, sizeof(char *));
+    oom = oom || !keys;
+    for (size_t i = 0; !oom && i < n; i++) {
+        keys[i] = key_of(s, v[i].section, v[i].name);
+        json_t *op = keys[i] ? weir__etcd_op_put(keys[i], v[i].body, v[i].body_len, 0) : NULL;
+        oom = !op || json_array_append_new(ops, op) != 0;
+    }
+    for (size_t k = 0; !oom && k < now.n; k++) {
+        const weir_etcd_kv *kv = &now.v[k];
         if (!config_key(s, kv->key, kv->key_len))
             continue;
         bool kept = false;
         for (size_t i = 0; i < n && !kept; i++)
             kept = strcmp(keys[i], kv->key) == 0;
-        if (!kept) {
-            json_array_append_new(cmp, weir__etcd_cmp_mod(kv->key, kv->mod_revision));
-            json_array_append_new(ops, weir__etcd_op_delete(kv->key, false));
-        }
+        json_t *op = kept ? NULL : weir__etcd_op_delete(kv->key, false);
+        oom = !kept && (!op || json_array_append_new(ops, op) != 0);
     }
     for (size_t i = 0; keys && i < n; i++)
         free(keys[i]);
     free(keys);
     weir__cfg_sections_free(v, n);
-    if (oom) {
+    weir__etcd_kvs_free(&now);
+    if (oom || json_array_size(ops) > 120) {
+        if (oom)
+            snprintf(err, err_len, "out of memory");
+        else
+            snprintf(err, err_len,
+                     "%zu keys to write or delete: over what one etcd transaction takes (120 "
+                     "here, 128 by etcd's default)",
+                     json_array_size(ops));
         json_decref(cmp);
         json_decref(ops);
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    if (json_array_size(ops) == 0) { /* it is what runs */
-        json_decref(cmp);
-        json_decref(ops);
-        *revision = s->served.revision;
-        return 0;
-    }
-    if (json_array_size(ops) > 128 || json_array_size(cmp) > 128) {
-        json_decref(cmp);
-        json_decref(ops);
-        snprintf(err, err_len,
-                 "more than 128 keys to compare or change: over etcd's limit of "
-                 "one transaction");
         return -1;
     }
     return weir__etcd_txn(s->main_e, cmp, ops, revision, err, err_len);
+}
+
+char *weir__etcd_source_fresh(weir_etcd_source *s, const char *section, const char *name,
+                              int64_t *mod_revision, char *err, size_t err_len)
+{
+    char *key = key_of(s, section, name);
+    weir_etcd_kvs k = {0};
+    *mod_revision = 0;
+    char *v = NULL;
+    if (!key) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    if (weir__etcd_get(s->main_e, key, &k, err, err_len) == 0) {
+        err[0] = '\0';
+        if (k.n) {
+            *mod_revision = k.v[0].mod_revision;
+            v = malloc(k.v[0].value_len + 1);
+            if (v) {
+                memcpy(v, k.v[0].value, k.v[0].value_len + 1);
+            } else {
+                snprintf(err, err_len, "out of memory");
+            }
+        }
+    }
+    weir__etcd_kvs_free(&k);
+    free(key);
+    return v;
 }
 
 int weir__etcd_source_check_text(weir_etcd_source *s, const char *text, size_t len,

@@ -14,7 +14,7 @@ export function History() {
     if (String(list.dir).startsWith('etcd:')) {
       // etcd's: what runs is the newest entry (each change records it).
       const top = list.entries.find((e: any) => !e.damaged);
-      setCurrent(top ? { text: (await api('GET', '/api/config/history/' + top.id)).text, sha256: top.sha256 } : null);
+      setCurrent(top ? { text: (await api('GET', '/api/config/history/' + encodeURIComponent(top.id))).text, sha256: top.sha256 } : null);
     } else {
       setCurrent(await api('GET', '/api/config/file'));
     }
@@ -24,7 +24,7 @@ export function History() {
   }, []);
   const show = async (id: number) => {
     try {
-      setShown(await api('GET', '/api/config/history/' + id));
+      setShown(await api('GET', '/api/config/history/' + encodeURIComponent(id)));
     } catch (e) {
       setMsg({ ok: false, text: (e as Error).message });
     }
@@ -33,7 +33,7 @@ export function History() {
     if (!current || !confirm('Roll back to entry ' + id + '? It is applied and reloaded.')) return;
     try {
       const etcd = String(h.dir).startsWith('etcd:');
-      const r = await api('POST', '/api/config/history/' + id + '/rollback', etcd ? {} : { base: current.sha256 });
+      const r = await api('POST', '/api/config/history/' + encodeURIComponent(id) + '/rollback', etcd ? {} : { base: current.sha256 });
       setMsg({ ok: true, text: 'rolled back to entry ' + id + ' (now entry ' + r.history_id + ')' });
       setShown(null);
       await load();
@@ -56,7 +56,7 @@ export function History() {
               <tr data-entry={e.id}>
                 <td>{e.id}</td><td>{when(e.time)}</td>
                 <td>{e.action}{e.rollback_of ? ' of ' + e.rollback_of : ''}{current && e.sha256 === current.sha256 ? ' (what runs)' : ''}</td>
-                <td><code>{e.sha256.slice(0, 12)}</code></td>
+                <td><code>{String(e.sha256 ?? '').slice(0, 12)}</code></td>
                 <td class="actions">
                   <button onClick={() => show(e.id)}>Show</button>
                   {current && e.sha256 !== current.sha256 && <button onClick={() => rollback(e.id)}>Roll back</button>}
