@@ -17,6 +17,7 @@ import pytest
 
 import backends as B
 from conftest import REPO, free_port, wait_for
+from h2util import make_cert
 from test_admin import Admin, start
 from test_etcd import etcd, instances  # noqa: F401 (fixtures)
 
@@ -62,11 +63,15 @@ class Site:
         self.a = backend(B.fixed(b"a\n"))
         self.b = backend(B.fixed(b"b\n"))
         self.port, self.aport = free_port(), free_port()
+        cert, key = make_cert(tmp_path)
         text = ('[admin]\naddr = "127.0.0.1:%d"\ntoken = "%s"\n\n'
+                '[certificates.site]\ncert = "%s"\nkey = "%s"\n\n'
                 '[servers.web]\naddr = "127.0.0.1:%d"\nlocations = ["site"]\n\n'
+                '[servers.tls]\naddr = "127.0.0.1:%d"\nlocations = ["site"]\n'
+                'certificates = ["site"]\n\n'
                 '[locations.site]\nupstream = "u"\n\n'
                 '# the backends\n[upstreams.u]\naddrs = ["%s"]\n'
-                % (self.aport, TOKEN, self.port, self.a.addr))
+                % (self.aport, TOKEN, cert, key, self.port, free_port(), self.a.addr))
         self.path, self.w = start(start_proc, tmp_path, text, self.port, self.aport)
         self.admin = Admin(self.aport, TOKEN)
         self.stop = threading.Event()
@@ -103,6 +108,10 @@ def test_log_in_and_watch_the_traffic(site):
     out = browse("login.mjs", site.aport)
     assert out["refused"] == "That token is not accepted." and out["stored"] is None, out
     assert out["rate"] > 0 and out["backends"] == 1, out
+    # The certificate (two days left: shown as near its end).
+    import re
+    [(name, left, cls)] = out["certs"]
+    assert name == "site" and re.match(r"^4[78] h$", left) and cls == "bad", out
     assert out["cookies"] == 0 and out["token"] == TOKEN, out  # session storage, no cookie
 
 

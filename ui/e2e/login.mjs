@@ -15,8 +15,11 @@ await run(async (page, done) => {
   await page.waitForSelector('tr[data-location=site]', { timeout: 30000 });
   const rate = await page.textContent('[data-testid=total-rate]');
   const backends = await page.$$eval('[data-testid=backends] tbody tr', (rs) => rs.length);
+  await page.waitForSelector('[data-testid=certificates] tbody tr', { timeout: 15000 });
+  const certs = await page.$$eval('[data-testid=certificates] tbody tr', (rs) =>
+    rs.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent).concat([r.querySelector('td:nth-child(2)').className])));
   await shot(page, 'dashboard');
   const cookies = await page.context().cookies();
-  await done({ refused, stored, rate: Number(rate), backends, cookies: cookies.length,
+  await done({ refused, stored, rate: Number(rate), backends, certs, cookies: cookies.length,
     token: await page.evaluate(() => sessionStorage.getItem('weir.token')) });
 });
