@@ -173,7 +173,7 @@ static void idle_unlink(weir_h2u *c)
     if (c->inext)
         c->inext->iprev = c->iprev;
     c->inext = c->iprev = NULL;
-    c->in_idle = false;
+    atomic_store_explicit(&c->in_idle, false, memory_order_release);
     atomic_fetch_sub_explicit(&n_idle, 1, memory_order_relaxed);
 }
 
@@ -188,6 +188,17 @@ static bool take_own(weir_h2u *c)
     bool mine = !atomic_load_explicit(&c->migrated, memory_order_relaxed);
     pthread_mutex_unlock(&idle_lock);
     return mine;
+}
+
+/* Home thread: whether c is still this worker's (taken back from the
+ * shared list when it is there), without the lock in the common case. A
+ * taker marks c migrated before it unlinks it (steal), so reading the
+ * unlink (acquire) means reading the mark. */
+static bool own(weir_h2u *c)
+{
+    if (atomic_load_explicit(&c->in_idle, memory_order_acquire))
+        return take_own(c);
+    return !atomic_load_explicit(&c->migrated, memory_order_acquire);
 }
 
 /* Home thread: a connection with no stream is offered to every worker
@@ -706,8 +717,7 @@ static void kicked(void *arg)
 {
     weir_h2u *c = arg;
     c->kick_armed = false;
-    if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) ? !take_own(c)
-                                                                : atomic_load(&c->migrated))
+    if (!own(c))
         return;
     run_io(c);
     wake_streams(c);
@@ -728,8 +738,7 @@ static void io_cb(weir_io *io, uint32_t events)
     weir_h2u *c = weir_container_of(io, weir_h2u, conn.io);
     /* An idle connection leaves the shared list before it is touched; one
      * another worker took is only a shell until its home frees it. */
-    if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) ? !take_own(c)
-                                                                : atomic_load(&c->migrated))
+    if (!own(c))
         return;
     weir__conn_on_events(&c->conn, events);
     run_io(c);
@@ -853,13 +862,15 @@ static weir_h2u *find_conn(const weir_peer *peer)
                 close_conn(c, 0);
             continue;
         }
+        if (!own(c))
+            continue; /* just taken by another worker (its session is not ours to read) */
         uint32_t max = c->state == U_READY ? nghttp2_session_get_remote_settings(
                                                  c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
                                            : 100;
-        if (c->n_streams >= max)
+        if (c->n_streams >= max) {
+            offer_idle(c); /* taken back for nothing (a peer allowing 0 streams) */
             continue;
-        if (atomic_load_explicit(&c->in_idle, memory_order_relaxed) && !take_own(c))
-            continue; /* just taken by another worker */
+        }
         return c;
     }
     return NULL;
@@ -946,8 +957,10 @@ static weir_h2u *steal(weir_loop *loop, const weir_peer *peer)
     for (weir_h2u *c = idle_head; c; c = c->inext) {
         /* An aged one is left to its home's idle timer, which is due. */
         if (c->conn.loop != loop && same_backend(c, peer) && !too_old(c, now)) {
+            /* Marked before it leaves the list: a home that sees it gone
+             * sees it taken (own). */
+            atomic_store_explicit(&c->migrated, true, memory_order_seq_cst);
             idle_unlink(c);
-            atomic_store_explicit(&c->migrated, true, memory_order_release);
             got = migrate(c, loop);
             break;
         }
