@@ -764,6 +764,25 @@ int weir__etcd_source_delete(weir_etcd_source *s, const char *section, const cha
     return weir__etcd_txn(s->main_e, cmp, ops, revision, err, err_len);
 }
 
+/* Whether keys k load with the --local file: 0, or -1 with every error. */
+static int kvs_load(weir_etcd_source *s, const weir_etcd_kvs *k, weir_cfg_errors *errs)
+{
+    weir_etcd_map *map = NULL;
+    size_t tlen = 0;
+    int rc = -1;
+    char *text = weir__etcd_assemble(k, s->url.prefix, s->name, s->local_path, s->local_text,
+                                     s->local_len, false, &tlen, &map, errs);
+    if (text) {
+        load_arg a = {text, tlen, map, s->name};
+        weir_config *c = load_text(&a, errs);
+        rc = c ? 0 : -1;
+        weir__config_unref(c);
+    }
+    free(text);
+    weir__etcd_map_free(map);
+    return rc;
+}
+
 int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char *name,
                             const char *value, size_t len, weir_cfg_errors *errs)
 {
@@ -782,20 +801,8 @@ int weir__etcd_source_check(weir_etcd_source *s, const char *section, const char
             memcpy(v0, value, len);
         v0[len] = '\0';
         ev.kv.value = v0;
-        if (kvs_change(&k, &ev)) {
-            weir_etcd_map *map = NULL;
-            size_t tlen = 0;
-            char *text = weir__etcd_assemble(&k, s->url.prefix, s->name, s->local_path,
-                                             s->local_text, s->local_len, false, &tlen, &map, errs);
-            if (text) {
-                load_arg a = {text, tlen, map, s->name};
-                weir_config *c = load_text(&a, errs);
-                rc = c ? 0 : -1;
-                weir__config_unref(c);
-            }
-            free(text);
-            weir__etcd_map_free(map);
-        }
+        if (kvs_change(&k, &ev))
+            rc = kvs_load(s, &k, errs);
     }
     free(v0);
     free(key);
@@ -1025,20 +1032,8 @@ int weir__etcd_source_check_text(weir_etcd_source *s, const char *text, size_t l
         kv->value[v[i].body_len] = '\0';
         kv->value_len = v[i].body_len;
     }
-    if (k.v) {
-        weir_etcd_map *map = NULL;
-        size_t tlen = 0;
-        char *t = weir__etcd_assemble(&k, s->url.prefix, s->name, s->local_path, s->local_text,
-                                      s->local_len, false, &tlen, &map, errs);
-        if (t) {
-            load_arg a = {t, tlen, map, s->name};
-            weir_config *c = load_text(&a, errs);
-            rc = c ? 0 : -1;
-            weir__config_unref(c);
-        }
-        free(t);
-        weir__etcd_map_free(map);
-    }
+    if (k.v)
+        rc = kvs_load(s, &k, errs);
 out:
     weir__etcd_kvs_free(&k);
     weir__cfg_sections_free(v, n);
