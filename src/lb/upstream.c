@@ -870,7 +870,7 @@ static weir_backend *take(weir_backend *b, int how)
     atomic_fetch_add_explicit(&b->requests, 1, memory_order_relaxed);
     if (how != PROBE)
         return b;
-    weir_backend *h = malloc(sizeof(*h));
+    weir_backend *h = calloc(1, sizeof(*h));
     if (!h) {
         /* No handle: give the probe back and treat it as unavailable. */
         atomic_store(&b->breaker, WEIR_BREAKER_OPEN);
@@ -878,7 +878,15 @@ static weir_backend *take(weir_backend *b, int how)
         weir__lb_backend_unref(b);
         return NULL;
     }
-    memcpy(h, b, sizeof(*h)); /* address, text, id for the accessors */
+    /* Only what the accessors read, all fixed at creation: a copy of the
+     * whole struct would read the counters other threads are writing. */
+    memcpy(&h->addr, &b->addr, sizeof(h->addr));
+    h->addr_len = b->addr_len;
+    memcpy(h->text, b->text, sizeof(h->text));
+    h->id = b->id;
+    h->up = b->up;
+    h->conn_limit = b->conn_limit;
+    atomic_init(&h->weight, atomic_load_explicit(&b->weight, memory_order_relaxed));
     atomic_store(&h->refs, 1);
     h->probe_of = b;
     return h;
