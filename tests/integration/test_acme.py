@@ -449,6 +449,8 @@ def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc, challen
             assert "ordering a certificate" not in b.stderr(), b.stderr()
             assert "the fleet's lock holder orders it" in b.stderr()
             assert "the fleet's certificate loaded from etcd" in b.stderr()
+            # b confirmed each challenge it gives (a waited for it, not in vain).
+            assert "did not confirm the challenge" not in a.stderr(), a.stderr()
             # The challenge keys are gone; the certificate stays in etcd.
             keys = e.ctl("get", "--prefix", "/p/acme/", "--keys-only").split()
             assert keys == ["/p/acme/site"], keys
@@ -477,3 +479,68 @@ def test_certificate_events_reach_the_webhook(acme, tmp_path):
         assert w.port
     finally:
         r.close()
+
+
+def test_the_lock_holder_waits_for_every_instance_to_confirm_a_challenge(tmp_path, start_proc):
+    """Before it asks the CA to validate, the lock holder waits until every
+    other live instance confirms it gives the answer (the CA may reach any).
+    Here two instances are stand-ins registered by the test: one confirms
+    with the right key authorization, the other with a wrong one, so the
+    holder waits its 10 s, names only that one, and then orders anyway."""
+    import subprocess
+    import threading
+    from conftest import binary, require_binary
+    from etcdutil import ETCDCTL, Etcd
+    require_binary("weir")
+    e = Etcd(tmp_path).start()
+    try:
+        http, https, admin = free_port(), free_port(), free_port()
+        pb = Pebble(tmp_path, http).start()
+        try:
+            e.put("/p/locations/all", "echo = true\n")
+            for g in ("ghost-ok", "ghost-bad"):
+                e.put("/p/instances/" + g, json.dumps({"id": g}))
+            w = subprocess.Popen([ETCDCTL, "--endpoints", e.endpoints(), "watch", "--prefix",
+                                  "/p/acme/http-01/"], stdout=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, ETCDCTL_API="3"))
+            acked = []
+
+            def confirm():
+                lines = iter(w.stdout.readline, "")
+                for op in lines:
+                    key, value = next(lines).strip(), next(lines).strip()
+                    if op.strip() == "PUT":
+                        token = key.rsplit("/", 1)[1]
+                        d = "/p/acme/ack/http-01/%s/" % token
+                        e.put(d + "ghost-ok", value)
+                        e.put(d + "ghost-bad", value + "x")
+                        acked.append(token)
+            t = threading.Thread(target=confirm, daemon=True)
+            t.start()
+            local = tmp_path / "local.toml"
+            local.write_text(
+                '[basic]\ninstance_id = "a"\ninstance_ttl = "3s"\n\n'
+                '[admin]\naddr = "127.0.0.1:%d"\n\n'
+                '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
+                '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
+                'certificates = ["site"]\n\n'
+                '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
+                'domains = ["wait.weir.test"]\nstorage = "%s"\n'
+                % (admin, http, https, pb.directory, pb.ca, tmp_path / "acme"))
+            a = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)], https,
+                           "weir-a")
+            got = wait_for(lambda: not self_signed(peer_cert(https, "wait.weir.test")),
+                           timeout=60)
+            assert got, a.describe()
+            err = a.stderr()
+            assert "1 instance(s) did not confirm the challenge in 10 s (ghost-bad)" in err, err
+            assert acked, err
+            # The holder's clean-up took the challenge and the confirmations.
+            assert wait_for(lambda: e.ctl("get", "--prefix", "/p/acme/ack/", "--keys-only")
+                            .split() == [], timeout=10), e.ctl("get", "--prefix", "/p/acme/")
+            w.terminate()
+            w.wait(timeout=10)
+        finally:
+            pb.close()
+    finally:
+        e.close()

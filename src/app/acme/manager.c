@@ -69,13 +69,13 @@ bool weir__acme_http01(const char *token, size_t len, char *buf, size_t cap)
 static int table_add(const char *token, const char *key_auth, char *err, size_t err_len);
 static void table_remove(const char *token);
 
-void weir__acme_http01_set(const char *token, const char *key_auth)
+bool weir__acme_http01_set(const char *token, const char *key_auth)
 {
     char err[100];
     if (key_auth)
-        table_add(token, key_auth, err, sizeof(err));
-    else
-        table_remove(token);
+        return table_add(token, key_auth, err, sizeof(err)) == 0;
+    table_remove(token);
+    return false;
 }
 
 static int table_add(const char *token, const char *key_auth, char *err, size_t err_len)
@@ -133,24 +133,27 @@ static int alpn_serve(const char *domain, const char *key_auth, char *err, size_
     return rc;
 }
 
-void weir__acme_alpn_set(const char *domain, const char *key_auth)
+bool weir__acme_alpn_set(const char *domain, const char *key_auth)
 {
     /* From etcd: a DNS name (no wildcard: RFC 8737), and a key
      * authorization of base64url and one dot. */
     size_t n = strlen(domain);
     if (!n || n > 253 || strspn(domain, "abcdefghijklmnopqrstuvwxyz0123456789.-") != n)
-        return;
+        return false;
     if (!key_auth) {
         weir_tls_set_acme_challenge(domain, NULL, NULL);
-        return;
+        return false;
     }
     size_t k = strlen(key_auth);
     if (!k || k > 255 ||
         strspn(key_auth, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") != k)
-        return;
+        return false;
     char err[200];
-    if (alpn_serve(domain, key_auth, err, sizeof(err)) != 0)
+    if (alpn_serve(domain, key_auth, err, sizeof(err)) != 0) {
         weir_log(WEIR_LEVEL_WARN, "acme: %s", err);
+        return false;
+    }
+    return true;
 }
 
 /* ---- DNS-01: the dns_hook command ---- */
@@ -270,28 +273,106 @@ struct weir_acme_manager {
     weir_etcd *e;            /* this thread's client of it */
 };
 
-static char *challenge_key(weir_acme_manager *m, const char *token);
-static char *alpn_key(weir_acme_manager *m, const char *domain);
-
 /* ---- a challenge shared with the fleet through etcd ---- */
 
-/* key (malloc'd, freed here; NULL: out of memory) = key_auth in etcd. */
-static void fleet_share(weir_acme_manager *m, char *key, const char *key_auth)
+#define ACK_WAIT_MS 10000 /* for the other instances to confirm a challenge */
+
+static int64_t mono_ms(void)
 {
-    char perr[300];
-    if (key && weir__etcd_put_if(m->e, key, key_auth, strlen(key_auth), -1, 0, NULL, perr,
-                                 sizeof(perr)) != 0)
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * Waits until every other live instance (/PREFIX/instances/ID) confirms
+ * that it gives this answer (/PREFIX/acme/ack/KIND/NAME/ID = key_auth, put
+ * by its etcd watch), at most ACK_WAIT_MS: the CA may ask any instance, and
+ * one that has not seen the challenge yet would fail the order. After the
+ * wait the CA is asked anyway: an instance may be unable to answer (an
+ * older version) and the order then fails as it would have.
+ */
+static void fleet_confirmed(weir_acme_manager *m, const char *kind, const char *name,
+                            const char *key_auth)
+{
+    const char *prefix = weir__etcd_source_prefix(m->fleet);
+    const char *self = weir__etcd_source_instance(m->fleet);
+    char *inst = NULL, *acks = NULL, err[512] = "", missing[300] = "";
+    if (asprintf(&inst, "%s/instances/", prefix) < 0)
+        inst = NULL;
+    if (asprintf(&acks, "%s/acme/ack/%s/%s/", prefix, kind, name) < 0)
+        acks = NULL;
+    size_t ni = inst ? strlen(inst) : 0, na = acks ? strlen(acks) : 0;
+    int64_t until = mono_ms() + ACK_WAIT_MS;
+    bool done = !inst || !acks;
+    while (!done && !atomic_load(&m->stop)) {
+        weir_etcd_kvs in = {0}, ak = {0};
+        if (weir__etcd_range(m->e, inst, 0, &in, err, sizeof(err)) != 0 ||
+            weir__etcd_range(m->e, acks, 0, &ak, err, sizeof(err)) != 0) {
+            weir_log(WEIR_LEVEL_WARN, "acme: %s %s: the fleet's confirmations unread: %s", kind,
+                     name, err);
+            done = true;
+        }
+        size_t len = 0, n_missing = 0;
+        for (size_t i = 0; !done && i < in.n; i++) {
+            const char *id = in.v[i].key + ni;
+            if (in.v[i].key_len <= ni || (self && strcmp(id, self) == 0))
+                continue;
+            bool acked = false;
+            for (size_t k = 0; k < ak.n && !acked; k++)
+                acked = ak.v[k].key_len > na && strcmp(ak.v[k].key + na, id) == 0 &&
+                        strcmp(ak.v[k].value, key_auth) == 0;
+            if (!acked && len < sizeof(missing)) {
+                int w = snprintf(missing + len, sizeof(missing) - len, "%s%s", len ? ", " : "", id);
+                len += w > 0 ? (size_t)w : 0;
+            }
+            n_missing += !acked;
+        }
+        weir__etcd_kvs_free(&in);
+        weir__etcd_kvs_free(&ak);
+        if (done || n_missing == 0)
+            break;
+        if (mono_ms() >= until) {
+            weir_log(WEIR_LEVEL_WARN,
+                     "acme: %s %s: %zu instance(s) did not confirm the challenge in %d s (%s); "
+                     "asking the CA anyway",
+                     kind, name, n_missing, ACK_WAIT_MS / 1000, missing);
+            break;
+        }
+        usleep(50000);
+    }
+    free(inst);
+    free(acks);
+}
+
+/* key_auth under /PREFIX/acme/KIND/NAME for the other instances to give
+ * too, once they all confirm it (or the wait is over). */
+static void fleet_share(weir_acme_manager *m, const char *kind, const char *name,
+                        const char *key_auth)
+{
+    char perr[300], *key = NULL;
+    if (asprintf(&key, "%s/acme/%s/%s", weir__etcd_source_prefix(m->fleet), kind, name) < 0)
+        return;
+    if (weir__etcd_put_if(m->e, key, key_auth, strlen(key_auth), -1, 0, NULL, perr, sizeof(perr)) !=
+        0)
         weir_log(WEIR_LEVEL_WARN,
                  "acme: the challenge is not in etcd (%s): only this instance answers it", perr);
+    else
+        fleet_confirmed(m, kind, name, key_auth);
     free(key);
 }
 
-static void fleet_unshare(weir_acme_manager *m, char *key)
+/* The challenge and its confirmations go. */
+static void fleet_unshare(weir_acme_manager *m, const char *kind, const char *name)
 {
-    char perr[300];
-    if (key)
+    char perr[300], *key = NULL, *acks = NULL;
+    const char *prefix = weir__etcd_source_prefix(m->fleet);
+    if (asprintf(&key, "%s/acme/%s/%s", prefix, kind, name) >= 0)
         weir__etcd_delete_if(m->e, key, false, -1, perr, sizeof(perr));
+    if (asprintf(&acks, "%s/acme/ack/%s/%s/", prefix, kind, name) >= 0)
+        weir__etcd_delete_if(m->e, acks, true, -1, perr, sizeof(perr));
     free(key);
+    free(acks);
 }
 
 /* In a fleet, the key authorization also goes under
@@ -305,7 +386,7 @@ static int alpn_present(void *arg, const char *domain, const char *token, const 
     if (alpn_serve(domain, key_auth, err, err_len) != 0)
         return -1;
     if (m->e)
-        fleet_share(m, alpn_key(m, domain), key_auth);
+        fleet_share(m, "tls-alpn-01", domain, key_auth);
     return 0;
 }
 
@@ -315,7 +396,7 @@ static void alpn_cleanup(void *arg, const char *domain, const char *token)
     (void)token;
     weir_tls_set_acme_challenge(domain, NULL, NULL);
     if (m->e)
-        fleet_unshare(m, alpn_key(m, domain));
+        fleet_unshare(m, "tls-alpn-01", domain);
 }
 
 /* HTTP-01: the token in this instance's table and, in a fleet, under
@@ -329,7 +410,7 @@ static int present(void *arg, const char *domain, const char *token, const char 
     if (table_add(token, key_auth, err, err_len) != 0)
         return -1;
     if (m->e)
-        fleet_share(m, challenge_key(m, token), key_auth);
+        fleet_share(m, "http-01", token, key_auth);
     return 0;
 }
 
@@ -339,7 +420,7 @@ static void cleanup(void *arg, const char *domain, const char *token)
     (void)domain;
     table_remove(token);
     if (m->e)
-        fleet_unshare(m, challenge_key(m, token));
+        fleet_unshare(m, "http-01", token);
 }
 
 static int64_t now_s(void)
@@ -581,22 +662,6 @@ static void set_state(weir_acme_manager *m, item *it, item_state st, int64_t nex
 }
 
 /* ---- a fleet on etcd: the lock holder orders, everyone loads ---- */
-
-static char *challenge_key(weir_acme_manager *m, const char *token)
-{
-    char *k = NULL;
-    if (asprintf(&k, "%s/acme/http-01/%s", weir__etcd_source_prefix(m->fleet), token) < 0)
-        return NULL;
-    return k;
-}
-
-static char *alpn_key(weir_acme_manager *m, const char *domain)
-{
-    char *k = NULL;
-    if (asprintf(&k, "%s/acme/tls-alpn-01/%s", weir__etcd_source_prefix(m->fleet), domain) < 0)
-        return NULL;
-    return k;
-}
 
 static char *fleet_key(weir_acme_manager *m, const char *name)
 {

@@ -45,12 +45,14 @@ void weir__acme_manager_stop(weir_acme_manager *m);
 bool weir__acme_http01(const char *token, size_t len, char *buf, size_t cap);
 
 /* An HTTP-01 answer another instance of the fleet presented (from etcd's
- * /PREFIX/acme/http-01/TOKEN), or its removal (key_auth NULL). Any thread. */
-void weir__acme_http01_set(const char *token, const char *key_auth);
+ * /PREFIX/acme/http-01/TOKEN), or its removal (key_auth NULL). Any thread.
+ * True when this instance now gives that answer. */
+bool weir__acme_http01_set(const char *token, const char *key_auth);
 /* Another fleet instance's TLS-ALPN-01 challenge for domain (key_auth
  * NULL: it is over): its challenge certificate, made here, is served by
- * this instance's TLS listeners too. The etcd watch calls it. */
-void weir__acme_alpn_set(const char *domain, const char *key_auth);
+ * this instance's TLS listeners too. The etcd watch calls it. True when
+ * this instance now serves it. */
+bool weir__acme_alpn_set(const char *domain, const char *key_auth);
 
 /* Per certificate: state, expiry, last error; orders counted. Any thread. */
 json_t *weir__acme_status(weir_acme_manager *m);

@@ -264,6 +264,14 @@ const char *weir__fleet_id(const weir_fleet *f)
     return f->id;
 }
 
+int64_t weir__fleet_lease(weir_fleet *f)
+{
+    pthread_mutex_lock(&f->mu);
+    int64_t lease = f->lease;
+    pthread_mutex_unlock(&f->mu);
+    return lease;
+}
+
 bool weir__fleet_lock_held(weir_fleet *f, int64_t *fencing)
 {
     pthread_mutex_lock(&f->mu);

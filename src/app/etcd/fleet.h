@@ -38,6 +38,9 @@ void weir__fleet_set_revision(weir_fleet *f, int64_t revision);
 /* Revokes the lease (the instance key and a held lock go) and frees f. */
 void weir__fleet_stop(weir_fleet *f);
 const char *weir__fleet_id(const weir_fleet *f);
+/* The instance's lease (0 while it has none): keys put on it go with the
+ * instance. */
+int64_t weir__fleet_lease(weir_fleet *f);
 /* Whether this instance holds the lock, and its fencing token. */
 bool weir__fleet_lock_held(weir_fleet *f, int64_t *fencing);
 /* {"name", "holder", "fencing", "held"} (a new reference), NULL for f NULL. */

@@ -157,6 +157,8 @@ int weir__etcd_source_check_text(weir_etcd_source *s, const char *text, size_t l
 weir_etcd *weir__etcd_source_client(weir_etcd_source *s, char *err, size_t err_len);
 const char *weir__etcd_source_prefix(const weir_etcd_source *s);
 bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing);
+/* This instance's id in the fleet, or NULL when it has no fleet. */
+const char *weir__etcd_source_instance(const weir_etcd_source *s);
 
 /* GET /api/fleet: the live instances, the lock, and the status above.
  * Main thread (reads etcd, up to a second). */

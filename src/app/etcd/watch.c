@@ -58,6 +58,7 @@ struct weir_etcd_source {
     bool thread_started;
     _Atomic bool stop;
     weir_etcd *watch_e;
+    weir_etcd *ack_e;   /* its client for challenge confirmations, made when needed */
     weir_etcd_kvs wkvs; /* its copy of the keys */
     int64_t wrev;
     uint32_t backoff_ms;
@@ -390,21 +391,66 @@ static bool kvs_change(weir_etcd_kvs *k, const weir_etcd_event *ev)
     return true;
 }
 
+/*
+ * Tells the lock holder that this instance gives a challenge's answer
+ * (key_auth), or no longer does (NULL): /PREFIX/acme/ack/KIND/NAME/ID, on
+ * the instance's lease. The holder asks the CA to validate once every live
+ * instance has confirmed (acme/manager.c), since the CA may reach any.
+ * Watch thread; blocks up to the client's timeout.
+ */
+static void challenge_ack(weir_etcd_source *s, const char *kind, const char *name,
+                          const char *key_auth)
+{
+    const char *id = weir__etcd_source_instance(s);
+    char err[512] = "", *k = NULL;
+    if (!id || asprintf(&k, "%sacme/ack/%s/%s/%s", s->prefix_dir, kind, name, id) < 0)
+        return;
+    if (!s->ack_e)
+        s->ack_e = weir__etcd_source_client(s, err, sizeof(err));
+    int rc = -1;
+    if (s->ack_e && key_auth) {
+        int64_t lease = weir__fleet_lease(s->fleet);
+        rc = weir__etcd_put_if(s->ack_e, k, key_auth, strlen(key_auth), -1, lease, NULL, err,
+                               sizeof(err));
+        if (rc != 0 && lease) /* the lease just expired: the holder deletes it */
+            rc = weir__etcd_put_if(s->ack_e, k, key_auth, strlen(key_auth), -1, 0, NULL, err,
+                                   sizeof(err));
+    } else if (s->ack_e) {
+        rc = weir__etcd_delete_if(s->ack_e, k, false, -1, err, sizeof(err));
+    }
+    if (rc != 0)
+        weir_log(WEIR_LEVEL_WARN, "acme: %s: %s", k, err[0] ? err : "out of memory");
+    free(k);
+}
+
 /* /PREFIX/acme/http-01/TOKEN and /PREFIX/acme/tls-alpn-01/DOMAIN:
  * another instance's challenge answer, which this one gives too. */
-static bool challenge_event(const weir_etcd_source *s, const weir_etcd_kv *kv, bool deleted)
+static bool challenge_event(weir_etcd_source *s, const weir_etcd_kv *kv, bool deleted)
 {
-    size_t p = strlen(s->prefix_dir), n = strlen("acme/http-01/");
-    if (kv->key_len > p + n && memcmp(kv->key + p, "acme/http-01/", n) == 0) {
-        weir__acme_http01_set(kv->key + p + n, deleted ? NULL : kv->value);
-        return true;
-    }
-    n = strlen("acme/tls-alpn-01/");
-    if (kv->key_len > p + n && memcmp(kv->key + p, "acme/tls-alpn-01/", n) == 0) {
-        weir__acme_alpn_set(kv->key + p + n, deleted ? NULL : kv->value);
+    static const struct {
+        const char *dir, *kind;
+    } kinds[] = {{"acme/http-01/", "http-01"}, {"acme/tls-alpn-01/", "tls-alpn-01"}};
+    size_t p = strlen(s->prefix_dir);
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(kinds[i].dir);
+        const char *name = kv->key + p + n;
+        if (kv->key_len <= p + n || memcmp(kv->key + p, kinds[i].dir, n) != 0)
+            continue;
+        const char *ka = deleted ? NULL : kv->value;
+        bool on = i == 0 ? weir__acme_http01_set(name, ka) : weir__acme_alpn_set(name, ka);
+        if ((on || deleted) && !strchr(name, '/'))
+            challenge_ack(s, kinds[i].kind, name, on ? ka : NULL);
         return true;
     }
     return false;
+}
+
+/* The challenges already in a set read whole: an instance that starts,
+ * or reads again, in the middle of an order answers them too. */
+static void challenges_in(weir_etcd_source *s, const weir_etcd_kvs *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        challenge_event(s, &k->v[i], false);
 }
 
 static int on_events(void *arg, const weir_etcd_event *ev, size_t n, int64_t revision)
@@ -460,6 +506,8 @@ static void *watch_main(void *arg)
     bool need_range = s->from_cache;
     char err[512];
     s->backoff_ms = 100;
+    if (!need_range)
+        challenges_in(s, &s->wkvs);
     while (!atomic_load(&s->stop)) {
         if (need_range) {
             weir_etcd_kvs k;
@@ -470,6 +518,7 @@ static void *watch_main(void *arg)
                 continue;
             }
             s->wrev = k.revision;
+            challenges_in(s, &k);
             bool same = same_keys(s, &k, &s->wkvs);
             weir__etcd_kvs_free(&s->wkvs);
             s->wkvs = k;
@@ -656,6 +705,7 @@ void weir__etcd_source_free(weir_etcd_source *s)
     weir__etcd_source_stop(s);
     weir__etcd_free(s->main_e);
     weir__etcd_free(s->watch_e);
+    weir__etcd_free(s->ack_e);
     weir__etcd_kvs_free(&s->served);
     weir__etcd_kvs_free(&s->wkvs);
     if (s->pending) {
@@ -840,6 +890,11 @@ const char *weir__etcd_source_prefix(const weir_etcd_source *s)
 bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing)
 {
     return s->fleet && weir__fleet_lock_held(s->fleet, fencing);
+}
+
+const char *weir__etcd_source_instance(const weir_etcd_source *s)
+{
+    return s->fleet ? weir__fleet_id(s->fleet) : NULL;
 }
 
 /* ---- the whole configuration (the admin API's history) ---- */
