@@ -247,8 +247,11 @@ static void look_at(const char *path, const char *chain, const char *name)
     if (rc == 1) {
         e->expires_s = expires;
         e->backoff_s = 0;
+        /* Halfway to nextUpdate: a responder's short-lived answers (a
+         * minute, say) are replaced before they expire, never stapled
+         * stale; 10 s at least, so that one near its end is no storm. */
         int64_t half = expires > now ? (expires - now) / 2 : 3600;
-        e->next_s = now + (half < 60 ? 60 : half > 86400 ? 86400 : half);
+        e->next_s = now + (half < 10 ? 10 : half > 86400 ? 86400 : half);
         weir_log(WEIR_LEVEL_INFO,
                  "ocsp: [certificates.%s]: response stapled, asking again in %lld s", name,
                  (long long)(e->next_s - now));

@@ -45,12 +45,12 @@ def make_pki(d, ocsp_port, revoked=False):
     (d / "served.crt").write_text((d / "leaf.crt").read_text() + (d / "ca.crt").read_text())
 
 
-def responder(d, port):
+def responder(d, port, nmin=5):
     log = open(d / "ocsp.log", "ab")
     p = subprocess.Popen(["openssl", "ocsp", "-index", str(d / "index.txt"),
                              "-port", str(port), "-rsigner", str(d / "ca.crt"),
                              "-rkey", str(d / "ca.key"), "-CA", str(d / "ca.crt"),
-                             "-nmin", "5"], stdout=log, stderr=log)
+                             "-nmin", str(nmin)], stdout=log, stderr=log)
     # It answers one connection at a time: no probe connection, its log.
     assert wait_for(lambda: "waiting for OCSP client" in (d / "ocsp.log").read_text(),
                     timeout=10), (d / "ocsp.log").read_text()
@@ -122,3 +122,77 @@ def test_a_responder_down_holds_no_handshake(tmp_path, weir_toml):
     for _ in range(5):
         assert "OCSP response: no response sent" in status(w.port)
     assert time.time() - t0 < 10
+
+
+def this_update(out):
+    import re
+    m = re.search(r"This Update: (.+)", out)
+    return m.group(1).strip() if m else None
+
+
+@pytest.mark.deadline(120)
+def test_a_response_is_refreshed_before_its_next_update(tmp_path, weir_toml):
+    """The responder's answers are good for a minute: weir asks again
+    halfway (30 s), so a newer answer is stapled before the first one
+    expires, and no handshake in between goes without one."""
+    port = free_port()
+    make_pki(tmp_path, port)
+    r = responder(tmp_path, port, nmin=1)
+    try:
+        w = weir_toml(CONFIG)
+        out = wait_for(lambda: "OCSP Response Status: successful" in status(w.port) and
+                       status(w.port))
+        import re
+        assert out and re.search(r"asking again in (29|30) s", w.stderr()), w.describe()
+        first = this_update(out)
+        t0 = time.time()
+        later = None
+        while time.time() - t0 < 50:
+            out = status(w.port)
+            assert "OCSP Response Status: successful" in out, (out, w.stderr())
+            if this_update(out) != first:
+                later = this_update(out)
+                break
+            time.sleep(1)
+        assert later, w.describe()
+        assert w.stderr().count("response stapled") >= 2
+        assert "the response expired" not in w.stderr()
+    finally:
+        r.terminate()
+        r.wait(timeout=10)
+
+
+def test_a_responder_that_hangs_holds_no_handshake(tmp_path, weir_toml):
+    """A responder that takes the connection and never answers: the fetch
+    times out on weir's own thread (and is retried with backoff), while
+    every handshake goes on at once, with nothing stapled."""
+    import socket
+    import threading
+    port = free_port()
+    make_pki(tmp_path, port)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        w = weir_toml(CONFIG)
+        assert wait_for(lambda: held, 10), w.describe()
+        t0 = time.time()
+        for _ in range(5):
+            assert "OCSP response: no response sent" in status(w.port)
+        assert time.time() - t0 < 10
+        assert wait_for(lambda: "trying again in 5 s" in w.stderr(), 20), w.describe()
+    finally:
+        ls.close()
+        for c in held:
+            c.close()
