@@ -41,7 +41,7 @@ addr = "127.0.0.1:@ADMIN@"
 addr = "127.0.0.1:@PORT@"
 locations = ["l"]
 otlp_exporter = "@OTLP@"
-access_log = "{trace_id} {span_id} {status} {uri}"
+access_log = %(access_log)s
 access_log_file = "@TMP@/access.log"
 %(server)s
 
@@ -53,6 +53,7 @@ addrs = [%(addrs)s]
 %(upstream)s
 """
 
+ACCESS_LOG = '"{trace_id} {span_id} {status} {uri}"'
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -74,11 +75,13 @@ def collector():
 
 @pytest.fixture
 def traced(weir_toml, backend, collector):
-    def start(basic="", server="", upstream="", addrs=None, otlp=None, handler=None):
+    def start(basic="", server="", upstream="", addrs=None, otlp=None, handler=None,
+              access_log=None):
         b = backend(handler or B.fixed(b"hello\n"))
         c = otlp if otlp is not None else collector()
         admin = free_port()
         text = CONFIG % {"basic": basic, "server": server, "upstream": upstream,
+                         "access_log": access_log or ACCESS_LOG,
                          "addrs": ", ".join('"%s"' % a for a in (addrs or ["@B@"]))}
         text = text.replace("@OTLP@", c.url if isinstance(c, Collector) else c).replace(
             "@ADMIN@", str(admin))
@@ -351,14 +354,21 @@ def test_a_hanging_collector_never_slows_requests(traced, collector):
     c = collector(delay=8.0)
     w = traced(otlp=c, basic="otlp_batch_size = 64\n")
     load = Load(w.port, n=4).start()
-    time.sleep(15)
+    time.sleep(3)
+    rss_early = rss_kb(w.proc.pid)
+    time.sleep(12)
     load.finish()
+    rss_late = rss_kb(w.proc.pid)
     bad, errors = load.failures()
     assert not bad and not errors, (bad, errors[:5])
     assert load.total() > 1000
     assert c.posts >= 1
+    assert rss_late - rss_early < 64 * 1024, (rss_early, rss_late)
     assert conftest.wait_for(lambda: metric(w, "weir_otlp_export_failures_total") > 0, 10)
     assert metric(w, 'weir_otlp_spans_total{result="dropped_export"}') > 0
+    # While the exporter waits on the collector, the workers' queues fill:
+    # what does not fit is dropped at once, and counted.
+    assert metric(w, 'weir_otlp_spans_total{result="dropped_queue"}') > 0
 
 
 def test_export_headers_and_h2(traced):
@@ -375,6 +385,47 @@ def test_export_headers_and_h2(traced):
     assert headers["content-type"] == "application/x-protobuf"
 
 
+def test_h2_attempts_parents_server_timing_and_the_connected_event(traced):
+    """Over h2 as over h1: the server span's attempt is the backend's
+    parent, Server-Timing is in the h2 answer, and an attempt on a new
+    connection has the "connected" event (a reused one has none)."""
+    w = traced(server="h2c = true\nserver_timing = true\n")
+    for path in ("/first", "/second"):
+        r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-o",
+                            "/dev/null", "http://127.0.0.1:%d%s" % (w.port, path)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.stdout.startswith("HTTP/2 200"), r
+        st = [h.split(":", 1)[1].strip() for h in r.stdout.splitlines()
+              if h.lower().startswith("server-timing:")]
+        assert len(st) == 1 and SERVER_TIMING.match(st[0]), r.stdout
+    assert conftest.wait_for(lambda: len(w.collector.server_spans()) == 2, 10), w.describe()
+    by_path = {s["attrs"]["url.path"]: s for s in w.collector.server_spans()}
+    tps = [r.headers.get("traceparent") for r in w.backend.requests]
+    events = {}
+    for path, sp in by_path.items():
+        assert sp["attrs"]["network.protocol.version"] == "2", sp
+        kids = w.collector.children(sp)
+        assert len(kids) == 1 and kids[0]["kind"] == 3, kids
+        k = kids[0]
+        assert "00-%s-%s-01" % (sp["traceId"], k["spanId"]) in tps, (tps, k)
+        events[path] = [e["name"] for e in k.get("events", [])]
+        for e in k.get("events", []):
+            assert int(k["startTimeUnixNano"]) <= int(e["timeUnixNano"]) <= int(
+                k["endTimeUnixNano"]), k
+    assert events == {"/first": ["connected"], "/second": []}, events
+
+
+def test_the_json_access_log_names_the_trace(traced, tmp_path):
+    w = traced(access_log='"json"')
+    assert B.get(w.port, "/j").status == 200
+    sp = one_server_span(w.collector)
+    assert sp, w.describe()
+    line = conftest.wait_for(lambda: (tmp_path / "access.log").exists() and
+                             (tmp_path / "access.log").read_text().strip())
+    doc = json.loads(line)
+    assert doc["trace_id"] == sp["traceId"] and doc["span_id"] == sp["spanId"], (doc, sp)
+
+
 def test_the_tls_handshake_is_a_span_of_the_connections_first_request(traced, pki):  # noqa: F811
     import http.client
     w = traced(server='certificates = ["a"]\n', upstream="\n" + cert_section(pki, "a"))
@@ -389,6 +440,8 @@ def test_the_tls_handshake_is_a_span_of_the_connections_first_request(traced, pk
     assert conftest.wait_for(lambda: len(w.collector.server_spans()) >= 2, 10), w.describe()
     by_path = {s["attrs"]["url.path"]: s for s in w.collector.server_spans()}
     one, two = by_path["/one"], by_path["/two"]
+    assert one["attrs"]["tls.protocol.version"] == "1.3", one
+    assert two["attrs"]["tls.protocol.version"] == "1.3", two
     hs = [k for k in w.collector.children(one) if k["name"] == "tls handshake"]
     assert len(hs) == 1, w.collector.children(one)
     h = hs[0]
@@ -435,7 +488,8 @@ def test_reloads_that_switch_the_encoding_lose_no_span(weir_toml, backend, colle
     batch says the encoding and the name it was begun with."""
     import signal
     b, c = backend(B.fixed(b"ok\n")), collector()
-    base = CONFIG % {"basic": "", "server": "", "upstream": "", "addrs": '"@B@"'}
+    base = CONFIG % {"basic": "", "server": "", "upstream": "", "addrs": '"@B@"',
+                     "access_log": ACCESS_LOG}
     base = base.replace("@OTLP@", c.url).replace("@ADMIN@", str(free_port()))
 
     def text(src, protocol, name):
