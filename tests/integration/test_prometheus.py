@@ -239,3 +239,59 @@ addrs = ["@B@"]
     s = float(re.search(r'weir_tls_handshake_seconds_sum\{side="client"\} ([0-9.]+)',
                         text).group(1))
     assert 0 < s < 10
+
+
+def test_retries_are_counted_by_cause(weir_toml, backend):
+    """weir_upstream_retries_total{cause}: a 503 (retry_on "503"), a backend
+    that closes before answering ("reset"), one that answers too late
+    ("timeout"), each in front of a good one: every client gets 200, and
+    each cause is counted as often as the good backend took over."""
+    good = backend(B.fixed(b"ok\n"))
+    busy = backend(B.fixed(b"busy\n", status=503))
+    closing = backend(lambda conn, req: "close")
+    slow = backend(B.slow(3.0))
+    w = weir_toml("""
+[servers.s]
+addr = "127.0.0.1:@PORT@"
+locations = ["s", "r", "t"]
+prometheus_metrics = "/metrics"
+[locations.s]
+path = "/s"
+upstream = "us"
+[locations.r]
+path = "/r"
+upstream = "ur"
+[locations.t]
+path = "/t"
+upstream = "ut"
+[upstreams.us]
+addrs = ["%s", "%s"]
+max_fails = 0
+retry_on = ["503"]
+[upstreams.ur]
+addrs = ["%s", "%s"]
+max_fails = 0
+retry_on = ["reset"]
+[upstreams.ut]
+addrs = ["%s", "%s"]
+max_fails = 0
+retry_on = ["timeout"]
+read_timeout = "300ms"
+""" % (busy.addr, good.addr, closing.addr, good.addr, slow.addr, good.addr))
+    for path in ("/s", "/r", "/t"):
+        for _ in range(4):
+            r = B.get(w.port, path)
+            assert r.status == 200 and r.body == b"ok\n", (path, r.status, w.stderr())
+    want = {"status": busy, "reset": closing, "timeout": slow}
+
+    def counted():
+        text = B.get(w.port, "/metrics").body.decode()
+        got = {}
+        for cause, up in (("status", "us"), ("reset", "ur"), ("timeout", "ut")):
+            m = re.search(r'weir_upstream_retries_total\{upstream="%s",cause="%s"\} (\d+)'
+                          % (up, cause), text)
+            got[cause] = int(m.group(1)) if m else 0
+        return got if all(got[c] == want[c].request_count() for c in got) else None
+    got = conftest.wait_for(counted, 10)
+    assert got and all(v >= 1 for v in got.values()), (
+        got, {c: b.request_count() for c, b in want.items()})

@@ -22,7 +22,7 @@ import pytest
 
 import backends as B
 import tlsutil as T
-from conftest import binary, free_port, require_binary, wait_port
+from conftest import binary, free_port, require_binary, wait_for, wait_port
 
 
 @pytest.fixture(scope="session")
@@ -704,6 +704,49 @@ def test_upstream_tls_verified_with_sni(pki, tls_backend, proxy):
     assert tb.sni == ["localhost"]
     assert tb.last().path == "/s?x=1"
     assert tb.last().headers.get("X-Forwarded-Proto") == "http"
+
+
+def test_upstream_connects_and_handshakes_are_timed(pki, tls_backend, proxy):
+    """weir_upstream_connect_seconds counts each new upstream connection
+    once, and weir_tls_handshake_seconds{side="upstream"} each handshake
+    with the backend: six requests on one kept-alive upstream connection
+    are one of each; after the backend closes it, the next request's new
+    connection is one more of each."""
+    import http.client
+
+    def handler(conn, req):
+        close = req.path == "/close"
+        hs = [("Content-Length", "3")] + ([("Connection", "close")] if close else [])
+        conn.send(B.response_head(200, hs) + b"ok\n")
+        return "close" if close else None
+    tb = tls_backend(handler)
+    port = free_port()
+    text = (server_section(port, prometheus_metrics="/metrics") + location_section() +
+            upstream_section(tb, tls=True, sni="localhost", ca_file=pki.path("ca.crt")))
+    w = proxy(text, port)
+
+    def scraped():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        return c.getresponse().read().decode()
+
+    def counts():
+        t = scraped()
+        return (metric(t, "weir_upstream_connect_seconds_count", upstream="u"),
+                metric(t, "weir_upstream_connect_seconds_bucket", upstream="u", le="+Inf"),
+                metric(t, "weir_tls_handshake_seconds_count", side="upstream"),
+                metric(t, HANDSHAKES, side="upstream", result="ok"))
+    for _ in range(6):
+        assert B.get(port, "/s").status == 200, w.stderr()
+    assert wait_for(lambda: counts() == (1, 1, 1, 1), 10), (counts(), scraped())
+    assert len(tb.sni) == 1  # one handshake at the backend too
+    t = scraped()
+    assert 0 <= metric(t, "weir_upstream_connect_seconds_sum", upstream="u") < 5, t
+    assert 0 < metric(t, "weir_tls_handshake_seconds_sum", side="upstream") < 5, t
+    assert B.get(port, "/close").status == 200
+    assert B.get(port, "/after").status == 200
+    assert wait_for(lambda: counts() == (2, 2, 2, 2), 10), (counts(), scraped())
+    assert len(tb.sni) == 2
 
 
 def test_upstream_tls_verifies_an_ip_without_sni(pki, tls_backend, proxy):
