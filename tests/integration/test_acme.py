@@ -151,6 +151,7 @@ def test_a_certificate_is_ordered_and_swapped_in_without_a_reload(acme, tmp_path
     import re
     exp = re.search(r'weir_certificate_expiry_seconds\{name="site"\} (\d+)', text)
     assert exp and int(exp.group(1)) > 86400, text
+    assert 'weir_acme_orders_total{result="started"} 1' in text, text
     assert 'weir_acme_orders_total{result="succeeded"} 1' in text, text
     assert 'weir_acme_orders_total{result="failed"} 0' in text, text
     # The files: 0600, in the storage directory.
@@ -177,15 +178,46 @@ def test_a_restart_serves_the_stored_certificate_without_ordering(setup, weir_to
     assert "ordering" not in w2.stderr() and "renewing" not in w2.stderr()
 
 
-def test_a_short_lived_certificate_is_renewed(setup):
-    # Valid 15 s: renewed at 2/3 of its life, about 10 s after it was issued.
-    pb, w, _ = setup(validity=15)
-    first = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
-    assert first, w.describe()
-    second = wait_for(lambda: peer_cert(w.port).serial_number != first.serial_number and
-                      peer_cert(w.port), timeout=40)
-    assert second and not self_signed(second), w.describe()
-    assert "renewing a certificate for a.weir.test" in w.stderr()
+def test_a_short_lived_certificate_is_renewed(acme):
+    """Valid 15 s: renewed at 2/3 of its life, about 10 s after it was
+    issued. A connection opened on the first certificate keeps working
+    after the renewal's swap; the webhook says "renewed"; the metrics
+    count two orders started and two succeeded."""
+    from test_webhook import Receiver
+    r = Receiver()
+    try:
+        pb = acme.pebble(15)
+        text = (CONFIG % "").replace("@HTTP@", str(acme.http_port)).replace(
+            "@ADMIN@", str(acme.admin_port)).replace("@DIR@", pb.directory).replace(
+            "@CA@", pb.ca)
+        w = acme.weir_toml('[basic]\nwebhook = "%s"\n' % r.url + text)
+        first = wait_for(lambda: not self_signed(peer_cert(w.port)) and peer_cert(w.port))
+        assert first, w.describe()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        held = ctx.wrap_socket(socket.create_connection(("127.0.0.1", w.port), timeout=5),
+                               server_hostname="a.weir.test")
+        on = x509.load_der_x509_certificate(held.getpeercert(binary_form=True))
+        second = wait_for(lambda: peer_cert(w.port).serial_number not in (
+            first.serial_number, on.serial_number) and peer_cert(w.port), timeout=40)
+        assert second and not self_signed(second), w.describe()
+        assert "renewing a certificate for a.weir.test" in w.stderr()
+        held.sendall(b"GET /held HTTP/1.1\r\nHost: a.weir.test\r\n\r\n")
+        assert b"echo from" in held.recv(4096)
+        held.close()
+        renewed = wait_for(lambda: [e for e in r.events("certificate")
+                                    if "certificate site renewed for a.weir.test" in
+                                    e["message"]], timeout=10)
+        assert renewed, r.bodies
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % acme.admin_port,
+                                      timeout=5).read().decode()
+        import re
+        counts = dict(re.findall(r'weir_acme_orders_total\{result="(\w+)"\} (\d+)', text))
+        assert int(counts["started"]) == int(counts["succeeded"]) >= 2, counts
+        assert counts["failed"] == "0", counts
+    finally:
+        r.close()
 
 
 def test_a_failed_challenge_is_retried_and_then_met(acme):

@@ -243,3 +243,50 @@ def test_bad_webhook_settings(tmp_path):
         r = subprocess.run([binary("weir"), "-t", "-c", str(f)], capture_output=True, text=True,
                            timeout=30)
         assert r.returncode == 1 and expect in r.stderr, r.stderr
+
+
+def webhook_counts(admin):
+    import re
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=10).read()
+    return {k: int(v) for k, v in re.findall(
+        r'weir_webhook_events_total\{result="(\w+)"\} (\d+)', text.decode())}
+
+
+def with_admin(hook, admin):
+    return simple(hook) + '\n[admin]\naddr = "127.0.0.1:%d"\n' % admin
+
+
+def test_a_receiver_that_refuses_connections_is_tried_three_times(weir_toml):
+    """No receiver at all: each event is tried three times (1 s, then 2 s
+    apart), then counted as failed and logged; traffic never waits."""
+    from conftest import closed_port
+    admin = free_port()
+    w = weir_toml(with_admin("http://127.0.0.1:%d/hook" % closed_port(), admin))
+    for _ in range(50):
+        assert B.get(w.port, "/").status == 200
+    assert wait_for(lambda: webhook_counts(admin).get("failed") == 1, 15), webhook_counts(admin)
+    assert webhook_counts(admin)["sent"] == 0
+    assert "webhook: start event not delivered" in w.stderr(), w.stderr()
+
+
+def test_the_queue_is_bounded_what_does_not_fit_is_dropped_and_counted(receiver, weir_toml):
+    """A receiver that hangs holds the sender on one event; 300 reloads
+    meanwhile make more events than the queue's 256: the rest is dropped
+    and counted, reloads and traffic go on, and the stop is not held."""
+    import urllib.request
+    r = receiver(hang=True)
+    admin = free_port()
+    w = weir_toml(with_admin(r.url, admin))
+    for i in range(300):
+        req = urllib.request.Request("http://127.0.0.1:%d/api/reload" % admin, data=b"",
+                                     method="POST")
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+        if i % 50 == 0:
+            assert B.get(w.port, "/").status == 200
+    got = webhook_counts(admin)
+    assert got["dropped"] >= 300 - 256, got
+    assert got["sent"] == 0, got
+    t = time.time()
+    w.stop()
+    assert time.time() - t < 10
