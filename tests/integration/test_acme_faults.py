@@ -191,9 +191,18 @@ def test_ari_a_window_that_has_begun_renews_a_fresh_certificate(acme):
         "start": rfc3339(time.time() + 30 * 86400),
         "end": rfc3339(time.time() + 31 * 86400)}}).encode())
     acme.proxy.renewal_info = later
+    orders = []
+
+    def new_orders(method, path, body):
+        if method == "POST" and path.endswith("/order-plz"):
+            jws = json.loads(body)
+            pad = "=" * (-len(jws["payload"]) % 4)
+            orders.append(json.loads(base64.urlsafe_b64decode(jws["payload"] + pad)))
+    acme.proxy.rules.append(new_orders)
     w = acme.weir()
     first = conftest.wait_for(lambda: issued(w.port), 40)
     assert first, w.describe()
+    assert len(orders) == 1 and "replaces" not in orders[0], orders  # a first order
     # Restarted on the stored certificate: ARI is asked for it; the window
     # is a month away: nothing is ordered.
     w = restarted(acme, w)
@@ -213,7 +222,41 @@ def test_ari_a_window_that_has_begun_renews_a_fresh_certificate(acme):
     assert second, w.describe()
     assert "renewing a certificate for a.weir.test" in w.stderr()
     assert acme.proxy.ari_asked[asked] == cert_id(first)
+    # The renewal names the certificate it replaces (RFC 9773 5).
+    assert orders[-1].get("replaces") == cert_id(first), orders
     assert first.not_valid_after > datetime.datetime.utcnow() + datetime.timedelta(days=30)
+
+
+def test_ari_an_already_replaced_certificate_is_renewed_by_a_plain_order(acme):
+    """The CA says the certificate was already replaced (an order this
+    instance lost track of): the renewal is ordered again without
+    "replaces", at once, not after a backoff."""
+    now = lambda cid: (200, json.dumps({"suggestedWindow": {
+        "start": rfc3339(time.time() - 120), "end": rfc3339(time.time() - 60)}}).encode())
+    w = acme.weir()
+    first = conftest.wait_for(lambda: issued(w.port), 40)
+    assert first, w.describe()
+    acme.proxy.renewal_info = now
+    sent = []
+
+    def refuse_replaces(method, path, body):
+        if method == "POST" and path.endswith("/order-plz"):
+            jws = json.loads(body)
+            pad = "=" * (-len(jws["payload"]) % 4)
+            payload = json.loads(base64.urlsafe_b64decode(jws["payload"] + pad))
+            sent.append(payload)
+            if "replaces" in payload:
+                return (409, {"Content-Type": "application/problem+json"},
+                        b'{"type":"urn:ietf:params:acme:error:alreadyReplaced",'
+                        b'"detail":"already replaced","status":409}')
+        return None
+    acme.proxy.rules.append(refuse_replaces)
+    w = restarted(acme, w)
+    second = conftest.wait_for(lambda: (issued(w.port) or first).serial_number !=
+                               first.serial_number and issued(w.port), 40)
+    assert second, w.describe()
+    assert [("replaces" in p) for p in sent] == [True, False], sent
+    assert "trying again" not in w.stderr(), w.stderr()
 
 
 @pytest.mark.parametrize("answer", [(500, b"oops"), (200, b"not json"),

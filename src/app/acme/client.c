@@ -27,7 +27,7 @@
 #define NONCE_RETRIES 10
 
 struct weir_acme {
-    char *directory, *ca_file, *email;
+    char *directory, *ca_file, *email, *replaces;
     EVP_PKEY *key;
     uint32_t timeout_ms, max_wait_ms;
     char *new_nonce, *new_account, *new_order; /* from the directory */
@@ -61,10 +61,12 @@ weir_acme *weir__acme_new(const weir_acme_options *o)
     a->directory = strdup(o->directory);
     a->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
     a->email = o->email ? strdup(o->email) : NULL;
+    a->replaces = o->replaces ? strdup(o->replaces) : NULL;
     a->key = o->account_key;
     a->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
     a->max_wait_ms = o->max_wait_ms ? o->max_wait_ms : 120000;
-    if (!a->directory || (o->ca_file && !a->ca_file) || (o->email && !a->email)) {
+    if (!a->directory || (o->ca_file && !a->ca_file) || (o->email && !a->email) ||
+        (o->replaces && !a->replaces)) {
         weir__acme_free(a);
         return NULL;
     }
@@ -78,6 +80,7 @@ void weir__acme_free(weir_acme *a)
     free(a->directory);
     free(a->ca_file);
     free(a->email);
+    free(a->replaces);
     free(a->new_nonce);
     free(a->new_account);
     free(a->new_order);
@@ -527,12 +530,25 @@ int weir__acme_order(weir_acme *a, const char *const *domains, size_t n, EVP_PKE
     for (size_t i = 0; ids && i < n; i++)
         json_array_append_new(ids, json_pack("{s:s, s:s}", "type", "dns", "value", domains[i]));
     json_t *req = json_pack("{s:o}", "identifiers", ids);
+    /* A renewal names what it replaces where the CA knows ARI: the CA may
+     * then let it past its rate limits (RFC 9773 5). */
+    bool replaces = req && a->replaces && a->renewal_info;
+    if (replaces)
+        json_object_set_new(req, "replaces", json_string(a->replaces));
     char *payload = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
     resp r;
     int64_t ra = -1;
     rc = payload ? post_ok(a, a->new_order, payload, false, &r, &ra, err, err_len) : WEIR_ACME_ERR;
     free(payload);
+    if (replaces && rc == WEIR_ACME_ERR && strstr(err, ":alreadyReplaced")) {
+        /* Replaced by an order this instance lost track of: a plain order. */
+        json_object_del(req, "replaces");
+        payload = json_dumps(req, JSON_COMPACT);
+        rc = payload ? post_ok(a, a->new_order, payload, false, &r, &ra, err, err_len)
+                     : WEIR_ACME_ERR;
+        free(payload);
+    }
+    json_decref(req);
     if (rc == WEIR_ACME_RATE_LIMITED)
         *retry_after_s = ra > 0 ? ra : 0;
     if (rc != WEIR_ACME_OK)

@@ -30,6 +30,10 @@ typedef struct weir_acme_options {
     const char *email;     /* the account's contact; NULL = none */
     uint32_t timeout_ms;   /* per HTTP exchange; 0 = 10 s */
     uint32_t max_wait_ms;  /* for an authorization or order to settle; 0 = 120 s */
+    /* A renewal: the ARI identifier (weir__acme_cert_id) of the certificate
+     * it replaces, sent as the order's "replaces" when the CA offers ARI
+     * (RFC 9773 5); NULL = a first order. */
+    const char *replaces;
 } weir_acme_options;
 
 /* What the caller does for one challenge. */

@@ -551,9 +551,22 @@ static int order(weir_acme_manager *m, const weir_cfg_cert *c, char *err, size_t
     if (!account)
         return -1;
     EVP_PKEY *key = weir__acme_key_new((weir_acme_key_type)c->key_type);
-    weir_acme_options o = {
-        .directory = c->acme, .ca_file = c->acme_ca, .account_key = account, .email = c->email};
+    /* A renewal of the stored certificate (one that still covers the
+     * domains) says which one it replaces. */
+    int64_t nb, na;
+    char *replaces = NULL, *pem = NULL, rerr[300];
+    size_t n = 0;
+    if (cert_state(c->acme_cert, c, &nb, &na) &&
+        (pem = weir__admin_read_file(c->acme_cert, &n, rerr, sizeof(rerr))))
+        replaces = weir__acme_cert_id(pem);
+    free(pem);
+    weir_acme_options o = {.directory = c->acme,
+                           .ca_file = c->acme_ca,
+                           .account_key = account,
+                           .email = c->email,
+                           .replaces = replaces};
     weir_acme *a = key ? weir__acme_new(&o) : NULL;
+    free(replaces);
     dns_arg dns = {.hook = c->dns_hook};
     weir_acme_challenge_ops http = {"http-01", present, cleanup, m};
     weir_acme_challenge_ops dns01 = {"dns-01", dns_present, dns_cleanup, &dns};
