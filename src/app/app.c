@@ -485,9 +485,12 @@ int weir__app_reload_from(weir_app *app, weir_app_load_fn load, void *arg, const
     snprintf(app->last_reload.error, sizeof(app->last_reload.error), "%s",
              rc != WEIR_OK && errs->n > before ? errs->v[before] : "");
     if (rc != WEIR_OK)
-        weir__webhook_emit(WEIR_EV_RELOAD_FAIL, "reload of %s refused (%zu errors)%s%s", path,
-                           errs->n - before, errs->n > before ? ": " : "",
-                           errs->n > before ? errs->v[before] : "");
+        weir__webhook_emit(WEIR_EV_RELOAD_FAIL,
+                           json_pack("{s:o, s:I, s:o}", "config", weir__webhook_str(path), "errors",
+                                     (json_int_t)(errs->n - before), "error",
+                                     weir__webhook_str(errs->n > before ? errs->v[before] : NULL)),
+                           "reload of %s refused (%zu errors)%s%s", path, errs->n - before,
+                           errs->n > before ? ": " : "", errs->n > before ? errs->v[before] : "");
     weir__cfg_errors_free(&mine);
     return rc;
 }

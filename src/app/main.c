@@ -691,7 +691,7 @@ int main(int argc, char **argv)
     if (rc == WEIR_OK)
         rc = weir_server_run(srv);
     run_state.app = NULL;
-    weir__webhook_emit(WEIR_EV_STOP, "weir stopped (pid %d)", (int)getpid());
+    weir__webhook_emit(WEIR_EV_STOP, NULL, "weir stopped (pid %d)", (int)getpid());
     weir__webhook_stop(2000);
     weir__otlp_stop(2000);
     weir__prom_push_stop();

@@ -17,6 +17,7 @@
 #include "app/acme/manager.h"
 #include "app/app.h"
 #include "app/config/config.h"
+#include "app/strbuf.h"
 #include "weir/lb.h"
 #include "weir/log.h"
 #include "weir/server.h"
@@ -63,6 +64,7 @@ int weir__webhook_type(const char *name)
 typedef struct event {
     weir_event ev;
     char *msg;
+    json_t *data; /* the fields of the normal type's "data" */
     int64_t unix_ms;
 } event;
 
@@ -102,28 +104,66 @@ static bool wanted(weir_event ev)
     return W.url && (!W.mask || (W.mask & (1u << ev)));
 }
 
-void weir__webhook_emit(weir_event ev, const char *fmt, ...)
+/* msg, or (freed) a copy with each byte outside valid UTF-8 as U+FFFD: a
+ * path or an error may hold any byte, and JSON holds UTF-8 only. */
+static char *utf8(char *msg)
+{
+    if (!msg)
+        return NULL;
+    size_t n = strlen(msg);
+    for (size_t i = 0; i < n;) {
+        size_t k = (unsigned char)msg[i] < 0x80
+                       ? 1
+                       : weir__utf8_len((const unsigned char *)msg + i, n - i);
+        if (!k) {
+            weir_strbuf b = {0};
+            weir__sb_put_utf8(&b, msg, n);
+            free(msg);
+            if (b.oom)
+                free(b.p);
+            return b.oom ? NULL : b.p;
+        }
+        i += k;
+    }
+    return msg;
+}
+
+json_t *weir__webhook_str(const char *s)
+{
+    char *c = s ? utf8(strdup(s)) : NULL;
+    json_t *j = c ? json_string(c) : NULL;
+    free(c);
+    return j ? j : json_null();
+}
+
+void weir__webhook_emit(weir_event ev, json_t *data, const char *fmt, ...)
 {
     pthread_mutex_lock(&W.mu);
     bool want = W.running && !W.stopping && wanted(ev);
     pthread_mutex_unlock(&W.mu);
-    if (!want && ev != WEIR_EV_STOP)
+    if (!want && ev != WEIR_EV_STOP) {
+        json_decref(data);
         return;
+    }
     char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
     int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0 || !(msg = utf8(msg))) {
+        json_decref(data);
         return;
+    }
     pthread_mutex_lock(&W.mu);
     if (!W.running || !wanted(ev)) {
         free(msg);
+        json_decref(data);
     } else if (W.n == QUEUE_MAX) {
         free(msg);
+        json_decref(data);
         atomic_fetch_add(&W.dropped, 1);
     } else {
-        W.q[(W.head + W.n) % QUEUE_MAX] = (event){ev, msg, wall_ms()};
+        W.q[(W.head + W.n) % QUEUE_MAX] = (event){ev, msg, data, wall_ms()};
         W.n++;
         pthread_cond_signal(&W.cv);
     }
@@ -155,9 +195,9 @@ static char *payload(int type, const event *e)
                       names[e->ev], "text", text);
         break;
     default:
-        j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "event", names[e->ev], "message", e->msg,
-                      "hostname", host, "pid", (json_int_t)getpid(), "time", when, "version",
-                      weir_version());
+        j = json_pack("{s:s, s:s, s:o, s:s, s:I, s:s, s:s}", "event", names[e->ev], "message",
+                      e->msg, "data", e->data ? json_incref(e->data) : json_object(), "hostname",
+                      host, "pid", (json_int_t)getpid(), "time", when, "version", weir_version());
         break;
     }
     char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -226,11 +266,13 @@ static void *sender_main(void *arg)
         free(body);
         free(url);
         free(e.msg);
+        json_decref(e.data);
         pthread_mutex_lock(&W.mu);
     }
     /* What is left when the time is up is dropped. */
     while (W.n) {
         free(W.q[W.head].msg);
+        json_decref(W.q[W.head].data);
         W.head = (W.head + 1) % QUEUE_MAX;
         W.n--;
         atomic_fetch_add(&W.dropped, 1);
@@ -258,8 +300,10 @@ void weir__webhook_start(weir_app *app, weir_server *srv, const weir_config *cfg
     W.stopping = false;
     W.running = pthread_create(&W.thread, NULL, sender_main, NULL) == 0;
     pthread_mutex_unlock(&W.mu);
-    weir__webhook_emit(WEIR_EV_START, "weir %s serves (pid %d, configuration %s)", weir_version(),
-                       (int)getpid(), cfg->file);
+    weir__webhook_emit(
+        WEIR_EV_START,
+        json_pack("{s:s, s:o}", "version", weir_version(), "config", weir__webhook_str(cfg->file)),
+        "weir %s serves (pid %d, configuration %s)", weir_version(), (int)getpid(), cfg->file);
 }
 
 void weir__webhook_stop(uint32_t ms)
@@ -284,11 +328,14 @@ void weir__webhook_stop(uint32_t ms)
 typedef struct diff_text {
     char text[1800];
     size_t len;
+    json_t *changes; /* [{"change", "section"}] */
 } diff_text;
 
 static void add_section(void *arg, const char *change, const char *section)
 {
     diff_text *d = arg;
+    json_array_append_new(d->changes,
+                          json_pack("{s:s, s:s}", "change", change, "section", section));
     if (d->len + 80 < sizeof(d->text))
         d->len += (size_t)snprintf(d->text + d->len, sizeof(d->text) - d->len, "%s %s [%s]",
                                    d->len ? "," : "", change, section);
@@ -297,13 +344,21 @@ static void add_section(void *arg, const char *change, const char *section)
 void weir__webhook_reloaded(const weir_config *old, const weir_config *cfg)
 {
     set_settings(&cfg->basic);
-    weir__webhook_emit(WEIR_EV_RELOAD, "configuration %s reloaded (load %llu)", cfg->file,
+    weir__webhook_emit(WEIR_EV_RELOAD,
+                       json_pack("{s:o, s:I}", "config", weir__webhook_str(cfg->file), "load",
+                                 (json_int_t)cfg->revision),
+                       "configuration %s reloaded (load %llu)", cfg->file,
                        (unsigned long long)cfg->revision);
-    diff_text d = {.len = 0};
-    if (!weir__config_diff(old, cfg, add_section, &d))
-        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "the configuration changed");
-    else if (d.len)
-        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, "sections%s", d.text);
+    diff_text d = {.len = 0, .changes = json_array()};
+    if (!weir__config_diff(old, cfg, add_section, &d)) {
+        json_decref(d.changes);
+        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, NULL, "the configuration changed");
+    } else if (d.len) {
+        weir__webhook_emit(WEIR_EV_DIFF_CONFIG, json_pack("{s:o}", "changes", d.changes),
+                           "sections%s", d.text);
+    } else {
+        json_decref(d.changes);
+    }
 }
 
 /* ---- the poll (main thread) ---- */
@@ -352,21 +407,32 @@ static void poll_upstream(const weir_cfg_upstream *u, bool emit)
         healthy += v[i].healthy && !v[i].draining;
         snprintf(key, sizeof(key), "b|%s|%s", u->name, v[i].addr);
         if (record(key, v[i].healthy, &prev) && emit && prev != v[i].healthy)
-            weir__webhook_emit(WEIR_EV_BACKEND_STATUS, "upstream %s: backend %s is %s", u->name,
-                               v[i].addr, v[i].healthy ? "healthy" : "unhealthy");
+            weir__webhook_emit(WEIR_EV_BACKEND_STATUS,
+                               json_pack("{s:s, s:s, s:b}", "upstream", u->name, "backend",
+                                         v[i].addr, "healthy", v[i].healthy),
+                               "upstream %s: backend %s is %s", u->name, v[i].addr,
+                               v[i].healthy ? "healthy" : "unhealthy");
     }
     free(v);
     snprintf(key, sizeof(key), "u|%s", u->name);
     bool down = n > 0 && healthy == 0;
     if (record(key, down, &prev) && emit && prev != down)
-        weir__webhook_emit(WEIR_EV_UPSTREAM_DOWN, "upstream %s %s", u->name,
+        weir__webhook_emit(WEIR_EV_UPSTREAM_DOWN,
+                           json_pack("{s:s, s:b, s:I, s:I}", "upstream", u->name, "down", down,
+                                     "healthy", (json_int_t)healthy, "backends", (json_int_t)n),
+                           "upstream %s %s", u->name,
                            down ? "has no healthy backend" : "has a healthy backend again");
     weir_discovery_info d;
     snprintf(key, sizeof(key), "d|%s", u->name);
     if (weir_upstream_discovery_info(u->lb, &d) && record(key, (int64_t)d.failures, &prev) &&
         emit && (uint64_t)prev < d.failures)
-        weir__webhook_emit(WEIR_EV_DISCOVERY_FAIL, "upstream %s: %s discovery failed: %s", u->name,
-                           d.kind, d.last_error[0] ? d.last_error : "no answer");
+        weir__webhook_emit(
+            WEIR_EV_DISCOVERY_FAIL,
+            json_pack("{s:s, s:s, s:o, s:I}", "upstream", u->name, "discovery", d.kind, "error",
+                      weir__webhook_str(d.last_error[0] ? d.last_error : "no answer"), "failures",
+                      (json_int_t)d.failures),
+            "upstream %s: %s discovery failed: %s", u->name, d.kind,
+            d.last_error[0] ? d.last_error : "no answer");
 }
 
 static void poll_main(void *arg)
@@ -393,8 +459,11 @@ static void poll_main(void *arg)
         bool known = record(key, 0, &prev);
         if (na && na - now < EXPIRY_WARN_S && (!known || prev < now - 86400)) {
             record(key, now, &prev);
-            weir__webhook_emit(WEIR_EV_CERT_EXPIRY, "certificate %s expires in %lld s (%s)",
-                               c->name, (long long)(na - now), na < now ? "expired" : "renew it");
+            weir__webhook_emit(WEIR_EV_CERT_EXPIRY,
+                               json_pack("{s:s, s:I, s:b}", "certificate", c->name, "expires_in_s",
+                                         (json_int_t)(na - now), "expired", na < now),
+                               "certificate %s expires in %lld s (%s)", c->name,
+                               (long long)(na - now), na < now ? "expired" : "renew it");
         } else if (known) {
             record(key, prev, &prev); /* keep when it was last said */
         }

@@ -14,6 +14,7 @@
 #ifndef WEIR_APP_WEBHOOK_H
 #define WEIR_APP_WEBHOOK_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -60,9 +61,15 @@ void weir__webhook_reloaded(const struct weir_config *old, const struct weir_con
 /* Sends what is queued, for at most ms, and stops. Main thread. */
 void weir__webhook_stop(uint32_t ms);
 
-/* Queues an event (a printf message) when the webhook wants it. Any
+/* Queues an event when the webhook wants it: data, the event's fields as
+ * a JSON object (taken over; NULL: none), and a printf message. Any
  * thread; never blocks. */
-void weir__webhook_emit(weir_event ev, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void weir__webhook_emit(weir_event ev, json_t *data, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A JSON string of s for an event's data, bytes outside valid UTF-8 as
+ * U+FFFD (a path or an error may hold any); null for s NULL. */
+json_t *weir__webhook_str(const char *s);
 
 /* Events sent, failed (after the retries) and dropped (queue full). */
 void weir__webhook_counts(uint64_t *sent, uint64_t *failed, uint64_t *dropped);

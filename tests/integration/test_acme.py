@@ -210,6 +210,7 @@ def test_a_short_lived_certificate_is_renewed(acme):
                                     if "certificate site renewed for a.weir.test" in
                                     e["message"]], timeout=10)
         assert renewed, r.bodies
+        assert renewed[0]["data"]["action"] == "renewed", renewed
         text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % acme.admin_port,
                                       timeout=5).read().decode()
         import re
@@ -505,9 +506,14 @@ def test_certificate_events_reach_the_webhook(acme, tmp_path):
         fail = wait_for(lambda: r.events("certificate_fail"))
         assert fail and "certificate site:" in fail[0]["message"], r.bodies
         assert "trying again in 5 s" in fail[0]["message"]
+        fd = fail[0]["data"]
+        assert fd["certificate"] == "site" and fd["retry_in_s"] == 5 and fd["error"], fd
         challtest(pb, "/clear-a", {"host": "b.weir.test"})
         ok = wait_for(lambda: r.events("certificate"), timeout=40)
         assert ok and "certificate site obtained for a.weir.test" in ok[0]["message"], r.bodies
+        od = ok[0]["data"]
+        assert od["certificate"] == "site" and od["action"] == "obtained", od
+        assert od["domains"] == ["a.weir.test", "b.weir.test"] and od["expires_in_s"] > 86400, od
         assert w.port
     finally:
         r.close()

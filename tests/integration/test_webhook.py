@@ -125,21 +125,33 @@ def test_every_event_kind(receiver, backend, tmp_path, weir_toml):
         start = wait_for(lambda: r.events("start"))
         assert start, w.describe()
         ev = start[0]
-        assert set(ev) == {"event", "message", "hostname", "pid", "time", "version"}, ev
+        assert set(ev) == {"event", "message", "data", "hostname", "pid", "time", "version"}, ev
         assert ev["pid"] == w.proc.pid and ev["time"].endswith("Z")
+        assert ev["data"]["version"] == ev["version"] and ev["data"]["config"].endswith(".toml")
         assert wait_for(lambda: r.events("certificate_expiry")), r.bodies
-        assert "soon expires in" in r.events("certificate_expiry")[0]["message"]
+        exp = r.events("certificate_expiry")[0]
+        assert "soon expires in" in exp["message"]
+        d = exp["data"]
+        assert d["certificate"] == "soon" and d["expired"] is False, d
+        assert 86400 < d["expires_in_s"] <= 2 * 86400, d
         # One backend down, then both: backend_status, then upstream_down.
         b1.close()
         assert wait_for(lambda: any(b1.addr in e["message"] and "unhealthy" in e["message"]
                                     for e in r.events("backend_status"))), r.bodies
+        down = [e["data"] for e in r.events("backend_status") if b1.addr in e["message"]]
+        assert down[-1] == {"upstream": "u", "backend": b1.addr, "healthy": False}, down
         b2.close()
         assert wait_for(lambda: r.events("upstream_down")), r.bodies
         assert "upstream u has no healthy backend" in r.events("upstream_down")[0]["message"]
+        assert r.events("upstream_down")[0]["data"] == {
+            "upstream": "u", "down": True, "healthy": 0, "backends": 2}, r.bodies
         # Discovery fails.
         dns.mode = "servfail"
         assert wait_for(lambda: r.events("discovery_fail")), r.bodies
-        assert "upstream d: dns discovery failed" in r.events("discovery_fail")[0]["message"]
+        df = r.events("discovery_fail")[0]
+        assert "upstream d: dns discovery failed" in df["message"]
+        assert df["data"]["upstream"] == "d" and df["data"]["discovery"] == "dns", df
+        assert df["data"]["error"] and df["data"]["failures"] >= 1, df
         dns.mode = "ok"
         # A reload that changes one section and adds one: the diff.
         conf = sorted(tmp_path.glob("weir-*.toml"))[-1]
@@ -148,16 +160,22 @@ def test_every_event_kind(receiver, backend, tmp_path, weir_toml):
                         '\n[locations.extra]\npath = "/x"\necho = true\n')
         w.signal(signal.SIGHUP)
         assert wait_for(lambda: r.events("reload_config")), r.bodies
+        rl = r.events("reload_config")[0]["data"]
+        assert rl["config"] == str(conf) and rl["load"] >= 2, rl
         diff = wait_for(lambda: r.events("diff_config"))
         assert diff, r.bodies
         assert "added [locations.extra]" in diff[0]["message"], diff
         assert "changed [upstreams.u]" in diff[0]["message"], diff
         assert "servers.main" not in diff[0]["message"], diff
+        assert sorted((c["change"], c["section"]) for c in diff[0]["data"]["changes"]) == [
+            ("added", "locations.extra"), ("changed", "upstreams.u")], diff
         # A reload that fails.
         conf.write_text(conf.read_text() + "\nbogus = 1\n")
         w.signal(signal.SIGHUP)
         fail = wait_for(lambda: r.events("reload_config_fail"))
         assert fail and "bogus" in fail[0]["message"], r.bodies
+        fd = fail[0]["data"]
+        assert fd["config"] == str(conf) and fd["errors"] >= 1 and "bogus" in fd["error"], fd
         # The stop.
         w.stop()
         w.checked = True
@@ -290,3 +308,21 @@ def test_the_queue_is_bounded_what_does_not_fit_is_dropped_and_counted(receiver,
     t = time.time()
     w.stop()
     assert time.time() - t < 10
+
+
+def test_bytes_that_are_not_utf8_reach_the_receiver_replaced(receiver, tmp_path, start_proc):
+    """A configuration file whose name is not UTF-8 (any byte is a valid
+    Linux file name): the start event is still JSON, the byte as U+FFFD in
+    its message and in its data."""
+    import os
+    r = receiver()
+    port = free_port()
+    path = os.path.join(os.fsencode(str(tmp_path)), b"caf\xe9.toml")
+    with open(path, "w") as f:
+        f.write(simple(r.url).replace("@PORT@", str(port)))
+    require_binary("weir")
+    p = start_proc([binary("weir"), "-c", os.fsdecode(path)], port, "weir")
+    got = wait_for(lambda: r.events("start"), timeout=10)
+    assert got, p.describe()
+    assert "caf\ufffd.toml" in got[0]["message"], got
+    assert got[0]["data"]["config"].endswith("caf\ufffd.toml"), got

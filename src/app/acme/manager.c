@@ -863,7 +863,14 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
                  "acme: [certificates.%s]: certificate obtained for %s (expires in %" PRId64
                  " s), now served",
                  c->name, c->domains[0], na - now_s());
-        weir__webhook_emit(WEIR_EV_CERT, "certificate %s %s for %s (expires in %lld s)", c->name,
+        json_t *doms = json_array();
+        for (size_t i = 0; i < c->n_domains; i++)
+            json_array_append_new(doms, json_string(c->domains[i]));
+        weir__webhook_emit(WEIR_EV_CERT,
+                           json_pack("{s:s, s:s, s:o, s:I}", "certificate", c->name, "action",
+                                     have ? "renewed" : "obtained", "domains", doms, "expires_in_s",
+                                     (json_int_t)(na - now_s())),
+                           "certificate %s %s for %s (expires in %lld s)", c->name,
                            have ? "renewed" : "obtained", c->domains[0], (long long)(na - now_s()));
         if (m->e)
             fleet_push(m, c, it->sig, fencing);
@@ -880,8 +887,11 @@ static void look_at(weir_acme_manager *m, const weir_cfg_cert *c, item *it)
     /* now_s() is whole seconds, up to one behind the real time: one more
      * makes the wait at least what the CA asked for (RFC 8555 7.6). */
     set_state(m, it, ST_FAILED, now_s() + wait + 1, err);
-    weir__webhook_emit(WEIR_EV_CERT_FAIL, "certificate %s: %s (trying again in %lld s)", c->name,
-                       err, (long long)wait);
+    weir__webhook_emit(WEIR_EV_CERT_FAIL,
+                       json_pack("{s:s, s:o, s:I}", "certificate", c->name, "error",
+                                 weir__webhook_str(err), "retry_in_s", (json_int_t)wait),
+                       "certificate %s: %s (trying again in %lld s)", c->name, err,
+                       (long long)wait);
     weir_log(WEIR_LEVEL_ERROR, "acme: [certificates.%s]: %s; %s, trying again in %" PRId64 " s",
              c->name, err, have ? "the current certificate stays" : "still serving a temporary one",
              wait);
