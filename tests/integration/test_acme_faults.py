@@ -227,10 +227,17 @@ def test_ari_a_window_that_has_begun_renews_a_fresh_certificate(acme):
     assert first.not_valid_after > datetime.datetime.utcnow() + datetime.timedelta(days=30)
 
 
-def test_ari_an_already_replaced_certificate_is_renewed_by_a_plain_order(acme):
-    """The CA says the certificate was already replaced (an order this
-    instance lost track of): the renewal is ordered again without
-    "replaces", at once, not after a backoff."""
+@pytest.mark.parametrize("status,problem", [
+    (409, b"alreadyReplaced"),
+    # Boulder, when another account (another instance of a fleet) ordered
+    # the certificate being replaced
+    (403, b"unauthorized"),
+])
+def test_ari_a_refused_replaces_is_renewed_by_a_plain_order(acme, status, problem):
+    """The CA refuses what the renewal replaces (already replaced by an
+    order this instance lost track of; another account's certificate): the
+    renewal is ordered again without "replaces", at once, not after a
+    backoff."""
     now = lambda cid: (200, json.dumps({"suggestedWindow": {
         "start": rfc3339(time.time() - 120), "end": rfc3339(time.time() - 60)}}).encode())
     w = acme.weir()
@@ -246,9 +253,9 @@ def test_ari_an_already_replaced_certificate_is_renewed_by_a_plain_order(acme):
             payload = json.loads(base64.urlsafe_b64decode(jws["payload"] + pad))
             sent.append(payload)
             if "replaces" in payload:
-                return (409, {"Content-Type": "application/problem+json"},
-                        b'{"type":"urn:ietf:params:acme:error:alreadyReplaced",'
-                        b'"detail":"already replaced","status":409}')
+                return (status, {"Content-Type": "application/problem+json"},
+                        b'{"type":"urn:ietf:params:acme:error:' + problem +
+                        b'","detail":"refused","status":%d}' % status)
         return None
     acme.proxy.rules.append(refuse_replaces)
     w = restarted(acme, w)
@@ -257,6 +264,7 @@ def test_ari_an_already_replaced_certificate_is_renewed_by_a_plain_order(acme):
     assert second, w.describe()
     assert [("replaces" in p) for p in sent] == [True, False], sent
     assert "trying again" not in w.stderr(), w.stderr()
+    assert 'ordering again without "replaces"' in w.stderr()
 
 
 @pytest.mark.parametrize("answer", [(500, b"oops"), (200, b"not json"),

@@ -19,6 +19,7 @@
 #include "app/acme/answer.h"
 #include "app/acme/jws.h"
 #include "app/http_body.h"
+#include "weir/log.h"
 #include "weir/server.h"
 
 #define MAX_BODY (4u << 20)
@@ -540,8 +541,11 @@ int weir__acme_order(weir_acme *a, const char *const *domains, size_t n, EVP_PKE
     int64_t ra = -1;
     rc = payload ? post_ok(a, a->new_order, payload, false, &r, &ra, err, err_len) : WEIR_ACME_ERR;
     free(payload);
-    if (replaces && rc == WEIR_ACME_ERR && strstr(err, ":alreadyReplaced")) {
-        /* Replaced by an order this instance lost track of: a plain order. */
+    if (replaces && rc == WEIR_ACME_ERR) {
+        /* Refused for what it replaces (alreadyReplaced; or unauthorized:
+         * another account of the fleet ordered that certificate; or an
+         * identifier this CA did not issue): the same order, plainly. */
+        weir_log(WEIR_LEVEL_INFO, "acme: %s; ordering again without \"replaces\"", err);
         json_object_del(req, "replaces");
         payload = json_dumps(req, JSON_COMPACT);
         rc = payload ? post_ok(a, a->new_order, payload, false, &r, &ra, err, err_len)
