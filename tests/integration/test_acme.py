@@ -523,8 +523,11 @@ def test_the_lock_holder_waits_for_every_instance_to_confirm_a_challenge(tmp_pat
     """Before it asks the CA to validate, the lock holder waits until every
     other live instance confirms it gives the answer (the CA may reach any).
     Here two instances are stand-ins registered by the test: one confirms
-    with the right key authorization, the other with a wrong one, so the
-    holder waits its 10 s, names only that one, and then orders anyway."""
+    with the right key authorization and the challenge key's revision, the
+    other with the right key authorization of an older revision (a late
+    confirmation of an earlier order), so the holder waits its 10 s, names
+    only that one, and then orders anyway."""
+    import base64
     import subprocess
     import threading
     from conftest import binary, require_binary
@@ -539,19 +542,23 @@ def test_the_lock_holder_waits_for_every_instance_to_confirm_a_challenge(tmp_pat
             for g in ("ghost-ok", "ghost-bad"):
                 e.put("/p/instances/" + g, json.dumps({"id": g}))
             w = subprocess.Popen([ETCDCTL, "--endpoints", e.endpoints(), "watch", "--prefix",
-                                  "/p/acme/http-01/"], stdout=subprocess.PIPE, text=True,
-                                 env=dict(os.environ, ETCDCTL_API="3"))
+                                  "/p/acme/http-01/", "-w", "json"], stdout=subprocess.PIPE,
+                                 text=True, env=dict(os.environ, ETCDCTL_API="3"))
             acked = []
 
             def confirm():
-                lines = iter(w.stdout.readline, "")
-                for op in lines:
-                    key, value = next(lines).strip(), next(lines).strip()
-                    if op.strip() == "PUT":
+                for line in iter(w.stdout.readline, ""):
+                    for ev in json.loads(line).get("Events") or []:
+                        if ev.get("type") in (1, "DELETE"):
+                            continue
+                        kv = ev["kv"]
+                        key = base64.b64decode(kv["key"]).decode()
+                        value = base64.b64decode(kv["value"]).decode()
+                        rev = int(kv["mod_revision"])
                         token = key.rsplit("/", 1)[1]
                         d = "/p/acme/ack/http-01/%s/" % token
-                        e.put(d + "ghost-ok", value)
-                        e.put(d + "ghost-bad", value + "x")
+                        e.put(d + "ghost-ok", "%d %s" % (rev, value))
+                        e.put(d + "ghost-bad", "%d %s" % (rev - 1, value))
                         acked.append(token)
             t = threading.Thread(target=confirm, daemon=True)
             t.start()
@@ -572,12 +579,54 @@ def test_the_lock_holder_waits_for_every_instance_to_confirm_a_challenge(tmp_pat
             assert got, a.describe()
             err = a.stderr()
             assert "1 instance(s) did not confirm the challenge in 10 s (ghost-bad)" in err, err
+            assert "not waiting for them for 10 min" in err, err
             assert acked, err
             # The holder's clean-up took the challenge and the confirmations.
             assert wait_for(lambda: e.ctl("get", "--prefix", "/p/acme/ack/", "--keys-only")
                             .split() == [], timeout=10), e.ctl("get", "--prefix", "/p/acme/")
             w.terminate()
             w.wait(timeout=10)
+        finally:
+            pb.close()
+    finally:
+        e.close()
+
+
+def test_a_holder_killed_mid_challenge_leaves_no_challenge_behind(tmp_path, start_proc):
+    """The challenge in etcd is on the holder's lease: a holder killed
+    while it waits for the fleet's confirmations leaves nothing that the
+    other instances would keep answering (or that would fill their tables)
+    once its lease has expired."""
+    from conftest import binary, require_binary
+    from etcdutil import Etcd
+    require_binary("weir")
+    e = Etcd(tmp_path).start()
+    try:
+        http, https, admin = free_port(), free_port(), free_port()
+        pb = Pebble(tmp_path, http).start()
+        try:
+            e.put("/p/locations/all", "echo = true\n")
+            e.put("/p/instances/ghost", json.dumps({"id": "ghost"}))  # never confirms
+            local = tmp_path / "local.toml"
+            local.write_text(
+                '[basic]\ninstance_id = "a"\ninstance_ttl = "2s"\n\n'
+                '[admin]\naddr = "127.0.0.1:%d"\n\n'
+                '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
+                '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
+                'certificates = ["site"]\n\n'
+                '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
+                'domains = ["gone.weir.test"]\nstorage = "%s"\n'
+                % (admin, http, https, pb.directory, pb.ca, tmp_path / "acme"))
+            a = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)], https,
+                           "weir-a")
+
+            def challenges():
+                return e.ctl("get", "--prefix", "/p/acme/http-01/", "--keys-only").split()
+            assert wait_for(challenges, timeout=20), a.describe()
+            a.proc.kill()
+            a.proc.wait(timeout=10)
+            a.checked = True
+            assert wait_for(lambda: not challenges(), timeout=15), challenges()
         finally:
             pb.close()
     finally:

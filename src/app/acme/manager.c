@@ -31,6 +31,7 @@ extern char **environ;
 #include "app/admin/toml_edit.h"
 #include "app/config/config.h"
 #include "app/etcd/source.h"
+#include "app/strbuf.h"
 #include "app/webhook.h"
 #include "weir/log.h"
 #include "weir/server.h"
@@ -271,11 +272,17 @@ struct weir_acme_manager {
     _Atomic uint64_t started, succeeded, failed;
     weir_etcd_source *fleet; /* the config is etcd's: the lock holder orders for all */
     weir_etcd *e;            /* this thread's client of it */
+    /* Instances that did not confirm a challenge in time: not waited for
+     * again until quiet_until_ms (one that cannot answer, an older version
+     * say, must not cost ACK_WAIT_MS per name). This thread only. */
+    char *unconfirmed; /* ", "-separated ids, or NULL */
+    int64_t quiet_until_ms;
 };
 
 /* ---- a challenge shared with the fleet through etcd ---- */
 
-#define ACK_WAIT_MS 10000 /* for the other instances to confirm a challenge */
+#define ACK_WAIT_MS 10000   /* for the other instances to confirm a challenge */
+#define ACK_QUIET_MS 600000 /* how long one that did not is not waited for */
 
 static int64_t mono_ms(void)
 {
@@ -284,27 +291,44 @@ static int64_t mono_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* Whether id is in the list of instances that did not confirm lately. */
+static bool quiet(const weir_acme_manager *m, const char *id)
+{
+    if (!m->unconfirmed || mono_ms() >= m->quiet_until_ms)
+        return false;
+    size_t n = strlen(id);
+    for (const char *p = m->unconfirmed; (p = strstr(p, id)); p += n)
+        if ((p == m->unconfirmed || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 /*
  * Waits until every other live instance (/PREFIX/instances/ID) confirms
- * that it gives this answer (/PREFIX/acme/ack/KIND/NAME/ID = key_auth, put
- * by its etcd watch), at most ACK_WAIT_MS: the CA may ask any instance, and
- * one that has not seen the challenge yet would fail the order. After the
- * wait the CA is asked anyway: an instance may be unable to answer (an
- * older version) and the order then fails as it would have.
+ * that it gives this answer (/PREFIX/acme/ack/KIND/NAME/ID = "REV
+ * KEY_AUTH", REV the challenge key's mod revision, put by its etcd
+ * watch), at most ACK_WAIT_MS: the CA may ask any instance, and one that
+ * has not seen the challenge yet would fail the order. After the wait the
+ * CA is asked anyway (an instance may be unable to answer, an older
+ * version say; the order then fails as it would have), and those that did
+ * not confirm are not waited for again for ACK_QUIET_MS.
  */
 static void fleet_confirmed(weir_acme_manager *m, const char *kind, const char *name,
-                            const char *key_auth)
+                            const char *key_auth, int64_t rev)
 {
     const char *prefix = weir__etcd_source_prefix(m->fleet);
     const char *self = weir__etcd_source_instance(m->fleet);
-    char *inst = NULL, *acks = NULL, err[512] = "", missing[300] = "";
+    char *inst = NULL, *acks = NULL, *want = NULL, err[512] = "";
     if (asprintf(&inst, "%s/instances/", prefix) < 0)
         inst = NULL;
     if (asprintf(&acks, "%s/acme/ack/%s/%s/", prefix, kind, name) < 0)
         acks = NULL;
+    if (asprintf(&want, "%" PRId64 " %s", rev, key_auth) < 0)
+        want = NULL;
     size_t ni = inst ? strlen(inst) : 0, na = acks ? strlen(acks) : 0;
     int64_t until = mono_ms() + ACK_WAIT_MS;
-    bool done = !inst || !acks;
+    bool done = !inst || !acks || !want;
+    weir_strbuf missing = {0};
     while (!done && !atomic_load(&m->stop)) {
         weir_etcd_kvs in = {0}, ak = {0};
         if (weir__etcd_range(m->e, inst, 0, &in, err, sizeof(err)) != 0 ||
@@ -313,19 +337,18 @@ static void fleet_confirmed(weir_acme_manager *m, const char *kind, const char *
                      name, err);
             done = true;
         }
-        size_t len = 0, n_missing = 0;
+        missing.len = 0;
+        size_t n_missing = 0;
         for (size_t i = 0; !done && i < in.n; i++) {
             const char *id = in.v[i].key + ni;
-            if (in.v[i].key_len <= ni || (self && strcmp(id, self) == 0))
+            if (in.v[i].key_len <= ni || (self && strcmp(id, self) == 0) || quiet(m, id))
                 continue;
             bool acked = false;
             for (size_t k = 0; k < ak.n && !acked; k++)
                 acked = ak.v[k].key_len > na && strcmp(ak.v[k].key + na, id) == 0 &&
-                        strcmp(ak.v[k].value, key_auth) == 0;
-            if (!acked && len < sizeof(missing)) {
-                int w = snprintf(missing + len, sizeof(missing) - len, "%s%s", len ? ", " : "", id);
-                len += w > 0 ? (size_t)w : 0;
-            }
+                        strcmp(ak.v[k].value, want) == 0;
+            if (!acked)
+                weir__sb_printf(&missing, "%s%s", n_missing ? ", " : "", id);
             n_missing += !acked;
         }
         weir__etcd_kvs_free(&in);
@@ -335,30 +358,45 @@ static void fleet_confirmed(weir_acme_manager *m, const char *kind, const char *
         if (mono_ms() >= until) {
             weir_log(WEIR_LEVEL_WARN,
                      "acme: %s %s: %zu instance(s) did not confirm the challenge in %d s (%s); "
-                     "asking the CA anyway",
-                     kind, name, n_missing, ACK_WAIT_MS / 1000, missing);
+                     "asking the CA anyway, and not waiting for them for %d min",
+                     kind, name, n_missing, ACK_WAIT_MS / 1000,
+                     missing.p && !missing.oom ? missing.p : "?", ACK_QUIET_MS / 60000);
+            if (missing.p && !missing.oom) {
+                free(m->unconfirmed);
+                m->unconfirmed = missing.p;
+                missing.p = NULL;
+                m->quiet_until_ms = mono_ms() + ACK_QUIET_MS;
+            }
             break;
         }
         usleep(50000);
     }
+    free(missing.p);
     free(inst);
     free(acks);
+    free(want);
 }
 
-/* key_auth under /PREFIX/acme/KIND/NAME for the other instances to give
- * too, once they all confirm it (or the wait is over). */
+/* key_auth under /PREFIX/acme/KIND/NAME, on this instance's lease (it goes
+ * if the holder dies mid-order), for the other instances to give too,
+ * once they all confirm it (or the wait is over). */
 static void fleet_share(weir_acme_manager *m, const char *kind, const char *name,
                         const char *key_auth)
 {
     char perr[300], *key = NULL;
     if (asprintf(&key, "%s/acme/%s/%s", weir__etcd_source_prefix(m->fleet), kind, name) < 0)
         return;
-    if (weir__etcd_put_if(m->e, key, key_auth, strlen(key_auth), -1, 0, NULL, perr, sizeof(perr)) !=
-        0)
+    int64_t rev = 0, lease = weir__etcd_source_lease(m->fleet);
+    int rc = weir__etcd_put_if(m->e, key, key_auth, strlen(key_auth), -1, lease, &rev, perr,
+                               sizeof(perr));
+    if (rc != 0 && lease && strstr(perr, "lease not found"))
+        rc = weir__etcd_put_if(m->e, key, key_auth, strlen(key_auth), -1, 0, &rev, perr,
+                               sizeof(perr));
+    if (rc != 0)
         weir_log(WEIR_LEVEL_WARN,
                  "acme: the challenge is not in etcd (%s): only this instance answers it", perr);
     else
-        fleet_confirmed(m, kind, name, key_auth);
+        fleet_confirmed(m, kind, name, key_auth, rev);
     free(key);
 }
 
@@ -964,6 +1002,7 @@ void weir__acme_manager_stop(weir_acme_manager *m)
         item_free(&m->items[i]);
     free(m->items);
     weir__etcd_free(m->e);
+    free(m->unconfirmed);
     pthread_mutex_destroy(&m->mu);
     free(m);
 }

@@ -159,6 +159,8 @@ const char *weir__etcd_source_prefix(const weir_etcd_source *s);
 bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing);
 /* This instance's id in the fleet, or NULL when it has no fleet. */
 const char *weir__etcd_source_instance(const weir_etcd_source *s);
+/* Its lease (0: none yet): keys put on it go when the instance does. */
+int64_t weir__etcd_source_lease(weir_etcd_source *s);
 
 /* GET /api/fleet: the live instances, the lock, and the status above.
  * Main thread (reads etcd, up to a second). */

@@ -59,6 +59,8 @@ struct weir_etcd_source {
     _Atomic bool stop;
     weir_etcd *watch_e;
     weir_etcd *ack_e;   /* its client for challenge confirmations, made when needed */
+    char **chal;        /* the challenge keys it applied, so that a re-read drops */
+    size_t n_chal;      /* those gone meanwhile */
     weir_etcd_kvs wkvs; /* its copy of the keys */
     int64_t wrev;
     uint32_t backoff_ms;
@@ -393,34 +395,57 @@ static bool kvs_change(weir_etcd_kvs *k, const weir_etcd_event *ev)
 
 /*
  * Tells the lock holder that this instance gives a challenge's answer
- * (key_auth), or no longer does (NULL): /PREFIX/acme/ack/KIND/NAME/ID, on
- * the instance's lease. The holder asks the CA to validate once every live
- * instance has confirmed (acme/manager.c), since the CA may reach any.
- * Watch thread; blocks up to the client's timeout.
+ * (key_auth, of the challenge key's mod revision rev), or no longer does
+ * (NULL): /PREFIX/acme/ack/KIND/NAME/ID = "REV KEY_AUTH", on the
+ * instance's lease. The holder asks the CA to validate once every live
+ * instance has confirmed (acme/manager.c), since the CA may reach any;
+ * the revision keeps a late confirmation of an earlier order of the same
+ * token from counting. Watch thread; blocks up to the client's timeout.
  */
 static void challenge_ack(weir_etcd_source *s, const char *kind, const char *name,
-                          const char *key_auth)
+                          const char *key_auth, int64_t rev)
 {
     const char *id = weir__etcd_source_instance(s);
-    char err[512] = "", *k = NULL;
-    if (!id || asprintf(&k, "%sacme/ack/%s/%s/%s", s->prefix_dir, kind, name, id) < 0)
+    char err[512] = "", *k = NULL, *v = NULL;
+    if (!id || atomic_load(&s->stop) ||
+        asprintf(&k, "%sacme/ack/%s/%s/%s", s->prefix_dir, kind, name, id) < 0)
         return;
+    if (key_auth && asprintf(&v, "%" PRId64 " %s", rev, key_auth) < 0)
+        v = NULL;
     if (!s->ack_e)
         s->ack_e = weir__etcd_source_client(s, err, sizeof(err));
     int rc = -1;
-    if (s->ack_e && key_auth) {
+    if (s->ack_e && v) {
         int64_t lease = weir__fleet_lease(s->fleet);
-        rc = weir__etcd_put_if(s->ack_e, k, key_auth, strlen(key_auth), -1, lease, NULL, err,
-                               sizeof(err));
-        if (rc != 0 && lease) /* the lease just expired: the holder deletes it */
-            rc = weir__etcd_put_if(s->ack_e, k, key_auth, strlen(key_auth), -1, 0, NULL, err,
-                                   sizeof(err));
-    } else if (s->ack_e) {
+        rc = weir__etcd_put_if(s->ack_e, k, v, strlen(v), -1, lease, NULL, err, sizeof(err));
+        if (rc != 0 && lease && strstr(err, "lease not found")) /* it just expired */
+            rc = weir__etcd_put_if(s->ack_e, k, v, strlen(v), -1, 0, NULL, err, sizeof(err));
+    } else if (s->ack_e && !key_auth) {
         rc = weir__etcd_delete_if(s->ack_e, k, false, -1, err, sizeof(err));
     }
     if (rc != 0)
         weir_log(WEIR_LEVEL_WARN, "acme: %s: %s", k, err[0] ? err : "out of memory");
     free(k);
+    free(v);
+}
+
+/* The set of challenge keys applied: key added (on) or removed. */
+static void chal_track(weir_etcd_source *s, const char *key, bool on)
+{
+    size_t i = 0;
+    while (i < s->n_chal && strcmp(s->chal[i], key) != 0)
+        i++;
+    if (i < s->n_chal && !on) {
+        free(s->chal[i]);
+        s->chal[i] = s->chal[--s->n_chal];
+    } else if (i == s->n_chal && on) {
+        char **nv = realloc(s->chal, (s->n_chal + 1) * sizeof(*nv));
+        char *d = nv ? strdup(key) : NULL;
+        if (nv)
+            s->chal = nv;
+        if (d)
+            s->chal[s->n_chal++] = d;
+    }
 }
 
 /* /PREFIX/acme/http-01/TOKEN and /PREFIX/acme/tls-alpn-01/DOMAIN:
@@ -438,17 +463,37 @@ static bool challenge_event(weir_etcd_source *s, const weir_etcd_kv *kv, bool de
             continue;
         const char *ka = deleted ? NULL : kv->value;
         bool on = i == 0 ? weir__acme_http01_set(name, ka) : weir__acme_alpn_set(name, ka);
+        chal_track(s, kv->key, on);
         if ((on || deleted) && !strchr(name, '/'))
-            challenge_ack(s, kinds[i].kind, name, on ? ka : NULL);
+            challenge_ack(s, kinds[i].kind, name, on ? ka : NULL, kv->mod_revision);
         return true;
     }
     return false;
 }
 
-/* The challenges already in a set read whole: an instance that starts,
- * or reads again, in the middle of an order answers them too. */
+/* The challenges in a set read whole: an instance that starts, or reads
+ * again, in the middle of an order answers them too; one applied before
+ * and gone from the set (deleted while the watch was away) is dropped. */
 static void challenges_in(weir_etcd_source *s, const weir_etcd_kvs *k)
 {
+    for (size_t i = 0; i < s->n_chal;) {
+        size_t j = 0;
+        while (j < k->n && strcmp(k->v[j].key, s->chal[i]) != 0)
+            j++;
+        if (j < k->n) {
+            i++;
+            continue;
+        }
+        char *key = strdup(s->chal[i]);
+        if (!key) { /* out of memory: forgotten, not answered any less */
+            free(s->chal[i]);
+            s->chal[i] = s->chal[--s->n_chal];
+            continue;
+        }
+        weir_etcd_kv gone = {.key = key, .key_len = strlen(key)};
+        challenge_event(s, &gone, true); /* untracks it: s->chal[i] is another now */
+        free(key);
+    }
     for (size_t i = 0; i < k->n; i++)
         challenge_event(s, &k->v[i], false);
 }
@@ -706,6 +751,9 @@ void weir__etcd_source_free(weir_etcd_source *s)
     weir__etcd_free(s->main_e);
     weir__etcd_free(s->watch_e);
     weir__etcd_free(s->ack_e);
+    for (size_t i = 0; i < s->n_chal; i++)
+        free(s->chal[i]);
+    free(s->chal);
     weir__etcd_kvs_free(&s->served);
     weir__etcd_kvs_free(&s->wkvs);
     if (s->pending) {
@@ -895,6 +943,11 @@ bool weir__etcd_source_lock(weir_etcd_source *s, int64_t *fencing)
 const char *weir__etcd_source_instance(const weir_etcd_source *s)
 {
     return s->fleet ? weir__fleet_id(s->fleet) : NULL;
+}
+
+int64_t weir__etcd_source_lease(weir_etcd_source *s)
+{
+    return s->fleet ? weir__fleet_lease(s->fleet) : 0;
 }
 
 /* ---- the whole configuration (the admin API's history) ---- */
