@@ -172,6 +172,13 @@ static int fetch(entry *e, const char *cert_path, const char *chain_path, int64_
             rc = -2;
         goto out;
     }
+    /* check_validity allows a nextUpdate 5 min past (clock skew); weir
+     * never staples one that is (a lagging responder's or cache's): the
+     * last good answer stays, and it is asked again with the backoff. */
+    if (nextupd && asn1_unix(nextupd) <= (int64_t)time(NULL)) {
+        snprintf(err, err_len, "%s: the response's nextUpdate has passed", url);
+        goto out;
+    }
     unsigned int n = 0;
     if (X509_digest(leaf, EVP_sha256(), e->fp, &n) != 1 ||
         weir_tls_set_ocsp(e->fp, (const unsigned char *)b.p, b.len) != WEIR_OK) {
@@ -247,11 +254,16 @@ static void look_at(const char *path, const char *chain, const char *name)
     if (rc == 1) {
         e->expires_s = expires;
         e->backoff_s = 0;
-        /* Halfway to nextUpdate: a responder's short-lived answers (a
-         * minute, say) are replaced before they expire, never stapled
-         * stale; 10 s at least, so that one near its end is no storm. */
-        int64_t half = expires > now ? (expires - now) / 2 : 3600;
-        e->next_s = now + (half < 10 ? 10 : half > 86400 ? 86400 : half);
+        /* Halfway to nextUpdate (at most a day): a responder's
+         * short-lived answers (a minute, say) are replaced before they
+         * expire, never stapled stale. One with 20 s or less left is asked
+         * again 5 s before its end, 5 s at the soonest; one without
+         * nextUpdate is always current (asked again hourly). */
+        int64_t left = expires - now;
+        e->next_s = now + (!expires    ? 3600
+                           : left > 20 ? (left / 2 > 86400 ? 86400 : left / 2)
+                           : left > 10 ? left - 5
+                                       : 5);
         weir_log(WEIR_LEVEL_INFO,
                  "ocsp: [certificates.%s]: response stapled, asking again in %lld s", name,
                  (long long)(e->next_s - now));
