@@ -128,6 +128,18 @@ static char *utf8(char *msg)
     return msg;
 }
 
+/* s, valid UTF-8 but perhaps cut short by a buffer, ends on a whole
+ * character. */
+static void cut_tail(char *s)
+{
+    size_t n = strlen(s), j = n;
+    while (j > 0 && n - j < 3 && ((unsigned char)s[j - 1] & 0xC0) == 0x80)
+        j--;
+    if (j > 0 && (unsigned char)s[j - 1] >= 0x80 &&
+        !weir__utf8_len((const unsigned char *)s + j - 1, n - j + 1))
+        s[j - 1] = '\0';
+}
+
 json_t *weir__webhook_str(const char *s)
 {
     char *c = s ? utf8(strdup(s)) : NULL;
@@ -175,6 +187,9 @@ static char *payload(int type, const event *e)
 {
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
+    char *h = utf8(strdup(host));
+    snprintf(host, sizeof(host), "%s", h ? h : "?");
+    free(h);
     time_t t = (time_t)(e->unix_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
@@ -182,6 +197,7 @@ static char *payload(int type, const event *e)
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     char text[2048];
     snprintf(text, sizeof(text), "weir %s on %s: %s", names[e->ev], host, e->msg);
+    cut_tail(text);
     json_t *j;
     switch (type) {
     case WEIR_WEBHOOK_SLACK:
@@ -277,6 +293,7 @@ static void *sender_main(void *arg)
         W.n--;
         atomic_fetch_add(&W.dropped, 1);
     }
+    W.running = false; /* what is emitted from now on is not queued (nor lost) */
     pthread_mutex_unlock(&W.mu);
     return NULL;
 }

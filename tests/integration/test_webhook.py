@@ -326,3 +326,24 @@ def test_bytes_that_are_not_utf8_reach_the_receiver_replaced(receiver, tmp_path,
     assert got, p.describe()
     assert "caf\ufffd.toml" in got[0]["message"], got
     assert got[0]["data"]["config"].endswith("caf\ufffd.toml"), got
+
+
+def test_a_long_message_cut_to_fit_is_still_json(receiver, weir_toml, tmp_path):
+    """The chat types' text is cut to 2 KB: never inside a character. Two
+    refused reloads whose errors quote a key of two-byte characters, one
+    byte apart, so that one of the cuts falls in the middle of one: both
+    events arrive, as JSON."""
+    r = receiver()
+    w = weir_toml(simple(r.url, 'webhook_type = "slack"\n'))
+    assert wait_for(lambda: r.bodies), w.describe()
+    conf = sorted(tmp_path.glob("weir-*.toml"))[-1]
+    base = conf.read_text()
+    for n in (1500, 1501):
+        with open(conf, "w") as f:
+            f.write(base + '\n[locations.bad]\n"x%s" = 1\n' % ("\u00e9" * n))
+        before = len(r.bodies)
+        w.signal(signal.SIGHUP)
+        assert wait_for(lambda: len(r.bodies) > before, 10), (n, r.attempts, w.stderr()[-2000:])
+        assert "refused" in r.bodies[-1]["text"], r.bodies[-1]
+        assert len(r.bodies[-1]["text"].encode()) <= 2047
+    w.stop()
