@@ -430,6 +430,27 @@ def test_challenge_settings(tmp_path, body, expect):
     assert r.returncode == 1 and expect in r.stderr, r.stderr
 
 
+def fleet_instance(start_proc, e, tmp_path, pb, id, admin, http, https, domain, ttl="3s",
+                   challenge="http-01"):
+    """weir -c etcd://.../p --local FILE: instance id of a fleet whose
+    [certificates.site] (domain) is ordered from pebble pb."""
+    from conftest import binary, require_binary
+    require_binary("weir")
+    local = tmp_path / ("local-%s.toml" % id)
+    local.write_text(
+        '[basic]\ninstance_id = "%s"\ninstance_ttl = "%s"\n\n'
+        '[admin]\naddr = "127.0.0.1:%d"\n\n'
+        '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
+        '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
+        'certificates = ["site"]\n\n'
+        '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
+        'domains = ["%s"]\nstorage = "%s"\nchallenge = "%s"\n'
+        % (id, ttl, admin, http, https, pb.directory, pb.ca, domain, tmp_path / ("acme-" + id),
+           challenge))
+    return start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)], https,
+                      "weir-" + id)
+
+
 @pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
 def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc, challenge):
     """Two instances on one etcd prefix: the lock holder orders; its
@@ -437,7 +458,7 @@ def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc, challen
     the other instance answers the CA (pebble asks the other one here, on
     its plain or its TLS port); the certificate reaches both through
     etcd."""
-    from conftest import binary, require_binary, wait_port
+    from conftest import require_binary
     from etcdutil import Etcd
     require_binary("weir")
     e = Etcd(tmp_path).start()
@@ -449,19 +470,9 @@ def test_a_fleet_on_etcd_orders_once_and_shares_it(tmp_path, start_proc, challen
             e.put("/p/locations/all", "echo = true\n")
             ws = []
             for x in ("a", "b"):
-                local = tmp_path / ("local-%s.toml" % x)
-                local.write_text(
-                    '[basic]\ninstance_id = "%s"\ninstance_ttl = "3s"\n\n'
-                    '[admin]\naddr = "127.0.0.1:%d"\n\n'
-                    '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
-                    '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
-                    'certificates = ["site"]\n\n'
-                    '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
-                    'domains = ["fleet.weir.test"]\nstorage = "%s"\nchallenge = "%s"\n'
-                    % (x, ports["a" + x], ports["h" + x], ports["s" + x], pb.directory, pb.ca,
-                       tmp_path / ("acme-" + x), challenge))
-                p = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)],
-                               ports["s" + x], "weir-" + x)
+                p = fleet_instance(start_proc, e, tmp_path, pb, x, ports["a" + x],
+                                   ports["h" + x], ports["s" + x], "fleet.weir.test",
+                                   challenge=challenge)
                 ws.append(p)
                 if x == "a":  # a holds the lock before b starts
                     import urllib.request
@@ -530,7 +541,7 @@ def test_the_lock_holder_waits_for_every_instance_to_confirm_a_challenge(tmp_pat
     import base64
     import subprocess
     import threading
-    from conftest import binary, require_binary
+    from conftest import require_binary
     from etcdutil import ETCDCTL, Etcd
     require_binary("weir")
     e = Etcd(tmp_path).start()
@@ -562,18 +573,8 @@ def test_the_lock_holder_waits_for_every_instance_to_confirm_a_challenge(tmp_pat
                         acked.append(token)
             t = threading.Thread(target=confirm, daemon=True)
             t.start()
-            local = tmp_path / "local.toml"
-            local.write_text(
-                '[basic]\ninstance_id = "a"\ninstance_ttl = "3s"\n\n'
-                '[admin]\naddr = "127.0.0.1:%d"\n\n'
-                '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
-                '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
-                'certificates = ["site"]\n\n'
-                '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
-                'domains = ["wait.weir.test"]\nstorage = "%s"\n'
-                % (admin, http, https, pb.directory, pb.ca, tmp_path / "acme"))
-            a = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)], https,
-                           "weir-a")
+            a = fleet_instance(start_proc, e, tmp_path, pb, "a", admin, http, https,
+                               "wait.weir.test")
             got = wait_for(lambda: not self_signed(peer_cert(https, "wait.weir.test")),
                            timeout=60)
             assert got, a.describe()
@@ -597,7 +598,7 @@ def test_a_holder_killed_mid_challenge_leaves_no_challenge_behind(tmp_path, star
     while it waits for the fleet's confirmations leaves nothing that the
     other instances would keep answering (or that would fill their tables)
     once its lease has expired."""
-    from conftest import binary, require_binary
+    from conftest import require_binary
     from etcdutil import Etcd
     require_binary("weir")
     e = Etcd(tmp_path).start()
@@ -607,18 +608,8 @@ def test_a_holder_killed_mid_challenge_leaves_no_challenge_behind(tmp_path, star
         try:
             e.put("/p/locations/all", "echo = true\n")
             e.put("/p/instances/ghost", json.dumps({"id": "ghost"}))  # never confirms
-            local = tmp_path / "local.toml"
-            local.write_text(
-                '[basic]\ninstance_id = "a"\ninstance_ttl = "2s"\n\n'
-                '[admin]\naddr = "127.0.0.1:%d"\n\n'
-                '[servers.http]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n\n'
-                '[servers.https]\naddr = "127.0.0.1:%d"\nlocations = ["all"]\n'
-                'certificates = ["site"]\n\n'
-                '[certificates.site]\nacme = "%s"\nacme_ca = "%s"\n'
-                'domains = ["gone.weir.test"]\nstorage = "%s"\n'
-                % (admin, http, https, pb.directory, pb.ca, tmp_path / "acme"))
-            a = start_proc([binary("weir"), "-c", e.url("p"), "--local", str(local)], https,
-                           "weir-a")
+            a = fleet_instance(start_proc, e, tmp_path, pb, "a", admin, http, https,
+                               "gone.weir.test", ttl="2s")
 
             def challenges():
                 return e.ctl("get", "--prefix", "/p/acme/http-01/", "--keys-only").split()

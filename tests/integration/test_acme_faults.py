@@ -81,6 +81,15 @@ def cert_id(cert):
     return "%s.%s" % (b64url(aki.key_identifier), b64url(der))
 
 
+def new_order(method, path, body):
+    """The JWS payload of a new-order request (a dict), or None."""
+    if method != "POST" or not path.endswith("/order-plz"):
+        return None
+    jws = json.loads(body)
+    pad = "=" * (-len(jws["payload"]) % 4)
+    return json.loads(base64.urlsafe_b64decode(jws["payload"] + pad))
+
+
 def rfc3339(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
@@ -194,10 +203,9 @@ def test_ari_a_window_that_has_begun_renews_a_fresh_certificate(acme):
     orders = []
 
     def new_orders(method, path, body):
-        if method == "POST" and path.endswith("/order-plz"):
-            jws = json.loads(body)
-            pad = "=" * (-len(jws["payload"]) % 4)
-            orders.append(json.loads(base64.urlsafe_b64decode(jws["payload"] + pad)))
+        payload = new_order(method, path, body)
+        if payload is not None:
+            orders.append(payload)
     acme.proxy.rules.append(new_orders)
     w = acme.weir()
     first = conftest.wait_for(lambda: issued(w.port), 40)
@@ -247,10 +255,8 @@ def test_ari_a_refused_replaces_is_renewed_by_a_plain_order(acme, status, proble
     sent = []
 
     def refuse_replaces(method, path, body):
-        if method == "POST" and path.endswith("/order-plz"):
-            jws = json.loads(body)
-            pad = "=" * (-len(jws["payload"]) % 4)
-            payload = json.loads(base64.urlsafe_b64decode(jws["payload"] + pad))
+        payload = new_order(method, path, body)
+        if payload is not None:
             sent.append(payload)
             if "replaces" in payload:
                 return (status, {"Content-Type": "application/problem+json"},

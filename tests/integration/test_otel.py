@@ -8,9 +8,7 @@ cause, h2 and gRPC are traced too, and a collector that is down or hangs
 under 15 s of keep-alive load fails no request, keeps memory bounded and
 counts what it dropped."""
 import json
-import os
 import re
-import socket
 import subprocess
 import threading
 import time
