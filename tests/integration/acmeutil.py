@@ -40,7 +40,8 @@ class Pebble:
     .ca (the CA file of pebble's own HTTPS), .roots() (the PEM of the CA
     that signs the certificates it issues)."""
 
-    def __init__(self, tmp, http_port, tls_port=None, nonce_reject=0, validity=None):
+    def __init__(self, tmp, http_port, tls_port=None, nonce_reject=0, validity=None,
+                 ocsp_url=""):
         self.dir = tmp / "pebble"
         self.dir.mkdir(exist_ok=True)
         self.http_port = http_port
@@ -49,6 +50,7 @@ class Pebble:
             free_port(), free_port(), free_port(), free_port())
         self.nonce_reject = nonce_reject
         self.validity = validity
+        self.ocsp_url = ocsp_url  # the AIA OCSP URL of the certificates it issues
         self.procs = []
 
     @property
@@ -71,7 +73,7 @@ class Pebble:
             "privateKey": str(self.dir / "server.key"),
             "httpPort": self.http_port,
             "tlsPort": self.tls_port,
-            "ocspResponderURL": "",
+            "ocspResponderURL": self.ocsp_url,
             "externalAccountBindingRequired": False}}
         if self.validity:
             cfg["pebble"]["certificateValidityPeriod"] = self.validity
@@ -117,6 +119,18 @@ class Pebble:
         url = "https://127.0.0.1:%d/roots/0" % self.mgmt_port
         with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
             return r.read().decode()
+
+    def intermediate(self):
+        """The PEM of the intermediate that signs the leaves, and its key."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        out = []
+        for what in ("intermediates", "intermediate-keys"):
+            url = "https://127.0.0.1:%d/%s/0" % (self.mgmt_port, what)
+            with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
+                out.append(r.read().decode())
+        return out
 
     def stop_server(self):
         p = self.procs[-1]

@@ -196,3 +196,57 @@ def test_a_responder_that_hangs_holds_no_handshake(tmp_path, weir_toml):
         ls.close()
         for c in held:
             c.close()
+
+
+@pytest.mark.deadline(120)
+def test_an_acme_certificate_is_stapled_too(tmp_path, weir_toml):
+    """A certificate weir ordered (pebble, with an OCSP URL in what it
+    issues) is stapled as a file one is: the responder signs with pebble's
+    intermediate, which weir finds in the chain it stored."""
+    import os
+    from acmeutil import PEBBLE, Pebble
+    if not os.access(PEBBLE, os.X_OK):
+        pytest.skip("pebble not installed")
+    ocsp_port, http_port = free_port(), free_port()
+    pb = Pebble(tmp_path, http_port, ocsp_url="http://127.0.0.1:%d" % ocsp_port).start()
+    r = None
+    try:
+        w = weir_toml("""
+[servers.http]
+addr = "127.0.0.1:%d"
+locations = ["all"]
+[servers.tls]
+addr = "127.0.0.1:@PORT@"
+locations = ["all"]
+certificates = ["site"]
+[certificates.site]
+acme = "%s"
+acme_ca = "%s"
+domains = ["ocsp.weir.test"]
+storage = "@TMP@/acme"
+[locations.all]
+echo = true
+""" % (http_port, pb.directory, pb.ca))
+        crt = tmp_path / "acme" / "site.crt"
+        assert wait_for(lambda: crt.exists() and "certificate obtained" in w.stderr(), 40), \
+            w.describe()
+        # The responder: pebble's intermediate, the leaf good in its index.
+        inter, key = pb.intermediate()
+        (tmp_path / "ca.crt").write_text(inter)
+        (tmp_path / "ca.key").write_text(key)
+        (tmp_path / "served.crt").write_text(crt.read_text())
+        serial = openssl("x509", "-in", str(crt), "-noout", "-serial").split("=")[1].strip()
+        (tmp_path / "index.txt").write_text(
+            "V\t%s\t\t%s\tunknown\t/CN=ocsp.weir.test\n" %
+            ((datetime.datetime.utcnow() + datetime.timedelta(days=30)).strftime(
+                "%y%m%d%H%M%SZ"), serial))
+        r = responder(tmp_path, ocsp_port)
+        out = wait_for(lambda: "OCSP Response Status: successful" in status(w.port) and
+                       status(w.port), 40)
+        assert out and "Cert Status: good" in out, (out, w.describe())
+        assert "response stapled" in w.stderr()
+    finally:
+        if r:
+            r.terminate()
+            r.wait(timeout=10)
+        pb.close()
