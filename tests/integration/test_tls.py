@@ -742,7 +742,8 @@ def test_upstream_connects_and_handshakes_are_timed(pki, tls_backend, proxy):
     assert len(tb.sni) == 1  # one handshake at the backend too
     t = scraped()
     assert 0 <= metric(t, "weir_upstream_connect_seconds_sum", upstream="u") < 5, t
-    assert 0 < metric(t, "weir_tls_handshake_seconds_sum", side="upstream") < 5, t
+    # The loop's clock, read once a round: a handshake within a round takes 0.
+    assert 0 <= metric(t, "weir_tls_handshake_seconds_sum", side="upstream") < 5, t
     assert B.get(port, "/close").status == 200
     assert B.get(port, "/after").status == 200
     assert wait_for(lambda: counts() == (2, 2, 2, 2), 10), (counts(), scraped())
