@@ -364,9 +364,9 @@ def test_a_hanging_collector_never_slows_requests(traced, collector):
     assert rss_late - rss_early < 64 * 1024, (rss_early, rss_late)
     assert conftest.wait_for(lambda: metric(w, "weir_otlp_export_failures_total") > 0, 10)
     assert metric(w, 'weir_otlp_spans_total{result="dropped_export"}') > 0
-    # While the exporter waits on the collector, the workers' queues fill:
-    # what does not fit is dropped at once, and counted.
-    assert metric(w, 'weir_otlp_spans_total{result="dropped_queue"}') > 0
+    # (A worker's queue that fills meanwhile drops and counts: the unit
+    # test otlp/a_full_ring_drops_and_counts; how soon it fills here
+    # depends on the machine's speed.)
 
 
 def test_export_headers_and_h2(traced):
@@ -410,7 +410,13 @@ def test_h2_attempts_parents_server_timing_and_the_connected_event(traced):
         for e in k.get("events", []):
             assert int(k["startTimeUnixNano"]) <= int(e["timeUnixNano"]) <= int(
                 k["endTimeUnixNano"]), k
-    assert events == {"/first": ["connected"], "/second": []}, events
+    # A new upstream connection has the event, a pooled one not (the second
+    # request may come to the other worker, whose pool is its own).
+    assert events["/first"] == ["connected"], events
+    for path, sp in by_path.items():
+        k = w.collector.children(sp)[0]
+        assert events[path] == ([] if k["attrs"]["weir.connection.reused"] else ["connected"]), (
+            path, k)
 
 
 def test_the_json_access_log_names_the_trace(traced, tmp_path):

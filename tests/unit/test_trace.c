@@ -269,3 +269,22 @@ Test(trace, otlp_protobuf_lengths_of_every_size)
     free(pb);
     free(v);
 }
+
+/* A worker's ring holds 2,048 spans the exporter has not taken: the next
+ * is not recorded (the worker never waits), and it is counted. */
+Test(otlp, a_full_ring_drops_and_counts)
+{
+    weir_otlp_counts before, after;
+    weir__otlp_counts(&before);
+    for (int i = 0; i < 2048; i++) {
+        weir_span *s = weir__otlp_reserve();
+        cr_assert_not_null(s, "slot %d", i);
+        s->endpoint = NULL;
+        weir__otlp_commit();
+    }
+    cr_assert_null(weir__otlp_reserve());
+    cr_assert_null(weir__otlp_reserve());
+    weir__otlp_counts(&after);
+    cr_assert_eq(after.dropped_queue, before.dropped_queue + 2);
+    cr_assert_eq(after.exported, before.exported);
+}
